@@ -1,0 +1,22 @@
+/* cli.h: shared by the `prognos` command files. Each cmd_<name>() parses only
+ * its own options and returns the process exit code: 0 ok, 1 failed, 2 usage
+ * error, 3 nothing to do. */
+#ifndef PROGNOS_CLI_H
+#define PROGNOS_CLI_H
+
+#include "engine/engine.h"
+
+enum { PX_EXIT_OK = 0, PX_EXIT_FAIL = 1, PX_EXIT_USAGE = 2, PX_EXIT_NOTHING = 3 };
+
+int cmd_db(int argc, char **argv);
+int cmd_etl(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+
+/* True when argv holds -h or --help. */
+int px_cli_wants_help(int argc, char **argv);
+/* Maps a library error code to an exit code, printing the error. */
+int px_cli_fail(const px_err *e);
+/* Prints "prognos: <msg>" and a pointer to --help; returns PX_EXIT_USAGE. */
+int px_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

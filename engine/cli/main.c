@@ -1,0 +1,85 @@
+/* main.c: the `prognos` command table. Each entry names a command, its one-line
+ * summary and the cmd_<name>() in its own file that does the work. */
+#include "engine/cli/cli.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+};
+
+static const struct command commands[] = {
+    {"db", cmd_db, "manage the warehouse: init, start, stop, status, migrate, url, psql"},
+    {"etl", cmd_etl, "load source data into the warehouse (load), report on loads (status)"},
+    {"generate", cmd_generate, "write a synthetic canonical dataset with planted effects"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: prognos <command> [options]\n"
+            "\n"
+            "Prognos %s: clinical prediction and KPI engine.\n"
+            "\n"
+            "commands:\n",
+            PX_VERSION);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out,
+            "\n"
+            "Run 'prognos <command> --help' for a command's options.\n"
+            "Environment: PROGNOS_HOME (default ./var), PROGNOS_DB, PROGNOS_KEY_FILE,\n"
+            "PROGNOS_PG_BIN, PROGNOS_PG_USER; see README.md.\n"
+            "Exit codes: 0 ok, 1 failed, 2 usage error, 3 nothing to do.\n");
+}
+
+int px_cli_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return 1;
+    return 0;
+}
+
+int px_cli_fail(const px_err *e)
+{
+    if (e->code == PX_ENOTHING) {
+        fprintf(stderr, "prognos: %s\n", e->msg);
+        return PX_EXIT_NOTHING;
+    }
+    px_err_print(e);
+    return e->code == PX_EINVAL ? PX_EXIT_USAGE : PX_EXIT_FAIL;
+}
+
+int px_cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "prognos %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'prognos %s --help'.\n", cmd);
+    return PX_EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return PX_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return PX_EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("prognos %s\n", PX_VERSION);
+        return PX_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "prognos: '%s' is not a prognos command; see 'prognos --help'\n", argv[1]);
+    return PX_EXIT_USAGE;
+}

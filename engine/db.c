@@ -1,0 +1,154 @@
+/* db.c: warehouse connections, small query helpers and the migration runner.
+ * px_db_connect() is the one door to the warehouse: it initialises and starts
+ * the embedded server when needed and applies pending migrations, so every
+ * command that needs the database just calls it. */
+#include "engine/internal.h"
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Distinct from the ETL's lock; serialises concurrent migrators. */
+#define PX_MIGRATE_LOCK 7070001
+
+static int db_fail(px_err *e, PGconn *c, const char *what)
+{
+    px_err_set(e, PX_EDB, "%s", what);
+    px_err_detail(e, "%s", PQerrorMessage(c));
+    return PX_EDB;
+}
+
+PGconn *px_db_connect_url(const char *url, px_err *e)
+{
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK) {
+        px_err_set(e, PX_EDB, "cannot connect to the database");
+        px_err_detail(e, "%s", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    PGresult *r = PQexec(c, "SET client_min_messages = warning; SET datestyle = 'ISO, YMD'; SET TIME ZONE 'UTC'");
+    PQclear(r);
+    return c;
+}
+
+PGconn *px_db_connect(const px_config *cfg, px_err *e)
+{
+    char url[13000];
+    if (!cfg->external) {
+        int rc = px_pg_initialized(cfg) ? px_pg_start(cfg, e) : px_pg_init(cfg, e);
+        if (rc != 0) return NULL;
+    }
+    if (px_pg_url(cfg, url, sizeof url, e) != 0) return NULL;
+    PGconn *c = px_db_connect_url(url, e);
+    if (!c) return NULL;
+    int applied = 0;
+    if (px_db_migrate(c, &applied, e) != 0) {
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+int px_db_exec(PGconn *c, px_err *e, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int rc = 0;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        rc = px_err_set(e, PX_EDB, "database command failed");
+        px_err_detail(e, "%s", PQresultErrorMessage(r));
+    }
+    PQclear(r);
+    return rc;
+}
+
+int px_db_execf(PGconn *c, px_err *e, const char *fmt, ...)
+{
+    char stack[4096], *sql = stack;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(stack, sizeof stack, fmt, ap);
+    va_end(ap);
+    if (n < 0) return px_err_set(e, PX_EINVAL, "bad SQL format");
+    if ((size_t)n >= sizeof stack) {
+        sql = malloc((size_t)n + 1);
+        if (!sql) return px_err_set(e, PX_ENOMEM, "out of memory");
+        va_start(ap, fmt);
+        vsnprintf(sql, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    int rc = px_db_exec(c, e, sql);
+    if (sql != stack) free(sql);
+    return rc;
+}
+
+int px_db_scalar(PGconn *c, px_err *e, char *out, size_t outlen, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1 || PQnfields(r) < 1) {
+        rc = px_err_set(e, PX_EDB, "query returned no value");
+        px_err_detail(e, "%s", PQresultErrorMessage(r));
+    } else {
+        snprintf(out, outlen, "%s", PQgetisnull(r, 0, 0) ? "" : PQgetvalue(r, 0, 0));
+    }
+    PQclear(r);
+    return rc;
+}
+
+int px_db_migrate(PGconn *c, int *applied, px_err *e)
+{
+    int rc = 0;
+    *applied = 0;
+    if ((rc = px_db_exec(c, e, "CREATE TABLE IF NOT EXISTS public.prognos_migrations ("
+                                 " version integer PRIMARY KEY, name text NOT NULL,"
+                                 " applied_at timestamptz NOT NULL DEFAULT now())")) != 0) {
+        /* two first-time migrators may race on CREATE TABLE IF NOT EXISTS */
+        if ((rc = px_db_exec(c, e, "SELECT 1 FROM public.prognos_migrations LIMIT 1")) != 0) return rc;
+    }
+    char lock[128];
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%d)", PX_MIGRATE_LOCK);
+    if ((rc = px_db_exec(c, e, lock)) != 0) return rc;
+    char cur[32];
+    if ((rc = px_db_scalar(c, e, cur, sizeof cur,
+                           "SELECT coalesce(max(version), 0) FROM public.prognos_migrations")) != 0)
+        goto out;
+    int have = atoi(cur);
+    for (int i = 0; i < px_migrations_count; i++) {
+        const px_migration *m = &px_migrations[i];
+        if (m->version <= have) continue;
+        if ((rc = px_db_exec(c, e, "BEGIN")) != 0) goto out;
+        PGresult *r = PQexec(c, m->sql);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+            px_err_set(e, PX_EDB, "migration %03d_%s failed", m->version, m->name);
+            px_err_detail(e, "%s", PQresultErrorMessage(r));
+            PQclear(r);
+            px_db_exec(c, NULL, "ROLLBACK");
+            rc = PX_EDB;
+            goto out;
+        }
+        PQclear(r);
+        const char *params[2];
+        char ver[16];
+        snprintf(ver, sizeof ver, "%d", m->version);
+        params[0] = ver;
+        params[1] = m->name;
+        r = PQexecParams(c, "INSERT INTO public.prognos_migrations (version, name) VALUES ($1, $2)", 2, NULL,
+                         params, NULL, NULL, 0);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (!ok) {
+            rc = db_fail(e, c, "cannot record a migration");
+            px_db_exec(c, NULL, "ROLLBACK");
+            goto out;
+        }
+        if ((rc = px_db_exec(c, e, "COMMIT")) != 0) goto out;
+        px_log(PX_LOG_INFO, "applied migration %03d_%s", m->version, m->name);
+        (*applied)++;
+    }
+out:
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_unlock(%d)", PX_MIGRATE_LOCK);
+    px_db_exec(c, NULL, lock);
+    return rc;
+}

@@ -1,0 +1,176 @@
+/* engine.h: the core every other Prognos library stands on.
+ *
+ * Configuration and home directory, errors, logging, PostgreSQL access (the
+ * embedded server, migrations, COPY streaming), the ETL front stage and the
+ * synthetic data generator. Library calls return 0 or a negative PX_E* code
+ * and fill a caller-supplied px_err; they never exit() or print to stdout. */
+#ifndef PROGNOS_ENGINE_H
+#define PROGNOS_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define PX_VERSION "0.1.0"
+
+/* ---- errors ------------------------------------------------------------ */
+
+enum {
+    PX_OK = 0,
+    PX_EINVAL = -1,   /* bad input or usage */
+    PX_EIO = -2,      /* file or process error */
+    PX_EDB = -3,      /* database error */
+    PX_ENOMEM = -4,   /* out of memory */
+    PX_ENOTFOUND = -5,
+    PX_ESTATE = -6,   /* wrong state (server not running, not initialised) */
+    PX_ENOTHING = -7, /* nothing to do: not an error for a scheduler */
+    PX_ECORRUPT = -8  /* data failed an integrity check */
+};
+
+/* Filled on failure, untouched on success. msg: short primary message,
+ * lower-case, what failed first; detail and hint may be empty. */
+typedef struct px_err {
+    int code;
+    char msg[512];
+    char detail[1024];
+    char hint[512];
+} px_err;
+
+/* Sets e (if not NULL) and returns code, so callers can write
+ * `return px_err_set(e, PX_EIO, "cannot open '%s'", path);` */
+int px_err_set(px_err *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void px_err_detail(px_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void px_err_hint(px_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void px_err_clear(px_err *e);
+/* Prints "prognos: error: msg" plus detail and hint lines to stderr. */
+void px_err_print(const px_err *e);
+
+/* ---- logging ----------------------------------------------------------- */
+
+/* Log lines go to stderr when verbose and always to $PROGNOS_HOME/log/prognos.log
+ * once px_log_open() succeeded. Never log identifiers: only pseudonyms and counts. */
+typedef enum { PX_LOG_DEBUG, PX_LOG_INFO, PX_LOG_WARN, PX_LOG_ERROR } px_log_level;
+void px_log_open(const char *home);
+void px_log_set_stderr_level(px_log_level min);
+void px_log(px_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void px_log_close(void);
+
+/* ---- configuration ----------------------------------------------------- */
+
+/* Resolved configuration, from the environment:
+ *   PROGNOS_HOME      home directory (default ./var), made absolute
+ *   PROGNOS_DB        libpq URI/conninfo of an external server; empty = embedded
+ *   PROGNOS_KEY_FILE  pseudonymization key (default $PROGNOS_HOME/secret.key)
+ *   PROGNOS_PG_BIN    PostgreSQL binaries (default: pg_config --bindir, then
+ *                     /usr/lib/postgresql/15/bin)
+ *   PROGNOS_PG_USER   when root, the unprivileged user that runs the server
+ *                     (default postgres) */
+typedef struct px_config {
+    char home[4096];
+    char db_url[4096];   /* PROGNOS_DB, or "" */
+    char key_file[4096];
+    char pg_bin[4096];
+    char pg_user[64];
+    int external;        /* 1 when PROGNOS_DB is set */
+} px_config;
+
+int px_config_load(px_config *cfg, px_err *e);
+
+/* ---- embedded PostgreSQL ----------------------------------------------- */
+
+/* Layout under home: pg/data (cluster), pg/run (socket dir, mode 0700),
+ * pg/server.log, secret.key (0600), log/. The server listens on the Unix
+ * socket only (listen_addresses = ''); local connections use trust auth and
+ * are confined to the socket directory's owner (and root). */
+int px_pg_init(const px_config *cfg, px_err *e);   /* initdb + key + start + migrate */
+int px_pg_start(const px_config *cfg, px_err *e);  /* no-op if running */
+int px_pg_stop(const px_config *cfg, px_err *e);
+/* Returns 1 running, 0 stopped (or not initialised), <0 on error. */
+int px_pg_status(const px_config *cfg, char *info, size_t infolen, px_err *e);
+/* Writes the libpq URI of the warehouse database (embedded or PROGNOS_DB). */
+int px_pg_url(const px_config *cfg, char *buf, size_t len, px_err *e);
+int px_pg_initialized(const px_config *cfg);
+
+/* ---- database access --------------------------------------------------- */
+
+typedef struct pg_conn PGconn;
+/* Connects to the warehouse; for the embedded server, initialises and starts
+ * it when needed and applies pending migrations. Caller closes with PQfinish. */
+PGconn *px_db_connect(const px_config *cfg, px_err *e);
+/* Connects to an arbitrary libpq URI (the postgres ETL source). */
+PGconn *px_db_connect_url(const char *url, px_err *e);
+/* Runs SQL that returns no rows (may hold several statements). */
+int px_db_exec(PGconn *c, px_err *e, const char *sql);
+int px_db_execf(PGconn *c, px_err *e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Runs a query returning one value; copies it into out ("" for NULL). */
+int px_db_scalar(PGconn *c, px_err *e, char *out, size_t outlen, const char *sql);
+/* Applies pending migrations; *applied receives how many. */
+int px_db_migrate(PGconn *c, int *applied, px_err *e);
+
+/* ---- pseudonymization -------------------------------------------------- */
+
+/* HMAC-SHA256 under the installation's secret key, truncated to 128 bits and
+ * written as 32 lower-case hex digits (the warehouse stores them as uuid).
+ * Each identifier kind is a separate domain, so an SSN and an MRN with the same
+ * digits get unrelated pseudonyms. Plain SHA-256 would not do: the 10^9 SSNs
+ * are enumerated in minutes; without the key the HMAC cannot be. */
+typedef enum {
+    PX_ID_PATIENT, PX_ID_ENCOUNTER, PX_ID_SSN, PX_ID_MRN, PX_ID_NAME,
+    PX_ID_PHONE, PX_ID_EMAIL, PX_ID__COUNT
+} px_id_kind;
+
+typedef struct px_pseudo px_pseudo;  /* opaque; owns the key */
+/* Creates the key file (32 random bytes, hex, mode 0600) if absent. */
+int px_pseudo_keygen(const char *path, px_err *e);
+/* Loads the key; refuses a key file readable by group or others. Caller frees. */
+px_pseudo *px_pseudo_load(const char *path, px_err *e);
+void px_pseudo_free(px_pseudo *p);
+/* out must hold 33 bytes. Identifiers are trimmed; names and emails are
+ * case-folded, phones reduced to digits, SSNs to digits, before hashing. */
+void px_pseudo_id(const px_pseudo *p, px_id_kind kind, const char *value, size_t len, char out[33]);
+
+/* ---- ETL --------------------------------------------------------------- */
+
+typedef enum { PX_FMT_SYNPUF, PX_FMT_CANONICAL, PX_FMT_POSTGRES } px_etl_format;
+
+typedef struct px_etl_params {
+    px_etl_format format;
+    const char *source;   /* directory (synpuf, canonical) or libpq URI (postgres) */
+    int progress;         /* draw a progress bar on stderr */
+    const char *today;    /* "YYYY-MM-DD" for the future-date rule; NULL = today */
+} px_etl_params;
+
+px_etl_params px_etl_default_params(void);
+
+typedef struct px_etl_result {
+    long long batch_id;   /* 0 when nothing was loaded */
+    long long rows_read, rows_loaded, rows_rejected;
+    int files_loaded, files_skipped;
+} px_etl_result;
+
+/* Loads one batch in one transaction. Returns 0, PX_ENOTHING when every input
+ * was loaded before, or a negative error (nothing stored). */
+int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, px_err *e);
+/* Writes the status report (text or JSON) to out. */
+int px_etl_status(const px_config *cfg, int json, FILE *out, px_err *e);
+
+/* ---- synthetic data ---------------------------------------------------- */
+
+typedef struct px_gen_params {
+    long long patients;      /* number of patients */
+    uint64_t seed;
+    const char *out_dir;
+    int facilities;          /* number of hospitals (default 40) */
+    int start_year, end_year;/* admission years, inclusive (default 2019..2023) */
+} px_gen_params;
+
+px_gen_params px_gen_default_params(void);
+typedef struct px_gen_result {
+    long long patients, encounters, diagnoses, procedures, facilities, providers;
+} px_gen_result;
+/* Writes canonical CSV and truth.json to out_dir (created if needed).
+ * Same parameters, same bytes. */
+int px_generate(const px_gen_params *p, px_gen_result *r, px_err *e);
+
+#endif

@@ -1,0 +1,325 @@
+/* pgctl.c: the embedded PostgreSQL cluster under $PROGNOS_HOME/pg.
+ * PostgreSQL refuses to run as root, so when we are root every server-side
+ * command runs as PROGNOS_PG_USER (default postgres) via runuser(1), and pg/ is
+ * owned by that user. The server listens on a Unix socket in pg/run only. */
+#include "engine/internal.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PX_DB_NAME "prognos"
+#define PX_DB_ROLE "prognos"
+
+static void pg_paths(const px_config *cfg, char *pg, char *data, char *run, size_t len)
+{
+    snprintf(pg, len, "%s/pg", cfg->home);
+    snprintf(data, len, "%s/pg/data", cfg->home);
+    snprintf(run, len, "%s/pg/run", cfg->home);
+}
+
+/* Runs argv (argv[0] a full path) and waits. When root, runs it as the server
+ * user through runuser. Output goes to our stderr unless quiet (then to
+ * /dev/null). Returns the exit status, or -1 if it could not run. */
+static int run_server_cmd(const px_config *cfg, const char *cwd, char *const argv[], int quiet)
+{
+    char *full[32];
+    int n = 0;
+    if (geteuid() == 0) {
+        full[n++] = "runuser";
+        full[n++] = "-u";
+        full[n++] = (char *)cfg->pg_user;
+        full[n++] = "--";
+    }
+    for (int i = 0; argv[i] && n < 31; i++) full[n++] = argv[i];
+    full[n] = NULL;
+
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        if (cwd && chdir(cwd) != 0) _exit(126);
+        int devnull = open("/dev/null", O_RDWR);
+        if (devnull >= 0) {
+            dup2(devnull, STDIN_FILENO);
+            if (quiet) dup2(devnull, STDOUT_FILENO);
+            else dup2(STDERR_FILENO, STDOUT_FILENO); /* keep our stdout clean for data */
+            if (quiet) dup2(devnull, STDERR_FILENO);
+        }
+        execvp(full[0], full);
+        _exit(127);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* libpq conninfo for the embedded server's maintenance database or warehouse. */
+static void embedded_conninfo(const px_config *cfg, const char *db, char *buf, size_t len)
+{
+    snprintf(buf, len, "host='%s/pg/run' dbname='%s' user='%s' connect_timeout=10",
+             cfg->home, db, PX_DB_ROLE);
+}
+
+int px_pg_initialized(const px_config *cfg)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/pg/data/PG_VERSION", cfg->home);
+    return access(path, F_OK) == 0;
+}
+
+static int check_bin(const px_config *cfg, px_err *e)
+{
+    if (!cfg->pg_bin[0]) {
+        px_err_set(e, PX_ESTATE, "cannot find the PostgreSQL server programs (initdb, pg_ctl)");
+        px_err_hint(e, "install them with 'apt-get install postgresql-15', or set PROGNOS_PG_BIN");
+        return PX_ESTATE;
+    }
+    return 0;
+}
+
+/* Creates dir (mode) if missing; when root, hands it to the server user. */
+static int make_dir(const char *dir, mode_t mode, const struct passwd *owner, px_err *e)
+{
+    if (mkdir(dir, mode) != 0 && errno != EEXIST)
+        return px_err_set(e, PX_EIO, "cannot create directory '%s': %s", dir, strerror(errno));
+    if (owner && chown(dir, owner->pw_uid, owner->pw_gid) != 0)
+        return px_err_set(e, PX_EIO, "cannot give '%s' to user '%s': %s", dir, owner->pw_name, strerror(errno));
+    if (chmod(dir, mode) != 0)
+        return px_err_set(e, PX_EIO, "cannot set the mode of '%s': %s", dir, strerror(errno));
+    return 0;
+}
+
+static int mkdir_home(const px_config *cfg, px_err *e)
+{
+    /* The home holds the key (0600) and pg/ (0700, the server's); it is 0755 so
+     * that the server user can reach pg/ when we are root. */
+    if (mkdir(cfg->home, 0755) != 0 && errno != EEXIST)
+        return px_err_set(e, PX_EIO, "cannot create PROGNOS_HOME '%s': %s", cfg->home, strerror(errno));
+    return 0;
+}
+
+static int write_server_conf(const px_config *cfg, const char *data, const char *run, px_err *e)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/postgresql.auto.conf", data);
+    FILE *f = fopen(path, "a");
+    if (!f) return px_err_set(e, PX_EIO, "cannot write '%s': %s", path, strerror(errno));
+    /* Unix socket only; sized for one analytics workload on a small machine.
+     * wal_level=minimal: no replication from an embedded cluster, less WAL on loads.
+     * log_min_error_statement=panic: a failed statement's text is never logged. */
+    fprintf(f,
+            "# written by prognos db init\n"
+            "listen_addresses = ''\n"
+            "unix_socket_directories = '%s'\n"
+            "unix_socket_permissions = 0700\n"
+            "shared_buffers = '512MB'\n"
+            "work_mem = '64MB'\n"
+            "maintenance_work_mem = '512MB'\n"
+            "max_wal_size = '8GB'\n"
+            "checkpoint_timeout = '30min'\n"
+            "wal_level = minimal\n"
+            "max_wal_senders = 0\n"
+            "wal_compression = on\n"
+            "log_min_error_statement = panic\n"
+            "log_min_messages = warning\n"
+            "log_line_prefix = '%%m [%%p] '\n",
+            run);
+    (void)cfg;
+    if (fclose(f) != 0) return px_err_set(e, PX_EIO, "cannot write '%s'", path);
+    return 0;
+}
+
+static int create_database(const px_config *cfg, px_err *e)
+{
+    char ci[4500];
+    embedded_conninfo(cfg, "postgres", ci, sizeof ci);
+    PGconn *c = PQconnectdb(ci);
+    if (PQstatus(c) != CONNECTION_OK) {
+        px_err_set(e, PX_EDB, "cannot connect to the embedded server");
+        px_err_detail(e, "%s", PQerrorMessage(c));
+        PQfinish(c);
+        return PX_EDB;
+    }
+    PGresult *r = PQexec(c, "SELECT 1 FROM pg_database WHERE datname = '" PX_DB_NAME "'");
+    int exists = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    PQclear(r);
+    int rc = 0;
+    if (!exists) {
+        r = PQexec(c, "CREATE DATABASE " PX_DB_NAME " TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C'");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            rc = px_err_set(e, PX_EDB, "cannot create database '" PX_DB_NAME "'");
+            px_err_detail(e, "%s", PQerrorMessage(c));
+        }
+        PQclear(r);
+    }
+    PQfinish(c);
+    return rc;
+}
+
+static int check_socket_len(const char *run, px_err *e)
+{
+    struct sockaddr_un sa;
+    if (strlen(run) + strlen("/.s.PGSQL.5432") >= sizeof sa.sun_path) {
+        px_err_set(e, PX_EINVAL, "PROGNOS_HOME is too deep for a Unix socket path");
+        px_err_detail(e, "the socket would be '%s/.s.PGSQL.5432', over the %zu-byte limit", run,
+                      sizeof sa.sun_path - 1);
+        px_err_hint(e, "set PROGNOS_HOME to a shorter path");
+        return PX_EINVAL;
+    }
+    return 0;
+}
+
+int px_pg_init(const px_config *cfg, px_err *e)
+{
+    char pg[4300], data[4300], run[4300];
+    int rc;
+    if ((rc = mkdir_home(cfg, e)) != 0) return rc;
+    if ((rc = px_pseudo_keygen(cfg->key_file, e)) != 0) return rc;
+    if (cfg->external) return 0; /* the caller connects and migrates */
+    if ((rc = check_bin(cfg, e)) != 0) return rc;
+    pg_paths(cfg, pg, data, run, sizeof pg);
+    if ((rc = check_socket_len(run, e)) != 0) return rc;
+
+    if (!px_pg_initialized(cfg)) {
+        struct passwd *owner = NULL;
+        if (geteuid() == 0) {
+            owner = getpwnam(cfg->pg_user);
+            if (!owner) {
+                px_err_set(e, PX_ESTATE, "user '%s' does not exist to run PostgreSQL", cfg->pg_user);
+                px_err_detail(e, "PostgreSQL refuses to run as root, so prognos runs it as an unprivileged user");
+                px_err_hint(e, "install postgresql-15 (it creates 'postgres') or set PROGNOS_PG_USER");
+                return PX_ESTATE;
+            }
+        }
+        if ((rc = make_dir(pg, 0700, owner, e)) != 0) return rc;
+        if ((rc = make_dir(run, 0700, owner, e)) != 0) return rc;
+        if (owner) {
+            char *probe[] = {"test", "-w", pg, NULL};
+            if (run_server_cmd(cfg, "/", probe, 1) != 0) {
+                px_err_set(e, PX_ESTATE, "user '%s' cannot reach '%s'", cfg->pg_user, pg);
+                px_err_detail(e, "a directory above PROGNOS_HOME is not searchable by that user");
+                px_err_hint(e, "chmod o+x the parent directories, or set PROGNOS_HOME elsewhere (e.g. /var/lib/prognos)");
+                return PX_ESTATE;
+            }
+        }
+        char initdb[4300];
+        snprintf(initdb, sizeof initdb, "%s/initdb", cfg->pg_bin);
+        char *argv[] = {initdb, "-D", data, "-U", PX_DB_ROLE, "--auth=trust", "--encoding=UTF8",
+                        "--locale=C", "--no-instructions", NULL};
+        px_log(PX_LOG_INFO, "initialising the embedded cluster in %s", data);
+        if (run_server_cmd(cfg, pg, argv, 1) != 0) {
+            px_err_set(e, PX_EIO, "initdb failed for '%s'", data);
+            px_err_hint(e, "run '%s -D %s' by hand to see why; remove %s to start over", initdb, data, pg);
+            return PX_EIO;
+        }
+        if ((rc = write_server_conf(cfg, data, run, e)) != 0) return rc;
+    }
+    if ((rc = px_pg_start(cfg, e)) != 0) return rc;
+    return create_database(cfg, e);
+}
+
+static int ping(const px_config *cfg)
+{
+    char ci[4500];
+    embedded_conninfo(cfg, "postgres", ci, sizeof ci);
+    return PQping(ci) == PQPING_OK;
+}
+
+int px_pg_start(const px_config *cfg, px_err *e)
+{
+    char pg[4300], data[4300], run[4300], ctl[4300], logf[4400];
+    int rc;
+    if (cfg->external) return px_err_set(e, PX_ESTATE, "PROGNOS_DB is set: prognos does not manage that server");
+    if (!px_pg_initialized(cfg))
+        return px_err_set(e, PX_ESTATE, "no embedded cluster in '%s'; run 'prognos db init'", cfg->home);
+    if ((rc = check_bin(cfg, e)) != 0) return rc;
+    if (ping(cfg)) return 0;
+    pg_paths(cfg, pg, data, run, sizeof pg);
+    snprintf(ctl, sizeof ctl, "%s/pg_ctl", cfg->pg_bin);
+    snprintf(logf, sizeof logf, "%s/server.log", pg);
+    char *argv[] = {ctl, "-D", data, "-l", logf, "-w", "-t", "120", "start", NULL};
+    int st = run_server_cmd(cfg, pg, argv, 1);
+    if (st != 0 && !ping(cfg)) {
+        px_err_set(e, PX_EIO, "cannot start the embedded PostgreSQL server");
+        px_err_detail(e, "pg_ctl exited with status %d", st);
+        px_err_hint(e, "see the server log: %s", logf);
+        return PX_EIO;
+    }
+    px_log(PX_LOG_INFO, "embedded server started (%s)", data);
+    return 0;
+}
+
+int px_pg_stop(const px_config *cfg, px_err *e)
+{
+    char pg[4300], data[4300], run[4300], ctl[4300];
+    int rc;
+    if (cfg->external) return px_err_set(e, PX_ESTATE, "PROGNOS_DB is set: prognos does not manage that server");
+    if (!px_pg_initialized(cfg)) return 0;
+    if ((rc = check_bin(cfg, e)) != 0) return rc;
+    if (!ping(cfg)) return 0;
+    pg_paths(cfg, pg, data, run, sizeof pg);
+    snprintf(ctl, sizeof ctl, "%s/pg_ctl", cfg->pg_bin);
+    char *argv[] = {ctl, "-D", data, "-m", "fast", "-w", "-t", "120", "stop", NULL};
+    if (run_server_cmd(cfg, pg, argv, 1) != 0 && ping(cfg))
+        return px_err_set(e, PX_EIO, "cannot stop the embedded PostgreSQL server");
+    px_log(PX_LOG_INFO, "embedded server stopped");
+    return 0;
+}
+
+int px_pg_status(const px_config *cfg, char *info, size_t infolen, px_err *e)
+{
+    (void)e;
+    if (cfg->external) {
+        int up = PQping(cfg->db_url) == PQPING_OK;
+        snprintf(info, infolen, "external server (PROGNOS_DB): %s", up ? "accepting connections" : "not reachable");
+        return up;
+    }
+    if (!px_pg_initialized(cfg)) {
+        snprintf(info, infolen, "no embedded cluster in %s (run 'prognos db init')", cfg->home);
+        return 0;
+    }
+    int up = ping(cfg);
+    snprintf(info, infolen, "embedded server in %s/pg: %s", cfg->home, up ? "running" : "stopped");
+    return up;
+}
+
+/* Percent-encodes a path for a URI query value. */
+static void pct_encode(const char *s, char *out, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (; *s && o + 4 < len; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+            out[o++] = (char)ch;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+int px_pg_url(const px_config *cfg, char *buf, size_t len, px_err *e)
+{
+    if (cfg->external) {
+        if (strlen(cfg->db_url) >= len) return px_err_set(e, PX_EINVAL, "PROGNOS_DB is too long");
+        strcpy(buf, cfg->db_url);
+        return 0;
+    }
+    char run[4300], enc[13000];
+    snprintf(run, sizeof run, "%s/pg/run", cfg->home);
+    pct_encode(run, enc, sizeof enc);
+    if ((size_t)snprintf(buf, len, "postgresql:///%s?host=%s&user=%s", PX_DB_NAME, enc, PX_DB_ROLE) >= len)
+        return px_err_set(e, PX_EINVAL, "database URL too long");
+    return 0;
+}

@@ -1,0 +1,191 @@
+-- 001_warehouse: the star schema (wh), load bookkeeping (etl) and the audit trail.
+-- Constraints restate the ETL's validation rules, so a row that slipped past the
+-- loader still cannot be stored. No column holds a plaintext identifier: persons
+-- and encounters are keyed by HMAC-SHA256 pseudonyms (uuid-formatted, 128 bits).
+
+CREATE SCHEMA wh;
+CREATE SCHEMA etl;
+CREATE SCHEMA audit;
+
+CREATE TABLE etl.batches (
+    batch_id      bigserial PRIMARY KEY,
+    format        text NOT NULL CHECK (format IN ('synpuf', 'canonical', 'postgres')),
+    source        text NOT NULL,            -- directory, or URI with any password removed
+    started_at    timestamptz NOT NULL DEFAULT now(),
+    finished_at   timestamptz,
+    rows_read     bigint NOT NULL DEFAULT 0 CHECK (rows_read >= 0),
+    rows_loaded   bigint NOT NULL DEFAULT 0 CHECK (rows_loaded >= 0),
+    rows_rejected bigint NOT NULL DEFAULT 0 CHECK (rows_rejected >= 0),
+    loaded_by     text NOT NULL DEFAULT session_user,
+    CHECK (rows_read = rows_loaded + rows_rejected)
+);
+
+-- One row per input file (or source table) of a batch. The digest makes loads
+-- exactly-once: a file whose SHA-256 is here was loaded and is skipped.
+CREATE TABLE etl.batch_files (
+    batch_id      bigint NOT NULL REFERENCES etl.batches,
+    file_name     text NOT NULL,
+    table_name    text NOT NULL,
+    sha256        char(64) NOT NULL UNIQUE CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    bytes         bigint NOT NULL CHECK (bytes >= 0),
+    rows_read     bigint NOT NULL CHECK (rows_read >= 0),
+    rows_loaded   bigint NOT NULL CHECK (rows_loaded >= 0),
+    rows_rejected bigint NOT NULL CHECK (rows_rejected >= 0),
+    CHECK (rows_read = rows_loaded + rows_rejected),
+    PRIMARY KEY (batch_id, file_name)
+);
+
+CREATE TABLE etl.rejects (
+    reject_id  bigserial PRIMARY KEY,
+    batch_id   bigint NOT NULL REFERENCES etl.batches,
+    file_name  text NOT NULL,
+    line       bigint NOT NULL CHECK (line > 0),   -- physical line where the record starts; 1 = header
+    reason     text NOT NULL CHECK (reason IN (
+        'csv_column_count', 'csv_quoting', 'csv_utf8', 'csv_too_long',
+        'missing_field', 'invalid_date', 'invalid_number', 'invalid_enum', 'invalid_text',
+        'invalid_icd9', 'invalid_icd10',
+        'discharge_before_admission', 'future_date', 'death_before_admission', 'birth_after_admission',
+        'age_out_of_range', 'los_out_of_range', 'cost_out_of_range', 'value_out_of_range',
+        'unknown_patient', 'unknown_encounter', 'unknown_facility', 'unknown_provider',
+        'duplicate_key')),
+    field      text,                                 -- the offending column, when one is
+    detail     text NOT NULL,
+    row_data   jsonb                                 -- identifiers already pseudonymized; NULL if unparseable
+);
+CREATE INDEX rejects_batch_reason ON etl.rejects (batch_id, reason);
+
+-- Patients: one row per pseudonymized patient key. Date of birth is kept as the
+-- year only and ZIP as its 3-digit prefix ('000' for the sparsely populated
+-- prefixes of the HIPAA Safe Harbor list).
+CREATE TABLE wh.dim_patient (
+    patient_id        uuid PRIMARY KEY,
+    source            text NOT NULL,
+    mrn_pseudo        uuid,
+    ssn_pseudo        uuid,
+    first_name_pseudo uuid,
+    last_name_pseudo  uuid,
+    phone_pseudo      uuid,
+    email_pseudo      uuid,
+    birth_year        smallint NOT NULL CHECK (birth_year BETWEEN 1800 AND 9999),
+    sex               char(1) NOT NULL CHECK (sex IN ('M', 'F', 'U')),
+    race              text,
+    zip3              char(3) CHECK (zip3 ~ '^[0-9]{3}$'),
+    state             text,
+    death_date        date CHECK (death_date IS NULL OR extract(year FROM death_date) >= birth_year),
+    first_batch_id    bigint NOT NULL,
+    last_batch_id     bigint NOT NULL
+);
+CREATE INDEX dim_patient_ssn ON wh.dim_patient (ssn_pseudo) WHERE ssn_pseudo IS NOT NULL;
+
+-- Per-year enrolment attributes where the source has them (SynPUF beneficiary
+-- summary files): coverage months and the chronic-condition flags.
+CREATE TABLE wh.patient_year (
+    patient_id   uuid NOT NULL REFERENCES wh.dim_patient,
+    year         smallint NOT NULL CHECK (year BETWEEN 1900 AND 9999),
+    hi_months    smallint CHECK (hi_months BETWEEN 0 AND 12),
+    smi_months   smallint CHECK (smi_months BETWEEN 0 AND 12),
+    hmo_months   smallint CHECK (hmo_months BETWEEN 0 AND 12),
+    esrd         boolean,
+    alzheimer    boolean, chf boolean, chronic_kidney boolean, cancer boolean, copd boolean,
+    depression   boolean, diabetes boolean, ischemic_heart boolean, osteoporosis boolean,
+    ra_oa        boolean, stroke_tia boolean,
+    batch_id     bigint NOT NULL,
+    PRIMARY KEY (patient_id, year)
+);
+
+-- Facilities and clinicians share one dimension, keyed by (kind, provider_id).
+CREATE TABLE wh.dim_provider (
+    kind           text NOT NULL CHECK (kind IN ('facility', 'clinician')),
+    provider_id    text NOT NULL CHECK (provider_id <> '' AND length(provider_id) <= 64),
+    name           text,
+    facility_type  text CHECK (facility_type IN ('acute', 'critical_access', 'rehab', 'psychiatric',
+                                                 'long_term', 'other')),
+    specialty      text,
+    state          text,
+    beds           integer CHECK (beds BETWEEN 1 AND 5000),
+    facility_id    text,                      -- a clinician's main facility
+    first_batch_id bigint NOT NULL,
+    last_batch_id  bigint NOT NULL,
+    PRIMARY KEY (kind, provider_id)
+);
+
+CREATE TABLE wh.fact_encounter (
+    encounter_id          uuid NOT NULL,
+    patient_id            uuid NOT NULL,
+    facility_id           text NOT NULL,
+    attending_id          text,
+    admission_date        date NOT NULL,
+    discharge_date        date NOT NULL,
+    los_days              smallint NOT NULL CHECK (los_days BETWEEN 0 AND 365),
+    age_at_admission      smallint NOT NULL CHECK (age_at_admission BETWEEN 0 AND 120),
+    admission_type        text NOT NULL CHECK (admission_type IN
+        ('emergency', 'urgent', 'elective', 'newborn', 'trauma', 'unknown')),
+    admission_source      text NOT NULL CHECK (admission_source IN
+        ('ed', 'physician_referral', 'clinic', 'transfer_hospital', 'transfer_snf', 'other', 'unknown')),
+    discharge_disposition text NOT NULL CHECK (discharge_disposition IN
+        ('home', 'home_health', 'snf', 'rehab', 'long_term', 'transfer_acute', 'ama', 'hospice',
+         'expired', 'other', 'unknown')),
+    department            text,
+    drg                   text,
+    total_cost            numeric(12, 2) NOT NULL CHECK (total_cost BETWEEN 0 AND 10000000),
+    source                text NOT NULL,
+    batch_id              bigint NOT NULL,
+    CHECK (discharge_date >= admission_date),
+    CHECK (los_days = discharge_date - admission_date),
+    PRIMARY KEY (encounter_id, admission_date)
+) PARTITION BY RANGE (admission_date);
+CREATE INDEX fact_encounter_patient ON wh.fact_encounter (patient_id, admission_date);
+CREATE INDEX fact_encounter_facility ON wh.fact_encounter (facility_id, discharge_date);
+
+-- Yearly partitions are created on demand by the loader.
+CREATE FUNCTION wh.ensure_encounter_partition(y integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE part text := format('fact_encounter_y%s', y);
+BEGIN
+    IF to_regclass('wh.' || part) IS NULL THEN
+        EXECUTE format('CREATE TABLE wh.%I PARTITION OF wh.fact_encounter
+                        FOR VALUES FROM (%L) TO (%L)', part,
+                       make_date(y, 1, 1), make_date(y + 1, 1, 1));
+    END IF;
+END $$;
+
+-- seq 0 is the admitting diagnosis (SynPUF), 1 the principal, 2.. secondary.
+CREATE TABLE wh.fact_diagnosis (
+    encounter_id          uuid NOT NULL,
+    seq                   smallint NOT NULL CHECK (seq BETWEEN 0 AND 99),
+    code_system           text NOT NULL CHECK (code_system IN ('icd9', 'icd10')),
+    code                  text NOT NULL CHECK (code ~ '^[A-Z0-9]{3,7}$'),
+    present_on_admission  char(1) CHECK (present_on_admission IN ('Y', 'N', 'U', 'W')),
+    batch_id              bigint NOT NULL,
+    PRIMARY KEY (encounter_id, seq)
+);
+
+CREATE TABLE wh.fact_procedure (
+    encounter_id   uuid NOT NULL,
+    seq            smallint NOT NULL CHECK (seq BETWEEN 1 AND 99),
+    code_system    text NOT NULL CHECK (code_system IN ('icd9', 'icd10')),
+    code           text NOT NULL CHECK (code ~ '^[A-Z0-9]{2,7}$'),
+    procedure_date date,
+    batch_id       bigint NOT NULL,
+    PRIMARY KEY (encounter_id, seq)
+);
+
+-- Audit trail: append-only for the application.
+CREATE TABLE audit.events (
+    event_id bigserial PRIMARY KEY,
+    at       timestamptz NOT NULL DEFAULT now(),
+    actor    text NOT NULL DEFAULT session_user,
+    action   text NOT NULL,
+    object   text,
+    detail   jsonb NOT NULL DEFAULT '{}'
+);
+CREATE FUNCTION audit.forbid_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit.events is append-only' USING ERRCODE = 'insufficient_privilege';
+END $$;
+CREATE TRIGGER events_no_update BEFORE UPDATE OR DELETE ON audit.events
+    FOR EACH ROW EXECUTE FUNCTION audit.forbid_change();
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON audit.events
+    FOR EACH STATEMENT EXECUTE FUNCTION audit.forbid_change();
+REVOKE UPDATE, DELETE, TRUNCATE ON audit.events FROM PUBLIC;

@@ -1,0 +1,100 @@
+/* util.c: error structs and logging.
+ * The log file holds only what is safe to keep: counts, batch ids, pseudonyms,
+ * file names. Callers never pass identifiers to px_log(). */
+#include "engine/engine.h"
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int px_err_set(px_err *e, int code, const char *fmt, ...)
+{
+    if (!e) return code;
+    va_list ap;
+    e->code = code;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    e->detail[0] = e->hint[0] = '\0';
+    return code;
+}
+
+void px_err_detail(px_err *e, const char *fmt, ...)
+{
+    if (!e) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->detail, sizeof e->detail, fmt, ap);
+    va_end(ap);
+}
+
+void px_err_hint(px_err *e, const char *fmt, ...)
+{
+    if (!e) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->hint, sizeof e->hint, fmt, ap);
+    va_end(ap);
+}
+
+void px_err_clear(px_err *e)
+{
+    if (e) memset(e, 0, sizeof *e);
+}
+
+/* Prints one multi-line message; detail lines from libpq often end in '\n'. */
+static void print_trimmed(const char *label, const char *s)
+{
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == '\n' || s[n - 1] == ' ')) n--;
+    if (n) fprintf(stderr, "%s%.*s\n", label, (int)n, s);
+}
+
+void px_err_print(const px_err *e)
+{
+    print_trimmed("prognos: error: ", e->msg[0] ? e->msg : "unknown error");
+    print_trimmed("detail: ", e->detail);
+    print_trimmed("hint: ", e->hint);
+}
+
+static FILE *log_file;
+static px_log_level stderr_level = PX_LOG_WARN;
+
+void px_log_open(const char *home)
+{
+    char dir[4200], path[4300];
+    if (log_file) return;
+    snprintf(dir, sizeof dir, "%s/log", home);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) return;
+    snprintf(path, sizeof path, "%s/prognos.log", dir);
+    log_file = fopen(path, "a");
+}
+
+void px_log_set_stderr_level(px_log_level min) { stderr_level = min; }
+
+void px_log(px_log_level lvl, const char *fmt, ...)
+{
+    static const char *names[] = {"debug", "info", "warning", "error"};
+    char msg[2048], ts[32];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (lvl >= stderr_level) fprintf(stderr, "prognos: %s: %s\n", names[lvl], msg);
+    if (log_file) {
+        time_t now = time(NULL);
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        fprintf(log_file, "%s %s [%d] %s\n", ts, names[lvl], (int)getpid(), msg);
+        fflush(log_file);
+    }
+}
+
+void px_log_close(void)
+{
+    if (log_file) fclose(log_file);
+    log_file = NULL;
+}
