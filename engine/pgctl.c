@@ -107,7 +107,7 @@ static int mkdir_home(const px_config *cfg, px_err *e)
 
 static int write_server_conf(const px_config *cfg, const char *data, const char *run, px_err *e)
 {
-    char path[4300];
+    char path[4400];
     snprintf(path, sizeof path, "%s/postgresql.auto.conf", data);
     FILE *f = fopen(path, "a");
     if (!f) return px_err_set(e, PX_EIO, "cannot write '%s': %s", path, strerror(errno));

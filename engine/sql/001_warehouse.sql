@@ -54,6 +54,20 @@ CREATE TABLE etl.rejects (
 );
 CREATE INDEX rejects_batch_reason ON etl.rejects (batch_id, reason);
 
+-- Field-level problems in rows that were loaded: the value was dropped, the row
+-- kept. Used where a row holds many values of one kind (a SynPUF claim's six
+-- procedure columns) and one bad value should not discard a valid admission.
+CREATE TABLE etl.warnings (
+    warning_id bigserial PRIMARY KEY,
+    batch_id   bigint NOT NULL REFERENCES etl.batches,
+    file_name  text NOT NULL,
+    line       bigint NOT NULL CHECK (line > 0),
+    reason     text NOT NULL CHECK (reason IN ('invalid_icd9_dropped', 'invalid_icd10_dropped')),
+    field      text NOT NULL,
+    detail     text NOT NULL
+);
+CREATE INDEX warnings_batch_reason ON etl.warnings (batch_id, reason);
+
 -- Patients: one row per pseudonymized patient key. Date of birth is kept as the
 -- year only and ZIP as its 3-digit prefix ('000' for the sparsely populated
 -- prefixes of the HIPAA Safe Harbor list).

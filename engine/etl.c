@@ -1,0 +1,690 @@
+/* etl.c: one ETL batch, whatever the format: find the inputs, fingerprint them
+ * (SHA-256), skip those already loaded, then load the rest inside ONE
+ * transaction, so that a killed load leaves nothing behind and a rerun loads
+ * everything. The format loaders (etl_canonical.c, etl_synpuf.c) parse,
+ * validate and pseudonymize; this file streams COPY data and spools rejects. */
+#include "engine/etl_int.h"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Held for the whole batch transaction: loads run one at a time. */
+#define PX_ETL_LOCK 7070002
+#define COPY_CHUNK (1 << 20)
+
+px_etl_params px_etl_default_params(void)
+{
+    px_etl_params p = {PX_FMT_CANONICAL, NULL, 0, NULL};
+    return p;
+}
+
+/* ---- COPY ------------------------------------------------------------------- */
+
+int etl_copy_begin(etl_ctx *x, const char *sql)
+{
+    PGresult *r = PQexec(x->c, sql);
+    int ok = PQresultStatus(r) == PGRES_COPY_IN;
+    if (!ok) {
+        px_err_set(x->e, PX_EDB, "cannot start loading '%s'", x->in ? x->in->name : "?");
+        px_err_detail(x->e, "%s", PQresultErrorMessage(r));
+    }
+    PQclear(r);
+    x->out.len = 0;
+    return ok ? 0 : PX_EDB;
+}
+
+int etl_copy_flush(etl_ctx *x, int force)
+{
+    if (x->out.len == 0 || (!force && x->out.len < COPY_CHUNK)) return 0;
+    if (PQputCopyData(x->c, x->out.data, (int)x->out.len) != 1) {
+        px_err_set(x->e, PX_EDB, "lost the database connection while loading");
+        px_err_detail(x->e, "%s", PQerrorMessage(x->c));
+        return PX_EDB;
+    }
+    x->out.len = 0;
+    return 0;
+}
+
+int etl_copy_end(etl_ctx *x, long long *rows)
+{
+    int rc = etl_copy_flush(x, 1);
+    if (PQputCopyEnd(x->c, rc ? "aborted by prognos" : NULL) != 1 && rc == 0) {
+        px_err_set(x->e, PX_EDB, "cannot finish COPY");
+        px_err_detail(x->e, "%s", PQerrorMessage(x->c));
+        rc = PX_EDB;
+    }
+    PGresult *r;
+    while ((r = PQgetResult(x->c)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0) {
+            px_err_set(x->e, PX_EDB, "the warehouse refused rows of '%s'", x->in ? x->in->name : "?");
+            px_err_detail(x->e, "%s", PQresultErrorMessage(r));
+            rc = PX_EDB;
+        } else if (rows) {
+            *rows = atoll(PQcmdTuples(r));
+        }
+        PQclear(r);
+    }
+    return rc;
+}
+
+int etl_copy_spool(etl_ctx *x, FILE *f, const char *sql, long long *rows)
+{
+    int rc;
+    if (rows) *rows = 0;
+    if (fflush(f) != 0 || fseeko(f, 0, SEEK_END) != 0)
+        return px_err_set(x->e, PX_EIO, "cannot write a spool file: %s", strerror(errno));
+    if (ftello(f) == 0) return 0;
+    rewind(f);
+    if ((rc = etl_copy_begin(x, sql)) != 0) return rc;
+    for (;;) {
+        if (px_buf_reserve(&x->out, COPY_CHUNK) != 0) return px_err_set(x->e, PX_ENOMEM, "out of memory");
+        size_t n = fread(x->out.data + x->out.len, 1, COPY_CHUNK, f);
+        x->out.len += n;
+        if ((rc = etl_copy_flush(x, 1)) != 0) break;
+        if (n < COPY_CHUNK) break;
+    }
+    int rc2 = etl_copy_end(x, rows);
+    rewind(f);
+    if (ftruncate(fileno(f), 0) != 0) rc = rc ? rc : px_err_set(x->e, PX_EIO, "cannot reset a spool file");
+    return rc ? rc : rc2;
+}
+
+int etl_sql(etl_ctx *x, const char *sql, long long *a, long long *b)
+{
+    char bid[32];
+    snprintf(bid, sizeof bid, "%lld", x->batch);
+    const char *params[2] = {bid, x->in ? x->in->name : ""};
+    int np = strstr(sql, "$2") ? 2 : strstr(sql, "$1") ? 1 : 0;
+    PGresult *r = PQexecParams(x->c, sql, np, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    int rc = 0;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        rc = px_err_set(x->e, PX_EDB, "merging '%s' into the warehouse failed", x->in ? x->in->name : "?");
+        px_err_detail(x->e, "%s", PQresultErrorMessage(r));
+    } else {
+        int row = st == PGRES_TUPLES_OK && PQntuples(r) > 0;
+        if (a) *a = row ? atoll(PQgetvalue(r, 0, 0)) : atoll(PQcmdTuples(r));
+        if (b) *b = row && PQnfields(r) > 1 ? atoll(PQgetvalue(r, 0, 1)) : 0;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* ---- rejects ------------------------------------------------------------------- */
+
+void etl_reject(etl_ctx *x, long long line, const char *reason, const char *field, const char *detail,
+                const char *row_json)
+{
+    px_buf b = {0};
+    px_buf_printf(&b, "%lld\t", x->batch);
+    px_buf_copy_field(&b, x->in->name, strlen(x->in->name));
+    px_buf_printf(&b, "\t%lld\t%s\t", line, reason);
+    if (field) px_buf_copy_field(&b, field, strlen(field));
+    else px_buf_copy_field(&b, NULL, 0);
+    px_buf_addc(&b, '\t');
+    px_buf_copy_field(&b, detail, strlen(detail));
+    px_buf_addc(&b, '\t');
+    if (row_json) px_buf_copy_field(&b, row_json, strlen(row_json));
+    else px_buf_copy_field(&b, NULL, 0);
+    px_buf_addc(&b, '\n');
+    fwrite(b.data, 1, b.len, x->rej);
+    px_buf_release(&b);
+    x->rejected++;
+}
+
+void etl_warn(etl_ctx *x, long long line, const char *reason, const char *field, const char *detail)
+{
+    px_buf b = {0};
+    px_buf_printf(&b, "%lld\t", x->batch);
+    px_buf_copy_field(&b, x->in->name, strlen(x->in->name));
+    px_buf_printf(&b, "\t%lld\t%s\t", line, reason);
+    px_buf_copy_field(&b, field, strlen(field));
+    px_buf_addc(&b, '\t');
+    px_buf_copy_field(&b, detail, strlen(detail));
+    px_buf_addc(&b, '\n');
+    fwrite(b.data, 1, b.len, x->warn);
+    px_buf_release(&b);
+}
+
+int etl_rejects_flush(etl_ctx *x)
+{
+    int rc = etl_copy_spool(x, x->rej,
+                            "COPY etl.rejects (batch_id, file_name, line, reason, field, detail, row_data) FROM STDIN",
+                            NULL);
+    if (rc == 0)
+        rc = etl_copy_spool(x, x->warn, "COPY etl.warnings (batch_id, file_name, line, reason, field, detail) FROM STDIN",
+                            NULL);
+    return rc;
+}
+
+/* ---- progress --------------------------------------------------------------- */
+
+void etl_progress(etl_ctx *x, long long file_bytes_done)
+{
+    if (!x->p->progress || x->total_bytes <= 0) return;
+    long long done = x->done_bytes + file_bytes_done;
+    int pct = (int)(done * 100 / x->total_bytes);
+    if (pct == x->last_draw && file_bytes_done != 0) return;
+    x->last_draw = pct;
+    char bar[41];
+    int fill = pct * 40 / 100;
+    for (int i = 0; i < 40; i++) bar[i] = i < fill ? '#' : '.';
+    bar[40] = '\0';
+    fprintf(stderr, "\rloading %-28.28s [%s] %3d%%", x->in ? x->in->name : "", bar, pct > 100 ? 100 : pct);
+    fflush(stderr);
+}
+
+/* ---- pseudonyms and digests -------------------------------------------------- */
+
+void etl_pseudo(etl_ctx *x, px_id_kind kind, const char *v, size_t len, unsigned char bin[16], char hex[33])
+{
+    px_pseudo_id(x->ps, kind, v, len, hex);
+    for (int i = 0; i < 16; i++) {
+        int hi = hex[2 * i] <= '9' ? hex[2 * i] - '0' : hex[2 * i] - 'a' + 10;
+        int lo = hex[2 * i + 1] <= '9' ? hex[2 * i + 1] - '0' : hex[2 * i + 1] - 'a' + 10;
+        bin[i] = (unsigned char)(hi << 4 | lo);
+    }
+}
+
+void etl_digest(const char *domain, const char *v, size_t len, unsigned char out[16])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    EVP_DigestUpdate(c, domain, strlen(domain));
+    EVP_DigestUpdate(c, ":", 1);
+    EVP_DigestUpdate(c, v, len);
+    EVP_DigestFinal_ex(c, md, &n);
+    EVP_MD_CTX_free(c);
+    memcpy(out, md, 16);
+}
+
+int etl_mark_rejected_encounters(etl_ctx *x)
+{
+    char b[32];
+    snprintf(b, sizeof b, "%lld", x->batch);
+    const char *params[2] = {b, x->in->name};
+    PGresult *r = PQexecParams(x->c,
+                               "SELECT row_data->>'encounter_id', reason = 'duplicate_key' FROM etl.rejects"
+                               " WHERE batch_id = $1 AND file_name = $2 AND row_data ? 'encounter_id'",
+                               2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        px_err_set(x->e, PX_EDB, "cannot read the rejected encounters of '%s'", x->in->name);
+        px_err_detail(x->e, "%s", PQresultErrorMessage(r));
+        PQclear(r);
+        return PX_EDB;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *u = PQgetvalue(r, i, 0);
+        unsigned char key[16];
+        int k = 0;
+        for (const char *p = u; *p && k < 32; p++) {
+            if (*p == '-') continue;
+            int v = *p <= '9' ? *p - '0' : *p - 'a' + 10;
+            if (k % 2 == 0) key[k / 2] = (unsigned char)(v << 4);
+            else key[k / 2] |= (unsigned char)v;
+            k++;
+        }
+        if (k != 32) continue;
+        etl_encounter *en = px_keymap_get(x->encounters, key);
+        if (en) en->state = PQgetvalue(r, i, 1)[0] == 't' ? ENC_EXISTING : ENC_REJECTED;
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* ---- per-file bookkeeping ------------------------------------------------------- */
+
+int etl_file_done(etl_ctx *x)
+{
+    if (x->read != x->loaded + x->rejected) {
+        px_err_set(x->e, PX_ESTATE, "row accounting failed for '%s': read %lld, loaded %lld, rejected %lld",
+                   x->in->name, x->read, x->loaded, x->rejected);
+        px_err_hint(x->e, "this is a bug in prognos; nothing was stored");
+        return PX_ESTATE;
+    }
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO etl.batch_files (batch_id, file_name, table_name, sha256, bytes, rows_read,"
+             " rows_loaded, rows_rejected) VALUES ($1, $2, '%s', '%s', %lld, %lld, %lld, %lld)",
+             x->in->table == ETL_SYN_BENE ? "beneficiary" : x->in->table == ETL_SYN_CLAIMS ? "inpatient_claims"
+                                                                                         : px_canonical[x->in->table].name,
+             x->in->sha, x->in->bytes, x->read, x->loaded, x->rejected);
+    int rc = etl_sql(x, sql, NULL, NULL);
+    if (rc == 0)
+        px_log(PX_LOG_INFO, "batch %lld: %s: %lld read, %lld loaded, %lld rejected", x->batch, x->in->name,
+               x->read, x->loaded, x->rejected);
+    return rc;
+}
+
+/* ---- inputs ------------------------------------------------------------------ */
+
+static int sha256_file(const char *path, char hex[65], long long *bytes, px_err *e)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return px_err_set(e, PX_EIO, "cannot open '%s': %s", path, strerror(errno));
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    static __thread unsigned char buf[1 << 20];
+    ssize_t n;
+    *bytes = 0;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+        EVP_DigestUpdate(c, buf, (size_t)n);
+        *bytes += n;
+    }
+    close(fd);
+    unsigned char md[32];
+    EVP_DigestFinal_ex(c, md, NULL);
+    EVP_MD_CTX_free(c);
+    if (n < 0) return px_err_set(e, PX_EIO, "cannot read '%s': %s", path, strerror(errno));
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return 0;
+}
+
+static int add_input(etl_input **v, int *n, const char *dir, const char *name, int table, int year)
+{
+    etl_input *nv = realloc(*v, sizeof **v * (size_t)(*n + 1));
+    if (!nv) return -1;
+    *v = nv;
+    etl_input *in = &nv[(*n)++];
+    memset(in, 0, sizeof *in);
+    snprintf(in->path, sizeof in->path, "%s/%s", dir, name);
+    snprintf(in->name, sizeof in->name, "%s", name);
+    in->table = table;
+    in->year = year;
+    return 0;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* SynPUF: the beneficiary summary files (any years, oldest first), then the
+ * inpatient claims, by their CMS file names. */
+static int find_synpuf(const char *dir, etl_input **v, int *n, px_err *e)
+{
+    DIR *d = opendir(dir);
+    if (!d) return px_err_set(e, PX_EIO, "cannot open source directory '%s': %s", dir, strerror(errno));
+    char *names[256];
+    int k = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL && k < 256) {
+        const char *nm = de->d_name;
+        size_t len = strlen(nm);
+        if (len < 5 || strcmp(nm + len - 4, ".csv") != 0) continue;
+        if (strstr(nm, "Beneficiary_Summary_File") || strstr(nm, "Inpatient_Claims")) names[k++] = strdup(nm);
+    }
+    closedir(d);
+    qsort(names, (size_t)k, sizeof names[0], cmp_names);
+    int rc = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < k; i++) {
+            int bene = strstr(names[i], "Beneficiary_Summary_File") != NULL;
+            if (bene != (pass == 0)) continue;
+            int year = 0;
+            const char *y = strstr(names[i], "_20");
+            if (bene && y) year = atoi(y + 1);
+            if (bene && (year < 1990 || year > 2100)) {
+                rc = px_err_set(e, PX_EINVAL, "cannot tell the year of SynPUF file '%s'", names[i]);
+                goto out;
+            }
+            if (add_input(v, n, dir, names[i], bene ? ETL_SYN_BENE : ETL_SYN_CLAIMS, year) != 0) {
+                rc = px_err_set(e, PX_ENOMEM, "out of memory");
+                goto out;
+            }
+        }
+    if (*n == 0) {
+        rc = px_err_set(e, PX_EINVAL, "no SynPUF files in '%s'", dir);
+        px_err_hint(e, "expected DE1_0_<year>_Beneficiary_Summary_File_*.csv and "
+                       "DE1_0_2008_to_2010_Inpatient_Claims_*.csv");
+    }
+out:
+    for (int i = 0; i < k; i++) free(names[i]);
+    return rc;
+}
+
+static int find_canonical(const char *dir, etl_input **v, int *n, px_err *e)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return px_err_set(e, PX_EIO, "source '%s' is not a directory", dir);
+    for (int t = 0; t < PX_TAB__COUNT; t++) {
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", dir, px_canonical[t].file);
+        if (access(path, R_OK) != 0) continue;
+        if (add_input(v, n, dir, px_canonical[t].file, t, 0) != 0) return px_err_set(e, PX_ENOMEM, "out of memory");
+    }
+    if (*n == 0) {
+        px_err_set(e, PX_EINVAL, "no canonical files in '%s'", dir);
+        px_err_hint(e, "expected facilities.csv, providers.csv, patients.csv, encounters.csv, diagnoses.csv, "
+                       "procedures.csv (see 'prognos etl layout')");
+        return PX_EINVAL;
+    }
+    return 0;
+}
+
+/* ---- postgres source: a source table streamed as CSV through a pipe -------------- */
+
+struct pg_feed {
+    PGconn *src;
+    int fd;
+    char err[512];
+};
+
+static void *pg_feed_run(void *arg)
+{
+    struct pg_feed *f = arg;
+    char *row;
+    int n;
+    while ((n = PQgetCopyData(f->src, &row, 0)) > 0) {
+        const char *p = row;
+        while (n > 0) {
+            ssize_t w = write(f->fd, p, (size_t)n);
+            if (w < 0) {
+                if (errno == EINTR) continue;
+                snprintf(f->err, sizeof f->err, "pipe write failed: %s", strerror(errno));
+                PQfreemem(row);
+                goto out;
+            }
+            p += w;
+            n -= (int)w;
+        }
+        PQfreemem(row);
+    }
+    if (n == -2) snprintf(f->err, sizeof f->err, "%s", PQerrorMessage(f->src));
+out:
+    close(f->fd);
+    PGresult *r;
+    while ((r = PQgetResult(f->src)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && !f->err[0])
+            snprintf(f->err, sizeof f->err, "%s", PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    return NULL;
+}
+
+/* Removes the password from a URI before it is recorded as the batch source. */
+static void redact_uri(const char *uri, char *out, size_t len)
+{
+    snprintf(out, len, "%s", uri);
+    char *scheme = strstr(out, "://");
+    if (scheme) {
+        char *at = strchr(scheme + 3, '@'), *colon = strchr(scheme + 3, ':');
+        if (at && colon && colon < at) memmove(colon, at, strlen(at) + 1);
+    }
+    char *pw = strstr(out, "password=");
+    if (pw) {
+        char *end = pw + 9;
+        while (*end && *end != '&' && *end != ' ') end++;
+        memmove(pw + 9, end, strlen(end) + 1);
+    }
+}
+
+/* ---- the batch ------------------------------------------------------------------ */
+
+static int load_input(etl_ctx *x, etl_input *in, PGconn *src, int *skipped)
+{
+    int rc = 0, fd = -1;
+    pthread_t th;
+    struct pg_feed feed = {0};
+    int pipefd[2] = {-1, -1};
+    x->in = in;
+    x->read = x->rejected = x->loaded = 0;
+    *skipped = 0;
+
+    if (src) { /* postgres: COPY (SELECT ...) TO STDOUT, parsed like the CSV file */
+        const px_table *t = &px_canonical[in->table];
+        char sql[2048] = "COPY (SELECT ";
+        for (int i = 0; i < t->ncols; i++) {
+            strcat(sql, i ? ", " : "");
+            strcat(sql, t->cols[i].name);
+        }
+        strcat(sql, " FROM ");
+        strcat(sql, in->path);
+        strcat(sql, " ORDER BY 1) TO STDOUT WITH (FORMAT csv, HEADER true)");
+        PGresult *r = PQexec(src, sql);
+        int ok = PQresultStatus(r) == PGRES_COPY_OUT;
+        if (!ok) {
+            px_err_set(x->e, PX_EDB, "cannot read source table '%s'", in->path);
+            px_err_detail(x->e, "%s", PQresultErrorMessage(r));
+        }
+        PQclear(r);
+        if (!ok) return PX_EDB;
+        if (pipe(pipefd) != 0) return px_err_set(x->e, PX_EIO, "pipe: %s", strerror(errno));
+        feed.src = src;
+        feed.fd = pipefd[1];
+        if (pthread_create(&th, NULL, pg_feed_run, &feed) != 0) {
+            close(pipefd[0]);
+            close(pipefd[1]);
+            return px_err_set(x->e, PX_EIO, "cannot start the source reader");
+        }
+        fd = pipefd[0];
+    } else {
+        fd = open(in->path, O_RDONLY);
+        if (fd < 0) return px_err_set(x->e, PX_EIO, "cannot open '%s': %s", in->path, strerror(errno));
+    }
+
+    if (x->p->format == PX_FMT_SYNPUF) rc = etl_synpuf_file(x, fd);
+    else rc = etl_canonical_file(x, fd);
+    close(fd);
+    if (src) {
+        pthread_join(th, NULL);
+        if (rc == 0 && feed.err[0]) {
+            px_err_set(x->e, PX_EDB, "reading source table '%s' failed", in->path);
+            px_err_detail(x->e, "%s", feed.err);
+            rc = PX_EDB;
+        }
+    }
+    if (rc != 0) return rc;
+    if (src) {
+        /* a source table's fingerprint is known only now: unchanged means skip */
+        char q[256];
+        snprintf(q, sizeof q, "SELECT batch_id FROM etl.batch_files WHERE sha256 = '%s'", in->sha);
+        char prior[32] = "";
+        px_db_scalar(x->c, NULL, prior, sizeof prior, q);
+        if (prior[0]) {
+            in->prior_batch = atoll(prior);
+            *skipped = 1;
+            return px_db_exec(x->c, x->e, "ROLLBACK TO SAVEPOINT px_input");
+        }
+    }
+    return etl_file_done(x);
+}
+
+static int open_spools(etl_ctx *x)
+{
+    x->rej = tmpfile();
+    x->spool = tmpfile();
+    x->warn = tmpfile();
+    x->patients = px_keymap_new(sizeof(etl_patient));
+    x->encounters = px_keymap_new(sizeof(etl_encounter));
+    if (!x->rej || !x->spool || !x->warn) return px_err_set(x->e, PX_EIO, "cannot create spool files: %s", strerror(errno));
+    if (!x->patients || !x->encounters) return px_err_set(x->e, PX_ENOMEM, "out of memory");
+    return 0;
+}
+
+static void close_ctx(etl_ctx *x)
+{
+    if (x->rej) fclose(x->rej);
+    if (x->spool) fclose(x->spool);
+    if (x->warn) fclose(x->warn);
+    px_keymap_free(x->patients);
+    px_keymap_free(x->encounters);
+    px_buf_release(&x->out);
+    px_pseudo_free(x->ps);
+    if (x->c) PQfinish(x->c);
+}
+
+static int discover(const px_etl_params *p, etl_input **inputs, int *n, PGconn **src, px_err *e)
+{
+    if (!p->source || !*p->source) return px_err_set(e, PX_EINVAL, "no --source given");
+    if (p->format == PX_FMT_SYNPUF) return find_synpuf(p->source, inputs, n, e);
+    if (p->format == PX_FMT_CANONICAL) return find_canonical(p->source, inputs, n, e);
+    *src = px_db_connect_url(p->source, e);
+    if (!*src) return e->code;
+    /* every canonical table that exists in the source, by name, in load order */
+    for (int t = 0; t < PX_TAB__COUNT; t++) {
+        char q[256], found[8] = "";
+        snprintf(q, sizeof q, "SELECT to_regclass('%s') IS NOT NULL", px_canonical[t].name);
+        if (px_db_scalar(*src, e, found, sizeof found, q) != 0) return e->code;
+        if (strcmp(found, "t") != 0) continue;
+        etl_input *nv = realloc(*inputs, sizeof **inputs * (size_t)(*n + 1));
+        if (!nv) return px_err_set(e, PX_ENOMEM, "out of memory");
+        *inputs = nv;
+        etl_input *in = &nv[(*n)++];
+        memset(in, 0, sizeof *in);
+        snprintf(in->path, sizeof in->path, "%s", px_canonical[t].name);
+        snprintf(in->name, sizeof in->name, "%s", px_canonical[t].name);
+        in->table = t;
+    }
+    if (*n == 0) {
+        px_err_set(e, PX_EINVAL, "the source database has none of the canonical tables");
+        px_err_hint(e, "expected tables facilities, providers, patients, encounters, diagnoses, procedures "
+                       "in the search_path, with the canonical columns");
+        return PX_EINVAL;
+    }
+    return 0;
+}
+
+static const char *fmt_name(px_etl_format f)
+{
+    return f == PX_FMT_SYNPUF ? "synpuf" : f == PX_FMT_CANONICAL ? "canonical" : "postgres";
+}
+
+int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, px_err *e)
+{
+    etl_ctx x;
+    etl_input *inputs = NULL;
+    int n = 0, rc;
+    PGconn *src = NULL;
+    memset(&x, 0, sizeof x);
+    memset(r, 0, sizeof *r);
+    x.cfg = cfg;
+    x.p = p;
+    x.e = e;
+    x.today = px_date_today();
+    if (p->today && px_date_parse_iso(p->today, strlen(p->today), &x.today) != 0)
+        return px_err_set(e, PX_EINVAL, "bad reference date '%s'", p->today);
+
+    if ((rc = discover(p, &inputs, &n, &src, e)) != 0) goto out;
+    if (!src)
+        for (int i = 0; i < n; i++)
+            if ((rc = sha256_file(inputs[i].path, inputs[i].sha, &inputs[i].bytes, e)) != 0) goto out;
+    if (!(x.c = px_db_connect(cfg, e))) { /* initialises a new home, key included */
+        rc = e->code;
+        goto out;
+    }
+    if (!(x.ps = px_pseudo_load(cfg->key_file, e))) {
+        rc = e->code;
+        goto out;
+    }
+    if ((rc = px_db_exec(x.c, e, "BEGIN")) != 0) goto out;
+    char q[512];
+    snprintf(q, sizeof q, "SELECT pg_advisory_xact_lock(%d)", PX_ETL_LOCK);
+    if ((rc = px_db_exec(x.c, e, q)) != 0) goto out;
+    /* which files were loaded before (checked under the lock) */
+    int todo = 0;
+    for (int i = 0; i < n; i++) {
+        char prior[32] = "";
+        if (!src) {
+            snprintf(q, sizeof q, "SELECT batch_id FROM etl.batch_files WHERE sha256 = '%s'", inputs[i].sha);
+            if ((rc = px_db_scalar(x.c, e, prior, sizeof prior, q)) != 0 && e->code != PX_EDB) goto out;
+            rc = 0;
+            if (prior[0]) {
+                inputs[i].prior_batch = atoll(prior);
+                r->files_skipped++;
+                continue;
+            }
+        }
+        x.total_bytes += inputs[i].bytes;
+        todo++;
+    }
+    if (todo == 0) {
+        px_db_exec(x.c, NULL, "ROLLBACK");
+        rc = px_err_set(e, PX_ENOTHING, "nothing to load: all %d input%s were loaded before (batch %lld)", n,
+                        n == 1 ? "" : "s", inputs[0].prior_batch);
+        goto out;
+    }
+    char srcname[4096];
+    if (src) redact_uri(p->source, srcname, sizeof srcname);
+    else if (!realpath(p->source, srcname)) snprintf(srcname, sizeof srcname, "%s", p->source);
+    {
+        const char *params[2] = {fmt_name(p->format), srcname};
+        PGresult *res = PQexecParams(x.c, "INSERT INTO etl.batches (format, source) VALUES ($1, $2) RETURNING batch_id",
+                                     2, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            rc = px_err_set(e, PX_EDB, "cannot open a batch");
+            px_err_detail(e, "%s", PQresultErrorMessage(res));
+            PQclear(res);
+            goto out;
+        }
+        x.batch = atoll(PQgetvalue(res, 0, 0));
+        PQclear(res);
+    }
+    if ((rc = open_spools(&x)) != 0) goto out;
+    rc = p->format == PX_FMT_SYNPUF ? etl_synpuf_begin(&x) : etl_canonical_begin(&x);
+    if (rc != 0) goto out;
+    for (int i = 0; i < n; i++) {
+        if (inputs[i].prior_batch) continue;
+        int skipped = 0;
+        if (src && (rc = px_db_exec(x.c, e, "SAVEPOINT px_input")) != 0) goto out;
+        if ((rc = load_input(&x, &inputs[i], src, &skipped)) != 0) goto out;
+        x.done_bytes += inputs[i].bytes;
+        if (skipped) {
+            r->files_skipped++;
+            if (inputs[i].table == PX_TAB_ENCOUNTERS) { /* nothing of it is in this batch */
+                px_keymap_free(x.encounters);
+                if (!(x.encounters = px_keymap_new(sizeof(etl_encounter)))) {
+                    rc = px_err_set(e, PX_ENOMEM, "out of memory");
+                    goto out;
+                }
+            }
+            continue;
+        }
+        r->files_loaded++;
+        r->rows_read += x.read;
+        r->rows_loaded += x.loaded;
+        r->rows_rejected += x.rejected;
+    }
+    if (p->progress) fprintf(stderr, "\r%*s\r", 80, "");
+    if (r->files_loaded == 0) {
+        px_db_exec(x.c, NULL, "ROLLBACK");
+        rc = px_err_set(e, PX_ENOTHING, "nothing to load: every source table is unchanged since it was loaded");
+        goto out;
+    }
+    x.in = NULL;
+    snprintf(q, sizeof q,
+             "UPDATE etl.batches SET finished_at = clock_timestamp(), rows_read = %lld, rows_loaded = %lld,"
+             " rows_rejected = %lld WHERE batch_id = $1",
+             r->rows_read, r->rows_loaded, r->rows_rejected);
+    if ((rc = etl_sql(&x, q, NULL, NULL)) != 0) goto out;
+    snprintf(q, sizeof q,
+             "INSERT INTO audit.events (action, object, detail) VALUES ('etl.load', 'batch ' || $1,"
+             " jsonb_build_object('files', %d, 'rows_read', %lld, 'rows_loaded', %lld, 'rows_rejected', %lld,"
+             " 'file', nullif($2, '')))",
+             r->files_loaded, r->rows_read, r->rows_loaded, r->rows_rejected);
+    if ((rc = etl_sql(&x, q, NULL, NULL)) != 0) goto out;
+    if ((rc = px_db_exec(x.c, e, "COMMIT")) != 0) goto out;
+    r->batch_id = x.batch;
+    px_log(PX_LOG_INFO, "batch %lld committed: %d files, %lld read, %lld loaded, %lld rejected", x.batch,
+           r->files_loaded, r->rows_read, r->rows_loaded, r->rows_rejected);
+out:
+    if (rc != 0 && rc != PX_ENOTHING && x.c) {
+        if (p->progress) fprintf(stderr, "\n");
+        px_log(PX_LOG_ERROR, "load of %s source failed: %s", fmt_name(p->format), e->msg);
+    }
+    close_ctx(&x);
+    if (src) PQfinish(src);
+    free(inputs);
+    return rc;
+}

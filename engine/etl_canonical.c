@@ -1,0 +1,743 @@
+/* etl_canonical.c: loads the canonical CSV layout (and the postgres format,
+ * which arrives here as the same CSV streamed from a source table).
+ * Columns are matched by header name against px_canonical. Each row is checked
+ * in C (syntax, ranges, date logic, duplicates within the batch), pseudonymized,
+ * and then either staged and merged in SQL (dimensions and encounters, whose
+ * rules need the warehouse) or, for diagnoses and procedures of encounters new
+ * in this batch, COPYed straight into the fact table. */
+#include "engine/etl_int.h"
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAXCOLS 16
+#define MAX_TEXT 200
+#define MAX_KEY 64
+
+/* HIPAA Safe Harbor: 3-digit ZIP prefixes covering fewer than 20,000 people
+ * (2000 census, per HHS de-identification guidance) are replaced by 000. */
+static const char *const small_zip3[] = {"036", "059", "063", "102", "203", "556", "692", "790", "821",
+                                         "823", "830", "831", "878", "879", "884", "890", "893", NULL};
+
+typedef struct row {
+    const char *v[MAXCOLS]; /* value, NULL when absent or empty */
+    size_t n[MAXCOLS];
+    unsigned char bin[MAXCOLS][16];
+    char hex[MAXCOLS][33];  /* pseudonym of an IDENT column */
+    int days[MAXCOLS];
+    long long iv[MAXCOLS];
+    double dv[MAXCOLS];
+    const char *ev[MAXCOLS]; /* canonical spelling of an ENUM value */
+    char code[16];           /* normalized ICD code */
+    char zip3[4];
+} row;
+
+typedef struct cfile {
+    const px_table *t;
+    int pos[MAXCOLS]; /* canonical column -> CSV field, -1 if absent */
+    int nhdr;
+    px_keymap *seen;  /* keys seen in this file (dimension tables) */
+} cfile;
+
+/* Column indexes, fixed by the order in canonical.c. */
+enum { F_ID, F_NAME, F_TYPE, F_STATE, F_BEDS };
+enum { PR_ID, PR_NAME, PR_SPEC, PR_FAC };
+enum { P_ID, P_MRN, P_SSN, P_FIRST, P_LAST, P_BIRTH, P_SEX, P_ZIP, P_PHONE, P_EMAIL, P_DEATH };
+enum { E_ID, E_PAT, E_FAC, E_ATT, E_ADM, E_DIS, E_ATYPE, E_ASRC, E_DISP, E_DEPT, E_DRG, E_COST };
+enum { D_ENC, D_SEQ, D_SYS, D_CODE, D_POA };
+enum { X_ENC, X_SEQ, X_SYS, X_CODE, X_DATE };
+
+/* ---- staging tables and merges ------------------------------------------------ */
+
+static const char staging_sql[] =
+    "CREATE TEMP TABLE stg_facilities (line bigint, facility_id text, name text, type text, state text,"
+    " beds integer) ON COMMIT DROP;"
+    "CREATE TEMP TABLE stg_providers (line bigint, provider_id text, name text, specialty text,"
+    " facility_id text) ON COMMIT DROP;"
+    "CREATE TEMP TABLE stg_patients (line bigint, patient_id uuid, mrn_pseudo uuid, ssn_pseudo uuid,"
+    " first_name_pseudo uuid, last_name_pseudo uuid, birth_year smallint, sex char(1), zip3 char(3),"
+    " phone_pseudo uuid, email_pseudo uuid, death_date date) ON COMMIT DROP;"
+    "CREATE TEMP TABLE stg_encounters (line bigint, encounter_id uuid, patient_id uuid, facility_id text,"
+    " attending_id text, admission_date date, discharge_date date, admission_type text,"
+    " admission_source text, discharge_disposition text, department text, drg text,"
+    " total_cost numeric(12,2)) ON COMMIT DROP;"
+    "CREATE TEMP TABLE stg_diagnoses (line bigint, encounter_id uuid, seq smallint, code_system text,"
+    " code text, present_on_admission char(1)) ON COMMIT DROP;"
+    "CREATE TEMP TABLE stg_procedures (line bigint, encounter_id uuid, seq smallint, code_system text,"
+    " code text, procedure_date date) ON COMMIT DROP;";
+
+#define REJECT_COLS "INSERT INTO etl.rejects (batch_id, file_name, line, reason, field, detail, row_data) "
+
+static const char merge_facilities[] =
+    "WITH ins AS (INSERT INTO wh.dim_provider AS d (kind, provider_id, name, facility_type, state, beds,"
+    "   first_batch_id, last_batch_id)"
+    " SELECT 'facility', facility_id, name, type, state, beds, $1::bigint, $1::bigint FROM stg_facilities"
+    " ON CONFLICT (kind, provider_id) DO UPDATE SET name = EXCLUDED.name, facility_type = EXCLUDED.facility_type,"
+    "   state = coalesce(EXCLUDED.state, d.state), beds = coalesce(EXCLUDED.beds, d.beds),"
+    "   last_batch_id = EXCLUDED.last_batch_id RETURNING 1)"
+    " SELECT count(*), 0 FROM ins";
+
+static const char merge_providers[] =
+    "WITH m AS MATERIALIZED (SELECT s.*, (s.facility_id IS NOT NULL AND f.provider_id IS NULL) AS bad"
+    "   FROM stg_providers s LEFT JOIN wh.dim_provider f ON f.kind = 'facility' AND f.provider_id = s.facility_id),"
+    " rej AS (" REJECT_COLS
+    "   SELECT $1::bigint, $2::text, line, 'unknown_facility', 'facility_id',"
+    "     format('facility %s is neither in this batch nor in the warehouse', facility_id),"
+    "     to_jsonb(m) - 'line' - 'bad' FROM m WHERE bad RETURNING 1),"
+    " ins AS (INSERT INTO wh.dim_provider AS d (kind, provider_id, name, specialty, facility_id,"
+    "   first_batch_id, last_batch_id)"
+    "   SELECT 'clinician', provider_id, name, specialty, facility_id, $1::bigint, $1::bigint FROM m WHERE NOT bad"
+    "   ON CONFLICT (kind, provider_id) DO UPDATE SET name = coalesce(EXCLUDED.name, d.name),"
+    "     specialty = coalesce(EXCLUDED.specialty, d.specialty), facility_id = coalesce(EXCLUDED.facility_id,"
+    "     d.facility_id), last_batch_id = EXCLUDED.last_batch_id RETURNING 1)"
+    " SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rej)";
+
+/* Dimensions are slowly changing (type 1): a patient delivered again updates
+ * the attributes it carries and keeps those it leaves empty. */
+static const char merge_patients_fmt[] =
+    "WITH ins AS (INSERT INTO wh.dim_patient AS d (patient_id, source, mrn_pseudo, ssn_pseudo,"
+    "   first_name_pseudo, last_name_pseudo, birth_year, sex, zip3, phone_pseudo, email_pseudo, death_date,"
+    "   first_batch_id, last_batch_id)"
+    " SELECT patient_id, '%s', mrn_pseudo, ssn_pseudo, first_name_pseudo, last_name_pseudo, birth_year, sex,"
+    "   zip3, phone_pseudo, email_pseudo, death_date, $1::bigint, $1::bigint FROM stg_patients"
+    " ON CONFLICT (patient_id) DO UPDATE SET mrn_pseudo = coalesce(EXCLUDED.mrn_pseudo, d.mrn_pseudo),"
+    "   ssn_pseudo = coalesce(EXCLUDED.ssn_pseudo, d.ssn_pseudo),"
+    "   first_name_pseudo = coalesce(EXCLUDED.first_name_pseudo, d.first_name_pseudo),"
+    "   last_name_pseudo = coalesce(EXCLUDED.last_name_pseudo, d.last_name_pseudo),"
+    "   birth_year = EXCLUDED.birth_year, sex = EXCLUDED.sex, zip3 = coalesce(EXCLUDED.zip3, d.zip3),"
+    "   phone_pseudo = coalesce(EXCLUDED.phone_pseudo, d.phone_pseudo),"
+    "   email_pseudo = coalesce(EXCLUDED.email_pseudo, d.email_pseudo),"
+    "   death_date = coalesce(EXCLUDED.death_date, d.death_date), last_batch_id = EXCLUDED.last_batch_id"
+    " RETURNING 1)"
+    " SELECT count(*), 0 FROM ins";
+
+static const char encounter_partitions[] =
+    "SELECT count(wh.ensure_encounter_partition(y)) FROM"
+    " (SELECT DISTINCT extract(year FROM admission_date)::int AS y FROM stg_encounters) t";
+
+/* The rules that need the warehouse: references, duplicates of earlier
+ * batches, and date logic against the patient's stored birth year and death. */
+static const char merge_encounters_fmt[] =
+    "WITH m AS MATERIALIZED (SELECT s.*, extract(year FROM s.admission_date)::int - p.birth_year AS age,"
+    "   x.batch_id AS prior_batch, p.death_date, p.birth_year,"
+    "   CASE WHEN p.patient_id IS NULL THEN 'unknown_patient'"
+    "        WHEN f.provider_id IS NULL THEN 'unknown_facility'"
+    "        WHEN s.attending_id IS NOT NULL AND a.provider_id IS NULL THEN 'unknown_provider'"
+    "        WHEN x.encounter_id IS NOT NULL THEN 'duplicate_key'"
+    "        WHEN p.death_date < s.admission_date THEN 'death_before_admission'"
+    "        WHEN p.birth_year > extract(year FROM s.admission_date) THEN 'birth_after_admission'"
+    "        WHEN extract(year FROM s.admission_date)::int - p.birth_year > 120 THEN 'age_out_of_range'"
+    "   END AS reason"
+    "   FROM stg_encounters s"
+    "   LEFT JOIN wh.dim_patient p ON p.patient_id = s.patient_id"
+    "   LEFT JOIN wh.dim_provider f ON f.kind = 'facility' AND f.provider_id = s.facility_id"
+    "   LEFT JOIN wh.dim_provider a ON a.kind = 'clinician' AND a.provider_id = s.attending_id"
+    "   LEFT JOIN wh.fact_encounter x ON x.encounter_id = s.encounter_id),"
+    " rej AS (" REJECT_COLS
+    "   SELECT $1::bigint, $2::text, line, reason,"
+    "     CASE reason WHEN 'unknown_patient' THEN 'patient_id' WHEN 'unknown_facility' THEN 'facility_id'"
+    "       WHEN 'unknown_provider' THEN 'attending_id' WHEN 'duplicate_key' THEN 'encounter_id'"
+    "       ELSE 'admission_date' END,"
+    "     CASE reason WHEN 'unknown_patient' THEN 'the patient is neither in this batch nor in the warehouse'"
+    "       WHEN 'unknown_facility' THEN format('facility %%s is neither in this batch nor in the warehouse', facility_id)"
+    "       WHEN 'unknown_provider' THEN format('attending %%s is neither in this batch nor in the warehouse', attending_id)"
+    "       WHEN 'duplicate_key' THEN format('the encounter was loaded in batch %%s', prior_batch)"
+    "       WHEN 'death_before_admission' THEN format('admitted %%s after the death date %%s', admission_date, death_date)"
+    "       WHEN 'birth_after_admission' THEN format('admitted in %%s, born in %%s', extract(year FROM admission_date), birth_year)"
+    "       ELSE format('age at admission %%s is outside 0-120', age) END,"
+    "     to_jsonb(m) - 'line' - 'reason' - 'age' - 'prior_batch' - 'death_date' - 'birth_year'"
+    "   FROM m WHERE reason IS NOT NULL RETURNING 1),"
+    " ins AS (INSERT INTO wh.fact_encounter (encounter_id, patient_id, facility_id, attending_id, admission_date,"
+    "   discharge_date, los_days, age_at_admission, admission_type, admission_source, discharge_disposition,"
+    "   department, drg, total_cost, source, batch_id)"
+    "   SELECT encounter_id, patient_id, facility_id, attending_id, admission_date, discharge_date,"
+    "     discharge_date - admission_date, age, admission_type, admission_source, discharge_disposition,"
+    "     department, drg, total_cost, '%s', $1::bigint FROM m WHERE reason IS NULL RETURNING 1)"
+    " SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rej)";
+
+/* Diagnoses/procedures of encounters loaded in earlier batches (or unknown). */
+static const char merge_codes_fmt[] =
+    "WITH s AS (SELECT s.*, row_number() OVER (PARTITION BY encounter_id, seq ORDER BY line) AS rn FROM stg_%1$s s),"
+    " m AS MATERIALIZED (SELECT s.*, CASE WHEN e.encounter_id IS NULL THEN 'unknown_encounter'"
+    "     WHEN s.rn > 1 OR d.encounter_id IS NOT NULL THEN 'duplicate_key' END AS reason"
+    "   FROM s LEFT JOIN (SELECT DISTINCT encounter_id FROM wh.fact_encounter"
+    "     WHERE encounter_id IN (SELECT encounter_id FROM stg_%1$s)) e ON e.encounter_id = s.encounter_id"
+    "   LEFT JOIN wh.%2$s d ON d.encounter_id = s.encounter_id AND d.seq = s.seq),"
+    " rej AS (" REJECT_COLS
+    "   SELECT $1::bigint, $2::text, line, reason, CASE reason WHEN 'duplicate_key' THEN 'seq' ELSE 'encounter_id' END,"
+    "     CASE reason WHEN 'duplicate_key' THEN format('the encounter already has a code at seq %%s', seq)"
+    "       ELSE 'the encounter is neither in this batch nor in the warehouse' END,"
+    "     to_jsonb(m) - 'line' - 'reason' - 'rn' FROM m WHERE reason IS NOT NULL RETURNING 1),"
+    " ins AS (INSERT INTO wh.%2$s (encounter_id, seq, code_system, code, %3$s, batch_id)"
+    "   SELECT encounter_id, seq, code_system, code, %3$s, $1::bigint FROM m WHERE reason IS NULL RETURNING 1)"
+    " SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rej)";
+
+int etl_canonical_begin(etl_ctx *x)
+{
+    return px_db_exec(x->c, x->e, staging_sql);
+}
+
+/* ---- field checks ------------------------------------------------------------- */
+
+static void json_row(etl_ctx *x, const cfile *cf, const row *r, px_buf *j)
+{
+    (void)x;
+    px_buf_addc(j, '{');
+    for (int i = 0; i < cf->t->ncols; i++) {
+        const px_col *col = &cf->t->cols[i];
+        if (i) px_buf_addc(j, ',');
+        px_buf_json_str(j, col->name, strlen(col->name));
+        px_buf_addc(j, ':');
+        if (!r->v[i]) {
+            px_buf_adds(j, "null");
+        } else if (col->type == PX_T_IDENT) {
+            px_buf_json_str(j, r->hex[i], 32);
+        } else if (cf->t == &px_canonical[PX_TAB_PATIENTS] && i == P_BIRTH) {
+            /* only the birth year, as in the warehouse */
+            if (px_date_parse_iso(r->v[i], r->n[i], &(int){0}) == 0) px_buf_add(j, r->v[i], 4);
+            else px_buf_adds(j, "null");
+        } else if (cf->t == &px_canonical[PX_TAB_PATIENTS] && i == P_ZIP) {
+            if (r->n[i] >= 3) px_buf_json_str(j, r->v[i], 3);
+            else px_buf_adds(j, "null");
+        } else {
+            px_buf_json_str(j, r->v[i], r->n[i] > MAX_TEXT ? MAX_TEXT : r->n[i]);
+        }
+    }
+    px_buf_addc(j, '}');
+}
+
+static void reject_row(etl_ctx *x, const cfile *cf, const row *r, long long line, const char *reason,
+                       const char *field, const char *detail)
+{
+    px_buf j = {0};
+    json_row(x, cf, r, &j);
+    px_buf_addc(&j, '\0');
+    etl_reject(x, line, reason, field, detail, j.data);
+    px_buf_release(&j);
+}
+
+/* Checks and converts each present column by its type. Returns 0, or fills
+ * reason/field/detail and returns -1. */
+static int check_columns(etl_ctx *x, const cfile *cf, px_csv *csv, row *r, const char **reason,
+                         const char **field, char *detail, size_t dlen)
+{
+    const px_table *t = cf->t;
+    int bad = -1;
+    /* first pass: fetch values and pseudonymize, so a reject never shows plaintext */
+    for (int i = 0; i < t->ncols; i++) {
+        int p = cf->pos[i];
+        r->v[i] = NULL;
+        r->n[i] = 0;
+        if (p < 0) continue;
+        const char *v = px_csv_field(csv, p);
+        size_t n = px_csv_field_len(csv, p);
+        if (n == 0) continue;
+        r->v[i] = v;
+        r->n[i] = n;
+        if (t->cols[i].type == PX_T_IDENT) etl_pseudo(x, t->cols[i].id_kind, v, n, r->bin[i], r->hex[i]);
+    }
+    for (int i = 0; i < t->ncols && bad < 0; i++) {
+        const px_col *col = &t->cols[i];
+        const char *v = r->v[i];
+        size_t n = r->n[i];
+        *field = col->name;
+        if (!v) {
+            if (col->required) {
+                *reason = "missing_field";
+                snprintf(detail, dlen, "required column '%s' is empty", col->name);
+                bad = i;
+            }
+            continue;
+        }
+        switch (col->type) {
+        case PX_T_TEXT:
+        case PX_T_KEY:
+        case PX_T_IDENT:
+            if (n > (col->type == PX_T_KEY ? MAX_KEY : MAX_TEXT)) {
+                *reason = "invalid_text";
+                snprintf(detail, dlen, "'%s' is longer than %d bytes", col->name, col->type == PX_T_KEY ? MAX_KEY : MAX_TEXT);
+                bad = i;
+            }
+            break;
+        case PX_T_DATE:
+            if (px_date_parse_iso(v, n, &r->days[i]) != 0) {
+                *reason = "invalid_date";
+                snprintf(detail, dlen, "'%s' is not a date in the form YYYY-MM-DD", col->name);
+                bad = i;
+            } else if (r->days[i] > x->today) {
+                *reason = "future_date";
+                snprintf(detail, dlen, "'%s' is in the future", col->name);
+                bad = i;
+            }
+            break;
+        case PX_T_INT:
+            if (px_parse_int(v, n, &r->iv[i]) != 0) {
+                *reason = "invalid_number";
+                snprintf(detail, dlen, "'%s' is not an integer", col->name);
+                bad = i;
+            }
+            break;
+        case PX_T_NUM:
+            if (px_parse_num(v, n, &r->dv[i]) != 0) {
+                *reason = "invalid_number";
+                snprintf(detail, dlen, "'%s' is not a number", col->name);
+                bad = i;
+            }
+            break;
+        case PX_T_ENUM:
+            r->ev[i] = NULL;
+            for (int k = 0; col->enum_values[k]; k++)
+                if (strlen(col->enum_values[k]) == n && strncasecmp(col->enum_values[k], v, n) == 0)
+                    r->ev[i] = col->enum_values[k];
+            if (!r->ev[i]) {
+                *reason = "invalid_enum";
+                snprintf(detail, dlen, "'%s' must be one of the values listed in 'prognos etl layout'", col->name);
+                bad = i;
+            }
+            break;
+        case PX_T_CODE:
+            break;
+        }
+    }
+    return bad >= 0 ? -1 : 0;
+}
+
+/* ---- COPY output helpers ---------------------------------------------------------- */
+
+static void out_text(px_buf *b, const row *r, int i)
+{
+    px_buf_addc(b, '\t');
+    px_buf_copy_field(b, r->v[i], r->n[i]);
+}
+static void out_uuid(px_buf *b, const row *r, int i)
+{
+    px_buf_addc(b, '\t');
+    if (r->v[i]) px_buf_add(b, r->hex[i], 32);
+    else px_buf_add(b, "\\N", 2);
+}
+static void out_enum(px_buf *b, const row *r, int i)
+{
+    px_buf_addc(b, '\t');
+    if (r->v[i]) px_buf_adds(b, r->ev[i]);
+    else px_buf_add(b, "\\N", 2);
+}
+static void out_date(px_buf *b, const row *r, int i)
+{
+    char d[11];
+    px_buf_addc(b, '\t');
+    if (!r->v[i]) {
+        px_buf_add(b, "\\N", 2);
+        return;
+    }
+    px_date_format(r->days[i], d);
+    px_buf_add(b, d, 10);
+}
+
+/* ---- table rules -------------------------------------------------------------- */
+
+/* Dedupes a dimension key within the file. Returns 1 if seen before. */
+static int seen_before(cfile *cf, const char *v, size_t n)
+{
+    unsigned char k[16];
+    int existed = 0;
+    etl_digest(cf->t->name, v, n, k);
+    if (!px_keymap_put(cf->seen, k, &existed)) return 0;
+    return existed;
+}
+
+static int row_facility(etl_ctx *x, cfile *cf, row *r, long long line)
+{
+    if (r->v[F_BEDS] && (r->iv[F_BEDS] < 1 || r->iv[F_BEDS] > 5000)) {
+        reject_row(x, cf, r, line, "value_out_of_range", "beds", "beds must be 1-5000");
+        return 0;
+    }
+    if (seen_before(cf, r->v[F_ID], r->n[F_ID])) {
+        reject_row(x, cf, r, line, "duplicate_key", "facility_id", "facility_id appears earlier in the file");
+        return 0;
+    }
+    px_buf *b = &x->out;
+    px_buf_printf(b, "%lld", line);
+    out_text(b, r, F_ID);
+    out_text(b, r, F_NAME);
+    out_enum(b, r, F_TYPE);
+    out_text(b, r, F_STATE);
+    px_buf_addc(b, '\t');
+    if (r->v[F_BEDS]) px_buf_printf(b, "%lld", r->iv[F_BEDS]);
+    else px_buf_add(b, "\\N", 2);
+    px_buf_addc(b, '\n');
+    return 1;
+}
+
+static int row_provider(etl_ctx *x, cfile *cf, row *r, long long line)
+{
+    if (seen_before(cf, r->v[PR_ID], r->n[PR_ID])) {
+        reject_row(x, cf, r, line, "duplicate_key", "provider_id", "provider_id appears earlier in the file");
+        return 0;
+    }
+    px_buf *b = &x->out;
+    px_buf_printf(b, "%lld", line);
+    out_text(b, r, PR_ID);
+    out_text(b, r, PR_NAME);
+    out_text(b, r, PR_SPEC);
+    out_text(b, r, PR_FAC);
+    px_buf_addc(b, '\n');
+    return 1;
+}
+
+static int zip3_of(const char *z, size_t n, char out[4])
+{
+    /* ZIP or ZIP+4: 5 digits, optionally '-' and 4 digits */
+    if (n != 5 && n != 10) return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (i == 5 ? z[i] != '-' : (z[i] < '0' || z[i] > '9')) return -1;
+    }
+    memcpy(out, z, 3);
+    out[3] = '\0';
+    for (int i = 0; small_zip3[i]; i++)
+        if (memcmp(out, small_zip3[i], 3) == 0) memcpy(out, "000", 3);
+    return 0;
+}
+
+static int row_patient(etl_ctx *x, cfile *cf, row *r, long long line)
+{
+    if (x->today - r->days[P_BIRTH] > 130 * 366) {
+        reject_row(x, cf, r, line, "age_out_of_range", "birth_date", "born more than 130 years ago");
+        return 0;
+    }
+    if (r->v[P_DEATH] && r->days[P_DEATH] < r->days[P_BIRTH]) {
+        reject_row(x, cf, r, line, "invalid_date", "death_date", "death date before birth date");
+        return 0;
+    }
+    if (r->v[P_ZIP] && zip3_of(r->v[P_ZIP], r->n[P_ZIP], r->zip3) != 0) {
+        reject_row(x, cf, r, line, "invalid_text", "zip", "zip must be 5 digits or ZIP+4 (12345-6789)");
+        return 0;
+    }
+    int existed = 0;
+    etl_patient *pt = px_keymap_put(x->patients, r->bin[P_ID], &existed);
+    if (!pt) return px_err_set(x->e, PX_ENOMEM, "out of memory");
+    if (seen_before(cf, r->hex[P_ID], 32)) {
+        reject_row(x, cf, r, line, "duplicate_key", "patient_id", "patient_id appears earlier in the file");
+        return 0;
+    }
+    pt->birth_days = r->days[P_BIRTH];
+    pt->death_days = r->v[P_DEATH] ? r->days[P_DEATH] : INT_MAX;
+    px_buf *b = &x->out;
+    px_buf_printf(b, "%lld", line);
+    out_uuid(b, r, P_ID);
+    out_uuid(b, r, P_MRN);
+    out_uuid(b, r, P_SSN);
+    out_uuid(b, r, P_FIRST);
+    out_uuid(b, r, P_LAST);
+    px_buf_printf(b, "\t%d", px_date_year(r->days[P_BIRTH]));
+    out_enum(b, r, P_SEX);
+    px_buf_addc(b, '\t');
+    if (r->v[P_ZIP]) px_buf_add(b, r->zip3, 3);
+    else px_buf_add(b, "\\N", 2);
+    out_uuid(b, r, P_PHONE);
+    out_uuid(b, r, P_EMAIL);
+    out_date(b, r, P_DEATH);
+    px_buf_addc(b, '\n');
+    return 1;
+}
+
+static int row_encounter(etl_ctx *x, cfile *cf, row *r, long long line)
+{
+    const char *reason = NULL, *field = NULL;
+    char detail[200];
+    int adm = r->days[E_ADM], dis = r->days[E_DIS];
+    etl_patient *pt = px_keymap_get(x->patients, r->bin[E_PAT]);
+    if (dis < adm) {
+        reason = "discharge_before_admission", field = "discharge_date";
+        snprintf(detail, sizeof detail, "discharged %d days before admission", adm - dis);
+    } else if (dis - adm > 365) {
+        reason = "los_out_of_range", field = "discharge_date";
+        snprintf(detail, sizeof detail, "length of stay %d days is outside 0-365", dis - adm);
+    } else if (r->dv[E_COST] < 0 || r->dv[E_COST] > 10000000) {
+        reason = "cost_out_of_range", field = "total_cost";
+        snprintf(detail, sizeof detail, "total_cost must be 0-10000000");
+    } else if (pt && pt->birth_days > adm) {
+        reason = "birth_after_admission", field = "admission_date";
+        snprintf(detail, sizeof detail, "admitted %d days before the patient's birth", pt->birth_days - adm);
+    } else if (pt && pt->death_days < adm) {
+        reason = "death_before_admission", field = "admission_date";
+        snprintf(detail, sizeof detail, "admitted %d days after the patient's death", adm - pt->death_days);
+    } else if (pt && (px_date_year(adm) - px_date_year(pt->birth_days) > 120)) {
+        reason = "age_out_of_range", field = "admission_date";
+        snprintf(detail, sizeof detail, "age at admission is over 120");
+    }
+    int existed = 0;
+    etl_encounter *en = px_keymap_put(x->encounters, r->bin[E_ID], &existed);
+    if (!en) return px_err_set(x->e, PX_ENOMEM, "out of memory");
+    if (!reason && existed) {
+        reason = "duplicate_key", field = "encounter_id";
+        snprintf(detail, sizeof detail, "encounter_id appears earlier, at line %lld", en->line);
+    }
+    if (reason) {
+        if (!existed) {
+            en->state = ENC_REJECTED;
+            en->line = line;
+        }
+        reject_row(x, cf, r, line, reason, field, detail);
+        return 0;
+    }
+    en->state = ENC_STAGED;
+    en->line = line;
+    px_buf *b = &x->out;
+    px_buf_printf(b, "%lld", line);
+    out_uuid(b, r, E_ID);
+    out_uuid(b, r, E_PAT);
+    out_text(b, r, E_FAC);
+    out_text(b, r, E_ATT);
+    out_date(b, r, E_ADM);
+    out_date(b, r, E_DIS);
+    out_enum(b, r, E_ATYPE);
+    out_enum(b, r, E_ASRC);
+    out_enum(b, r, E_DISP);
+    out_text(b, r, E_DEPT);
+    out_text(b, r, E_DRG);
+    out_text(b, r, E_COST);
+    px_buf_addc(b, '\n');
+    return 1;
+}
+
+/* Diagnoses and procedures share one shape: encounter, seq, system, code, extra. */
+static int row_code(etl_ctx *x, cfile *cf, row *r, long long line, int is_dx)
+{
+    const char *sys = r->ev[D_SYS];
+    int icd10 = strcmp(sys, "icd10") == 0;
+    char detail[160];
+    if (r->iv[D_SEQ] < (is_dx ? 0 : 1) || r->iv[D_SEQ] > 99) {
+        reject_row(x, cf, r, line, "value_out_of_range", "seq", is_dx ? "seq must be 0-99" : "seq must be 1-99");
+        return 0;
+    }
+    int n = px_icd_normalize(r->v[D_CODE], r->n[D_CODE], r->code);
+    bool ok = n > 0 && (is_dx ? (icd10 ? px_icd10_dx_valid(r->code, (size_t)n) : px_icd9_dx_valid(r->code, (size_t)n))
+                              : (icd10 ? px_icd10_pcs_valid(r->code, (size_t)n) : px_icd9_px_valid(r->code, (size_t)n)));
+    if (!ok) {
+        snprintf(detail, sizeof detail, "not a valid %s code", is_dx ? (icd10 ? "ICD-10-CM diagnosis" : "ICD-9-CM diagnosis")
+                                                                  : (icd10 ? "ICD-10-PCS procedure" : "ICD-9-CM procedure"));
+        reject_row(x, cf, r, line, icd10 ? "invalid_icd10" : "invalid_icd9", "code", detail);
+        return 0;
+    }
+    etl_encounter *en = px_keymap_get(x->encounters, r->bin[D_ENC]);
+    int seq = (int)r->iv[D_SEQ];
+    px_buf *b = &x->out;
+    FILE *sp = NULL;
+    if (en && en->state == ENC_REJECTED) {
+        snprintf(detail, sizeof detail, "the encounter was rejected (line %lld of encounters)", en->line);
+        reject_row(x, cf, r, line, "unknown_encounter", "encounter_id", detail);
+        return 0;
+    }
+    if (en && en->state == ENC_STAGED) {
+        unsigned long long *seen = is_dx ? en->dx_seen : en->px_seen, bit = 1ULL << (seq & 63);
+        if (seen[seq >> 6] & bit) {
+            reject_row(x, cf, r, line, "duplicate_key", "seq", "the encounter already has a code at this seq");
+            return 0;
+        }
+        seen[seq >> 6] |= bit;
+    } else {
+        sp = x->spool; /* encounter from an earlier batch, or unknown: the SQL path decides */
+    }
+    px_buf tmp = {0};
+    px_buf *o = sp ? &tmp : b;
+    if (sp) px_buf_printf(o, "%lld\t", line);
+    px_buf_add(o, r->hex[D_ENC], 32);
+    px_buf_printf(o, "\t%d\t%s\t%s", seq, sys, r->code);
+    if (is_dx) out_enum(o, r, D_POA);
+    else out_date(o, r, X_DATE);
+    if (!sp) px_buf_printf(o, "\t%lld", x->batch);
+    px_buf_addc(o, '\n');
+    if (sp) {
+        fwrite(tmp.data, 1, tmp.len, sp);
+        px_buf_release(&tmp);
+        return 2; /* counted after the SQL merge */
+    }
+    return 1;
+}
+
+/* ---- one file ------------------------------------------------------------------- */
+
+static int read_header(etl_ctx *x, cfile *cf, px_csv *csv)
+{
+    px_csv_status st;
+    int got = px_csv_next(csv, &st);
+    if (got < 0) return px_err_set(x->e, PX_EIO, "cannot read '%s'", x->in->name);
+    if (got == 0) return px_err_set(x->e, PX_EINVAL, "'%s' is empty: the header row is missing", x->in->name);
+    if (st != PX_CSV_OK) return px_err_set(x->e, PX_EINVAL, "the header row of '%s' is malformed", x->in->name);
+    cf->nhdr = px_csv_nfields(csv);
+    for (int i = 0; i < MAXCOLS; i++) cf->pos[i] = -1;
+    for (int f = 0; f < cf->nhdr; f++) {
+        const char *h = px_csv_field(csv, f);
+        if (f == 0 && (unsigned char)h[0] == 0xEF && (unsigned char)h[1] == 0xBB && (unsigned char)h[2] == 0xBF)
+            h += 3; /* UTF-8 byte order mark from spreadsheet exports */
+        int c = px_canonical_col(cf->t, h);
+        if (c < 0) {
+            px_err_set(x->e, PX_EINVAL, "'%s' has an unknown column '%s'", x->in->name, h);
+            px_err_hint(x->e, "the columns of %s are listed by 'prognos etl layout'", cf->t->file);
+            return PX_EINVAL;
+        }
+        if (cf->pos[c] >= 0)
+            return px_err_set(x->e, PX_EINVAL, "'%s' has the column '%s' twice", x->in->name, h);
+        cf->pos[c] = f;
+    }
+    for (int i = 0; i < cf->t->ncols; i++)
+        if (cf->t->cols[i].required && cf->pos[i] < 0) {
+            px_err_set(x->e, PX_EINVAL, "'%s' lacks the required column '%s'", x->in->name, cf->t->cols[i].name);
+            px_err_hint(x->e, "the columns of %s are listed by 'prognos etl layout'", cf->t->file);
+            return PX_EINVAL;
+        }
+    return 0;
+}
+
+static void sha_tap(void *ctx, const void *buf, size_t n)
+{
+    EVP_DigestUpdate((EVP_MD_CTX *)ctx, buf, n);
+}
+
+static const char *csv_reason(px_csv_status st)
+{
+    switch (st) {
+    case PX_CSV_BAD_QUOTING: return "csv_quoting";
+    case PX_CSV_BAD_UTF8: return "csv_utf8";
+    case PX_CSV_TOO_LONG: return "csv_too_long";
+    default: return "csv_column_count";
+    }
+}
+
+static int stream_rows(etl_ctx *x, cfile *cf, px_csv *csv, long long *direct, long long *spooled)
+{
+    row *r = calloc(1, sizeof *r);
+    if (!r) return px_err_set(x->e, PX_ENOMEM, "out of memory");
+    int rc = 0, got, tab = x->in->table;
+    px_csv_status st;
+    while ((got = px_csv_next(csv, &st)) > 0) {
+        long long line = px_csv_line(csv);
+        x->read++;
+        if (st != PX_CSV_OK || px_csv_nfields(csv) != cf->nhdr) {
+            char detail[128];
+            if (st == PX_CSV_OK)
+                snprintf(detail, sizeof detail, "expected %d fields as in the header, found %d", cf->nhdr,
+                         px_csv_nfields(csv));
+            else
+                snprintf(detail, sizeof detail, "%s; the row is not stored",
+                         st == PX_CSV_BAD_QUOTING ? "broken quoting" : st == PX_CSV_BAD_UTF8 ? "invalid UTF-8"
+                                                                                          : "record over 1 MiB");
+            etl_reject(x, line, csv_reason(st), NULL, detail, NULL);
+            continue;
+        }
+        const char *reason, *field;
+        char detail[200];
+        if (check_columns(x, cf, csv, r, &reason, &field, detail, sizeof detail) != 0) {
+            reject_row(x, cf, r, line, reason, field, detail);
+            continue;
+        }
+        int res;
+        switch (tab) {
+        case PX_TAB_FACILITIES: res = row_facility(x, cf, r, line); break;
+        case PX_TAB_PROVIDERS: res = row_provider(x, cf, r, line); break;
+        case PX_TAB_PATIENTS: res = row_patient(x, cf, r, line); break;
+        case PX_TAB_ENCOUNTERS: res = row_encounter(x, cf, r, line); break;
+        default: res = row_code(x, cf, r, line, tab == PX_TAB_DIAGNOSES); break;
+        }
+        if (res < 0) {
+            rc = res;
+            break;
+        }
+        if (res == 1) (*direct)++;
+        if (res == 2) (*spooled)++;
+        if ((rc = etl_copy_flush(x, 0)) != 0) break;
+        if ((x->read & 0xffff) == 0) etl_progress(x, px_csv_bytes(csv));
+    }
+    if (got < 0 && rc == 0) rc = px_err_set(x->e, PX_EIO, "cannot read '%s'", x->in->name);
+    free(r);
+    return rc;
+}
+
+int etl_canonical_file(etl_ctx *x, int fd)
+{
+    static const char *const copy_sql[PX_TAB__COUNT] = {
+        "COPY stg_facilities FROM STDIN", "COPY stg_providers FROM STDIN", "COPY stg_patients FROM STDIN",
+        "COPY stg_encounters FROM STDIN",
+        "COPY wh.fact_diagnosis (encounter_id, seq, code_system, code, present_on_admission, batch_id) FROM STDIN",
+        "COPY wh.fact_procedure (encounter_id, seq, code_system, code, procedure_date, batch_id) FROM STDIN"};
+    static const char *const stg_name[PX_TAB__COUNT] = {"stg_facilities", "stg_providers", "stg_patients",
+                                                        "stg_encounters", "stg_diagnoses", "stg_procedures"};
+    int tab = x->in->table, rc;
+    cfile cf = {.t = &px_canonical[tab]};
+    long long direct = 0, spooled = 0, n = 0, loaded = 0, rejected = 0;
+    const char *source = x->p->format == PX_FMT_POSTGRES ? "postgres" : "canonical";
+    char sql[8192];
+    EVP_MD_CTX *md = NULL;
+    px_csv *csv = px_csv_new(fd);
+    if (!csv || !(cf.seen = px_keymap_new(0))) {
+        px_csv_free(csv);
+        return px_err_set(x->e, PX_ENOMEM, "out of memory");
+    }
+    if (!x->in->sha[0]) { /* a stream: fingerprint it while parsing */
+        md = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+        px_csv_set_tap(csv, sha_tap, md);
+    }
+    if ((rc = read_header(x, &cf, csv)) != 0) goto out;
+    snprintf(sql, sizeof sql, "TRUNCATE %s", stg_name[tab]);
+    if ((rc = px_db_exec(x->c, x->e, sql)) != 0) goto out;
+    if ((rc = etl_copy_begin(x, copy_sql[tab])) != 0) goto out;
+    rc = stream_rows(x, &cf, csv, &direct, &spooled);
+    int rc2 = etl_copy_end(x, &n);
+    if (rc == 0) rc = rc2;
+    if (rc != 0) goto out;
+    if (n != direct) {
+        rc = px_err_set(x->e, PX_ESTATE, "the server stored %lld rows of '%s', prognos sent %lld", n, x->in->name, direct);
+        goto out;
+    }
+    etl_progress(x, px_csv_bytes(csv));
+
+    switch (tab) {
+    case PX_TAB_FACILITIES: rc = etl_sql(x, merge_facilities, &loaded, &rejected); break;
+    case PX_TAB_PROVIDERS: rc = etl_sql(x, merge_providers, &loaded, &rejected); break;
+    case PX_TAB_PATIENTS:
+        snprintf(sql, sizeof sql, merge_patients_fmt, source);
+        rc = etl_sql(x, sql, &loaded, &rejected);
+        break;
+    case PX_TAB_ENCOUNTERS:
+        if ((rc = etl_sql(x, encounter_partitions, NULL, NULL)) != 0) break;
+        snprintf(sql, sizeof sql, merge_encounters_fmt, source);
+        if ((rc = etl_sql(x, sql, &loaded, &rejected)) != 0) break;
+        if (rejected) rc = etl_mark_rejected_encounters(x);
+        break;
+    default: {
+        int dx = tab == PX_TAB_DIAGNOSES;
+        loaded = direct;
+        if (spooled == 0) break;
+        snprintf(sql, sizeof sql, "COPY %s FROM STDIN", stg_name[tab]);
+        long long staged = 0, l2 = 0;
+        if ((rc = etl_copy_spool(x, x->spool, sql, &staged)) != 0) break;
+        snprintf(sql, sizeof sql, merge_codes_fmt, dx ? "diagnoses" : "procedures", dx ? "fact_diagnosis" : "fact_procedure",
+                 dx ? "present_on_admission" : "procedure_date");
+        if ((rc = etl_sql(x, sql, &l2, &rejected)) != 0) break;
+        loaded += l2;
+    }
+    }
+    if (rc != 0) goto out;
+    if (tab <= PX_TAB_ENCOUNTERS && loaded + rejected != direct) {
+        rc = px_err_set(x->e, PX_ESTATE, "merging '%s' accounted for %lld of %lld staged rows", x->in->name,
+                        loaded + rejected, direct);
+        goto out;
+    }
+    x->loaded = loaded;
+    x->rejected += rejected;
+    if ((rc = etl_rejects_flush(x)) != 0) goto out;
+    if (md) {
+        unsigned char d[32];
+        EVP_DigestFinal_ex(md, d, NULL);
+        for (int i = 0; i < 32; i++) snprintf(x->in->sha + 2 * i, 3, "%02x", d[i]);
+        x->in->bytes = px_csv_bytes(csv);
+    }
+out:
+    EVP_MD_CTX_free(md);
+    px_keymap_free(cf.seen);
+    px_csv_free(csv);
+    return rc;
+}

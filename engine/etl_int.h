@@ -1,0 +1,115 @@
+/* etl_int.h: the ETL's shared machinery (engine-internal): one batch context,
+ * COPY streaming, reject spooling, the in-memory index of the batch's patients
+ * and encounters, and the per-format loaders.
+ *
+ * Invariant: one batch = one transaction. Every row read from an input is
+ * counted once, and ends either in a warehouse table or in etl.rejects; the
+ * per-file counts are checked against the server's own row counts before COMMIT. */
+#ifndef PROGNOS_ETL_INT_H
+#define PROGNOS_ETL_INT_H
+
+#include "engine/internal.h"
+#include <libpq-fe.h>
+
+/* ---- 16-byte-key hash map (open addressing; keys are pseudonyms or digests) ---- */
+typedef struct px_keymap px_keymap;
+/* value_size bytes per entry, zeroed on insert. Caller frees with _free. */
+px_keymap *px_keymap_new(size_t value_size);
+void px_keymap_free(px_keymap *m);
+/* Returns the value for key, or NULL. Valid until the next put. */
+void *px_keymap_get(const px_keymap *m, const unsigned char key[16]);
+/* Returns the value for key, inserting a zeroed one if absent (*existed = 0);
+ * NULL on out of memory. Valid until the next put. */
+void *px_keymap_put(px_keymap *m, const unsigned char key[16], int *existed);
+size_t px_keymap_count(const px_keymap *m);
+
+/* ---- batch index ---------------------------------------------------------- */
+typedef struct etl_patient {
+    int birth_days;   /* exact date of birth, days since epoch (only in memory) */
+    int death_days;   /* INT32_MIN if none */
+} etl_patient;
+
+/* ENC_STAGED: new in this batch and merged; ENC_REJECTED: rejected in this batch;
+ * ENC_EXISTING: already in the warehouse (its diagnoses take the SQL path). */
+enum { ENC_STAGED = 1, ENC_REJECTED = 2, ENC_EXISTING = 3 };
+typedef struct etl_encounter {
+    unsigned char state;           /* ENC_* */
+    long long line;                /* line in its file, for reject details */
+    unsigned long long dx_seen[2]; /* diagnosis seq 0..99 already seen in this batch */
+    unsigned long long px_seen[2];
+} etl_encounter;
+
+/* ---- one input -------------------------------------------------------------- */
+typedef struct etl_input {
+    char path[4096];      /* file path, or table name for the postgres format */
+    char name[256];       /* file name as recorded (basename or source table) */
+    int table;            /* PX_TAB_* for canonical; ETL_SYN_* for synpuf */
+    int year;             /* synpuf beneficiary year */
+    char sha[65];
+    long long bytes;
+    long long prior_batch;/* > 0 when already loaded */
+} etl_input;
+
+enum { ETL_SYN_BENE = 100, ETL_SYN_CLAIMS = 101 };
+
+typedef struct etl_ctx {
+    const px_config *cfg;
+    const px_etl_params *p;
+    PGconn *c;
+    px_pseudo *ps;
+    px_err *e;
+    long long batch;
+    int today;
+    px_buf out;           /* COPY data not yet sent */
+    FILE *rej;            /* spooled reject rows, COPY text for etl.rejects */
+    FILE *warn;           /* spooled field warnings, COPY text for etl.warnings */
+    FILE *spool;          /* spooled rows that need the SQL path */
+    px_keymap *patients;  /* etl_patient by patient pseudonym */
+    px_keymap *encounters;/* etl_encounter by encounter pseudonym */
+    /* current file */
+    etl_input *in;
+    long long read, rejected, loaded;
+    /* progress */
+    long long total_bytes, done_bytes, last_draw;
+} etl_ctx;
+
+/* COPY streaming on x->c: begin, append rows to x->out, flush when large, end.
+ * copy_end stores the server's row count in *rows. All return 0 or <0 with x->e set. */
+int etl_copy_begin(etl_ctx *x, const char *sql);
+int etl_copy_flush(etl_ctx *x, int force);
+int etl_copy_end(etl_ctx *x, long long *rows);
+/* Streams a spool file (COPY text) through COPY sql, then truncates the spool. */
+int etl_copy_spool(etl_ctx *x, FILE *f, const char *sql, long long *rows);
+/* Runs SQL with $1 = batch id and $2 = file name (pass only those it uses).
+ * *a and *b (may be NULL) get the integers in the first two columns of the
+ * first row, or *a the command's row count when it returns no rows. */
+int etl_sql(etl_ctx *x, const char *sql, long long *a, long long *b);
+/* Marks encounters that the last merge rejected (ENC_REJECTED) or found
+ * already loaded (ENC_EXISTING), from etl.rejects of the current file. */
+int etl_mark_rejected_encounters(etl_ctx *x);
+
+/* Records a rejected row of the current file (row_json may be NULL). */
+void etl_reject(etl_ctx *x, long long line, const char *reason, const char *field, const char *detail,
+                const char *row_json);
+/* Records a value dropped from a loaded row of the current file. */
+void etl_warn(etl_ctx *x, long long line, const char *reason, const char *field, const char *detail);
+/* Flushes spooled rejects and warnings into etl.rejects and etl.warnings. */
+int etl_rejects_flush(etl_ctx *x);
+void etl_progress(etl_ctx *x, long long file_bytes_done);
+
+/* Pseudonym as 16 raw bytes and as 32 hex digits. */
+void etl_pseudo(etl_ctx *x, px_id_kind kind, const char *v, size_t len, unsigned char bin[16], char hex[33]);
+/* 16-byte digest of a plain key (facility ids and other non-identifiers). */
+void etl_digest(const char *domain, const char *v, size_t len, unsigned char out[16]);
+
+/* Format loaders: load one input inside the open batch transaction. */
+int etl_canonical_begin(etl_ctx *x);
+int etl_canonical_file(etl_ctx *x, int fd);
+int etl_synpuf_begin(etl_ctx *x);
+int etl_synpuf_file(etl_ctx *x, int fd);
+
+/* The input's rows: the caller sets x->read/rejected/loaded; this records
+ * etl.batch_files and checks read = loaded + rejected. */
+int etl_file_done(etl_ctx *x);
+
+#endif
