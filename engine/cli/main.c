@@ -50,7 +50,7 @@ int px_cli_fail(const px_err *e)
         return PX_EXIT_NOTHING;
     }
     px_err_print(e);
-    return e->code == PX_EINVAL ? PX_EXIT_USAGE : PX_EXIT_FAIL;
+    return PX_EXIT_FAIL; /* usage errors are caught by the commands themselves */
 }
 
 int px_cli_usage_error(const char *cmd, const char *fmt, ...)

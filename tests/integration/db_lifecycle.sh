@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The embedded warehouse: init, status, url, psql, migrate (idempotent), stop,
+# start-on-demand, the key file's mode, Unix socket only, PROGNOS_DB, --help.
+. "$(dirname "$0")/lib.sh"
+
+assert_exit 0 px db init
+[ "$(stat -c %a "$PROGNOS_HOME/secret.key")" = 600 ] || fail "secret.key is not mode 0600"
+ok "db init creates a 0600 key"
+assert_exit 0 px db status
+grep -q running "$WORK/out" || fail "status does not say running"
+assert_eq "$(sql 'SELECT max(version) FROM public.prognos_migrations')" 1 "schema version"
+assert_eq "$(sql "SELECT current_setting('listen_addresses')")" "" "listen_addresses (no TCP)"
+ok "server runs, Unix socket only, schema migrated"
+assert_exit 0 px db migrate
+assert_eq "$(cat "$WORK/out")" "0 migrations applied" "second migrate"
+ok "migrate is idempotent"
+assert_eq "$(px db psql -At -c 'SELECT 6*7')" 42 "db psql passes arguments to psql"
+assert_eq "$(sql "SELECT count(*) FROM information_schema.tables WHERE table_schema IN ('wh','etl','audit')")" 11 "warehouse tables"
+# audit.events is append-only for the application
+sql "INSERT INTO audit.events (action) VALUES ('test')"
+if sql "DELETE FROM audit.events" 2>/dev/null; then fail "audit.events allowed a DELETE"; fi
+if sql "UPDATE audit.events SET action = 'x'" 2>/dev/null; then fail "audit.events allowed an UPDATE"; fi
+ok "audit.events refuses UPDATE and DELETE"
+
+assert_exit 0 px db stop
+assert_exit 1 px db status
+grep -q stopped "$WORK/out" || fail "status after stop does not say stopped"
+assert_exit 0 px etl status          # starts the server by itself
+assert_exit 0 px db status
+ok "commands that need the database start it"
+
+# PROGNOS_DB: another home uses this server and never manages one
+URL=$(px db url)
+(
+    export PROGNOS_HOME="$WORK/home-ext" PROGNOS_DB="$URL"
+    assert_exit 0 px db init                      # key + migrations on the external server
+    [ ! -d "$PROGNOS_HOME/pg" ] || fail "PROGNOS_DB: a cluster was created anyway"
+    assert_exit 1 px db start
+    grep -q "PROGNOS_DB is set" "$WORK/err" || fail "db start with PROGNOS_DB: no clear error"
+    assert_exit 0 px etl status
+)
+ok "PROGNOS_DB uses an existing server"
+
+for c in "" "db" "etl" "generate"; do
+    assert_exit 0 px $c --help
+    grep -qi usage "$WORK/out" || fail "'prognos $c --help' prints no usage"
+done
+assert_exit 2 px nosuchcommand
+assert_exit 2 px db nosuch
+assert_exit 2 px etl load --format excel --source x
+grep -q "unknown format" "$WORK/err" || fail "bad --format: no clear error"
+assert_exit 2 px etl load --format canonical
+ok "--help everywhere, usage errors exit 2"

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# One injected bad row of each kind (tests/fixtures/canonical-bad): exactly those
+# rows are rejected, with the right reason; every other row loads; a second load
+# of the same files adds nothing and exits 3.
+. "$(dirname "$0")/lib.sh"
+SRC="$FIXTURES/canonical-bad"
+
+assert_exit 0 px etl load --format canonical --source "$SRC" --quiet
+got=$(sql "SELECT file_name || '|' || line || '|' || reason FROM etl.rejects ORDER BY 1")
+diff <(sort "$SRC/expected-rejects.txt") <(echo "$got" | sort) || fail "rejects differ from expected-rejects.txt"
+ok "each injected bad row rejected with its reason ($(echo "$got" | wc -l) rows)"
+
+# every row read is loaded or rejected, per file; the loaded ones are in the warehouse
+while IFS='|' read -r file read loaded rejected; do
+    lines=$(($(wc -l < "$SRC/$file") - 1))
+    assert_eq "$read" "$lines" "$file: rows read"
+    assert_eq "$((loaded + rejected))" "$read" "$file: loaded + rejected"
+    assert_eq "$rejected" "$(grep -c "^$file|" "$SRC/expected-rejects.txt")" "$file: rejected"
+done < <(sql "SELECT file_name, rows_read, rows_loaded, rows_rejected FROM etl.batch_files")
+assert_eq "$(sql 'SELECT count(*) FROM wh.dim_patient')" 4 "patients loaded"
+assert_eq "$(sql 'SELECT count(*) FROM wh.fact_encounter')" 2 "encounters loaded"
+assert_eq "$(sql 'SELECT count(*) FROM wh.fact_diagnosis')" 4 "diagnoses loaded"
+assert_eq "$(sql 'SELECT count(*) FROM wh.fact_procedure')" 2 "procedures loaded"
+assert_eq "$(sql "SELECT count(*) FROM wh.dim_provider WHERE kind = 'facility'")" 2 "facilities"
+# values as stored: birth year only, ZIP prefix, codes without dots, LOS and age derived
+assert_eq "$(sql "SELECT birth_year || ' ' || zip3 || ' ' || sex FROM wh.dim_patient WHERE death_date = '2021-05-01'")" "1942 537 M" "patient P002 as stored"
+assert_eq "$(sql "SELECT string_agg(code, ',' ORDER BY code) FROM wh.fact_diagnosis")" "25000,4280,E119,I509" "codes normalized"
+assert_eq "$(sql "SELECT los_days || ' ' || age_at_admission || ' ' || total_cost FROM wh.fact_encounter WHERE total_cost = 12000.50")" "5 71 12000.50" "E001 as stored"
+ok "loaded rows stored as specified"
+
+before=$(sql "SELECT (SELECT count(*) FROM etl.rejects) || '/' || (SELECT count(*) FROM wh.fact_encounter)")
+assert_exit 3 px etl load --format canonical --source "$SRC"
+grep -q "nothing to load" "$WORK/out" || fail "second load does not say there is nothing to load"
+assert_eq "$(sql "SELECT (SELECT count(*) FROM etl.rejects) || '/' || (SELECT count(*) FROM wh.fact_encounter)")" "$before" "second load changed the warehouse"
+assert_eq "$(sql 'SELECT count(*) FROM etl.batches')" 1 "batches after a repeated load"
+ok "loading the same files again adds nothing (exit 3)"
+
+# a changed file is a new batch; its duplicates of loaded rows are rejected as such
+cp -r "$SRC" "$WORK/src2"
+echo 'E010,4,icd10,I10,N' >> "$WORK/src2/diagnoses.csv"
+echo 'E010,1,icd10,I10,N' >> "$WORK/src2/diagnoses.csv"
+assert_exit 0 px etl load --format canonical --source "$WORK/src2" --json
+assert_eq "$(sql 'SELECT count(*) FROM etl.batch_files WHERE batch_id = (SELECT max(batch_id) FROM etl.batches)')" 1 "only the changed file is loaded"
+# 12 rows: 1 new code (E010 seq 4), 6 duplicates of loaded codes, 5 bad as before
+assert_eq "$(sql "SELECT rows_loaded || '/' || rows_rejected FROM etl.batch_files WHERE batch_id = (SELECT max(batch_id) FROM etl.batches)")" "1/11" "changed diagnoses.csv: loaded/rejected"
+assert_eq "$(sql "SELECT count(*) FROM etl.rejects WHERE batch_id = (SELECT max(batch_id) FROM etl.batches) AND reason = 'duplicate_key'")" 6 "duplicates of an earlier batch"
+ok "a changed file loads only what is new"
+
+# structural errors: unknown column and missing required column stop the load, nothing stored
+mkdir "$WORK/src3"
+printf 'facility_id,name,type,colour\nH9,X,acute,red\n' > "$WORK/src3/facilities.csv"
+assert_exit 1 px etl load --format canonical --source "$WORK/src3"
+grep -q "unknown column 'colour'" "$WORK/err" || fail "unknown column: no clear error"
+printf 'facility_id,name\nH9,X\n' > "$WORK/src3/facilities.csv"
+assert_exit 1 px etl load --format canonical --source "$WORK/src3"
+grep -q "lacks the required column 'type'" "$WORK/err" || fail "missing column: no clear error"
+assert_exit 1 px etl load --format canonical --source "$WORK/nonexistent"
+assert_eq "$(sql 'SELECT count(*) FROM etl.batches')" 2 "failed loads left a batch"
+ok "malformed files are refused with a clear error and leave nothing"
