@@ -63,7 +63,7 @@ static const px_col encounters[] = {
 };
 static const px_col diagnoses[] = {
     IDC("encounter_id", PX_ID_ENCOUNTER, true, "from encounters.csv"),
-    COL("seq", PX_T_INT, true, "position, 1 = principal diagnosis, 1-99"),
+    COL("seq", PX_T_INT, true, "position: 0 = admitting, 1 = principal, 2-99 secondary"),
     ENU("code_system", code_sys_v, true, "icd10 (ICD-10-CM) or icd9 (ICD-9-CM)"),
     COL("code", PX_T_CODE, true, "with or without the dot, e.g. I50.9 or I509"),
     ENU("present_on_admission", poa_v, false, "POA indicator"),

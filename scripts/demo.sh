@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# demo.sh: the main job on the embedded default. Installs and builds what is
+# missing, starts the embedded warehouse in ./var, generates a synthetic hospital
+# system, loads it (and the CMS DE-SynPUF sample, when ../shared has it), and
+# prints the load report. Later stages (features, models, KPIs, serving) extend it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+PX=build/engine/cli/prognos
+export PROGNOS_HOME=${PROGNOS_HOME:-$(pwd)/var}
+PATIENTS=${DEMO_PATIENTS:-20000}
+
+$PX db init
+DATA="$PROGNOS_HOME/demo-data"
+[ -f "$DATA/truth.json" ] || $PX generate --patients "$PATIENTS" --seed 42 --out "$DATA"
+set +e
+$PX etl load --format canonical --source "$DATA"
+rc=$?
+[ -d ../shared/data/synpuf/sample-1 ] && $PX etl load --format synpuf --source ../shared/data/synpuf/sample-1
+set -e
+[ $rc -eq 0 ] || [ $rc -eq 3 ] || exit $rc   # 3: loaded before, nothing new
+$PX etl status
+echo
+echo "warehouse: psql \"\$($PX db url)\"    stop it: $PX db stop"

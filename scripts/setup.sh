@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# setup.sh: installs what is missing (Debian 12 packages, with apt-get) and
+# builds Prognos into build/ (and, with --asan, build-asan/ with AddressSanitizer
+# and UndefinedBehaviorSanitizer). Safe to run again; it only does what is needed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(gcc make cmake pkg-config libc6-dev
+          libpq-dev libgsl-dev libsvm-dev libssl-dev libcjson-dev libmicrohttpd-dev
+          postgresql-15 postgresql-client-15 python3 util-linux)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+build() { # dir, cmake args...
+    local dir=$1; shift
+    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+    cmake --build "$dir" -j"$(nproc)" -- --no-print-directory >/dev/null
+}
+build build
+[ "${1:-}" = "--asan" ] && build build-asan -DPROGNOS_SANITIZE=ON
+echo "setup: built $(pwd)/build/engine/cli/prognos"
