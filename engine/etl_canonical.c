@@ -11,6 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 #define MAXCOLS 16
 #define MAX_TEXT 200
@@ -684,6 +692,7 @@ int etl_canonical_file(etl_ctx *x, int fd)
     snprintf(sql, sizeof sql, "TRUNCATE %s", stg_name[tab]);
     if ((rc = px_db_exec(x->c, x->e, sql)) != 0) goto out;
     if ((rc = etl_copy_begin(x, copy_sql[tab])) != 0) goto out;
+    double t0 = now_s();
     rc = stream_rows(x, &cf, csv, &direct, &spooled);
     int rc2 = etl_copy_end(x, &n);
     if (rc == 0) rc = rc2;
@@ -693,6 +702,7 @@ int etl_canonical_file(etl_ctx *x, int fd)
         goto out;
     }
     etl_progress(x, px_csv_bytes(csv));
+    double t1 = now_s();
 
     switch (tab) {
     case PX_TAB_FACILITIES: rc = etl_sql(x, merge_facilities, &loaded, &rejected); break;
@@ -729,6 +739,8 @@ int etl_canonical_file(etl_ctx *x, int fd)
     x->loaded = loaded;
     x->rejected += rejected;
     if ((rc = etl_rejects_flush(x)) != 0) goto out;
+    px_log(PX_LOG_INFO, "batch %lld: %s: streamed %lld rows in %.2f s, merged in %.2f s", x->batch, x->in->name,
+           x->read, t1 - t0, now_s() - t1);
     if (md) {
         unsigned char d[32];
         EVP_DigestFinal_ex(md, d, NULL);
