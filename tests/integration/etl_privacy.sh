@@ -53,7 +53,7 @@ for line in open(sys.argv[1], encoding="utf-8"):
         h = hashlib.sha256(form.encode()).hexdigest()
         print(h); print(h.upper())
     if name:
-        print("\t" + v + "\t"); print('"' + v + '"'); print("\t" + v + "\n")
+        print("\t" + v + "\t"); print('"' + v + '"')   # a whole COPY field or JSON string
     else:
         print(v)
 PY
