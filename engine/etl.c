@@ -588,7 +588,8 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
         rc = e->code;
         goto out;
     }
-    if ((rc = px_db_exec(x.c, e, "BEGIN")) != 0) goto out;
+    /* JIT compilation costs seconds on the merge queries and saves nothing on set-based joins */
+    if ((rc = px_db_exec(x.c, e, "SET jit = off; BEGIN")) != 0) goto out;
     char q[512];
     snprintf(q, sizeof q, "SELECT pg_advisory_xact_lock(%d)", PX_ETL_LOCK);
     if ((rc = px_db_exec(x.c, e, q)) != 0) goto out;

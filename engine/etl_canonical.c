@@ -704,6 +704,10 @@ int etl_canonical_file(etl_ctx *x, int fd)
     etl_progress(x, px_csv_bytes(csv));
     double t1 = now_s();
 
+    if (tab <= PX_TAB_ENCOUNTERS) { /* temp tables have no statistics until analyzed */
+        snprintf(sql, sizeof sql, "ANALYZE %s", stg_name[tab]);
+        if ((rc = px_db_exec(x->c, x->e, sql)) != 0) goto out;
+    }
     switch (tab) {
     case PX_TAB_FACILITIES: rc = etl_sql(x, merge_facilities, &loaded, &rejected); break;
     case PX_TAB_PROVIDERS: rc = etl_sql(x, merge_providers, &loaded, &rejected); break;
@@ -724,6 +728,8 @@ int etl_canonical_file(etl_ctx *x, int fd)
         snprintf(sql, sizeof sql, "COPY %s FROM STDIN", stg_name[tab]);
         long long staged = 0, l2 = 0;
         if ((rc = etl_copy_spool(x, x->spool, sql, &staged)) != 0) break;
+        snprintf(sql, sizeof sql, "ANALYZE %s", stg_name[tab]);
+        if ((rc = px_db_exec(x->c, x->e, sql)) != 0) break;
         snprintf(sql, sizeof sql, merge_codes_fmt, dx ? "diagnoses" : "procedures", dx ? "fact_diagnosis" : "fact_procedure",
                  dx ? "present_on_admission" : "procedure_date");
         if ((rc = etl_sql(x, sql, &l2, &rejected)) != 0) break;

@@ -521,6 +521,7 @@ int etl_synpuf_file(etl_ctx *x, int fd)
     if (rc == 0 && n != staged)
         rc = px_err_set(x->e, PX_ESTATE, "the server staged %lld rows of '%s', prognos sent %lld", n, x->in->name, staged);
     if (rc != 0) goto out;
+    if ((rc = px_db_exec(x->c, x->e, bene ? "ANALYZE stg_bene" : "ANALYZE stg_claims")) != 0) goto out;
     if (bene) {
         if ((rc = etl_sql(x, merge_patients, NULL, NULL)) != 0) goto out;
         if ((rc = etl_sql(x, merge_years, &loaded, &rejected)) != 0) goto out;

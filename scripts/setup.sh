@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(gcc make cmake pkg-config libc6-dev
           libpq-dev libgsl-dev libsvm-dev libssl-dev libcjson-dev libmicrohttpd-dev
-          postgresql-15 postgresql-client-15 python3 util-linux)
+          postgresql-15 postgresql-client-15 python3 util-linux bc)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
