@@ -121,9 +121,10 @@ static const char merge_patients_fmt[] =
     " RETURNING 1)"
     " SELECT count(*), 0 FROM ins";
 
-static const char encounter_partitions[] =
-    "SELECT count(wh.ensure_encounter_partition(y)) FROM"
-    " (SELECT DISTINCT extract(year FROM admission_date)::int AS y FROM stg_encounters) t";
+/* The years of this batch's staged encounters: the load partitions to create. */
+static const char bulk_begin_fmt[] =
+    "SELECT wh.bulk_begin('%s', coalesce((SELECT array_agg(DISTINCT extract(year FROM admission_date)::int)"
+    " FROM stg_encounters), '{}'))";
 
 /* The rules that need the warehouse: references, duplicates of earlier
  * batches, and date logic against the patient's stored birth year and death. */
@@ -157,7 +158,7 @@ static const char merge_encounters_fmt[] =
     "       ELSE format('age at admission %%s is outside 0-120', age) END,"
     "     to_jsonb(m) - 'line' - 'reason' - 'age' - 'prior_batch' - 'death_date' - 'birth_year'"
     "   FROM m WHERE reason IS NOT NULL RETURNING 1),"
-    " ins AS (INSERT INTO wh.fact_encounter (encounter_id, patient_id, facility_id, attending_id, admission_date,"
+    " ins AS (INSERT INTO wh.load_fact_encounter (encounter_id, patient_id, facility_id, attending_id, admission_date,"
     "   discharge_date, los_days, age_at_admission, admission_type, admission_source, discharge_disposition,"
     "   department, drg, total_cost, source, batch_id)"
     "   SELECT encounter_id, patient_id, facility_id, attending_id, admission_date, discharge_date,"
@@ -168,19 +169,24 @@ static const char merge_encounters_fmt[] =
 /* Diagnoses/procedures of encounters loaded in earlier batches (or unknown). */
 static const char merge_codes_fmt[] =
     "WITH s AS (SELECT s.*, row_number() OVER (PARTITION BY encounter_id, seq ORDER BY line) AS rn FROM stg_%1$s s),"
-    " m AS MATERIALIZED (SELECT s.*, CASE WHEN e.encounter_id IS NULL THEN 'unknown_encounter'"
+    " m AS MATERIALIZED (SELECT s.*, e.admission_date, CASE WHEN e.encounter_id IS NULL THEN 'unknown_encounter'"
     "     WHEN s.rn > 1 OR d.encounter_id IS NOT NULL THEN 'duplicate_key' END AS reason"
-    "   FROM s LEFT JOIN (SELECT DISTINCT encounter_id FROM wh.fact_encounter"
+    "   FROM s LEFT JOIN (SELECT DISTINCT encounter_id, admission_date FROM wh.fact_encounter"
     "     WHERE encounter_id IN (SELECT encounter_id FROM stg_%1$s)) e ON e.encounter_id = s.encounter_id"
     "   LEFT JOIN wh.%2$s d ON d.encounter_id = s.encounter_id AND d.seq = s.seq),"
     " rej AS (" REJECT_COLS
     "   SELECT $1::bigint, $2::text, line, reason, CASE reason WHEN 'duplicate_key' THEN 'seq' ELSE 'encounter_id' END,"
     "     CASE reason WHEN 'duplicate_key' THEN format('the encounter already has a code at seq %%s', seq)"
     "       ELSE 'the encounter is neither in this batch nor in the warehouse' END,"
-    "     to_jsonb(m) - 'line' - 'reason' - 'rn' FROM m WHERE reason IS NOT NULL RETURNING 1),"
-    " ins AS (INSERT INTO wh.%2$s (encounter_id, seq, code_system, code, %3$s, batch_id)"
-    "   SELECT encounter_id, seq, code_system, code, %3$s, $1::bigint FROM m WHERE reason IS NULL RETURNING 1)"
+    "     to_jsonb(m) - 'line' - 'reason' - 'rn' - 'admission_date' FROM m WHERE reason IS NOT NULL RETURNING 1),"
+    " ins AS (INSERT INTO wh.%2$s (encounter_id, admission_date, seq, code_system, code, %3$s, batch_id)"
+    "   SELECT encounter_id, admission_date, seq, code_system, code, %3$s, $1::bigint FROM m WHERE reason IS NULL"
+    "   RETURNING 1)"
     " SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rej)";
+
+static const char code_partitions_fmt[] =
+    "SELECT count(wh.ensure_partition('%s', y)) FROM (SELECT DISTINCT extract(year FROM admission_date)::int AS y"
+    " FROM wh.fact_encounter WHERE encounter_id IN (SELECT encounter_id FROM stg_%s)) t";
 
 int etl_canonical_begin(etl_ctx *x)
 {
@@ -492,6 +498,7 @@ static int row_encounter(etl_ctx *x, cfile *cf, row *r, long long line)
     }
     en->state = ENC_STAGED;
     en->line = line;
+    en->adm_days = adm;
     px_buf *b = &x->out;
     px_buf_printf(b, "%lld", line);
     out_uuid(b, r, E_ID);
@@ -552,6 +559,12 @@ static int row_code(etl_ctx *x, cfile *cf, row *r, long long line, int is_dx)
     px_buf *o = sp ? &tmp : b;
     if (sp) px_buf_printf(o, "%lld\t", line);
     px_buf_add(o, r->hex[D_ENC], 32);
+    if (!sp) {
+        char d[11];
+        px_date_format(en->adm_days, d);
+        px_buf_addc(o, '\t');
+        px_buf_add(o, d, 10);
+    }
     px_buf_printf(o, "\t%d\t%s\t%s", seq, sys, r->code);
     if (is_dx) out_enum(o, r, D_POA);
     else out_date(o, r, X_DATE);
@@ -668,8 +681,12 @@ int etl_canonical_file(etl_ctx *x, int fd)
     static const char *const copy_sql[PX_TAB__COUNT] = {
         "COPY stg_facilities FROM STDIN", "COPY stg_providers FROM STDIN", "COPY stg_patients FROM STDIN",
         "COPY stg_encounters FROM STDIN",
-        "COPY wh.fact_diagnosis (encounter_id, seq, code_system, code, present_on_admission, batch_id) FROM STDIN",
-        "COPY wh.fact_procedure (encounter_id, seq, code_system, code, procedure_date, batch_id) FROM STDIN"};
+        "COPY wh.load_fact_diagnosis (encounter_id, admission_date, seq, code_system, code, present_on_admission,"
+        " batch_id) FROM STDIN",
+        "COPY wh.load_fact_procedure (encounter_id, admission_date, seq, code_system, code, procedure_date, batch_id)"
+        " FROM STDIN"};
+    static const char *const fact_name[PX_TAB__COUNT] = {NULL, NULL, NULL, "fact_encounter", "fact_diagnosis",
+                                                         "fact_procedure"};
     static const char *const stg_name[PX_TAB__COUNT] = {"stg_facilities", "stg_providers", "stg_patients",
                                                         "stg_encounters", "stg_diagnoses", "stg_procedures"};
     int tab = x->in->table, rc;
@@ -691,6 +708,10 @@ int etl_canonical_file(etl_ctx *x, int fd)
     if ((rc = read_header(x, &cf, csv)) != 0) goto out;
     snprintf(sql, sizeof sql, "TRUNCATE %s", stg_name[tab]);
     if ((rc = px_db_exec(x->c, x->e, sql)) != 0) goto out;
+    if (tab > PX_TAB_ENCOUNTERS) {
+        snprintf(sql, sizeof sql, bulk_begin_fmt, fact_name[tab]);
+        if ((rc = etl_sql(x, sql, NULL, NULL)) != 0) goto out;
+    }
     if ((rc = etl_copy_begin(x, copy_sql[tab])) != 0) goto out;
     double t0 = now_s();
     rc = stream_rows(x, &cf, csv, &direct, &spooled);
@@ -716,20 +737,26 @@ int etl_canonical_file(etl_ctx *x, int fd)
         rc = etl_sql(x, sql, &loaded, &rejected);
         break;
     case PX_TAB_ENCOUNTERS:
-        if ((rc = etl_sql(x, encounter_partitions, NULL, NULL)) != 0) break;
+        snprintf(sql, sizeof sql, bulk_begin_fmt, fact_name[tab]);
+        if ((rc = etl_sql(x, sql, NULL, NULL)) != 0) break;
         snprintf(sql, sizeof sql, merge_encounters_fmt, source);
         if ((rc = etl_sql(x, sql, &loaded, &rejected)) != 0) break;
+        if ((rc = etl_sql(x, "SELECT wh.bulk_finish('fact_encounter')", NULL, NULL)) != 0) break;
         if (rejected) rc = etl_mark_rejected_encounters(x);
         break;
     default: {
         int dx = tab == PX_TAB_DIAGNOSES;
         loaded = direct;
+        snprintf(sql, sizeof sql, "SELECT wh.bulk_finish('%s')", fact_name[tab]);
+        if ((rc = etl_sql(x, sql, NULL, NULL)) != 0) break;
         if (spooled == 0) break;
         snprintf(sql, sizeof sql, "COPY %s FROM STDIN", stg_name[tab]);
         long long staged = 0, l2 = 0;
         if ((rc = etl_copy_spool(x, x->spool, sql, &staged)) != 0) break;
         snprintf(sql, sizeof sql, "ANALYZE %s", stg_name[tab]);
         if ((rc = px_db_exec(x->c, x->e, sql)) != 0) break;
+        snprintf(sql, sizeof sql, code_partitions_fmt, fact_name[tab], dx ? "diagnoses" : "procedures");
+        if ((rc = etl_sql(x, sql, NULL, NULL)) != 0) break;
         snprintf(sql, sizeof sql, merge_codes_fmt, dx ? "diagnoses" : "procedures", dx ? "fact_diagnosis" : "fact_procedure",
                  dx ? "present_on_admission" : "procedure_date");
         if ((rc = etl_sql(x, sql, &l2, &rejected)) != 0) break;

@@ -35,6 +35,7 @@ enum { ENC_STAGED = 1, ENC_REJECTED = 2, ENC_EXISTING = 3 };
 typedef struct etl_encounter {
     unsigned char state;           /* ENC_* */
     long long line;                /* line in its file, for reject details */
+    int adm_days;                  /* admission date: diagnoses are partitioned by it */
     unsigned long long dx_seen[2]; /* diagnosis seq 0..99 already seen in this batch */
     unsigned long long px_seen[2];
 } etl_encounter;

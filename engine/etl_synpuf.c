@@ -47,8 +47,9 @@ static const char merge_years[] =
     " SELECT count(*), 0 FROM ins";
 
 static const char claim_partitions[] =
-    "SELECT count(wh.ensure_encounter_partition(y)) FROM"
-    " (SELECT DISTINCT extract(year FROM admission_date)::int AS y FROM stg_claims) t";
+    "SELECT count(wh.ensure_partition(t.name, y)) FROM"
+    " (SELECT DISTINCT extract(year FROM admission_date)::int AS y FROM stg_claims) c,"
+    " (VALUES ('fact_encounter'), ('fact_diagnosis'), ('fact_procedure')) t(name)";
 
 /* One encounter per claim; the segments' rows are loaded or rejected together. */
 static const char merge_claims[] =
@@ -103,20 +104,20 @@ static const char merge_claim_providers[] =
 /* Codes of the claims loaded in this batch: the admitting diagnosis is seq 0;
  * the others keep their first position across segments, duplicates dropped. */
 static const char merge_claim_codes[] =
-    "WITH ok AS (SELECT s.* FROM stg_claims s WHERE EXISTS (SELECT 1 FROM wh.fact_encounter e"
-    "   WHERE e.encounter_id = s.encounter_id AND e.batch_id = $1::bigint)),"
-    " adm AS (SELECT DISTINCT ON (encounter_id) encounter_id, admit_dx FROM ok WHERE admit_dx IS NOT NULL"
+    "WITH ok AS (SELECT s.*, e.admission_date AS adm_date FROM stg_claims s JOIN wh.fact_encounter e"
+    "   ON e.encounter_id = s.encounter_id AND e.batch_id = $1::bigint),"
+    " adm AS (SELECT DISTINCT ON (encounter_id) encounter_id, adm_date, admit_dx FROM ok WHERE admit_dx IS NOT NULL"
     "   ORDER BY encounter_id, segment, line),"
-    " dx AS (SELECT encounter_id, code, min(segment * 1000 + ord) AS k FROM ok, unnest(dx) WITH ORDINALITY u(code, ord)"
-    "   GROUP BY encounter_id, code),"
-    " px AS (SELECT encounter_id, code, min(segment * 1000 + ord) AS k FROM ok, unnest(px) WITH ORDINALITY u(code, ord)"
-    "   GROUP BY encounter_id, code),"
-    " d AS (INSERT INTO wh.fact_diagnosis (encounter_id, seq, code_system, code, batch_id)"
-    "   SELECT encounter_id, 0, 'icd9', admit_dx, $1::bigint FROM adm"
-    "   UNION ALL SELECT encounter_id, row_number() OVER (PARTITION BY encounter_id ORDER BY k), 'icd9', code,"
-    "     $1::bigint FROM dx RETURNING 1),"
-    " p AS (INSERT INTO wh.fact_procedure (encounter_id, seq, code_system, code, batch_id)"
-    "   SELECT encounter_id, row_number() OVER (PARTITION BY encounter_id ORDER BY k), 'icd9', code,"
+    " dx AS (SELECT encounter_id, adm_date, code, min(segment * 1000 + ord) AS k"
+    "   FROM ok, unnest(dx) WITH ORDINALITY u(code, ord) GROUP BY encounter_id, adm_date, code),"
+    " px AS (SELECT encounter_id, adm_date, code, min(segment * 1000 + ord) AS k"
+    "   FROM ok, unnest(px) WITH ORDINALITY u(code, ord) GROUP BY encounter_id, adm_date, code),"
+    " d AS (INSERT INTO wh.fact_diagnosis (encounter_id, admission_date, seq, code_system, code, batch_id)"
+    "   SELECT encounter_id, adm_date, 0, 'icd9', admit_dx, $1::bigint FROM adm"
+    "   UNION ALL SELECT encounter_id, adm_date, row_number() OVER (PARTITION BY encounter_id ORDER BY k), 'icd9',"
+    "     code, $1::bigint FROM dx RETURNING 1),"
+    " p AS (INSERT INTO wh.fact_procedure (encounter_id, admission_date, seq, code_system, code, batch_id)"
+    "   SELECT encounter_id, adm_date, row_number() OVER (PARTITION BY encounter_id ORDER BY k), 'icd9', code,"
     "     $1::bigint FROM px RETURNING 1)"
     " SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM p)";
 

@@ -151,38 +151,79 @@ CREATE TABLE wh.fact_encounter (
 CREATE INDEX fact_encounter_patient ON wh.fact_encounter (patient_id, admission_date);
 CREATE INDEX fact_encounter_facility ON wh.fact_encounter (facility_id, discharge_date);
 
--- Yearly partitions are created on demand by the loader.
-CREATE FUNCTION wh.ensure_encounter_partition(y integer) RETURNS void
+-- Yearly partitions of the fact tables (by admission date) are created on demand.
+CREATE FUNCTION wh.ensure_partition(parent text, y integer) RETURNS void
 LANGUAGE plpgsql AS $$
-DECLARE part text := format('fact_encounter_y%s', y);
 BEGIN
-    IF to_regclass('wh.' || part) IS NULL THEN
-        EXECUTE format('CREATE TABLE wh.%I PARTITION OF wh.fact_encounter
-                        FOR VALUES FROM (%L) TO (%L)', part,
-                       make_date(y, 1, 1), make_date(y + 1, 1, 1));
+    IF to_regclass(format('wh.%s_y%s', parent, y)) IS NULL THEN
+        EXECUTE format('CREATE TABLE wh.%I PARTITION OF wh.%I FOR VALUES FROM (%L) TO (%L)',
+                       format('%s_y%s', parent, y), parent, make_date(y, 1, 1), make_date(y + 1, 1, 1));
     END IF;
 END $$;
 
+-- Bulk loading. Inserting many rows into indexed tables keyed by random
+-- pseudonyms is dominated by index maintenance (about 3x the insert itself).
+-- So a batch writes its fact rows into wh.load_<parent>, a partitioned table
+-- created in the batch's transaction: for a year that has no partition yet the
+-- load partition has the final name, carries no index, and (wal_level=minimal)
+-- is not WAL-logged; bulk_finish then ATTACHes it, which builds its indexes by
+-- sorting. Rows of years that already exist are inserted the ordinary way.
+CREATE FUNCTION wh.bulk_begin(parent text, years integer[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE y integer; part text;
+BEGIN
+    EXECUTE format('CREATE TABLE wh.%I (LIKE wh.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'
+                   ' PARTITION BY RANGE (admission_date)', 'load_' || parent, parent);
+    FOREACH y IN ARRAY years LOOP
+        part := format('%s_y%s', parent, y);
+        IF to_regclass('wh.' || part) IS NOT NULL THEN part := 'load_' || part; END IF;
+        EXECUTE format('CREATE TABLE wh.%I PARTITION OF wh.%I FOR VALUES FROM (%L) TO (%L)',
+                       part, 'load_' || parent, make_date(y, 1, 1), make_date(y + 1, 1, 1));
+    END LOOP;
+END $$;
+
+CREATE FUNCTION wh.bulk_finish(parent text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE part text; y integer;
+BEGIN
+    FOR part IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                WHERE i.inhparent = format('wh.%I', 'load_' || parent)::regclass ORDER BY 1 LOOP
+        IF part LIKE 'load\_%' THEN
+            EXECUTE format('INSERT INTO wh.%I SELECT * FROM wh.%I', parent, part);
+        ELSE
+            y := substring(part FROM '_y([0-9]+)$')::integer;
+            EXECUTE format('ALTER TABLE wh.%I DETACH PARTITION wh.%I', 'load_' || parent, part);
+            EXECUTE format('ALTER TABLE wh.%I ATTACH PARTITION wh.%I FOR VALUES FROM (%L) TO (%L)',
+                           parent, part, make_date(y, 1, 1), make_date(y + 1, 1, 1));
+        END IF;
+    END LOOP;
+    EXECUTE format('DROP TABLE wh.%I', 'load_' || parent);
+END $$;
+
 -- seq 0 is the admitting diagnosis (SynPUF), 1 the principal, 2.. secondary.
+-- Diagnoses and procedures carry their encounter's admission date, by which
+-- they are partitioned like the encounters (and which the feature queries use).
 CREATE TABLE wh.fact_diagnosis (
     encounter_id          uuid NOT NULL,
+    admission_date        date NOT NULL,
     seq                   smallint NOT NULL CHECK (seq BETWEEN 0 AND 99),
     code_system           text NOT NULL CHECK (code_system IN ('icd9', 'icd10')),
     code                  text NOT NULL CHECK (code ~ '^[A-Z0-9]{3,7}$'),
     present_on_admission  char(1) CHECK (present_on_admission IN ('Y', 'N', 'U', 'W')),
     batch_id              bigint NOT NULL,
-    PRIMARY KEY (encounter_id, seq)
-);
+    PRIMARY KEY (encounter_id, seq, admission_date)
+) PARTITION BY RANGE (admission_date);
 
 CREATE TABLE wh.fact_procedure (
     encounter_id   uuid NOT NULL,
+    admission_date date NOT NULL,
     seq            smallint NOT NULL CHECK (seq BETWEEN 1 AND 99),
     code_system    text NOT NULL CHECK (code_system IN ('icd9', 'icd10')),
     code           text NOT NULL CHECK (code ~ '^[A-Z0-9]{2,7}$'),
     procedure_date date,
     batch_id       bigint NOT NULL,
-    PRIMARY KEY (encounter_id, seq)
-);
+    PRIMARY KEY (encounter_id, seq, admission_date)
+) PARTITION BY RANGE (admission_date);
 
 -- Audit trail: append-only for the application.
 CREATE TABLE audit.events (
