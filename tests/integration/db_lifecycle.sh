@@ -51,3 +51,21 @@ assert_exit 2 px etl load --format excel --source x
 grep -q "unknown format" "$WORK/err" || fail "bad --format: no clear error"
 assert_exit 2 px etl load --format canonical
 ok "--help everywhere, usage errors exit 2"
+
+# as an ordinary user (when we are root and can become one): the same commands
+# work without runuser, and that user cannot reach root's warehouse socket
+if [ "$(id -u)" -eq 0 ] && id nobody >/dev/null 2>&1 && runuser -u nobody -- test -x "$PROGNOS_BIN"; then
+    NH="$WORK/home-nobody"
+    mkdir -p "$NH" && chown nobody "$NH"
+    asnobody() { runuser -u nobody -- env PROGNOS_HOME="$NH" "$@"; }
+    asnobody "$PROGNOS_BIN" db init >/dev/null || fail "db init as an ordinary user"
+    [ "$(stat -c %U "$NH/pg/data")" = nobody ] || fail "an ordinary user's cluster is not owned by that user"
+    assert_eq "$(asnobody psql -X -At "$(asnobody "$PROGNOS_BIN" db url)" -c 'SELECT 6*7')" 42 "psql as an ordinary user"
+    if asnobody psql -X -At "$(px db url)" -c 'SELECT 1' >/dev/null 2>&1; then
+        fail "an ordinary user connected to root's warehouse"
+    fi
+    asnobody "$PROGNOS_BIN" db stop >/dev/null
+    ok "an ordinary user runs its own warehouse and cannot reach another's"
+else
+    echo "skip - not root, or no 'nobody' user that can run $PROGNOS_BIN"
+fi
