@@ -140,6 +140,16 @@ void etl_reject(etl_ctx *x, long long line, const char *reason, const char *fiel
     x->rejected++;
 }
 
+const char *etl_csv_reason(px_csv_status st)
+{
+    switch (st) {
+    case PX_CSV_BAD_QUOTING: return "csv_quoting";
+    case PX_CSV_BAD_UTF8: return "csv_utf8";
+    case PX_CSV_TOO_LONG: return "csv_too_long";
+    default: return "csv_column_count";
+    }
+}
+
 void etl_warn(etl_ctx *x, long long line, const char *reason, const char *field, const char *detail)
 {
     px_buf b = {0};

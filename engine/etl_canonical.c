@@ -617,16 +617,6 @@ static void sha_tap(void *ctx, const void *buf, size_t n)
     EVP_DigestUpdate((EVP_MD_CTX *)ctx, buf, n);
 }
 
-static const char *csv_reason(px_csv_status st)
-{
-    switch (st) {
-    case PX_CSV_BAD_QUOTING: return "csv_quoting";
-    case PX_CSV_BAD_UTF8: return "csv_utf8";
-    case PX_CSV_TOO_LONG: return "csv_too_long";
-    default: return "csv_column_count";
-    }
-}
-
 static int stream_rows(etl_ctx *x, cfile *cf, px_csv *csv, long long *direct, long long *spooled)
 {
     row *r = calloc(1, sizeof *r);
@@ -645,7 +635,7 @@ static int stream_rows(etl_ctx *x, cfile *cf, px_csv *csv, long long *direct, lo
                 snprintf(detail, sizeof detail, "%s; the row is not stored",
                          st == PX_CSV_BAD_QUOTING ? "broken quoting" : st == PX_CSV_BAD_UTF8 ? "invalid UTF-8"
                                                                                           : "record over 1 MiB");
-            etl_reject(x, line, csv_reason(st), NULL, detail, NULL);
+            etl_reject(x, line, etl_csv_reason(st), NULL, detail, NULL);
             continue;
         }
         const char *reason, *field;

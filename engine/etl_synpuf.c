@@ -502,9 +502,7 @@ int etl_synpuf_file(etl_ctx *x, int fd)
             snprintf(detail, sizeof detail, st == PX_CSV_OK ? "expected %d fields as in the header, found %d"
                                                             : "malformed CSV; the row is not stored",
                      sf->nhdr, px_csv_nfields(csv));
-            etl_reject(x, line, st == PX_CSV_BAD_QUOTING ? "csv_quoting" : st == PX_CSV_BAD_UTF8 ? "csv_utf8"
-                                : st == PX_CSV_TOO_LONG ? "csv_too_long" : "csv_column_count",
-                       NULL, detail, NULL);
+            etl_reject(x, line, etl_csv_reason(st), NULL, detail, NULL);
             continue;
         }
         int res = bene ? bene_row(x, sf, csv, line) : claim_row(x, sf, csv, line);
