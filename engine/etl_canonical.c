@@ -42,11 +42,21 @@ typedef struct row {
     char zip3[4];
 } row;
 
+/* The last identifier seen in a column and its pseudonym: files list a stay's
+ * codes together, so most rows repeat the previous row's encounter_id. */
+typedef struct memo {
+    char value[MAX_TEXT + 1];
+    size_t len;            /* 0: nothing memoized */
+    unsigned char bin[16];
+    char hex[33];
+} memo;
+
 typedef struct cfile {
     const px_table *t;
     int pos[MAXCOLS]; /* canonical column -> CSV field, -1 if absent */
     int nhdr;
     px_keymap *seen;  /* keys seen in this file (dimension tables) */
+    memo last[MAXCOLS];
 } cfile;
 
 /* Column indexes, fixed by the order in canonical.c. */
@@ -234,7 +244,24 @@ static void reject_row(etl_ctx *x, const cfile *cf, const row *r, long long line
 
 /* Checks and converts each present column by its type. Returns 0, or fills
  * reason/field/detail and returns -1. */
-static int check_columns(etl_ctx *x, const cfile *cf, px_csv *csv, row *r, const char **reason,
+static void pseudo_col(etl_ctx *x, cfile *cf, int i, const char *v, size_t n, row *r)
+{
+    memo *m = &cf->last[i];
+    if (m->len == n && memcmp(m->value, v, n) == 0) {
+        memcpy(r->bin[i], m->bin, 16);
+        memcpy(r->hex[i], m->hex, 33);
+        return;
+    }
+    etl_pseudo(x, cf->t->cols[i].id_kind, v, n, r->bin[i], r->hex[i]);
+    if (n <= MAX_TEXT) {
+        memcpy(m->value, v, n);
+        m->len = n;
+        memcpy(m->bin, r->bin[i], 16);
+        memcpy(m->hex, r->hex[i], 33);
+    }
+}
+
+static int check_columns(etl_ctx *x, cfile *cf, px_csv *csv, row *r, const char **reason,
                          const char **field, char *detail, size_t dlen)
 {
     const px_table *t = cf->t;
@@ -250,7 +277,7 @@ static int check_columns(etl_ctx *x, const cfile *cf, px_csv *csv, row *r, const
         if (n == 0) continue;
         r->v[i] = v;
         r->n[i] = n;
-        if (t->cols[i].type == PX_T_IDENT) etl_pseudo(x, t->cols[i].id_kind, v, n, r->bin[i], r->hex[i]);
+        if (t->cols[i].type == PX_T_IDENT) pseudo_col(x, cf, i, v, n, r);
     }
     for (int i = 0; i < t->ncols && bad < 0; i++) {
         const px_col *col = &t->cols[i];
