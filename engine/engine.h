@@ -48,8 +48,9 @@ void px_err_print(const px_err *e);
 
 /* ---- logging ----------------------------------------------------------- */
 
-/* Log lines go to stderr when verbose and always to $PROGNOS_HOME/log/prognos.log
- * once px_log_open() succeeded. Never log identifiers: only pseudonyms and counts. */
+/* Log lines go to $PROGNOS_HOME/log/prognos.log once px_log_open() succeeded, and to
+ * stderr only at or above the level a command sets (default: never).
+ * Never log identifiers: only pseudonyms and counts. */
 typedef enum { PX_LOG_DEBUG, PX_LOG_INFO, PX_LOG_WARN, PX_LOG_ERROR } px_log_level;
 void px_log_open(const char *home);
 void px_log_set_stderr_level(px_log_level min);

@@ -64,7 +64,11 @@ int etl_copy_end(etl_ctx *x, long long *rows)
     PGresult *r;
     while ((r = PQgetResult(x->c)) != NULL) {
         if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0) {
-            px_err_set(x->e, PX_EDB, "the warehouse refused rows of '%s'", x->in ? x->in->name : "?");
+            if (PQstatus(x->c) == CONNECTION_BAD)
+                px_err_set(x->e, PX_EDB, "lost the connection to the warehouse while loading '%s'",
+                           x->in ? x->in->name : "?");
+            else
+                px_err_set(x->e, PX_EDB, "the warehouse refused rows of '%s'", x->in ? x->in->name : "?");
             px_err_detail(x->e, "%s", PQresultErrorMessage(r));
             rc = PX_EDB;
         } else if (rows) {

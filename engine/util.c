@@ -60,7 +60,8 @@ void px_err_print(const px_err *e)
 }
 
 static FILE *log_file;
-static px_log_level stderr_level = PX_LOG_WARN;
+/* Libraries do not print: log lines reach stderr only when a command asks. */
+static int stderr_level = PX_LOG_ERROR + 1;
 
 void px_log_open(const char *home)
 {
@@ -72,7 +73,7 @@ void px_log_open(const char *home)
     log_file = fopen(path, "a");
 }
 
-void px_log_set_stderr_level(px_log_level min) { stderr_level = min; }
+void px_log_set_stderr_level(px_log_level min) { stderr_level = (int)min; }
 
 void px_log(px_log_level lvl, const char *fmt, ...)
 {
@@ -82,7 +83,7 @@ void px_log(px_log_level lvl, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (lvl >= stderr_level) fprintf(stderr, "prognos: %s: %s\n", names[lvl], msg);
+    if ((int)lvl >= stderr_level) fprintf(stderr, "prognos: %s: %s\n", names[lvl], msg);
     if (log_file) {
         time_t now = time(NULL);
         struct tm tm;

@@ -49,3 +49,24 @@ set +e; px etl load --format canonical --source "$DATA" --quiet; rc=$?; set -e
 [ $rc -eq 0 ] || [ $rc -eq 3 ] || fail "rerun after kills exited $rc"
 assert_eq "$(counts)" "$want" "counts after kills and a rerun"
 ok "rerun after SIGKILLs: same counts as an uninterrupted load"
+
+# the database goes away mid-load: the load fails with a clear error, nothing
+# is visible after a restart, and a rerun completes
+export PROGNOS_HOME="$WORK/home-down"
+px db init >/dev/null
+px etl load --format canonical --source "$DATA" --quiet >"$WORK/down.out" 2>"$WORK/down.err" &
+pid=$!
+sleep "$(printf '%d.%03d' $((ms / 2 / 1000)) $((ms / 2 % 1000)))"
+px db stop >/dev/null
+set +e; wait "$pid"; rc=$?; set -e
+if [ $rc -eq 0 ]; then
+    echo "skip - the load finished before the server stopped"
+else
+    assert_eq "$rc" 1 "exit code of a load whose database went away"
+    grep -q "^prognos: error: " "$WORK/down.err" || fail "no error message when the database went away: $(cat "$WORK/down.err")"
+    px db start >/dev/null
+    assert_eq "$(counts)" "$empty" "warehouse after the server died mid-load"
+    assert_exit 0 px etl load --format canonical --source "$DATA" --quiet
+    assert_eq "$(counts)" "$want" "counts after the server came back and a rerun"
+    ok "database stopped mid-load: clear error ($(head -1 "$WORK/down.err" | cut -c1-70)...), nothing partial, rerun complete"
+fi
