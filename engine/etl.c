@@ -395,28 +395,30 @@ struct pg_feed {
     char err[512];
 };
 
+/* Copies the source's COPY stream into the pipe. If the parser stops reading
+ * (it failed), the rest of the stream is drained unwritten: libpq must see the
+ * COPY to its end before the connection can be used or closed cleanly. */
 static void *pg_feed_run(void *arg)
 {
     struct pg_feed *f = arg;
     char *row;
-    int n;
+    int n, writing = 1;
     while ((n = PQgetCopyData(f->src, &row, 0)) > 0) {
         const char *p = row;
-        while (n > 0) {
+        while (writing && n > 0) {
             ssize_t w = write(f->fd, p, (size_t)n);
             if (w < 0) {
                 if (errno == EINTR) continue;
                 snprintf(f->err, sizeof f->err, "pipe write failed: %s", strerror(errno));
-                PQfreemem(row);
-                goto out;
+                writing = 0;
+                break;
             }
             p += w;
             n -= (int)w;
         }
         PQfreemem(row);
     }
-    if (n == -2) snprintf(f->err, sizeof f->err, "%s", PQerrorMessage(f->src));
-out:
+    if (n == -2 && !f->err[0]) snprintf(f->err, sizeof f->err, "%s", PQerrorMessage(f->src));
     close(f->fd);
     PGresult *r;
     while ((r = PQgetResult(f->src)) != NULL) {

@@ -1,6 +1,7 @@
 /* main.c: the `prognos` command table. Each entry names a command, its one-line
  * summary and the cmd_<name>() in its own file that does the work. */
 #include "engine/cli/cli.h"
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -66,6 +67,9 @@ int px_cli_usage_error(const char *cmd, const char *fmt, ...)
 
 int main(int argc, char **argv)
 {
+    /* a closed pipe (prognos ... | head, a parser that stopped reading) is an
+     * error to report, not a reason to die */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return PX_EXIT_USAGE;
