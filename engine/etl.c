@@ -144,6 +144,13 @@ void etl_reject(etl_ctx *x, long long line, const char *reason, const char *fiel
     x->rejected++;
 }
 
+size_t etl_utf8_cut(const char *s, size_t len, size_t max)
+{
+    if (len <= max) return len;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80) max--;
+    return max;
+}
+
 const char *etl_csv_reason(px_csv_status st)
 {
     switch (st) {
@@ -332,11 +339,17 @@ static int find_synpuf(const char *dir, etl_input **v, int *n, px_err *e)
     char *names[256];
     int k = 0;
     struct dirent *de;
-    while ((de = readdir(d)) != NULL && k < 256) {
+    while ((de = readdir(d)) != NULL) {
         const char *nm = de->d_name;
         size_t len = strlen(nm);
         if (len < 5 || strcmp(nm + len - 4, ".csv") != 0) continue;
-        if (strstr(nm, "Beneficiary_Summary_File") || strstr(nm, "Inpatient_Claims")) names[k++] = strdup(nm);
+        if (!strstr(nm, "Beneficiary_Summary_File") && !strstr(nm, "Inpatient_Claims")) continue;
+        if (k == 256 || !(names[k] = strdup(nm))) {
+            closedir(d);
+            for (int i = 0; i < k; i++) free(names[i]);
+            return px_err_set(e, PX_EINVAL, "too many SynPUF files in '%s' (at most 256 per load)", dir);
+        }
+        k++;
     }
     closedir(d);
     qsort(names, (size_t)k, sizeof names[0], cmp_names);
@@ -467,7 +480,14 @@ static int load_input(etl_ctx *x, etl_input *in, PGconn *src, int *skipped)
         }
         strcat(sql, " FROM ");
         strcat(sql, in->path);
-        strcat(sql, " ORDER BY 1) TO STDOUT WITH (FORMAT csv, HEADER true)");
+        /* every column: the same rows must give the same bytes (and SHA-256) in any physical order */
+        strcat(sql, " ORDER BY ");
+        for (int i = 0; i < t->ncols; i++) {
+            char n[16];
+            snprintf(n, sizeof n, "%s%d", i ? ", " : "", i + 1);
+            strcat(sql, n);
+        }
+        strcat(sql, ") TO STDOUT WITH (FORMAT csv, HEADER true)");
         PGresult *r = PQexec(src, sql);
         int ok = PQresultStatus(r) == PGRES_COPY_OUT;
         if (!ok) {
@@ -505,9 +525,10 @@ static int load_input(etl_ctx *x, etl_input *in, PGconn *src, int *skipped)
     if (src) {
         /* a source table's fingerprint is known only now: unchanged means skip */
         char q[256];
-        snprintf(q, sizeof q, "SELECT batch_id FROM etl.batch_files WHERE sha256 = '%s'", in->sha);
+        snprintf(q, sizeof q, "SELECT coalesce((SELECT batch_id FROM etl.batch_files WHERE sha256 = '%s')::text, '')",
+                 in->sha);
         char prior[32] = "";
-        px_db_scalar(x->c, NULL, prior, sizeof prior, q);
+        if (px_db_scalar(x->c, x->e, prior, sizeof prior, q) != 0) return x->e->code;
         if (prior[0]) {
             in->prior_batch = atoll(prior);
             *skipped = 1;
@@ -548,6 +569,8 @@ static int discover(const px_etl_params *p, etl_input **inputs, int *n, PGconn *
     if (p->format == PX_FMT_CANONICAL) return find_canonical(p->source, inputs, n, e);
     *src = px_db_connect_url(p->source, e);
     if (!*src) return e->code;
+    /* one snapshot for all tables, so rows written meanwhile cannot split a reference */
+    if (px_db_exec(*src, e, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") != 0) return e->code;
     /* every canonical table that exists in the source, by name, in load order */
     for (int t = 0; t < PX_TAB__COUNT; t++) {
         char q[256], found[8] = "";
@@ -614,9 +637,12 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
     for (int i = 0; i < n; i++) {
         char prior[32] = "";
         if (!src) {
-            snprintf(q, sizeof q, "SELECT batch_id FROM etl.batch_files WHERE sha256 = '%s'", inputs[i].sha);
-            if ((rc = px_db_scalar(x.c, e, prior, sizeof prior, q)) != 0 && e->code != PX_EDB) goto out;
-            rc = 0;
+            snprintf(q, sizeof q, "SELECT coalesce((SELECT batch_id FROM etl.batch_files WHERE sha256 = '%s')::text, '')",
+                     inputs[i].sha);
+            if ((rc = px_db_scalar(x.c, e, prior, sizeof prior, q)) != 0) goto out;
+            /* the same bytes twice in one source: load them once */
+            for (int k = 0; k < i && !prior[0]; k++)
+                if (strcmp(inputs[k].sha, inputs[i].sha) == 0) snprintf(prior, sizeof prior, "-1");
             if (prior[0]) {
                 inputs[i].prior_batch = atoll(prior);
                 r->files_skipped++;
@@ -659,6 +685,13 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
         x.done_bytes += inputs[i].bytes;
         if (skipped) {
             r->files_skipped++;
+            if (inputs[i].table == PX_TAB_PATIENTS) { /* rolled back: the warehouse's rows hold */
+                px_keymap_free(x.patients);
+                if (!(x.patients = px_keymap_new(sizeof(etl_patient)))) {
+                    rc = px_err_set(e, PX_ENOMEM, "out of memory");
+                    goto out;
+                }
+            }
             if (inputs[i].table == PX_TAB_ENCOUNTERS) { /* nothing of it is in this batch */
                 px_keymap_free(x.encounters);
                 if (!(x.encounters = px_keymap_new(sizeof(etl_encounter)))) {

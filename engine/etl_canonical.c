@@ -220,13 +220,13 @@ static void json_row(etl_ctx *x, const cfile *cf, const row *r, px_buf *j)
             px_buf_json_str(j, r->hex[i], 32);
         } else if (cf->t == &px_canonical[PX_TAB_PATIENTS] && i == P_BIRTH) {
             /* only the birth year, as in the warehouse */
-            if (px_date_parse_iso(r->v[i], r->n[i], &(int){0}) == 0) px_buf_add(j, r->v[i], 4);
+            if (px_date_parse_iso(r->v[i], r->n[i], &(int){0}) == 0) px_buf_json_str(j, r->v[i], 4);
             else px_buf_adds(j, "null");
         } else if (cf->t == &px_canonical[PX_TAB_PATIENTS] && i == P_ZIP) {
-            if (r->n[i] >= 3) px_buf_json_str(j, r->v[i], 3);
+            if (r->n[i] >= 3) px_buf_json_str(j, r->v[i], etl_utf8_cut(r->v[i], r->n[i], 3));
             else px_buf_adds(j, "null");
         } else {
-            px_buf_json_str(j, r->v[i], r->n[i] > MAX_TEXT ? MAX_TEXT : r->n[i]);
+            px_buf_json_str(j, r->v[i], etl_utf8_cut(r->v[i], r->n[i], MAX_TEXT));
         }
     }
     px_buf_addc(j, '}');
@@ -622,8 +622,11 @@ static int read_header(etl_ctx *x, cfile *cf, px_csv *csv)
             h += 3; /* UTF-8 byte order mark from spreadsheet exports */
         int c = px_canonical_col(cf->t, h);
         if (c < 0) {
-            px_err_set(x->e, PX_EINVAL, "'%s' has an unknown column '%s'", x->in->name, h);
-            px_err_hint(x->e, "the columns of %s are listed by 'prognos etl layout'", cf->t->file);
+            /* the cell is not echoed: a file without a header row has data here */
+            px_err_set(x->e, PX_EINVAL, "'%s' has an unknown column name in field %d of its first row",
+                       x->in->name, f + 1);
+            px_err_hint(x->e, "the first row must name the columns of %s, listed by 'prognos etl layout'",
+                        cf->t->file);
             return PX_EINVAL;
         }
         if (cf->pos[c] >= 0)

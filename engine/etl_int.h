@@ -92,6 +92,9 @@ int etl_mark_rejected_encounters(etl_ctx *x);
 /* Records a rejected row of the current file (row_json may be NULL). */
 void etl_reject(etl_ctx *x, long long line, const char *reason, const char *field, const char *detail,
                 const char *row_json);
+/* The longest prefix of s (len bytes) of at most max bytes that ends on a
+ * UTF-8 character boundary. */
+size_t etl_utf8_cut(const char *s, size_t len, size_t max);
 /* The reject reason for a malformed record (PX_CSV_OK: wrong field count). */
 const char *etl_csv_reason(px_csv_status st);
 /* Records a value dropped from a loaded row of the current file. */

@@ -200,9 +200,9 @@ static void reject_row(etl_ctx *x, const sfile *sf, px_csv *csv, long long line,
             etl_pseudo(x, sf->hdr[f][0] == 'D' ? PX_ID_PATIENT : PX_ID_ENCOUNTER, v, n, bin, hex);
             px_buf_json_str(&j, hex, 32);
         } else if (strcmp(sf->hdr[f], "BENE_BIRTH_DT") == 0) {
-            px_buf_json_str(&j, v, n >= 4 ? 4 : n);
+            px_buf_json_str(&j, v, etl_utf8_cut(v, n, 4));
         } else {
-            px_buf_json_str(&j, v, n > 200 ? 200 : n);
+            px_buf_json_str(&j, v, etl_utf8_cut(v, n, 200));
         }
     }
     px_buf_adds(&j, "}");
@@ -310,7 +310,7 @@ static int bene_row(etl_ctx *x, sfile *sf, px_csv *csv, long long line)
     char d[11];
     px_buf *b = &x->out;
     px_buf_printf(b, "%lld\t%s\t%d\t%c\t%s\t", line, phex, px_date_year(birth), sex == 1 ? 'M' : 'F', race[rc_]);
-    px_buf_copy_field(b, sn ? state : NULL, sn > 64 ? 64 : sn);
+    px_buf_copy_field(b, sn ? state : NULL, etl_utf8_cut(state, sn, 64));
     if (death != INT_MAX) {
         px_date_format(death, d);
         px_buf_printf(b, "\t%s", d);
@@ -418,7 +418,7 @@ static int claim_row(etl_ctx *x, sfile *sf, px_csv *csv, long long line)
             /* DE-SynPUF's procedure columns often hold diagnosis codes (V codes,
              * 5-digit codes): drop the value, keep the admission, say so */
             snprintf(detail, sizeof detail, "'%.*s' is not an ICD-9-CM procedure code; dropped",
-                     (int)(n > 16 ? 16 : n), v);
+                     (int)etl_utf8_cut(v, n, 16), v);
             etl_warn(x, line, "invalid_icd9_dropped", claim_cols[col], detail);
             continue;
         }
@@ -464,10 +464,10 @@ static int claim_row(etl_ctx *x, sfile *sf, px_csv *csv, long long line)
     px_buf_copy_field(b, prvdr, prn);
     px_buf_addc(b, '\t');
     v = fld(csv, sf, C_ATT, &n);
-    px_buf_copy_field(b, n ? v : NULL, n > 64 ? 64 : n);
+    px_buf_copy_field(b, n ? v : NULL, etl_utf8_cut(v, n, 64));
     px_buf_addc(b, '\t');
     v = fld(csv, sf, C_DRG, &n);
-    px_buf_copy_field(b, n ? v : NULL, n > 16 ? 16 : n);
+    px_buf_copy_field(b, n ? v : NULL, etl_utf8_cut(v, n, 16));
     px_buf_printf(b, "\t%.2f\t", pmt);
     px_buf_copy_field(b, dx[0], dx[0] ? strlen(dx[0]) : 0);
     px_buf_addc(b, '\t');

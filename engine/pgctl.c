@@ -107,9 +107,16 @@ static int mkdir_home(const px_config *cfg, px_err *e)
 
 static int write_server_conf(const px_config *cfg, const char *data, const char *run, px_err *e)
 {
-    char path[4400];
+    char path[4400], line[256];
     snprintf(path, sizeof path, "%s/postgresql.auto.conf", data);
-    FILE *f = fopen(path, "a");
+    FILE *f = fopen(path, "r");
+    if (f) { /* written already (a crash between initdb and here must not leave TCP + trust) */
+        int done = 0;
+        while (!done && fgets(line, sizeof line, f)) done = strncmp(line, "# written by prognos", 20) == 0;
+        fclose(f);
+        if (done) return 0;
+    }
+    f = fopen(path, "a");
     if (!f) return px_err_set(e, PX_EIO, "cannot write '%s': %s", path, strerror(errno));
     /* Unix socket only; sized for one analytics workload on a small machine.
      * wal_level=minimal: no replication from an embedded cluster, less WAL on loads.
@@ -242,6 +249,7 @@ int px_pg_start(const px_config *cfg, px_err *e)
     if ((rc = check_bin(cfg, e)) != 0) return rc;
     if (ping(cfg)) return 0;
     pg_paths(cfg, pg, data, run, sizeof pg);
+    if ((rc = write_server_conf(cfg, data, run, e)) != 0) return rc;
     snprintf(ctl, sizeof ctl, "%s/pg_ctl", cfg->pg_bin);
     snprintf(logf, sizeof logf, "%s/server.log", pg);
     char *argv[] = {ctl, "-D", data, "-l", logf, "-w", "-t", "120", "start", NULL};

@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
@@ -44,7 +45,8 @@ int px_pseudo_keygen(const char *path, px_err *e)
     ssize_t w = write(fd, hex, KEY_BYTES * 2 + 1);
     int ok = w == KEY_BYTES * 2 + 1 && fsync(fd) == 0;
     close(fd);
-    memset(key, 0, sizeof key);
+    OPENSSL_cleanse(key, sizeof key);
+    OPENSSL_cleanse(hex, sizeof hex);
     if (!ok) {
         unlink(path);
         return px_err_set(e, PX_EIO, "cannot write key file '%s'", path);
@@ -109,16 +111,17 @@ px_pseudo *px_pseudo_load(const char *path, px_err *e)
     SHA256_Update(&p->inner, ipad, sizeof ipad);
     SHA256_Init(&p->outer);
     SHA256_Update(&p->outer, opad, sizeof opad);
-    memset(key, 0, sizeof key);
-    memset(ipad, 0, sizeof ipad);
-    memset(opad, 0, sizeof opad);
+    OPENSSL_cleanse(key, sizeof key);
+    OPENSSL_cleanse(ipad, sizeof ipad);
+    OPENSSL_cleanse(opad, sizeof opad);
+    OPENSSL_cleanse(hex, sizeof hex);
     return p;
 }
 
 void px_pseudo_free(px_pseudo *p)
 {
     if (!p) return;
-    memset(p, 0, sizeof *p);
+    OPENSSL_cleanse(p, sizeof *p);
     free(p);
 }
 

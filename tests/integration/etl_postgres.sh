@@ -52,6 +52,12 @@ assert_exit 3 px etl load --format postgres --source "$SRCURL"
 assert_eq "$(sql 'SELECT count(*) FROM etl.batches')" 1 "unchanged source loaded again"
 ok "unchanged source tables are not loaded again (exit 3)"
 
+# the same rows in another physical order are the same table
+psql -X -q -v ON_ERROR_STOP=1 "$SRCURL" -c "CREATE TABLE d2 AS SELECT * FROM diagnoses ORDER BY random()" \
+    -c "DROP TABLE diagnoses" -c "ALTER TABLE d2 RENAME TO diagnoses"
+assert_exit 3 px etl load --format postgres --source "$SRCURL"
+ok "a source table rewritten in another row order is still unchanged"
+
 psql -X -q "$SRCURL" -c "INSERT INTO diagnoses VALUES ('E010', '9', 'icd10', 'I10', 'Y')"
 assert_exit 0 px etl load --format postgres --source "$SRCURL" --quiet
 assert_eq "$(sql 'SELECT count(*) FROM etl.batch_files WHERE batch_id = (SELECT max(batch_id) FROM etl.batches)')" 1 "only the changed table is a new file"

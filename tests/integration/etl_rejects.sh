@@ -50,10 +50,21 @@ ok "a changed file loads only what is new"
 mkdir "$WORK/src3"
 printf 'facility_id,name,type,colour\nH9,X,acute,red\n' > "$WORK/src3/facilities.csv"
 assert_exit 1 px etl load --format canonical --source "$WORK/src3"
-grep -q "unknown column 'colour'" "$WORK/err" || fail "unknown column: no clear error"
-printf 'facility_id,name\nH9,X\n' > "$WORK/src3/facilities.csv"
+grep -q "unknown column name in field 4" "$WORK/err" || fail "unknown column: no clear error"
+printf 'P1,MRN1,123-45-6789,Ann,Lee,1950-01-01,F,53703,,,\n' > "$WORK/src3/patients.csv"   # no header row
+rm "$WORK/src3/facilities.csv"
+assert_exit 1 px etl load --format canonical --source "$WORK/src3"
+grep -q -e P1 -e 123-45 -e Ann "$WORK/err" "$PROGNOS_HOME/log/prognos.log" && fail "a data row taken for a header was echoed"
+printf 'facility_id,name\nH9,X\n' > "$WORK/src3/facilities.csv"; rm "$WORK/src3/patients.csv"
 assert_exit 1 px etl load --format canonical --source "$WORK/src3"
 grep -q "lacks the required column 'type'" "$WORK/err" || fail "missing column: no clear error"
 assert_exit 1 px etl load --format canonical --source "$WORK/nonexistent"
 assert_eq "$(sql 'SELECT count(*) FROM etl.batches')" 2 "failed loads left a batch"
 ok "malformed files are refused with a clear error and leave nothing"
+
+# a reject whose value is cut for storage is cut on a UTF-8 character boundary
+mkdir "$WORK/src4"
+{ echo 'facility_id,name,type,state,beds'; printf 'H77,a%s,acute,WI,10\n' "$(printf 'é%.0s' $(seq 1 110))"; } > "$WORK/src4/facilities.csv"
+assert_exit 0 px etl load --format canonical --source "$WORK/src4" --quiet
+assert_eq "$(sql "SELECT reason || ' ' || length(row_data->>'name') FROM etl.rejects WHERE file_name = 'facilities.csv'")" "invalid_text 100" "long multibyte value rejected, cut at a character boundary"
+ok "values cut for rejects stay valid UTF-8"
