@@ -263,6 +263,41 @@ int etl_mark_rejected_encounters(etl_ctx *x)
     return 0;
 }
 
+static void hash_tap(void *ctx, const void *buf, size_t n)
+{
+    EVP_DigestUpdate((EVP_MD_CTX *)ctx, buf, n);
+}
+
+int etl_hash_begin(etl_ctx *x, px_csv *csv)
+{
+    EVP_MD_CTX_free(x->md);
+    if (!(x->md = EVP_MD_CTX_new()) || EVP_DigestInit_ex(x->md, EVP_sha256(), NULL) != 1)
+        return px_err_set(x->e, PX_ENOMEM, "cannot start a SHA-256 digest");
+    px_csv_set_tap(csv, hash_tap, x->md);
+    return 0;
+}
+
+int etl_hash_end(etl_ctx *x, px_csv *csv)
+{
+    unsigned char d[32];
+    char hex[65];
+    EVP_DigestFinal_ex(x->md, d, NULL);
+    EVP_MD_CTX_free(x->md);
+    x->md = NULL;
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    if (!x->in->sha[0]) {
+        memcpy(x->in->sha, hex, 65);
+        x->in->bytes = px_csv_bytes(csv);
+        return 0;
+    }
+    if (strcmp(hex, x->in->sha) != 0) {
+        px_err_set(x->e, PX_ECORRUPT, "'%s' changed while it was being loaded; nothing was stored", x->in->name);
+        px_err_hint(x->e, "load it again once whatever writes it has finished");
+        return PX_ECORRUPT;
+    }
+    return 0;
+}
+
 /* ---- per-file bookkeeping ------------------------------------------------------- */
 
 int etl_file_done(etl_ctx *x)
@@ -442,21 +477,24 @@ static void *pg_feed_run(void *arg)
     return NULL;
 }
 
-/* Removes the password from a URI before it is recorded as the batch source. */
+/* The source as recorded in etl.batches: libpq parses the URI or conninfo and
+ * it is rebuilt as keyword=value pairs without the password. */
 static void redact_uri(const char *uri, char *out, size_t len)
 {
-    snprintf(out, len, "%s", uri);
-    char *scheme = strstr(out, "://");
-    if (scheme) {
-        char *at = strchr(scheme + 3, '@'), *colon = strchr(scheme + 3, ':');
-        if (at && colon && colon < at) memmove(colon, at, strlen(at) + 1);
+    PQconninfoOption *opts = PQconninfoParse(uri, NULL);
+    size_t o = 0;
+    out[0] = '\0';
+    if (!opts) {
+        snprintf(out, len, "(unparseable connection string)");
+        return;
     }
-    char *pw = strstr(out, "password=");
-    if (pw) {
-        char *end = pw + 9;
-        while (*end && *end != '&' && *end != ' ') end++;
-        memmove(pw + 9, end, strlen(end) + 1);
+    for (PQconninfoOption *op = opts; op->keyword && o + 1 < len; op++) {
+        if (!op->val || !*op->val || strcmp(op->keyword, "password") == 0) continue;
+        int n = snprintf(out + o, len - o, "%s%s=%s", o ? " " : "", op->keyword, op->val);
+        if (n < 0 || (size_t)n >= len - o) break;
+        o += (size_t)n;
     }
+    PQconninfoFree(opts);
 }
 
 /* ---- the batch ------------------------------------------------------------------ */
@@ -552,6 +590,7 @@ static int open_spools(etl_ctx *x)
 
 static void close_ctx(etl_ctx *x)
 {
+    EVP_MD_CTX_free(x->md);
     if (x->rej) fclose(x->rej);
     if (x->spool) fclose(x->spool);
     if (x->warn) fclose(x->warn);

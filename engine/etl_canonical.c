@@ -7,7 +7,6 @@
  * in this batch, COPYed straight into the fact table. */
 #include "engine/etl_int.h"
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -115,11 +114,17 @@ static const char merge_providers[] =
 /* Dimensions are slowly changing (type 1): a patient delivered again updates
  * the attributes it carries and keeps those it leaves empty. */
 static const char merge_patients_fmt[] =
-    "WITH ins AS (INSERT INTO wh.dim_patient AS d (patient_id, source, mrn_pseudo, ssn_pseudo,"
+    "WITH m AS MATERIALIZED (SELECT s.*, extract(year FROM coalesce(s.death_date, d.death_date)) < s.birth_year AS bad"
+    "   FROM stg_patients s LEFT JOIN wh.dim_patient d ON d.patient_id = s.patient_id),"
+    " rej AS (" REJECT_COLS
+    "   SELECT $1::bigint, $2::text, line, 'invalid_date', 'birth_date',"
+    "     'born after the death date already in the warehouse', to_jsonb(m) - 'line' - 'bad'"
+    "   FROM m WHERE bad RETURNING 1),"
+    " ins AS (INSERT INTO wh.dim_patient AS d (patient_id, source, mrn_pseudo, ssn_pseudo,"
     "   first_name_pseudo, last_name_pseudo, birth_year, sex, zip3, phone_pseudo, email_pseudo, death_date,"
     "   first_batch_id, last_batch_id)"
     " SELECT patient_id, '%s', mrn_pseudo, ssn_pseudo, first_name_pseudo, last_name_pseudo, birth_year, sex,"
-    "   zip3, phone_pseudo, email_pseudo, death_date, $1::bigint, $1::bigint FROM stg_patients"
+    "   zip3, phone_pseudo, email_pseudo, death_date, $1::bigint, $1::bigint FROM m WHERE bad IS NOT TRUE"
     " ON CONFLICT (patient_id) DO UPDATE SET mrn_pseudo = coalesce(EXCLUDED.mrn_pseudo, d.mrn_pseudo),"
     "   ssn_pseudo = coalesce(EXCLUDED.ssn_pseudo, d.ssn_pseudo),"
     "   first_name_pseudo = coalesce(EXCLUDED.first_name_pseudo, d.first_name_pseudo),"
@@ -129,7 +134,7 @@ static const char merge_patients_fmt[] =
     "   email_pseudo = coalesce(EXCLUDED.email_pseudo, d.email_pseudo),"
     "   death_date = coalesce(EXCLUDED.death_date, d.death_date), last_batch_id = EXCLUDED.last_batch_id"
     " RETURNING 1)"
-    " SELECT count(*), 0 FROM ins";
+    " SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rej)";
 
 /* The years of this batch's staged encounters: the load partitions to create. */
 static const char bulk_begin_fmt[] =
@@ -642,11 +647,6 @@ static int read_header(etl_ctx *x, cfile *cf, px_csv *csv)
     return 0;
 }
 
-static void sha_tap(void *ctx, const void *buf, size_t n)
-{
-    EVP_DigestUpdate((EVP_MD_CTX *)ctx, buf, n);
-}
-
 static int stream_rows(etl_ctx *x, cfile *cf, px_csv *csv, long long *direct, long long *spooled)
 {
     row *r = calloc(1, sizeof *r);
@@ -714,17 +714,12 @@ int etl_canonical_file(etl_ctx *x, int fd)
     long long direct = 0, spooled = 0, n = 0, loaded = 0, rejected = 0;
     const char *source = x->p->format == PX_FMT_POSTGRES ? "postgres" : "canonical";
     char sql[8192];
-    EVP_MD_CTX *md = NULL;
     px_csv *csv = px_csv_new(fd);
     if (!csv || !(cf.seen = px_keymap_new(0))) {
         px_csv_free(csv);
         return px_err_set(x->e, PX_ENOMEM, "out of memory");
     }
-    if (!x->in->sha[0]) { /* a stream: fingerprint it while parsing */
-        md = EVP_MD_CTX_new();
-        EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-        px_csv_set_tap(csv, sha_tap, md);
-    }
+    if ((rc = etl_hash_begin(x, csv)) != 0) goto out;
     if ((rc = read_header(x, &cf, csv)) != 0) goto out;
     snprintf(sql, sizeof sql, "TRUNCATE %s", stg_name[tab]);
     if ((rc = px_db_exec(x->c, x->e, sql)) != 0) goto out;
@@ -737,6 +732,7 @@ int etl_canonical_file(etl_ctx *x, int fd)
     rc = stream_rows(x, &cf, csv, &direct, &spooled);
     int rc2 = etl_copy_end(x, &n);
     if (rc == 0) rc = rc2;
+    if (rc == 0) rc = etl_hash_end(x, csv);
     if (rc != 0) goto out;
     if (n != direct) {
         rc = px_err_set(x->e, PX_ESTATE, "the server stored %lld rows of '%s', prognos sent %lld", n, x->in->name, direct);
@@ -794,14 +790,7 @@ int etl_canonical_file(etl_ctx *x, int fd)
     if ((rc = etl_rejects_flush(x)) != 0) goto out;
     px_log(PX_LOG_INFO, "batch %lld: %s: streamed %lld rows in %.2f s, merged in %.2f s", x->batch, x->in->name,
            x->read, t1 - t0, now_s() - t1);
-    if (md) {
-        unsigned char d[32];
-        EVP_DigestFinal_ex(md, d, NULL);
-        for (int i = 0; i < 32; i++) snprintf(x->in->sha + 2 * i, 3, "%02x", d[i]);
-        x->in->bytes = px_csv_bytes(csv);
-    }
 out:
-    EVP_MD_CTX_free(md);
     px_keymap_free(cf.seen);
     px_csv_free(csv);
     return rc;

@@ -69,6 +69,7 @@ typedef struct etl_ctx {
     px_keymap *encounters;/* etl_encounter by encounter pseudonym */
     /* current file */
     etl_input *in;
+    void *md;             /* EVP_MD_CTX hashing the bytes parsed from it */
     long long read, rejected, loaded;
     /* progress */
     long long total_bytes, done_bytes, last_draw;
@@ -107,6 +108,13 @@ void etl_progress(etl_ctx *x, long long file_bytes_done);
 void etl_pseudo(etl_ctx *x, px_id_kind kind, const char *v, size_t len, unsigned char bin[16], char hex[33]);
 /* 16-byte digest of a plain key (facility ids and other non-identifiers). */
 void etl_digest(const char *domain, const char *v, size_t len, unsigned char out[16]);
+
+/* Hashes every byte the parser reads from the current input (SHA-256). */
+int etl_hash_begin(etl_ctx *x, px_csv *csv);
+/* After the input was read to its end: a stream's digest is recorded in x->in;
+ * a file's must equal the one taken before the load, or the file changed
+ * while it was read and the batch fails (PX_ECORRUPT). */
+int etl_hash_end(etl_ctx *x, px_csv *csv);
 
 /* Format loaders: load one input inside the open batch transaction. */
 int etl_canonical_begin(etl_ctx *x);

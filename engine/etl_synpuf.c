@@ -17,7 +17,8 @@ static const char staging_sql[] =
     " stroke_tia boolean) ON COMMIT DROP;"
     "CREATE TEMP TABLE stg_claims (line bigint, encounter_id uuid, segment smallint, patient_id uuid,"
     " admission_date date, discharge_date date, facility_id text, attending_id text, drg text,"
-    " payment numeric(12,2), admit_dx text, dx text[], px text[]) ON COMMIT DROP;";
+    " payment numeric(12,2), admit_dx text, dx text[], px text[]) ON COMMIT DROP;"
+    "CREATE TEMP TABLE stg_claims_ok (encounter_id uuid, admission_date date) ON COMMIT DROP;";
 
 #define REJECT_COLS "INSERT INTO etl.rejects (batch_id, file_name, line, reason, field, detail, row_data) "
 
@@ -26,8 +27,10 @@ static const char merge_patients[] =
     " ins AS (INSERT INTO wh.dim_patient AS d (patient_id, source, birth_year, sex, race, state, death_date,"
     "   first_batch_id, last_batch_id)"
     " SELECT patient_id, 'synpuf', birth_year, sex, race, state, death_date, $1::bigint, $1::bigint FROM b"
-    " ON CONFLICT (patient_id) DO UPDATE SET birth_year = EXCLUDED.birth_year, sex = EXCLUDED.sex,"
-    "   race = EXCLUDED.race, state = EXCLUDED.state, death_date = coalesce(EXCLUDED.death_date, d.death_date),"
+    " ON CONFLICT (patient_id) DO UPDATE SET sex = EXCLUDED.sex,"
+    "   race = EXCLUDED.race, state = EXCLUDED.state,"
+    "   death_date = CASE WHEN extract(year FROM EXCLUDED.death_date) >= d.birth_year THEN EXCLUDED.death_date"
+    "     ELSE d.death_date END,"
     "   last_batch_id = EXCLUDED.last_batch_id RETURNING 1)"
     " SELECT count(*) FROM ins";
 
@@ -90,8 +93,11 @@ static const char merge_claims[] =
     "   SELECT encounter_id, patient_id, facility_id, attending_id, admission_date, discharge_date,"
     "     discharge_date - admission_date, age, 'unknown', 'unknown',"
     "     CASE WHEN death_date BETWEEN admission_date AND discharge_date THEN 'expired' ELSE 'unknown' END,"
-    "     NULL, drg, total_cost, 'synpuf', $1::bigint FROM m WHERE reason IS NULL RETURNING encounter_id)"
-    " SELECT (SELECT count(*) FROM stg_claims s WHERE s.encounter_id IN (SELECT encounter_id FROM ins)),"
+    "     NULL, drg, total_cost, 'synpuf', $1::bigint FROM m WHERE reason IS NULL"
+    "   RETURNING encounter_id, admission_date),"
+    " ok AS (INSERT INTO stg_claims_ok SELECT encounter_id, admission_date FROM ins RETURNING 1)"
+    " SELECT (SELECT count(*) FROM stg_claims s WHERE s.encounter_id IN (SELECT encounter_id FROM ins))"
+    "   + 0 * (SELECT count(*) FROM ok),"
     "   (SELECT count(*) FROM rej)";
 
 static const char merge_claim_providers[] =
@@ -104,8 +110,8 @@ static const char merge_claim_providers[] =
 /* Codes of the claims loaded in this batch: the admitting diagnosis is seq 0;
  * the others keep their first position across segments, duplicates dropped. */
 static const char merge_claim_codes[] =
-    "WITH ok AS (SELECT s.*, e.admission_date AS adm_date FROM stg_claims s JOIN wh.fact_encounter e"
-    "   ON e.encounter_id = s.encounter_id AND e.batch_id = $1::bigint),"
+    "WITH ok AS (SELECT s.*, e.admission_date AS adm_date FROM stg_claims s JOIN stg_claims_ok e"
+    "   ON e.encounter_id = s.encounter_id),"
     " adm AS (SELECT DISTINCT ON (encounter_id) encounter_id, adm_date, admit_dx FROM ok WHERE admit_dx IS NOT NULL"
     "   ORDER BY encounter_id, segment, line),"
     " dx AS (SELECT encounter_id, adm_date, code, min(segment * 1000 + ord) AS k"
@@ -114,11 +120,11 @@ static const char merge_claim_codes[] =
     "   FROM ok, unnest(px) WITH ORDINALITY u(code, ord) GROUP BY encounter_id, adm_date, code),"
     " d AS (INSERT INTO wh.fact_diagnosis (encounter_id, admission_date, seq, code_system, code, batch_id)"
     "   SELECT encounter_id, adm_date, 0, 'icd9', admit_dx, $1::bigint FROM adm"
-    "   UNION ALL SELECT encounter_id, adm_date, row_number() OVER (PARTITION BY encounter_id ORDER BY k), 'icd9',"
-    "     code, $1::bigint FROM dx RETURNING 1),"
+    "   UNION ALL SELECT encounter_id, adm_date, seq, 'icd9', code, $1::bigint FROM (SELECT dx.*,"
+    "     row_number() OVER (PARTITION BY encounter_id ORDER BY k) AS seq FROM dx) t WHERE seq <= 99 RETURNING 1),"
     " p AS (INSERT INTO wh.fact_procedure (encounter_id, admission_date, seq, code_system, code, batch_id)"
-    "   SELECT encounter_id, adm_date, row_number() OVER (PARTITION BY encounter_id ORDER BY k), 'icd9', code,"
-    "     $1::bigint FROM px RETURNING 1)"
+    "   SELECT encounter_id, adm_date, seq, 'icd9', code, $1::bigint FROM (SELECT px.*,"
+    "     row_number() OVER (PARTITION BY encounter_id ORDER BY k) AS seq FROM px) t WHERE seq <= 99 RETURNING 1)"
     " SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM p)";
 
 int etl_synpuf_begin(etl_ctx *x)
@@ -491,8 +497,10 @@ int etl_synpuf_file(etl_ctx *x, int fd)
         rc = px_err_set(x->e, PX_ENOMEM, "out of memory");
         goto out;
     }
+    if ((rc = etl_hash_begin(x, csv)) != 0) goto out;
     if ((rc = map_header(x, sf, csv, bene ? bene_cols : claim_cols, bene ? B__N : C__N)) != 0) goto out;
-    if ((rc = px_db_exec(x->c, x->e, bene ? "TRUNCATE stg_bene" : "TRUNCATE stg_claims")) != 0) goto out;
+    if ((rc = px_db_exec(x->c, x->e, bene ? "TRUNCATE stg_bene" : "TRUNCATE stg_claims, stg_claims_ok")) != 0)
+        goto out;
     if ((rc = etl_copy_begin(x, bene ? "COPY stg_bene FROM STDIN" : "COPY stg_claims FROM STDIN")) != 0) goto out;
     while ((got = px_csv_next(csv, &st)) > 0) {
         long long line = px_csv_line(csv);
@@ -517,6 +525,7 @@ int etl_synpuf_file(etl_ctx *x, int fd)
     if (got < 0 && rc == 0) rc = px_err_set(x->e, PX_EIO, "cannot read '%s'", x->in->name);
     int rc2 = etl_copy_end(x, &n);
     if (rc == 0) rc = rc2;
+    if (rc == 0) rc = etl_hash_end(x, csv);
     if (rc == 0 && n != staged)
         rc = px_err_set(x->e, PX_ESTATE, "the server staged %lld rows of '%s', prognos sent %lld", n, x->in->name, staged);
     if (rc != 0) goto out;

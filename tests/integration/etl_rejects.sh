@@ -68,3 +68,32 @@ mkdir "$WORK/src4"
 assert_exit 0 px etl load --format canonical --source "$WORK/src4" --quiet
 assert_eq "$(sql "SELECT reason || ' ' || length(row_data->>'name') FROM etl.rejects WHERE file_name = 'facilities.csv'")" "invalid_text 100" "long multibyte value rejected, cut at a character boundary"
 ok "values cut for rejects stay valid UTF-8"
+
+# a patient delivered again with a birth year after the death date already stored
+mkdir "$WORK/p1" "$WORK/p2"
+echo 'patient_id,birth_date,sex,death_date' > "$WORK/p1/patients.csv"
+echo 'PX9,1950-01-01,F,1960-05-05' >> "$WORK/p1/patients.csv"
+echo 'patient_id,birth_date,sex' > "$WORK/p2/patients.csv"
+echo 'PX9,1970-01-01,F' >> "$WORK/p2/patients.csv"
+assert_exit 0 px etl load --format canonical --source "$WORK/p1" --quiet
+assert_exit 0 px etl load --format canonical --source "$WORK/p2" --quiet
+assert_eq "$(sql "SELECT reason || ' ' || field FROM etl.rejects WHERE batch_id = (SELECT max(batch_id) FROM etl.batches)")" "invalid_date birth_date" "re-delivered patient contradicting the stored death"
+ok "a re-delivered patient that contradicts the warehouse is rejected, not a failed batch"
+
+# a file that changes between its fingerprint and its parsing is refused
+mkdir "$WORK/c1"
+printf 'facility_id,name,type\nH54,Lakeside Hospital,acute\n' > "$WORK/c1/facilities.csv"
+psql -X -q "$(px db url)" -c "SELECT pg_advisory_lock(7070002), pg_sleep(3)" >/dev/null &
+locker=$!
+sleep 1
+px etl load --format canonical --source "$WORK/c1" --quiet >"$WORK/c1.out" 2>"$WORK/c1.err" &
+loader=$!
+sleep 0.5
+echo 'H55,Changed Hospital,acute' >> "$WORK/c1/facilities.csv"
+set +e; wait "$loader"; rc=$?; set -e
+wait "$locker" || true
+assert_eq "$rc" 1 "exit of a load whose file changed under it"
+grep -q "changed while it was being loaded" "$WORK/c1.err" || fail "no clear error for a file changed mid-load: $(cat "$WORK/c1.err")"
+assert_exit 0 px etl load --format canonical --source "$WORK/c1" --quiet
+assert_eq "$(sql "SELECT count(*) FROM wh.dim_provider WHERE provider_id = 'H55'")" 1 "the changed file loads on the next run"
+ok "a file changed while it was loaded is refused; the next run loads it"

@@ -49,6 +49,21 @@ assert_exit 3 px etl load --format synpuf --source "$S1"
 assert_eq "$(sql 'SELECT count(*) FROM etl.batches')" 1 "second load made a batch"
 ok "a second load of sample-1 adds nothing"
 
+# one claim split over two claims files of one batch: loaded once, the other file's segment is a duplicate
+seg2=$(awk -F, 'FNR > 1 && $3 == 2 {print $2; exit}' "$S1"/*Inpatient_Claims*.csv)
+if [ -n "$seg2" ]; then
+    export PROGNOS_HOME="$WORK/home-split"
+    mkdir "$WORK/split"
+    cp "$S1"/*Beneficiary*.csv "$WORK/split/"
+    awk -F, -v c="$seg2" 'FNR == 1 || !($2 == c && $3 == 2)' "$S1"/*Inpatient_Claims*.csv > "$WORK/split/DE1_0_2008_to_2010_Inpatient_Claims_A.csv"
+    awk -F, -v c="$seg2" 'FNR == 1 || ($2 == c && $3 == 2)' "$S1"/*Inpatient_Claims*.csv > "$WORK/split/DE1_0_2008_to_2010_Inpatient_Claims_B.csv"
+    assert_exit 0 px etl load --format synpuf --source "$WORK/split" --quiet
+    assert_eq "$(sql "SELECT reason FROM etl.rejects WHERE file_name LIKE '%Claims_B.csv'")" "duplicate_key" "the second file's segment of a loaded claim"
+    assert_eq "$(sql 'SELECT sum(rows_read) - sum(rows_loaded) - sum(rows_rejected) FROM etl.batch_files')" 0 "accounting with a split claim"
+    ok "a claim split over two files of one batch loads once"
+    export PROGNOS_HOME="$WORK/home"
+fi
+
 S2="$SHARED_DATA/synpuf/sample-2"
 if [ -d "$S2" ]; then
     assert_exit 0 px etl load --format synpuf --source "$S2" --quiet
