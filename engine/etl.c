@@ -142,6 +142,7 @@ void etl_reject(etl_ctx *x, long long line, const char *reason, const char *fiel
     fwrite(b.data, 1, b.len, x->rej);
     px_buf_release(&b);
     x->rejected++;
+    x->rej_spooled++;
 }
 
 size_t etl_utf8_cut(const char *s, size_t len, size_t max)
@@ -173,16 +174,24 @@ void etl_warn(etl_ctx *x, long long line, const char *reason, const char *field,
     px_buf_addc(&b, '\n');
     fwrite(b.data, 1, b.len, x->warn);
     px_buf_release(&b);
+    x->warn_spooled++;
 }
 
 int etl_rejects_flush(etl_ctx *x)
 {
+    long long nrej = 0, nwarn = 0;
+    if (ferror(x->rej) || ferror(x->warn))
+        return px_err_set(x->e, PX_EIO, "cannot write the reject spool of '%s'", x->in->name);
     int rc = etl_copy_spool(x, x->rej,
                             "COPY etl.rejects (batch_id, file_name, line, reason, field, detail, row_data) FROM STDIN",
-                            NULL);
+                            &nrej);
     if (rc == 0)
         rc = etl_copy_spool(x, x->warn, "COPY etl.warnings (batch_id, file_name, line, reason, field, detail) FROM STDIN",
-                            NULL);
+                            &nwarn);
+    if (rc == 0 && (nrej != x->rej_spooled || nwarn != x->warn_spooled))
+        rc = px_err_set(x->e, PX_ESTATE, "the server stored %lld rejects and %lld warnings of '%s', prognos spooled "
+                        "%lld and %lld", nrej, nwarn, x->in->name, x->rej_spooled, x->warn_spooled);
+    x->rej_spooled = x->warn_spooled = 0;
     return rc;
 }
 

@@ -64,6 +64,7 @@ typedef struct etl_ctx {
     px_buf out;           /* COPY data not yet sent */
     FILE *rej;            /* spooled reject rows, COPY text for etl.rejects */
     FILE *warn;           /* spooled field warnings, COPY text for etl.warnings */
+    long long rej_spooled, warn_spooled; /* rows in those spools, checked against COPY */
     FILE *spool;          /* spooled rows that need the SQL path */
     px_keymap *patients;  /* etl_patient by patient pseudonym */
     px_keymap *encounters;/* etl_encounter by encounter pseudonym */

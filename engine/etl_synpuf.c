@@ -18,7 +18,8 @@ static const char staging_sql[] =
     "CREATE TEMP TABLE stg_claims (line bigint, encounter_id uuid, segment smallint, patient_id uuid,"
     " admission_date date, discharge_date date, facility_id text, attending_id text, drg text,"
     " payment numeric(12,2), admit_dx text, dx text[], px text[]) ON COMMIT DROP;"
-    "CREATE TEMP TABLE stg_claims_ok (encounter_id uuid, admission_date date) ON COMMIT DROP;";
+    "CREATE TEMP TABLE stg_claims_ok (encounter_id uuid, admission_date date) ON COMMIT DROP;"
+    "CREATE TEMP TABLE stg_claims_bad (encounter_id uuid, line bigint, reason text) ON COMMIT DROP;";
 
 #define REJECT_COLS "INSERT INTO etl.rejects (batch_id, file_name, line, reason, field, detail, row_data) "
 
@@ -62,7 +63,7 @@ static const char merge_claims[] =
     "   (array_agg(attending_id ORDER BY segment, line) FILTER (WHERE attending_id IS NOT NULL))[1] AS attending_id,"
     "   (array_agg(drg ORDER BY segment, line) FILTER (WHERE drg IS NOT NULL))[1] AS drg,"
     "   sum(payment) AS total_cost FROM stg_claims GROUP BY encounter_id),"
-    " m AS MATERIALIZED (SELECT g.*, extract(year FROM g.admission_date)::int - p.birth_year AS age,"
+    " m0 AS (SELECT g.*, extract(year FROM g.admission_date)::int - p.birth_year AS age,"
     "   p.death_date, p.birth_year, x.batch_id AS prior_batch,"
     "   CASE WHEN p.patient_id IS NULL THEN 'unknown_patient'"
     "        WHEN x.encounter_id IS NOT NULL THEN 'duplicate_key'"
@@ -71,20 +72,26 @@ static const char merge_claims[] =
     "        WHEN extract(year FROM g.admission_date)::int - p.birth_year > 120 THEN 'age_out_of_range'"
     "        WHEN g.discharge_date - g.admission_date > 365 THEN 'los_out_of_range'"
     "        WHEN g.total_cost > 10000000 THEN 'cost_out_of_range'"
-    "   END AS reason"
+    "   END AS reason0, b.reason AS bad_reason, b.line AS bad_line"
     "   FROM g LEFT JOIN wh.dim_patient p ON p.patient_id = g.patient_id"
+    "   LEFT JOIN (SELECT DISTINCT ON (encounter_id) * FROM stg_claims_bad ORDER BY encounter_id, line) b"
+    "     ON b.encounter_id = g.encounter_id"
     "   LEFT JOIN wh.fact_encounter x ON x.encounter_id = g.encounter_id),"
+    " m AS MATERIALIZED (SELECT m0.*, coalesce(bad_reason, reason0) AS reason FROM m0),"
     " rej AS (" REJECT_COLS
     "   SELECT $1::bigint, $2::text, s.line, m.reason,"
-    "     CASE m.reason WHEN 'unknown_patient' THEN 'DESYNPUF_ID' WHEN 'duplicate_key' THEN 'CLM_ID'"
-    "       WHEN 'cost_out_of_range' THEN 'CLM_PMT_AMT' ELSE 'CLM_ADMSN_DT' END,"
-    "     CASE m.reason WHEN 'unknown_patient' THEN 'the beneficiary is in no beneficiary summary file loaded'"
+    "     CASE WHEN m.bad_reason IS NOT NULL THEN 'CLM_ID' WHEN m.reason = 'unknown_patient' THEN 'DESYNPUF_ID'"
+    "       WHEN m.reason = 'duplicate_key' THEN 'CLM_ID'"
+    "       WHEN m.reason = 'cost_out_of_range' THEN 'CLM_PMT_AMT' ELSE 'CLM_ADMSN_DT' END,"
+    "     CASE WHEN m.bad_reason IS NOT NULL"
+    "       THEN format('another segment of this claim was rejected (line %s); a claim loads whole or not at all', m.bad_line)"
+    "       ELSE CASE m.reason WHEN 'unknown_patient' THEN 'the beneficiary is in no beneficiary summary file loaded'"
     "       WHEN 'duplicate_key' THEN format('the claim was loaded in batch %s', m.prior_batch)"
     "       WHEN 'death_before_admission' THEN format('admitted %s after the death date %s', m.admission_date, m.death_date)"
     "       WHEN 'birth_after_admission' THEN format('admitted in %s, born in %s', extract(year FROM m.admission_date), m.birth_year)"
     "       WHEN 'los_out_of_range' THEN 'the merged segments span more than 365 days'"
     "       WHEN 'cost_out_of_range' THEN 'the merged segments pay more than 10000000'"
-    "       ELSE format('age at admission %s is outside 0-120', m.age) END,"
+    "       ELSE format('age at admission %s is outside 0-120', m.age) END END,"
     "     to_jsonb(s) - 'line'"
     "   FROM m JOIN stg_claims s ON s.encounter_id = m.encounter_id WHERE m.reason IS NOT NULL RETURNING 1),"
     " ins AS (INSERT INTO wh.fact_encounter (encounter_id, patient_id, facility_id, attending_id, admission_date,"
@@ -343,6 +350,15 @@ static void add_codes(px_buf *b, const char *const codes[], int n)
     px_buf_addc(b, '}');
 }
 
+/* Rejects a claim segment and remembers its claim, whose other segments the
+ * merge then rejects too: a claim loads whole or not at all. */
+static void reject_segment(etl_ctx *x, const sfile *sf, px_csv *csv, long long line, const char *ehex,
+                           const char *reason, const char *field, const char *detail)
+{
+    reject_row(x, sf, csv, line, reason, field, detail);
+    fprintf(x->spool, "%s\t%lld\t%s\n", ehex, line, reason);
+}
+
 static int claim_row(etl_ctx *x, sfile *sf, px_csv *csv, long long line)
 {
     size_t n;
@@ -365,7 +381,7 @@ static int claim_row(etl_ctx *x, sfile *sf, px_csv *csv, long long line)
     long long seg;
     v = fld(csv, sf, C_SEG, &n);
     if (px_parse_int(v, n, &seg) != 0 || seg < 1 || seg > 99) {
-        reject_row(x, sf, csv, line, n ? "invalid_number" : "missing_field", "SEGMENT", "SEGMENT must be 1-99");
+        reject_segment(x, sf, csv, line, ehex, n ? "invalid_number" : "missing_field", "SEGMENT", "SEGMENT must be 1-99");
         return 0;
     }
     int adm, dis, r;
@@ -381,35 +397,35 @@ static int claim_row(etl_ctx *x, sfile *sf, px_csv *csv, long long line)
                          claim_cols[dcols[k][0]], claim_cols[dcols[k][1]]);
             else
                 snprintf(detail, sizeof detail, "'%s' is not a past YYYYMMDD date", claim_cols[col]);
-            reject_row(x, sf, csv, line, r == 0 ? "missing_field" : reason, claim_cols[col], detail);
+            reject_segment(x, sf, csv, line, ehex, r == 0 ? "missing_field" : reason, claim_cols[col], detail);
             return 0;
         }
     }
     if (dis < adm) {
         snprintf(detail, sizeof detail, "discharged %d days before admission", adm - dis);
-        reject_row(x, sf, csv, line, "discharge_before_admission", "NCH_BENE_DSCHRG_DT", detail);
+        reject_segment(x, sf, csv, line, ehex, "discharge_before_admission", "NCH_BENE_DSCHRG_DT", detail);
         return 0;
     }
     if (dis - adm > 365) {
         snprintf(detail, sizeof detail, "length of stay %d days is outside 0-365", dis - adm);
-        reject_row(x, sf, csv, line, "los_out_of_range", "NCH_BENE_DSCHRG_DT", detail);
+        reject_segment(x, sf, csv, line, ehex, "los_out_of_range", "NCH_BENE_DSCHRG_DT", detail);
         return 0;
     }
     size_t prn;
     const char *prvdr = fld(csv, sf, C_PRVDR, &prn);
     if (prn == 0 || prn > 64) {
-        reject_row(x, sf, csv, line, prn ? "invalid_text" : "missing_field", "PRVDR_NUM",
+        reject_segment(x, sf, csv, line, ehex, prn ? "invalid_text" : "missing_field", "PRVDR_NUM",
                    prn ? "PRVDR_NUM is longer than 64 bytes" : "required column 'PRVDR_NUM' is empty");
         return 0;
     }
     double pmt;
     v = fld(csv, sf, C_PMT, &n);
     if (px_parse_num(v, n, &pmt) != 0) {
-        reject_row(x, sf, csv, line, n ? "invalid_number" : "missing_field", "CLM_PMT_AMT", "CLM_PMT_AMT is not a number");
+        reject_segment(x, sf, csv, line, ehex, n ? "invalid_number" : "missing_field", "CLM_PMT_AMT", "CLM_PMT_AMT is not a number");
         return 0;
     }
     if (pmt < 0 || pmt > 10000000) {
-        reject_row(x, sf, csv, line, "cost_out_of_range", "CLM_PMT_AMT", "CLM_PMT_AMT must be 0-10000000");
+        reject_segment(x, sf, csv, line, ehex, "cost_out_of_range", "CLM_PMT_AMT", "CLM_PMT_AMT must be 0-10000000");
         return 0;
     }
     char codes[17][16];
@@ -430,7 +446,7 @@ static int claim_row(etl_ctx *x, sfile *sf, px_csv *csv, long long line)
         }
         if (!ok) {
             snprintf(detail, sizeof detail, "'%s' is not a valid ICD-9-CM diagnosis code", claim_cols[col]);
-            reject_row(x, sf, csv, line, "invalid_icd9", claim_cols[col], detail);
+            reject_segment(x, sf, csv, line, ehex, "invalid_icd9", claim_cols[col], detail);
             return 0;
         }
         if (k <= 10) dx[k] = codes[k];
@@ -438,11 +454,11 @@ static int claim_row(etl_ctx *x, sfile *sf, px_csv *csv, long long line)
     }
     etl_patient *pt = px_keymap_get(x->patients, pid);
     if (pt && pt->birth_days > adm) {
-        reject_row(x, sf, csv, line, "birth_after_admission", "CLM_ADMSN_DT", "admitted before the beneficiary's birth");
+        reject_segment(x, sf, csv, line, ehex, "birth_after_admission", "CLM_ADMSN_DT", "admitted before the beneficiary's birth");
         return 0;
     }
     if (pt && pt->death_days < adm) {
-        reject_row(x, sf, csv, line, "death_before_admission", "CLM_ADMSN_DT", "admitted after the beneficiary's death");
+        reject_segment(x, sf, csv, line, ehex, "death_before_admission", "CLM_ADMSN_DT", "admitted after the beneficiary's death");
         return 0;
     }
     /* a claim's segments share the CLM_ID; the same segment twice is a duplicate */
@@ -499,7 +515,7 @@ int etl_synpuf_file(etl_ctx *x, int fd)
     }
     if ((rc = etl_hash_begin(x, csv)) != 0) goto out;
     if ((rc = map_header(x, sf, csv, bene ? bene_cols : claim_cols, bene ? B__N : C__N)) != 0) goto out;
-    if ((rc = px_db_exec(x->c, x->e, bene ? "TRUNCATE stg_bene" : "TRUNCATE stg_claims, stg_claims_ok")) != 0)
+    if ((rc = px_db_exec(x->c, x->e, bene ? "TRUNCATE stg_bene" : "TRUNCATE stg_claims, stg_claims_ok, stg_claims_bad")) != 0)
         goto out;
     if ((rc = etl_copy_begin(x, bene ? "COPY stg_bene FROM STDIN" : "COPY stg_claims FROM STDIN")) != 0) goto out;
     while ((got = px_csv_next(csv, &st)) > 0) {
@@ -529,6 +545,7 @@ int etl_synpuf_file(etl_ctx *x, int fd)
     if (rc == 0 && n != staged)
         rc = px_err_set(x->e, PX_ESTATE, "the server staged %lld rows of '%s', prognos sent %lld", n, x->in->name, staged);
     if (rc != 0) goto out;
+    if (!bene && (rc = etl_copy_spool(x, x->spool, "COPY stg_claims_bad FROM STDIN", NULL)) != 0) goto out;
     if ((rc = px_db_exec(x->c, x->e, bene ? "ANALYZE stg_bene" : "ANALYZE stg_claims")) != 0) goto out;
     if (bene) {
         if ((rc = etl_sql(x, merge_patients, NULL, NULL)) != 0) goto out;

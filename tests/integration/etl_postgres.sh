@@ -64,6 +64,13 @@ assert_eq "$(sql 'SELECT count(*) FROM etl.batch_files WHERE batch_id = (SELECT 
 assert_eq "$(sql "SELECT count(*) FROM wh.fact_diagnosis WHERE seq = 9")" 1 "the new source row is loaded"
 ok "a changed source table is loaded; the unchanged ones are skipped"
 
+# a password in the source URI is never recorded (the embedded server trusts, so any works)
+psql -X -q "$SRCURL" -c "INSERT INTO diagnoses VALUES ('E010', '11', 'icd10', 'I10', 'Y')"
+assert_exit 0 px etl load --format postgres --source "$SRCURL&password=hunter2secret" --quiet
+assert_eq "$(sql "SELECT count(*) FROM etl.batches WHERE source LIKE '%hunter2%'")" 0 "password recorded with the batch"
+grep -q hunter2 "$PROGNOS_HOME/log/prognos.log" && fail "password in the log"
+ok "the source's password is recorded nowhere"
+
 assert_exit 1 px etl load --format postgres --source "postgresql:///nosuchdb?host=$PROGNOS_HOME/pg/run&user=prognos"
 grep -q "cannot connect" "$WORK/err" || fail "bad source URI: no clear error"
 ok "an unreachable source fails with a clear error"

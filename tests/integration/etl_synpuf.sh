@@ -64,6 +64,21 @@ if [ -n "$seg2" ]; then
     export PROGNOS_HOME="$WORK/home"
 fi
 
+# a claim loads whole or not at all: a bad second segment rejects the first too
+if [ -n "$seg2" ]; then
+    export PROGNOS_HOME="$WORK/home-seg"
+    mkdir "$WORK/seg"
+    cp "$S1"/*Beneficiary*.csv "$WORK/seg/"
+    awk -F, -v OFS=, -v c="$seg2" 'FNR > 1 && $2 == c && $3 == 2 {$21 = "ZZZZ"} {print}' \
+        "$S1"/*Inpatient_Claims*.csv > "$WORK/seg/DE1_0_2008_to_2010_Inpatient_Claims_S.csv"
+    assert_exit 0 px etl load --format synpuf --source "$WORK/seg" --quiet
+    assert_eq "$(sql "SELECT string_agg(reason || ':' || (detail LIKE 'another segment%')::text, ',' ORDER BY detail LIKE 'another segment%')
+        FROM etl.rejects WHERE reason = 'invalid_icd9'")" "invalid_icd9:false,invalid_icd9:true" "both segments of the claim rejected"
+    assert_eq "$(sql 'SELECT count(*) FROM wh.fact_encounter')" "$((claims - rejected_claims - 1))" "the claim is not loaded"
+    ok "a claim with a bad segment is rejected whole"
+    export PROGNOS_HOME="$WORK/home"
+fi
+
 S2="$SHARED_DATA/synpuf/sample-2"
 if [ -d "$S2" ]; then
     assert_exit 0 px etl load --format synpuf --source "$S2" --quiet
