@@ -140,6 +140,8 @@ typedef struct px_etl_params {
     const char *source;   /* directory (synpuf, canonical) or libpq URI (postgres) */
     int progress;         /* draw a progress bar on stderr */
     const char *today;    /* "YYYY-MM-DD" for the future-date rule; NULL = today */
+    int force;            /* load inputs even if loaded before (facts then come back as
+                           * duplicate_key; rows rejected for a missing reference get a retry) */
 } px_etl_params;
 
 px_etl_params px_etl_default_params(void);

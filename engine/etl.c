@@ -22,7 +22,7 @@
 
 px_etl_params px_etl_default_params(void)
 {
-    px_etl_params p = {PX_FMT_CANONICAL, NULL, 0, NULL};
+    px_etl_params p = {PX_FMT_CANONICAL, NULL, 0, NULL, 0};
     return p;
 }
 
@@ -576,7 +576,7 @@ static int load_input(etl_ctx *x, etl_input *in, PGconn *src, int *skipped)
                  in->sha);
         char prior[32] = "";
         if (px_db_scalar(x->c, x->e, prior, sizeof prior, q) != 0) return x->e->code;
-        if (prior[0]) {
+        if (prior[0] && !x->p->force) {
             in->prior_batch = atoll(prior);
             *skipped = 1;
             return px_db_exec(x->c, x->e, "ROLLBACK TO SAVEPOINT px_input");
@@ -688,6 +688,7 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
             snprintf(q, sizeof q, "SELECT coalesce((SELECT batch_id FROM etl.batch_files WHERE sha256 = '%s')::text, '')",
                      inputs[i].sha);
             if ((rc = px_db_scalar(x.c, e, prior, sizeof prior, q)) != 0) goto out;
+            if (p->force) prior[0] = '\0';
             /* the same bytes twice in one source: load them once */
             for (int k = 0; k < i && !prior[0]; k++)
                 if (strcmp(inputs[k].sha, inputs[i].sha) == 0) snprintf(prior, sizeof prior, "-1");

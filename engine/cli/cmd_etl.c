@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 static const char usage[] =
-    "usage: prognos etl load --format synpuf|canonical|postgres --source PATH|URI [--quiet] [--json]\n"
+    "usage: prognos etl load --format synpuf|canonical|postgres --source PATH|URI [--force] [--quiet] [--json]\n"
     "       prognos etl status [--json]\n"
     "       prognos etl layout\n"
     "\n"
@@ -18,6 +18,9 @@ static const char usage[] =
     "           --format canonical  a directory of canonical CSV files (see 'etl layout')\n"
     "           --format postgres   a libpq URI of a database holding the canonical tables\n"
     "           --as-of YYYY-MM-DD  reference date for the future-date rule (default today)\n"
+    "           --force             load files even if loaded before: rows already in the\n"
+    "                               warehouse come back as duplicate_key; rows rejected for a\n"
+    "                               reference that has since been loaded get another chance\n"
     "           --quiet             no progress bar    --json   machine-readable summary\n"
     "status   batches, files, rows read/loaded/rejected, rejects by reason, quality score\n"
     "layout   the canonical CSV layout, column by column\n";
@@ -54,6 +57,7 @@ static int do_load(int argc, char **argv)
         else if (strcmp(argv[i], "--as-of") == 0 && i + 1 < argc) p.today = argv[++i];
         else if (strcmp(argv[i], "--json") == 0) json = 1;
         else if (strcmp(argv[i], "--quiet") == 0) quiet = 1;
+        else if (strcmp(argv[i], "--force") == 0) p.force = 1;
         else return px_cli_usage_error("etl", "unknown or incomplete option '%s'", argv[i]);
     }
     if (!format) return px_cli_usage_error("etl", "load needs --format synpuf|canonical|postgres");

@@ -26,7 +26,7 @@ CREATE TABLE etl.batch_files (
     batch_id      bigint NOT NULL REFERENCES etl.batches,
     file_name     text NOT NULL,
     table_name    text NOT NULL,
-    sha256        char(64) NOT NULL UNIQUE CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    sha256        char(64) NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
     bytes         bigint NOT NULL CHECK (bytes >= 0),
     rows_read     bigint NOT NULL CHECK (rows_read >= 0),
     rows_loaded   bigint NOT NULL CHECK (rows_loaded >= 0),
@@ -34,6 +34,8 @@ CREATE TABLE etl.batch_files (
     CHECK (rows_read = rows_loaded + rows_rejected),
     PRIMARY KEY (batch_id, file_name)
 );
+-- unique except for loads forced with --force (a retry after fixing references)
+CREATE INDEX batch_files_sha256 ON etl.batch_files (sha256);
 
 CREATE TABLE etl.rejects (
     reject_id  bigserial PRIMARY KEY,
