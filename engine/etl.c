@@ -212,6 +212,14 @@ void etl_progress(etl_ctx *x, long long file_bytes_done)
     fflush(stderr);
 }
 
+void etl_progress_phase(etl_ctx *x, const char *phase)
+{
+    if (!x->p->progress || x->total_bytes <= 0) return;
+    fprintf(stderr, "\r%-10s %-28.28s %-48s", phase, x->in ? x->in->name : "", "");
+    fflush(stderr);
+    x->last_draw = -1;
+}
+
 /* ---- pseudonyms and digests -------------------------------------------------- */
 
 void etl_pseudo(etl_ctx *x, px_id_kind kind, const char *v, size_t len, unsigned char bin[16], char hex[33])

@@ -738,7 +738,7 @@ int etl_canonical_file(etl_ctx *x, int fd)
         rc = px_err_set(x->e, PX_ESTATE, "the server stored %lld rows of '%s', prognos sent %lld", n, x->in->name, direct);
         goto out;
     }
-    etl_progress(x, px_csv_bytes(csv));
+    etl_progress_phase(x, tab <= PX_TAB_ENCOUNTERS ? "merging" : "indexing");
     double t1 = now_s();
 
     if (tab <= PX_TAB_ENCOUNTERS) { /* temp tables have no statistics until analyzed */

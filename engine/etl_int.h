@@ -104,6 +104,8 @@ void etl_warn(etl_ctx *x, long long line, const char *reason, const char *field,
 /* Flushes spooled rejects and warnings into etl.rejects and etl.warnings. */
 int etl_rejects_flush(etl_ctx *x);
 void etl_progress(etl_ctx *x, long long file_bytes_done);
+/* Says on the progress line what the server is doing now (e.g. "merging"). */
+void etl_progress_phase(etl_ctx *x, const char *phase);
 
 /* Pseudonym as 16 raw bytes and as 32 hex digits. */
 void etl_pseudo(etl_ctx *x, px_id_kind kind, const char *v, size_t len, unsigned char bin[16], char hex[33]);

@@ -546,6 +546,7 @@ int etl_synpuf_file(etl_ctx *x, int fd)
         rc = px_err_set(x->e, PX_ESTATE, "the server staged %lld rows of '%s', prognos sent %lld", n, x->in->name, staged);
     if (rc != 0) goto out;
     if (!bene && (rc = etl_copy_spool(x, x->spool, "COPY stg_claims_bad FROM STDIN", NULL)) != 0) goto out;
+    etl_progress_phase(x, "merging");
     if ((rc = px_db_exec(x->c, x->e, bene ? "ANALYZE stg_bene" : "ANALYZE stg_claims")) != 0) goto out;
     if (bene) {
         if ((rc = etl_sql(x, merge_patients, NULL, NULL)) != 0) goto out;
