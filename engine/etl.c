@@ -315,6 +315,15 @@ int etl_hash_end(etl_ctx *x, px_csv *csv)
     return 0;
 }
 
+int etl_seen(etl_ctx *x, px_keymap *seen, const char *domain, const char *key, size_t len)
+{
+    unsigned char k[16];
+    int existed = 0;
+    etl_digest(domain, key, len, k);
+    if (!px_keymap_put(seen, k, &existed)) return px_err_set(x->e, PX_ENOMEM, "out of memory");
+    return existed;
+}
+
 /* ---- per-file bookkeeping ------------------------------------------------------- */
 
 int etl_file_done(etl_ctx *x)

@@ -210,9 +210,8 @@ int etl_canonical_begin(etl_ctx *x)
 
 /* ---- field checks ------------------------------------------------------------- */
 
-static void json_row(etl_ctx *x, const cfile *cf, const row *r, px_buf *j)
+static void json_row(const cfile *cf, const row *r, px_buf *j)
 {
-    (void)x;
     px_buf_addc(j, '{');
     for (int i = 0; i < cf->t->ncols; i++) {
         const px_col *col = &cf->t->cols[i];
@@ -241,7 +240,7 @@ static void reject_row(etl_ctx *x, const cfile *cf, const row *r, long long line
                        const char *field, const char *detail)
 {
     px_buf j = {0};
-    json_row(x, cf, r, &j);
+    json_row(cf, r, &j);
     px_buf_addc(&j, '\0');
     etl_reject(x, line, reason, field, detail, j.data);
     px_buf_release(&j);
@@ -383,23 +382,15 @@ static void out_date(px_buf *b, const row *r, int i)
 
 /* ---- table rules -------------------------------------------------------------- */
 
-/* Dedupes a dimension key within the file. Returns 1 if seen before. */
-static int seen_before(cfile *cf, const char *v, size_t n)
-{
-    unsigned char k[16];
-    int existed = 0;
-    etl_digest(cf->t->name, v, n, k);
-    if (!px_keymap_put(cf->seen, k, &existed)) return 0;
-    return existed;
-}
-
 static int row_facility(etl_ctx *x, cfile *cf, row *r, long long line)
 {
     if (r->v[F_BEDS] && (r->iv[F_BEDS] < 1 || r->iv[F_BEDS] > 5000)) {
         reject_row(x, cf, r, line, "value_out_of_range", "beds", "beds must be 1-5000");
         return 0;
     }
-    if (seen_before(cf, r->v[F_ID], r->n[F_ID])) {
+    int dup = etl_seen(x, cf->seen, "facility", r->v[F_ID], r->n[F_ID]);
+    if (dup < 0) return dup;
+    if (dup) {
         reject_row(x, cf, r, line, "duplicate_key", "facility_id", "facility_id appears earlier in the file");
         return 0;
     }
@@ -418,7 +409,9 @@ static int row_facility(etl_ctx *x, cfile *cf, row *r, long long line)
 
 static int row_provider(etl_ctx *x, cfile *cf, row *r, long long line)
 {
-    if (seen_before(cf, r->v[PR_ID], r->n[PR_ID])) {
+    int dup = etl_seen(x, cf->seen, "provider", r->v[PR_ID], r->n[PR_ID]);
+    if (dup < 0) return dup;
+    if (dup) {
         reject_row(x, cf, r, line, "duplicate_key", "provider_id", "provider_id appears earlier in the file");
         return 0;
     }
@@ -463,7 +456,9 @@ static int row_patient(etl_ctx *x, cfile *cf, row *r, long long line)
     int existed = 0;
     etl_patient *pt = px_keymap_put(x->patients, r->bin[P_ID], &existed);
     if (!pt) return px_err_set(x->e, PX_ENOMEM, "out of memory");
-    if (seen_before(cf, r->hex[P_ID], 32)) {
+    int dup = etl_seen(x, cf->seen, "patient", r->hex[P_ID], 32);
+    if (dup < 0) return dup;
+    if (dup) {
         reject_row(x, cf, r, line, "duplicate_key", "patient_id", "patient_id appears earlier in the file");
         return 0;
     }

@@ -109,6 +109,9 @@ void etl_progress_phase(etl_ctx *x, const char *phase);
 
 /* Pseudonym as 16 raw bytes and as 32 hex digits. */
 void etl_pseudo(etl_ctx *x, px_id_kind kind, const char *v, size_t len, unsigned char bin[16], char hex[33]);
+/* Records key (within domain) in seen, a per-file set. Returns 1 if it was
+ * there already (a duplicate), 0 if new, PX_ENOMEM (x->e set) on failure. */
+int etl_seen(etl_ctx *x, px_keymap *seen, const char *domain, const char *key, size_t len);
 /* 16-byte digest of a plain key (facility ids and other non-identifiers). */
 void etl_digest(const char *domain, const char *v, size_t len, unsigned char out[16]);
 

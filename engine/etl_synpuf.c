@@ -305,10 +305,8 @@ static int bene_row(etl_ctx *x, sfile *sf, px_csv *csv, long long line)
             return 0;
         }
     }
-    int existed = 0;
-    unsigned char k2[16];
-    etl_digest("bene", phex, 32, k2);
-    if (!px_keymap_put(sf->seen, k2, &existed)) return px_err_set(x->e, PX_ENOMEM, "out of memory");
+    int existed = etl_seen(x, sf->seen, "bene", phex, 32);
+    if (existed < 0) return existed;
     if (existed) {
         reject_row(x, sf, csv, line, "duplicate_key", "DESYNPUF_ID", "the beneficiary appears earlier in the file");
         return 0;
@@ -462,12 +460,10 @@ static int claim_row(etl_ctx *x, sfile *sf, px_csv *csv, long long line)
         return 0;
     }
     /* a claim's segments share the CLM_ID; the same segment twice is a duplicate */
-    unsigned char k2[16];
     char segkey[48];
-    int existed = 0;
     snprintf(segkey, sizeof segkey, "%s:%lld", ehex, seg);
-    etl_digest("segment", segkey, strlen(segkey), k2);
-    if (!px_keymap_put(sf->seen, k2, &existed)) return px_err_set(x->e, PX_ENOMEM, "out of memory");
+    int existed = etl_seen(x, sf->seen, "segment", segkey, strlen(segkey));
+    if (existed < 0) return existed;
     if (existed) {
         reject_row(x, sf, csv, line, "duplicate_key", "SEGMENT", "this CLM_ID and SEGMENT appear earlier in the file");
         return 0;
