@@ -1,27 +1,70 @@
 /* pgctl.c: the embedded PostgreSQL cluster under $PROGNOS_HOME/pg.
  * PostgreSQL refuses to run as root, so when we are root every server-side
  * command runs as PROGNOS_PG_USER (default postgres) via runuser(1), and pg/ is
- * owned by that user. The server listens on a Unix socket in pg/run only. */
+ * owned by that user. If that user cannot reach PROGNOS_HOME (say, a checkout
+ * inside a 0700 directory), the cluster lives in PX_CLUSTER_DIR/<hash of the
+ * home> and $PROGNOS_HOME/pg is a symbolic link to it; every path handed to the
+ * server is the resolved one. The server listens on a Unix socket in pg/run only. */
 #include "engine/internal.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <limits.h>
+#include <openssl/evp.h>
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PX_DB_NAME "prognos"
 #define PX_DB_ROLE "prognos"
 
+#define PX_CLUSTER_DIR "/var/lib/prognos/clusters"
+
+/* The cluster's directory as the server sees it: $PROGNOS_HOME/pg, resolved
+ * when it is a link to PX_CLUSTER_DIR. */
 static void pg_paths(const px_config *cfg, char *pg, char *data, char *run, size_t len)
 {
-    snprintf(pg, len, "%s/pg", cfg->home);
-    snprintf(data, len, "%s/pg/data", cfg->home);
-    snprintf(run, len, "%s/pg/run", cfg->home);
+    char link[4200], real[PATH_MAX];
+    snprintf(link, sizeof link, "%s/pg", cfg->home);
+    snprintf(pg, len, "%s", realpath(link, real) ? real : link);
+    snprintf(data, len, "%s/data", pg);
+    snprintf(run, len, "%s/run", pg);
+}
+
+/* Places the cluster in PX_CLUSTER_DIR when the server user cannot reach the
+ * home, leaving $PROGNOS_HOME/pg as a link to it. A directory left there by a
+ * home that no longer exists is moved aside, not reused. */
+static int place_cluster(const px_config *cfg, const struct passwd *owner, px_err *e)
+{
+    char link[4200], target[256], aside[300];
+    unsigned char md[32];
+    unsigned int n = 0;
+    snprintf(link, sizeof link, "%s/pg", cfg->home);
+    if (access(link, F_OK) == 0) return 0;
+    EVP_Digest(cfg->home, strlen(cfg->home), md, &n, EVP_sha256(), NULL);
+    int len = snprintf(target, sizeof target, "%s/", PX_CLUSTER_DIR);
+    for (int i = 0; i < 8; i++) len += snprintf(target + len, sizeof target - (size_t)len, "%02x", md[i]);
+    if (mkdir("/var/lib/prognos", 0755) != 0 && errno != EEXIST)
+        return px_err_set(e, PX_EIO, "cannot create /var/lib/prognos: %s", strerror(errno));
+    if (mkdir(PX_CLUSTER_DIR, 0755) != 0 && errno != EEXIST)
+        return px_err_set(e, PX_EIO, "cannot create %s: %s", PX_CLUSTER_DIR, strerror(errno));
+    if (access(target, F_OK) == 0) {
+        snprintf(aside, sizeof aside, "%s.orphaned-%ld", target, (long)time(NULL));
+        if (rename(target, aside) != 0)
+            return px_err_set(e, PX_EIO, "cannot move aside '%s': %s", target, strerror(errno));
+        px_log(PX_LOG_WARN, "moved an orphaned cluster aside: %s", aside);
+    }
+    if (mkdir(target, 0700) != 0 || chown(target, owner->pw_uid, owner->pw_gid) != 0)
+        return px_err_set(e, PX_EIO, "cannot create '%s': %s", target, strerror(errno));
+    if (symlink(target, link) != 0)
+        return px_err_set(e, PX_EIO, "cannot link '%s' to '%s': %s", link, target, strerror(errno));
+    px_log(PX_LOG_INFO, "user %s cannot reach %s: the cluster lives in %s", owner->pw_name, cfg->home, target);
+    return 0;
 }
 
 /* Runs argv (argv[0] a full path) and waits. When root, runs it as the server
@@ -63,8 +106,9 @@ static int run_server_cmd(const px_config *cfg, const char *cwd, char *const arg
 /* libpq conninfo for the embedded server's maintenance database or warehouse. */
 static void embedded_conninfo(const px_config *cfg, const char *db, char *buf, size_t len)
 {
-    snprintf(buf, len, "host='%s/pg/run' dbname='%s' user='%s' connect_timeout=10",
-             cfg->home, db, PX_DB_ROLE);
+    char pg[4300], data[4300], run[4300];
+    pg_paths(cfg, pg, data, run, sizeof pg);
+    snprintf(buf, len, "host='%s' dbname='%s' user='%s' connect_timeout=10", run, db, PX_DB_ROLE);
 }
 
 int px_pg_initialized(const px_config *cfg)
@@ -191,8 +235,6 @@ int px_pg_init(const px_config *cfg, px_err *e)
     if ((rc = px_pseudo_keygen(cfg->key_file, e)) != 0) return rc;
     if (cfg->external) return 0; /* the caller connects and migrates */
     if ((rc = check_bin(cfg, e)) != 0) return rc;
-    pg_paths(cfg, pg, data, run, sizeof pg);
-    if ((rc = check_socket_len(run, e)) != 0) return rc;
 
     if (!px_pg_initialized(cfg)) {
         struct passwd *owner = NULL;
@@ -204,14 +246,18 @@ int px_pg_init(const px_config *cfg, px_err *e)
                 px_err_hint(e, "install postgresql-15 (it creates 'postgres') or set PROGNOS_PG_USER");
                 return PX_ESTATE;
             }
+            char *probe[] = {"test", "-x", (char *)cfg->home, NULL};
+            if (run_server_cmd(cfg, "/", probe, 1) != 0 && (rc = place_cluster(cfg, owner, e)) != 0) return rc;
         }
+        pg_paths(cfg, pg, data, run, sizeof pg);
+        if ((rc = check_socket_len(run, e)) != 0) return rc;
         if ((rc = make_dir(pg, 0700, owner, e)) != 0) return rc;
         if ((rc = make_dir(run, 0700, owner, e)) != 0) return rc;
         if (owner) {
             char *probe[] = {"test", "-w", pg, NULL};
             if (run_server_cmd(cfg, "/", probe, 1) != 0) {
                 px_err_set(e, PX_ESTATE, "user '%s' cannot reach '%s'", cfg->pg_user, pg);
-                px_err_detail(e, "a directory above PROGNOS_HOME is not searchable by that user");
+                px_err_detail(e, "a directory above the cluster is not searchable by that user");
                 px_err_hint(e, "chmod o+x the parent directories, or set PROGNOS_HOME elsewhere (e.g. /var/lib/prognos)");
                 return PX_ESTATE;
             }
@@ -324,8 +370,8 @@ int px_pg_url(const px_config *cfg, char *buf, size_t len, px_err *e)
         strcpy(buf, cfg->db_url);
         return 0;
     }
-    char run[4300], enc[13000];
-    snprintf(run, sizeof run, "%s/pg/run", cfg->home);
+    char pg[4300], data[4300], run[4300], enc[13000];
+    pg_paths(cfg, pg, data, run, sizeof pg);
     pct_encode(run, enc, sizeof enc);
     if ((size_t)snprintf(buf, len, "postgresql:///%s?host=%s&user=%s", PX_DB_NAME, enc, PX_DB_ROLE) >= len)
         return px_err_set(e, PX_EINVAL, "database URL too long");

@@ -69,3 +69,18 @@ if [ "$(id -u)" -eq 0 ] && id nobody >/dev/null 2>&1 && runuser -u nobody -- tes
 else
     echo "skip - not root, or no 'nobody' user that can run $PROGNOS_BIN"
 fi
+
+# as root, with PROGNOS_HOME inside a directory the server user cannot enter
+# (a checkout made with mktemp -d): the cluster is placed where it can, and
+# $PROGNOS_HOME/pg links to it
+if [ "$(id -u)" -eq 0 ]; then
+    mkdir -m 700 "$WORK/private"
+    PH="$WORK/private/home"
+    PROGNOS_HOME="$PH" px db init >/dev/null || fail "db init in a 0700 directory"
+    [ -L "$PH/pg" ] || fail "the cluster of an unreachable home is not linked from \$PROGNOS_HOME/pg"
+    assert_eq "$(psql -X -At "$(PROGNOS_HOME="$PH" px db url)" -c 'SELECT 6*7')" 42 "psql on a relocated cluster"
+    PROGNOS_HOME="$PH" px db stop >/dev/null
+    PROGNOS_HOME="$PH" px db status >/dev/null 2>&1 && fail "status says running after stop"
+    PROGNOS_HOME="$PH" px etl status >/dev/null || fail "etl status restarts a relocated cluster"
+    ok "a home the server user cannot reach gets its cluster placed outside, linked"
+fi

@@ -22,8 +22,10 @@ sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$(px db url)" -c "$1"; }
 
 cleanup() {
     local rc=$?
-    for h in "$WORK"/home*; do
+    for h in "$WORK"/home* "$WORK"/private/home*; do
         [ -d "$h/pg" ] && PROGNOS_HOME="$h" "$PROGNOS_BIN" db stop >/dev/null 2>&1 || true
+        # a cluster placed outside the home (see pgctl.c) goes with it
+        [ -L "$h/pg" ] && rm -rf "$(readlink -f "$h/pg")"
     done
     if [ $rc -eq 0 ]; then rm -rf "$WORK"; else echo "FAILED: $TEST_NAME (work dir kept: $WORK)" >&2; fi
 }
