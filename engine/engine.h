@@ -158,6 +158,31 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
 /* Writes the status report (text or JSON) to out. */
 int px_etl_status(const px_config *cfg, int json, FILE *out, px_err *e);
 
+/* ---- small utilities shared by every library ------------------------- */
+
+/* Growable byte buffer. */
+typedef struct px_buf { char *data; size_t len, cap; } px_buf;
+int px_buf_reserve(px_buf *b, size_t extra);
+int px_buf_add(px_buf *b, const void *p, size_t n);
+int px_buf_addc(px_buf *b, char ch);
+int px_buf_adds(px_buf *b, const char *s);
+int px_buf_printf(px_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void px_buf_release(px_buf *b);
+/* Appends s escaped for COPY ... FROM STDIN (text format); len 0 writes \N when null. */
+int px_buf_copy_field(px_buf *b, const char *s, size_t len);
+int px_buf_json_str(px_buf *b, const char *s, size_t len);  /* "..." with escapes */
+
+/* SHA-256 of a byte range as 64 lower-case hex digits plus NUL. */
+void px_sha256_hex(const void *data, size_t len, char out[65]);
+/* Reads a whole file into *data (NUL-terminated, not counted in *len); caller frees.
+ * Refuses files over max_bytes. Returns 0 or PX_EIO / PX_ENOMEM / PX_EINVAL. */
+int px_file_read(const char *path, size_t max_bytes, unsigned char **data, size_t *len, px_err *e);
+/* Writes data to path atomically (a temporary file in the same directory, fsync,
+ * rename), with the given mode. Returns 0 or PX_EIO. */
+int px_file_write_atomic(const char *path, const void *data, size_t len, int mode, px_err *e);
+/* mkdir -p with the given mode for the directories it creates. Returns 0 or PX_EIO. */
+int px_mkdir_p(const char *dir, int mode, px_err *e);
+
 /* ---- synthetic data ---------------------------------------------------- */
 
 typedef struct px_gen_params {

@@ -1494,26 +1494,6 @@ static void truth_write(gen *g, out *o, const double auc[2])
 
 /* ---- files ---- */
 
-static int mkdir_p(const char *dir, px_err *e)
-{
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
-        return px_err_set(e, PX_EINVAL, "output directory name too long");
-    for (char *s = path + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST)
-            return px_err_set(e, PX_EIO, "cannot create directory '%s': %s", path, strerror(errno));
-        *s = '/';
-    }
-    if (mkdir(path, 0777) != 0 && errno != EEXIST)
-        return px_err_set(e, PX_EIO, "cannot create directory '%s': %s", path, strerror(errno));
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return px_err_set(e, PX_EIO, "output path '%s' is not a directory", path);
-    return 0;
-}
-
 /* Each file is written as NAME.tmp and renamed once all are complete, so a
  * failed run never leaves a set of files that looks whole. */
 static int outs_open(gen *g, px_err *e)
@@ -1610,7 +1590,7 @@ static int gen_setup(gen *g, const px_gen_params *p, px_err *e)
     if (rc < 0) return rc;
     if (facilities_setup(g) < 0 || !(g->fs = calloc((size_t)p->facilities, sizeof *g->fs)))
         return px_err_set(e, PX_ENOMEM, "out of memory");
-    return mkdir_p(p->out_dir, e);
+    return px_mkdir_p(p->out_dir, 0777, e);
 }
 
 static void gen_release(gen *g)

@@ -106,16 +106,6 @@ int px_icd_normalize(const char *s, size_t len, char *out);
 
 /* ---- COPY text encoding -------------------------------------------------- */
 
-/* Growable byte buffer. */
-typedef struct px_buf { char *data; size_t len, cap; } px_buf;
-int px_buf_reserve(px_buf *b, size_t extra);
-int px_buf_add(px_buf *b, const void *p, size_t n);
-int px_buf_addc(px_buf *b, char ch);
-int px_buf_adds(px_buf *b, const char *s);
-int px_buf_printf(px_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void px_buf_release(px_buf *b);
-/* Appends s escaped for COPY ... FROM STDIN (text format); len 0 writes \N when null. */
-int px_buf_copy_field(px_buf *b, const char *s, size_t len);
-int px_buf_json_str(px_buf *b, const char *s, size_t len);  /* "..." with escapes */
+/* px_buf (growable byte buffer) is declared in engine/engine.h. */
 
 #endif

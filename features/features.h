@@ -1,10 +1,113 @@
-/* features.h: feature-set definitions and the SQL feature-table builder
- * This library is a placeholder until its issue lands; it builds and links so
- * the folder layout and dependency order are fixed from the start. */
+/* features.h: feature-set definitions, comorbidity maps and the SQL feature-table
+ * builder, and the extraction of any feature table into an in-memory dataset.
+ *
+ * Feature tables are built set-based inside PostgreSQL (features.<set>), one row
+ * per index admission, point-in-time correct: a row's features use only what was
+ * known at its prediction time (discharge for readmission, admission for
+ * mortality and LOS). Every build writes a row to features.catalog. */
 #ifndef PROGNOS_FEATURES_H
 #define PROGNOS_FEATURES_H
 
-/* Returns a one-line description of what this library will hold (static string). */
-const char *px_feat_purpose(void);
+#include "engine/engine.h"
+
+/* ---- column roles and kinds ------------------------------------------- */
+
+typedef enum {
+    PX_ROLE_KEY,      /* row identity (encounter_id): never a feature */
+    PX_ROLE_GROUP,    /* patient pseudonym: holdout grouping, never a feature */
+    PX_ROLE_TIME,     /* prediction time (date): temporal holdout, never a feature */
+    PX_ROLE_FEATURE,  /* a model input */
+    PX_ROLE_LABEL,    /* an outcome */
+    PX_ROLE_INFO      /* descriptive or after-the-fact (facility, death after discharge): never a feature */
+} px_col_role;
+
+typedef enum {
+    PX_COL_NUMERIC,      /* integers, reals, booleans (0/1) */
+    PX_COL_CATEGORICAL   /* text: one-hot encoded by models/ */
+} px_col_kind;
+
+/* ---- built-in feature sets --------------------------------------------- */
+
+typedef struct px_feat_set_info {
+    const char *name;                     /* readmission | mortality | los */
+    const char *table;                    /* features.readmission ... */
+    const char *label;                    /* label column: readmit_30d, death_30d, los_days */
+    int binary;                           /* 1 for a 0/1 label */
+    const char *time_col;                 /* discharge_date (readmission) or admission_date */
+    const char *const *default_features;  /* NULL-terminated: the built-in model's inputs */
+    const char *doc;                      /* one paragraph: cohort, label, exclusions */
+} px_feat_set_info;
+
+extern const px_feat_set_info px_feat_sets[];
+extern const int px_feat_sets_count;
+/* NULL when the name is not a built-in set. */
+const px_feat_set_info *px_feat_set_find(const char *name);
+
+typedef struct px_feat_build_result {
+    long long build_id;      /* features.catalog row */
+    long long rows;          /* rows in the table */
+    long long positives;     /* label = 1 (binary sets), else 0 */
+    char def_hash[65];       /* SHA-256 of the set's SQL definition and comorbidity map */
+    double seconds;          /* wall time of the build */
+    int unchanged;           /* 1: already built from the same batches with the same definition; nothing done */
+} px_feat_build_result;
+
+/* Builds (or rebuilds) features.<set> in one transaction and records it in
+ * features.catalog. Returns 0, or a negative PX_E* code (nothing changed). */
+int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e);
+
+/* ---- datasets: a feature table in memory ------------------------------- */
+
+typedef struct px_dataset_params {
+    const char *table;                 /* schema.table (quoted safely by the loader) */
+    const char *label;                 /* label column (required) */
+    const char *time_col;              /* NULL: the catalog's, else 'discharge_date', else 'admission_date', else none */
+    const char *group_col;             /* NULL: 'patient_id' when present, else none */
+    const char *const *features;       /* NULL-terminated list, or NULL: every column whose role is
+                                        * feature (catalog) or, for other tables, every numeric,
+                                        * boolean or text column that is not key/time/group/label */
+    const char *const *extra;          /* NULL-terminated text columns kept as strings (e.g. facility_id), or NULL */
+    size_t max_levels;                 /* categorical columns with more distinct values are refused (default 200) */
+} px_dataset_params;
+
+px_dataset_params px_dataset_default_params(void);
+
+/* A dense, row-major table of n rows and p feature columns, ordered by
+ * (time, key) so that the same table gives the same dataset. */
+typedef struct px_dataset {
+    size_t n, p;
+    char **names;          /* p feature column names */
+    px_col_kind *kind;     /* p */
+    double *x;             /* n*p: numeric value, or for categorical columns the index of the
+                            * value in levels[j]; NAN when missing */
+    size_t *nlevels;       /* p: number of distinct values (0 for numeric columns) */
+    char ***levels;        /* p arrays of nlevels[j] strings, sorted by byte order (NULL for numeric) */
+    double *y;             /* n labels (rows with a missing label are dropped and counted) */
+    int32_t *day;          /* n prediction times, days since 1970-01-01 (0 when there is no time column) */
+    uint64_t *group;       /* n patient group keys (first 64 bits of the pseudonym; 0 when none) */
+    char *sex;             /* n: 'F', 'M', 'U' or 0, from a column named sex (or female), for subgroups */
+    double *age;           /* n: from a column named age_years (or age), NAN when absent */
+    size_t nextra;
+    char **extra_names;    /* nextra */
+    char **extra;          /* n*nextra strings (NULL when missing) */
+    size_t dropped_missing_label;
+    char table[256];
+    char label[64];
+    char time_col[64];
+    char definition_hash[65];  /* the catalog's, or "" for a user's table */
+    char fingerprint[65];      /* SHA-256 over names, kinds, levels, x, y and day: the training data's identity */
+} px_dataset;
+
+/* Allocates an empty dataset of n rows and p columns (all arrays zeroed, x
+ * set to NAN); names must then be filled. Caller frees with px_dataset_free. */
+px_dataset *px_dataset_new(size_t n, size_t p);
+/* Loads a feature table. Caller frees. NULL on error: unknown table or column
+ * (named), a label that is not numeric, too many levels, out of memory. */
+px_dataset *px_dataset_load(PGconn *c, const px_dataset_params *p, px_err *e);
+/* Recomputes d->fingerprint from its content. */
+void px_dataset_fingerprint(px_dataset *d);
+void px_dataset_free(px_dataset *d);   /* accepts NULL */
+/* Index of a feature column by name, or -1. */
+int px_dataset_col(const px_dataset *d, const char *name);
 
 #endif

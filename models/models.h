@@ -1,10 +1,212 @@
-/* models.h: logistic regression, GLMs and LibSVM models with evaluation
- * This library is a placeholder until its issue lands; it builds and links so
- * the folder layout and dependency order are fixed from the start. */
+/* models.h: model fitting, prediction and evaluation.
+ *
+ * Logistic regression (IRLS/Newton, optional ridge) and a Poisson GLM for length
+ * of stay on GSL; LibSVM C-SVC and epsilon-SVR; the encoding (scaling, one-hot)
+ * fitted on training rows and stored with the model; evaluation metrics.
+ * GSL's default error handler aborts the process: px_models_init() turns it off,
+ * and every GSL status is checked. Library calls return 0 or a negative PX_E*
+ * code and fill the caller's px_err; constructors return NULL on error. */
 #ifndef PROGNOS_MODELS_H
 #define PROGNOS_MODELS_H
 
-/* Returns a one-line description of what this library will hold (static string). */
-const char *px_model_purpose(void);
+#include "features/features.h"
+
+/* Turns GSL's abort-on-error handler off (idempotent, call before any fit). */
+void px_models_init(void);
+
+/* ---- dense GLM fitting (the numerical core) ----------------------------- */
+
+typedef struct px_glm_params {
+    double l2;          /* ridge penalty: adds l2 * sum(beta_j^2) / 2 to the negative
+                         * log-likelihood, for every column with penalize[j] != 0 */
+    const unsigned char *penalize;  /* k flags, or NULL: penalize every column except 0 (the intercept) */
+    int max_iter;       /* Newton/IRLS iterations (default 50) */
+    double tol;         /* stop when |dev - dev_old| / (|dev| + 0.1) < tol (R's glm.control rule; default 1e-10) */
+    int threads;        /* threads for forming X'WX (default 2; 1 = none) */
+} px_glm_params;
+
+px_glm_params px_glm_default_params(void);
+
+typedef struct px_glm_fit {
+    size_t k;
+    double *beta;       /* k estimates */
+    double *se;         /* k standard errors from the inverse (penalized) information */
+    double *cov;        /* k*k covariance matrix (row-major) */
+    int iterations;
+    int converged;      /* 1 when the tolerance was met within max_iter */
+    int separation;     /* 1 when (quasi-)complete separation was detected: fitted probabilities
+                         * at 0 or 1 and diverging coefficients; estimates are then not finite MLEs */
+    double deviance, null_deviance, loglik;
+    char warning[256];  /* "" or why the fit is suspect */
+} px_glm_fit;
+
+/* Logistic regression of y (0/1) on X (n x k, row-major; include an intercept
+ * column yourself). w: prior weights (NULL = 1). offset: NULL or n values.
+ * Fills *fit (release with px_glm_fit_release). Returns 0, PX_EINVAL (bad
+ * input, singular information matrix: the message names the column), PX_ENOMEM. */
+int px_logit_fit(const double *X, const double *y, const double *w, const double *offset, size_t n, size_t k,
+                 const px_glm_params *p, px_glm_fit *fit, px_err *e);
+/* Poisson regression with log link of a count y >= 0 (same conventions).
+ * Standard errors are the robust (sandwich, HC0) ones, valid under over-dispersion. */
+int px_poisson_fit(const double *X, const double *y, const double *w, const double *offset, size_t n, size_t k,
+                   const px_glm_params *p, px_glm_fit *fit, px_err *e);
+void px_glm_fit_release(px_glm_fit *fit);   /* accepts a zeroed or released struct */
+
+/* ---- LibSVM (the numerical core) ---------------------------------------- */
+
+typedef enum { PX_SVM_SVC, PX_SVM_SVR } px_svm_type;
+
+typedef struct px_svm_params {
+    px_svm_type type;
+    double C;            /* cost; 0 = choose by cross-validation from a grid */
+    double gamma;        /* RBF width; 0 = choose by cross-validation (grid around 1/k) */
+    double epsilon;      /* SVR tube width (default 0.1, on the label's scale) */
+    int cv_folds;        /* folds for the grid search (default 3) */
+    size_t max_rows;     /* training-size policy: at most this many rows (default 20000), a
+                          * seeded, stratified (SVC) random subsample beyond it */
+    double cache_mb;     /* LibSVM kernel cache in MB (default 200) */
+    uint64_t seed;
+} px_svm_params;
+
+px_svm_params px_svm_default_params(void);
+
+typedef struct px_svm_info {
+    size_t n_rows, n_used, n_sv;
+    double C, gamma;
+    double cv_score;     /* SVC: cross-validated AUC; SVR: cross-validated RMSE */
+    double class_weight_pos; /* SVC: weight of the positive class (n_neg / n_pos) */
+} px_svm_info;
+
+typedef struct px_svm px_svm;   /* opaque: owns its LibSVM model and support vectors */
+
+/* X: n x k standardized design without an intercept; y: 0/1 (SVC) or a value (SVR).
+ * Caller frees with px_svm_free. NULL on error. */
+px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const px_svm_params *p, px_svm_info *info,
+                   px_err *e);
+/* SVC: probability of class 1 (Platt scaling from LibSVM); SVR: the prediction. */
+double px_svm_predict(const px_svm *s, const double *x);
+/* Deterministic bytes (LibSVM's text format in a length-checked frame); caller frees *out. */
+int px_svm_save(const px_svm *s, px_buf *out, px_err *e);
+/* Bytes must have passed an integrity check first (LibSVM's parser crashes on
+ * truncated input); still refuses malformed frames with PX_ECORRUPT. Not
+ * thread-safe (LibSVM's loader calls setlocale): serialize calls. */
+px_svm *px_svm_load(const unsigned char *bytes, size_t len, px_err *e);
+void px_svm_free(px_svm *s);
+size_t px_svm_nsv(const px_svm *s);
+
+/* ---- models: encoding + an algorithm ------------------------------------ */
+
+typedef enum { PX_ALGO_LOGIT, PX_ALGO_POISSON, PX_ALGO_SVC, PX_ALGO_SVR } px_algo;
+const char *px_algo_name(px_algo a);            /* "logit", "poisson", "svc", "svr" */
+int px_algo_parse(const char *s, px_algo *a);   /* 0 or PX_EINVAL */
+
+/* One raw input of a model, as fitted on the training rows. */
+typedef struct px_feature_info {
+    char name[64];
+    px_col_kind kind;
+    double mean, sd;      /* numeric: training mean and standard deviation (scaling) */
+    double min, max;      /* numeric: training range */
+    size_t nlevels;       /* categorical: levels seen in training, byte order */
+    char **levels;
+    size_t ref;           /* categorical: reference level (most frequent in training; ties: first) */
+    size_t col, ncols;    /* design-matrix columns it occupies (numeric: 1; categorical: nlevels-1; 0 if dropped) */
+    int dropped;          /* 1: constant in training, not used */
+} px_feature_info;
+
+typedef struct px_term {
+    char name[96];        /* "(intercept)", "age_years", "sex=M" */
+    double beta, se;      /* on the original scale of the feature */
+} px_term;
+
+typedef struct px_fit_params {
+    px_algo algo;
+    px_glm_params glm;
+    px_svm_params svm;
+} px_fit_params;
+
+px_fit_params px_fit_default_params(px_algo algo);
+
+typedef struct px_fit_info {
+    size_t n_train;
+    int iterations, converged, separation;
+    double deviance, null_deviance;
+    px_svm_info svm;
+    double seconds;
+    char warning[256];
+} px_fit_info;
+
+typedef struct px_model px_model;   /* opaque */
+
+/* Fits the encoding and the algorithm on the given rows of d. Caller frees
+ * with px_model_free. NULL on error (the message says why: no rows, a label
+ * that is not 0/1 for a classifier, a singular design naming the column ...). */
+px_model *px_model_fit(const px_dataset *d, const size_t *rows, size_t nrows, const px_fit_params *p,
+                       px_fit_info *info, px_err *e);
+void px_model_free(px_model *m);   /* accepts NULL */
+
+px_algo px_model_algo(const px_model *m);
+size_t px_model_nfeatures(const px_model *m);
+/* Valid while m lives. */
+const px_feature_info *px_model_feature(const px_model *m, size_t j);
+/* Index of a feature by name, or -1. */
+int px_model_feature_index(const px_model *m, const char *name);
+/* Coefficients on the features' original scale (logit, poisson); *n = 0 for SVMs.
+ * The array is owned by m. */
+const px_term *px_model_terms(const px_model *m, size_t *n);
+
+/* Predicts one instance. raw: px_model_nfeatures(m) values in the model's feature
+ * order; numeric values as is, categorical values as an index into that
+ * feature's levels; NAN = missing (imputed by the training mean / the reference level).
+ * *value: probability (logit, svc), expected value (poisson: the mean; svr).
+ * contrib (NULL or nfeatures): each feature's contribution on the linear-predictor
+ * scale relative to the training mean / reference level (logit: log-odds;
+ * poisson: log of the mean; SVMs: the change in value when the feature is set to
+ * its mean / reference). Returns 0 or PX_EINVAL naming the feature. Thread-safe. */
+int px_model_predict(const px_model *m, const double *raw, double *value, double *contrib, px_err *e);
+/* Scores rows of a dataset whose columns are matched by name and whose levels are
+ * matched by text (a level unseen in training counts as the reference). out: n values. */
+int px_model_score(const px_model *m, const px_dataset *d, const size_t *rows, size_t n, double *out, px_err *e);
+
+/* Serialization: the same model gives the same bytes (a text format,
+ * "prognos-model 1", numbers printed with %.17g in the C locale). Caller frees *out. */
+int px_model_save(const px_model *m, px_buf *out, px_err *e);
+/* Parses px_model_save's bytes. Anything malformed, truncated or inconsistent is
+ * refused with PX_ECORRUPT; never crashes on any input. Bytes holding an SVM
+ * must have passed the registry's integrity check (see px_svm_load). */
+px_model *px_model_load(const unsigned char *bytes, size_t len, px_err *e);
+
+/* ---- evaluation ---------------------------------------------------------- */
+
+#define PX_EVAL_GROUPS 10
+#define PX_EVAL_THRESHOLDS 7
+
+typedef struct px_eval_bin {
+    size_t n, events;
+    double auc, auc_se, auc_lo, auc_hi;  /* Mann-Whitney AUC; DeLong (1988) variance; 95% normal interval clipped to [0,1] */
+    double auprc;                        /* average precision, as scikit-learn's average_precision_score */
+    double brier;                        /* mean squared error of the probabilities */
+    double cal_intercept;                /* calibration-in-the-large: a in logit(P(y)) = a + logit(p) */
+    double cal_slope;                    /* b in logit(P(y)) = a + b logit(p) */
+    double hl_chi2, hl_p;                /* Hosmer-Lemeshow over deciles of risk, df = groups - 2 */
+    int hl_df;
+    size_t ngroups;
+    struct { size_t n; double events, mean_pred, obs_rate; } group[PX_EVAL_GROUPS];  /* deciles of risk */
+    struct { double threshold, sens, spec, ppv, npv; size_t tp, fp, tn, fn; } thr[PX_EVAL_THRESHOLDS];
+} px_eval_bin;
+
+typedef struct px_eval_reg {
+    size_t n;
+    double mae, rmse, r2, mean_obs, mean_pred;
+} px_eval_reg;
+
+/* y: 0/1; p: probabilities in [0,1]. Needs both classes for AUC (else PX_EINVAL). */
+int px_eval_binary(const double *y, const double *p, size_t n, px_eval_bin *out, px_err *e);
+/* Paired DeLong test of two scores on the same rows: diff = auc1 - auc2, its SE, two-sided p. */
+int px_eval_delong_paired(const double *y, const double *p1, const double *p2, size_t n, double *diff, double *se,
+                          double *pvalue, px_err *e);
+int px_eval_regression(const double *y, const double *yhat, size_t n, px_eval_reg *out, px_err *e);
+/* JSON text of an evaluation (cJSON, compact, keys in a fixed order); caller frees with free(). NULL on ENOMEM. */
+char *px_eval_bin_json(const px_eval_bin *ev);
+char *px_eval_reg_json(const px_eval_reg *ev);
 
 #endif

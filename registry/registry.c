@@ -1,7 +1,2 @@
-/* registry.c: versioned model registry with signed artifacts (placeholder until its issue lands). */
+/* registry.c: placeholder until the registry lands (see registry.h). */
 #include "registry/registry.h"
-
-const char *px_reg_purpose(void)
-{
-    return "versioned model registry with signed artifacts";
-}

@@ -1,10 +1,128 @@
-/* registry.h: versioned model registry with signed artifacts
- * This library is a placeholder until its issue lands; it builds and links so
- * the folder layout and dependency order are fixed from the start. */
+/* registry.h: versioned models with signed artifacts, aliases, drift references,
+ * model cards, and the training and retraining jobs built on them.
+ *
+ * Versions live in PostgreSQL (registry.versions), artifacts on disk under
+ * $PROGNOS_HOME/registry/<model>/<version>/. manifest.json lists every artifact
+ * file with its SHA-256 and is signed with the installation's Ed25519 key
+ * (manifest.sig). Nothing is loaded before digest and signature check out. */
 #ifndef PROGNOS_REGISTRY_H
 #define PROGNOS_REGISTRY_H
 
-/* Returns a one-line description of what this library will hold (static string). */
-const char *px_reg_purpose(void);
+#include "models/models.h"
+
+/* ---- keys ---------------------------------------------------------------- */
+
+/* Creates the signing key pair if absent: $PROGNOS_HOME/signing.key (PKCS#8 PEM,
+ * mode 0600) and signing.pub (PEM). PROGNOS_SIGNING_KEY names another private
+ * key file. Idempotent. Returns 0 or PX_EIO. */
+int px_reg_keygen(const px_config *cfg, px_err *e);
+
+/* ---- versions -------------------------------------------------------------- */
+
+typedef struct px_reg_new {
+    const char *name;             /* model name: readmission, mortality, los, or [a-z][a-z0-9_]{0,62} */
+    const char *algo;             /* px_algo_name() */
+    const char *task;             /* "binary" or "regression" */
+    const char *params_json;      /* fit parameters (JSON object) */
+    const char *feature_set;      /* built-in set name, or "" for a user's table */
+    const char *feature_table;    /* schema.table */
+    const char *label;
+    const char *definition_hash;  /* the feature set's, or "" */
+    const char *fingerprint;      /* training data SHA-256 (px_dataset.fingerprint) */
+    const char *split_json;       /* holdout definition and row counts (JSON object) */
+    const char *metrics_json;     /* evaluation: overall, by sex, by age band (JSON object) */
+    const char *calibration_csv;  /* calibration table by decile of risk ("" for regression) */
+    const char *reference_json;   /* reference distributions (px_reg_reference_json) */
+    const px_model *model;        /* serialized with px_model_save */
+    const char *source_batches;   /* JSON array of etl batch ids the features came from */
+} px_reg_new;
+
+/* Registers a version: writes and signs the artifact directory, then inserts the
+ * row, in that order (a failed insert removes the directory). Versions number
+ * from 1 per model. If a version with the same fingerprint, algorithm, params
+ * and definition hash exists, nothing is written: returns PX_ENOTHING with
+ * *version set to it. Otherwise returns 0 with *version set. */
+int px_reg_register(PGconn *c, const px_config *cfg, const px_reg_new *v, int *version, px_err *e);
+
+/* Resolves a reference: "3", "v3", "champion", "challenger", "latest". */
+int px_reg_resolve(PGconn *c, const char *name, const char *ref, int *version, px_err *e);
+
+/* Checks every file of the artifact against the manifest and the manifest's
+ * signature against the public key. 0, or PX_ECORRUPT naming the file and what is wrong. */
+int px_reg_verify(PGconn *c, const px_config *cfg, const char *name, int version, px_err *e);
+
+/* Verified read of one artifact file (e.g. "metrics.json") into memory; caller frees *data. */
+int px_reg_read_file(const px_config *cfg, const char *name, int version, const char *file, unsigned char **data,
+                     size_t *len, px_err *e);
+
+/* Verified load of the model: reads the manifest, checks its signature, reads
+ * model.bin into memory, checks its digest, then parses it. The directory and
+ * public key are all it needs (no database): the server uses it for hot reload.
+ * Caller frees with px_model_free. */
+px_model *px_reg_load_dir(const char *dir, const char *pubkey_path, px_err *e);
+/* Same, by name and reference; *version receives the resolved version. */
+px_model *px_reg_load(PGconn *c, const px_config *cfg, const char *name, const char *ref, int *version, px_err *e);
+
+/* Points alias ("champion" or "challenger") at a version; recorded in
+ * registry.alias_history and audit.events. */
+int px_reg_promote(PGconn *c, const char *name, int version, const char *alias, const char *reason, px_err *e);
+
+/* Reports: a table (or JSON) of every model and version with its aliases and headline metrics. */
+int px_reg_list(PGconn *c, int json, FILE *out, px_err *e);
+/* One version: everything in its row plus its metrics, coefficients and drift reference summary. */
+int px_reg_show(PGconn *c, const px_config *cfg, const char *name, const char *ref, int json, FILE *out, px_err *e);
+/* A model card in Markdown: intended use, cohort, features, metrics, subgroup
+ * calibration, limitations. */
+int px_reg_card(PGconn *c, const px_config *cfg, const char *name, const char *ref, FILE *out, px_err *e);
+
+/* Reference distributions for drift monitoring, from the training rows: per
+ * feature, numeric: decile edges and the share of rows in each bin, plus missing share;
+ * categorical: the share of each level; and the same for the score. JSON text, caller frees. */
+char *px_reg_reference_json(const px_model *m, const px_dataset *d, const size_t *rows, size_t n,
+                            const double *scores, px_err *e);
+
+/* ---- training and retraining jobs (train.c) -------------------------------- */
+
+typedef struct px_train_params {
+    const char *model;            /* registry name: readmission | mortality | los | any name with table */
+    const char *table;            /* NULL: the built-in set of that name */
+    const char *label;            /* NULL: the set's */
+    const char *const *features;  /* NULL-terminated or NULL: the set's default features / all */
+    px_algo algo;
+    int algo_given;               /* 0: logit for a 0/1 label, poisson otherwise */
+    double l2;
+    double holdout_time_share;    /* latest share of prediction times held out (default 0.25) */
+    double holdout_patient_share; /* share of patients in the holdout group (default 0.3) */
+    int build_features;           /* 1: (re)build the built-in set first */
+} px_train_params;
+
+px_train_params px_train_default_params(void);
+
+typedef struct px_train_result {
+    int version;
+    int created;                  /* 0 when an identical version existed */
+    size_t n_train, n_test;
+    double auc, auc_lo, auc_hi;   /* binary */
+    double rmse, r2;              /* regression */
+    char summary[512];
+} px_train_result;
+
+int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train_result *r, px_err *e);
+
+typedef struct px_retrain_params {
+    double max_auc_drop;          /* gate: candidate AUC >= champion AUC - this (default 0.01) */
+    double slope_lo, slope_hi;    /* gate: calibration slope within (default 0.8 .. 1.2) */
+    double max_rmse_rise;         /* gate for regression: relative RMSE rise allowed (default 0.02) */
+} px_retrain_params;
+
+px_retrain_params px_retrain_default_params(void);
+
+/* Retrains one model: builds features, trains, evaluates the candidate and the
+ * champion on the same holdout, applies the gates, promotes or keeps, and
+ * writes a decision record (registry.decisions). Returns 0 when promoted,
+ * PX_ENOTHING when the champion was kept (or the data had not changed),
+ * negative on failure. */
+int px_retrain(PGconn *c, const px_config *cfg, const char *model, const px_retrain_params *p, FILE *report,
+               px_err *e);
 
 #endif
