@@ -110,14 +110,14 @@ int px_db_migrate(PGconn *c, int *applied, px_err *e)
     char lock[128];
     snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%d)", PX_MIGRATE_LOCK);
     if ((rc = px_db_exec(c, e, lock)) != 0) return rc;
-    char cur[32];
-    if ((rc = px_db_scalar(c, e, cur, sizeof cur,
-                           "SELECT coalesce(max(version), 0) FROM public.prognos_migrations")) != 0)
-        goto out;
-    int have = atoi(cur);
     for (int i = 0; i < px_migrations_count; i++) {
         const px_migration *m = &px_migrations[i];
-        if (m->version <= have) continue;
+        /* by membership, not max(version): a migration numbered below one already
+         * applied (branches merged in a different order) is still applied */
+        char q[128], cur[32];
+        snprintf(q, sizeof q, "SELECT count(*) FROM public.prognos_migrations WHERE version = %d", m->version);
+        if ((rc = px_db_scalar(c, e, cur, sizeof cur, q)) != 0) goto out;
+        if (atoi(cur) > 0) continue;
         if ((rc = px_db_exec(c, e, "BEGIN")) != 0) goto out;
         PGresult *r = PQexec(c, m->sql);
         if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
