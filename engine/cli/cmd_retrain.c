@@ -1,0 +1,72 @@
+/* cmd_retrain.c: prognos retrain - the scheduler's job: rebuild features, train a
+ * candidate, compare it with the champion on the same holdout, promote only if it
+ * passes the gates. Exit 0 promoted, 3 kept (or nothing new), 1 failed. */
+#include "engine/cli/cli.h"
+#include "registry/registry.h"
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: prognos retrain [--model readmission|mortality|los|NAME|all] [--max-auc-drop D]\n"
+    "                       [--slope-range LO,HI] [--max-rmse-rise R]\n"
+    "\n"
+    "For each model: rebuilds its features, trains a candidate with the champion's settings,\n"
+    "scores candidate and champion on the same holdout (later discharges of patients neither\n"
+    "trained on) and promotes the candidate to champion only if it passes the gates:\n"
+    "  binary outcomes: AUC >= champion's AUC - D (default 0.01) and calibration slope in\n"
+    "                   [LO, HI] (default 0.8,1.2);\n"
+    "  numeric outcomes: RMSE <= champion's RMSE x (1 + R) (default R = 0.02).\n"
+    "A candidate that fails becomes the challenger. Each decision is recorded in\n"
+    "registry.decisions. Data unchanged since the last version: nothing is trained.\n"
+    "\n"
+    "  --model M   one model, or all (default): readmission, mortality, los\n"
+    "\n"
+    "Exit codes: 0 a candidate was promoted (with all: at least one), 3 champions kept or\n"
+    "nothing new, 1 failed (with all: any failure), 2 usage.\n";
+
+int cmd_retrain(int argc, char **argv)
+{
+    if (px_cli_wants_help(argc, argv)) {
+        fputs(usage, stdout);
+        return PX_EXIT_OK;
+    }
+    const char *model = "all";
+    px_retrain_params p = px_retrain_default_params();
+    for (int i = 1; i < argc; i++) {
+        char *end;
+        if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) model = argv[++i];
+        else if (strcmp(argv[i], "--max-auc-drop") == 0 && i + 1 < argc) {
+            p.max_auc_drop = strtod(argv[++i], &end);
+            if (*end || !(p.max_auc_drop >= 0 && p.max_auc_drop < 1))
+                return px_cli_usage_error("retrain", "--max-auc-drop needs a number in [0, 1)");
+        } else if (strcmp(argv[i], "--slope-range") == 0 && i + 1 < argc) {
+            if (sscanf(argv[++i], "%lf,%lf", &p.slope_lo, &p.slope_hi) != 2 || !(p.slope_lo < p.slope_hi))
+                return px_cli_usage_error("retrain", "--slope-range needs LO,HI with LO < HI");
+        } else if (strcmp(argv[i], "--max-rmse-rise") == 0 && i + 1 < argc) {
+            p.max_rmse_rise = strtod(argv[++i], &end);
+            if (*end || !(p.max_rmse_rise >= 0)) return px_cli_usage_error("retrain", "--max-rmse-rise needs a number >= 0");
+        } else return px_cli_usage_error("retrain", "unknown or incomplete option '%s'", argv[i]);
+    }
+    px_config cfg;
+    px_err e = {0};
+    if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
+    px_log_open(cfg.home);
+    PGconn *c = px_db_connect(&cfg, &e);
+    if (!c) return px_cli_fail(&e);
+    int promoted = 0, failed = 0;
+    for (int k = 0; k < px_feat_sets_count; k++) {
+        const char *name = strcmp(model, "all") == 0 ? px_feat_sets[k].name : model;
+        px_err_clear(&e);
+        int rc = px_retrain(c, &cfg, name, &p, stdout, &e);
+        if (rc == 0) promoted++;
+        else if (rc != PX_ENOTHING) {
+            px_err_print(&e);
+            failed++;
+        }
+        if (strcmp(model, "all") != 0) break;
+    }
+    PQfinish(c);
+    return failed ? PX_EXIT_FAIL : promoted ? PX_EXIT_OK : PX_EXIT_NOTHING;
+}

@@ -1,0 +1,138 @@
+/* cmd_train.c: prognos train - fit, evaluate and register one model version. */
+#include "engine/cli/cli.h"
+#include "registry/registry.h"
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: prognos train --model NAME [--algo logit|poisson|svc|svr|svm] [--table SCHEMA.TABLE --label COL]\n"
+    "                     [--features A,B,...] [--l2 LAMBDA] [--holdout-time SHARE] [--holdout-patients SHARE]\n"
+    "                     [--no-build] [--json]\n"
+    "\n"
+    "Fits a model, evaluates it on a temporal, patient-grouped holdout and registers it as a\n"
+    "new, signed version in the model registry. The first version of a model becomes its\n"
+    "champion; later versions are promoted by 'prognos retrain' or 'prognos registry promote'.\n"
+    "Training the same data with the same parameters again creates no new version.\n"
+    "\n"
+    "  --model NAME          readmission, mortality or los (the built-in feature sets, built\n"
+    "                        first unless --no-build), or any name [a-z][a-z0-9_]* with --table\n"
+    "  --algo A              logit (0/1 labels, default) or svc (LibSVM C-SVC, RBF);\n"
+    "                        poisson (numeric labels, default) or svr (LibSVM epsilon-SVR);\n"
+    "                        svm = svc or svr by the label\n"
+    "  --table SCHEMA.TABLE  train on any table or view (a data scientist's extract)\n"
+    "  --label COL           the outcome column (default: the set's)\n"
+    "  --features A,B,...    the inputs (default: the set's default features, or every\n"
+    "                        numeric, boolean and text column of --table)\n"
+    "  --l2 LAMBDA           ridge penalty on standardized coefficients (default 0)\n"
+    "  --holdout-time SHARE  latest share of prediction times held out (default 0.25)\n"
+    "  --holdout-patients SHARE  share of patients in the holdout group (default 0.3)\n"
+    "  --json                machine-readable result\n"
+    "\n"
+    "Exit codes: 0 ok (a version was created or already existed), 1 failed, 2 usage.\n";
+
+/* Splits "a,b,c" into a NULL-terminated array pointing into s (modified). Caller frees the array. */
+static const char **split_list(char *s)
+{
+    size_t n = 1;
+    for (char *p = s; *p; p++) n += *p == ',';
+    const char **out = calloc(n + 1, sizeof *out);
+    if (!out) return NULL;
+    size_t k = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(s, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) out[k++] = tok;
+    return out;
+}
+
+static int parse_share(const char *s, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (*s == '\0' || *end != '\0' || !(v > 0 && v < 1)) return -1;
+    *out = v;
+    return 0;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    if (px_cli_wants_help(argc, argv)) {
+        fputs(usage, stdout);
+        return PX_EXIT_OK;
+    }
+    px_train_params p = px_train_default_params();
+    const char *algo = NULL;
+    char *features = NULL;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) p.model = argv[++i];
+        else if (strcmp(argv[i], "--algo") == 0 && i + 1 < argc) algo = argv[++i];
+        else if (strcmp(argv[i], "--table") == 0 && i + 1 < argc) p.table = argv[++i];
+        else if (strcmp(argv[i], "--label") == 0 && i + 1 < argc) p.label = argv[++i];
+        else if (strcmp(argv[i], "--features") == 0 && i + 1 < argc) features = argv[++i];
+        else if (strcmp(argv[i], "--l2") == 0 && i + 1 < argc) {
+            char *end;
+            p.l2 = strtod(argv[++i], &end);
+            if (*end || !(p.l2 >= 0) || p.l2 > 1e9) return px_cli_usage_error("train", "--l2 needs a number >= 0");
+        } else if (strcmp(argv[i], "--holdout-time") == 0 && i + 1 < argc) {
+            if (parse_share(argv[++i], &p.holdout_time_share) != 0)
+                return px_cli_usage_error("train", "--holdout-time needs a share between 0 and 1");
+        } else if (strcmp(argv[i], "--holdout-patients") == 0 && i + 1 < argc) {
+            if (parse_share(argv[++i], &p.holdout_patient_share) != 0)
+                return px_cli_usage_error("train", "--holdout-patients needs a share between 0 and 1");
+        } else if (strcmp(argv[i], "--no-build") == 0) p.build_features = 0;
+        else if (strcmp(argv[i], "--json") == 0) json = 1;
+        else return px_cli_usage_error("train", "unknown or incomplete option '%s'", argv[i]);
+    }
+    if (!p.model) return px_cli_usage_error("train", "--model is required");
+    if (p.table && !p.label) return px_cli_usage_error("train", "--table needs --label");
+    if (!p.table && !px_feat_set_find(p.model))
+        return px_cli_usage_error("train", "'%s' is not a built-in model (readmission, mortality, los); "
+                                           "give --table and --label to train on your own table", p.model);
+    int svm_auto = 0;
+    if (algo) {
+        if (strcmp(algo, "svm") == 0) svm_auto = 1;
+        else if (px_algo_parse(algo, &p.algo) != 0)
+            return px_cli_usage_error("train", "unknown algorithm '%s' (logit, poisson, svc, svr, svm)", algo);
+        else p.algo_given = 1;
+    }
+    if (svm_auto) { /* svc or svr by the label: a built-in set knows which */
+        const px_feat_set_info *set = p.table ? NULL : px_feat_set_find(p.model);
+        if (!set) return px_cli_usage_error("train", "--algo svm needs a built-in model; use svc or svr with --table");
+        p.algo = set->binary ? PX_ALGO_SVC : PX_ALGO_SVR;
+        p.algo_given = 1;
+    }
+    const char **flist = NULL;
+    if (features) {
+        if (!(flist = split_list(features)) || !flist[0]) {
+            free(flist);
+            return px_cli_usage_error("train", "--features needs a comma-separated list of columns");
+        }
+        p.features = flist;
+    }
+
+    px_config cfg;
+    px_err e = {0};
+    int code = PX_EXIT_FAIL;
+    PGconn *c = NULL;
+    if (px_config_load(&cfg, &e) != 0) goto fail;
+    px_log_open(cfg.home);
+    if (!(c = px_db_connect(&cfg, &e))) goto fail;
+    px_train_result r;
+    if (px_train(c, &cfg, &p, &r, &e) != 0) goto fail;
+    if (json)
+        printf("{\"model\":\"%s\",\"version\":%d,\"created\":%s,\"train_rows\":%zu,\"holdout_rows\":%zu,"
+               "\"auc\":%.6f,\"auc_lo\":%.6f,\"auc_hi\":%.6f,\"rmse\":%.6f,\"r2\":%.6f}\n",
+               p.model, r.version, r.created ? "true" : "false", r.n_train, r.n_test, r.auc, r.auc_lo, r.auc_hi,
+               r.rmse, r.r2);
+    else
+        printf("%s%s\n", r.summary, r.created ? "" : " (unchanged: this version already existed)");
+    code = PX_EXIT_OK;
+    goto done;
+fail:
+    code = px_cli_fail(&e);
+done:
+    if (c) PQfinish(c);
+    free(flist);
+    return code;
+}

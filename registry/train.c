@@ -1,0 +1,768 @@
+/* train.c: the training and retraining jobs: feature table -> dataset -> temporal,
+ * patient-grouped holdout -> fit -> evaluation on the holdout (overall, by sex, by
+ * age band) -> registered, signed version; and retraining with promotion gates.
+ *
+ * Holdout: the latest holdout_time_share of prediction times AND the patients whose
+ * (keyed) pseudonym falls in a fixed holdout group. Training uses the earlier times
+ * of the other patients, so no patient is on both sides and the test period is later
+ * than anything trained on. The group depends only on the pseudonym, so every
+ * version of a model keeps the same holdout patients: a champion has never seen the
+ * patients a candidate is evaluated on, and both are compared on the same rows. */
+#include "registry/registry.h"
+#include <cjson/cJSON.h>
+#include <libpq-fe.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+px_train_params px_train_default_params(void)
+{
+    px_train_params p;
+    memset(&p, 0, sizeof p);
+    p.algo = PX_ALGO_LOGIT;
+    p.holdout_time_share = 0.25;
+    p.holdout_patient_share = 0.3;
+    p.build_features = 1;
+    return p;
+}
+
+px_retrain_params px_retrain_default_params(void)
+{
+    px_retrain_params p;
+    p.max_auc_drop = 0.01;
+    p.slope_lo = 0.8;
+    p.slope_hi = 1.2;
+    p.max_rmse_rise = 0.02;
+    return p;
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* splitmix64 finalizer: spreads the pseudonym's bits so that the group test below
+ * is a fair coin per patient. The pseudonym is already an HMAC under the
+ * installation key, so this needs no key of its own. */
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+#define HOLDOUT_SALT 0x70726f676e6f7331ULL /* "prognos1": changing it changes every holdout */
+
+static int in_holdout_group(uint64_t group, double share)
+{
+    if (group == 0) return 0;
+    return (double)(mix64(group ^ HOLDOUT_SALT) >> 11) * 0x1.0p-53 < share;
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* One training run's state, shared by px_train and px_retrain. */
+typedef struct job {
+    const px_feat_set_info *set;
+    char name[64];
+    char table[256];
+    char label[64];
+    px_dataset *d;
+    size_t *train, *test;
+    size_t ntrain, ntest;
+    int32_t cutoff;            /* first day of the held-out period; 0 = none */
+    int binary;
+    px_fit_params fp;
+    px_fit_info fi;
+    px_model *m;
+    double *test_scores;
+    px_eval_bin eb;
+    px_eval_reg er;
+    char *metrics_json, *split_json, *params_json, *reference_json, *calibration_csv, *batches_json;
+} job;
+
+static void job_release(job *j)
+{
+    px_dataset_free(j->d);
+    free(j->train);
+    free(j->test);
+    px_model_free(j->m);
+    free(j->test_scores);
+    free(j->metrics_json);
+    free(j->split_json);
+    free(j->params_json);
+    free(j->reference_json);
+    free(j->calibration_csv);
+    free(j->batches_json);
+    memset(j, 0, sizeof *j);
+}
+
+static int split_rows(job *j, const px_train_params *p, px_err *e)
+{
+    px_dataset *d = j->d;
+    j->train = malloc((d->n ? d->n : 1) * sizeof *j->train);
+    j->test = malloc((d->n ? d->n : 1) * sizeof *j->test);
+    if (!j->train || !j->test) return px_err_set(e, PX_ENOMEM, "out of memory splitting %zu rows", d->n);
+    int has_time = d->time_col[0] != '\0';
+    j->cutoff = 0;
+    if (has_time && d->n > 0) {
+        int32_t *days = malloc(d->n * sizeof *days);
+        if (!days) return px_err_set(e, PX_ENOMEM, "out of memory splitting %zu rows", d->n);
+        memcpy(days, d->day, d->n * sizeof *days);
+        qsort(days, d->n, sizeof *days, cmp_i32);
+        size_t q = (size_t)floor((double)d->n * (1.0 - p->holdout_time_share));
+        if (q >= d->n) q = d->n - 1;
+        j->cutoff = days[q];
+        free(days);
+    }
+    int has_group = 0;
+    for (size_t i = 0; i < d->n && !has_group; i++) has_group = d->group[i] != 0;
+    for (size_t i = 0; i < d->n; i++) {
+        int late = has_time ? d->day[i] >= j->cutoff : 1;
+        int hold = has_group ? in_holdout_group(d->group[i], p->holdout_patient_share) : 0;
+        if (!has_group && !has_time) hold = (double)(mix64(i) >> 11) * 0x1.0p-53 < p->holdout_patient_share;
+        if (has_group) {
+            if (late && hold) j->test[j->ntest++] = i;
+            else if (!late && !hold) j->train[j->ntrain++] = i;
+        } else if (has_time) {
+            if (late) j->test[j->ntest++] = i;
+            else j->train[j->ntrain++] = i;
+        } else {
+            if (hold) j->test[j->ntest++] = i;
+            else j->train[j->ntrain++] = i;
+        }
+    }
+    if (j->ntrain < 10) return px_err_set(e, PX_EINVAL, "too few training rows in '%s' (%zu of %zu)", d->table, j->ntrain, d->n);
+    if (j->ntest < 10) return px_err_set(e, PX_EINVAL, "too few holdout rows in '%s' (%zu of %zu)", d->table, j->ntest, d->n);
+    return 0;
+}
+
+static void date_str(int32_t days, char out[11])
+{
+    time_t t = (time_t)days * 86400;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 11, "%Y-%m-%d", &tm);
+}
+
+/* Parses a compact JSON text into a cJSON node (NULL if it is not JSON). */
+static cJSON *json_of(char *text)
+{
+    cJSON *o = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    return o;
+}
+
+static const char *const age_band_names[] = {"<50", "50-64", "65-74", "75-84", "85+"};
+
+static int age_band(double age)
+{
+    if (isnan(age)) return -1;
+    return age < 50 ? 0 : age < 65 ? 1 : age < 75 ? 2 : age < 85 ? 3 : 4;
+}
+
+/* Evaluation of a subset of the holdout (rows given by a predicate) as JSON, or
+ * JSON null when the subset cannot be evaluated (too small, one class). */
+static cJSON *eval_subset(const job *j, const double *scores, int (*pick)(const job *, size_t, int), int arg)
+{
+    size_t n = 0;
+    double *y = malloc((j->ntest ? j->ntest : 1) * sizeof *y), *s = malloc((j->ntest ? j->ntest : 1) * sizeof *s);
+    cJSON *out = NULL;
+    if (!y || !s) goto done;
+    for (size_t k = 0; k < j->ntest; k++) {
+        size_t i = j->test[k];
+        if (!pick(j, i, arg)) continue;
+        y[n] = j->d->y[i];
+        s[n] = scores[k];
+        n++;
+    }
+    px_err e = {0};
+    if (j->binary) {
+        px_eval_bin ev;
+        if (n >= 20 && px_eval_binary(y, s, n, &ev, &e) == 0) out = json_of(px_eval_bin_json(&ev));
+    } else {
+        px_eval_reg ev;
+        if (n >= 20 && px_eval_regression(y, s, n, &ev, &e) == 0) out = json_of(px_eval_reg_json(&ev));
+    }
+done:
+    free(y);
+    free(s);
+    return out ? out : cJSON_CreateNull();
+}
+
+static int pick_sex(const job *j, size_t i, int arg) { return j->d->sex[i] == (char)arg; }
+static int pick_age(const job *j, size_t i, int arg) { return age_band(j->d->age[i]) == arg; }
+
+static int build_metrics(job *j, px_err *e)
+{
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return px_err_set(e, PX_ENOMEM, "out of memory");
+    cJSON *overall = j->binary ? json_of(px_eval_bin_json(&j->eb)) : json_of(px_eval_reg_json(&j->er));
+    cJSON_AddItemToObject(root, "overall", overall ? overall : cJSON_CreateNull());
+    cJSON *bysex = cJSON_AddObjectToObject(root, "by_sex");
+    static const char sexes[] = {'F', 'M'};
+    for (int k = 0; k < 2; k++) {
+        char key[2] = {sexes[k], 0};
+        cJSON_AddItemToObject(bysex, key, eval_subset(j, j->test_scores, pick_sex, sexes[k]));
+    }
+    cJSON *byage = cJSON_AddObjectToObject(root, "by_age_band");
+    for (int b = 0; b < 5; b++) cJSON_AddItemToObject(byage, age_band_names[b], eval_subset(j, j->test_scores, pick_age, b));
+    cJSON *fit = cJSON_AddObjectToObject(root, "fit");
+    cJSON_AddNumberToObject(fit, "n_train", (double)j->ntrain);
+    cJSON_AddNumberToObject(fit, "iterations", j->fi.iterations);
+    cJSON_AddBoolToObject(fit, "converged", j->fi.converged);
+    cJSON_AddBoolToObject(fit, "separation", j->fi.separation);
+    if (j->fp.algo == PX_ALGO_LOGIT || j->fp.algo == PX_ALGO_POISSON) {
+        cJSON_AddNumberToObject(fit, "deviance", j->fi.deviance);
+        cJSON_AddNumberToObject(fit, "null_deviance", j->fi.null_deviance);
+    } else {
+        cJSON_AddNumberToObject(fit, "svm_rows_used", (double)j->fi.svm.n_used);
+        cJSON_AddNumberToObject(fit, "support_vectors", (double)j->fi.svm.n_sv);
+        cJSON_AddNumberToObject(fit, "C", j->fi.svm.C);
+        cJSON_AddNumberToObject(fit, "gamma", j->fi.svm.gamma);
+        cJSON_AddNumberToObject(fit, "cv_score", j->fi.svm.cv_score);
+    }
+    cJSON_AddStringToObject(fit, "warning", j->fi.warning);
+    j->metrics_json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return j->metrics_json ? 0 : px_err_set(e, PX_ENOMEM, "out of memory");
+}
+
+static int build_split(job *j, const px_train_params *p, px_err *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return px_err_set(e, PX_ENOMEM, "out of memory");
+    cJSON_AddStringToObject(o, "method", "temporal x patient-group holdout");
+    cJSON_AddStringToObject(o, "time_column", j->d->time_col);
+    char day[11] = "";
+    if (j->cutoff) date_str(j->cutoff, day);
+    cJSON_AddStringToObject(o, "holdout_from", day);
+    cJSON_AddNumberToObject(o, "holdout_time_share", p->holdout_time_share);
+    cJSON_AddNumberToObject(o, "holdout_patient_share", p->holdout_patient_share);
+    cJSON_AddNumberToObject(o, "rows", (double)j->d->n);
+    cJSON_AddNumberToObject(o, "train_rows", (double)j->ntrain);
+    cJSON_AddNumberToObject(o, "holdout_rows", (double)j->ntest);
+    cJSON_AddNumberToObject(o, "dropped_missing_label", (double)j->d->dropped_missing_label);
+    if (j->binary) {
+        double ev_tr = 0, ev_te = 0;
+        for (size_t k = 0; k < j->ntrain; k++) ev_tr += j->d->y[j->train[k]];
+        for (size_t k = 0; k < j->ntest; k++) ev_te += j->d->y[j->test[k]];
+        cJSON_AddNumberToObject(o, "train_events", ev_tr);
+        cJSON_AddNumberToObject(o, "holdout_events", ev_te);
+    }
+    j->split_json = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return j->split_json ? 0 : px_err_set(e, PX_ENOMEM, "out of memory");
+}
+
+static int build_params(job *j, px_err *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return px_err_set(e, PX_ENOMEM, "out of memory");
+    cJSON_AddStringToObject(o, "algo", px_algo_name(j->fp.algo));
+    cJSON *f = cJSON_AddArrayToObject(o, "features");
+    for (size_t k = 0; k < j->d->p; k++) cJSON_AddItemToArray(f, cJSON_CreateString(j->d->names[k]));
+    if (j->fp.algo == PX_ALGO_LOGIT || j->fp.algo == PX_ALGO_POISSON) {
+        cJSON_AddNumberToObject(o, "l2", j->fp.glm.l2);
+        cJSON_AddNumberToObject(o, "max_iter", j->fp.glm.max_iter);
+        cJSON_AddNumberToObject(o, "tol", j->fp.glm.tol);
+    } else {
+        cJSON_AddNumberToObject(o, "C", j->fp.svm.C);
+        cJSON_AddNumberToObject(o, "gamma", j->fp.svm.gamma);
+        cJSON_AddNumberToObject(o, "epsilon", j->fp.svm.epsilon);
+        cJSON_AddNumberToObject(o, "cv_folds", j->fp.svm.cv_folds);
+        cJSON_AddNumberToObject(o, "max_rows", (double)j->fp.svm.max_rows);
+        cJSON_AddNumberToObject(o, "seed", (double)j->fp.svm.seed);
+    }
+    j->params_json = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return j->params_json ? 0 : px_err_set(e, PX_ENOMEM, "out of memory");
+}
+
+static int build_calibration(job *j, px_err *e)
+{
+    px_buf b = {0};
+    if (!j->binary) {
+        j->calibration_csv = strdup("");
+        return j->calibration_csv ? 0 : px_err_set(e, PX_ENOMEM, "out of memory");
+    }
+    px_buf_adds(&b, "group,n,events,mean_predicted,observed_rate\n");
+    for (size_t g = 0; g < j->eb.ngroups; g++)
+        px_buf_printf(&b, "%zu,%zu,%.0f,%.6f,%.6f\n", g + 1, j->eb.group[g].n, j->eb.group[g].events,
+                      j->eb.group[g].mean_pred, j->eb.group[g].obs_rate);
+    if (px_buf_addc(&b, '\0') != 0) {
+        px_buf_release(&b);
+        return px_err_set(e, PX_ENOMEM, "out of memory");
+    }
+    j->calibration_csv = b.data;
+    return 0;
+}
+
+/* The etl batches present now: the data vintage a version was trained on. */
+static int load_batches(PGconn *c, job *j, px_err *e)
+{
+    char buf[65536];
+    int rc = px_db_scalar(c, e, buf, sizeof buf,
+                          "SELECT coalesce(json_agg(batch_id ORDER BY batch_id), '[]')::text FROM etl.batches");
+    if (rc != 0) return rc;
+    j->batches_json = strdup(buf);
+    return j->batches_json ? 0 : px_err_set(e, PX_ENOMEM, "out of memory");
+}
+
+/* a followed by the names of b not in a, NULL-terminated; the strings are not copied. Caller frees the array. */
+static const char **feature_list_union(const char *const *a, const char *const *b)
+{
+    size_t na = 0, nb = 0;
+    while (a && a[na]) na++;
+    while (b && b[nb]) nb++;
+    const char **out = calloc(na + nb + 1, sizeof *out);
+    if (!out) return NULL;
+    size_t n = 0;
+    for (size_t i = 0; i < na; i++) out[n++] = a[i];
+    for (size_t i = 0; i < nb; i++) {
+        int seen = 0;
+        for (size_t k = 0; k < n && !seen; k++) seen = strcmp(out[k], b[i]) == 0;
+        if (!seen) out[n++] = b[i];
+    }
+    return out;
+}
+
+/* A copy of d with only the named columns, in that order (fingerprint recomputed).
+ * NULL on error (a column missing, out of memory). Caller frees. */
+static px_dataset *dataset_subset(const px_dataset *d, const char *const *cols, px_err *e)
+{
+    size_t p = 0;
+    while (cols[p]) p++;
+    px_dataset *s = px_dataset_new(d->n, p);
+    if (!s) goto oom;
+    for (size_t k = 0; k < p; k++) {
+        int col = px_dataset_col(d, cols[k]);
+        if (col < 0) {
+            px_err_set(e, PX_EINVAL, "feature '%s' is not in '%s'", cols[k], d->table);
+            px_dataset_free(s);
+            return NULL;
+        }
+        if (!(s->names[k] = strdup(cols[k]))) goto oom;
+        s->kind[k] = d->kind[col];
+        if (d->nlevels[col]) {
+            if (!(s->levels[k] = calloc(d->nlevels[col], sizeof(char *)))) goto oom;
+            s->nlevels[k] = d->nlevels[col];
+            for (size_t l = 0; l < d->nlevels[col]; l++)
+                if (!(s->levels[k][l] = strdup(d->levels[col][l]))) goto oom;
+        }
+        for (size_t i = 0; i < d->n; i++) s->x[i * p + k] = d->x[i * d->p + (size_t)col];
+    }
+    memcpy(s->y, d->y, d->n * sizeof *s->y);
+    memcpy(s->day, d->day, d->n * sizeof *s->day);
+    memcpy(s->group, d->group, d->n * sizeof *s->group);
+    memcpy(s->sex, d->sex, d->n);
+    memcpy(s->age, d->age, d->n * sizeof *s->age);
+    s->dropped_missing_label = d->dropped_missing_label;
+    memcpy(s->table, d->table, sizeof s->table);
+    memcpy(s->label, d->label, sizeof s->label);
+    memcpy(s->time_col, d->time_col, sizeof s->time_col);
+    memcpy(s->definition_hash, d->definition_hash, sizeof s->definition_hash);
+    px_dataset_fingerprint(s);
+    return s;
+oom:
+    px_dataset_free(s);
+    px_err_set(e, PX_ENOMEM, "out of memory copying a dataset");
+    return NULL;
+}
+
+/* Loads the dataset, splits, fits and evaluates. extra_features: columns to load
+ * beside the model's own (the champion's, to score it on the same rows). */
+static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, const char *const *extra_features,
+                   job *j, px_err *e)
+{
+    (void)cfg;
+    int rc = 0;
+    double t0 = now_s();
+    snprintf(j->name, sizeof j->name, "%s", p->model);
+    j->set = p->table ? NULL : px_feat_set_find(p->model);
+    if (!p->table && !j->set)
+        return px_err_set(e, PX_EINVAL, "'%s' is not a built-in model (readmission, mortality, los)", p->model);
+    if (j->set && p->table == NULL && p->build_features) {
+        px_feat_build_result br;
+        if ((rc = px_feat_build(c, j->set->name, &br, e)) != 0) return rc;
+        px_log(PX_LOG_INFO, "features.%s: %lld rows (%s)", j->set->name, br.rows, br.unchanged ? "unchanged" : "built");
+    }
+    snprintf(j->table, sizeof j->table, "%s", p->table ? p->table : j->set->table);
+    snprintf(j->label, sizeof j->label, "%s", p->label ? p->label : j->set ? j->set->label : "");
+    if (!j->label[0]) return px_err_set(e, PX_EINVAL, "no label column given for table '%s'", j->table);
+
+    const char *const *own = p->features ? p->features : j->set ? j->set->default_features : NULL;
+    const char **feats = NULL;
+    px_dataset_params dp = px_dataset_default_params();
+    dp.table = j->table;
+    dp.label = j->label;
+    if (own && extra_features) {
+        if (!(feats = feature_list_union(own, extra_features))) return px_err_set(e, PX_ENOMEM, "out of memory");
+        dp.features = feats;
+    } else {
+        dp.features = own;
+    }
+    j->d = px_dataset_load(c, &dp, e);
+    free(feats);
+    if (!j->d) return e->code ? e->code : PX_EDB;
+    if (j->d->n == 0) return px_err_set(e, PX_EINVAL, "table '%s' has no rows with a label", j->table);
+
+    j->binary = 1;
+    for (size_t i = 0; i < j->d->n && j->binary; i++) j->binary = j->d->y[i] == 0.0 || j->d->y[i] == 1.0;
+    px_algo algo = p->algo_given ? p->algo : j->binary ? PX_ALGO_LOGIT : PX_ALGO_POISSON;
+    if (j->binary != (algo == PX_ALGO_LOGIT || algo == PX_ALGO_SVC))
+        return px_err_set(e, PX_EINVAL, "algorithm '%s' does not fit the label '%s' (%s)", px_algo_name(algo), j->label,
+                          j->binary ? "a 0/1 outcome: use logit or svc" : "a numeric outcome: use poisson or svr");
+    j->fp = px_fit_default_params(algo);
+    j->fp.glm.l2 = p->l2;
+
+    if ((rc = split_rows(j, p, e)) != 0) return rc;
+    /* the model sees only its own columns (the champion's may have been loaded beside them) */
+    if (extra_features && own) {
+        px_dataset *sub = dataset_subset(j->d, own, e);
+        if (!sub) return e->code ? e->code : PX_ENOMEM;
+        j->m = px_model_fit(sub, j->train, j->ntrain, &j->fp, &j->fi, e);
+        /* the version's identity is its own training data, whatever else was loaded */
+        memcpy(j->d->fingerprint, sub->fingerprint, sizeof sub->fingerprint);
+        px_dataset_free(sub);
+        if (!j->m) return e->code ? e->code : PX_EINVAL;
+    }
+    if (!j->m) {
+        j->m = px_model_fit(j->d, j->train, j->ntrain, &j->fp, &j->fi, e);
+        if (!j->m) return e->code ? e->code : PX_EINVAL;
+    }
+    if (!(j->test_scores = malloc(j->ntest * sizeof *j->test_scores))) return px_err_set(e, PX_ENOMEM, "out of memory");
+    if ((rc = px_model_score(j->m, j->d, j->test, j->ntest, j->test_scores, e)) != 0) return rc;
+    if (j->binary) {
+        double *y = malloc(j->ntest * sizeof *y);
+        if (!y) return px_err_set(e, PX_ENOMEM, "out of memory");
+        for (size_t k = 0; k < j->ntest; k++) y[k] = j->d->y[j->test[k]];
+        rc = px_eval_binary(y, j->test_scores, j->ntest, &j->eb, e);
+        free(y);
+    } else {
+        double *y = malloc(j->ntest * sizeof *y);
+        if (!y) return px_err_set(e, PX_ENOMEM, "out of memory");
+        for (size_t k = 0; k < j->ntest; k++) y[k] = j->d->y[j->test[k]];
+        rc = px_eval_regression(y, j->test_scores, j->ntest, &j->er, e);
+        free(y);
+    }
+    if (rc != 0) return rc;
+
+    double *train_scores = malloc(j->ntrain * sizeof *train_scores);
+    if (!train_scores) return px_err_set(e, PX_ENOMEM, "out of memory");
+    if ((rc = px_model_score(j->m, j->d, j->train, j->ntrain, train_scores, e)) == 0)
+        if (!(j->reference_json = px_reg_reference_json(j->m, j->d, j->train, j->ntrain, train_scores, e)))
+            rc = e->code ? e->code : PX_ENOMEM;
+    free(train_scores);
+    if (rc != 0) return rc;
+    if ((rc = build_metrics(j, e)) || (rc = build_split(j, p, e)) || (rc = build_params(j, e)) ||
+        (rc = build_calibration(j, e)) || (rc = load_batches(c, j, e)))
+        return rc;
+    j->fi.seconds = now_s() - t0;
+    return 0;
+}
+
+static int job_register(PGconn *c, const px_config *cfg, job *j, int *version, px_err *e)
+{
+    px_reg_new v;
+    memset(&v, 0, sizeof v);
+    v.name = j->name;
+    v.algo = px_algo_name(j->fp.algo);
+    v.task = j->binary ? "binary" : "regression";
+    v.params_json = j->params_json;
+    v.feature_set = j->set ? j->set->name : "";
+    v.feature_table = j->table;
+    v.label = j->label;
+    v.definition_hash = j->d->definition_hash;
+    v.fingerprint = j->d->fingerprint;
+    v.split_json = j->split_json;
+    v.metrics_json = j->metrics_json;
+    v.calibration_csv = j->calibration_csv;
+    v.reference_json = j->reference_json;
+    v.model = j->m;
+    v.source_batches = j->batches_json;
+    return px_reg_register(c, cfg, &v, version, e);
+}
+
+static void fill_result(const job *j, int version, int created, px_train_result *r)
+{
+    memset(r, 0, sizeof *r);
+    r->version = version;
+    r->created = created;
+    r->n_train = j->ntrain;
+    r->n_test = j->ntest;
+    if (j->binary) {
+        r->auc = j->eb.auc;
+        r->auc_lo = j->eb.auc_lo;
+        r->auc_hi = j->eb.auc_hi;
+        snprintf(r->summary, sizeof r->summary,
+                 "%s v%d (%s): %zu training rows, %zu holdout rows; AUC %.3f (95%% CI %.3f-%.3f), Brier %.4f, "
+                 "calibration slope %.2f",
+                 j->name, version, px_algo_name(j->fp.algo), j->ntrain, j->ntest, j->eb.auc, j->eb.auc_lo,
+                 j->eb.auc_hi, j->eb.brier, j->eb.cal_slope);
+    } else {
+        r->rmse = j->er.rmse;
+        r->r2 = j->er.r2;
+        snprintf(r->summary, sizeof r->summary,
+                 "%s v%d (%s): %zu training rows, %zu holdout rows; MAE %.3f, RMSE %.3f, R2 %.3f", j->name, version,
+                 px_algo_name(j->fp.algo), j->ntrain, j->ntest, j->er.mae, j->er.rmse, j->er.r2);
+    }
+}
+
+int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train_result *r, px_err *e)
+{
+    px_models_init();
+    job j;
+    memset(&j, 0, sizeof j);
+    int version = 0, rc = job_run(c, cfg, p, NULL, &j, e);
+    if (rc == 0) {
+        rc = job_register(c, cfg, &j, &version, e);
+        int created = rc == 0;
+        if (rc == PX_ENOTHING) {
+            px_err_clear(e);
+            rc = 0;
+        }
+        if (rc == 0) {
+            fill_result(&j, version, created, r);
+            /* the first version of a model becomes its champion: serving and KPIs need one */
+            int champ = 0;
+            px_err e2 = {0};
+            if (px_reg_resolve(c, j.name, "champion", &champ, &e2) != 0)
+                rc = px_reg_promote(c, j.name, version, "champion", "first version of the model", e);
+        }
+    }
+    job_release(&j);
+    return rc;
+}
+
+/* ---- retraining ------------------------------------------------------------ */
+
+/* Reads the champion's training spec (table, label, algo, features) from its row. */
+static int champion_spec(PGconn *c, const char *name, int version, char *table, size_t tlen, char *label, size_t llen,
+                         char *algo, size_t alen, char ***features, px_err *e)
+{
+    char ver[16];
+    snprintf(ver, sizeof ver, "%d", version);
+    const char *params[2] = {name, ver};
+    *features = NULL;
+    PGresult *r = PQexecParams(c,
+                               "SELECT feature_table, label, algo, coalesce((SELECT string_agg(f, ',')"
+                               " FROM jsonb_array_elements_text(params->'features') f), '')"
+                               " FROM registry.versions WHERE name = $1 AND version = $2::int",
+                               2, NULL, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = px_err_set(e, PX_EDB, "cannot read the spec of '%s' v%d", name, version);
+        px_err_detail(e, "%s", PQresultErrorMessage(r));
+        goto out;
+    }
+    if (PQntuples(r) != 1) {
+        rc = px_err_set(e, PX_ENOTFOUND, "model '%s' has no version %d", name, version);
+        goto out;
+    }
+    snprintf(table, tlen, "%s", PQgetvalue(r, 0, 0));
+    snprintf(label, llen, "%s", PQgetvalue(r, 0, 1));
+    snprintf(algo, alen, "%s", PQgetvalue(r, 0, 2));
+    char *list_text = strdup(PQgetvalue(r, 0, 3));
+    size_t nf = 1;
+    for (char *s = list_text; s && *s; s++) nf += *s == ',';
+    char **list = list_text ? calloc(nf + 1, sizeof *list) : NULL;
+    if (!list) {
+        free(list_text);
+        rc = px_err_set(e, PX_ENOMEM, "out of memory");
+        goto out;
+    }
+    size_t k = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(list_text, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+        if (!(list[k++] = strdup(tok))) rc = px_err_set(e, PX_ENOMEM, "out of memory");
+    free(list_text);
+    *features = list;
+out:
+    PQclear(r);
+    return rc;
+}
+
+static void free_list(char **l)
+{
+    if (!l) return;
+    for (size_t i = 0; l[i]; i++) free(l[i]);
+    free(l);
+}
+
+static int record_decision(PGconn *c, const char *name, int candidate, int champion, const char *decision,
+                           const char *gates_json, const char *metrics_json, const char *message, px_err *e)
+{
+    char cand[16], champ[16];
+    snprintf(cand, sizeof cand, "%d", candidate);
+    snprintf(champ, sizeof champ, "%d", champion);
+    const char *params[7] = {name, candidate ? cand : NULL, champion ? champ : NULL, decision, gates_json,
+                             metrics_json, message};
+    PGresult *r = PQexecParams(c,
+                               "INSERT INTO registry.decisions (name, candidate_version, champion_version, decision,"
+                               " gates, metrics, message) VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)",
+                               7, NULL, params, NULL, NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) {
+        px_err_set(e, PX_EDB, "cannot record the retraining decision for '%s'", name);
+        px_err_detail(e, "%s", PQresultErrorMessage(r));
+    }
+    PQclear(r);
+    if (ok) {
+        const char *ap[2] = {name, message};
+        r = PQexecParams(c,
+                         "INSERT INTO audit.events (action, object, detail) VALUES ('registry.retrain', $1,"
+                         " jsonb_build_object('message', $2::text))",
+                         2, NULL, ap, NULL, NULL, 0);
+        PQclear(r);
+    }
+    return ok ? 0 : PX_EDB;
+}
+
+int px_retrain(PGconn *c, const px_config *cfg, const char *model, const px_retrain_params *p, FILE *report, px_err *e)
+{
+    px_models_init();
+    int champ = 0, rc;
+    px_err e2 = {0};
+    px_train_params tp = px_train_default_params();
+    tp.model = model;
+    char table[256] = "", label[64] = "", algo[32] = "";
+    char **champ_feats = NULL;
+    job j;
+    memset(&j, 0, sizeof j);
+    px_model *cm = NULL;
+    double *cs = NULL, *y = NULL;
+    char gates[1024] = "{}", metrics[1024] = "{}", msg[600] = "";
+
+    if (px_reg_resolve(c, model, "champion", &champ, &e2) == 0) {
+        if ((rc = champion_spec(c, model, champ, table, sizeof table, label, sizeof label, algo, sizeof algo,
+                                &champ_feats, e)) != 0)
+            goto out;
+        const px_feat_set_info *set = px_feat_set_find(model);
+        if (!set || strcmp(set->table, table) != 0) {
+            tp.table = table;
+            tp.label = label;
+        }
+        if (px_algo_parse(algo, &tp.algo) == 0) tp.algo_given = 1;
+    } else if (!px_feat_set_find(model)) {
+        rc = px_err_set(e, PX_ENOTFOUND, "model '%s' has no champion and is not a built-in model", model);
+        goto out;
+    }
+
+    /* the candidate uses the set's current default features (built-in) or the champion's */
+    if (tp.table && champ_feats) tp.features = (const char *const *)champ_feats;
+    if ((rc = job_run(c, cfg, &tp, champ ? (const char *const *)champ_feats : NULL, &j, e)) != 0) {
+        snprintf(msg, sizeof msg, "training failed: %s", e->msg);
+        goto fail;
+    }
+    int version = 0;
+    rc = job_register(c, cfg, &j, &version, e);
+    if (rc == PX_ENOTHING) {
+        px_err_clear(e);
+        snprintf(msg, sizeof msg, "data and parameters unchanged since v%d: nothing to train", version);
+        record_decision(c, model, version, champ, "unchanged", NULL, NULL, msg, &e2);
+        if (report) fprintf(report, "%s: %s\n", model, msg);
+        rc = px_err_set(e, PX_ENOTHING, "%s: %s", model, msg);
+        goto out;
+    }
+    if (rc != 0) {
+        snprintf(msg, sizeof msg, "registration failed: %s", e->msg);
+        goto fail;
+    }
+    if (!champ) {
+        rc = px_reg_promote(c, model, version, "champion", "first version of the model", e);
+        snprintf(msg, sizeof msg, "v%d is the first version: promoted to champion", version);
+        if (rc == 0) record_decision(c, model, version, 0, "promoted", NULL, NULL, msg, e);
+        if (report) fprintf(report, "%s: %s\n", model, msg);
+        goto out;
+    }
+
+    /* champion and candidate on the same holdout rows */
+    int cv = 0;
+    if (!(cm = px_reg_load(c, cfg, model, "champion", &cv, e))) {
+        rc = e->code ? e->code : PX_ECORRUPT;
+        snprintf(msg, sizeof msg, "cannot load the champion v%d: %s", champ, e->msg);
+        goto fail;
+    }
+    cs = malloc(j.ntest * sizeof *cs);
+    y = malloc(j.ntest * sizeof *y);
+    if (!cs || !y) {
+        rc = px_err_set(e, PX_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = px_model_score(cm, j.d, j.test, j.ntest, cs, e)) != 0) {
+        snprintf(msg, sizeof msg, "cannot score the champion v%d: %s", champ, e->msg);
+        goto fail;
+    }
+    for (size_t k = 0; k < j.ntest; k++) y[k] = j.d->y[j.test[k]];
+    int pass;
+    if (j.binary) {
+        px_eval_bin ce;
+        double diff = 0, se = 0, pv = 1;
+        if ((rc = px_eval_binary(y, cs, j.ntest, &ce, e)) != 0 ||
+            (rc = px_eval_delong_paired(y, j.test_scores, cs, j.ntest, &diff, &se, &pv, e)) != 0)
+            goto fail;
+        int auc_ok = j.eb.auc >= ce.auc - p->max_auc_drop;
+        int slope_ok = j.eb.cal_slope >= p->slope_lo && j.eb.cal_slope <= p->slope_hi;
+        pass = auc_ok && slope_ok;
+        snprintf(gates, sizeof gates,
+                 "{\"max_auc_drop\":%.6g,\"auc_ok\":%s,\"slope_range\":[%.6g,%.6g],\"slope_ok\":%s}", p->max_auc_drop,
+                 auc_ok ? "true" : "false", p->slope_lo, p->slope_hi, slope_ok ? "true" : "false");
+        snprintf(metrics, sizeof metrics,
+                 "{\"holdout_rows\":%zu,\"candidate\":{\"auc\":%.6f,\"cal_slope\":%.6f,\"brier\":%.6f},"
+                 "\"champion\":{\"auc\":%.6f,\"cal_slope\":%.6f,\"brier\":%.6f},"
+                 "\"delong\":{\"diff\":%.6f,\"se\":%.6f,\"p\":%.6g}}",
+                 j.ntest, j.eb.auc, j.eb.cal_slope, j.eb.brier, ce.auc, ce.cal_slope, ce.brier, diff, se, pv);
+        snprintf(msg, sizeof msg,
+                 "candidate v%d AUC %.4f (slope %.2f) vs champion v%d AUC %.4f (slope %.2f) on %zu holdout rows: %s",
+                 version, j.eb.auc, j.eb.cal_slope, champ, ce.auc, ce.cal_slope, j.ntest,
+                 pass ? "promoted" : !auc_ok ? "kept: AUC gate failed" : "kept: calibration gate failed");
+    } else {
+        px_eval_reg ce;
+        if ((rc = px_eval_regression(y, cs, j.ntest, &ce, e)) != 0) goto fail;
+        pass = j.er.rmse <= ce.rmse * (1 + p->max_rmse_rise);
+        snprintf(gates, sizeof gates, "{\"max_rmse_rise\":%.6g,\"rmse_ok\":%s}", p->max_rmse_rise,
+                 pass ? "true" : "false");
+        snprintf(metrics, sizeof metrics,
+                 "{\"holdout_rows\":%zu,\"candidate\":{\"rmse\":%.6f,\"mae\":%.6f,\"r2\":%.6f},"
+                 "\"champion\":{\"rmse\":%.6f,\"mae\":%.6f,\"r2\":%.6f}}",
+                 j.ntest, j.er.rmse, j.er.mae, j.er.r2, ce.rmse, ce.mae, ce.r2);
+        snprintf(msg, sizeof msg, "candidate v%d RMSE %.4f vs champion v%d RMSE %.4f on %zu holdout rows: %s", version,
+                 j.er.rmse, champ, ce.rmse, j.ntest, pass ? "promoted" : "kept: RMSE gate failed");
+    }
+    if (pass) {
+        if ((rc = px_reg_promote(c, model, version, "champion", msg, e)) != 0) goto fail;
+        px_reg_promote(c, model, champ, "challenger", "previous champion", &e2);
+    } else {
+        px_reg_promote(c, model, version, "challenger", msg, &e2);
+    }
+    if ((rc = record_decision(c, model, version, champ, pass ? "promoted" : "kept", gates, metrics, msg, e)) != 0)
+        goto out;
+    if (report) fprintf(report, "%s: %s\n", model, msg);
+    rc = pass ? 0 : px_err_set(e, PX_ENOTHING, "%s: %s", model, msg);
+    goto out;
+fail:
+    if (!msg[0]) snprintf(msg, sizeof msg, "%s", e->msg);
+    {
+        px_err keep = *e;
+        record_decision(c, model, 0, champ, "failed", NULL, NULL, msg, &e2);
+        *e = keep;
+    }
+    if (report) fprintf(report, "%s: failed: %s\n", model, msg);
+    if (rc == 0 || rc == PX_ENOTHING) rc = PX_EINVAL;
+out:
+    free(cs);
+    free(y);
+    px_model_free(cm);
+    free_list(champ_feats);
+    job_release(&j);
+    return rc;
+}
