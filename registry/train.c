@@ -201,6 +201,56 @@ done:
 static int pick_sex(const job *j, size_t i, int arg) { return j->d->sex[i] == (char)arg; }
 static int pick_age(const job *j, size_t i, int arg) { return age_band(j->d->age[i]) == arg; }
 
+typedef struct scored { double s, y; } scored;
+
+static int cmp_scored_desc(const void *a, const void *b)
+{
+    double x = ((const scored *)a)->s, y = ((const scored *)b)->s;
+    return (x < y) - (x > y);
+}
+
+/* The holdout ROC curve at up to 200 points (every distinct score when fewer), for
+ * plots: a version's evaluation stays inspectable without its holdout rows. */
+static cJSON *roc_curve(const job *j)
+{
+    size_t n = j->ntest;
+    scored *v = malloc((n ? n : 1) * sizeof *v);
+    cJSON *o = cJSON_CreateObject();
+    if (!v || !o) {
+        free(v);
+        cJSON_Delete(o);
+        return cJSON_CreateNull();
+    }
+    double pos = 0;
+    for (size_t k = 0; k < n; k++) {
+        v[k].s = j->test_scores[k];
+        v[k].y = j->d->y[j->test[k]];
+        pos += v[k].y;
+    }
+    double neg = (double)n - pos;
+    qsort(v, n, sizeof *v, cmp_scored_desc);
+    cJSON *fpr = cJSON_AddArrayToObject(o, "fpr"), *tpr = cJSON_AddArrayToObject(o, "tpr"),
+          *thr = cJSON_AddArrayToObject(o, "threshold");
+    cJSON_AddItemToArray(fpr, cJSON_CreateNumber(0));
+    cJSON_AddItemToArray(tpr, cJSON_CreateNumber(0));
+    cJSON_AddItemToArray(thr, cJSON_CreateNumber(1));
+    double tp = 0, fp = 0;
+    size_t step = n / 200 + 1, last = 0;
+    for (size_t k = 0; k < n; k++) {
+        tp += v[k].y;
+        fp += 1 - v[k].y;
+        int boundary = k + 1 == n || v[k + 1].s != v[k].s;
+        if (boundary && (k + 1 - last >= step || k + 1 == n)) {
+            last = k + 1;
+            cJSON_AddItemToArray(fpr, cJSON_CreateNumber(neg > 0 ? fp / neg : 0));
+            cJSON_AddItemToArray(tpr, cJSON_CreateNumber(pos > 0 ? tp / pos : 0));
+            cJSON_AddItemToArray(thr, cJSON_CreateNumber(v[k].s));
+        }
+    }
+    free(v);
+    return o;
+}
+
 static int build_metrics(job *j, px_err *e)
 {
     cJSON *root = cJSON_CreateObject();
@@ -215,6 +265,7 @@ static int build_metrics(job *j, px_err *e)
     }
     cJSON *byage = cJSON_AddObjectToObject(root, "by_age_band");
     for (int b = 0; b < 5; b++) cJSON_AddItemToObject(byage, age_band_names[b], eval_subset(j, j->test_scores, pick_age, b));
+    if (j->binary) cJSON_AddItemToObject(root, "roc", roc_curve(j));
     cJSON *fit = cJSON_AddObjectToObject(root, "fit");
     cJSON_AddNumberToObject(fit, "n_train", (double)j->ntrain);
     cJSON_AddNumberToObject(fit, "iterations", j->fi.iterations);
