@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # demo.sh: the main job on the embedded default. Installs and builds what is
 # missing, starts the embedded warehouse in ./var, generates a synthetic hospital
-# system, loads it (and the CMS DE-SynPUF sample, when ../shared has it), and
-# prints the load report. Later stages (features, models, KPIs, serving) extend it.
+# system, loads it (and the CMS DE-SynPUF sample, when ../shared has it), prints
+# the load report, builds the feature tables, trains and registers the readmission,
+# mortality and length-of-stay models, and lists the registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -20,5 +21,12 @@ rc=$?
 set -e
 [ $rc -eq 0 ] || [ $rc -eq 3 ] || exit $rc   # 3: loaded before, nothing new
 $PX etl status
+echo
+$PX features build --set all
+for m in readmission mortality los; do
+    $PX train --model "$m" --no-build
+done
+echo
+$PX registry list
 echo
 echo "warehouse: psql \"\$($PX db url)\"    stop it: $PX db stop"
