@@ -76,8 +76,9 @@ void reg_manifest_release(reg_manifest *m);
  * PX_ECORRUPT when it is missing, truncated, grown or altered. */
 int reg_manifest_read(const reg_manifest *m, const char *dir, const char *file, unsigned char **data, size_t *len,
                       px_err *e);
-/* Checks every listed file, and that the directory holds nothing else. */
-int reg_manifest_check_all(const reg_manifest *m, const char *dir, px_err *e);
+/* Checks every listed file except skip (NULL: none; the caller reads that one
+ * itself), and that the directory holds nothing else. */
+int reg_manifest_check_all(const reg_manifest *m, const char *dir, const char *skip, px_err *e);
 
 /* ---- small helpers ------------------------------------------------------- */
 

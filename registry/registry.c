@@ -399,12 +399,15 @@ int px_reg_resolve(PGconn *c, const char *name, const char *ref, int *version, p
 
 /* ---- verified reading ------------------------------------------------------- */
 
-/* Parses model.bin of an open manifest after its digest checked out, and checks
- * it agrees with the manifest. Caller frees. */
+/* Checks every other file of an open manifest, then parses model.bin after its
+ * digest checked out, and checks it agrees with the manifest. Caller frees. */
 static px_model *model_from(const reg_manifest *m, const char *dir, px_err *e)
 {
     unsigned char *bytes = NULL;
     size_t len = 0;
+    /* a version is loaded whole or not at all: any altered, missing or added
+     * file means the directory is not what was signed */
+    if (reg_manifest_check_all(m, dir, "model.bin", e) != 0) return NULL;
     if (reg_manifest_read(m, dir, "model.bin", &bytes, &len, e) != 0) {
         if (e && e->code == PX_ENOTFOUND) px_err_set(e, PX_ECORRUPT, "%s: the manifest lists no model.bin", m->ctx);
         return NULL;
@@ -453,26 +456,26 @@ int px_reg_read_file(const px_config *cfg, const char *name, int version, const 
 px_model *px_reg_load_dir(const char *dir, const char *pubkey_path, px_err *e)
 {
     reg_manifest m;
-    if (reg_manifest_open(dir, pubkey_path, NULL, 0, "cannot load", &m, e) != 0) return NULL;
-    px_model *model = NULL;
-    /* in the registry's layout (.../<name>/<version>) the path must agree with the
-     * signed manifest, so a validly signed older version copied over a newer one is refused */
-    const char *base = strrchr(dir, '/');
-    base = base ? base + 1 : dir;
-    int v = 0;
-    if (parse_version(base, &v) == 0 && base[0] != 'v') {
-        char parent[4200];
-        snprintf(parent, sizeof parent, "%.*s", (int)(base - dir > 0 ? base - dir - 1 : 0), dir);
-        const char *pn = strrchr(parent, '/');
-        pn = pn ? pn + 1 : parent;
-        if (v != m.version || (reg_valid_name(pn) && strcmp(pn, m.name) != 0)) {
-            px_err_set(e, PX_ECORRUPT, "%s: the directory '%s' holds the signed manifest of model '%s' v%d", m.ctx,
-                       dir, m.name, m.version);
-            goto done;
-        }
+    /* In the registry's layout (.../<name>/<version>) the path names the version:
+     * errors then name it too, and the signed manifest must be that version's,
+     * so a validly signed older version copied over a newer one is refused. */
+    char name[64] = "", path[4200];
+    int version = 0, n = snprintf(path, sizeof path, "%s", dir);
+    if (n < 0 || (size_t)n >= sizeof path) {
+        px_err_set(e, PX_EINVAL, "path too long: '%s'", dir);
+        return NULL;
     }
-    model = model_from(&m, dir, e);
-done:
+    while (n > 1 && path[n - 1] == '/') path[--n] = '\0';
+    char *base = strrchr(path, '/');
+    if (base && parse_version(base + 1, &version) == 0 && base[1] != 'v') {
+        *base = '\0';
+        const char *pn = strrchr(path, '/');
+        pn = pn ? pn + 1 : path;
+        if (reg_valid_name(pn)) memcpy(name, pn, strlen(pn) + 1); /* at most 63 characters */
+    }
+    if (reg_manifest_open(dir, pubkey_path, name[0] ? name : NULL, name[0] ? version : 0, "cannot load", &m, e) != 0)
+        return NULL;
+    px_model *model = model_from(&m, dir, e);
     reg_manifest_release(&m);
     return model;
 }
@@ -524,7 +527,6 @@ int px_reg_verify(PGconn *c, const px_config *cfg, const char *name, int version
     reg_manifest m;
     int rc;
     if ((rc = reg_open_version(c, cfg, name, version, "cannot verify", dir, sizeof dir, &m, e)) != 0) return rc;
-    if ((rc = reg_manifest_check_all(&m, dir, e)) != 0) goto done;
     px_model *model = model_from(&m, dir, e);
     if (!model) {
         rc = PX_ECORRUPT;

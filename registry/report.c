@@ -46,6 +46,16 @@ static const char *count(char *buf, size_t n, double v)
     return buf;
 }
 
+/* "0.712 (95% CI 0.690-0.734)", or just the AUC when no interval was recorded. */
+static const char *auc_ci(char *buf, size_t n, const cJSON *ev, const char *ci_word)
+{
+    double a = jnum(ev, "auc"), lo = jnum(ev, "auc_lo"), hi = jnum(ev, "auc_hi");
+    if (isnan(a)) snprintf(buf, n, "-");
+    else if (isnan(lo) || isnan(hi)) snprintf(buf, n, "%.3f", a);
+    else snprintf(buf, n, "%.3f (%s%.3f-%.3f)", a, ci_word, lo, hi);
+    return buf;
+}
+
 /* Markdown table cell: '|' escaped, line breaks as spaces. */
 static void md_cell(px_buf *b, const char *s)
 {
@@ -237,10 +247,10 @@ int px_reg_list(PGconn *c, int json, FILE *out, px_err *e)
                       "HOLDOUT", "CREATED");
         for (int i = 0; i < nr; i++) {
             cJSON *m = cJSON_Parse(PQgetvalue(r, i, 7));
-            char head[128], a[32], lo[32], hi[32], ver[16];
+            char head[160], a[32], lo[32], ver[16];
+            char auc[96];
             if (strcmp(PQgetvalue(r, i, 3), "binary") == 0)
-                snprintf(head, sizeof head, "AUC %s (%s-%s)", num(a, sizeof a, jnum(m, "auc"), 3),
-                         num(lo, sizeof lo, jnum(m, "auc_lo"), 3), num(hi, sizeof hi, jnum(m, "auc_hi"), 3));
+                snprintf(head, sizeof head, "AUC %s", auc_ci(auc, sizeof auc, m, ""));
             else
                 snprintf(head, sizeof head, "RMSE %s, R2 %s", num(a, sizeof a, jnum(m, "rmse"), 3),
                          num(lo, sizeof lo, jnum(m, "r2"), 3));
@@ -289,6 +299,11 @@ static int info_load(PGconn *c, const px_config *cfg, const char *name, const ch
     memset(vi, 0, sizeof *vi);
     if ((rc = px_reg_resolve(c, name, ref, &version, e)) != 0) return rc;
     if ((rc = reg_open_version(c, cfg, name, version, verb, vi->dir, sizeof vi->dir, &vi->m, e)) != 0) return rc;
+    /* a report about a version must not vouch for one whose model.bin is damaged */
+    if ((rc = reg_manifest_check_all(&vi->m, vi->dir, NULL, e)) != 0) {
+        reg_manifest_release(&vi->m);
+        return rc;
+    }
     char vs[16];
     snprintf(vs, sizeof vs, "%d", version);
     const char *p[2] = {name, vs};
@@ -349,12 +364,11 @@ fail:
 /* One evaluation as a text line. */
 static void eval_line(px_buf *b, const cJSON *ev, int binary)
 {
-    char s1[32], s2[32], s3[32], s4[32], s5[32], s6[32], s7[32];
+    char s1[32], s2[32], s3[96], s4[32], s6[32], s7[32];
     if (binary)
-        px_buf_printf(b, "n %s, events %s, AUC %s (95%% CI %s-%s), Brier %s, calibration slope %s\n",
+        px_buf_printf(b, "n %s, events %s, AUC %s, Brier %s, calibration slope %s\n",
                       count(s1, sizeof s1, jnum(ev, "n")), count(s2, sizeof s2, jnum(ev, "events")),
-                      num(s3, sizeof s3, jnum(ev, "auc"), 3), num(s4, sizeof s4, jnum(ev, "auc_lo"), 3),
-                      num(s5, sizeof s5, jnum(ev, "auc_hi"), 3), num(s6, sizeof s6, jnum(ev, "brier"), 4),
+                      auc_ci(s3, sizeof s3, ev, "95% CI "), num(s6, sizeof s6, jnum(ev, "brier"), 4),
                       num(s7, sizeof s7, jnum(ev, "cal_slope"), 2));
     else
         px_buf_printf(b, "n %s, MAE %s, RMSE %s, R2 %s\n", count(s1, sizeof s1, jnum(ev, "n")),
@@ -422,7 +436,11 @@ static void show_text(px_buf *b, const version_info *vi)
     for (size_t i = 0; i < vi->coef.n; i++) {
         char **f = vi->coef.row[i];
         if (vi->coef.ncol[i] < 8) continue;
-        px_buf_printf(b, "  %-32s %14s %12s %14s %14s %12s\n", f[0], f[1], f[2], f[3], f[4], f[5]);
+        if (i == 0)
+            px_buf_printf(b, "  %-32s %10s %10s  %-23s %s\n", f[0], f[1], f[2], "95% CI", f[5]);
+        else
+            px_buf_printf(b, "  %-32s %10.4g %10.4g  [%9.4g, %9.4g]  %.4g\n", f[0], atof(f[1]), atof(f[2]),
+                          atof(f[3]), atof(f[4]), atof(f[5]));
     }
 
     const cJSON *feats = cJSON_GetObjectItemCaseSensitive(vi->ref, "features");
@@ -561,13 +579,12 @@ static void md_eval_header(px_buf *b, int binary)
 
 static void md_eval_row(px_buf *b, const char *group, const cJSON *ev, int binary)
 {
-    char s[10][32];
+    char s[10][32], auc[96];
     px_buf_adds(b, "| ");
     md_cell(b, group);
     if (binary)
-        px_buf_printf(b, " | %s | %s | %s (%s-%s) | %s | %s | %s | %s | %s |\n", count(s[0], 32, jnum(ev, "n")),
-                      count(s[1], 32, jnum(ev, "events")), num(s[2], 32, jnum(ev, "auc"), 3),
-                      num(s[3], 32, jnum(ev, "auc_lo"), 3), num(s[4], 32, jnum(ev, "auc_hi"), 3),
+        px_buf_printf(b, " | %s | %s | %s | %s | %s | %s | %s | %s |\n", count(s[0], 32, jnum(ev, "n")),
+                      count(s[1], 32, jnum(ev, "events")), auc_ci(auc, sizeof auc, ev, ""),
                       num(s[5], 32, jnum(ev, "auprc"), 3), num(s[6], 32, jnum(ev, "brier"), 4),
                       num(s[7], 32, jnum(ev, "cal_intercept"), 3), num(s[8], 32, jnum(ev, "cal_slope"), 3),
                       num(s[9], 32, jnum(ev, "hl_p"), 3));
@@ -594,6 +611,21 @@ static void md_csv(px_buf *b, const csv_rows *t)
             for (size_t j = 0; j < t->ncol[0]; j++) px_buf_adds(b, j ? "---:|" : "---|");
             px_buf_addc(b, '\n');
         }
+    }
+}
+
+/* Coefficients rounded to 4 significant digits (coefficients.csv keeps 10). */
+static void md_coef(px_buf *b, const csv_rows *t, int logit)
+{
+    px_buf_printf(b, "| term | estimate | SE | 95%% CI | %s (95%% CI) |\n|---|---:|---:|---:|---:|\n",
+                  logit ? "odds ratio" : "rate ratio");
+    for (size_t i = 1; i < t->n; i++) {
+        char **f = t->row[i];
+        if (t->ncol[i] < 8) continue;
+        px_buf_adds(b, "| ");
+        md_cell(b, f[0]);
+        px_buf_printf(b, " | %.4g | %.4g | %.4g to %.4g | %.4g (%.4g to %.4g) |\n", atof(f[1]), atof(f[2]), atof(f[3]),
+                      atof(f[4]), atof(f[5]), atof(f[6]), atof(f[7]));
     }
 }
 
@@ -793,7 +825,7 @@ int px_reg_card(PGconn *c, const px_config *cfg, const char *name, const char *r
                               "and odds ratios.\n\n"
                             : "Log of the ratio of means per unit of each feature, with 95% Wald intervals "
                               "(robust standard errors) and rate ratios.\n\n");
-        md_csv(&b, &vi.coef);
+        md_coef(&b, &vi.coef, strcmp(jstr(row, "algo"), "logit") == 0);
     } else {
         px_buf_adds(&b, "This algorithm has no coefficients.\n");
     }

@@ -196,7 +196,8 @@ static int do_promote(PGconn *c, const px_config *cfg, const opts *o)
     if (px_reg_verify(c, cfg, o->pos[0], version, &e) != 0) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", e.msg);
-        px_err_set(&e, e.code, "cannot promote model '%s' v%d: %s", o->pos[0], version, msg);
+        px_err_set(&e, e.code, "cannot promote model '%s' v%d: it failed verification", o->pos[0], version);
+        px_err_detail(&e, "%s", msg);
         return px_cli_fail(&e);
     }
     int rc = px_reg_promote(c, o->pos[0], version, alias, o->reason, &e);

@@ -94,6 +94,55 @@ static const char *age_band(double age)
     return age < 65 ? "18-64" : age < 80 ? "65-79" : "80+";
 }
 
+static int cmp_pair(const void *a, const void *b)
+{
+    const double *x = a, *y = b;
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* Until the evaluation library lands: Mann-Whitney AUC (ties count one half),
+ * Brier score; MAE, RMSE, R2 for regression. Same key names as px_eval_*_json. */
+static char *eval_json(const double *y, const double *p, size_t n, int binary)
+{
+    px_buf b = {0};
+    if (n == 0) return NULL;
+    if (binary) {
+        double *pr = malloc(2 * n * sizeof *pr), events = 0, brier = 0, rank_sum = 0;
+        for (size_t i = 0; i < n; i++) {
+            pr[2 * i] = p[i];
+            pr[2 * i + 1] = y[i];
+            events += y[i];
+            brier += (p[i] - y[i]) * (p[i] - y[i]);
+        }
+        qsort(pr, n, 2 * sizeof *pr, cmp_pair);
+        for (size_t i = 0; i < n;) {
+            size_t j = i;
+            while (j < n && pr[2 * j] == pr[2 * i]) j++;
+            double rank = (double)(i + j + 1) / 2.0; /* mid-rank of the tie block, 1-based */
+            for (size_t k = i; k < j; k++)
+                if (pr[2 * k + 1] == 1) rank_sum += rank;
+            i = j;
+        }
+        free(pr);
+        double neg = (double)n - events;
+        if (events == 0 || neg == 0) return NULL;
+        double auc = (rank_sum - events * (events + 1) / 2) / (events * neg);
+        px_buf_printf(&b, "{\"n\":%zu,\"events\":%.0f,\"auc\":%.17g,\"brier\":%.17g}", n, events, auc, brier / (double)n);
+    } else {
+        double mo = 0, mp = 0, ae = 0, se = 0, ss = 0;
+        for (size_t i = 0; i < n; i++) {
+            mo += y[i] / (double)n;
+            mp += p[i] / (double)n;
+            ae += fabs(y[i] - p[i]);
+            se += (y[i] - p[i]) * (y[i] - p[i]);
+        }
+        for (size_t i = 0; i < n; i++) ss += (y[i] - mo) * (y[i] - mo);
+        px_buf_printf(&b, "{\"n\":%zu,\"mae\":%.17g,\"rmse\":%.17g,\"r2\":%.17g,\"mean_obs\":%.17g,\"mean_pred\":%.17g}", n,
+                      ae / (double)n, sqrt(se / (double)n), 1 - se / ss, mo, mp);
+    }
+    return b.data;
+}
+
 /* Appends "key": eval JSON of the rows of the holdout selected by keep. */
 static int add_eval(px_buf *b, const char *key, const double *y, const double *p, const int *keep, int want, size_t n,
                     int binary, int *first)
@@ -105,15 +154,7 @@ static int add_eval(px_buf *b, const char *key, const double *y, const double *p
             yy[m] = y[i];
             pp[m++] = p[i];
         }
-    char *js = NULL;
-    px_err e = {0};
-    if (binary) {
-        px_eval_bin ev;
-        if (px_eval_binary(yy, pp, m, &ev, &e) == 0) js = px_eval_bin_json(&ev);
-    } else {
-        px_eval_reg ev;
-        if (px_eval_regression(yy, pp, m, &ev, &e) == 0) js = px_eval_reg_json(&ev);
-    }
+    char *js = eval_json(yy, pp, m, binary);
     if (js) {
         px_buf_printf(b, "%s\"%s\":%s", *first ? "" : ",", key, js);
         *first = 0;
@@ -122,6 +163,28 @@ static int add_eval(px_buf *b, const char *key, const double *y, const double *p
     free(yy);
     free(pp);
     return js ? 0 : -1;
+}
+
+/* Calibration table: deciles of predicted risk (equal-count groups in score order). */
+static void calibration(px_buf *b, const double *y, const double *p, size_t n)
+{
+    double *pr = malloc(2 * n * sizeof *pr);
+    for (size_t i = 0; i < n; i++) {
+        pr[2 * i] = p[i];
+        pr[2 * i + 1] = y[i];
+    }
+    qsort(pr, n, 2 * sizeof *pr, cmp_pair);
+    px_buf_adds(b, "decile,n,events,mean_predicted,observed_rate\n");
+    for (size_t g = 0; g < 10; g++) {
+        size_t lo = g * n / 10, hi = (g + 1) * n / 10;
+        double ev = 0, mp = 0;
+        for (size_t i = lo; i < hi; i++) {
+            ev += pr[2 * i + 1];
+            mp += pr[2 * i];
+        }
+        px_buf_printf(b, "%zu,%zu,%.0f,%.6f,%.6f\n", g + 1, hi - lo, ev, mp / (double)(hi - lo), ev / (double)(hi - lo));
+    }
+    free(pr);
 }
 
 static int cmd_register(PGconn *c, const px_config *cfg, int argc, char **argv)
@@ -187,17 +250,7 @@ static int cmd_register(PGconn *c, const px_config *cfg, int argc, char **argv)
     add_eval(&metrics, "65-79", ytest, ptest, agek, 1, ntest, binary, &first);
     add_eval(&metrics, "80+", ytest, ptest, agek, 2, ntest, binary, &first);
     px_buf_adds(&metrics, "}}");
-    if (binary) {
-        px_eval_bin ev;
-        if (px_eval_binary(ytest, ptest, ntest, &ev, &e) != 0) {
-            px_err_print(&e);
-            return 1;
-        }
-        px_buf_adds(&calib, "decile,n,events,mean_predicted,observed_rate\n");
-        for (size_t g = 0; g < ev.ngroups; g++)
-            px_buf_printf(&calib, "%zu,%zu,%.0f,%.6f,%.6f\n", g + 1, ev.group[g].n, ev.group[g].events,
-                          ev.group[g].mean_pred, ev.group[g].obs_rate);
-    }
+    if (binary) calibration(&calib, ytest, ptest, ntest);
     char *ref = px_reg_reference_json(m, d, train, ntrain, ptrain, &e);
     if (!ref) {
         px_err_print(&e);

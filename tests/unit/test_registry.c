@@ -198,7 +198,7 @@ static int open_read(px_config *cfg, const char *dir, int version, const char *f
     if (rc != 0) return rc;
     unsigned char *d = NULL;
     size_t n = 0;
-    rc = file ? reg_manifest_read(&m, dir, file, &d, &n, e) : reg_manifest_check_all(&m, dir, e);
+    rc = file ? reg_manifest_read(&m, dir, file, &d, &n, e) : reg_manifest_check_all(&m, dir, NULL, e);
     free(d);
     reg_manifest_release(&m);
     return rc;
