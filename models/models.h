@@ -75,6 +75,8 @@ typedef struct px_svm_info {
     double C, gamma;
     double cv_score;     /* SVC: cross-validated AUC; SVR: cross-validated RMSE */
     double class_weight_pos; /* SVC: weight of the positive class (n_neg / n_pos) */
+    size_t n_cv;         /* rows the grid search used (a stratified subsample of at most 5000
+                          * of the n_used rows); 0 when C and gamma were both given (cv_score NAN) */
 } px_svm_info;
 
 typedef struct px_svm px_svm;   /* opaque: owns its LibSVM model and support vectors */
