@@ -299,7 +299,9 @@ static double ratio(size_t a, size_t b)
 /* Returns 0 and fills *out; PX_EINVAL (no rows, a label not 0/1, a probability
  * NaN or outside [0,1], one class only) or PX_ENOMEM, *out untouched. auc_se and
  * the interval are NaN with fewer than 2 events or 2 non-events (DeLong's sample
- * variances need 2); cal_* are NaN when the fit has no finite solution. */
+ * variances need 2); cal_* are NaN when the fit has no finite solution
+ * (cal_slope under separation). The calibration fits use logit(p) of p clipped
+ * to [1e-12, 1 - 1e-12]; Brier, deciles and HL use p as given. */
 int px_eval_binary(const double *y, const double *p, size_t n, px_eval_bin *out, px_err *e)
 {
     size_t n1 = 0;
