@@ -14,6 +14,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+struct MHD_Connection;
+
 #define SRV_MAX_MODELS 32
 #define SRV_MAX_DRIFT 256
 

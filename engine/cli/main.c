@@ -18,6 +18,11 @@ static const struct command commands[] = {
     {"generate", cmd_generate, "write a synthetic canonical dataset with planted effects"},
     {"features", cmd_features, "build the feature tables (build), list the latest builds (list)"},
     {"registry", cmd_registry, "the model registry: list, show, promote, verify, card"},
+    {"train", cmd_train, "fit, evaluate and register a model version"},
+    {"retrain", cmd_retrain, "retrain, compare with the champion, promote only if better"},
+    {"serve", cmd_serve, "the prediction and drift-alert server (HTTP)"},
+    {"apikey", cmd_apikey, "API keys of the server: create, revoke, list"},
+    {"drift", cmd_drift, "check newly loaded data for drift against each champion (check)"},
 };
 
 static void usage(FILE *out)
