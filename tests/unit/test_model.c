@@ -32,76 +32,6 @@ static void raw_of(const px_model *m, size_t i, double *raw)
     }
 }
 
-static void sha_line(px_buf *b)
-{
-    /* recompute the trailing checksum of a (mutated) body of len bytes */
-    char hex[65];
-    px_sha256_hex(b->data, b->len, hex);
-    px_buf_printf(b, "sha256 %s\n", hex);
-}
-
-/* Every truncation (raw, and with a valid checksum recomputed over the cut
- * body) and nflips random byte flips must be refused with PX_ECORRUPT; random
- * edits under a recomputed checksum must never crash (ASan build). */
-static void corrupt_all(const px_buf *saved, size_t nflips, const char *what)
-{
-    px_err e;
-    size_t refused = 0, refused_rehashed = 0, body = saved->len - 72, accepted_edits = 0;
-    for (size_t L = 0; L < saved->len; L++) {
-        px_model *m = px_model_load((const unsigned char *)saved->data, L, &e);
-        refused += !m && e.code == PX_ECORRUPT;
-        px_model_free(m);
-    }
-    CHECK_INT(refused, saved->len);
-    for (size_t L = 0; L < body; L++) {
-        px_buf b = {0};
-        px_buf_add(&b, saved->data, L);
-        sha_line(&b);
-        px_model *m = px_model_load((const unsigned char *)b.data, b.len, &e);
-        refused_rehashed += !m && e.code == PX_ECORRUPT;
-        px_model_free(m);
-        px_buf_release(&b);
-    }
-    CHECK_INT(refused_rehashed, body);
-    unsigned long long st = 7;
-    size_t flips_refused = 0;
-    unsigned char *copy = malloc(saved->len);
-    for (size_t t = 0; t < nflips; t++) {
-        memcpy(copy, saved->data, saved->len);
-        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-        size_t pos = (size_t)(st >> 33) % saved->len;
-        unsigned char x = (unsigned char)(1 + (st >> 20) % 255);
-        copy[pos] ^= x;
-        px_model *m = px_model_load(copy, saved->len, &e);
-        flips_refused += !m && e.code == PX_ECORRUPT;
-        px_model_free(m);
-        /* the same edit inside the body with a valid checksum: any outcome but a crash */
-        if (pos < body) {
-            px_buf b = {0};
-            px_buf_add(&b, copy, body);
-            sha_line(&b);
-            m = px_model_load((const unsigned char *)b.data, b.len, &e);
-            if (m) {
-                accepted_edits++;
-                double raw[8] = {60, 1, 0, 0, 0, 0, 0, 0}, v;
-                size_t nf = px_model_nfeatures(m);
-                for (size_t j = 0; j < nf && j < 8; j++)
-                    if (px_model_feature(m, j)->kind == PX_COL_CATEGORICAL) raw[j] = NAN;
-                if (nf <= 8) px_model_predict(m, raw, &v, NULL, &e);
-            } else {
-                CHECK(e.code == PX_ECORRUPT || e.code == PX_ENOMEM);
-            }
-            px_model_free(m);
-            px_buf_release(&b);
-        }
-    }
-    free(copy);
-    CHECK_INT(flips_refused, nflips);
-    fprintf(stderr, "%s: %zu bytes; %zu truncations refused (%zu with a recomputed checksum); %zu flips refused; "
-                    "%zu re-checksummed edits accepted as a different valid model\n",
-            what, saved->len, refused, refused_rehashed, flips_refused, accepted_edits);
-}
-
 static void check_glm_model(px_algo algo, const char *label, const char *tag, const fx_ref *r)
 {
     px_dataset *d = fx_dataset(&glm, cols, 4, label);
@@ -241,7 +171,7 @@ static void check_glm_model(px_algo algo, const char *label, const char *tag, co
         free(sl);
     }
     px_model_free(ld);
-    corrupt_all(&b1, 3000, px_algo_name(algo));
+    fx_corrupt_all(&b1, 3000, px_algo_name(algo));
     px_buf_release(&b1);
     px_buf_release(&b2);
     px_buf_release(&b3);
@@ -386,7 +316,7 @@ static void test_load_garbage(void)
     px_buf_adds(&b, "prognos-model 1\nalgo logit\nn_train 3\nfeatures 1 2\n"
                     "feature 1 s categorical used 1 1 2 0\nlevel 1 b\nlevel 1 a\nwarning 0 \n"
                     "glm 0 1 1 0 1 1 -0.5\nbeta 0 0\ncov 1 0\ncov 0 1\nend\n");
-    sha_line(&b);
+    fx_sha_line(&b);
     CHECK(px_model_load((const unsigned char *)b.data, b.len, &e) == NULL);
     CHECK_INT(e.code, PX_ECORRUPT);
     CHECK(strstr(e.msg, "line 7") != NULL && strstr(e.msg, "byte order") != NULL);
@@ -394,7 +324,7 @@ static void test_load_garbage(void)
     px_buf_adds(&b, "prognos-model 1\nalgo logit\nn_train 3\nfeatures 1 2\n"
                     "feature 1 s categorical used 1 1 2 0\nlevel 1 a\nlevel 1 b\nwarning 0 \n"
                     "glm 0 1 1 0 1 1 -0.5\nbeta 0 0\ncov 1 0\ncov 0 1\nend\n");
-    sha_line(&b);
+    fx_sha_line(&b);
     px_model *m = px_model_load((const unsigned char *)b.data, b.len, &e);
     CHECK(m != NULL);   /* the hand-written consistent model loads */
     px_model_free(m);
