@@ -415,7 +415,7 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
      * make it non-finite) are halved towards the previous coefficients. */
     pass_job cur, prev;
     pass_all(&d, NULL, 0, p.threads, A, b, &cur);
-    double pdev = cur.dev, grow_prev_ext = cur.ext;
+    double pdev = cur.dev, grow_prev_ext = cur.ext, prev_inc = 0;
     int have_beta = 0, grows = 0, stop_sep = 0, halving_failed = 0;
     for (int iter = 1; iter <= p.max_iter; iter++) {
         add_penalty(M, A, k, &p);
@@ -474,17 +474,21 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
          * the boundary and the linear predictor keeps moving away from it (by
          * about one unit per Newton step as the deviance halves), so the MLE is
          * at infinity; stop instead of iterating towards it. */
-        int grew = have_beta && cur.ext > grow_prev_ext + 0.1;
+        double inc = cur.ext - grow_prev_ext;
+        /* Newton converging to a finite MLE shrinks its steps quadratically;
+         * towards a separated MLE they stay at about one unit of eta */
+        int grew = have_beta && cur.nsat > 0 && inc > 0.1 && inc > 0.5 * prev_inc;
         grows = grew ? grows + 1 : 0;
         grow_prev_ext = cur.ext;
+        prev_inc = inc;
         have_beta = 1;
-        if (cur.nsat > 0 && grows >= 3) {
+        if (grows >= 3) {
             stop_sep = 1;
             break;
         }
         if (change < p.tol) {
             fit->converged = 1;
-            if (cur.nsat > 0 && grew) stop_sep = 1;
+            if (grew) stop_sep = 1;
             break;
         }
     }

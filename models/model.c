@@ -553,24 +553,28 @@ static int parse_feature(px_tx *c, px_feature_info *f, size_t *next_col, const c
         NEED(f->min <= f->max && f->sd >= 0, "a range and an sd >= 0");
         if (!f->dropped) NEED(f->ncols == 1 && f->sd > 0, "one column and sd > 0 for a used numeric feature");
     } else {
-        NEED(px_tx_lit(c, " ") == 0 && px_tx_size(c, &f->nlevels) == 0 && px_tx_lit(c, " ") == 0 &&
+        size_t nl;
+        NEED(px_tx_lit(c, " ") == 0 && px_tx_size(c, &nl) == 0 && px_tx_lit(c, " ") == 0 &&
                  px_tx_size(c, &f->ref) == 0 && px_tx_lit(c, "\n") == 0,
              "the number of levels and the reference");
         /* every level line takes at least 9 bytes: bound the allocation by the input */
-        NEED(f->nlevels <= left(c) / 9, "no more levels than the input holds");
+        NEED(nl <= left(c) / 9, "no more levels than the input holds");
         if (f->dropped)
-            NEED(f->nlevels <= 1 && (f->ref < f->nlevels || (f->nlevels == 0 && f->ref == 0)), "at most one level");
+            NEED(nl <= 1 && (f->ref < nl || (nl == 0 && f->ref == 0)), "at most one level");
         else
-            NEED(f->nlevels >= 2 && f->ref < f->nlevels && f->ncols == f->nlevels - 1, "nlevels - 1 columns");
-        f->levels = calloc(f->nlevels ? f->nlevels : 1, sizeof *f->levels);
+            NEED(nl >= 2 && f->ref < nl && f->ncols == nl - 1, "nlevels - 1 columns");
+        f->levels = calloc(nl ? nl : 1, sizeof *f->levels);
         NEED(f->levels, "memory");
-        for (size_t l = 0; l < f->nlevels; l++) {
-            NEED(px_tx_lit(c, "level ") == 0 && px_tx_str(c, &s, &len) == 0 && px_tx_lit(c, "\n") == 0, "a level line");
+        /* f->nlevels counts the levels allocated so far, so a failure frees exactly those */
+        for (size_t l = 0; l < nl; l++) {
+            NEED(px_tx_lit(c, "level ") == 0 && px_tx_str(c, &s, &len) == 0, "a level line");
             f->levels[l] = malloc(len + 1);
             NEED(f->levels[l], "memory");
+            f->nlevels = l + 1;
             memcpy(f->levels[l], s, len);
             f->levels[l][len] = '\0';
             NEED(l == 0 || strcmp(f->levels[l - 1], f->levels[l]) < 0, "levels in strictly increasing byte order");
+            NEED(px_tx_lit(c, "\n") == 0, "the end of a level line");
         }
     }
     *next_col += f->ncols;

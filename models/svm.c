@@ -580,6 +580,7 @@ px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const p
         px_err_set(e, PX_EINVAL, "cannot fit %s: bad parameters (C, gamma, epsilon >= 0, cache_mb > 0, max_rows >= 2)", what);
         return NULL;
     }
+    pthread_once(&quiet_once, quiet_init);   /* LibSVM prints progress to stdout unless told otherwise */
     int grid = p.C == 0 || p.gamma == 0;
     if (grid && (p.cv_folds < 2 || p.cv_folds > 20)) {
         px_err_set(e, PX_EINVAL, "cannot fit %s: cv_folds must be in [2, 20]", what);
@@ -734,7 +735,6 @@ px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const p
         px_err_set(e, PX_EINVAL, "cannot fit %s: LibSVM refused the parameters: %s", what, perr);
         goto fail;
     }
-    pthread_once(&quiet_once, quiet_init);
     pthread_mutex_lock(&libsvm_lock);
     /* LibSVM draws its folds for Platt scaling with rand(): seed it right before
      * training so the same data and seed give the same model. */
