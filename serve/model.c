@@ -31,17 +31,20 @@ static double score_cut(const cJSON *score, double share)
     const cJSON *x;
     cJSON_ArrayForEach(x, counts) total += cJSON_IsNumber(x) ? x->valuedouble : 0;
     if (!(total > 0)) return NAN;
-    double cum = 0;
+    /* the edge whose cumulative share is nearest the target: decile bins hold
+     * 10% only up to ties and rounding */
+    double cum = 0, best = NAN, gap = INFINITY;
     for (int b = 0; b < ne; b++) {
         const cJSON *c = cJSON_GetArrayItem(counts, b), *ed = cJSON_GetArrayItem(edges, b);
         if (!cJSON_IsNumber(c) || !cJSON_IsNumber(ed)) return NAN;
         cum += c->valuedouble;
-        if (cum / total >= share - 1e-12) return ed->valuedouble;
+        if (fabs(cum / total - share) < gap) {
+            gap = fabs(cum / total - share);
+            best = ed->valuedouble;
+        }
     }
-    const cJSON *last = cJSON_GetArrayItem(edges, ne - 1);
-    return cJSON_IsNumber(last) ? last->valuedouble : NAN;
+    return best;
 }
-
 /* Bands are relative to the population the model was trained on: "low" up to the
  * median training score, "medium" to the 80th percentile, "high" to the 90th,
  * "very_high" the top decile. A fixed probability would mean different things
