@@ -431,9 +431,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 char *end;
                 errno = 0;
                 unsigned long long n = strtoull(cl, &end, 10);
-                if (errno == 0 && *end == '\0' && n > s->p.max_body_bytes)
-                    return respond(conn, r, srv_error(r, 413, "body_too_large", NULL,
-                                                      "the body is %llu bytes; the limit is %zu", n, s->p.max_body_bytes));
+                const char *ex = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+                /* answered now when the client waits for "100 Continue" or the body is
+                 * huge; otherwise read and dropped, so that the client, still sending,
+                 * is not cut off before it can read the answer */
+                if (errno == 0 && *end == '\0' && n > s->p.max_body_bytes) {
+                    if (ex || n > 16ull * s->p.max_body_bytes)
+                        return respond(conn, r, srv_error(r, 413, "body_too_large", NULL,
+                                                          "the body is %llu bytes; the limit is %zu", n,
+                                                          s->p.max_body_bytes));
+                    r->bad_body = 1;
+                }
             }
             r->stage = 1;
             r->deadline_us = r->t0_us + (uint64_t)s->p.request_timeout_ms * 1000u;
@@ -441,23 +449,36 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         return respond(conn, r, dispatch(r, conn));
     }
-    /* stage 1: the body */
+    /* stage 1: the body. libmicrohttpd accepts an answer only on the first call or
+     * once the request is complete, so a body over the limit or past the deadline
+     * is read and discarded to its end and answered then; one that is still
+     * arriving at twice the deadline (or at 16 times the size limit) is cut. */
+    uint64_t now = srv_mono_us();
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (srv_mono_us() > r->deadline_us)
-            return respond(conn, r, srv_error(r, 408, "request_timeout", NULL,
-                                              "the body did not arrive within %u ms", s->p.request_timeout_ms));
-        if (r->body.len + n > s->p.max_body_bytes)
-            return respond(conn, r, srv_error(r, 413, "body_too_large", NULL, "the body is over the limit of %zu bytes",
-                                              s->p.max_body_bytes));
-        if (px_buf_add(&r->body, upload_data, n) != 0)
-            return respond(conn, r, srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory"));
+        r->discarded += r->bad_body || r->late ? n : 0;
+        if (now > r->deadline_us) r->late = 1;
+        if (now > r->deadline_us + (uint64_t)s->p.request_timeout_ms * 1000u || r->discarded > 16 * s->p.max_body_bytes) {
+            px_log(PX_LOG_WARN, "serve: cut an upload that was too slow or too large (%zu bytes discarded)", r->discarded);
+            return MHD_NO;
+        }
+        if (r->bad_body || r->late) return MHD_YES;
+        if (r->body.len + n > s->p.max_body_bytes) {
+            r->bad_body = 1;
+            px_buf_release(&r->body);
+            return MHD_YES;
+        }
+        if (px_buf_add(&r->body, upload_data, n) != 0) r->oom = 1, r->bad_body = 1;
         return MHD_YES;
     }
-    if (srv_mono_us() > r->deadline_us)
+    if (r->late || now > r->deadline_us)
         return respond(conn, r, srv_error(r, 408, "request_timeout", NULL, "the body did not arrive within %u ms",
                                           s->p.request_timeout_ms));
+    if (r->oom) return respond(conn, r, srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory"));
+    if (r->bad_body)
+        return respond(conn, r, srv_error(r, 413, "body_too_large", NULL, "the body is over the limit of %zu bytes",
+                                          s->p.max_body_bytes));
     if (px_buf_addc(&r->body, '\0') != 0)
         return respond(conn, r, srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory"));
     r->body.len--; /* NUL-terminated, not counted */

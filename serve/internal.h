@@ -330,6 +330,9 @@ typedef struct srv_req {
     char request_id[33];
     char model_name[64];
     int bad_body;              /* 1: over the size limit (rest discarded) */
+    int late;                  /* 1: part of the body came after the deadline (rest discarded) */
+    int oom;
+    size_t discarded;          /* body bytes read and dropped */
     px_buf body;
     px_buf out;                /* the response body (handed to MHD as persistent memory) */
     cJSON *json;

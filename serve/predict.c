@@ -306,9 +306,13 @@ unsigned srv_route_predict(srv_req *r)
     const srv_model *sm = r->sm;
     size_t off = 0;
     if (r->body.len == 0) return srv_error(r, 400, "invalid_json", NULL, "the body is empty");
-    if (px_json_depth_check(r->body.data, r->body.len, s->p.max_depth, &off) != 0)
+    int pc = px_json_precheck(r->body.data, r->body.len, s->p.max_depth, &off);
+    if (pc == PX_EINVAL)
         return srv_error(r, 400, "too_deep", NULL, "the JSON nests deeper than %d levels (at byte %zu)", s->p.max_depth,
                          off);
+    if (pc != 0)
+        return srv_error(r, 400, "invalid_json", NULL,
+                         "a string holds a control character or \\u0000 (at byte %zu)", off);
     const char *end = NULL;
     if (!(r->json = cJSON_ParseWithLengthOpts(r->body.data, r->body.len + 1, &end, 1))) {
         size_t at = end && end >= r->body.data ? (size_t)(end - r->body.data) : 0;

@@ -124,9 +124,10 @@ int px_drift_chi2(const double *a, const double *b, size_t k, double *stat, int 
 
 /* ---- JSON pre-check --------------------------------------------------------------- */
 
-/* Checks that text[0..len) nests arrays and objects at most max_depth deep
- * (strings and escapes skipped correctly), before cJSON's recursive parser sees
- * it. Returns 0, or PX_EINVAL with *offset set to where the limit was passed. */
-int px_json_depth_check(const char *text, size_t len, int max_depth, size_t *offset);
+/* Checks text[0..len) before cJSON's recursive parser sees it: arrays and objects
+ * nest at most max_depth deep (strings and escapes skipped correctly), and no
+ * string holds a raw control character or the escape \u0000. Returns 0; PX_EINVAL
+ * when too deep, PX_ECORRUPT for a bad string; *offset is where. */
+int px_json_precheck(const char *text, size_t len, int max_depth, size_t *offset);
 
 #endif

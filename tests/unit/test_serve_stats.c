@@ -136,18 +136,25 @@ static void null_calibration(void)
 static void depth_check(void)
 {
     size_t off = 0;
-    CHECK_INT(px_json_depth_check("{\"instances\":[{\"a\":1}]}", 23, 3, &off), 0);
-    CHECK_INT(px_json_depth_check("{\"instances\":[{\"a\":[1]}]}", 25, 3, &off), PX_EINVAL);
+    CHECK_INT(px_json_precheck("{\"instances\":[{\"a\":1}]}", 23, 3, &off), 0);
+    CHECK_INT(px_json_precheck("{\"instances\":[{\"a\":[1]}]}", 25, 3, &off), PX_EINVAL);
     CHECK_INT(off, 19);
     /* brackets inside strings, escaped quotes and backslashes do not count */
     const char *s = "{\"a\":\"[[[[\\\"{{{{\\\\\",\"b\":[1]}";
-    CHECK_INT(px_json_depth_check(s, strlen(s), 2, &off), 0);
+    CHECK_INT(px_json_precheck(s, strlen(s), 2, &off), 0);
     char deep[2001];
     memset(deep, '[', 2000);
     deep[2000] = '\0';
-    CHECK_INT(px_json_depth_check(deep, 2000, 8, &off), PX_EINVAL);
+    CHECK_INT(px_json_precheck(deep, 2000, 8, &off), PX_EINVAL);
     CHECK_INT(off, 8);
-    CHECK_INT(px_json_depth_check("]]]]{}", 6, 1, &off), 0); /* unbalanced: cJSON's to refuse */
+    CHECK_INT(px_json_precheck("]]]]{}", 6, 1, &off), 0); /* unbalanced: cJSON's to refuse */
+    /* control characters and \u0000 in strings; fine outside them and as other escapes */
+    CHECK_INT(px_json_precheck("{\"a\":\"x\ty\"}", 11, 8, &off), PX_ECORRUPT);
+    CHECK_INT(off, 7);
+    CHECK_INT(px_json_precheck("{\"a\":\"ed\\u0000x\"}", 17, 8, &off), PX_ECORRUPT);
+    CHECK_INT(off, 8);
+    const char *fine = "{\"a\":\n\t\"\\u0041\\n\\\\u0000\"}";
+    CHECK_INT(px_json_precheck(fine, strlen(fine), 8, &off), 0);
 }
 
 static void key_match(void)
