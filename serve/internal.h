@@ -275,6 +275,8 @@ struct px_server {
     char names[SRV_MAX_MODELS][64];
     srv_slot models[SRV_MAX_MODELS];
     atomic_int nmodels;
+    int failed_version[SRV_MAX_MODELS];      /* poller only: the last version that failed to load */
+    uint64_t failed_at_us[SRV_MAX_MODELS];
     char **only;               /* --models filter (NULL: all) */
 
     srv_slot keys;             /* srv_keyset */

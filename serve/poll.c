@@ -121,16 +121,27 @@ int srv_poll_once(px_server *s, PGconn *c, int force, px_err *e)
         int have = cur ? cur->version : 0;
         srv_release(cur);
         if (have == version && !force) continue;
+        /* a version that failed to load is retried every 30 s (or on a forced reload),
+         * not at every poll */
+        if (!force && s->failed_version[slot] == version && srv_mono_us() - s->failed_at_us[slot] < 30000000u) {
+            if (!have) all_loaded = 0;
+            continue;
+        }
         px_err le = {0};
         srv_model *sm = srv_model_load(&s->cfg, name, version, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3),
                                        PQgetvalue(r, i, 4), &le);
         if (!sm) {
             atomic_fetch_add(&s->metrics.reload_failures, 1);
-            px_log(PX_LOG_ERROR, "serve: %s%s%s", le.msg, have ? "; still serving v" : "", "");
-            if (have) px_log(PX_LOG_ERROR, "serve: model '%s' still serves v%d", name, have);
-            else all_loaded = 0;
+            s->failed_version[slot] = version;
+            s->failed_at_us[slot] = srv_mono_us();
+            if (have) px_log(PX_LOG_ERROR, "serve: %s; model '%s' still serves v%d", le.msg, name, have);
+            else {
+                px_log(PX_LOG_ERROR, "serve: %s; model '%s' is not served", le.msg, name);
+                all_loaded = 0;
+            }
             continue;
         }
+        s->failed_version[slot] = 0;
         if (sm->drift) sm->drift = adopt_drift(s, sm->drift);
         srv_slot_swap(&s->models[slot], sm);
         if (atomic_load(&s->ready)) atomic_fetch_add(&s->metrics.reloads, 1);

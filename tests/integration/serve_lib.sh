@@ -61,3 +61,23 @@ wait_key() {
     done
     fail "the server never accepted a new key"
 }
+
+# Rewrites a generated dataset's patient and encounter ids with a prefix, so that a
+# second dataset is new patients and stays rather than duplicates of the first.
+fresh_ids() { # dir prefix
+    "$PY" - "$1" "$2" <<'PYEOF'
+import csv, os, sys
+d, pre = sys.argv[1], sys.argv[2]
+for name in ["patients.csv", "encounters.csv", "diagnoses.csv", "procedures.csv"]:
+    path = os.path.join(d, name)
+    rows = list(csv.reader(open(path, newline="")))
+    head = rows[0]
+    cols = [i for i, h in enumerate(head) if h in ("patient_id", "encounter_id", "mrn", "ssn")]
+    for r in rows[1:]:
+        for i in cols:
+            if r[i]:
+                r[i] = pre + r[i] if head[i] != "ssn" else "9" + r[i][1:]
+    with open(path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+PYEOF
+}
