@@ -51,16 +51,15 @@ static long long check_one(PGconn *c, const px_config *cfg, const char *name, in
     char since[32];
     snprintf(since, sizeof since, "%lld", since_batch);
     const char *where = since_batch > 0
-                            ? "f.encounter_id IN (SELECT e.encounter_id FROM wh.fact_encounter e WHERE e.batch_id >= $2::bigint)"
+                            ? "f.encounter_id IN (SELECT e.encounter_id FROM wh.fact_encounter e WHERE e.batch_id >= $1::bigint)"
                             : "f.encounter_id IN (SELECT e.encounter_id FROM wh.fact_encounter e WHERE NOT (e.batch_id = ANY"
                               " (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)::bigint))))";
     if (!(sql = srv_model_select_sql(sm, where))) {
         rc = px_err_set(e, PX_ENOMEM, "out of memory");
         goto done;
     }
-    const char *vals[2] = {batches, since};
-    r = since_batch > 0 ? PQexecParams(c, sql, 2, NULL, vals, NULL, NULL, 0)
-                        : PQexecParams(c, sql, 1, NULL, vals, NULL, NULL, 0);
+    const char *vals[1] = {since_batch > 0 ? since : batches};
+    r = PQexecParams(c, sql, 1, NULL, vals, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         rc = px_err_set(e, PX_EDB, "cannot read new rows of '%s' for model '%s' v%d", table, name, version);
         px_err_detail(e, "%s", PQerrorMessage(c));

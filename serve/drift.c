@@ -386,6 +386,7 @@ cJSON *srv_drift_json(srv_drift *d)
             cJSON_AddItemToArray(vars, x);
             cJSON_AddStringToObject(x, "name", v->name);
             cJSON_AddStringToObject(x, "kind", v->numeric ? "numeric" : "categorical");
+            cJSON_AddBoolToObject(x, "tested", isfinite(v->psi)); /* not when constant in both samples */
             add_num(x, "psi", v->psi);
             add_num(x, "psi_threshold", v->psi_crit);
             if (v->numeric) {
