@@ -19,20 +19,21 @@ CREATE TABLE serve.api_keys (
 
 -- One row per answered predict request, written in batches by the server's
 -- audit thread (at: when the answer was computed, not when the row was written).
+-- Append-only and written at the server's request rate: no serial key and no
+-- b-tree to maintain per row; a BRIN index serves time-range queries, since rows
+-- arrive in time order.
 CREATE TABLE audit.predictions (
-    audit_id     bigserial PRIMARY KEY,
     at           timestamptz NOT NULL,
     key_id       text NOT NULL,
     model        text NOT NULL,
     version      integer NOT NULL CHECK (version >= 1),
-    request_id   text NOT NULL CHECK (request_id ~ '^[0-9a-f]{32}$'),
+    request_id   text NOT NULL CHECK (length(request_id) = 32),
     instances    integer NOT NULL CHECK (instances >= 1),
     by_encounter integer NOT NULL DEFAULT 0 CHECK (by_encounter BETWEEN 0 AND instances),
     latency_us   integer NOT NULL CHECK (latency_us >= 0),
     written_at   timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX predictions_at ON audit.predictions (at);
-CREATE INDEX predictions_model ON audit.predictions (model, version, at);
+CREATE INDEX predictions_at ON audit.predictions USING brin (at);
 CREATE TRIGGER predictions_no_update BEFORE UPDATE OR DELETE ON audit.predictions
     FOR EACH ROW EXECUTE FUNCTION audit.forbid_change();
 CREATE TRIGGER predictions_no_truncate BEFORE TRUNCATE ON audit.predictions
