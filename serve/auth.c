@@ -34,10 +34,20 @@ int srv_role_allows(px_key_role have, px_key_role need)
     return have == PX_KEY_ADMIN || have == need;
 }
 
+/* SHA-256 fetched once: OpenSSL 3 looks an algorithm up by name on every
+ * EVP_sha256() use, which is most of the cost of hashing 43 bytes */
+static EVP_MD *g_sha256;
+static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
+static void fetch_sha256(void)
+{
+    g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 static int sha256(const void *data, size_t len, unsigned char out[32])
 {
     unsigned int n = 0;
-    return EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) == 1 && n == 32 ? 0 : -1;
+    pthread_once(&g_sha256_once, fetch_sha256);
+    return EVP_Digest(data, len, out, &n, g_sha256 ? g_sha256 : EVP_sha256(), NULL) == 1 && n == 32 ? 0 : -1;
 }
 
 static int hexval(int c)

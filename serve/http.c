@@ -630,12 +630,15 @@ px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err
         px_err_set(e, PX_EINVAL, "cannot listen on '%s': '%s' is not an IPv4 address", p->listen, s->listen_host);
         goto fail;
     }
+    /* the per-connection memory pool (16 KiB) bounds the request line and headers
+     * (libmicrohttpd answers 431 above it) and is cleared for every request on a
+     * kept-alive connection: larger costs time on every request */
     s->d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO | MHD_USE_ERROR_LOG, (uint16_t)s->port, NULL,
         NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)p->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->max_connections,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)p->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)p->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        (unsigned)p->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_LISTEN_BACKLOG_SIZE,
         (unsigned)1024, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_END);

@@ -114,37 +114,38 @@ static void levels_list(const px_feature_info *fi, char *out, size_t n)
 /* Validates one value of instance i for feature j into *x. 0 or the status written. */
 static unsigned check_value(srv_req *r, size_t i, const srv_feat *f, const cJSON *v, double *x, unsigned char *flags)
 {
-    char field[128];
     if (cJSON_IsNull(v)) { /* explicitly unknown: imputed by the training mean / reference level */
         *x = NAN;
         *flags |= FLAG_IMPUTED;
         return 0;
     }
-    snprintf(field, sizeof field, "instances[%zu].%s", i, f->name);
+    char field[128];
+#define FIELD (snprintf(field, sizeof field, "instances[%zu].%s", i, f->name), field)
     if (f->numeric) {
         double d;
         if (cJSON_IsNumber(v)) d = v->valuedouble;
         else if (cJSON_IsBool(v) && f->flag) d = cJSON_IsTrue(v) ? 1 : 0;
-        else return srv_error(r, 400, "wrong_type", field, "%s must be a number%s", f->name, f->flag ? " (0 or 1)" : "");
-        if (!isfinite(d)) return srv_error(r, 400, "invalid_value", field, "%s must be a finite number", f->name);
-        if (f->flag && d != 0 && d != 1) return srv_error(r, 400, "out_of_range", field, "%s is a flag: 0 or 1", f->name);
+        else return srv_error(r, 400, "wrong_type", FIELD, "%s must be a number%s", f->name, f->flag ? " (0 or 1)" : "");
+        if (!isfinite(d)) return srv_error(r, 400, "invalid_value", FIELD, "%s must be a finite number", f->name);
+        if (f->flag && d != 0 && d != 1) return srv_error(r, 400, "out_of_range", FIELD, "%s is a flag: 0 or 1", f->name);
         if (d < f->lo || d > f->hi)
-            return srv_error(r, 400, "out_of_range", field,
+            return srv_error(r, 400, "out_of_range", FIELD,
                              "%s is outside the accepted range [%g, %g] (training range [%g, %g])", f->name, f->lo,
                              f->hi, f->info->min, f->info->max);
         if (d < f->info->min || d > f->info->max) *flags |= FLAG_EXTRAPOLATED;
         *x = d;
         return 0;
     }
-    if (!cJSON_IsString(v)) return srv_error(r, 400, "wrong_type", field, "%s must be a string", f->name);
+    if (!cJSON_IsString(v)) return srv_error(r, 400, "wrong_type", FIELD, "%s must be a string", f->name);
     size_t l = level_of(f->info, v->valuestring);
     if (l == (size_t)-1) {
         char lv[300];
         levels_list(f->info, lv, sizeof lv);
-        return srv_error(r, 400, "unknown_level", field, "%s must be one of: %s", f->name, lv);
+        return srv_error(r, 400, "unknown_level", FIELD, "%s must be one of: %s", f->name, lv);
     }
     *x = (double)l;
     return 0;
+#undef FIELD
 }
 
 static unsigned check_instance(srv_req *r, size_t i, const cJSON *inst, double *raw, unsigned char *flags,
@@ -355,8 +356,8 @@ unsigned srv_route_predict(srv_req *r)
     cJSON_ArrayForEach(inst, arr)
     {
         char field[64];
-        snprintf(field, sizeof field, "instances[%zu]", i);
         if (!cJSON_IsObject(inst)) {
+            snprintf(field, sizeof field, "instances[%zu]", i);
             st = srv_error(r, 400, "wrong_type", field, "each instance must be an object");
             goto done;
         }
@@ -434,8 +435,15 @@ unsigned srv_route_predict(srv_req *r)
     }
     px_buf_adds(b, "{\"model\":");
     px_buf_json_str(b, sm->name, strlen(sm->name));
-    px_buf_printf(b, ",\"version\":%d,\"request_id\":\"%s\",\"contribution_scale\":\"%s\",\"predictions\":[",
-                  sm->version, r->request_id, srv_contribution_scale(sm));
+    char ver[16];
+    snprintf(ver, sizeof ver, "%d", sm->version);
+    px_buf_adds(b, ",\"version\":");
+    px_buf_adds(b, ver);
+    px_buf_adds(b, ",\"request_id\":\"");
+    px_buf_adds(b, r->request_id);
+    px_buf_adds(b, "\",\"contribution_scale\":\"");
+    px_buf_adds(b, srv_contribution_scale(sm));
+    px_buf_adds(b, "\",\"predictions\":[");
     size_t order[4096];
     for (i = 0; i < n; i++) {
         const double *c = r->contrib + i * k;
