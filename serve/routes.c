@@ -91,27 +91,45 @@ unsigned srv_route_models(srv_req *r, const char *name)
     return send_json(r, found, 200);
 }
 
-/* /v1/kpi reads kpi.results (written by `prognos kpi compute`), filtered by the
- * query's measure, period and unit. */
+/* /v1/kpi reads kpi.latest_results (the newest run of `prognos kpi compute`):
+ * measure = volume | readmission | mortality | los | cost; period = a period
+ * ("2023-06", "2023-Q2", "2023", "all") or a kind ("month", ...); unit = a unit
+ * ("H035", "cardiology", "all") or a kind ("facility", "department", "system");
+ * limit = rows (default 1000, at most 10000). */
 unsigned srv_route_kpi(srv_req *r, struct MHD_Connection *conn)
 {
     px_server *s = r->s;
-    const char *q[3];
+    const char *q[4];
     static const char *const names[3] = {"measure", "period", "unit"};
     for (int i = 0; i < 3; i++) {
         q[i] = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, names[i]);
         if (!q[i]) q[i] = "";
         if (strlen(q[i]) > 128) return srv_error(r, 400, "invalid_value", names[i], "%s is too long", names[i]);
     }
+    const char *lim = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "limit");
+    char limbuf[16] = "1000";
+    if (lim) {
+        char *end;
+        long v = strtol(lim, &end, 10);
+        if (*lim == '\0' || *end != '\0' || v < 1 || v > 10000)
+            return srv_error(r, 400, "invalid_value", "limit", "limit must be a whole number from 1 to 10000");
+        snprintf(limbuf, sizeof limbuf, "%ld", v);
+    }
+    q[3] = limbuf;
     px_err e = {0};
     PGconn *c = srv_pool_get(s, &e);
     if (!c) return srv_error(r, 503, "database_unavailable", NULL, "the warehouse is unreachable");
     unsigned st;
-    PGresult *res = PQexec(c, "SELECT to_regclass('kpi.results') IS NOT NULL");
     int broken = 0;
+    PGresult *res = PQexec(c, "SELECT to_regclass('kpi.latest_results') IS NOT NULL"
+                              " AND EXISTS (SELECT 1 FROM kpi.runs)");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        /* kpi.runs missing makes the EXISTS fail: no KPI schema at all */
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         broken = PQstatus(c) != CONNECTION_OK;
-        st = srv_error(r, 503, "database_unavailable", NULL, "cannot read KPIs");
+        st = state && strcmp(state, "42P01") == 0
+                 ? srv_error(r, 404, "not_available", NULL, "no KPIs have been computed (prognos kpi compute)")
+                 : srv_error(r, 503, "database_unavailable", NULL, "cannot read KPIs");
         goto done;
     }
     if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
@@ -120,21 +138,21 @@ unsigned srv_route_kpi(srv_req *r, struct MHD_Connection *conn)
     }
     PQclear(res);
     res = PQexecParams(c,
-                       "SELECT coalesce(json_agg(to_jsonb(k)), '[]')::text FROM kpi.results k"
-                       " WHERE ($1 = '' OR to_jsonb(k) ->> 'measure' = $1)"
-                       " AND ($2 = '' OR to_jsonb(k) ->> 'period' = $2)"
-                       " AND ($3 = '' OR to_jsonb(k) ->> 'unit' = $3)",
-                       3, NULL, q, NULL, NULL, 0);
+                       "SELECT json_build_object('run_id', (SELECT max(run_id) FROM kpi.runs),"
+                       " 'computed_at', (SELECT computed_at FROM kpi.runs ORDER BY run_id DESC LIMIT 1),"
+                       " 'kpis', coalesce(json_agg(to_jsonb(k) ORDER BY k.measure, k.period_start, k.period_kind,"
+                       " k.unit_type, k.unit), '[]'))::text FROM (SELECT * FROM kpi.latest_results"
+                       " WHERE ($1 = '' OR measure = $1) AND ($2 = '' OR period = $2 OR period_kind = $2)"
+                       " AND ($3 = '' OR unit = $3 OR unit_type = $3)"
+                       " ORDER BY measure, period_start, period_kind, unit_type, unit LIMIT $4::int) k",
+                       4, NULL, q, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         broken = PQstatus(c) != CONNECTION_OK;
+        px_log(PX_LOG_WARN, "serve: /v1/kpi: %s", PQresultErrorMessage(res));
         st = srv_error(r, 503, "database_unavailable", NULL, "cannot read KPIs");
         goto done;
     }
-    cJSON *o = cJSON_CreateObject();
-    cJSON *rows = cJSON_Parse(PQgetvalue(res, 0, 0));
-    if (o && rows) cJSON_AddItemToObject(o, "kpis", rows);
-    else cJSON_Delete(rows);
-    st = send_json(r, o, 200);
+    st = send_json(r, cJSON_Parse(PQgetvalue(res, 0, 0)), 200);
 done:
     PQclear(res);
     srv_pool_put(s, c, broken);

@@ -247,6 +247,7 @@ def cmd_routes(a):
     check((st == 200 and isinstance(doc.get("kpis"), list)) or (st == 404 and is_error(st, doc, "not_available")),
           f"/v1/kpi {st} {doc}")
     expect_error(R, "GET", "/v1/kpi?measure=" + "x" * 200, None, 400, "invalid_value", "measure")
+    expect_error(R, "GET", "/v1/kpi?limit=0", None, 400, "invalid_value", "limit")
     st, h, doc = R.json("GET", "/v1/drift")
     check(st == 200 and any(x["model"] == "readmission" and x["version"] == version for x in doc.get("monitors", [])),
           f"/v1/drift {st} {doc}")
