@@ -124,29 +124,6 @@ assert_exit 1 tool read readmission 1 manifest.json
 grep -q "lists no file 'manifest.json'" "$WORK/err" || fail "read of an unlisted file: $(cat "$WORK/err")"
 ok "load, load-dir, read_file: the loaded model predicts what the fitted one did"
 
-# ---- deterministic bytes: same data in two homes, same key ---------------------------
-openssl genpkey -algorithm ED25519 -out "$WORK/shared.key" 2>/dev/null
-chmod 600 "$WORK/shared.key"
-for h in homeA homeB; do
-    PROGNOS_HOME="$WORK/$h" PROGNOS_SIGNING_KEY="$WORK/shared.key" "$PROGNOS_BIN" db init >/dev/null
-    assert_eq "$(PROGNOS_HOME="$WORK/$h" PROGNOS_SIGNING_KEY="$WORK/shared.key" tool register mortality --seed 7 --set mortality)" \
-        "version 1" "register in $h"
-done
-diff -r "$WORK/homeA/registry" "$WORK/homeB/registry" >/dev/null || fail "two homes, same inputs: artifacts differ"
-[ ! -f "$WORK/homeA/signing.key" ] || fail "PROGNOS_SIGNING_KEY set: no key should be made in the home"
-# with each home's own key only manifest.sig (and the key id) may differ
-PROGNOS_HOME="$WORK/homeC" "$PROGNOS_BIN" db init >/dev/null
-assert_eq "$(PROGNOS_HOME="$WORK/homeC" tool register mortality --seed 7 --set mortality)" "version 1" "register in homeC"
-for f in model.bin metrics.json reference.json calibration.csv coefficients.csv; do
-    cmp -s "$WORK/homeA/registry/mortality/1/$f" "$WORK/homeC/registry/mortality/1/$f" || fail "$f differs across homes"
-done
-assert_eq "$(diff "$WORK/homeA/registry/mortality/1/manifest.json" "$WORK/homeC/registry/mortality/1/manifest.json" | grep -c '^[<>]')" \
-    2 "manifests differ in key_id only"
-cmp -s "$WORK/homeA/registry/mortality/1/manifest.sig" "$WORK/homeC/registry/mortality/1/manifest.sig" &&
-    fail "two keys gave the same signature"
-for h in homeA homeB homeC; do PROGNOS_HOME="$WORK/$h" "$PROGNOS_BIN" db stop >/dev/null; done
-ok "deterministic: identical bytes in every file across two homes"
-
 # ---- aliases ------------------------------------------------------------------------------
 assert_exit 1 px registry show readmission champion
 grep -q "model 'readmission' has no champion" "$WORK/err" || fail "no champion: $(cat "$WORK/err")"
@@ -200,7 +177,8 @@ assert [(x["alias"], x["from_version"], x["to_version"]) for x in h] == [("champ
 assert s["model_aliases"] == {"champion": 3, "challenger": 3}
 EOF
 auc=$("$PY" -c "import json;print('%.3f' % json.load(open('$d1/metrics.json'))['overall']['auc'])")
-grep -q "^  overall  .* AUC $auc" "$WORK/show.txt" || fail "show: overall AUC $auc missing"
+ci=$("$PY" -c "import json;o=json.load(open('$d1/metrics.json'))['overall'];print('%.3f-%.3f' % (o['auc_lo'], o['auc_hi']))")
+grep -q "^  overall  .* AUC $auc (95% CI $ci)" "$WORK/show.txt" || fail "show: overall AUC $auc ($ci) missing"
 grep -q "^  sex F " "$WORK/show.txt" && grep -q "^  age_band 80+ " "$WORK/show.txt" || fail "show: subgroups"
 grep -Eq "^  age_years +0\.03[0-9]+ " "$WORK/show.txt" || fail "show: coefficients"
 grep -Eq "^  charlson .*missing +5\.[0-9]%" "$WORK/show.txt" || fail "show: reference summary"
@@ -220,7 +198,7 @@ for s in "## Intended use" "## Cohort and label" "## Features" "## Holdout perfo
 done
 grep -q "unplanned readmission within 30 days" "$c" || fail "card: intended use"
 grep -q "^30-day all-cause readmission" "$c" || fail "card: cohort from the feature set's doc"
-grep -q "^| overall | 500 | [0-9]* | $auc " "$c" || fail "card: overall metrics"
+grep -q "^| overall | 500 | [0-9]* | $auc ($ci) | " "$c" || fail "card: overall metrics"
 assert_eq "$(grep -c '^| [0-9]* | 150 | ' "$c")" 0 "calibration rows are holdout deciles"
 assert_eq "$(sed -n '/^## Calibration/,/^## Subgroups/p' "$c" | grep -c '^| [0-9]\{1,2\} | 50 | ')" 10 "card: 10 calibration deciles"
 grep -q "^| F | " "$c" && grep -q "^| M | " "$c" && grep -q "^| 65-79 | " "$c" || fail "card: subgroups"
@@ -340,3 +318,25 @@ assert_exit 1 px registry show readmission v0x
 grep -q "invalid version reference 'v0x'" "$WORK/err" || fail "bad reference message"
 assert_exit 1 px registry show 'Bad/Name'
 ok "usage: help, exit 2 on bad usage, clear errors"
+
+# ---- deterministic bytes: same data in two homes, same key ---------------------------
+openssl genpkey -algorithm ED25519 -out "$WORK/shared.key" 2>/dev/null
+chmod 600 "$WORK/shared.key"
+for h in homeA homeB; do
+    PROGNOS_HOME="$WORK/$h" PROGNOS_SIGNING_KEY="$WORK/shared.key" "$PROGNOS_BIN" db init >/dev/null
+    assert_eq "$(PROGNOS_HOME="$WORK/$h" PROGNOS_SIGNING_KEY="$WORK/shared.key" tool register mortality --seed 7 --set mortality)" \
+        "version 1" "register in $h"
+done
+diff -r "$WORK/homeA/registry" "$WORK/homeB/registry" >/dev/null || fail "two homes, same inputs: artifacts differ"
+[ ! -f "$WORK/homeA/signing.key" ] || fail "PROGNOS_SIGNING_KEY set: no key should be made in the home"
+for h in homeA homeB; do PROGNOS_HOME="$WORK/$h" "$PROGNOS_BIN" db stop >/dev/null; done
+# with the main home's own key only manifest.sig (and the key id in the manifest) differ
+assert_eq "$(tool register mortality --seed 7 --set mortality)" "version 1" "register in the main home"
+for f in model.bin metrics.json reference.json calibration.csv coefficients.csv; do
+    cmp -s "$WORK/homeA/registry/mortality/1/$f" "$(reg mortality 1)/$f" || fail "$f differs across homes"
+done
+assert_eq "$(diff "$WORK/homeA/registry/mortality/1/manifest.json" "$(reg mortality 1)/manifest.json" | grep -c '^[<>]')" \
+    2 "manifests differ in key_id only"
+cmp -s "$WORK/homeA/registry/mortality/1/manifest.sig" "$(reg mortality 1)/manifest.sig" &&
+    fail "two keys gave the same signature"
+ok "deterministic: identical bytes in every file across two homes"
