@@ -302,6 +302,22 @@ assert_eq "$(cat "$WORK"/conc.* | sort | tr '\n' ' ')" "version 1 version 2 vers
 assert_exit 0 px registry verify conc --all
 ok "failed insert removes the directory; leftovers replaced; 4 concurrent registrations: versions 1-4"
 
+# ---- an SVM: LibSVM's parser only ever sees verified bytes -----------------------------------
+mkdir -p "$WORK/dsvm"
+assert_eq "$(tool register svcm --seed 4 --n 800 --algo svc --dump "$WORK/dsvm")" "version 1" "register an SVC"
+assert_eq "$(tool load svcm)" "loaded v1 svc 4 features predict $(cat "$WORK/dsvm/predict.txt")" "the loaded SVC predicts as fitted"
+[ ! -e "$(reg svcm 1)/coefficients.csv" ] || fail "an SVM has no coefficients.csv"
+px registry card svcm | grep -q "^This algorithm has no coefficients." || fail "card of an SVM"
+for cut in 1 200 5000; do
+    cp "$(reg svcm 1)/model.bin" "$WORK/svm.bin"
+    truncate -s "$cut" "$(reg svcm 1)/model.bin"
+    assert_exit 1 tool load svcm
+    grep -q "cannot load model 'svcm' v1: model.bin is truncated ($cut bytes" "$WORK/err" || fail "SVM cut at $cut: $(cat "$WORK/err")"
+    cp "$WORK/svm.bin" "$(reg svcm 1)/model.bin"
+done
+assert_exit 0 px registry verify svcm
+ok "SVM: registered, loaded, truncations refused before LibSVM"
+
 # ---- usage ------------------------------------------------------------------------------------
 assert_exit 0 px registry --help
 grep -q "^usage: prognos registry list" "$WORK/out" || fail "help text"
