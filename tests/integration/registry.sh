@@ -18,7 +18,8 @@ px db init >/dev/null
 assert_eq "$(stat -c %a "$PROGNOS_HOME/signing.key")" 600 "signing.key mode"
 assert_eq "$(stat -c %a "$PROGNOS_HOME/signing.pub")" 644 "signing.pub mode"
 head -1 "$PROGNOS_HOME/signing.key" | grep -qx -- '-----BEGIN PRIVATE KEY-----' || fail "signing.key is not PKCS#8 PEM"
-openssl pkey -in "$PROGNOS_HOME/signing.key" -noout -text | grep -q ED25519 || fail "signing key is not Ed25519"
+openssl pkey -in "$PROGNOS_HOME/signing.key" -noout -text > "$WORK/key.txt"
+grep -q ED25519 "$WORK/key.txt" || fail "signing key is not Ed25519"
 assert_eq "$(openssl pkey -in "$PROGNOS_HOME/signing.key" -pubout)" "$(cat "$PROGNOS_HOME/signing.pub")" "signing.pub is the key's"
 keybefore=$(sha256sum "$PROGNOS_HOME/signing.key")
 px db init >/dev/null
@@ -185,7 +186,8 @@ grep -Eq "^  charlson .*missing +5\.[0-9]%" "$WORK/show.txt" || fail "show: refe
 grep -q "champion   - -> v1  by .*: first model" "$WORK/show.txt" || fail "show: alias history"
 # a decision record (written by retraining) shows up with its version
 sql "INSERT INTO registry.decisions (name, candidate_version, champion_version, decision, message) VALUES ('readmission', 3, 1, 'promoted', 'AUC up 0.01')"
-px registry show readmission 3 | grep -q "promoted   candidate v3, champion v1: AUC up 0.01" || fail "show: decisions"
+px registry show readmission 3 > "$WORK/show3.txt"
+grep -q "promoted   candidate v3, champion v1: AUC up 0.01" "$WORK/show3.txt" || fail "show: decisions"
 ok "list, show (text and JSON) carry the registered values"
 
 assert_eq "$(px registry card readmission 1 --out "$WORK/card.md")" "wrote $WORK/card.md" "card --out"
@@ -261,6 +263,8 @@ tamper "manifest.sig deleted" "manifest.sig is missing" "rm '$d1/manifest.sig'"
 tamper "signed by another key" "signature mismatch" \
     "openssl genpkey -algorithm ED25519 -out '$WORK/evil.key' 2>/dev/null; openssl pkeyutl -sign -inkey '$WORK/evil.key' -rawin -in '$d1/manifest.json' | base64 -w0 > '$d1/manifest.sig'; echo >> '$d1/manifest.sig'"
 tamper "another installation's public key" "signature mismatch" "openssl pkey -in '$WORK/evil.key' -pubout > '$PROGNOS_HOME/signing.pub'"
+grep -q "the manifest names signing key [0-9a-f]\{16\}\.\.\., the public key '.*signing.pub' is [0-9a-f]\{16\}" "$WORK/err" ||
+    fail "key mismatch not explained: $(cat "$WORK/err")"
 tamper "the whole directory swapped for v2's" "signed for model 'readmission' v2" "rm -rf '$d1'; cp -a '$(reg readmission 2)' '$d1'"
 tamper "the directory deleted" "artifact directory" "rm -rf '$d1'"
 # an edit re-signed with the installation's own key passes the signature, not the registered digest
@@ -307,7 +311,8 @@ mkdir -p "$WORK/dsvm"
 assert_eq "$(tool register svcm --seed 4 --n 800 --algo svc --dump "$WORK/dsvm")" "version 1" "register an SVC"
 assert_eq "$(tool load svcm)" "loaded v1 svc 4 features predict $(cat "$WORK/dsvm/predict.txt")" "the loaded SVC predicts as fitted"
 [ ! -e "$(reg svcm 1)/coefficients.csv" ] || fail "an SVM has no coefficients.csv"
-px registry card svcm | grep -q "^This algorithm has no coefficients." || fail "card of an SVM"
+px registry card svcm > "$WORK/svm.md"
+grep -q "^This algorithm has no coefficients." "$WORK/svm.md" || fail "card of an SVM"
 for cut in 1 200 5000; do
     cp "$(reg svcm 1)/model.bin" "$WORK/svm.bin"
     truncate -s "$cut" "$(reg svcm 1)/model.bin"
@@ -317,6 +322,16 @@ for cut in 1 200 5000; do
 done
 assert_exit 0 px registry verify svcm
 ok "SVM: registered, loaded, truncations refused before LibSVM"
+
+# ---- an external server (PROGNOS_DB): the key pair and artifacts still live in PROGNOS_HOME ------
+ext="$WORK/ext"
+url=$(px db url)
+PROGNOS_HOME="$ext" PROGNOS_DB="$url" "$PROGNOS_BIN" db init >/dev/null
+[ -f "$ext/signing.key" ] && [ -f "$ext/signing.pub" ] && [ ! -e "$ext/pg" ] || fail "external server: keys not in PROGNOS_HOME"
+assert_eq "$(PROGNOS_HOME="$ext" PROGNOS_DB="$url" tool register extm --seed 1)" "version 1" "register against PROGNOS_DB"
+[ -f "$ext/registry/extm/1/manifest.sig" ] || fail "external server: artifacts not in PROGNOS_HOME"
+PROGNOS_HOME="$ext" PROGNOS_DB="$url" "$PROGNOS_BIN" registry verify extm >/dev/null || fail "verify against PROGNOS_DB"
+ok "PROGNOS_DB: signing key and artifacts in PROGNOS_HOME"
 
 # ---- usage ------------------------------------------------------------------------------------
 assert_exit 0 px registry --help
