@@ -226,7 +226,21 @@ int reg_manifest_open(const char *dir, const char *pub_path, const char *expect_
     rc = reg_verify_sig(pub_path, m->bytes, m->len, sig, REG_SIG_BYTES, e);
     if (rc == PX_ECORRUPT) {
         px_err_set(e, PX_ECORRUPT, "%s: signature mismatch: manifest.sig does not match manifest.json", m->ctx);
-        px_err_detail(e, "public key: %s", pub_path);
+        /* for the diagnosis only (nothing else is taken from an unverified manifest):
+         * which key does it claim, and which key is ours? */
+        char ours[65] = "";
+        unsigned char *pub = NULL;
+        size_t plen = 0;
+        if (px_file_read(pub_path, 16384, &pub, &plen, NULL) == 0) px_sha256_hex(pub, plen, ours);
+        free(pub);
+        cJSON *claim = cJSON_ParseWithLength((const char *)m->bytes, m->len);
+        const cJSON *kid = cJSON_GetObjectItemCaseSensitive(claim, "key_id");
+        if (cJSON_IsString(kid) && ours[0] && strcmp(kid->valuestring, ours) != 0)
+            px_err_detail(e, "the manifest names signing key %.16s..., the public key '%s' is %.16s...",
+                          kid->valuestring, pub_path, ours);
+        else
+            px_err_detail(e, "public key: %s", pub_path);
+        cJSON_Delete(claim);
         px_err_hint(e, "the manifest was changed after signing, or it was signed with another installation's key");
         goto done;
     }

@@ -4,6 +4,7 @@
  * paths. Commands:
  *   register NAME --seed S [--n N] [--algo A] [--set SET] [--l2 X] [--dump DIR]
  *   load NAME [REF]        load-dir DIR        read NAME VERSION FILE
+ * Metrics come from the evaluation library (px_eval_*), as in training.
  * Exit codes as the CLI's: 0 ok, 1 failed, 2 usage, 3 nothing to do. */
 #include "registry/registry.h"
 #include <libpq-fe.h>
@@ -94,56 +95,8 @@ static const char *age_band(double age)
     return age < 65 ? "18-64" : age < 80 ? "65-79" : "80+";
 }
 
-static int cmp_pair(const void *a, const void *b)
-{
-    const double *x = a, *y = b;
-    return x[0] < y[0] ? -1 : x[0] > y[0];
-}
-
-/* Until the evaluation library lands: Mann-Whitney AUC (ties count one half),
- * Brier score; MAE, RMSE, R2 for regression. Same key names as px_eval_*_json. */
-static char *eval_json(const double *y, const double *p, size_t n, int binary)
-{
-    px_buf b = {0};
-    if (n == 0) return NULL;
-    if (binary) {
-        double *pr = malloc(2 * n * sizeof *pr), events = 0, brier = 0, rank_sum = 0;
-        for (size_t i = 0; i < n; i++) {
-            pr[2 * i] = p[i];
-            pr[2 * i + 1] = y[i];
-            events += y[i];
-            brier += (p[i] - y[i]) * (p[i] - y[i]);
-        }
-        qsort(pr, n, 2 * sizeof *pr, cmp_pair);
-        for (size_t i = 0; i < n;) {
-            size_t j = i;
-            while (j < n && pr[2 * j] == pr[2 * i]) j++;
-            double rank = (double)(i + j + 1) / 2.0; /* mid-rank of the tie block, 1-based */
-            for (size_t k = i; k < j; k++)
-                if (pr[2 * k + 1] == 1) rank_sum += rank;
-            i = j;
-        }
-        free(pr);
-        double neg = (double)n - events;
-        if (events == 0 || neg == 0) return NULL;
-        double auc = (rank_sum - events * (events + 1) / 2) / (events * neg);
-        px_buf_printf(&b, "{\"n\":%zu,\"events\":%.0f,\"auc\":%.17g,\"brier\":%.17g}", n, events, auc, brier / (double)n);
-    } else {
-        double mo = 0, mp = 0, ae = 0, se = 0, ss = 0;
-        for (size_t i = 0; i < n; i++) {
-            mo += y[i] / (double)n;
-            mp += p[i] / (double)n;
-            ae += fabs(y[i] - p[i]);
-            se += (y[i] - p[i]) * (y[i] - p[i]);
-        }
-        for (size_t i = 0; i < n; i++) ss += (y[i] - mo) * (y[i] - mo);
-        px_buf_printf(&b, "{\"n\":%zu,\"mae\":%.17g,\"rmse\":%.17g,\"r2\":%.17g,\"mean_obs\":%.17g,\"mean_pred\":%.17g}", n,
-                      ae / (double)n, sqrt(se / (double)n), 1 - se / ss, mo, mp);
-    }
-    return b.data;
-}
-
-/* Appends "key": eval JSON of the rows of the holdout selected by keep. */
+/* Appends "key": eval JSON (px_eval_bin_json / px_eval_reg_json) of the holdout
+ * rows selected by keep (NULL: all). A group with one class only is left out. */
 static int add_eval(px_buf *b, const char *key, const double *y, const double *p, const int *keep, int want, size_t n,
                     int binary, int *first)
 {
@@ -154,7 +107,15 @@ static int add_eval(px_buf *b, const char *key, const double *y, const double *p
             yy[m] = y[i];
             pp[m++] = p[i];
         }
-    char *js = eval_json(yy, pp, m, binary);
+    char *js = NULL;
+    px_err e = {0};
+    if (binary) {
+        px_eval_bin ev;
+        if (px_eval_binary(yy, pp, m, &ev, &e) == 0) js = px_eval_bin_json(&ev);
+    } else {
+        px_eval_reg ev;
+        if (px_eval_regression(yy, pp, m, &ev, &e) == 0) js = px_eval_reg_json(&ev);
+    }
     if (js) {
         px_buf_printf(b, "%s\"%s\":%s", *first ? "" : ",", key, js);
         *first = 0;
@@ -165,26 +126,17 @@ static int add_eval(px_buf *b, const char *key, const double *y, const double *p
     return js ? 0 : -1;
 }
 
-/* Calibration table: deciles of predicted risk (equal-count groups in score order). */
-static void calibration(px_buf *b, const double *y, const double *p, size_t n)
+/* calibration.csv as train.c writes it: the deciles of risk of the evaluation. */
+static int calibration(px_buf *b, const double *y, const double *p, size_t n)
 {
-    double *pr = malloc(2 * n * sizeof *pr);
-    for (size_t i = 0; i < n; i++) {
-        pr[2 * i] = p[i];
-        pr[2 * i + 1] = y[i];
-    }
-    qsort(pr, n, 2 * sizeof *pr, cmp_pair);
+    px_eval_bin ev;
+    px_err e = {0};
+    if (px_eval_binary(y, p, n, &ev, &e) != 0) return -1;
     px_buf_adds(b, "decile,n,events,mean_predicted,observed_rate\n");
-    for (size_t g = 0; g < 10; g++) {
-        size_t lo = g * n / 10, hi = (g + 1) * n / 10;
-        double ev = 0, mp = 0;
-        for (size_t i = lo; i < hi; i++) {
-            ev += pr[2 * i + 1];
-            mp += pr[2 * i];
-        }
-        px_buf_printf(b, "%zu,%zu,%.0f,%.6f,%.6f\n", g + 1, hi - lo, ev, mp / (double)(hi - lo), ev / (double)(hi - lo));
-    }
-    free(pr);
+    for (size_t g = 0; g < ev.ngroups; g++)
+        px_buf_printf(b, "%zu,%zu,%.0f,%.6f,%.6f\n", g + 1, ev.group[g].n, ev.group[g].events, ev.group[g].mean_pred,
+                      ev.group[g].obs_rate);
+    return 0;
 }
 
 static int cmd_register(PGconn *c, const px_config *cfg, int argc, char **argv)

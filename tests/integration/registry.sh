@@ -18,7 +18,8 @@ px db init >/dev/null
 assert_eq "$(stat -c %a "$PROGNOS_HOME/signing.key")" 600 "signing.key mode"
 assert_eq "$(stat -c %a "$PROGNOS_HOME/signing.pub")" 644 "signing.pub mode"
 head -1 "$PROGNOS_HOME/signing.key" | grep -qx -- '-----BEGIN PRIVATE KEY-----' || fail "signing.key is not PKCS#8 PEM"
-openssl pkey -in "$PROGNOS_HOME/signing.key" -noout -text | grep -q ED25519 || fail "signing key is not Ed25519"
+openssl pkey -in "$PROGNOS_HOME/signing.key" -noout -text > "$WORK/key.txt"
+grep -q ED25519 "$WORK/key.txt" || fail "signing key is not Ed25519"
 assert_eq "$(openssl pkey -in "$PROGNOS_HOME/signing.key" -pubout)" "$(cat "$PROGNOS_HOME/signing.pub")" "signing.pub is the key's"
 keybefore=$(sha256sum "$PROGNOS_HOME/signing.key")
 px db init >/dev/null
@@ -124,29 +125,6 @@ assert_exit 1 tool read readmission 1 manifest.json
 grep -q "lists no file 'manifest.json'" "$WORK/err" || fail "read of an unlisted file: $(cat "$WORK/err")"
 ok "load, load-dir, read_file: the loaded model predicts what the fitted one did"
 
-# ---- deterministic bytes: same data in two homes, same key ---------------------------
-openssl genpkey -algorithm ED25519 -out "$WORK/shared.key" 2>/dev/null
-chmod 600 "$WORK/shared.key"
-for h in homeA homeB; do
-    PROGNOS_HOME="$WORK/$h" PROGNOS_SIGNING_KEY="$WORK/shared.key" "$PROGNOS_BIN" db init >/dev/null
-    assert_eq "$(PROGNOS_HOME="$WORK/$h" PROGNOS_SIGNING_KEY="$WORK/shared.key" tool register mortality --seed 7 --set mortality)" \
-        "version 1" "register in $h"
-done
-diff -r "$WORK/homeA/registry" "$WORK/homeB/registry" >/dev/null || fail "two homes, same inputs: artifacts differ"
-[ ! -f "$WORK/homeA/signing.key" ] || fail "PROGNOS_SIGNING_KEY set: no key should be made in the home"
-# with each home's own key only manifest.sig (and the key id) may differ
-PROGNOS_HOME="$WORK/homeC" "$PROGNOS_BIN" db init >/dev/null
-assert_eq "$(PROGNOS_HOME="$WORK/homeC" tool register mortality --seed 7 --set mortality)" "version 1" "register in homeC"
-for f in model.bin metrics.json reference.json calibration.csv coefficients.csv; do
-    cmp -s "$WORK/homeA/registry/mortality/1/$f" "$WORK/homeC/registry/mortality/1/$f" || fail "$f differs across homes"
-done
-assert_eq "$(diff "$WORK/homeA/registry/mortality/1/manifest.json" "$WORK/homeC/registry/mortality/1/manifest.json" | grep -c '^[<>]')" \
-    2 "manifests differ in key_id only"
-cmp -s "$WORK/homeA/registry/mortality/1/manifest.sig" "$WORK/homeC/registry/mortality/1/manifest.sig" &&
-    fail "two keys gave the same signature"
-for h in homeA homeB homeC; do PROGNOS_HOME="$WORK/$h" "$PROGNOS_BIN" db stop >/dev/null; done
-ok "deterministic: identical bytes in every file across two homes"
-
 # ---- aliases ------------------------------------------------------------------------------
 assert_exit 1 px registry show readmission champion
 grep -q "model 'readmission' has no champion" "$WORK/err" || fail "no champion: $(cat "$WORK/err")"
@@ -200,14 +178,16 @@ assert [(x["alias"], x["from_version"], x["to_version"]) for x in h] == [("champ
 assert s["model_aliases"] == {"champion": 3, "challenger": 3}
 EOF
 auc=$("$PY" -c "import json;print('%.3f' % json.load(open('$d1/metrics.json'))['overall']['auc'])")
-grep -q "^  overall  .* AUC $auc" "$WORK/show.txt" || fail "show: overall AUC $auc missing"
+ci=$("$PY" -c "import json;o=json.load(open('$d1/metrics.json'))['overall'];print('%.3f-%.3f' % (o['auc_lo'], o['auc_hi']))")
+grep -q "^  overall  .* AUC $auc (95% CI $ci)" "$WORK/show.txt" || fail "show: overall AUC $auc ($ci) missing"
 grep -q "^  sex F " "$WORK/show.txt" && grep -q "^  age_band 80+ " "$WORK/show.txt" || fail "show: subgroups"
 grep -Eq "^  age_years +0\.03[0-9]+ " "$WORK/show.txt" || fail "show: coefficients"
 grep -Eq "^  charlson .*missing +5\.[0-9]%" "$WORK/show.txt" || fail "show: reference summary"
 grep -q "champion   - -> v1  by .*: first model" "$WORK/show.txt" || fail "show: alias history"
 # a decision record (written by retraining) shows up with its version
 sql "INSERT INTO registry.decisions (name, candidate_version, champion_version, decision, message) VALUES ('readmission', 3, 1, 'promoted', 'AUC up 0.01')"
-px registry show readmission 3 | grep -q "promoted   candidate v3, champion v1: AUC up 0.01" || fail "show: decisions"
+px registry show readmission 3 > "$WORK/show3.txt"
+grep -q "promoted   candidate v3, champion v1: AUC up 0.01" "$WORK/show3.txt" || fail "show: decisions"
 ok "list, show (text and JSON) carry the registered values"
 
 assert_eq "$(px registry card readmission 1 --out "$WORK/card.md")" "wrote $WORK/card.md" "card --out"
@@ -220,7 +200,7 @@ for s in "## Intended use" "## Cohort and label" "## Features" "## Holdout perfo
 done
 grep -q "unplanned readmission within 30 days" "$c" || fail "card: intended use"
 grep -q "^30-day all-cause readmission" "$c" || fail "card: cohort from the feature set's doc"
-grep -q "^| overall | 500 | [0-9]* | $auc " "$c" || fail "card: overall metrics"
+grep -q "^| overall | 500 | [0-9]* | $auc ($ci) | " "$c" || fail "card: overall metrics"
 assert_eq "$(grep -c '^| [0-9]* | 150 | ' "$c")" 0 "calibration rows are holdout deciles"
 assert_eq "$(sed -n '/^## Calibration/,/^## Subgroups/p' "$c" | grep -c '^| [0-9]\{1,2\} | 50 | ')" 10 "card: 10 calibration deciles"
 grep -q "^| F | " "$c" && grep -q "^| M | " "$c" && grep -q "^| 65-79 | " "$c" || fail "card: subgroups"
@@ -283,6 +263,8 @@ tamper "manifest.sig deleted" "manifest.sig is missing" "rm '$d1/manifest.sig'"
 tamper "signed by another key" "signature mismatch" \
     "openssl genpkey -algorithm ED25519 -out '$WORK/evil.key' 2>/dev/null; openssl pkeyutl -sign -inkey '$WORK/evil.key' -rawin -in '$d1/manifest.json' | base64 -w0 > '$d1/manifest.sig'; echo >> '$d1/manifest.sig'"
 tamper "another installation's public key" "signature mismatch" "openssl pkey -in '$WORK/evil.key' -pubout > '$PROGNOS_HOME/signing.pub'"
+grep -q "the manifest names signing key [0-9a-f]\{16\}\.\.\., the public key '.*signing.pub' is [0-9a-f]\{16\}" "$WORK/err" ||
+    fail "key mismatch not explained: $(cat "$WORK/err")"
 tamper "the whole directory swapped for v2's" "signed for model 'readmission' v2" "rm -rf '$d1'; cp -a '$(reg readmission 2)' '$d1'"
 tamper "the directory deleted" "artifact directory" "rm -rf '$d1'"
 # an edit re-signed with the installation's own key passes the signature, not the registered digest
@@ -324,6 +306,33 @@ assert_eq "$(cat "$WORK"/conc.* | sort | tr '\n' ' ')" "version 1 version 2 vers
 assert_exit 0 px registry verify conc --all
 ok "failed insert removes the directory; leftovers replaced; 4 concurrent registrations: versions 1-4"
 
+# ---- an SVM: LibSVM's parser only ever sees verified bytes -----------------------------------
+mkdir -p "$WORK/dsvm"
+assert_eq "$(tool register svcm --seed 4 --n 800 --algo svc --dump "$WORK/dsvm")" "version 1" "register an SVC"
+assert_eq "$(tool load svcm)" "loaded v1 svc 4 features predict $(cat "$WORK/dsvm/predict.txt")" "the loaded SVC predicts as fitted"
+[ ! -e "$(reg svcm 1)/coefficients.csv" ] || fail "an SVM has no coefficients.csv"
+px registry card svcm > "$WORK/svm.md"
+grep -q "^This algorithm has no coefficients." "$WORK/svm.md" || fail "card of an SVM"
+for cut in 1 200 5000; do
+    cp "$(reg svcm 1)/model.bin" "$WORK/svm.bin"
+    truncate -s "$cut" "$(reg svcm 1)/model.bin"
+    assert_exit 1 tool load svcm
+    grep -q "cannot load model 'svcm' v1: model.bin is truncated ($cut bytes" "$WORK/err" || fail "SVM cut at $cut: $(cat "$WORK/err")"
+    cp "$WORK/svm.bin" "$(reg svcm 1)/model.bin"
+done
+assert_exit 0 px registry verify svcm
+ok "SVM: registered, loaded, truncations refused before LibSVM"
+
+# ---- an external server (PROGNOS_DB): the key pair and artifacts still live in PROGNOS_HOME ------
+ext="$WORK/ext"
+url=$(px db url)
+PROGNOS_HOME="$ext" PROGNOS_DB="$url" "$PROGNOS_BIN" db init >/dev/null
+[ -f "$ext/signing.key" ] && [ -f "$ext/signing.pub" ] && [ ! -e "$ext/pg" ] || fail "external server: keys not in PROGNOS_HOME"
+assert_eq "$(PROGNOS_HOME="$ext" PROGNOS_DB="$url" tool register extm --seed 1)" "version 1" "register against PROGNOS_DB"
+[ -f "$ext/registry/extm/1/manifest.sig" ] || fail "external server: artifacts not in PROGNOS_HOME"
+PROGNOS_HOME="$ext" PROGNOS_DB="$url" "$PROGNOS_BIN" registry verify extm >/dev/null || fail "verify against PROGNOS_DB"
+ok "PROGNOS_DB: signing key and artifacts in PROGNOS_HOME"
+
 # ---- usage ------------------------------------------------------------------------------------
 assert_exit 0 px registry --help
 grep -q "^usage: prognos registry list" "$WORK/out" || fail "help text"
@@ -340,3 +349,25 @@ assert_exit 1 px registry show readmission v0x
 grep -q "invalid version reference 'v0x'" "$WORK/err" || fail "bad reference message"
 assert_exit 1 px registry show 'Bad/Name'
 ok "usage: help, exit 2 on bad usage, clear errors"
+
+# ---- deterministic bytes: same data in two homes, same key ---------------------------
+openssl genpkey -algorithm ED25519 -out "$WORK/shared.key" 2>/dev/null
+chmod 600 "$WORK/shared.key"
+for h in homeA homeB; do
+    PROGNOS_HOME="$WORK/$h" PROGNOS_SIGNING_KEY="$WORK/shared.key" "$PROGNOS_BIN" db init >/dev/null
+    assert_eq "$(PROGNOS_HOME="$WORK/$h" PROGNOS_SIGNING_KEY="$WORK/shared.key" tool register mortality --seed 7 --set mortality)" \
+        "version 1" "register in $h"
+done
+diff -r "$WORK/homeA/registry" "$WORK/homeB/registry" >/dev/null || fail "two homes, same inputs: artifacts differ"
+[ ! -f "$WORK/homeA/signing.key" ] || fail "PROGNOS_SIGNING_KEY set: no key should be made in the home"
+for h in homeA homeB; do PROGNOS_HOME="$WORK/$h" "$PROGNOS_BIN" db stop >/dev/null; done
+# with the main home's own key only manifest.sig (and the key id in the manifest) differ
+assert_eq "$(tool register mortality --seed 7 --set mortality)" "version 1" "register in the main home"
+for f in model.bin metrics.json reference.json calibration.csv coefficients.csv; do
+    cmp -s "$WORK/homeA/registry/mortality/1/$f" "$(reg mortality 1)/$f" || fail "$f differs across homes"
+done
+assert_eq "$(diff "$WORK/homeA/registry/mortality/1/manifest.json" "$(reg mortality 1)/manifest.json" | grep -c '^[<>]')" \
+    2 "manifests differ in key_id only"
+cmp -s "$WORK/homeA/registry/mortality/1/manifest.sig" "$(reg mortality 1)/manifest.sig" &&
+    fail "two keys gave the same signature"
+ok "deterministic: identical bytes in every file across two homes"
