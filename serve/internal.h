@@ -138,6 +138,7 @@ typedef struct srv_drift {
     uint64_t last_at_us;
     int windows, alerts_last;
     atomic_ullong predictions, requests;
+    int stored_once, open_alerts;  /* poller only: alert bookkeeping of this monitor */
     char **level_store;        /* owned copies of categorical labels */
     size_t nlevel_store;
 } srv_drift;

@@ -179,8 +179,13 @@ static int drift_pass(px_server *s, PGconn *c, px_err *e)
             px_log(PX_LOG_WARN, "serve: drift alert: model '%s' v%d feature '%s' %s = %.4g (threshold %.4g, n %zu)",
                    alerts[k].model, alerts[k].version, alerts[k].feature, alerts[k].test, alerts[k].statistic,
                    alerts[k].threshold, alerts[k].n);
+        /* a clean window after a clean window has nothing to store or resolve; the
+         * first window of a monitor also resolves what an earlier process left open */
+        if (na == 0 && list[i]->stored_once && !list[i]->open_alerts) continue;
         int rc = srv_alerts_store(c, list[i]->name, list[i]->version, alerts, na, "serve", e);
         if (rc != 0) return rc;
+        list[i]->stored_once = 1;
+        list[i]->open_alerts = na;
     }
     return 0;
 }
@@ -190,9 +195,11 @@ void *srv_poller_main(void *arg)
     px_server *s = arg;
     PGconn *c = NULL;
     int was_ok = 1;
+    uint64_t last_poll_us = srv_mono_us();
     while (!atomic_load(&s->stopping)) {
         struct pollfd pf = {.fd = s->poll_pipe[0], .events = POLLIN};
-        if (poll(&pf, 1, (int)s->p.poll_ms) > 0) {
+        uint64_t since = srv_mono_us() - last_poll_us, wait_us = (uint64_t)s->p.poll_ms * 1000u;
+        if (poll(&pf, 1, since >= wait_us ? 0 : (int)((wait_us - since) / 1000u) + 1) > 0) {
             char buf[64];
             while (read(s->poll_pipe[0], buf, sizeof buf) > 0) {}
         }
@@ -202,7 +209,13 @@ void *srv_poller_main(void *arg)
         int ok = c != NULL;
         /* closed windows wait (and merge) while the database is away: their alerts must be stored */
         if (ok && drift_pass(s, c, &e) != 0) ok = 0;
-        if (ok && srv_poll_once(s, c, atomic_exchange(&s->reload_all, 0), &e) != 0) ok = 0;
+        /* woken for a closed drift window: the rest waits for its interval */
+        int force = atomic_exchange(&s->reload_all, 0);
+        uint64_t now = srv_mono_us();
+        if (!ok || force || now - last_poll_us >= (uint64_t)s->p.poll_ms * 1000u) {
+            last_poll_us = now; /* an attempt, failed or not: the next waits its interval */
+            if (ok && srv_poll_once(s, c, force, &e) != 0) ok = 0;
+        }
         if (!ok) {
             if (c) PQfinish(c);
             c = NULL;
