@@ -235,8 +235,16 @@ static void req_free(srv_req *r)
 {
     if (!r) return;
     srv_release(r->sm);
+    if (r->from_encounter) { /* the body and the parsed JSON held plaintext encounter ids */
+        const cJSON *inst;
+        cJSON_ArrayForEach(inst, cJSON_GetObjectItemCaseSensitive(r->json, "instances"))
+        {
+            cJSON *id = cJSON_GetObjectItemCaseSensitive(inst, "encounter_id");
+            if (cJSON_IsString(id)) OPENSSL_cleanse(id->valuestring, strlen(id->valuestring));
+        }
+        if (r->body.data) OPENSSL_cleanse(r->body.data, r->body.cap);
+    }
     cJSON_Delete(r->json);
-    if (r->from_encounter && r->body.data) OPENSSL_cleanse(r->body.data, r->body.cap); /* held plaintext ids */
     px_buf_release(&r->body);
     px_buf_release(&r->out);
     free(r->raw);
@@ -244,6 +252,9 @@ static void req_free(srv_req *r)
     free(r->values);
     free(r->bins);
     free(r->from_encounter);
+    free(r->flags);
+    free(r->pseudo);
+    px_buf_release(&r->scratch);
     free(r);
 }
 

@@ -346,6 +346,9 @@ typedef struct srv_req {
     double *raw, *contrib, *values;
     uint16_t *bins;
     int *from_encounter;
+    unsigned char *flags;      /* per input of each instance: SRV_FLAG_*; then k bytes of scratch */
+    char (*pseudo)[33];        /* pseudonyms of the instances given by encounter id */
+    px_buf scratch;            /* the uuid[] literal of an encounter lookup */
 } srv_req;
 
 /* Route handlers fill r->out and return the status. */

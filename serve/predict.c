@@ -190,14 +190,14 @@ static unsigned lookup_encounters(srv_req *r, const cJSON *arr, size_t n, double
 {
     px_server *s = r->s;
     const srv_model *sm = r->sm;
-    char (*pseudo)[33] = calloc(n, sizeof *pseudo);
-    px_buf lit = {0};
+    char (*pseudo)[33] = r->pseudo = calloc(n, sizeof *pseudo);
+    px_buf *lit = &r->scratch;
     PGresult *res = NULL;
     PGconn *c = NULL;
     unsigned st = 0;
     int broken = 0;
     if (!pseudo) return srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
-    px_buf_addc(&lit, '{');
+    px_buf_addc(lit, '{');
     size_t i = 0, first = 1;
     const cJSON *inst;
     cJSON_ArrayForEach(inst, arr)
@@ -205,13 +205,13 @@ static unsigned lookup_encounters(srv_req *r, const cJSON *arr, size_t n, double
         if (r->from_encounter[i]) {
             const cJSON *id = cJSON_GetObjectItemCaseSensitive(inst, "encounter_id");
             px_pseudo_id(s->pseudo, PX_ID_ENCOUNTER, id->valuestring, strlen(id->valuestring), pseudo[i]);
-            if (!first) px_buf_addc(&lit, ',');
-            px_buf_adds(&lit, pseudo[i]);
+            if (!first) px_buf_addc(lit, ',');
+            px_buf_adds(lit, pseudo[i]);
             first = 0;
         }
         i++;
     }
-    if (px_buf_addc(&lit, '}') != 0) {
+    if (px_buf_addc(lit, '}') != 0) {
         st = srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
         goto done;
     }
@@ -221,7 +221,7 @@ static unsigned lookup_encounters(srv_req *r, const cJSON *arr, size_t n, double
         st = srv_error(r, 503, "database_unavailable", NULL, "cannot look up encounters: the warehouse is unreachable");
         goto done;
     }
-    const char *vals[1] = {lit.data};
+    const char *vals[1] = {lit->data};
     res = PQexecParams(c, sm->lookup_sql, 1, NULL, vals, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -273,8 +273,6 @@ static unsigned lookup_encounters(srv_req *r, const cJSON *arr, size_t n, double
 done:
     PQclear(res);
     if (c) srv_pool_put(s, c, broken);
-    px_buf_release(&lit);
-    free(pseudo);
     return st;
 }
 
@@ -338,17 +336,15 @@ unsigned srv_route_predict(srv_req *r)
     if (n > s->p.max_instances)
         return srv_error(r, 413, "too_many_instances", "instances", "%zu instances; the limit is %zu per request", n,
                          s->p.max_instances);
-    unsigned char *flags = NULL, *seen = NULL;
+    unsigned char *flags, *seen;
     r->raw = malloc(n * k * sizeof *r->raw);
     r->contrib = malloc(n * k * sizeof *r->contrib);
     r->values = malloc(n * sizeof *r->values);
     r->bins = malloc(n * (k + 1) * sizeof *r->bins);
     r->from_encounter = calloc(n, sizeof *r->from_encounter);
-    flags = calloc(n * k + k, 1); /* the last k bytes: the per-instance "seen" scratch */
-    if (!r->raw || !r->contrib || !r->values || !r->bins || !r->from_encounter || !flags) {
-        free(flags);
+    flags = r->flags = calloc(n * k + k, 1); /* the last k bytes: the per-instance "seen" scratch */
+    if (!r->raw || !r->contrib || !r->values || !r->bins || !r->from_encounter || !flags)
         return srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
-    }
     seen = flags + n * k;
     unsigned st = 0;
     size_t i = 0, n_enc = 0;
@@ -481,6 +477,5 @@ unsigned srv_route_predict(srv_req *r)
     if (px_buf_adds(b, "]}\n") != 0) st = srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
     else st = 200;
 done:
-    free(flags);
     return st;
 }
