@@ -90,13 +90,14 @@ typedef struct px_drift_params {
 
 px_drift_params px_drift_default_params(void);
 
-/* prognos drift check: scores the feature rows of each model's champion that came
- * from etl batches the version was not trained on (all rows when since_batch < 0
- * is not given: since_batch > 0 takes rows of batches >= since_batch), compares
- * their distributions and scores with the champion's reference, stores alerts
- * (source 'drift check') and writes a report. model: one name or NULL for every
- * champion. *alerts receives the number of alerts raised. Returns 0,
- * PX_ENOTHING when no model had new rows, or a negative error. */
+/* prognos drift check: for each champion (model: one name, or NULL for all),
+ * scores the rows of its feature table whose encounters came from etl batches the
+ * version was not trained on (since_batch > 0: from batches >= since_batch
+ * instead), tests them as one window against the version's reference with the
+ * server's tests and thresholds, stores alerts (source 'drift check', updating
+ * open ones) and writes a report (text or JSON) to out. *alerts receives the
+ * number raised. Returns 0; PX_ENOTHING when no champion had at least min_n new
+ * rows; PX_ENOTFOUND for a model without a champion; or a negative error. */
 int px_drift_check(PGconn *c, const px_config *cfg, const char *model, long long since_batch,
                    const px_drift_params *p, int json, FILE *out, int *alerts, px_err *e);
 
