@@ -188,6 +188,8 @@ typedef struct srv_feat {
     const px_feature_info *info;   /* borrowed from the model */
     const char *name;
     size_t namelen;
+    char *json_name;               /* the name as a JSON string, quotes included */
+    size_t json_namelen;
     int numeric;
     int flag;                      /* a 0/1 input */
     double lo, hi;                 /* accepted range (numeric) */

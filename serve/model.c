@@ -12,6 +12,7 @@ static void model_destroy(void *p)
 {
     srv_model *sm = p;
     px_model_free(sm->m);
+    for (size_t j = 0; sm->f && j < sm->k; j++) free(sm->f[j].json_name);
     free(sm->f);
     free(sm->lookup_sql);
     free(sm->schema_json);
@@ -223,6 +224,14 @@ srv_model *srv_model_load(const px_config *cfg, const char *name, int version, c
         f->name = f->info->name;
         f->namelen = strlen(f->name);
         f->numeric = f->info->kind == PX_COL_NUMERIC;
+        px_buf jn = {0};
+        if (px_buf_json_str(&jn, f->name, f->namelen) != 0) {
+            px_buf_release(&jn);
+            px_err_set(e, PX_ENOMEM, "out of memory loading model '%s' v%d", name, version);
+            goto fail;
+        }
+        f->json_name = jn.data;
+        f->json_namelen = jn.len;
         if (!f->numeric) continue;
         /* numbers outside the training range are extrapolation: accepted (and
          * flagged in the answer) up to a quarter of the range beyond either end, a

@@ -34,10 +34,12 @@ static size_t fmt6(char *out, double v)
     }
     double a = fabs(v);
     if (a < 1e-4 || a >= 1e9) return (size_t)snprintf(out, 32, "%.6g", v);
-    int e10 = (int)floor(log10(a));
+    static const double p10[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10};
+    /* decimal exponent by comparison: a is in [1e-4, 1e9) */
+    int e10 = -4;
+    while (e10 < 8 && a >= (e10 + 1 >= 0 ? p10[e10 + 1] : 1.0 / p10[-(e10 + 1)])) e10++;
     int dec = 5 - e10;
     if (dec < 0) dec = 0;
-    static const double p10[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10};
     long long sc = llround(a * p10[dec]);
     long long ip = sc, fp = 0;
     long long div = (long long)p10[dec];
@@ -462,7 +464,7 @@ unsigned srv_route_predict(srv_req *r)
         for (size_t q = 0; q < m; q++) {
             size_t j = order[q];
             px_buf_adds(b, q ? ",{\"feature\":" : "{\"feature\":");
-            px_buf_json_str(b, sm->f[j].name, sm->f[j].namelen);
+            px_buf_add(b, sm->f[j].json_name, sm->f[j].json_namelen);
             px_buf_adds(b, ",\"value\":");
             add_num(b, c[j]);
             px_buf_addc(b, '}');
