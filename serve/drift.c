@@ -407,74 +407,82 @@ cJSON *srv_drift_json(srv_drift *d)
     return o;
 }
 
-static PGresult *run(PGconn *c, const char *sql, int n, const char *const *vals)
+/* Appends v to a text[] literal's elements ("a","b",...), quoted and escaped. */
+static void lit_add(px_buf *b, const char *v)
 {
-    return PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    if (b->len > 1) px_buf_addc(b, ',');
+    if (!v) {
+        px_buf_adds(b, "NULL");
+        return;
+    }
+    px_buf_addc(b, '"');
+    for (; *v; v++) {
+        if (*v == '"' || *v == '\\') px_buf_addc(b, '\\');
+        px_buf_addc(b, *v);
+    }
+    px_buf_addc(b, '"');
 }
 
+/* One statement, one round trip (an implicit transaction): upserts the window's
+ * alerts from parallel arrays (the data-modifying WITH runs to completion whether
+ * read or not), and resolves the open alerts of this version and source that did
+ * not fire; the two touch disjoint rows. */
 int srv_alerts_store(PGconn *c, const char *model, int version, const srv_drift_alert *a, int n, const char *source,
                      px_err *e)
 {
-    char ver[16], stat[40], thr[40], pv[40], psi[40], wn[24], rn[24];
-    int rc = 0;
-    PGresult *r = PQexec(c, "BEGIN");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) goto dberr;
+    enum { FEAT, TEST, STAT, THR, PV, PSI, WN, RN, NARR };
+    px_buf arr[NARR];
+    memset(arr, 0, sizeof arr);
+    for (int k = 0; k < NARR; k++) px_buf_addc(&arr[k], '{');
+    char num[40];
+    for (int i = 0; i < n; i++) {
+        lit_add(&arr[FEAT], a[i].feature);
+        lit_add(&arr[TEST], a[i].test);
+        snprintf(num, sizeof num, "%.17g", a[i].statistic);
+        lit_add(&arr[STAT], num);
+        snprintf(num, sizeof num, "%.17g", a[i].threshold);
+        lit_add(&arr[THR], num);
+        snprintf(num, sizeof num, "%.17g", a[i].p_value);
+        lit_add(&arr[PV], isfinite(a[i].p_value) ? num : NULL);
+        snprintf(num, sizeof num, "%.17g", a[i].psi);
+        lit_add(&arr[PSI], isfinite(a[i].psi) ? num : NULL);
+        snprintf(num, sizeof num, "%zu", a[i].n);
+        lit_add(&arr[WN], num);
+        snprintf(num, sizeof num, "%zu", a[i].ref_n);
+        lit_add(&arr[RN], num);
+    }
+    int rc = 0, oom = 0;
+    for (int k = 0; k < NARR; k++) oom |= px_buf_addc(&arr[k], '}') != 0;
+    char ver[16];
     snprintf(ver, sizeof ver, "%d", version);
-    for (int i = 0; i < n; i++) {
-        PQclear(r);
-        snprintf(stat, sizeof stat, "%.17g", a[i].statistic);
-        snprintf(thr, sizeof thr, "%.17g", a[i].threshold);
-        snprintf(pv, sizeof pv, "%.17g", a[i].p_value);
-        snprintf(psi, sizeof psi, "%.17g", a[i].psi);
-        snprintf(wn, sizeof wn, "%zu", a[i].n);
-        snprintf(rn, sizeof rn, "%zu", a[i].ref_n);
-        const char *vals[11] = {model, ver, a[i].feature, a[i].test, stat, thr, isfinite(a[i].p_value) ? pv : NULL,
-                                isfinite(a[i].psi) ? psi : NULL, wn, rn, source};
-        r = run(c,
-                "INSERT INTO serve.drift_alerts (model, version, feature, test, statistic, threshold, p_value, psi,"
-                " window_n, reference_n, source) VALUES ($1, $2::int, $3, $4, $5::float8, $6::float8, $7::float8,"
-                " $8::float8, $9::bigint, $10::bigint, $11)"
-                " ON CONFLICT (model, version, feature, test, source) WHERE resolved_at IS NULL DO UPDATE SET"
-                " last_at = now(), windows = serve.drift_alerts.windows + 1, statistic = EXCLUDED.statistic,"
-                " threshold = EXCLUDED.threshold, p_value = EXCLUDED.p_value, psi = EXCLUDED.psi,"
-                " window_n = EXCLUDED.window_n",
-                11, vals);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) goto dberr;
+    PGresult *r = NULL;
+    if (oom) {
+        rc = px_err_set(e, PX_ENOMEM, "out of memory storing drift alerts");
+        goto done;
     }
-    PQclear(r);
-    /* the alerts that fired, as a text[] literal of "feature/test": every other
-     * open alert of this version and source tested clean and is resolved */
-    px_buf lit = {0};
-    px_buf_addc(&lit, '{');
-    for (int i = 0; i < n; i++) {
-        if (i > 0) px_buf_addc(&lit, ',');
-        px_buf_addc(&lit, '"');
-        for (const char *p = a[i].feature; *p; p++) {
-            if (*p == '"' || *p == '\\') px_buf_addc(&lit, '\\');
-            px_buf_addc(&lit, *p);
-        }
-        px_buf_addc(&lit, '/');
-        px_buf_adds(&lit, a[i].test);
-        px_buf_addc(&lit, '"');
+    const char *vals[11] = {model, ver, source, arr[FEAT].data, arr[TEST].data, arr[STAT].data, arr[THR].data,
+                            arr[PV].data, arr[PSI].data, arr[WN].data, arr[RN].data};
+    r = PQexecParams(c,
+                     "WITH a AS (SELECT * FROM unnest($4::text[], $5::text[], $6::float8[], $7::float8[], $8::float8[],"
+                     "  $9::float8[], $10::bigint[], $11::bigint[]) AS u(feature, test, statistic, threshold, p_value, psi,"
+                     "  window_n, reference_n)),"
+                     " up AS (INSERT INTO serve.drift_alerts (model, version, feature, test, statistic, threshold, p_value,"
+                     "  psi, window_n, reference_n, source)"
+                     "  SELECT $1, $2::int, feature, test, statistic, threshold, p_value, psi, window_n, reference_n, $3 FROM a"
+                     "  ON CONFLICT (model, version, feature, test, source) WHERE resolved_at IS NULL DO UPDATE SET"
+                     "  last_at = now(), windows = serve.drift_alerts.windows + 1, statistic = EXCLUDED.statistic,"
+                     "  threshold = EXCLUDED.threshold, p_value = EXCLUDED.p_value, psi = EXCLUDED.psi,"
+                     "  window_n = EXCLUDED.window_n)"
+                     " UPDATE serve.drift_alerts d SET resolved_at = now() WHERE d.model = $1 AND d.version = $2::int"
+                     " AND d.source = $3 AND d.resolved_at IS NULL"
+                     " AND NOT EXISTS (SELECT 1 FROM a WHERE a.feature = d.feature AND a.test = d.test)",
+                     11, NULL, vals, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        rc = px_err_set(e, PX_EDB, "cannot store drift alerts of '%s' v%d", model, version);
+        px_err_detail(e, "%s", PQerrorMessage(c));
     }
-    px_buf_addc(&lit, '}');
-    const char *vals[4] = {model, ver, source, lit.data ? lit.data : "{}"};
-    r = run(c,
-            "UPDATE serve.drift_alerts SET resolved_at = now() WHERE model = $1 AND version = $2::int"
-            " AND source = $3 AND resolved_at IS NULL AND feature || '/' || test <> ALL ($4::text[])",
-            4, vals);
-    px_buf_release(&lit);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) goto dberr;
-    PQclear(r);
-    r = PQexec(c, "COMMIT");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) goto dberr;
-    goto done;
-dberr:
-    rc = px_err_set(e, PX_EDB, "cannot store drift alerts of '%s' v%d", model, version);
-    px_err_detail(e, "%s", PQerrorMessage(c));
-    PQclear(r);
-    r = PQexec(c, "ROLLBACK");
 done:
     PQclear(r);
+    for (int k = 0; k < NARR; k++) px_buf_release(&arr[k]);
     return rc;
 }
