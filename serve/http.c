@@ -518,7 +518,7 @@ px_serve_params px_serve_default_params(void)
     p.max_instances = 1000;
     p.max_depth = 8;
     p.poll_ms = 1000;
-    p.audit_queue = 65536;
+    p.audit_queue = 262144;
     p.audit_flush_ms = 200;
     p.drift_window = 1000;
     p.drift_window_s = 300;
@@ -632,7 +632,9 @@ px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err
     PQfinish(c);
     c = NULL;
 
-    if (srv_audit_start(&s->audit, &s->cfg, p->audit_queue, p->audit_flush_ms, &s->metrics, e) != 0) goto fail;
+    if (srv_audit_start(&s->audit, &s->cfg, p->audit_queue, p->audit_flush_ms, &s->metrics,
+                        (const char(*)[64])s->names, e) != 0)
+        goto fail;
     if (pthread_create(&s->poller, NULL, srv_poller_main, s) != 0) {
         px_err_set(e, PX_EIO, "cannot start the poller thread");
         goto fail;

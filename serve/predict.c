@@ -396,9 +396,12 @@ unsigned srv_route_predict(srv_req *r)
     memset(&ar, 0, sizeof ar);
     ar.at_us = srv_wall_us();
     memcpy(ar.key_id, r->key.id, sizeof ar.key_id);
-    snprintf(ar.model, sizeof ar.model, "%s", sm->name);
+    ar.model = (uint16_t)slot;
     ar.version = sm->version;
-    memcpy(ar.request_id, r->request_id, sizeof ar.request_id);
+    for (int h = 0; h < 16; h++) {
+        int hi = r->request_id[2 * h], lo = r->request_id[2 * h + 1];
+        ar.request_id[h] = (unsigned char)(((hi <= '9' ? hi - '0' : hi - 'a' + 10) << 4) | (lo <= '9' ? lo - '0' : lo - 'a' + 10));
+    }
     ar.instances = (uint32_t)n;
     ar.by_encounter = (uint32_t)n_enc;
     ar.latency_us = (uint32_t)(srv_mono_us() - r->t0_us);

@@ -27,7 +27,7 @@ static const char usage[] =
     "  --max-depth N            JSON nesting depth (default 8)\n"
     "  --poll-ms MS             re-read champions and keys this often (default 1000)\n"
     "  --audit-queue N          audit records held while the database is away; when full,\n"
-    "                           predict answers 503 (default 65536)\n"
+    "                           predict answers 503 (default 262144)\n"
     "  --drift-window N         instances per drift window (default 1000)\n"
     "  --drift-window-seconds S a window also closes after S seconds (default 300)\n"
     "  --drift-min-n N          smallest window tested (default 100)\n"

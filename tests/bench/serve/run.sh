@@ -116,6 +116,7 @@ run() { # name url
     eval "${1}_rps=$rps ${1}_p99=$p99"
 }
 echo "wrk: $WRK_THREADS threads, $CONN connections, ${DUR} s each, on $(nproc) cores shared with the servers"
+echo "load average before (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
 wrk -t"$WRK_THREADS" -c"$CONN" -d3s -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/models/readmission/predict" >/dev/null  # warm-up
 wrk -t"$WRK_THREADS" -c"$CONN" -d3s -s "$WORK/post.lua" "http://127.0.0.1:$NPORT/v1/models/readmission/predict" >/dev/null
 run nginx "http://127.0.0.1:$NPORT/v1/models/readmission/predict"
@@ -124,6 +125,11 @@ to_ms() { case $1 in *us) echo "${1%us} / 1000" | bc -l;; *ms) echo "${1%ms}";; 
 ratio=$(echo "$predict_rps / $nginx_rps" | bc -l)
 p99ms=$(to_ms "$predict_p99")
 printf 'ratio predict/nginx: %.2f (target >= 0.6); predict p99 %.2f ms (target < 5 ms)\n' "$ratio" "$p99ms"
+sleep 1
 audited=$(psql -X -q -At "$("$PX" db url)" -c "SELECT count(*) FROM audit.predictions")
-echo "audited predictions so far: $audited"
+echo "audited predictions (warm-up included): $audited; server counters:"
+curl -s -H "Authorization: Bearer $READ" "http://127.0.0.1:$PORT/metrics" |
+    grep -E '^prognos_(http_requests_total\{route="predict"|audit_(written|rejected|write_errors)_total|predict_latency_seconds_(sum|count))' |
+    sed 's/^/  /'
+echo "load average (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$(echo "$ratio >= 0.6 && $p99ms < 5" | bc)" = 1 ]; then echo "target met"; else echo "target NOT met"; fi
