@@ -526,6 +526,7 @@ px_serve_params px_serve_default_params(void)
     p.drift_window = 1000;
     p.drift_window_s = 300;
     p.drift_min_n = 100;
+    p.drift_min_interval_ms = 1000;
     p.drift_alpha = 0.01;
     p.psi_floor = 0.1;
     p.effect_floor = 0.1;
