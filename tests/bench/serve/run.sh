@@ -85,7 +85,7 @@ open(work + "/answer.json", "w").write(answer)
 lua = ("bodies = {%s}\n" % ",".join(json.dumps(b) for b in bodies) +
        'local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer %s"}\n' % key +
        "local i = 0\n"
-       "request = function()\n  i = i %% #bodies + 1\n"
+       "request = function()\n  i = i % #bodies + 1\n"
        "  return wrk.format(\"POST\", nil, headers, bodies[i])\nend\n")
 open(work + "/post.lua", "w").write(lua)
 sizes = [len(b) for b in bodies]
