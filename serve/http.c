@@ -303,13 +303,12 @@ static enum MHD_Result respond(struct MHD_Connection *conn, srv_req *r, unsigned
                             r->route == R_METRICS && status == 200 ? "text/plain; version=0.0.4; charset=utf-8"
                                                                    : "application/json");
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    if (r->sm) { /* the version that answered, on errors too */
-        char ver[16];
-        snprintf(ver, sizeof ver, "%d", r->sm->version);
-        MHD_add_response_header(resp, "X-Model", r->sm->name);
-        MHD_add_response_header(resp, "X-Model-Version", ver);
-    }
+    if (r->sm) { /* the version that answered, on errors too: "name/version" */
+        char mv[96];
+        snprintf(mv, sizeof mv, "%s/%d", r->sm->name, r->sm->version);
+        MHD_add_response_header(resp, "X-Model-Version", mv);
+    } else if (r->route != R_PREDICT) /* a POST answer is not cached anyway */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (status == 405)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
                                 r->route == R_PREDICT || r->route == R_RELOAD ? "POST" : "GET, HEAD");

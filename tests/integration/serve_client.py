@@ -261,7 +261,7 @@ def cmd_routes(a):
     st, h, doc = P.json("POST", pp, {"instances": good})
     check(st == 200 and doc.get("model") == "readmission" and doc.get("version") == version
           and re.fullmatch(r"[0-9a-f]{32}", doc.get("request_id", "")) and h.get("x-request-id") == doc["request_id"]
-          and h.get("x-model") == "readmission" and h.get("x-model-version") == str(version)
+          and h.get("x-model-version") == f"readmission/{version}"
           and len(doc.get("predictions", [])) == len(good), f"predict {st} {doc}")
     for p in doc.get("predictions", []):
         check(0 < p["value"] < 1 and p["band"] in ("low", "medium", "high", "very_high"), f"prediction {p}")
