@@ -183,9 +183,13 @@ static void *audit_main(void *arg)
         if (a->stop && srv_mono_us() > grace_until) break;
         /* let a batch gather unless it is large already */
         if (!a->stop && a->count < AUDIT_BATCH / 4) timed_wait(a, a->flush_ms);
-        size_t n = a->count < AUDIT_BATCH ? a->count : AUDIT_BATCH;
-        for (size_t i = 0; i < n; i++) batch[i] = a->ring[(a->head + i) % a->cap];
+        size_t n = a->count < AUDIT_BATCH ? a->count : AUDIT_BATCH, head = a->head;
         pthread_mutex_unlock(&a->mu);
+        /* copied without the lock: pushers write only past head + count, and
+         * nothing else moves head, so slots [head, head + n) stay as they are */
+        size_t first = a->cap - head < n ? a->cap - head : n;
+        memcpy(batch, a->ring + head, first * sizeof *batch);
+        memcpy(batch + first, a->ring, (n - first) * sizeof *batch);
 
         int ok = 0;
         if (n > 0) {
