@@ -16,6 +16,7 @@ static const struct command commands[] = {
     {"db", cmd_db, "manage the warehouse: init, start, stop, status, migrate, url, psql"},
     {"etl", cmd_etl, "load source data into the warehouse (load), report on loads (status)"},
     {"generate", cmd_generate, "write a synthetic canonical dataset with planted effects"},
+    {"features", cmd_features, "build the feature tables (build), list the latest builds (list)"},
 };
 
 static void usage(FILE *out)

@@ -1,0 +1,748 @@
+/* dataset_load.c: px_dataset_load, a table or view of the warehouse into a dense
+ * px_dataset. Names are checked against pg_catalog and quoted with
+ * PQescapeIdentifier; roles come from features.catalog for the built-in sets and
+ * are inferred from the column types otherwise. Rows are read with one COPY ...
+ * TO STDOUT in a repeatable-read snapshot (with the row count taken before it),
+ * ordered by (time, key); categorical levels are collected in one pass and then
+ * sorted by byte order. Invariant: the dataset's arrays hold exactly the rows with
+ * a label, in that order. */
+#include "features/features.h"
+#include <libpq-fe.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct lcol {
+    char *name;
+    char type[64];     /* base type name: int4, numeric, bool, text, uuid, date ... */
+    char cat;          /* pg_type.typcategory: N numeric, B boolean, S string, D date/time ... */
+    int in_catalog;
+    px_col_role role;
+    px_col_kind kind;
+} lcol;
+
+/* distinct values of one categorical column: open addressing on FNV-1a */
+typedef struct levelset {
+    char **val;      /* by insertion index */
+    size_t n, max;
+    size_t *slot;    /* cap entries: insertion index + 1, 0 = empty */
+    size_t cap;
+} levelset;
+
+typedef struct loader {
+    PGconn *c;
+    px_err *e;
+    const px_dataset_params *p;
+    char table[256];          /* schema.name as given back by pg_catalog */
+    char *qtable;             /* quoted "schema"."name" */
+    lcol *cols;
+    int ncols;
+    int label, time, group, key, sex, female, age; /* column indexes or -1 */
+    int *feat;                /* feature column indexes, nfeat of them */
+    size_t nfeat;
+    int *extra;
+    size_t nextra;
+    levelset *lv;             /* p entries (used for categorical ones) */
+    char def_hash[65];
+    px_buf sql;
+} loader;
+
+static int is_numeric_cat(char cat) { return cat == 'N' || cat == 'B'; }
+static int is_text_cat(char cat) { return cat == 'S'; }
+static int is_date(const lcol *c) { return strcmp(c->type, "date") == 0 || strcmp(c->type, "timestamp") == 0 || strcmp(c->type, "timestamptz") == 0; }
+
+static int col_index(const loader *L, const char *name)
+{
+    for (int i = 0; i < L->ncols; i++)
+        if (strcmp(L->cols[i].name, name) == 0) return i;
+    return -1;
+}
+
+static int db_error(loader *L, const char *what, PGresult *r)
+{
+    px_err_set(L->e, PX_EDB, "cannot load '%s': %s", L->table[0] ? L->table : L->p->table, what);
+    px_err_detail(L->e, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(L->c));
+    return PX_EDB;
+}
+
+static int oom(loader *L) { return px_err_set(L->e, PX_ENOMEM, "out of memory loading '%s'", L->p->table); }
+
+/* Appends the quoted identifier to L->sql. */
+static int add_ident(loader *L, const char *name)
+{
+    char *q = PQescapeIdentifier(L->c, name, strlen(name));
+    if (!q) return oom(L);
+    int rc = px_buf_adds(&L->sql, q);
+    PQfreemem(q);
+    return rc ? oom(L) : 0;
+}
+
+/* ---- finding the table and its columns ---------------------------------------- */
+
+static int find_table(loader *L, char *oid, size_t oidlen)
+{
+    const char *t = L->p->table;
+    char schema[256] = "", rel[256];
+    const char *dot = strchr(t, '.');
+    if (dot) {
+        snprintf(schema, sizeof schema, "%.*s", (int)(dot - t), t);
+        snprintf(rel, sizeof rel, "%s", dot + 1);
+    } else {
+        snprintf(rel, sizeof rel, "%s", t);
+    }
+    const char *pv[2] = {schema[0] ? schema : NULL, rel};
+    PGresult *r = PQexecParams(L->c,
+                               "SELECT c.oid, n.nspname, c.relname FROM pg_class c"
+                               " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                               " WHERE c.relname = $2 AND c.relkind IN ('r', 'v', 'm', 'p', 'f')"
+                               "   AND (n.nspname = $1 OR ($1 IS NULL AND pg_table_is_visible(c.oid)))",
+                               2, NULL, pv, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = db_error(L, "cannot look up the table", r);
+    } else if (PQntuples(r) != 1) {
+        rc = px_err_set(L->e, PX_ENOTFOUND, "table '%s' does not exist", t);
+    } else {
+        snprintf(oid, oidlen, "%s", PQgetvalue(r, 0, 0));
+        snprintf(L->table, sizeof L->table, "%s.%s", PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+        char *qs = PQescapeIdentifier(L->c, PQgetvalue(r, 0, 1), strlen(PQgetvalue(r, 0, 1)));
+        char *qr = PQescapeIdentifier(L->c, PQgetvalue(r, 0, 2), strlen(PQgetvalue(r, 0, 2)));
+        size_t n = (qs ? strlen(qs) : 0) + (qr ? strlen(qr) : 0) + 2;
+        if (qs && qr && (L->qtable = malloc(n))) snprintf(L->qtable, n, "%s.%s", qs, qr);
+        else rc = oom(L);
+        PQfreemem(qs);
+        PQfreemem(qr);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int read_columns(loader *L, const char *oid)
+{
+    const char *pv[1] = {oid};
+    PGresult *r = PQexecParams(L->c,
+                               "SELECT a.attname, coalesce(b.typname, t.typname), coalesce(b.typcategory, t.typcategory)"
+                               " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+                               " LEFT JOIN pg_type b ON b.oid = t.typbasetype AND t.typtype = 'd'"
+                               " WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                               1, NULL, pv, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = db_error(L, "cannot read the columns", r);
+        goto out;
+    }
+    L->ncols = PQntuples(r);
+    if (!(L->cols = calloc((size_t)L->ncols + 1, sizeof *L->cols))) {
+        rc = oom(L);
+        goto out;
+    }
+    for (int i = 0; i < L->ncols; i++) {
+        lcol *c = &L->cols[i];
+        if (!(c->name = strdup(PQgetvalue(r, i, 0)))) {
+            rc = oom(L);
+            goto out;
+        }
+        snprintf(c->type, sizeof c->type, "%s", PQgetvalue(r, i, 1));
+        c->cat = PQgetvalue(r, i, 2)[0];
+        /* inferred roles; the catalog overrides them for the built-in sets */
+        if (strcmp(c->type, "uuid") == 0) c->role = strcmp(c->name, "patient_id") == 0 ? PX_ROLE_GROUP : PX_ROLE_KEY;
+        else if (is_date(c)) c->role = PX_ROLE_INFO; /* a time candidate */
+        else if (is_numeric_cat(c->cat) || is_text_cat(c->cat)) c->role = PX_ROLE_FEATURE;
+        else c->role = PX_ROLE_INFO;
+        c->kind = is_text_cat(c->cat) ? PX_COL_CATEGORICAL : PX_COL_NUMERIC;
+    }
+out:
+    PQclear(r);
+    return rc;
+}
+
+static int parse_role(const char *s, px_col_role *role)
+{
+    static const char *const n[] = {"key", "group", "time", "feature", "label", "info"};
+    for (int i = 0; i < 6; i++)
+        if (strcmp(s, n[i]) == 0) {
+            *role = (px_col_role)i;
+            return 0;
+        }
+    return -1;
+}
+
+/* Roles and kinds from the latest catalog build of this table, when there is one. */
+static int read_catalog(loader *L, int *found)
+{
+    *found = 0;
+    PGresult *r = PQexec(L->c, "SELECT to_regclass('features.catalog') IS NOT NULL");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int rc = db_error(L, "cannot look for features.catalog", r);
+        PQclear(r);
+        return rc;
+    }
+    int have = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    if (!have) return 0;
+    const char *pv[1] = {L->table};
+    r = PQexecParams(L->c,
+                     "SELECT b.definition_hash, c->>'name', c->>'role', c->>'kind'"
+                     " FROM (SELECT * FROM features.catalog WHERE table_name = $1 ORDER BY build_id DESC LIMIT 1) b,"
+                     " jsonb_array_elements(b.columns) c",
+                     1, NULL, pv, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = db_error(L, "cannot read features.catalog", r);
+        goto out;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        *found = 1;
+        snprintf(L->def_hash, sizeof L->def_hash, "%s", PQgetvalue(r, i, 0));
+        int j = col_index(L, PQgetvalue(r, i, 1));
+        px_col_role role;
+        if (j < 0 || parse_role(PQgetvalue(r, i, 2), &role) != 0) continue; /* a column dropped since */
+        L->cols[j].in_catalog = 1;
+        L->cols[j].role = role;
+        L->cols[j].kind = strcmp(PQgetvalue(r, i, 3), "categorical") == 0 ? PX_COL_CATEGORICAL : PX_COL_NUMERIC;
+    }
+out:
+    PQclear(r);
+    return rc;
+}
+
+static const char *role_word(px_col_role r)
+{
+    static const char *const n[] = {"key", "group", "time", "feature", "label", "info"};
+    return n[r];
+}
+
+/* Decides label, time, group, key, features and extras. */
+static int assign_roles(loader *L, int from_catalog)
+{
+    const px_dataset_params *p = L->p;
+    L->label = col_index(L, p->label);
+    if (L->label < 0) return px_err_set(L->e, PX_ENOTFOUND, "label '%s' is not in table '%s'", p->label, L->table);
+    if (!is_numeric_cat(L->cols[L->label].cat))
+        return px_err_set(L->e, PX_EINVAL, "label '%s' is not numeric (table '%s', type %s)", p->label, L->table,
+                          L->cols[L->label].type);
+
+    /* time: given, else the catalog's, else discharge_date, else admission_date */
+    L->time = -1;
+    if (p->time_col) {
+        if ((L->time = col_index(L, p->time_col)) < 0)
+            return px_err_set(L->e, PX_ENOTFOUND, "column '%s' is not in table '%s'", p->time_col, L->table);
+        if (!is_date(&L->cols[L->time]))
+            return px_err_set(L->e, PX_EINVAL, "time column '%s' of '%s' is not a date (type %s)", p->time_col, L->table,
+                              L->cols[L->time].type);
+    } else {
+        for (int i = 0; i < L->ncols && from_catalog && L->time < 0; i++)
+            if (L->cols[i].in_catalog && L->cols[i].role == PX_ROLE_TIME) L->time = i;
+        const char *cand[] = {"discharge_date", "admission_date"};
+        for (int k = 0; k < 2 && L->time < 0; k++) {
+            int i = col_index(L, cand[k]);
+            if (i >= 0 && is_date(&L->cols[i])) L->time = i;
+        }
+    }
+    if (L->time == L->label) return px_err_set(L->e, PX_EINVAL, "'%s' cannot be both the label and the time", p->label);
+    /* group: given, else patient_id */
+    L->group = -1;
+    if (p->group_col) {
+        if ((L->group = col_index(L, p->group_col)) < 0)
+            return px_err_set(L->e, PX_ENOTFOUND, "column '%s' is not in table '%s'", p->group_col, L->table);
+    } else {
+        L->group = col_index(L, "patient_id");
+    }
+    if (L->group >= 0 && (L->group == L->label || L->group == L->time))
+        return px_err_set(L->e, PX_EINVAL, "group column '%s' of '%s' is also the label or the time",
+                          L->cols[L->group].name, L->table);
+    /* key: the catalog's, else encounter_id, else the first uuid that is not the group */
+    L->key = -1;
+    for (int i = 0; i < L->ncols && L->key < 0 && from_catalog; i++)
+        if (L->cols[i].in_catalog && L->cols[i].role == PX_ROLE_KEY && i != L->group && i != L->label) L->key = i;
+    if (L->key < 0) {
+        int i = col_index(L, "encounter_id");
+        if (i >= 0 && i != L->group && i != L->label) L->key = i;
+    }
+    for (int i = 0; i < L->ncols && L->key < 0; i++)
+        if (strcmp(L->cols[i].type, "uuid") == 0 && i != L->group && i != L->label) L->key = i;
+
+    /* final roles of the chosen columns; other date columns are not the time */
+    for (int i = 0; i < L->ncols; i++)
+        if (L->cols[i].role == PX_ROLE_TIME) L->cols[i].role = PX_ROLE_INFO;
+    if (L->key >= 0) L->cols[L->key].role = PX_ROLE_KEY;
+    if (L->group >= 0) L->cols[L->group].role = PX_ROLE_GROUP;
+    if (L->time >= 0) L->cols[L->time].role = PX_ROLE_TIME;
+    L->cols[L->label].role = PX_ROLE_LABEL;
+
+    /* features */
+    size_t want = 0;
+    if (p->features) {
+        while (p->features[want]) want++;
+    } else {
+        for (int i = 0; i < L->ncols; i++) want += L->cols[i].role == PX_ROLE_FEATURE;
+    }
+    if (!(L->feat = calloc(want + 1, sizeof *L->feat))) return oom(L);
+    if (p->features) {
+        for (size_t k = 0; k < want; k++) {
+            const char *f = p->features[k];
+            int i = col_index(L, f);
+            if (i < 0) return px_err_set(L->e, PX_ENOTFOUND, "column '%s' is not in table '%s'", f, L->table);
+            lcol *c = &L->cols[i];
+            if (c->role == PX_ROLE_KEY || c->role == PX_ROLE_GROUP || c->role == PX_ROLE_TIME || c->role == PX_ROLE_LABEL)
+                return px_err_set(L->e, PX_EINVAL, "column '%s' is the %s of '%s' and cannot be a feature", f,
+                                  role_word(c->role), L->table);
+            if (!is_numeric_cat(c->cat) && !is_text_cat(c->cat))
+                return px_err_set(L->e, PX_EINVAL, "column '%s' of '%s' has type %s: a feature must be numeric, boolean or text",
+                                  f, L->table, c->type);
+            for (size_t q = 0; q < k; q++)
+                if (L->feat[q] == i) return px_err_set(L->e, PX_EINVAL, "feature '%s' is listed twice", f);
+            if (!c->in_catalog) c->kind = is_text_cat(c->cat) ? PX_COL_CATEGORICAL : PX_COL_NUMERIC;
+            else if (c->kind == PX_COL_NUMERIC && !is_numeric_cat(c->cat)) c->kind = PX_COL_CATEGORICAL;
+            L->feat[k] = i;
+        }
+    } else {
+        size_t k = 0;
+        for (int i = 0; i < L->ncols; i++)
+            if (L->cols[i].role == PX_ROLE_FEATURE) {
+                if (L->cols[i].kind == PX_COL_NUMERIC && !is_numeric_cat(L->cols[i].cat))
+                    L->cols[i].kind = PX_COL_CATEGORICAL;
+                L->feat[k++] = i;
+            }
+    }
+    L->nfeat = want;
+
+    /* extras, and the columns behind sex and age */
+    L->nextra = 0;
+    if (p->extra) {
+        while (p->extra[L->nextra]) L->nextra++;
+        if (!(L->extra = calloc(L->nextra + 1, sizeof *L->extra))) return oom(L);
+        for (size_t k = 0; k < L->nextra; k++)
+            if ((L->extra[k] = col_index(L, p->extra[k])) < 0)
+                return px_err_set(L->e, PX_ENOTFOUND, "column '%s' is not in table '%s'", p->extra[k], L->table);
+    }
+    L->sex = col_index(L, "sex");
+    L->female = L->sex < 0 ? col_index(L, "female") : -1;
+    if (L->female >= 0 && !is_numeric_cat(L->cols[L->female].cat)) L->female = -1;
+    L->age = col_index(L, "age_years");
+    if (L->age < 0) L->age = col_index(L, "age");
+    if (L->age >= 0 && !is_numeric_cat(L->cols[L->age].cat)) L->age = -1;
+    return 0;
+}
+
+/* ---- the query ---------------------------------------------------------------- */
+
+/* a column as the COPY output wants it: numbers as float8, dates as day numbers */
+static int add_value(loader *L, int i, int as_text)
+{
+    const lcol *c = &L->cols[i];
+    int rc = px_buf_addc(&L->sql, '(');
+    if (rc == 0) rc = add_ident(L, c->name);
+    if (rc != 0) return rc;
+    if (as_text) rc = px_buf_adds(&L->sql, ")::text");
+    else if (strcmp(c->type, "bool") == 0) rc = px_buf_adds(&L->sql, ")::integer::float8");
+    else rc = px_buf_adds(&L->sql, ")::float8");
+    return rc ? oom(L) : 0;
+}
+
+static int build_copy(loader *L)
+{
+    px_buf *b = &L->sql;
+    int rc = px_buf_adds(b, "COPY (SELECT ");
+    for (size_t k = 0; k < L->nfeat && rc == 0; k++) {
+        int i = L->feat[k];
+        rc = add_value(L, i, L->cols[i].kind == PX_COL_CATEGORICAL);
+        if (rc == 0) rc = px_buf_adds(b, ", ");
+    }
+    if (rc == 0) rc = add_value(L, L->label, 0);
+    if (rc == 0 && L->time >= 0) {
+        rc = px_buf_adds(b, ", ((");
+        if (rc == 0) rc = add_ident(L, L->cols[L->time].name);
+        if (rc == 0) rc = px_buf_adds(b, ")::date - DATE '1970-01-01')");
+    } else if (rc == 0) {
+        rc = px_buf_adds(b, ", NULL");
+    }
+    int want[3] = {L->group, L->sex >= 0 ? L->sex : L->female, L->age};
+    int text[3] = {1, L->sex >= 0, 0};
+    for (int k = 0; k < 3 && rc == 0; k++) {
+        rc = px_buf_adds(b, ", ");
+        if (rc == 0) rc = want[k] >= 0 ? add_value(L, want[k], text[k]) : (px_buf_adds(b, "NULL") ? oom(L) : 0);
+    }
+    for (size_t k = 0; k < L->nextra && rc == 0; k++) {
+        rc = px_buf_adds(b, ", ");
+        if (rc == 0) rc = add_value(L, L->extra[k], 1);
+    }
+    if (rc == 0) rc = px_buf_printf(b, " FROM %s WHERE ", L->qtable) ? oom(L) : 0;
+    if (rc == 0) rc = add_ident(L, L->cols[L->label].name);
+    if (rc == 0) rc = px_buf_adds(b, " IS NOT NULL ORDER BY ") ? oom(L) : 0;
+    /* (time, key); without a key, every loaded value breaks ties, so that the same
+     * table always gives the same order (text compared as bytes) */
+    int first = 1;
+    if (rc == 0 && L->time >= 0) {
+        rc = add_ident(L, L->cols[L->time].name);
+        first = 0;
+    }
+    if (rc == 0 && L->key >= 0) {
+        if (!first) rc = px_buf_adds(b, ", ") ? oom(L) : 0;
+        if (rc == 0) rc = add_ident(L, L->cols[L->key].name);
+        first = 0;
+    } else {
+        for (size_t k = 0; k <= L->nfeat && rc == 0; k++) {
+            int i = k < L->nfeat ? L->feat[k] : L->label;
+            if (!first) rc = px_buf_adds(b, ", ") ? oom(L) : 0;
+            if (rc == 0) rc = add_ident(L, L->cols[i].name);
+            if (rc == 0 && is_text_cat(L->cols[i].cat)) rc = px_buf_adds(b, " COLLATE \"C\"") ? oom(L) : 0;
+            first = 0;
+        }
+    }
+    if (rc == 0) rc = px_buf_adds(b, ") TO STDOUT") ? oom(L) : 0;
+    if (rc == 0) rc = px_buf_addc(b, '\0') ? oom(L) : 0;
+    return rc;
+}
+
+/* ---- COPY text format --------------------------------------------------------- */
+
+/* Unescapes one COPY text field in place (\t, \n, \\, octal, \x..). */
+static void unescape(char *s)
+{
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (*r != '\\' || !r[1]) {
+            *w++ = *r;
+            continue;
+        }
+        r++;
+        switch (*r) {
+        case 'b': *w++ = '\b'; break;
+        case 'f': *w++ = '\f'; break;
+        case 'n': *w++ = '\n'; break;
+        case 'r': *w++ = '\r'; break;
+        case 't': *w++ = '\t'; break;
+        case 'v': *w++ = '\v'; break;
+        case 'x': {
+            int v = 0, k = 0;
+            while (k < 2 && ((r[1] >= '0' && r[1] <= '9') || (r[1] >= 'a' && r[1] <= 'f') || (r[1] >= 'A' && r[1] <= 'F'))) {
+                char h = *++r;
+                v = v * 16 + (h <= '9' ? h - '0' : (h | 32) - 'a' + 10);
+                k++;
+            }
+            *w++ = (char)v;
+            break;
+        }
+        default:
+            if (*r >= '0' && *r <= '7') {
+                int v = *r - '0', k = 1;
+                while (k < 3 && r[1] >= '0' && r[1] <= '7') v = v * 8 + (*++r - '0'), k++;
+                *w++ = (char)v;
+            } else {
+                *w++ = *r;
+            }
+        }
+    }
+    *w = '\0';
+}
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* Index of v in the set (inserted if new), or -1 when the set is full / out of memory. */
+static long level_index(levelset *ls, const char *v, int *full)
+{
+    if (!ls->slot) {
+        ls->cap = 16;
+        while (ls->cap < 2 * ls->max + 2) ls->cap *= 2;
+        if (!(ls->slot = calloc(ls->cap, sizeof *ls->slot)) || !(ls->val = calloc(ls->max + 1, sizeof *ls->val)))
+            return -1;
+    }
+    size_t h = (size_t)fnv1a(v) & (ls->cap - 1);
+    while (ls->slot[h]) {
+        size_t k = ls->slot[h] - 1;
+        if (strcmp(ls->val[k], v) == 0) return (long)k;
+        h = (h + 1) & (ls->cap - 1);
+    }
+    if (ls->n >= ls->max) {
+        *full = 1;
+        return -1;
+    }
+    if (!(ls->val[ls->n] = strdup(v))) return -1;
+    ls->slot[h] = ++ls->n;
+    return (long)(ls->n - 1);
+}
+
+static uint64_t group_key(const char *s)
+{
+    /* a uuid pseudonym: its first 64 bits; anything else: the first 64 bits of its SHA-256 */
+    uint64_t v = 0;
+    int digits = 0;
+    for (const char *q = s; *q && digits < 16; q++) {
+        int d = (*q >= '0' && *q <= '9') ? *q - '0' : (*q >= 'a' && *q <= 'f') ? *q - 'a' + 10 : (*q == '-') ? -2 : -1;
+        if (d == -2) continue;
+        if (d < 0) {
+            digits = -1;
+            break;
+        }
+        v = v << 4 | (uint64_t)d;
+        digits++;
+    }
+    if (digits == 16) return v;
+    char hex[65];
+    px_sha256_hex(s, strlen(s), hex);
+    v = 0;
+    for (int i = 0; i < 16; i++) v = v << 4 | (uint64_t)(hex[i] <= '9' ? hex[i] - '0' : hex[i] - 'a' + 10);
+    return v;
+}
+
+/* Reads the COPY stream into d (n rows expected). */
+static int read_rows(loader *L, px_dataset *d)
+{
+    PGresult *r = PQexec(L->c, L->sql.data);
+    if (PQresultStatus(r) != PGRES_COPY_OUT) {
+        int rc = db_error(L, "the query failed", r);
+        PQclear(r);
+        return rc;
+    }
+    PQclear(r);
+    size_t nf = L->nfeat + 5 + L->nextra, i = 0;
+    char **f = calloc(nf, sizeof *f);
+    int rc = f ? 0 : oom(L);
+    char *line = NULL;
+    int len;
+    while ((len = PQgetCopyData(L->c, &line, 0)) > 0) {
+        if (rc != 0) { /* drain the stream after an error */
+            PQfreemem(line);
+            continue;
+        }
+        if (i >= d->n) {
+            rc = px_err_set(L->e, PX_ESTATE, "table '%s' changed while it was being loaded", L->table);
+            PQfreemem(line);
+            continue;
+        }
+        if (len > 0 && line[len - 1] == '\n') line[len - 1] = '\0';
+        size_t k = 0;
+        for (char *s = line; k < nf; k++) {
+            f[k] = s;
+            char *tab = strchr(s, '\t');
+            if (!tab) {
+                k++;
+                break;
+            }
+            *tab = '\0';
+            s = tab + 1;
+        }
+        if (k != nf) {
+            rc = px_err_set(L->e, PX_EDB, "cannot load '%s': a row of %zu fields, expected %zu", L->table, k, nf);
+            PQfreemem(line);
+            continue;
+        }
+        for (size_t j = 0; j < L->nfeat && rc == 0; j++) {
+            const char *v = f[j];
+            double *x = &d->x[i * L->nfeat + j];
+            if (strcmp(v, "\\N") == 0) continue; /* NAN */
+            if (d->kind[j] == PX_COL_NUMERIC) {
+                *x = strtod(v, NULL);
+            } else {
+                unescape(f[j]);
+                int full = 0;
+                long li = level_index(&L->lv[j], f[j], &full);
+                if (li < 0 && full)
+                    rc = px_err_set(L->e, PX_EINVAL, "column '%s' of '%s' has more than %zu distinct values", d->names[j],
+                                    L->table, L->lv[j].max);
+                else if (li < 0)
+                    rc = oom(L);
+                else
+                    *x = (double)li;
+            }
+        }
+        char **g = f + L->nfeat;
+        d->y[i] = strtod(g[0], NULL);
+        d->day[i] = strcmp(g[1], "\\N") == 0 ? 0 : (int32_t)strtol(g[1], NULL, 10);
+        if (strcmp(g[2], "\\N") != 0) {
+            unescape(g[2]);
+            d->group[i] = group_key(g[2]);
+        }
+        if (strcmp(g[3], "\\N") != 0) {
+            if (L->sex >= 0) {
+                char s0 = g[3][0] >= 'a' && g[3][0] <= 'z' ? (char)(g[3][0] - 32) : g[3][0];
+                d->sex[i] = (s0 == 'F' || s0 == 'M' || s0 == 'U') ? s0 : 0;
+            } else {
+                double fv = strtod(g[3], NULL);
+                d->sex[i] = fv == 1.0 ? 'F' : fv == 0.0 ? 'M' : 0;
+            }
+        }
+        if (strcmp(g[4], "\\N") != 0) d->age[i] = strtod(g[4], NULL);
+        for (size_t k2 = 0; k2 < L->nextra && rc == 0; k2++) {
+            char *v = f[L->nfeat + 5 + k2];
+            if (strcmp(v, "\\N") == 0) continue;
+            unescape(v);
+            if (!(d->extra[i * L->nextra + k2] = strdup(v))) rc = oom(L);
+        }
+        PQfreemem(line);
+        i++;
+    }
+    if (len == -2 && rc == 0) rc = db_error(L, "reading the rows failed", NULL);
+    while ((r = PQgetResult(L->c)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0) rc = db_error(L, "reading the rows failed", r);
+        PQclear(r);
+    }
+    if (rc == 0 && i != d->n) rc = px_err_set(L->e, PX_ESTATE, "table '%s' changed while it was being loaded", L->table);
+    free(f);
+    return rc;
+}
+
+/* Moves each categorical column's levels into byte order and renumbers x. */
+typedef struct level_ref { char *s; size_t old; } level_ref;
+
+static int cmp_level(const void *a, const void *b)
+{
+    return strcmp(((const level_ref *)a)->s, ((const level_ref *)b)->s);
+}
+
+static int sort_levels(loader *L, px_dataset *d)
+{
+    for (size_t j = 0; j < d->p; j++) {
+        if (d->kind[j] != PX_COL_CATEGORICAL) continue;
+        levelset *ls = &L->lv[j];
+        size_t n = ls->n;
+        level_ref *ref = calloc(n ? n : 1, sizeof *ref);
+        size_t *newidx = calloc(n ? n : 1, sizeof *newidx);
+        char **sorted = calloc(n ? n : 1, sizeof *sorted);
+        if (!ref || !newidx || !sorted) {
+            free(ref);
+            free(newidx);
+            free(sorted);
+            return oom(L);
+        }
+        for (size_t k = 0; k < n; k++) ref[k] = (level_ref){ls->val[k], k};
+        qsort(ref, n, sizeof *ref, cmp_level);
+        for (size_t k = 0; k < n; k++) {
+            sorted[k] = ref[k].s;
+            newidx[ref[k].old] = k;
+        }
+        for (size_t i = 0; i < d->n; i++) {
+            double *x = &d->x[i * d->p + j];
+            if (!isnan(*x)) *x = (double)newidx[(size_t)*x];
+        }
+        d->levels[j] = sorted;
+        d->nlevels[j] = n;
+        free(ls->val); /* the strings now belong to d->levels[j] */
+        ls->val = NULL;
+        ls->n = 0;
+        free(ref);
+        free(newidx);
+    }
+    return 0;
+}
+
+static void loader_release(loader *L)
+{
+    for (int i = 0; i < L->ncols; i++) free(L->cols[i].name);
+    free(L->cols);
+    free(L->qtable);
+    free(L->feat);
+    free(L->extra);
+    if (L->lv) {
+        for (size_t j = 0; j < L->nfeat; j++) {
+            for (size_t k = 0; k < L->lv[j].n; k++) free(L->lv[j].val[k]);
+            free(L->lv[j].val);
+            free(L->lv[j].slot);
+        }
+        free(L->lv);
+    }
+    px_buf_release(&L->sql);
+}
+
+static int count_rows(loader *L, size_t *n, size_t *dropped)
+{
+    px_buf_release(&L->sql);
+    int rc = px_buf_adds(&L->sql, "SELECT count(*) FILTER (WHERE ");
+    if (rc == 0) rc = add_ident(L, L->cols[L->label].name);
+    if (rc == 0) rc = px_buf_adds(&L->sql, " IS NOT NULL), count(*) FILTER (WHERE ");
+    if (rc == 0) rc = add_ident(L, L->cols[L->label].name);
+    if (rc == 0) rc = px_buf_printf(&L->sql, " IS NULL) FROM %s", L->qtable);
+    if (rc == 0) rc = px_buf_addc(&L->sql, '\0');
+    if (rc != 0) return oom(L);
+    PGresult *r = PQexec(L->c, L->sql.data);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = db_error(L, "cannot count the rows", r);
+    } else {
+        *n = (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+        *dropped = (size_t)strtoull(PQgetvalue(r, 0, 1), NULL, 10);
+    }
+    PQclear(r);
+    px_buf_release(&L->sql);
+    return rc;
+}
+
+px_dataset *px_dataset_load(PGconn *c, const px_dataset_params *p, px_err *e)
+{
+    loader L;
+    memset(&L, 0, sizeof L);
+    L.c = c;
+    L.e = e;
+    L.p = NULL;
+    px_dataset *d = NULL;
+    int rc = 0, own_tx = 0, from_catalog = 0;
+    char oid[32];
+    if (!p || !p->table || !p->table[0] || !p->label || !p->label[0]) {
+        px_err_set(e, PX_EINVAL, "loading a dataset needs a table and a label");
+        return NULL;
+    }
+    L.p = p;
+    /* one snapshot for the count, the levels and the rows */
+    if (PQtransactionStatus(c) == PQTRANS_IDLE) {
+        if ((rc = px_db_exec(c, e, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) != 0) goto out;
+        own_tx = 1;
+    }
+    if ((rc = find_table(&L, oid, sizeof oid)) != 0) goto out;
+    if ((rc = read_columns(&L, oid)) != 0) goto out;
+    if ((rc = read_catalog(&L, &from_catalog)) != 0) goto out;
+    if ((rc = assign_roles(&L, from_catalog)) != 0) goto out;
+    size_t n = 0, dropped = 0;
+    if ((rc = count_rows(&L, &n, &dropped)) != 0) goto out;
+    if ((rc = build_copy(&L)) != 0) goto out;
+    if (!(d = px_dataset_new(n, L.nfeat))) {
+        rc = oom(&L);
+        goto out;
+    }
+    if (L.nextra && !(d->extra = calloc(n * L.nextra + 1, sizeof *d->extra))) {
+        rc = oom(&L);
+        goto out;
+    }
+    d->nextra = L.nextra;
+    if (L.nextra && !(d->extra_names = calloc(L.nextra, sizeof *d->extra_names))) {
+        rc = oom(&L);
+        goto out;
+    }
+    for (size_t k = 0; k < L.nextra; k++)
+        if (!(d->extra_names[k] = strdup(L.cols[L.extra[k]].name))) {
+            rc = oom(&L);
+            goto out;
+        }
+    if (!(L.lv = calloc(L.nfeat + 1, sizeof *L.lv))) {
+        rc = oom(&L);
+        goto out;
+    }
+    for (size_t j = 0; j < L.nfeat; j++) {
+        if (!(d->names[j] = strdup(L.cols[L.feat[j]].name))) {
+            rc = oom(&L);
+            goto out;
+        }
+        d->kind[j] = L.cols[L.feat[j]].kind;
+        L.lv[j].max = p->max_levels ? p->max_levels : 200;
+    }
+    if ((rc = read_rows(&L, d)) != 0) goto out;
+    if ((rc = sort_levels(&L, d)) != 0) goto out;
+    d->dropped_missing_label = dropped;
+    snprintf(d->table, sizeof d->table, "%s", L.table);
+    snprintf(d->label, sizeof d->label, "%s", L.cols[L.label].name);
+    snprintf(d->time_col, sizeof d->time_col, "%s", L.time >= 0 ? L.cols[L.time].name : "");
+    snprintf(d->definition_hash, sizeof d->definition_hash, "%s", from_catalog ? L.def_hash : "");
+    px_dataset_fingerprint(d);
+out:
+    if (own_tx) px_db_exec(c, NULL, rc == 0 ? "COMMIT" : "ROLLBACK");
+    loader_release(&L);
+    if (rc != 0) {
+        px_dataset_free(d);
+        return NULL;
+    }
+    return d;
+}

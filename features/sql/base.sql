@@ -1,0 +1,73 @@
+-- base.sql: the per-stay facts every feature set starts from, as temporary
+-- tables dropped at the end of the build's transaction. Point in time: a stay's
+-- own diagnoses come in two masks (all codes, known at discharge; codes present on
+-- admission, known at admission), and a prior stay counts only if admitted in
+-- [admission - 365, admission - 1]; its diagnoses only once it was discharged.
+
+-- Comorbidity categories of each distinct code in the warehouse (few thousand),
+-- so that the millions of diagnosis rows need one hash join, not a prefix search.
+CREATE TEMP TABLE px_code_mask ON COMMIT DROP AS
+SELECT code_system, code, mask
+FROM (SELECT code_system, code, features.code_mask(code_system, code) AS mask
+      FROM (SELECT DISTINCT code_system, code FROM wh.fact_diagnosis) c) m
+WHERE mask <> 0;
+ANALYZE px_code_mask;
+
+-- seq 0 is the admitting diagnosis (SynPUF), usually repeated as the principal:
+-- it adds to the masks but is not counted in n_dx. POA may be NULL, Y, U, W or N;
+-- only N (not present on admission) is unknown at admission.
+CREATE TEMP TABLE px_enc_dx ON COMMIT DROP AS
+SELECT d.encounter_id, d.admission_date,
+       count(*) FILTER (WHERE d.seq >= 1)::integer AS n_dx,
+       count(*) FILTER (WHERE d.seq >= 1 AND d.present_on_admission IS DISTINCT FROM 'N')::integer AS n_dx_poa,
+       coalesce(bit_or(m.mask), 0) AS mask_all,
+       coalesce(bit_or(m.mask) FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N'), 0) AS mask_poa
+FROM wh.fact_diagnosis d
+LEFT JOIN px_code_mask m ON m.code_system = d.code_system AND m.code = d.code
+GROUP BY d.encounter_id, d.admission_date;
+
+CREATE TEMP TABLE px_enc_px ON COMMIT DROP AS
+SELECT encounter_id, admission_date, count(*)::integer AS n_px,
+       count(*) FILTER (WHERE procedure_date = admission_date)::integer AS n_px_day0
+FROM wh.fact_procedure
+GROUP BY encounter_id, admission_date;
+
+-- age: the warehouse keeps the birth year only (as the generator's covariate).
+-- Chronic-condition flags: SynPUF's beneficiary summary of the admission year.
+CREATE TEMP TABLE px_enc ON COMMIT DROP AS
+SELECT e.encounter_id, e.patient_id, e.facility_id, e.department, e.admission_date, e.discharge_date,
+       e.los_days::integer AS los_days, e.admission_type, e.admission_source, e.discharge_disposition,
+       p.sex::text AS sex, (extract(year FROM e.admission_date)::integer - p.birth_year)::smallint AS age_years,
+       p.death_date,
+       coalesce(dx.n_dx, 0) AS n_dx, coalesce(dx.n_dx_poa, 0) AS n_dx_poa,
+       coalesce(dx.mask_all, 0) AS mask_all, coalesce(dx.mask_poa, 0) AS mask_poa,
+       coalesce(pr.n_px, 0) AS n_px, coalesce(pr.n_px_day0, 0) AS n_px_day0,
+       y.alzheimer::integer::smallint AS cc_alzheimer, y.chf::integer::smallint AS cc_chf,
+       y.chronic_kidney::integer::smallint AS cc_chronic_kidney, y.cancer::integer::smallint AS cc_cancer,
+       y.copd::integer::smallint AS cc_copd, y.depression::integer::smallint AS cc_depression,
+       y.diabetes::integer::smallint AS cc_diabetes, y.ischemic_heart::integer::smallint AS cc_ischemic_heart,
+       y.osteoporosis::integer::smallint AS cc_osteoporosis, y.ra_oa::integer::smallint AS cc_ra_oa,
+       y.stroke_tia::integer::smallint AS cc_stroke_tia, y.esrd::integer::smallint AS cc_esrd
+FROM wh.fact_encounter e
+JOIN wh.dim_patient p ON p.patient_id = e.patient_id
+LEFT JOIN px_enc_dx dx ON dx.encounter_id = e.encounter_id AND dx.admission_date = e.admission_date
+LEFT JOIN px_enc_px pr ON pr.encounter_id = e.encounter_id AND pr.admission_date = e.admission_date
+LEFT JOIN wh.patient_year y ON y.patient_id = e.patient_id AND y.year = extract(year FROM e.admission_date);
+ANALYZE px_enc;
+
+-- Prior stays of the same patient admitted 1-365 days before: counts (6-month
+-- window = 1-182 days) and their comorbidity masks, known at the index admission
+-- (prior stay discharged by then) or at the index discharge.
+CREATE TEMP TABLE px_prior ON COMMIT DROP AS
+SELECT i.encounter_id,
+       least(5, count(*) FILTER (WHERE p.admission_date >= i.admission_date - 182))::smallint AS prior_adm_6m,
+       least(5, count(*))::smallint AS prior_adm_12m,
+       least(4, count(*) FILTER (WHERE p.admission_date >= i.admission_date - 182
+                                   AND p.admission_source = 'ed'))::smallint AS ed_visits_6m,
+       coalesce(bit_or(p.mask_all) FILTER (WHERE p.discharge_date <= i.admission_date), 0) AS mask_at_admission,
+       coalesce(bit_or(p.mask_all) FILTER (WHERE p.discharge_date <= i.discharge_date), 0) AS mask_at_discharge
+FROM px_enc i
+JOIN px_enc p ON p.patient_id = i.patient_id
+             AND p.admission_date BETWEEN i.admission_date - 365 AND i.admission_date - 1
+GROUP BY i.encounter_id;
+ANALYZE px_prior;
