@@ -59,7 +59,7 @@ typedef struct pass_job {
     int meat;             /* 1: accumulate sum (w (y - mu))^2 x x' (the sandwich's meat) */
     size_t r0, r1;        /* rows [r0, r1) */
     double *A, *b;        /* k*k (upper triangle used) and k, zeroed by the caller */
-    double dev, ll;       /* deviance and log-likelihood of these rows */
+    double dev;           /* deviance of these rows */
     size_t nsat;          /* rows with fitted values within SAT_EPS of the boundary */
     double ext;           /* largest distance to the boundary on the eta scale (logit |eta|, poisson -eta) */
     size_t nonfinite;     /* rows whose eta or mu is not finite */
@@ -92,20 +92,12 @@ static void syr_block(double *restrict A, const double *restrict X, const double
     }
 }
 
-/* R's binomial link with its clamps (src/library/stats/src/family.c): mu is kept
- * in [eps, 1 - eps] and dmu/deta at least eps, so saturated rows keep a tiny
- * positive weight instead of producing 0/0. */
+/* R's binomial link clamps eta at +-30 (src/library/stats/src/family.c). */
 #define LOGIT_THRESH 30.
 static double logit_mu(double eta)
 {
     double t = eta < -LOGIT_THRESH ? DBL_EPSILON : (eta > LOGIT_THRESH ? 1 / DBL_EPSILON : exp(eta));
     return t / (1 + t);
-}
-static double logit_mueta(double eta)
-{
-    if (eta > LOGIT_THRESH || eta < -LOGIT_THRESH) return DBL_EPSILON;
-    double o = 1 + exp(eta);
-    return exp(eta) / (o * o);
 }
 static double ylogy(double y, double mu) { return y != 0 ? y * log(y / mu) : 0; }
 
@@ -115,18 +107,29 @@ static void *pass_run(void *arg)
     const glm_data *d = j->d;
     size_t k = d->k;
     double wt[BLOCK_ROWS];
+    double *restrict bsum = j->b;
     for (size_t r = j->r0; r < j->r1; r += BLOCK_ROWS) {
         size_t m = j->r1 - r < BLOCK_ROWS ? j->r1 - r : BLOCK_ROWS;
         for (size_t t = 0; t < m; t++) {
             size_t i = r + t;
-            const double *x = d->X + i * k;
+            const double *restrict x = d->X + i * k;
             double w = d->w ? d->w[i] : 1, y = d->y[i], off = d->off ? d->off[i] : 0;
             wt[t] = 0;
             if (w == 0) continue;
             double eta, mu, mueta, var;
             if (j->beta) {
-                eta = off;
-                for (size_t a = 0; a < k; a++) eta += x[a] * j->beta[a];
+                /* four partial sums: a fixed order, shorter dependency chains */
+                const double *restrict bt = j->beta;
+                double e0 = 0, e1 = 0, e2 = 0, e3 = 0;
+                size_t a = 0;
+                for (; a + 4 <= k; a += 4) {
+                    e0 += x[a] * bt[a];
+                    e1 += x[a + 1] * bt[a + 1];
+                    e2 += x[a + 2] * bt[a + 2];
+                    e3 += x[a + 3] * bt[a + 3];
+                }
+                for (; a < k; a++) e0 += x[a] * bt[a];
+                eta = off + ((e0 + e1) + (e2 + e3));
             } else if (d->fam == PX_FAM_LOGIT) {
                 double ms = (w * y + 0.5) / (w + 1);
                 eta = log(ms / (1 - ms));
@@ -134,11 +137,19 @@ static void *pass_run(void *arg)
                 eta = log(y + 0.1);
             }
             if (d->fam == PX_FAM_LOGIT) {
-                mu = logit_mu(eta);
-                mueta = logit_mueta(eta);
+                /* R's binomial link with its clamps (stats/src/family.c): mu in
+                 * [eps, 1 - eps], dmu/deta >= eps, so saturated rows keep a tiny weight */
+                int clamp = eta < -LOGIT_THRESH || eta > LOGIT_THRESH;
+                double te = eta < -LOGIT_THRESH ? DBL_EPSILON : (eta > LOGIT_THRESH ? 1 / DBL_EPSILON : exp(eta));
+                mu = te / (1 + te);
+                mueta = clamp ? DBL_EPSILON : te / ((1 + te) * (1 + te));
                 var = mu * (1 - mu);
-                j->dev += 2 * w * (ylogy(y, mu) + ylogy(1 - y, 1 - mu));
-                j->ll += w * ((y > 0 ? y * log(mu) : 0) + (y < 1 ? (1 - y) * log1p(-mu) : 0));
+                if (y == 1)
+                    j->dev -= 2 * w * log(mu);
+                else if (y == 0)
+                    j->dev -= 2 * w * log1p(-mu);
+                else
+                    j->dev += 2 * w * (ylogy(y, mu) + ylogy(1 - y, 1 - mu));
                 if (mu < SAT_EPS || mu > 1 - SAT_EPS) j->nsat++;
                 if (fabs(eta) > j->ext) j->ext = fabs(eta);
             } else {
@@ -147,7 +158,6 @@ static void *pass_run(void *arg)
                 mueta = mu;
                 var = mu;
                 j->dev += 2 * w * (y > 0 ? y * log(y / mu) - (y - mu) : mu);
-                j->ll += w * ((y > 0 ? y * log(mu) : 0) - mu - lgamma(y + 1));
                 if (mu < SAT_EPS) j->nsat++;
                 if (-eta > j->ext) j->ext = -eta;
             }
@@ -156,15 +166,15 @@ static void *pass_run(void *arg)
                 continue;
             }
             if (j->meat) {
-                double s = w * (y - mu);
-                wt[t] = s * s;
+                double sc = w * (y - mu);
+                wt[t] = sc * sc;
                 continue;
             }
             /* IRLS: working weight w dmu^2 / V(mu), working response z = eta - offset + (y - mu) / dmu */
             double W = w * mueta * mueta / var;
-            double z = (eta - off) + (y - mu) / mueta;
+            double wz = W * ((eta - off) + (y - mu) / mueta);
             wt[t] = W;
-            for (size_t a = 0; a < k; a++) j->b[a] += W * z * x[a];
+            for (size_t a = 0; a < k; a++) bsum[a] += wz * x[a];
         }
         syr_block(j->A, d->X + r * k, wt, m, k);
     }
@@ -214,7 +224,6 @@ static void pass_all(const glm_data *d, const double *beta, int meat, int thread
             for (size_t a = 0; a < k; a++) b[a] += jobs[t].b[a];
         }
         tot->dev += jobs[t].dev;
-        tot->ll += jobs[t].ll;
         tot->nsat += jobs[t].nsat;
         tot->nonfinite += jobs[t].nonfinite;
         if (jobs[t].ext > tot->ext) tot->ext = jobs[t].ext;
@@ -351,6 +360,23 @@ static double null_deviance(const glm_data *d)
             dev += 2 * w * (y > 0 ? y * log(y / mu) - (y - mu) : mu);
     }
     return dev;
+}
+
+/* The log-likelihood is -deviance/2 plus a term that depends on y only
+ * (the saturated model's log-likelihood), computed once:
+ * logit: sum w (y log y + (1-y) log(1-y)); poisson: sum w (y log y - y - log y!). */
+static double loglik_const(const glm_data *d)
+{
+    double c = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        double w = d->w ? d->w[i] : 1, y = d->y[i];
+        if (w == 0) continue;
+        if (d->fam == PX_FAM_LOGIT)
+            c += w * ((y > 0 ? y * log(y) : 0) + (y < 1 ? (1 - y) * log1p(-y) : 0));
+        else
+            c += w * ((y > 0 ? y * log(y) : 0) - y - lgamma(y + 1));
+    }
+    return c;
 }
 
 static int is_penalized(const px_glm_params *p, size_t j)
@@ -546,7 +572,7 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
     }
     memcpy(fit->beta, beta, k * sizeof *beta);
     fit->deviance = cur.dev;
-    fit->loglik = cur.ll;
+    fit->loglik = -cur.dev / 2 + loglik_const(&d);
     fit->null_deviance = null_deviance(&d);
     fit->warning[0] = '\0';
     if (stop_sep)
