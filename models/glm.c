@@ -63,6 +63,9 @@ typedef struct pass_job {
     size_t nsat;          /* rows with fitted values within SAT_EPS of the boundary */
     double ext;           /* largest distance to the boundary on the eta scale (logit |eta|, poisson -eta) */
     size_t nonfinite;     /* rows whose eta or mu is not finite */
+    /* the first pass (beta NULL) also checks the design: */
+    unsigned char *notone; /* k flags: some row has a value other than 1 in this column */
+    size_t badx;          /* first row with a non-finite value ((size_t)-1: none) */
 } pass_job;
 
 /* Rank-1 updates A += sum_i wt[i] x_i x_i' over the upper triangle, four rows
@@ -115,6 +118,14 @@ static void *pass_run(void *arg)
             const double *restrict x = d->X + i * k;
             double w = d->w ? d->w[i] : 1, y = d->y[i], off = d->off ? d->off[i] : 0;
             wt[t] = 0;
+            if (j->notone) {
+                /* the data are in cache now: check them here rather than in a pass of their own */
+                for (size_t a = 0; a < k; a++) {
+                    j->notone[a] |= x[a] != 1;
+                    if (!isfinite(x[a]) && j->badx == (size_t)-1) j->badx = i;
+                }
+                if (j->badx != (size_t)-1) continue;
+            }
             if (w == 0) continue;
             double eta, mu, mueta, var;
             if (j->beta) {
@@ -147,7 +158,7 @@ static void *pass_run(void *arg)
                 if (y == 1)
                     j->dev -= 2 * w * log(mu);
                 else if (y == 0)
-                    j->dev -= 2 * w * log1p(-mu);
+                    j->dev += 2 * w * log(1 + te);   /* -log(1 - mu), without the cancellation in 1 - mu */
                 else
                     j->dev += 2 * w * (ylogy(y, mu) + ylogy(1 - y, 1 - mu));
                 if (mu < SAT_EPS || mu > 1 - SAT_EPS) j->nsat++;
@@ -185,7 +196,7 @@ static void *pass_run(void *arg)
  * gets the same rows and the partial sums are added in thread order. On
  * return A (full symmetric), b and the scalars of *tot hold the totals. */
 static void pass_all(const glm_data *d, const double *beta, int meat, int threads, double *A, double *b,
-                     pass_job *tot)
+                     pass_job *tot, unsigned char *notone)
 {
     size_t k = d->k, nt = threads > 1 ? (size_t)threads : 1;
     if (nt > 64) nt = 64;
@@ -194,9 +205,10 @@ static void pass_all(const glm_data *d, const double *beta, int meat, int thread
     pthread_t tid[64];
     double *scratch = NULL;
     if (nt > 1) {
-        scratch = calloc((nt - 1) * (k * k + k), sizeof *scratch);
+        scratch = calloc((nt - 1) * (k * k + k) + (notone ? (nt - 1) * k : 0), sizeof *scratch);
         if (!scratch) nt = 1;   /* run single-threaded rather than fail */
     }
+    if (notone) memset(notone, 0, k);
     memset(A, 0, k * k * sizeof *A);
     memset(b, 0, k * sizeof *b);
     for (size_t t = 0; t < nt; t++) {
@@ -208,6 +220,9 @@ static void pass_all(const glm_data *d, const double *beta, int meat, int thread
         jobs[t].r1 = d->n * (t + 1) / nt;
         jobs[t].A = t == 0 ? A : scratch + (t - 1) * (k * k + k);
         jobs[t].b = t == 0 ? b : jobs[t].A + k * k;
+        jobs[t].badx = (size_t)-1;
+        if (notone)
+            jobs[t].notone = t == 0 ? notone : (unsigned char *)(scratch + (nt - 1) * (k * k + k)) + (t - 1) * k;
     }
     size_t started = 1;
     for (size_t t = 1; t < nt; t++, started++)
@@ -217,6 +232,7 @@ static void pass_all(const glm_data *d, const double *beta, int meat, int thread
     for (size_t t = started; t < nt; t++) pass_run(&jobs[t]);
     for (size_t t = 1; t < started; t++) pthread_join(tid[t], NULL);
     memset(tot, 0, sizeof *tot);
+    tot->badx = (size_t)-1;
     for (size_t t = 0; t < nt; t++) {
         if (t > 0) {
             for (size_t a = 0; a < k; a++)
@@ -226,6 +242,9 @@ static void pass_all(const glm_data *d, const double *beta, int meat, int thread
         tot->dev += jobs[t].dev;
         tot->nsat += jobs[t].nsat;
         tot->nonfinite += jobs[t].nonfinite;
+        if (jobs[t].badx < tot->badx) tot->badx = jobs[t].badx;
+        if (notone && t > 0)
+            for (size_t a = 0; a < k; a++) notone[a] |= jobs[t].notone[a];
         if (jobs[t].ext > tot->ext) tot->ext = jobs[t].ext;
     }
     for (size_t a = 0; a < k; a++)
@@ -299,9 +318,6 @@ static int check_input(const glm_data *d, const px_glm_params *p, px_err *e)
         if (d->fam == PX_FAM_LOGIT ? !(y >= 0 && y <= 1) : !(y >= 0 && isfinite(y)))
             return px_err_set(e, PX_EINVAL, "cannot fit %s: response of row %zu is %s", what, i,
                               d->fam == PX_FAM_LOGIT ? "not in [0,1]" : "not a finite value >= 0");
-        const double *x = d->X + i * d->k;
-        for (size_t a = 0; a < d->k; a++)
-            if (!isfinite(x[a])) return px_err_set(e, PX_EINVAL, "cannot fit %s: value of column %zu in row %zu is not finite", what, a, i);
         sw += w;
     }
     if (!(sw > 0)) return px_err_set(e, PX_EINVAL, "cannot fit %s: all weights are zero", what);
@@ -317,14 +333,8 @@ static double linkinv(px_glm_family fam, double eta)
 
 /* Null deviance as R's glm(): the intercept-only fit (with the offset, if any)
  * when the design has an all-ones column, else the fit with eta = offset. */
-static double null_deviance(const glm_data *d)
+static double null_deviance(const glm_data *d, int has_int)
 {
-    int has_int = 0;
-    for (size_t a = 0; a < d->k && !has_int; a++) {
-        size_t i = 0;
-        while (i < d->n && d->X[i * d->k + a] == 1) i++;
-        has_int = i == d->n;
-    }
     double sw = 0, swy = 0, alpha = 0;
     for (size_t i = 0; i < d->n; i++) {
         double w = d->w ? d->w[i] : 1;
@@ -371,9 +381,9 @@ static double loglik_const(const glm_data *d)
     for (size_t i = 0; i < d->n; i++) {
         double w = d->w ? d->w[i] : 1, y = d->y[i];
         if (w == 0) continue;
-        if (d->fam == PX_FAM_LOGIT)
-            c += w * ((y > 0 ? y * log(y) : 0) + (y < 1 ? (1 - y) * log1p(-y) : 0));
-        else
+        if (d->fam == PX_FAM_LOGIT) {
+            if (y > 0 && y < 1) c += w * (y * log(y) + (1 - y) * log1p(-y));   /* 0 for y in {0, 1} */
+        } else
             c += w * ((y > 0 ? y * log(y) : 0) - y - lgamma(y + 1));
     }
     return c;
@@ -410,6 +420,7 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
     double *A = NULL, *b = NULL, *M = NULL, *beta = NULL, *beta_old = NULL, *A_old = NULL, *b_old = NULL;
     gsl_matrix *ch = NULL;
     gsl_vector *bv = NULL, *xv = NULL;
+    unsigned char *notone = NULL;
     size_t bad = (size_t)-1;
     int rc;
     memset(fit, 0, sizeof *fit);
@@ -426,11 +437,12 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
     ch = gsl_matrix_alloc(k, k);
     bv = gsl_vector_alloc(k);
     xv = gsl_vector_alloc(k);
+    notone = malloc(k);
     fit->beta = calloc(k, sizeof *fit->beta);
     fit->se = calloc(k, sizeof *fit->se);
     fit->cov = calloc(k * k, sizeof *fit->cov);
-    if (!A || !A_old || !M || !b || !b_old || !beta || !beta_old || !ch || !bv || !xv || !fit->beta || !fit->se ||
-        !fit->cov) {
+    if (!A || !A_old || !M || !b || !b_old || !beta || !beta_old || !ch || !bv || !xv || !notone || !fit->beta ||
+        !fit->se || !fit->cov) {
         rc = px_err_set(e, PX_ENOMEM, "cannot fit %s: out of memory", what);
         goto done;
     }
@@ -440,7 +452,14 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
      * is accepted as is; later steps that increase the penalized deviance (or
      * make it non-finite) are halved towards the previous coefficients. */
     pass_job cur, prev;
-    pass_all(&d, NULL, 0, p.threads, A, b, &cur);
+    pass_all(&d, NULL, 0, p.threads, A, b, &cur, notone);
+    if (cur.badx != (size_t)-1) {
+        const double *x = X + cur.badx * k;
+        size_t a = 0;
+        while (a < k && isfinite(x[a])) a++;
+        rc = px_err_set(e, PX_EINVAL, "cannot fit %s: value of column %zu in row %zu is not finite", what, a, cur.badx);
+        goto done;
+    }
     double pdev = cur.dev, grow_prev_ext = cur.ext, prev_inc = 0;
     int have_beta = 0, grows = 0, stop_sep = 0, halving_failed = 0;
     for (int iter = 1; iter <= p.max_iter; iter++) {
@@ -468,7 +487,7 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
         memcpy(b_old, b, k * sizeof *b);
         prev = cur;
         for (size_t a = 0; a < k; a++) beta[a] = gsl_vector_get(xv, a);
-        pass_all(&d, beta, 0, p.threads, A, b, &cur);
+        pass_all(&d, beta, 0, p.threads, A, b, &cur, NULL);
         double pnew = cur.nonfinite ? INFINITY : penalized(cur.dev, beta, k, &p);
         int h = 0;
         while (!isfinite(pnew) || (have_beta && pnew > pdev + p.tol * (fabs(pnew) + 0.1))) {
@@ -481,7 +500,7 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
                 break;
             }
             for (size_t a = 0; a < k; a++) beta[a] = (beta[a] + beta_old[a]) / 2;
-            pass_all(&d, beta, 0, p.threads, A, b, &cur);
+            pass_all(&d, beta, 0, p.threads, A, b, &cur, NULL);
             pnew = cur.nonfinite ? INFINITY : penalized(cur.dev, beta, k, &p);
         }
         if (halving_failed) {
@@ -547,7 +566,7 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
              * length of stay; the model-based SEs would be too small under the
              * over-dispersion LOS shows, the sandwich ones are not. */
             pass_job mt;
-            pass_all(&d, beta, 1, p.threads, A, b, &mt);
+            pass_all(&d, beta, 1, p.threads, A, b, &mt, NULL);
             double *T = M;   /* T = bread * meat */
             for (size_t a = 0; a < k; a++)
                 for (size_t c = 0; c < k; c++) {
@@ -573,7 +592,9 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
     memcpy(fit->beta, beta, k * sizeof *beta);
     fit->deviance = cur.dev;
     fit->loglik = -cur.dev / 2 + loglik_const(&d);
-    fit->null_deviance = null_deviance(&d);
+    int has_int = 0;
+    for (size_t a = 0; a < k; a++) has_int |= !notone[a];
+    fit->null_deviance = null_deviance(&d, has_int);
     fit->warning[0] = '\0';
     if (stop_sep)
         snprintf(fit->warning, sizeof fit->warning,
@@ -598,6 +619,7 @@ done:
     free(b_old);
     free(beta);
     free(beta_old);
+    free(notone);
     if (ch) gsl_matrix_free(ch);
     if (bv) gsl_vector_free(bv);
     if (xv) gsl_vector_free(xv);
