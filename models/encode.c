@@ -236,6 +236,20 @@ void px_enc_row(const px_feature_info *f, size_t nf, const double *raw, double *
     }
 }
 
+/* snprintf that, when it truncates, does not leave half a UTF-8 character */
+static void put_name(char *buf, size_t len, const char *a, const char *b)
+{
+    int r = b ? snprintf(buf, len, "%s=%s", a, b) : snprintf(buf, len, "%s", a);
+    if (r < 0 || (size_t)r < len || len == 0) return;
+    size_t L = strlen(buf), i = L;
+    while (i > 0 && ((unsigned char)buf[i - 1] & 0xC0) == 0x80) i--;
+    if (i > 0 && (unsigned char)buf[i - 1] >= 0xC0) {
+        unsigned char lead = (unsigned char)buf[i - 1];
+        size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+        if (L - (i - 1) < need) buf[i - 1] = '\0';
+    }
+}
+
 void px_enc_colname(const px_feature_info *f, size_t nf, size_t c, char *buf, size_t len)
 {
     if (c == 0) {
@@ -245,11 +259,11 @@ void px_enc_colname(const px_feature_info *f, size_t nf, size_t c, char *buf, si
     for (size_t j = 0; j < nf; j++) {
         if (f[j].dropped || c < f[j].col || c >= f[j].col + f[j].ncols) continue;
         if (f[j].kind == PX_COL_NUMERIC) {
-            snprintf(buf, len, "%s", f[j].name);
+            put_name(buf, len, f[j].name, NULL);
         } else {
             size_t l = c - f[j].col;
             if (l >= f[j].ref) l++;
-            snprintf(buf, len, "%s=%s", f[j].name, f[j].levels[l]);
+            put_name(buf, len, f[j].name, f[j].levels[l]);
         }
         return;
     }

@@ -576,7 +576,7 @@ px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const p
         return NULL;
     }
     if (!(p.C >= 0) || !(p.gamma >= 0) || !(p.epsilon >= 0) || !isfinite(p.C) || !isfinite(p.gamma) ||
-        !isfinite(p.epsilon) || !(p.cache_mb > 0) || p.max_rows < 2 || p.max_rows > INT_MAX) {
+        !isfinite(p.epsilon) || !(p.cache_mb > 0) || p.max_rows < 2) {
         px_err_set(e, PX_EINVAL, "cannot fit %s: bad parameters (C, gamma, epsilon >= 0, cache_mb > 0, max_rows >= 2)", what);
         return NULL;
     }

@@ -302,6 +302,42 @@ static void test_threads(void)
     px_dataset_free(d);
 }
 
+/* a term name cut to fit px_term.name ends on a UTF-8 character boundary */
+static void test_long_level(void)
+{
+    enum { N = 400 };
+    px_err e;
+    px_dataset *d = px_dataset_new(N, 2);
+    d->names[0] = strdup("x");
+    d->names[1] = strdup("g");
+    d->kind[0] = PX_COL_NUMERIC;
+    d->kind[1] = PX_COL_CATEGORICAL;
+    char longlv[121];
+    for (int i = 0; i < 60; i++) memcpy(longlv + 2 * i, "\xc3\xa9", 2);   /* 60 x U+00E9 */
+    longlv[120] = '\0';
+    d->nlevels[1] = 2;
+    d->levels[1] = malloc(2 * sizeof(char *));
+    d->levels[1][0] = strdup("a");
+    d->levels[1][1] = strdup(longlv);
+    for (size_t i = 0; i < N; i++) {
+        d->x[i * 2] = (double)(i % 17) / 17.0;
+        d->x[i * 2 + 1] = i % 3 == 0;
+        d->y[i] = (i * 7) % 5 < 2;
+    }
+    px_fit_params p = px_fit_default_params(PX_ALGO_LOGIT);
+    px_model *m = px_model_fit(d, NULL, 0, &p, NULL, &e);
+    CHECK(m != NULL);
+    if (m) {
+        size_t nt;
+        const px_term *t = px_model_terms(m, &nt);
+        CHECK_INT(nt, 3);
+        CHECK_INT(strlen(t[2].name), 94);   /* "g=" and 46 whole characters of 2 bytes */
+        CHECK(memcmp(t[2].name, "g=\xc3\xa9", 4) == 0);
+    }
+    px_model_free(m);
+    px_dataset_free(d);
+}
+
 static void test_load_garbage(void)
 {
     px_err e;
@@ -342,6 +378,7 @@ int main(void)
     test_rows_and_labels();
     test_dropped_and_singular();
     test_threads();
+    test_long_level();
     test_load_garbage();
     fx_ref_free(&r);
     fx_free(&glm);
