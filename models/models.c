@@ -1,6 +1,8 @@
-/* models.c: library set-up (GSL's error handler) and algorithm names. */
-#include "models/models.h"
+/* models.c: library set-up (GSL's error handler), algorithm names and the C
+ * locale object used for printing and parsing numbers. */
+#include "models/internal.h"
 #include <gsl/gsl_errno.h>
+#include <pthread.h>
 #include <string.h>
 
 void px_models_init(void)
@@ -24,4 +26,16 @@ int px_algo_parse(const char *s, px_algo *a)
             return 0;
         }
     return PX_EINVAL;
+}
+
+static locale_t c_locale;
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+static void c_locale_init(void) { c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
+
+/* A thread-local switch (uselocale) instead of setlocale: setlocale changes the
+ * whole process and is not safe while other threads format numbers. */
+locale_t px_c_locale(void)
+{
+    pthread_once(&c_locale_once, c_locale_init);
+    return c_locale;
 }

@@ -22,7 +22,9 @@ typedef struct px_glm_params {
     const unsigned char *penalize;  /* k flags, or NULL: penalize every column except 0 (the intercept) */
     int max_iter;       /* Newton/IRLS iterations (default 50) */
     double tol;         /* stop when |dev - dev_old| / (|dev| + 0.1) < tol (R's glm.control rule; default 1e-10) */
-    int threads;        /* threads for forming X'WX (default 2; 1 = none) */
+    int threads;        /* threads for forming X'WX (default 2; 1 = none; fewer on small n). The
+                         * same input and thread count give the same bits; another count
+                         * changes only the rounding of the sums */
 } px_glm_params;
 
 px_glm_params px_glm_default_params(void);
@@ -30,7 +32,8 @@ px_glm_params px_glm_default_params(void);
 typedef struct px_glm_fit {
     size_t k;
     double *beta;       /* k estimates */
-    double *se;         /* k standard errors from the inverse (penalized) information */
+    double *se;         /* k standard errors from the inverse (penalized) information
+                         * (poisson: the robust sandwich, see px_poisson_fit) */
     double *cov;        /* k*k covariance matrix (row-major) */
     int iterations;
     int converged;      /* 1 when the tolerance was met within max_iter */
@@ -75,12 +78,17 @@ typedef struct px_svm_info {
     double C, gamma;
     double cv_score;     /* SVC: cross-validated AUC; SVR: cross-validated RMSE */
     double class_weight_pos; /* SVC: weight of the positive class (n_neg / n_pos) */
+    size_t n_cv;         /* rows the grid search used (a stratified subsample of at most 5000
+                          * of the n_used rows); 0 when C and gamma were both given (cv_score NAN) */
 } px_svm_info;
 
 typedef struct px_svm px_svm;   /* opaque: owns its LibSVM model and support vectors */
 
 /* X: n x k standardized design without an intercept; y: 0/1 (SVC) or a value (SVR).
- * Caller frees with px_svm_free. NULL on error. */
+ * info (may be NULL) receives what was done. Caller frees with px_svm_free. NULL
+ * on error. Deterministic for a given seed: the final training seeds LibSVM's
+ * rand() (srand) under a library mutex, so other code in the process that calls
+ * rand() concurrently would disturb that. */
 px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const px_svm_params *p, px_svm_info *info,
                    px_err *e);
 /* SVC: probability of class 1 (Platt scaling from LibSVM); SVR: the prediction. */
@@ -88,8 +96,12 @@ double px_svm_predict(const px_svm *s, const double *x);
 /* Deterministic bytes (LibSVM's text format in a length-checked frame); caller frees *out. */
 int px_svm_save(const px_svm *s, px_buf *out, px_err *e);
 /* Bytes must have passed an integrity check first (LibSVM's parser crashes on
- * truncated input); still refuses malformed frames with PX_ECORRUPT. Not
- * thread-safe (LibSVM's loader calls setlocale): serialize calls. */
+ * truncated input); still refuses malformed frames with PX_ECORRUPT (the frame
+ * carries its length and a SHA-256, and LibSVM's text is checked line by line
+ * before LibSVM parses it). Not thread-safe (LibSVM's loader calls setlocale):
+ * never call it concurrently. This library serializes its own LibSVM loads,
+ * saves and trainings with one mutex, but the setlocale calls still change the
+ * process locale for a moment, so other threads must not rely on it meanwhile. */
 px_svm *px_svm_load(const unsigned char *bytes, size_t len, px_err *e);
 void px_svm_free(px_svm *s);
 size_t px_svm_nsv(const px_svm *s);
@@ -137,7 +149,9 @@ typedef struct px_fit_info {
 
 typedef struct px_model px_model;   /* opaque */
 
-/* Fits the encoding and the algorithm on the given rows of d. Caller frees
+/* Fits the encoding and the algorithm on the given rows of d (rows NULL: all
+ * d->n rows, nrows ignored). A GLM is fitted on the standardized design, so a
+ * ridge penalty (p->glm.l2) applies to standardized coefficients. Caller frees
  * with px_model_free. NULL on error (the message says why: no rows, a label
  * that is not 0/1 for a classifier, a singular design naming the column ...). */
 px_model *px_model_fit(const px_dataset *d, const size_t *rows, size_t nrows, const px_fit_params *p,
@@ -164,7 +178,8 @@ const px_term *px_model_terms(const px_model *m, size_t *n);
  * its mean / reference). Returns 0 or PX_EINVAL naming the feature. Thread-safe. */
 int px_model_predict(const px_model *m, const double *raw, double *value, double *contrib, px_err *e);
 /* Scores rows of a dataset whose columns are matched by name and whose levels are
- * matched by text (a level unseen in training counts as the reference). out: n values. */
+ * matched by text (a level unseen in training counts as the reference). rows:
+ * n row indexes, or NULL for rows 0..n-1. out: n values. */
 int px_model_score(const px_model *m, const px_dataset *d, const size_t *rows, size_t n, double *out, px_err *e);
 
 /* Serialization: the same model gives the same bytes (a text format,
