@@ -38,14 +38,15 @@ int px_file_read(const char *path, size_t max_bytes, unsigned char **data, size_
         close(fd);
         return px_err_set(e, PX_EINVAL, "'%s' is too large (%lld bytes; limit %zu)", path, (long long)st.st_size, max_bytes);
     }
-    size_t cap = (size_t)st.st_size + 1, n = 0;
+    /* room for the NUL and one byte more, so that a file that grew is noticed */
+    size_t size = (size_t)st.st_size, cap = size + 2, n = 0;
     unsigned char *buf = malloc(cap);
     if (!buf) {
         close(fd);
         return px_err_set(e, PX_ENOMEM, "out of memory reading '%s'", path);
     }
     for (;;) {
-        if (n + 1 >= cap) { /* the file grew while we read it: refuse rather than guess */
+        if (n > size) { /* the file grew while we read it: refuse rather than guess */
             free(buf);
             close(fd);
             return px_err_set(e, PX_EIO, "'%s' changed while it was read", path);

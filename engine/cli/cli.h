@@ -12,6 +12,7 @@ int cmd_db(int argc, char **argv);
 int cmd_etl(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_features(int argc, char **argv);
+int cmd_registry(int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 int px_cli_wants_help(int argc, char **argv);

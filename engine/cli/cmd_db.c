@@ -1,5 +1,6 @@
 /* cmd_db.c: prognos db init|start|stop|status|migrate|url|psql */
 #include "engine/cli/cli.h"
+#include "registry/registry.h"
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,8 +12,9 @@ static const char usage[] =
     "Manage the warehouse database.\n"
     "\n"
     "subcommands:\n"
-    "  init      create PROGNOS_HOME, the pseudonymization key (mode 0600), the embedded\n"
-    "            PostgreSQL cluster and the warehouse schema; safe to run again\n"
+    "  init      create PROGNOS_HOME, the pseudonymization key (mode 0600), the model\n"
+    "            signing key pair (signing.key, signing.pub), the embedded PostgreSQL\n"
+    "            cluster and the warehouse schema; safe to run again\n"
     "  start     start the embedded server (Unix socket in $PROGNOS_HOME/pg/run, no TCP)\n"
     "  stop      stop the embedded server\n"
     "  status    say whether the server runs and which migrations are applied\n"
@@ -92,6 +94,7 @@ int cmd_db(int argc, char **argv)
 
     if (strcmp(sub, "init") == 0) {
         if (px_pg_init(&cfg, &e) != 0) return px_cli_fail(&e);
+        if (px_reg_keygen(&cfg, &e) != 0) return px_cli_fail(&e); /* model signing key pair */
         PGconn *c = px_db_connect(&cfg, &e);
         if (!c) return px_cli_fail(&e);
         PQfinish(c);

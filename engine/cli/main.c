@@ -17,6 +17,7 @@ static const struct command commands[] = {
     {"etl", cmd_etl, "load source data into the warehouse (load), report on loads (status)"},
     {"generate", cmd_generate, "write a synthetic canonical dataset with planted effects"},
     {"features", cmd_features, "build the feature tables (build), list the latest builds (list)"},
+    {"registry", cmd_registry, "the model registry: list, show, promote, verify, card"},
 };
 
 static void usage(FILE *out)

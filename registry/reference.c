@@ -1,0 +1,169 @@
+/* reference.c: reference distributions of a model's inputs and score on its
+ * training rows, the baseline drift monitoring compares live traffic with
+ * (population stability index, chi-square). Numeric: decile edges (sample
+ * quantiles of type 7, R's default and numpy's "linear", over non-missing
+ * values; repeated edges merged), with counts and shares per bin
+ * (bin i holds e[i-1] < x <= e[i]) and the missing share. Categorical: count and
+ * share of each level the model knows. Deterministic: same rows, same text. */
+#include "registry/internal.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Type 7 quantile of sorted v[0..m-1] (Hyndman & Fan 1996): linear
+ * interpolation between order statistics at h = (m-1) p. */
+static double quantile7(const double *v, size_t m, double p)
+{
+    double h = (double)(m - 1) * p;
+    size_t lo = (size_t)floor(h);
+    if (lo + 1 >= m) return v[m - 1];
+    return v[lo] + (h - (double)lo) * (v[lo + 1] - v[lo]);
+}
+
+static cJSON *num_array(const double *v, size_t n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    return a;
+}
+
+/* Fills o with the numeric summary of vals[0..n-1] (NAN = missing). buf: n doubles of scratch. */
+static int numeric_summary(cJSON *o, const double *vals, size_t n, double *buf)
+{
+    size_t m = 0;
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isnan(vals[i])) {
+            buf[m++] = vals[i];
+            sum += vals[i];
+        }
+    qsort(buf, m, sizeof *buf, cmp_double);
+    double edges[9], counts[10], shares[10];
+    size_t ne = 0;
+    if (m > 0)
+        for (int q = 1; q <= 9; q++) {
+            double x = quantile7(buf, m, q / 10.0);
+            if (ne == 0 || x > edges[ne - 1]) edges[ne++] = x;
+        }
+    size_t nb = m > 0 ? ne + 1 : 0;
+    for (size_t b = 0; b < nb; b++) counts[b] = 0;
+    /* buf is sorted: walk the bins once */
+    size_t b = 0;
+    for (size_t i = 0; i < m; i++) {
+        while (b < ne && buf[i] > edges[b]) b++;
+        counts[b]++;
+    }
+    for (size_t k = 0; k < nb; k++) shares[k] = counts[k] / (double)m;
+    cJSON_AddNumberToObject(o, "n", (double)m);
+    cJSON_AddNumberToObject(o, "missing", (double)(n - m));
+    cJSON_AddNumberToObject(o, "missing_share", n ? (double)(n - m) / (double)n : 0.0);
+    if (m > 0) {
+        cJSON_AddNumberToObject(o, "min", buf[0]);
+        cJSON_AddNumberToObject(o, "max", buf[m - 1]);
+        cJSON_AddNumberToObject(o, "mean", sum / (double)m);
+    }
+    cJSON_AddItemToObject(o, "edges", num_array(edges, ne));
+    cJSON_AddItemToObject(o, "counts", num_array(counts, nb));
+    cJSON_AddItemToObject(o, "shares", num_array(shares, nb));
+    return cJSON_GetObjectItemCaseSensitive(o, "shares") ? 0 : -1;
+}
+
+char *px_reg_reference_json(const px_model *m, const px_dataset *d, const size_t *rows, size_t n,
+                            const double *scores, px_err *e)
+{
+    cJSON *root = cJSON_CreateObject(), *feats = NULL;
+    double *vals = malloc((n ? n : 1) * sizeof *vals), *buf = malloc((n ? n : 1) * sizeof *buf);
+    double *lcount = NULL;
+    char *out = NULL;
+    if (!root || !vals || !buf) goto oom;
+    if (!rows && n > d->n) {
+        px_err_set(e, PX_EINVAL, "reference distributions: %zu rows asked of a dataset of %zu", n, d->n);
+        goto fail;
+    }
+    for (size_t i = 0; rows && i < n; i++)
+        if (rows[i] >= d->n) {
+            px_err_set(e, PX_EINVAL, "reference distributions: row %zu is out of range", rows[i]);
+            goto fail;
+        }
+    cJSON_AddStringToObject(root, "format", "prognos-reference 1");
+    cJSON_AddNumberToObject(root, "n", (double)n);
+    if (!(feats = cJSON_AddArrayToObject(root, "features"))) goto oom;
+    size_t k = px_model_nfeatures(m);
+    for (size_t j = 0; j < k; j++) {
+        const px_feature_info *f = px_model_feature(m, j);
+        int col = px_dataset_col(d, f->name);
+        if (col < 0) {
+            px_err_set(e, PX_EINVAL, "reference distributions: the dataset has no column '%s'", f->name);
+            goto fail;
+        }
+        cJSON *o = cJSON_CreateObject();
+        if (!o) goto oom;
+        cJSON_AddItemToArray(feats, o);
+        cJSON_AddStringToObject(o, "name", f->name);
+        cJSON_AddStringToObject(o, "kind", f->kind == PX_COL_NUMERIC ? "numeric" : "categorical");
+        for (size_t i = 0; i < n; i++) vals[i] = d->x[(rows ? rows[i] : i) * d->p + (size_t)col];
+        if (f->kind == PX_COL_NUMERIC) {
+            if (d->kind[col] != PX_COL_NUMERIC) {
+                px_err_set(e, PX_EINVAL, "reference distributions: column '%s' is not numeric", f->name);
+                goto fail;
+            }
+            if (numeric_summary(o, vals, n, buf) != 0) goto oom;
+            continue;
+        }
+        if (d->kind[col] != PX_COL_CATEGORICAL) {
+            px_err_set(e, PX_EINVAL, "reference distributions: column '%s' is not categorical", f->name);
+            goto fail;
+        }
+        /* count by the model's levels, matched by text (the dataset's own indexes may differ) */
+        free(lcount);
+        if (!(lcount = calloc(2 * (f->nlevels + 1), sizeof *lcount))) goto oom; /* counts, then shares */
+        size_t nd = d->nlevels[col], missing = 0, seen = 0;
+        for (size_t i = 0; i < n; i++) {
+            double v = vals[i];
+            if (isnan(v) || v < 0 || (size_t)v >= nd) {
+                missing++;
+                continue;
+            }
+            const char *text = d->levels[col][(size_t)v];
+            size_t l = 0;
+            while (l < f->nlevels && strcmp(f->levels[l], text) != 0) l++;
+            lcount[l]++; /* l == nlevels: a level the model does not know */
+            seen++;
+        }
+        cJSON_AddNumberToObject(o, "n", (double)seen);
+        cJSON_AddNumberToObject(o, "missing", (double)missing);
+        cJSON_AddNumberToObject(o, "missing_share", n ? (double)missing / (double)n : 0.0);
+        cJSON *lv = cJSON_AddArrayToObject(o, "levels");
+        for (size_t l = 0; lv && l < f->nlevels; l++) cJSON_AddItemToArray(lv, cJSON_CreateString(f->levels[l]));
+        cJSON_AddItemToObject(o, "counts", num_array(lcount, f->nlevels));
+        double *lshare = lcount + f->nlevels + 1;
+        for (size_t l = 0; l < f->nlevels; l++) lshare[l] = seen ? lcount[l] / (double)seen : 0.0;
+        cJSON_AddItemToObject(o, "shares", num_array(lshare, f->nlevels));
+        cJSON_AddNumberToObject(o, "other", lcount[f->nlevels]);
+        if (!cJSON_GetObjectItemCaseSensitive(o, "other")) goto oom;
+    }
+    if (scores) {
+        cJSON *s = cJSON_AddObjectToObject(root, "score");
+        if (!s) goto oom;
+        memcpy(vals, scores, n * sizeof *vals);
+        if (numeric_summary(s, vals, n, buf) != 0) goto oom;
+    }
+    if (!(out = cJSON_PrintUnformatted(root))) goto oom;
+    goto done;
+oom:
+    px_err_set(e, PX_ENOMEM, "out of memory");
+fail:
+    out = NULL;
+done:
+    cJSON_Delete(root);
+    free(vals);
+    free(buf);
+    free(lcount);
+    return out;
+}
