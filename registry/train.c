@@ -659,12 +659,14 @@ static int record_decision(PGconn *c, const char *name, int candidate, int champ
                              metrics_json, message};
     PGresult *r = PQexecParams(c,
                                "INSERT INTO registry.decisions (name, candidate_version, champion_version, decision,"
-                               " gates, metrics, message) VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)",
+                               " gates, metrics, message) VALUES ($1, $2, $3, $4, coalesce($5::jsonb, '{}'),"
+                               " coalesce($6::jsonb, '{}'), $7)",
                                7, NULL, params, NULL, NULL, 0);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok) {
         px_err_set(e, PX_EDB, "cannot record the retraining decision for '%s'", name);
         px_err_detail(e, "%s", PQresultErrorMessage(r));
+        px_log(PX_LOG_ERROR, "cannot record the retraining decision for '%s': %s", name, PQresultErrorMessage(r));
     }
     PQclear(r);
     if (ok) {
