@@ -67,6 +67,14 @@ static int is_hex64(const char *s)
     return 1;
 }
 
+/* register and promote run their own transaction (the per-model lock is
+ * transaction-scoped): a caller's open transaction would be committed by them. */
+static int check_idle(PGconn *c, const char *what, px_err *e)
+{
+    if (PQtransactionStatus(c) == PQTRANS_IDLE) return 0;
+    return px_err_set(e, PX_ESTATE, "cannot %s inside an open transaction", what);
+}
+
 static void rollback(PGconn *c)
 {
     PGresult *r = PQexec(c, "ROLLBACK");
@@ -214,6 +222,7 @@ int px_reg_register(PGconn *c, const px_config *cfg, const px_reg_new *v, int *v
     int rc, in_tx = 0, wrote = 0, ver = 0;
     *version = 0;
     if ((rc = check_new(v, e)) != 0) return rc;
+    if ((rc = check_idle(c, "register a model version", e)) != 0) return rc;
     if (!(params = reg_json_parse(v->params_json, "{}", 0, "params", e)) ||
         !(split = reg_json_parse(v->split_json, "{}", 0, "split", e)) ||
         !(metrics = reg_json_parse(v->metrics_json, "{}", 0, "metrics", e)) ||
@@ -568,6 +577,7 @@ int px_reg_promote(PGconn *c, const char *name, int version, const char *alias, 
     if (!reg_valid_name(name)) return px_err_set(e, PX_EINVAL, "invalid model name '%s'", name ? name : "");
     snprintf(vs, sizeof vs, "%d", version);
     if (!reason) reason = "";
+    if ((rc = check_idle(c, "promote a model version", e)) != 0) return rc;
     if ((rc = reg_query(c, e, "cannot start a registry transaction", NULL, "BEGIN", 0, NULL)) != 0) return rc;
     in_tx = 1;
     if ((rc = reg_lock_name(c, name, e)) != 0) goto done;

@@ -41,30 +41,39 @@ typedef struct px_reg_new {
  * row, in that order (a failed insert removes the directory). Versions number
  * from 1 per model. If a version with the same fingerprint, algorithm, params
  * and definition hash exists, nothing is written: returns PX_ENOTHING with
- * *version set to it. Otherwise returns 0 with *version set. */
+ * *version set to it. Otherwise returns 0 with *version set. Runs its own
+ * transaction (PX_ESTATE if c is inside one); creates the key pair if absent. */
 int px_reg_register(PGconn *c, const px_config *cfg, const px_reg_new *v, int *version, px_err *e);
 
-/* Resolves a reference: "3", "v3", "champion", "challenger", "latest". */
+/* Resolves a reference: "3", "v3", "champion", "challenger", "latest"; NULL or ""
+ * means the champion if there is one, else the latest version. PX_ENOTFOUND
+ * names what is missing (the model, the version or the alias), PX_EINVAL a bad reference. */
 int px_reg_resolve(PGconn *c, const char *name, const char *ref, int *version, px_err *e);
 
 /* Checks every file of the artifact against the manifest and the manifest's
- * signature against the public key. 0, or PX_ECORRUPT naming the file and what is wrong. */
+ * signature against the public key, the manifest's and model's digests against
+ * the row, that no unlisted file sits in the directory, and that model.bin and the
+ * JSON files parse. 0, or PX_ECORRUPT naming the file and what is wrong. */
 int px_reg_verify(PGconn *c, const px_config *cfg, const char *name, int version, px_err *e);
 
 /* Verified read of one artifact file (e.g. "metrics.json") into memory; caller frees *data. */
 int px_reg_read_file(const px_config *cfg, const char *name, int version, const char *file, unsigned char **data,
                      size_t *len, px_err *e);
 
-/* Verified load of the model: reads the manifest, checks its signature, reads
- * model.bin into memory, checks its digest, then parses it. The directory and
- * public key are all it needs (no database): the server uses it for hot reload.
- * Caller frees with px_model_free. */
+/* Verified load of the model: reads the manifest, checks its signature, checks
+ * every other listed file's size and digest, reads model.bin into memory, checks
+ * its digest, then parses it. A directory in the registry's layout
+ * (.../<name>/<version>) must hold that version's signed manifest. The directory
+ * and public key are all it needs (no database): the server uses it for hot
+ * reload. Caller frees with px_model_free; NULL with PX_ECORRUPT on any mismatch. */
 px_model *px_reg_load_dir(const char *dir, const char *pubkey_path, px_err *e);
 /* Same, by name and reference; *version receives the resolved version. */
 px_model *px_reg_load(PGconn *c, const px_config *cfg, const char *name, const char *ref, int *version, px_err *e);
 
-/* Points alias ("champion" or "challenger") at a version; recorded in
- * registry.alias_history and audit.events. */
+/* Points alias ("champion" or "challenger"; NULL: champion) at a version; recorded
+ * in registry.alias_history and audit.events. PX_ENOTHING when the alias already
+ * points there. Runs its own transaction. Does not verify the artifacts: the CLI
+ * runs px_reg_verify first. */
 int px_reg_promote(PGconn *c, const char *name, int version, const char *alias, const char *reason, px_err *e);
 
 /* Reports: a table (or JSON) of every model and version with its aliases and headline metrics. */

@@ -8,7 +8,7 @@ assert_exit 0 px db init
 ok "db init creates a 0600 key"
 assert_exit 0 px db status
 grep -q running "$WORK/out" || fail "status does not say running"
-assert_eq "$(sql 'SELECT max(version) FROM public.prognos_migrations')" 1 "schema version"
+assert_eq "$(sql 'SELECT max(version) FROM public.prognos_migrations')" 3 "schema version"
 assert_eq "$(sql "SELECT current_setting('listen_addresses')")" "" "listen_addresses (no TCP)"
 ok "server runs, Unix socket only, schema migrated"
 assert_exit 0 px db migrate
