@@ -94,6 +94,55 @@ static int columns_json(const px_feat_set_info *s, px_buf *b, char *names, size_
     return rc == 0 ? 0 : PX_ENOMEM;
 }
 
+/* The per-stay tables of base.sql, kept in the session's temporary schema and
+ * shared by the sets built on this connection: valid while the warehouse holds the
+ * same batches (every change to it is a batch) and base.sql and the map are the
+ * same, which px_base_key records. Otherwise they are dropped and rebuilt. */
+static int base_tables(PGconn *c, px_err *e, const char *set, const char *base, const char *digest,
+                       const char *batches)
+{
+    px_buf key = {0};
+    char hash[65], cached[8] = "f";
+    int rc = 0, found = 0;
+    if (px_buf_printf(&key, "%s\n%s", base, digest) != 0) return px_err_set(e, PX_ENOMEM, "out of memory");
+    px_sha256_hex(key.data, key.len, hash);
+    key.len = 0;
+    if (px_buf_printf(&key, "%s %s", hash, batches) != 0 || px_buf_addc(&key, '\0') != 0) {
+        rc = px_err_set(e, PX_ENOMEM, "out of memory");
+        goto out;
+    }
+    {
+        char *o[] = {cached};
+        size_t ol[] = {sizeof cached};
+        if ((rc = query_row(c, e, set, "SELECT to_regclass('pg_temp.px_base_key') IS NOT NULL", 0, NULL, o, ol, 1,
+                            &found)) != 0)
+            goto out;
+        if (strcmp(cached, "t") == 0) {
+            const char *pv[] = {key.data};
+            if ((rc = query_row(c, e, set, "SELECT bool_and(k = $1)::text FROM pg_temp.px_base_key", 1, pv, o, ol, 1,
+                                &found)) != 0)
+                goto out;
+            if (strcmp(cached, "true") == 0) goto out; /* still valid */
+        }
+    }
+    if ((rc = exec_step(c, e, "dropping old per-stay tables", set,
+                        "DROP TABLE IF EXISTS pg_temp.px_enc, pg_temp.px_mask, pg_temp.px_base_key")) != 0 ||
+        (rc = exec_step(c, e, "the per-stay tables (base.sql)", set, base)) != 0)
+        goto out;
+    {
+        const char *pv[] = {key.data};
+        PGresult *r = PQexecParams(c, "CREATE TEMP TABLE px_base_key AS SELECT $1::text AS k", 1, NULL, pv, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+            rc = px_err_set(e, PX_EDB, "cannot build feature set '%s': recording the per-stay tables failed", set);
+            px_err_detail(e, "%s", PQresultErrorMessage(r));
+        }
+        PQclear(r);
+    }
+out:
+    px_buf_release(&key);
+    return rc;
+}
+
 int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e)
 {
     const px_feat_set_info *s = px_feat_set_find(set);
@@ -178,7 +227,7 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
         }
     }
 
-    if ((rc = exec_step(c, e, "the per-stay tables (base.sql)", name, base)) != 0) goto out;
+    if ((rc = base_tables(c, e, name, base, digest, batches)) != 0) goto out;
     if ((rc = px_buf_printf(&sql, "DROP TABLE IF EXISTS features._build_%s", name)) != 0 ||
         (rc = exec_step(c, e, "dropping a leftover build table", name, sql.data)) != 0)
         goto out;

@@ -1,40 +1,48 @@
 -- base.sql: the per-stay facts every feature set starts from, as temporary
--- tables dropped at the end of the build's transaction. Point in time: a stay's
+-- tables: px_enc (one row per stay) and px_mask (the flags and scores of each
+-- distinct comorbidity mask) stay in the session, so that the sets built on one
+-- connection from the same batches share them (build.c drops and rebuilds them
+-- when the batches change); the intermediates go at the end of the transaction.
+-- Point in time: a stay's
 -- own diagnoses come in two masks (all codes, known at discharge; codes present on
 -- admission, known at admission), and a prior stay counts only if admitted in
 -- [admission - 365, admission - 1]; its diagnoses only once it was discharged.
 
 -- Comorbidity categories of each distinct code in the warehouse (few thousand),
 -- so that the millions of diagnosis rows need one hash join, not a prefix search.
+-- (MATERIALIZED: the filter on the mask must not be pushed below the DISTINCT,
+-- which would call code_mask once per diagnosis row.)
 CREATE TEMP TABLE px_code_mask ON COMMIT DROP AS
-SELECT code_system, code, mask
-FROM (SELECT code_system, code, features.code_mask(code_system, code) AS mask
-      FROM (SELECT DISTINCT code_system, code FROM wh.fact_diagnosis) c) m
-WHERE mask <> 0;
+WITH codes AS MATERIALIZED (SELECT DISTINCT code_system, code FROM wh.fact_diagnosis),
+masks AS MATERIALIZED (SELECT code_system, code, features.code_mask(code_system, code) AS mask FROM codes)
+SELECT code_system, code, mask FROM masks WHERE mask <> 0;
 ANALYZE px_code_mask;
 
 -- seq 0 is the admitting diagnosis (SynPUF), usually repeated as the principal:
 -- it adds to the masks but is not counted in n_dx. POA may be NULL, Y, U, W or N;
 -- only N (not present on admission) is unknown at admission.
+-- (Keyed by encounter_id alone: the loader keeps it unique in the warehouse.)
 CREATE TEMP TABLE px_enc_dx ON COMMIT DROP AS
-SELECT d.encounter_id, d.admission_date,
+SELECT d.encounter_id,
        count(*) FILTER (WHERE d.seq >= 1)::integer AS n_dx,
        count(*) FILTER (WHERE d.seq >= 1 AND d.present_on_admission IS DISTINCT FROM 'N')::integer AS n_dx_poa,
        coalesce(bit_or(m.mask), 0) AS mask_all,
        coalesce(bit_or(m.mask) FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N'), 0) AS mask_poa
 FROM wh.fact_diagnosis d
 LEFT JOIN px_code_mask m ON m.code_system = d.code_system AND m.code = d.code
-GROUP BY d.encounter_id, d.admission_date;
+GROUP BY d.encounter_id;
+ANALYZE px_enc_dx;
 
 CREATE TEMP TABLE px_enc_px ON COMMIT DROP AS
-SELECT encounter_id, admission_date, count(*)::integer AS n_px,
+SELECT encounter_id, count(*)::integer AS n_px,
        count(*) FILTER (WHERE procedure_date = admission_date)::integer AS n_px_day0
 FROM wh.fact_procedure
-GROUP BY encounter_id, admission_date;
+GROUP BY encounter_id;
+ANALYZE px_enc_px;
 
 -- age: the warehouse keeps the birth year only (as the generator's covariate).
 -- Chronic-condition flags: SynPUF's beneficiary summary of the admission year.
-CREATE TEMP TABLE px_enc ON COMMIT DROP AS
+CREATE TEMP TABLE px_enc0 ON COMMIT DROP AS
 SELECT e.encounter_id, e.patient_id, e.facility_id, e.department, e.admission_date, e.discharge_date,
        e.los_days::integer AS los_days, e.admission_type, e.admission_source, e.discharge_disposition,
        p.sex::text AS sex, (extract(year FROM e.admission_date)::integer - p.birth_year)::smallint AS age_years,
@@ -50,10 +58,10 @@ SELECT e.encounter_id, e.patient_id, e.facility_id, e.department, e.admission_da
        y.stroke_tia::integer::smallint AS cc_stroke_tia, y.esrd::integer::smallint AS cc_esrd
 FROM wh.fact_encounter e
 JOIN wh.dim_patient p ON p.patient_id = e.patient_id
-LEFT JOIN px_enc_dx dx ON dx.encounter_id = e.encounter_id AND dx.admission_date = e.admission_date
-LEFT JOIN px_enc_px pr ON pr.encounter_id = e.encounter_id AND pr.admission_date = e.admission_date
-LEFT JOIN wh.patient_year y ON y.patient_id = e.patient_id AND y.year = extract(year FROM e.admission_date);
-ANALYZE px_enc;
+LEFT JOIN px_enc_dx dx ON dx.encounter_id = e.encounter_id
+LEFT JOIN px_enc_px pr ON pr.encounter_id = e.encounter_id
+LEFT JOIN wh.patient_year y ON y.patient_id = e.patient_id AND y.year = extract(year FROM e.admission_date)::smallint;
+ANALYZE px_enc0;
 
 -- Prior stays of the same patient admitted 1-365 days before: counts (6-month
 -- window = 1-182 days) and their comorbidity masks, known at the index admission
@@ -66,8 +74,35 @@ SELECT i.encounter_id,
                                    AND p.admission_source = 'ed'))::smallint AS ed_visits_6m,
        coalesce(bit_or(p.mask_all) FILTER (WHERE p.discharge_date <= i.admission_date), 0) AS mask_at_admission,
        coalesce(bit_or(p.mask_all) FILTER (WHERE p.discharge_date <= i.discharge_date), 0) AS mask_at_discharge
-FROM px_enc i
-JOIN px_enc p ON p.patient_id = i.patient_id
-             AND p.admission_date BETWEEN i.admission_date - 365 AND i.admission_date - 1
+FROM px_enc0 i
+JOIN px_enc0 p ON p.patient_id = i.patient_id
+              AND p.admission_date BETWEEN i.admission_date - 365 AND i.admission_date - 1
 GROUP BY i.encounter_id;
 ANALYZE px_prior;
+
+-- One row per stay. cm_dis: the comorbidities known at discharge (all codes of
+-- the stay, and of the prior stays discharged by then); cm_adm: known at
+-- admission (the stay's codes present on admission, prior stays discharged by then).
+CREATE TEMP TABLE px_enc AS
+SELECT e.encounter_id, e.patient_id, e.facility_id, e.department, e.admission_date, e.discharge_date,
+       e.los_days, e.admission_type, e.admission_source, e.discharge_disposition, e.sex, e.age_years, e.death_date,
+       e.n_dx, e.n_dx_poa, e.n_px, e.n_px_day0,
+       coalesce(p.prior_adm_6m, 0) AS prior_adm_6m, coalesce(p.prior_adm_12m, 0) AS prior_adm_12m,
+       coalesce(p.ed_visits_6m, 0) AS ed_visits_6m,
+       e.mask_all | coalesce(p.mask_at_discharge, 0) AS cm_dis,
+       e.mask_poa | coalesce(p.mask_at_admission, 0) AS cm_adm,
+       e.cc_alzheimer, e.cc_chf, e.cc_chronic_kidney, e.cc_cancer, e.cc_copd, e.cc_depression, e.cc_diabetes,
+       e.cc_ischemic_heart, e.cc_osteoporosis, e.cc_ra_oa, e.cc_stroke_tia, e.cc_esrd
+FROM px_enc0 e
+LEFT JOIN px_prior p ON p.encounter_id = e.encounter_id;
+ANALYZE px_enc;
+
+-- The flags, Charlson index and Elixhauser count of each distinct mask: far fewer
+-- masks than stays, so the sets get them with one hash join instead of
+-- evaluating ~350 bit operations per row.
+CREATE TEMP TABLE px_mask AS
+SELECT cm, @FLAGS@,
+       @CHARLSON@ AS charlson_index, @ELIXCOUNT@ AS elix_count
+FROM (SELECT cm_dis AS cm FROM px_enc UNION SELECT cm_adm FROM px_enc) m;
+ALTER TABLE px_mask ADD PRIMARY KEY (cm);
+ANALYZE px_mask;
