@@ -8,14 +8,19 @@
 -- admission, known at admission), and a prior stay counts only if admitted in
 -- [admission - 365, admission - 1]; its diagnoses only once it was discharged.
 
--- Comorbidity categories of each distinct code in the warehouse (few thousand),
+-- Comorbidity categories of each distinct code in the warehouse (a few thousand),
 -- so that the millions of diagnosis rows need one hash join, not a prefix search.
--- (MATERIALIZED: the filter on the mask must not be pushed below the DISTINCT,
--- which would call code_mask once per diagnosis row.)
+-- A map row matches a code it is a prefix of: the code's first 3..7 characters
+-- are looked up (the rule of features.code_mask(), here as one hash join).
 CREATE TEMP TABLE px_code_mask ON COMMIT DROP AS
-WITH codes AS MATERIALIZED (SELECT DISTINCT code_system, code FROM wh.fact_diagnosis),
-masks AS MATERIALIZED (SELECT code_system, code, features.code_mask(code_system, code) AS mask FROM codes)
-SELECT code_system, code, mask FROM masks WHERE mask <> 0;
+WITH codes AS MATERIALIZED (SELECT DISTINCT code_system, code FROM wh.fact_diagnosis)
+SELECT c.code_system, c.code, bit_or(1::bigint << k.bit) AS mask
+FROM codes c
+CROSS JOIN LATERAL (VALUES (left(c.code, 3)), (left(c.code, 4)), (left(c.code, 5)), (left(c.code, 6)),
+                           (left(c.code, 7))) p(prefix)
+JOIN features.comorbidity_map m ON m.code_system = c.code_system AND m.code_prefix = p.prefix
+JOIN features.comorbidity_category k ON k.category = m.category
+GROUP BY c.code_system, c.code;
 ANALYZE px_code_mask;
 
 -- seq 0 is the admitting diagnosis (SynPUF), usually repeated as the principal:
