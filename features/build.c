@@ -165,6 +165,11 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
         rc = px_err_set(e, rc, "cannot describe the columns of feature set '%s'", name);
         goto out;
     }
+    if (PQtransactionStatus(c) != PQTRANS_IDLE) {
+        rc = px_err_set(e, PX_ESTATE, "cannot build feature set '%s' inside an open transaction", name);
+        px_err_hint(e, "the build commits its own transaction; call it between transactions");
+        goto out;
+    }
     if ((rc = exec_step(c, e, "BEGIN", name, "BEGIN ISOLATION LEVEL REPEATABLE READ")) != 0) goto out;
     in_tx = 1;
     /* big hash aggregates and joins; JIT compiles for longer than these queries run */

@@ -6,13 +6,7 @@
 -- planned-readmission algorithm needs procedure-category maps we do not have.
 -- Features: everything known at discharge (cm_dis, all diagnoses of the stay).
 CREATE TABLE features._build_readmission AS
-WITH data_end AS (SELECT max(admission_date) AS d FROM px_enc),
-readm AS (
-    SELECT i.encounter_id, (min(n.admission_date) - i.discharge_date)::smallint AS days
-    FROM px_enc i
-    JOIN px_enc n ON n.patient_id = i.patient_id
-                 AND n.admission_date BETWEEN i.discharge_date + 1 AND i.discharge_date + 30
-    GROUP BY i.encounter_id, i.discharge_date)
+WITH data_end AS (SELECT max(admission_date) AS d FROM px_enc)
 SELECT s.encounter_id, s.patient_id, s.facility_id, s.department, s.admission_date, s.discharge_date, s.sex,
        s.age_years, (s.sex = 'F')::integer::smallint AS female, s.admission_type, s.admission_source,
        (s.admission_type = 'emergency')::integer::smallint AS emergency,
@@ -30,13 +24,12 @@ SELECT s.encounter_id, s.patient_id, s.facility_id, s.department, s.admission_da
         + CASE WHEN s.admission_type = 'emergency' THEN 3 ELSE 0 END
         + CASE WHEN f.charlson_index >= 4 THEN 5 ELSE f.charlson_index END
         + s.ed_visits_6m)::smallint AS lace_score,
-       (r.days IS NOT NULL)::integer::smallint AS readmit_30d,
-       r.days AS days_to_readmission,
+       (s.days_to_next_30d IS NOT NULL)::integer::smallint AS readmit_30d,
+       s.days_to_next_30d AS days_to_readmission,
        coalesce(s.death_date BETWEEN s.discharge_date AND s.discharge_date + 30, false)::integer::smallint
            AS died_30d_after_discharge
 FROM px_enc s
 CROSS JOIN data_end
 JOIN px_mask f ON f.cm = s.cm_dis
-LEFT JOIN readm r ON r.encounter_id = s.encounter_id
 WHERE s.discharge_disposition NOT IN ('expired', 'transfer_acute', 'ama')
   AND s.discharge_date + 30 <= data_end.d;

@@ -296,6 +296,35 @@ static void builtin_table(void)
     expect_error("features.los", "los_days", bad2, "is not in table 'features.los'");
 }
 
+/* px_feat_build through the API: unchanged after the script's build, refused inside a
+ * transaction, an unknown set named. */
+static void build_api(void)
+{
+    px_feat_build_result r;
+    px_err e = {0};
+    CHECK_INT(px_feat_build(conn, "mortality", &r, &e), 0);
+    CHECK_INT(r.unchanged, 1);
+    CHECK(r.rows > 0 && r.build_id > 0 && strlen(r.def_hash) == 64);
+    PGresult *q = PQexec(conn, "SELECT count(*) FROM features.mortality");
+    CHECK(PQresultStatus(q) == PGRES_TUPLES_OK && atoll(PQgetvalue(q, 0, 0)) == r.rows);
+    PQclear(q);
+    exec_sql("BEGIN");
+    memset(&e, 0, sizeof e);
+    CHECK_INT(px_feat_build(conn, "mortality", &r, &e), PX_ESTATE);
+    CHECK(strstr(e.msg, "inside an open transaction") != NULL);
+    exec_sql("ROLLBACK");
+    memset(&e, 0, sizeof e);
+    CHECK_INT(px_feat_build(conn, "nosuch", &r, &e), PX_EINVAL);
+    CHECK_STR(e.msg, "unknown feature set 'nosuch' (readmission, mortality or los)");
+    CHECK(px_feat_set_find("los") == &px_feat_sets[2] && px_feat_set_find("LOS") == NULL && px_feat_sets_count == 3);
+    for (int k = 0; k < px_feat_sets_count; k++) {
+        int n = 0;
+        while (px_feat_sets[k].default_features[n]) n++;
+        CHECK(n >= 20 && n <= 30);
+        CHECK(px_feat_sets[k].doc && strlen(px_feat_sets[k].doc) > 100);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -310,6 +339,7 @@ int main(int argc, char **argv)
     exec_sql("SET client_min_messages = warning");
     small_table();
     builtin_table();
+    build_api();
     PQfinish(conn);
     return check_report("test_dataset_load");
 }
