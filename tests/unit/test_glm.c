@@ -56,8 +56,9 @@ static void compare(const char *what, const px_glm_fit *f, const fx_ref *r, cons
         CHECK(rel(f->null_deviance, fx_ref_get(r, "%s.null_deviance", tag)) <= TOL);
         CHECK(rel(f->loglik, fx_ref_get(r, "%s.loglik", tag)) <= TOL);
     }
-    fprintf(stderr, "%s: largest difference from the reference (coefficients, SEs) %.3g, deviance %.3g, %d iterations\n",
-            what, worst, dd, f->iterations);
+    fprintf(stderr,
+            "%s: largest difference from the reference (coefficients, SEs) %.3g, deviance %.3g, %d iterations\n", what,
+            worst, dd, f->iterations);
 }
 
 static void test_reference(void)
@@ -82,7 +83,7 @@ static void test_reference(void)
     px_glm_fit_release(&f1);
     px_glm_fit_release(&f2);
     px_glm_fit_release(&f);
-    px_glm_fit_release(&f);   /* released twice: harmless */
+    px_glm_fit_release(&f); /* released twice: harmless */
 
     p = px_glm_default_params();
     CHECK_INT(px_poisson_fit(Xa, cnt, NULL, NULL, n, K, &p, &f, &e), 0);
@@ -172,8 +173,8 @@ static void test_separation(void)
     CHECK(f.iterations < 60);
     CHECK(strstr(f.warning, "separation") != NULL);
     CHECK(f.deviance < 0.1 * f.null_deviance);
-    fprintf(stderr, "complete separation: stopped after %d iterations, beta_x = %g, deviance %g (null %g): %s\n", f.iterations, f.beta[1], f.deviance, f.null_deviance,
-            f.warning);
+    fprintf(stderr, "complete separation: stopped after %d iterations, beta_x = %g, deviance %g (null %g): %s\n",
+            f.iterations, f.beta[1], f.deviance, f.null_deviance, f.warning);
     px_glm_fit_release(&f);
     /* quasi-complete: z = 1 implies y = 1 */
     CHECK_INT(px_logit_fit(X, yq, NULL, NULL, m, 3, &p, &f, &e), 0);
