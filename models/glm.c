@@ -22,6 +22,7 @@
  * close to R's lm/glm rule (tol = 1e-7), with slack for the normal equations. */
 #define PIVOT_TOL 1e-13
 #define MAX_HALVINGS 30
+#define SEP_REL 1e-6           /* see separating() */
 
 px_glm_params px_glm_default_params(void)
 {
@@ -393,6 +394,34 @@ static double loglik_const(const glm_data *d)
     return c;
 }
 
+/* Whether the direction dir separates the rows (Albert & Anderson 1984): a
+ * logistic MLE is infinite iff some d with Xd != 0 has x'd >= 0 where y = 1 and
+ * x'd <= 0 where y = 0 (x'd = 0 where 0 < y < 1); a Poisson one iff some d has
+ * x'd <= 0 everywhere and x'd = 0 where y > 0. With rel = 0 this is exact: the
+ * current coefficients passing it prove (complete) separation, and no direction
+ * passes it on data that are not separated. Quasi-complete separation shows in
+ * the Newton steps instead: their separated part keeps a constant size while the
+ * rest converges, so the last step passes up to rel (relative to the largest
+ * |x'd|); a finite MLE with strongly predicted rows keeps overlapping rows on
+ * the wrong side of each step, by far more than rel, until it converges. */
+static int separating(const glm_data *d, const double *dir, double rel)
+{
+    double mx = 0, worst = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        if (d->w && d->w[i] == 0) continue;
+        const double *x = d->X + i * d->k;
+        double s = 0, y = d->y[i], v;
+        for (size_t a = 0; a < d->k; a++) s += x[a] * dir[a];
+        if (fabs(s) > mx) mx = fabs(s);
+        if (d->fam == PX_FAM_LOGIT)
+            v = y == 1 ? -s : (y == 0 ? s : fabs(s));   /* > 0: on the wrong side */
+        else
+            v = y > 0 ? fabs(s) : s;
+        if (v > worst) worst = v;
+    }
+    return mx > 0 && worst <= rel * mx;
+}
+
 static int is_penalized(const px_glm_params *p, size_t j)
 {
     if (!(p->l2 > 0)) return 0;
@@ -425,6 +454,7 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
     gsl_matrix *ch = NULL;
     gsl_vector *bv = NULL, *xv = NULL;
     unsigned char *notone = NULL;
+    double *dir = NULL;
     size_t bad = (size_t)-1;
     int rc;
     memset(fit, 0, sizeof *fit);
@@ -442,10 +472,11 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
     bv = gsl_vector_alloc(k);
     xv = gsl_vector_alloc(k);
     notone = malloc(k);
+    dir = malloc(k * sizeof *dir);
     fit->beta = calloc(k, sizeof *fit->beta);
     fit->se = calloc(k, sizeof *fit->se);
     fit->cov = calloc(k * k, sizeof *fit->cov);
-    if (!A || !A_old || !M || !b || !b_old || !beta || !beta_old || !ch || !bv || !xv || !notone || !fit->beta ||
+    if (!A || !A_old || !M || !b || !b_old || !beta || !beta_old || !ch || !bv || !xv || !notone || !dir || !fit->beta ||
         !fit->se || !fit->cov) {
         rc = px_err_set(e, PX_ENOMEM, "cannot fit %s: out of memory", what);
         goto done;
@@ -525,25 +556,31 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
         fit->iterations = iter;
         double change = fabs(pnew - pdev) / (fabs(pnew) + 0.1);
         pdev = pnew;
-        /* (Quasi-)complete separation: some fitted values are numerically at
-         * the boundary and the linear predictor keeps moving away from it (by
-         * about one unit per Newton step as the deviance halves), so the MLE is
-         * at infinity; stop instead of iterating towards it. */
+        /* (Quasi-)complete separation: the MLE is at infinity, so stop instead
+         * of iterating towards it. Suspected when some fitted values are
+         * numerically at the boundary and the linear predictor keeps moving away
+         * from it (about one unit per Newton step, where steps towards a finite
+         * MLE shrink); confirmed only by a separating direction (separating()),
+         * so a strong but finite effect is never cut short. */
         double inc = cur.ext - grow_prev_ext;
-        /* Newton converging to a finite MLE shrinks its steps quadratically;
-         * towards a separated MLE they stay at about one unit of eta */
         int grew = have_beta && cur.nsat > 0 && inc > 0.1 && inc > 0.5 * prev_inc;
         grows = grew ? grows + 1 : 0;
         grow_prev_ext = cur.ext;
         prev_inc = inc;
         have_beta = 1;
-        if (grows >= 3) {
-            stop_sep = 1;
-            break;
+        int conv = change < p.tol;
+        if ((grows >= 3 || (conv && grew)) && dir) {
+            /* the coefficients themselves (complete separation), else the last step */
+            int sep = separating(&d, beta, 0);
+            for (size_t a = 0; a < k && !sep; a++) dir[a] = beta[a] - beta_old[a];
+            if (sep || separating(&d, dir, SEP_REL)) {
+                stop_sep = 1;
+                fit->converged = conv;
+                break;
+            }
         }
-        if (change < p.tol) {
+        if (conv) {
             fit->converged = 1;
-            if (grew) stop_sep = 1;
             break;
         }
     }
@@ -634,6 +671,7 @@ done:
     free(beta);
     free(beta_old);
     free(notone);
+    free(dir);
     if (ch) gsl_matrix_free(ch);
     if (bv) gsl_vector_free(bv);
     if (xv) gsl_vector_free(xv);

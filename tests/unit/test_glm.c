@@ -214,6 +214,48 @@ static void test_separation(void)
         free(Xs);
         free(ys);
     }
+    /* one predictor with ever stronger effects: the fit reports separation exactly
+     * when the sample is separable (some threshold splits y), and otherwise
+     * converges to the finite MLE however large it is */
+    {
+        size_t q = 5000;
+        double *Xs = malloc(q * 2 * sizeof *Xs), *ys = malloc(q * sizeof *ys);
+        const double B[] = {15, 100, 1000, 3000, 10000};
+        int seen_sep = 0, seen_finite = 0;
+        for (int b = 0; b < 5; b++) {
+            unsigned long long st = 3;
+            double lo1 = INFINITY, hi0 = -INFINITY;
+            for (size_t i = 0; i < q; i++) {
+                st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+                double u1 = ((st >> 11) + 0.5) / 9007199254740992.0;
+                st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+                double u2 = ((st >> 11) + 0.5) / 9007199254740992.0;
+                st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+                double u = ((st >> 11) + 0.5) / 9007199254740992.0;
+                double x = sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2);
+                Xs[2 * i] = 1;
+                Xs[2 * i + 1] = x;
+                ys[i] = u < 1 / (1 + exp(-B[b] * x));
+                if (ys[i] == 1 && x < lo1) lo1 = x;
+                if (ys[i] == 0 && x > hi0) hi0 = x;
+            }
+            int separable = lo1 > hi0;
+            CHECK_INT(px_logit_fit(Xs, ys, NULL, NULL, q, 2, &p, &f, &e), 0);
+            CHECK_INT(f.separation, separable);
+            if (!separable) {
+                CHECK_INT(f.converged, 1);
+                CHECK(f.beta[1] > 0.5 * B[b] && f.beta[1] < 2 * B[b]);
+            }
+            seen_sep |= separable;
+            seen_finite |= !separable && B[b] >= 1000;
+            fprintf(stderr, "effect %g: separable %d, separation %d after %d iterations, beta %g\n", B[b], separable,
+                    f.separation, f.iterations, f.beta[1]);
+            px_glm_fit_release(&f);
+        }
+        CHECK(seen_sep && seen_finite);   /* the sample holds both kinds */
+        free(Xs);
+        free(ys);
+    }
     /* a ridge penalty makes the separated problem well posed */
     p.l2 = 1;
     CHECK_INT(px_logit_fit(X2, yc, NULL, NULL, m, 2, &p, &f, &e), 0);
