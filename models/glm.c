@@ -502,9 +502,12 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
         if ((rc = factor(M, k, ch, &bad)) < 0) {
             if (rc == PX_EINVAL && have_beta && cur.nsat > 0) {
                 /* the weights of saturated rows vanish as the coefficients diverge */
-                stop_sep = 1;
-                rc = 0;
-                break;
+                for (size_t a = 0; a < k; a++) dir[a] = beta[a] - beta_old[a];
+                if (separating(&d, beta, 0) || separating(&d, dir, SEP_REL)) {
+                    stop_sep = 1;
+                    rc = 0;
+                    break;
+                }
             }
             if (rc == PX_EINVAL)
                 rc = px_err_set(e, PX_EINVAL,
