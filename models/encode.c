@@ -18,17 +18,13 @@ void px_enc_free(px_feature_info *f, size_t nf)
     free(f);
 }
 
-static int cmp_str_ptr(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int cmp_str_ptr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* Mean and population sd: the scaling is a fixed transformation of the training
  * rows, not an estimate of a population parameter, so the denominator is n (as
  * scikit-learn's StandardScaler); the choice does not change fitted probabilities,
  * only the scale of the standardized coefficients. Two passes for accuracy. */
-static int fit_numeric(const px_dataset *d, size_t j, const size_t *rows, size_t nrows, px_feature_info *f,
-                       px_err *e)
+static int fit_numeric(const px_dataset *d, size_t j, const size_t *rows, size_t nrows, px_feature_info *f, px_err *e)
 {
     double sum = 0, mn = INFINITY, mx = -INFINITY;
     size_t cnt = 0;
@@ -136,8 +132,7 @@ done:
     return rc;
 }
 
-int px_enc_fit(const px_dataset *d, const size_t *rows, size_t nrows, px_feature_info **out, size_t *ncols,
-               px_err *e)
+int px_enc_fit(const px_dataset *d, const size_t *rows, size_t nrows, px_feature_info **out, size_t *ncols, px_err *e)
 {
     px_feature_info *f = NULL;
     int rc;
@@ -213,8 +208,8 @@ int px_enc_check(const px_feature_info *f, size_t nf, const double *raw, px_err 
         if (f[j].kind == PX_COL_NUMERIC) {
             if (!isfinite(v)) return px_err_set(e, PX_EINVAL, "feature '%s': value is not finite", f[j].name);
         } else if (!(v >= 0 && v < (double)f[j].nlevels && v == floor(v))) {
-            return px_err_set(e, PX_EINVAL, "feature '%s': level index %g is not one of its %zu levels", f[j].name,
-                              v, f[j].nlevels);
+            return px_err_set(e, PX_EINVAL, "feature '%s': level index %g is not one of its %zu levels", f[j].name, v,
+                              f[j].nlevels);
         }
     }
     return 0;

@@ -38,7 +38,8 @@ typedef struct px_glm_fit {
     int iterations;
     int converged;      /* 1 when the tolerance was met within max_iter */
     int separation;     /* 1 when (quasi-)complete separation was detected: fitted probabilities
-                         * at 0 or 1 and diverging coefficients; estimates are then not finite MLEs */
+                         * at 0 or 1 and diverging coefficients, along a direction that separates
+                         * the rows; estimates are then not finite MLEs (the fit stops early) */
     double deviance, null_deviance, loglik;
     char warning[256];  /* "" or why the fit is suspect */
 } px_glm_fit;

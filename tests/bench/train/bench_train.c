@@ -56,7 +56,7 @@ static int gen(const char *path, size_t n, size_t k, unsigned long long seed)
                 x[j] = 0.6 * x[j - 1] + 0.8 * gauss();
             else
                 x[j] = gauss();
-            x[j] = round(x[j] * 1e6) / 1e6;   /* what the CSV holds */
+            x[j] = round(x[j] * 1e6) / 1e6; /* what the CSV holds */
             eta += beta[j + 1] * x[j];
         }
         int y = unif() < 1 / (1 + exp(-eta));
@@ -140,13 +140,20 @@ int main(int argc, char **argv)
     double tol = 1e-10;
     const char *coef = NULL;
     for (int i = 3; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--rows")) rows = strtoull(argv[i + 1], NULL, 10);
-        else if (!strcmp(argv[i], "--features")) feats = strtoull(argv[i + 1], NULL, 10);
-        else if (!strcmp(argv[i], "--seed")) seed = strtoull(argv[i + 1], NULL, 10);
-        else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--tol")) tol = strtod(argv[i + 1], NULL);
-        else if (!strcmp(argv[i], "--coef")) coef = argv[i + 1];
+        if (!strcmp(argv[i], "--rows"))
+            rows = strtoull(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--features"))
+            feats = strtoull(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--seed"))
+            seed = strtoull(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--reps"))
+            reps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--threads"))
+            threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--tol"))
+            tol = strtod(argv[i + 1], NULL);
+        else if (!strcmp(argv[i], "--coef"))
+            coef = argv[i + 1];
         else {
             fprintf(stderr, "bench_train: unknown option %s\n", argv[i]);
             return 2;
