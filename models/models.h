@@ -66,7 +66,7 @@ typedef struct px_svm_params {
     double gamma;        /* RBF width; 0 = choose by cross-validation (grid around 1/k) */
     double epsilon;      /* SVR tube width (default 0.1, on the label's scale) */
     int cv_folds;        /* folds for the grid search (default 3) */
-    size_t max_rows;     /* training-size policy: at most this many rows (default 20000), a
+    size_t max_rows;     /* training-size policy: at most this many rows (default 10000), a
                           * seeded, stratified (SVC) random subsample beyond it */
     double cache_mb;     /* LibSVM kernel cache in MB (default 200) */
     uint64_t seed;
