@@ -171,6 +171,32 @@ static void small_table(void)
         px_dataset_free(d);
     }
 
+    /* order: NULL times last; integer keys numerically; text keys by bytes */
+    exec_sql("CREATE TABLE t.nulltime (encounter_id uuid, visit date, y integer);"
+             "INSERT INTO t.nulltime VALUES ('00000000-0000-0000-0000-000000000002', NULL, 0),"
+             " ('00000000-0000-0000-0000-000000000001', '2020-01-02', 1), ('00000000-0000-0000-0000-000000000003', '2020-01-01', 2);"
+             "CREATE TABLE t.intkey (encounter_id integer, y integer, x integer);"
+             "INSERT INTO t.intkey VALUES (10, 0, 3), (9, 0, 2), (-1, 0, 1);"
+             "CREATE TABLE t.textkey (encounter_id text, y integer, x integer);"
+             "INSERT INTO t.textkey VALUES ('b', 0, 3), ('B', 0, 1), ('a', 0, 2);");
+    px_dataset_params tp = px_dataset_default_params();
+    tp.table = "t.nulltime";
+    tp.label = "y";
+    tp.time_col = "visit";
+    d = px_dataset_load(conn, &tp, &e);
+    CHECK(d && d->n == 3);
+    if (d && d->n == 3) {
+        CHECK(d->y[0] == 2 && d->y[1] == 1 && d->y[2] == 0);
+        CHECK(d->day[0] == 18262 && d->day[1] == 18263 && d->day[2] == 0);
+    }
+    px_dataset_free(d);
+    for (int t = 0; t < 2; t++) {
+        d = load(t ? "t.textkey" : "t.intkey", "y", NULL, NULL, &e);
+        CHECK(d && d->n == 3 && d->p == 1);
+        if (d && d->n == 3 && d->p == 1) CHECK(d->x[0] == 1 && d->x[1] == 2 && d->x[2] == 3);
+        px_dataset_free(d);
+    }
+
     /* quoted identifiers */
     const char *odd[] = {"Weird Col", "a\"quote", NULL};
     d = load("t.Odd Name", "y", odd, NULL, &e);
