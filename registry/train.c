@@ -319,8 +319,10 @@ static int build_params(job *j, px_err *e)
     cJSON *o = cJSON_CreateObject();
     if (!o) return px_err_set(e, PX_ENOMEM, "out of memory");
     cJSON_AddStringToObject(o, "algo", px_algo_name(j->fp.algo));
+    /* the model's own inputs: when retraining, the champion's columns may have been loaded beside them */
     cJSON *f = cJSON_AddArrayToObject(o, "features");
-    for (size_t k = 0; k < j->d->p; k++) cJSON_AddItemToArray(f, cJSON_CreateString(j->d->names[k]));
+    for (size_t k = 0; k < px_model_nfeatures(j->m); k++)
+        cJSON_AddItemToArray(f, cJSON_CreateString(px_model_feature(j->m, k)->name));
     if (j->fp.algo == PX_ALGO_LOGIT || j->fp.algo == PX_ALGO_POISSON) {
         cJSON_AddNumberToObject(o, "l2", j->fp.glm.l2);
         cJSON_AddNumberToObject(o, "max_iter", j->fp.glm.max_iter);
@@ -437,6 +439,11 @@ static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, co
     (void)cfg;
     int rc = 0;
     double t0 = now_s();
+    /* a name, table or label cut short by its buffer would train or register something else */
+    if (!p->model || strlen(p->model) >= sizeof j->name)
+        return px_err_set(e, PX_EINVAL, "model name missing or longer than %zu characters", sizeof j->name - 1);
+    if ((p->table && strlen(p->table) >= sizeof j->table) || (p->label && strlen(p->label) >= sizeof j->label))
+        return px_err_set(e, PX_EINVAL, "table or label name of '%s' too long", p->model);
     snprintf(j->name, sizeof j->name, "%s", p->model);
     j->set = p->table ? NULL : px_feat_set_find(p->model);
     if (!p->table && !j->set)
