@@ -605,7 +605,12 @@ int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train
             /* the first version of a model becomes its champion: serving and KPIs need one */
             int champ = 0;
             px_err e2 = {0};
-            if (px_reg_resolve(c, j.name, "champion", &champ, &e2) != 0)
+            /* only a missing champion: a failed lookup must not promote anything */
+            int rr = px_reg_resolve(c, j.name, "champion", &champ, &e2);
+            if (rr != 0 && rr != PX_ENOTFOUND) {
+                *e = e2;
+                rc = rr;
+            } else if (rr == PX_ENOTFOUND)
                 rc = px_reg_promote(c, j.name, version, "champion", "first version of the model", e);
         }
     }
@@ -738,7 +743,16 @@ int px_retrain(PGconn *c, const px_config *cfg, const char *model, const px_retr
     char gates[1024] = "{}", metrics[1024] = "{}", msg[600] = "";
     int version = 0; /* the candidate, once registered */
 
-    if (px_reg_resolve(c, model, "champion", &champ, &e2) == 0) {
+    int rr = px_reg_resolve(c, model, "champion", &champ, &e2);
+    if (rr != 0 && rr != PX_ENOTFOUND) { /* a failed lookup is not "no champion": that would promote ungated */
+        *e = e2;
+        rc = rr;
+        if (rr == PX_EINVAL) goto out; /* an invalid name: nothing to record it under */
+        snprintf(msg, sizeof msg, "cannot resolve the champion: %s", e->msg);
+        champ = 0;
+        goto fail;
+    }
+    if (rr == 0) {
         if ((rc = champion_spec(c, model, champ, &tp, table, sizeof table, label, sizeof label, &champ_feats,
                                 &j.min_cutoff, e)) != 0) {
             snprintf(msg, sizeof msg, "cannot read the champion v%d: %s", champ, e->msg);
