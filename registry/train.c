@@ -443,6 +443,23 @@ oom:
     return NULL;
 }
 
+/* The evaluation of a holdout with a single class: counts and Brier score, every
+ * discrimination and calibration statistic NAN (written as null), and a warning. */
+static void holdout_one_class(job *j, const double *y, size_t events)
+{
+    memset(&j->eb, 0, sizeof j->eb);
+    j->eb.n = j->ntest;
+    j->eb.events = events;
+    double se = 0;
+    for (size_t k = 0; k < j->ntest; k++) se += (j->test_scores[k] - y[k]) * (j->test_scores[k] - y[k]);
+    j->eb.brier = se / (double)j->ntest;
+    j->eb.auc = j->eb.auc_se = j->eb.auc_lo = j->eb.auc_hi = j->eb.auprc = NAN;
+    j->eb.cal_intercept = j->eb.cal_slope = j->eb.hl_chi2 = j->eb.hl_p = NAN;
+    for (int t = 0; t < PX_EVAL_THRESHOLDS; t++) j->eb.thr[t].threshold = NAN;
+    snprintf(j->fi.warning, sizeof j->fi.warning, "the holdout has %s: AUC and calibration are undefined",
+             events ? "only events" : "no events");
+}
+
 /* Loads the dataset, splits, fits and evaluates. extra_features: columns to load
  * beside the model's own (the champion's, to score it on the same rows). */
 static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, const char *const *extra_features,
@@ -515,7 +532,16 @@ static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, co
         double *y = malloc(j->ntest * sizeof *y);
         if (!y) return px_err_set(e, PX_ENOMEM, "out of memory");
         for (size_t k = 0; k < j->ntest; k++) y[k] = j->d->y[j->test[k]];
-        rc = px_eval_binary(y, j->test_scores, j->ntest, &j->eb, e);
+        size_t events = 0;
+        for (size_t k = 0; k < j->ntest; k++) events += y[k] == 1.0;
+        if (events == 0 || events == j->ntest) {
+            /* one class only (a small source, few deaths): discrimination is undefined,
+             * the rest is still worth recording; the gates then keep the champion */
+            holdout_one_class(j, y, events);
+            rc = 0;
+        } else {
+            rc = px_eval_binary(y, j->test_scores, j->ntest, &j->eb, e);
+        }
         free(y);
     } else {
         double *y = malloc(j->ntest * sizeof *y);
@@ -569,7 +595,11 @@ static void fill_result(const job *j, int version, int created, px_train_result 
     r->created = created;
     r->n_train = j->ntrain;
     r->n_test = j->ntest;
-    if (j->binary) {
+    if (j->binary && isnan(j->eb.auc)) {
+        snprintf(r->summary, sizeof r->summary, "%s v%d (%s): %zu training rows, %zu holdout rows; %s", j->name,
+                 version, px_algo_name(j->fp.algo), j->ntrain, j->ntest, j->fi.warning);
+        r->auc = r->auc_lo = r->auc_hi = NAN;
+    } else if (j->binary) {
         r->auc = j->eb.auc;
         r->auc_lo = j->eb.auc_lo;
         r->auc_hi = j->eb.auc_hi;
@@ -819,7 +849,12 @@ int px_retrain(PGconn *c, const px_config *cfg, const char *model, const px_retr
     }
     for (size_t k = 0; k < j.ntest; k++) y[k] = j.d->y[j.test[k]];
     int pass;
-    if (j.binary) {
+    if (j.binary && isnan(j.eb.auc)) {
+        /* a holdout of one class cannot rank two models: keep the champion */
+        pass = 0;
+        snprintf(gates, sizeof gates, "{\"comparable\":false}");
+        snprintf(msg, sizeof msg, "candidate v%d vs champion v%d: kept: %s", version, champ, j.fi.warning);
+    } else if (j.binary) {
         px_eval_bin ce;
         double diff = 0, se = 0, pv = 1;
         if ((rc = px_eval_binary(y, cs, j.ntest, &ce, e)) != 0 ||
