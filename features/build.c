@@ -149,10 +149,10 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
     memset(r, 0, sizeof *r);
     if (!s) return px_err_set(e, PX_EINVAL, "unknown feature set '%s' (readmission, mortality or los)", set ? set : "");
     double t0 = now_s();
-    int rc = 0, in_tx = 0, found = 0;
+    int rc = 0, in_tx = 0, found = 0, locked = 0;
     char *base = NULL, *body = NULL;
     px_buf hashed = {0}, cols = {0}, sql = {0};
-    char names[8192];
+    char names[8192], lock[64];
     char sig_db[4096], digest[80], batches[65536], last_id[32], last_hash[80], last_batches[65536], last_rows[32],
         last_pos[32], exists[8];
     const char *name = s->name;
@@ -170,13 +170,15 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
         px_err_hint(e, "the build commits its own transaction; call it between transactions");
         goto out;
     }
+    /* The lock is taken before the transaction's snapshot, so that a build that
+     * waited for another one sees its result (and finds the set unchanged). */
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%d)", PX_FEAT_LOCK);
+    if ((rc = exec_step(c, e, "locking", name, lock)) != 0) goto out;
+    locked = 1;
     if ((rc = exec_step(c, e, "BEGIN", name, "BEGIN ISOLATION LEVEL REPEATABLE READ")) != 0) goto out;
     in_tx = 1;
     /* big hash aggregates and joins; JIT compiles for longer than these queries run */
     if ((rc = exec_step(c, e, "settings", name, "SET LOCAL work_mem = '256MB'; SET LOCAL jit = off")) != 0) goto out;
-    char lock[64];
-    snprintf(lock, sizeof lock, "SELECT pg_advisory_xact_lock(%d)", PX_FEAT_LOCK);
-    if ((rc = exec_step(c, e, "locking", name, lock)) != 0) goto out;
 
     /* the categories must be the ones this build generates SQL for */
     {
@@ -307,6 +309,10 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
            r->seconds, r->build_id);
 out:
     if (in_tx) px_db_exec(c, NULL, "ROLLBACK");
+    if (locked) {
+        snprintf(lock, sizeof lock, "SELECT pg_advisory_unlock(%d)", PX_FEAT_LOCK);
+        px_db_exec(c, NULL, lock);
+    }
     if (rc != 0) memset(r, 0, sizeof *r);
     free(base);
     free(body);

@@ -242,6 +242,19 @@ assert_eq "$(sum_tables)" "$before" "tables rebuilt from the same data"
 assert_eq "$(sql "SELECT count(*) FROM audit.events WHERE action = 'features.build'")" 4 "audit events of the builds"
 ok "a new batch rebuilds; the result is identical"
 
+# two builds at once: they queue; the second finds the first's result and does nothing
+sql "DROP TABLE features.los"
+px features build --set los --json >"$WORK/c1.json" &
+p1=$!
+px features build --set los --json >"$WORK/c2.json" &
+p2=$!
+wait $p1 || fail "concurrent build 1 failed"
+wait $p2 || fail "concurrent build 2 failed"
+assert_eq "$(cat "$WORK/c1.json" "$WORK/c2.json" | grep -o '"unchanged":[a-z]*' | sort | tr '\n' ' ')" \
+          '"unchanged":false "unchanged":true ' "two concurrent builds: one builds, one finds it done"
+assert_eq "$(sum_tables)" "$before" "tables after the concurrent builds"
+ok "concurrent builds queue; the second is a no-op"
+
 # usage and listing
 assert_exit 2 px features build --set nosuch
 grep -q "unknown feature set 'nosuch'" "$WORK/err" || fail "usage message: $(cat "$WORK/err")"
@@ -253,7 +266,7 @@ python3 -c "
 import json, sys
 l = json.load(open('$WORK/out'))
 assert [x['set'] for x in l] == ['los', 'mortality', 'readmission'], l
-assert [x['source_batches'] for x in l] == [[1], [1, 2], [1]], l
+assert [x['source_batches'] for x in l] == [[1, 2], [1, 2], [1]], l
 assert all(x['table_exists'] and x['rows'] > 0 for x in l), l
 " || fail "features list --json: $(cat "$WORK/out")"
 assert_exit 0 px features list
