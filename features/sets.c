@@ -31,7 +31,7 @@ const px_feat_set_info px_feat_sets[] = {
     {"readmission", "features.readmission", "readmit_30d", 1, "discharge_date", readmission_defaults,
      "30-day all-cause readmission, predicted at discharge. One row per stay discharged alive (disposition not "
      "expired), not transferred to another acute hospital (transfer_acute), not left against medical advice (ama), "
-     "with 30 days of follow-up in the data: discharge_date + 30 <= the last admission date in the warehouse. "
+     "with 30 days of follow-up in the data: discharge_date + 30 <= the last admission date of the stay's source (etl format) in the warehouse. "
      "readmit_30d = 1 when the patient has another admission, at any facility, 1-30 days after discharge. All-cause: "
      "planned readmissions are not removed, because the CMS planned-readmission algorithm needs procedure-category "
      "maps (AHRQ CCS) we do not have. Deaths after discharge are not excluded (died_30d_after_discharge tells them). "
@@ -40,7 +40,7 @@ const px_feat_set_info px_feat_sets[] = {
      "and the LACE index (van Walraven 2010)."},
     {"mortality", "features.mortality", "death_30d", 1, "admission_date", admission_defaults,
      "30-day all-cause mortality, predicted at admission. One row per stay with 30 days of follow-up in the data: "
-     "admission_date + 30 <= the last admission date in the warehouse. death_30d = 1 when the patient's death date "
+     "admission_date + 30 <= the last admission date of the stay's source (etl format) in the warehouse. death_30d = 1 when the patient's death date "
      "is 0-30 days after the admission (in hospital or after). Features are what is known at admission: "
      "comorbidities from the stay's diagnoses present on admission (POA not 'N'; NULL, Y, U and W count) and from "
      "the stays admitted 1-365 days before and discharged by this admission; no LOS, disposition or LACE."},

@@ -77,7 +77,7 @@ ANALYZE px_pairs;
 -- then). Chronic-condition flags: SynPUF's beneficiary summary of the admission year.
 CREATE TEMP TABLE px_enc AS
 SELECT e.encounter_id, e.patient_id, e.facility_id, e.department, e.admission_date, e.discharge_date,
-       e.los_days::integer AS los_days, e.admission_type, e.admission_source, e.discharge_disposition,
+       e.source, e.los_days::integer AS los_days, e.admission_type, e.admission_source, e.discharge_disposition,
        p.sex::text AS sex, (extract(year FROM e.admission_date)::integer - p.birth_year)::smallint AS age_years,
        p.death_date,
        coalesce(dx.n_dx, 0) AS n_dx, coalesce(dx.n_dx_poa, 0) AS n_dx_poa,

@@ -5,7 +5,9 @@
 -- POA not N, and prior stays discharged by then; procedures dated on the
 -- admission day).
 CREATE TABLE features._build_mortality AS
-WITH data_end AS (SELECT max(admission_date) AS d FROM px_enc)
+-- follow-up ends where each source's data ends (a SynPUF extract ends in 2010, a
+-- hospital's extract this year): the last admission date of the stay's own source
+WITH data_end AS (SELECT source, max(admission_date) AS d FROM px_enc GROUP BY source)
 SELECT s.encounter_id, s.patient_id, s.facility_id, s.department, s.admission_date, s.discharge_date, s.sex,
        s.age_years, (s.sex = 'F')::integer::smallint AS female, s.admission_type, s.admission_source,
        (s.admission_type = 'emergency')::integer::smallint AS emergency,
@@ -20,6 +22,6 @@ SELECT s.encounter_id, s.patient_id, s.facility_id, s.department, s.admission_da
         OR coalesce(s.death_date BETWEEN s.admission_date AND s.discharge_date, false))::integer::smallint
            AS died_in_hospital
 FROM px_enc s
-CROSS JOIN data_end
+JOIN data_end ON data_end.source = s.source
 JOIN px_mask f ON f.cm = s.cm_adm
 WHERE s.admission_date + 30 <= data_end.d;

@@ -6,7 +6,9 @@
 -- planned-readmission algorithm needs procedure-category maps we do not have.
 -- Features: everything known at discharge (cm_dis, all diagnoses of the stay).
 CREATE TABLE features._build_readmission AS
-WITH data_end AS (SELECT max(admission_date) AS d FROM px_enc)
+-- follow-up ends where each source's data ends (a SynPUF extract ends in 2010, a
+-- hospital's extract this year): the last admission date of the stay's own source
+WITH data_end AS (SELECT source, max(admission_date) AS d FROM px_enc GROUP BY source)
 SELECT s.encounter_id, s.patient_id, s.facility_id, s.department, s.admission_date, s.discharge_date, s.sex,
        s.age_years, (s.sex = 'F')::integer::smallint AS female, s.admission_type, s.admission_source,
        (s.admission_type = 'emergency')::integer::smallint AS emergency,
@@ -29,7 +31,7 @@ SELECT s.encounter_id, s.patient_id, s.facility_id, s.department, s.admission_da
        coalesce(s.death_date BETWEEN s.discharge_date AND s.discharge_date + 30, false)::integer::smallint
            AS died_30d_after_discharge
 FROM px_enc s
-CROSS JOIN data_end
+JOIN data_end ON data_end.source = s.source
 JOIN px_mask f ON f.cm = s.cm_dis
 WHERE s.discharge_disposition NOT IN ('expired', 'transfer_acute', 'ama')
   AND s.discharge_date + 30 <= data_end.d;
