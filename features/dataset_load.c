@@ -594,16 +594,17 @@ static int store_row(loader *L, px_dataset *d, size_t i, const bfield *f, char *
         d->extra[i * L->nextra + k] = str;
     }
     if (L->client_sort) {
-        /* the key as bytes that memcmp orders like PostgreSQL: a uuid as its 16 bytes,
-         * an integer big-endian with the sign bit flipped, text as it is (byte order) */
+        /* the key as bytes that memcmp orders like PostgreSQL: a first byte 0 (1 for
+         * NULL, last), then a uuid as its 16 bytes, an integer big-endian with the sign
+         * bit flipped, text as it is (byte order) */
         const bfield *k = &g[5 + L->nextra];
-        int rc = 0;
-        if (k->len == 8 && L->wire[L->nwire - 1] == W_I8) {
+        int rc = px_buf_addc(&L->keys, k->len < 0 ? 1 : 0);
+        if (rc == 0 && k->len == 8 && L->wire[L->nwire - 1] == W_I8) {
             unsigned char be[8];
             memcpy(be, k->p, 8);
             be[0] ^= 0x80;
             rc = px_buf_add(&L->keys, be, 8);
-        } else if (k->len > 0) {
+        } else if (rc == 0 && k->len > 0) {
             rc = px_buf_add(&L->keys, k->p, (size_t)k->len);
         }
         if (rc != 0) return oom(L);
