@@ -11,6 +11,7 @@ enum { PX_EXIT_OK = 0, PX_EXIT_FAIL = 1, PX_EXIT_USAGE = 2, PX_EXIT_NOTHING = 3 
 int cmd_db(int argc, char **argv);
 int cmd_etl(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_kpi(int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 int px_cli_wants_help(int argc, char **argv);

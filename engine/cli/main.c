@@ -16,6 +16,7 @@ static const struct command commands[] = {
     {"db", cmd_db, "manage the warehouse: init, start, stop, status, migrate, url, psql"},
     {"etl", cmd_etl, "load source data into the warehouse (load), report on loads (status)"},
     {"generate", cmd_generate, "write a synthetic canonical dataset with planted effects"},
+    {"kpi", cmd_kpi, "risk-adjusted outcome KPIs with intervals (compute), the executive report (report)"},
 };
 
 static void usage(FILE *out)
