@@ -259,9 +259,94 @@ static void model_close(model_in *mi)
     memset(mi, 0, sizeof *mi);
 }
 
-/* Scores every labelled row of the model's feature table and appends COPY rows
- * (run_id, measure, version, encounter_id, predicted, observed) to out. */
-static int model_score(PGconn *c, long long run_id, int k, model_in *mi, px_buf *out, px_err *e)
+/* The scored rows of one model, in memory until the reference shift is known. */
+typedef struct scored {
+    size_t n, cap;
+    char *ids;          /* n encounter ids, 36 characters each (uuid text), no separators */
+    double *p, *y;      /* model output (probability or expected days), observed outcome */
+    int *fac;           /* facility index */
+    char **facs;        /* facility names by index */
+    size_t nfac, capfac;
+    unsigned *slot;     /* open-addressing hash of facility names: index + 1, 0 = empty */
+    size_t nslot;
+} scored;
+
+static void scored_free(scored *s)
+{
+    free(s->ids), free(s->p), free(s->y), free(s->fac), free(s->slot);
+    for (size_t i = 0; i < s->nfac; i++) free(s->facs[i]);
+    free(s->facs);
+    memset(s, 0, sizeof *s);
+}
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* Index of a facility name, added when new; -1 on out of memory. */
+static int fac_index(scored *s, const char *name)
+{
+    if (s->nfac * 2 >= s->nslot) {
+        size_t ns = s->nslot ? s->nslot * 2 : 1024;
+        unsigned *sl = calloc(ns, sizeof *sl);
+        if (!sl) return -1;
+        for (size_t i = 0; i < s->nfac; i++) {
+            size_t h = (size_t)(fnv1a(s->facs[i]) & (ns - 1));
+            while (sl[h]) h = (h + 1) & (ns - 1);
+            sl[h] = (unsigned)i + 1;
+        }
+        free(s->slot);
+        s->slot = sl;
+        s->nslot = ns;
+    }
+    size_t h = (size_t)(fnv1a(name) & (s->nslot - 1));
+    while (s->slot[h]) {
+        if (strcmp(s->facs[s->slot[h] - 1], name) == 0) return (int)s->slot[h] - 1;
+        h = (h + 1) & (s->nslot - 1);
+    }
+    if (s->nfac == s->capfac) {
+        size_t nc = s->capfac ? s->capfac * 2 : 256;
+        char **f = realloc(s->facs, nc * sizeof *f);
+        if (!f) return -1;
+        s->facs = f;
+        s->capfac = nc;
+    }
+    if (!(s->facs[s->nfac] = strdup(name))) return -1;
+    s->slot[h] = (unsigned)++s->nfac;
+    return (int)s->nfac - 1;
+}
+
+static int scored_push(scored *s, const char *id, double p, double y, int fac)
+{
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 65536;
+        char *ids = realloc(s->ids, nc * 36);
+        if (ids) s->ids = ids;
+        double *pp = realloc(s->p, nc * sizeof *pp);
+        if (pp) s->p = pp;
+        double *yy = realloc(s->y, nc * sizeof *yy);
+        if (yy) s->y = yy;
+        int *ff = realloc(s->fac, nc * sizeof *ff);
+        if (ff) s->fac = ff;
+        if (!ids || !pp || !yy || !ff) return -1;
+        s->cap = nc;
+    }
+    size_t len = strlen(id);
+    if (len != 36) return -2;
+    memcpy(s->ids + s->n * 36, id, 36);
+    s->p[s->n] = p;
+    s->y[s->n] = y;
+    s->fac[s->n] = fac;
+    s->n++;
+    return 0;
+}
+
+/* Scores every labelled row of the model's feature table (with the stay's
+ * facility from the warehouse) into s. */
+static int model_score(PGconn *c, int k, model_in *mi, scored *s, px_err *e)
 {
     size_t nf = px_model_nfeatures(mi->m);
     int rc = 0;
@@ -276,7 +361,7 @@ static int model_score(PGconn *c, long long run_id, int k, model_in *mi, px_buf 
                               mi->table);
         goto out;
     }
-    px_buf_printf(&q, "COPY (SELECT encounter_id, %s", lab);
+    px_buf_printf(&q, "COPY (SELECT t.encounter_id, w.facility_id, t.%s", lab);
     for (size_t j = 0; j < nf; j++) {
         const px_feature_info *fi = px_model_feature(mi->m, j);
         char *id = PQescapeIdentifier(c, fi->name, strlen(fi->name));
@@ -284,16 +369,17 @@ static int model_score(PGconn *c, long long run_id, int k, model_in *mi, px_buf 
             rc = px_err_set(e, PX_ENOMEM, "out of memory");
             goto out;
         }
-        px_buf_printf(&q, ", %s", id);
+        px_buf_printf(&q, ", t.%s", id);
         PQfreemem(id);
     }
-    if (px_buf_printf(&q, " FROM %s WHERE %s IS NOT NULL) TO STDOUT", tab, lab) < 0) {
+    if (px_buf_printf(&q, " FROM %s t JOIN wh.fact_encounter w USING (encounter_id) WHERE t.%s IS NOT NULL)"
+                          " TO STDOUT", tab, lab) < 0) {
         rc = px_err_set(e, PX_ENOMEM, "out of memory");
         goto out;
     }
     r = PQexec(c, q.data);
     if (PQresultStatus(r) != PGRES_COPY_OUT) {
-        rc = kpi_db_fail(e, c, r, "cannot read the feature table of a risk model");
+        rc = kpi_db_fail(e, c, r, "cannot read a feature table");
         px_err_set(e, PX_EDB, "cannot read feature table '%s' for risk model '%s' v%d", mi->table,
                    kpi_risk_model[k], mi->version);
         goto out;
@@ -301,12 +387,11 @@ static int model_score(PGconn *c, long long run_id, int k, model_in *mi, px_buf 
     PQclear(r);
     r = NULL;
     int n;
-    char prefix[64];
-    int plen = snprintf(prefix, sizeof prefix, "%lld\t%s\t%d\t", run_id, kpi_risk_model[k], mi->version);
     while ((n = PQgetCopyData(c, &row, 0)) > 0) {
         char *p = row, *end = row + n;
         int ok = 1;
         char *id = copy_field(&p, end, &ok);
+        char *facility = copy_field(&p, end, &ok);
         double y = num_value(copy_field(&p, end, &ok));
         for (size_t j = 0; j < nf && ok; j++) {
             char *v = copy_field(&p, end, &ok);
@@ -319,7 +404,7 @@ static int model_score(PGconn *c, long long run_id, int k, model_in *mi, px_buf 
                 raw[j] = num_value(v);
             }
         }
-        if (!ok || !id || !(y >= 0)) {
+        if (!ok || !id || !facility || !(y >= 0)) {
             rc = px_err_set(e, PX_EINVAL, "feature table '%s' has a row without encounter or valid label '%s'",
                             mi->table, mi->label);
             break;
@@ -328,14 +413,13 @@ static int model_score(PGconn *c, long long run_id, int k, model_in *mi, px_buf 
         if ((rc = px_model_predict(mi->m, raw, &pred, NULL, e)) != 0) break;
         /* probabilities are in [0,1]; an SVR's expected days may dip below 0 */
         if (!(pred >= 0)) pred = 0;
-        char num[80];
-        int nl = snprintf(num, sizeof num, "\t%.12g\t%.12g\n", pred, y);
-        if (px_buf_add(out, prefix, (size_t)plen) < 0 || px_buf_adds(out, id) < 0 ||
-            px_buf_add(out, num, (size_t)nl) < 0) {
-            rc = px_err_set(e, PX_ENOMEM, "out of memory buffering predictions");
+        int fi = fac_index(s, facility), pr = fi < 0 ? -1 : scored_push(s, id, pred, y, fi);
+        if (pr != 0) {
+            rc = pr == -2 ? px_err_set(e, PX_EINVAL, "feature table '%s' has an encounter_id that is not a uuid",
+                                       mi->table)
+                          : px_err_set(e, PX_ENOMEM, "out of memory holding predictions");
             break;
         }
-        mi->rows++;
         PQfreemem(row);
         row = NULL;
     }
@@ -353,6 +437,7 @@ static int model_score(PGconn *c, long long run_id, int k, model_in *mi, px_buf 
             rc = kpi_db_fail(e, c, r, "cannot read a feature table");
         PQclear(r);
     }
+    mi->rows = (long long)s->n;
 out:
     PQclear(r);
     free(raw);
@@ -360,6 +445,127 @@ out:
     PQfreemem(lab);
     px_buf_release(&q);
     return rc;
+}
+
+static int binary_model(const model_in *mi)
+{
+    px_algo a = px_model_algo(mi->m);
+    return a == PX_ALGO_LOGIT || a == PX_ALGO_SVC;
+}
+
+static double clamp_p(double p)
+{
+    return p < 1e-12 ? 1e-12 : p > 1 - 1e-12 ? 1 - 1e-12 : p;
+}
+
+/* The expected value of a row under the reference shift c: on the logit scale for
+ * probabilities, multiplicative for expected days. */
+static double shifted(double p, double c, int binary)
+{
+    if (c == 0) return p;
+    if (!binary) return p * exp(c);
+    double eta = log(clamp_p(p) / (1 - clamp_p(p))) + c;
+    return 1 / (1 + exp(-eta));
+}
+
+/* The CMS-style reference: the risk model was fitted without facility terms, so
+ * its intercept is the pooled one, pulled towards the facilities with many
+ * stays and large effects (on the log-odds scale a worse facility adds more events
+ * than an equally better one removes). CMS's measures (Krumholz et al. 2006; the
+ * Yale/CORE readmission and mortality methodology) compute expected counts at the
+ * average hospital's intercept of a random-intercept model. Two-stage version of
+ * that with the champion's predictions as a fixed offset: each facility's own
+ * intercept a_j (MLE given the offset: sum logistic(eta + a_j) = O_j by Newton;
+ * log(O_j / E_j) for expected days) and its variance v_j, then the random-effects
+ * (DerSimonian-Laird) mean c = sum a_j / (v_j + tau2) / sum 1 / (v_j + tau2).
+ * Facilities with no event (or only events) have no finite a_j and are left out.
+ * Returns c (0 when fewer than two facilities qualify). */
+static double reference_shift(const scored *s, int binary)
+{
+    size_t nf = s->nfac;
+    double *o = calloc(nf ? nf : 1, sizeof *o), *cnt = calloc(nf ? nf : 1, sizeof *cnt),
+           *a = calloc(nf ? nf : 1, sizeof *a), *v = calloc(nf ? nf : 1, sizeof *v),
+           *f = calloc(nf ? nf : 1, sizeof *f), *d = calloc(nf ? nf : 1, sizeof *d);
+    double c = 0;
+    if (!o || !cnt || !a || !v || !f || !d) goto out;
+    for (size_t i = 0; i < s->n; i++) o[s->fac[i]] += s->y[i], cnt[s->fac[i]] += 1;
+    if (binary) {
+        /* Newton on all facilities at once: one pass over the rows per iteration */
+        for (int it = 0; it < 30; it++) {
+            memset(f, 0, nf * sizeof *f);
+            memset(d, 0, nf * sizeof *d);
+            for (size_t i = 0; i < s->n; i++) {
+                double q = shifted(s->p[i], a[s->fac[i]], 1);
+                if (a[s->fac[i]] == 0) q = clamp_p(s->p[i]);
+                f[s->fac[i]] += q;
+                d[s->fac[i]] += q * (1 - q);
+            }
+            double worst = 0;
+            for (size_t j = 0; j < nf; j++) {
+                if (o[j] <= 0 || o[j] >= cnt[j] || !(d[j] > 0)) continue;
+                double step = (o[j] - f[j]) / d[j];
+                if (step > 2) step = 2;
+                if (step < -2) step = -2;
+                a[j] += step;
+                if (fabs(step) > worst) worst = fabs(step);
+                v[j] = 1 / d[j];
+            }
+            if (worst < 1e-10) break;
+        }
+    } else {
+        for (size_t i = 0; i < s->n; i++) f[s->fac[i]] += s->p[i];
+        /* robust variance of log(O/E): sum (y - R e)^2 / O^2 */
+        for (size_t j = 0; j < nf; j++) a[j] = o[j] > 0 && f[j] > 0 ? log(o[j] / f[j]) : 0;
+        for (size_t i = 0; i < s->n; i++) {
+            size_t j = (size_t)s->fac[i];
+            double r = s->y[i] - exp(a[j]) * s->p[i];
+            d[j] += r * r;
+        }
+        for (size_t j = 0; j < nf; j++) v[j] = o[j] > 0 ? d[j] / (o[j] * o[j]) : 0;
+    }
+    /* DerSimonian-Laird over the facilities with a finite intercept */
+    double sw = 0, sw2 = 0, swa = 0;
+    size_t k = 0;
+    for (size_t j = 0; j < nf; j++) {
+        int okj = binary ? o[j] > 0 && o[j] < cnt[j] : o[j] > 0 && f[j] > 0;
+        if (!okj || !(v[j] > 0) || !isfinite(a[j])) {
+            v[j] = NAN;
+            continue;
+        }
+        sw += 1 / v[j], sw2 += 1 / (v[j] * v[j]), swa += a[j] / v[j];
+        k++;
+    }
+    if (k < 2) goto out;
+    double mean = swa / sw, q = 0;
+    for (size_t j = 0; j < nf; j++)
+        if (isfinite(v[j])) q += (a[j] - mean) * (a[j] - mean) / v[j];
+    double tau2 = (q - (double)(k - 1)) / (sw - sw2 / sw);
+    if (!(tau2 > 0)) tau2 = 0;
+    double num = 0, den = 0;
+    for (size_t j = 0; j < nf; j++)
+        if (isfinite(v[j])) num += a[j] / (v[j] + tau2), den += 1 / (v[j] + tau2);
+    c = num / den;
+out:
+    free(o), free(cnt), free(a), free(v), free(f), free(d);
+    return isfinite(c) ? c : 0;
+}
+
+/* Appends the COPY rows (run_id, measure, version, encounter_id, predicted,
+ * expected, observed) of one model. */
+static int scored_rows(const scored *s, long long run_id, int k, int version, double shift, int binary, px_buf *out)
+{
+    char prefix[64];
+    int plen = snprintf(prefix, sizeof prefix, "%lld\t%s\t%d\t", run_id, kpi_risk_model[k], version);
+    if (px_buf_reserve(out, s->n * 80) < 0) return PX_ENOMEM;
+    for (size_t i = 0; i < s->n; i++) {
+        char num[96];
+        int nl = snprintf(num, sizeof num, "\t%.12g\t%.12g\t%.12g\n", s->p[i], shifted(s->p[i], shift, binary),
+                          s->y[i]);
+        if (px_buf_add(out, prefix, (size_t)plen) < 0 || px_buf_add(out, s->ids + i * 36, 36) < 0 ||
+            px_buf_add(out, num, (size_t)nl) < 0)
+            return PX_ENOMEM;
+    }
+    return 0;
 }
 
 /* COPY buf (complete rows) into a table. */
@@ -519,8 +725,8 @@ static int aggregate(PGconn *c, long long run_id, int kinds, cells *cs, px_err *
     snprintf(rid, sizeof rid, "%lld", run_id);
     /* risk-adjusted measures: the predictions joined to the stays' units and dates */
     select_head(&q, "p.measure", kinds);
-    px_buf_adds(&q, " count(*), sum(p.observed), sum(p.predicted), sum(p.predicted * (1 - p.predicted)),"
-                    " sum(p.observed * p.observed), sum(p.observed * p.predicted), sum(p.predicted * p.predicted)"
+    px_buf_adds(&q, " count(*), sum(p.observed), sum(p.expected), sum(p.expected * (1 - p.expected)),"
+                    " sum(p.observed * p.observed), sum(p.observed * p.expected), sum(p.expected * p.expected)"
                     " FROM kpi.predictions p JOIN (");
     px_buf_adds(&q, dims);
     px_buf_adds(&q, ") f USING (encounter_id) WHERE p.run_id = $1::bigint GROUP BY p.measure, ");
@@ -797,6 +1003,11 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
     cJSON_AddNumberToObject(method, "byar_min_events", p->byar_min_events);
     cJSON_AddBoolToObject(method, "overdispersion", p->overdispersion);
     cJSON_AddStringToObject(method, "period_assignment", "discharge date");
+    cJSON_AddStringToObject(method, "reference",
+                            p->reference == PX_KPI_REF_POOLED
+                                ? "pooled: expected = the model's predictions as they are"
+                                : "average facility: predictions shifted by the random-effects mean of the facility "
+                                  "intercepts given the model (CMS-style); see reference_shift per model");
     for (int m = 0; m < PX_KPI__COUNT; m++) cJSON_AddStringToObject(method, measure_names[m], kpi_method_words(m));
     char kinds_s[64] = "{";
     for (int k = 1, n = 0; k <= PX_KPI_ALL; k <<= 1)
@@ -863,12 +1074,46 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
     double ts = kpi_now();
     if ((rc = exec_ok(c, e, "TRUNCATE kpi.predictions", "cannot clear kpi.predictions")) != 0) goto out;
     for (int k = 0; k < 3; k++) {
+        scored sc;
+        memset(&sc, 0, sizeof sc);
         buf.len = 0;
-        if ((rc = model_score(c, info->run_id, k, &mi[k], &buf, e)) != 0) goto out;
+        if ((rc = model_score(c, k, &mi[k], &sc, e)) != 0) {
+            scored_free(&sc);
+            goto out;
+        }
+        int binary = binary_model(&mi[k]);
+        double shift = p->reference == PX_KPI_REF_POOLED ? 0 : reference_shift(&sc, binary);
+        info->reference_shift[k] = shift;
+        cJSON_AddNumberToObject(mi[k].info, "reference_shift", shift);
+        rc = scored_rows(&sc, info->run_id, k, mi[k].version, shift, binary, &buf);
+        scored_free(&sc);
+        if (rc) {
+            rc = px_err_set(e, PX_ENOMEM, "out of memory buffering predictions");
+            goto out;
+        }
         if ((rc = copy_in(c, "COPY kpi.predictions (run_id, measure, model_version, encounter_id, predicted,"
-                             " observed) FROM STDIN", &buf, e)) != 0)
+                             " expected, observed) FROM STDIN", &buf, e)) != 0)
             goto out;
         info->scored += mi[k].rows;
+    }
+    /* the models' summaries now carry their reference shifts */
+    {
+        char rid[32];
+        free(models_s);
+        if (!(models_s = cJSON_PrintUnformatted(models))) {
+            rc = px_err_set(e, PX_ENOMEM, "out of memory");
+            goto out;
+        }
+        snprintf(rid, sizeof rid, "%lld", info->run_id);
+        const char *pp[2] = {rid, models_s};
+        r = PQexecParams(c, "UPDATE kpi.runs SET models = $2::jsonb WHERE run_id = $1::bigint", 2, NULL, pp, NULL,
+                         NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            rc = kpi_db_fail(e, c, r, "cannot record the models of the KPI run");
+            goto out;
+        }
+        PQclear(r);
+        r = NULL;
     }
     t_score = kpi_now() - ts;
 

@@ -144,6 +144,12 @@ enum { PX_KPI_MONTH = 1, PX_KPI_QUARTER = 2, PX_KPI_YEAR = 4, PX_KPI_ALL = 8 };
 /* Parses "month", "quarter", "year", "all" or a comma list of them into flags. */
 int px_kpi_periods_parse(const char *s, int *flags);
 
+/* What a unit's outcomes are compared with. */
+typedef enum {
+    PX_KPI_REF_FACILITY,   /* the average facility (default, as CMS): see px_kpi_compute */
+    PX_KPI_REF_POOLED      /* the risk model's predictions exactly as they are */
+} px_kpi_reference;
+
 typedef struct px_kpi_params {
     int periods;                 /* PX_KPI_* flags (default: all four) */
     const char *model_ref[3];    /* registry references for readmission, mortality,
@@ -152,6 +158,7 @@ typedef struct px_kpi_params {
     int min_cases;               /* cells with fewer cases are suppressed (default 25, CMS) */
     double byar_min_events;      /* see px_kpi_oe (default PX_KPI_BYAR_MIN_EVENTS) */
     int overdispersion;          /* 1: funnel limits widened by Spiegelhalter's phi when > 1 */
+    px_kpi_reference reference;  /* default PX_KPI_REF_FACILITY */
     int force;                   /* 1: compute even if an identical run is stored */
 } px_kpi_params;
 
@@ -160,7 +167,8 @@ px_kpi_params px_kpi_default_params(void);
 typedef struct px_kpi_run_info {
     long long run_id;            /* kpi.runs row (the existing one when unchanged) */
     int unchanged;               /* 1: identical inputs and method already computed; nothing stored */
-    int model_version[3];        /* readmission, mortality, los; 0 when no model was available */
+    int model_version[3];        /* readmission, mortality, los */
+    double reference_shift[3];   /* the shift applied to each model's predictions (0: none) */
     long long encounters;        /* stays in the warehouse */
     long long scored;            /* feature-table rows scored, all models */
     long long results;           /* rows written to kpi.results */
@@ -170,7 +178,13 @@ typedef struct px_kpi_run_info {
 
 /* Computes every measure for every period of the requested kinds and unit
  * (system, facility, department) and stores them under a new kpi.runs row in one
- * transaction. Needs the feature tables and a registered version of each risk
+ * transaction. Expected counts are the sums of the risk model's predictions; with
+ * the default reference (PX_KPI_REF_FACILITY) each prediction is first shifted by
+ * one constant per model (log-odds for probabilities, log scale for days): the
+ * random-effects mean of the facilities' own intercepts given the model, so that
+ * the average facility, not the volume-weighted pool, is "as expected" (CMS's
+ * definition of expected). The patient-level ranking and the model are unchanged;
+ * the shift is stored with the run. Needs the feature tables and a registered version of each risk
  * model; a model that is not registered is an error naming it (measures cannot
  * be risk-adjusted without one). Returns 0; PX_ENOTHING when an identical run
  * exists (same model versions, batches, feature builds and method; info->run_id

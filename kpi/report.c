@@ -427,29 +427,33 @@ static void flagged(px_buf *b, const rows *rs, const run_info *ri, int *worse, i
                    "excludes 1, i.e. its outcomes differ from what its case mix predicts by more than chance "
                    "explains.</p><ul class='flags'>");
     int any = 0;
+    static const int order[3] = {PX_KPI_READMISSION, PX_KPI_MORTALITY, PX_KPI_LOS};
     for (int pass = 0; pass < 2; pass++)
-        for (size_t i = 0; i < rs->n; i++) {
-            const row *x = &rs->v[i];
-            if (x->utype == 0 || strcmp(x->period, ri->period) != 0) continue;
-            int w = strcmp(x->flag, "worse") == 0, bt = strcmp(x->flag, "better") == 0;
-            if (!(pass == 0 ? w : bt)) continue;
-            if (x->utype == 1) (w ? (*worse)++ : (*better)++);
-            any = 1;
-            char r1[64], r2[64];
-            fmt_val(r1, sizeof r1, x->measure, x->rate);
-            fmt_val(r2, sizeof r2, x->measure, x->erate);
-            px_buf_printf(b, "<li class='%s' data-measure='%s' data-unit-type='%s' data-unit='", x->flag,
-                          px_kpi_measure_name(x->measure), utype_names[x->utype]);
-            kpi_html_esc(b, x->unit);
-            px_buf_adds(b, "'");
-            data_attr(b, "oe", x->oe);
-            px_buf_printf(b, "><b>%s ", x->utype == 1 ? "Facility" : "Department");
-            kpi_html_esc(b, x->unit);
-            px_buf_printf(b, "</b>: %s %s against %s expected for its case mix (O/E %.2f, 95%% CI %.2f &ndash; %.2f, "
-                             "%.0f cases): <span class='%s'>%s</span>.</li>",
-                          mlabel[x->measure], r1, r2, x->oe, x->oelo, x->oehi, x->n, w ? "bad" : "ok",
-                          flag_words(x->flag));
-        }
+        for (int mk = 0; mk < 3; mk++)
+            for (int ut = 1; ut <= 2; ut++)
+                for (size_t i = 0; i < rs->n; i++) {
+                    const row *x = &rs->v[i];
+                    if (x->measure != order[mk] || x->utype != ut || strcmp(x->period, ri->period) != 0) continue;
+                    int w = strcmp(x->flag, "worse") == 0, bt = strcmp(x->flag, "better") == 0;
+                    if (!(pass == 0 ? w : bt)) continue;
+                    if (x->utype == 1) (w ? (*worse)++ : (*better)++);
+                    any = 1;
+                    char r1[64], r2[64];
+                    fmt_val(r1, sizeof r1, x->measure, x->rate);
+                    fmt_val(r2, sizeof r2, x->measure, x->erate);
+                    px_buf_printf(b, "<li class='%s' data-measure='%s' data-unit-type='%s' data-unit='", x->flag,
+                                  px_kpi_measure_name(x->measure), utype_names[x->utype]);
+                    kpi_html_esc(b, x->unit);
+                    px_buf_adds(b, "'");
+                    data_attr(b, "oe", x->oe);
+                    px_buf_printf(b, "><b>%s ", x->utype == 1 ? "Facility" : "Department");
+                    kpi_html_esc(b, x->unit);
+                    px_buf_printf(b,
+                                  "</b>: %s %s against %s expected for its case mix (O/E %.2f, 95%% CI %.2f &ndash; "
+                                  "%.2f, %.0f cases): <span class='%s'>%s</span>.</li>",
+                                  mlabel[x->measure], r1, r2, x->oe, x->oelo, x->oehi, x->n, w ? "bad" : "ok",
+                                  flag_words(x->flag));
+                }
     if (!any) px_buf_adds(b, "<li>No unit differs from its expected outcomes beyond chance in this period.</li>");
     px_buf_adds(b, "</ul>");
 }
@@ -588,8 +592,14 @@ static int league(px_buf *b, const rows *rs, const run_info *ri, int m, int utyp
 
 static int trends(px_buf *b, const rows *rs, const run_info *ri)
 {
-    const char *per[4096];
-    size_t n = periods_list(rs, per, 4096);
+    const char *all[4096], *per[4096];
+    size_t na = periods_list(rs, all, 4096), n = 0;
+    /* periods the data covers completely (a period that ends after the last
+     * discharge holds only a few stays), and the report's own */
+    for (size_t i = 0; i < na; i++) {
+        const row *v = find_row(rs, PX_KPI_VOLUME, 0, NULL, all[i]);
+        if (strcmp(all[i], ri->period) == 0 || !v || strcmp(v->end, ri->last) <= 0) per[n++] = all[i];
+    }
     if (n < 2) return 0;
     kpi_point *pt = calloc(n, sizeof *pt);
     double *ex = calloc(n, sizeof *ex);
@@ -638,7 +648,7 @@ static void method_section(px_buf *b, PGconn *c, const run_info *ri, const px_kp
         "Cost: the recorded total cost of every stay.</p>"
         "<p><b>Risk adjustment.</b> Each stay's risk (or expected length of stay) comes from the registered risk "
         "model named below; a unit's <i>expected</i> count is the sum of its stays' predicted risks (indirect "
-        "standardization). <i>O/E</i> above 1 means more events than the case mix predicts. For rates the O/E "
+        "standardization). %s <i>O/E</i> above 1 means more events than the case mix predicts. For rates the O/E "
         "interval is the exact Poisson (Garwood) interval of the observed count divided by the expected count, "
         "with Byar's approximation from %.0f events on (it then agrees with the exact limits to 0.01%%). For "
         "length of stay it is a robust (sandwich) interval on the log scale. The <i>risk-standardized</i> rate is "
@@ -655,6 +665,13 @@ static void method_section(px_buf *b, PGconn *c, const run_info *ri, const px_kp
         "<p><b>Funnel plots.</b> Control limits at 95%% and 99.8%% for each precision, from the exact Poisson "
         "distribution with Spiegelhalter's (2005) interpolation (normal limits for length of stay). "
         "Over-dispersion adjustment: %s.</p>",
+        strncmp(cJSON_GetStringValue(cJSON_GetObjectItem(mt, "reference")) ? cJSON_GetStringValue(cJSON_GetObjectItem(mt, "reference")) : "", "pooled", 6) == 0
+            ? "The predictions are used exactly as the model gives them."
+            : "As in the CMS measures, expected is what the <i>average facility</i> would have had with these "
+              "patients: the model was fitted to all facilities pooled, so before summing, each model's "
+              "predictions are shifted by one constant (on the log-odds scale for rates, the log scale for days), "
+              "the random-effects mean of the facilities' own intercepts given the model (listed with the models "
+              "below).",
         byar, conf * 100, minc,
         od ? "on (limits widened by the square root of the Winsorized mean squared z-score when it exceeds 1)"
            : "off");
@@ -680,6 +697,9 @@ static void method_section(px_buf *b, PGconn *c, const run_info *ri, const px_kp
             kpi_html_esc(b, at);
         }
         if (cJSON_IsNumber(auc)) px_buf_printf(b, ", holdout AUC %.3f", auc->valuedouble);
+        cJSON *sh = cJSON_GetObjectItem(mj, "reference_shift");
+        if (cJSON_IsNumber(sh) && sh->valuedouble != 0)
+            px_buf_printf(b, ", reference shift %+.4f (%s scale)", sh->valuedouble, k < 2 ? "log-odds" : "log");
         if (fp) {
             px_buf_adds(b, ", training data fingerprint ");
             char s[17];

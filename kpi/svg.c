@@ -30,6 +30,7 @@ static double nice_step(double span, int n)
 
 static void tick_label(char *out, size_t len, double v, int pct, double step)
 {
+    if (fabs(v) < step * 1e-6) v = 0;   /* no "-0" */
     double s = pct ? step * 100 : step;
     int dec = s >= 1 ? 0 : (int)ceil(-log10(s) - 1e-9);
     if (dec > 6) dec = 6;

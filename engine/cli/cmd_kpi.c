@@ -13,7 +13,8 @@
 static const char usage[] =
     "usage: prognos kpi compute [--period KINDS] [--model-version [MODEL=]REF]...\n"
     "                           [--conf C] [--min-cases N] [--byar-min N]\n"
-    "                           [--overdispersion] [--force] [--json]\n"
+    "                           [--reference facility|pooled] [--overdispersion]\n"
+    "                           [--force] [--json]\n"
     "       prognos kpi report --period P --out FILE.html [--json FILE] [--csv FILE]\n"
     "                          [--run ID] [--target MEASURE=VALUE]...\n"
     "                          [--dp-epsilon E [--dp-seed S]]\n"
@@ -41,6 +42,10 @@ static const char usage[] =
     "  --min-cases N        suppress cells with fewer cases (default 25, CMS)\n"
     "  --byar-min N         use Byar's approximation from N events (default 50;\n"
     "                       values below 6 still give exact limits at 5 events or fewer)\n"
+    "  --reference R        facility (default): expected at the average facility,\n"
+    "                       as CMS does (each model's predictions shifted by the\n"
+    "                       random-effects mean of the facility intercepts);\n"
+    "                       pooled: the model's predictions exactly as they are\n"
     "  --overdispersion     widen funnel limits by Spiegelhalter's phi when > 1\n"
     "  --force              compute even if an identical run is stored\n"
     "  --json               print the run summary as JSON\n"
@@ -133,6 +138,14 @@ static int kpi_compute(int argc, char **argv)
                 return px_cli_usage_error("kpi compute", "--byar-min '%s': a number of events", v);
             p.byar_min_events = d;
             i++;
+        } else if (strcmp(a, "--reference") == 0 && v) {
+            if (strcmp(v, "facility") == 0)
+                p.reference = PX_KPI_REF_FACILITY;
+            else if (strcmp(v, "pooled") == 0)
+                p.reference = PX_KPI_REF_POOLED;
+            else
+                return px_cli_usage_error("kpi compute", "--reference '%s': use facility or pooled", v);
+            i++;
         } else if (strcmp(a, "--overdispersion") == 0) {
             p.overdispersion = 1;
         } else if (strcmp(a, "--force") == 0) {
@@ -156,10 +169,10 @@ static int kpi_compute(int argc, char **argv)
     if (json)
         printf("{\"run_id\":%lld,\"unchanged\":%s,\"models\":{\"readmission\":%d,\"mortality\":%d,\"los\":%d},"
                "\"encounters\":%lld,\"scored\":%lld,\"results\":%lld,\"seconds\":%.3f,\"seconds_score\":%.3f,"
-               "\"seconds_sql\":%.3f}\n",
+               "\"seconds_sql\":%.3f,\"reference_shift\":{\"readmission\":%.6g,\"mortality\":%.6g,\"los\":%.6g}}\n",
                info.run_id, info.unchanged ? "true" : "false", info.model_version[0], info.model_version[1],
                info.model_version[2], info.encounters, info.scored, info.results, info.seconds, info.seconds_score,
-               info.seconds_sql);
+               info.seconds_sql, info.reference_shift[0], info.reference_shift[1], info.reference_shift[2]);
     else
         printf("kpi: %s\n", info.summary);
     px_log(PX_LOG_INFO, "kpi compute: %s", info.summary);

@@ -25,7 +25,9 @@ CREATE TABLE kpi.runs (
 CREATE INDEX runs_fingerprint ON kpi.runs (fingerprint);
 
 -- Predicted risk (readmission, mortality) or expected days (los) of each stay of
--- the feature tables, with the observed outcome. Holds the latest run only: a run
+-- the feature tables as the model gives it (predicted), the value used as its
+-- expectation (expected: predicted at the run's reference, see kpi.runs.models
+-- reference_shift), and the observed outcome. Holds the latest run only: a run
 -- truncates it and refills it with COPY (no WAL under wal_level = minimal). No
 -- index: it is read whole, joined to wh.fact_encounter and aggregated.
 CREATE TABLE kpi.predictions (
@@ -34,6 +36,7 @@ CREATE TABLE kpi.predictions (
     model_version integer NOT NULL CHECK (model_version > 0),
     encounter_id  uuid NOT NULL,
     predicted     double precision NOT NULL CHECK (predicted >= 0),
+    expected      double precision NOT NULL CHECK (expected >= 0),
     observed      double precision NOT NULL CHECK (observed >= 0)
 );
 
