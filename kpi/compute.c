@@ -711,44 +711,48 @@ static void select_head(px_buf *b, const char *measure_expr, int kinds)
                    " coalesce(facility_id, dept, 'all'),");
 }
 
-static const char dims[] =
-    "SELECT encounter_id, facility_id, coalesce(nullif(department, ''), 'unknown') AS dept,"
-    " total_cost, date_trunc('month', discharge_date)::date AS pm,"
-    " date_trunc('quarter', discharge_date)::date AS pq, date_trunc('year', discharge_date)::date AS py"
-    " FROM wh.fact_encounter";
-
+/* Aggregation in two steps, both set-based: first by the finest cell (measure,
+ * month, facility, department) in one hash pass over the stays, then the
+ * GROUPING SETS roll-up over those few thousand partial sums (sums add up, so
+ * quarters, years, departments and the system come from them exactly). Rolling
+ * up the stays directly would hash every stay once per grouping set. */
 static int aggregate(PGconn *c, long long run_id, int kinds, cells *cs, px_err *e)
 {
     px_buf q = {0};
-    int rc;
+    int rc = 0;
     char rid[32];
     snprintf(rid, sizeof rid, "%lld", run_id);
-    /* risk-adjusted measures: the predictions joined to the stays' units and dates */
-    select_head(&q, "p.measure", kinds);
-    px_buf_adds(&q, " count(*), sum(p.observed), sum(p.expected), sum(p.expected * (1 - p.expected)),"
-                    " sum(p.observed * p.observed), sum(p.observed * p.expected), sum(p.expected * p.expected)"
-                    " FROM kpi.predictions p JOIN (");
-    px_buf_adds(&q, dims);
-    px_buf_adds(&q, ") f USING (encounter_id) WHERE p.run_id = $1::bigint GROUP BY p.measure, ");
-    grouping_sets(&q, kinds);
-    if (!q.data) return px_err_set(e, PX_ENOMEM, "out of memory");
-    rc = fetch_cells(c, q.data, rid, cs, e);
-    /* volume and cost: every stay in the warehouse */
-    for (int m = 0; m < 2 && rc == 0; m++) {
+    for (int pass = 0; pass < 2 && rc == 0; pass++) {
         q.len = 0;
-        select_head(&q, m == 0 ? "'volume'" : "'cost'", kinds);
-        if (m == 0)
-            px_buf_adds(&q, " count(*), count(*), NULL, NULL, NULL, NULL, NULL FROM (");
+        if (pass == 0)
+            /* risk-adjusted measures: the predictions joined to the stays' units and dates */
+            px_buf_adds(&q, "WITH base AS (SELECT p.measure, date_trunc('month', f.discharge_date)::date AS pm,"
+                            " f.facility_id, coalesce(nullif(f.department, ''), 'unknown') AS dept, count(*) AS n,"
+                            " sum(p.observed) AS o, sum(p.expected) AS e, sum(p.expected * (1 - p.expected)) AS vpq,"
+                            " sum(p.observed * p.observed) AS syy, sum(p.observed * p.expected) AS sye,"
+                            " sum(p.expected * p.expected) AS see"
+                            " FROM kpi.predictions p JOIN wh.fact_encounter f USING (encounter_id)"
+                            " WHERE p.run_id = $1::bigint GROUP BY 1, 2, 3, 4)");
         else
-            px_buf_adds(&q, " count(*), sum(total_cost), NULL, NULL, sum(total_cost * total_cost), NULL, NULL FROM (");
-        px_buf_adds(&q, dims);
-        px_buf_adds(&q, ") f GROUP BY ");
+            /* volume and cost: every stay in the warehouse */
+            px_buf_adds(&q, "WITH stays AS (SELECT date_trunc('month', discharge_date)::date AS pm, facility_id,"
+                            " coalesce(nullif(department, ''), 'unknown') AS dept, count(*) AS n,"
+                            " sum(total_cost)::float8 AS cost, sum(total_cost * total_cost)::float8 AS cost2"
+                            " FROM wh.fact_encounter GROUP BY 1, 2, 3),"
+                            " base AS (SELECT 'volume'::text AS measure, pm, facility_id, dept, n, n::float8 AS o,"
+                            " NULL::float8 AS e, NULL::float8 AS vpq, NULL::float8 AS syy, NULL::float8 AS sye,"
+                            " NULL::float8 AS see FROM stays UNION ALL SELECT 'cost', pm, facility_id, dept, n, cost,"
+                            " NULL, NULL, cost2, NULL, NULL FROM stays WHERE $1::bigint = $1::bigint)");
+        px_buf_adds(&q, ", b AS (SELECT *, date_trunc('quarter', pm)::date AS pq, date_trunc('year', pm)::date AS py"
+                        " FROM base) ");
+        select_head(&q, "measure", kinds);
+        px_buf_adds(&q, " sum(n), sum(o), sum(e), sum(vpq), sum(syy), sum(sye), sum(see) FROM b GROUP BY measure, ");
         grouping_sets(&q, kinds);
         if (!q.data) {
             rc = px_err_set(e, PX_ENOMEM, "out of memory");
             break;
         }
-        rc = fetch_cells(c, q.data, NULL, cs, e);
+        rc = fetch_cells(c, q.data, rid, cs, e);
     }
     px_buf_release(&q);
     return rc;

@@ -966,18 +966,17 @@ int px_kpi_report(PGconn *c, const px_kpi_report_params *p, px_kpi_report_info *
             goto out;
         }
         if ((rc = px_file_write_atomic(p->html_path, b.data, b.len, 0644, e)) != 0) goto out;
-    } else {
-        /* the counts in info still describe the period */
-        int dummy_w = 0, dummy_b = 0;
-        for (size_t i = 0; i < rs.n; i++) {
-            const row *x = &rs.v[i];
-            if (x->utype != 1 || strcmp(x->period, ri.period) != 0) continue;
-            dummy_w += strcmp(x->flag, "worse") == 0;
-            dummy_b += strcmp(x->flag, "better") == 0;
-            info->suppressed += x->suppressed && x->measure != PX_KPI_COST;
-        }
-        info->flagged_worse = dummy_w;
-        info->flagged_better = dummy_b;
+    }
+    /* what the period holds: facilities, and facility x risk-measure cells by flag */
+    info->units = info->flagged_worse = info->flagged_better = info->suppressed = 0;
+    for (size_t i = 0; i < rs.n; i++) {
+        const row *x = &rs.v[i];
+        if (x->utype != 1 || strcmp(x->period, ri.period) != 0) continue;
+        if (x->measure == PX_KPI_VOLUME) info->units++;
+        if (!is_rate_m(x->measure) && x->measure != PX_KPI_LOS) continue;
+        info->flagged_worse += strcmp(x->flag, "worse") == 0;
+        info->flagged_better += strcmp(x->flag, "better") == 0;
+        info->suppressed += strcmp(x->flag, "suppressed") == 0;
     }
     if (p->json_path) {
         if (!(js = json_doc(&rs, &ri, p))) {

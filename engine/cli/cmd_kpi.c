@@ -248,6 +248,10 @@ static int kpi_report(int argc, char **argv)
     px_kpi_report_info info;
     int rc = px_kpi_report(c, &p, &info, &e);
     PQfinish(c);
+    if (rc == PX_EINVAL) {   /* a period that is not one: the caller's mistake */
+        px_err_print(&e);
+        return PX_EXIT_USAGE;
+    }
     if (rc != 0) return px_cli_fail(&e);
     printf("kpi report: period %s (%s) of run %lld: %d facilities, %d cells flagged worse, %d better, %d suppressed",
            info.period, info.period_kind, info.run_id, info.units, info.flagged_worse, info.flagged_better,
