@@ -927,6 +927,19 @@ static int scalar(PGconn *c, px_err *e, const char *sql, char *out, size_t len)
     return rc;
 }
 
+/* One value of a one-row query, as a string the caller frees; NULL on error. */
+static char *scalar_dup(PGconn *c, px_err *e, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    char *v = NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        kpi_db_fail(e, c, r, "cannot read the warehouse's state");
+    else if (!(v = strdup(PQgetvalue(r, 0, 0))))
+        px_err_set(e, PX_ENOMEM, "out of memory");
+    PQclear(r);
+    return v;
+}
+
 int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_kpi_run_info *info, px_err *e)
 {
     double t0 = kpi_now(), t_score = 0, t_sql = 0;
@@ -935,7 +948,7 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
     cells cs = {0};
     px_buf buf = {0};
     cJSON *models = NULL, *inputs = NULL, *method = NULL, *fp = NULL;
-    char *models_s = NULL, *inputs_s = NULL, *method_s = NULL, *fp_s = NULL;
+    char *models_s = NULL, *inputs_s = NULL, *method_s = NULL, *fp_s = NULL, *batches = NULL;
     PGresult *r = NULL;
     memset(mi, 0, sizeof mi);
     memset(info, 0, sizeof *info);
@@ -950,19 +963,28 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
     if ((rc = exec_ok(c, e, lock, "cannot lock the KPI tables")) != 0) goto out;
 
     /* inputs: batches, the stays' date range, the models and their feature tables */
-    char batches[8192], enc[32], first[16], last[16], builds[32];
-    if ((rc = scalar(c, e, "SELECT coalesce(array_agg(batch_id ORDER BY batch_id)::text, '{}') FROM etl.batches"
-                           " WHERE finished_at IS NOT NULL AND rows_loaded > 0",
-                     batches, sizeof batches)) != 0 ||
-        (rc = scalar(c, e, "SELECT count(*) FROM wh.fact_encounter", enc, sizeof enc)) != 0 ||
-        (rc = scalar(c, e, "SELECT coalesce(min(discharge_date)::text, '') FROM wh.fact_encounter", first,
-                     sizeof first)) != 0 ||
-        (rc = scalar(c, e, "SELECT coalesce(max(discharge_date)::text, '') FROM wh.fact_encounter", last,
-                     sizeof last)) != 0 ||
-        (rc = scalar(c, e, "SELECT CASE WHEN to_regclass('features.catalog') IS NULL THEN '0'"
-                           " ELSE (xpath('/row/m/text()', query_to_xml('SELECT max(build_id) AS m FROM"
-                           " features.catalog', false, false, '')))[1]::text END",
-                     builds, sizeof builds)) != 0)
+    char enc[32], first[16], last[16], builds[32];
+    if (!(batches = scalar_dup(c, e, "SELECT coalesce(array_agg(batch_id ORDER BY batch_id)::text, '{}')"
+                                     " FROM etl.batches WHERE finished_at IS NOT NULL AND rows_loaded > 0"))) {
+        rc = e && e->code ? e->code : PX_EDB;
+        goto out;
+    }
+    {
+        /* one scan: stays and their discharge range */
+        r = PQexec(c, "SELECT count(*), coalesce(min(discharge_date)::text, ''),"
+                      " coalesce(max(discharge_date)::text, '') FROM wh.fact_encounter");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+            rc = kpi_db_fail(e, c, r, "cannot read wh.fact_encounter");
+            goto out;
+        }
+        snprintf(enc, sizeof enc, "%s", PQgetvalue(r, 0, 0));
+        snprintf(first, sizeof first, "%.10s", PQgetvalue(r, 0, 1));
+        snprintf(last, sizeof last, "%.10s", PQgetvalue(r, 0, 2));
+        PQclear(r);
+        r = NULL;
+    }
+    if ((rc = scalar(c, e, "SELECT (to_regclass('features.catalog') IS NOT NULL)::int::text", builds,
+                     sizeof builds)) != 0)
         goto out;
     info->encounters = atoll(enc);
     if (info->encounters == 0) {
@@ -999,8 +1021,25 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
         cJSON *t = cJSON_AddObjectToObject(inputs, kpi_risk_model[k]);
         cJSON_AddStringToObject(t, "table", mi[k].table);
         cJSON_AddNumberToObject(t, "rows", atof(cnt));
+        if (strcmp(builds, "1") == 0) {
+            /* the table's latest build: a rebuild (new definition or data) is a new input */
+            const char *pp[1] = {mi[k].table};
+            r = PQexecParams(c, "SELECT build_id, definition_hash, built_at::text FROM features.catalog"
+                                " WHERE table_name = $1 ORDER BY build_id DESC LIMIT 1",
+                             1, NULL, pp, NULL, NULL, 0);
+            if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+                rc = kpi_db_fail(e, c, r, "cannot read features.catalog");
+                goto out;
+            }
+            if (PQntuples(r) == 1) {
+                cJSON_AddNumberToObject(t, "build_id", atof(PQgetvalue(r, 0, 0)));
+                cJSON_AddStringToObject(t, "definition_hash", PQgetvalue(r, 0, 1));
+                cJSON_AddStringToObject(t, "built_at", PQgetvalue(r, 0, 2));
+            }
+            PQclear(r);
+            r = NULL;
+        }
     }
-    cJSON_AddNumberToObject(inputs, "feature_catalog_build", atof(builds));
     cJSON_AddNumberToObject(inputs, "encounters", (double)info->encounters);
     cJSON_AddNumberToObject(method, "conf", p->conf);
     cJSON_AddNumberToObject(method, "min_cases", p->min_cases);
@@ -1235,6 +1274,6 @@ out:
     cJSON_Delete(models);
     cJSON_Delete(inputs);
     cJSON_Delete(method);
-    free(models_s), free(inputs_s), free(method_s), free(fp_s);
+    free(models_s), free(inputs_s), free(method_s), free(fp_s), free(batches);
     return rc;
 }

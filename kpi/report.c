@@ -36,7 +36,7 @@ typedef struct run_info {
     char kind[16], period[16], computed_at[64], computed_by[64], first[16], last[16];
     long long encounters;
     cJSON *models, *method;
-    char batches[8192];
+    char *batches;      /* the run's source_batches as array text; owned */
 } run_info;
 
 typedef struct rows {
@@ -171,12 +171,12 @@ static int resolve(PGconn *c, const px_kpi_report_params *p, run_info *ri, px_er
     snprintf(ri->computed_at, sizeof ri->computed_at, "%s", PQgetvalue(r, 0, 0));
     snprintf(ri->computed_by, sizeof ri->computed_by, "%s", PQgetvalue(r, 0, 1));
     ri->models = cJSON_Parse(PQgetvalue(r, 0, 2));
-    snprintf(ri->batches, sizeof ri->batches, "%s", PQgetvalue(r, 0, 3));
+    ri->batches = strdup(PQgetvalue(r, 0, 3));
     ri->method = cJSON_Parse(PQgetvalue(r, 0, 4));
     snprintf(ri->first, sizeof ri->first, "%s", PQgetvalue(r, 0, 5));
     snprintf(ri->last, sizeof ri->last, "%s", PQgetvalue(r, 0, 6));
     ri->encounters = atoll(PQgetvalue(r, 0, 7));
-    if (!ri->models || !ri->method) rc = px_err_set(e, PX_ENOMEM, "out of memory");
+    if (!ri->models || !ri->method || !ri->batches) rc = px_err_set(e, PX_ENOMEM, "out of memory");
 out:
     PQclear(r);
     return rc;
@@ -999,5 +999,6 @@ out:
     free(js);
     cJSON_Delete(ri.models);
     cJSON_Delete(ri.method);
+    free(ri.batches);
     return rc;
 }
