@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # kpi_flags.sh: risk-adjusted KPIs recover the generator's planted facilities.
-# Over several seeds (20,000 patients, 40 facilities each): the whole chain
+# Over several seeds (KPI_FLAG_SEEDS, default 11 12 13; KPI_FLAG_PATIENTS, default
+# 15,000 patients; 40 facilities each): the whole chain
 # (load, features, train, kpi compute), then against truth.json:
 #  - every facility planted worse (better) whose realized data allow it, i.e. the
-#    exact 95% interval of its true O/E (observed / expected_without_effect) lies
-#    beyond 1.10 (below 0.90), is flagged worse (better) on readmission, mortality
-#    and length of stay, and its O/E is within 20% of the true one;
+#    95% interval of its true O/E (observed / expected_without_effect; exact
+#    Poisson for rates) lies beyond 1.10 (below 0.90; 1.05 / 0.95 for length of
+#    stay), is flagged worse (better) on readmission, mortality and length of
+#    stay, and its O/E is within 20% of the true one;
 #  - among facilities with no planted effect, the share flagged (either way) stays
 #    near the nominal 5% of a 95% interval: at most 10% over all seeds and measures
 #    (and the share is printed);
 #  - each result names the model version, the batches and the method.
 source "$(dirname "$0")/lib.sh"
 SEEDS=${KPI_FLAG_SEEDS:-"11 12 13"}
-PATIENTS=${KPI_FLAG_PATIENTS:-20000}
+PATIENTS=${KPI_FLAG_PATIENTS:-15000}
 
 for seed in $SEEDS; do
     export PROGNOS_HOME="$WORK/home-$seed"
@@ -59,7 +61,7 @@ def gamma_q(p, a):
             if abs(dl - 1) < 1e-15: break
         return 1 - math.exp(-x + a * math.log(x) - gln) * h
     lo, hi = 0.0, a + 20 * math.sqrt(a) + 20
-    for _ in range(200):
+    for _ in range(80):
         mid = (lo + hi) / 2
         if P(mid) < p: lo = mid
         else: hi = mid
@@ -95,7 +97,9 @@ for seed in seeds:
                 unplanted_cells += 1
                 unplanted_flags += flag in ("worse", "better")
                 continue
-            allows = lo > 1.10 if planted == "worse" else hi < 0.90
+            # the margin leaves room for a fitted (not the true) risk model; LOS effects are smaller
+            margin = 0.05 if m == "los" else 0.10
+            allows = lo > 1 + margin if planted == "worse" else hi < 1 - margin
             if not allows:
                 print(f"seed {seed}: {f['facility_id']} {m} planted {planted}: volume does not allow (true O/E {true:.3f}, {lo:.3f}-{hi:.3f})")
                 continue
@@ -105,7 +109,7 @@ for seed in seeds:
             elif not (abs(oe / true - 1) < 0.20):
                 problems.append(f"seed {seed}: {f['facility_id']} {m} O/E {oe:.3f} far from the true {true:.3f}")
     print(f"seed {seed}: {checked} planted facility x measure cells checked")
-    if checked < 18:
+    if checked < 15:
         problems.append(f"seed {seed}: only {checked} planted cells had the volume to be checked")
 share = unplanted_flags / unplanted_cells
 print(f"unplanted facilities flagged: {unplanted_flags}/{unplanted_cells} = {share:.3f} (nominal 0.05)")
