@@ -700,10 +700,17 @@ static void select_head(px_buf *b, const char *measure_expr, int kinds)
 {
     static const struct { int kind; const char *col; } k[3] = {
         {PX_KPI_MONTH, "pm"}, {PX_KPI_QUARTER, "pq"}, {PX_KPI_YEAR, "py"}};
-    px_buf_printf(b, "SELECT %s, CASE", measure_expr);
-    for (int i = 0; i < 3; i++)
-        if (kinds & k[i].kind) px_buf_printf(b, " WHEN GROUPING(%s) = 0 THEN '%s'", k[i].col, kpi_kind_name(k[i].kind));
-    px_buf_adds(b, " ELSE 'all' END, coalesce(");
+    px_buf_printf(b, "SELECT %s, ", measure_expr);
+    if (kinds & (PX_KPI_MONTH | PX_KPI_QUARTER | PX_KPI_YEAR)) {
+        px_buf_adds(b, "CASE");
+        for (int i = 0; i < 3; i++)
+            if (kinds & k[i].kind)
+                px_buf_printf(b, " WHEN GROUPING(%s) = 0 THEN '%s'", k[i].col, kpi_kind_name(k[i].kind));
+        px_buf_adds(b, " ELSE 'all' END");
+    } else {
+        px_buf_adds(b, "'all'");   /* a CASE needs at least one WHEN */
+    }
+    px_buf_adds(b, ", coalesce(");
     for (int i = 0; i < 3; i++)
         if (kinds & k[i].kind) px_buf_printf(b, "%s, ", k[i].col);
     px_buf_adds(b, "'1900-01-01'::date),"

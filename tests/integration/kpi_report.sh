@@ -267,3 +267,24 @@ print(f"dp: {moved} of {cells} released counts differ from the true ones, all wi
 PY
 render "$WORK/dp.html" "$WORK/dp.png" "$WORK/dp.dom"
 ok "differentially private release: reproducible, noisy within bounds, LOS and cost withheld, renders"
+
+# options of compute: an explicit model version, the pooled reference, over-dispersion
+assert_exit 0 px kpi compute --period all --model-version 1 --reference pooled --json
+grep -q '"reference_shift":{"readmission":0,"mortality":0,"los":0}' "$WORK/out" \
+    || fail "pooled reference should not shift: $(cat "$WORK/out")"
+pooled=$(sql "SELECT max(run_id) FROM kpi.runs")
+assert_eq "$(sql "SELECT count(*) FROM kpi.predictions WHERE expected <> predicted")" 0 "pooled: expected = predicted"
+# the system's expected count is the sum of the stored per-stay expectations
+assert_eq "$(sql "SELECT round(expected::numeric, 3) FROM kpi.results WHERE run_id = $pooled AND measure = 'mortality'
+                  AND unit_type = 'system' AND period_kind = 'all'")" \
+    "$(sql "SELECT round(sum(expected)::numeric, 3) FROM kpi.predictions WHERE measure = 'mortality'")" "system expected"
+assert_eq "$(sql "SELECT DISTINCT model_version FROM kpi.results WHERE run_id = $pooled AND measure = 'los'")" 1 "model version 1"
+assert_exit 0 px kpi compute --period all --overdispersion --json
+od=$(sql "SELECT max(run_id) FROM kpi.runs")
+assert_eq "$(sql "SELECT count(*) FROM kpi.results WHERE run_id = $od AND funnel_phi < 1")" 0 "phi is at least 1"
+assert_eq "$(sql "SELECT count(*) FROM kpi.results a JOIN kpi.results b USING (measure, period_kind, period, unit_type, unit)
+                  WHERE a.run_id = $run AND b.run_id = $od AND (b.funnel95_hi < a.funnel95_hi - 1e-9
+                  OR b.funnel998_lo > a.funnel998_lo + 1e-9)")" 0 "over-dispersion never narrows the funnel"
+assert_eq "$(sql "SELECT count(*) FROM kpi.runs WHERE run_id = $od AND method->>'overdispersion' = 'true'")" 1 "method recorded"
+ok "compute options: model version, pooled reference, over-dispersion"
+
