@@ -63,7 +63,10 @@ static const char usage[] =
     "  --dp-epsilon E       differentially private release: Laplace noise of\n"
     "                       scale 1/E on every count (LOS and cost withheld)\n"
     "  --dp-seed S          seed of the noise (default 1): same seed, same release\n"
-    "  -h, --help           show this help\n";
+    "  -h, --help           show this help\n"
+    "\n"
+    "Exit codes: 0 ok, 1 failed (the message names what), 2 usage error,\n"
+    "3 nothing to do (compute: an identical run is already stored).\n";
 
 static int parse_double(const char *s, double lo, double hi, double *v)
 {
