@@ -3,7 +3,8 @@
 # missing, starts the embedded warehouse in ./var, generates a synthetic hospital
 # system, loads it (and the CMS DE-SynPUF sample, when ../shared has it), prints
 # the load report, builds the feature tables, trains and registers the readmission,
-# mortality and length-of-stay models, and lists the registry.
+# mortality and length-of-stay models, lists the registry, computes the risk-adjusted
+# KPIs and writes the executive report ($PROGNOS_HOME/kpi-report.html).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -28,5 +29,13 @@ for m in readmission mortality los; do
 done
 echo
 $PX registry list
+echo
+set +e
+$PX kpi compute
+rc=$?
+set -e
+[ $rc -eq 0 ] || [ $rc -eq 3 ] || exit $rc   # 3: computed before from the same models and data
+$PX kpi report --period year --out "$PROGNOS_HOME/kpi-report.html" --json "$PROGNOS_HOME/kpi-report.json" \
+    --csv "$PROGNOS_HOME/kpi-report.csv"
 echo
 echo "warehouse: psql \"\$($PX db url)\"    stop it: $PX db stop"

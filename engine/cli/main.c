@@ -20,6 +20,7 @@ static const struct command commands[] = {
     {"train", cmd_train, "fit, evaluate and register a model version"},
     {"retrain", cmd_retrain, "retrain and promote only if better (for schedulers: exit 0/3/1)"},
     {"registry", cmd_registry, "the model registry: list, show, promote, verify, card"},
+    {"kpi", cmd_kpi, "risk-adjusted outcome KPIs with intervals (compute), the executive report (report)"},
 };
 
 static void usage(FILE *out)
