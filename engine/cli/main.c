@@ -21,6 +21,9 @@ static const struct command commands[] = {
     {"retrain", cmd_retrain, "retrain and promote only if better (for schedulers: exit 0/3/1)"},
     {"registry", cmd_registry, "the model registry: list, show, promote, verify, card"},
     {"kpi", cmd_kpi, "risk-adjusted outcome KPIs with intervals (compute), the executive report (report)"},
+    {"serve", cmd_serve, "the prediction and drift-alert server (HTTP)"},
+    {"apikey", cmd_apikey, "API keys of the server: create, revoke, list"},
+    {"drift", cmd_drift, "check newly loaded data for drift against each champion (check)"},
 };
 
 static void usage(FILE *out)

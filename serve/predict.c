@@ -1,0 +1,483 @@
+/* predict.c: POST /v1/models/{model}/predict.
+ *
+ * Order of work, cheapest refusal first: model served?, JSON depth, parse,
+ * shape, batch size, every field of every instance against the schema
+ * (missing, unknown, duplicate, wrong type, out of range: 400 naming the field
+ * as instances[i].name), encounter lookups, scoring, the audit record (a full
+ * audit queue refuses the answer), drift counts, the answer. An instance given
+ * as {"encounter_id": "..."} is pseudonymized with the installation key exactly
+ * as the ETL does and looked up in the model's feature table; the plaintext is
+ * never logged, stored or echoed, and the body holding it is wiped on completion. */
+#include "serve/internal.h"
+#include <libpq-fe.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+
+#define FLAG_IMPUTED SRV_FLAG_IMPUTED
+#define FLAG_EXTRAPOLATED SRV_FLAG_EXTRAPOLATED
+#define FLAG_UNKNOWN_LEVEL SRV_FLAG_UNKNOWN_LEVEL
+
+/* 6 significant digits, fast for the common magnitudes (a response carries
+ * dozens of numbers; snprintf("%g") would be most of its cost). */
+static size_t fmt6(char *out, double v)
+{
+    if (!isfinite(v)) {
+        memcpy(out, "null", 4);
+        return 4;
+    }
+    if (v == 0) {
+        out[0] = '0';
+        return 1;
+    }
+    double a = fabs(v);
+    if (a < 1e-4 || a >= 1e9) return (size_t)snprintf(out, 32, "%.6g", v);
+    static const double p10[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10};
+    /* decimal exponent by comparison: a is in [1e-4, 1e9) */
+    int e10 = -4;
+    while (e10 < 8 && a >= (e10 + 1 >= 0 ? p10[e10 + 1] : 1.0 / p10[-(e10 + 1)])) e10++;
+    int dec = 5 - e10;
+    if (dec < 0) dec = 0;
+    long long sc = llround(a * p10[dec]);
+    long long ip = sc, fp = 0;
+    long long div = (long long)p10[dec];
+    ip = sc / div;
+    fp = sc % div;
+    size_t n = 0;
+    if (v < 0) out[n++] = '-';
+    char tmp[24];
+    int t = 0;
+    do {
+        tmp[t++] = (char)('0' + ip % 10);
+        ip /= 10;
+    } while (ip > 0);
+    while (t > 0) out[n++] = tmp[--t];
+    if (fp > 0) {
+        char fr[16];
+        for (int i = dec - 1; i >= 0; i--) {
+            fr[i] = (char)('0' + fp % 10);
+            fp /= 10;
+        }
+        int last = dec - 1;
+        while (last >= 0 && fr[last] == '0') last--;
+        out[n++] = '.';
+        for (int i = 0; i <= last; i++) out[n++] = fr[i];
+    }
+    return n;
+}
+
+static void add_num(px_buf *b, double v)
+{
+    if (px_buf_reserve(b, 40) != 0) return;
+    b->len += fmt6(b->data + b->len, v);
+}
+
+static int find_slot(px_server *s, const char *name)
+{
+    int n = atomic_load(&s->nmodels);
+    for (int i = 0; i < n; i++)
+        if (strcmp(s->names[i], name) == 0) return i;
+    return -1;
+}
+
+/* Index of the feature named key (hint: where the client's order suggests). */
+static int feature_of(const srv_model *sm, const char *key, size_t hint)
+{
+    if (hint < sm->k && strcmp(sm->f[hint].name, key) == 0) return (int)hint;
+    for (size_t j = 0; j < sm->k; j++)
+        if (strcmp(sm->f[j].name, key) == 0) return (int)j;
+    return -1;
+}
+
+static size_t level_of(const px_feature_info *fi, const char *s)
+{
+    for (size_t l = 0; l < fi->nlevels; l++)
+        if (strcmp(fi->levels[l], s) == 0) return l;
+    return (size_t)-1;
+}
+
+/* "a, b, c" of a categorical input's levels, cut to fit. */
+static void levels_list(const px_feature_info *fi, char *out, size_t n)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t l = 0; l < fi->nlevels && o + 8 < n; l++) {
+        int w = snprintf(out + o, n - o, "%s%s", l ? ", " : "", fi->levels[l]);
+        if (w < 0 || (size_t)w >= n - o) {
+            snprintf(out + o, n - o, ", ...");
+            break;
+        }
+        o += (size_t)w;
+    }
+}
+
+/* Validates one value of instance i for feature j into *x. 0 or the status written. */
+static unsigned check_value(srv_req *r, size_t i, const srv_feat *f, const cJSON *v, double *x, unsigned char *flags)
+{
+    if (cJSON_IsNull(v)) { /* explicitly unknown: imputed by the training mean / reference level */
+        *x = NAN;
+        *flags |= FLAG_IMPUTED;
+        return 0;
+    }
+    char field[128];
+#define FIELD (snprintf(field, sizeof field, "instances[%zu].%s", i, f->name), field)
+    if (f->numeric) {
+        double d;
+        if (cJSON_IsNumber(v)) d = v->valuedouble;
+        else if (cJSON_IsBool(v) && f->flag) d = cJSON_IsTrue(v) ? 1 : 0;
+        else return srv_error(r, 400, "wrong_type", FIELD, "%s must be a number%s", f->name, f->flag ? " (0 or 1)" : "");
+        if (!isfinite(d)) return srv_error(r, 400, "invalid_value", FIELD, "%s must be a finite number", f->name);
+        if (f->flag && d != 0 && d != 1) return srv_error(r, 400, "out_of_range", FIELD, "%s is a flag: 0 or 1", f->name);
+        if (d < f->lo || d > f->hi)
+            return srv_error(r, 400, "out_of_range", FIELD,
+                             "%s is outside the accepted range [%g, %g] (training range [%g, %g])", f->name, f->lo,
+                             f->hi, f->info->min, f->info->max);
+        if (d < f->info->min || d > f->info->max) *flags |= FLAG_EXTRAPOLATED;
+        *x = d;
+        return 0;
+    }
+    if (!cJSON_IsString(v)) return srv_error(r, 400, "wrong_type", FIELD, "%s must be a string", f->name);
+    size_t l = level_of(f->info, v->valuestring);
+    if (l == (size_t)-1) {
+        char lv[300];
+        levels_list(f->info, lv, sizeof lv);
+        return srv_error(r, 400, "unknown_level", FIELD, "%s must be one of: %s", f->name, lv);
+    }
+    *x = (double)l;
+    return 0;
+#undef FIELD
+}
+
+static unsigned check_instance(srv_req *r, size_t i, const cJSON *inst, double *raw, unsigned char *flags,
+                               unsigned char *seen)
+{
+    const srv_model *sm = r->sm;
+    char field[160];
+    memset(seen, 0, sm->k);
+    size_t pos = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, inst)
+    {
+        int j = v->string ? feature_of(sm, v->string, pos) : -1;
+        pos++;
+        if (j < 0) {
+            snprintf(field, sizeof field, "instances[%zu].%.64s", i, v->string ? v->string : "");
+            return srv_error(r, 400, "unknown_field", field, "'%.64s' is not an input of model '%s' v%d",
+                             v->string ? v->string : "", sm->name, sm->version);
+        }
+        if (seen[j]) {
+            snprintf(field, sizeof field, "instances[%zu].%s", i, sm->f[j].name);
+            return srv_error(r, 400, "duplicate_field", field, "%s is given twice", sm->f[j].name);
+        }
+        seen[j] = 1;
+        unsigned st = check_value(r, i, &sm->f[j], v, &raw[j], &flags[j]);
+        if (st) return st;
+    }
+    for (size_t j = 0; j < sm->k; j++) {
+        if (seen[j]) continue;
+        if (sm->f[j].info->dropped) { /* constant in training: unused, so optional */
+            raw[j] = NAN;
+            continue;
+        }
+        snprintf(field, sizeof field, "instances[%zu].%s", i, sm->f[j].name);
+        return srv_error(r, 400, "missing_field", field, "%s is required (null if unknown)", sm->f[j].name);
+    }
+    return 0;
+}
+
+static unsigned lookup_encounters(srv_req *r, const cJSON *arr, size_t n, double *raw, unsigned char *flags,
+                                  size_t n_enc)
+{
+    px_server *s = r->s;
+    const srv_model *sm = r->sm;
+    char (*pseudo)[33] = r->pseudo = calloc(n, sizeof *pseudo);
+    px_buf *lit = &r->scratch;
+    PGresult *res = NULL;
+    PGconn *c = NULL;
+    unsigned st = 0;
+    int broken = 0;
+    if (!pseudo) return srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
+    px_buf_addc(lit, '{');
+    size_t i = 0, first = 1;
+    const cJSON *inst;
+    cJSON_ArrayForEach(inst, arr)
+    {
+        if (r->from_encounter[i]) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(inst, "encounter_id");
+            px_pseudo_id(s->pseudo, PX_ID_ENCOUNTER, id->valuestring, strlen(id->valuestring), pseudo[i]);
+            if (!first) px_buf_addc(lit, ',');
+            px_buf_adds(lit, pseudo[i]);
+            first = 0;
+        }
+        i++;
+    }
+    if (px_buf_addc(lit, '}') != 0) {
+        st = srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
+        goto done;
+    }
+    px_err e = {0};
+    if (!(c = srv_pool_get(s, &e))) {
+        atomic_fetch_add(&s->metrics.encounter_lookup_errors, 1);
+        st = srv_error(r, 503, "database_unavailable", NULL, "cannot look up encounters: the warehouse is unreachable");
+        goto done;
+    }
+    const char *vals[1] = {lit->data};
+    res = PQexecParams(c, sm->lookup_sql, 1, NULL, vals, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        atomic_fetch_add(&s->metrics.encounter_lookup_errors, 1);
+        px_log(PX_LOG_WARN, "serve: encounter lookup for '%s' v%d failed: %s", sm->name, sm->version,
+               PQresultErrorMessage(res));
+        if (state && (strcmp(state, "42P01") == 0 || strcmp(state, "42703") == 0))
+            st = srv_error(r, 422, "lookup_unavailable", NULL,
+                           "model '%s' v%d cannot look up encounters: its feature table '%s' is missing or has no "
+                           "encounter_id and inputs",
+                           sm->name, sm->version, sm->feature_table);
+        else if (state && strcmp(state, "57014") == 0)
+            st = srv_error(r, 503, "database_timeout", NULL, "the encounter lookup took too long");
+        else {
+            broken = PQstatus(c) != CONNECTION_OK;
+            st = srv_error(r, 503, "database_unavailable", NULL, "cannot look up encounters");
+        }
+        goto done;
+    }
+    atomic_fetch_add(&s->metrics.encounter_lookups, n_enc);
+    int rows = PQntuples(res);
+    for (i = 0; i < n; i++) {
+        if (!r->from_encounter[i]) continue;
+        int row = -1;
+        for (int k = 0; k < rows && row < 0; k++) {
+            /* uuid text has hyphens: compare the 32 hex digits */
+            const char *u = PQgetvalue(res, k, 0);
+            size_t h = 0;
+            int same = 1;
+            for (const char *p = u; *p && same; p++) {
+                if (*p == '-') continue;
+                same = h < 32 && *p == pseudo[i][h];
+                h++;
+            }
+            if (same && h == 32) row = k;
+        }
+        if (row < 0) {
+            char field[64];
+            snprintf(field, sizeof field, "instances[%zu].encounter_id", i);
+            st = srv_error(r, 404, "encounter_not_found", field,
+                           "no feature row for this encounter in %s (not loaded, or not in the model's cohort)",
+                           sm->feature_table);
+            goto done;
+        }
+        for (size_t j = 0; j < sm->k; j++)
+            raw[i * sm->k + j] = srv_table_value(&sm->f[j], PQgetvalue(res, row, (int)j + 1),
+                                             PQgetisnull(res, row, (int)j + 1), &flags[i * sm->k + j]);
+    }
+done:
+    PQclear(res);
+    if (c) srv_pool_put(s, c, broken);
+    return st;
+}
+
+static void add_flag_list(px_buf *b, const srv_model *sm, const unsigned char *flags, unsigned char which,
+                          const char *key)
+{
+    int any = 0;
+    for (size_t j = 0; j < sm->k; j++) {
+        if (!(flags[j] & which)) continue;
+        px_buf_adds(b, any ? "," : ",\"");
+        if (!any) {
+            px_buf_adds(b, key);
+            px_buf_adds(b, "\":[");
+        }
+        px_buf_json_str(b, sm->f[j].name, sm->f[j].namelen);
+        any = 1;
+    }
+    if (any) px_buf_addc(b, ']');
+}
+
+unsigned srv_route_predict(srv_req *r)
+{
+    px_server *s = r->s;
+    int slot = find_slot(s, r->model_name);
+    if (slot < 0)
+        return srv_error(r, 404, "unknown_model", NULL, "no model '%.64s' is served (GET /v1/models lists them)",
+                         r->model_name);
+    if (!(r->sm = srv_acquire(&s->models[slot])))
+        return srv_error(r, 503, "model_unavailable", NULL, "model '%s' is not loaded (see the server log)", r->model_name);
+    const srv_model *sm = r->sm;
+    size_t off = 0;
+    if (r->body.len == 0) return srv_error(r, 400, "invalid_json", NULL, "the body is empty");
+    int pc = px_json_precheck(r->body.data, r->body.len, s->p.max_depth, &off);
+    if (pc == PX_EINVAL)
+        return srv_error(r, 400, "too_deep", NULL, "the JSON nests deeper than %d levels (at byte %zu)", s->p.max_depth,
+                         off);
+    if (pc != 0)
+        return srv_error(r, 400, "invalid_json", NULL,
+                         "a string holds a control character or \\u0000 (at byte %zu)", off);
+    const char *end = NULL;
+    if (!(r->json = cJSON_ParseWithLengthOpts(r->body.data, r->body.len + 1, &end, 1))) {
+        size_t at = end && end >= r->body.data ? (size_t)(end - r->body.data) : 0;
+        return srv_error(r, 400, "invalid_json", NULL, "the body is not valid JSON (near byte %zu)", at);
+    }
+    if (!cJSON_IsObject(r->json))
+        return srv_error(r, 400, "invalid_request", NULL, "the body must be an object: {\"instances\": [...]}");
+    const cJSON *arr = NULL, *x;
+    cJSON_ArrayForEach(x, r->json)
+    {
+        if (x->string && strcmp(x->string, "instances") == 0 && !arr) arr = x;
+        else {
+            char field[80];
+            snprintf(field, sizeof field, "%.64s", x->string ? x->string : "");
+            return srv_error(r, 400, "unknown_field", field, "the body holds only \"instances\"");
+        }
+    }
+    if (!arr || !cJSON_IsArray(arr))
+        return srv_error(r, 400, arr ? "wrong_type" : "missing_field", "instances", "instances must be an array of objects");
+    size_t n = (size_t)cJSON_GetArraySize(arr), k = sm->k;
+    if (n == 0) return srv_error(r, 400, "invalid_value", "instances", "instances is empty");
+    if (n > s->p.max_instances)
+        return srv_error(r, 413, "too_many_instances", "instances", "%zu instances; the limit is %zu per request", n,
+                         s->p.max_instances);
+    unsigned char *flags, *seen;
+    r->raw = malloc(n * k * sizeof *r->raw);
+    r->contrib = malloc(n * k * sizeof *r->contrib);
+    r->values = malloc(n * sizeof *r->values);
+    r->bins = malloc(n * (k + 1) * sizeof *r->bins);
+    r->from_encounter = calloc(n, sizeof *r->from_encounter);
+    flags = r->flags = calloc(n * k + k, 1); /* the last k bytes: the per-instance "seen" scratch */
+    if (!r->raw || !r->contrib || !r->values || !r->bins || !r->from_encounter || !flags)
+        return srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
+    seen = flags + n * k;
+    unsigned st = 0;
+    size_t i = 0, n_enc = 0;
+    const cJSON *inst;
+    cJSON_ArrayForEach(inst, arr)
+    {
+        char field[64];
+        if (!cJSON_IsObject(inst)) {
+            snprintf(field, sizeof field, "instances[%zu]", i);
+            st = srv_error(r, 400, "wrong_type", field, "each instance must be an object");
+            goto done;
+        }
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(inst, "encounter_id");
+        if (id) {
+            snprintf(field, sizeof field, "instances[%zu].encounter_id", i);
+            if (cJSON_GetArraySize(inst) != 1) {
+                st = srv_error(r, 400, "invalid_request", field, "an instance gives either encounter_id or inputs, not both");
+                goto done;
+            }
+            size_t len = cJSON_IsString(id) ? strlen(id->valuestring) : 0;
+            int ok = len >= 1 && len <= 64;
+            for (size_t c = 0; ok && c < len; c++) ok = (unsigned char)id->valuestring[c] >= 0x20;
+            if (!ok) {
+                st = srv_error(r, 400, cJSON_IsString(id) ? "invalid_value" : "wrong_type", field,
+                               "encounter_id must be a string of 1 to 64 printable characters");
+                goto done;
+            }
+            r->from_encounter[i] = 1;
+            n_enc++;
+        } else if ((st = check_instance(r, i, inst, r->raw + i * k, flags + i * k, seen)) != 0)
+            goto done;
+        i++;
+    }
+    if (n_enc && (st = lookup_encounters(r, arr, n, r->raw, flags, n_enc)) != 0) goto done;
+
+    px_err e = {0};
+    for (i = 0; i < n; i++)
+        if (px_model_predict(sm->m, r->raw + i * k, &r->values[i], r->contrib + i * k, &e) != 0) {
+            char field[64];
+            snprintf(field, sizeof field, "instances[%zu]", i);
+            st = srv_error(r, 422, "cannot_score", field, "%s", e.msg);
+            goto done;
+        }
+
+    /* the audit record comes before the answer: no record, no answer */
+    srv_audit_rec ar;
+    memset(&ar, 0, sizeof ar);
+    ar.at_us = srv_wall_us();
+    memcpy(ar.key_id, r->key.id, sizeof ar.key_id);
+    snprintf(ar.model, sizeof ar.model, "%s", sm->name);
+    ar.version = sm->version;
+    memcpy(ar.request_id, r->request_id, sizeof ar.request_id);
+    ar.instances = (uint32_t)n;
+    ar.by_encounter = (uint32_t)n_enc;
+    ar.latency_us = (uint32_t)(srv_mono_us() - r->t0_us);
+    if (srv_audit_push(&s->audit, &ar) != 0) {
+        st = srv_error(r, 503, "audit_unavailable", NULL,
+                       "predictions are not answered while they cannot be audited (the audit backlog is full)");
+        goto done;
+    }
+    atomic_fetch_add_explicit(&s->metrics.instances, n, memory_order_relaxed);
+    if (sm->drift) {
+        srv_drift *d = sm->drift;
+        for (i = 0; i < n; i++) {
+            uint16_t *row = r->bins + i * (k + 1);
+            for (size_t j = 0; j < k; j++) row[j] = (uint16_t)srv_drift_bin(d, j, r->raw[i * k + j]);
+            row[k] = (uint16_t)srv_drift_bin(d, k, r->values[i]);
+        }
+        if (srv_drift_add(d, r->bins, n, &s->p)) {
+            char b = 1;
+            ssize_t w = write(s->poll_pipe[1], &b, 1);
+            (void)w;
+        }
+        atomic_fetch_add_explicit(&d->predictions, n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&d->requests, 1, memory_order_relaxed);
+    }
+
+    /* the answer */
+    px_buf *b = &r->out;
+    b->len = 0;
+    if (px_buf_reserve(b, 200 + n * (80 + k * (40 + 24))) != 0) {
+        st = srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
+        goto done;
+    }
+    px_buf_adds(b, "{\"model\":");
+    px_buf_json_str(b, sm->name, strlen(sm->name));
+    char ver[16];
+    snprintf(ver, sizeof ver, "%d", sm->version);
+    px_buf_adds(b, ",\"version\":");
+    px_buf_adds(b, ver);
+    px_buf_adds(b, ",\"request_id\":\"");
+    px_buf_adds(b, r->request_id);
+    px_buf_adds(b, "\",\"contribution_scale\":\"");
+    px_buf_adds(b, srv_contribution_scale(sm));
+    px_buf_adds(b, "\",\"predictions\":[");
+    size_t order[4096];
+    for (i = 0; i < n; i++) {
+        const double *c = r->contrib + i * k;
+        px_buf_adds(b, i ? ",{\"value\":" : "{\"value\":");
+        add_num(b, r->values[i]);
+        px_buf_adds(b, ",\"band\":\"");
+        px_buf_adds(b, srv_band(sm, r->values[i]));
+        px_buf_adds(b, "\",\"contributions\":[");
+        /* largest effect first (insertion sort: k is small) */
+        size_t m = 0;
+        for (size_t j = 0; j < k; j++) {
+            if (sm->f[j].info->dropped) continue;
+            size_t p = m++;
+            while (p > 0 && fabs(c[order[p - 1]]) < fabs(c[j])) {
+                order[p] = order[p - 1];
+                p--;
+            }
+            order[p] = j;
+        }
+        for (size_t q = 0; q < m; q++) {
+            size_t j = order[q];
+            px_buf_adds(b, q ? ",{\"feature\":" : "{\"feature\":");
+            px_buf_add(b, sm->f[j].json_name, sm->f[j].json_namelen);
+            px_buf_adds(b, ",\"value\":");
+            add_num(b, c[j]);
+            px_buf_addc(b, '}');
+        }
+        px_buf_addc(b, ']');
+        if (r->from_encounter[i]) px_buf_adds(b, ",\"source\":\"encounter\"");
+        add_flag_list(b, sm, flags + i * k, FLAG_IMPUTED, "imputed");
+        add_flag_list(b, sm, flags + i * k, FLAG_EXTRAPOLATED, "extrapolated");
+        add_flag_list(b, sm, flags + i * k, FLAG_UNKNOWN_LEVEL, "unknown_level");
+        px_buf_addc(b, '}');
+    }
+    if (px_buf_adds(b, "]}\n") != 0) st = srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
+    else st = 200;
+done:
+    return st;
+}

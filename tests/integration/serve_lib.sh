@@ -1,0 +1,83 @@
+# serve_lib.sh: shared by the server's integration tests (source after lib.sh).
+# A test trains a small model, starts `prognos serve` on a free port and talks to it
+# with Python's http.client (tests/integration/serve_client.py) and curl.
+PY=/usr/bin/python3
+CLIENT="$PROGNOS_SRC/tests/integration/serve_client.py"
+SERVE_PID=""
+
+# Generates and loads a small hospital system and trains the readmission model.
+setup_model() { # patients seed
+    px generate --patients "${1:-3000}" --seed "${2:-21}" --out "$WORK/a" >/dev/null
+    px etl load --format canonical --source "$WORK/a" --quiet >/dev/null
+    px train --model readmission >/dev/null
+}
+
+# Starts the server in the background (extra options passed on); sets PORT and URL.
+start_server() {
+    rm -f "$WORK/port"
+    "$PROGNOS_BIN" serve --listen 127.0.0.1:0 --port-file "$WORK/port" "$@" >"$WORK/serve.log" 2>&1 &
+    SERVE_PID=$!
+    for _ in $(seq 1 300); do
+        [ -s "$WORK/port" ] && break
+        kill -0 "$SERVE_PID" 2>/dev/null || { cat "$WORK/serve.log" >&2; fail "the server did not start"; }
+        sleep 0.1
+    done
+    [ -s "$WORK/port" ] || fail "the server did not write its port"
+    PORT=$(cat "$WORK/port")
+    URL="http://127.0.0.1:$PORT"
+}
+
+# Stops it with SIGTERM and checks it exited cleanly (0) within 20 s.
+stop_server() {
+    [ -n "$SERVE_PID" ] || return 0
+    kill -TERM "$SERVE_PID" 2>/dev/null || true
+    local rc=0
+    for _ in $(seq 1 200); do kill -0 "$SERVE_PID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$SERVE_PID" 2>/dev/null; then
+        kill -KILL "$SERVE_PID" 2>/dev/null || true
+        SERVE_PID=""
+        fail "the server did not stop on SIGTERM"
+    fi
+    wait "$SERVE_PID" || rc=$?
+    SERVE_PID=""
+    [ "$rc" -eq 0 ] || { cat "$WORK/serve.log" >&2; fail "the server exited $rc"; }
+}
+
+serve_cleanup() {
+    local rc=$?
+    if [ -n "$SERVE_PID" ]; then kill -KILL "$SERVE_PID" 2>/dev/null || true; fi
+    (exit $rc)
+    cleanup
+}
+trap serve_cleanup EXIT
+
+new_key() { px apikey create --role "$1" --name "${2:-test}"; }
+
+# Waits (up to 10 s) until a key is accepted: the server re-reads keys every poll.
+wait_key() {
+    for _ in $(seq 1 100); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" "$URL/v1/drift")" != 401 ] && return 0
+        sleep 0.1
+    done
+    fail "the server never accepted a new key"
+}
+
+# Rewrites a generated dataset's patient and encounter ids with a prefix, so that a
+# second dataset is new patients and stays rather than duplicates of the first.
+fresh_ids() { # dir prefix
+    "$PY" - "$1" "$2" <<'PYEOF'
+import csv, os, sys
+d, pre = sys.argv[1], sys.argv[2]
+for name in ["patients.csv", "encounters.csv", "diagnoses.csv", "procedures.csv"]:
+    path = os.path.join(d, name)
+    rows = list(csv.reader(open(path, newline="")))
+    head = rows[0]
+    cols = [i for i, h in enumerate(head) if h in ("patient_id", "encounter_id", "mrn", "ssn")]
+    for r in rows[1:]:
+        for i in cols:
+            if r[i]:
+                r[i] = pre + r[i] if head[i] != "ssn" else "9" + r[i][1:]
+    with open(path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+PYEOF
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# serve_reload.sh: hot reload under load. While client threads keep predicting, a new
+# version is promoted: the server picks it up within its poll interval, no request
+# fails, and once a response names the new version every later request does. SIGHUP
+# and POST /v1/admin/reload reload in place, also without a failed request. An alias
+# pointed at a tampered artifact is refused (signature / digest) and the old version
+# keeps serving.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/serve_lib.sh"
+setup_model 3000 21
+px generate --patients 3000 --seed 22 --out "$WORK/b" >/dev/null
+fresh_ids "$WORK/b" N
+px etl load --format canonical --source "$WORK/b" --quiet >/dev/null
+px train --model readmission >/dev/null
+assert_eq "$(sql "SELECT max(version) FROM registry.versions WHERE name = 'readmission'")" 2 "a second version"
+assert_eq "$(sql "SELECT version FROM registry.aliases WHERE name = 'readmission' AND alias = 'champion'")" 1 "champion before"
+READ=$(new_key read); PRED=$(new_key predict); ADMIN=$(new_key admin)
+sql "SELECT json_agg(t) FROM (SELECT * FROM features.readmission ORDER BY encounter_id LIMIT 500) t" >"$WORK/rows.json"
+
+start_server --poll-ms 200
+wait_key "$READ"
+"$PY" "$CLIENT" load "$URL" --read "$READ" --predict "$PRED" --rows "$WORK/rows.json" --threads 6 --batch 5 \
+    --seconds 60 --stop-file "$WORK/stop" --out "$WORK/load.txt" &
+LOAD_PID=$!
+sleep 3
+t_before=$(date +%s.%N)
+px registry promote readmission 2 --reason "serve_reload test" >/dev/null
+t_promote=$(date +%s.%N)
+for _ in $(seq 1 100); do
+    [ "$(curl -s -H "Authorization: Bearer $READ" "$URL/readyz" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["models"][0]["version"])')" = 2 ] && break
+    sleep 0.1
+done
+sleep 2
+kill -HUP "$SERVE_PID"
+sleep 1
+assert_eq "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $ADMIN" "$URL/v1/admin/reload")" 202 "admin reload"
+sleep 1
+# tamper with v1's model file and point the alias at it behind the registry's back
+printf 'X' | dd of="$PROGNOS_HOME/registry/readmission/1/model.bin" bs=1 seek=60 conv=notrunc 2>/dev/null
+sql "UPDATE registry.aliases SET version = 1 WHERE name = 'readmission' AND alias = 'champion'" >/dev/null
+sleep 2
+touch "$WORK/stop"
+wait "$LOAD_PID"
+
+"$PY" - "$WORK/load.txt" "$t_before" "$t_promote" <<'PYEOF'
+import sys
+rows = [l.split() for l in open(sys.argv[1])]
+rows = [(float(a), float(b), int(s), int(v)) for a, b, s, v in rows]
+t_before, t_promote = float(sys.argv[2]), float(sys.argv[3])
+bad = [r for r in rows if r[2] != 200]
+assert len(rows) > 500, f"only {len(rows)} requests under load"
+assert not bad, f"{len(bad)} failed requests, e.g. {bad[:5]}"
+first_v2 = min(r[1] for r in rows if r[3] == 2)
+late_v1 = [r for r in rows if r[0] > first_v2 and r[3] != 2]
+assert not late_v1, f"{len(late_v1)} requests started after the first v2 answer were not v2: {late_v1[:5]}"
+assert all(r[3] == 1 for r in rows if r[1] < t_before), "v2 answered before its promotion"
+assert first_v2 - t_promote < 2.0, f"v2 served {first_v2 - t_promote:.2f} s after promotion (poll 0.2 s)"
+n1 = sum(1 for r in rows if r[3] == 1); n2 = sum(1 for r in rows if r[3] == 2)
+print(f"ok - {len(rows)} requests under load, 0 failed; v1 {n1}, v2 {n2}; v2 served within "
+      f"{max(0, first_v2 - t_promote):.2f} s of the promotion command's return, by every request started after")
+PYEOF
+grep -q "model 'readmission' now serves v2 (was v2)" "$PROGNOS_HOME/log/prognos.log" || fail "SIGHUP / admin reload did not reload v2"
+grep -q "cannot load model 'readmission' v1" "$PROGNOS_HOME/log/prognos.log" || fail "the tampered v1 was not refused: $(grep serve: "$PROGNOS_HOME/log/prognos.log" | tail -5)"
+assert_eq "$(curl -s "$URL/readyz" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["models"][0]["version"])')" 2 "still serving v2 after the tampered alias"
+failures=$(curl -s -H "Authorization: Bearer $READ" "$URL/metrics" | awk '$1 == "prognos_model_reload_failures_total" {print $2}')
+[ "$failures" -ge 1 ] || fail "reload failures not counted: $failures"
+ok "SIGHUP and admin reload in place; a tampered artifact is refused and v2 keeps serving"
+stop_server
