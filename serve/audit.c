@@ -2,10 +2,12 @@
  *
  * A request pushes one record (time, key id, model version, request id, counts;
  * no identifier of a patient or encounter) into a bounded ring and returns; one
- * thread COPYs batches into audit.predictions. A record leaves the ring only
+ * thread COPYs batches to the database. A record leaves the ring only
  * after its batch committed. While the database is slow or down the ring fills;
  * when it is full, predict refuses to answer (503 audit_unavailable): the server
- * never hands out a prediction it cannot account for. At shutdown the writer
+ * never hands out a prediction it cannot account for. A batch is one row of
+ * audit.prediction_batches (parallel arrays; the view audit.predictions unnests
+ * them), sent in the binary COPY format. At shutdown the writer
  * keeps trying for a grace period and logs how many records it could not write. */
 #include "serve/internal.h"
 #include <libpq-fe.h>
@@ -13,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#define AUDIT_BATCH 4096
+#define AUDIT_BATCH 16384
 
 /* Binary COPY (the PostgreSQL COPY binary format): no text parsing of
  * timestamps and integers in the server, which at thousands of rows a second is
@@ -30,13 +32,45 @@ static void put32(px_buf *b, uint32_t v)
     px_buf_add(b, x, 4);
 }
 
-static void put_int4(px_buf *b, int32_t v)
+/* A one-dimensional array without NULLs of n elements of type oid (binary array
+ * format: ndim, has-null flag, element type, then size and lower bound, then each
+ * element as length + bytes). elem(b, i) appends element i without its length
+ * word; its size is given by fixed (or measured when fixed is 0). */
+#define OID_INT4 23
+#define OID_TEXT 25
+#define OID_TIMESTAMPTZ 1184
+#define OID_UUID 2950
+
+static size_t array_start(px_buf *b, uint32_t oid, size_t n)
+{
+    size_t at = b->len;
+    put32(b, 0); /* the field's length, filled in by array_end */
+    put32(b, 1);
+    put32(b, 0);
+    put32(b, oid);
+    put32(b, (uint32_t)n);
+    put32(b, 1);
+    return at;
+}
+
+static void array_end(px_buf *b, size_t at)
+{
+    if (!b->data) return;
+    uint32_t len = (uint32_t)(b->len - at - 4);
+    unsigned char *p = (unsigned char *)b->data + at;
+    p[0] = (unsigned char)(len >> 24);
+    p[1] = (unsigned char)(len >> 16);
+    p[2] = (unsigned char)(len >> 8);
+    p[3] = (unsigned char)len;
+}
+
+static void elem_int4(px_buf *b, int32_t v)
 {
     put32(b, 4);
     put32(b, (uint32_t)v);
 }
 
-static void put_text(px_buf *b, const char *s)
+static void elem_text(px_buf *b, const char *s)
 {
     size_t n = strlen(s);
     put32(b, (uint32_t)n);
@@ -44,7 +78,7 @@ static void put_text(px_buf *b, const char *s)
 }
 
 /* timestamptz: microseconds since 2000-01-01 00:00:00 UTC */
-static void put_time(px_buf *b, uint64_t unix_us)
+static void elem_time(px_buf *b, uint64_t unix_us)
 {
     int64_t pg = (int64_t)unix_us - 946684800000000LL;
     put32(b, 8);
@@ -52,29 +86,52 @@ static void put_time(px_buf *b, uint64_t unix_us)
     put32(b, (uint32_t)pg);
 }
 
-/* COPYs n records in one transaction. 0, or -1 (the connection is then suspect). */
-static int write_batch(PGconn *c, const srv_audit_rec *recs, size_t n, px_buf *b)
+static void elem_bytes(px_buf *b, const void *p, size_t n)
+{
+    put32(b, (uint32_t)n);
+    px_buf_add(b, p, n);
+}
+
+/* COPYs n records as one row of audit.prediction_batches. 0, or -1 (the
+ * connection is then suspect). */
+static int write_batch(PGconn *c, const srv_audit *a, const srv_audit_rec *recs, size_t n, px_buf *b)
 {
     b->len = 0;
+    px_buf_reserve(b, 128 + n * 120);
     px_buf_add(b, "PGCOPY\n\377\r\n\0", 11);
     put32(b, 0); /* flags */
     put32(b, 0); /* header extension */
-    for (size_t i = 0; i < n; i++) {
-        const srv_audit_rec *r = &recs[i];
-        put16(b, 8);
-        put_time(b, r->at_us);
-        put_text(b, r->key_id);
-        put_text(b, r->model);
-        put_int4(b, r->version);
-        put_text(b, r->request_id);
-        put_int4(b, (int32_t)r->instances);
-        put_int4(b, (int32_t)r->by_encounter);
-        put_int4(b, (int32_t)r->latency_us);
-    }
+    put16(b, 9); /* fields */
+    put32(b, 4);
+    put32(b, (uint32_t)n);
+    size_t at = array_start(b, OID_TIMESTAMPTZ, n);
+    for (size_t i = 0; i < n; i++) elem_time(b, recs[i].at_us);
+    array_end(b, at);
+    at = array_start(b, OID_TEXT, n);
+    for (size_t i = 0; i < n; i++) elem_bytes(b, recs[i].key_id, sizeof recs[i].key_id);
+    array_end(b, at);
+    at = array_start(b, OID_TEXT, n);
+    for (size_t i = 0; i < n; i++) elem_text(b, a->names[recs[i].model]);
+    array_end(b, at);
+    at = array_start(b, OID_INT4, n);
+    for (size_t i = 0; i < n; i++) elem_int4(b, recs[i].version);
+    array_end(b, at);
+    at = array_start(b, OID_UUID, n);
+    for (size_t i = 0; i < n; i++) elem_bytes(b, recs[i].request_id, 16); /* uuid: 16 bytes */
+    array_end(b, at);
+    at = array_start(b, OID_INT4, n);
+    for (size_t i = 0; i < n; i++) elem_int4(b, (int32_t)recs[i].instances);
+    array_end(b, at);
+    at = array_start(b, OID_INT4, n);
+    for (size_t i = 0; i < n; i++) elem_int4(b, (int32_t)recs[i].by_encounter);
+    array_end(b, at);
+    at = array_start(b, OID_INT4, n);
+    for (size_t i = 0; i < n; i++) elem_int4(b, (int32_t)recs[i].latency_us);
+    array_end(b, at);
     put16(b, 0xffff);
     if (!b->data) return -1;
-    PGresult *res = PQexec(c, "COPY audit.predictions (at, key_id, model, version, request_id, instances, by_encounter,"
-                              " latency_us) FROM STDIN (FORMAT binary)");
+    PGresult *res = PQexec(c, "COPY audit.prediction_batches (n, at, key_id, model, version, request_id, instances,"
+                              " by_encounter, latency_us) FROM STDIN (FORMAT binary)");
     int ok = PQresultStatus(res) == PGRES_COPY_IN;
     PQclear(res);
     if (!ok) return -1;
@@ -133,7 +190,7 @@ static void *audit_main(void *arg)
         int ok = 0;
         if (n > 0) {
             if (!c) c = audit_connect(a);
-            ok = c && write_batch(c, batch, n, &b) == 0;
+            ok = c && write_batch(c, a, batch, n, &b) == 0;
             if (!ok && c) {
                 PQfinish(c);
                 c = NULL;
@@ -167,7 +224,8 @@ static void *audit_main(void *arg)
     return NULL;
 }
 
-int srv_audit_start(srv_audit *a, const px_config *cfg, size_t cap, unsigned flush_ms, srv_metrics *m, px_err *e)
+int srv_audit_start(srv_audit *a, const px_config *cfg, size_t cap, unsigned flush_ms, srv_metrics *m,
+                    const char (*names)[64], px_err *e)
 {
     memset(a, 0, sizeof *a);
     if (!(a->ring = malloc(cap * sizeof *a->ring)))
@@ -178,6 +236,7 @@ int srv_audit_start(srv_audit *a, const px_config *cfg, size_t cap, unsigned flu
     a->flush_ms = flush_ms ? flush_ms : 200;
     a->cfg = cfg;
     a->metrics = m;
+    a->names = names;
     atomic_store(&a->db_ok, 1);
     if (pthread_create(&a->th, NULL, audit_main, a) != 0) {
         pthread_mutex_destroy(&a->mu);

@@ -227,8 +227,11 @@ int srv_drift_add(srv_drift *d, const uint16_t *bins, size_t nrows, const px_ser
             if (d->vars[j].nbins) d->vars[j].win[row[j]] += 1;
     }
     d->n += nrows;
-    if (d->n >= p->drift_window ||
-        (d->n >= p->drift_min_n && srv_mono_us() - d->opened_us >= (uint64_t)p->drift_window_s * 1000000u))
+    uint64_t age = srv_mono_us() - d->opened_us;
+    /* full, and open for at least the minimum interval: under heavy traffic a window
+     * grows past drift_window rather than closing many times a second */
+    if ((d->n >= p->drift_window && age >= (uint64_t)p->drift_min_interval_ms * 1000u) ||
+        (d->n >= p->drift_min_n && age >= (uint64_t)p->drift_window_s * 1000000u))
         closed = close_window(d);
     pthread_mutex_unlock(&d->mu);
     return closed;
@@ -245,7 +248,9 @@ int srv_drift_tick(srv_drift *d, const px_serve_params *p)
 {
     int closed = 0;
     pthread_mutex_lock(&d->mu);
-    if (d->n >= p->drift_min_n && srv_mono_us() - d->opened_us >= (uint64_t)p->drift_window_s * 1000000u)
+    uint64_t age = srv_mono_us() - d->opened_us;
+    if ((d->n >= p->drift_window && age >= (uint64_t)p->drift_min_interval_ms * 1000u) ||
+        (d->n >= p->drift_min_n && age >= (uint64_t)p->drift_window_s * 1000000u))
         closed = close_window(d);
     pthread_mutex_unlock(&d->mu);
     return closed;

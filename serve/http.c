@@ -222,8 +222,10 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     (void)uri;
     (void)conn;
     px_server *s = cls;
-    srv_req *r = calloc(1, sizeof *r);
+    srv_req *r = malloc(sizeof *r + SRV_ARENA_INLINE);
     if (!r) return NULL;
+    memset(r, 0, sizeof *r); /* the arena's inline bytes stay as they are */
+    srv_arena_init(&r->arena, r->arena_buf, SRV_ARENA_INLINE);
     r->s = s;
     r->t0_us = srv_mono_us();
     r->route = R_UNKNOWN;
@@ -244,7 +246,8 @@ static void req_free(srv_req *r)
         }
         if (r->body.data) OPENSSL_cleanse(r->body.data, r->body.cap);
     }
-    cJSON_Delete(r->json);
+    /* r->json lives in the arena: released with it, never given to free() */
+    srv_arena_release(&r->arena);
     px_buf_release(&r->body);
     px_buf_release(&r->out);
     free(r->raw);
@@ -346,16 +349,7 @@ static int match_route(px_server *s, srv_req *r, const char *method, const char 
     int is_post = strcmp(method, "POST") == 0;
     const char *want = NULL;
     int need = 0;
-    if (strcmp(url, "/healthz") == 0) r->route = R_HEALTHZ, want = "GET";
-    else if (strcmp(url, "/readyz") == 0) r->route = R_READYZ, want = "GET";
-    else if (strcmp(url, "/openapi.json") == 0) r->route = R_OPENAPI, want = "GET";
-    else if (strcmp(url, "/metrics") == 0) r->route = R_METRICS, want = "GET", need = s->p.public_metrics ? 0 : PX_KEY_READ;
-    else if (strcmp(url, "/v1/models") == 0) r->route = R_MODELS, want = "GET", need = PX_KEY_READ;
-    else if (strcmp(url, "/v1/kpi") == 0) r->route = R_KPI, want = "GET", need = PX_KEY_READ;
-    else if (strcmp(url, "/v1/drift") == 0) r->route = R_DRIFT, want = "GET", need = PX_KEY_READ;
-    else if (strcmp(url, "/v1/alerts") == 0) r->route = R_ALERTS, want = "GET", need = PX_KEY_READ;
-    else if (strcmp(url, "/v1/admin/reload") == 0) r->route = R_RELOAD, want = "POST", need = PX_KEY_ADMIN;
-    else if (strncmp(url, "/v1/models/", 11) == 0) {
+    if (strncmp(url, "/v1/models/", 11) == 0) { /* predict first: it is nearly all the traffic */
         const char *name = url + 11, *slash = strchr(name, '/');
         size_t n = slash ? (size_t)(slash - name) : strlen(name);
         if (n == 0 || n >= sizeof r->model_name) return -1;
@@ -364,7 +358,16 @@ static int match_route(px_server *s, srv_req *r, const char *method, const char 
         if (!slash) r->route = R_MODEL, want = "GET", need = PX_KEY_READ;
         else if (strcmp(slash, "/predict") == 0) r->route = R_PREDICT, want = "POST", need = PX_KEY_PREDICT;
         else return -1;
-    } else
+    } else if (strcmp(url, "/healthz") == 0) r->route = R_HEALTHZ, want = "GET";
+    else if (strcmp(url, "/readyz") == 0) r->route = R_READYZ, want = "GET";
+    else if (strcmp(url, "/openapi.json") == 0) r->route = R_OPENAPI, want = "GET";
+    else if (strcmp(url, "/metrics") == 0) r->route = R_METRICS, want = "GET", need = s->p.public_metrics ? 0 : PX_KEY_READ;
+    else if (strcmp(url, "/v1/models") == 0) r->route = R_MODELS, want = "GET", need = PX_KEY_READ;
+    else if (strcmp(url, "/v1/kpi") == 0) r->route = R_KPI, want = "GET", need = PX_KEY_READ;
+    else if (strcmp(url, "/v1/drift") == 0) r->route = R_DRIFT, want = "GET", need = PX_KEY_READ;
+    else if (strcmp(url, "/v1/alerts") == 0) r->route = R_ALERTS, want = "GET", need = PX_KEY_READ;
+    else if (strcmp(url, "/v1/admin/reload") == 0) r->route = R_RELOAD, want = "POST", need = PX_KEY_ADMIN;
+    else
         return -1;
     if (strcmp(want, "GET") == 0 ? !is_get : !is_post) return -2;
     return need;
@@ -518,11 +521,12 @@ px_serve_params px_serve_default_params(void)
     p.max_instances = 1000;
     p.max_depth = 8;
     p.poll_ms = 1000;
-    p.audit_queue = 65536;
+    p.audit_queue = 262144;
     p.audit_flush_ms = 200;
     p.drift_window = 1000;
     p.drift_window_s = 300;
     p.drift_min_n = 100;
+    p.drift_min_interval_ms = 1000;
     p.drift_alpha = 0.01;
     p.psi_floor = 0.1;
     p.effect_floor = 0.1;
@@ -619,6 +623,8 @@ px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err
         goto fail;
     }
     if (!(s->pseudo = px_pseudo_load(cfg->key_file, e))) goto fail;
+    srv_cjson_hooks_install();
+    s->hooks = 1;
 
     /* keys and models first: the server answers only once it can */
     if (!(c = px_db_connect(cfg, e))) goto fail;
@@ -632,7 +638,9 @@ px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err
     PQfinish(c);
     c = NULL;
 
-    if (srv_audit_start(&s->audit, &s->cfg, p->audit_queue, p->audit_flush_ms, &s->metrics, e) != 0) goto fail;
+    if (srv_audit_start(&s->audit, &s->cfg, p->audit_queue, p->audit_flush_ms, &s->metrics,
+                        (const char(*)[64])s->names, e) != 0)
+        goto fail;
     if (pthread_create(&s->poller, NULL, srv_poller_main, s) != 0) {
         px_err_set(e, PX_EIO, "cannot start the poller thread");
         goto fail;
@@ -647,7 +655,7 @@ px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err
         px_err_set(e, PX_EINVAL, "cannot listen on '%s': '%s' is not an IPv4 address", p->listen, s->listen_host);
         goto fail;
     }
-    /* the per-connection memory pool (16 KiB) bounds the request line and headers
+    /* the per-connection memory pool (8 KiB, as nginx's header buffers) bounds the request line and headers
      * (libmicrohttpd answers 431 above it) and is cleared for every request on a
      * kept-alive connection: larger costs time on every request */
     s->d = MHD_start_daemon(
@@ -655,7 +663,7 @@ px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err
         NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)p->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->max_connections,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)p->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)p->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        (unsigned)p->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192, MHD_OPTION_LISTEN_BACKLOG_SIZE,
         (unsigned)1024, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_END);
@@ -749,5 +757,6 @@ void px_serve_free(px_server *s)
         for (char **o = s->only; *o; o++) free(*o);
     free(s->only);
     px_pseudo_free(s->pseudo);
+    if (s->hooks) srv_cjson_hooks_remove();
     free(s);
 }

@@ -13,6 +13,10 @@ int px_json_precheck(const char *text, size_t len, int max_depth, size_t *offset
     int depth = 0, in_str = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)text[i];
+        /* the common bytes first: inside a string, anything but a quote, a
+         * backslash or a control character; outside, anything but a bracket or a quote */
+        if (in_str ? (ch >= 0x20 && ch != '"' && ch != '\\') : (ch != '"' && ch != '[' && ch != '{' && ch != ']' && ch != '}'))
+            continue;
         if (in_str) {
             int nul_escape = ch == '\\' && i + 5 < len && text[i + 1] == 'u' && text[i + 2] == '0' &&
                              text[i + 3] == '0' && text[i + 4] == '0' && text[i + 5] == '0';

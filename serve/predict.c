@@ -35,9 +35,10 @@ static size_t fmt6(char *out, double v)
     double a = fabs(v);
     if (a < 1e-4 || a >= 1e9) return (size_t)snprintf(out, 32, "%.6g", v);
     static const double p10[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10};
+    static const double thr[] = {1e-3, 1e-2, 1e-1, 1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8};
     /* decimal exponent by comparison: a is in [1e-4, 1e9) */
     int e10 = -4;
-    while (e10 < 8 && a >= (e10 + 1 >= 0 ? p10[e10 + 1] : 1.0 / p10[-(e10 + 1)])) e10++;
+    while (e10 < 8 && a >= thr[e10 + 4]) e10++;
     int dec = 5 - e10;
     if (dec < 0) dec = 0;
     long long sc = llround(a * p10[dec]);
@@ -315,7 +316,10 @@ unsigned srv_route_predict(srv_req *r)
         return srv_error(r, 400, "invalid_json", NULL,
                          "a string holds a control character or \\u0000 (at byte %zu)", off);
     const char *end = NULL;
-    if (!(r->json = cJSON_ParseWithLengthOpts(r->body.data, r->body.len + 1, &end, 1))) {
+    srv_arena_use(&r->arena);
+    r->json = cJSON_ParseWithLengthOpts(r->body.data, r->body.len + 1, &end, 1);
+    srv_arena_use(NULL);
+    if (!r->json) {
         size_t at = end && end >= r->body.data ? (size_t)(end - r->body.data) : 0;
         return srv_error(r, 400, "invalid_json", NULL, "the body is not valid JSON (near byte %zu)", at);
     }
@@ -396,9 +400,12 @@ unsigned srv_route_predict(srv_req *r)
     memset(&ar, 0, sizeof ar);
     ar.at_us = srv_wall_us();
     memcpy(ar.key_id, r->key.id, sizeof ar.key_id);
-    snprintf(ar.model, sizeof ar.model, "%s", sm->name);
+    ar.model = (uint16_t)slot;
     ar.version = sm->version;
-    memcpy(ar.request_id, r->request_id, sizeof ar.request_id);
+    for (int h = 0; h < 16; h++) {
+        int hi = r->request_id[2 * h], lo = r->request_id[2 * h + 1];
+        ar.request_id[h] = (unsigned char)(((hi <= '9' ? hi - '0' : hi - 'a' + 10) << 4) | (lo <= '9' ? lo - '0' : lo - 'a' + 10));
+    }
     ar.instances = (uint32_t)n;
     ar.by_encounter = (uint32_t)n_enc;
     ar.latency_us = (uint32_t)(srv_mono_us() - r->t0_us);

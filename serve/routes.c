@@ -167,6 +167,7 @@ unsigned srv_route_drift(srv_req *r)
     if (p) {
         cJSON_AddNumberToObject(p, "window", (double)s->p.drift_window);
         cJSON_AddNumberToObject(p, "window_seconds", s->p.drift_window_s);
+        cJSON_AddNumberToObject(p, "min_interval_ms", s->p.drift_min_interval_ms);
         cJSON_AddNumberToObject(p, "min_n", (double)s->dp.min_n);
         cJSON_AddNumberToObject(p, "alpha", s->dp.alpha);
         cJSON_AddNumberToObject(p, "psi_floor", s->dp.psi_floor);

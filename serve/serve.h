@@ -27,11 +27,13 @@ typedef struct px_serve_params {
     int max_depth;               /* JSON nesting depth, checked before cJSON parses (default 8) */
     unsigned poll_ms;            /* how often the champion aliases and keys are re-read (default 1000 ms) */
     size_t audit_queue;          /* prediction audit records held while the database is slow or
-                                  * down (default 65536); when full, predict answers 503 */
+                                  * down (default 262144); when full, predict answers 503 */
     unsigned audit_flush_ms;     /* the audit writer's longest wait between writes (default 200 ms) */
     size_t drift_window;         /* instances per drift window (default 1000) */
     unsigned drift_window_s;     /* a window also closes after this long with at least drift_min_n (default 300 s) */
     size_t drift_min_n;          /* smallest window that is tested (default 100) */
+    unsigned drift_min_interval_ms; /* a full window closes no sooner than this after it opened
+                                  * (default 1000 ms): at most one test per second per version */
     double drift_alpha;          /* family-wise false-alarm probability per window (default 0.01) */
     double psi_floor;            /* smallest PSI that may alert, whatever n (default 0.1) */
     double effect_floor;         /* smallest KS distance / Cramer's V that may alert (default 0.1) */

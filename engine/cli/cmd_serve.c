@@ -27,10 +27,12 @@ static const char usage[] =
     "  --max-depth N            JSON nesting depth (default 8)\n"
     "  --poll-ms MS             re-read champions and keys this often (default 1000)\n"
     "  --audit-queue N          audit records held while the database is away; when full,\n"
-    "                           predict answers 503 (default 65536)\n"
+    "                           predict answers 503 (default 262144)\n"
     "  --drift-window N         instances per drift window (default 1000)\n"
     "  --drift-window-seconds S a window also closes after S seconds (default 300)\n"
     "  --drift-min-n N          smallest window tested (default 100)\n"
+    "  --drift-min-interval MS  a full window closes no sooner than MS after it opened\n"
+    "                           (default 1000: heavy traffic makes larger windows)\n"
     "  --drift-alpha A          false-alarm probability per window (default 0.01)\n"
     "  --psi-floor X            smallest PSI that alerts (default 0.1)\n"
     "  --public-metrics         /metrics without a key\n"
@@ -95,6 +97,7 @@ int cmd_serve(int argc, char **argv)
         NUMOPT("--drift-window", 10, 1e9, drift_window, size_t)
         NUMOPT("--drift-window-seconds", 1, 1e7, drift_window_s, unsigned)
         NUMOPT("--drift-min-n", 10, 1e9, drift_min_n, size_t)
+        NUMOPT("--drift-min-interval", 0, 3600000, drift_min_interval_ms, unsigned)
         NUMOPT("--drift-alpha", 1e-12, 0.5, drift_alpha, double)
         NUMOPT("--psi-floor", 0, 10, psi_floor, double)
         else return px_cli_usage_error("serve", "unknown or incomplete option '%s'", o);

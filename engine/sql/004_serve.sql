@@ -17,28 +17,48 @@ CREATE TABLE serve.api_keys (
     revoked_at    timestamptz
 );
 
--- One row per answered predict request, written in batches by the server's
--- audit thread (at: when the answer was computed, not when the row was written).
--- Append-only and written at the server's request rate: no serial key and no
--- b-tree to maintain per row; a BRIN index serves time-range queries, since rows
--- arrive in time order.
-CREATE TABLE audit.predictions (
-    at           timestamptz NOT NULL,
-    key_id       text NOT NULL,
-    model        text NOT NULL,
-    version      integer NOT NULL CHECK (version >= 1),
-    request_id   text NOT NULL CHECK (length(request_id) = 32),
-    instances    integer NOT NULL CHECK (instances >= 1),
-    by_encounter integer NOT NULL DEFAULT 0 CHECK (by_encounter BETWEEN 0 AND instances),
-    latency_us   integer NOT NULL CHECK (latency_us >= 0),
-    written_at   timestamptz NOT NULL DEFAULT now()
+-- The audit trail of predictions: every answered predict request, written by the
+-- server's audit thread in batches. At thousands of requests a second a row per
+-- request costs the database more than the request cost the server, so a batch
+-- is one row of parallel arrays (element i of every array is request i); the view
+-- audit.predictions shows one row per request. at: when the answer was computed.
+-- No identifier of a patient or an encounter is stored: key id, model version,
+-- request id and counts.
+CREATE TABLE audit.prediction_batches (
+    batch_id     bigserial PRIMARY KEY,
+    written_at   timestamptz NOT NULL DEFAULT now(),
+    n            integer NOT NULL CHECK (n >= 1),
+    at           timestamptz[] NOT NULL,
+    key_id       text[] NOT NULL,
+    model        text[] NOT NULL,
+    version      integer[] NOT NULL,
+    request_id   uuid[] NOT NULL,
+    instances    integer[] NOT NULL,
+    by_encounter integer[] NOT NULL,
+    latency_us   integer[] NOT NULL,
+    CHECK (cardinality(at) = n AND cardinality(key_id) = n AND cardinality(model) = n
+           AND cardinality(version) = n AND cardinality(request_id) = n AND cardinality(instances) = n
+           AND cardinality(by_encounter) = n AND cardinality(latency_us) = n)
 );
-CREATE INDEX predictions_at ON audit.predictions USING brin (at);
-CREATE TRIGGER predictions_no_update BEFORE UPDATE OR DELETE ON audit.predictions
+ALTER TABLE audit.prediction_batches ALTER key_id SET COMPRESSION lz4, ALTER model SET COMPRESSION lz4,
+    ALTER at SET COMPRESSION lz4, ALTER version SET COMPRESSION lz4, ALTER request_id SET COMPRESSION lz4,
+    ALTER instances SET COMPRESSION lz4, ALTER by_encounter SET COMPRESSION lz4,
+    ALTER latency_us SET COMPRESSION lz4;
+CREATE INDEX prediction_batches_written ON audit.prediction_batches (written_at);
+CREATE TRIGGER prediction_batches_no_update BEFORE UPDATE OR DELETE ON audit.prediction_batches
     FOR EACH ROW EXECUTE FUNCTION audit.forbid_change();
-CREATE TRIGGER predictions_no_truncate BEFORE TRUNCATE ON audit.predictions
+CREATE TRIGGER prediction_batches_no_truncate BEFORE TRUNCATE ON audit.prediction_batches
     FOR EACH STATEMENT EXECUTE FUNCTION audit.forbid_change();
-REVOKE UPDATE, DELETE, TRUNCATE ON audit.predictions FROM PUBLIC;
+REVOKE UPDATE, DELETE, TRUNCATE ON audit.prediction_batches FROM PUBLIC;
+
+-- request_id as the server shows it (32 hex digits, no hyphens)
+CREATE VIEW audit.predictions AS
+    SELECT u.at, u.key_id, u.model, u.version, replace(u.request_id::text, '-', '') AS request_id,
+           u.instances, u.by_encounter, u.latency_us, b.written_at, b.batch_id
+    FROM audit.prediction_batches b
+    CROSS JOIN LATERAL unnest(b.at, b.key_id, b.model, b.version, b.request_id, b.instances, b.by_encounter,
+                              b.latency_us) AS u(at, key_id, model, version, request_id, instances, by_encounter,
+                                                 latency_us);
 
 -- A drift alert: one variable (a feature, or 'score') of one model version
 -- failing one test in a window. An alert stays open while later windows keep

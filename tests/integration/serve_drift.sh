@@ -14,7 +14,7 @@ cut=$(sql "SELECT split ->> 'holdout_from' FROM registry.versions WHERE name = '
 sql "SELECT json_agg(t) FROM (SELECT * FROM features.readmission WHERE ('$cut' = '' OR discharge_date < '$cut'::date)
      ORDER BY md5(encounter_id::text) LIMIT 3000) t" >"$WORK/rows.json"
 
-start_server --drift-window 1000 --drift-min-n 100 --poll-ms 200
+start_server --drift-window 1000 --drift-min-n 100 --drift-min-interval 0 --poll-ms 200
 wait_key "$READ"
 windows() { curl -s -H "Authorization: Bearer $READ" "$URL/v1/drift" |
             "$PY" -c 'import json,sys; print(sum(m["windows_tested"] for m in json.load(sys.stdin)["monitors"]))'; }
