@@ -16,7 +16,10 @@ assert_exit 0 px db migrate
 assert_eq "$(cat "$WORK/out")" "0 migrations applied" "second migrate"
 ok "migrate is idempotent"
 assert_eq "$(px db psql -At -c 'SELECT 6*7')" 42 "db psql passes arguments to psql"
-assert_eq "$(sql "SELECT count(*) FROM information_schema.tables WHERE table_schema IN ('wh','etl','audit')")" 12 "warehouse tables (with audit.predictions, 004_serve)"
+assert_eq "$(sql "SELECT count(*) FROM information_schema.tables WHERE (table_schema, table_name) IN
+    (('wh','dim_patient'), ('wh','patient_year'), ('wh','dim_provider'), ('wh','fact_encounter'),
+     ('wh','fact_diagnosis'), ('wh','fact_procedure'), ('etl','batches'), ('etl','batch_files'),
+     ('etl','rejects'), ('etl','warnings'), ('audit','events'))")" 11 "the warehouse's tables, by name"
 # audit.events is append-only for the application
 sql "INSERT INTO audit.events (action) VALUES ('test')"
 if sql "DELETE FROM audit.events" 2>/dev/null; then fail "audit.events allowed a DELETE"; fi
