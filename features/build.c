@@ -94,16 +94,65 @@ static int columns_json(const px_feat_set_info *s, px_buf *b, char *names, size_
     return rc == 0 ? 0 : PX_ENOMEM;
 }
 
+/* The per-stay tables of base.sql, kept in the session's temporary schema and
+ * shared by the sets built on this connection: valid while the warehouse holds the
+ * same batches (every change to it is a batch) and base.sql and the map are the
+ * same, which px_base_key records. Otherwise they are dropped and rebuilt. */
+static int base_tables(PGconn *c, px_err *e, const char *set, const char *base, const char *digest,
+                       const char *batches)
+{
+    px_buf key = {0};
+    char hash[65], cached[8] = "f";
+    int rc = 0, found = 0;
+    if (px_buf_printf(&key, "%s\n%s", base, digest) != 0) return px_err_set(e, PX_ENOMEM, "out of memory");
+    px_sha256_hex(key.data, key.len, hash);
+    key.len = 0;
+    if (px_buf_printf(&key, "%s %s", hash, batches) != 0 || px_buf_addc(&key, '\0') != 0) {
+        rc = px_err_set(e, PX_ENOMEM, "out of memory");
+        goto out;
+    }
+    {
+        char *o[] = {cached};
+        size_t ol[] = {sizeof cached};
+        if ((rc = query_row(c, e, set, "SELECT to_regclass('pg_temp.px_base_key') IS NOT NULL", 0, NULL, o, ol, 1,
+                            &found)) != 0)
+            goto out;
+        if (strcmp(cached, "t") == 0) {
+            const char *pv[] = {key.data};
+            if ((rc = query_row(c, e, set, "SELECT bool_and(k = $1)::text FROM pg_temp.px_base_key", 1, pv, o, ol, 1,
+                                &found)) != 0)
+                goto out;
+            if (strcmp(cached, "true") == 0) goto out; /* still valid */
+        }
+    }
+    if ((rc = exec_step(c, e, "dropping old per-stay tables", set,
+                        "DROP TABLE IF EXISTS pg_temp.px_enc, pg_temp.px_mask, pg_temp.px_base_key")) != 0 ||
+        (rc = exec_step(c, e, "the per-stay tables (base.sql)", set, base)) != 0)
+        goto out;
+    {
+        const char *pv[] = {key.data};
+        PGresult *r = PQexecParams(c, "CREATE TEMP TABLE px_base_key AS SELECT $1::text AS k", 1, NULL, pv, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+            rc = px_err_set(e, PX_EDB, "cannot build feature set '%s': recording the per-stay tables failed", set);
+            px_err_detail(e, "%s", PQresultErrorMessage(r));
+        }
+        PQclear(r);
+    }
+out:
+    px_buf_release(&key);
+    return rc;
+}
+
 int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e)
 {
     const px_feat_set_info *s = px_feat_set_find(set);
     memset(r, 0, sizeof *r);
     if (!s) return px_err_set(e, PX_EINVAL, "unknown feature set '%s' (readmission, mortality or los)", set ? set : "");
     double t0 = now_s();
-    int rc = 0, in_tx = 0, found = 0;
+    int rc = 0, in_tx = 0, found = 0, locked = 0;
     char *base = NULL, *body = NULL;
     px_buf hashed = {0}, cols = {0}, sql = {0};
-    char names[8192];
+    char names[8192], lock[64];
     char sig_db[4096], digest[80], batches[65536], last_id[32], last_hash[80], last_batches[65536], last_rows[32],
         last_pos[32], exists[8];
     const char *name = s->name;
@@ -116,13 +165,20 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
         rc = px_err_set(e, rc, "cannot describe the columns of feature set '%s'", name);
         goto out;
     }
+    if (PQtransactionStatus(c) != PQTRANS_IDLE) {
+        rc = px_err_set(e, PX_ESTATE, "cannot build feature set '%s' inside an open transaction", name);
+        px_err_hint(e, "the build commits its own transaction; call it between transactions");
+        goto out;
+    }
+    /* The lock is taken before the transaction's snapshot, so that a build that
+     * waited for another one sees its result (and finds the set unchanged). */
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%d)", PX_FEAT_LOCK);
+    if ((rc = exec_step(c, e, "locking", name, lock)) != 0) goto out;
+    locked = 1;
     if ((rc = exec_step(c, e, "BEGIN", name, "BEGIN ISOLATION LEVEL REPEATABLE READ")) != 0) goto out;
     in_tx = 1;
     /* big hash aggregates and joins; JIT compiles for longer than these queries run */
     if ((rc = exec_step(c, e, "settings", name, "SET LOCAL work_mem = '256MB'; SET LOCAL jit = off")) != 0) goto out;
-    char lock[64];
-    snprintf(lock, sizeof lock, "SELECT pg_advisory_xact_lock(%d)", PX_FEAT_LOCK);
-    if ((rc = exec_step(c, e, "locking", name, lock)) != 0) goto out;
 
     /* the categories must be the ones this build generates SQL for */
     {
@@ -178,7 +234,7 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
         }
     }
 
-    if ((rc = exec_step(c, e, "the per-stay tables (base.sql)", name, base)) != 0) goto out;
+    if ((rc = base_tables(c, e, name, base, digest, batches)) != 0) goto out;
     if ((rc = px_buf_printf(&sql, "DROP TABLE IF EXISTS features._build_%s", name)) != 0 ||
         (rc = exec_step(c, e, "dropping a leftover build table", name, sql.data)) != 0)
         goto out;
@@ -253,6 +309,10 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
            r->seconds, r->build_id);
 out:
     if (in_tx) px_db_exec(c, NULL, "ROLLBACK");
+    if (locked) {
+        snprintf(lock, sizeof lock, "SELECT pg_advisory_unlock(%d)", PX_FEAT_LOCK);
+        px_db_exec(c, NULL, lock);
+    }
     if (rc != 0) memset(r, 0, sizeof *r);
     free(base);
     free(body);

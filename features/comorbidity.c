@@ -127,6 +127,10 @@ char *px_feat_expand_sql(const char *tmpl)
                 rc = px_buf_printf(&b, "%s((cm >> %d) & 1)::smallint AS %s", i ? ",\n       " : "", px_comorbs[i].bit,
                                    px_comorbs[i].col);
             p = at + 7;
+        } else if (strncmp(at, "@FLAGCOLS@", 10) == 0) {
+            for (int i = 0; i < px_comorbs_count && rc == 0; i++)
+                rc = px_buf_printf(&b, "%sf.%s", i ? ", " : "", px_comorbs[i].col);
+            p = at + 10;
         } else if (strncmp(at, "@CHARLSON@", 10) == 0) {
             rc = add_score(&b, 1);
             p = at + 10;

@@ -1,10 +1,10 @@
 /* dataset_load.c: px_dataset_load, a table or view of the warehouse into a dense
  * px_dataset. Names are checked against pg_catalog and quoted with
  * PQescapeIdentifier; roles come from features.catalog for the built-in sets and
- * are inferred from the column types otherwise. Rows are read with one COPY ...
- * TO STDOUT in a repeatable-read snapshot (with the row count taken before it),
- * ordered by (time, key); categorical levels are collected in one pass and then
- * sorted by byte order. Invariant: the dataset's arrays hold exactly the rows with
+ * are inferred from the column types otherwise. Rows are read with one binary
+ * COPY ... TO STDOUT (numbers as float8, so the server formats no text) in a
+ * repeatable-read snapshot with the row count taken before it, ordered by (time,
+ * key); categorical levels are collected in one pass and then sorted by byte order. Invariant: the dataset's arrays hold exactly the rows with
  * a label, in that order. */
 #include "features/features.h"
 #include <libpq-fe.h>
@@ -45,7 +45,17 @@ typedef struct loader {
     levelset *lv;             /* p entries (used for categorical ones) */
     char def_hash[65];
     px_buf sql;
+    unsigned char *wire;      /* per COPY field: how it is sent (W_*) */
+    size_t nwire;
+    int client_sort;          /* 1: rows come unordered and are sorted by (day, key) here */
+    unsigned char *tnull;     /* n: time is NULL (sorted last, as ORDER BY does) */
+    px_buf keys;              /* the rows' keys as byte strings that compare like the key */
+    size_t *koff;             /* n + 1 offsets into keys */
 } loader;
+
+/* How a value travels in the binary COPY: numbers in their own binary form where
+ * PostgreSQL has one we decode (no cast, fewer bytes), others cast to float8. */
+enum { W_F8, W_F4, W_I2, W_I4, W_I8, W_BOOL, W_TEXT, W_UUID };
 
 static int is_numeric_cat(char cat) { return cat == 'N' || cat == 'B'; }
 static int is_text_cat(char cat) { return cat == 'S'; }
@@ -327,114 +337,113 @@ static int assign_roles(loader *L, int from_catalog)
 
 /* ---- the query ---------------------------------------------------------------- */
 
-/* a column as the COPY output wants it: numbers as float8, dates as day numbers */
+/* Appends a column as the COPY sends it and records its wire type: text for
+ * categorical columns, native binary for integer, real and boolean columns,
+ * float8 for other numbers (numeric). */
 static int add_value(loader *L, int i, int as_text)
 {
     const lcol *c = &L->cols[i];
+    static const struct { const char *type; unsigned char wire; } native[] = {
+        {"float8", W_F8}, {"float4", W_F4}, {"int2", W_I2}, {"int4", W_I4}, {"int8", W_I8}, {"bool", W_BOOL}};
+    unsigned char w = as_text ? W_TEXT : W_F8;
+    const char *cast = as_text ? "::text" : "::float8";
+    for (size_t k = 0; !as_text && k < sizeof native / sizeof native[0]; k++)
+        if (strcmp(c->type, native[k].type) == 0) {
+            w = native[k].wire;
+            cast = "";
+        }
     int rc = px_buf_addc(&L->sql, '(');
     if (rc == 0) rc = add_ident(L, c->name);
-    if (rc != 0) return rc;
-    if (as_text) rc = px_buf_adds(&L->sql, ")::text");
-    else if (strcmp(c->type, "bool") == 0) rc = px_buf_adds(&L->sql, ")::integer::float8");
-    else rc = px_buf_adds(&L->sql, ")::float8");
-    return rc ? oom(L) : 0;
+    if (rc == 0) rc = px_buf_addc(&L->sql, ')');
+    if (rc == 0) rc = px_buf_adds(&L->sql, cast);
+    if (rc != 0) return oom(L);
+    L->wire[L->nwire++] = w;
+    return 0;
 }
 
+static int add_raw(loader *L, const char *sql, unsigned char wire)
+{
+    if (px_buf_adds(&L->sql, sql) != 0) return oom(L);
+    L->wire[L->nwire++] = wire;
+    return 0;
+}
+
+/* The COPY: features, label, day, group, sex, age, extras and (when there is a key)
+ * the key. With a key the rows are sorted here, by (day, key), which saves the
+ * server a sort of the whole table; without one the server orders by every value
+ * loaded (text as bytes), so that the same table always gives the same order. */
 static int build_copy(loader *L)
 {
     px_buf *b = &L->sql;
-    int rc = px_buf_adds(b, "COPY (SELECT ");
+    size_t nf = L->nfeat + 6 + L->nextra;
+    if (!(L->wire = calloc(nf, 1))) return oom(L);
+    L->nwire = 0;
+    int rc = px_buf_adds(b, "COPY (SELECT ") ? oom(L) : 0;
     for (size_t k = 0; k < L->nfeat && rc == 0; k++) {
         int i = L->feat[k];
         rc = add_value(L, i, L->cols[i].kind == PX_COL_CATEGORICAL);
-        if (rc == 0) rc = px_buf_adds(b, ", ");
+        if (rc == 0) rc = px_buf_adds(b, ", ") ? oom(L) : 0;
     }
     if (rc == 0) rc = add_value(L, L->label, 0);
     if (rc == 0 && L->time >= 0) {
-        rc = px_buf_adds(b, ", ((");
+        rc = px_buf_adds(b, ", ((") ? oom(L) : 0;
         if (rc == 0) rc = add_ident(L, L->cols[L->time].name);
-        if (rc == 0) rc = px_buf_adds(b, ")::date - DATE '1970-01-01')");
+        if (rc == 0) rc = add_raw(L, ")::date - DATE '1970-01-01')", W_I4);
     } else if (rc == 0) {
-        rc = px_buf_adds(b, ", NULL");
+        rc = add_raw(L, ", NULL::integer", W_I4);
     }
     int want[3] = {L->group, L->sex >= 0 ? L->sex : L->female, L->age};
     int text[3] = {1, L->sex >= 0, 0};
     for (int k = 0; k < 3 && rc == 0; k++) {
-        rc = px_buf_adds(b, ", ");
-        if (rc == 0) rc = want[k] >= 0 ? add_value(L, want[k], text[k]) : (px_buf_adds(b, "NULL") ? oom(L) : 0);
+        rc = px_buf_adds(b, ", ") ? oom(L) : 0;
+        if (rc == 0) rc = want[k] >= 0 ? add_value(L, want[k], text[k]) : add_raw(L, "NULL::text", W_TEXT);
     }
     for (size_t k = 0; k < L->nextra && rc == 0; k++) {
-        rc = px_buf_adds(b, ", ");
+        rc = px_buf_adds(b, ", ") ? oom(L) : 0;
         if (rc == 0) rc = add_value(L, L->extra[k], 1);
+    }
+    L->client_sort = L->key >= 0;
+    if (rc == 0 && L->client_sort) {
+        const lcol *k = &L->cols[L->key];
+        int integer = strcmp(k->type, "int2") == 0 || strcmp(k->type, "int4") == 0 || strcmp(k->type, "int8") == 0;
+        rc = px_buf_adds(b, ", (") ? oom(L) : 0;
+        if (rc == 0) rc = add_ident(L, k->name);
+        if (rc == 0)
+            rc = strcmp(k->type, "uuid") == 0 ? add_raw(L, ")", W_UUID)
+                 : integer                   ? add_raw(L, ")::int8", W_I8)
+                                             : add_raw(L, ")::text", W_TEXT);
     }
     if (rc == 0) rc = px_buf_printf(b, " FROM %s WHERE ", L->qtable) ? oom(L) : 0;
     if (rc == 0) rc = add_ident(L, L->cols[L->label].name);
-    if (rc == 0) rc = px_buf_adds(b, " IS NOT NULL ORDER BY ") ? oom(L) : 0;
-    /* (time, key); without a key, every loaded value breaks ties, so that the same
-     * table always gives the same order (text compared as bytes) */
-    int first = 1;
-    if (rc == 0 && L->time >= 0) {
-        rc = add_ident(L, L->cols[L->time].name);
-        first = 0;
-    }
-    if (rc == 0 && L->key >= 0) {
-        if (!first) rc = px_buf_adds(b, ", ") ? oom(L) : 0;
-        if (rc == 0) rc = add_ident(L, L->cols[L->key].name);
-        first = 0;
-    } else {
+    if (rc == 0) rc = px_buf_adds(b, " IS NOT NULL") ? oom(L) : 0;
+    if (rc == 0 && !L->client_sort) {
+        rc = px_buf_adds(b, " ORDER BY ") ? oom(L) : 0;
+        if (rc == 0 && L->time >= 0) {
+            rc = add_ident(L, L->cols[L->time].name);
+            if (rc == 0) rc = px_buf_adds(b, ", ") ? oom(L) : 0;
+        }
         for (size_t k = 0; k <= L->nfeat && rc == 0; k++) {
             int i = k < L->nfeat ? L->feat[k] : L->label;
-            if (!first) rc = px_buf_adds(b, ", ") ? oom(L) : 0;
+            if (k) rc = px_buf_adds(b, ", ") ? oom(L) : 0;
             if (rc == 0) rc = add_ident(L, L->cols[i].name);
             if (rc == 0 && is_text_cat(L->cols[i].cat)) rc = px_buf_adds(b, " COLLATE \"C\"") ? oom(L) : 0;
-            first = 0;
         }
     }
-    if (rc == 0) rc = px_buf_adds(b, ") TO STDOUT") ? oom(L) : 0;
+    if (rc == 0) rc = px_buf_adds(b, ") TO STDOUT (FORMAT binary)") ? oom(L) : 0;
     if (rc == 0) rc = px_buf_addc(b, '\0') ? oom(L) : 0;
     return rc;
 }
 
-/* ---- COPY text format --------------------------------------------------------- */
+/* ---- binary COPY ---------------------------------------------------------------- */
 
-/* Unescapes one COPY text field in place (\t, \n, \\, octal, \x..). */
-static void unescape(char *s)
+static uint32_t be32(const unsigned char *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+static double be_double(const unsigned char *p)
 {
-    char *w = s;
-    for (char *r = s; *r; r++) {
-        if (*r != '\\' || !r[1]) {
-            *w++ = *r;
-            continue;
-        }
-        r++;
-        switch (*r) {
-        case 'b': *w++ = '\b'; break;
-        case 'f': *w++ = '\f'; break;
-        case 'n': *w++ = '\n'; break;
-        case 'r': *w++ = '\r'; break;
-        case 't': *w++ = '\t'; break;
-        case 'v': *w++ = '\v'; break;
-        case 'x': {
-            int v = 0, k = 0;
-            while (k < 2 && ((r[1] >= '0' && r[1] <= '9') || (r[1] >= 'a' && r[1] <= 'f') || (r[1] >= 'A' && r[1] <= 'F'))) {
-                char h = *++r;
-                v = v * 16 + (h <= '9' ? h - '0' : (h | 32) - 'a' + 10);
-                k++;
-            }
-            *w++ = (char)v;
-            break;
-        }
-        default:
-            if (*r >= '0' && *r <= '7') {
-                int v = *r - '0', k = 1;
-                while (k < 3 && r[1] >= '0' && r[1] <= '7') v = v * 8 + (*++r - '0'), k++;
-                *w++ = (char)v;
-            } else {
-                *w++ = *r;
-            }
-        }
-    }
-    *w = '\0';
+    uint64_t v = (uint64_t)be32(p) << 32 | be32(p + 4);
+    double x;
+    memcpy(&x, &v, sizeof x);
+    return x;
 }
 
 static uint64_t fnv1a(const char *s)
@@ -491,9 +500,203 @@ static uint64_t group_key(const char *s)
     return v;
 }
 
-/* Reads the COPY stream into d (n rows expected). */
+/* One field of a binary COPY tuple: data and length, or len -1 for NULL. */
+typedef struct bfield { const unsigned char *p; int32_t len; } bfield;
+
+/* A text field as a NUL-terminated string in *tmp (grown as needed); NULL when out of memory. */
+static const char *field_str(const bfield *f, char **tmp, size_t *cap)
+{
+    if ((size_t)f->len + 1 > *cap) {
+        size_t n = (size_t)f->len + 64;
+        char *t = realloc(*tmp, n);
+        if (!t) return NULL;
+        *tmp = t;
+        *cap = n;
+    }
+    memcpy(*tmp, f->p, (size_t)f->len);
+    (*tmp)[f->len] = '\0';
+    return *tmp;
+}
+
+static double be_f4(const unsigned char *p)
+{
+    uint32_t v = be32(p);
+    float x;
+    memcpy(&x, &v, sizeof x);
+    return (double)x;
+}
+
+static int64_t be64(const unsigned char *p) { return (int64_t)((uint64_t)be32(p) << 32 | be32(p + 4)); }
+
+/* A numeric field by its wire type; 0 and NAN in *v for a wrong length. */
+static int get_number(const bfield *f, unsigned char wire, double *v)
+{
+    static const int32_t size[] = {8, 4, 2, 4, 8, 1};
+    if (wire > W_BOOL || f->len != size[wire]) return -1;
+    switch (wire) {
+    case W_F8: *v = be_double(f->p); break;
+    case W_F4: *v = be_f4(f->p); break;
+    case W_I2: *v = (double)(int16_t)(f->p[0] << 8 | f->p[1]); break;
+    case W_I4: *v = (double)(int32_t)be32(f->p); break;
+    case W_I8: *v = (double)be64(f->p); break;
+    default: *v = f->p[0] ? 1.0 : 0.0;
+    }
+    return 0;
+}
+
+/* Stores one tuple as row i of d. */
+static int store_row(loader *L, px_dataset *d, size_t i, const bfield *f, char **tmp, size_t *cap)
+{
+    for (size_t j = 0; j < L->nfeat; j++) {
+        if (f[j].len < 0) continue; /* NAN */
+        double *x = &d->x[i * L->nfeat + j];
+        if (d->kind[j] == PX_COL_NUMERIC) {
+            if (get_number(&f[j], L->wire[j], x) != 0)
+                return px_err_set(L->e, PX_EDB, "cannot load '%s': bad number in column '%s'", L->table, d->names[j]);
+            continue;
+        }
+        const char *v = field_str(&f[j], tmp, cap);
+        if (!v) return oom(L);
+        int full = 0;
+        long li = level_index(&L->lv[j], v, &full);
+        if (li < 0 && full)
+            return px_err_set(L->e, PX_EINVAL, "column '%s' of '%s' has more than %zu distinct values", d->names[j],
+                              L->table, L->lv[j].max);
+        if (li < 0) return oom(L);
+        *x = (double)li;
+    }
+    const bfield *g = f + L->nfeat;
+    const unsigned char *w = L->wire + L->nfeat;
+    if (get_number(&g[0], w[0], &d->y[i]) != 0) return px_err_set(L->e, PX_EDB, "cannot load '%s': bad label", L->table);
+    if (g[1].len == 4) d->day[i] = (int32_t)be32(g[1].p);
+    else L->tnull[i] = 1;
+    if (g[2].len >= 0) {
+        const char *v = field_str(&g[2], tmp, cap);
+        if (!v) return oom(L);
+        d->group[i] = group_key(v);
+    }
+    if (g[3].len > 0 && w[3] == W_TEXT) {
+        char s0 = (char)g[3].p[0];
+        if (s0 >= 'a' && s0 <= 'z') s0 = (char)(s0 - 32);
+        d->sex[i] = (s0 == 'F' || s0 == 'M' || s0 == 'U') ? s0 : 0;
+    } else if (g[3].len > 0) {
+        double fv;
+        if (get_number(&g[3], w[3], &fv) == 0) d->sex[i] = fv == 1.0 ? 'F' : fv == 0.0 ? 'M' : 0;
+    }
+    if (g[4].len > 0 && get_number(&g[4], w[4], &d->age[i]) != 0) d->age[i] = NAN;
+    for (size_t k = 0; k < L->nextra; k++) {
+        const bfield *v = &g[5 + k];
+        if (v->len < 0) continue;
+        char *str = malloc((size_t)v->len + 1);
+        if (!str) return oom(L);
+        memcpy(str, v->p, (size_t)v->len);
+        str[v->len] = '\0';
+        d->extra[i * L->nextra + k] = str;
+    }
+    if (L->client_sort) {
+        /* the key as bytes that memcmp orders like PostgreSQL: a first byte 0 (1 for
+         * NULL, last), then a uuid as its 16 bytes, an integer big-endian with the sign
+         * bit flipped, text as it is (byte order) */
+        const bfield *k = &g[5 + L->nextra];
+        int rc = px_buf_addc(&L->keys, k->len < 0 ? 1 : 0);
+        if (rc == 0 && k->len == 8 && L->wire[L->nwire - 1] == W_I8) {
+            unsigned char be[8];
+            memcpy(be, k->p, 8);
+            be[0] ^= 0x80;
+            rc = px_buf_add(&L->keys, be, 8);
+        } else if (rc == 0 && k->len > 0) {
+            rc = px_buf_add(&L->keys, k->p, (size_t)k->len);
+        }
+        if (rc != 0) return oom(L);
+        L->koff[i + 1] = L->keys.len;
+    }
+    return 0;
+}
+
+/* -1, 0, 1 as row a sorts before, with or after row b: (time, NULL last; key) */
+static int row_cmp(const loader *L, const px_dataset *d, size_t a, size_t b)
+{
+    if (L->tnull[a] != L->tnull[b]) return L->tnull[a] ? 1 : -1;
+    if (d->day[a] != d->day[b]) return d->day[a] < d->day[b] ? -1 : 1;
+    size_t la = L->koff[a + 1] - L->koff[a], lb = L->koff[b + 1] - L->koff[b];
+    int c = memcmp(L->keys.data + L->koff[a], L->keys.data + L->koff[b], la < lb ? la : lb);
+    if (c) return c < 0 ? -1 : 1;
+    return la < lb ? -1 : la > lb ? 1 : 0;
+}
+
+/* Stable merge sort of idx[0..n) (ties keep the order the rows came in). */
+static void merge_sort(const loader *L, const px_dataset *d, size_t *idx, size_t *tmp, size_t n)
+{
+    for (size_t width = 1; width < n; width *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * width) {
+            size_t mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
+            size_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) tmp[k++] = row_cmp(L, d, idx[j], idx[i]) < 0 ? idx[j++] : idx[i++];
+            while (i < mid) tmp[k++] = idx[i++];
+            while (j < hi) tmp[k++] = idx[j++];
+        }
+        memcpy(idx, tmp, n * sizeof *idx);
+    }
+}
+
+/* Rearranges n elements of `size` bytes so that element k becomes old element
+ * idx[k], in place (following the permutation's cycles with one spare element). */
+static void permute(void *base, size_t size, size_t n, const size_t *idx, unsigned char *seen, void *spare)
+{
+    if (size == 0) return;
+    char *b = base;
+    memset(seen, 0, n);
+    for (size_t k = 0; k < n; k++) {
+        if (seen[k] || idx[k] == k) continue;
+        memcpy(spare, b + k * size, size);
+        size_t j = k;
+        while (idx[j] != k) {
+            memcpy(b + j * size, b + idx[j] * size, size);
+            seen[j] = 1;
+            j = idx[j];
+        }
+        memcpy(b + j * size, spare, size);
+        seen[j] = 1;
+    }
+}
+
+/* Puts the rows of d into (time, key) order. */
+static int sort_rows(loader *L, px_dataset *d)
+{
+    size_t n = d->n;
+    if (n < 2) return 0;
+    size_t *idx = malloc(n * sizeof *idx), *tmp = malloc(n * sizeof *tmp);
+    unsigned char *seen = malloc(n);
+    size_t row = d->p * sizeof *d->x, ex = d->nextra * sizeof *d->extra;
+    void *spare = malloc((row > ex ? row : ex) + sizeof(double));
+    int rc = 0;
+    if (!idx || !tmp || !seen || !spare) {
+        rc = oom(L);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) idx[i] = i;
+    merge_sort(L, d, idx, tmp, n);
+    permute(d->x, row, n, idx, seen, spare);
+    permute(d->y, sizeof *d->y, n, idx, seen, spare);
+    permute(d->day, sizeof *d->day, n, idx, seen, spare);
+    permute(d->group, sizeof *d->group, n, idx, seen, spare);
+    permute(d->sex, 1, n, idx, seen, spare);
+    permute(d->age, sizeof *d->age, n, idx, seen, spare);
+    if (d->nextra) permute(d->extra, ex, n, idx, seen, spare);
+out:
+    free(idx);
+    free(tmp);
+    free(seen);
+    free(spare);
+    return rc;
+}
+
+/* Reads the binary COPY stream into d (n rows expected). Each CopyData message
+ * holds whole tuples; the first also holds the 19-byte file header, the last the
+ * trailer (field count -1). */
 static int read_rows(loader *L, px_dataset *d)
 {
+    static const unsigned char sig[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0};
     PGresult *r = PQexec(L->c, L->sql.data);
     if (PQresultStatus(r) != PGRES_COPY_OUT) {
         int rc = db_error(L, "the query failed", r);
@@ -501,82 +704,49 @@ static int read_rows(loader *L, px_dataset *d)
         return rc;
     }
     PQclear(r);
-    size_t nf = L->nfeat + 5 + L->nextra, i = 0;
-    char **f = calloc(nf, sizeof *f);
-    int rc = f ? 0 : oom(L);
-    char *line = NULL;
+    size_t nf = L->nwire, i = 0, cap = 0;
+    bfield *f = calloc(nf, sizeof *f);
+    char *tmp = NULL;
+    int rc = f ? 0 : oom(L), header = 1, done = 0;
+    char *buf = NULL;
     int len;
-    while ((len = PQgetCopyData(L->c, &line, 0)) > 0) {
-        if (rc != 0) { /* drain the stream after an error */
-            PQfreemem(line);
-            continue;
+    while ((len = PQgetCopyData(L->c, &buf, 0)) > 0) {
+        const unsigned char *p = (const unsigned char *)buf, *end = p + len;
+        if (rc == 0 && header) {
+            if (len < 19 || memcmp(p, sig, 11) != 0) rc = px_err_set(L->e, PX_EDB, "cannot load '%s': not a binary COPY stream", L->table);
+            else p += 19 + be32(p + 15); /* flags, then the header extension */
+            header = 0;
         }
-        if (i >= d->n) {
-            rc = px_err_set(L->e, PX_ESTATE, "table '%s' changed while it was being loaded", L->table);
-            PQfreemem(line);
-            continue;
-        }
-        if (len > 0 && line[len - 1] == '\n') line[len - 1] = '\0';
-        size_t k = 0;
-        for (char *s = line; k < nf; k++) {
-            f[k] = s;
-            char *tab = strchr(s, '\t');
-            if (!tab) {
-                k++;
+        while (rc == 0 && !done && p + 2 <= end) {
+            int16_t count = (int16_t)(p[0] << 8 | p[1]);
+            p += 2;
+            if (count == -1) {
+                done = 1;
                 break;
             }
-            *tab = '\0';
-            s = tab + 1;
-        }
-        if (k != nf) {
-            rc = px_err_set(L->e, PX_EDB, "cannot load '%s': a row of %zu fields, expected %zu", L->table, k, nf);
-            PQfreemem(line);
-            continue;
-        }
-        for (size_t j = 0; j < L->nfeat && rc == 0; j++) {
-            const char *v = f[j];
-            double *x = &d->x[i * L->nfeat + j];
-            if (strcmp(v, "\\N") == 0) continue; /* NAN */
-            if (d->kind[j] == PX_COL_NUMERIC) {
-                *x = strtod(v, NULL);
-            } else {
-                unescape(f[j]);
-                int full = 0;
-                long li = level_index(&L->lv[j], f[j], &full);
-                if (li < 0 && full)
-                    rc = px_err_set(L->e, PX_EINVAL, "column '%s' of '%s' has more than %zu distinct values", d->names[j],
-                                    L->table, L->lv[j].max);
-                else if (li < 0)
-                    rc = oom(L);
-                else
-                    *x = (double)li;
+            if ((size_t)count != nf) {
+                rc = px_err_set(L->e, PX_EDB, "cannot load '%s': a row of %d fields, expected %zu", L->table, count, nf);
+                break;
             }
-        }
-        char **g = f + L->nfeat;
-        d->y[i] = strtod(g[0], NULL);
-        d->day[i] = strcmp(g[1], "\\N") == 0 ? 0 : (int32_t)strtol(g[1], NULL, 10);
-        if (strcmp(g[2], "\\N") != 0) {
-            unescape(g[2]);
-            d->group[i] = group_key(g[2]);
-        }
-        if (strcmp(g[3], "\\N") != 0) {
-            if (L->sex >= 0) {
-                char s0 = g[3][0] >= 'a' && g[3][0] <= 'z' ? (char)(g[3][0] - 32) : g[3][0];
-                d->sex[i] = (s0 == 'F' || s0 == 'M' || s0 == 'U') ? s0 : 0;
-            } else {
-                double fv = strtod(g[3], NULL);
-                d->sex[i] = fv == 1.0 ? 'F' : fv == 0.0 ? 'M' : 0;
+            for (size_t k = 0; k < nf && rc == 0; k++) {
+                if (p + 4 > end) {
+                    rc = px_err_set(L->e, PX_EDB, "cannot load '%s': a truncated row", L->table);
+                    break;
+                }
+                f[k].len = (int32_t)be32(p);
+                f[k].p = p + 4;
+                p += 4 + (f[k].len > 0 ? f[k].len : 0);
+                if (p > end) rc = px_err_set(L->e, PX_EDB, "cannot load '%s': a truncated row", L->table);
             }
+            if (rc != 0) break;
+            if (i >= d->n) {
+                rc = px_err_set(L->e, PX_ESTATE, "table '%s' changed while it was being loaded", L->table);
+                break;
+            }
+            rc = store_row(L, d, i, f, &tmp, &cap);
+            i++;
         }
-        if (strcmp(g[4], "\\N") != 0) d->age[i] = strtod(g[4], NULL);
-        for (size_t k2 = 0; k2 < L->nextra && rc == 0; k2++) {
-            char *v = f[L->nfeat + 5 + k2];
-            if (strcmp(v, "\\N") == 0) continue;
-            unescape(v);
-            if (!(d->extra[i * L->nextra + k2] = strdup(v))) rc = oom(L);
-        }
-        PQfreemem(line);
-        i++;
+        PQfreemem(buf); /* after an error the rest of the stream is drained */
     }
     if (len == -2 && rc == 0) rc = db_error(L, "reading the rows failed", NULL);
     while ((r = PQgetResult(L->c)) != NULL) {
@@ -585,6 +755,7 @@ static int read_rows(loader *L, px_dataset *d)
     }
     if (rc == 0 && i != d->n) rc = px_err_set(L->e, PX_ESTATE, "table '%s' changed while it was being loaded", L->table);
     free(f);
+    free(tmp);
     return rc;
 }
 
@@ -648,6 +819,10 @@ static void loader_release(loader *L)
         free(L->lv);
     }
     px_buf_release(&L->sql);
+    px_buf_release(&L->keys);
+    free(L->wire);
+    free(L->tnull);
+    free(L->koff);
 }
 
 static int count_rows(loader *L, size_t *n, size_t *dropped)
@@ -729,7 +904,12 @@ px_dataset *px_dataset_load(PGconn *c, const px_dataset_params *p, px_err *e)
         d->kind[j] = L.cols[L.feat[j]].kind;
         L.lv[j].max = p->max_levels ? p->max_levels : 200;
     }
+    if (!(L.tnull = calloc(n + 1, 1)) || !(L.koff = calloc(n + 1, sizeof *L.koff))) {
+        rc = oom(&L);
+        goto out;
+    }
     if ((rc = read_rows(&L, d)) != 0) goto out;
+    if (L.client_sort && (rc = sort_rows(&L, d)) != 0) goto out;
     if ((rc = sort_levels(&L, d)) != 0) goto out;
     d->dropped_missing_label = dropped;
     snprintf(d->table, sizeof d->table, "%s", L.table);

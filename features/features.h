@@ -53,7 +53,10 @@ typedef struct px_feat_build_result {
 } px_feat_build_result;
 
 /* Builds (or rebuilds) features.<set> in one transaction and records it in
- * features.catalog. Returns 0, or a negative PX_E* code (nothing changed). */
+ * features.catalog. Returns 0, or a negative PX_E* code (nothing changed).
+ * c must not be inside a transaction (PX_ESTATE). The per-stay tables it starts
+ * from stay in c's temporary schema until c is closed, so that the next set built
+ * on c from the same batches reuses them. */
 int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e);
 
 /* ---- datasets: a feature table in memory ------------------------------- */

@@ -24,9 +24,10 @@ extern const int px_comorbs_count;   /* 17 Charlson + 31 Elixhauser */
  * order, as features.comorbidity_category must hold them. Static storage. */
 const char *px_comorb_signature(void);
 
-/* Expands the placeholders of a feature-set SQL template, each of which reads
- * the bigint mask column `cm`:
+/* Expands the placeholders of a feature-set SQL template (all but @FLAGCOLS@ read
+ * the bigint mask column `cm`):
  *   @FLAGS@      the 48 flag columns  ((cm >> bit) & 1)::smallint AS cci_mi, ...
+ *   @FLAGCOLS@   the same columns read from the alias f: f.cci_mi, f.cci_chf, ...
  *   @CHARLSON@   the Charlson index (weights, hierarchy)
  *   @ELIXCOUNT@  the Elixhauser count (hierarchy)
  * Returns a malloc'd string (caller frees) or NULL when out of memory. */

@@ -31,7 +31,7 @@ const px_feat_set_info px_feat_sets[] = {
     {"readmission", "features.readmission", "readmit_30d", 1, "discharge_date", readmission_defaults,
      "30-day all-cause readmission, predicted at discharge. One row per stay discharged alive (disposition not "
      "expired), not transferred to another acute hospital (transfer_acute), not left against medical advice (ama), "
-     "with 30 days of follow-up in the data: discharge_date + 30 <= the last admission date in the warehouse. "
+     "with 30 days of follow-up in the data: discharge_date + 30 <= the last admission date of the stay's source (etl format) in the warehouse. "
      "readmit_30d = 1 when the patient has another admission, at any facility, 1-30 days after discharge. All-cause: "
      "planned readmissions are not removed, because the CMS planned-readmission algorithm needs procedure-category "
      "maps (AHRQ CCS) we do not have. Deaths after discharge are not excluded (died_30d_after_discharge tells them). "
@@ -40,7 +40,7 @@ const px_feat_set_info px_feat_sets[] = {
      "and the LACE index (van Walraven 2010)."},
     {"mortality", "features.mortality", "death_30d", 1, "admission_date", admission_defaults,
      "30-day all-cause mortality, predicted at admission. One row per stay with 30 days of follow-up in the data: "
-     "admission_date + 30 <= the last admission date in the warehouse. death_30d = 1 when the patient's death date "
+     "admission_date + 30 <= the last admission date of the stay's source (etl format) in the warehouse. death_30d = 1 when the patient's death date "
      "is 0-30 days after the admission (in hospital or after). Features are what is known at admission: "
      "comorbidities from the stay's diagnoses present on admission (POA not 'N'; NULL, Y, U and W count) and from "
      "the stays admitted 1-365 days before and discharged by this admission; no LOS, disposition or LACE."},
@@ -120,19 +120,22 @@ static const px_feat_col cols_util_adm[] = {
      "procedure codes of this stay dated on the admission day (0 when the source has no procedure dates, as SynPUF)"},
 };
 
+/* SynPUF's chronic-condition flags summarise the beneficiary's claims of the whole
+ * calendar year, so the flag of the admission year may reflect claims after the
+ * stay: not strictly point in time, which is why no default model uses them. */
 static const px_feat_col cols_cc[] = {
-    {"cc_alzheimer", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year: Alzheimer's or related; NULL when the source has none"},
-    {"cc_chf", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year: heart failure; NULL when the source has none"},
-    {"cc_chronic_kidney", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year: chronic kidney disease; NULL when the source has none"},
-    {"cc_cancer", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year: cancer; NULL when the source has none"},
-    {"cc_copd", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year: COPD; NULL when the source has none"},
-    {"cc_depression", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year: depression; NULL when the source has none"},
-    {"cc_diabetes", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year: diabetes; NULL when the source has none"},
-    {"cc_ischemic_heart", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year: ischemic heart disease; NULL when the source has none"},
-    {"cc_osteoporosis", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year: osteoporosis; NULL when the source has none"},
-    {"cc_ra_oa", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year: rheumatoid arthritis or osteoarthritis; NULL when the source has none"},
-    {"cc_stroke_tia", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year: stroke or TIA; NULL when the source has none"},
-    {"cc_esrd", PX_ROLE_FEATURE, N, "SynPUF end-stage renal disease indicator of the admission year; NULL when the source has none"},
+    {"cc_alzheimer", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year (the whole year: may reflect later claims): Alzheimer's or related; NULL when the source has none"},
+    {"cc_chf", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year (the whole year: may reflect later claims): heart failure; NULL when the source has none"},
+    {"cc_chronic_kidney", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year (the whole year: may reflect later claims): chronic kidney disease; NULL when the source has none"},
+    {"cc_cancer", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year (the whole year: may reflect later claims): cancer; NULL when the source has none"},
+    {"cc_copd", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year (the whole year: may reflect later claims): COPD; NULL when the source has none"},
+    {"cc_depression", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year (the whole year: may reflect later claims): depression; NULL when the source has none"},
+    {"cc_diabetes", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year (the whole year: may reflect later claims): diabetes; NULL when the source has none"},
+    {"cc_ischemic_heart", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year (the whole year: may reflect later claims): ischemic heart disease; NULL when the source has none"},
+    {"cc_osteoporosis", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year (the whole year: may reflect later claims): osteoporosis; NULL when the source has none"},
+    {"cc_ra_oa", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year (the whole year: may reflect later claims): rheumatoid arthritis or osteoarthritis; NULL when the source has none"},
+    {"cc_stroke_tia", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year (the whole year: may reflect later claims): stroke or TIA; NULL when the source has none"},
+    {"cc_esrd", PX_ROLE_FEATURE, N, "SynPUF end-stage renal disease indicator of the admission year (the whole year: may reflect later claims); NULL when the source has none"},
 };
 
 static const px_feat_col cols_readmission[] = {

@@ -18,17 +18,13 @@ void px_enc_free(px_feature_info *f, size_t nf)
     free(f);
 }
 
-static int cmp_str_ptr(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int cmp_str_ptr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* Mean and population sd: the scaling is a fixed transformation of the training
  * rows, not an estimate of a population parameter, so the denominator is n (as
  * scikit-learn's StandardScaler); the choice does not change fitted probabilities,
  * only the scale of the standardized coefficients. Two passes for accuracy. */
-static int fit_numeric(const px_dataset *d, size_t j, const size_t *rows, size_t nrows, px_feature_info *f,
-                       px_err *e)
+static int fit_numeric(const px_dataset *d, size_t j, const size_t *rows, size_t nrows, px_feature_info *f, px_err *e)
 {
     double sum = 0, mn = INFINITY, mx = -INFINITY;
     size_t cnt = 0;
@@ -136,8 +132,7 @@ done:
     return rc;
 }
 
-int px_enc_fit(const px_dataset *d, const size_t *rows, size_t nrows, px_feature_info **out, size_t *ncols,
-               px_err *e)
+int px_enc_fit(const px_dataset *d, const size_t *rows, size_t nrows, px_feature_info **out, size_t *ncols, px_err *e)
 {
     px_feature_info *f = NULL;
     int rc;
@@ -213,8 +208,8 @@ int px_enc_check(const px_feature_info *f, size_t nf, const double *raw, px_err 
         if (f[j].kind == PX_COL_NUMERIC) {
             if (!isfinite(v)) return px_err_set(e, PX_EINVAL, "feature '%s': value is not finite", f[j].name);
         } else if (!(v >= 0 && v < (double)f[j].nlevels && v == floor(v))) {
-            return px_err_set(e, PX_EINVAL, "feature '%s': level index %g is not one of its %zu levels", f[j].name,
-                              v, f[j].nlevels);
+            return px_err_set(e, PX_EINVAL, "feature '%s': level index %g is not one of its %zu levels", f[j].name, v,
+                              f[j].nlevels);
         }
     }
     return 0;
@@ -236,6 +231,20 @@ void px_enc_row(const px_feature_info *f, size_t nf, const double *raw, double *
     }
 }
 
+/* snprintf that, when it truncates, does not leave half a UTF-8 character */
+static void put_name(char *buf, size_t len, const char *a, const char *b)
+{
+    int r = b ? snprintf(buf, len, "%s=%s", a, b) : snprintf(buf, len, "%s", a);
+    if (r < 0 || (size_t)r < len || len == 0) return;
+    size_t L = strlen(buf), i = L;
+    while (i > 0 && ((unsigned char)buf[i - 1] & 0xC0) == 0x80) i--;
+    if (i > 0 && (unsigned char)buf[i - 1] >= 0xC0) {
+        unsigned char lead = (unsigned char)buf[i - 1];
+        size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+        if (L - (i - 1) < need) buf[i - 1] = '\0';
+    }
+}
+
 void px_enc_colname(const px_feature_info *f, size_t nf, size_t c, char *buf, size_t len)
 {
     if (c == 0) {
@@ -245,11 +254,11 @@ void px_enc_colname(const px_feature_info *f, size_t nf, size_t c, char *buf, si
     for (size_t j = 0; j < nf; j++) {
         if (f[j].dropped || c < f[j].col || c >= f[j].col + f[j].ncols) continue;
         if (f[j].kind == PX_COL_NUMERIC) {
-            snprintf(buf, len, "%s", f[j].name);
+            put_name(buf, len, f[j].name, NULL);
         } else {
             size_t l = c - f[j].col;
             if (l >= f[j].ref) l++;
-            snprintf(buf, len, "%s=%s", f[j].name, f[j].levels[l]);
+            put_name(buf, len, f[j].name, f[j].levels[l]);
         }
         return;
     }

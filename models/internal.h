@@ -22,9 +22,9 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
 
 /* ---- svm.c ---------------------------------------------------------------- */
 
-size_t px_svm_inputs(const px_svm *s);          /* k, the number of inputs */
+size_t px_svm_inputs(const px_svm *s); /* k, the number of inputs */
 px_svm_type px_svm_kind(const px_svm *s);
-const px_svm_info *px_svm_get_info(const px_svm *s);  /* valid while s lives */
+const px_svm_info *px_svm_get_info(const px_svm *s); /* valid while s lives */
 
 /* ---- encode.c ------------------------------------------------------------ */
 
@@ -34,8 +34,7 @@ const px_svm_info *px_svm_get_info(const px_svm *s);  /* valid while s lives */
  * reference. Columns constant in training are dropped. Assigns design columns
  * starting at 1 (column 0 is the intercept); *ncols receives 1 + the number of
  * feature columns. Caller frees *out with px_enc_free. 0, PX_EINVAL, PX_ENOMEM. */
-int px_enc_fit(const px_dataset *d, const size_t *rows, size_t nrows, px_feature_info **out, size_t *ncols,
-               px_err *e);
+int px_enc_fit(const px_dataset *d, const size_t *rows, size_t nrows, px_feature_info **out, size_t *ncols, px_err *e);
 void px_enc_free(px_feature_info *f, size_t nf);
 
 /* For categorical feature f and a dataset column with levels lv[0..nl): map[i]
@@ -57,14 +56,16 @@ void px_enc_colname(const px_feature_info *f, size_t nf, size_t c, char *buf, si
 
 /* A cursor over bytes [p, end). Each function consumes what it accepts and
  * returns 0, or returns -1 and leaves the cursor where it was. */
-typedef struct px_tx { const char *p, *end; } px_tx;
-int px_tx_lit(px_tx *c, const char *s);             /* exactly these bytes */
-int px_tx_size(px_tx *c, size_t *out);              /* decimal digits, no sign, no leading zero */
-int px_tx_int(px_tx *c, long *out);                 /* [-]digits within int range */
+typedef struct px_tx {
+    const char *p, *end;
+} px_tx;
+int px_tx_lit(px_tx *c, const char *s); /* exactly these bytes */
+int px_tx_size(px_tx *c, size_t *out);  /* decimal digits, no sign, no leading zero */
+int px_tx_int(px_tx *c, long *out);     /* [-]digits within int range */
 /* A finite number as %.17g / %.8g print it in the C locale: [-]d[.d][e[+-]d];
  * no hex, no "inf", no spaces. Call with the C locale in force (uselocale). */
 int px_tx_num(px_tx *c, double *out);
-int px_tx_gnum(px_tx *c, double *out);              /* px_tx_num, or nan / -nan / inf / -inf */
+int px_tx_gnum(px_tx *c, double *out); /* px_tx_num, or nan / -nan / inf / -inf */
 /* A length-prefixed string "<len> <bytes>" (bytes may hold anything but NUL). */
 int px_tx_str(px_tx *c, const char **s, size_t *len);
 

@@ -15,17 +15,17 @@
 
 struct px_model {
     px_algo algo;
-    size_t nf;               /* raw inputs */
-    px_feature_info *f;      /* nf, owned */
-    size_t ncols;            /* GLM design columns, intercept included (SVM: ncols - 1 inputs) */
+    size_t nf;          /* raw inputs */
+    px_feature_info *f; /* nf, owned */
+    size_t ncols;       /* GLM design columns, intercept included (SVM: ncols - 1 inputs) */
     size_t n_train;
     /* logit, poisson: on the standardized design */
-    double *beta, *cov;      /* ncols, ncols*ncols (row-major) */
+    double *beta, *cov; /* ncols, ncols*ncols (row-major) */
     double l2;
     int iterations, converged, separation;
     double deviance, null_deviance, loglik;
     char warning[256];
-    px_term *terms;          /* ncols, on the original scale (NULL for SVMs) */
+    px_term *terms; /* ncols, on the original scale (NULL for SVMs) */
     size_t nterms;
     /* svc, svr */
     px_svm *svm;
@@ -217,6 +217,8 @@ static int check_labels(px_algo algo, const px_dataset *d, const size_t *rows, s
     return 0;
 }
 
+static int oom(px_err *e) { return px_err_set(e, PX_ENOMEM, "cannot fit model: out of memory"); }
+
 px_model *px_model_fit(const px_dataset *d, const size_t *rows, size_t nrows, const px_fit_params *pp,
                        px_fit_info *info, px_err *e)
 {
@@ -227,6 +229,7 @@ px_model *px_model_fit(const px_dataset *d, const size_t *rows, size_t nrows, co
     int *dcol = NULL;
     size_t **maps = NULL;
     px_glm_fit fit;
+    int rc = 0; /* < 0: failed, e says why */
     memset(&fit, 0, sizeof fit);
     if (!d) {
         px_err_set(e, PX_EINVAL, "cannot fit model: no dataset");
@@ -250,49 +253,63 @@ px_model *px_model_fit(const px_dataset *d, const size_t *rows, size_t nrows, co
     if (check_labels(p.algo, d, rows, nrows, e) < 0) return NULL;
 
     m = calloc(1, sizeof *m);
-    if (!m) goto nomem;
+    if (!m) {
+        rc = oom(e);
+        goto done;
+    }
     m->algo = p.algo;
     m->nf = d->p;
     m->n_train = nrows;
-    if (px_enc_fit(d, rows, nrows, &m->f, &m->ncols, e) < 0) {
+    if ((rc = px_enc_fit(d, rows, nrows, &m->f, &m->ncols, e)) < 0) {
         m->nf = 0;
-        goto fail;
+        goto done;
     }
     if (m->ncols < 2) {
-        px_err_set(e, PX_EINVAL, "cannot fit %s model on '%s': every feature is constant (or missing) in the training rows",
-                   an, d->table);
-        goto fail;
+        rc = px_err_set(e, PX_EINVAL,
+                        "cannot fit %s model on '%s': every feature is constant (or missing) in the training rows", an,
+                        d->table);
+        goto done;
     }
     size_t k = m->ncols;
-    if (nrows > (size_t)-1 / sizeof(double) / k) goto nomem;
+    if (nrows > (size_t)-1 / sizeof(double) / k) {
+        rc = oom(e);
+        goto done;
+    }
     X = malloc(nrows * k * sizeof *X);
     y = malloc(nrows * sizeof *y);
     raw = malloc(m->nf * sizeof *raw);
     dcol = malloc(m->nf * sizeof *dcol);
-    if (!X || !y || !raw || !dcol) goto nomem;
+    if (!X || !y || !raw || !dcol) {
+        rc = oom(e);
+        goto done;
+    }
     for (size_t j = 0; j < m->nf; j++) dcol[j] = (int)j;
-    if (!(maps = level_maps(m, d, dcol))) goto nomem;
+    if (!(maps = level_maps(m, d, dcol))) {
+        rc = oom(e);
+        goto done;
+    }
     for (size_t r = 0; r < nrows; r++) {
         size_t i = rows ? rows[r] : r;
-        if (raw_of_row(m, d, dcol, maps, i, raw, e) < 0) goto fail;
+        if ((rc = raw_of_row(m, d, dcol, maps, i, raw, e)) < 0) goto done;
         px_enc_row(m->f, m->nf, raw, X + r * k, k);
         y[r] = d->y[i];
     }
 
     if (is_glm(p.algo)) {
         size_t bad;
-        int rc = px_glm_fit_family(p.algo == PX_ALGO_LOGIT ? PX_FAM_LOGIT : PX_FAM_POISSON, X, y, NULL, NULL, nrows, k,
-                                   &p.glm, &fit, &bad, e);
+        rc = px_glm_fit_family(p.algo == PX_ALGO_LOGIT ? PX_FAM_LOGIT : PX_FAM_POISSON, X, y, NULL, NULL, nrows, k,
+                               &p.glm, &fit, &bad, e);
         if (rc < 0) {
             if (rc == PX_EINVAL && bad != (size_t)-1 && bad < k) {
                 char nm[128];
                 px_enc_colname(m->f, m->nf, bad, nm, sizeof nm);
                 px_err_set(e, PX_EINVAL,
-                           "cannot fit %s model on '%s': singular design: column '%s' is a linear combination of the columns before it",
+                           "cannot fit %s model on '%s': singular design: column '%s' is a linear combination of the "
+                           "columns before it",
                            an, d->table, nm);
                 px_err_hint(e, "drop one of the collinear features (or add a ridge penalty)");
             }
-            goto fail;
+            goto done;
         }
         m->beta = fit.beta;
         m->cov = fit.cov;
@@ -305,19 +322,28 @@ px_model *px_model_fit(const px_dataset *d, const size_t *rows, size_t nrows, co
         m->null_deviance = fit.null_deviance;
         m->loglik = fit.loglik;
         memcpy(m->warning, fit.warning, sizeof m->warning);
-        if (compute_terms(m) < 0) goto nomem;
+        if (compute_terms(m) < 0) {
+            rc = oom(e);
+            goto done;
+        }
     } else {
         /* the SVM sees the standardized design without the intercept column */
         size_t q = k - 1;
         X2 = malloc(nrows * q * sizeof *X2);
-        if (!X2) goto nomem;
+        if (!X2) {
+            rc = oom(e);
+            goto done;
+        }
         for (size_t r = 0; r < nrows; r++) memcpy(X2 + r * q, X + r * k + 1, q * sizeof *X2);
         free(X);
         X = NULL;
         p.svm.type = p.algo == PX_ALGO_SVC ? PX_SVM_SVC : PX_SVM_SVR;
         px_svm_info si;
         m->svm = px_svm_fit(X2, y, nrows, q, &p.svm, &si, e);
-        if (!m->svm) goto fail;
+        if (!m->svm) {
+            rc = -1;
+            goto done;
+        }
         if (si.n_used < si.n_rows)
             snprintf(m->warning, sizeof m->warning, "trained on a seeded subsample of %zu of %zu rows (max_rows)",
                      si.n_used, si.n_rows);
@@ -333,13 +359,11 @@ px_model *px_model_fit(const px_dataset *d, const size_t *rows, size_t nrows, co
         if (m->svm) info->svm = *px_svm_get_info(m->svm);
         memcpy(info->warning, m->warning, sizeof info->warning);
     }
-    goto done;
-nomem:
-    px_err_set(e, PX_ENOMEM, "cannot fit model: out of memory");
-fail:
-    px_model_free(m);
-    m = NULL;
 done:
+    if (rc < 0) {
+        px_model_free(m);
+        m = NULL;
+    }
     px_glm_fit_release(&fit);
     free_maps(maps, d->p);
     free(X);
@@ -453,7 +477,8 @@ static int save_body(const px_model *m, px_buf *b, px_err *e)
         const px_feature_info *f = &m->f[j];
         bad = put_str(b, "feature ", f->name) < 0;
         if (f->kind == PX_COL_NUMERIC) {
-            bad = bad || px_buf_printf(b, " numeric %s %zu %zu", f->dropped ? "dropped" : "used", f->col, f->ncols) < 0 ||
+            bad = bad ||
+                  px_buf_printf(b, " numeric %s %zu %zu", f->dropped ? "dropped" : "used", f->col, f->ncols) < 0 ||
                   put_num(b, " ", f->mean) < 0 || put_num(b, " ", f->sd) < 0 || put_num(b, " ", f->min) < 0 ||
                   put_num(b, " ", f->max) < 0 || px_buf_addc(b, '\n') < 0;
         } else {
@@ -508,12 +533,12 @@ int px_model_save(const px_model *m, px_buf *out, px_err *e)
 /* ---- loading ------------------------------------------------------------- */
 
 /* One step of the parser: on failure it names what was expected. */
-#define NEED(cond, what)              \
-    do {                              \
-        if (!(cond)) {                \
-            why = (what);             \
-            goto bad;                 \
-        }                             \
+#define NEED(cond, what)                                                                                               \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            why = (what);                                                                                              \
+            goto bad;                                                                                                  \
+        }                                                                                                              \
     } while (0)
 
 static size_t left(const px_tx *c) { return (size_t)(c->end - c->p); }
@@ -540,7 +565,8 @@ static int parse_feature(px_tx *c, px_feature_info *f, size_t *next_col, const c
         f->dropped = 1;
     else
         NEED(0, "used or dropped");
-    NEED(px_tx_size(c, &f->col) == 0 && px_tx_lit(c, " ") == 0 && px_tx_size(c, &f->ncols) == 0, "the feature's columns");
+    NEED(px_tx_size(c, &f->col) == 0 && px_tx_lit(c, " ") == 0 && px_tx_size(c, &f->ncols) == 0,
+         "the feature's columns");
     if (f->dropped)
         NEED(f->col == 0 && f->ncols == 0, "no columns for a dropped feature");
     else
@@ -584,7 +610,7 @@ bad:
     return -1;
 }
 
-static px_model *parse_model(const char *t, size_t len, const char **why_out, const char **at, px_err *e)
+static px_model *parse_model(const char *t, size_t len, const char **why_out, const char **at)
 {
     const char *why = NULL;
     px_tx c = {t, t + len};
@@ -645,7 +671,8 @@ static px_model *parse_model(const char *t, size_t len, const char **why_out, co
         m->cov = malloc(k * k * sizeof *m->cov);
         NEED(m->beta && m->cov, "memory");
         NEED(px_tx_lit(&c, "beta") == 0, "the beta line");
-        for (size_t q = 0; q < k; q++) NEED(px_tx_lit(&c, " ") == 0 && px_tx_num(&c, &m->beta[q]) == 0, "finite coefficients");
+        for (size_t q = 0; q < k; q++)
+            NEED(px_tx_lit(&c, " ") == 0 && px_tx_num(&c, &m->beta[q]) == 0, "finite coefficients");
         NEED(px_tx_lit(&c, "\n") == 0, "the end of the beta line");
         for (size_t r = 0; r < k; r++) {
             NEED(px_tx_lit(&c, "cov") == 0, "a cov line");
@@ -664,14 +691,8 @@ static px_model *parse_model(const char *t, size_t len, const char **why_out, co
              "an svm section header");
         px_err se;
         m->svm = px_svm_load((const unsigned char *)c.p, sl, &se);
-        if (!m->svm) {
-            if (se.code == PX_ENOMEM) {
-                *e = se;
-                why = NULL;
-                goto fail;
-            }
-            NEED(0, "a valid svm section");
-        }
+        NEED(m->svm || se.code != PX_ENOMEM, "memory");
+        NEED(m->svm, "a valid svm section");
         c.p += sl;
         NEED(px_svm_inputs(m->svm) == ncols - 1, "an svm with one input per design column");
         NEED(px_svm_kind(m->svm) == (m->algo == PX_ALGO_SVC ? PX_SVM_SVC : PX_SVM_SVR), "an svm of the model's type");
@@ -681,7 +702,6 @@ static px_model *parse_model(const char *t, size_t len, const char **why_out, co
 bad:
     *why_out = why;
     *at = c.p;
-fail:
     px_model_free(m);
     return NULL;
 }
@@ -689,7 +709,7 @@ fail:
 px_model *px_model_load(const unsigned char *bytes, size_t len, px_err *e)
 {
     const char *t = (const char *)bytes;
-    const size_t tl = 7 + 64 + 1;   /* "sha256 " hex "\n" */
+    const size_t tl = 7 + 64 + 1; /* "sha256 " hex "\n" */
     if (!bytes || len < strlen(MODEL_MAGIC) + tl || memcmp(t, MODEL_MAGIC, strlen(MODEL_MAGIC)) != 0) {
         px_err_set(e, PX_ECORRUPT, "cannot load model: not a prognos model (or truncated)");
         return NULL;
@@ -710,20 +730,17 @@ px_model *px_model_load(const unsigned char *bytes, size_t len, px_err *e)
         return NULL;
     }
     locale_t old = uselocale(loc);
-    const char *why = NULL, *at = t;
-    px_err se;
-    memset(&se, 0, sizeof se);
-    px_model *m = parse_model(t, len - tl, &why, &at, &se);
+    const char *why = "memory", *at = t;
+    px_model *m = parse_model(t, len - tl, &why, &at);
     uselocale(old);
     if (!m) {
-        if (!why) {
-            if (e) *e = se;
-            return NULL;
-        }
         int line = 1;
         for (const char *q = t; q < at; q++) line += *q == '\n';
-        px_err_set(e, strcmp(why, "memory") == 0 ? PX_ENOMEM : PX_ECORRUPT,
-                   "cannot load model: malformed or inconsistent content at line %d: expected %s", line, why);
+        if (strcmp(why, "memory") == 0)
+            px_err_set(e, PX_ENOMEM, "cannot load model: out of memory");
+        else
+            px_err_set(e, PX_ECORRUPT, "cannot load model: malformed or inconsistent content at line %d: expected %s",
+                       line, why);
     }
     return m;
 }

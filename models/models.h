@@ -22,7 +22,9 @@ typedef struct px_glm_params {
     const unsigned char *penalize;  /* k flags, or NULL: penalize every column except 0 (the intercept) */
     int max_iter;       /* Newton/IRLS iterations (default 50) */
     double tol;         /* stop when |dev - dev_old| / (|dev| + 0.1) < tol (R's glm.control rule; default 1e-10) */
-    int threads;        /* threads for forming X'WX (default 2; 1 = none) */
+    int threads;        /* threads for forming X'WX (default 2; 1 = none; fewer on small n). The
+                         * same input and thread count give the same bits; another count
+                         * changes only the rounding of the sums */
 } px_glm_params;
 
 px_glm_params px_glm_default_params(void);
@@ -30,12 +32,14 @@ px_glm_params px_glm_default_params(void);
 typedef struct px_glm_fit {
     size_t k;
     double *beta;       /* k estimates */
-    double *se;         /* k standard errors from the inverse (penalized) information */
+    double *se;         /* k standard errors from the inverse (penalized) information
+                         * (poisson: the robust sandwich, see px_poisson_fit) */
     double *cov;        /* k*k covariance matrix (row-major) */
     int iterations;
     int converged;      /* 1 when the tolerance was met within max_iter */
     int separation;     /* 1 when (quasi-)complete separation was detected: fitted probabilities
-                         * at 0 or 1 and diverging coefficients; estimates are then not finite MLEs */
+                         * at 0 or 1 and diverging coefficients, along a direction that separates
+                         * the rows; estimates are then not finite MLEs (the fit stops early) */
     double deviance, null_deviance, loglik;
     char warning[256];  /* "" or why the fit is suspect */
 } px_glm_fit;
@@ -62,7 +66,7 @@ typedef struct px_svm_params {
     double gamma;        /* RBF width; 0 = choose by cross-validation (grid around 1/k) */
     double epsilon;      /* SVR tube width (default 0.1, on the label's scale) */
     int cv_folds;        /* folds for the grid search (default 3) */
-    size_t max_rows;     /* training-size policy: at most this many rows (default 20000), a
+    size_t max_rows;     /* training-size policy: at most this many rows (default 10000), a
                           * seeded, stratified (SVC) random subsample beyond it */
     double cache_mb;     /* LibSVM kernel cache in MB (default 200) */
     uint64_t seed;
@@ -82,7 +86,10 @@ typedef struct px_svm_info {
 typedef struct px_svm px_svm;   /* opaque: owns its LibSVM model and support vectors */
 
 /* X: n x k standardized design without an intercept; y: 0/1 (SVC) or a value (SVR).
- * Caller frees with px_svm_free. NULL on error. */
+ * info (may be NULL) receives what was done. Caller frees with px_svm_free. NULL
+ * on error. Deterministic for a given seed: the final training seeds LibSVM's
+ * rand() (srand) under a library mutex, so other code in the process that calls
+ * rand() concurrently would disturb that. */
 px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const px_svm_params *p, px_svm_info *info,
                    px_err *e);
 /* SVC: probability of class 1 (Platt scaling from LibSVM); SVR: the prediction. */
@@ -90,8 +97,12 @@ double px_svm_predict(const px_svm *s, const double *x);
 /* Deterministic bytes (LibSVM's text format in a length-checked frame); caller frees *out. */
 int px_svm_save(const px_svm *s, px_buf *out, px_err *e);
 /* Bytes must have passed an integrity check first (LibSVM's parser crashes on
- * truncated input); still refuses malformed frames with PX_ECORRUPT. Not
- * thread-safe (LibSVM's loader calls setlocale): serialize calls. */
+ * truncated input); still refuses malformed frames with PX_ECORRUPT (the frame
+ * carries its length and a SHA-256, and LibSVM's text is checked line by line
+ * before LibSVM parses it). Not thread-safe (LibSVM's loader calls setlocale):
+ * never call it concurrently. This library serializes its own LibSVM loads,
+ * saves and trainings with one mutex, but the setlocale calls still change the
+ * process locale for a moment, so other threads must not rely on it meanwhile. */
 px_svm *px_svm_load(const unsigned char *bytes, size_t len, px_err *e);
 void px_svm_free(px_svm *s);
 size_t px_svm_nsv(const px_svm *s);
@@ -139,7 +150,9 @@ typedef struct px_fit_info {
 
 typedef struct px_model px_model;   /* opaque */
 
-/* Fits the encoding and the algorithm on the given rows of d. Caller frees
+/* Fits the encoding and the algorithm on the given rows of d (rows NULL: all
+ * d->n rows, nrows ignored). A GLM is fitted on the standardized design, so a
+ * ridge penalty (p->glm.l2) applies to standardized coefficients. Caller frees
  * with px_model_free. NULL on error (the message says why: no rows, a label
  * that is not 0/1 for a classifier, a singular design naming the column ...). */
 px_model *px_model_fit(const px_dataset *d, const size_t *rows, size_t nrows, const px_fit_params *p,
@@ -166,7 +179,8 @@ const px_term *px_model_terms(const px_model *m, size_t *n);
  * its mean / reference). Returns 0 or PX_EINVAL naming the feature. Thread-safe. */
 int px_model_predict(const px_model *m, const double *raw, double *value, double *contrib, px_err *e);
 /* Scores rows of a dataset whose columns are matched by name and whose levels are
- * matched by text (a level unseen in training counts as the reference). out: n values. */
+ * matched by text (a level unseen in training counts as the reference). rows:
+ * n row indexes, or NULL for rows 0..n-1. out: n values. */
 int px_model_score(const px_model *m, const px_dataset *d, const size_t *rows, size_t n, double *out, px_err *e);
 
 /* Serialization: the same model gives the same bytes (a text format,

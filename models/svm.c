@@ -5,7 +5,7 @@
  * LibSVM's global state (its print hook, rand(), setlocale in save/load) is
  * touched only under one mutex. Bytes reach LibSVM's parser only after the frame
  * and a strict check of LibSVM's text format (its parser trusts its input). */
-#define _GNU_SOURCE   /* memfd_create */
+#define _GNU_SOURCE /* memfd_create */
 #include "models/internal.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -20,17 +20,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CV_MAX_ROWS 5000    /* rows the grid search uses at most (a stratified subsample) */
+#define CV_MAX_ROWS 5000 /* rows the grid search uses at most (a stratified subsample) */
 #define FRAME_MAGIC "prognos-svm 1\n"
 
 struct px_svm {
     px_svm_type type;
     size_t k;
-    double ymean, ysd;      /* SVR: LibSVM fits (y - ymean) / ysd; SVC: 0, 1 */
-    int pos;                /* SVC: index of label 1 in the model's label order */
-    struct svm_model *model;  /* owned; from svm_load_model (free_sv = 1) */
+    double ymean, ysd;       /* SVR: LibSVM fits (y - ymean) / ysd; SVC: 0, 1 */
+    int pos;                 /* SVC: index of label 1 in the model's label order */
+    struct svm_model *model; /* owned; from svm_load_model (free_sv = 1) */
     px_svm_info info;
-    px_buf frame;           /* the bytes px_svm_save returns */
+    px_buf frame; /* the bytes px_svm_save returns */
 };
 
 static pthread_mutex_t libsvm_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -47,7 +47,7 @@ px_svm_params px_svm_default_params(void)
     p.gamma = 0;
     p.epsilon = 0.1;
     p.cv_folds = 3;
-    p.max_rows = 20000;
+    p.max_rows = 10000; /* ~1-3 min of training on 2 cores; prediction cost grows with the support vectors */
     p.cache_mb = 200;
     p.seed = 1;
     return p;
@@ -132,7 +132,10 @@ static int subsample(const size_t *idx, size_t n, const double *y, int strat, si
     return 0;
 }
 
-typedef struct scored { double s; double y; } scored;
+typedef struct scored {
+    double s;
+    double y;
+} scored;
 static int cmp_scored(const void *a, const void *b)
 {
     double x = ((const scored *)a)->s, y = ((const scored *)b)->s;
@@ -147,7 +150,7 @@ static double auc_of(scored *v, size_t n)
     for (size_t i = 0; i < n;) {
         size_t j = i;
         while (j < n && v[j].s == v[i].s) j++;
-        double mid = (double)(i + j + 1) / 2;   /* ranks i+1..j */
+        double mid = (double)(i + j + 1) / 2; /* ranks i+1..j */
         for (size_t q = i; q < j; q++)
             if (v[q].y == 1) {
                 rank_sum += mid;
@@ -203,7 +206,7 @@ static void base_param(struct svm_parameter *sp, const px_svm_params *p, double 
     sp->kernel_type = RBF;
     sp->gamma = gamma;
     sp->cache_size = p->cache_mb;
-    sp->eps = 1e-3;            /* LibSVM's default stopping tolerance */
+    sp->eps = 1e-3; /* LibSVM's default stopping tolerance */
     sp->C = C;
     sp->p = eps_scaled;
     sp->shrinking = 1;
@@ -310,15 +313,17 @@ static int check_libsvm_text(const char *text, size_t len, px_svm_type type, siz
     double v;
     long l, a, b;
     if (px_tx_lit(&c, type == PX_SVM_SVC ? "svm_type c_svc\n" : "svm_type epsilon_svr\n") < 0) return -1;
-    if (px_tx_lit(&c, "kernel_type rbf\ngamma ") < 0 || px_tx_num(&c, &v) < 0 || !(v > 0) || px_tx_lit(&c, "\n") < 0) return -1;
-    if (px_tx_lit(&c, "nr_class 2\ntotal_sv ") < 0 || px_tx_int(&c, &l) < 0 || l < 0 || px_tx_lit(&c, "\n") < 0) return -1;
+    if (px_tx_lit(&c, "kernel_type rbf\ngamma ") < 0 || px_tx_num(&c, &v) < 0 || !(v > 0) || px_tx_lit(&c, "\n") < 0)
+        return -1;
+    if (px_tx_lit(&c, "nr_class 2\ntotal_sv ") < 0 || px_tx_int(&c, &l) < 0 || l < 0 || px_tx_lit(&c, "\n") < 0)
+        return -1;
     if (px_tx_lit(&c, "rho ") < 0 || px_tx_num(&c, &v) < 0 || px_tx_lit(&c, "\n") < 0) return -1;
     if (type == PX_SVM_SVC) {
         if (px_tx_lit(&c, "label ") < 0 || px_tx_int(&c, &a) < 0 || px_tx_lit(&c, " ") < 0 || px_tx_int(&c, &b) < 0 ||
             px_tx_lit(&c, "\n") < 0 || !((a == 0 && b == 1) || (a == 1 && b == 0)))
             return -1;
-        if (px_tx_lit(&c, "probA ") < 0 || px_tx_num(&c, &v) < 0 || px_tx_lit(&c, "\nprobB ") < 0 || px_tx_num(&c, &v) < 0 ||
-            px_tx_lit(&c, "\n") < 0)
+        if (px_tx_lit(&c, "probA ") < 0 || px_tx_num(&c, &v) < 0 || px_tx_lit(&c, "\nprobB ") < 0 ||
+            px_tx_num(&c, &v) < 0 || px_tx_lit(&c, "\n") < 0)
             return -1;
         if (px_tx_lit(&c, "nr_sv ") < 0 || px_tx_int(&c, &a) < 0 || px_tx_lit(&c, " ") < 0 || px_tx_int(&c, &b) < 0 ||
             px_tx_lit(&c, "\n") < 0 || a < 0 || b < 0 || a + b != l || l < 1)
@@ -331,8 +336,8 @@ static int check_libsvm_text(const char *text, size_t len, px_svm_type type, siz
         if (px_tx_num(&c, &v) < 0 || px_tx_lit(&c, " ") < 0) return -1;
         long prev = 0;
         while (c.p < c.end && *c.p != '\n') {
-            if (px_tx_int(&c, &a) < 0 || a <= prev || (size_t)a > k || px_tx_lit(&c, ":") < 0 || px_tx_num(&c, &v) < 0 ||
-                px_tx_lit(&c, " ") < 0)
+            if (px_tx_int(&c, &a) < 0 || a <= prev || (size_t)a > k || px_tx_lit(&c, ":") < 0 ||
+                px_tx_num(&c, &v) < 0 || px_tx_lit(&c, " ") < 0)
                 return -1;
             prev = a;
         }
@@ -360,7 +365,8 @@ static int frame_build(px_svm *s, const char *text, size_t len, px_err *e)
     if (bad) return px_err_set(e, PX_ENOMEM, "cannot save svm model: out of memory");
     char hex[65];
     px_sha256_hex(b->data, b->len, hex);
-    if (px_buf_printf(b, "sha256 %s\n", hex) < 0) return px_err_set(e, PX_ENOMEM, "cannot save svm model: out of memory");
+    if (px_buf_printf(b, "sha256 %s\n", hex) < 0)
+        return px_err_set(e, PX_ENOMEM, "cannot save svm model: out of memory");
     return 0;
 }
 
@@ -403,14 +409,16 @@ px_svm *px_svm_load(const unsigned char *bytes, size_t len, px_err *e)
             bad = 1;
     }
     px_svm_info *in = &s->info;
-    bad = bad || px_tx_lit(&c, "k ") < 0 || px_tx_size(&c, &s->k) < 0 || s->k < 1 || s->k >= INT_MAX || px_tx_lit(&c, "\nscale ") < 0 ||
-          px_tx_num(&c, &s->ymean) < 0 || px_tx_lit(&c, " ") < 0 || px_tx_num(&c, &s->ysd) < 0 || !(s->ysd > 0) ||
-          px_tx_lit(&c, "\ninfo ") < 0 || px_tx_size(&c, &in->n_rows) < 0 || px_tx_lit(&c, " ") < 0 ||
-          px_tx_size(&c, &in->n_used) < 0 || px_tx_lit(&c, " ") < 0 || px_tx_size(&c, &in->n_cv) < 0 || px_tx_lit(&c, " ") < 0 ||
-          px_tx_size(&c, &in->n_sv) < 0 || px_tx_lit(&c, " ") < 0 || px_tx_gnum(&c, &in->C) < 0 || px_tx_lit(&c, " ") < 0 ||
-          px_tx_gnum(&c, &in->gamma) < 0 || px_tx_lit(&c, " ") < 0 || px_tx_gnum(&c, &in->cv_score) < 0 || px_tx_lit(&c, " ") < 0 ||
-          px_tx_gnum(&c, &in->class_weight_pos) < 0 || px_tx_lit(&c, "\nlibsvm ") < 0 || px_tx_size(&c, &plen) < 0 ||
-          px_tx_lit(&c, "\n") < 0 || plen != (size_t)(c.end - c.p) || in->n_used > in->n_rows || in->n_cv > in->n_used;
+    bad = bad || px_tx_lit(&c, "k ") < 0 || px_tx_size(&c, &s->k) < 0 || s->k < 1 || s->k >= INT_MAX ||
+          px_tx_lit(&c, "\nscale ") < 0 || px_tx_num(&c, &s->ymean) < 0 || px_tx_lit(&c, " ") < 0 ||
+          px_tx_num(&c, &s->ysd) < 0 || !(s->ysd > 0) || px_tx_lit(&c, "\ninfo ") < 0 ||
+          px_tx_size(&c, &in->n_rows) < 0 || px_tx_lit(&c, " ") < 0 || px_tx_size(&c, &in->n_used) < 0 ||
+          px_tx_lit(&c, " ") < 0 || px_tx_size(&c, &in->n_cv) < 0 || px_tx_lit(&c, " ") < 0 ||
+          px_tx_size(&c, &in->n_sv) < 0 || px_tx_lit(&c, " ") < 0 || px_tx_gnum(&c, &in->C) < 0 ||
+          px_tx_lit(&c, " ") < 0 || px_tx_gnum(&c, &in->gamma) < 0 || px_tx_lit(&c, " ") < 0 ||
+          px_tx_gnum(&c, &in->cv_score) < 0 || px_tx_lit(&c, " ") < 0 || px_tx_gnum(&c, &in->class_weight_pos) < 0 ||
+          px_tx_lit(&c, "\nlibsvm ") < 0 || px_tx_size(&c, &plen) < 0 || px_tx_lit(&c, "\n") < 0 ||
+          plen != (size_t)(c.end - c.p) || in->n_used > in->n_rows || in->n_cv > in->n_used;
     if (!bad && s->type == PX_SVM_SVC && !(s->ymean == 0 && s->ysd == 1)) bad = 1;
     if (!bad) bad = check_libsvm_text(c.p, plen, s->type, s->k, &nsv) < 0 || (size_t)nsv != in->n_sv;
     if (old) uselocale(old);
@@ -425,9 +433,9 @@ px_svm *px_svm_load(const unsigned char *bytes, size_t len, px_err *e)
     if (!s->model) goto fail;
     /* what LibSVM read must be what was checked */
     if (s->model->l != nsv || s->model->nr_class != 2 ||
-        (s->type == PX_SVM_SVC ? (s->model->param.svm_type != C_SVC || !svm_check_probability_model(s->model) ||
-                                  !s->model->label)
-                               : s->model->param.svm_type != EPSILON_SVR)) {
+        (s->type == PX_SVM_SVC
+             ? (s->model->param.svm_type != C_SVC || !svm_check_probability_model(s->model) || !s->model->label)
+             : s->model->param.svm_type != EPSILON_SVR)) {
         px_err_set(e, PX_ECORRUPT, "cannot load svm model: LibSVM read something other than the checked text");
         goto fail;
     }
@@ -475,7 +483,7 @@ double px_svm_predict(const px_svm *s, const double *x)
 /* ---- fitting ------------------------------------------------------------- */
 
 typedef struct fitctx {
-    const double *X, *y;     /* y: SVC 0/1; SVR scaled */
+    const double *X, *y; /* y: SVC 0/1; SVR scaled */
     size_t k;
     const px_svm_params *p;
     double eps_scaled, ymean, ysd, wpos;
@@ -484,8 +492,7 @@ typedef struct fitctx {
 /* Cross-validated score of (C, gamma) on rows cv[0..m) in folds fold[]: SVC the
  * mean over folds of the AUC of the decision values, SVR the pooled RMSE on the
  * label's scale. NAN on failure. */
-static double cv_score(const fitctx *fc, const size_t *cv, const int *fold, size_t m, double C, double gamma,
-                       int nfold)
+static double cv_score(const fitctx *fc, const size_t *cv, const int *fold, size_t m, double C, double gamma, int nfold)
 {
     size_t k = fc->k;
     struct svm_node **xp = malloc(m * sizeof *xp), **trx = malloc(m * sizeof *trx);
@@ -563,24 +570,27 @@ px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const p
     px_svm *s = NULL;
     size_t *all = NULL, *used = NULL, *cvrows = NULL;
     int *fold = NULL;
-    double *ys = NULL;
+    double *ys = NULL, *yu = NULL;
     struct svm_node **xp = NULL, *sp = NULL;
     struct svm_model *md = NULL;
     px_buf text = {0};
+    int rc = 0; /* < 0: failed, e says why */
     if (p.type != PX_SVM_SVC && p.type != PX_SVM_SVR) {
         px_err_set(e, PX_EINVAL, "cannot fit svm: unknown type");
         return NULL;
     }
     if (!X || !y || n < 2 || k < 1 || n > INT_MAX || k >= INT_MAX / 2) {
-        px_err_set(e, PX_EINVAL, "cannot fit %s: need at least 2 rows and 1 column (at most %d of each)", what, INT_MAX / 2);
+        px_err_set(e, PX_EINVAL, "cannot fit %s: need at least 2 rows and 1 column (at most %d of each)", what,
+                   INT_MAX / 2);
         return NULL;
     }
     if (!(p.C >= 0) || !(p.gamma >= 0) || !(p.epsilon >= 0) || !isfinite(p.C) || !isfinite(p.gamma) ||
-        !isfinite(p.epsilon) || !(p.cache_mb > 0) || p.max_rows < 2 || p.max_rows > INT_MAX) {
-        px_err_set(e, PX_EINVAL, "cannot fit %s: bad parameters (C, gamma, epsilon >= 0, cache_mb > 0, max_rows >= 2)", what);
+        !isfinite(p.epsilon) || !(p.cache_mb > 0) || p.max_rows < 2) {
+        px_err_set(e, PX_EINVAL, "cannot fit %s: bad parameters (C, gamma, epsilon >= 0, cache_mb > 0, max_rows >= 2)",
+                   what);
         return NULL;
     }
-    pthread_once(&quiet_once, quiet_init);   /* LibSVM prints progress to stdout unless told otherwise */
+    pthread_once(&quiet_once, quiet_init); /* LibSVM prints progress to stdout unless told otherwise */
     int grid = p.C == 0 || p.gamma == 0;
     if (grid && (p.cv_folds < 2 || p.cv_folds > 20)) {
         px_err_set(e, PX_EINVAL, "cannot fit %s: cv_folds must be in [2, 20]", what);
@@ -613,7 +623,10 @@ px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const p
     all = malloc(n * sizeof *all);
     used = malloc(n * sizeof *used);
     ys = malloc(n * sizeof *ys);
-    if (!s || !all || !used || !ys) goto nomem;
+    if (!s || !all || !used || !ys) {
+        rc = px_err_set(e, PX_ENOMEM, "cannot fit %s: out of memory", what);
+        goto done;
+    }
     for (size_t i = 0; i < n; i++) all[i] = i;
     uint64_t st = p.seed;
     /* Training-size policy: LibSVM's training time grows with about the square
@@ -622,15 +635,18 @@ px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const p
     size_t m = n;
     if (n > p.max_rows) {
         m = p.max_rows;
-        if (subsample(all, n, y, svc, m, &st, used) < 0) goto nomem;
+        if (subsample(all, n, y, svc, m, &st, used) < 0) {
+            rc = px_err_set(e, PX_ENOMEM, "cannot fit %s: out of memory", what);
+            goto done;
+        }
     } else {
         memcpy(used, all, n * sizeof *used);
     }
     size_t upos = 0;
     for (size_t r = 0; r < m; r++) upos += y[used[r]] == 1;
     if (svc && (upos == 0 || upos == m)) {
-        px_err_set(e, PX_EINVAL, "cannot fit svc: the subsample has only one class");
-        goto fail;
+        rc = px_err_set(e, PX_EINVAL, "cannot fit svc: the subsample has only one class");
+        goto done;
     }
     s->type = p.type;
     s->k = k;
@@ -660,15 +676,24 @@ px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const p
         ncv = m < CV_MAX_ROWS ? m : CV_MAX_ROWS;
         cvrows = malloc(ncv * sizeof *cvrows);
         fold = malloc(ncv * sizeof *fold);
-        if (!cvrows || !fold) goto nomem;
+        if (!cvrows || !fold) {
+            rc = px_err_set(e, PX_ENOMEM, "cannot fit %s: out of memory", what);
+            goto done;
+        }
         if (ncv < m) {
-            if (subsample(used, m, y, svc, ncv, &st, cvrows) < 0) goto nomem;
+            if (subsample(used, m, y, svc, ncv, &st, cvrows) < 0) {
+                rc = px_err_set(e, PX_ENOMEM, "cannot fit %s: out of memory", what);
+                goto done;
+            }
         } else {
             memcpy(cvrows, used, m * sizeof *cvrows);
         }
         /* stratified folds: each class dealt round-robin after a seeded shuffle */
         size_t *ord = malloc(ncv * sizeof *ord), np = 0, nn = 0;
-        if (!ord) goto nomem;
+        if (!ord) {
+            rc = px_err_set(e, PX_ENOMEM, "cannot fit %s: out of memory", what);
+            goto done;
+        }
         for (size_t r = 0; r < ncv; r++) ord[r] = r;
         shuffle(ord, ncv, &st);
         for (size_t q = 0; q < ncv; q++) {
@@ -680,9 +705,9 @@ px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const p
         }
         free(ord);
         if (svc ? (np < (size_t)p.cv_folds || nn < (size_t)p.cv_folds) : ncv < 2 * (size_t)p.cv_folds) {
-            px_err_set(e, PX_EINVAL, "cannot fit %s: too few rows of each class for %d-fold cross-validation", what,
-                       p.cv_folds);
-            goto fail;
+            rc = px_err_set(e, PX_EINVAL, "cannot fit %s: too few rows of each class for %d-fold cross-validation",
+                            what, p.cv_folds);
+            goto done;
         }
         for (int ci = 0; ci < 3; ci++) {
             double C = p.C > 0 ? p.C : Cs[ci];
@@ -700,23 +725,23 @@ px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const p
             }
         }
         if (isnan(best)) {
-            px_err_set(e, PX_EINVAL, "cannot fit %s: every grid point failed in cross-validation", what);
-            goto fail;
+            rc = px_err_set(e, PX_EINVAL, "cannot fit %s: every grid point failed in cross-validation", what);
+            goto done;
         }
     }
 
     /* final model on the used rows, with probabilities for SVC */
     xp = malloc(m * sizeof *xp);
-    double *yu = malloc(m * sizeof *yu);
+    yu = malloc(m * sizeof *yu);
     if (!xp || !yu) {
-        free(yu);
-        goto nomem;
+        rc = px_err_set(e, PX_ENOMEM, "cannot fit %s: out of memory", what);
+        goto done;
     }
     for (size_t r = 0; r < m; r++) yu[r] = ys[used[r]];
     sp = make_nodes(X, k, used, m, xp);
     if (!sp) {
-        free(yu);
-        goto nomem;
+        rc = px_err_set(e, PX_ENOMEM, "cannot fit %s: out of memory", what);
+        goto done;
     }
     struct svm_problem pr = {(int)m, yu, xp};
     struct svm_parameter par;
@@ -731,9 +756,8 @@ px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const p
     }
     const char *perr = svm_check_parameter(&pr, &par);
     if (perr) {
-        free(yu);
-        px_err_set(e, PX_EINVAL, "cannot fit %s: LibSVM refused the parameters: %s", what, perr);
-        goto fail;
+        rc = px_err_set(e, PX_EINVAL, "cannot fit %s: LibSVM refused the parameters: %s", what, perr);
+        goto done;
     }
     pthread_mutex_lock(&libsvm_lock);
     /* LibSVM draws its folds for Platt scaling with rand(): seed it right before
@@ -744,8 +768,7 @@ px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const p
     pthread_mutex_unlock(&libsvm_lock);
     if (md) s->info.n_sv = (size_t)md->l;
     if (md) svm_free_and_destroy_model(&md);
-    free(yu);
-    if (trc < 0) goto fail;
+    if ((rc = trc) < 0) goto done;
 
     s->info.n_rows = n;
     s->info.n_used = m;
@@ -756,24 +779,26 @@ px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const p
     s->info.class_weight_pos = svc ? fc.wpos : 0;
     /* the kept model is the one loaded back from these bytes (owning its
      * support vectors, and equal bit for bit to any later load) */
-    if (frame_build(s, text.data, text.len, e) < 0) goto fail;
+    if ((rc = frame_build(s, text.data, text.len, e)) < 0) goto done;
     px_svm *out = px_svm_load((const unsigned char *)s->frame.data, s->frame.len, e);
-    if (!out) goto fail;
+    if (!out) {
+        rc = -1;
+        goto done;
+    }
     if (info) *info = out->info;
     px_svm_free(s);
     s = out;
-    goto done;
-nomem:
-    px_err_set(e, PX_ENOMEM, "cannot fit %s: out of memory", what);
-fail:
-    px_svm_free(s);
-    s = NULL;
 done:
+    if (rc < 0) {
+        px_svm_free(s);
+        s = NULL;
+    }
     free(all);
     free(used);
     free(cvrows);
     free(fold);
     free(ys);
+    free(yu);
     free(xp);
     free(sp);
     px_buf_release(&text);

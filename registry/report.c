@@ -552,8 +552,8 @@ static const struct {
     const char *set, *use;
 } intended[] = {
     {"readmission",
-     "Estimates, at discharge, the probability that an adult inpatient stay is followed by an unplanned "
-     "readmission within 30 days. Intended uses: (1) decision support, to prioritise discharge planning and "
+     "Estimates, at discharge, the probability that an adult inpatient stay is followed by a readmission "
+     "(all-cause: planned readmissions are not removed) within 30 days. Intended uses: (1) decision support, to prioritise discharge planning and "
      "follow-up for patients at high risk; (2) risk adjustment, as the expected-count model behind the "
      "risk-standardized readmission KPIs. Not intended for denying care, for individual prognosis "
      "conversations without clinical judgement, or for populations unlike the training cohort."},

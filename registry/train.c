@@ -79,6 +79,8 @@ typedef struct job {
     size_t *train, *test;
     size_t ntrain, ntest;
     int32_t cutoff;            /* first day of the held-out period; 0 = none */
+    const char *method;        /* the split actually used, for split.json */
+    int32_t min_cutoff;        /* retraining without patient groups: the champion's cutoff (0 = none) */
     int binary;
     px_fit_params fp;
     px_fit_info fi;
@@ -125,13 +127,23 @@ static int split_rows(job *j, const px_train_params *p, px_err *e)
     }
     int has_group = 0;
     for (size_t i = 0; i < d->n && !has_group; i++) has_group = d->group[i] != 0;
+    /* Without patient groups only time separates the sides: a holdout starting before
+     * the champion's would hold out rows the champion was trained on. */
+    if (has_time && !has_group && j->min_cutoff > j->cutoff) j->cutoff = j->min_cutoff;
+    j->method = has_group && has_time ? "temporal x patient-group holdout"
+                : has_group          ? "patient-group holdout (no time column)"
+                : has_time           ? "temporal holdout (no patient column)"
+                                     : "random row holdout (no time or patient column)";
     for (size_t i = 0; i < d->n; i++) {
         int late = has_time ? d->day[i] >= j->cutoff : 1;
         int hold = has_group ? in_holdout_group(d->group[i], p->holdout_patient_share) : 0;
         if (!has_group && !has_time) hold = (double)(mix64(i) >> 11) * 0x1.0p-53 < p->holdout_patient_share;
-        if (has_group) {
+        if (has_group && has_time) {
             if (late && hold) j->test[j->ntest++] = i;
             else if (!late && !hold) j->train[j->ntrain++] = i;
+        } else if (has_group) { /* no time column: the patient groups alone */
+            if (hold) j->test[j->ntest++] = i;
+            else j->train[j->ntrain++] = i;
         } else if (has_time) {
             if (late) j->test[j->ntest++] = i;
             else j->train[j->ntrain++] = i;
@@ -291,7 +303,7 @@ static int build_split(job *j, const px_train_params *p, px_err *e)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o) return px_err_set(e, PX_ENOMEM, "out of memory");
-    cJSON_AddStringToObject(o, "method", "temporal x patient-group holdout");
+    cJSON_AddStringToObject(o, "method", j->method);
     cJSON_AddStringToObject(o, "time_column", j->d->time_col);
     char day[11] = "";
     if (j->cutoff) date_str(j->cutoff, day);
@@ -319,8 +331,10 @@ static int build_params(job *j, px_err *e)
     cJSON *o = cJSON_CreateObject();
     if (!o) return px_err_set(e, PX_ENOMEM, "out of memory");
     cJSON_AddStringToObject(o, "algo", px_algo_name(j->fp.algo));
+    /* the model's own inputs: when retraining, the champion's columns may have been loaded beside them */
     cJSON *f = cJSON_AddArrayToObject(o, "features");
-    for (size_t k = 0; k < j->d->p; k++) cJSON_AddItemToArray(f, cJSON_CreateString(j->d->names[k]));
+    for (size_t k = 0; k < px_model_nfeatures(j->m); k++)
+        cJSON_AddItemToArray(f, cJSON_CreateString(px_model_feature(j->m, k)->name));
     if (j->fp.algo == PX_ALGO_LOGIT || j->fp.algo == PX_ALGO_POISSON) {
         cJSON_AddNumberToObject(o, "l2", j->fp.glm.l2);
         cJSON_AddNumberToObject(o, "max_iter", j->fp.glm.max_iter);
@@ -429,6 +443,23 @@ oom:
     return NULL;
 }
 
+/* The evaluation of a holdout with a single class: counts and Brier score, every
+ * discrimination and calibration statistic NAN (written as null), and a warning. */
+static void holdout_one_class(job *j, const double *y, size_t events)
+{
+    memset(&j->eb, 0, sizeof j->eb);
+    j->eb.n = j->ntest;
+    j->eb.events = events;
+    double se = 0;
+    for (size_t k = 0; k < j->ntest; k++) se += (j->test_scores[k] - y[k]) * (j->test_scores[k] - y[k]);
+    j->eb.brier = se / (double)j->ntest;
+    j->eb.auc = j->eb.auc_se = j->eb.auc_lo = j->eb.auc_hi = j->eb.auprc = NAN;
+    j->eb.cal_intercept = j->eb.cal_slope = j->eb.hl_chi2 = j->eb.hl_p = NAN;
+    for (int t = 0; t < PX_EVAL_THRESHOLDS; t++) j->eb.thr[t].threshold = NAN;
+    snprintf(j->fi.warning, sizeof j->fi.warning, "the holdout has %s: AUC and calibration are undefined",
+             events ? "only events" : "no events");
+}
+
 /* Loads the dataset, splits, fits and evaluates. extra_features: columns to load
  * beside the model's own (the champion's, to score it on the same rows). */
 static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, const char *const *extra_features,
@@ -437,6 +468,11 @@ static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, co
     (void)cfg;
     int rc = 0;
     double t0 = now_s();
+    /* a name, table or label cut short by its buffer would train or register something else */
+    if (!p->model || strlen(p->model) >= sizeof j->name)
+        return px_err_set(e, PX_EINVAL, "model name missing or longer than %zu characters", sizeof j->name - 1);
+    if ((p->table && strlen(p->table) >= sizeof j->table) || (p->label && strlen(p->label) >= sizeof j->label))
+        return px_err_set(e, PX_EINVAL, "table or label name of '%s' too long", p->model);
     snprintf(j->name, sizeof j->name, "%s", p->model);
     j->set = p->table ? NULL : px_feat_set_find(p->model);
     if (!p->table && !j->set)
@@ -496,7 +532,16 @@ static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, co
         double *y = malloc(j->ntest * sizeof *y);
         if (!y) return px_err_set(e, PX_ENOMEM, "out of memory");
         for (size_t k = 0; k < j->ntest; k++) y[k] = j->d->y[j->test[k]];
-        rc = px_eval_binary(y, j->test_scores, j->ntest, &j->eb, e);
+        size_t events = 0;
+        for (size_t k = 0; k < j->ntest; k++) events += y[k] == 1.0;
+        if (events == 0 || events == j->ntest) {
+            /* one class only (a small source, few deaths): discrimination is undefined,
+             * the rest is still worth recording; the gates then keep the champion */
+            holdout_one_class(j, y, events);
+            rc = 0;
+        } else {
+            rc = px_eval_binary(y, j->test_scores, j->ntest, &j->eb, e);
+        }
         free(y);
     } else {
         double *y = malloc(j->ntest * sizeof *y);
@@ -550,7 +595,11 @@ static void fill_result(const job *j, int version, int created, px_train_result 
     r->created = created;
     r->n_train = j->ntrain;
     r->n_test = j->ntest;
-    if (j->binary) {
+    if (j->binary && isnan(j->eb.auc)) {
+        snprintf(r->summary, sizeof r->summary, "%s v%d (%s): %zu training rows, %zu holdout rows; %s", j->name,
+                 version, px_algo_name(j->fp.algo), j->ntrain, j->ntest, j->fi.warning);
+        r->auc = r->auc_lo = r->auc_hi = NAN;
+    } else if (j->binary) {
         r->auc = j->eb.auc;
         r->auc_lo = j->eb.auc_lo;
         r->auc_hi = j->eb.auc_hi;
@@ -586,7 +635,12 @@ int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train
             /* the first version of a model becomes its champion: serving and KPIs need one */
             int champ = 0;
             px_err e2 = {0};
-            if (px_reg_resolve(c, j.name, "champion", &champ, &e2) != 0)
+            /* only a missing champion: a failed lookup must not promote anything */
+            int rr = px_reg_resolve(c, j.name, "champion", &champ, &e2);
+            if (rr != 0 && rr != PX_ENOTFOUND) {
+                *e = e2;
+                rc = rr;
+            } else if (rr == PX_ENOTFOUND)
                 rc = px_reg_promote(c, j.name, version, "champion", "first version of the model", e);
         }
     }
@@ -596,19 +650,26 @@ int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train
 
 /* ---- retraining ------------------------------------------------------------ */
 
-/* Reads the champion's training spec (table, label, algo, features) from its row. */
-static int champion_spec(PGconn *c, const char *name, int version, char *table, size_t tlen, char *label, size_t llen,
-                         char *algo, size_t alen, char ***features, px_err *e)
+/* Reads the champion's training spec from its row into tp (table, label, algo, l2,
+ * holdout shares; table and label point into the given buffers) and its features
+ * (NULL-terminated, caller frees with free_list). The holdout shares matter: the
+ * patient group is a threshold on the same hash, so a larger share than the
+ * champion's would hold out patients the champion was trained on. */
+static int champion_spec(PGconn *c, const char *name, int version, px_train_params *tp, char *table, size_t tlen,
+                         char *label, size_t llen, char ***features, int32_t *cutoff, px_err *e)
 {
     char ver[16];
     snprintf(ver, sizeof ver, "%d", version);
     const char *params[2] = {name, ver};
     *features = NULL;
     PGresult *r = PQexecParams(c,
-                               "SELECT feature_table, label, algo, coalesce((SELECT string_agg(f, ',')"
-                               " FROM jsonb_array_elements_text(params->'features') f), '')"
+                               "SELECT feature_table, label, algo, coalesce((params->>'l2')::float8, 0),"
+                               " coalesce((split->>'holdout_time_share')::float8, 0),"
+                               " coalesce((split->>'holdout_patient_share')::float8, 0),"
+                               " coalesce(nullif(split->>'holdout_from', '')::date - date '1970-01-01', 0)"
                                " FROM registry.versions WHERE name = $1 AND version = $2::int",
                                2, NULL, params, NULL, NULL, 0);
+    PGresult *fr = NULL;
     int rc = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         rc = px_err_set(e, PX_EDB, "cannot read the spec of '%s' v%d", name, version);
@@ -621,23 +682,39 @@ static int champion_spec(PGconn *c, const char *name, int version, char *table, 
     }
     snprintf(table, tlen, "%s", PQgetvalue(r, 0, 0));
     snprintf(label, llen, "%s", PQgetvalue(r, 0, 1));
-    snprintf(algo, alen, "%s", PQgetvalue(r, 0, 2));
-    char *list_text = strdup(PQgetvalue(r, 0, 3));
-    size_t nf = 1;
-    for (char *s = list_text; s && *s; s++) nf += *s == ',';
-    char **list = list_text ? calloc(nf + 1, sizeof *list) : NULL;
+    tp->table = table;
+    tp->label = label;
+    if (px_algo_parse(PQgetvalue(r, 0, 2), &tp->algo) == 0) tp->algo_given = 1;
+    double l2 = strtod(PQgetvalue(r, 0, 3), NULL), ts = strtod(PQgetvalue(r, 0, 4), NULL),
+           ps = strtod(PQgetvalue(r, 0, 5), NULL);
+    if (l2 >= 0) tp->l2 = l2;
+    if (ts > 0 && ts < 1) tp->holdout_time_share = ts;
+    if (ps > 0 && ps < 1) tp->holdout_patient_share = ps;
+    *cutoff = (int32_t)atoi(PQgetvalue(r, 0, 6));
+    /* one row per feature, in order (a quoted column name may hold a comma) */
+    fr = PQexecParams(c,
+                      "SELECT f FROM registry.versions v, jsonb_array_elements_text(v.params->'features')"
+                      " WITH ORDINALITY a(f, k) WHERE v.name = $1 AND v.version = $2::int ORDER BY k",
+                      2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(fr) != PGRES_TUPLES_OK) {
+        rc = px_err_set(e, PX_EDB, "cannot read the features of '%s' v%d", name, version);
+        px_err_detail(e, "%s", PQresultErrorMessage(fr));
+        goto out;
+    }
+    int nf = PQntuples(fr);
+    char **list = calloc((size_t)nf + 1, sizeof *list);
     if (!list) {
-        free(list_text);
         rc = px_err_set(e, PX_ENOMEM, "out of memory");
         goto out;
     }
-    size_t k = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(list_text, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
-        if (!(list[k++] = strdup(tok))) rc = px_err_set(e, PX_ENOMEM, "out of memory");
-    free(list_text);
     *features = list;
+    for (int k = 0; k < nf; k++)
+        if (!(list[k] = strdup(PQgetvalue(fr, k, 0)))) {
+            rc = px_err_set(e, PX_ENOMEM, "out of memory");
+            goto out;
+        }
 out:
+    PQclear(fr);
     PQclear(r);
     return rc;
 }
@@ -659,12 +736,14 @@ static int record_decision(PGconn *c, const char *name, int candidate, int champ
                              metrics_json, message};
     PGresult *r = PQexecParams(c,
                                "INSERT INTO registry.decisions (name, candidate_version, champion_version, decision,"
-                               " gates, metrics, message) VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)",
+                               " gates, metrics, message) VALUES ($1, $2, $3, $4, coalesce($5::jsonb, '{}'),"
+                               " coalesce($6::jsonb, '{}'), $7)",
                                7, NULL, params, NULL, NULL, 0);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok) {
         px_err_set(e, PX_EDB, "cannot record the retraining decision for '%s'", name);
         px_err_detail(e, "%s", PQresultErrorMessage(r));
+        px_log(PX_LOG_ERROR, "cannot record the retraining decision for '%s': %s", name, PQresultErrorMessage(r));
     }
     PQclear(r);
     if (ok) {
@@ -685,24 +764,36 @@ int px_retrain(PGconn *c, const px_config *cfg, const char *model, const px_retr
     px_err e2 = {0};
     px_train_params tp = px_train_default_params();
     tp.model = model;
-    char table[256] = "", label[64] = "", algo[32] = "";
+    char table[256] = "", label[64] = "";
     char **champ_feats = NULL;
     job j;
     memset(&j, 0, sizeof j);
     px_model *cm = NULL;
     double *cs = NULL, *y = NULL;
     char gates[1024] = "{}", metrics[1024] = "{}", msg[600] = "";
+    int version = 0; /* the candidate, once registered */
 
-    if (px_reg_resolve(c, model, "champion", &champ, &e2) == 0) {
-        if ((rc = champion_spec(c, model, champ, table, sizeof table, label, sizeof label, algo, sizeof algo,
-                                &champ_feats, e)) != 0)
-            goto out;
-        const px_feat_set_info *set = px_feat_set_find(model);
-        if (!set || strcmp(set->table, table) != 0) {
-            tp.table = table;
-            tp.label = label;
+    int rr = px_reg_resolve(c, model, "champion", &champ, &e2);
+    if (rr != 0 && rr != PX_ENOTFOUND) { /* a failed lookup is not "no champion": that would promote ungated */
+        *e = e2;
+        rc = rr;
+        if (rr == PX_EINVAL) goto out; /* an invalid name: nothing to record it under */
+        snprintf(msg, sizeof msg, "cannot resolve the champion: %s", e->msg);
+        champ = 0;
+        goto fail;
+    }
+    if (rr == 0) {
+        if ((rc = champion_spec(c, model, champ, &tp, table, sizeof table, label, sizeof label, &champ_feats,
+                                &j.min_cutoff, e)) != 0) {
+            snprintf(msg, sizeof msg, "cannot read the champion v%d: %s", champ, e->msg);
+            goto fail;
         }
-        if (px_algo_parse(algo, &tp.algo) == 0) tp.algo_given = 1;
+        /* a built-in model trained on its own set: rebuild the set, use its current default features */
+        const px_feat_set_info *set = px_feat_set_find(model);
+        if (set && strcmp(set->table, table) == 0 && strcmp(set->label, label) == 0) {
+            tp.table = NULL;
+            tp.label = NULL;
+        }
     } else if (!px_feat_set_find(model)) {
         rc = px_err_set(e, PX_ENOTFOUND, "model '%s' has no champion and is not a built-in model", model);
         goto out;
@@ -714,24 +805,27 @@ int px_retrain(PGconn *c, const px_config *cfg, const char *model, const px_retr
         snprintf(msg, sizeof msg, "training failed: %s", e->msg);
         goto fail;
     }
-    int version = 0;
     rc = job_register(c, cfg, &j, &version, e);
     if (rc == PX_ENOTHING) {
         px_err_clear(e);
         snprintf(msg, sizeof msg, "data and parameters unchanged since v%d: nothing to train", version);
-        record_decision(c, model, version, champ, "unchanged", NULL, NULL, msg, &e2);
+        if ((rc = record_decision(c, model, version, champ, "unchanged", NULL, NULL, msg, e)) != 0) goto out;
         if (report) fprintf(report, "%s: %s\n", model, msg);
         rc = px_err_set(e, PX_ENOTHING, "%s: %s", model, msg);
         goto out;
     }
     if (rc != 0) {
+        version = 0;
         snprintf(msg, sizeof msg, "registration failed: %s", e->msg);
         goto fail;
     }
     if (!champ) {
-        rc = px_reg_promote(c, model, version, "champion", "first version of the model", e);
+        if ((rc = px_reg_promote(c, model, version, "champion", "first version of the model", e)) != 0) {
+            snprintf(msg, sizeof msg, "cannot promote v%d, the first version: %s", version, e->msg);
+            goto fail;
+        }
         snprintf(msg, sizeof msg, "v%d is the first version: promoted to champion", version);
-        if (rc == 0) record_decision(c, model, version, 0, "promoted", NULL, NULL, msg, e);
+        if ((rc = record_decision(c, model, version, 0, "promoted", NULL, NULL, msg, e)) != 0) goto out;
         if (report) fprintf(report, "%s: %s\n", model, msg);
         goto out;
     }
@@ -755,7 +849,12 @@ int px_retrain(PGconn *c, const px_config *cfg, const char *model, const px_retr
     }
     for (size_t k = 0; k < j.ntest; k++) y[k] = j.d->y[j.test[k]];
     int pass;
-    if (j.binary) {
+    if (j.binary && isnan(j.eb.auc)) {
+        /* a holdout of one class cannot rank two models: keep the champion */
+        pass = 0;
+        snprintf(gates, sizeof gates, "{\"comparable\":false}");
+        snprintf(msg, sizeof msg, "candidate v%d vs champion v%d: kept: %s", version, champ, j.fi.warning);
+    } else if (j.binary) {
         px_eval_bin ce;
         double diff = 0, se = 0, pv = 1;
         if ((rc = px_eval_binary(y, cs, j.ntest, &ce, e)) != 0 ||
@@ -804,7 +903,7 @@ fail:
     if (!msg[0]) snprintf(msg, sizeof msg, "%s", e->msg);
     {
         px_err keep = *e;
-        record_decision(c, model, 0, champ, "failed", NULL, NULL, msg, &e2);
+        record_decision(c, model, version, champ, "failed", NULL, NULL, msg, &e2);
         *e = keep;
     }
     if (report) fprintf(report, "%s: failed: %s\n", model, msg);

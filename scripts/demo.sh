@@ -3,8 +3,9 @@
 # missing, starts the embedded warehouse in ./var, generates a synthetic hospital
 # system, loads it (and the CMS DE-SynPUF sample, when ../shared has it), prints
 # the load report, builds the feature tables, trains and registers the readmission,
-# mortality and length-of-stay models, lists the registry, starts the prediction
-# server in the background and makes one prediction with curl.
+# mortality and length-of-stay models, lists the registry, computes the risk-adjusted
+# KPIs, writes the executive report ($PROGNOS_HOME/kpi-report.html), starts the
+# prediction server in the background and makes one prediction with curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -30,6 +31,13 @@ done
 echo
 $PX registry list
 echo
+set +e
+$PX kpi compute
+rc=$?
+set -e
+[ $rc -eq 0 ] || [ $rc -eq 3 ] || exit $rc   # 3: computed before from the same models and data
+$PX kpi report --period year --out "$PROGNOS_HOME/kpi-report.html" --json "$PROGNOS_HOME/kpi-report.json" \
+    --csv "$PROGNOS_HOME/kpi-report.csv"
 # the prediction server: in the background on DEMO_LISTEN, one prediction with curl
 LISTEN=${DEMO_LISTEN:-127.0.0.1:8080}
 KEY=$($PX apikey create --role predict --name demo 2>/dev/null)

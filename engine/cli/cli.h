@@ -15,6 +15,7 @@ int cmd_features(int argc, char **argv);
 int cmd_registry(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_retrain(int argc, char **argv);
+int cmd_kpi(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_apikey(int argc, char **argv);
 int cmd_drift(int argc, char **argv);

@@ -12,7 +12,7 @@ static const char usage[] =
     "\n"
     "build    (re)build feature tables in the warehouse, each in one transaction:\n"
     "         features.readmission, features.mortality, features.los, one row per index\n"
-    "         stay, point-in-time correct (see README.md, \"Feature tables\"). A set already\n"
+    "         stay, point-in-time correct (see features/README.md). A set already\n"
     "         built from the same ETL batches with the same definition is left as it is\n"
     "         (reported as unchanged). Each build is recorded in features.catalog.\n"
     "           --set NAME   one set, or all (default)\n"

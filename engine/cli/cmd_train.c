@@ -2,6 +2,7 @@
 #include "engine/cli/cli.h"
 #include "registry/registry.h"
 #include <libpq-fe.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,11 +121,15 @@ int cmd_train(int argc, char **argv)
     if (!(c = px_db_connect(&cfg, &e))) goto fail;
     px_train_result r;
     if (px_train(c, &cfg, &p, &r, &e) != 0) goto fail;
-    if (json)
-        printf("{\"model\":\"%s\",\"version\":%d,\"created\":%s,\"train_rows\":%zu,\"holdout_rows\":%zu,"
-               "\"auc\":%.6f,\"auc_lo\":%.6f,\"auc_hi\":%.6f,\"rmse\":%.6f,\"r2\":%.6f}\n",
-               p.model, r.version, r.created ? "true" : "false", r.n_train, r.n_test, r.auc, r.auc_lo, r.auc_hi,
-               r.rmse, r.r2);
+    if (json) {
+        printf("{\"model\":\"%s\",\"version\":%d,\"created\":%s,\"train_rows\":%zu,\"holdout_rows\":%zu", p.model,
+               r.version, r.created ? "true" : "false", r.n_train, r.n_test);
+        const char *keys[] = {"auc", "auc_lo", "auc_hi", "rmse", "r2"};
+        double vals[] = {r.auc, r.auc_lo, r.auc_hi, r.rmse, r.r2};
+        for (int k = 0; k < 5; k++) /* JSON has no NaN: an undefined statistic is null */
+            isfinite(vals[k]) ? printf(",\"%s\":%.6f", keys[k], vals[k]) : printf(",\"%s\":null", keys[k]);
+        printf("}\n");
+    }
     else
         printf("%s%s\n", r.summary, r.created ? "" : " (unchanged: this version already existed)");
     code = PX_EXIT_OK;

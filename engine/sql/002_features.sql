@@ -255,8 +255,8 @@ CROSS JOIN LATERAL (
 ) x(code);
 
 -- The categories of one code, as a bit mask (bit = comorbidity_category.bit):
--- every map row whose prefix starts the code. The builder applies it to each
--- distinct code of the warehouse.
+-- every map row whose prefix starts the code. The builder applies the same rule
+-- to all distinct codes of the warehouse at once (features/sql/base.sql).
 CREATE FUNCTION features.code_mask(sys text, code text) RETURNS bigint
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT coalesce(bit_or(1::bigint << k.bit), 0)
@@ -278,3 +278,8 @@ LANGUAGE sql STABLE AS $$
                            ORDER BY code_system COLLATE "C", category COLLATE "C", code_prefix COLLATE "C")
          FROM features.comorbidity_map), 'UTF8')), 'hex')
 $$;
+
+-- Statistics now: the builder's first lookups must not wait for autovacuum to
+-- learn that the map has 1,258 rows (without them it scans the map per code).
+ANALYZE features.comorbidity_category;
+ANALYZE features.comorbidity_map;

@@ -4,30 +4,16 @@
 -- warehouse). Prediction time: the discharge. Label readmit_30d: any admission of
 -- the patient (any facility) 1-30 days after discharge: all-cause, since the CMS
 -- planned-readmission algorithm needs procedure-category maps we do not have.
+-- Features: everything known at discharge (cm_dis, all diagnoses of the stay).
 CREATE TABLE features._build_readmission AS
-WITH data_end AS (SELECT max(admission_date) AS d FROM px_enc),
-idx AS (
-    SELECT e.*, e.mask_all | coalesce(pr.mask_at_discharge, 0) AS cm,
-           coalesce(pr.prior_adm_6m, 0) AS prior_adm_6m, coalesce(pr.prior_adm_12m, 0) AS prior_adm_12m,
-           coalesce(pr.ed_visits_6m, 0) AS ed_visits_6m
-    FROM px_enc e
-    CROSS JOIN data_end
-    LEFT JOIN px_prior pr ON pr.encounter_id = e.encounter_id
-    WHERE e.discharge_disposition NOT IN ('expired', 'transfer_acute', 'ama')
-      AND e.discharge_date + 30 <= data_end.d),
-readm AS (
-    SELECT i.encounter_id, (min(n.admission_date) - i.discharge_date)::smallint AS days
-    FROM idx i
-    JOIN px_enc n ON n.patient_id = i.patient_id
-                 AND n.admission_date BETWEEN i.discharge_date + 1 AND i.discharge_date + 30
-    GROUP BY i.encounter_id, i.discharge_date),
-scored AS (
-    SELECT i.*, @CHARLSON@ AS charlson_index, @ELIXCOUNT@ AS elix_count FROM idx i)
+-- follow-up ends where each source's data ends (a SynPUF extract ends in 2010, a
+-- hospital's extract this year): the last admission date of the stay's own source
+WITH data_end AS (SELECT source, max(admission_date) AS d FROM px_enc GROUP BY source)
 SELECT s.encounter_id, s.patient_id, s.facility_id, s.department, s.admission_date, s.discharge_date, s.sex,
        s.age_years, (s.sex = 'F')::integer::smallint AS female, s.admission_type, s.admission_source,
        (s.admission_type = 'emergency')::integer::smallint AS emergency,
-       @FLAGS@,
-       s.charlson_index, s.elix_count,
+       @FLAGCOLS@,
+       f.charlson_index, f.elix_count,
        s.prior_adm_6m, s.prior_adm_12m, s.ed_visits_6m,
        s.n_dx::smallint AS n_diagnoses, s.n_px::smallint AS n_procedures,
        s.cc_alzheimer, s.cc_chf, s.cc_chronic_kidney, s.cc_cancer, s.cc_copd, s.cc_depression, s.cc_diabetes,
@@ -38,12 +24,14 @@ SELECT s.encounter_id, s.patient_id, s.facility_id, s.department, s.admission_da
        (CASE WHEN s.los_days < 1 THEN 0 WHEN s.los_days <= 3 THEN s.los_days WHEN s.los_days <= 6 THEN 4
              WHEN s.los_days <= 13 THEN 5 ELSE 7 END
         + CASE WHEN s.admission_type = 'emergency' THEN 3 ELSE 0 END
-        + CASE WHEN s.charlson_index >= 4 THEN 5 ELSE s.charlson_index END
+        + CASE WHEN f.charlson_index >= 4 THEN 5 ELSE f.charlson_index END
         + s.ed_visits_6m)::smallint AS lace_score,
-       (r.days IS NOT NULL)::integer::smallint AS readmit_30d,
-       r.days AS days_to_readmission,
+       (s.days_to_next_30d IS NOT NULL)::integer::smallint AS readmit_30d,
+       s.days_to_next_30d AS days_to_readmission,
        coalesce(s.death_date BETWEEN s.discharge_date AND s.discharge_date + 30, false)::integer::smallint
            AS died_30d_after_discharge
-FROM scored s
-LEFT JOIN readm r ON r.encounter_id = s.encounter_id
-ORDER BY s.discharge_date, s.encounter_id;
+FROM px_enc s
+JOIN data_end ON data_end.source = s.source
+JOIN px_mask f ON f.cm = s.cm_dis
+WHERE s.discharge_disposition NOT IN ('expired', 'transfer_acute', 'ama')
+  AND s.discharge_date + 30 <= data_end.d;

@@ -35,6 +35,7 @@ assert summary is not None, "no SUMMARY line"
 assert images >= 2, f"expected ROC/calibration and coefficient plots, found {images} images"
 assert summary["versions"] == want["versions"], (summary, want)
 assert summary["champions"] == want["champions"], (summary, want)
+assert sorted(summary["auc"]) == sorted(want["auc"]), (sorted(summary["auc"]), sorted(want["auc"]))
 for k, v in want["auc"].items():
     assert abs(summary["auc"][k] - float(v)) < 1e-6, (k, summary["auc"].get(k), v)
 print(f"notebook: {summary['versions']} versions, {images} plots, AUCs equal the registry's")

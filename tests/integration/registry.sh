@@ -198,7 +198,7 @@ for s in "## Intended use" "## Cohort and label" "## Features" "## Holdout perfo
     "## Calibration by decile of risk" "## Subgroups" "## Coefficients" "## Limitations" "## Training data"; do
     grep -qx "$s" "$c" || fail "card: no section '$s'"
 done
-grep -q "unplanned readmission within 30 days" "$c" || fail "card: intended use"
+grep -q "(all-cause: planned readmissions are not removed) within 30 days" "$c" || fail "card: intended use"
 grep -q "^30-day all-cause readmission" "$c" || fail "card: cohort from the feature set's doc"
 grep -q "^| overall | 500 | [0-9]* | $auc ($ci) | " "$c" || fail "card: overall metrics"
 assert_eq "$(grep -c '^| [0-9]* | 150 | ' "$c")" 0 "calibration rows are holdout deciles"

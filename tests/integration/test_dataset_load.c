@@ -171,6 +171,32 @@ static void small_table(void)
         px_dataset_free(d);
     }
 
+    /* order: NULL times last; integer keys numerically; text keys by bytes */
+    exec_sql("CREATE TABLE t.nulltime (encounter_id uuid, visit date, y integer);"
+             "INSERT INTO t.nulltime VALUES ('00000000-0000-0000-0000-000000000002', NULL, 0),"
+             " ('00000000-0000-0000-0000-000000000001', '2020-01-02', 1), ('00000000-0000-0000-0000-000000000003', '2020-01-01', 2);"
+             "CREATE TABLE t.intkey (encounter_id integer, y integer, x integer);"
+             "INSERT INTO t.intkey VALUES (10, 0, 3), (9, 0, 2), (-1, 0, 1);"
+             "CREATE TABLE t.textkey (encounter_id text, y integer, x integer);"
+             "INSERT INTO t.textkey VALUES ('b', 0, 3), ('B', 0, 1), ('a', 0, 2);");
+    px_dataset_params tp = px_dataset_default_params();
+    tp.table = "t.nulltime";
+    tp.label = "y";
+    tp.time_col = "visit";
+    d = px_dataset_load(conn, &tp, &e);
+    CHECK(d && d->n == 3);
+    if (d && d->n == 3) {
+        CHECK(d->y[0] == 2 && d->y[1] == 1 && d->y[2] == 0);
+        CHECK(d->day[0] == 18262 && d->day[1] == 18263 && d->day[2] == 0);
+    }
+    px_dataset_free(d);
+    for (int t = 0; t < 2; t++) {
+        d = load(t ? "t.textkey" : "t.intkey", "y", NULL, NULL, &e);
+        CHECK(d && d->n == 3 && d->p == 1);
+        if (d && d->n == 3 && d->p == 1) CHECK(d->x[0] == 1 && d->x[1] == 2 && d->x[2] == 3);
+        px_dataset_free(d);
+    }
+
     /* quoted identifiers */
     const char *odd[] = {"Weird Col", "a\"quote", NULL};
     d = load("t.Odd Name", "y", odd, NULL, &e);
@@ -296,6 +322,35 @@ static void builtin_table(void)
     expect_error("features.los", "los_days", bad2, "is not in table 'features.los'");
 }
 
+/* px_feat_build through the API: unchanged after the script's build, refused inside a
+ * transaction, an unknown set named. */
+static void build_api(void)
+{
+    px_feat_build_result r;
+    px_err e = {0};
+    CHECK_INT(px_feat_build(conn, "mortality", &r, &e), 0);
+    CHECK_INT(r.unchanged, 1);
+    CHECK(r.rows > 0 && r.build_id > 0 && strlen(r.def_hash) == 64);
+    PGresult *q = PQexec(conn, "SELECT count(*) FROM features.mortality");
+    CHECK(PQresultStatus(q) == PGRES_TUPLES_OK && atoll(PQgetvalue(q, 0, 0)) == r.rows);
+    PQclear(q);
+    exec_sql("BEGIN");
+    memset(&e, 0, sizeof e);
+    CHECK_INT(px_feat_build(conn, "mortality", &r, &e), PX_ESTATE);
+    CHECK(strstr(e.msg, "inside an open transaction") != NULL);
+    exec_sql("ROLLBACK");
+    memset(&e, 0, sizeof e);
+    CHECK_INT(px_feat_build(conn, "nosuch", &r, &e), PX_EINVAL);
+    CHECK_STR(e.msg, "unknown feature set 'nosuch' (readmission, mortality or los)");
+    CHECK(px_feat_set_find("los") == &px_feat_sets[2] && px_feat_set_find("LOS") == NULL && px_feat_sets_count == 3);
+    for (int k = 0; k < px_feat_sets_count; k++) {
+        int n = 0;
+        while (px_feat_sets[k].default_features[n]) n++;
+        CHECK(n >= 20 && n <= 30);
+        CHECK(px_feat_sets[k].doc && strlen(px_feat_sets[k].doc) > 100);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -310,6 +365,7 @@ int main(int argc, char **argv)
     exec_sql("SET client_min_messages = warning");
     small_table();
     builtin_table();
+    build_api();
     PQfinish(conn);
     return check_report("test_dataset_load");
 }

@@ -27,6 +27,18 @@ for m in readmission mortality los; do
 done
 ok "first versions are champions"
 
+# the split and the subgroup counts, recomputed from the feature tables (train_split_check.py)
+for ms in readmission:discharge_date:readmit_30d mortality:admission_date:death_30d; do
+    IFS=: read -r m tcol lab <<<"$ms"
+    psql -X -q -At -v ON_ERROR_STOP=1 "$(px db url)" -c "COPY (SELECT patient_id, $tcol, $lab, female, age_years
+        FROM features.$m WHERE $lab IS NOT NULL) TO STDOUT WITH CSV" >"$WORK/rows.csv"
+    python3 "$PROGNOS_SRC/tests/integration/train_split_check.py" \
+        "$(sql "SELECT split FROM registry.versions WHERE name = '$m' AND version = 1")" \
+        "$(sql "SELECT metrics FROM registry.versions WHERE name = '$m' AND version = 1")" <"$WORK/rows.csv" \
+        || fail "$m v1: split or subgroups differ from the recomputation"
+done
+ok "holdout split and subgroup counts recomputed independently"
+
 assert_exit 0 px train --model readmission
 grep -q "unchanged" "$WORK/out" || fail "training the same data again should say unchanged: $(cat "$WORK/out")"
 assert_exit 3 px retrain --model readmission
@@ -35,9 +47,18 @@ assert_eq "$(sql "SELECT count(*) FROM registry.versions")" 3 "versions after re
 assert_eq "$(sql "SELECT count(*) FROM registry.decisions WHERE decision = 'unchanged'")" 4 "'unchanged' decisions"
 ok "retrain on unchanged data creates nothing and exits 3"
 
+# a data scientist's own model (--table) with its own settings: retraining keeps them
+sql "CREATE SCHEMA t; CREATE TABLE t.r AS SELECT * FROM features.readmission"
+assert_exit 0 px train --model mine --table t.r --label readmit_30d --features age_years,female,prior_adm_12m,emergency \
+    --l2 0.5 --holdout-patients 0.2 --holdout-time 0.3
+assert_exit 3 px retrain --model mine
+assert_eq "$(sql "SELECT count(*) FROM registry.versions WHERE name = 'mine'")" 1 "own model: versions after retraining unchanged data"
+assert_eq "$(sql "SELECT decision FROM registry.decisions WHERE name = 'mine' ORDER BY decision_id DESC LIMIT 1")" unchanged "own model: decision on unchanged data"
+ok "retraining a user's own model on unchanged data: nothing new, exit 3"
+
 px etl load --format canonical --source "$WORK/b" --quiet >/dev/null
 assert_exit 3 px retrain --model mortality --slope-range 5,6
-assert_eq "$(sql "SELECT decision FROM registry.decisions WHERE name = 'mortality' ORDER BY decision_id DESC LIMIT 1")" kept "impossible gate"
+assert_eq "$(sql "SELECT decision || ' ' || (gates->>'slope_ok') FROM registry.decisions WHERE name = 'mortality' ORDER BY decision_id DESC LIMIT 1")" "kept false" "impossible gate"
 assert_eq "$(sql "SELECT version FROM registry.aliases WHERE name = 'mortality' AND alias = 'champion'")" 1 "champion kept"
 assert_eq "$(sql "SELECT version FROM registry.aliases WHERE name = 'mortality' AND alias = 'challenger'")" 2 "candidate is the challenger"
 ok "a candidate failing a gate is kept as challenger, exit 3"
@@ -45,11 +66,37 @@ ok "a candidate failing a gate is kept as challenger, exit 3"
 set +e; px retrain --model readmission >"$WORK/out" 2>"$WORK/err"; rc=$?; set -e
 dec=$(sql "SELECT decision FROM registry.decisions WHERE name = 'readmission' ORDER BY decision_id DESC LIMIT 1")
 champ=$(sql "SELECT version FROM registry.aliases WHERE name = 'readmission' AND alias = 'champion'")
-case "$rc:$dec:$champ" in
-    0:promoted:2|3:kept:1) ok "retrain with new data: exit $rc, decision $dec, champion v$champ";;
-    *) cat "$WORK/out" "$WORK/err"; fail "retrain: exit $rc, decision '$dec', champion v$champ disagree";;
+chal=$(sql "SELECT version FROM registry.aliases WHERE name = 'readmission' AND alias = 'challenger'")
+case "$rc:$dec:$champ:$chal" in
+    0:promoted:2:1|3:kept:1:2) ok "retrain with new data: exit $rc, decision $dec, champion v$champ, challenger v$chal";;
+    *) cat "$WORK/out" "$WORK/err"; fail "retrain: exit $rc, decision '$dec', champion v$champ, challenger v$chal disagree";;
 esac
 grep -q "holdout rows" "$WORK/out" || fail "retrain report: $(cat "$WORK/out")"
+# the decision follows from its own metrics and the default gates; the paired DeLong
+# difference is candidate minus champion; both were scored on the candidate's holdout rows
+assert_eq "$(sql "SELECT ((m->'candidate'->>'auc')::float8 >= (m->'champion'->>'auc')::float8 - 0.01
+                          AND (m->'candidate'->>'cal_slope')::float8 BETWEEN 0.8 AND 1.2) = (decision = 'promoted'),
+                         abs((m->'delong'->>'diff')::float8 - ((m->'candidate'->>'auc')::float8 - (m->'champion'->>'auc')::float8)) < 2e-6,
+                         (m->>'holdout_rows')::int = (SELECT (split->>'holdout_rows')::int FROM registry.versions v
+                                                     WHERE v.name = d.name AND v.version = d.candidate_version),
+                         abs((m->'candidate'->>'auc')::float8 - (SELECT (metrics->'overall'->>'auc')::float8 FROM registry.versions v
+                                                     WHERE v.name = d.name AND v.version = d.candidate_version)) < 1e-6
+                  FROM (SELECT *, metrics AS m FROM registry.decisions WHERE name = 'readmission' ORDER BY decision_id DESC LIMIT 1) d")" \
+    "t|t|t|t" "retrain decision vs its metrics"
+ok "retrain decision agrees with its gates and metrics"
+
+# the user's table grows: the candidate keeps the champion's features, penalty and holdout shares
+sql "DROP TABLE t.r; CREATE TABLE t.r AS SELECT * FROM features.readmission"
+set +e; px retrain --model mine >"$WORK/out" 2>"$WORK/err"; rc=$?; set -e
+dec=$(sql "SELECT decision FROM registry.decisions WHERE name = 'mine' ORDER BY decision_id DESC LIMIT 1")
+case "$rc:$dec" in
+    0:promoted|3:kept) ;;
+    *) cat "$WORK/out" "$WORK/err"; fail "own model retrain: exit $rc, decision '$dec'";;
+esac
+assert_eq "$(sql "SELECT params->>'l2', params->'features', split->>'holdout_patient_share', split->>'holdout_time_share'
+                  FROM registry.versions WHERE name = 'mine' AND version = 2")" \
+    '0.5|["age_years", "female", "prior_adm_12m", "emergency"]|0.2|0.3' "own model v2 settings"
+ok "own model retrained on new data with the champion's settings: exit $rc, $dec"
 
 # tamper with the los champion's model file: retraining must refuse to load it
 f="$PROGNOS_HOME/registry/los/1/model.bin"

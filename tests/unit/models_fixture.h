@@ -18,8 +18,8 @@
 typedef struct fx_table {
     size_t n, p;
     char *names[16];
-    double *v;        /* n*p; a text cell is stored as NAN and its text in s */
-    char **s;         /* n*p, NULL for numeric cells */
+    double *v; /* n*p; a text cell is stored as NAN and its text in s */
+    char **s;  /* n*p, NULL for numeric cells */
 } fx_table;
 
 static inline void fx_die(const char *what, const char *path)
@@ -86,10 +86,17 @@ static inline int fx_col(const fx_table *t, const char *name)
 }
 
 static inline double fx_num(const fx_table *t, size_t i, const char *col) { return t->v[i * t->p + fx_col(t, col)]; }
-static inline const char *fx_text(const fx_table *t, size_t i, const char *col) { return t->s[i * t->p + fx_col(t, col)]; }
+static inline const char *fx_text(const fx_table *t, size_t i, const char *col)
+{
+    return t->s[i * t->p + fx_col(t, col)];
+}
 
 /* reference values: "key value" lines */
-typedef struct fx_ref { size_t n; char **key; double *val; } fx_ref;
+typedef struct fx_ref {
+    size_t n;
+    char **key;
+    double *val;
+} fx_ref;
 
 static inline void fx_ref_read(const char *name, fx_ref *r)
 {
@@ -233,8 +240,9 @@ static inline void fx_corrupt_all(const px_buf *saved, size_t nflips, const char
     }
     free(copy);
     CHECK_INT(flips_refused, nflips);
-    fprintf(stderr, "%s: %zu bytes; %zu truncations refused (%zu with a recomputed checksum); %zu flips refused; "
-                    "%zu re-checksummed edits accepted as a different valid model\n",
+    fprintf(stderr,
+            "%s: %zu bytes; %zu truncations refused (%zu with a recomputed checksum); %zu flips refused; "
+            "%zu re-checksummed edits accepted as a different valid model\n",
             what, saved->len, refused, refused_rehashed, flips_refused, accepted_edits);
 }
 

@@ -56,8 +56,9 @@ static void compare(const char *what, const px_glm_fit *f, const fx_ref *r, cons
         CHECK(rel(f->null_deviance, fx_ref_get(r, "%s.null_deviance", tag)) <= TOL);
         CHECK(rel(f->loglik, fx_ref_get(r, "%s.loglik", tag)) <= TOL);
     }
-    fprintf(stderr, "%s: largest difference from the reference (coefficients, SEs) %.3g, deviance %.3g, %d iterations\n",
-            what, worst, dd, f->iterations);
+    fprintf(stderr,
+            "%s: largest difference from the reference (coefficients, SEs) %.3g, deviance %.3g, %d iterations\n", what,
+            worst, dd, f->iterations);
 }
 
 static void test_reference(void)
@@ -82,7 +83,7 @@ static void test_reference(void)
     px_glm_fit_release(&f1);
     px_glm_fit_release(&f2);
     px_glm_fit_release(&f);
-    px_glm_fit_release(&f);   /* released twice: harmless */
+    px_glm_fit_release(&f); /* released twice: harmless */
 
     p = px_glm_default_params();
     CHECK_INT(px_poisson_fit(Xa, cnt, NULL, NULL, n, K, &p, &f, &e), 0);
@@ -172,8 +173,8 @@ static void test_separation(void)
     CHECK(f.iterations < 60);
     CHECK(strstr(f.warning, "separation") != NULL);
     CHECK(f.deviance < 0.1 * f.null_deviance);
-    fprintf(stderr, "complete separation: stopped after %d iterations, beta_x = %g, deviance %g (null %g): %s\n", f.iterations, f.beta[1], f.deviance, f.null_deviance,
-            f.warning);
+    fprintf(stderr, "complete separation: stopped after %d iterations, beta_x = %g, deviance %g (null %g): %s\n",
+            f.iterations, f.beta[1], f.deviance, f.null_deviance, f.warning);
     px_glm_fit_release(&f);
     /* quasi-complete: z = 1 implies y = 1 */
     CHECK_INT(px_logit_fit(X, yq, NULL, NULL, m, 3, &p, &f, &e), 0);
@@ -210,6 +211,48 @@ static void test_separation(void)
         CHECK(fabs(f.beta[1] - 3) < 0.5);
         CHECK(1 / (1 + exp(-(f.beta[0] + 10 * f.beta[1]))) > 1 - 1e-10);
         px_glm_fit_release(&f);
+        free(Xs);
+        free(ys);
+    }
+    /* one predictor with ever stronger effects: the fit reports separation exactly
+     * when the sample is separable (some threshold splits y), and otherwise
+     * converges to the finite MLE however large it is */
+    {
+        size_t q = 5000;
+        double *Xs = malloc(q * 2 * sizeof *Xs), *ys = malloc(q * sizeof *ys);
+        const double B[] = {15, 100, 1000, 3000, 10000};
+        int seen_sep = 0, seen_finite = 0;
+        for (int b = 0; b < 5; b++) {
+            unsigned long long st = 3;
+            double lo1 = INFINITY, hi0 = -INFINITY;
+            for (size_t i = 0; i < q; i++) {
+                st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+                double u1 = ((st >> 11) + 0.5) / 9007199254740992.0;
+                st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+                double u2 = ((st >> 11) + 0.5) / 9007199254740992.0;
+                st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+                double u = ((st >> 11) + 0.5) / 9007199254740992.0;
+                double x = sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2);
+                Xs[2 * i] = 1;
+                Xs[2 * i + 1] = x;
+                ys[i] = u < 1 / (1 + exp(-B[b] * x));
+                if (ys[i] == 1 && x < lo1) lo1 = x;
+                if (ys[i] == 0 && x > hi0) hi0 = x;
+            }
+            int separable = lo1 > hi0;
+            CHECK_INT(px_logit_fit(Xs, ys, NULL, NULL, q, 2, &p, &f, &e), 0);
+            CHECK_INT(f.separation, separable);
+            if (!separable) {
+                CHECK_INT(f.converged, 1);
+                CHECK(f.beta[1] > 0.5 * B[b] && f.beta[1] < 2 * B[b]);
+            }
+            seen_sep |= separable;
+            seen_finite |= !separable && B[b] >= 1000;
+            fprintf(stderr, "effect %g: separable %d, separation %d after %d iterations, beta %g\n", B[b], separable,
+                    f.separation, f.iterations, f.beta[1]);
+            px_glm_fit_release(&f);
+        }
+        CHECK(seen_sep && seen_finite);   /* the sample holds both kinds */
         free(Xs);
         free(ys);
     }

@@ -91,7 +91,7 @@ static void check_glm_model(px_algo algo, const char *label, const char *tag, co
         double eta = 0;
         for (int j = 0; j < 4; j++) eta += c[j];
         double lp = algo == PX_ALGO_LOGIT ? log(v / (1 - v)) : log(v);
-        double b0 = t[0].beta;   /* original-scale intercept + sum beta_j mean_j = standardized intercept */
+        double b0 = t[0].beta; /* original-scale intercept + sum beta_j mean_j = standardized intercept */
         for (int j = 1; j <= 3; j++) b0 += t[j].beta * px_model_feature(m, (size_t)j - 1)->mean;
         CHECK(fabs(b0 + eta - lp) < 1e-9);
     }
@@ -153,7 +153,7 @@ static void check_glm_model(px_algo algo, const char *label, const char *tag, co
     CHECK_INT(px_model_save(m, &b2, &e), 0);
     CHECK(b1.len == b2.len && memcmp(b1.data, b2.data, b1.len) == 0);
     CHECK(b1.len > 16 && memcmp(b1.data, "prognos-model 1\n", 16) == 0);
-    px_model *m2 = px_model_fit(d, NULL, 0, &p, NULL, &e);   /* a second fit: the same bytes */
+    px_model *m2 = px_model_fit(d, NULL, 0, &p, NULL, &e); /* a second fit: the same bytes */
     CHECK_INT(px_model_save(m2, &b3, &e), 0);
     CHECK(b1.len == b3.len && memcmp(b1.data, b3.data, b1.len) == 0);
     px_model_free(m2);
@@ -267,7 +267,10 @@ static void test_dropped_and_singular(void)
 }
 
 /* px_model_predict is thread-safe: two threads over all rows agree with one */
-typedef struct job { const px_model *m; double *out; } job;
+typedef struct job {
+    const px_model *m;
+    double *out;
+} job;
 static void *predict_all(void *arg)
 {
     job *j = arg;
@@ -302,6 +305,42 @@ static void test_threads(void)
     px_dataset_free(d);
 }
 
+/* a term name cut to fit px_term.name ends on a UTF-8 character boundary */
+static void test_long_level(void)
+{
+    enum { N = 400 };
+    px_err e;
+    px_dataset *d = px_dataset_new(N, 2);
+    d->names[0] = strdup("x");
+    d->names[1] = strdup("g");
+    d->kind[0] = PX_COL_NUMERIC;
+    d->kind[1] = PX_COL_CATEGORICAL;
+    char longlv[121];
+    for (int i = 0; i < 60; i++) memcpy(longlv + 2 * i, "\xc3\xa9", 2); /* 60 x U+00E9 */
+    longlv[120] = '\0';
+    d->nlevels[1] = 2;
+    d->levels[1] = malloc(2 * sizeof(char *));
+    d->levels[1][0] = strdup("a");
+    d->levels[1][1] = strdup(longlv);
+    for (size_t i = 0; i < N; i++) {
+        d->x[i * 2] = (double)(i % 17) / 17.0;
+        d->x[i * 2 + 1] = i % 3 == 0;
+        d->y[i] = (i * 7) % 5 < 2;
+    }
+    px_fit_params p = px_fit_default_params(PX_ALGO_LOGIT);
+    px_model *m = px_model_fit(d, NULL, 0, &p, NULL, &e);
+    CHECK(m != NULL);
+    if (m) {
+        size_t nt;
+        const px_term *t = px_model_terms(m, &nt);
+        CHECK_INT(nt, 3);
+        CHECK_INT(strlen(t[2].name), 94); /* "g=" and 46 whole characters of 2 bytes */
+        CHECK(memcmp(t[2].name, "g=\xc3\xa9", 4) == 0);
+    }
+    px_model_free(m);
+    px_dataset_free(d);
+}
+
 static void test_load_garbage(void)
 {
     px_err e;
@@ -326,7 +365,7 @@ static void test_load_garbage(void)
                     "glm 0 1 1 0 1 1 -0.5\nbeta 0 0\ncov 1 0\ncov 0 1\nend\n");
     fx_sha_line(&b);
     px_model *m = px_model_load((const unsigned char *)b.data, b.len, &e);
-    CHECK(m != NULL);   /* the hand-written consistent model loads */
+    CHECK(m != NULL); /* the hand-written consistent model loads */
     px_model_free(m);
     px_buf_release(&b);
 }
@@ -342,6 +381,7 @@ int main(void)
     test_rows_and_labels();
     test_dropped_and_singular();
     test_threads();
+    test_long_level();
     test_load_garbage();
     fx_ref_free(&r);
     fx_free(&glm);

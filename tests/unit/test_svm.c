@@ -100,7 +100,7 @@ static void test_frames(const px_svm *s, const double *Xt, size_t nt)
     text = strchr(text, '\n') + 1;
     size_t cuts = 0, cut_refused = 0;
     for (size_t L = 0; L < tlen; L++) {
-        if (L > 0 && text[L - 1] != '\n' && L % 97 != 0) continue;   /* line ends, plus some mid-line cuts */
+        if (L > 0 && text[L - 1] != '\n' && L % 97 != 0) continue; /* line ends, plus some mid-line cuts */
         px_buf f = {0};
         reframe(&b, text, L, &f);
         px_svm *m = px_svm_load((const unsigned char *)f.data, f.len, &e);
@@ -156,8 +156,10 @@ static void test_frames(const px_svm *s, const double *Xt, size_t nt)
         px_buf_release(&u);
         px_buf_release(&f);
     }
-    fprintf(stderr, "svm frame: %zu bytes, %zu truncations and 2000 flips refused, %zu re-framed cuts refused, "
-                    "%zu of 300 re-framed random edits still valid\n", b.len, refused, cut_refused, accepted);
+    fprintf(stderr,
+            "svm frame: %zu bytes, %zu truncations and 2000 flips refused, %zu re-framed cuts refused, "
+            "%zu of 300 re-framed random edits still valid\n",
+            b.len, refused, cut_refused, accepted);
     px_buf_release(&b);
     px_buf_release(&b2);
 }
@@ -314,8 +316,8 @@ static void test_svr(void)
     CHECK(rmse < 0.5 * rmse0);
     CHECK(info.cv_score > 0 && info.cv_score < rmse0);
     CHECK(info.class_weight_pos == 0);
-    fprintf(stderr, "svr: C %g, gamma %g, cv RMSE %.3f, test RMSE %.3f (the mean: %.3f), %zu SVs\n", info.C,
-            info.gamma, info.cv_score, rmse, rmse0, info.n_sv);
+    fprintf(stderr, "svr: C %g, gamma %g, cv RMSE %.3f, test RMSE %.3f (the mean: %.3f), %zu SVs\n", info.C, info.gamma,
+            info.cv_score, rmse, rmse0, info.n_sv);
     /* another unit for the label (y' = 100 y + 1000, epsilon' = 100 epsilon): the same fit */
     double *y2 = malloc(N * sizeof *y2);
     for (size_t i = 0; i < N; i++) y2[i] = 100 * y[i] + 1000;

@@ -1,0 +1,283 @@
+/* cmd_kpi.c: `prognos kpi compute|report`, risk-adjusted outcome KPIs with
+ * intervals (px_kpi_compute) and the executive report (px_kpi_report). Parses
+ * options, maps errors to exit codes: 0 ok, 1 failed, 2 usage, 3 nothing to do. */
+#include "engine/cli/cli.h"
+#include "kpi/kpi.h"
+#include <errno.h>
+#include <libpq-fe.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: prognos kpi compute [--period KINDS] [--model-version [MODEL=]REF]...\n"
+    "                           [--conf C] [--min-cases N] [--byar-min N]\n"
+    "                           [--reference facility|pooled] [--overdispersion]\n"
+    "                           [--force] [--json]\n"
+    "       prognos kpi report --period P --out FILE.html [--json FILE] [--csv FILE]\n"
+    "                          [--run ID] [--target MEASURE=VALUE]...\n"
+    "                          [--dp-epsilon E [--dp-seed S]]\n"
+    "\n"
+    "compute: scores the feature tables with the registered risk models (the\n"
+    "champions unless --model-version says otherwise), and stores volume,\n"
+    "30-day readmission, 30-day mortality, length of stay and cost per encounter\n"
+    "for every period and unit (system, facility, department) in kpi.results:\n"
+    "crude rates with Wilson intervals, O/E with exact Poisson (Byar from --byar-min\n"
+    "events) or robust intervals, risk-standardized and empirical-Bayes smoothed\n"
+    "rates, funnel limits, better / no different / worse flags; cells with fewer\n"
+    "than --min-cases cases are suppressed. Each row names the model version, the\n"
+    "data batches and the method. Exit 3 when an identical run is stored.\n"
+    "\n"
+    "report: writes one period of a stored run as a self-contained HTML page\n"
+    "(opens without network), and optionally as JSON and CSV.\n"
+    "\n"
+    "compute options:\n"
+    "  --period KINDS       month, quarter, year, all, or a comma list\n"
+    "                       (default: month,quarter,year,all)\n"
+    "  --model-version R    registry reference for all three models (3, v3,\n"
+    "                       champion, challenger, latest), or MODEL=REF for one\n"
+    "                       (readmission, mortality, los); repeatable\n"
+    "  --conf C             interval level, 0.5-0.9999 (default 0.95)\n"
+    "  --min-cases N        suppress cells with fewer cases (default 25, CMS)\n"
+    "  --byar-min N         use Byar's approximation from N events (default 50;\n"
+    "                       values below 6 still give exact limits at 5 events or fewer)\n"
+    "  --reference R        facility (default): expected at the average facility,\n"
+    "                       as CMS does (each model's predictions shifted by the\n"
+    "                       random-effects mean of the facility intercepts);\n"
+    "                       pooled: the model's predictions exactly as they are\n"
+    "  --overdispersion     widen funnel limits by Spiegelhalter's phi when > 1\n"
+    "  --force              compute even if an identical run is stored\n"
+    "  --json               print the run summary as JSON\n"
+    "\n"
+    "report options:\n"
+    "  --period P           2023, 2023-Q2, 2023-06, all, or month|quarter|year for\n"
+    "                       the latest complete period of that kind (required)\n"
+    "  --out FILE           the HTML report (required unless --json or --csv)\n"
+    "  --json FILE          the period's results as JSON\n"
+    "  --csv FILE           the period's results as CSV\n"
+    "  --run ID             a given KPI run (default: the latest holding P)\n"
+    "  --target M=V         headline target for a measure (volume, readmission,\n"
+    "                       mortality as a proportion, los in days, cost in\n"
+    "                       dollars); default: the case-mix expected value\n"
+    "  --dp-epsilon E       differentially private release: Laplace noise of\n"
+    "                       scale 1/E on every count (LOS and cost withheld)\n"
+    "  --dp-seed S          seed of the noise (default 1): same seed, same release\n"
+    "  -h, --help           show this help\n"
+    "\n"
+    "Exit codes: 0 ok, 1 failed (the message names what), 2 usage error,\n"
+    "3 nothing to do (compute: an identical run is already stored).\n";
+
+static int parse_double(const char *s, double lo, double hi, double *v)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end);
+    if (errno || end == s || *end || !(x >= lo && x <= hi)) return -1;
+    *v = x;
+    return 0;
+}
+
+static int parse_ll(const char *s, long long lo, long long hi, long long *v)
+{
+    char *end;
+    if (!*s) return -1;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    if (errno || *end || x < lo || x > hi) return -1;
+    *v = x;
+    return 0;
+}
+
+static PGconn *connect_db(px_err *e)
+{
+    px_config cfg;
+    if (px_config_load(&cfg, e) != 0) return NULL;
+    px_log_open(cfg.home);
+    return px_db_connect(&cfg, e);
+}
+
+static int kpi_compute(int argc, char **argv)
+{
+    px_kpi_params p = px_kpi_default_params();
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        double d;
+        long long n;
+        if (strcmp(a, "--period") == 0 && v) {
+            if (px_kpi_periods_parse(v, &p.periods) != 0)
+                return px_cli_usage_error("kpi compute", "--period '%s': use month, quarter, year, all or a comma list", v);
+            i++;
+        } else if (strcmp(a, "--model-version") == 0 && v) {
+            const char *eq = strchr(v, '=');
+            if (!eq) {
+                if (!*v) return px_cli_usage_error("kpi compute", "--model-version needs a reference");
+                p.model_ref[0] = p.model_ref[1] = p.model_ref[2] = v;
+            } else {
+                static const char *const names[3] = {"readmission", "mortality", "los"};
+                int k = -1;
+                for (int j = 0; j < 3; j++)
+                    if (strlen(names[j]) == (size_t)(eq - v) && strncmp(v, names[j], (size_t)(eq - v)) == 0) k = j;
+                if (k < 0 || !eq[1])
+                    return px_cli_usage_error("kpi compute",
+                                              "--model-version '%s': use REF or MODEL=REF with MODEL readmission, "
+                                              "mortality or los", v);
+                p.model_ref[k] = eq + 1;
+            }
+            i++;
+        } else if (strcmp(a, "--conf") == 0 && v) {
+            if (parse_double(v, 0.5, 0.9999, &d) != 0)
+                return px_cli_usage_error("kpi compute", "--conf '%s': a level between 0.5 and 0.9999", v);
+            p.conf = d;
+            i++;
+        } else if (strcmp(a, "--min-cases") == 0 && v) {
+            if (parse_ll(v, 0, 1000000, &n) != 0)
+                return px_cli_usage_error("kpi compute", "--min-cases '%s': a count 0-1000000", v);
+            p.min_cases = (int)n;
+            i++;
+        } else if (strcmp(a, "--byar-min") == 0 && v) {
+            if (parse_double(v, 0, 1e12, &d) != 0)
+                return px_cli_usage_error("kpi compute", "--byar-min '%s': a number of events", v);
+            p.byar_min_events = d;
+            i++;
+        } else if (strcmp(a, "--reference") == 0 && v) {
+            if (strcmp(v, "facility") == 0)
+                p.reference = PX_KPI_REF_FACILITY;
+            else if (strcmp(v, "pooled") == 0)
+                p.reference = PX_KPI_REF_POOLED;
+            else
+                return px_cli_usage_error("kpi compute", "--reference '%s': use facility or pooled", v);
+            i++;
+        } else if (strcmp(a, "--overdispersion") == 0) {
+            p.overdispersion = 1;
+        } else if (strcmp(a, "--force") == 0) {
+            p.force = 1;
+        } else if (strcmp(a, "--json") == 0) {
+            json = 1;
+        } else {
+            return px_cli_usage_error("kpi compute", "unknown or incomplete option '%s'", a);
+        }
+    }
+    px_err e = {0};
+    px_config cfg;
+    if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
+    px_log_open(cfg.home);
+    PGconn *c = px_db_connect(&cfg, &e);
+    if (!c) return px_cli_fail(&e);
+    px_kpi_run_info info;
+    int rc = px_kpi_compute(c, &cfg, &p, &info, &e);
+    PQfinish(c);
+    if (rc != 0 && rc != PX_ENOTHING) return px_cli_fail(&e);
+    if (json)
+        printf("{\"run_id\":%lld,\"unchanged\":%s,\"models\":{\"readmission\":%d,\"mortality\":%d,\"los\":%d},"
+               "\"encounters\":%lld,\"scored\":%lld,\"results\":%lld,\"seconds\":%.3f,\"seconds_score\":%.3f,"
+               "\"seconds_sql\":%.3f,\"reference_shift\":{\"readmission\":%.6g,\"mortality\":%.6g,\"los\":%.6g}}\n",
+               info.run_id, info.unchanged ? "true" : "false", info.model_version[0], info.model_version[1],
+               info.model_version[2], info.encounters, info.scored, info.results, info.seconds, info.seconds_score,
+               info.seconds_sql, info.reference_shift[0], info.reference_shift[1], info.reference_shift[2]);
+    else
+        printf("kpi: %s\n", info.summary);
+    px_log(PX_LOG_INFO, "kpi compute: %s", info.summary);
+    return rc == PX_ENOTHING ? PX_EXIT_NOTHING : PX_EXIT_OK;
+}
+
+static int kpi_report(int argc, char **argv)
+{
+    px_kpi_report_params p = px_kpi_report_default_params();
+    p.dp_seed = 1;
+    int seed_given = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        double d;
+        long long n;
+        if (strcmp(a, "--period") == 0 && v) {
+            p.period = v;
+            i++;
+        } else if (strcmp(a, "--out") == 0 && v) {
+            p.html_path = v;
+            i++;
+        } else if (strcmp(a, "--json") == 0 && v) {
+            p.json_path = v;
+            i++;
+        } else if (strcmp(a, "--csv") == 0 && v) {
+            p.csv_path = v;
+            i++;
+        } else if (strcmp(a, "--run") == 0 && v) {
+            if (parse_ll(v, 1, (long long)9e18, &n) != 0) return px_cli_usage_error("kpi report", "--run '%s': a run id", v);
+            p.run_id = n;
+            i++;
+        } else if (strcmp(a, "--target") == 0 && v) {
+            const char *eq = strchr(v, '=');
+            char name[32];
+            px_kpi_measure m;
+            if (!eq || (size_t)(eq - v) >= sizeof name)
+                return px_cli_usage_error("kpi report", "--target '%s': use MEASURE=VALUE", v);
+            memcpy(name, v, (size_t)(eq - v));
+            name[eq - v] = 0;
+            if (px_kpi_measure_parse(name, &m) != 0 || parse_double(eq + 1, 0, 1e12, &d) != 0 ||
+                ((m == PX_KPI_READMISSION || m == PX_KPI_MORTALITY) && d > 1))
+                return px_cli_usage_error("kpi report",
+                                          "--target '%s': MEASURE is volume, readmission, mortality, los or cost;"
+                                          " rates are proportions (0.15)", v);
+            p.target[m] = d;
+            i++;
+        } else if (strcmp(a, "--dp-epsilon") == 0 && v) {
+            if (parse_double(v, 1e-6, 1e6, &d) != 0)
+                return px_cli_usage_error("kpi report", "--dp-epsilon '%s': a positive privacy budget", v);
+            p.dp_epsilon = d;
+            i++;
+        } else if (strcmp(a, "--dp-seed") == 0 && v) {
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(v, &end, 10);
+            if (errno || *end || !*v || *v == '-')
+                return px_cli_usage_error("kpi report", "--dp-seed '%s': an unsigned integer", v);
+            p.dp_seed = s;
+            seed_given = 1;
+            i++;
+        } else {
+            return px_cli_usage_error("kpi report", "unknown or incomplete option '%s'", a);
+        }
+    }
+    if (!p.period) return px_cli_usage_error("kpi report", "--period is required");
+    if (!p.html_path && !p.json_path && !p.csv_path)
+        return px_cli_usage_error("kpi report", "--out FILE.html (or --json / --csv) is required");
+    if (seed_given && !(p.dp_epsilon > 0))
+        return px_cli_usage_error("kpi report", "--dp-seed needs --dp-epsilon");
+    px_err e = {0};
+    PGconn *c = connect_db(&e);
+    if (!c) return px_cli_fail(&e);
+    px_kpi_report_info info;
+    int rc = px_kpi_report(c, &p, &info, &e);
+    PQfinish(c);
+    if (rc == PX_EINVAL) {   /* a period that is not one: the caller's mistake */
+        px_err_print(&e);
+        return PX_EXIT_USAGE;
+    }
+    if (rc != 0) return px_cli_fail(&e);
+    printf("kpi report: period %s (%s) of run %lld: %d facilities, %d cells flagged worse, %d better, %d suppressed",
+           info.period, info.period_kind, info.run_id, info.units, info.flagged_worse, info.flagged_better,
+           info.suppressed);
+    if (p.dp_epsilon > 0) printf(", differentially private (epsilon %g per count)", p.dp_epsilon);
+    printf("\n");
+    if (p.html_path) printf("  html: %s\n", p.html_path);
+    if (p.json_path) printf("  json: %s\n", p.json_path);
+    if (p.csv_path) printf("  csv:  %s\n", p.csv_path);
+    return PX_EXIT_OK;
+}
+
+int cmd_kpi(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return PX_EXIT_USAGE;
+    }
+    if (px_cli_wants_help(argc, argv) || strcmp(argv[1], "help") == 0) {
+        fputs(usage, stdout);
+        return PX_EXIT_OK;
+    }
+    if (strcmp(argv[1], "compute") == 0) return kpi_compute(argc - 1, argv + 1);
+    if (strcmp(argv[1], "report") == 0) return kpi_report(argc - 1, argv + 1);
+    return px_cli_usage_error("kpi", "'%s' is not a kpi command (compute, report)", argv[1]);
+}

@@ -1,0 +1,1004 @@
+/* report.c: px_kpi_report, one period of a stored KPI run as a self-contained
+ * HTML page (inline CSS and SVG, no script, no network), JSON and CSV. Numbers
+ * come from kpi.results as stored; the page carries each one at full precision
+ * in data-* attributes beside its rounded text, so tests can compare the two.
+ * With dp_epsilon > 0 the counts are released through the Laplace mechanism and
+ * everything shown is recomputed from the noisy counts (post-processing). */
+#include "kpi/internal.h"
+#include <cjson/cJSON.h>
+#include <gsl/gsl_errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+px_kpi_report_params px_kpi_report_default_params(void)
+{
+    px_kpi_report_params p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < PX_KPI__COUNT; i++) p.target[i] = NAN;
+    return p;
+}
+
+/* ---- the rows of a run ----------------------------------------------------- */
+
+typedef struct row {
+    int measure, utype;
+    char unit[128], period[16], start[16], end[16];
+    double n, o, e, rate, rlo, rhi, erate, oe, oelo, oehi, rsr, rsrlo, rsrhi, eb, ebw;
+    double fx, f95lo, f95hi, f998lo, f998hi, phi, fvar;
+    char flag[16], oe_method[16];
+    int suppressed, version;
+} row;
+
+typedef struct run_info {
+    long long run_id;
+    char kind[16], period[16], computed_at[64], computed_by[64], first[16], last[16];
+    long long encounters;
+    cJSON *models, *method;
+    char *batches;      /* the run's source_batches as array text; owned */
+} run_info;
+
+typedef struct rows {
+    row *v;
+    size_t n;
+} rows;
+
+static const char *const utype_names[3] = {"system", "facility", "department"};
+
+static double dbl(PGresult *r, int i, int j)
+{
+    return PQgetisnull(r, i, j) ? NAN : strtod(PQgetvalue(r, i, j), NULL);
+}
+
+static int load_rows(PGconn *c, const run_info *ri, rows *out, px_err *e)
+{
+    char rid[32];
+    snprintf(rid, sizeof rid, "%lld", ri->run_id);
+    const char *pp[2] = {rid, ri->kind};
+    PGresult *r = PQexecParams(
+        c,
+        "SELECT measure, unit_type, unit, period, period_start, period_end, n, observed, expected, rate, rate_lo,"
+        " rate_hi, expected_rate, oe, oe_lo, oe_hi, rsr, rsr_lo, rsr_hi, eb_rate, eb_weight, funnel_x,"
+        " funnel95_lo, funnel95_hi, funnel998_lo, funnel998_hi, funnel_phi, funnel_var, flag, suppressed,"
+        " coalesce(oe_method, ''), coalesce(model_version, 0)"
+        " FROM kpi.results WHERE run_id = $1::bigint AND period_kind = $2"
+        " ORDER BY period_start, measure, unit_type, unit",
+        2, NULL, pp, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = kpi_db_fail(e, c, r, "cannot read kpi.results");
+        goto out;
+    }
+    size_t n = (size_t)PQntuples(r);
+    if (!(out->v = calloc(n ? n : 1, sizeof *out->v))) {
+        rc = px_err_set(e, PX_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        row *x = &out->v[i];
+        int t = (int)i;
+        px_kpi_measure m = PX_KPI_VOLUME;
+        px_kpi_measure_parse(PQgetvalue(r, t, 0), &m);
+        x->measure = m;
+        const char *ut = PQgetvalue(r, t, 1);
+        x->utype = strcmp(ut, "facility") == 0 ? 1 : strcmp(ut, "department") == 0 ? 2 : 0;
+        snprintf(x->unit, sizeof x->unit, "%s", PQgetvalue(r, t, 2));
+        snprintf(x->period, sizeof x->period, "%s", PQgetvalue(r, t, 3));
+        snprintf(x->start, sizeof x->start, "%s", PQgetvalue(r, t, 4));
+        snprintf(x->end, sizeof x->end, "%s", PQgetvalue(r, t, 5));
+        double *d[] = {&x->n, &x->o, &x->e, &x->rate, &x->rlo, &x->rhi, &x->erate, &x->oe, &x->oelo, &x->oehi,
+                       &x->rsr, &x->rsrlo, &x->rsrhi, &x->eb, &x->ebw, &x->fx, &x->f95lo, &x->f95hi,
+                       &x->f998lo, &x->f998hi, &x->phi, &x->fvar};
+        for (int j = 0; j < 22; j++) *d[j] = dbl(r, t, 6 + j);
+        snprintf(x->flag, sizeof x->flag, "%s", PQgetvalue(r, t, 28));
+        x->suppressed = PQgetvalue(r, t, 29)[0] == 't';
+        snprintf(x->oe_method, sizeof x->oe_method, "%s", PQgetvalue(r, t, 30));
+        x->version = atoi(PQgetvalue(r, t, 31));
+    }
+    out->n = n;
+out:
+    PQclear(r);
+    return rc;
+}
+
+/* Period label -> kind; 0 when the text is not a period. */
+static int label_kind(const char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i < 4 && i < n; i++)
+        if (s[i] < '0' || s[i] > '9') return strcmp(s, "all") == 0 ? PX_KPI_ALL : 0;
+    if (n == 4) return PX_KPI_YEAR;
+    if (n == 7 && s[4] == '-' && s[5] == 'Q' && s[6] >= '1' && s[6] <= '4') return PX_KPI_QUARTER;
+    if (n == 7 && s[4] == '-' && s[5] >= '0' && s[5] <= '1' && s[6] >= '0' && s[6] <= '9') {
+        int m = (s[5] - '0') * 10 + (s[6] - '0');
+        return m >= 1 && m <= 12 ? PX_KPI_MONTH : 0;
+    }
+    return 0;
+}
+
+/* Finds the run and the period the report is about. */
+static int resolve(PGconn *c, const px_kpi_report_params *p, run_info *ri, px_err *e)
+{
+    const char *want = p->period ? p->period : "year";
+    int kind = kpi_kind_flag(want), is_kind = kind && strcmp(want, "all") != 0;
+    if (!kind) kind = label_kind(want);
+    if (!kind)
+        return px_err_set(e, PX_EINVAL, "'%s' is not a period: use 2023, 2023-Q2, 2023-06, all, or month|quarter|year",
+                          want);
+    snprintf(ri->kind, sizeof ri->kind, "%s", kpi_kind_name(kind));
+    char rid[32];
+    snprintf(rid, sizeof rid, "%lld", p->run_id);
+    const char *pp[3] = {rid, ri->kind, want};
+    /* a kind: its latest period that the data covers completely (else its latest) */
+    PGresult *r = PQexecParams(
+        c,
+        is_kind ? "SELECT r.run_id, r.period FROM kpi.results r JOIN kpi.runs u USING (run_id)"
+                  " WHERE ($1::bigint = 0 OR r.run_id = $1::bigint) AND r.period_kind = $2 AND r.unit_type = 'system'"
+                  " AND r.measure = 'volume' AND $3 = $3"
+                  " ORDER BY r.run_id DESC, (r.period_end <= u.data_last) DESC, r.period_start DESC LIMIT 1"
+                : "SELECT r.run_id, r.period FROM kpi.results r"
+                  " WHERE ($1::bigint = 0 OR r.run_id = $1::bigint) AND r.period_kind = $2 AND r.period = $3"
+                  " AND r.unit_type = 'system' AND r.measure = 'volume' ORDER BY r.run_id DESC LIMIT 1",
+        3, NULL, pp, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = kpi_db_fail(e, c, r, "cannot read kpi.results");
+        goto out;
+    }
+    if (PQntuples(r) == 0) {
+        if (p->run_id)
+            rc = px_err_set(e, PX_ENOTFOUND, "KPI run %lld holds no period '%s'", p->run_id, want);
+        else
+            rc = px_err_set(e, PX_ENOTFOUND, "no KPI run holds period '%s'", want);
+        px_err_hint(e, "compute it first: prognos kpi compute --period %s", ri->kind);
+        goto out;
+    }
+    ri->run_id = atoll(PQgetvalue(r, 0, 0));
+    snprintf(ri->period, sizeof ri->period, "%s", PQgetvalue(r, 0, 1));
+    PQclear(r);
+    snprintf(rid, sizeof rid, "%lld", ri->run_id);
+    const char *pq[1] = {rid};
+    r = PQexecParams(c,
+                     "SELECT to_char(computed_at, 'YYYY-MM-DD HH24:MI TZ'), computed_by, models::text,"
+                     " source_batches::text, method::text, coalesce(data_first::text, ''),"
+                     " coalesce(data_last::text, ''), encounters FROM kpi.runs WHERE run_id = $1::bigint",
+                     1, NULL, pq, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        rc = kpi_db_fail(e, c, r, "cannot read kpi.runs");
+        goto out;
+    }
+    snprintf(ri->computed_at, sizeof ri->computed_at, "%s", PQgetvalue(r, 0, 0));
+    snprintf(ri->computed_by, sizeof ri->computed_by, "%s", PQgetvalue(r, 0, 1));
+    ri->models = cJSON_Parse(PQgetvalue(r, 0, 2));
+    ri->batches = strdup(PQgetvalue(r, 0, 3));
+    ri->method = cJSON_Parse(PQgetvalue(r, 0, 4));
+    snprintf(ri->first, sizeof ri->first, "%s", PQgetvalue(r, 0, 5));
+    snprintf(ri->last, sizeof ri->last, "%s", PQgetvalue(r, 0, 6));
+    ri->encounters = atoll(PQgetvalue(r, 0, 7));
+    if (!ri->models || !ri->method || !ri->batches) rc = px_err_set(e, PX_ENOMEM, "out of memory");
+out:
+    PQclear(r);
+    return rc;
+}
+
+/* ---- differential privacy ---------------------------------------------------- */
+
+/* Counts one stay can enter in a release: volume (n) and, for readmission and
+ * mortality, n, observed and expected, each at system, facility and department. */
+#define DP_COUNTS_PER_STAY 21
+
+static int is_rate_m(int m)
+{
+    return m == PX_KPI_READMISSION || m == PX_KPI_MORTALITY;
+}
+
+static void dp_apply(rows *rs, const px_kpi_report_params *p, double conf, double byar, double min_cases)
+{
+    px_kpi_rng g;
+    px_kpi_rng_seed(&g, p->dp_seed);
+    double eps = p->dp_epsilon;
+    for (size_t i = 0; i < rs->n; i++) {
+        row *x = &rs->v[i];
+        double keep_n = x->n;
+        x->rate = x->rlo = x->rhi = x->erate = x->oe = x->oelo = x->oehi = NAN;
+        x->rsr = x->rsrlo = x->rsrhi = x->eb = x->ebw = NAN;
+        x->fx = x->f95lo = x->f95hi = x->f998lo = x->f998hi = x->phi = x->fvar = NAN;
+        x->oe_method[0] = 0;
+        if (x->measure == PX_KPI_LOS || x->measure == PX_KPI_COST) {
+            /* sums of days and dollars have no small sensitivity: not released */
+            x->n = x->o = x->e = NAN;
+            snprintf(x->flag, sizeof x->flag, "withheld");
+            x->suppressed = 1;
+            continue;
+        }
+        (void)keep_n;
+        x->n = px_kpi_dp_count(&g, x->n, 1, eps);
+        if (x->measure == PX_KPI_VOLUME) {
+            x->o = x->n;
+            continue;
+        }
+        /* suppressed cells were stored without counts: they stay suppressed */
+        if (x->suppressed || !isfinite(x->o)) {
+            x->o = x->e = NAN;
+            x->suppressed = 1;
+            snprintf(x->flag, sizeof x->flag, x->utype ? "suppressed" : "reference");
+            continue;
+        }
+        x->o = px_kpi_dp_count(&g, x->o, 1, eps);
+        /* expected is a sum of probabilities: one stay moves it by at most 1 */
+        x->e = fmax(0, x->e + px_kpi_laplace(&g, 1 / eps));
+        if (x->o > x->n) x->o = x->n;
+        x->suppressed = x->n < min_cases;
+        if (x->suppressed) {
+            x->o = x->e = NAN;
+            snprintf(x->flag, sizeof x->flag, x->utype ? "suppressed" : "reference");
+            continue;
+        }
+        px_ci ci;
+        if (px_kpi_wilson(x->o, x->n, conf, &ci) == 0) x->rate = ci.est, x->rlo = ci.lo, x->rhi = ci.hi;
+        x->erate = x->e / x->n;
+        px_kpi_ci_method cm;
+        snprintf(x->flag, sizeof x->flag, x->utype ? "no_different" : "reference");
+        if (px_kpi_oe(x->o, x->e, conf, byar, &ci, &cm) == 0) {
+            x->oe = ci.est, x->oelo = ci.lo, x->oehi = ci.hi;
+            snprintf(x->oe_method, sizeof x->oe_method, "%s", px_kpi_ci_method_name(cm));
+            if (x->utype) snprintf(x->flag, sizeof x->flag, "%s", ci.lo > 1 ? "worse" : ci.hi < 1 ? "better" : "no_different");
+        }
+    }
+    /* risk-standardized rates from the noisy system rate of the same period */
+    for (size_t i = 0; i < rs->n; i++) {
+        row *x = &rs->v[i];
+        if (!is_rate_m(x->measure) || !isfinite(x->oe)) continue;
+        for (size_t j = 0; j < rs->n; j++) {
+            row *s = &rs->v[j];
+            if (s->utype == 0 && s->measure == x->measure && strcmp(s->period, x->period) == 0) {
+                x->rsr = x->oe * s->rate, x->rsrlo = x->oelo * s->rate, x->rsrhi = x->oehi * s->rate;
+                break;
+            }
+        }
+    }
+}
+
+/* ---- formatting ------------------------------------------------------------------ */
+
+static const char *const mlabel[PX_KPI__COUNT] = {"Volume (discharges)", "30-day readmission rate",
+                                                  "30-day mortality rate", "Average length of stay",
+                                                  "Cost per encounter"};
+
+static void thousands(char *out, size_t len, double v)
+{
+    char t[64];
+    snprintf(t, sizeof t, "%.0f", fabs(v));
+    size_t n = strlen(t), o = 0;
+    if (v < 0 && o + 1 < len) out[o++] = '-';
+    for (size_t i = 0; i < n && o + 2 < len; i++) {
+        out[o++] = t[i];
+        if ((n - i - 1) % 3 == 0 && i + 1 < n) out[o++] = ',';
+    }
+    out[o] = 0;
+}
+
+/* A value on its measure's scale, for reading: "14.2%", "4.71 days", "$18,020", "1,234". */
+static void fmt_val(char *out, size_t len, int m, double v)
+{
+    char t[40];
+    if (!isfinite(v)) {
+        snprintf(out, len, "&ndash;");
+        return;
+    }
+    switch (m) {
+    case PX_KPI_READMISSION:
+    case PX_KPI_MORTALITY: snprintf(out, len, "%.1f%%", v * 100); break;
+    case PX_KPI_LOS: snprintf(out, len, "%.2f days", v); break;
+    case PX_KPI_COST: thousands(t, sizeof t, v); snprintf(out, len, "$%s", t); break;
+    default: thousands(out, len, v); break;
+    }
+}
+
+static void fmt_num(char *out, size_t len, const char *f, double v)
+{
+    if (isfinite(v))
+        snprintf(out, len, f, v);
+    else
+        snprintf(out, len, "&ndash;");
+}
+
+/* data-NAME='%.12g' (empty when NULL): the stored value at full precision */
+static void data_attr(px_buf *b, const char *name, double v)
+{
+    if (isfinite(v))
+        px_buf_printf(b, " data-%s='%.12g'", name, v);
+    else
+        px_buf_printf(b, " data-%s=''", name);
+}
+
+static const char *flag_words(const char *f)
+{
+    if (strcmp(f, "worse") == 0) return "worse than expected";
+    if (strcmp(f, "better") == 0) return "better than expected";
+    if (strcmp(f, "no_different") == 0) return "no different from expected";
+    if (strcmp(f, "suppressed") == 0) return "suppressed (too few cases)";
+    if (strcmp(f, "withheld") == 0) return "withheld";
+    return f;
+}
+
+static const char css[] =
+    "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:24px auto;"
+    "max-width:1100px;color:#1d2430;padding:0 16px;background:#fff}"
+    "h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:32px 0 8px;border-bottom:2px solid #dde3ea;"
+    "padding-bottom:4px}h3{font-size:16px;margin:20px 0 6px}p.sub{color:#5a6472;margin:0 0 16px}"
+    ".cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #d5dbe3;border-radius:8px;padding:12px 14px;"
+    "width:190px;background:#f7f9fb}.card .v{font-size:26px;font-weight:600;margin:4px 0}.card .l{font-size:13px;"
+    "color:#4a5563}.card .s{font-size:12px;color:#4a5563}.ok{color:#1a7f37}.bad{color:#b42318}.neutral{color:#4a5563}"
+    "table{border-collapse:collapse;width:100%;font-size:13px;margin:8px 0}th,td{border-bottom:1px solid #e3e8ee;"
+    "padding:4px 6px;text-align:right}th{background:#eef2f6}td.u,th.u{text-align:left}"
+    "tr.worse td.f{color:#b42318;font-weight:600}tr.better td.f{color:#1a7f37;font-weight:600}"
+    "tr.suppressed td{color:#8a94a3;font-style:italic}ul.flags li{margin:4px 0}"
+    "svg{background:#fff;max-width:100%;height:auto}svg .grid{stroke:#e6eaef;stroke-width:1}"
+    "svg .tick{font-size:10px;fill:#4a5563}svg .axis{font-size:11px;fill:#1d2430}"
+    "svg .ref{stroke:#1d2430;stroke-width:1.2;stroke-dasharray:3 3}svg .ci{stroke:#5a6472;stroke-width:1.6}"
+    "svg g.worse circle,svg circle.worse{fill:#b42318}svg g.better circle,svg circle.better{fill:#1a7f37}"
+    "svg g.no_different circle,svg circle.no_different{fill:#3b6fb6}svg .lim95{fill:none;stroke:#d08c00;"
+    "stroke-dasharray:5 4;stroke-width:1.4}svg .lim998{fill:none;stroke:#b42318;stroke-width:1.4}"
+    "svg .band{fill:#3b6fb6;fill-opacity:.18;stroke:none}svg .line{fill:none;stroke:#3b6fb6;stroke-width:2}"
+    "svg .expected{fill:none;stroke:#d08c00;stroke-width:1.6;stroke-dasharray:6 4}svg .pt{fill:#3b6fb6}"
+    ".dp{border:2px solid #d08c00;background:#fff7e6;padding:8px 12px;border-radius:6px}"
+    ".method p,.method li{font-size:14px;line-height:1.45}";
+
+static const row *find_row(const rows *rs, int m, int utype, const char *unit, const char *period)
+{
+    for (size_t i = 0; i < rs->n; i++) {
+        const row *x = &rs->v[i];
+        if (x->measure == m && x->utype == utype && strcmp(x->period, period) == 0 && (!unit || strcmp(x->unit, unit) == 0))
+            return x;
+    }
+    return NULL;
+}
+
+/* The periods of the run in order (distinct labels of the system volume rows). */
+static size_t periods_list(const rows *rs, const char **out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < rs->n && n < max; i++)
+        if (rs->v[i].measure == PX_KPI_VOLUME && rs->v[i].utype == 0) out[n++] = rs->v[i].period;
+    return n;
+}
+
+static int lower_is_better(int m)
+{
+    return m != PX_KPI_VOLUME;
+}
+
+static void headline(px_buf *b, const rows *rs, const run_info *ri, const px_kpi_report_params *p, const char *prev)
+{
+    px_buf_adds(b, "<h2 id='headline'>Headline KPIs</h2><p class='sub'>Whole system, period ");
+    kpi_html_esc(b, ri->period);
+    px_buf_adds(b, ". Target: the value set for the report, or else what the case mix predicts (the risk "
+                   "model's expected rate). Intervals are 95%.</p><div class='cards'>");
+    for (int m = 0; m < PX_KPI__COUNT; m++) {
+        const row *x = find_row(rs, m, 0, NULL, ri->period);
+        if (!x) continue;
+        double v = m == PX_KPI_VOLUME ? x->n : x->rate;
+        double target = isfinite(p->target[m]) ? p->target[m] : x->erate;
+        char vs[64], lo[64], hi[64], ts[64];
+        fmt_val(vs, sizeof vs, m, v);
+        px_buf_printf(b, "<div class='card' data-measure='%s'", px_kpi_measure_name(m));
+        data_attr(b, "value", v);
+        data_attr(b, "lo", x->rlo);
+        data_attr(b, "hi", x->rhi);
+        data_attr(b, "target", target);
+        px_buf_printf(b, "><div class='l'>%s</div><div class='v'>%s</div>", mlabel[m], vs);
+        if (isfinite(x->rlo)) {
+            fmt_val(lo, sizeof lo, m, x->rlo);
+            fmt_val(hi, sizeof hi, m, x->rhi);
+            px_buf_printf(b, "<div class='s'>95%% CI %s &ndash; %s</div>", lo, hi);
+        }
+        if (isfinite(target)) {
+            fmt_val(ts, sizeof ts, m, target);
+            const char *cls = "neutral", *word = "on target within uncertainty";
+            double l = isfinite(x->rlo) ? x->rlo : v, h = isfinite(x->rhi) ? x->rhi : v;
+            if (lower_is_better(m) ? h < target : l > target) cls = "ok", word = "better than target";
+            if (lower_is_better(m) ? l > target : h < target) cls = "bad", word = "worse than target";
+            px_buf_printf(b, "<div class='s'>target %s%s: <span class='%s'>%s</span></div>", ts,
+                          isfinite(p->target[m]) ? "" : " (expected)", cls, word);
+        } else {
+            px_buf_adds(b, "<div class='s'>no target set</div>");
+        }
+        if (isfinite(x->oe)) px_buf_printf(b, "<div class='s'>O/E %.2f (%.2f &ndash; %.2f)</div>", x->oe, x->oelo, x->oehi);
+        const row *pr = prev ? find_row(rs, m, 0, NULL, prev) : NULL;
+        if (pr) {
+            double pv = m == PX_KPI_VOLUME ? pr->n : pr->rate;
+            char ps[64];
+            fmt_val(ps, sizeof ps, m, pv);
+            px_buf_adds(b, "<div class='s'>previous period (");
+            kpi_html_esc(b, prev);
+            px_buf_printf(b, "): %s</div>", ps);
+        }
+        px_buf_adds(b, "</div>");
+    }
+    px_buf_adds(b, "</div>");
+}
+
+static void flagged(px_buf *b, const rows *rs, const run_info *ri, int *worse, int *better)
+{
+    px_buf_adds(b, "<h2 id='flagged'>Units flagged worse or better than expected</h2>"
+                   "<p class='sub'>A unit is flagged when the 95% interval of its observed/expected ratio "
+                   "excludes 1, i.e. its outcomes differ from what its case mix predicts by more than chance "
+                   "explains.</p><ul class='flags'>");
+    int any = 0;
+    static const int order[3] = {PX_KPI_READMISSION, PX_KPI_MORTALITY, PX_KPI_LOS};
+    for (int pass = 0; pass < 2; pass++)
+        for (int mk = 0; mk < 3; mk++)
+            for (int ut = 1; ut <= 2; ut++)
+                for (size_t i = 0; i < rs->n; i++) {
+                    const row *x = &rs->v[i];
+                    if (x->measure != order[mk] || x->utype != ut || strcmp(x->period, ri->period) != 0) continue;
+                    int w = strcmp(x->flag, "worse") == 0, bt = strcmp(x->flag, "better") == 0;
+                    if (!(pass == 0 ? w : bt)) continue;
+                    if (x->utype == 1) (w ? (*worse)++ : (*better)++);
+                    any = 1;
+                    char r1[64], r2[64];
+                    fmt_val(r1, sizeof r1, x->measure, x->rate);
+                    fmt_val(r2, sizeof r2, x->measure, x->erate);
+                    px_buf_printf(b, "<li class='%s' data-measure='%s' data-unit-type='%s' data-unit='", x->flag,
+                                  px_kpi_measure_name(x->measure), utype_names[x->utype]);
+                    kpi_html_esc(b, x->unit);
+                    px_buf_adds(b, "'");
+                    data_attr(b, "oe", x->oe);
+                    px_buf_printf(b, "><b>%s ", x->utype == 1 ? "Facility" : "Department");
+                    kpi_html_esc(b, x->unit);
+                    px_buf_printf(b,
+                                  "</b>: %s %s against %s expected for its case mix (O/E %.2f, 95%% CI %.2f &ndash; "
+                                  "%.2f, %.0f cases): <span class='%s'>%s</span>.</li>",
+                                  mlabel[x->measure], r1, r2, x->oe, x->oelo, x->oehi, x->n, w ? "bad" : "ok",
+                                  flag_words(x->flag));
+                }
+    if (!any) px_buf_adds(b, "<li>No unit differs from its expected outcomes beyond chance in this period.</li>");
+    px_buf_adds(b, "</ul>");
+}
+
+static int cmp_oe_desc(const void *a, const void *b)
+{
+    const row *x = *(const row *const *)a, *y = *(const row *const *)b;
+    if (x->suppressed != y->suppressed) return x->suppressed - y->suppressed;
+    double u = isfinite(x->oe) ? x->oe : -1, v = isfinite(y->oe) ? y->oe : -1;
+    if (u != v) return u < v ? 1 : -1;
+    return strcmp(x->unit, y->unit);
+}
+
+static double lim_oe(double x, double conf, int upper, const void *arg)
+{
+    double lo, hi, phi = *(const double *)arg;
+    if (px_kpi_funnel_oe(x, conf, phi, &lo, &hi) != 0) return NAN;
+    return upper ? hi : lo;
+}
+
+static double lim_normal(double x, double conf, int upper, const void *arg)
+{
+    const double *a = arg;   /* phi, per-stay variance */
+    double lo, hi;
+    if (px_kpi_funnel_normal(x, 1, a[1], conf, a[0], &lo, &hi) != 0) return NAN;
+    return upper ? hi : lo;
+}
+
+/* League table, forest plot and funnel plot of one risk measure, for one unit type. */
+static int league(px_buf *b, const rows *rs, const run_info *ri, int m, int utype, int *units, int *suppressed,
+                  int dp)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < rs->n; i++)
+        n += rs->v[i].measure == m && rs->v[i].utype == utype && strcmp(rs->v[i].period, ri->period) == 0;
+    if (n == 0) return 0;
+    const row **v = calloc(n, sizeof *v);
+    kpi_point *pt = calloc(n, sizeof *pt);
+    if (!v || !pt) {
+        free(v), free(pt);
+        return PX_ENOMEM;
+    }
+    n = 0;
+    for (size_t i = 0; i < rs->n; i++)
+        if (rs->v[i].measure == m && rs->v[i].utype == utype && strcmp(rs->v[i].period, ri->period) == 0)
+            v[n++] = &rs->v[i];
+    qsort(v, n, sizeof *v, cmp_oe_desc);
+    const char *what = utype == 1 ? "facility" : "department";
+    px_buf_printf(b, "<h3 id='league-%s-%s'>%s by %s</h3>", px_kpi_measure_name(m), what, mlabel[m], what);
+    size_t np = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!v[i]->suppressed && isfinite(v[i]->oe))
+            pt[np++] = (kpi_point){v[i]->unit, v[i]->fx, v[i]->oe, v[i]->oelo, v[i]->oehi, v[i]->flag};
+    if (np) {
+        char aria[160];
+        snprintf(aria, sizeof aria, "league table of %s by %s: O/E with 95%% intervals", mlabel[m], what);
+        kpi_svg_forest(b, aria, pt, np, 1);
+    }
+    px_buf_printf(b, "<table class='league' data-measure='%s' data-unit-type='%s'><thead><tr><th class='u'>%s</th>"
+                     "<th>cases</th><th>observed</th><th>expected</th><th>crude</th><th>expected rate</th>"
+                     "<th>O/E (95%% CI)</th><th>risk-standardized (95%% CI)</th><th>smoothed (EB)</th>"
+                     "<th class='u'>assessment</th></tr></thead><tbody>",
+                  px_kpi_measure_name(m), what, what);
+    for (size_t i = 0; i < n; i++) {
+        const row *x = v[i];
+        if (utype == 1) {
+            (*units)++;
+            *suppressed += x->suppressed;
+        }
+        px_buf_printf(b, "<tr class='%s' data-unit='", x->flag);
+        kpi_html_esc(b, x->unit);
+        px_buf_adds(b, "'");
+        data_attr(b, "n", x->n);
+        data_attr(b, "observed", x->o);
+        data_attr(b, "expected", x->e);
+        data_attr(b, "rate", x->rate);
+        data_attr(b, "oe", x->oe);
+        data_attr(b, "oe-lo", x->oelo);
+        data_attr(b, "oe-hi", x->oehi);
+        data_attr(b, "rsr", x->rsr);
+        data_attr(b, "eb", x->eb);
+        px_buf_printf(b, " data-flag='%s'><td class='u'>", x->flag);
+        kpi_html_esc(b, x->unit);
+        char cases[32];
+        thousands(cases, sizeof cases, x->n);
+        px_buf_printf(b, "</td><td class='n'>%s</td>", cases);
+        if (x->suppressed) {
+            px_buf_printf(b, "<td colspan='7'>%s</td><td class='u f'>%s</td></tr>",
+                          dp && strcmp(x->flag, "withheld") == 0 ? "not released in the private release"
+                                                                  : "suppressed: fewer than 25 cases",
+                          flag_words(x->flag));
+            continue;
+        }
+        char o[64], e[64], r[64], er[64], oe[96], rsr[256], eb[64], a[64], z[64];
+        fmt_num(o, sizeof o, m == PX_KPI_LOS ? "%.0f" : "%.0f", x->o);
+        fmt_num(e, sizeof e, "%.1f", x->e);
+        fmt_val(r, sizeof r, m, x->rate);
+        fmt_val(er, sizeof er, m, x->erate);
+        if (isfinite(x->oe))
+            snprintf(oe, sizeof oe, "<span class='oe'>%.2f</span> (%.2f &ndash; %.2f)", x->oe, x->oelo, x->oehi);
+        else
+            snprintf(oe, sizeof oe, "&ndash;");
+        fmt_val(a, sizeof a, m, x->rsrlo);
+        fmt_val(z, sizeof z, m, x->rsrhi);
+        char rv[64];
+        fmt_val(rv, sizeof rv, m, x->rsr);
+        snprintf(rsr, sizeof rsr, "%s (%s &ndash; %s)", rv, a, z);
+        fmt_val(eb, sizeof eb, m, x->eb);
+        px_buf_printf(b, "<td>%s</td><td>%s</td><td class='rate'>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
+                         "<td class='u f'>%s</td></tr>",
+                      o, e, r, er, oe, rsr, eb, flag_words(x->flag));
+    }
+    px_buf_adds(b, "</tbody></table>");
+    if (utype == 1 && np && !dp) {
+        /* the funnel of this measure: limits from the group's phi (and LOS variance) */
+        double phi = isfinite(v[0]->phi) ? v[0]->phi : 1, arg[2] = {phi, NAN};
+        for (size_t i = 0; i < n; i++)
+            if (isfinite(v[i]->fvar)) arg[1] = v[i]->fvar;
+        int rate = is_rate_m(m);
+        px_buf_printf(b, "<h3 id='funnel-%s'>Funnel plot: %s by facility</h3><p class='sub'>Each dot is a facility; "
+                         "points outside the dashed (95%%) or solid (99.8%%) control limits differ from expected "
+                         "by more than chance at that %s (Spiegelhalter 2005)%s.</p>",
+                      px_kpi_measure_name(m), mlabel[m], rate ? "number of expected events" : "number of stays",
+                      phi > 1 ? "; the limits are widened for over-dispersion" : "");
+        char aria[160];
+        snprintf(aria, sizeof aria, "funnel plot of %s: O/E against %s", mlabel[m], rate ? "expected events" : "stays");
+        if (rate)
+            kpi_svg_funnel(b, aria, pt, np, lim_oe, &phi, "expected events (precision)");
+        else if (isfinite(arg[1]))
+            kpi_svg_funnel(b, aria, pt, np, lim_normal, arg, "stays (precision)");
+    }
+    free(v);
+    free(pt);
+    return 0;
+}
+
+static int trends(px_buf *b, const rows *rs, const run_info *ri)
+{
+    const char *all[4096], *per[4096];
+    size_t na = periods_list(rs, all, 4096), n = 0;
+    /* periods the data covers completely (a period that ends after the last
+     * discharge holds only a few stays), and the report's own */
+    for (size_t i = 0; i < na; i++) {
+        const row *v = find_row(rs, PX_KPI_VOLUME, 0, NULL, all[i]);
+        if (strcmp(all[i], ri->period) == 0 || !v || strcmp(v->end, ri->last) <= 0) per[n++] = all[i];
+    }
+    if (n < 2) return 0;
+    kpi_point *pt = calloc(n, sizeof *pt);
+    double *ex = calloc(n, sizeof *ex);
+    if (!pt || !ex) {
+        free(pt), free(ex);
+        return PX_ENOMEM;
+    }
+    px_buf_printf(b, "<h2 id='trends'>Trends by %s</h2><p class='sub'>Whole system. The band is the 95%% interval "
+                     "of the crude value; the dashed line is what the case mix predicts (expected).</p>",
+                  ri->kind);
+    for (int m = 0; m < PX_KPI__COUNT; m++) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            const row *x = find_row(rs, m, 0, NULL, per[i]);
+            double y = x ? (m == PX_KPI_VOLUME ? x->n : x->rate) : NAN;
+            pt[k] = (kpi_point){per[i], (double)i, y, x ? x->rlo : NAN, x ? x->rhi : NAN, ""};
+            ex[k] = x && isfinite(x->erate) ? x->erate : NAN;
+            k++;
+        }
+        int has_ex = 0;
+        for (size_t i = 0; i < k; i++) has_ex |= isfinite(ex[i]);
+        px_buf_printf(b, "<h3>%s</h3>", mlabel[m]);
+        char aria[128];
+        snprintf(aria, sizeof aria, "trend of %s by %s", mlabel[m], ri->kind);
+        kpi_svg_trend(b, aria, pt, k, has_ex ? ex : NULL, is_rate_m(m), mlabel[m]);
+    }
+    free(pt);
+    free(ex);
+    return 0;
+}
+
+static void method_section(px_buf *b, PGconn *c, const run_info *ri, const px_kpi_report_params *p)
+{
+    cJSON *mt = ri->method;
+    double conf = cJSON_GetNumberValue(cJSON_GetObjectItem(mt, "conf"));
+    double minc = cJSON_GetNumberValue(cJSON_GetObjectItem(mt, "min_cases"));
+    double byar = cJSON_GetNumberValue(cJSON_GetObjectItem(mt, "byar_min_events"));
+    int od = cJSON_IsTrue(cJSON_GetObjectItem(mt, "overdispersion"));
+    px_buf_adds(b, "<h2 id='methods'>Methods and data vintage</h2><div class='method'>");
+    px_buf_printf(
+        b,
+        "<p><b>What is measured.</b> Each stay counts in the period of its discharge date, at its facility, its "
+        "department and in the whole system. Readmission: an unplanned or planned return within 30 days of "
+        "discharge, among stays discharged alive with 30 days of follow-up. Mortality: death within 30 days of "
+        "admission. Length of stay: days from admission to discharge among stays of patients alive at 30 days. "
+        "Cost: the recorded total cost of every stay.</p>"
+        "<p><b>Risk adjustment.</b> Each stay's risk (or expected length of stay) comes from the registered risk "
+        "model named below; a unit's <i>expected</i> count is the sum of its stays' predicted risks (indirect "
+        "standardization). %s <i>O/E</i> above 1 means more events than the case mix predicts. For rates the O/E "
+        "interval is the exact Poisson (Garwood) interval of the observed count divided by the expected count, "
+        "with Byar's approximation from %.0f events on (it then agrees with the exact limits to 0.01%%). For "
+        "length of stay it is a robust (sandwich) interval on the log scale. The <i>risk-standardized</i> rate is "
+        "O/E times the system's crude rate. Crude rates carry Wilson score intervals; means carry Student t "
+        "intervals. All intervals are %.0f%%.</p>"
+        "<p><b>Flags.</b> A unit is <i>worse</i> (or <i>better</i>) than expected when its O/E interval lies "
+        "entirely above (below) 1, else <i>no different</i>. With many units, about 1 in 20 is flagged by "
+        "chance alone at 95%%. Cells with fewer than %.0f cases are suppressed and shown as such, following the "
+        "CMS Hospital Compare convention.</p>"
+        "<p><b>Smoothed rates.</b> In the manner of the AHRQ Quality Indicators, each unit's risk-standardized "
+        "rate is shrunk towards the system rate by its reliability weight: signal variance / (signal + noise "
+        "variance), the signal (between-unit) variance estimated from the units by the DerSimonian-Laird method "
+        "of moments. Small units move most.</p>"
+        "<p><b>Funnel plots.</b> Control limits at 95%% and 99.8%% for each precision, from the exact Poisson "
+        "distribution with Spiegelhalter's (2005) interpolation (normal limits for length of stay). "
+        "Over-dispersion adjustment: %s.</p>",
+        strncmp(cJSON_GetStringValue(cJSON_GetObjectItem(mt, "reference")) ? cJSON_GetStringValue(cJSON_GetObjectItem(mt, "reference")) : "", "pooled", 6) == 0
+            ? "The predictions are used exactly as the model gives them."
+            : "As in the CMS measures, expected is what the <i>average facility</i> would have had with these "
+              "patients: the model was fitted to all facilities pooled, so before summing, each model's "
+              "predictions are shifted by one constant (on the log-odds scale for rates, the log scale for days), "
+              "the random-effects mean of the facilities' own intercepts given the model (listed with the models "
+              "below).",
+        byar, conf * 100, minc,
+        od ? "on (limits widened by the square root of the Winsorized mean squared z-score when it exceeds 1)"
+           : "off");
+    px_buf_adds(b, "<p><b>Risk models.</b></p><ul>");
+    for (int k = 0; k < 3; k++) {
+        cJSON *mj = cJSON_GetObjectItem(ri->models, kpi_risk_model[k]);
+        if (!mj) continue;
+        const char *algo = cJSON_GetStringValue(cJSON_GetObjectItem(mj, "algo"));
+        const char *tab = cJSON_GetStringValue(cJSON_GetObjectItem(mj, "feature_table"));
+        const char *fp = cJSON_GetStringValue(cJSON_GetObjectItem(mj, "fingerprint"));
+        const char *at = cJSON_GetStringValue(cJSON_GetObjectItem(mj, "created_at"));
+        cJSON *auc = cJSON_GetObjectItem(mj, "auc");
+        px_buf_printf(b, "<li data-model='%s' data-version='%d'>%s: version %d", kpi_risk_model[k],
+                      (int)cJSON_GetNumberValue(cJSON_GetObjectItem(mj, "version")), kpi_risk_model[k],
+                      (int)cJSON_GetNumberValue(cJSON_GetObjectItem(mj, "version")));
+        if (algo) px_buf_printf(b, " (%s)", algo);
+        if (tab) {
+            px_buf_adds(b, ", scored on ");
+            kpi_html_esc(b, tab);
+        }
+        if (at) {
+            px_buf_adds(b, ", registered ");
+            kpi_html_esc(b, at);
+        }
+        if (cJSON_IsNumber(auc)) px_buf_printf(b, ", holdout AUC %.3f", auc->valuedouble);
+        cJSON *sh = cJSON_GetObjectItem(mj, "reference_shift");
+        if (cJSON_IsNumber(sh) && sh->valuedouble != 0)
+            px_buf_printf(b, ", reference shift %+.4f (%s scale)", sh->valuedouble, k < 2 ? "log-odds" : "log");
+        if (fp) {
+            px_buf_adds(b, ", training data fingerprint ");
+            char s[17];
+            snprintf(s, sizeof s, "%.16s", fp);
+            kpi_html_esc(b, s);
+        }
+        px_buf_adds(b, "</li>");
+    }
+    px_buf_adds(b, "</ul><p><b>Data.</b> ");
+    char enc[32];
+    thousands(enc, sizeof enc, (double)ri->encounters);
+    px_buf_printf(b, "%s stays discharged from ", enc);
+    kpi_html_esc(b, ri->first);
+    px_buf_adds(b, " to ");
+    kpi_html_esc(b, ri->last);
+    px_buf_adds(b, ", from these loads of the warehouse:</p><ul>");
+    const char *pp[1] = {ri->batches};
+    PGresult *r = PQexecParams(c,
+                               "SELECT batch_id, format, to_char(finished_at, 'YYYY-MM-DD HH24:MI TZ'), rows_loaded"
+                               " FROM etl.batches WHERE batch_id = ANY($1::bigint[]) ORDER BY batch_id",
+                               1, NULL, pp, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        for (int i = 0; i < PQntuples(r); i++) {
+            char rows_s[32];
+            thousands(rows_s, sizeof rows_s, atof(PQgetvalue(r, i, 3)));
+            px_buf_printf(b, "<li data-batch='%s'>batch %s: ", PQgetvalue(r, i, 0), PQgetvalue(r, i, 0));
+            kpi_html_esc(b, PQgetvalue(r, i, 1));
+            px_buf_adds(b, " data loaded ");
+            kpi_html_esc(b, PQgetvalue(r, i, 2));
+            px_buf_printf(b, ", %s rows</li>", rows_s);
+        }
+    PQclear(r);
+    px_buf_printf(b, "</ul><p>KPI run %lld computed ", ri->run_id);
+    kpi_html_esc(b, ri->computed_at);
+    px_buf_adds(b, " by ");
+    kpi_html_esc(b, ri->computed_by);
+    px_buf_adds(b, ". This page was generated from it without network access; it contains only aggregate "
+                   "counts, never a patient's identifier.</p>");
+    if (p->dp_epsilon > 0)
+        px_buf_printf(b,
+                      "<p><b>Private release.</b> Every count on this page (cases, observed, expected) was released "
+                      "through the Laplace mechanism with epsilon = %g per count (noise scale 1/epsilon, "
+                      "sensitivity 1), seeded with %llu (splitmix64 / xoshiro256**, inverse-CDF draws) so the "
+                      "release can be reproduced; counts are rounded and floored at 0. One stay enters at most %d "
+                      "counts, so the page as a whole is %g-differentially private per stay (sequential "
+                      "composition); a patient with several stays is protected in proportion. Length of stay "
+                      "and cost, sums without a small sensitivity, are not released. Rates, intervals and flags "
+                      "are recomputed from the noisy counts; smoothed rates and funnel plots are omitted.</p>",
+                      p->dp_epsilon, (unsigned long long)p->dp_seed, DP_COUNTS_PER_STAY,
+                      p->dp_epsilon * DP_COUNTS_PER_STAY);
+    px_buf_adds(b, "</div>");
+}
+
+static int html_page(PGconn *c, px_buf *b, rows *rs, const run_info *ri, const px_kpi_report_params *p,
+                     px_kpi_report_info *info)
+{
+    const char *per[4096];
+    size_t np = periods_list(rs, per, 4096);
+    const char *prev = NULL, *start = "", *end = "";
+    for (size_t i = 0; i < np; i++)
+        if (strcmp(per[i], ri->period) == 0 && i > 0) prev = per[i - 1];
+    const row *sv = find_row(rs, PX_KPI_VOLUME, 0, NULL, ri->period);
+    if (sv) start = sv->start, end = sv->end;
+    time_t now = time(NULL);
+    struct tm tm;
+    char gen[64];
+    strftime(gen, sizeof gen, "%Y-%m-%d %H:%M UTC", gmtime_r(&now, &tm));
+    px_buf_adds(b, "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+                   "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+                   "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">"
+                   "<title>Prognos KPI report ");
+    kpi_html_esc(b, ri->period);
+    px_buf_printf(b, "</title><style>%s</style></head><body data-run='%lld' data-period='", css, ri->run_id);
+    kpi_html_esc(b, ri->period);
+    px_buf_printf(b, "' data-period-kind='%s'><h1>Outcome KPIs, period ", ri->kind);
+    kpi_html_esc(b, ri->period);
+    px_buf_adds(b, "</h1><p class='sub'>");
+    kpi_html_esc(b, start);
+    px_buf_adds(b, " to ");
+    kpi_html_esc(b, end);
+    px_buf_printf(b, " &middot; KPI run %lld &middot; generated %s &middot; risk-adjusted with the registered models "
+                     "(see <a href='#methods'>methods</a>)</p>",
+                  ri->run_id, gen);
+    if (p->dp_epsilon > 0)
+        px_buf_printf(b, "<p class='dp'><b>Differentially private release</b> (epsilon %g per count, %g per stay "
+                         "overall): counts carry random noise; see the methods.</p>",
+                      p->dp_epsilon, p->dp_epsilon * DP_COUNTS_PER_STAY);
+    headline(b, rs, ri, p, prev);
+    flagged(b, rs, ri, &info->flagged_worse, &info->flagged_better);
+    px_buf_adds(b, "<h2 id='league'>League tables</h2><p class='sub'>Facilities ordered by O/E, highest first; "
+                   "dots are O/E, bars their 95% intervals, the dashed line 1 (as expected).</p>");
+    int rc = 0;
+    static const int risk[3] = {PX_KPI_READMISSION, PX_KPI_MORTALITY, PX_KPI_LOS};
+    int units_total = 0, sup_total = 0;
+    for (int k = 0; k < 3 && rc == 0; k++) {
+        int units = 0, sup = 0;
+        rc = league(b, rs, ri, risk[k], 1, &units, &sup, p->dp_epsilon > 0);
+        if (units > units_total) units_total = units;
+        sup_total += sup;
+    }
+    info->units = units_total;
+    info->suppressed = sup_total;
+    px_buf_adds(b, "<h2 id='departments'>By department</h2>");
+    for (int k = 0; k < 3 && rc == 0; k++) {
+        int units = 0, sup = 0;
+        rc = league(b, rs, ri, risk[k], 2, &units, &sup, p->dp_epsilon > 0);
+    }
+    if (rc == 0) rc = trends(b, rs, ri);
+    method_section(b, c, ri, p);
+    px_buf_adds(b, "</body></html>\n");
+    return rc ? rc : b->data ? 0 : PX_ENOMEM;
+}
+
+/* ---- JSON and CSV -------------------------------------------------------------- */
+
+static void jnum(cJSON *o, const char *k, double v)
+{
+    if (isfinite(v))
+        cJSON_AddNumberToObject(o, k, v);
+    else
+        cJSON_AddNullToObject(o, k);
+}
+
+static char *json_doc(const rows *rs, const run_info *ri, const px_kpi_report_params *p)
+{
+    cJSON *d = cJSON_CreateObject();
+    if (!d) return NULL;
+    cJSON_AddStringToObject(d, "format", "prognos-kpi-report");
+    cJSON_AddNumberToObject(d, "format_version", 1);
+    cJSON_AddNumberToObject(d, "run_id", (double)ri->run_id);
+    cJSON_AddStringToObject(d, "period", ri->period);
+    cJSON_AddStringToObject(d, "period_kind", ri->kind);
+    cJSON_AddStringToObject(d, "data_first", ri->first);
+    cJSON_AddStringToObject(d, "data_last", ri->last);
+    cJSON_AddStringToObject(d, "source_batches", ri->batches);
+    cJSON_AddItemToObject(d, "models", cJSON_Duplicate(ri->models, 1));
+    cJSON_AddItemToObject(d, "method", cJSON_Duplicate(ri->method, 1));
+    if (p->dp_epsilon > 0) {
+        cJSON *dp = cJSON_AddObjectToObject(d, "differential_privacy");
+        cJSON_AddStringToObject(dp, "mechanism", "laplace, sensitivity 1 per count, rounded and floored at 0");
+        cJSON_AddNumberToObject(dp, "epsilon_per_count", p->dp_epsilon);
+        cJSON_AddNumberToObject(dp, "counts_per_stay", DP_COUNTS_PER_STAY);
+        cJSON_AddNumberToObject(dp, "epsilon_per_stay", p->dp_epsilon * DP_COUNTS_PER_STAY);
+        char seed[32];
+        snprintf(seed, sizeof seed, "%llu", (unsigned long long)p->dp_seed);
+        cJSON_AddStringToObject(dp, "seed", seed);
+    } else {
+        cJSON_AddNullToObject(d, "differential_privacy");
+    }
+    cJSON *arr = cJSON_AddArrayToObject(d, "results");
+    for (size_t i = 0; i < rs->n; i++) {
+        const row *x = &rs->v[i];
+        if (strcmp(x->period, ri->period) != 0) continue;
+        cJSON *o = cJSON_CreateObject();
+        if (!o) break;
+        cJSON_AddItemToArray(arr, o);
+        cJSON_AddStringToObject(o, "measure", px_kpi_measure_name(x->measure));
+        cJSON_AddStringToObject(o, "unit_type", utype_names[x->utype]);
+        cJSON_AddStringToObject(o, "unit", x->unit);
+        cJSON_AddStringToObject(o, "period", x->period);
+        jnum(o, "n", x->n);
+        jnum(o, "observed", x->o);
+        jnum(o, "expected", x->e);
+        jnum(o, "rate", x->rate);
+        jnum(o, "rate_lo", x->rlo);
+        jnum(o, "rate_hi", x->rhi);
+        jnum(o, "expected_rate", x->erate);
+        jnum(o, "oe", x->oe);
+        jnum(o, "oe_lo", x->oelo);
+        jnum(o, "oe_hi", x->oehi);
+        if (x->oe_method[0])
+            cJSON_AddStringToObject(o, "oe_method", x->oe_method);
+        else
+            cJSON_AddNullToObject(o, "oe_method");
+        jnum(o, "rsr", x->rsr);
+        jnum(o, "rsr_lo", x->rsrlo);
+        jnum(o, "rsr_hi", x->rsrhi);
+        jnum(o, "eb_rate", x->eb);
+        jnum(o, "eb_weight", x->ebw);
+        cJSON_AddStringToObject(o, "flag", x->flag);
+        cJSON_AddBoolToObject(o, "suppressed", x->suppressed);
+        if (x->version)
+            cJSON_AddNumberToObject(o, "model_version", x->version);
+        else
+            cJSON_AddNullToObject(o, "model_version");
+    }
+    char *s = cJSON_Print(d);
+    cJSON_Delete(d);
+    return s;
+}
+
+static void csv_num(px_buf *b, double v)
+{
+    if (isfinite(v))
+        px_buf_printf(b, ",%.12g", v);
+    else
+        px_buf_addc(b, ',');
+}
+
+static void csv_text(px_buf *b, const char *s)
+{
+    int quote = strpbrk(s, ",\"\n\r") != NULL;
+    if (!quote) {
+        px_buf_adds(b, s);
+        return;
+    }
+    px_buf_addc(b, '"');
+    for (; *s; s++) {
+        if (*s == '"') px_buf_addc(b, '"');
+        px_buf_addc(b, *s);
+    }
+    px_buf_addc(b, '"');
+}
+
+static int csv_doc(px_buf *b, const rows *rs, const run_info *ri)
+{
+    px_buf_adds(b, "run_id,measure,unit_type,unit,period,period_start,period_end,n,observed,expected,rate,rate_lo,"
+                   "rate_hi,expected_rate,oe,oe_lo,oe_hi,oe_method,rsr,rsr_lo,rsr_hi,eb_rate,eb_weight,flag,"
+                   "suppressed,model_version\n");
+    for (size_t i = 0; i < rs->n; i++) {
+        const row *x = &rs->v[i];
+        if (strcmp(x->period, ri->period) != 0) continue;
+        px_buf_printf(b, "%lld,%s,%s,", ri->run_id, px_kpi_measure_name(x->measure), utype_names[x->utype]);
+        csv_text(b, x->unit);
+        px_buf_printf(b, ",%s,%s,%s", x->period, x->start, x->end);
+        double v[] = {x->n, x->o, x->e, x->rate, x->rlo, x->rhi, x->erate, x->oe, x->oelo, x->oehi};
+        for (size_t j = 0; j < sizeof v / sizeof *v; j++) csv_num(b, v[j]);
+        px_buf_printf(b, ",%s", x->oe_method);
+        double w[] = {x->rsr, x->rsrlo, x->rsrhi, x->eb, x->ebw};
+        for (size_t j = 0; j < sizeof w / sizeof *w; j++) csv_num(b, w[j]);
+        px_buf_printf(b, ",%s,%s,", x->flag, x->suppressed ? "true" : "false");
+        if (x->version) px_buf_printf(b, "%d", x->version);
+        px_buf_addc(b, '\n');
+    }
+    return b->data ? 0 : PX_ENOMEM;
+}
+
+int px_kpi_report(PGconn *c, const px_kpi_report_params *p, px_kpi_report_info *info, px_err *e)
+{
+    run_info ri;
+    rows rs = {0};
+    px_buf b = {0};
+    char *js = NULL;
+    int rc;
+    memset(&ri, 0, sizeof ri);
+    memset(info, 0, sizeof *info);
+    gsl_set_error_handler_off();
+    if (p->dp_epsilon < 0 || !isfinite(p->dp_epsilon))
+        return px_err_set(e, PX_EINVAL, "the privacy budget epsilon must be a positive number");
+    if ((rc = resolve(c, p, &ri, e)) != 0) goto out;
+    if ((rc = load_rows(c, &ri, &rs, e)) != 0) goto out;
+    info->run_id = ri.run_id;
+    snprintf(info->period, sizeof info->period, "%s", ri.period);
+    snprintf(info->period_kind, sizeof info->period_kind, "%s", ri.kind);
+    if (p->dp_epsilon > 0) {
+        double conf = cJSON_GetNumberValue(cJSON_GetObjectItem(ri.method, "conf"));
+        double byar = cJSON_GetNumberValue(cJSON_GetObjectItem(ri.method, "byar_min_events"));
+        double minc = cJSON_GetNumberValue(cJSON_GetObjectItem(ri.method, "min_cases"));
+        dp_apply(&rs, p, conf, byar, minc);
+    }
+    if (p->html_path) {
+        if ((rc = html_page(c, &b, &rs, &ri, p, info)) != 0) {
+            rc = px_err_set(e, rc, "cannot render the KPI report");
+            goto out;
+        }
+        if ((rc = px_file_write_atomic(p->html_path, b.data, b.len, 0644, e)) != 0) goto out;
+    }
+    /* what the period holds: facilities, and facility x risk-measure cells by flag */
+    info->units = info->flagged_worse = info->flagged_better = info->suppressed = 0;
+    for (size_t i = 0; i < rs.n; i++) {
+        const row *x = &rs.v[i];
+        if (x->utype != 1 || strcmp(x->period, ri.period) != 0) continue;
+        if (x->measure == PX_KPI_VOLUME) info->units++;
+        if (!is_rate_m(x->measure) && x->measure != PX_KPI_LOS) continue;
+        info->flagged_worse += strcmp(x->flag, "worse") == 0;
+        info->flagged_better += strcmp(x->flag, "better") == 0;
+        info->suppressed += strcmp(x->flag, "suppressed") == 0;
+    }
+    if (p->json_path) {
+        if (!(js = json_doc(&rs, &ri, p))) {
+            rc = px_err_set(e, PX_ENOMEM, "out of memory");
+            goto out;
+        }
+        if ((rc = px_file_write_atomic(p->json_path, js, strlen(js), 0644, e)) != 0) goto out;
+    }
+    if (p->csv_path) {
+        b.len = 0;
+        if ((rc = csv_doc(&b, &rs, &ri)) != 0) {
+            rc = px_err_set(e, PX_ENOMEM, "out of memory");
+            goto out;
+        }
+        if ((rc = px_file_write_atomic(p->csv_path, b.data, b.len, 0644, e)) != 0) goto out;
+    }
+out:
+    free(rs.v);
+    px_buf_release(&b);
+    free(js);
+    cJSON_Delete(ri.models);
+    cJSON_Delete(ri.method);
+    free(ri.batches);
+    return rc;
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# KPI benchmark: every measure (volume, readmission, mortality, LOS, cost) for
+# every period kind (month, quarter, year, all) and unit (system, facility,
+# department) on ~1M encounters x 200 facilities x 36 months: generate, load,
+# build features and train once (not timed), then time `prognos kpi compute
+# --force` REPS times. Prints wall time, its parts (scoring + COPY, SQL
+# aggregation) and encounters per second; then times one report.
+#   usage: tests/bench/kpi/run.sh [--patients N] [--reps R]   (default 360000 patients: ~1.0M stays in
+#   2021-2023; 3 reps)
+# Timing is reported, never asserted: these machines are noisy. Not run by ctest.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+PATIENTS=360000 REPS=3
+while [ $# -gt 0 ]; do
+    case $1 in
+        --patients) PATIENTS=$2; shift 2 ;;
+        --reps) REPS=$2; shift 2 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+PX="$ROOT/build/engine/cli/prognos"
+[ -x "$PX" ] || "$ROOT/scripts/setup.sh"
+WORK=$(mktemp -d /tmp/prognos-bench-kpi.XXXXXX)
+chmod 755 "$WORK"
+export PROGNOS_HOME="$WORK/home"
+trap '"$PX" db stop >/dev/null 2>&1 || true; [ -L "$PROGNOS_HOME/pg" ] && rm -rf "$(readlink -f "$PROGNOS_HOME/pg")"; rm -rf "$WORK"' EXIT
+now() { date +%s.%N; }
+
+t0=$(now)
+"$PX" generate --patients "$PATIENTS" --facilities 200 --years 2021-2023 --seed 1 --out "$WORK/data" >/dev/null
+"$PX" etl load --format canonical --source "$WORK/data" --quiet >/dev/null
+"$PX" features build --set all >/dev/null
+for m in readmission mortality los; do "$PX" train --model "$m" --no-build >/dev/null; done
+printf 'setup (generate, load, features, train): %.0f s\n' "$(echo "$(now) - $t0" | bc)"
+ENC=$(psql -X -At "$("$PX" db url)" -c "SELECT count(*) FROM wh.fact_encounter")
+FAC=$(psql -X -At "$("$PX" db url)" -c "SELECT count(DISTINCT facility_id) FROM wh.fact_encounter")
+MON=$(psql -X -At "$("$PX" db url)" -c "SELECT count(DISTINCT date_trunc('month', discharge_date)) FROM wh.fact_encounter")
+echo "input: $ENC encounters, $FAC facilities, $MON discharge months; $REPS repetitions"
+
+secs=()
+for rep in $(seq 1 "$REPS"); do
+    out=$("$PX" kpi compute --force --json)
+    read -r s sc sq sco res < <(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print(j["seconds"], j["seconds_score"], j["seconds_sql"], j["scored"], j["results"])' "$out")
+    secs+=("$s")
+    printf 'rep %d: kpi compute %.2f s (scoring + COPY %.2f s, SQL aggregation %.2f s): %s rows scored, %s results; %.0f encounters/s\n' \
+        "$rep" "$s" "$sc" "$sq" "$sco" "$res" "$(echo "$ENC / $s" | bc -l)"
+done
+med=$(printf '%s\n' "${secs[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+printf 'median: %.2f s, %.0f encounters/s (every measure, period kind and unit)\n' "$med" "$(echo "$ENC / $med" | bc -l)"
+t0=$(now)
+"$PX" kpi report --period month --out "$WORK/report.html" --json "$WORK/report.json" --csv "$WORK/report.csv" >/dev/null
+printf 'report (latest month, HTML + JSON + CSV): %.2f s, %d KiB of HTML\n' "$(echo "$(now) - $t0" | bc)" \
+    "$(( $(wc -c < "$WORK/report.html") / 1024 ))"

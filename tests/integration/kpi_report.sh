@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# kpi_report.sh: prognos kpi compute / report as a user and a scheduler drive them.
+#  - usage errors exit 2, failures 1 with the subject named, an unchanged run 3;
+#  - the report (HTML, JSON, CSV) holds exactly the numbers of kpi.results for its
+#    period; small cells are suppressed in the table and visibly in the page;
+#  - headless Chromium renders the page without network and without console
+#    errors, and the screenshot is not blank;
+#  - the differentially private release is reproducible from its seed, noisy, and
+#    withholds sums without a small sensitivity.
+source "$(dirname "$0")/lib.sh"
+CHROMIUM=${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}
+[ -n "$CHROMIUM" ] || fail "chromium is not installed (scripts/setup.sh installs it)"
+
+assert_exit 0 px kpi --help
+grep -q "kpi compute" "$WORK/out" || fail "kpi --help"
+assert_exit 0 px kpi compute --help
+assert_exit 0 px kpi report --help
+assert_exit 2 px kpi
+assert_exit 2 px kpi nosuch
+assert_exit 2 px kpi compute --period weekly
+assert_exit 2 px kpi compute --model-version nosuch=3
+assert_exit 2 px kpi compute --conf 2
+assert_exit 2 px kpi compute --reference national
+assert_exit 2 px kpi report --out "$WORK/r.html"
+assert_exit 2 px kpi report --period 2023
+assert_exit 2 px kpi report --period 2023 --out "$WORK/r.html" --target los=abc
+assert_exit 2 px kpi report --period 2023 --out "$WORK/r.html" --dp-seed 3
+assert_exit 2 px kpi report --period 2023-13 --out "$WORK/r.html"
+ok "usage errors exit 2"
+
+assert_exit 1 px kpi compute
+grep -q "no encounters" "$WORK/err" || fail "empty warehouse: $(cat "$WORK/err")"
+px generate --patients 6000 --facilities 20 --seed 5 --years 2021-2023 --out "$WORK/data" >/dev/null
+px etl load --format canonical --source "$WORK/data" --quiet >/dev/null
+px features build --set all >/dev/null
+assert_exit 1 px kpi compute
+grep -q "readmission" "$WORK/err" || fail "missing model not named: $(cat "$WORK/err")"
+for m in readmission mortality los; do px train --model $m --no-build >/dev/null; done
+assert_exit 1 px kpi compute --model-version readmission=7
+grep -q "readmission" "$WORK/err" || fail "unknown version not named: $(cat "$WORK/err")"
+assert_exit 1 px kpi report --period 2022 --out "$WORK/r.html"
+grep -q "2022" "$WORK/err" || fail "missing period not named: $(cat "$WORK/err")"
+ok "failures exit 1 and name their subject"
+
+assert_exit 0 px kpi compute --json
+run=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["run_id"])' "$WORK/out")
+assert_exit 3 px kpi compute
+assert_eq "$(sql "SELECT count(*) FROM kpi.runs")" 1 "runs after an unchanged compute"
+assert_eq "$(sql "SELECT count(DISTINCT period_kind) FROM kpi.results")" 4 "period kinds"
+assert_eq "$(sql "SELECT count(*) FROM kpi.results WHERE suppressed AND (rate IS NOT NULL OR oe IS NOT NULL)")" 0 \
+    "suppressed cells carry no estimate"
+assert_eq "$(sql "SELECT count(*) FROM kpi.results WHERE measure <> 'volume' AND n < 25 AND NOT suppressed")" 0 \
+    "cells under 25 cases are suppressed"
+assert_eq "$(sql "SELECT count(*) FROM kpi.results WHERE unit_type = 'facility' AND measure = 'volume' AND period_kind = 'all'")" 20 \
+    "facilities"
+# the system's count is the warehouse's, and units add up to it
+assert_eq "$(sql "SELECT n FROM kpi.results WHERE measure = 'volume' AND unit_type = 'system' AND period_kind = 'all'")" \
+    "$(sql "SELECT count(*) FROM wh.fact_encounter")" "system volume"
+assert_eq "$(sql "SELECT sum(n) FROM kpi.results WHERE measure = 'readmission' AND unit_type = 'facility' AND period_kind = 'year'")" \
+    "$(sql "SELECT count(*) FROM features.readmission")" "readmission cases over facilities and years"
+ok "kpi compute: run $run stored, suppression, totals"
+
+# a month with suppressed cells, and the latest complete year
+month=$(sql "SELECT period FROM kpi.results WHERE period_kind = 'month' AND suppressed AND unit_type = 'facility'
+             AND measure = 'mortality' GROUP BY period ORDER BY count(*) DESC, period LIMIT 1")
+[ -n "$month" ] || fail "no month with suppressed cells"
+assert_exit 0 px kpi report --period year --out "$WORK/year.html" --json "$WORK/year.json" --csv "$WORK/year.csv"
+grep -q "period 2023" "$WORK/out" || fail "latest complete year should be 2023: $(cat "$WORK/out")"
+assert_exit 0 px kpi report --period "$month" --out "$WORK/month.html" --json "$WORK/month.json"
+ok "reports written for 2023 and $month"
+
+# no external resource: the only URL is the SVG namespace
+if grep -oE "(https?:|//)[^'\" )]*" "$WORK/year.html" | grep -v "^http://www.w3.org/2000/svg$" | grep -q .; then
+    fail "the report references an external resource"
+fi
+grep -qi "<script" "$WORK/year.html" && fail "the report carries a script"
+
+render() { # html png dom
+    local prof; prof=$(mktemp -d "$WORK/chromium.XXXXXX")
+    timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+        --disable-background-networking --disable-component-update --disable-sync --user-data-dir="$prof" \
+        --enable-logging=stderr --v=0 --window-size=1200,2400 --screenshot="$2" "file://$1" \
+        >/dev/null 2>"$2.log" || fail "chromium could not render $1: $(tail -5 "$2.log")"
+    prof=$(mktemp -d "$WORK/chromium.XXXXXX")
+    timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+        --disable-background-networking --disable-component-update --disable-sync --user-data-dir="$prof" \
+        --enable-logging=stderr --v=0 --dump-dom "file://$1" >"$3" 2>"$3.log" \
+        || fail "chromium could not dump $1: $(tail -5 "$3.log")"
+    # console messages (errors, CSP refusals) are logged as CONSOLE lines
+    if grep -hE "CONSOLE|Uncaught|Refused to" "$2.log" "$3.log"; then fail "the page logged errors"; fi
+}
+render "$WORK/year.html" "$WORK/year.png" "$WORK/year.dom"
+render "$WORK/month.html" "$WORK/month.png" "$WORK/month.dom"
+
+sql "SELECT period, measure, unit_type, unit, n, observed, expected, rate, rate_lo, rate_hi, expected_rate, oe, oe_lo, oe_hi,
+            rsr, eb_rate, flag, suppressed FROM kpi.results WHERE run_id = $run AND period IN ('2023', '$month')
+            AND period_kind IN ('year', 'month')" > "$WORK/results.txt"
+python3 - "$WORK" "$month" <<'PY'
+import csv, json, struct, sys, zlib
+from html.parser import HTMLParser
+work, month = sys.argv[1], sys.argv[2]
+fail = []
+
+def png_nonwhite(path):
+    data = open(path, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, w = 8, b"", None
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            w, h, depth, ctype = struct.unpack(">IIBB", body[:10])
+            assert depth == 8 and ctype in (2, 6), f"unexpected PNG format {depth}/{ctype}"
+            bpp = 3 if ctype == 2 else 4
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    raw = zlib.decompress(idat)
+    stride = w * bpp
+    prev = bytearray(stride)
+    nonwhite = 0
+    for y in range(h):
+        f = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        if f == 1:
+            for i in range(bpp, stride): line[i] = (line[i] + line[i - bpp]) & 255
+        elif f == 2:
+            for i in range(stride): line[i] = (line[i] + prev[i]) & 255
+        elif f == 3:
+            for i in range(stride): line[i] = (line[i] + ((line[i - bpp] if i >= bpp else 0) + prev[i]) // 2) & 255
+        elif f == 4:
+            for i in range(stride):
+                a = line[i - bpp] if i >= bpp else 0; b = prev[i]; c = prev[i - bpp] if i >= bpp else 0
+                p = a + b - c; pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        for i in range(0, stride, bpp):
+            if line[i] < 240 or line[i + 1] < 240 or line[i + 2] < 240: nonwhite += 1
+        prev = line
+    return nonwhite, w * h
+
+for name in ("year", "month"):
+    nw, total = png_nonwhite(f"{work}/{name}.png")
+    print(f"{name}.png: {nw} of {total} pixels not white ({100 * nw / total:.1f}%)")
+    if nw < total * 0.02: fail.append(f"{name}.png looks blank ({nw} non-white pixels)")
+
+# kpi.results of the two periods
+res = {}
+for line in open(f"{work}/results.txt"):
+    v = line.rstrip("\n").split("|")
+    res[(v[0], v[1], v[2], v[3])] = v[4:]
+cols = ["n", "observed", "expected", "rate", "rate_lo", "rate_hi", "expected_rate", "oe", "oe_lo", "oe_hi", "rsr", "eb_rate", "flag", "suppressed"]
+
+def num(s): return float(s) if s not in ("", None) else None
+
+class Dom(HTMLParser):
+    def __init__(self):
+        super().__init__(); self.rows = []; self.cards = []; self.table = None; self.cur = None; self.cell = None
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table" and "league" in (a.get("class") or ""): self.table = (a["data-measure"], a["data-unit-type"])
+        elif tag == "tr" and self.table and "data-unit" in a:
+            self.cur = {"attrs": a, "cells": [], "table": self.table}
+        elif tag == "td" and self.cur is not None:
+            self.cell = ""
+        elif tag == "div" and "card" in (a.get("class") or "").split(): self.cards.append(a)
+    def handle_endtag(self, tag):
+        if tag == "td" and self.cur is not None and self.cell is not None: self.cur["cells"].append(self.cell.strip()); self.cell = None
+        elif tag == "tr" and self.cur is not None: self.rows.append(self.cur); self.cur = None
+        elif tag == "table": self.table = None
+    def handle_data(self, d):
+        if self.cell is not None: self.cell += d
+
+for name, period in (("year", "2023"), ("month", month)):
+    d = Dom(); d.feed(open(f"{work}/{name}.dom").read())
+    seen = 0
+    for r in d.rows:
+        m, ut = r["table"]; a = r["attrs"]
+        key = (period, m, ut, a["data-unit"])
+        if key not in res: fail.append(f"{name}: row {key} is not in kpi.results"); continue
+        st = dict(zip(cols, res[key]))
+        seen += 1
+        for attr, col in (("n", "n"), ("observed", "observed"), ("expected", "expected"), ("rate", "rate"),
+                          ("oe", "oe"), ("oe-lo", "oe_lo"), ("oe-hi", "oe_hi"), ("rsr", "rsr"), ("eb", "eb_rate")):
+            x, y = num(a.get("data-" + attr)), num(st[col])
+            if (x is None) != (y is None) or (x is not None and abs(x - y) > 1e-9 * max(1, abs(y))):
+                fail.append(f"{name} {key}: data-{attr} {x} but kpi.results {col} {y}")
+        if a["data-flag"] != st["flag"]: fail.append(f"{name} {key}: flag {a['data-flag']} vs {st['flag']}")
+        cells = r["cells"]
+        # visible text: cases, then (unless suppressed) observed, expected, crude, expected rate, O/E (CI), ...
+        if cells[1].replace(",", "") != str(int(float(st["n"]))): fail.append(f"{name} {key}: cases shown {cells[1]}")
+        if st["suppressed"] == "t":
+            if "suppressed" not in cells[2]: fail.append(f"{name} {key}: suppressed cell not shown as suppressed: {cells}")
+            continue
+        oe_txt = f"{float(st['oe']):.2f} ({float(st['oe_lo']):.2f} \u2013 {float(st['oe_hi']):.2f})"
+        if cells[6] != oe_txt: fail.append(f"{name} {key}: O/E shown '{cells[6]}', kpi.results gives '{oe_txt}'")
+        if m in ("readmission", "mortality"):
+            rate_txt = f"{100 * float(st['rate']):.1f}%"
+            if cells[4] != rate_txt: fail.append(f"{name} {key}: rate shown '{cells[4]}', expected '{rate_txt}'")
+    expect = sum(1 for k in res if k[0] == period and k[1] in ("readmission", "mortality", "los") and k[2] != "system")
+    if seen != expect: fail.append(f"{name}: {seen} table rows, kpi.results has {expect} unit cells")
+    sup = sum(1 for k, v in res.items() if k[0] == period and k[2] != "system" and k[1] in ("readmission", "mortality", "los") and v[-1] == "t")
+    shown = sum(1 for r in d.rows if r["attrs"]["data-flag"] == "suppressed")
+    if sup != shown: fail.append(f"{name}: {shown} rows shown suppressed, {sup} suppressed in kpi.results")
+    if name == "month" and sup == 0: fail.append("month: expected suppressed cells")
+    for c in d.cards:
+        key = (period, c["data-measure"], "system", "all")
+        st = dict(zip(cols, res[key]))
+        want = num(st["n"]) if c["data-measure"] == "volume" else num(st["rate"])
+        got = num(c["data-value"])
+        if (got is None) != (want is None) or (got is not None and abs(got - want) > 1e-9 * max(1, abs(want))):
+            fail.append(f"{name}: headline {key} {c['data-value']} vs {want}")
+    if len(d.cards) != 5: fail.append(f"{name}: {len(d.cards)} headline cards")
+    print(f"{name}: {seen} table rows and {len(d.cards)} headline values equal kpi.results ({sup} suppressed)")
+
+# JSON and CSV of the year
+j = json.load(open(f"{work}/year.json"))
+jr = {(r["period"], r["measure"], r["unit_type"], r["unit"]): r for r in j["results"]}
+if set(jr) != {k for k in res if k[0] == "2023"}: fail.append("year.json does not hold exactly the period's cells")
+for k, r in jr.items():
+    st = dict(zip(cols, res[k]))
+    for col in ("n", "observed", "expected", "rate", "oe", "oe_lo", "oe_hi", "rsr", "eb_rate"):
+        x, y = r[col], num(st[col])
+        if (x is None) != (y is None) or (x is not None and abs(x - y) > 1e-9 * max(1, abs(y))):
+            fail.append(f"year.json {k}: {col} {x} vs {y}")
+    if r["flag"] != st["flag"]: fail.append(f"year.json {k}: flag")
+with open(f"{work}/year.csv") as f:
+    rows = list(csv.DictReader(f))
+if len(rows) != len(jr): fail.append(f"year.csv has {len(rows)} rows, expected {len(jr)}")
+for r in rows:
+    st = dict(zip(cols, res[(r["period"], r["measure"], r["unit_type"], r["unit"])]))
+    for col in ("n", "oe", "rate"):
+        x, y = num(r[col]), num(st[col])
+        if (x is None) != (y is None) or (x is not None and abs(x - y) > 1e-9 * max(1, abs(y))):
+            fail.append(f"year.csv: {col} {x} vs {y}")
+if fail:
+    print("\n".join(fail[:40])); sys.exit(1)
+PY
+ok "the rendered report, JSON and CSV equal kpi.results; small cells visibly suppressed"
+
+# differentially private release: same seed, same release; another seed, another
+assert_exit 0 px kpi report --period year --json "$WORK/dp1.json" --out "$WORK/dp.html" --dp-epsilon 0.5 --dp-seed 9
+assert_exit 0 px kpi report --period year --json "$WORK/dp2.json" --dp-epsilon 0.5 --dp-seed 9
+assert_exit 0 px kpi report --period year --json "$WORK/dp3.json" --dp-epsilon 0.5 --dp-seed 10
+cmp -s "$WORK/dp1.json" "$WORK/dp2.json" || fail "same seed, different release"
+cmp -s "$WORK/dp1.json" "$WORK/dp3.json" && fail "another seed gave the same release"
+grep -q "epsilon" "$WORK/dp.html" || fail "the private report does not state epsilon"
+python3 - "$WORK" <<'PY'
+import json, sys
+work = sys.argv[1]
+true = {(r["measure"], r["unit_type"], r["unit"]): r for r in json.load(open(f"{work}/year.json"))["results"]}
+dp = json.load(open(f"{work}/dp1.json"))
+assert dp["differential_privacy"]["epsilon_per_count"] == 0.5, dp["differential_privacy"]
+moved = 0; cells = 0
+for r in dp["results"]:
+    t = true[(r["measure"], r["unit_type"], r["unit"])]
+    if r["measure"] in ("los", "cost"):
+        assert r["n"] is None and r["rate"] is None and r["flag"] == "withheld", r
+        continue
+    cells += 1
+    # noise of scale 2: |noise| > 40 has probability e^-20
+    assert r["n"] == int(r["n"]) and r["n"] >= 0 and abs(r["n"] - t["n"]) <= 40, (r, t)
+    moved += r["n"] != t["n"]
+    if r["observed"] is not None and t["observed"] is not None:
+        assert abs(r["observed"] - t["observed"]) <= 40, (r, t)
+assert moved > cells / 2, f"only {moved} of {cells} counts moved"
+print(f"dp: {moved} of {cells} released counts differ from the true ones, all within 40")
+PY
+render "$WORK/dp.html" "$WORK/dp.png" "$WORK/dp.dom"
+ok "differentially private release: reproducible, noisy within bounds, LOS and cost withheld, renders"
+
+# options of compute: an explicit model version, the pooled reference, over-dispersion
+assert_exit 0 px kpi compute --period all --model-version 1 --reference pooled --json
+grep -q '"reference_shift":{"readmission":0,"mortality":0,"los":0}' "$WORK/out" \
+    || fail "pooled reference should not shift: $(cat "$WORK/out")"
+pooled=$(sql "SELECT max(run_id) FROM kpi.runs")
+assert_eq "$(sql "SELECT count(*) FROM kpi.predictions WHERE expected <> predicted")" 0 "pooled: expected = predicted"
+# the system's expected count is the sum of the stored per-stay expectations
+assert_eq "$(sql "SELECT round(expected::numeric, 3) FROM kpi.results WHERE run_id = $pooled AND measure = 'mortality'
+                  AND unit_type = 'system' AND period_kind = 'all'")" \
+    "$(sql "SELECT round(sum(expected)::numeric, 3) FROM kpi.predictions WHERE measure = 'mortality'")" "system expected"
+assert_eq "$(sql "SELECT DISTINCT model_version FROM kpi.results WHERE run_id = $pooled AND measure = 'los'")" 1 "model version 1"
+assert_exit 0 px kpi compute --period all --overdispersion --json
+od=$(sql "SELECT max(run_id) FROM kpi.runs")
+assert_eq "$(sql "SELECT count(*) FROM kpi.results WHERE run_id = $od AND funnel_phi < 1")" 0 "phi is at least 1"
+assert_eq "$(sql "SELECT count(*) FROM kpi.results a JOIN kpi.results b USING (measure, period_kind, period, unit_type, unit)
+                  WHERE a.run_id = $run AND b.run_id = $od AND (b.funnel95_hi < a.funnel95_hi - 1e-9
+                  OR b.funnel998_lo > a.funnel998_lo + 1e-9)")" 0 "over-dispersion never narrows the funnel"
+assert_eq "$(sql "SELECT count(*) FROM kpi.runs WHERE run_id = $od AND method->>'overdispersion' = 'true'")" 1 "method recorded"
+ok "compute options: model version, pooled reference, over-dispersion"
+
