@@ -45,6 +45,26 @@ dump=$(sql "SELECT string_agg(t::text, ' ') FROM audit.predictions t")$(sql "SEL
 ! grep -qF -e "$ids" <<<"$dump" || fail "a plaintext encounter id is in the audit tables"
 ok "no plaintext encounter id in logs or audit tables"
 
+# /v1/kpi: the newest run of prognos kpi compute, filtered
+px train --model mortality >/dev/null
+px train --model los >/dev/null
+px kpi compute --period year >/dev/null
+kpi() { curl -s -H "Authorization: Bearer $READ" "$URL/v1/kpi?$1"; }
+kpi "measure=readmission&period=year&unit=system" | "$PY" -c '
+import json, sys
+d = json.load(sys.stdin)
+k = d["kpis"]
+assert d["run_id"] >= 1 and k, d
+assert all(r["measure"] == "readmission" and r["period_kind"] == "year" and r["unit_type"] == "system" for r in k), k
+assert all(r["model_name"] == "readmission" and r["model_version"] == 1 for r in k), k
+assert any(r["oe"] is not None and r["expected"] > 0 for r in k), k'
+kpi "unit=facility&limit=3" | "$PY" -c '
+import json, sys
+k = json.load(sys.stdin)["kpis"]
+assert len(k) == 3 and all(r["unit_type"] == "facility" for r in k), k'
+assert_eq "$(kpi "measure=nosuch" | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)["kpis"]))')" 0 "an unknown measure"
+ok "/v1/kpi: the newest KPI run by measure, period and unit"
+
 # every answered prediction is audited: audit.predictions = predict answers with 200
 metric() { curl -s -H "Authorization: Bearer $READ" "$URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 for _ in $(seq 1 50); do [ "$(metric prognos_audit_queue_depth)" = 0 ] && break; sleep 0.1; done
