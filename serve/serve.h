@@ -47,7 +47,9 @@ typedef struct px_server px_server;   /* opaque */
 /* Starts the server: loads the API keys and the champions of the served models,
  * starts the audit writer, the poller and libmicrohttpd. Returns a running
  * server (caller stops it with px_serve_free) or NULL on error (port in use,
- * database unreachable, no model to serve). */
+ * database unreachable, no model to serve). While it runs, cJSON's allocation
+ * hooks are the server's (request bodies parse into per-request arenas; every
+ * other cJSON use falls through to malloc/free); one server per process. */
 px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err *e);
 /* The port the server listens on (useful with port 0). */
 unsigned px_serve_port(const px_server *s);
