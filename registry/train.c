@@ -528,10 +528,10 @@ static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, co
     }
     if (!(j->test_scores = malloc(j->ntest * sizeof *j->test_scores))) return px_err_set(e, PX_ENOMEM, "out of memory");
     if ((rc = px_model_score(j->m, j->d, j->test, j->ntest, j->test_scores, e)) != 0) return rc;
+    double *y = malloc(j->ntest * sizeof *y);
+    if (!y) return px_err_set(e, PX_ENOMEM, "out of memory");
+    for (size_t k = 0; k < j->ntest; k++) y[k] = j->d->y[j->test[k]];
     if (j->binary) {
-        double *y = malloc(j->ntest * sizeof *y);
-        if (!y) return px_err_set(e, PX_ENOMEM, "out of memory");
-        for (size_t k = 0; k < j->ntest; k++) y[k] = j->d->y[j->test[k]];
         size_t events = 0;
         for (size_t k = 0; k < j->ntest; k++) events += y[k] == 1.0;
         if (events == 0 || events == j->ntest) {
@@ -542,14 +542,10 @@ static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, co
         } else {
             rc = px_eval_binary(y, j->test_scores, j->ntest, &j->eb, e);
         }
-        free(y);
     } else {
-        double *y = malloc(j->ntest * sizeof *y);
-        if (!y) return px_err_set(e, PX_ENOMEM, "out of memory");
-        for (size_t k = 0; k < j->ntest; k++) y[k] = j->d->y[j->test[k]];
         rc = px_eval_regression(y, j->test_scores, j->ntest, &j->er, e);
-        free(y);
     }
+    free(y);
     if (rc != 0) return rc;
 
     double *train_scores = malloc(j->ntrain * sizeof *train_scores);
