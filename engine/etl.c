@@ -18,7 +18,7 @@
 
 /* Held for the whole batch transaction: loads run one at a time. */
 #define PX_ETL_LOCK 7070002
-#define COPY_CHUNK (1 << 20)
+#define COPY_CHUNK (1 << 16)
 
 px_etl_params px_etl_default_params(void)
 {
@@ -77,6 +77,87 @@ int etl_copy_end(etl_ctx *x, long long *rows)
         PQclear(r);
     }
     return rc;
+}
+
+/* ---- COPY binary ---------------------------------------------------------------- */
+
+static void put_be(px_buf *b, unsigned long long v, int bytes)
+{
+    if (px_buf_reserve(b, (size_t)bytes) != 0) return;
+    for (int i = bytes - 1; i >= 0; i--) b->data[b->len++] = (char)(v >> (8 * i) & 0xff);
+}
+
+void etl_bin_header(px_buf *b)
+{
+    px_buf_add(b, "PGCOPY\n\377\r\n\0", 11);
+    put_be(b, 0, 4); /* flags: no OIDs */
+    put_be(b, 0, 4); /* header extension length */
+}
+void etl_bin_trailer(px_buf *b) { put_be(b, 0xffff, 2); }
+void etl_bin_row(px_buf *b, int nfields) { put_be(b, (unsigned)nfields, 2); }
+void etl_bin_null(px_buf *b) { put_be(b, 0xffffffffu, 4); }
+void etl_bin_bytes(px_buf *b, const void *p, size_t n)
+{
+    put_be(b, n, 4);
+    px_buf_add(b, p, n);
+}
+void etl_bin_i16(px_buf *b, int v)
+{
+    put_be(b, 2, 4);
+    put_be(b, (unsigned short)v, 2);
+}
+void etl_bin_i32(px_buf *b, int v)
+{
+    put_be(b, 4, 4);
+    put_be(b, (unsigned)v, 4);
+}
+void etl_bin_i64(px_buf *b, long long v)
+{
+    put_be(b, 8, 4);
+    put_be(b, (unsigned long long)v, 8);
+}
+void etl_bin_date(px_buf *b, int days_since_1970) { etl_bin_i32(b, days_since_1970 - 10957); }
+
+/* numeric_send's layout: ndigits, weight, sign, dscale (int16 each), then
+ * ndigits base-10000 digits, the first of which is 10000^weight. */
+int etl_bin_numeric(px_buf *b, const char *s, size_t n)
+{
+    size_t i = 0;
+    int neg = 0;
+    if (i < n && (s[i] == '-' || s[i] == '+')) neg = s[i++] == '-';
+    size_t ib = i;
+    while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    size_t ie = i, fb = i, fe = i;
+    if (i < n && s[i] == '.') {
+        fb = ++i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        fe = i;
+    }
+    if (i != n || (ie == ib && fe == fb) || fe - fb > 60 || ie - ib > 60) return -1;
+    while (ib < ie && s[ib] == '0') ib++; /* leading zeros */
+    /* the digits, left-padded to a multiple of 4 before the point and right-padded after */
+    char d[160];
+    size_t ni = ie - ib, pad = (4 - ni % 4) % 4, nd = 0;
+    for (size_t k = 0; k < pad; k++) d[nd++] = '0';
+    memcpy(d + nd, s + ib, ni), nd += ni;
+    int int_groups = (int)((ni + pad) / 4);
+    memcpy(d + nd, s + fb, fe - fb), nd += fe - fb;
+    while (nd % 4) d[nd++] = '0';
+    int ng = (int)(nd / 4), first = 0, last = ng;
+    unsigned short g[40];
+    for (int k = 0; k < ng; k++)
+        g[k] = (unsigned short)((d[4 * k] - '0') * 1000 + (d[4 * k + 1] - '0') * 100 + (d[4 * k + 2] - '0') * 10 +
+                                (d[4 * k + 3] - '0'));
+    while (first < last && g[first] == 0) first++;
+    while (last > first && g[last - 1] == 0) last--;
+    int ndig = last - first, weight = ndig ? int_groups - 1 - first : 0;
+    put_be(b, (unsigned)(8 + 2 * ndig), 4);
+    put_be(b, (unsigned)ndig, 2);
+    put_be(b, (unsigned short)(short)weight, 2);
+    put_be(b, ndig && neg ? 0x4000 : 0, 2);
+    put_be(b, (unsigned)(fe - fb), 2);
+    for (int k = first; k < last; k++) put_be(b, g[k], 2);
+    return 0;
 }
 
 int etl_copy_spool(etl_ctx *x, FILE *f, const char *sql, long long *rows)
@@ -246,6 +327,32 @@ void etl_digest(const char *domain, const char *v, size_t len, unsigned char out
     memcpy(out, md, 16);
 }
 
+void etl_provider_key(const char *v, size_t len, unsigned char out[16])
+{
+    memset(out, 0, 16);
+    if (len <= 15) {
+        out[0] = (unsigned char)len;
+        memcpy(out + 1, v, len);
+        return;
+    }
+    etl_digest("provider", v, len, out);
+    out[0] |= 0x80; /* never a length of 0-15 */
+}
+
+int etl_uuid_key(const char *s, unsigned char out[16])
+{
+    int k = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p == '-') continue;
+        int v = *p >= '0' && *p <= '9' ? *p - '0' : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+        if (v < 0 || k >= 32) return -1;
+        if (k % 2 == 0) out[k / 2] = (unsigned char)(v << 4);
+        else out[k / 2] |= (unsigned char)v;
+        k++;
+    }
+    return k == 32 ? 0 : -1;
+}
+
 int etl_mark_rejected_encounters(etl_ctx *x)
 {
     char b[32];
@@ -262,17 +369,8 @@ int etl_mark_rejected_encounters(etl_ctx *x)
         return PX_EDB;
     }
     for (int i = 0; i < PQntuples(r); i++) {
-        const char *u = PQgetvalue(r, i, 0);
         unsigned char key[16];
-        int k = 0;
-        for (const char *p = u; *p && k < 32; p++) {
-            if (*p == '-') continue;
-            int v = *p <= '9' ? *p - '0' : *p - 'a' + 10;
-            if (k % 2 == 0) key[k / 2] = (unsigned char)(v << 4);
-            else key[k / 2] |= (unsigned char)v;
-            k++;
-        }
-        if (k != 32) continue;
+        if (etl_uuid_key(PQgetvalue(r, i, 0), key) != 0) continue;
         etl_encounter *en = px_keymap_get(x->encounters, key);
         if (en) en->state = PQgetvalue(r, i, 1)[0] == 't' ? ENC_EXISTING : ENC_REJECTED;
     }
@@ -622,6 +720,8 @@ static void close_ctx(etl_ctx *x)
     if (x->warn) fclose(x->warn);
     px_keymap_free(x->patients);
     px_keymap_free(x->encounters);
+    px_keymap_free(x->facilities);
+    px_keymap_free(x->clinicians);
     px_buf_release(&x->out);
     px_pseudo_free(x->ps);
     if (x->c) PQfinish(x->c);

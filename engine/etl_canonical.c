@@ -136,10 +136,27 @@ static const char merge_patients_fmt[] =
     " RETURNING 1)"
     " SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rej)";
 
-/* The years of this batch's staged encounters: the load partitions to create. */
+/* The years of the staged encounters: the load partitions to add. */
 static const char bulk_begin_fmt[] =
     "SELECT wh.bulk_begin('%s', coalesce((SELECT array_agg(DISTINCT extract(year FROM admission_date)::int)"
     " FROM stg_encounters), '{}'))";
+
+/* Encounters of earlier batches that this batch delivers again: taken out of
+ * the load table, to be rejected as duplicates. */
+static const char prior_encounters_sql[] =
+    "WITH d AS (DELETE FROM wh.load_fact_encounter l USING wh.fact_encounter f WHERE f.encounter_id = l.encounter_id"
+    "   RETURNING l.*, f.batch_id AS prior_batch)"
+    " SELECT encounter_id, prior_batch,"
+    "   (to_jsonb(d) - 'prior_batch' - 'batch_id' - 'los_days' - 'age_at_admission' - 'source')::text FROM d";
+
+/* Patients of this batch whose encounters the SQL merge must check: those the
+ * warehouse had before (their stored death date may be later news than the
+ * file's) and those the merge refused. */
+static const char sql_patients_sql[] =
+    "SELECT s.patient_id::text FROM stg_patients s JOIN wh.dim_patient d USING (patient_id)"
+    " WHERE d.first_batch_id <> $1"
+    " UNION ALL SELECT row_data->>'patient_id' FROM etl.rejects WHERE batch_id = $1 AND file_name = $2"
+    " AND row_data ? 'patient_id'";
 
 /* The rules that need the warehouse: references, duplicates of earlier
  * batches, and date logic against the patient's stored birth year and death. */
@@ -202,6 +219,80 @@ static const char merge_codes_fmt[] =
 static const char code_partitions_fmt[] =
     "SELECT count(wh.ensure_partition('%s', y)) FROM (SELECT DISTINCT extract(year FROM admission_date)::int AS y"
     " FROM wh.fact_encounter WHERE encounter_id IN (SELECT encounter_id FROM stg_%s)) t";
+
+/* Runs sql ($1 = batch, $2 = file) and calls each(x, row values) for every row. */
+static int for_rows(etl_ctx *x, const char *sql, int (*each)(etl_ctx *, PGresult *, int))
+{
+    char bid[32];
+    snprintf(bid, sizeof bid, "%lld", x->batch);
+    const char *params[2] = {bid, x->in->name};
+    int np = strstr(sql, "$2") ? 2 : strstr(sql, "$1") ? 1 : 0, rc = 0;
+    PGresult *r = PQexecParams(x->c, sql, np, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = px_err_set(x->e, PX_EDB, "merging '%s' into the warehouse failed", x->in->name);
+        px_err_detail(x->e, "%s", PQresultErrorMessage(r));
+    }
+    for (int i = 0; rc == 0 && i < PQntuples(r); i++) rc = each(x, r, i);
+    PQclear(r);
+    return rc;
+}
+
+static int add_provider(etl_ctx *x, PGresult *r, int i)
+{
+    unsigned char k[16];
+    int existed;
+    const char *id = PQgetvalue(r, i, 1);
+    etl_provider_key(id, strlen(id), k);
+    if (!px_keymap_put(PQgetvalue(r, i, 0)[0] == 't' ? x->facilities : x->clinicians, k, &existed))
+        return px_err_set(x->e, PX_ENOMEM, "out of memory");
+    return 0;
+}
+
+/* The providers an encounter may name (this batch's included, merged already). */
+static int load_providers(etl_ctx *x)
+{
+    px_keymap_free(x->facilities);
+    px_keymap_free(x->clinicians);
+    x->facilities = px_keymap_new(0);
+    x->clinicians = px_keymap_new(0);
+    if (!x->facilities || !x->clinicians) return px_err_set(x->e, PX_ENOMEM, "out of memory");
+    return for_rows(x, "SELECT kind = 'facility', provider_id FROM wh.dim_provider", add_provider);
+}
+
+static int mark_sql_patient(etl_ctx *x, PGresult *r, int i)
+{
+    unsigned char k[16];
+    if (PQgetisnull(r, i, 0) || etl_uuid_key(PQgetvalue(r, i, 0), k) != 0) return 0;
+    etl_patient *pt = px_keymap_get(x->patients, k);
+    if (pt) pt->sql_path = 1;
+    return 0;
+}
+
+static int reject_prior(etl_ctx *x, PGresult *r, int i)
+{
+    unsigned char k[16];
+    char detail[96];
+    if (etl_uuid_key(PQgetvalue(r, i, 0), k) != 0) return px_err_set(x->e, PX_ESTATE, "the warehouse returned a bad uuid");
+    etl_encounter *en = px_keymap_get(x->encounters, k);
+    if (!en) return px_err_set(x->e, PX_ESTATE, "the load table holds an encounter this batch did not send");
+    snprintf(detail, sizeof detail, "the encounter was loaded in batch %s", PQgetvalue(r, i, 1));
+    etl_reject(x, en->line, "duplicate_key", "encounter_id", detail, PQgetvalue(r, i, 2));
+    en->state = ENC_EXISTING;
+    return 0;
+}
+
+/* "{y1,y2,...}": the years set in x->enc_years. */
+static void years_literal(const etl_ctx *x, px_buf *b)
+{
+    px_buf_addc(b, '{');
+    int first = 1;
+    for (int y = 1; y < (int)sizeof x->enc_years; y++)
+        if (x->enc_years[y]) {
+            px_buf_printf(b, first ? "%d" : ",%d", y);
+            first = 0;
+        }
+    px_buf_adds(b, "}");
+}
 
 int etl_canonical_begin(etl_ctx *x)
 {
@@ -380,6 +471,26 @@ static void out_date(px_buf *b, const row *r, int i)
     px_buf_add(b, d, 10);
 }
 
+static void bin_text(px_buf *b, const row *r, int i)
+{
+    if (r->v[i]) etl_bin_bytes(b, r->v[i], r->n[i]);
+    else etl_bin_null(b);
+}
+static void bin_enum(px_buf *b, const row *r, int i)
+{
+    if (r->v[i] && r->ev[i]) etl_bin_bytes(b, r->ev[i], strlen(r->ev[i]));
+    else etl_bin_null(b);
+}
+static void bin_cstr(px_buf *b, const char *s) { etl_bin_bytes(b, s, strlen(s)); }
+
+static int provider_known(const px_keymap *m, const char *v, size_t n)
+{
+    unsigned char k[16];
+    if (!m) return 0;
+    etl_provider_key(v, n, k);
+    return px_keymap_get(m, k) != NULL;
+}
+
 /* ---- table rules -------------------------------------------------------------- */
 
 static int row_facility(etl_ctx *x, cfile *cf, row *r, long long line)
@@ -464,6 +575,8 @@ static int row_patient(etl_ctx *x, cfile *cf, row *r, long long line)
     }
     pt->birth_days = r->days[P_BIRTH];
     pt->death_days = r->v[P_DEATH] ? r->days[P_DEATH] : INT_MAX;
+    int by = px_date_year(pt->birth_days);
+    if (x->min_birth_year == 0 || by < x->min_birth_year) x->min_birth_year = by;
     px_buf *b = &x->out;
     px_buf_printf(b, "%lld", line);
     out_uuid(b, r, P_ID);
@@ -526,7 +639,37 @@ static int row_encounter(etl_ctx *x, cfile *cf, row *r, long long line)
     en->state = ENC_STAGED;
     en->line = line;
     en->adm_days = adm;
-    px_buf *b = &x->out;
+    int year = px_date_year(adm);
+    if (year > 0 && year < (int)sizeof x->enc_years) x->enc_years[year] = 1;
+    if (pt && !pt->sql_path && provider_known(x->facilities, r->v[E_FAC], r->n[E_FAC]) &&
+        (!r->v[E_ATT] || provider_known(x->clinicians, r->v[E_ATT], r->n[E_ATT]))) {
+        /* every rule checked here: straight into the load table, in COPY binary */
+        px_buf *b = &x->out;
+        etl_bin_row(b, 16);
+        etl_bin_bytes(b, r->bin[E_ID], 16);
+        etl_bin_bytes(b, r->bin[E_PAT], 16);
+        bin_text(b, r, E_FAC);
+        bin_text(b, r, E_ATT);
+        etl_bin_date(b, adm);
+        etl_bin_date(b, dis);
+        etl_bin_i16(b, dis - adm);
+        etl_bin_i16(b, year - px_date_year(pt->birth_days));
+        bin_enum(b, r, E_ATYPE);
+        bin_enum(b, r, E_ASRC);
+        bin_enum(b, r, E_DISP);
+        bin_text(b, r, E_DEPT);
+        bin_text(b, r, E_DRG);
+        if (etl_bin_numeric(b, r->v[E_COST], r->n[E_COST]) != 0) { /* e.g. 1.5e3: as the number it is */
+            char num[64];
+            int k = snprintf(num, sizeof num, "%.2f", r->dv[E_COST]);
+            if (etl_bin_numeric(b, num, (size_t)k) != 0) etl_bin_null(b);
+        }
+        bin_cstr(b, x->p->format == PX_FMT_POSTGRES ? "postgres" : "canonical");
+        etl_bin_i64(b, x->batch);
+        return 1;
+    }
+    /* a patient, facility or attending not (only) in this batch: the SQL merge decides */
+    px_buf line_buf = {0}, *b = &line_buf;
     px_buf_printf(b, "%lld", line);
     out_uuid(b, r, E_ID);
     out_uuid(b, r, E_PAT);
@@ -541,7 +684,9 @@ static int row_encounter(etl_ctx *x, cfile *cf, row *r, long long line)
     out_text(b, r, E_DRG);
     out_text(b, r, E_COST);
     px_buf_addc(b, '\n');
-    return 1;
+    fwrite(line_buf.data, 1, line_buf.len, x->spool);
+    px_buf_release(&line_buf);
+    return 2;
 }
 
 /* Diagnoses and procedures share one shape: encounter, seq, system, code, extra. */
@@ -582,27 +727,30 @@ static int row_code(etl_ctx *x, cfile *cf, row *r, long long line, int is_dx)
     } else {
         sp = x->spool; /* encounter from an earlier batch, or unknown: the SQL path decides */
     }
+    if (!sp) { /* binary, as the COPY into the load table expects */
+        etl_bin_row(b, 7);
+        etl_bin_bytes(b, r->bin[D_ENC], 16);
+        etl_bin_date(b, en->adm_days);
+        etl_bin_i16(b, seq);
+        etl_bin_bytes(b, sys, strlen(sys));
+        etl_bin_bytes(b, r->code, (size_t)n);
+        int extra = is_dx ? D_POA : X_DATE;
+        if (!r->v[extra]) etl_bin_null(b);
+        else if (is_dx) etl_bin_bytes(b, r->ev[extra], strlen(r->ev[extra]));
+        else etl_bin_date(b, r->days[extra]);
+        etl_bin_i64(b, x->batch);
+        return 1;
+    }
     px_buf tmp = {0};
-    px_buf *o = sp ? &tmp : b;
-    if (sp) px_buf_printf(o, "%lld\t", line);
-    px_buf_add(o, r->hex[D_ENC], 32);
-    if (!sp) {
-        char d[11];
-        px_date_format(en->adm_days, d);
-        px_buf_addc(o, '\t');
-        px_buf_add(o, d, 10);
-    }
-    px_buf_printf(o, "\t%d\t%s\t%s", seq, sys, r->code);
-    if (is_dx) out_enum(o, r, D_POA);
-    else out_date(o, r, X_DATE);
-    if (!sp) px_buf_printf(o, "\t%lld", x->batch);
-    px_buf_addc(o, '\n');
-    if (sp) {
-        fwrite(tmp.data, 1, tmp.len, sp);
-        px_buf_release(&tmp);
-        return 2; /* counted after the SQL merge */
-    }
-    return 1;
+    px_buf_printf(&tmp, "%lld\t", line);
+    px_buf_add(&tmp, r->hex[D_ENC], 32);
+    px_buf_printf(&tmp, "\t%d\t%s\t%s", seq, sys, r->code);
+    if (is_dx) out_enum(&tmp, r, D_POA);
+    else out_date(&tmp, r, X_DATE);
+    px_buf_addc(&tmp, '\n');
+    fwrite(tmp.data, 1, tmp.len, sp);
+    px_buf_release(&tmp);
+    return 2; /* counted after the SQL merge */
 }
 
 /* ---- one file ------------------------------------------------------------------- */
@@ -695,16 +843,19 @@ int etl_canonical_file(etl_ctx *x, int fd)
 {
     static const char *const copy_sql[PX_TAB__COUNT] = {
         "COPY stg_facilities FROM STDIN", "COPY stg_providers FROM STDIN", "COPY stg_patients FROM STDIN",
-        "COPY stg_encounters FROM STDIN",
+        "COPY wh.load_fact_encounter (encounter_id, patient_id, facility_id, attending_id, admission_date,"
+        " discharge_date, los_days, age_at_admission, admission_type, admission_source, discharge_disposition,"
+        " department, drg, total_cost, source, batch_id) FROM STDIN WITH (FORMAT binary)",
         "COPY wh.load_fact_diagnosis (encounter_id, admission_date, seq, code_system, code, present_on_admission,"
-        " batch_id) FROM STDIN",
+        " batch_id) FROM STDIN WITH (FORMAT binary)",
         "COPY wh.load_fact_procedure (encounter_id, admission_date, seq, code_system, code, procedure_date, batch_id)"
-        " FROM STDIN"};
+        " FROM STDIN WITH (FORMAT binary)"};
     static const char *const fact_name[PX_TAB__COUNT] = {NULL, NULL, NULL, "fact_encounter", "fact_diagnosis",
                                                          "fact_procedure"};
     static const char *const stg_name[PX_TAB__COUNT] = {"stg_facilities", "stg_providers", "stg_patients",
                                                         "stg_encounters", "stg_diagnoses", "stg_procedures"};
     int tab = x->in->table, rc;
+    const int binary = tab >= PX_TAB_ENCOUNTERS;
     cfile cf = {.t = &px_canonical[tab]};
     long long direct = 0, spooled = 0, n = 0, loaded = 0, rejected = 0;
     const char *source = x->p->format == PX_FMT_POSTGRES ? "postgres" : "canonical";
@@ -718,13 +869,27 @@ int etl_canonical_file(etl_ctx *x, int fd)
     if ((rc = read_header(x, &cf, csv)) != 0) goto out;
     snprintf(sql, sizeof sql, "TRUNCATE %s", stg_name[tab]);
     if ((rc = px_db_exec(x->c, x->e, sql)) != 0) goto out;
-    if (tab > PX_TAB_ENCOUNTERS) {
-        snprintf(sql, sizeof sql, bulk_begin_fmt, fact_name[tab]);
+    if (tab == PX_TAB_ENCOUNTERS) {
+        /* load partitions for every admission year this batch's patients allow (the
+         * empty ones are dropped at the end): the years are known only once read */
+        if ((rc = load_providers(x)) != 0) goto out;
+        int y0 = x->min_birth_year, y1 = px_date_year(x->today);
+        if (y0 <= 0 || y0 > y1) y0 = y1 + 1;
+        if (y0 < y1 - 150) y0 = y1 - 150;
+        snprintf(sql, sizeof sql, "SELECT wh.bulk_begin('fact_encounter', ARRAY(SELECT generate_series(%d, %d)))", y0, y1);
+        if ((rc = etl_sql(x, sql, NULL, NULL)) != 0) goto out;
+    } else if (tab > PX_TAB_ENCOUNTERS) {
+        px_buf yb = {0};
+        years_literal(x, &yb);
+        snprintf(sql, sizeof sql, "SELECT wh.bulk_begin('%s', '%s')", fact_name[tab], yb.data);
+        px_buf_release(&yb);
         if ((rc = etl_sql(x, sql, NULL, NULL)) != 0) goto out;
     }
     if ((rc = etl_copy_begin(x, copy_sql[tab])) != 0) goto out;
+    if (binary) etl_bin_header(&x->out);
     double t0 = now_s();
     rc = stream_rows(x, &cf, csv, &direct, &spooled);
+    if (binary) etl_bin_trailer(&x->out);
     int rc2 = etl_copy_end(x, &n);
     if (rc == 0) rc = rc2;
     if (rc == 0) rc = etl_hash_end(x, csv);
@@ -736,7 +901,8 @@ int etl_canonical_file(etl_ctx *x, int fd)
     etl_progress_phase(x, tab <= PX_TAB_ENCOUNTERS ? "merging" : "indexing");
     double t1 = now_s();
 
-    if (tab <= PX_TAB_ENCOUNTERS) { /* temp tables have no statistics until analyzed */
+    long long dups = 0;
+    if (tab < PX_TAB_ENCOUNTERS) { /* temp tables have no statistics until analyzed */
         snprintf(sql, sizeof sql, "ANALYZE %s", stg_name[tab]);
         if ((rc = px_db_exec(x->c, x->e, sql)) != 0) goto out;
     }
@@ -745,16 +911,39 @@ int etl_canonical_file(etl_ctx *x, int fd)
     case PX_TAB_PROVIDERS: rc = etl_sql(x, merge_providers, &loaded, &rejected); break;
     case PX_TAB_PATIENTS:
         snprintf(sql, sizeof sql, merge_patients_fmt, source);
-        rc = etl_sql(x, sql, &loaded, &rejected);
-        break;
-    case PX_TAB_ENCOUNTERS:
-        snprintf(sql, sizeof sql, bulk_begin_fmt, fact_name[tab]);
-        if ((rc = etl_sql(x, sql, NULL, NULL)) != 0) break;
-        snprintf(sql, sizeof sql, merge_encounters_fmt, source);
         if ((rc = etl_sql(x, sql, &loaded, &rejected)) != 0) break;
-        if ((rc = etl_sql(x, "SELECT wh.bulk_finish('fact_encounter')", NULL, NULL)) != 0) break;
-        if (rejected) rc = etl_mark_rejected_encounters(x);
+        char before[8] = "";
+        snprintf(sql, sizeof sql, "SELECT EXISTS (SELECT 1 FROM wh.dim_patient WHERE first_batch_id <> %lld)", x->batch);
+        if ((rc = px_db_scalar(x->c, x->e, before, sizeof before, sql)) != 0) break;
+        if (before[0] == 't' || rejected) rc = for_rows(x, sql_patients_sql, mark_sql_patient);
         break;
+    case PX_TAB_ENCOUNTERS: {
+        char earlier[8] = "";
+        if ((rc = px_db_scalar(x->c, x->e, earlier, sizeof earlier, "SELECT EXISTS (SELECT 1 FROM wh.fact_encounter)")) != 0)
+            break;
+        long long rej0 = x->rejected;
+        if (earlier[0] == 't' && (rc = for_rows(x, prior_encounters_sql, reject_prior)) != 0) break;
+        dups = x->rejected - rej0;
+        loaded = direct - dups;
+        if (spooled > 0) {
+            long long staged = 0, l2 = 0;
+            if ((rc = etl_copy_spool(x, x->spool, "COPY stg_encounters FROM STDIN", &staged)) != 0) break;
+            if (staged != spooled) {
+                rc = px_err_set(x->e, PX_ESTATE, "the server staged %lld rows of '%s', prognos sent %lld", staged,
+                                x->in->name, spooled);
+                break;
+            }
+            if ((rc = px_db_exec(x->c, x->e, "ANALYZE stg_encounters")) != 0) break;
+            snprintf(sql, sizeof sql, bulk_begin_fmt, fact_name[tab]);
+            if ((rc = etl_sql(x, sql, NULL, NULL)) != 0) break;
+            snprintf(sql, sizeof sql, merge_encounters_fmt, source);
+            if ((rc = etl_sql(x, sql, &l2, &rejected)) != 0) break;
+            loaded += l2;
+            if (rejected && (rc = etl_mark_rejected_encounters(x)) != 0) break;
+        }
+        rc = etl_sql(x, "SELECT wh.bulk_finish('fact_encounter')", NULL, NULL);
+        break;
+    }
     default: {
         int dx = tab == PX_TAB_DIAGNOSES;
         loaded = direct;
@@ -775,9 +964,9 @@ int etl_canonical_file(etl_ctx *x, int fd)
     }
     }
     if (rc != 0) goto out;
-    if (tab <= PX_TAB_ENCOUNTERS && loaded + rejected != direct) {
+    if (tab <= PX_TAB_ENCOUNTERS && loaded + rejected + dups != direct + (tab == PX_TAB_ENCOUNTERS ? spooled : 0)) {
         rc = px_err_set(x->e, PX_ESTATE, "merging '%s' accounted for %lld of %lld staged rows", x->in->name,
-                        loaded + rejected, direct);
+                        loaded + rejected + dups, direct + spooled);
         goto out;
     }
     x->loaded = loaded;

@@ -27,6 +27,7 @@ size_t px_keymap_count(const px_keymap *m);
 typedef struct etl_patient {
     int birth_days;   /* exact date of birth, days since epoch (only in memory) */
     int death_days;   /* INT32_MIN if none */
+    unsigned char sql_path; /* already in the warehouse, or refused by the merge: its encounters take the SQL path */
 } etl_patient;
 
 /* ENC_STAGED: new in this batch and merged; ENC_REJECTED: rejected in this batch;
@@ -68,6 +69,9 @@ typedef struct etl_ctx {
     FILE *spool;          /* spooled rows that need the SQL path */
     px_keymap *patients;  /* etl_patient by patient pseudonym */
     px_keymap *encounters;/* etl_encounter by encounter pseudonym */
+    px_keymap *facilities, *clinicians; /* provider ids in the warehouse (etl_provider_key), for direct loads */
+    int min_birth_year;   /* earliest birth year among this batch's patients, 0 if none */
+    unsigned char enc_years[10000]; /* 1 for each admission year of this batch's staged encounters */
     /* current file */
     etl_input *in;
     void *md;             /* EVP_MD_CTX hashing the bytes parsed from it */
@@ -83,6 +87,24 @@ int etl_copy_flush(etl_ctx *x, int force);
 int etl_copy_end(etl_ctx *x, long long *rows);
 /* Streams a spool file (COPY text) through COPY sql, then truncates the spool. */
 int etl_copy_spool(etl_ctx *x, FILE *f, const char *sql, long long *rows);
+/* COPY binary format (PostgreSQL's "PGCOPY" stream), appended to b: the server
+ * then parses no text (uuid, date and numeric input functions are a large part
+ * of a typed COPY's cost). Big-endian integers; dates are days since 2000-01-01.
+ * Start with _header, write each row as _row(nfields) and that many fields,
+ * end with _trailer before etl_copy_end. */
+void etl_bin_header(px_buf *b);
+void etl_bin_trailer(px_buf *b);
+void etl_bin_row(px_buf *b, int nfields);
+void etl_bin_null(px_buf *b);
+void etl_bin_bytes(px_buf *b, const void *p, size_t n); /* text, char(n), uuid (16 bytes) */
+void etl_bin_i16(px_buf *b, int v);
+void etl_bin_i32(px_buf *b, int v);
+void etl_bin_i64(px_buf *b, long long v);
+void etl_bin_date(px_buf *b, int days_since_1970);
+/* A numeric from its decimal text ([-]digits[.digits]); returns -1 (nothing
+ * written) when s is not in that form. */
+int etl_bin_numeric(px_buf *b, const char *s, size_t n);
+
 /* Runs SQL with $1 = batch id and $2 = file name (pass only those it uses).
  * *a and *b (may be NULL) get the integers in the first two columns of the
  * first row, or *a the command's row count when it returns no rows. */
@@ -112,6 +134,11 @@ void etl_pseudo(etl_ctx *x, px_id_kind kind, const char *v, size_t len, unsigned
 /* Records key (within domain) in seen, a per-file set. Returns 1 if it was
  * there already (a duplicate), 0 if new, PX_ENOMEM (x->e set) on failure. */
 int etl_seen(etl_ctx *x, px_keymap *seen, const char *domain, const char *key, size_t len);
+/* The 16-byte key of a provider id: the id itself when it is at most 15 bytes
+ * (length, then bytes), else a SHA-256 prefix marked apart from those. */
+void etl_provider_key(const char *v, size_t len, unsigned char out[16]);
+/* Parses a uuid's 32 hex digits (dashes skipped); 0, or -1 if it is not one. */
+int etl_uuid_key(const char *s, unsigned char out[16]);
 /* 16-byte digest of a plain key (facility ids and other non-identifiers). */
 void etl_digest(const char *domain, const char *v, size_t len, unsigned char out[16]);
 

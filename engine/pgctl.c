@@ -32,8 +32,9 @@ static void pg_paths(const px_config *cfg, char *pg, char *data, char *run, size
     char link[4200], real[PATH_MAX];
     snprintf(link, sizeof link, "%s/pg", cfg->home);
     snprintf(pg, len, "%s", realpath(link, real) ? real : link);
-    snprintf(data, len, "%s/data", pg);
-    snprintf(run, len, "%s/run", pg);
+    /* a truncated path would name another directory: leave it empty instead */
+    if (snprintf(data, len, "%s/data", pg) >= (int)len) data[0] = '\0';
+    if (snprintf(run, len, "%s/run", pg) >= (int)len) run[0] = '\0';
 }
 
 /* Places the cluster in PX_CLUSTER_DIR when the server user cannot reach the
