@@ -481,6 +481,11 @@ static void bin_enum(px_buf *b, const row *r, int i)
     if (r->v[i] && r->ev[i]) etl_bin_bytes(b, r->ev[i], strlen(r->ev[i]));
     else etl_bin_null(b);
 }
+static void bin_uuid(px_buf *b, const row *r, int i)
+{
+    if (r->v[i]) etl_bin_bytes(b, r->bin[i], 16);
+    else etl_bin_null(b);
+}
 static void bin_cstr(px_buf *b, const char *s) { etl_bin_bytes(b, s, strlen(s)); }
 
 static int provider_known(const px_keymap *m, const char *v, size_t n)
@@ -577,22 +582,19 @@ static int row_patient(etl_ctx *x, cfile *cf, row *r, long long line)
     pt->death_days = r->v[P_DEATH] ? r->days[P_DEATH] : INT_MAX;
     int by = px_date_year(pt->birth_days);
     if (x->min_birth_year == 0 || by < x->min_birth_year) x->min_birth_year = by;
-    px_buf *b = &x->out;
-    px_buf_printf(b, "%lld", line);
-    out_uuid(b, r, P_ID);
-    out_uuid(b, r, P_MRN);
-    out_uuid(b, r, P_SSN);
-    out_uuid(b, r, P_FIRST);
-    out_uuid(b, r, P_LAST);
-    px_buf_printf(b, "\t%d", px_date_year(r->days[P_BIRTH]));
-    out_enum(b, r, P_SEX);
-    px_buf_addc(b, '\t');
-    if (r->v[P_ZIP]) px_buf_add(b, r->zip3, 3);
-    else px_buf_add(b, "\\N", 2);
-    out_uuid(b, r, P_PHONE);
-    out_uuid(b, r, P_EMAIL);
-    out_date(b, r, P_DEATH);
-    px_buf_addc(b, '\n');
+    px_buf *b = &x->out; /* COPY binary into stg_patients */
+    etl_bin_row(b, 12);
+    etl_bin_i64(b, line);
+    static const int ids[] = {P_ID, P_MRN, P_SSN, P_FIRST, P_LAST};
+    for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) bin_uuid(b, r, ids[k]);
+    etl_bin_i16(b, by);
+    bin_enum(b, r, P_SEX);
+    if (r->v[P_ZIP]) etl_bin_bytes(b, r->zip3, 3);
+    else etl_bin_null(b);
+    bin_uuid(b, r, P_PHONE);
+    bin_uuid(b, r, P_EMAIL);
+    if (r->v[P_DEATH]) etl_bin_date(b, r->days[P_DEATH]);
+    else etl_bin_null(b);
     return 1;
 }
 
@@ -842,7 +844,8 @@ static int stream_rows(etl_ctx *x, cfile *cf, px_csv *csv, long long *direct, lo
 int etl_canonical_file(etl_ctx *x, int fd)
 {
     static const char *const copy_sql[PX_TAB__COUNT] = {
-        "COPY stg_facilities FROM STDIN", "COPY stg_providers FROM STDIN", "COPY stg_patients FROM STDIN",
+        "COPY stg_facilities FROM STDIN", "COPY stg_providers FROM STDIN",
+        "COPY stg_patients FROM STDIN WITH (FORMAT binary)",
         "COPY wh.load_fact_encounter (encounter_id, patient_id, facility_id, attending_id, admission_date,"
         " discharge_date, los_days, age_at_admission, admission_type, admission_source, discharge_disposition,"
         " department, drg, total_cost, source, batch_id) FROM STDIN WITH (FORMAT binary)",
@@ -855,7 +858,7 @@ int etl_canonical_file(etl_ctx *x, int fd)
     static const char *const stg_name[PX_TAB__COUNT] = {"stg_facilities", "stg_providers", "stg_patients",
                                                         "stg_encounters", "stg_diagnoses", "stg_procedures"};
     int tab = x->in->table, rc;
-    const int binary = tab >= PX_TAB_ENCOUNTERS;
+    const int binary = tab >= PX_TAB_PATIENTS;
     cfile cf = {.t = &px_canonical[tab]};
     long long direct = 0, spooled = 0, n = 0, loaded = 0, rejected = 0;
     const char *source = x->p->format == PX_FMT_POSTGRES ? "postgres" : "canonical";
@@ -869,7 +872,16 @@ int etl_canonical_file(etl_ctx *x, int fd)
     if ((rc = read_header(x, &cf, csv)) != 0) goto out;
     snprintf(sql, sizeof sql, "TRUNCATE %s", stg_name[tab]);
     if ((rc = px_db_exec(x->c, x->e, sql)) != 0) goto out;
-    if (tab == PX_TAB_ENCOUNTERS) {
+    if (tab == PX_TAB_PATIENTS) {
+        /* The first patients of a warehouse: an empty dimension truncated in this
+         * transaction gets new files, which (wal_level=minimal) are written without
+         * WAL and synced at commit, indexes included. */
+        char empty[8] = "";
+        if ((rc = px_db_scalar(x->c, x->e, empty, sizeof empty,
+                               "SELECT NOT EXISTS (SELECT 1 FROM wh.dim_patient) AND NOT EXISTS (SELECT 1 FROM wh.patient_year)")) != 0)
+            goto out;
+        if (empty[0] == 't' && (rc = px_db_exec(x->c, x->e, "TRUNCATE wh.dim_patient, wh.patient_year")) != 0) goto out;
+    } else if (tab == PX_TAB_ENCOUNTERS) {
         /* load partitions for every admission year this batch's patients allow (the
          * empty ones are dropped at the end): the years are known only once read */
         if ((rc = load_providers(x)) != 0) goto out;
