@@ -70,6 +70,7 @@ typedef struct etl_ctx {
     px_keymap *patients;  /* etl_patient by patient pseudonym */
     px_keymap *encounters;/* etl_encounter by encounter pseudonym */
     px_keymap *facilities, *clinicians; /* provider ids in the warehouse (etl_provider_key), for direct loads */
+    int dim_patient_new;  /* wh.dim_patient was empty when this batch began (and was truncated) */
     int min_birth_year;   /* earliest birth year among this batch's patients, 0 if none */
     unsigned char enc_years[10000]; /* 1 for each admission year of this batch's staged encounters */
     /* current file */
