@@ -217,15 +217,95 @@ static void make_request_id(px_server *s, char out[33])
     out[32] = '\0';
 }
 
+/* Finished request structs kept per thread for the next requests, with their
+ * body and answer buffers (a struct with its inline arena is 9 KiB: malloc'ing
+ * and freeing that per request is a visible share of a small request's cost).
+ * A libmicrohttpd worker runs a connection's callbacks, so a struct usually comes
+ * back to the thread that took it; a thread's cache is freed when it exits. */
+#define REQ_CACHE 4
+#define REQ_KEEP_BUF (64u << 10) /* larger buffers are not kept */
+typedef struct req_cache {
+    int n;
+    srv_req *r[REQ_CACHE];
+} req_cache;
+static __thread req_cache *tcache;
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void req_destroy(srv_req *r)
+{
+    px_buf_release(&r->body);
+    px_buf_release(&r->out);
+    px_buf_release(&r->scratch);
+    free(r);
+}
+
+static void cache_free(void *p)
+{
+    req_cache *c = p;
+    for (int i = 0; c && i < c->n; i++) req_destroy(c->r[i]);
+    free(c);
+}
+
+static void cache_key_make(void)
+{
+    pthread_key_create(&cache_key, cache_free);
+}
+
+/* Frees the calling thread's cache now (the thread that stops the daemon). */
+static void cache_flush(void)
+{
+    pthread_once(&cache_once, cache_key_make);
+    cache_free(tcache);
+    tcache = NULL;
+    pthread_setspecific(cache_key, NULL);
+}
+
+static srv_req *req_new(void)
+{
+    req_cache *c = tcache;
+    srv_req *r = c && c->n > 0 ? c->r[--c->n] : NULL;
+    px_buf body = {0}, out = {0}, scratch = {0};
+    if (r) {
+        body = r->body, out = r->out, scratch = r->scratch;
+        body.len = out.len = scratch.len = 0;
+    } else if (!(r = malloc(sizeof *r + SRV_ARENA_INLINE)))
+        return NULL;
+    memset(r, 0, sizeof *r); /* the arena's inline bytes stay as they are */
+    r->body = body, r->out = out, r->scratch = scratch;
+    srv_arena_init(&r->arena, r->arena_buf, SRV_ARENA_INLINE);
+    return r;
+}
+
+/* Keeps r for the thread's next request, or frees it. */
+static void req_recycle(srv_req *r)
+{
+    req_cache *c = tcache;
+    if (!c) {
+        pthread_once(&cache_once, cache_key_make);
+        if ((c = calloc(1, sizeof *c)) && pthread_setspecific(cache_key, c) != 0) {
+            free(c);
+            c = NULL;
+        }
+        tcache = c;
+    }
+    if (!c || c->n == REQ_CACHE) {
+        req_destroy(r);
+        return;
+    }
+    if (r->body.cap > REQ_KEEP_BUF) px_buf_release(&r->body);
+    if (r->out.cap > REQ_KEEP_BUF) px_buf_release(&r->out);
+    if (r->scratch.cap > REQ_KEEP_BUF) px_buf_release(&r->scratch);
+    c->r[c->n++] = r;
+}
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     (void)uri;
     (void)conn;
     px_server *s = cls;
-    srv_req *r = malloc(sizeof *r + SRV_ARENA_INLINE);
+    srv_req *r = req_new();
     if (!r) return NULL;
-    memset(r, 0, sizeof *r); /* the arena's inline bytes stay as they are */
-    srv_arena_init(&r->arena, r->arena_buf, SRV_ARENA_INLINE);
     r->s = s;
     r->t0_us = srv_mono_us();
     r->route = R_UNKNOWN;
@@ -233,32 +313,35 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     return r;
 }
 
+/* An encounter_id member? (the first two bytes first: most inputs' names fail there) */
+static int is_encounter_key(const char *k)
+{
+    return k && k[0] == 'e' && k[1] == 'n' && strcmp(k, "encounter_id") == 0;
+}
+
 static void req_free(srv_req *r)
 {
     if (!r) return;
     srv_release(r->sm);
-    if (r->from_encounter) { /* the body and the parsed JSON held plaintext encounter ids */
-        const cJSON *inst;
+    if (r->json) { /* the parsed JSON may hold plaintext encounter ids */
+        const cJSON *inst, *v;
         cJSON_ArrayForEach(inst, cJSON_GetObjectItemCaseSensitive(r->json, "instances"))
         {
-            cJSON *id = cJSON_GetObjectItemCaseSensitive(inst, "encounter_id");
-            if (cJSON_IsString(id)) OPENSSL_cleanse(id->valuestring, strlen(id->valuestring));
+            cJSON_ArrayForEach(v, inst)
+            {
+                if (is_encounter_key(v->string) && cJSON_IsString(v))
+                    OPENSSL_cleanse(v->valuestring, strlen(v->valuestring));
+            }
         }
-        if (r->body.data) OPENSSL_cleanse(r->body.data, r->body.cap);
     }
-    /* r->json lives in the arena: released with it, never given to free() */
+    /* so may a predict body; past len the buffer holds only what earlier
+     * requests left, wiped as this one (or never a predict body) */
+    if (r->route == R_PREDICT && r->body.data)
+        OPENSSL_cleanse(r->body.data, r->body.len + 1 < r->body.cap ? r->body.len + 1 : r->body.cap);
+    /* r->json and the per-instance arrays live in the arena: released with it */
     srv_arena_release(&r->arena);
-    px_buf_release(&r->body);
-    px_buf_release(&r->out);
-    free(r->raw);
-    free(r->contrib);
-    free(r->values);
-    free(r->bins);
-    free(r->from_encounter);
-    free(r->flags);
     free(r->pseudo);
-    px_buf_release(&r->scratch);
-    free(r);
+    req_recycle(r);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
@@ -304,9 +387,7 @@ static enum MHD_Result respond(struct MHD_Connection *conn, srv_req *r, unsigned
                                                                    : "application/json");
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     if (r->sm) { /* the version that answered, on errors too: "name/version" */
-        char mv[96];
-        snprintf(mv, sizeof mv, "%s/%d", r->sm->name, r->sm->version);
-        MHD_add_response_header(resp, "X-Model-Version", mv);
+        MHD_add_response_header(resp, "X-Model-Version", r->sm->version_header);
     } else if (r->route != R_PREDICT) /* a POST answer is not cached anyway */
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (status == 405)
@@ -734,6 +815,7 @@ void px_serve_free(px_server *s)
     if (s->d) {
         MHD_stop_daemon(s->d); /* waits for requests in flight */
         s->d = NULL;
+        cache_flush();
     }
     if (s->poller_started) {
         poke(s->poll_pipe[1]);

@@ -92,6 +92,19 @@ static int feature_of(const srv_model *sm, const char *key, size_t hint)
     return -1;
 }
 
+/* The instance's encounter_id member, or NULL (as cJSON_GetObjectItemCaseSensitive,
+ * with the first two bytes compared first: most inputs' names fail there). */
+static const cJSON *encounter_member(const cJSON *inst)
+{
+    const cJSON *v;
+    cJSON_ArrayForEach(v, inst)
+    {
+        const char *k = v->string;
+        if (k && k[0] == 'e' && k[1] == 'n' && strcmp(k, "encounter_id") == 0) return v;
+    }
+    return NULL;
+}
+
 static size_t level_of(const px_feature_info *fi, const char *s)
 {
     for (size_t l = 0; l < fi->nlevels; l++)
@@ -206,7 +219,7 @@ static unsigned lookup_encounters(srv_req *r, const cJSON *arr, size_t n, double
     cJSON_ArrayForEach(inst, arr)
     {
         if (r->from_encounter[i]) {
-            const cJSON *id = cJSON_GetObjectItemCaseSensitive(inst, "encounter_id");
+            const cJSON *id = encounter_member(inst);
             px_pseudo_id(s->pseudo, PX_ID_ENCOUNTER, id->valuestring, strlen(id->valuestring), pseudo[i]);
             if (!first) px_buf_addc(lit, ',');
             px_buf_adds(lit, pseudo[i]);
@@ -343,12 +356,13 @@ unsigned srv_route_predict(srv_req *r)
         return srv_error(r, 413, "too_many_instances", "instances", "%zu instances; the limit is %zu per request", n,
                          s->p.max_instances);
     unsigned char *flags, *seen;
-    r->raw = malloc(n * k * sizeof *r->raw);
-    r->contrib = malloc(n * k * sizeof *r->contrib);
-    r->values = malloc(n * sizeof *r->values);
-    r->bins = malloc(n * (k + 1) * sizeof *r->bins);
-    r->from_encounter = calloc(n, sizeof *r->from_encounter);
-    flags = r->flags = calloc(n * k + k, 1); /* the last k bytes: the per-instance "seen" scratch */
+    srv_arena *arena = &r->arena; /* released with the request */
+    r->raw = srv_arena_alloc(arena, n * k * sizeof *r->raw, 0);
+    r->contrib = srv_arena_alloc(arena, n * k * sizeof *r->contrib, 0);
+    r->values = srv_arena_alloc(arena, n * sizeof *r->values, 0);
+    r->bins = srv_arena_alloc(arena, n * (k + 1) * sizeof *r->bins, 0);
+    r->from_encounter = srv_arena_alloc(arena, n * sizeof *r->from_encounter, 1);
+    flags = r->flags = srv_arena_alloc(arena, n * k + k, 1); /* the last k bytes: the per-instance "seen" scratch */
     if (!r->raw || !r->contrib || !r->values || !r->bins || !r->from_encounter || !flags)
         return srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
     seen = flags + n * k;
@@ -363,7 +377,7 @@ unsigned srv_route_predict(srv_req *r)
             st = srv_error(r, 400, "wrong_type", field, "each instance must be an object");
             goto done;
         }
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(inst, "encounter_id");
+        const cJSON *id = encounter_member(inst);
         if (id) {
             snprintf(field, sizeof field, "instances[%zu].encounter_id", i);
             if (cJSON_GetArraySize(inst) != 1) {
@@ -440,10 +454,8 @@ unsigned srv_route_predict(srv_req *r)
     }
     px_buf_adds(b, "{\"model\":");
     px_buf_json_str(b, sm->name, strlen(sm->name));
-    char ver[16];
-    snprintf(ver, sizeof ver, "%d", sm->version);
     px_buf_adds(b, ",\"version\":");
-    px_buf_adds(b, ver);
+    px_buf_adds(b, sm->version_json);
     px_buf_adds(b, ",\"request_id\":\"");
     px_buf_adds(b, r->request_id);
     px_buf_adds(b, "\",\"contribution_scale\":\"");
