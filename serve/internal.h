@@ -307,6 +307,10 @@ struct px_server {
 
     pthread_t poller;
     int poller_started;
+    int listen_fd;             /* ours: the acceptor hands connections to libmicrohttpd's workers in turn */
+    int accept_pipe[2];        /* a byte stops the acceptor */
+    pthread_t acceptor;
+    int acceptor_started;
     int poll_pipe[2];          /* a byte wakes the poller (reload, stop, drift window closed) */
     int stop_pipe[2];          /* a byte makes px_serve_wait return */
     atomic_int reload_all, stopping, drift_pending;
