@@ -5,6 +5,7 @@
 #include "serve/internal.h"
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define ALIGN 16
 #define CHUNK_MIN (64u << 10)
@@ -45,14 +46,13 @@ static int owns(const srv_arena *a, const void *p)
     return 0;
 }
 
-static void *arena_malloc(size_t n)
+void *srv_arena_alloc(srv_arena *a, size_t n, int zero)
 {
-    srv_arena *a = current;
-    if (!a) return malloc(n);
     size_t need = (n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
     uintptr_t at = ((uintptr_t)a->cur + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1);
     if (a->cur && at + need <= (uintptr_t)a->end) {
         a->cur = (char *)(at + need);
+        if (zero) memset((void *)at, 0, n);
         return (void *)at;
     }
     size_t size = need + sizeof(srv_arena_chunk) + ALIGN;
@@ -66,7 +66,14 @@ static void *arena_malloc(size_t n)
     a->end = (char *)c + size;
     at = ((uintptr_t)a->start + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1);
     a->cur = (char *)(at + need);
+    if (zero) memset((void *)at, 0, n);
     return (void *)at;
+}
+
+static void *arena_malloc(size_t n)
+{
+    srv_arena *a = current;
+    return a ? srv_arena_alloc(a, n, 0) : malloc(n);
 }
 
 static void arena_free(void *p)

@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 uint64_t srv_mono_us(void)
@@ -217,15 +219,95 @@ static void make_request_id(px_server *s, char out[33])
     out[32] = '\0';
 }
 
+/* Finished request structs kept per thread for the next requests, with their
+ * body and answer buffers (a struct with its inline arena is 9 KiB: malloc'ing
+ * and freeing that per request is a visible share of a small request's cost).
+ * A libmicrohttpd worker runs a connection's callbacks, so a struct usually comes
+ * back to the thread that took it; a thread's cache is freed when it exits. */
+#define REQ_CACHE 4
+#define REQ_KEEP_BUF (64u << 10) /* larger buffers are not kept */
+typedef struct req_cache {
+    int n;
+    srv_req *r[REQ_CACHE];
+} req_cache;
+static __thread req_cache *tcache;
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void req_destroy(srv_req *r)
+{
+    px_buf_release(&r->body);
+    px_buf_release(&r->out);
+    px_buf_release(&r->scratch);
+    free(r);
+}
+
+static void cache_free(void *p)
+{
+    req_cache *c = p;
+    for (int i = 0; c && i < c->n; i++) req_destroy(c->r[i]);
+    free(c);
+}
+
+static void cache_key_make(void)
+{
+    pthread_key_create(&cache_key, cache_free);
+}
+
+/* Frees the calling thread's cache now (the thread that stops the daemon). */
+static void cache_flush(void)
+{
+    pthread_once(&cache_once, cache_key_make);
+    cache_free(tcache);
+    tcache = NULL;
+    pthread_setspecific(cache_key, NULL);
+}
+
+static srv_req *req_new(void)
+{
+    req_cache *c = tcache;
+    srv_req *r = c && c->n > 0 ? c->r[--c->n] : NULL;
+    px_buf body = {0}, out = {0}, scratch = {0};
+    if (r) {
+        body = r->body, out = r->out, scratch = r->scratch;
+        body.len = out.len = scratch.len = 0;
+    } else if (!(r = malloc(sizeof *r + SRV_ARENA_INLINE)))
+        return NULL;
+    memset(r, 0, sizeof *r); /* the arena's inline bytes stay as they are */
+    r->body = body, r->out = out, r->scratch = scratch;
+    srv_arena_init(&r->arena, r->arena_buf, SRV_ARENA_INLINE);
+    return r;
+}
+
+/* Keeps r for the thread's next request, or frees it. */
+static void req_recycle(srv_req *r)
+{
+    req_cache *c = tcache;
+    if (!c) {
+        pthread_once(&cache_once, cache_key_make);
+        if ((c = calloc(1, sizeof *c)) && pthread_setspecific(cache_key, c) != 0) {
+            free(c);
+            c = NULL;
+        }
+        tcache = c;
+    }
+    if (!c || c->n == REQ_CACHE) {
+        req_destroy(r);
+        return;
+    }
+    if (r->body.cap > REQ_KEEP_BUF) px_buf_release(&r->body);
+    if (r->out.cap > REQ_KEEP_BUF) px_buf_release(&r->out);
+    if (r->scratch.cap > REQ_KEEP_BUF) px_buf_release(&r->scratch);
+    c->r[c->n++] = r;
+}
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     (void)uri;
     (void)conn;
     px_server *s = cls;
-    srv_req *r = malloc(sizeof *r + SRV_ARENA_INLINE);
+    srv_req *r = req_new();
     if (!r) return NULL;
-    memset(r, 0, sizeof *r); /* the arena's inline bytes stay as they are */
-    srv_arena_init(&r->arena, r->arena_buf, SRV_ARENA_INLINE);
     r->s = s;
     r->t0_us = srv_mono_us();
     r->route = R_UNKNOWN;
@@ -233,32 +315,35 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     return r;
 }
 
+/* An encounter_id member? (the first two bytes first: most inputs' names fail there) */
+static int is_encounter_key(const char *k)
+{
+    return k && k[0] == 'e' && k[1] == 'n' && strcmp(k, "encounter_id") == 0;
+}
+
 static void req_free(srv_req *r)
 {
     if (!r) return;
     srv_release(r->sm);
-    if (r->from_encounter) { /* the body and the parsed JSON held plaintext encounter ids */
-        const cJSON *inst;
+    if (r->json) { /* the parsed JSON may hold plaintext encounter ids */
+        const cJSON *inst, *v;
         cJSON_ArrayForEach(inst, cJSON_GetObjectItemCaseSensitive(r->json, "instances"))
         {
-            cJSON *id = cJSON_GetObjectItemCaseSensitive(inst, "encounter_id");
-            if (cJSON_IsString(id)) OPENSSL_cleanse(id->valuestring, strlen(id->valuestring));
+            cJSON_ArrayForEach(v, inst)
+            {
+                if (is_encounter_key(v->string) && cJSON_IsString(v))
+                    OPENSSL_cleanse(v->valuestring, strlen(v->valuestring));
+            }
         }
-        if (r->body.data) OPENSSL_cleanse(r->body.data, r->body.cap);
     }
-    /* r->json lives in the arena: released with it, never given to free() */
+    /* so may a predict body; past len the buffer holds only what earlier
+     * requests left, wiped as this one (or never a predict body) */
+    if (r->route == R_PREDICT && r->body.data)
+        OPENSSL_cleanse(r->body.data, r->body.len + 1 < r->body.cap ? r->body.len + 1 : r->body.cap);
+    /* r->json and the per-instance arrays live in the arena: released with it */
     srv_arena_release(&r->arena);
-    px_buf_release(&r->body);
-    px_buf_release(&r->out);
-    free(r->raw);
-    free(r->contrib);
-    free(r->values);
-    free(r->bins);
-    free(r->from_encounter);
-    free(r->flags);
     free(r->pseudo);
-    px_buf_release(&r->scratch);
-    free(r);
+    req_recycle(r);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
@@ -304,9 +389,7 @@ static enum MHD_Result respond(struct MHD_Connection *conn, srv_req *r, unsigned
                                                                    : "application/json");
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     if (r->sm) { /* the version that answered, on errors too: "name/version" */
-        char mv[96];
-        snprintf(mv, sizeof mv, "%s/%d", r->sm->name, r->sm->version);
-        MHD_add_response_header(resp, "X-Model-Version", mv);
+        MHD_add_response_header(resp, "X-Model-Version", r->sm->version_header);
     } else if (r->route != R_PREDICT) /* a POST answer is not cached anyway */
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (status == 405)
@@ -575,6 +658,58 @@ static int split_models(px_server *s, const char *list, px_err *e)
     return 0;
 }
 
+/* The acceptor. libmicrohttpd's pool workers share its listen socket and each
+ * accepts up to ten connections per wake-up, so a burst of connections lands
+ * mostly on one worker (measured: 55 of 64 on one of two), whose clients then
+ * queue behind each other while the other worker idles. Connections accepted
+ * here and given to MHD_add_connection are spread over the workers by socket
+ * number (libmicrohttpd's own round robin), with its connection and per-IP
+ * limits applied as before. */
+static void *acceptor_main(void *arg)
+{
+    px_server *s = arg;
+    struct pollfd pf[2] = {{.fd = s->listen_fd, .events = POLLIN}, {.fd = s->accept_pipe[0], .events = POLLIN}};
+    while (!atomic_load(&s->stopping)) {
+        if (poll(pf, 2, 1000) < 0 && errno != EINTR) break;
+        if (pf[1].revents) break;
+        if (!(pf[0].revents & POLLIN)) continue;
+        for (;;) {
+            struct sockaddr_in addr;
+            socklen_t alen = sizeof addr;
+            int fd = accept(s->listen_fd, (struct sockaddr *)&addr, &alen);
+            if (fd >= 0 && set_cloexec_nonblock(fd) != 0) {
+                close(fd);
+                continue;
+            }
+            if (fd < 0) {
+                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                    px_log(PX_LOG_WARN, "serve: cannot accept a connection: %s", strerror(errno));
+                    poll(NULL, 0, 100); /* the backlog waits; no busy loop */
+                }
+                break; /* EAGAIN: all taken; anything else: the client is gone */
+            }
+            /* refused (limits) or not, libmicrohttpd closes the socket */
+            (void)MHD_add_connection(s->d, fd, (struct sockaddr *)&addr, alen);
+        }
+    }
+    return NULL;
+}
+
+static int listen_on(px_server *s, const struct sockaddr_in *addr, px_err *e)
+{
+    int one = 1;
+    s->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->listen_fd < 0 || setsockopt(s->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(s->listen_fd, (const struct sockaddr *)addr, sizeof *addr) != 0 || listen(s->listen_fd, 1024) != 0)
+        return px_err_set(e, PX_EIO, "cannot listen on %s: %s", s->p.listen, strerror(errno));
+    struct sockaddr_in got;
+    socklen_t glen = sizeof got;
+    if (getsockname(s->listen_fd, (struct sockaddr *)&got, &glen) != 0)
+        return px_err_set(e, PX_EIO, "cannot listen on %s: %s", s->p.listen, strerror(errno));
+    s->port = ntohs(got.sin_port);
+    return 0;
+}
+
 px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err *e)
 {
     px_server *s = calloc(1, sizeof *s);
@@ -586,6 +721,7 @@ px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err
     s->cfg = *cfg;
     s->p = *p;
     s->poll_pipe[0] = s->poll_pipe[1] = s->stop_pipe[0] = s->stop_pipe[1] = -1;
+    s->accept_pipe[0] = s->accept_pipe[1] = s->listen_fd = -1;
     s->dp = px_drift_default_params();
     s->dp.alpha = p->drift_alpha;
     s->dp.psi_floor = p->psi_floor;
@@ -615,7 +751,9 @@ px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err
     }
     if (parse_listen(p->listen, s->listen_host, sizeof s->listen_host, &s->port, e) != 0) goto fail;
     if (split_models(s, p->models, e) != 0) goto fail;
-    if (pipe(s->poll_pipe) != 0 || pipe(s->stop_pipe) != 0 || set_cloexec_nonblock(s->poll_pipe[0]) ||
+    if (pipe(s->poll_pipe) != 0 || pipe(s->stop_pipe) != 0 || pipe(s->accept_pipe) != 0 ||
+        set_cloexec_nonblock(s->accept_pipe[0]) || set_cloexec_nonblock(s->accept_pipe[1]) ||
+        set_cloexec_nonblock(s->poll_pipe[0]) ||
         set_cloexec_nonblock(s->poll_pipe[1]) || set_cloexec_nonblock(s->stop_pipe[0]) ||
         set_cloexec_nonblock(s->stop_pipe[1])) {
         px_err_set(e, PX_EIO, "cannot create the server's pipes: %s", strerror(errno));
@@ -654,25 +792,32 @@ px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err
         px_err_set(e, PX_EINVAL, "cannot listen on '%s': '%s' is not an IPv4 address", p->listen, s->listen_host);
         goto fail;
     }
-    /* the per-connection memory pool (8 KiB, as nginx's header buffers) bounds the request line and headers
-     * (libmicrohttpd answers 431 above it) and is cleared for every request on a
-     * kept-alive connection: larger costs time on every request */
-    s->d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO | MHD_USE_ERROR_LOG, (uint16_t)s->port, NULL,
-        NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)p->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)p->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)p->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)1024, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-        MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_END);
-    if (!s->d) {
-        px_err_set(e, PX_EIO, "cannot listen on %s", p->listen);
+    if (listen_on(s, &addr, e) != 0) {
         px_err_hint(e, "is the port in use? (--listen HOST:PORT)");
         goto fail;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    if (info) s->port = info->port;
+    /* the per-connection memory pool (8 KiB, as nginx's header buffers) bounds the request line and headers
+     * (libmicrohttpd answers 431 above it) and is cleared for every request on a
+     * kept-alive connection: larger costs time on every request. No listen socket of
+     * its own: the acceptor adds connections (MHD_USE_ITC wakes the worker given one). */
+    s->d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET |
+            MHD_USE_ITC,
+        0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)p->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)p->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)p->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192, MHD_OPTION_URI_LOG_CALLBACK,
+        on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+        MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_END);
+    if (!s->d) {
+        px_err_set(e, PX_EIO, "cannot start the HTTP server on %s", p->listen);
+        goto fail;
+    }
+    if (pthread_create(&s->acceptor, NULL, acceptor_main, s) != 0) {
+        px_err_set(e, PX_EIO, "cannot start the acceptor thread");
+        goto fail;
+    }
+    s->acceptor_started = 1;
     if (p->port_file) {
         char num[16];
         int n = snprintf(num, sizeof num, "%u\n", s->port);
@@ -731,9 +876,15 @@ void px_serve_free(px_server *s)
 {
     if (!s) return;
     atomic_store(&s->stopping, 1);
+    if (s->acceptor_started) { /* no new connection once the daemon stops */
+        poke(s->accept_pipe[1]);
+        pthread_join(s->acceptor, NULL);
+    }
+    if (s->listen_fd >= 0) close(s->listen_fd);
     if (s->d) {
         MHD_stop_daemon(s->d); /* waits for requests in flight */
         s->d = NULL;
+        cache_flush();
     }
     if (s->poller_started) {
         poke(s->poll_pipe[1]);
@@ -751,6 +902,7 @@ void px_serve_free(px_server *s)
     for (int i = 0; i < 2; i++) {
         if (s->poll_pipe[i] >= 0) close(s->poll_pipe[i]);
         if (s->stop_pipe[i] >= 0) close(s->stop_pipe[i]);
+        if (s->accept_pipe[i] >= 0) close(s->accept_pipe[i]);
     }
     if (s->only)
         for (char **o = s->only; *o; o++) free(*o);

@@ -210,6 +210,8 @@ typedef struct srv_model {
     char *lookup_sql;              /* encounter lookup: $1 = uuid[] of pseudonyms */
     char *schema_json;             /* the model's input schema, for GET /v1/models/{model} */
     srv_drift *drift;              /* borrowed: owned by the server's drift list */
+    char version_header[80];       /* "name/version": the X-Model-Version header */
+    char version_json[16];         /* the version as a JSON number */
     uint64_t loaded_at_us;
 } srv_model;
 
@@ -305,6 +307,10 @@ struct px_server {
 
     pthread_t poller;
     int poller_started;
+    int listen_fd;             /* ours: the acceptor hands connections to libmicrohttpd's workers in turn */
+    int accept_pipe[2];        /* a byte stops the acceptor */
+    pthread_t acceptor;
+    int acceptor_started;
     int poll_pipe[2];          /* a byte wakes the poller (reload, stop, drift window closed) */
     int stop_pipe[2];          /* a byte makes px_serve_wait return */
     atomic_int reload_all, stopping, drift_pending;
@@ -352,11 +358,15 @@ void srv_arena_init(srv_arena *a, char *buf, size_t size);
 void srv_arena_release(srv_arena *a);
 /* Makes a the calling thread's current arena (NULL: none). */
 void srv_arena_use(srv_arena *a);
+/* n bytes (16-aligned) from a, for memory that lives as long as the request;
+ * zeroed when zero is set. NULL on ENOMEM. Never given to free(). */
+void *srv_arena_alloc(srv_arena *a, size_t n, int zero);
 void srv_cjson_hooks_install(void);
 void srv_cjson_hooks_remove(void);
 
 /* The request being served: all of its memory hangs off this struct, freed in
- * the completion callback. */
+ * the completion callback (or, wiped of anything sensitive, kept with its
+ * buffers for the thread's next request: see http.c). */
 typedef struct srv_req {
     px_server *s;
     uint64_t t0_us;
@@ -376,6 +386,7 @@ typedef struct srv_req {
     srv_key key;
     int has_key;
     uint64_t deadline_us;
+    /* per-instance arrays: in the arena, released with it */
     double *raw, *contrib, *values;
     uint16_t *bins;
     int *from_encounter;

@@ -8,37 +8,53 @@
  * count; everything else is cJSON's to validate. */
 #include "serve/serve.h"
 
+/* Byte classes: 1 for the bytes that matter inside a string (a quote, a
+ * backslash, a control character), 2 for those that matter outside (a quote, a
+ * bracket); 0 otherwise. One table lookup per byte skips the rest. */
+#define IN_STR 1
+#define OUT_STR 2
+static const unsigned char cls[256] = {
+    [0x00 ... 0x1f] = IN_STR, ['"'] = IN_STR | OUT_STR, ['\\'] = IN_STR,
+    ['['] = OUT_STR, [']'] = OUT_STR, ['{'] = OUT_STR, ['}'] = OUT_STR,
+};
+
 int px_json_precheck(const char *text, size_t len, int max_depth, size_t *offset)
 {
-    int depth = 0, in_str = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)text[i];
-        /* the common bytes first: inside a string, anything but a quote, a
-         * backslash or a control character; outside, anything but a bracket or a quote */
-        if (in_str ? (ch >= 0x20 && ch != '"' && ch != '\\') : (ch != '"' && ch != '[' && ch != '{' && ch != ']' && ch != '}'))
+    const unsigned char *t = (const unsigned char *)text;
+    int depth = 0;
+    size_t i = 0;
+    for (;;) {
+        /* outside strings */
+        while (i < len && !(cls[t[i]] & OUT_STR)) i++;
+        if (i >= len) return 0;
+        unsigned char ch = t[i++];
+        if (ch == '[' || ch == '{') {
+            if (++depth > max_depth) {
+                if (offset) *offset = i - 1;
+                return PX_EINVAL;
+            }
             continue;
-        if (in_str) {
-            int nul_escape = ch == '\\' && i + 5 < len && text[i + 1] == 'u' && text[i + 2] == '0' &&
-                             text[i + 3] == '0' && text[i + 4] == '0' && text[i + 5] == '0';
+        }
+        if (ch != '"') {
+            if (depth > 0) depth--; /* unbalanced input is cJSON's to refuse */
+            continue;
+        }
+        /* inside a string, up to its closing quote */
+        for (;;) {
+            while (i < len && !(cls[t[i]] & IN_STR)) i++;
+            if (i >= len) return 0; /* unterminated: cJSON's to refuse */
+            ch = t[i];
+            if (ch == '"') {
+                i++;
+                break;
+            }
+            int nul_escape = ch == '\\' && i + 5 < len && t[i + 1] == 'u' && t[i + 2] == '0' && t[i + 3] == '0' &&
+                             t[i + 4] == '0' && t[i + 5] == '0';
             if (ch < 0x20 || nul_escape) {
                 if (offset) *offset = i;
                 return PX_ECORRUPT;
             }
-            if (ch == '\\') {
-                i++; /* skip the escaped character, whatever it is */
-            } else if (ch == '"')
-                in_str = 0;
-            continue;
-        }
-        if (ch == '"') in_str = 1;
-        else if (ch == '[' || ch == '{') {
-            if (++depth > max_depth) {
-                if (offset) *offset = i;
-                return PX_EINVAL;
-            }
-        } else if (ch == ']' || ch == '}') {
-            if (depth > 0) depth--; /* unbalanced input is cJSON's to refuse */
+            i += 2; /* a backslash: skip the escaped character, whatever it is */
         }
     }
-    return 0;
 }

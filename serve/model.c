@@ -265,6 +265,8 @@ srv_model *srv_model_load(const px_config *cfg, const char *name, int version, c
         if (!(sm->drift = srv_drift_new(sm, ref, &de)))
             px_log(PX_LOG_WARN, "serve: model '%s' v%d: no drift monitoring: %s", name, version, de.msg);
     }
+    snprintf(sm->version_header, sizeof sm->version_header, "%s/%d", sm->name, sm->version);
+    snprintf(sm->version_json, sizeof sm->version_json, "%d", sm->version);
     sm->loaded_at_us = srv_wall_us();
     cJSON_Delete(ref);
     free(refbytes);

@@ -69,12 +69,6 @@ static size_t fmt6(char *out, double v)
     return n;
 }
 
-static void add_num(px_buf *b, double v)
-{
-    if (px_buf_reserve(b, 40) != 0) return;
-    b->len += fmt6(b->data + b->len, v);
-}
-
 static int find_slot(px_server *s, const char *name)
 {
     int n = atomic_load(&s->nmodels);
@@ -90,6 +84,19 @@ static int feature_of(const srv_model *sm, const char *key, size_t hint)
     for (size_t j = 0; j < sm->k; j++)
         if (strcmp(sm->f[j].name, key) == 0) return (int)j;
     return -1;
+}
+
+/* The instance's encounter_id member, or NULL (as cJSON_GetObjectItemCaseSensitive,
+ * with the first two bytes compared first: most inputs' names fail there). */
+static const cJSON *encounter_member(const cJSON *inst)
+{
+    const cJSON *v;
+    cJSON_ArrayForEach(v, inst)
+    {
+        const char *k = v->string;
+        if (k && k[0] == 'e' && k[1] == 'n' && strcmp(k, "encounter_id") == 0) return v;
+    }
+    return NULL;
 }
 
 static size_t level_of(const px_feature_info *fi, const char *s)
@@ -206,7 +213,7 @@ static unsigned lookup_encounters(srv_req *r, const cJSON *arr, size_t n, double
     cJSON_ArrayForEach(inst, arr)
     {
         if (r->from_encounter[i]) {
-            const cJSON *id = cJSON_GetObjectItemCaseSensitive(inst, "encounter_id");
+            const cJSON *id = encounter_member(inst);
             px_pseudo_id(s->pseudo, PX_ID_ENCOUNTER, id->valuestring, strlen(id->valuestring), pseudo[i]);
             if (!first) px_buf_addc(lit, ',');
             px_buf_adds(lit, pseudo[i]);
@@ -279,23 +286,6 @@ done:
     return st;
 }
 
-static void add_flag_list(px_buf *b, const srv_model *sm, const unsigned char *flags, unsigned char which,
-                          const char *key)
-{
-    int any = 0;
-    for (size_t j = 0; j < sm->k; j++) {
-        if (!(flags[j] & which)) continue;
-        px_buf_adds(b, any ? "," : ",\"");
-        if (!any) {
-            px_buf_adds(b, key);
-            px_buf_adds(b, "\":[");
-        }
-        px_buf_json_str(b, sm->f[j].name, sm->f[j].namelen);
-        any = 1;
-    }
-    if (any) px_buf_addc(b, ']');
-}
-
 unsigned srv_route_predict(srv_req *r)
 {
     px_server *s = r->s;
@@ -343,12 +333,13 @@ unsigned srv_route_predict(srv_req *r)
         return srv_error(r, 413, "too_many_instances", "instances", "%zu instances; the limit is %zu per request", n,
                          s->p.max_instances);
     unsigned char *flags, *seen;
-    r->raw = malloc(n * k * sizeof *r->raw);
-    r->contrib = malloc(n * k * sizeof *r->contrib);
-    r->values = malloc(n * sizeof *r->values);
-    r->bins = malloc(n * (k + 1) * sizeof *r->bins);
-    r->from_encounter = calloc(n, sizeof *r->from_encounter);
-    flags = r->flags = calloc(n * k + k, 1); /* the last k bytes: the per-instance "seen" scratch */
+    srv_arena *arena = &r->arena; /* released with the request */
+    r->raw = srv_arena_alloc(arena, n * k * sizeof *r->raw, 0);
+    r->contrib = srv_arena_alloc(arena, n * k * sizeof *r->contrib, 0);
+    r->values = srv_arena_alloc(arena, n * sizeof *r->values, 0);
+    r->bins = srv_arena_alloc(arena, n * (k + 1) * sizeof *r->bins, 0);
+    r->from_encounter = srv_arena_alloc(arena, n * sizeof *r->from_encounter, 1);
+    flags = r->flags = srv_arena_alloc(arena, n * k + k, 1); /* the last k bytes: the per-instance "seen" scratch */
     if (!r->raw || !r->contrib || !r->values || !r->bins || !r->from_encounter || !flags)
         return srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
     seen = flags + n * k;
@@ -363,7 +354,7 @@ unsigned srv_route_predict(srv_req *r)
             st = srv_error(r, 400, "wrong_type", field, "each instance must be an object");
             goto done;
         }
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(inst, "encounter_id");
+        const cJSON *id = encounter_member(inst);
         if (id) {
             snprintf(field, sizeof field, "instances[%zu].encounter_id", i);
             if (cJSON_GetArraySize(inst) != 1) {
@@ -431,32 +422,41 @@ unsigned srv_route_predict(srv_req *r)
         atomic_fetch_add_explicit(&d->requests, 1, memory_order_relaxed);
     }
 
-    /* the answer */
+    /* the answer: the head with px_buf, then the predictions written straight
+     * into room reserved for their largest possible size (no check per piece) */
     px_buf *b = &r->out;
     b->len = 0;
-    if (px_buf_reserve(b, 200 + n * (80 + k * (40 + 24))) != 0) {
-        st = srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
-        goto done;
-    }
+    size_t names = 0; /* the inputs' names as JSON strings */
+    for (size_t j = 0; j < k; j++) names += sm->f[j].json_namelen;
+    /* per instance: fixed text and two numbers (< 200 bytes); per contribution
+     * {"feature":NAME,"value":NUM} (< 60 + name); the three flag lists name
+     * each input at most once each (3 x (name + 1)) */
+    size_t room = 64 + n * (200 + k * 64 + 4 * names);
     px_buf_adds(b, "{\"model\":");
     px_buf_json_str(b, sm->name, strlen(sm->name));
-    char ver[16];
-    snprintf(ver, sizeof ver, "%d", sm->version);
     px_buf_adds(b, ",\"version\":");
-    px_buf_adds(b, ver);
+    px_buf_adds(b, sm->version_json);
     px_buf_adds(b, ",\"request_id\":\"");
     px_buf_adds(b, r->request_id);
     px_buf_adds(b, "\",\"contribution_scale\":\"");
     px_buf_adds(b, srv_contribution_scale(sm));
-    px_buf_adds(b, "\",\"predictions\":[");
+    if (px_buf_adds(b, "\",\"predictions\":[") != 0 || px_buf_reserve(b, room) != 0) {
+        st = srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
+        goto done;
+    }
+    char *o = b->data + b->len;
+#define PUT(lit) (memcpy(o, lit, sizeof lit - 1), o += sizeof lit - 1)
+#define PUTN(p, len) (memcpy(o, p, len), o += len)
     size_t order[4096];
     for (i = 0; i < n; i++) {
         const double *c = r->contrib + i * k;
-        px_buf_adds(b, i ? ",{\"value\":" : "{\"value\":");
-        add_num(b, r->values[i]);
-        px_buf_adds(b, ",\"band\":\"");
-        px_buf_adds(b, srv_band(sm, r->values[i]));
-        px_buf_adds(b, "\",\"contributions\":[");
+        if (i) *o++ = ',';
+        PUT("{\"value\":");
+        o += fmt6(o, r->values[i]);
+        PUT(",\"band\":\"");
+        const char *band = srv_band(sm, r->values[i]);
+        PUTN(band, strlen(band));
+        PUT("\",\"contributions\":[");
         /* largest effect first (insertion sort: k is small) */
         size_t m = 0;
         for (size_t j = 0; j < k; j++) {
@@ -470,21 +470,37 @@ unsigned srv_route_predict(srv_req *r)
         }
         for (size_t q = 0; q < m; q++) {
             size_t j = order[q];
-            px_buf_adds(b, q ? ",{\"feature\":" : "{\"feature\":");
-            px_buf_add(b, sm->f[j].json_name, sm->f[j].json_namelen);
-            px_buf_adds(b, ",\"value\":");
-            add_num(b, c[j]);
-            px_buf_addc(b, '}');
+            if (q) *o++ = ',';
+            PUT("{\"feature\":");
+            PUTN(sm->f[j].json_name, sm->f[j].json_namelen);
+            PUT(",\"value\":");
+            o += fmt6(o, c[j]);
+            *o++ = '}';
         }
-        px_buf_addc(b, ']');
-        if (r->from_encounter[i]) px_buf_adds(b, ",\"source\":\"encounter\"");
-        add_flag_list(b, sm, flags + i * k, FLAG_IMPUTED, "imputed");
-        add_flag_list(b, sm, flags + i * k, FLAG_EXTRAPOLATED, "extrapolated");
-        add_flag_list(b, sm, flags + i * k, FLAG_UNKNOWN_LEVEL, "unknown_level");
-        px_buf_addc(b, '}');
+        *o++ = ']';
+        if (r->from_encounter[i]) PUT(",\"source\":\"encounter\"");
+        static const unsigned char which[3] = {FLAG_IMPUTED, FLAG_EXTRAPOLATED, FLAG_UNKNOWN_LEVEL};
+        static const char *const key[3] = {",\"imputed\":[", ",\"extrapolated\":[", ",\"unknown_level\":["};
+        const unsigned char *fl = flags + i * k;
+        for (int w = 0; w < 3; w++) {
+            int any = 0;
+            for (size_t j = 0; j < k; j++) {
+                if (!(fl[j] & which[w])) continue;
+                if (any) *o++ = ',';
+                else PUTN(key[w], strlen(key[w]));
+                PUTN(sm->f[j].json_name, sm->f[j].json_namelen);
+                any = 1;
+            }
+            if (any) *o++ = ']';
+        }
+        *o++ = '}';
     }
-    if (px_buf_adds(b, "]}\n") != 0) st = srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
-    else st = 200;
+    PUT("]}\n");
+#undef PUT
+#undef PUTN
+    b->len = (size_t)(o - b->data);
+    b->data[b->len] = '\0';
+    st = 200;
 done:
     return st;
 }
