@@ -7,19 +7,21 @@
 # same request. Both get the same connections, threads and duration; wrk shares
 # the machine with them. Prints requests/s, p50 and p99 for both and the ratio.
 #   usage: tests/bench/serve/run.sh [--connections C] [--duration S] [--threads T] [--rounds R]
+#          [--server-threads N]
 #          (default 64 connections, 15 s, 2 wrk threads, 3 rounds; server threads = cores)
 # Rounds alternate nginx and predict, so that both see the same load from whatever
 # else runs on the machine; the medians and the median of the rounds' ratios are reported.
 # Installs wrk and nginx (Debian packages) if missing. Target: ratio >= 0.6, p99 < 5 ms.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
-CONN=64 DUR=15 WRK_THREADS=2 ROUNDS=3
+CONN=64 DUR=15 WRK_THREADS=2 ROUNDS=3 SERVER_THREADS=$(nproc)
 while [ $# -gt 0 ]; do
     case $1 in
         --connections) CONN=$2; shift 2 ;;
         --duration) DUR=$2; shift 2 ;;
         --threads) WRK_THREADS=$2; shift 2 ;;
         --rounds) ROUNDS=$2; shift 2 ;;
+        --server-threads) SERVER_THREADS=$2; shift 2 ;;
         -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -60,7 +62,7 @@ KEY=$("$PX" apikey create --role predict --name bench 2>/dev/null)
 READ=$("$PX" apikey create --role read --name bench 2>/dev/null)
 psql -X -q -At "$("$PX" db url)" -c "SELECT json_agg(t) FROM (SELECT * FROM features.readmission ORDER BY md5(encounter_id::text) LIMIT 500) t" >"$WORK/rows.json"
 
-"$PX" serve --listen 127.0.0.1:0 --port-file "$WORK/port" --threads "$(nproc)" >"$WORK/serve.log" 2>&1 &
+"$PX" serve --listen 127.0.0.1:0 --port-file "$WORK/port" --threads "$SERVER_THREADS" >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 for _ in $(seq 1 100); do [ -s "$WORK/port" ] && break; sleep 0.1; done
 PORT=$(cat "$WORK/port")
