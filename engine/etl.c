@@ -187,13 +187,18 @@ int etl_copy_spool(etl_ctx *x, FILE *f, const char *sql, long long *rows)
     return rc ? rc : rc2;
 }
 
-int etl_sql(etl_ctx *x, const char *sql, long long *a, long long *b)
+PGresult *etl_exec(etl_ctx *x, const char *sql)
 {
     char bid[32];
     snprintf(bid, sizeof bid, "%lld", x->batch);
     const char *params[2] = {bid, x->in ? x->in->name : ""};
     int np = strstr(sql, "$2") ? 2 : strstr(sql, "$1") ? 1 : 0;
-    PGresult *r = PQexecParams(x->c, sql, np, NULL, params, NULL, NULL, 0);
+    return PQexecParams(x->c, sql, np, NULL, params, NULL, NULL, 0);
+}
+
+int etl_sql(etl_ctx *x, const char *sql, long long *a, long long *b)
+{
+    PGresult *r = etl_exec(x, sql);
     ExecStatusType st = PQresultStatus(r);
     int rc = 0;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
@@ -360,13 +365,8 @@ int etl_uuid_key(const char *s, unsigned char out[16])
 
 int etl_mark_rejected_encounters(etl_ctx *x)
 {
-    char b[32];
-    snprintf(b, sizeof b, "%lld", x->batch);
-    const char *params[2] = {b, x->in->name};
-    PGresult *r = PQexecParams(x->c,
-                               "SELECT row_data->>'encounter_id', reason = 'duplicate_key' FROM etl.rejects"
-                               " WHERE batch_id = $1 AND file_name = $2 AND row_data ? 'encounter_id'",
-                               2, NULL, params, NULL, NULL, 0);
+    PGresult *r = etl_exec(x, "SELECT row_data->>'encounter_id', reason = 'duplicate_key' FROM etl.rejects"
+                              " WHERE batch_id = $1 AND file_name = $2 AND row_data ? 'encounter_id'");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         px_err_set(x->e, PX_EDB, "cannot read the rejected encounters of '%s'", x->in->name);
         px_err_detail(x->e, "%s", PQresultErrorMessage(r));

@@ -228,11 +228,8 @@ static const char code_partitions_fmt[] =
 /* Runs sql ($1 = batch, $2 = file) and calls each(x, row values) for every row. */
 static int for_rows(etl_ctx *x, const char *sql, int (*each)(etl_ctx *, PGresult *, int))
 {
-    char bid[32];
-    snprintf(bid, sizeof bid, "%lld", x->batch);
-    const char *params[2] = {bid, x->in->name};
-    int np = strstr(sql, "$2") ? 2 : strstr(sql, "$1") ? 1 : 0, rc = 0;
-    PGresult *r = PQexecParams(x->c, sql, np, NULL, params, NULL, NULL, 0);
+    int rc = 0;
+    PGresult *r = etl_exec(x, sql);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         rc = px_err_set(x->e, PX_EDB, "merging '%s' into the warehouse failed", x->in->name);
         px_err_detail(x->e, "%s", PQresultErrorMessage(r));

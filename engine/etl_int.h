@@ -106,6 +106,9 @@ void etl_bin_date(px_buf *b, int days_since_1970);
  * written) when s is not in that form. */
 int etl_bin_numeric(px_buf *b, const char *s, size_t n);
 
+/* Runs sql with $1 = batch id and $2 = the current file's name (as many as it
+ * uses); the caller clears the result. */
+PGresult *etl_exec(etl_ctx *x, const char *sql);
 /* Runs SQL with $1 = batch id and $2 = file name (pass only those it uses).
  * *a and *b (may be NULL) get the integers in the first two columns of the
  * first row, or *a the command's row count when it returns no rows. */
