@@ -183,6 +183,12 @@ int px_file_write_atomic(const char *path, const void *data, size_t len, int mod
 /* mkdir -p with the given mode for the directories it creates. Returns 0 or PX_EIO. */
 int px_mkdir_p(const char *dir, int mode, px_err *e);
 
+/* qsort comparator for doubles, ascending (no NaNs expected). */
+int px_cmp_double(const void *a, const void *b);
+/* The type 7 quantile (R's default; Hyndman & Fan 1996) of sorted s[0..n-1], n > 0:
+ * linear interpolation between order statistics at h = (n - 1) p. */
+double px_quantile7(const double *s, size_t n, double p);
+
 /* ---- synthetic data ---------------------------------------------------- */
 
 typedef struct px_gen_params {

@@ -582,12 +582,6 @@ static void npi_make(uint64_t idx, char npi[11])
 
 /* ---- facilities and providers (RNG stream 0) ---- */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Number of planted-worse (and of planted-better) facilities. */
 static int planted_per_side(int k) { return k >= 10 ? k / 10 : (k >= 3 ? 1 : 0); }
 
@@ -671,7 +665,7 @@ static int facilities_setup(gen *g)
         sorted[f] = fa->weight;
         if (fa->weight > wmax) wmax = fa->weight;
     }
-    qsort(sorted, (size_t)k, sizeof *sorted, cmp_double);
+    qsort(sorted, (size_t)k, sizeof *sorted, px_cmp_double);
     double median = sorted[k / 2], p10 = sorted[k / 10];
     free(sorted);
     if (facilities_plant(g, &r, median) < 0) return PX_ENOMEM;

@@ -3,6 +3,7 @@
  * file names. Callers never pass identifiers to px_log(). */
 #include "engine/engine.h"
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -98,4 +99,18 @@ void px_log_close(void)
 {
     if (log_file) fclose(log_file);
     log_file = NULL;
+}
+
+int px_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double px_quantile7(const double *s, size_t n, double p)
+{
+    double h = (double)(n - 1) * p;
+    size_t i = (size_t)floor(h);
+    if (i + 1 >= n) return s[n - 1];
+    return s[i] + (h - (double)i) * (s[i + 1] - s[i]);
 }

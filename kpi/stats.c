@@ -298,21 +298,6 @@ int px_kpi_funnel_normal(double n, double target, double unit_var, double conf, 
     return 0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* R's default (type 7) quantile of sorted values. */
-static double quantile7(const double *s, size_t n, double p)
-{
-    double h = (double)(n - 1) * p;
-    size_t i = (size_t)floor(h);
-    if (i + 1 >= n) return s[n - 1];
-    return s[i] + (h - (double)i) * (s[i + 1] - s[i]);
-}
-
 double px_kpi_overdispersion(const double *z, size_t k, double winsor)
 {
     size_t n = 0;
@@ -323,11 +308,11 @@ double px_kpi_overdispersion(const double *z, size_t k, double winsor)
     n = 0;
     for (size_t i = 0; i < k; i++)
         if (isfinite(z[i])) s[n++] = z[i];
-    qsort(s, n, sizeof *s, cmp_double);
+    qsort(s, n, sizeof *s, px_cmp_double);
     /* Spiegelhalter (2005): Winsorize so that a few genuinely divergent units do
      * not inflate the estimate of the dispersion of the in-control ones. */
-    double zl = winsor > 0 ? quantile7(s, n, winsor) : s[0];
-    double zu = winsor > 0 ? quantile7(s, n, 1 - winsor) : s[n - 1];
+    double zl = winsor > 0 ? px_quantile7(s, n, winsor) : s[0];
+    double zu = winsor > 0 ? px_quantile7(s, n, 1 - winsor) : s[n - 1];
     double sum = 0;
     for (size_t i = 0; i < n; i++) {
         double v = s[i] < zl ? zl : s[i] > zu ? zu : s[i];

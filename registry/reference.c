@@ -10,22 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Type 7 quantile of sorted v[0..m-1] (Hyndman & Fan 1996): linear
- * interpolation between order statistics at h = (m-1) p. */
-static double quantile7(const double *v, size_t m, double p)
-{
-    double h = (double)(m - 1) * p;
-    size_t lo = (size_t)floor(h);
-    if (lo + 1 >= m) return v[m - 1];
-    return v[lo] + (h - (double)lo) * (v[lo + 1] - v[lo]);
-}
-
 static cJSON *num_array(const double *v, size_t n)
 {
     cJSON *a = cJSON_CreateArray();
@@ -43,12 +27,12 @@ static int numeric_summary(cJSON *o, const double *vals, size_t n, double *buf)
             buf[m++] = vals[i];
             sum += vals[i];
         }
-    qsort(buf, m, sizeof *buf, cmp_double);
+    qsort(buf, m, sizeof *buf, px_cmp_double);
     double edges[9], counts[10], shares[10];
     size_t ne = 0;
     if (m > 0)
         for (int q = 1; q <= 9; q++) {
-            double x = quantile7(buf, m, q / 10.0);
+            double x = px_quantile7(buf, m, q / 10.0);
             if (ne == 0 || x > edges[ne - 1]) edges[ne++] = x;
         }
     size_t nb = m > 0 ? ne + 1 : 0;
