@@ -602,6 +602,7 @@ px_serve_params px_serve_default_params(void)
     p.max_body_bytes = 1u << 20;
     p.max_instances = 1000;
     p.max_depth = 8;
+    p.fast_parse = 1;
     p.poll_ms = 1000;
     p.audit_queue = 262144;
     p.audit_flush_ms = 200;

@@ -94,6 +94,7 @@ typedef struct srv_metrics {
     atomic_ullong audit_written, audit_write_errors, audit_rejected, audit_lost;
     atomic_ullong reloads, reload_failures, drift_windows, drift_alerts;
     atomic_ullong encounter_lookups, encounter_lookup_errors;
+    atomic_ullong fast_parsed;     /* predict bodies read by the one-pass reader */
     atomic_int connections;
 } srv_metrics;
 
@@ -400,6 +401,17 @@ typedef struct srv_req {
 
 /* Route handlers fill r->out and return the status. */
 unsigned srv_route_predict(srv_req *r);
+/* predict's first step: reads and checks the body's instances into r->raw and
+ * r->flags (r->from_encounter marks those given by encounter id). fast: try the
+ * one-pass reader first (*was_fast says whether it read the body). 0 with *n and
+ * *n_enc set, or the status of the error written into r->out. The answer is the
+ * same with fast 0 or 1 (unit_serve_fast). */
+unsigned srv_predict_inputs(srv_req *r, int fast, size_t *n, size_t *n_enc, int *was_fast);
+/* The one-pass reader (predict_fast.c): the instances of the common body, at most
+ * cap of them, into raw and flags (cap * k each; seen: k bytes of scratch), as
+ * the cJSON path would read them; 0 when the body is anything else. */
+size_t srv_predict_fast(const srv_model *sm, const char *body, size_t len, size_t cap, double *raw,
+                        unsigned char *flags, unsigned char *seen);
 unsigned srv_route_models(srv_req *r, const char *name);
 unsigned srv_route_kpi(srv_req *r, struct MHD_Connection *conn);
 unsigned srv_route_drift(srv_req *r);

@@ -84,8 +84,10 @@ void srv_metrics_render(px_server *s, px_buf *b)
                   "# HELP prognos_encounter_lookups_total Instances given by encounter id and looked up.\n"
                   "# TYPE prognos_encounter_lookups_total counter\nprognos_encounter_lookups_total %llu\n"
                   "# HELP prognos_encounter_lookup_errors_total Encounter lookups that failed (database errors).\n"
-                  "# TYPE prognos_encounter_lookup_errors_total counter\nprognos_encounter_lookup_errors_total %llu\n",
-                  ld(&m->instances), ld(&m->encounter_lookups), ld(&m->encounter_lookup_errors));
+                  "# TYPE prognos_encounter_lookup_errors_total counter\nprognos_encounter_lookup_errors_total %llu\n"
+                  "# HELP prognos_predict_fast_parsed_total Predict bodies read by the one-pass reader (the rest: cJSON).\n"
+                  "# TYPE prognos_predict_fast_parsed_total counter\nprognos_predict_fast_parsed_total %llu\n",
+                  ld(&m->instances), ld(&m->encounter_lookups), ld(&m->encounter_lookup_errors), ld(&m->fast_parsed));
     px_buf_printf(b,
                   "# HELP prognos_audit_queue_depth Audit records waiting to be written.\n"
                   "# TYPE prognos_audit_queue_depth gauge\nprognos_audit_queue_depth %zu\n"

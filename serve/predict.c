@@ -286,18 +286,12 @@ done:
     return st;
 }
 
-unsigned srv_route_predict(srv_req *r)
+/* The cJSON path: any body, every error named. */
+static unsigned inputs_cjson(srv_req *r, size_t *n_out, size_t *n_enc_out)
 {
     px_server *s = r->s;
-    int slot = find_slot(s, r->model_name);
-    if (slot < 0)
-        return srv_error(r, 404, "unknown_model", NULL, "no model '%.64s' is served (GET /v1/models lists them)",
-                         r->model_name);
-    if (!(r->sm = srv_acquire(&s->models[slot])))
-        return srv_error(r, 503, "model_unavailable", NULL, "model '%s' is not loaded (see the server log)", r->model_name);
     const srv_model *sm = r->sm;
     size_t off = 0;
-    if (r->body.len == 0) return srv_error(r, 400, "invalid_json", NULL, "the body is empty");
     int pc = px_json_precheck(r->body.data, r->body.len, s->p.max_depth, &off);
     if (pc == PX_EINVAL)
         return srv_error(r, 400, "too_deep", NULL, "the JSON nests deeper than %d levels (at byte %zu)", s->p.max_depth,
@@ -335,15 +329,11 @@ unsigned srv_route_predict(srv_req *r)
     unsigned char *flags, *seen;
     srv_arena *arena = &r->arena; /* released with the request */
     r->raw = srv_arena_alloc(arena, n * k * sizeof *r->raw, 0);
-    r->contrib = srv_arena_alloc(arena, n * k * sizeof *r->contrib, 0);
-    r->values = srv_arena_alloc(arena, n * sizeof *r->values, 0);
-    r->bins = srv_arena_alloc(arena, n * (k + 1) * sizeof *r->bins, 0);
     r->from_encounter = srv_arena_alloc(arena, n * sizeof *r->from_encounter, 1);
     flags = r->flags = srv_arena_alloc(arena, n * k + k, 1); /* the last k bytes: the per-instance "seen" scratch */
-    if (!r->raw || !r->contrib || !r->values || !r->bins || !r->from_encounter || !flags)
+    if (!r->raw || !r->from_encounter || !flags)
         return srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
     seen = flags + n * k;
-    unsigned st = 0;
     size_t i = 0, n_enc = 0;
     const cJSON *inst;
     cJSON_ArrayForEach(inst, arr)
@@ -351,31 +341,87 @@ unsigned srv_route_predict(srv_req *r)
         char field[64];
         if (!cJSON_IsObject(inst)) {
             snprintf(field, sizeof field, "instances[%zu]", i);
-            st = srv_error(r, 400, "wrong_type", field, "each instance must be an object");
-            goto done;
+            return srv_error(r, 400, "wrong_type", field, "each instance must be an object");
         }
         const cJSON *id = encounter_member(inst);
         if (id) {
             snprintf(field, sizeof field, "instances[%zu].encounter_id", i);
-            if (cJSON_GetArraySize(inst) != 1) {
-                st = srv_error(r, 400, "invalid_request", field, "an instance gives either encounter_id or inputs, not both");
-                goto done;
-            }
+            if (cJSON_GetArraySize(inst) != 1)
+                return srv_error(r, 400, "invalid_request", field,
+                                 "an instance gives either encounter_id or inputs, not both");
             size_t len = cJSON_IsString(id) ? strlen(id->valuestring) : 0;
             int ok = len >= 1 && len <= 64;
             for (size_t c = 0; ok && c < len; c++) ok = (unsigned char)id->valuestring[c] >= 0x20;
-            if (!ok) {
-                st = srv_error(r, 400, cJSON_IsString(id) ? "invalid_value" : "wrong_type", field,
-                               "encounter_id must be a string of 1 to 64 printable characters");
-                goto done;
-            }
+            if (!ok)
+                return srv_error(r, 400, cJSON_IsString(id) ? "invalid_value" : "wrong_type", field,
+                                 "encounter_id must be a string of 1 to 64 printable characters");
             r->from_encounter[i] = 1;
             n_enc++;
-        } else if ((st = check_instance(r, i, inst, r->raw + i * k, flags + i * k, seen)) != 0)
-            goto done;
+        } else {
+            unsigned st = check_instance(r, i, inst, r->raw + i * k, flags + i * k, seen);
+            if (st) return st;
+        }
         i++;
     }
-    if (n_enc && (st = lookup_encounters(r, arr, n, r->raw, flags, n_enc)) != 0) goto done;
+    *n_out = n;
+    *n_enc_out = n_enc;
+    return 0;
+}
+
+unsigned srv_predict_inputs(srv_req *r, int fast, size_t *n_out, size_t *n_enc_out, int *was_fast)
+{
+    const srv_model *sm = r->sm;
+    const px_server *s = r->s;
+    size_t k = sm->k;
+    *was_fast = 0;
+    if (r->body.len == 0) return srv_error(r, 400, "invalid_json", NULL, "the body is empty");
+    if (fast && s->p.max_depth >= 3) {
+        /* room for as many instances as the body has objects, within the limit */
+        size_t cap = 0;
+        for (const char *p = r->body.data, *e = p + r->body.len; (p = memchr(p, '{', (size_t)(e - p))); p++) cap++;
+        cap = cap > 1 ? cap - 1 : 0;
+        if (cap > s->p.max_instances) cap = s->p.max_instances;
+        srv_arena *arena = &r->arena;
+        double *raw = cap ? srv_arena_alloc(arena, cap * k * sizeof *raw, 0) : NULL;
+        unsigned char *flags = cap ? srv_arena_alloc(arena, cap * k + k, 0) : NULL;
+        size_t n = raw && flags ? srv_predict_fast(sm, r->body.data, r->body.len, cap, raw, flags, flags + cap * k) : 0;
+        if (n > 0 && (r->from_encounter = srv_arena_alloc(arena, n * sizeof *r->from_encounter, 1))) {
+            r->raw = raw;
+            r->flags = flags;
+            *n_out = n;
+            *n_enc_out = 0;
+            *was_fast = 1;
+            return 0;
+        }
+    }
+    return inputs_cjson(r, n_out, n_enc_out);
+}
+
+unsigned srv_route_predict(srv_req *r)
+{
+    px_server *s = r->s;
+    int slot = find_slot(s, r->model_name);
+    if (slot < 0)
+        return srv_error(r, 404, "unknown_model", NULL, "no model '%.64s' is served (GET /v1/models lists them)",
+                         r->model_name);
+    if (!(r->sm = srv_acquire(&s->models[slot])))
+        return srv_error(r, 503, "model_unavailable", NULL, "model '%s' is not loaded (see the server log)", r->model_name);
+    const srv_model *sm = r->sm;
+    size_t n = 0, n_enc = 0, k = sm->k, i;
+    int was_fast;
+    unsigned st = srv_predict_inputs(r, s->p.fast_parse, &n, &n_enc, &was_fast);
+    if (st) return st;
+    if (was_fast) atomic_fetch_add_explicit(&s->metrics.fast_parsed, 1, memory_order_relaxed);
+    unsigned char *flags = r->flags;
+    srv_arena *arena = &r->arena;
+    r->contrib = srv_arena_alloc(arena, n * k * sizeof *r->contrib, 0);
+    r->values = srv_arena_alloc(arena, n * sizeof *r->values, 0);
+    r->bins = srv_arena_alloc(arena, n * (k + 1) * sizeof *r->bins, 0);
+    if (!r->contrib || !r->values || !r->bins)
+        return srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
+    if (n_enc && (st = lookup_encounters(r, cJSON_GetObjectItemCaseSensitive(r->json, "instances"), n, r->raw, flags,
+                                         n_enc)) != 0)
+        goto done;
 
     px_err e = {0};
     for (i = 0; i < n; i++)

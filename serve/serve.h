@@ -38,6 +38,8 @@ typedef struct px_serve_params {
     double psi_floor;            /* smallest PSI that may alert, whatever n (default 0.1) */
     double effect_floor;         /* smallest KS distance / Cramer's V that may alert (default 0.1) */
     int public_metrics;          /* 1: /metrics needs no key (default 0: role read) */
+    int fast_parse;              /* 1: the one-pass reader for the common predict body, cJSON
+                                  * for the rest (default); 0: cJSON for every body */
 } px_serve_params;
 
 px_serve_params px_serve_default_params(void);

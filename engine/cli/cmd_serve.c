@@ -36,6 +36,8 @@ static const char usage[] =
     "  --drift-alpha A          false-alarm probability per window (default 0.01)\n"
     "  --psi-floor X            smallest PSI that alerts (default 0.1)\n"
     "  --public-metrics         /metrics without a key\n"
+    "  --no-fast-parse          read every predict body with cJSON (default: a one-pass\n"
+    "                           reader for the common body, cJSON for the rest)\n"
     "  --port-file FILE         write the bound port there once listening\n"
     "\n"
     "Exit codes: 0 stopped by a signal, 1 failed to start, 2 usage.\n";
@@ -84,6 +86,7 @@ int cmd_serve(int argc, char **argv)
         else if (strcmp(o, "--models") == 0 && has) p.models = argv[++i];
         else if (strcmp(o, "--port-file") == 0 && has) p.port_file = argv[++i];
         else if (strcmp(o, "--public-metrics") == 0) p.public_metrics = 1;
+        else if (strcmp(o, "--no-fast-parse") == 0) p.fast_parse = 0;
         NUMOPT("--threads", 1, 64, threads, unsigned)
         NUMOPT("--max-connections", 1, 100000, max_connections, unsigned)
         NUMOPT("--max-per-ip", 1, 100000, max_per_ip, unsigned)
