@@ -41,30 +41,35 @@ static size_t fmt6(char *out, double v)
     while (e10 < 8 && a >= thr[e10 + 4]) e10++;
     int dec = 5 - e10;
     if (dec < 0) dec = 0;
-    long long sc = llround(a * p10[dec]);
-    long long ip = sc, fp = 0;
-    long long div = (long long)p10[dec];
-    ip = sc / div;
-    fp = sc % div;
+    unsigned long long u = (unsigned long long)llround(a * p10[dec]);
+    /* the digits of u, two at a time; the last dec of them are the fraction */
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                "8081828384858687888990919293949596979899";
+    char d[24];
+    int t = 24;
+    while (u >= 100) {
+        unsigned q = (unsigned)(u % 100);
+        u /= 100;
+        d[--t] = pairs[2 * q + 1];
+        d[--t] = pairs[2 * q];
+    }
+    if (u >= 10) {
+        d[--t] = pairs[2 * u + 1];
+        d[--t] = pairs[2 * u];
+    } else
+        d[--t] = (char)('0' + u);
+    while (24 - t <= dec) d[--t] = '0'; /* at least one digit before the point */
+    int len = 24 - t, ilen = len - dec, flen = dec;
+    while (flen > 0 && d[t + ilen + flen - 1] == '0') flen--;
     size_t n = 0;
     if (v < 0) out[n++] = '-';
-    char tmp[24];
-    int t = 0;
-    do {
-        tmp[t++] = (char)('0' + ip % 10);
-        ip /= 10;
-    } while (ip > 0);
-    while (t > 0) out[n++] = tmp[--t];
-    if (fp > 0) {
-        char fr[16];
-        for (int i = dec - 1; i >= 0; i--) {
-            fr[i] = (char)('0' + fp % 10);
-            fp /= 10;
-        }
-        int last = dec - 1;
-        while (last >= 0 && fr[last] == '0') last--;
+    memcpy(out + n, d + t, (size_t)ilen);
+    n += (size_t)ilen;
+    if (flen > 0) {
         out[n++] = '.';
-        for (int i = 0; i <= last; i++) out[n++] = fr[i];
+        memcpy(out + n, d + t + ilen, (size_t)flen);
+        n += (size_t)flen;
     }
     return n;
 }
@@ -494,6 +499,7 @@ unsigned srv_route_predict(srv_req *r)
 #define PUT(lit) (memcpy(o, lit, sizeof lit - 1), o += sizeof lit - 1)
 #define PUTN(p, len) (memcpy(o, p, len), o += len)
     size_t order[4096];
+    double mag[4096];
     for (i = 0; i < n; i++) {
         const double *c = r->contrib + i * k;
         if (i) *o++ = ',';
@@ -503,16 +509,20 @@ unsigned srv_route_predict(srv_req *r)
         const char *band = srv_band(sm, r->values[i]);
         PUTN(band, strlen(band));
         PUT("\",\"contributions\":[");
-        /* largest effect first (insertion sort: k is small) */
+        /* largest effect first, ties in input order (insertion sort on the
+         * magnitudes: k is small) */
         size_t m = 0;
         for (size_t j = 0; j < k; j++) {
             if (sm->f[j].info->dropped) continue;
+            double a = fabs(c[j]);
             size_t p = m++;
-            while (p > 0 && fabs(c[order[p - 1]]) < fabs(c[j])) {
+            while (p > 0 && mag[p - 1] < a) {
                 order[p] = order[p - 1];
+                mag[p] = mag[p - 1];
                 p--;
             }
             order[p] = j;
+            mag[p] = a;
         }
         for (size_t q = 0; q < m; q++) {
             size_t j = order[q];
