@@ -117,15 +117,24 @@ NGINX_PID=$!
 for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$NPORT/" && break; sleep 0.1; done
 
 to_ms() { case $1 in *us) echo "${1%us} / 1000" | bc -l;; *ms) echo "${1%ms}";; *s) echo "${1%s} * 1000" | bc -l;; esac; }
+# CPU time the hypervisor took from this machine (steal) and left idle, in % of
+# all CPU time, between two readings of /proc/stat: the machine's own noise
+cpu_ticks() { awk '/^cpu / {print $5 + $6, $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 run() { # name url round -> appends "rps p50_ms p99_ms non2xx" to $WORK/res-name
+    local idle0 steal0 all0 idle1 steal1 all1
+    read -r idle0 steal0 all0 < <(cpu_ticks)
     wrk -t"$WRK_THREADS" -c"$CONN" -d"${DUR}s" --latency -s "$WORK/post.lua" "$2" >"$WORK/wrk-$1-$3.txt"
+    read -r idle1 steal1 all1 < <(cpu_ticks)
+    local noise
+    noise=$(awk -v i=$((idle1 - idle0)) -v s=$((steal1 - steal0)) -v a=$((all1 - all0)) \
+        'BEGIN {printf "steal %4.1f%%, idle %4.1f%%", 100 * s / a, 100 * i / a}')
     local f="$WORK/wrk-$1-$3.txt" rps p50 p99 bad
     rps=$(awk '/^Requests\/sec/ {print $2}' "$f")
     p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$f")")
     p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$f")")
     bad=$(awk '/Non-2xx/ {print $NF} /Socket errors/ {n = split($0, a, /[ ,]+/); for (i = 1; i <= n; i++) if (a[i] ~ /^[0-9]+$/) s += a[i]; print s}' "$f" | paste -sd+ | bc 2>/dev/null)
     echo "$rps $p50 $p99 ${bad:-0}" >>"$WORK/res-$1"
-    printf '  round %d %-8s %10.0f req/s   p50 %6.2f ms   p99 %6.2f ms   errors %s\n' "$3" "$1" "$rps" "$p50" "$p99" "${bad:-0}"
+    printf '  round %d %-8s %10.0f req/s   p50 %6.2f ms   p99 %6.2f ms   errors %s   (%s)\n' "$3" "$1" "$rps" "$p50" "$p99" "${bad:-0}" "$noise"
 }
 echo "wrk: $WRK_THREADS threads, $CONN connections, ${DUR} s per run, $ROUNDS rounds, on $(nproc) cores shared with the servers"
 echo "load average before (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
