@@ -28,6 +28,7 @@ static const char usage[] =
     "  --poll-ms MS             re-read champions and keys this often (default 1000)\n"
     "  --audit-queue N          audit records held while the database is away; when full,\n"
     "                           predict answers 503 (default 262144)\n"
+    "  --audit-flush MS         longest wait between audit writes (default 200)\n"
     "  --drift-window N         instances per drift window (default 1000)\n"
     "  --drift-window-seconds S a window also closes after S seconds (default 300)\n"
     "  --drift-min-n N          smallest window tested (default 100)\n"
@@ -97,6 +98,7 @@ int cmd_serve(int argc, char **argv)
         NUMOPT("--max-depth", 3, 64, max_depth, int)
         NUMOPT("--poll-ms", 50, 3600000, poll_ms, unsigned)
         NUMOPT("--audit-queue", 1, 1e8, audit_queue, size_t)
+        NUMOPT("--audit-flush", 1, 60000, audit_flush_ms, unsigned)
         NUMOPT("--drift-window", 10, 1e9, drift_window, size_t)
         NUMOPT("--drift-window-seconds", 1, 1e7, drift_window_s, unsigned)
         NUMOPT("--drift-min-n", 10, 1e9, drift_min_n, size_t)
