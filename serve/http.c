@@ -594,7 +594,8 @@ px_serve_params px_serve_default_params(void)
     px_serve_params p;
     memset(&p, 0, sizeof p);
     p.listen = "127.0.0.1:8080";
-    p.threads = 2;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN); /* one worker per core */
+    p.threads = cores < 1 ? 1 : cores > 64 ? 64 : (unsigned)cores;
     p.max_connections = 512;
     p.max_per_ip = 128;
     p.idle_timeout_s = 10;

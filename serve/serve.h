@@ -17,7 +17,7 @@ typedef struct px_serve_params {
     const char *listen;          /* "HOST:PORT", IPv4 (default "127.0.0.1:8080"); port 0 = any free port */
     const char *port_file;       /* NULL, or a file the bound port is written to once listening */
     const char *models;          /* comma-separated model names to serve, NULL = every model with a champion */
-    unsigned threads;            /* libmicrohttpd worker threads (default 2, one per core here) */
+    unsigned threads;            /* libmicrohttpd worker threads (default one per online core, at most 64) */
     unsigned max_connections;    /* open connections in all (default 512) */
     unsigned max_per_ip;         /* open connections from one address (default 128) */
     unsigned idle_timeout_s;     /* a connection idle this long is closed (default 10 s) */

@@ -17,7 +17,7 @@ static const char usage[] =
     "\n"
     "  --listen HOST:PORT       IPv4 address and port (default 127.0.0.1:8080; port 0: any free one)\n"
     "  --models A,B             serve only these models (default: every model with a champion)\n"
-    "  --threads N              worker threads (default 2)\n"
+    "  --threads N              worker threads (default one per core)\n"
     "  --max-connections N      open connections in all (default 512)\n"
     "  --max-per-ip N           open connections from one address (default 128)\n"
     "  --idle-timeout S         close a connection idle this long (default 10 s)\n"
