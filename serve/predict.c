@@ -386,6 +386,13 @@ unsigned srv_predict_inputs(srv_req *r, int fast, size_t *n_out, size_t *n_enc_o
         for (const char *p = r->body.data, *e = p + r->body.len; (p = memchr(p, '{', (size_t)(e - p))); p++) cap++;
         cap = cap > 1 ? cap - 1 : 0;
         if (cap > s->p.max_instances) cap = s->p.max_instances;
+        /* and as many as the body has room for: braces in strings count above,
+         * but an instance the reader takes holds every required input, each at
+         * least "name":0 and a comma */
+        size_t least = 2;
+        for (size_t j = 0; j < k; j++)
+            if (!sm->f[j].info->dropped) least += sm->f[j].namelen + 5;
+        if (cap > r->body.len / least) cap = r->body.len / least;
         srv_arena *arena = &r->arena;
         double *raw = cap ? srv_arena_alloc(arena, cap * k * sizeof *raw, 0) : NULL;
         unsigned char *flags = cap ? srv_arena_alloc(arena, cap * k + k, 0) : NULL;

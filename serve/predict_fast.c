@@ -102,6 +102,10 @@ static int plain_number(rd *t, double *out)
     }
     /* what follows a number in an object: anything else is cJSON's to judge */
     if (p >= end || !(WS(*p) || *p == ',' || *p == '}')) return 0;
+    /* upstream cJSON reads at most 63 characters of a number (Debian's patch for
+     * CVE-2023-26819 lifts that): a longer one, such as 0.000...0 with many zeros,
+     * is left to it whichever it is */
+    if (p - t->p > 63) return 0;
     if (m > (UINT64_C(1) << 53)) return 0;
     double d = (double)m;
     if (m != 0) {
