@@ -315,12 +315,6 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     return r;
 }
 
-/* An encounter_id member? (the first two bytes first: most inputs' names fail there) */
-static int is_encounter_key(const char *k)
-{
-    return k && k[0] == 'e' && k[1] == 'n' && strcmp(k, "encounter_id") == 0;
-}
-
 static void req_free(srv_req *r)
 {
     if (!r) return;
@@ -331,7 +325,7 @@ static void req_free(srv_req *r)
         {
             cJSON_ArrayForEach(v, inst)
             {
-                if (is_encounter_key(v->string) && cJSON_IsString(v))
+                if (srv_is_encounter_key(v->string) && cJSON_IsString(v))
                     OPENSSL_cleanse(v->valuestring, strlen(v->valuestring));
             }
         }

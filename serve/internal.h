@@ -213,6 +213,7 @@ typedef struct srv_model {
     srv_drift *drift;              /* borrowed: owned by the server's drift list */
     char version_header[80];       /* "name/version": the X-Model-Version header */
     char version_json[16];         /* the version as a JSON number */
+    size_t least_instance_bytes;   /* the shortest instance that gives every required input */
     uint64_t loaded_at_us;
 } srv_model;
 
@@ -226,6 +227,13 @@ char *srv_model_select_sql(const srv_model *sm, const char *where);
 #define SRV_FLAG_IMPUTED 1       /* missing: imputed by the model */
 #define SRV_FLAG_EXTRAPOLATED 2  /* outside the training range */
 #define SRV_FLAG_UNKNOWN_LEVEL 4 /* a level the model never saw: scored as the reference level */
+/* Fills in what srv_model_load derives from sm->f (least_instance_bytes). */
+void srv_model_derive(srv_model *sm);
+/* The input of sm named by the n bytes at name, or -1; hint: where to look first
+ * (the position the client put it in). */
+int srv_feature_index(const srv_model *sm, const char *name, size_t n, size_t hint);
+/* The level of fi spelled by the n bytes at s, or (size_t)-1. */
+size_t srv_level_index(const px_feature_info *fi, const char *s, size_t n);
 /* Parses a feature-table value (libpq text) for input f, setting flags. */
 double srv_table_value(const srv_feat *f, const char *s, int isnull, unsigned char *flags);
 /* "low", "medium", "high", "very_high" (or "unknown" for a non-finite value). */
@@ -401,6 +409,8 @@ typedef struct srv_req {
 
 /* Route handlers fill r->out and return the status. */
 unsigned srv_route_predict(srv_req *r);
+/* An "encounter_id" member name? (the first two bytes first: most inputs' names fail there) */
+int srv_is_encounter_key(const char *k);
 /* predict's first step: reads and checks the body's instances into r->raw and
  * r->flags (r->from_encounter marks those given by encounter id). fast: try the
  * one-pass reader first (*was_fast says whether it read the body). 0 with *n and

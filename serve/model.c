@@ -148,6 +148,28 @@ done:
     return out;
 }
 
+int srv_feature_index(const srv_model *sm, const char *name, size_t n, size_t hint)
+{
+    if (hint < sm->k && sm->f[hint].namelen == n && memcmp(sm->f[hint].name, name, n) == 0) return (int)hint;
+    for (size_t j = 0; j < sm->k; j++)
+        if (sm->f[j].namelen == n && memcmp(sm->f[j].name, name, n) == 0) return (int)j;
+    return -1;
+}
+
+size_t srv_level_index(const px_feature_info *fi, const char *s, size_t n)
+{
+    for (size_t l = 0; l < fi->nlevels; l++)
+        if (strncmp(fi->levels[l], s, n) == 0 && fi->levels[l][n] == '\0') return l;
+    return (size_t)-1;
+}
+
+void srv_model_derive(srv_model *sm)
+{
+    sm->least_instance_bytes = 2; /* {} */
+    for (size_t j = 0; j < sm->k; j++)
+        if (!sm->f[j].info->dropped) sm->least_instance_bytes += sm->f[j].namelen + 5; /* "name":0, */
+}
+
 double srv_table_value(const srv_feat *f, const char *s, int isnull, unsigned char *flags)
 {
     if (isnull) {
@@ -166,8 +188,8 @@ double srv_table_value(const srv_feat *f, const char *s, int isnull, unsigned ch
         if (d < f->info->min || d > f->info->max) *flags |= SRV_FLAG_EXTRAPOLATED;
         return d;
     }
-    for (size_t l = 0; l < f->info->nlevels; l++)
-        if (strcmp(f->info->levels[l], s) == 0) return (double)l;
+    size_t l = srv_level_index(f->info, s, strlen(s));
+    if (l != (size_t)-1) return (double)l;
     *flags |= SRV_FLAG_UNKNOWN_LEVEL; /* a level the model never saw: scored as the reference level */
     return NAN;
 }
@@ -247,6 +269,7 @@ srv_model *srv_model_load(const px_config *cfg, const char *name, int version, c
             f->hi = 1;
         }
     }
+    srv_model_derive(sm);
     const cJSON *score = cJSON_GetObjectItemCaseSensitive(ref, "score");
     sm->band_cut[0] = score_cut(score, 0.5);
     sm->band_cut[1] = score_cut(score, 0.8);

@@ -82,33 +82,20 @@ static int find_slot(px_server *s, const char *name)
     return -1;
 }
 
-/* Index of the feature named key (hint: where the client's order suggests). */
-static int feature_of(const srv_model *sm, const char *key, size_t hint)
+int srv_is_encounter_key(const char *k)
 {
-    if (hint < sm->k && strcmp(sm->f[hint].name, key) == 0) return (int)hint;
-    for (size_t j = 0; j < sm->k; j++)
-        if (strcmp(sm->f[j].name, key) == 0) return (int)j;
-    return -1;
+    return k && k[0] == 'e' && k[1] == 'n' && strcmp(k, "encounter_id") == 0;
 }
 
-/* The instance's encounter_id member, or NULL (as cJSON_GetObjectItemCaseSensitive,
- * with the first two bytes compared first: most inputs' names fail there). */
+/* The instance's encounter_id member, or NULL (as cJSON_GetObjectItemCaseSensitive). */
 static const cJSON *encounter_member(const cJSON *inst)
 {
     const cJSON *v;
     cJSON_ArrayForEach(v, inst)
     {
-        const char *k = v->string;
-        if (k && k[0] == 'e' && k[1] == 'n' && strcmp(k, "encounter_id") == 0) return v;
+        if (srv_is_encounter_key(v->string)) return v;
     }
     return NULL;
-}
-
-static size_t level_of(const px_feature_info *fi, const char *s)
-{
-    for (size_t l = 0; l < fi->nlevels; l++)
-        if (strcmp(fi->levels[l], s) == 0) return l;
-    return (size_t)-1;
 }
 
 /* "a, b, c" of a categorical input's levels, cut to fit. */
@@ -152,7 +139,7 @@ static unsigned check_value(srv_req *r, size_t i, const srv_feat *f, const cJSON
         return 0;
     }
     if (!cJSON_IsString(v)) return srv_error(r, 400, "wrong_type", FIELD, "%s must be a string", f->name);
-    size_t l = level_of(f->info, v->valuestring);
+    size_t l = srv_level_index(f->info, v->valuestring, strlen(v->valuestring));
     if (l == (size_t)-1) {
         char lv[300];
         levels_list(f->info, lv, sizeof lv);
@@ -173,7 +160,7 @@ static unsigned check_instance(srv_req *r, size_t i, const cJSON *inst, double *
     const cJSON *v;
     cJSON_ArrayForEach(v, inst)
     {
-        int j = v->string ? feature_of(sm, v->string, pos) : -1;
+        int j = v->string ? srv_feature_index(sm, v->string, strlen(v->string), pos) : -1;
         pos++;
         if (j < 0) {
             snprintf(field, sizeof field, "instances[%zu].%.64s", i, v->string ? v->string : "");
@@ -387,12 +374,8 @@ unsigned srv_predict_inputs(srv_req *r, int fast, size_t *n_out, size_t *n_enc_o
         cap = cap > 1 ? cap - 1 : 0;
         if (cap > s->p.max_instances) cap = s->p.max_instances;
         /* and as many as the body has room for: braces in strings count above,
-         * but an instance the reader takes holds every required input, each at
-         * least "name":0 and a comma */
-        size_t least = 2;
-        for (size_t j = 0; j < k; j++)
-            if (!sm->f[j].info->dropped) least += sm->f[j].namelen + 5;
-        if (cap > r->body.len / least) cap = r->body.len / least;
+         * but an instance the reader takes holds every required input */
+        if (cap > r->body.len / sm->least_instance_bytes) cap = r->body.len / sm->least_instance_bytes;
         srv_arena *arena = &r->arena;
         double *raw = cap ? srv_arena_alloc(arena, cap * k * sizeof *raw, 0) : NULL;
         unsigned char *flags = cap ? srv_arena_alloc(arena, cap * k + k, 0) : NULL;

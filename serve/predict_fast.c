@@ -124,14 +124,6 @@ static int word(rd *t, const char *w, size_t n)
     return 1;
 }
 
-static int feature_named(const srv_model *sm, const unsigned char *key, size_t n, size_t hint)
-{
-    if (hint < sm->k && sm->f[hint].namelen == n && memcmp(sm->f[hint].name, key, n) == 0) return (int)hint;
-    for (size_t j = 0; j < sm->k; j++)
-        if (sm->f[j].namelen == n && memcmp(sm->f[j].name, key, n) == 0) return (int)j;
-    return -1;
-}
-
 /* One value of input f, as check_value in predict.c accepts it; 0 to give up. */
 static int value(rd *t, const srv_feat *f, double *x, unsigned char *flags)
 {
@@ -148,13 +140,10 @@ static int value(rd *t, const srv_feat *f, double *x, unsigned char *flags)
         const unsigned char *s;
         size_t n;
         if (!plain_string(t, &s, &n)) return 0;
-        const px_feature_info *fi = f->info;
-        for (size_t l = 0; l < fi->nlevels; l++)
-            if (strncmp(fi->levels[l], (const char *)s, n) == 0 && fi->levels[l][n] == '\0') {
-                *x = (double)l;
-                return 1;
-            }
-        return 0;
+        size_t l = srv_level_index(f->info, (const char *)s, n);
+        if (l == (size_t)-1) return 0;
+        *x = (double)l;
+        return 1;
     }
     double d;
     if (c == 't' || c == 'f') {
@@ -196,7 +185,7 @@ size_t srv_predict_fast(const srv_model *sm, const char *body, size_t len, size_
             skip_ws(&t);
             if (!plain_string(&t, &s, &sn)) return 0;
             if (sn == 12 && memcmp(s, "encounter_id", 12) == 0) return 0; /* a lookup: the cJSON path's */
-            int j = feature_named(sm, s, sn, pos++);
+            int j = srv_feature_index(sm, (const char *)s, sn, pos++);
             if (j < 0 || seen[j]) return 0;
             seen[j] = 1;
             if (!eat(&t, ':') || !value(&t, &sm->f[j], &x[j], &fl[j])) return 0;

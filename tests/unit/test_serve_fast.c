@@ -59,6 +59,7 @@ static void setup(void)
     model.f = feat;
     snprintf(model.name, sizeof model.name, "readmission");
     model.version = 3;
+    srv_model_derive(&model);
     server = calloc(1, sizeof *server);
     server->p = px_serve_default_params();
 }
