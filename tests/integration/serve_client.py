@@ -578,12 +578,14 @@ def cmd_predict(a):
     c = Client(a.url, a.predict)
     ok = 0
     ids = []
+    answers = []
     for i in range(a.n):
         st, h, doc = c.json("POST", "/v1/models/readmission/predict",
                             {"instances": instances_from_rows(rows[i % len(rows):i % len(rows) + 1], feats)})
         if st == 200:
             ok += 1
             ids.append(doc["request_id"])
+            answers.append(json.dumps({k: v for k, v in doc.items() if k != "request_id"}, sort_keys=True))
         elif a.expect_200:
             raise SystemExit(f"predict: {st} {doc}")
         else:
@@ -591,6 +593,9 @@ def cmd_predict(a):
     if a.ids:
         with open(a.ids, "a") as f:
             f.write("".join(i + "\n" for i in ids))
+    if a.answers:  # the answers without their request ids, one JSON line each
+        with open(a.answers, "w") as f:
+            f.write("".join(x + "\n" for x in answers))
     print(ok)
 
 
@@ -621,6 +626,7 @@ def main():
         p.add_argument("--shift", action="append")
         p.add_argument("--set", action="append")
         p.add_argument("--ids")
+        p.add_argument("--answers")
         p.add_argument("--expect-200", action="store_true")
     a = ap.parse_args()
     {"routes": cmd_routes, "encounter": cmd_encounter, "load": cmd_load, "feed": cmd_feed,

@@ -77,6 +77,14 @@ pred_id=$(cut -d_ -f2 <<<"$PRED")
 [ "$(sql "SELECT sum(by_encounter) FROM audit.predictions")" -ge "$n" ] || fail "by_encounter not counted"
 ok "every answered prediction ($answered) is in audit.predictions"
 
+# the one-pass reader took the plain bodies; its answers are compared with cJSON's below
+fast=$(metric prognos_predict_fast_parsed_total)
+[ "${fast:-0}" -gt 0 ] || fail "no predict body was read by the one-pass reader"
+"$PY" "$CLIENT" predict "$URL" --read "$READ" --predict "$PRED" --rows "$WORK/rows.json" --n 60 --expect-200 \
+    --answers "$WORK/answers-fast.jsonl" >/dev/null
+[ "$(metric prognos_predict_fast_parsed_total)" -ge $((fast + 30)) ] || fail "the one-pass reader took under half of 60 bodies"
+ok "the one-pass reader read $fast of the bodies so far"
+
 # revoked keys stop working within the poll interval
 kid=$(cut -d_ -f2 <<<"$ADMIN")
 px apikey revoke "$kid" >/dev/null
@@ -112,3 +120,15 @@ for _ in $(seq 1 50); do [ "$(sql "SELECT count(*) FROM audit.predictions")" = $
 assert_eq "$(sql "SELECT count(*) FROM audit.predictions")" $((before + 10)) "audit rows after the outage (3 + 5 held + 2)"
 stop_server
 ok "auditing down: held up to the queue, then 503; nothing answered unaudited; backlog written"
+
+# --no-fast-parse: every body through cJSON, and the same answers as the one-pass reader's
+start_server --no-fast-parse
+"$PY" "$CLIENT" predict "$URL" --read "$READ" --predict "$PRED" --rows "$WORK/rows.json" --n 60 --expect-200 \
+    --answers "$WORK/answers-cjson.jsonl" >/dev/null
+metric() { curl -s -H "Authorization: Bearer $READ" "$URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+assert_eq "$(metric prognos_predict_fast_parsed_total)" 0 "bodies read in one pass with --no-fast-parse"
+assert_eq "$(wc -l <"$WORK/answers-cjson.jsonl")" 60 "answers with --no-fast-parse"
+cmp -s "$WORK/answers-fast.jsonl" "$WORK/answers-cjson.jsonl" ||
+    fail "the one-pass reader and cJSON answered differently: $(diff "$WORK/answers-fast.jsonl" "$WORK/answers-cjson.jsonl" | head -4)"
+stop_server
+ok "--no-fast-parse: cJSON for every body, the same 60 answers"
