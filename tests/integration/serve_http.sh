@@ -14,6 +14,9 @@ sql "SELECT json_agg(t) FROM (SELECT * FROM features.readmission ORDER BY encoun
 
 assert_exit 2 px serve --threads 0
 assert_exit 2 px serve --bogus
+assert_exit 2 px serve --audit-flush 0
+grep -q -- "--audit-flush needs a number from 1 to 60000" "$WORK/err" || fail "--audit-flush 0: $(cat "$WORK/err")"
+assert_exit 2 px serve --no-fast-parse=1
 assert_exit 1 px serve --listen nonsense
 assert_exit 1 px serve --models nosuch --listen 127.0.0.1:0
 grep -q "no model to serve" "$WORK/err" || fail "serving no model: $(cat "$WORK/err")"
