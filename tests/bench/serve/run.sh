@@ -6,15 +6,21 @@
 # returning a fixed JSON body of the same size on another loopback port, with the
 # same request. Both get the same connections, threads and duration; wrk shares
 # the machine with them. Prints requests/s, p50 and p99 for both and the ratio.
+# A third server, mhd_static.c, is libmicrohttpd set up as prognos sets it up and
+# answering nginx's fixed body with no work: the library's own floor.
 #   usage: tests/bench/serve/run.sh [--connections C] [--duration S] [--threads T] [--rounds R]
-#          [--server-threads N]
-#          (default 64 connections, 15 s, 2 wrk threads, 3 rounds; server threads = cores)
+#          [--server-threads N] [--think-ms MS]
+#          (default 64 connections, 15 s, 2 wrk threads, 3 rounds; server threads = cores;
+#          think time 1 ms, 0 = no paced runs)
 # Rounds alternate nginx and predict, so that both see the same load from whatever
 # else runs on the machine; the medians and the median of the rounds' ratios are reported.
-# Installs wrk and nginx (Debian packages) if missing. Target: ratio >= 0.6, p99 < 5 ms.
+# Each round also runs both paced: the same connections, each waiting MS between a
+# response and its next request, so that latency is also measured below saturation.
+# Installs wrk and nginx (Debian packages) if missing. Target: ratio >= 0.6, p99 < 5 ms
+# (saturated runs; the paced runs are reported beside them, not in the target).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
-CONN=64 DUR=15 WRK_THREADS=2 ROUNDS=3 SERVER_THREADS=$(nproc)
+CONN=64 DUR=15 WRK_THREADS=2 ROUNDS=3 SERVER_THREADS=$(nproc) THINK_MS=1
 while [ $# -gt 0 ]; do
     case $1 in
         --connections) CONN=$2; shift 2 ;;
@@ -22,10 +28,19 @@ while [ $# -gt 0 ]; do
         --threads) WRK_THREADS=$2; shift 2 ;;
         --rounds) ROUNDS=$2; shift 2 ;;
         --server-threads) SERVER_THREADS=$2; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        --think-ms) THINK_MS=$2; shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
+for v in "$CONN" "$DUR" "$WRK_THREADS" "$ROUNDS" "$SERVER_THREADS" "$THINK_MS"; do
+    case $v in ''|*[!0-9]*) echo "run.sh: options take whole numbers (got '$v'); see --help" >&2; exit 2 ;; esac
+done
+if [ "$CONN" -lt 1 ] || [ "$DUR" -lt 1 ] || [ "$WRK_THREADS" -lt 1 ] || [ "$ROUNDS" -lt 1 ] || [ "$SERVER_THREADS" -lt 1 ] ||
+    [ "$THINK_MS" -gt 1000 ]; then
+    echo "run.sh: connections, duration, threads, rounds and server threads must be at least 1, think time at most 1000 ms" >&2
+    exit 2
+fi
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
@@ -44,10 +59,11 @@ PX="$ROOT/build/engine/cli/prognos"
 [ -x "$PX" ] || "$ROOT/scripts/setup.sh"
 WORK=$(mktemp -d /tmp/prognos-bench-serve.XXXXXX)
 chmod 755 "$WORK"
-SERVE_PID="" NGINX_PID=""
+SERVE_PID="" NGINX_PID="" FLOOR_PID=""
 cleanup() {
     if [ -n "$SERVE_PID" ]; then kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; fi
     if [ -n "$NGINX_PID" ]; then kill "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; fi
+    if [ -n "$FLOOR_PID" ]; then kill "$FLOOR_PID" 2>/dev/null || true; wait "$FLOOR_PID" 2>/dev/null || true; fi
     PROGNOS_HOME="$WORK/home" "$PX" db stop >/dev/null 2>&1 || true
     if [ -L "$WORK/home/pg" ]; then rm -rf "$(readlink -f "$WORK/home/pg")"; fi
     rm -rf "$WORK"
@@ -73,9 +89,10 @@ done
 # the bodies: 500 real feature rows (the model's inputs only), sent in turn, so that
 # the server sees a realistic mix (a single repeated instance would also be one huge
 # drift alert); nginx's fixed answer: a real answer
-/usr/bin/python3 - "$WORK" "http://127.0.0.1:$PORT" "$READ" "$KEY" <<'PYEOF'
+/usr/bin/python3 - "$WORK" "http://127.0.0.1:$PORT" "$READ" "$KEY" "$THINK_MS" <<'PYEOF'
 import json, sys, urllib.request
 work, url, read, key = sys.argv[1:5]
+think = int(sys.argv[5])
 get = lambda path, k, body=None: urllib.request.urlopen(urllib.request.Request(
     url + path, data=body, headers={"Authorization": "Bearer " + k, "Content-Type": "application/json"})).read()
 feats = json.loads(get("/v1/models/readmission", read))["serving"]["schema"]["features"]
@@ -91,6 +108,9 @@ lua = ("bodies = {%s}\n" % ",".join(json.dumps(b) for b in bodies) +
        "  return wrk.format(\"POST\", nil, headers, bodies[i])\nend\n")
 open(work + "/post.lua", "w").write(lua)
 sizes = [len(b) for b in bodies]
+# the paced runs: the same requests, with a think time between a response and the next
+# request on each connection (wrk's delay(), in whole milliseconds)
+open(work + "/paced.lua", "w").write(lua + "delay = function()\n  return %d\nend\n" % think)
 print(f"{len(bodies)} request bodies of {min(sizes)}-{max(sizes)} bytes, {len(feats)} inputs; answer {len(answer)} bytes")
 PYEOF
 
@@ -116,14 +136,25 @@ NGINX
 NGINX_PID=$!
 for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$NPORT/" && break; sleep 0.1; done
 
+# the floor: libmicrohttpd set up as the server sets it up (tests/bench/serve/mhd_static.c),
+# answering the same fixed body with no work: the least any server on the library spends
+gcc -O2 -Wall -Wextra -Werror -o "$WORK/mhd_static" "$ROOT/tests/bench/serve/mhd_static.c" -lmicrohttpd
+printf '%s\n' "$(cat "$WORK/answer.json")" >"$WORK/answer.body"
+MPORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$WORK/mhd_static" "$MPORT" "$SERVER_THREADS" "$WORK/answer.body" epoll &
+FLOOR_PID=$!
+for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$MPORT/" && break; sleep 0.1; done
+cmp -s <(curl -s -d x "http://127.0.0.1:$MPORT/") <(curl -s -d x "http://127.0.0.1:$NPORT/") ||
+    { echo "the floor server and nginx give different answers" >&2; exit 1; }
+
 to_ms() { case $1 in *us) echo "${1%us} / 1000" | bc -l;; *ms) echo "${1%ms}";; *s) echo "${1%s} * 1000" | bc -l;; esac; }
 # CPU time the hypervisor took from this machine (steal) and left idle, in % of
 # all CPU time, between two readings of /proc/stat: the machine's own noise
 cpu_ticks() { awk '/^cpu / {print $5 + $6, $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
-run() { # name url round -> appends "rps p50_ms p99_ms non2xx" to $WORK/res-name
+run() { # name url round [script] -> appends "rps p50_ms p99_ms non2xx" to $WORK/res-name
     local idle0 steal0 all0 idle1 steal1 all1
     read -r idle0 steal0 all0 < <(cpu_ticks)
-    wrk -t"$WRK_THREADS" -c"$CONN" -d"${DUR}s" --latency -s "$WORK/post.lua" "$2" >"$WORK/wrk-$1-$3.txt"
+    wrk -t"$WRK_THREADS" -c"$CONN" -d"${DUR}s" --latency -s "$WORK/${4:-post}.lua" "$2" >"$WORK/wrk-$1-$3.txt"
     read -r idle1 steal1 all1 < <(cpu_ticks)
     local noise
     noise=$(awk -v i=$((idle1 - idle0)) -v s=$((steal1 - steal0)) -v a=$((all1 - all0)) \
@@ -134,7 +165,7 @@ run() { # name url round -> appends "rps p50_ms p99_ms non2xx" to $WORK/res-name
     p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$f")")
     bad=$(awk '/Non-2xx/ {print $NF} /Socket errors/ {n = split($0, a, /[ ,]+/); for (i = 1; i <= n; i++) if (a[i] ~ /^[0-9]+$/) s += a[i]; print s}' "$f" | paste -sd+ | bc 2>/dev/null)
     echo "$rps $p50 $p99 ${bad:-0}" >>"$WORK/res-$1"
-    printf '  round %d %-8s %10.0f req/s   p50 %6.2f ms   p99 %6.2f ms   errors %s   (%s)\n' "$3" "$1" "$rps" "$p50" "$p99" "${bad:-0}" "$noise"
+    printf '  round %d %-13s %10.0f req/s   p50 %6.2f ms   p99 %6.2f ms   errors %s   (%s)\n' "$3" "$1" "$rps" "$p50" "$p99" "${bad:-0}" "$noise"
 }
 echo "wrk: $WRK_THREADS threads, $CONN connections, ${DUR} s per run, $ROUNDS rounds, on $(nproc) cores shared with the servers"
 echo "load average before (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -142,22 +173,41 @@ wrk -t"$WRK_THREADS" -c"$CONN" -d3s -s "$WORK/post.lua" "http://127.0.0.1:$PORT/
 wrk -t"$WRK_THREADS" -c"$CONN" -d3s -s "$WORK/post.lua" "http://127.0.0.1:$NPORT/v1/models/readmission/predict" >/dev/null
 for r in $(seq 1 "$ROUNDS"); do
     run nginx "http://127.0.0.1:$NPORT/v1/models/readmission/predict" "$r"
+    run mhd-floor "http://127.0.0.1:$MPORT/v1/models/readmission/predict" "$r"
     run predict "http://127.0.0.1:$PORT/v1/models/readmission/predict" "$r"
+    if [ "$THINK_MS" -gt 0 ]; then
+        run nginx-paced "http://127.0.0.1:$NPORT/v1/models/readmission/predict" "$r" paced
+        run predict-paced "http://127.0.0.1:$PORT/v1/models/readmission/predict" "$r" paced
+    fi
 done
-read -r nginx_rps nginx_p50 nginx_p99 predict_rps predict_p50 predict_p99 ratio errors < <(/usr/bin/python3 - "$WORK" <<'PYEOF'
-import statistics, sys
-w = sys.argv[1]
-n = [list(map(float, l.split())) for l in open(w + "/res-nginx")]
-p = [list(map(float, l.split())) for l in open(w + "/res-predict")]
-med = lambda rows, i: statistics.median(r[i] for r in rows)
+/usr/bin/python3 - "$WORK" "$THINK_MS" >"$WORK/summary" <<'PYEOF'
+import os, statistics, sys
+w, think = sys.argv[1], int(sys.argv[2])
+rows = lambda name: [list(map(float, l.split())) for l in open(w + "/res-" + name)] if os.path.exists(w + "/res-" + name) else []
+n, p, n2, p2, fl = rows("nginx"), rows("predict"), rows("nginx-paced"), rows("predict-paced"), rows("mhd-floor")
+med = lambda rs, i: statistics.median(r[i] for r in rs)
 ratios = [b[0] / a[0] for a, b in zip(n, p)]
-print(med(n, 0), med(n, 1), med(n, 2), med(p, 0), med(p, 1), med(p, 2), statistics.median(ratios), int(sum(r[3] for r in p)))
+errors = int(sum(r[3] for r in p + p2))
+line = lambda label, rs: print("median %-13s %10.0f req/s   p50 %6.2f ms   p99 %6.2f ms" % (label, med(rs, 0), med(rs, 1), med(rs, 2)))
+line("nginx", n)
+line("mhd-floor", fl)
+line("predict", p)
+print("ratio predict/nginx (median of the rounds): %.2f (target >= 0.6); predict p99 %.2f ms (target < 5 ms)" %
+      (statistics.median(ratios), med(p, 2)))
+print("ratio of the libmicrohttpd floor (no work) to nginx: %.2f" % statistics.median(b[0] / a[0] for a, b in zip(n, fl)))
+under = lambda rs: "%d of %d" % (sum(r[2] < 5 for r in rs), len(rs))
+print("p99 under 5 ms in: nginx %s rounds, the floor %s, predict %s" % (under(n), under(fl), under(p)))
+if n2:
+    print("paced (each connection waits %d ms between a response and its next request):" % think)
+    line("nginx-paced", n2)
+    line("predict-paced", p2)
+    print("  paced load: %.2f of nginx's saturated throughput for nginx, %.2f for predict" %
+          (med(n2, 0) / med(n, 0), med(p2, 0) / med(n, 0)))
+print("predict non-2xx/socket errors (all runs): %d" % errors)
+print("TARGET %r %r %d" % (statistics.median(ratios), med(p, 2), errors))
 PYEOF
-)
-printf 'median   nginx %10.0f req/s   p50 %6.2f ms   p99 %6.2f ms\n' "$nginx_rps" "$nginx_p50" "$nginx_p99"
-printf 'median predict %10.0f req/s   p50 %6.2f ms   p99 %6.2f ms   non-2xx/socket errors %s\n' "$predict_rps" "$predict_p50" "$predict_p99" "$errors"
-printf 'ratio predict/nginx (median of the rounds): %.2f (target >= 0.6); predict p99 %.2f ms (target < 5 ms)\n' "$ratio" "$predict_p99"
-p99ms=$predict_p99
+grep -v '^TARGET' "$WORK/summary"
+read -r _ ratio p99ms errors < <(grep '^TARGET' "$WORK/summary")
 sleep 1
 audited=$(psql -X -q -At "$("$PX" db url)" -c "SELECT count(*) FROM audit.predictions")
 echo "audited predictions (warm-up included): $audited; server counters:"
