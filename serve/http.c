@@ -796,11 +796,13 @@ px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err
      * (libmicrohttpd answers 431 above it) and is cleared for every request on a
      * kept-alive connection: larger costs time on every request. No listen socket of
      * its own: the acceptor adds connections (MHD_USE_ITC wakes the worker given one). */
+    /* a pool only for more than one thread: libmicrohttpd logs a warning for a pool of one */
+    struct MHD_OptionItem pool[] = {{MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)p->threads, NULL}, {MHD_OPTION_END, 0, NULL}};
     s->d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET |
             MHD_USE_ITC,
-        0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)p->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->max_connections,
+        0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_ARRAY,
+        p->threads > 1 ? pool : pool + 1, MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->max_connections,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)p->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)p->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192, MHD_OPTION_URI_LOG_CALLBACK,
         on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,

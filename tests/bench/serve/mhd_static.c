@@ -1,7 +1,8 @@
-/* The benchmark's floor for libmicrohttpd: the same library, built the way
- * `prognos serve` uses it (epoll, one worker per thread of the pool, turbo, an
- * 8 KiB connection pool, connections accepted by one thread and handed to the
- * workers with MHD_add_connection), answering every request with one fixed
+/* The benchmark's floor for libmicrohttpd: the same library with the daemon flags
+ * and the pool, memory and timeout options of `prognos serve` (epoll, a pool of
+ * workers, turbo, an 8 KiB connection pool, connections accepted by one thread and
+ * handed to the workers with MHD_add_connection), but no callbacks besides the
+ * handler and one response shared by all requests, answering every request with one fixed
  * body, as nginx does in the benchmark. No routing, no JSON, no model, no
  * audit: what is left is libmicrohttpd's own cost per request, the least any
  * server on it can spend.
@@ -57,7 +58,12 @@ int main(int argc, char **argv)
     }
     static char body[65536];
     size_t len = fread(body, 1, sizeof body, f);
+    int bad = ferror(f) || (len == sizeof body && fgetc(f) != EOF);
     fclose(f);
+    if (bad) {
+        fprintf(stderr, "mhd_static: cannot read %s, or it is over %zu bytes\n", argv[3], sizeof body);
+        return 1;
+    }
     answer = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_PERSISTENT);
     if (!answer || MHD_add_response_header(answer, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") != MHD_YES) {
         fprintf(stderr, "mhd_static: cannot build the answer\n");
@@ -73,15 +79,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "mhd_static: MODE is epoll, poll or tpc\n");
         return 2;
     }
+    /* a pool only for more than one thread (libmicrohttpd warns about a pool of 0 or 1,
+     * and a thread per connection takes none) */
+    struct MHD_OptionItem pool[] = {{MHD_OPTION_THREAD_POOL_SIZE, threads, NULL}, {MHD_OPTION_END, 0, NULL}};
+    int use_pool = strcmp(mode, "tpc") != 0 && threads > 1;
     struct MHD_Daemon *d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)(strcmp(mode, "tpc") == 0 ? 0 : threads), MHD_OPTION_CONNECTION_LIMIT,
-        512u, MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192,
-        MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_END);
+        flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_ARRAY, use_pool ? pool : pool + 1,
+        MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)8192, MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_END);
+    if (!d) {
+        fprintf(stderr, "mhd_static: cannot start libmicrohttpd (%s mode, %d threads)\n", mode, threads);
+        return 1;
+    }
     int one = 1, ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (!d || ls < 0 || setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+    if (ls < 0 || setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         bind(ls, (struct sockaddr *)&a, sizeof a) != 0 || listen(ls, 1024) != 0) {
         fprintf(stderr, "mhd_static: cannot listen on 127.0.0.1:%d: %s\n", port, strerror(errno));
         return 1;

@@ -4,16 +4,18 @@
 # realistic CDS body; the answer has value, band and 25 contributions, and is
 # audited and drift-counted) and, in the same run, against nginx
 # returning a fixed JSON body of the same size on another loopback port, with the
-# same request. Both get the same connections, threads and duration; wrk shares
-# the machine with them. Prints requests/s, p50 and p99 for both and the ratio.
-# A third server, mhd_static.c, is libmicrohttpd set up as prognos sets it up and
+# same request. All get the same connections, threads and duration; wrk shares
+# the machine with them. Prints requests/s, p50 and p99 for each and the ratio.
+# A third server, mhd_static.c (built here with gcc and libmicrohttpd-dev, which
+# scripts/setup.sh installs), is libmicrohttpd with the server's daemon options,
 # answering nginx's fixed body with no work: the library's own floor.
 #   usage: tests/bench/serve/run.sh [--connections C] [--duration S] [--threads T] [--rounds R]
 #          [--server-threads N] [--think-ms MS]
 #          (default 64 connections, 15 s, 2 wrk threads, 3 rounds; server threads = cores;
 #          think time 1 ms, 0 = no paced runs)
-# Rounds alternate nginx and predict, so that both see the same load from whatever
-# else runs on the machine; the medians and the median of the rounds' ratios are reported.
+# Each round runs nginx, the floor, then predict, so that all see the same load from
+# whatever else runs on the machine; the medians and the median of the rounds' ratios
+# are reported.
 # Each round also runs both paced: the same connections, each waiting MS between a
 # response and its next request, so that latency is also measured below saturation.
 # Installs wrk and nginx (Debian packages) if missing. Target: ratio >= 0.6, p99 < 5 ms
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
         --rounds) ROUNDS=$2; shift 2 ;;
         --server-threads) SERVER_THREADS=$2; shift 2 ;;
         --think-ms) THINK_MS=$2; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -144,7 +146,7 @@ MPORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.
 "$WORK/mhd_static" "$MPORT" "$SERVER_THREADS" "$WORK/answer.body" epoll &
 FLOOR_PID=$!
 for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$MPORT/" && break; sleep 0.1; done
-cmp -s <(curl -s -d x "http://127.0.0.1:$MPORT/") <(curl -s -d x "http://127.0.0.1:$NPORT/") ||
+cmp -s <(curl -sf -d x "http://127.0.0.1:$MPORT/") <(curl -sf -d x "http://127.0.0.1:$NPORT/") ||
     { echo "the floor server and nginx give different answers" >&2; exit 1; }
 
 to_ms() { case $1 in *us) echo "${1%us} / 1000" | bc -l;; *ms) echo "${1%ms}";; *s) echo "${1%s} * 1000" | bc -l;; esac; }
@@ -171,6 +173,7 @@ echo "wrk: $WRK_THREADS threads, $CONN connections, ${DUR} s per run, $ROUNDS ro
 echo "load average before (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
 wrk -t"$WRK_THREADS" -c"$CONN" -d3s -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/models/readmission/predict" >/dev/null  # warm-up
 wrk -t"$WRK_THREADS" -c"$CONN" -d3s -s "$WORK/post.lua" "http://127.0.0.1:$NPORT/v1/models/readmission/predict" >/dev/null
+wrk -t"$WRK_THREADS" -c"$CONN" -d3s -s "$WORK/post.lua" "http://127.0.0.1:$MPORT/v1/models/readmission/predict" >/dev/null
 for r in $(seq 1 "$ROUNDS"); do
     run nginx "http://127.0.0.1:$NPORT/v1/models/readmission/predict" "$r"
     run mhd-floor "http://127.0.0.1:$MPORT/v1/models/readmission/predict" "$r"
