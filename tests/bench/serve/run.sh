@@ -116,7 +116,8 @@ open(work + "/paced.lua", "w").write(lua + "delay = function()\n  return %d\nend
 print(f"{len(bodies)} request bodies of {min(sizes)}-{max(sizes)} bytes, {len(feats)} inputs; answer {len(answer)} bytes")
 PYEOF
 
-NPORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+NPORT=$(free_port)
 cat >"$WORK/nginx.conf" <<NGINX
 worker_processes $(nproc);
 daemon off;
@@ -142,7 +143,7 @@ for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$NPORT/" && brea
 # answering the same fixed body with no work: the least any server on the library spends
 gcc -O2 -Wall -Wextra -Werror -o "$WORK/mhd_static" "$ROOT/tests/bench/serve/mhd_static.c" -lmicrohttpd
 printf '%s\n' "$(cat "$WORK/answer.json")" >"$WORK/answer.body"
-MPORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+MPORT=$(free_port)
 "$WORK/mhd_static" "$MPORT" "$SERVER_THREADS" "$WORK/answer.body" epoll &
 FLOOR_PID=$!
 for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$MPORT/" && break; sleep 0.1; done
@@ -171,16 +172,17 @@ run() { # name url round [script] -> appends "rps p50_ms p99_ms non2xx" to $WORK
 }
 echo "wrk: $WRK_THREADS threads, $CONN connections, ${DUR} s per run, $ROUNDS rounds, on $(nproc) cores shared with the servers"
 echo "load average before (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
-wrk -t"$WRK_THREADS" -c"$CONN" -d3s -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/models/readmission/predict" >/dev/null  # warm-up
-wrk -t"$WRK_THREADS" -c"$CONN" -d3s -s "$WORK/post.lua" "http://127.0.0.1:$NPORT/v1/models/readmission/predict" >/dev/null
-wrk -t"$WRK_THREADS" -c"$CONN" -d3s -s "$WORK/post.lua" "http://127.0.0.1:$MPORT/v1/models/readmission/predict" >/dev/null
+url() { echo "http://127.0.0.1:$1/v1/models/readmission/predict"; }
+for port in "$PORT" "$NPORT" "$MPORT"; do  # warm-up
+    wrk -t"$WRK_THREADS" -c"$CONN" -d3s -s "$WORK/post.lua" "$(url "$port")" >/dev/null
+done
 for r in $(seq 1 "$ROUNDS"); do
-    run nginx "http://127.0.0.1:$NPORT/v1/models/readmission/predict" "$r"
-    run mhd-floor "http://127.0.0.1:$MPORT/v1/models/readmission/predict" "$r"
-    run predict "http://127.0.0.1:$PORT/v1/models/readmission/predict" "$r"
+    run nginx "$(url "$NPORT")" "$r"
+    run mhd-floor "$(url "$MPORT")" "$r"
+    run predict "$(url "$PORT")" "$r"
     if [ "$THINK_MS" -gt 0 ]; then
-        run nginx-paced "http://127.0.0.1:$NPORT/v1/models/readmission/predict" "$r" paced
-        run predict-paced "http://127.0.0.1:$PORT/v1/models/readmission/predict" "$r" paced
+        run nginx-paced "$(url "$NPORT")" "$r" paced
+        run predict-paced "$(url "$PORT")" "$r" paced
     fi
 done
 /usr/bin/python3 - "$WORK" "$THINK_MS" >"$WORK/summary" <<'PYEOF'
