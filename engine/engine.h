@@ -43,6 +43,12 @@ int px_err_set(px_err *e, int code, const char *fmt, ...)
 void px_err_detail(px_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void px_err_hint(px_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void px_err_clear(px_err *e);
+/* Wraps an error that is already set: the new message becomes msg, the old
+ * message (and its detail) move into detail as "cause: ...", the hint is kept
+ * unless a new one is given later. For a caller that adds what it was doing to
+ * a failure from below (a query, a file) without throwing away PostgreSQL's or
+ * the OS's reason. Returns e->code (or code when e is NULL or was not set). */
+int px_err_wrap(px_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Prints "prognos: error: msg" plus detail and hint lines to stderr. */
 void px_err_print(const px_err *e);
 

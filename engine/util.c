@@ -40,6 +40,29 @@ void px_err_hint(px_err *e, const char *fmt, ...)
     va_end(ap);
 }
 
+int px_err_wrap(px_err *e, int code, const char *fmt, ...)
+{
+    if (!e) return code;
+    /* cause = "cause: " msg [": " detail], cut to fit; built by hand because the two
+     * fields together may exceed the detail's size */
+    char cause[sizeof e->detail];
+    size_t n = 0;
+    const char *parts[4] = {e->msg[0] || e->detail[0] ? "cause: " : "", e->msg,
+                            e->msg[0] && e->detail[0] ? ": " : "", e->detail};
+    for (int i = 0; i < 4; i++)
+        for (const char *p = parts[i]; *p && n + 1 < sizeof cause; p++) cause[n++] = *p;
+    /* libpq messages end in a newline; the cause reads as one line */
+    while (n && (cause[n - 1] == '\n' || cause[n - 1] == ' ')) n--;
+    cause[n] = '\0';
+    va_list ap;
+    if (code) e->code = code; /* else the cause's code stands */
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    memcpy(e->detail, cause, n + 1);
+    return e->code;
+}
+
 void px_err_clear(px_err *e)
 {
     if (e) memset(e, 0, sizeof *e);
