@@ -22,7 +22,7 @@
 # same on every run: the test is deterministic.
 source "$(dirname "$0")/lib.sh"
 N=${TRUTH_PATIENTS:-6000}
-SEEDS=${TRUTH_SEEDS:-"21 22 23 24"}
+SEEDS=${TRUTH_SEEDS:-"21 22 23 24 25 26"}
 export PROGNOS_KEY_FILE="$WORK/fixed.key"
 (umask 077; echo 7e577e577e577e577e577e577e577e577e577e577e577e577e577e577e577e57 >"$PROGNOS_KEY_FILE")
 COVS=age_years,female,cci_chf,cci_cpd,cci_diab,cci_renal,cci_cancer,cci_dementia,cci_mild_liver,prior_adm_12m,emergency,facility_id
