@@ -898,7 +898,7 @@ static int stay_draw(gen *g, rng *r, patient *pt, int n, int prev_fac)
         long los = 1 + rng_negbin(r, mean > 0.0 ? mean : 0.0, LOS_NB_SIZE);
         planned = los < GEN_LOS_MAX ? (int)los : GEN_LOS_MAX;
         s->alive = (1.0 - pm) / ((1.0 - pm) + pm * after_discharge_share(planned, lo));
-        if (!(s->alive > 1e-9) || rng_unif(r) < s->alive) break;
+        if (!(s->alive > 1e-9) || rng_unif(r) < s->alive) break;  /* guard: p_mort never nears 1 here */
     }
     int dies = rng_bern(r, pm);
     s->dis = t + planned;
@@ -983,7 +983,7 @@ static void account_one(gen *g, fac_stats *fs, int m, double p, double p0, int v
 /* The populations of features/sql: mortality all stays, LOS the stays discharged
  * alive, readmission the stays discharged alive but not transfer_acute or ama.
  * The follow-up rule (prediction day + 30 <= the data's last admission day) of
- * mortality and readmission waits for that day: see populations_finish. */
+ * mortality and readmission waits for that day: see population_finish. */
 static void account(gen *g, const patient *pt, int n)
 {
     for (int k = 0; k < n; k++) {
