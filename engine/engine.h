@@ -203,6 +203,7 @@ typedef struct px_gen_params {
     const char *out_dir;
     int facilities;          /* number of hospitals (default 40) */
     int start_year, end_year;/* admission years, inclusive (default 2019..2023) */
+    int small_facilities;    /* extra facilities with 1-10 stays each, one patient each (default 0) */
 } px_gen_params;
 
 px_gen_params px_gen_default_params(void);

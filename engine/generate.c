@@ -14,6 +14,12 @@
 
 #define GEN_MAX_PATIENTS 100000000LL
 #define GEN_MAX_FACILITIES 9999
+#define GEN_MAX_SMALL_FACILITIES 100000
+#define GEN_SMALL_MAX_STAYS 10 /* stays of a small facility: 1..this */
+#define SMALL_STREAM 0x8000000000000000ull /* RNG stream of the small facilities' descriptions */
+#define MORT_WINDOW 30         /* death_30d: death 0..30 days after admission, as features/sql/mortality.sql */
+#define FOLLOW_UP 30           /* days of follow-up the feature sets require (readmission, mortality) */
+#define HOLDOUT_TIME_SHARE 0.25 /* registry/train.c's default temporal holdout */
 #define GEN_MAX_SPAN_YEARS 40
 #define GEN_MAX_STAYS 256      /* per patient; never reached at default settings */
 #define GEN_PROV_PER_FAC 10
@@ -411,9 +417,10 @@ enum { M_READM, M_MORT, M_LOS, M__COUNT };
 static const gen_model models[M__COUNT] = {
     {"readmission", -2.60, {0.10, -0.05, 0.35, 0.30, 0.15, 0.35, 0.40, 0.15, 0.40, 0.25, 0.20}, 0.50, 0.70},
     {"mortality", -4.10, {0.45, -0.10, 0.45, 0.30, 0.10, 0.40, 0.90, 0.55, 0.60, 0.10, 0.60}, 0.50, 0.70},
-    {"los", 1.05, {0.06, -0.02, 0.12, 0.10, 0.05, 0.10, 0.15, 0.12, 0.10, 0.03, 0.15}, 0.15, 0.25},
+    {"los", 1.30, {0.06, -0.02, 0.12, 0.10, 0.05, 0.10, 0.15, 0.12, 0.10, 0.03, 0.15}, 0.15, 0.25},
 };
-#define LOS_NB_SIZE 1.5          /* negative binomial size: Var = mu + mu^2 / size */
+#define LOS_NB_SIZE 1.5          /* los_days - 1 ~ NegBin(mean mu - 1, size): E[los_days] = mu */
+#define PX_DAY0_SHARE 0.3        /* a procedure on the admission day (first surgical one: 0.5) */
 #define PRIOR_CAP 5
 #define RATE_BASE 0.70           /* admissions per year, before covariates and frailty */
 #define RATE_AGE 0.15
@@ -492,6 +499,7 @@ typedef struct patient {
     int cm_code[CM__COUNT];
     int death;                /* day number, or INT_MIN */
     double rate;              /* admissions per year */
+    int small_cap;            /* small-facility patient: its first small_cap stays are at home_fac */
 } patient;
 
 typedef struct stay {
@@ -499,6 +507,8 @@ typedef struct stay {
     int pcm, pidx;            /* principal: comorbidity code (pcm >= 0) or depts[].dx[pidx] */
     int nproc;
     double p[M__COUNT], p0[M__COUNT];  /* p or mean LOS, with / without the facility effect */
+    double alive;             /* P(no death after discharge | discharged alive), see stay_draw */
+    int q_clamped;            /* the readmission draw needed a probability above 1 (clamped) */
     double cost;
 } stay;
 
@@ -507,7 +517,9 @@ typedef struct fac_stats {
     double obs[M__COUNT], exp[M__COUNT], exp0[M__COUNT];
 } fac_stats;
 
-typedef struct py { double p; int y; } py;
+/* One stay of a logistic model's population, kept until the data's last admission
+ * date (which decides the follow-up) is known. */
+typedef struct py { double p, p0; int y, day, fac; } py;
 typedef struct pyvec { py *v; size_t n, cap; } pyvec;
 
 typedef struct rowctx rowctx;
@@ -516,6 +528,8 @@ typedef void (*emit_fn)(out *o, const rowctx *c);
 typedef struct gen {
     const px_gen_params *par;
     int start_day, end_day;   /* first and last admission day */
+    int nfac;                 /* facilities + small facilities */
+    int data_end;             /* the last admission day in the data (features' follow-up end) */
     facility *fac;
     double *fac_cum;          /* cumulative weights for sampling */
     provider *prov;
@@ -523,10 +537,13 @@ typedef struct gen {
     out out[PX_TAB__COUNT + 1];  /* last: truth.json */
     emit_fn layout[PX_TAB__COUNT][GEN_MAX_COLS];
     stay stays[GEN_MAX_STAYS];
-    long long n_enc, n_dx, n_px, n_deaths, n_capped, cm_patients[CM__COUNT];
+    long long n_enc, n_dx, n_px, n_deaths, n_capped, n_q_clamped, cm_patients[CM__COUNT];
     double sum_p[M__COUNT];   /* over each model's population */
     fac_stats *fs;
-    pyvec auc[2];             /* readmission, mortality: true p and outcome */
+    pyvec auc[2];             /* readmission, mortality: every stay that may enter the population */
+    double auc_all[2], auc_hold[2];  /* true-p AUC over the population / its temporal holdout */
+    long long n_hold[2], ev_hold[2];
+    int hold_from[2];         /* first day of the temporal holdout */
     int oom;
 } gen;
 
@@ -628,12 +645,10 @@ static void facilities_describe(gen *g, rng *r, double p10, double wmax)
     }
 }
 
-static int providers_setup(gen *g, rng *r)
+/* Providers of facilities from..to-1 (g->prov allocated for all of them). */
+static void providers_setup(gen *g, rng *r, int from, int to)
 {
-    g->nprov = g->par->facilities * GEN_PROV_PER_FAC;
-    g->prov = calloc((size_t)g->nprov, sizeof *g->prov);
-    if (!g->prov) return PX_ENOMEM;
-    for (int i = 0; i < g->nprov; i++) {
+    for (int i = from * GEN_PROV_PER_FAC; i < to * GEN_PROV_PER_FAC; i++) {
         provider *pv = &g->prov[i];
         npi_make((uint64_t)i, pv->npi);
         pv->fac = i / GEN_PROV_PER_FAC;
@@ -641,7 +656,28 @@ static int providers_setup(gen *g, rng *r)
         pv->first = rng_int(r, 0, 2 * NELEM(first_f) - 1);  /* both lists */
         pv->last = rng_int(r, 0, NELEM(last_names) - 1);
     }
-    return 0;
+}
+
+/* The long tail (--small-facilities): drawn from their own stream after the
+ * regular ones, so that the regular facilities, providers and patients come out
+ * the same with or without them. Volume weight 0: only their own patient goes
+ * there (see stay_draw), so each holds 1..GEN_SMALL_MAX_STAYS stays. */
+static void small_facilities_setup(gen *g)
+{
+    rng r;
+    rng_seed(&r, g->par->seed, SMALL_STREAM);
+    for (int f = g->par->facilities; f < g->nfac; f++) {
+        facility *fa = &g->fac[f];
+        fa->weight = 0.0;
+        fa->case_mix = (double)llround(4.0 * rng_normal(&r) * 10.0) / 10.0;
+        fa->state = rng_int(&r, 0, N_STATES - 1);
+        fa->critical_access = 1;
+        fa->beds = rng_int(&r, 4, 25);
+        snprintf(fa->id, sizeof fa->id, "H%03d", f + 1);
+        snprintf(fa->name, sizeof fa->name, "%s Rural Health Center %d", cities[f % NELEM(cities)],
+                 f - g->par->facilities + 1);
+    }
+    providers_setup(g, &r, g->par->facilities, g->nfac);
 }
 
 static int facilities_setup(gen *g)
@@ -649,10 +685,12 @@ static int facilities_setup(gen *g)
     int k = g->par->facilities;
     rng r;
     rng_seed(&r, g->par->seed, 0);
-    g->fac = calloc((size_t)k, sizeof *g->fac);
+    g->fac = calloc((size_t)g->nfac, sizeof *g->fac);
     g->fac_cum = calloc((size_t)k, sizeof *g->fac_cum);
+    g->nprov = g->nfac * GEN_PROV_PER_FAC;
+    g->prov = calloc((size_t)g->nprov, sizeof *g->prov);
     double *sorted = calloc((size_t)k, sizeof *sorted);
-    if (!g->fac || !g->fac_cum || !sorted) {
+    if (!g->fac || !g->fac_cum || !g->prov || !sorted) {
         free(sorted);
         return PX_ENOMEM;
     }
@@ -672,7 +710,9 @@ static int facilities_setup(gen *g)
     facilities_describe(g, &r, p10, wmax);
     double cum = 0.0;
     for (int f = 0; f < k; f++) g->fac_cum[f] = cum += g->fac[f].weight;
-    return providers_setup(g, &r);
+    providers_setup(g, &r, 0, k);
+    small_facilities_setup(g);
+    return 0;
 }
 
 static const char *first_name(int i)
@@ -697,7 +737,8 @@ static int pick_facility(const gen *g, rng *r)  /* by volume weight: binary sear
 static void patient_draw(const gen *g, rng *r, patient *pt)
 {
     int span = g->par->end_year - g->par->start_year;
-    pt->home_fac = pick_facility(g, r);
+    int picked = pick_facility(g, r);
+    if (!pt->small_cap) pt->home_fac = picked;  /* else set by the caller: its small facility */
     pt->female = rng_bern(r, 0.52);
     double age = 18.0 + 82.0 * rng_beta(r, 3.6, 3.0) + g->fac[pt->home_fac].case_mix;
     double age_max = 110 - span < 100 ? 110 - span : 100;
@@ -777,13 +818,12 @@ static void stay_models(const gen *g, const patient *pt, stay *s)
     }
 }
 
-static int disposition_alive(rng *r, const patient *pt, const stay *s, int dying)
+/* The same law whether or not the patient dies after discharge: a disposition that
+ * foretold the death would tell the readmission model more than its covariates
+ * (a death after discharge means no readmission), and it is one of its features. */
+static int disposition_alive(rng *r, const patient *pt, const stay *s)
 {
     double w[DS__COUNT] = {0};
-    if (dying) {  /* discharged alive, dies within 30 days of admission */
-        w[DS_HOSPICE] = 0.45, w[DS_SNF] = 0.25, w[DS_HOME_HEALTH] = 0.15, w[DS_HOME] = 0.15;
-        return rng_pick(r, w, DS__COUNT);
-    }
     double age10 = (year_of(s->adm) - pt->birth_year - 65) / 10.0;
     w[DS_HOME_HEALTH] = 0.15;
     w[DS_SNF] = 0.06 + 0.05 * (age10 + 1.5 > 0.0 ? age10 + 1.5 : 0.0);
@@ -817,33 +857,62 @@ static int prior_admissions(const gen *g, int n, int t)
     return count < PRIOR_CAP ? count : PRIOR_CAP;
 }
 
-/* Draws the stay starting on day t; returns 1 when the patient dies within 30 days. */
+/* Share of the death days lo..MORT_WINDOW (uniform) that fall after a planned
+ * stay of los days, i.e. on which the patient would be discharged alive. */
+static double after_discharge_share(int los, int lo)
+{
+    int last_in = los > lo - 1 ? los : lo - 1, after = MORT_WINDOW - last_in;
+    return after > 0 ? (double)after / (double)(MORT_WINDOW + 1 - lo) : 0.0;
+}
+
+/* Draws the stay starting on day t; returns 1 when the patient dies within
+ * MORT_WINDOW days of admission. Three models hold exactly on the populations the
+ * feature sets use (engine/GENERATOR.md, "Outcomes and populations"):
+ * - mortality: died ~ Bernoulli(p_mort), independent of everything drawn after
+ *   the admission; the death day is uniform lo..30 after admission;
+ * - LOS on the stays discharged alive: a death on or before the planned discharge
+ *   ends the stay ('expired'), so short planned stays survive more often. The
+ *   planned LOS L is drawn from f(L) / P(discharged alive | L) by rejection
+ *   (accept with probability (1 - p) / P(discharged alive | L) <= 1), so that
+ *   among the stays discharged alive L follows f exactly: E[los_days] = mu;
+ * - readmission: a death after discharge allows no readmission, so on the other
+ *   stays discharged alive the draw is boosted by 1 / P(no death after discharge),
+ *   which makes P(readmitted | everything known at discharge) = p_readm. */
 static int stay_draw(gen *g, rng *r, patient *pt, int n, int prev_fac)
 {
     stay *s = &g->stays[n];
     int t = s->adm;
     if (s->readmit_in && rng_bern(r, 0.7)) s->fac = prev_fac;
     else s->fac = rng_bern(r, 0.85) ? pt->home_fac : pick_facility(g, r);
+    if (pt->small_cap) s->fac = n < pt->small_cap ? pt->home_fac : pick_facility(g, r);
     stay_department(g, r, pt, s);
     stay_admission(r, s);
     s->prior = prior_admissions(g, n, t);
     stay_models(g, pt, s);
-    long los = 1 + rng_negbin(r, s->p[M_LOS], LOS_NB_SIZE);
-    int planned = los < GEN_LOS_MAX ? (int)los : GEN_LOS_MAX;
-    int dies = rng_bern(r, s->p[M_MORT]);
+    /* no death within MORT_WINDOW days of an earlier admission: those drew "survived" */
+    int lo = n ? g->stays[n - 1].adm + MORT_WINDOW + 1 - t : 0;
+    if (lo < 0) lo = 0;
+    double pm = s->p[M_MORT], mean = s->p[M_LOS] - 1.0;
+    int planned;
+    for (;;) {
+        long los = 1 + rng_negbin(r, mean > 0.0 ? mean : 0.0, LOS_NB_SIZE);
+        planned = los < GEN_LOS_MAX ? (int)los : GEN_LOS_MAX;
+        s->alive = (1.0 - pm) / ((1.0 - pm) + pm * after_discharge_share(planned, lo));
+        if (!(s->alive > 1e-9) || rng_unif(r) < s->alive) break;  /* guard: p_mort never nears 1 here */
+    }
+    int dies = rng_bern(r, pm);
     s->dis = t + planned;
+    s->q_clamped = 0;
     if (dies) {
-        /* no death within 30 days of an earlier admission: those drew "survived" */
-        int lo = n ? g->stays[n - 1].adm + 30 - t : 0;
-        pt->death = t + rng_int(r, lo > 0 ? lo : 0, 29);
+        pt->death = t + rng_int(r, lo, MORT_WINDOW);
         if (pt->death <= s->dis) {
             s->dis = pt->death;
             s->disp = DS_EXPIRED;
         } else {
-            s->disp = disposition_alive(r, pt, s, 1);
+            s->disp = disposition_alive(r, pt, s);
         }
     } else {
-        s->disp = disposition_alive(r, pt, s, 0);
+        s->disp = disposition_alive(r, pt, s);
     }
     stay_cost(g, r, s);
     return dies;
@@ -873,7 +942,9 @@ static int timeline(gen *g, rng *r, patient *pt)
         int dies = stay_draw(g, r, pt, n, prev_fac);
         n++;
         if (dies) break;
-        readmit = rng_bern(r, s->p[M_READM]) && s->disp != DS_TRANSFER;
+        double q = s->p[M_READM] / s->alive;  /* see stay_draw */
+        s->q_clamped = q > 1.0;
+        readmit = rng_bern(r, q) && s->disp != DS_TRANSFER;
         double gap = readmit ? rng_int(r, 1, 30) : 31.0 + floor(rng_exp(r) * 365.0 / pt->rate);
         if (s->dis + gap > g->end_day) break;
         t = s->dis + (int)gap;
@@ -884,7 +955,7 @@ static int timeline(gen *g, rng *r, patient *pt)
 
 /* ---- outcomes, computed from the emitted data as the warehouse would ---- */
 
-static void pyvec_push(gen *g, pyvec *v, double p, int y)
+static void pyvec_push(gen *g, pyvec *v, py e)
 {
     if (v->n == v->cap) {
         size_t cap = v->cap ? 2 * v->cap : 65536;
@@ -896,35 +967,38 @@ static void pyvec_push(gen *g, pyvec *v, double p, int y)
         v->v = nv;
         v->cap = cap;
     }
-    v->v[v->n++] = (py){p, y};
+    v->v[v->n++] = e;
 }
 
 /* Adds one stay to model m's population; value is the outcome (0/1, or LOS days). */
-static void account_one(gen *g, fac_stats *fs, int m, const stay *s, int value)
+static void account_one(gen *g, fac_stats *fs, int m, double p, double p0, int value)
 {
-    double add = m == M_LOS ? 1.0 : 0.0;  /* E[LOS] = 1 + E[LOS - 1] */
     fs->n[m]++;
     fs->obs[m] += value;
-    fs->exp[m] += add + s->p[m];
-    fs->exp0[m] += add + s->p0[m];
-    g->sum_p[m] += add + s->p[m];
-    if (m != M_LOS) pyvec_push(g, &g->auc[m == M_READM ? 0 : 1], s->p[m], value);
+    fs->exp[m] += p;
+    fs->exp0[m] += p0;
+    g->sum_p[m] += p;
 }
 
+/* The populations of features/sql: mortality all stays, LOS the stays discharged
+ * alive, readmission the stays discharged alive but not transfer_acute or ama.
+ * The follow-up rule (prediction day + 30 <= the data's last admission day) of
+ * mortality and readmission waits for that day: see population_finish. */
 static void account(gen *g, const patient *pt, int n)
 {
     for (int k = 0; k < n; k++) {
         const stay *s = &g->stays[k];
         fac_stats *fs = &g->fs[s->fac];
         fs->stays++;
+        if (s->adm > g->data_end) g->data_end = s->adm;
         int dd = pt->death == INT_MIN ? -1 : pt->death - s->adm;
-        int mort = dd >= 0 && dd <= 29;
-        account_one(g, fs, M_MORT, s, mort);
-        if (mort) continue;
-        account_one(g, fs, M_LOS, s, s->dis - s->adm);
-        if (s->disp != DS_EXPIRED && s->disp != DS_TRANSFER && s->dis <= g->end_day - 30) {
-            int readm = k + 1 < n && g->stays[k + 1].adm - s->dis <= 30;
-            account_one(g, fs, M_READM, s, readm);
+        int mort = dd >= 0 && dd <= MORT_WINDOW;
+        pyvec_push(g, &g->auc[1], (py){s->p[M_MORT], s->p0[M_MORT], mort, s->adm, s->fac});
+        if (s->disp == DS_EXPIRED) continue;
+        account_one(g, fs, M_LOS, s->p[M_LOS], s->p0[M_LOS], s->dis - s->adm);
+        if (s->disp != DS_TRANSFER && s->disp != DS_AMA) {
+            int readm = k + 1 < n && g->stays[k + 1].adm - s->dis <= FOLLOW_UP;
+            pyvec_push(g, &g->auc[0], (py){s->p[M_READM], s->p0[M_READM], readm | s->q_clamped << 1, s->dis, s->fac});
         }
     }
     g->n_deaths += pt->death != INT_MIN;
@@ -1132,16 +1206,24 @@ static void emit_diagnoses(gen *g, rng *r, rowctx *c)
     g->n_dx += c->seq;
 }
 
+/* Procedure dates: on the admission day with a fixed probability (the first
+ * surgical one 0.5, others PX_DAY0_SHARE), else a later day of the stay (the
+ * first surgical one day 1), so that the admission-day count (a feature known at
+ * admission) does not depend on the length of stay or on a death; a later
+ * procedure of a stay that ended on its admission day (a death) is not written. */
 static void emit_procedures(gen *g, rng *r, rowctx *c)
 {
     const stay *s = c->st;
-    int n = s->nproc, idx[8], dates[8], los = s->dis - s->adm;
+    int n = 0, idx[8], dates[8], los = s->dis - s->adm;
     for (int i = 0; i < g->npx[s->dept]; i++) idx[i] = i;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < s->nproc; i++) {
         int j = rng_int(r, i, g->npx[s->dept] - 1), t = idx[i];
         idx[i] = idx[j], idx[j] = t;
-        int hi = depts[s->dept].surgical && i == 0 ? (los < 1 ? los : 1) : los;
-        dates[i] = s->adm + rng_int(r, 0, hi);
+        int first_surgical = depts[s->dept].surgical && i == 0;
+        int day = rng_bern(r, first_surgical ? 0.5 : PX_DAY0_SHARE) ? 0 : first_surgical ? 1 : rng_int(r, 1, los > 1 ? los : 1);
+        if (day > los) continue;
+        t = idx[n], idx[n] = idx[i], idx[i] = t;
+        dates[n++] = s->adm + day;
     }
     for (int i = 1; i < n; i++)  /* insertion sort by date: seq follows the calendar */
         for (int j = i; j > 0 && dates[j] < dates[j - 1]; j--) {
@@ -1172,7 +1254,7 @@ static void emit_patient(gen *g, rng *r, const patient *pt, int n)
 static void emit_facilities(gen *g)
 {
     rowctx c = {.g = g};
-    for (c.fac = 0; c.fac < g->par->facilities; c.fac++) emit_row(g, PX_TAB_FACILITIES, &c);
+    for (c.fac = 0; c.fac < g->nfac; c.fac++) emit_row(g, PX_TAB_FACILITIES, &c);
     for (c.prov = 0; c.prov < g->nprov; c.prov++) {
         c.fac = g->prov[c.prov].fac;
         emit_row(g, PX_TAB_PROVIDERS, &c);
@@ -1187,21 +1269,77 @@ static int py_cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Mann-Whitney AUC of p against y, ties given mid-ranks (the rank-sum form of
- * the ROC area, ties counting one half). NaN when either class is empty. */
-static double auc_rank(pyvec *v)
+static int int_cmp(const void *a, const void *b)
 {
-    qsort(v->v, v->n, sizeof *v->v, py_cmp);
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* Mann-Whitney AUC of p against y over v[0..n) (sorted here), ties given
+ * mid-ranks (the rank-sum form of the ROC area, ties counting one half). NaN
+ * when either class is empty. */
+static double auc_rank(py *v, size_t n)
+{
+    qsort(v, n, sizeof *v, py_cmp);
     double rank_sum = 0.0, n1 = 0.0;
-    for (size_t i = 0, j; i < v->n; i = j) {
+    for (size_t i = 0, j; i < n; i = j) {
         double pos = 0.0;
-        for (j = i; j < v->n && v->v[j].p == v->v[i].p; j++) pos += v->v[j].y;
+        for (j = i; j < n && v[j].p == v[i].p; j++) pos += v[j].y;
         rank_sum += pos * ((double)(i + 1) + (double)j) / 2.0;
         n1 += pos;
     }
-    double n0 = (double)v->n - n1;
+    double n0 = (double)n - n1;
     if (n1 == 0.0 || n0 == 0.0) return NAN;
     return (rank_sum - n1 * (n1 + 1.0) / 2.0) / (n1 * n0);
+}
+
+/* Once the data's last admission day is known: keeps the stays of a logistic
+ * model's population with FOLLOW_UP days of follow-up (prediction day + 30 <=
+ * that day, as features/sql), adds them to the facility counts, and computes the
+ * AUC of the true p over the population and over its temporal holdout: the
+ * stays whose prediction day is on or after the day at position
+ * floor(n * (1 - 0.25)) of the sorted days (registry/train.c's rule; train.c also
+ * keeps only a keyed 30% of the patients, which the generator cannot know, and
+ * which is a random subset independent of the outcomes). Returns -1 on ENOMEM. */
+static int population_finish(gen *g, int m)
+{
+    int i2 = m == M_READM ? 0 : 1;
+    pyvec *v = &g->auc[i2];
+    size_t n = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        py e = v->v[i];
+        if (e.day + FOLLOW_UP > g->data_end) continue;
+        g->n_q_clamped += e.y >> 1;
+        e.y &= 1;
+        account_one(g, &g->fs[e.fac], m, e.p, e.p0, e.y);
+        v->v[n++] = e;
+    }
+    v->n = n;
+    g->auc_all[i2] = g->auc_hold[i2] = NAN;
+    g->hold_from[i2] = g->data_end;
+    g->n_hold[i2] = g->ev_hold[i2] = 0;
+    if (!n) return 0;
+    int *days = malloc(n * sizeof *days);
+    py *hold = malloc(n * sizeof *hold);
+    if (!days || !hold) {
+        free(days);
+        free(hold);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) days[i] = v->v[i].day;
+    qsort(days, n, sizeof *days, int_cmp);
+    size_t q = (size_t)floor((double)n * (1.0 - HOLDOUT_TIME_SHARE));
+    int cut = days[q < n ? q : n - 1];
+    size_t nh = 0;
+    for (size_t i = 0; i < n; i++)
+        if (v->v[i].day >= cut) hold[nh++] = v->v[i], g->ev_hold[i2] += v->v[i].y;
+    g->hold_from[i2] = cut;
+    g->n_hold[i2] = (long long)nh;
+    g->auc_hold[i2] = auc_rank(hold, nh);
+    g->auc_all[i2] = auc_rank(v->v, n);
+    free(days);
+    free(hold);
+    return 0;
 }
 
 /* A tiny pretty-printing JSON writer: *first tracks the comma of each level. */
@@ -1262,6 +1400,7 @@ static void truth_head(gen *g, out *o, int *f)
     put_u(o, p->seed, 1);
     j_int(o, 2, "patients", p->patients, &ff);
     j_int(o, 2, "facilities", p->facilities, &ff);
+    j_int(o, 2, "small_facilities", p->small_facilities, &ff);
     j_int(o, 2, "start_year", p->start_year, &ff);
     j_int(o, 2, "end_year", p->end_year, &ff);
     j_close(o, 1, '}');
@@ -1269,18 +1408,21 @@ static void truth_head(gen *g, out *o, int *f)
     j_open(o, 1, "period", '{', f);
     j_date(o, 2, "first_admission_date", g->start_day, &ff);
     j_date(o, 2, "last_admission_date", g->end_day, &ff);
-    j_date(o, 2, "readmission_last_index_discharge_date", g->end_day - 30, &ff);
+    j_date(o, 2, "data_last_admission_date", g->data_end, &ff);
+    j_date(o, 2, "readmission_last_index_discharge_date", g->data_end - FOLLOW_UP, &ff);
+    j_date(o, 2, "mortality_last_admission_date", g->data_end - FOLLOW_UP, &ff);
     j_close(o, 1, '}');
     ff = 1;
     j_open(o, 1, "counts", '{', f);
-    j_int(o, 2, "patients", p->patients, &ff);
+    j_int(o, 2, "patients", p->patients + p->small_facilities, &ff);
     j_int(o, 2, "encounters", g->n_enc, &ff);
     j_int(o, 2, "diagnoses", g->n_dx, &ff);
     j_int(o, 2, "procedures", g->n_px, &ff);
-    j_int(o, 2, "facilities", p->facilities, &ff);
+    j_int(o, 2, "facilities", g->nfac, &ff);
     j_int(o, 2, "providers", g->nprov, &ff);
     j_int(o, 2, "patients_died", g->n_deaths, &ff);
     j_int(o, 2, "timelines_capped", g->n_capped, &ff);
+    j_int(o, 2, "readmission_probability_clamped", g->n_q_clamped, &ff);
     j_close(o, 1, '}');
 }
 
@@ -1347,29 +1489,31 @@ static void truth_covariates(gen *g, out *o, int *f)
 static const struct model_text { const char *form, *model, *outcome, *population; } model_texts[M__COUNT] = {
     {"logistic",
      "P(outcome = 1) = 1 / (1 + exp(-(intercept + sum(coefficients[x] * x) + facility effect)))",
-     "1 if the same patient has another admission with 1 <= admission_date - discharge_date <= 30 days, "
-     "else 0 (no readmission falls on the discharge day, so 0..30 gives the same labels)",
-     "stays with discharge_disposition not in ('expired', 'transfer_acute'), mortality outcome 0, and "
-     "discharge_date <= period.readmission_last_index_discharge_date (30 days of follow-up in the period)"},
+     "readmit_30d of features.readmission: 1 if the same patient has another admission with "
+     "1 <= admission_date - discharge_date <= 30 days, else 0; a death after discharge without a readmission "
+     "is 0, as in CMS's measures (the generator boosts the other stays' draws so that the model holds)",
+     "features.readmission's cohort: stays with discharge_disposition not in ('expired', 'transfer_acute', "
+     "'ama') and discharge_date + 30 <= period.data_last_admission_date (deaths after discharge included)"},
     {"logistic",
      "P(outcome = 1) = 1 / (1 + exp(-(intercept + sum(coefficients[x] * x) + facility effect)))",
-     "1 if patients.death_date is set and 0 <= death_date - admission_date <= 29 days, else 0 "
-     "(deaths fall 0-29 days after an admission, so <= 30 gives the same labels)",
-     "all stays"},
-    {"negative_binomial",
-     "los_days - 1 ~ NegBin(mean mu, size), mu = exp(intercept + sum(coefficients[x] * x) + facility "
-     "effect), Var = mu + mu^2 / size; so E[los_days] = 1 + mu (los_days capped at 365)",
-     "los_days = discharge_date - admission_date",
-     "stays with mortality outcome 0 (a death during the stay cuts it short; this population excludes "
-     "every stay the death draw could touch, so the model holds exactly on it)"},
+     "death_30d of features.mortality: 1 if patients.death_date is set and "
+     "0 <= death_date - admission_date <= 30 days, else 0",
+     "features.mortality's cohort: stays with admission_date + 30 <= period.data_last_admission_date"},
+    {"log_linear_count",
+     "E[los_days] = mu = exp(intercept + sum(coefficients[x] * x) + facility effect): a Poisson (or "
+     "negative binomial) GLM with log link on los_days recovers the coefficients; los_days - 1 ~ "
+     "NegBin(mean mu - 1, size), Var = (mu - 1) + (mu - 1)^2 / size, capped at 365 days",
+     "los_days of features.los = discharge_date - admission_date",
+     "features.los's cohort: stays with discharge_disposition not 'expired' (the planned stay is drawn so "
+     "that the law holds exactly among the stays discharged alive)"},
 };
 
-static void truth_model(gen *g, out *o, int m, double auc, int *f)
+static void truth_model(gen *g, out *o, int m, int *f)
 {
     const gen_model *md = &models[m];
     long long n = 0;
     double obs = 0.0;
-    for (int k = 0; k < g->par->facilities; k++) n += g->fs[k].n[m], obs += g->fs[k].obs[m];
+    for (int k = 0; k < g->nfac; k++) n += g->fs[k].n[m], obs += g->fs[k].obs[m];
     int ff = 1, fc = 1, fo = 1;
     j_open(o, 2, md->name, '{', f);
     j_str(o, 3, "form", model_texts[m].form, &ff);
@@ -1391,7 +1535,19 @@ static void truth_model(gen *g, out *o, int m, double auc, int *f)
         j_int(o, 4, "events", (long long)obs, &fo);
         j_num(o, 4, "rate", n ? obs / n : NAN, 6, &fo);
         j_num(o, 4, "expected_rate", n ? g->sum_p[m] / n : NAN, 6, &fo);
-        j_num(o, 4, "auc_true_p", auc, 6, &fo);
+        int i2 = m == M_READM ? 0 : 1, fh = 1;
+        j_num(o, 4, "auc_true_p", g->auc_all[i2], 6, &fo);
+        j_open(o, 4, "holdout", '{', &fo);
+        j_str(o, 5, "rule", "registry/train.c's temporal holdout: the stays of the population whose prediction "
+              "date (readmission: discharge_date, mortality: admission_date) is on or after the date at position "
+              "floor(0.75 * stays) of their sorted dates; train also keeps only its keyed 30% patient group, a "
+              "random subset independent of the outcomes, so the AUC of the true p on train's holdout rows "
+              "estimates auc_true_p here", &fh);
+        j_date(o, 5, "from_date", g->hold_from[i2], &fh);
+        j_int(o, 5, "stays", g->n_hold[i2], &fh);
+        j_int(o, 5, "events", g->ev_hold[i2], &fh);
+        j_num(o, 5, "auc_true_p", g->auc_hold[i2], 6, &fh);
+        j_close(o, 4, '}');
     }
     j_close(o, 3, '}');
     j_close(o, 2, '}');
@@ -1451,34 +1607,37 @@ static void truth_timeline(out *o, int *f)
     put_s(o, ", mean 1); age_ref = start_year - birth_year, between 18 and 100\"");
     j_str(o, 2, "first_admission", "first_admission_date + floor(Exponential(rate)) days, truncated to "
           "the period so that every patient has a stay", &ff);
-    j_str(o, 2, "next_admission", "after a discharge alive: readmitted ~ Bernoulli(readmission p), "
-          "ignored after transfer_acute; if readmitted, the next admission is uniform 1-30 days after "
+    j_str(o, 2, "next_admission", "after a discharge alive without a death within 30 days of admission: "
+          "readmitted ~ Bernoulli(min(1, readmission p / P(no death after discharge))), ignored after "
+          "transfer_acute; if readmitted, the next admission is uniform 1-30 days after "
           "discharge, otherwise 31 + floor(Exponential(mean 365 / rate)) days after; none after "
           "last_admission_date", &ff);
     j_str(o, 2, "death", "died ~ Bernoulli(mortality p) at each admission; death_date = admission_date + "
-          "uniform(max(0, previous admission + 30 - admission_date) .. 29) days, so no earlier stay's "
-          "30-day window holds it; a death on or before the planned discharge ends the stay that day as "
-          "'expired'; no stays follow a death", &ff);
+          "uniform(max(0, previous admission + 31 - admission_date) .. 30) days, so no earlier stay's "
+          "30-day window (0-30 days) holds it; a death on or before the planned discharge ends the stay that "
+          "day as 'expired'; no stays follow a death", &ff);
+    j_str(o, 2, "planned_los", "1 + NegBin(mean mu - 1, size), accepted with probability (1 - mortality p) / "
+          "P(discharged alive | planned LOS), redrawn otherwise", &ff);
     j_int(o, 2, "max_stays_per_patient", GEN_MAX_STAYS, &ff);
     j_close(o, 1, '}');
 }
 
-static void truth_write(gen *g, out *o, const double auc[2])
+static void truth_write(gen *g, out *o)
 {
     int f = 1, fm = 1, fl = 1;
     put_c(o, '{');
     truth_head(g, o, &f);
     truth_covariates(g, o, &f);
     j_open(o, 1, "models", '{', &f);
-    for (int m = 0; m < M__COUNT; m++) truth_model(g, o, m, m == M_READM ? auc[0] : auc[1], &fm);
+    for (int m = 0; m < M__COUNT; m++) truth_model(g, o, m, &fm);
     j_close(o, 1, '}');
     j_open(o, 1, "facilities", '[', &f);
-    for (int k = 0; k < g->par->facilities; k++) truth_facility(g, o, k, &fl);
+    for (int k = 0; k < g->nfac; k++) truth_facility(g, o, k, &fl);
     j_close(o, 1, ']');
     for (int side = 1; side >= -1; side -= 2) {
         int fp = 1;
         j_open(o, 1, side > 0 ? "planted_worse" : "planted_better", '[', &f);
-        for (int k = 0; k < g->par->facilities; k++)
+        for (int k = 0; k < g->nfac; k++)
             if (g->fac[k].planted == side) j_str(o, 2, NULL, g->fac[k].id, &fp);
         j_close(o, 1, ']');  /* an empty list comes out as "[\n  ]": still JSON */
     }
@@ -1543,7 +1702,7 @@ static int outs_close(gen *g, int rc, px_err *e)
 px_gen_params px_gen_default_params(void)
 {
     px_gen_params p = {.patients = 10000, .seed = 1, .out_dir = NULL, .facilities = 40,
-                       .start_year = 2019, .end_year = 2023};
+                       .start_year = 2019, .end_year = 2023, .small_facilities = 0};
     return p;
 }
 
@@ -1558,6 +1717,9 @@ static int params_check(const px_gen_params *p, px_err *e)
     if (p->facilities < 1 || p->facilities > GEN_MAX_FACILITIES)
         return px_err_set(e, PX_EINVAL, "number of facilities must be 1-%d, not %d", GEN_MAX_FACILITIES,
                           p->facilities);
+    if (p->small_facilities < 0 || p->small_facilities > GEN_MAX_SMALL_FACILITIES)
+        return px_err_set(e, PX_EINVAL, "number of small facilities must be 0-%d, not %d", GEN_MAX_SMALL_FACILITIES,
+                          p->small_facilities);
     if (p->start_year < 1900 || p->end_year < p->start_year || p->end_year - p->start_year > GEN_MAX_SPAN_YEARS)
         return px_err_set(e, PX_EINVAL, "invalid admission years %d-%d", p->start_year, p->end_year);
     int today = (int)(time(NULL) / 86400), last_ok = p->end_year;
@@ -1572,6 +1734,7 @@ static int params_check(const px_gen_params *p, px_err *e)
 static int gen_setup(gen *g, const px_gen_params *p, px_err *e)
 {
     g->par = p;
+    g->nfac = p->facilities + p->small_facilities;
     g->start_day = days_from_civil(p->start_year, 1, 1);
     g->end_day = days_from_civil(p->end_year, 12, 31);
     for (int d = 0; d < D__COUNT; d++) {
@@ -1582,7 +1745,7 @@ static int gen_setup(gen *g, const px_gen_params *p, px_err *e)
         while (comorbs[c].codes[g->ncode[c]].code) g->ncode[c]++;
     int rc = layout_build(g, e);
     if (rc < 0) return rc;
-    if (facilities_setup(g) < 0 || !(g->fs = calloc((size_t)p->facilities, sizeof *g->fs)))
+    if (facilities_setup(g) < 0 || !(g->fs = calloc((size_t)g->nfac, sizeof *g->fs)))
         return px_err_set(e, PX_ENOMEM, "out of memory");
     return px_mkdir_p(p->out_dir, 0777, e);
 }
@@ -1601,10 +1764,19 @@ static int gen_run(gen *g, px_err *e)
 {
     for (int t = 0; t < PX_TAB__COUNT; t++) emit_header(g, t);
     emit_facilities(g);
-    for (long long i = 0; i < g->par->patients; i++) {
+    long long total = g->par->patients + g->par->small_facilities;
+    g->data_end = INT_MIN;
+    for (long long i = 0; i < total; i++) {
         rng r;
         patient pt = {.idx = i};
         rng_seed(&r, g->par->seed, (uint64_t)i + 1);
+        /* after the regular patients: one patient per small facility, whose first
+         * 1..GEN_SMALL_MAX_STAYS stays are there */
+        long long small = i - g->par->patients;
+        if (small >= 0) {
+            pt.small_cap = rng_int(&r, 1, GEN_SMALL_MAX_STAYS);
+            pt.home_fac = g->par->facilities + (int)small;
+        }
         patient_draw(g, &r, &pt);
         int n = timeline(g, &r, &pt);
         account(g, &pt, n);
@@ -1614,8 +1786,9 @@ static int gen_run(gen *g, px_err *e)
     if (g->oom) return px_err_set(e, PX_ENOMEM, "out of memory");
     int rc = outs_error(g, e);
     if (rc < 0) return rc;
-    double auc[2] = {auc_rank(&g->auc[0]), auc_rank(&g->auc[1])};
-    truth_write(g, &g->out[PX_TAB__COUNT], auc);
+    if (population_finish(g, M_READM) < 0 || population_finish(g, M_MORT) < 0)
+        return px_err_set(e, PX_ENOMEM, "out of memory");
+    truth_write(g, &g->out[PX_TAB__COUNT]);
     return 0;
 }
 
@@ -1630,8 +1803,8 @@ int px_generate(const px_gen_params *p, px_gen_result *r, px_err *e)
     if (rc == 0) rc = gen_run(g, e);
     rc = outs_close(g, rc, e);
     if (rc == 0 && r) {
-        r->patients = p->patients, r->encounters = g->n_enc, r->diagnoses = g->n_dx;
-        r->procedures = g->n_px, r->facilities = p->facilities, r->providers = g->nprov;
+        r->patients = p->patients + p->small_facilities, r->encounters = g->n_enc, r->diagnoses = g->n_dx;
+        r->procedures = g->n_px, r->facilities = g->nfac, r->providers = g->nprov;
     }
     gen_release(g);
     free(g);

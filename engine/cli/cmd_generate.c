@@ -10,7 +10,7 @@
 
 static const char usage[] =
     "usage: prognos generate --out DIR [--patients N] [--seed S] [--facilities K]\n"
-    "                        [--years FIRST-LAST] [--json]\n"
+    "                        [--small-facilities N] [--years FIRST-LAST] [--json]\n"
     "\n"
     "Writes a synthetic dataset in the canonical CSV layout (facilities.csv,\n"
     "providers.csv, patients.csv, encounters.csv, diagnoses.csv, procedures.csv)\n"
@@ -25,6 +25,11 @@ static const char usage[] =
     "  --seed S           random seed, 0-18446744073709551615 (default 1)\n"
     "  --facilities K     number of hospitals, 1-9999 (default 40); one in ten is\n"
     "                     planted worse and one in ten better than expected\n"
+    "  --small-facilities N\n"
+    "                     add N tiny facilities, 0-100000 (default 0), with 1-10\n"
+    "                     stays each (one extra patient each, whose first 1-10\n"
+    "                     stays are there): the long tail of real data; the\n"
+    "                     other facilities and patients come out unchanged\n"
     "  --years A-B        admission years, inclusive (default 2019-2023); a stay\n"
     "                     may last up to 365 days, and every date must be past\n"
     "  --json             print the summary as JSON\n"
@@ -117,7 +122,7 @@ static int parse_option(int argc, char **argv, int *i, px_gen_params *p, int *js
         return 0;
     }
     if (strcmp(name, "--out") && strcmp(name, "--patients") && strcmp(name, "--seed") &&
-        strcmp(name, "--facilities") && strcmp(name, "--years"))
+        strcmp(name, "--facilities") && strcmp(name, "--small-facilities") && strcmp(name, "--years"))
         return px_cli_usage_error("generate", "unknown option '%s'", arg);
     if (eq) val = eq + 1;
     else if (*i + 1 < argc) val = argv[++*i];
@@ -137,6 +142,10 @@ static int parse_option(int argc, char **argv, int *i, px_gen_params *p, int *js
         if (parse_ll(val, 1, 9999, &v) < 0)
             return px_cli_usage_error("generate", "--facilities must be a whole number 1-9999, not '%s'", val);
         p->facilities = (int)v;
+    } else if (strcmp(name, "--small-facilities") == 0) {
+        if (parse_ll(val, 0, 100000, &v) < 0)
+            return px_cli_usage_error("generate", "--small-facilities must be a whole number 0-100000, not '%s'", val);
+        p->small_facilities = (int)v;
     } else if (parse_years(val, &p->start_year, &p->end_year) < 0) {
         return px_cli_usage_error("generate", "--years must look like 2019-2023, not '%s'", val);
     }

@@ -57,6 +57,32 @@ else fail "seed 7 and seed 8: only $differ of 4 data files differ"; fi
 if ls "$T/a" | grep -q '\.tmp$'; then fail "temporary files left: $(ls "$T/a")"; fi
 grep -q "generated $N patients" "$T/b.txt" || fail "summary line: $(cat "$T/b.txt")"
 
+# ---- the long tail of small facilities ---------------------------------------------
+"$BIN" generate --patients $N --seed 7 --small-facilities 300 --out "$T/s1" >/dev/null
+"$BIN" generate --patients $N --seed 7 --small-facilities 300 --out "$T/s2" >/dev/null
+if diff -rq "$T/s1" "$T/s2" >/dev/null; then pass "--small-facilities: same seed, byte-identical files"
+else fail "--small-facilities: seed 7 twice differs"; fi
+expect_exit 2 'small-facilities' "--small-facilities -1" --out "$T/bad" --small-facilities -1
+if python3 - "$T/a" "$T/s1" <<'PY'
+import csv, collections, json, sys
+a, s = sys.argv[1], sys.argv[2]
+rows = lambda d, f: list(csv.DictReader(open(f"{d}/{f}")))
+ea, es = rows(a, "encounters.csv"), rows(s, "encounters.csv")
+fa, fs = rows(a, "facilities.csv"), rows(s, "facilities.csv")
+assert len(fs) == len(fa) + 300, (len(fa), len(fs))
+assert fs[:len(fa)] == fa and es[:len(ea)] == ea, "the regular facilities or stays changed"
+assert rows(s, "patients.csv")[:-300] == rows(a, "patients.csv"), "the regular patients changed"
+small = {f["facility_id"] for f in fs[len(fa):]}
+n = collections.Counter(e["facility_id"] for e in es if e["facility_id"] in small)
+assert set(n) == small and min(n.values()) >= 1 and max(n.values()) <= 10, sorted(n.values())
+t = json.load(open(f"{s}/truth.json"))
+assert t["params"]["small_facilities"] == 300 and t["counts"]["facilities"] == len(fs)
+assert all(f["planted"] == "none" for f in t["facilities"] if f["facility_id"] in small)
+print(f"300 small facilities, {sum(n.values())} stays ({min(n.values())}-{max(n.values())} each); the rest unchanged")
+PY
+then pass "--small-facilities: 1-10 stays each, regular rows unchanged"
+else fail "--small-facilities (see above)"; fi
+
 # ---- headers -----------------------------------------------------------------------
 check_header() {
     local got; got=$(head -n 1 "$T/a/$1")
@@ -178,7 +204,7 @@ check(0.005 <= transfer / len(enc) <= 0.04, f"transfer share {transfer / len(enc
 for pid, p in pt.items():
     if p["death_date"] and pid in stays:
         gap = day(p["death_date"]) - max(s["adm"] for s in stays[pid])
-        check(0 <= gap <= 29, f"{pid}: death {gap} days after the last admission")
+        check(0 <= gap <= 30, f"{pid}: death {gap} days after the last admission")
 check(all(pid in stays for pid in pt), "a patient without stays")
 
 dx_re, pcs_re = re.compile(r"[A-TV-Z]\d[0-9A-Z]\.[0-9A-Z]{1,4}"), re.compile(r"[0-9A-HJ-NP-Z]{7}")
@@ -200,7 +226,10 @@ for r in px:
 # the models: covariates and outcomes exactly as truth.json defines them
 cm = [(c["name"], tuple(c["code_prefixes"])) for c in truth["comorbidities"]]
 feff = {f["facility_id"]: f["effects"] for f in truth["facilities"]}
-last_index = day(truth["period"]["readmission_last_index_discharge_date"])
+# the feature sets' cohorts (features/sql): follow-up to the data's last admission
+data_end = max(s["adm"] for ss in stays.values() for s in ss)
+check(day(truth["period"]["data_last_admission_date"]) == data_end,
+      f"data_last_admission_date {truth['period']['data_last_admission_date']}")
 pop = {"readmission": [], "mortality": [], "los": []}
 for pid, ss in stays.items():
     p = pt[pid]
@@ -221,13 +250,14 @@ for pid, ss in stays.items():
                 eta += spec["coefficients"][cov["name"]] * x[cov["name"]]
             eta += feff[e["facility_id"]][m]
             ps[m] = math.exp(eta) if m == "los" else 1.0 / (1.0 + math.exp(-eta))
-        mort = death is not None and 0 <= death - s["adm"] <= 29
-        pop["mortality"].append((ps["mortality"], int(mort), e["facility_id"]))
-        if mort: continue
-        pop["los"].append((1.0 + ps["los"], s["dis"] - s["adm"], e["facility_id"]))
-        if e["discharge_disposition"] not in ("expired", "transfer_acute") and s["dis"] <= last_index:
+        mort = death is not None and 0 <= death - s["adm"] <= 30
+        if s["adm"] + 30 <= data_end:
+            pop["mortality"].append((ps["mortality"], int(mort), e["facility_id"], s["adm"]))
+        if e["discharge_disposition"] == "expired": continue
+        pop["los"].append((ps["los"], s["dis"] - s["adm"], e["facility_id"]))
+        if e["discharge_disposition"] not in ("transfer_acute", "ama") and s["dis"] + 30 <= data_end:
             y = any(1 <= a2 - s["dis"] <= 30 for a2 in adms)
-            pop["readmission"].append((ps["readmission"], int(y), e["facility_id"]))
+            pop["readmission"].append((ps["readmission"], int(y), e["facility_id"], s["dis"]))
 
 def auc(v):
     v = sorted(v, key=lambda t: t[0])
@@ -257,6 +287,12 @@ for m, v in pop.items():
     check(abs(obs["expected_rate"] - rate) < 2e-6, f"{m}: expected_rate {obs['expected_rate']}, recomputed {rate:.7f}")
     a = auc(v)
     check(abs(obs["auc_true_p"] - a) < 2e-6, f"{m}: auc_true_p {obs['auc_true_p']}, recomputed {a:.7f}")
+    # registry/train.c's temporal holdout: prediction day >= the day at floor(0.75 n)
+    cut = sorted(t[3] for t in v)[min(int(math.floor(len(v) * 0.75)), len(v) - 1)]
+    hv = [t for t in v if t[3] >= cut]
+    h = obs["holdout"]
+    check(h["stays"] == len(hv) and h["events"] == sum(t[1] for t in hv), f"{m}: holdout {h['stays']}/{h['events']} vs {len(hv)}")
+    check(abs(h["auc_true_p"] - auc(hv)) < 2e-6, f"{m}: holdout auc_true_p {h['auc_true_p']}, recomputed {auc(hv):.7f}")
     lo, hi = (0.12, 0.18) if m == "readmission" else (0.05, 0.09)
     check(lo <= obs["rate"] <= hi, f"{m}: rate {obs['rate']}, expected {lo}-{hi}")
 
