@@ -203,7 +203,7 @@ typedef struct px_eval_bin {
     double brier;                        /* mean squared error of the probabilities */
     double cal_intercept;                /* calibration-in-the-large: a in logit(P(y)) = a + logit(p) */
     double cal_slope;                    /* b in logit(P(y)) = a + b logit(p) */
-    double hl_chi2, hl_p;                /* Hosmer-Lemeshow over deciles of risk, df = groups - 2 */
+    double hl_chi2, hl_p;                /* Hosmer-Lemeshow over deciles of risk, df = groups (a holdout: nothing fitted on it) */
     int hl_df;
     size_t ngroups;
     struct { size_t n; double events, mean_pred, obs_rate; } group[PX_EVAL_GROUPS];  /* deciles of risk */
