@@ -348,7 +348,8 @@ static double unif(void)   /* xorshift64: deterministic noise for the tests */
  * chi-square with G = 10 df, so the rejection rate at alpha 0.05 must be 5%:
  * accepted in [0.035, 0.065], three binomial standard errors (sqrt(.05 .95 /
  * 2000) = 0.0049) either side. With the in-sample rule (df = G - 2) the same
- * statistics reject P(chi2_10 > qchisq(.95, 8) = 15.507) = 11.5%: the test
+ * statistics reject P(chi2_10 > qchisq(.95, 8) = 15.507) = 11.5% asymptotically
+ * (9.1% in these draws): the test
  * also checks that this wrong rule is detected (rate > 0.08). Seeded
  * (xorshift64 from a fixed state): the same draws on every machine. */
 static double normal01(void)
