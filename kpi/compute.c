@@ -279,26 +279,8 @@ static void add_note(px_kpi_run_info *info, const char *fmt, ...)
  * failed: the failed gates' names ("a, b"). */
 static int gates_of(PGconn *c, const char *name, int version, int *accepted, char *failed, size_t flen, px_err *e)
 {
-    char ver[16];
-    snprintf(ver, sizeof ver, "%d", version);
-    const char *pp[2] = {name, ver};
-    PGresult *r = PQexecParams(c,
-                               "SELECT coalesce(gates->>'passed', 'true'), coalesce(gates->>'accepted', 'false'),"
-                               " coalesce((SELECT string_agg(f, ', ') FROM jsonb_array_elements_text("
-                               "  CASE WHEN jsonb_typeof(gates->'failed') = 'array' THEN gates->'failed'"
-                               "  ELSE '[]' END) f), '')"
-                               " FROM registry.versions WHERE name = $1 AND version = $2::int",
-                               2, NULL, pp, NULL, NULL, 0);
-    int rc;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        rc = kpi_db_fail(e, c, r, "cannot read the quality gates of a risk model");
-    } else {
-        *accepted = strcmp(PQgetvalue(r, 0, 1), "true") == 0;
-        snprintf(failed, flen, "%s", PQgetvalue(r, 0, 2));
-        rc = strcmp(PQgetvalue(r, 0, 0), "false") != 0;
-    }
-    PQclear(r);
-    return rc;
+    int passed = 1, rc = px_reg_gates_status(c, name, version, &passed, accepted, failed, flen, e);
+    return rc < 0 ? rc : passed;
 }
 
 /* Without a usable model: the measure's built-in feature table and label give

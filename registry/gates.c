@@ -17,9 +17,11 @@
  *   [1e-8, 1 - 1e-8] (|logit| <= 18.4), numeric predictions >= 0 and <= max_value
  *   (365 days for length of stay);
  * - numeric outcome: the holdout RMSE below that of the mean-only model (the
- *   training rows' mean predicted for every holdout row). */
+ *   training rows' mean predicted for every holdout row).
+ * px_reg_gates_status and px_reg_accept_gates read and amend the stored verdict. */
 #include "registry/registry.h"
 #include <cjson/cJSON.h>
+#include <libpq-fe.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -201,4 +203,57 @@ char *px_gate_eval(const px_gate_params *p, const px_gate_input *in, int *passed
     cJSON_Delete(root);
     if (passed) *passed = g.passed;
     return text;
+}
+
+/* ---- the verdict stored with a version --------------------------------------- */
+
+int px_reg_gates_status(PGconn *c, const char *name, int version, int *passed, int *accepted, char *failed,
+                        size_t flen, px_err *e)
+{
+    char ver[16];
+    snprintf(ver, sizeof ver, "%d", version);
+    const char *pp[2] = {name, ver};
+    PGresult *r = PQexecParams(c,
+                               "SELECT coalesce(gates->>'passed', 'true'), coalesce(gates->>'accepted', 'false'),"
+                               " coalesce((SELECT string_agg(f, ', ') FROM jsonb_array_elements_text("
+                               "  CASE WHEN jsonb_typeof(gates->'failed') = 'array' THEN gates->'failed'"
+                               "  ELSE '[]' END) f), '')"
+                               " FROM registry.versions WHERE name = $1 AND version = $2::int",
+                               2, NULL, pp, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = px_err_set(e, PX_EDB, "cannot read the quality gates of '%s' v%d", name, version);
+        px_err_detail(e, "%s", PQresultErrorMessage(r));
+    } else if (PQntuples(r) != 1) {
+        rc = px_err_set(e, PX_ENOTFOUND, "model '%s' has no version %d", name, version);
+    } else {
+        *passed = strcmp(PQgetvalue(r, 0, 0), "false") != 0;
+        *accepted = strcmp(PQgetvalue(r, 0, 1), "true") == 0;
+        if (failed && flen) snprintf(failed, flen, "%s", PQgetvalue(r, 0, 2));
+    }
+    PQclear(r);
+    return rc;
+}
+
+int px_reg_accept_gates(PGconn *c, const char *name, int version, const char *reason, px_err *e)
+{
+    char ver[16];
+    snprintf(ver, sizeof ver, "%d", version);
+    const char *pp[3] = {name, ver, reason ? reason : ""};
+    /* one statement: the mark on the version and its line in the decision log */
+    PGresult *r = PQexecParams(
+        c,
+        "WITH v AS (UPDATE registry.versions SET gates = gates || '{\"accepted\":true}'"
+        "  WHERE name = $1 AND version = $2::int AND gates->>'passed' = 'false' RETURNING name, version, gates)"
+        " INSERT INTO registry.decisions (name, candidate_version, decision, gates, message)"
+        " SELECT name, version, 'promoted', gates, 'failed quality gates accepted with --accept-failed-gates: ' || $3"
+        " FROM v",
+        3, NULL, pp, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        rc = px_err_set(e, PX_EDB, "cannot record the acceptance of '%s' v%d", name, version);
+        px_err_detail(e, "%s", PQresultErrorMessage(r));
+    }
+    PQclear(r);
+    return rc;
 }

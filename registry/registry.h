@@ -127,6 +127,17 @@ typedef struct px_gate_input {
  * out of memory. */
 char *px_gate_eval(const px_gate_params *p, const px_gate_input *in, int *passed, char *summary, size_t slen);
 
+/* The stored verdict of a version: *passed 1 (also for a version registered before
+ * the gates existed) or 0; *accepted 1 when a failure was accepted; failed (may be
+ * NULL) receives the failed gates' names, ", "-separated. 0, PX_ENOTFOUND or PX_EDB. */
+int px_reg_gates_status(PGconn *c, const char *name, int version, int *passed, int *accepted, char *failed,
+                        size_t flen, px_err *e);
+
+/* Marks a failed version as accepted (it may then be champion, serve and adjust
+ * KPIs) and records that in registry.decisions with the reason. A version that
+ * passed is left alone. 0 or PX_EDB. */
+int px_reg_accept_gates(PGconn *c, const char *name, int version, const char *reason, px_err *e);
+
 /* ---- training and retraining jobs (train.c) -------------------------------- */
 
 typedef struct px_train_params {

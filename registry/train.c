@@ -671,26 +671,6 @@ static void fill_result(const job *j, int version, int created, px_train_result 
 static int record_decision(PGconn *c, const char *name, int candidate, int champion, const char *decision,
                            const char *gates_json, const char *metrics_json, const char *message, px_err *e);
 
-/* An existing version (same data and parameters) trained again with
- * --accept-failed-gates: its record says so from now on. */
-static int mark_accepted(PGconn *c, const char *name, int version, px_err *e)
-{
-    char ver[16];
-    snprintf(ver, sizeof ver, "%d", version);
-    const char *pp[2] = {name, ver};
-    PGresult *r = PQexecParams(c,
-                               "UPDATE registry.versions SET gates = gates || '{\"accepted\":true}'"
-                               " WHERE name = $1 AND version = $2::int AND gates->>'passed' = 'false'",
-                               2, NULL, pp, NULL, NULL, 0);
-    int rc = 0;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        rc = px_err_set(e, PX_EDB, "cannot record the acceptance of '%s' v%d", name, version);
-        px_err_detail(e, "%s", PQresultErrorMessage(r));
-    }
-    PQclear(r);
-    return rc;
-}
-
 /* A model without a champion: the new version becomes it if it passed its gates,
  * or failed them with --accept-failed-gates (recorded in registry.decisions). */
 static int train_first_champion(PGconn *c, const job *j, const px_train_params *p, int version, px_train_result *r,
@@ -728,7 +708,8 @@ int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train
         if (rc == 0) {
             fill_result(&j, version, created, r);
             r->gates_accepted = !j.gates_passed && p->accept_failed_gates;
-            if (!created && p->accept_failed_gates && !j.gates_passed) rc = mark_accepted(c, j.name, version, e);
+            if (!created && p->accept_failed_gates && !j.gates_passed)
+                rc = px_reg_accept_gates(c, j.name, version, "prognos train (the version existed)", e);
         }
         if (rc == 0) {
             /* the first version of a model becomes its champion: serving and KPIs need one */
@@ -918,10 +899,15 @@ int px_retrain_ex(PGconn *c, const px_config *cfg, const char *model, const px_r
     if (rc == PX_ENOTHING) {
         px_err_clear(e);
         snprintf(msg, sizeof msg, "data and parameters unchanged since v%d: nothing to train", version);
-        if ((rc = record_decision(c, model, version, champ, "unchanged", NULL, NULL, msg, e)) != 0) goto out;
+        if (!j.gates_passed) {
+            size_t l = strlen(msg);
+            snprintf(msg + l, sizeof msg - l, "; v%d failed its quality gates: %s", version, j.gates_summary);
+        }
+        if ((rc = record_decision(c, model, version, champ, "unchanged", j.gates_passed ? NULL : j.gates_json, NULL, msg, e)) != 0) goto out;
+        /* unchanged, but still failing its gates (in msg): the scheduler must hear about it */
         if (report) fprintf(report, "%s: %s\n", model, msg);
         rc = px_err_set(e, PX_ENOTHING, "%s: %s", model, msg);
-        oc = PX_RETRAIN_UNCHANGED;
+        oc = j.gates_passed ? PX_RETRAIN_UNCHANGED : PX_RETRAIN_GATES_FAILED;
         goto out;
     }
     if (rc != 0) {
