@@ -169,6 +169,7 @@ typedef struct px_train_result {
     int gates_accepted;           /* failed, but --accept-failed-gates */
     int champion;                 /* 1: the version is the champion after this call */
     char gates_summary[1024];     /* failed gates with what would fix them, "" when all passed */
+    char gates_failed[256];       /* the failed gates' names, ","-separated, "" when all passed */
 } px_train_result;
 
 /* Trains, evaluates, applies the quality gates and registers a version (also when

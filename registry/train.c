@@ -646,6 +646,16 @@ static void fill_result(const job *j, int version, int created, px_train_result 
     r->n_test = j->ntest;
     r->gates_passed = j->gates_passed;
     snprintf(r->gates_summary, sizeof r->gates_summary, "%s", j->gates_summary);
+    cJSON *g = j->gates_json ? cJSON_Parse(j->gates_json) : NULL;
+    const cJSON *failed = cJSON_GetObjectItemCaseSensitive(g, "failed");
+    size_t used = 0;
+    for (const cJSON *f = failed ? failed->child : NULL; f && used < sizeof r->gates_failed; f = f->next)
+        if (cJSON_IsString(f)) {
+            int n = snprintf(r->gates_failed + used, sizeof r->gates_failed - used, "%s%s", used ? "," : "",
+                             f->valuestring);
+            if (n > 0) used += (size_t)n;
+        }
+    cJSON_Delete(g);
     if (j->binary && isnan(j->eb.auc)) {
         snprintf(r->summary, sizeof r->summary, "%s v%d (%s): %zu training rows, %zu holdout rows; %s", j->name,
                  version, px_algo_name(j->fp.algo), j->ntrain, j->ntest, j->fi.warning);

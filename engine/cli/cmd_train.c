@@ -73,19 +73,14 @@ static int parse_share(const char *s, double *out)
     return 0;
 }
 
-/* ,"gates_failed":[names] from the summary "name: why (fix: ...); name: ...". */
-static void print_gates_failed(const char *summary)
+/* ,"gates_failed":[names] from "a,b,c" (gate names are [a-z_]). */
+static void print_gates_failed(const char *names)
 {
     printf(",\"gates_failed\":[");
-    int first = 1;
-    for (const char *s = summary; s && *s;) {
-        size_t n = strcspn(s, ":");
-        if (!s[n]) break;
-        printf("%s\"%.*s\"", first ? "" : ",", (int)n, s);
-        first = 0;
-        const char *next = strstr(s + n, "); ");
-        if (!next) break;
-        s = next + 3;
+    for (const char *s = names; s && *s;) {
+        size_t n = strcspn(s, ",");
+        printf("%s\"%.*s\"", s == names ? "" : ",", (int)n, s);
+        s += n + (s[n] == ',');
     }
     printf("]");
 }
@@ -181,7 +176,7 @@ int cmd_train(int argc, char **argv)
             isfinite(vals[k]) ? printf(",\"%s\":%.6f", keys[k], vals[k]) : printf(",\"%s\":null", keys[k]);
         printf(",\"gates_passed\":%s,\"gates_accepted\":%s,\"champion\":%s", r.gates_passed ? "true" : "false",
                r.gates_accepted ? "true" : "false", r.champion ? "true" : "false");
-        print_gates_failed(r.gates_summary);
+        print_gates_failed(r.gates_failed);
         printf("}\n");
     }
     else
