@@ -183,6 +183,7 @@ typedef struct px_retrain_params {
     double max_auc_drop;          /* gate: candidate AUC >= champion AUC - this (default 0.01) */
     double slope_lo, slope_hi;    /* gate: calibration slope within (default 0.8 .. 1.2) */
     double max_rmse_rise;         /* gate for regression: relative RMSE rise allowed (default 0.02) */
+    px_gate_params gates;         /* the candidate's quality gates (px_gate_default_params) */
 } px_retrain_params;
 
 px_retrain_params px_retrain_default_params(void);

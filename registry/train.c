@@ -35,6 +35,7 @@ px_retrain_params px_retrain_default_params(void)
     p.slope_lo = 0.8;
     p.slope_hi = 1.2;
     p.max_rmse_rise = 0.02;
+    p.gates = px_gate_default_params();
     return p;
 }
 
@@ -91,6 +92,8 @@ typedef struct job {
     px_eval_reg er;
     char *metrics_json, *split_json, *params_json, *reference_json, *calibration_csv, *batches_json;
     char *gates_json;          /* the quality gates' verdict (px_gate_eval) */
+    px_gate_params gp;         /* the gates applied (part of the version's params: another
+                                * policy is another registration) */
     int gates_passed;
     char gates_summary[1024];
 } job;
@@ -355,6 +358,15 @@ static int build_params(job *j, px_err *e)
         cJSON_AddNumberToObject(o, "max_rows", (double)j->fp.svm.max_rows);
         cJSON_AddNumberToObject(o, "seed", (double)j->fp.svm.seed);
     }
+    cJSON *g = cJSON_AddObjectToObject(o, "gates");
+    if (g) {
+        cJSON_AddNumberToObject(g, "min_epp", j->gp.min_epp);
+        cJSON_AddNumberToObject(g, "min_holdout_events", j->gp.min_holdout_events);
+        cJSON_AddNumberToObject(g, "min_auc_lo", j->gp.min_auc_lo);
+        cJSON_AddNumberToObject(g, "slope_lo", j->gp.slope_lo);
+        cJSON_AddNumberToObject(g, "slope_hi", j->gp.slope_hi);
+        if (isfinite(j->gp.max_value)) cJSON_AddNumberToObject(g, "max_value", j->gp.max_value);
+    }
     j->params_json = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return j->params_json ? 0 : px_err_set(e, PX_ENOMEM, "out of memory");
@@ -472,8 +484,8 @@ static void holdout_one_class(job *j, const double *y, size_t events)
  * evaluation: fills j->gates_json, gates_passed and gates_summary. */
 static int job_gates(job *j, const px_train_params *p, const double *train_scores, px_err *e)
 {
-    px_gate_params gp = p->gates;
-    if (j->fp.max_value < gp.max_value) gp.max_value = j->fp.max_value; /* LOS: 365 days */
+    (void)p;
+    px_gate_params gp = j->gp;
     px_gate_input in;
     memset(&in, 0, sizeof in);
     in.binary = j->binary;
@@ -562,6 +574,8 @@ static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, co
     j->fp = px_fit_default_params(algo);
     j->fp.glm.l2 = p->l2;
     if (j->set && strcmp(j->set->name, "los") == 0) j->fp.max_value = PX_MODEL_LOS_MAX_DAYS;
+    j->gp = p->gates;
+    if (j->fp.max_value < j->gp.max_value) j->gp.max_value = j->fp.max_value; /* LOS: 365 days */
 
     if ((rc = split_rows(j, p, e)) != 0) return rc;
     /* the model sees only its own columns (the champion's may have been loaded beside them) */
@@ -864,6 +878,7 @@ int px_retrain_ex(PGconn *c, const px_config *cfg, const char *model, const px_r
     px_err e2 = {0};
     px_train_params tp = px_train_default_params();
     tp.model = model;
+    tp.gates = p->gates;
     char table[256] = "", label[64] = "";
     char **champ_feats = NULL;
     job j;
@@ -909,15 +924,20 @@ int px_retrain_ex(PGconn *c, const px_config *cfg, const char *model, const px_r
     if (rc == PX_ENOTHING) {
         px_err_clear(e);
         snprintf(msg, sizeof msg, "data and parameters unchanged since v%d: nothing to train", version);
+        int accepted = 0;
         if (!j.gates_passed) {
+            int passed = 0;
+            px_err e3 = {0};
+            if (px_reg_gates_status(c, model, version, &passed, &accepted, NULL, 0, &e3) != 0) accepted = 0;
             size_t l = strlen(msg);
-            snprintf(msg + l, sizeof msg - l, "; v%d failed its quality gates: %s", version, j.gates_summary);
+            snprintf(msg + l, sizeof msg - l, "; v%d failed its quality gates%s: %s", version,
+                     accepted ? " (accepted)" : "", j.gates_summary);
         }
         if ((rc = record_decision(c, model, version, champ, "unchanged", j.gates_passed ? NULL : j.gates_json, NULL, msg, e)) != 0) goto out;
         /* unchanged, but still failing its gates (in msg): the scheduler must hear about it */
         if (report) fprintf(report, "%s: %s\n", model, msg);
         rc = px_err_set(e, PX_ENOTHING, "%s: %s", model, msg);
-        oc = j.gates_passed ? PX_RETRAIN_UNCHANGED : PX_RETRAIN_GATES_FAILED;
+        oc = j.gates_passed || accepted ? PX_RETRAIN_UNCHANGED : PX_RETRAIN_GATES_FAILED;
         goto out;
     }
     if (rc != 0) {

@@ -11,7 +11,8 @@
 
 static const char usage[] =
     "usage: prognos retrain [--model readmission|mortality|los|NAME|all] [--max-auc-drop D]\n"
-    "                       [--slope-range LO,HI] [--max-rmse-rise R]\n"
+    "                       [--slope-range LO,HI] [--max-rmse-rise R] [--min-epp N]\n"
+    "                       [--min-holdout-events N] [--gate-slope LO,HI]\n"
     "\n"
     "For each model: rebuilds its features, trains a candidate with the champion's settings,\n"
     "scores candidate and champion on the same holdout (later discharges of patients neither\n"
@@ -27,6 +28,8 @@ static const char usage[] =
     "the others.\n"
     "\n"
     "  --model M   one model, or all (default): readmission, mortality, los\n"
+    "  --min-epp N, --min-holdout-events N, --gate-slope LO,HI  the candidate's quality\n"
+    "              gates, as for prognos train (defaults 10, 20, 0.5,1.5)\n"
     "\n"
     "Exit codes (with all, the first that applies, in this order):\n"
     "  1  a model failed with an error (the others were still retrained)\n"
@@ -57,6 +60,19 @@ int cmd_retrain(int argc, char **argv)
         } else if (strcmp(argv[i], "--max-rmse-rise") == 0 && i + 1 < argc) {
             p.max_rmse_rise = strtod(argv[++i], &end);
             if (*end || !(p.max_rmse_rise >= 0)) return px_cli_usage_error("retrain", "--max-rmse-rise needs a number >= 0");
+        } else if (strcmp(argv[i], "--min-epp") == 0 && i + 1 < argc) {
+            p.gates.min_epp = strtod(argv[++i], &end);
+            if (*end || !(p.gates.min_epp >= 0 && p.gates.min_epp <= 1e6))
+                return px_cli_usage_error("retrain", "--min-epp needs a number of events between 0 and 1000000");
+        } else if (strcmp(argv[i], "--min-holdout-events") == 0 && i + 1 < argc) {
+            p.gates.min_holdout_events = strtod(argv[++i], &end);
+            if (*end || !(p.gates.min_holdout_events >= 0 && p.gates.min_holdout_events <= 1e9))
+                return px_cli_usage_error("retrain", "--min-holdout-events needs a count >= 0");
+        } else if (strcmp(argv[i], "--gate-slope") == 0 && i + 1 < argc) {
+            char tail;
+            if (sscanf(argv[++i], "%lf,%lf%c", &p.gates.slope_lo, &p.gates.slope_hi, &tail) != 2 ||
+                !(p.gates.slope_lo < p.gates.slope_hi))
+                return px_cli_usage_error("retrain", "--gate-slope needs LO,HI with LO < HI");
         } else return px_cli_usage_error("retrain", "unknown or incomplete option '%s'", argv[i]);
     }
     px_config cfg;
