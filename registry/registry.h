@@ -102,6 +102,8 @@ typedef struct px_gate_params {
     double slope_lo, slope_hi;  /* holdout calibration slope within (default 0.5 .. 1.5) */
     double max_value;           /* numeric outcome: no training prediction above this (default INFINITY;
                                  * the built-in LOS model: PX_MODEL_LOS_MAX_DAYS) */
+    double max_rmse_over_mean;  /* numeric outcome: holdout RMSE at most (1 + this) x the mean-only
+                                 * model's (default 0.05) */
 } px_gate_params;
 
 px_gate_params px_gate_default_params(void);

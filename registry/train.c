@@ -366,6 +366,7 @@ static int build_params(job *j, px_err *e)
         cJSON_AddNumberToObject(g, "slope_lo", j->gp.slope_lo);
         cJSON_AddNumberToObject(g, "slope_hi", j->gp.slope_hi);
         if (isfinite(j->gp.max_value)) cJSON_AddNumberToObject(g, "max_value", j->gp.max_value);
+        cJSON_AddNumberToObject(g, "max_rmse_over_mean", j->gp.max_rmse_over_mean);
     }
     j->params_json = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);

@@ -26,7 +26,7 @@ static const char usage[] =
     "  holdout AUC lower 95%% bound > 0.5, calibration slope within --gate-slope (0.5,1.5),\n"
     "  training probabilities within 1e-8 of neither 0 nor 1;\n"
     "  numeric outcome: rows per parameter and holdout rows as above, holdout RMSE below the\n"
-    "  mean-only model's, training predictions finite, >= 0 and (los) <= 365 days.\n"
+    "  mean-only model's + 5%%, training predictions finite, >= 0 and (los) <= 365 days.\n"
     "\n"
     "  --model NAME          readmission, mortality or los (the built-in feature sets, built\n"
     "                        first unless --no-build), or any name [a-z][a-z0-9_]* with --table\n"
