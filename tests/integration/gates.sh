@@ -84,6 +84,10 @@ assert_eq "$(sql "SELECT count(*) = count(model_version) AND count(expected) > 0
     "readmission and LOS risk-adjusted by v1"
 assert_eq "$(sql "SELECT method->>'mortality_adjustment' LIKE 'crude, not risk-adjusted: risk model ''mortality''%' FROM kpi.runs WHERE run_id = $run")" t \
     "the run's method says why"
+assert_exit 0 px kpi report --period all --run "$run" --out "$WORK/r.html"
+grep -q "data-model='mortality' data-version='0' data-crude='1'>mortality: <b>not risk-adjusted</b>" "$WORK/r.html" \
+    || fail "the report does not say mortality is not risk-adjusted"
+grep -q "data-model='readmission' data-version='1'>" "$WORK/r.html" || fail "the report does not name readmission v1"
 ok "kpi compute: mortality crude (model failed its gates), readmission and LOS adjusted"
 
 assert_exit 1 px kpi compute --period all --model-version mortality=1
