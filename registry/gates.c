@@ -182,19 +182,7 @@ char *px_gate_eval(const px_gate_params *p, const px_gate_input *in, int *passed
              "%zu of %zu training rows get a non-finite prediction, %zu one outside 0-%.6g (most extreme %.4g)", bad,
              in->n_pred, extreme, p->max_value, isnan(worst) ? 0.0 : worst);
 
-    cJSON_AddBoolToObject(root, "passed", g.passed);
-    cJSON_AddBoolToObject(root, "accepted", !g.passed && in->accepted);
-    cJSON *pp = cJSON_AddObjectToObject(root, "params");
-    if (pp) {
-        cJSON_AddNumberToObject(pp, "min_epp", p->min_epp);
-        cJSON_AddNumberToObject(pp, "min_holdout_events", p->min_holdout_events);
-        cJSON_AddNumberToObject(pp, "min_auc_lo", p->min_auc_lo);
-        cJSON_AddNumberToObject(pp, "slope_lo", p->slope_lo);
-        cJSON_AddNumberToObject(pp, "slope_hi", p->slope_hi);
-        add_num(pp, "max_value", p->max_value);
-        cJSON_AddNumberToObject(pp, "max_rmse_over_mean", p->max_rmse_over_mean);
-    }
-    /* the gate names first: "passed", "failed" and "accepted" lead the JSON */
+    /* "passed", "accepted" and "failed" lead the JSON, then the checks and the policy */
     cJSON *out = cJSON_CreateObject();
     char *text = NULL;
     if (out) {
@@ -202,7 +190,16 @@ char *px_gate_eval(const px_gate_params *p, const px_gate_input *in, int *passed
         cJSON_AddBoolToObject(out, "accepted", !g.passed && in->accepted);
         cJSON_AddItemToObject(out, "failed", cJSON_DetachItemFromObject(root, "failed"));
         cJSON_AddItemToObject(out, "checks", cJSON_DetachItemFromObject(root, "checks"));
-        cJSON_AddItemToObject(out, "params", cJSON_DetachItemFromObject(root, "params"));
+        cJSON *pp = cJSON_AddObjectToObject(out, "params");
+        if (pp) {
+            cJSON_AddNumberToObject(pp, "min_epp", p->min_epp);
+            cJSON_AddNumberToObject(pp, "min_holdout_events", p->min_holdout_events);
+            cJSON_AddNumberToObject(pp, "min_auc_lo", p->min_auc_lo);
+            cJSON_AddNumberToObject(pp, "slope_lo", p->slope_lo);
+            cJSON_AddNumberToObject(pp, "slope_hi", p->slope_hi);
+            add_num(pp, "max_value", p->max_value);
+            cJSON_AddNumberToObject(pp, "max_rmse_over_mean", p->max_rmse_over_mean);
+        }
         text = cJSON_PrintUnformatted(out);
     }
     cJSON_Delete(out);
