@@ -485,7 +485,6 @@ static void holdout_one_class(job *j, const double *y, size_t events)
  * evaluation: fills j->gates_json, gates_passed and gates_summary. */
 static int job_gates(job *j, const px_train_params *p, const double *train_scores, px_err *e)
 {
-    (void)p;
     px_gate_params gp = j->gp;
     px_gate_input in;
     memset(&in, 0, sizeof in);
@@ -934,7 +933,9 @@ int px_retrain_ex(PGconn *c, const px_config *cfg, const char *model, const px_r
             snprintf(msg + l, sizeof msg - l, "; v%d failed its quality gates%s: %s", version,
                      accepted ? " (accepted)" : "", j.gates_summary);
         }
-        if ((rc = record_decision(c, model, version, champ, "unchanged", j.gates_passed ? NULL : j.gates_json, NULL, msg, e)) != 0) goto out;
+        if ((rc = record_decision(c, model, version, champ, "unchanged", j.gates_passed ? NULL : j.gates_json, NULL,
+                                  msg, e)) != 0)
+            goto out;
         /* unchanged, but still failing its gates (in msg): the scheduler must hear about it */
         if (report) fprintf(report, "%s: %s\n", model, msg);
         rc = px_err_set(e, PX_ENOTHING, "%s: %s", model, msg);
