@@ -9,6 +9,7 @@
 #include <gsl/gsl_cdf.h>
 #include <gsl/gsl_errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -211,6 +212,8 @@ typedef struct model_in {
     char table[256], label[64];
     cJSON *info;          /* summary stored in kpi.runs.models */
     long long rows;       /* feature-table rows scored */
+    int crude;            /* 1: no usable model: observed outcomes only (m NULL, version 0) */
+    int skip;             /* 1: not even a feature table: the measure is not computed */
 } model_in;
 
 /* Resolves, verifies and loads one risk model and reads its training spec. */
@@ -257,6 +260,122 @@ static void model_close(model_in *mi)
     px_model_free(mi->m);
     cJSON_Delete(mi->info);
     memset(mi, 0, sizeof *mi);
+}
+
+/* Appends "; "-separated text to info->notes. */
+static void add_note(px_kpi_run_info *info, const char *fmt, ...)
+{
+    size_t l = strlen(info->notes);
+    if (l + 3 >= sizeof info->notes) return;
+    if (l) l += (size_t)snprintf(info->notes + l, sizeof info->notes - l, "; ");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(info->notes + l, sizeof info->notes - l, fmt, ap);
+    va_end(ap);
+}
+
+/* The quality gates of a registered version: 1 passed or not evaluated (a version
+ * from before the gates), 0 failed; *accepted: failed but accepted at training;
+ * failed: the failed gates' names ("a, b"). */
+static int gates_of(PGconn *c, const char *name, int version, int *accepted, char *failed, size_t flen, px_err *e)
+{
+    int passed = 1, rc = px_reg_gates_status(c, name, version, &passed, accepted, failed, flen, e);
+    return rc < 0 ? rc : passed;
+}
+
+/* Without a usable model: the measure's built-in feature table and label give
+ * the observed outcomes (crude); without the table, the measure is skipped. */
+static int model_crude(PGconn *c, int k, model_in *mi, const char *why, px_kpi_run_info *info, cJSON *method,
+                       px_err *e)
+{
+    const char *name = kpi_risk_model[k];
+    const px_feat_set_info *set = px_feat_set_find(name);
+    model_close(mi);
+    mi->crude = 1;
+    if (!(mi->info = cJSON_CreateObject())) return px_err_set(e, PX_ENOMEM, "out of memory");
+    cJSON_AddBoolToObject(mi->info, "crude", 1);
+    cJSON_AddStringToObject(mi->info, "reason", why);
+    char ok[16] = "";
+    if (set) {
+        const char *pp[1] = {set->table};
+        PGresult *r = PQexecParams(c, "SELECT (to_regclass($1) IS NOT NULL)::int", 1, NULL, pp, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+            int rc = kpi_db_fail(e, c, r, "cannot look up a feature table");
+            PQclear(r);
+            return rc;
+        }
+        snprintf(ok, sizeof ok, "%s", PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
+    char words[600];
+    if (set && strcmp(ok, "1") == 0) {
+        snprintf(mi->table, sizeof mi->table, "%s", set->table);
+        snprintf(mi->label, sizeof mi->label, "%s", set->label);
+        info->crude[k] = 1;
+        add_note(info, "%s crude (not risk-adjusted): %s", name, why);
+        snprintf(words, sizeof words, "crude, not risk-adjusted: %s", why);
+    } else {
+        mi->skip = 1;
+        info->skipped[k] = 1;
+        add_note(info, "%s not computed: %s, and no feature table %s", name, why, set ? set->table : "");
+        snprintf(words, sizeof words, "not computed: %s; build the features (prognos features build)", why);
+    }
+    cJSON_AddStringToObject(mi->info, "adjustment", words);
+    char key[64];
+    snprintf(key, sizeof key, "%s_adjustment", name);
+    cJSON_AddStringToObject(method, key, words);
+    return 0;
+}
+
+/* model_open with the quality gates: a missing champion, or a model that failed
+ * its gates (unless accepted at training or p->allow_failed_gates), leaves the
+ * measure crude; an explicitly named model that is missing is an error, one that
+ * failed its gates is refused. See px_kpi_compute in kpi.h. */
+static int model_open_gated(PGconn *c, const px_config *cfg, int k, const char *ref, const px_kpi_params *p,
+                            model_in *mi, px_kpi_run_info *info, cJSON *method, px_err *e)
+{
+    const char *name = kpi_risk_model[k];
+    int explicit_ref = p->model_ref[k] != NULL;
+    char why[512];
+    int rc = model_open(c, cfg, k, ref, mi, e);
+    if (rc == PX_ENOTFOUND && !explicit_ref) {
+        /* say why there is none: never trained, or its latest version failed its gates */
+        int latest = 0, acc = 0, pass = 1;
+        char failed[256] = "";
+        px_err e2 = {0};
+        if (px_reg_resolve(c, name, "latest", &latest, &e2) == 0)
+            pass = gates_of(c, name, latest, &acc, failed, sizeof failed, &e2);
+        if (latest && pass == 0)
+            snprintf(why, sizeof why, "risk model '%s' has no champion: its latest version v%d failed its quality gates (%s)",
+                     name, latest, failed);
+        else
+            snprintf(why, sizeof why, "no champion of risk model '%s' (train it: prognos train --model %s)", name, name);
+        px_err_clear(e);
+        return model_crude(c, k, mi, why, info, method, e);
+    }
+    if (rc != 0) return rc;
+    int accepted = 0;
+    char failed[256];
+    int passed = gates_of(c, name, mi->version, &accepted, failed, sizeof failed, e);
+    if (passed < 0) return passed;
+    if (passed) return 0;
+    cJSON_AddStringToObject(mi->info, "gates_failed", failed);
+    if (accepted || p->allow_failed_gates) {
+        cJSON_AddStringToObject(mi->info, "gates_override",
+                                accepted ? "accepted at training (--accept-failed-gates)" : "--allow-failed-gates");
+        add_note(info, "%s adjusted by v%d although it failed its quality gates (%s; %s)", name, mi->version, failed,
+                 accepted ? "accepted at training" : "--allow-failed-gates");
+        return 0;
+    }
+    if (explicit_ref) {
+        rc = px_err_set(e, PX_EINVAL, "risk model '%s' v%d failed its quality gates (%s): it may not adjust KPIs",
+                        name, mi->version, failed);
+        px_err_hint(e, "see prognos registry show %s %d; compute anyway with --allow-failed-gates", name,
+                    mi->version);
+        return rc;
+    }
+    snprintf(why, sizeof why, "risk model '%s' v%d failed its quality gates (%s)", name, mi->version, failed);
+    return model_crude(c, k, mi, why, info, method, e);
 }
 
 /* The scored rows of one model, in memory until the reference shift is known. */
@@ -348,7 +467,7 @@ static int scored_push(scored *s, const char *id, double p, double y, int fac)
  * facility from the warehouse) into s. */
 static int model_score(PGconn *c, int k, model_in *mi, scored *s, px_err *e)
 {
-    size_t nf = px_model_nfeatures(mi->m);
+    size_t nf = mi->m ? px_model_nfeatures(mi->m) : 0; /* crude: the outcome only */
     int rc = 0;
     px_buf q = {0};
     char *tab = quote_table(c, mi->table), *lab = PQescapeIdentifier(c, mi->label, strlen(mi->label));
@@ -409,10 +528,10 @@ static int model_score(PGconn *c, int k, model_in *mi, scored *s, px_err *e)
                             mi->table, mi->label);
             break;
         }
-        double pred;
-        if ((rc = px_model_predict(mi->m, raw, &pred, NULL, e)) != 0) break;
+        double pred = NAN;
+        if (mi->m && (rc = px_model_predict(mi->m, raw, &pred, NULL, e)) != 0) break;
         /* probabilities are in [0,1]; an SVR's expected days may dip below 0 */
-        if (!(pred >= 0)) pred = 0;
+        if (mi->m && !(pred >= 0)) pred = 0;
         int fi = fac_index(s, facility), pr = fi < 0 ? -1 : scored_push(s, id, pred, y, fi);
         if (pr != 0) {
             rc = pr == -2 ? px_err_set(e, PX_EINVAL, "feature table '%s' has an encounter_id that is not a uuid",
@@ -449,6 +568,7 @@ out:
 
 static int binary_model(const model_in *mi)
 {
+    if (!mi->m) return 0;
     px_algo a = px_model_algo(mi->m);
     return a == PX_ALGO_LOGIT || a == PX_ALGO_SVC;
 }
@@ -557,10 +677,13 @@ static int scored_rows(const scored *s, long long run_id, int k, int version, do
     char prefix[64];
     int plen = snprintf(prefix, sizeof prefix, "%lld\t%s\t%d\t", run_id, kpi_risk_model[k], version);
     if (px_buf_reserve(out, s->n * 80) < 0) return PX_ENOMEM;
+    if (version == 0) /* crude: no model, no prediction */
+        plen = snprintf(prefix, sizeof prefix, "%lld\t%s\t\\N\t", run_id, kpi_risk_model[k]);
     for (size_t i = 0; i < s->n; i++) {
         char num[96];
-        int nl = snprintf(num, sizeof num, "\t%.12g\t%.12g\t%.12g\n", s->p[i], shifted(s->p[i], shift, binary),
-                          s->y[i]);
+        int nl = version == 0 ? snprintf(num, sizeof num, "\t\\N\t\\N\t%.12g\n", s->y[i])
+                              : snprintf(num, sizeof num, "\t%.12g\t%.12g\t%.12g\n", s->p[i],
+                                         shifted(s->p[i], shift, binary), s->y[i]);
         if (px_buf_add(out, prefix, (size_t)plen) < 0 || px_buf_add(out, s->ids + i * 36, 36) < 0 ||
             px_buf_add(out, num, (size_t)nl) < 0)
             return PX_ENOMEM;
@@ -810,6 +933,25 @@ static void cell_stats(cell *x, const cell *sys, const px_kpi_params *p)
     if (x->suppressed && x->utype != U_SYSTEM) x->flag = "suppressed";
 }
 
+/* A crude measure's cell (no usable risk model): the crude rate and its interval
+ * stay; no expected count and nothing derived from it (O/E, RSR, EB, funnel). */
+static void crude_cell(cell *x)
+{
+    x->e = x->erate = x->oe = x->oe_lo = x->oe_hi = NAN;
+    x->rsr = x->rsr_lo = x->rsr_hi = x->eb = x->ebw = NAN;
+    x->fx = x->f95lo = x->f95hi = x->f998lo = x->f998hi = x->phi = x->fvar = NAN;
+    x->oe_method = NULL;
+    if (x->utype != U_SYSTEM && !x->suppressed) x->flag = "not_adjusted";
+}
+
+static const char *crude_method_words(px_kpi_measure m)
+{
+    return m == PX_KPI_LOS ? "crude mean with Student t interval; NOT risk-adjusted: no risk model passed its quality "
+                             "gates (see kpi.runs.method los_adjustment); no expected days, O/E or flag"
+                           : "crude rate with Wilson score interval; NOT risk-adjusted: no risk model passed its quality "
+                             "gates (see kpi.runs.method <measure>_adjustment); no expected count, O/E or flag";
+}
+
 /* EB smoothing and funnel limits across the units of one type in one period. */
 static int group_stats(cell *g, size_t k, const cell *sys, const px_kpi_params *p)
 {
@@ -1008,9 +1150,10 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
     }
     for (int k = 0; k < 3; k++) {
         const char *ref = p->model_ref[k] ? p->model_ref[k] : "champion";
-        if ((rc = model_open(c, cfg, k, ref, &mi[k], e)) != 0) goto out;
+        if ((rc = model_open_gated(c, cfg, k, ref, p, &mi[k], info, method, e)) != 0) goto out;
         info->model_version[k] = mi[k].version;
         cJSON_AddItemReferenceToObject(models, kpi_risk_model[k], mi[k].info);
+        if (mi[k].skip) continue;
         char q[512], cnt[32];
         char *tab = quote_table(c, mi[k].table);
         if (!tab) {
@@ -1127,12 +1270,13 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
         scored sc;
         memset(&sc, 0, sizeof sc);
         buf.len = 0;
+        if (mi[k].skip) continue;
         if ((rc = model_score(c, k, &mi[k], &sc, e)) != 0) {
             scored_free(&sc);
             goto out;
         }
         int binary = binary_model(&mi[k]);
-        double shift = p->reference == PX_KPI_REF_POOLED ? 0 : reference_shift(&sc, binary);
+        double shift = p->reference == PX_KPI_REF_POOLED || mi[k].crude ? 0 : reference_shift(&sc, binary);
         info->reference_shift[k] = shift;
         cJSON_AddNumberToObject(mi[k].info, "reference_shift", shift);
         rc = scored_rows(&sc, info->run_id, k, mi[k].version, shift, binary, &buf);
@@ -1209,6 +1353,8 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
         int rk = x->measure == PX_KPI_READMISSION ? 0 : x->measure == PX_KPI_MORTALITY ? 1 : 2;
         int ver = risk ? mi[rk].version : 0;
         int sup = x->suppressed;
+        int crude = risk && mi[rk].crude;
+        if (crude) crude_cell(x);
         px_buf_printf(&buf, "%lld\t%s\t%s\t%s\t%s\t%s\t%s", info->run_id, measure_names[x->measure],
                       kpi_kind_name(x->kind), label, s, en, unit_type_names[x->utype]);
         put_str(&buf, x->unit);
@@ -1226,13 +1372,13 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
         for (size_t v = 0; v < sizeof vals3 / sizeof *vals3; v++) put_num(&buf, sup ? sup_nan : vals3[v]);
         put_str(&buf, x->flag);
         put_str(&buf, sup ? "t" : "f");
-        put_str(&buf, risk ? kpi_risk_model[rk] : NULL);
-        if (risk)
+        put_str(&buf, risk && !crude ? kpi_risk_model[rk] : NULL);
+        if (risk && !crude)
             px_buf_printf(&buf, "\t%d", ver);
         else
             px_buf_adds(&buf, "\t\\N");
         put_str(&buf, batches);
-        put_str(&buf, kpi_method_words(x->measure));
+        put_str(&buf, crude ? crude_method_words(x->measure) : kpi_method_words(x->measure));
         if (px_buf_addc(&buf, '\n') < 0) {
             rc = px_err_set(e, PX_ENOMEM, "out of memory");
             goto out;
@@ -1271,6 +1417,10 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
              " in %.2f s",
              info->run_id, info->results, info->encounters, info->scored, mi[0].version, mi[1].version,
              mi[2].version, info->seconds);
+    if (info->notes[0]) {
+        size_t l = strlen(info->summary);
+        snprintf(info->summary + l, sizeof info->summary - l, "; %s", info->notes);
+    }
 out:
     PQclear(r);
     if (began) exec_ok(c, NULL, "ROLLBACK", "rollback");

@@ -160,6 +160,8 @@ typedef struct px_kpi_params {
     int overdispersion;          /* 1: funnel limits widened by Spiegelhalter's phi when > 1 */
     px_kpi_reference reference;  /* default PX_KPI_REF_FACILITY */
     int force;                   /* 1: compute even if an identical run is stored */
+    int allow_failed_gates;      /* 1: adjust with a risk model that failed its quality gates
+                                  * (default 0: such a model adjusts nothing; see below) */
 } px_kpi_params;
 
 px_kpi_params px_kpi_default_params(void);
@@ -174,7 +176,21 @@ typedef struct px_kpi_run_info {
     long long results;           /* rows written to kpi.results */
     double seconds, seconds_score, seconds_sql;   /* wall time: total, scoring + COPY, SQL aggregation */
     char summary[512];
+    int crude[3];                /* 1: the measure was computed crude (no usable risk model) */
+    int skipped[3];              /* 1: the measure was not computed (no model and no feature table) */
+    char notes[1024];            /* why each crude or skipped measure is so, "; "-separated; "" if none */
 } px_kpi_run_info;
+
+/* Risk models and their quality gates: a measure whose champion is missing, or
+ * failed its registration gates (registry.versions.gates passed = false, not
+ * accepted with --accept-failed-gates), is computed crude: observed counts and
+ * crude rates with their intervals, no expected count, O/E or risk-standardized
+ * rate, flag 'not_adjusted', no model named, and a method saying why. The other
+ * measures are computed as usual. A model named explicitly (model_ref) that is
+ * missing is an error; one that failed its gates is refused (PX_EINVAL naming the
+ * gates) unless allow_failed_gates. Without a model, the measure's built-in
+ * feature table gives the observed outcomes; when it does not exist either, the
+ * measure is skipped (info->skipped). */
 
 /* Computes every measure for every period of the requested kinds and unit
  * (system, facility, department) and stores them under a new kpi.runs row in one

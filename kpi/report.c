@@ -679,6 +679,16 @@ static void method_section(px_buf *b, PGconn *c, const run_info *ri, const px_kp
     for (int k = 0; k < 3; k++) {
         cJSON *mj = cJSON_GetObjectItem(ri->models, kpi_risk_model[k]);
         if (!mj) continue;
+        if (cJSON_IsTrue(cJSON_GetObjectItem(mj, "crude"))) {
+            /* no usable risk model (missing or failed its quality gates): say so, and why */
+            const char *why = cJSON_GetStringValue(cJSON_GetObjectItem(mj, "adjustment"));
+            px_buf_printf(b, "<li data-model='%s' data-version='0' data-crude='1'>%s: <b>not risk-adjusted</b> ",
+                          kpi_risk_model[k], kpi_risk_model[k]);
+            px_buf_adds(b, "(crude rates only; no expected count, O/E or flag): ");
+            kpi_html_esc(b, why ? why : "");
+            px_buf_adds(b, "</li>");
+            continue;
+        }
         const char *algo = cJSON_GetStringValue(cJSON_GetObjectItem(mj, "algo"));
         const char *tab = cJSON_GetStringValue(cJSON_GetObjectItem(mj, "feature_table"));
         const char *fp = cJSON_GetStringValue(cJSON_GetObjectItem(mj, "fingerprint"));

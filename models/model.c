@@ -3,7 +3,11 @@
  * model on the same design without the intercept. It predicts with per-feature
  * contributions, reports coefficients on the original scale, and serializes to
  * the line-oriented text "prognos-model 1" (numbers %.17g in the C locale, so a
- * load gives back the same doubles; the last line is a SHA-256 of the rest). */
+ * load gives back the same doubles; the last line is a SHA-256 of the rest).
+ * Every prediction is bounded (px_model_predict, the one place every caller goes
+ * through): a GLM's linear predictor is clamped to the range it took on the
+ * training rows, and the value to the bounds stored with the model (see
+ * bound_value). */
 #include "models/internal.h"
 #include <math.h>
 #include <stdlib.h>
@@ -24,6 +28,9 @@ struct px_model {
     double l2;
     int iterations, converged, separation;
     double deviance, null_deviance, loglik;
+    /* prediction bounds: the linear predictor's range on the training rows (GLMs;
+     * -inf..inf in a file saved before bounds existed) and the value's range */
+    double eta_lo, eta_hi, v_lo, v_hi;
     char warning[256];
     px_term *terms; /* ncols, on the original scale (NULL for SVMs) */
     size_t nterms;
@@ -39,7 +46,30 @@ px_fit_params px_fit_default_params(px_algo algo)
     p.glm = px_glm_default_params();
     p.svm = px_svm_default_params();
     p.svm.type = algo == PX_ALGO_SVR ? PX_SVM_SVR : PX_SVM_SVC;
+    p.max_value = INFINITY;
     return p;
+}
+
+/* The value bounds a model gets when fitted (regression: the training labels'
+ * range, capped at max_value) or when loaded from a file that has none (the
+ * rule for files saved before bounds existed: probabilities in [0, 1];
+ * regression values in [0, PX_MODEL_LEGACY_MAX], the length-of-stay cap, since
+ * the only regression model prognos built in then was LOS in days). */
+static void default_bounds(px_model *m)
+{
+    m->eta_lo = -INFINITY;
+    m->eta_hi = INFINITY;
+    int bin = m->algo == PX_ALGO_LOGIT || m->algo == PX_ALGO_SVC;
+    m->v_lo = 0;
+    m->v_hi = bin ? 1 : PX_MODEL_LEGACY_MAX;
+}
+
+/* Clamps a prediction to the model's bounds. NaN stays NaN (the caller reports it). */
+static double bound_value(const px_model *m, double v)
+{
+    if (v < m->v_lo) return m->v_lo;
+    if (v > m->v_hi) return m->v_hi;
+    return v;
 }
 
 void px_model_free(px_model *m)
@@ -258,6 +288,20 @@ px_model *px_model_fit(const px_dataset *d, const size_t *rows, size_t nrows, co
         goto done;
     }
     m->algo = p.algo;
+    default_bounds(m);
+    if (p.algo == PX_ALGO_POISSON || p.algo == PX_ALGO_SVR) {
+        /* a regression predicts within the labels it was trained on (and max_value) */
+        m->v_lo = INFINITY;
+        m->v_hi = -INFINITY;
+        for (size_t r = 0; r < nrows; r++) {
+            double yv = d->y[rows ? rows[r] : r];
+            if (yv < m->v_lo) m->v_lo = yv;
+            if (yv > m->v_hi) m->v_hi = yv;
+        }
+        if (p.algo == PX_ALGO_POISSON && m->v_lo < 0) m->v_lo = 0;
+        if (m->v_hi > p.max_value) m->v_hi = p.max_value;
+        if (m->v_lo > m->v_hi) m->v_lo = m->v_hi;
+    }
     m->nf = d->p;
     m->n_train = nrows;
     if ((rc = px_enc_fit(d, rows, nrows, &m->f, &m->ncols, e)) < 0) {
@@ -326,6 +370,21 @@ px_model *px_model_fit(const px_dataset *d, const size_t *rows, size_t nrows, co
             rc = oom(e);
             goto done;
         }
+        /* the linear predictor's range on the training rows: predictions beyond it
+         * are extrapolations of a fit (with separation, towards 0 or 1 without limit) */
+        m->eta_lo = INFINITY;
+        m->eta_hi = -INFINITY;
+        for (size_t r = 0; r < nrows; r++) {
+            double eta = 0;
+            for (size_t c = 0; c < k; c++) eta += m->beta[c] * X[r * k + c];
+            if (eta < m->eta_lo) m->eta_lo = eta;
+            if (eta > m->eta_hi) m->eta_hi = eta;
+        }
+        if (!(m->eta_lo <= m->eta_hi)) {
+            rc = px_err_set(e, PX_EINVAL, "cannot fit %s model on '%s': the linear predictor is not finite", an,
+                            d->table);
+            goto done;
+        }
     } else {
         /* the SVM sees the standardized design without the intercept column */
         size_t q = k - 1;
@@ -391,7 +450,9 @@ int px_model_predict(const px_model *m, const double *raw, double *value, double
     if (is_glm(m->algo)) {
         double eta = 0;
         for (size_t c = 0; c < k; c++) eta += m->beta[c] * x[c];
-        *value = m->algo == PX_ALGO_LOGIT ? 1 / (1 + exp(-eta)) : exp(eta);
+        if (eta < m->eta_lo) eta = m->eta_lo;
+        if (eta > m->eta_hi) eta = m->eta_hi;
+        *value = bound_value(m, m->algo == PX_ALGO_LOGIT ? 1 / (1 + exp(-eta)) : exp(eta));
         if (contrib)
             for (size_t j = 0; j < m->nf; j++) {
                 const px_feature_info *f = &m->f[j];
@@ -402,7 +463,7 @@ int px_model_predict(const px_model *m, const double *raw, double *value, double
     } else {
         /* design without the intercept; a feature set to its mean / reference is all zeros */
         double *z = x + 1, *t = x + k;
-        double v = px_svm_predict(m->svm, z);
+        double v = bound_value(m, px_svm_predict(m->svm, z));
         *value = v;
         if (contrib)
             for (size_t j = 0; j < m->nf; j++) {
@@ -415,7 +476,7 @@ int px_model_predict(const px_model *m, const double *raw, double *value, double
                     nonzero |= t[c - 1] != 0;
                     t[c - 1] = 0;
                 }
-                if (nonzero) contrib[j] = v - px_svm_predict(m->svm, t);
+                if (nonzero) contrib[j] = v - bound_value(m, px_svm_predict(m->svm, t));
             }
         if (isnan(v)) rc = px_err_set(e, PX_ENOMEM, "cannot predict: out of memory");
     }
@@ -508,6 +569,9 @@ static int save_body(const px_model *m, px_buf *b, px_err *e)
         bad = px_buf_printf(b, "svm %zu\n", sv.len) < 0 || px_buf_add(b, sv.data, sv.len) < 0;
         px_buf_release(&sv);
     }
+    /* optional line (absent in files saved before bounds existed) */
+    bad = bad || put_num(b, "bounds ", m->eta_lo) < 0 || put_num(b, " ", m->eta_hi) < 0 ||
+          put_num(b, " ", m->v_lo) < 0 || put_num(b, " ", m->v_hi) < 0 || px_buf_addc(b, '\n') < 0;
     bad = bad || px_buf_adds(b, "end\n") < 0;
     return bad ? px_err_set(e, PX_ENOMEM, "cannot save model: out of memory") : 0;
 }
@@ -697,6 +761,14 @@ static px_model *parse_model(const char *t, size_t len, const char **why_out, co
         NEED(px_svm_inputs(m->svm) == ncols - 1, "an svm with one input per design column");
         NEED(px_svm_kind(m->svm) == (m->algo == PX_ALGO_SVC ? PX_SVM_SVC : PX_SVM_SVR), "an svm of the model's type");
     }
+    default_bounds(m);
+    if (px_tx_lit(&c, "bounds ") == 0) {
+        NEED(px_tx_gnum(&c, &m->eta_lo) == 0 && px_tx_lit(&c, " ") == 0 && px_tx_gnum(&c, &m->eta_hi) == 0 &&
+                 px_tx_lit(&c, " ") == 0 && px_tx_gnum(&c, &m->v_lo) == 0 && px_tx_lit(&c, " ") == 0 &&
+                 px_tx_gnum(&c, &m->v_hi) == 0 && px_tx_lit(&c, "\n") == 0,
+             "the bounds line");
+        NEED(m->eta_lo <= m->eta_hi && m->v_lo <= m->v_hi && isfinite(m->v_lo), "ordered bounds");
+    }
     NEED(px_tx_lit(&c, "end\n") == 0 && c.p == c.end, "the end line");
     return m;
 bad:
@@ -743,4 +815,12 @@ px_model *px_model_load(const unsigned char *bytes, size_t len, px_err *e)
                        line, why);
     }
     return m;
+}
+
+void px_model_bounds(const px_model *m, double *eta_lo, double *eta_hi, double *lo, double *hi)
+{
+    if (eta_lo) *eta_lo = m->eta_lo;
+    if (eta_hi) *eta_hi = m->eta_hi;
+    if (lo) *lo = m->v_lo;
+    if (hi) *hi = m->v_hi;
 }

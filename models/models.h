@@ -135,7 +135,15 @@ typedef struct px_fit_params {
     px_algo algo;
     px_glm_params glm;
     px_svm_params svm;
+    double max_value;     /* regression: predictions never above this (default INFINITY; the
+                           * registry passes PX_MODEL_LOS_MAX_DAYS for length of stay) */
 } px_fit_params;
+
+/* Upper bound of a length-of-stay prediction in days, and of any regression
+ * prediction of a model file saved before bounds were stored. */
+#define PX_MODEL_LOS_MAX_DAYS 365.0
+#define PX_MODEL_LEGACY_MAX PX_MODEL_LOS_MAX_DAYS
+
 
 px_fit_params px_fit_default_params(px_algo algo);
 
@@ -149,6 +157,16 @@ typedef struct px_fit_info {
 } px_fit_info;
 
 typedef struct px_model px_model;   /* opaque */
+
+/* Bounds on every prediction (px_model_predict): a GLM's linear predictor is
+ * clamped to the range it took on the training rows (a probability is never more
+ * extreme than the fit gave a training row, however far a new row lies; a
+ * separated fit's are extreme already: the registry's gates catch those); the
+ * value is clamped to [lo, hi]:
+ * probabilities [0, 1], regression the training labels' range capped at
+ * max_value. A model file without stored bounds gets eta unbounded and
+ * [0, 1] or [0, PX_MODEL_LEGACY_MAX]. The eta bounds are -inf and inf for SVMs. */
+void px_model_bounds(const px_model *m, double *eta_lo, double *eta_hi, double *lo, double *hi);
 
 /* Fits the encoding and the algorithm on the given rows of d (rows NULL: all
  * d->n rows, nrows ignored). A GLM is fitted on the standardized design, so a
@@ -203,7 +221,7 @@ typedef struct px_eval_bin {
     double brier;                        /* mean squared error of the probabilities */
     double cal_intercept;                /* calibration-in-the-large: a in logit(P(y)) = a + logit(p) */
     double cal_slope;                    /* b in logit(P(y)) = a + b logit(p) */
-    double hl_chi2, hl_p;                /* Hosmer-Lemeshow over deciles of risk, df = groups - 2 */
+    double hl_chi2, hl_p;                /* Hosmer-Lemeshow over deciles of risk, df = groups (a holdout: nothing fitted on it) */
     int hl_df;
     size_t ngroups;
     struct { size_t n; double events, mean_pred, obs_rate; } group[PX_EVAL_GROUPS];  /* deciles of risk */

@@ -90,6 +90,56 @@ int px_reg_card(PGconn *c, const px_config *cfg, const char *name, const char *r
 char *px_reg_reference_json(const px_model *m, const px_dataset *d, const size_t *rows, size_t n,
                             const double *scores, px_err *e);
 
+/* ---- quality gates (gates.c) ---------------------------------------------- */
+
+/* What a version must show at registration before it may become champion, serve
+ * or adjust KPIs (the reasons for each default are in gates.c). */
+typedef struct px_gate_params {
+    double min_epp;             /* events per candidate parameter in the training rows (binary: the rarer
+                                 * class; numeric outcome: rows) (default 10) */
+    double min_holdout_events;  /* the rarer class in the holdout (numeric outcome: rows) (default 20) */
+    double min_auc_lo;          /* the holdout AUC's lower 95% bound must exceed this (default 0.5) */
+    double slope_lo, slope_hi;  /* holdout calibration slope within (default 0.5 .. 1.5) */
+    double max_value;           /* numeric outcome: no training prediction above this (default INFINITY;
+                                 * the built-in LOS model: PX_MODEL_LOS_MAX_DAYS) */
+    double max_rmse_over_mean;  /* numeric outcome: holdout RMSE at most (1 + this) x the mean-only
+                                 * model's (default 0.05) */
+} px_gate_params;
+
+px_gate_params px_gate_default_params(void);
+
+/* The figures the gates look at (train.c gathers them from the fit and the holdout). */
+typedef struct px_gate_input {
+    int binary, glm;            /* 0/1 outcome; a GLM (separation and convergence apply) */
+    size_t n_train, n_test;
+    double train_events, test_events; /* binary: rows with outcome 1 */
+    size_t n_params;            /* candidate parameters: design columns of every input, dropped ones as 1 */
+    int separation, converged;
+    double auc_lo, cal_slope;   /* binary, holdout; NAN when undefined (fails its gate) */
+    double rmse, rmse_mean;     /* numeric, holdout: the model's RMSE and the mean-only model's */
+    const double *train_pred;   /* the model's predictions on its n_pred training rows */
+    size_t n_pred;
+    int accepted;               /* the operator accepted a failure (--accept-failed-gates) */
+} px_gate_input;
+
+/* Evaluates every gate. Returns JSON text the caller frees: {"passed", "accepted",
+ * "failed": [gate names], "checks": [{"gate", "passed", "value", "threshold", "why",
+ * "fix"?}], "params"}; *passed (may be NULL) gets 1 or 0; summary (may be NULL)
+ * receives "gate: why (fix: ...)" for each failed gate, "; "-separated. NULL on
+ * out of memory. */
+char *px_gate_eval(const px_gate_params *p, const px_gate_input *in, int *passed, char *summary, size_t slen);
+
+/* The stored verdict of a version: *passed 1 (also for a version registered before
+ * the gates existed) or 0; *accepted 1 when a failure was accepted; failed (may be
+ * NULL) receives the failed gates' names, ", "-separated. 0, PX_ENOTFOUND or PX_EDB. */
+int px_reg_gates_status(PGconn *c, const char *name, int version, int *passed, int *accepted, char *failed,
+                        size_t flen, px_err *e);
+
+/* Marks a failed version as accepted (it may then be champion, serve and adjust
+ * KPIs) and records that in registry.decisions with the reason. A version that
+ * passed is left alone. 0 or PX_EDB. */
+int px_reg_accept_gates(PGconn *c, const char *name, int version, const char *reason, px_err *e);
+
 /* ---- training and retraining jobs (train.c) -------------------------------- */
 
 typedef struct px_train_params {
@@ -103,6 +153,9 @@ typedef struct px_train_params {
     double holdout_time_share;    /* latest share of prediction times held out (default 0.25) */
     double holdout_patient_share; /* share of patients in the holdout group (default 0.3) */
     int build_features;           /* 1: (re)build the built-in set first */
+    px_gate_params gates;         /* quality gates at registration (px_gate_default_params) */
+    int accept_failed_gates;      /* 1: a version that fails its gates may still become the first
+                                   * champion; recorded in registry.decisions */
 } px_train_params;
 
 px_train_params px_train_default_params(void);
@@ -114,7 +167,17 @@ typedef struct px_train_result {
     double auc, auc_lo, auc_hi;   /* binary */
     double rmse, r2;              /* regression */
     char summary[512];
+    int gates_passed;             /* 0: the version failed a quality gate (gates_summary says which) */
+    int gates_accepted;           /* failed, but --accept-failed-gates */
+    int champion;                 /* 1: the version is the champion after this call */
+    char gates_summary[1024];     /* failed gates with what would fix them, "" when all passed */
+    char gates_failed[256];       /* the failed gates' names, ","-separated, "" when all passed */
 } px_train_result;
+
+/* Trains, evaluates, applies the quality gates and registers a version (also when
+ * it fails them: the failure is in its record). The first version of a model
+ * becomes its champion only if it passed its gates (or p->accept_failed_gates).
+ * Returns 0 (r->gates_passed says whether the gates passed), or a negative code. */
 
 int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train_result *r, px_err *e);
 
@@ -122,6 +185,7 @@ typedef struct px_retrain_params {
     double max_auc_drop;          /* gate: candidate AUC >= champion AUC - this (default 0.01) */
     double slope_lo, slope_hi;    /* gate: calibration slope within (default 0.8 .. 1.2) */
     double max_rmse_rise;         /* gate for regression: relative RMSE rise allowed (default 0.02) */
+    px_gate_params gates;         /* the candidate's quality gates (px_gate_default_params) */
 } px_retrain_params;
 
 px_retrain_params px_retrain_default_params(void);
@@ -133,5 +197,19 @@ px_retrain_params px_retrain_default_params(void);
  * negative on failure. */
 int px_retrain(PGconn *c, const px_config *cfg, const char *model, const px_retrain_params *p, FILE *report,
                px_err *e);
+
+/* What px_retrain_ex did with one model, for a scheduler's exit code. */
+typedef enum {
+    PX_RETRAIN_PROMOTED,     /* the candidate is the new champion */
+    PX_RETRAIN_KEPT,         /* the candidate lost to the champion: kept */
+    PX_RETRAIN_UNCHANGED,    /* data and parameters unchanged: nothing trained */
+    PX_RETRAIN_GATES_FAILED, /* the candidate failed its quality gates: registered, not promoted */
+    PX_RETRAIN_FAILED        /* an error (the return value says which) */
+} px_retrain_outcome;
+
+/* px_retrain with the outcome spelled out (outcome may be NULL). The return value
+ * is px_retrain's: 0 promoted, PX_ENOTHING kept, unchanged or gates failed, negative on error. */
+int px_retrain_ex(PGconn *c, const px_config *cfg, const char *model, const px_retrain_params *p, FILE *report,
+                  px_retrain_outcome *outcome, px_err *e);
 
 #endif

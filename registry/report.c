@@ -381,6 +381,43 @@ static char *compact(const cJSON *j)
     return j ? cJSON_PrintUnformatted(j) : NULL;
 }
 
+/* The quality gates' verdict (metrics.json "gates", written at registration) as
+ * text (md 0) or Markdown (md 1). Versions from before the gates say so. */
+static void gates_section(px_buf *b, const version_info *vi, int md)
+{
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(vi->metrics, "gates");
+    if (!cJSON_IsObject(g)) {
+        px_buf_adds(b, md ? "Not evaluated: this version was registered before quality gates existed.\n\n"
+                          : "  not evaluated (registered before quality gates existed)\n");
+        return;
+    }
+    int passed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(g, "passed"));
+    int accepted = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(g, "accepted"));
+    const char *verdict = passed ? "PASSED" : accepted ? "FAILED, accepted with --accept-failed-gates"
+                                                       : "FAILED: this version may not be champion, serve predictions "
+                                                         "or adjust KPIs";
+    if (md) px_buf_printf(b, "**%s**\n\n| gate | result | detail | what would fix it |\n|---|---|---|---|\n", verdict);
+    else px_buf_printf(b, "  %s\n", verdict);
+    const cJSON *checks = cJSON_GetObjectItemCaseSensitive(g, "checks");
+    for (const cJSON *c = checks ? checks->child : NULL; c; c = c->next) {
+        int ok = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "passed"));
+        const char *fix = jstr(c, "fix");
+        if (md) {
+            px_buf_adds(b, "| ");
+            md_cell(b, jstr(c, "gate"));
+            px_buf_printf(b, " | %s | ", ok ? "passed" : "**failed**");
+            md_cell(b, jstr(c, "why"));
+            px_buf_adds(b, " | ");
+            md_cell(b, ok ? "" : fix);
+            px_buf_adds(b, " |\n");
+        } else {
+            px_buf_printf(b, "  %-22s %-6s %s%s%s\n", jstr(c, "gate"), ok ? "passed" : "FAILED", jstr(c, "why"),
+                          ok ? "" : "; fix: ", ok ? "" : fix);
+        }
+    }
+    if (md) px_buf_addc(b, '\n');
+}
+
 static void show_text(px_buf *b, const version_info *vi)
 {
     const cJSON *row = vi->row;
@@ -413,6 +450,8 @@ static void show_text(px_buf *b, const version_info *vi)
     free(batches);
     free(aliases);
 
+    px_buf_adds(b, "\nquality gates\n");
+    gates_section(b, vi, 0);
     px_buf_adds(b, "\nholdout metrics\n");
     const cJSON *overall = cJSON_GetObjectItemCaseSensitive(vi->metrics, "overall");
     if (overall) {
@@ -752,6 +791,9 @@ int px_reg_card(PGconn *c, const px_config *cfg, const char *name, const char *r
                   jstr(row, "algo"), binary ? "binary classification (probability)" : "regression (expected value)",
                   jstr(row, "label"), jstr(row, "feature_table"));
     px_buf_printf(&b, "| registered | %s by %s |\n\n", jstr(row, "created_at"), jstr(row, "created_by"));
+
+    px_buf_adds(&b, "## Quality gates\n\n");
+    gates_section(&b, &vi, 1);
 
     px_buf_adds(&b, "## Intended use\n\n");
     const char *use = NULL;

@@ -24,6 +24,7 @@ px_train_params px_train_default_params(void)
     p.holdout_time_share = 0.25;
     p.holdout_patient_share = 0.3;
     p.build_features = 1;
+    p.gates = px_gate_default_params();
     return p;
 }
 
@@ -34,6 +35,7 @@ px_retrain_params px_retrain_default_params(void)
     p.slope_lo = 0.8;
     p.slope_hi = 1.2;
     p.max_rmse_rise = 0.02;
+    p.gates = px_gate_default_params();
     return p;
 }
 
@@ -89,6 +91,11 @@ typedef struct job {
     px_eval_bin eb;
     px_eval_reg er;
     char *metrics_json, *split_json, *params_json, *reference_json, *calibration_csv, *batches_json;
+    char *gates_json;          /* the quality gates' verdict (px_gate_eval) */
+    px_gate_params gp;         /* the gates applied (part of the version's params: another
+                                * policy is another registration) */
+    int gates_passed;
+    char gates_summary[1024];
 } job;
 
 static void job_release(job *j)
@@ -104,6 +111,7 @@ static void job_release(job *j)
     free(j->reference_json);
     free(j->calibration_csv);
     free(j->batches_json);
+    free(j->gates_json);
     memset(j, 0, sizeof *j);
 }
 
@@ -294,6 +302,9 @@ static int build_metrics(job *j, px_err *e)
         cJSON_AddNumberToObject(fit, "cv_score", j->fi.svm.cv_score);
     }
     cJSON_AddStringToObject(fit, "warning", j->fi.warning);
+    /* the gates travel in the signed metrics.json; registration copies them to the row */
+    cJSON *gates = j->gates_json ? cJSON_Parse(j->gates_json) : NULL;
+    cJSON_AddItemToObject(root, "gates", gates ? gates : cJSON_CreateNull());
     j->metrics_json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return j->metrics_json ? 0 : px_err_set(e, PX_ENOMEM, "out of memory");
@@ -346,6 +357,16 @@ static int build_params(job *j, px_err *e)
         cJSON_AddNumberToObject(o, "cv_folds", j->fp.svm.cv_folds);
         cJSON_AddNumberToObject(o, "max_rows", (double)j->fp.svm.max_rows);
         cJSON_AddNumberToObject(o, "seed", (double)j->fp.svm.seed);
+    }
+    cJSON *g = cJSON_AddObjectToObject(o, "gates");
+    if (g) {
+        cJSON_AddNumberToObject(g, "min_epp", j->gp.min_epp);
+        cJSON_AddNumberToObject(g, "min_holdout_events", j->gp.min_holdout_events);
+        cJSON_AddNumberToObject(g, "min_auc_lo", j->gp.min_auc_lo);
+        cJSON_AddNumberToObject(g, "slope_lo", j->gp.slope_lo);
+        cJSON_AddNumberToObject(g, "slope_hi", j->gp.slope_hi);
+        if (isfinite(j->gp.max_value)) cJSON_AddNumberToObject(g, "max_value", j->gp.max_value);
+        cJSON_AddNumberToObject(g, "max_rmse_over_mean", j->gp.max_rmse_over_mean);
     }
     j->params_json = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -460,6 +481,48 @@ static void holdout_one_class(job *j, const double *y, size_t events)
              events ? "only events" : "no events");
 }
 
+/* The quality gates on the fitted model, its training predictions and the holdout
+ * evaluation: fills j->gates_json, gates_passed and gates_summary. */
+static int job_gates(job *j, const px_train_params *p, const double *train_scores, px_err *e)
+{
+    px_gate_params gp = j->gp;
+    px_gate_input in;
+    memset(&in, 0, sizeof in);
+    in.binary = j->binary;
+    in.glm = j->fp.algo == PX_ALGO_LOGIT || j->fp.algo == PX_ALGO_POISSON;
+    in.n_train = j->ntrain;
+    in.n_test = j->ntest;
+    for (size_t k = 0; k < j->ntrain; k++) in.train_events += j->d->y[j->train[k]] == 1.0;
+    for (size_t k = 0; k < j->ntest; k++) in.test_events += j->d->y[j->test[k]] == 1.0;
+    /* candidate parameters: every input's design columns; one for an input dropped as constant */
+    for (size_t k = 0; k < px_model_nfeatures(j->m); k++) {
+        const px_feature_info *f = px_model_feature(j->m, k);
+        in.n_params += f->dropped ? 1 : f->ncols;
+    }
+    in.separation = j->fi.separation;
+    in.converged = j->fi.converged;
+    in.auc_lo = j->binary ? j->eb.auc_lo : NAN;
+    in.cal_slope = j->binary ? j->eb.cal_slope : NAN;
+    if (!j->binary) {
+        /* the mean-only model: the training rows' mean, scored on the holdout */
+        double mean = 0, sse = 0;
+        for (size_t k = 0; k < j->ntrain; k++) mean += j->d->y[j->train[k]];
+        mean /= (double)j->ntrain;
+        for (size_t k = 0; k < j->ntest; k++) {
+            double r = j->d->y[j->test[k]] - mean;
+            sse += r * r;
+        }
+        in.rmse = j->er.rmse;
+        in.rmse_mean = sqrt(sse / (double)j->ntest);
+    }
+    in.train_pred = train_scores;
+    in.n_pred = j->ntrain;
+    in.accepted = p->accept_failed_gates;
+    if (!(j->gates_json = px_gate_eval(&gp, &in, &j->gates_passed, j->gates_summary, sizeof j->gates_summary)))
+        return px_err_set(e, PX_ENOMEM, "out of memory");
+    return 0;
+}
+
 /* Loads the dataset, splits, fits and evaluates. extra_features: columns to load
  * beside the model's own (the champion's, to score it on the same rows). */
 static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, const char *const *extra_features,
@@ -510,6 +573,9 @@ static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, co
                           j->binary ? "a 0/1 outcome: use logit or svc" : "a numeric outcome: use poisson or svr");
     j->fp = px_fit_default_params(algo);
     j->fp.glm.l2 = p->l2;
+    if (j->set && strcmp(j->set->name, "los") == 0) j->fp.max_value = PX_MODEL_LOS_MAX_DAYS;
+    j->gp = p->gates;
+    if (j->fp.max_value < j->gp.max_value) j->gp.max_value = j->fp.max_value; /* LOS: 365 days */
 
     if ((rc = split_rows(j, p, e)) != 0) return rc;
     /* the model sees only its own columns (the champion's may have been loaded beside them) */
@@ -553,6 +619,7 @@ static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, co
     if ((rc = px_model_score(j->m, j->d, j->train, j->ntrain, train_scores, e)) == 0)
         if (!(j->reference_json = px_reg_reference_json(j->m, j->d, j->train, j->ntrain, train_scores, e)))
             rc = e->code ? e->code : PX_ENOMEM;
+    if (rc == 0) rc = job_gates(j, p, train_scores, e);
     free(train_scores);
     if (rc != 0) return rc;
     if ((rc = build_metrics(j, e)) || (rc = build_split(j, p, e)) || (rc = build_params(j, e)) ||
@@ -591,6 +658,18 @@ static void fill_result(const job *j, int version, int created, px_train_result 
     r->created = created;
     r->n_train = j->ntrain;
     r->n_test = j->ntest;
+    r->gates_passed = j->gates_passed;
+    snprintf(r->gates_summary, sizeof r->gates_summary, "%s", j->gates_summary);
+    cJSON *g = j->gates_json ? cJSON_Parse(j->gates_json) : NULL;
+    const cJSON *failed = cJSON_GetObjectItemCaseSensitive(g, "failed");
+    size_t used = 0;
+    for (const cJSON *f = failed ? failed->child : NULL; f && used < sizeof r->gates_failed; f = f->next)
+        if (cJSON_IsString(f)) {
+            int n = snprintf(r->gates_failed + used, sizeof r->gates_failed - used, "%s%s", used ? "," : "",
+                             f->valuestring);
+            if (n > 0) used += (size_t)n;
+        }
+    cJSON_Delete(g);
     if (j->binary && isnan(j->eb.auc)) {
         snprintf(r->summary, sizeof r->summary, "%s v%d (%s): %zu training rows, %zu holdout rows; %s", j->name,
                  version, px_algo_name(j->fp.algo), j->ntrain, j->ntest, j->fi.warning);
@@ -613,6 +692,30 @@ static void fill_result(const job *j, int version, int created, px_train_result 
     }
 }
 
+static int record_decision(PGconn *c, const char *name, int candidate, int champion, const char *decision,
+                           const char *gates_json, const char *metrics_json, const char *message, px_err *e);
+
+/* A model without a champion: the new version becomes it if it passed its gates,
+ * or failed them with --accept-failed-gates (recorded in registry.decisions). */
+static int train_first_champion(PGconn *c, const job *j, const px_train_params *p, int version, px_train_result *r,
+                                px_err *e)
+{
+    int rc;
+    if (j->gates_passed) {
+        if ((rc = px_reg_promote(c, j->name, version, "champion", "first version of the model", e)) == 0)
+            r->champion = 1;
+        return rc;
+    }
+    if (!p->accept_failed_gates) return 0;
+    char msg[1400];
+    snprintf(msg, sizeof msg, "v%d failed its quality gates and was accepted with --accept-failed-gates: %s", version,
+             j->gates_summary);
+    if ((rc = px_reg_promote(c, j->name, version, "champion", msg, e)) != 0) return rc;
+    r->champion = 1;
+    r->gates_accepted = 1;
+    return record_decision(c, j->name, version, 0, "promoted", j->gates_json, NULL, msg, e);
+}
+
 int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train_result *r, px_err *e)
 {
     px_models_init();
@@ -628,6 +731,11 @@ int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train
         }
         if (rc == 0) {
             fill_result(&j, version, created, r);
+            r->gates_accepted = !j.gates_passed && p->accept_failed_gates;
+            if (!created && p->accept_failed_gates && !j.gates_passed)
+                rc = px_reg_accept_gates(c, j.name, version, "prognos train (the version existed)", e);
+        }
+        if (rc == 0) {
             /* the first version of a model becomes its champion: serving and KPIs need one */
             int champ = 0;
             px_err e2 = {0};
@@ -636,8 +744,11 @@ int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train
             if (rr != 0 && rr != PX_ENOTFOUND) {
                 *e = e2;
                 rc = rr;
-            } else if (rr == PX_ENOTFOUND)
-                rc = px_reg_promote(c, j.name, version, "champion", "first version of the model", e);
+            } else if (rr == PX_ENOTFOUND) {
+                rc = train_first_champion(c, &j, p, version, r, e);
+            } else {
+                r->champion = champ == version;
+            }
         }
     }
     job_release(&j);
@@ -755,18 +866,26 @@ static int record_decision(PGconn *c, const char *name, int candidate, int champ
 
 int px_retrain(PGconn *c, const px_config *cfg, const char *model, const px_retrain_params *p, FILE *report, px_err *e)
 {
+    return px_retrain_ex(c, cfg, model, p, report, NULL, e);
+}
+
+int px_retrain_ex(PGconn *c, const px_config *cfg, const char *model, const px_retrain_params *p, FILE *report,
+                  px_retrain_outcome *outcome, px_err *e)
+{
+    px_retrain_outcome oc = PX_RETRAIN_FAILED;
     px_models_init();
     int champ = 0, rc;
     px_err e2 = {0};
     px_train_params tp = px_train_default_params();
     tp.model = model;
+    tp.gates = p->gates;
     char table[256] = "", label[64] = "";
     char **champ_feats = NULL;
     job j;
     memset(&j, 0, sizeof j);
     px_model *cm = NULL;
     double *cs = NULL, *y = NULL;
-    char gates[1024] = "{}", metrics[1024] = "{}", msg[600] = "";
+    char gates[1024] = "{}", metrics[1024] = "{}", msg[1600] = "";
     int version = 0; /* the candidate, once registered */
 
     int rr = px_reg_resolve(c, model, "champion", &champ, &e2);
@@ -805,9 +924,22 @@ int px_retrain(PGconn *c, const px_config *cfg, const char *model, const px_retr
     if (rc == PX_ENOTHING) {
         px_err_clear(e);
         snprintf(msg, sizeof msg, "data and parameters unchanged since v%d: nothing to train", version);
-        if ((rc = record_decision(c, model, version, champ, "unchanged", NULL, NULL, msg, e)) != 0) goto out;
+        int accepted = 0;
+        if (!j.gates_passed) {
+            int passed = 0;
+            px_err e3 = {0};
+            if (px_reg_gates_status(c, model, version, &passed, &accepted, NULL, 0, &e3) != 0) accepted = 0;
+            size_t l = strlen(msg);
+            snprintf(msg + l, sizeof msg - l, "; v%d failed its quality gates%s: %s", version,
+                     accepted ? " (accepted)" : "", j.gates_summary);
+        }
+        if ((rc = record_decision(c, model, version, champ, "unchanged", j.gates_passed ? NULL : j.gates_json, NULL,
+                                  msg, e)) != 0)
+            goto out;
+        /* unchanged, but still failing its gates (in msg): the scheduler must hear about it */
         if (report) fprintf(report, "%s: %s\n", model, msg);
         rc = px_err_set(e, PX_ENOTHING, "%s: %s", model, msg);
+        oc = j.gates_passed || accepted ? PX_RETRAIN_UNCHANGED : PX_RETRAIN_GATES_FAILED;
         goto out;
     }
     if (rc != 0) {
@@ -815,14 +947,29 @@ int px_retrain(PGconn *c, const px_config *cfg, const char *model, const px_retr
         snprintf(msg, sizeof msg, "registration failed: %s", e->msg);
         goto fail;
     }
+    if (!j.gates_passed) {
+        /* registered with its failed gates in its record; never promoted, not even as the first version */
+        char gmsg[sizeof msg];
+        snprintf(gmsg, sizeof gmsg, "candidate v%d failed its quality gates: %s", version, j.gates_summary);
+        if (champ)
+            snprintf(msg, sizeof msg, "%.*s; champion v%d kept", (int)(sizeof msg - 32), gmsg, champ);
+        else
+            snprintf(msg, sizeof msg, "%.*s; the model has no champion", (int)(sizeof msg - 40), gmsg);
+        if ((rc = record_decision(c, model, version, champ, "kept", j.gates_json, NULL, msg, e)) != 0) goto out;
+        if (report) fprintf(report, "%s: %s\n", model, msg);
+        rc = px_err_set(e, PX_ENOTHING, "%s: %s", model, msg);
+        oc = PX_RETRAIN_GATES_FAILED;
+        goto out;
+    }
     if (!champ) {
         if ((rc = px_reg_promote(c, model, version, "champion", "first version of the model", e)) != 0) {
             snprintf(msg, sizeof msg, "cannot promote v%d, the first version: %s", version, e->msg);
             goto fail;
         }
         snprintf(msg, sizeof msg, "v%d is the first version: promoted to champion", version);
-        if ((rc = record_decision(c, model, version, 0, "promoted", NULL, NULL, msg, e)) != 0) goto out;
+        if ((rc = record_decision(c, model, version, 0, "promoted", j.gates_json, NULL, msg, e)) != 0) goto out;
         if (report) fprintf(report, "%s: %s\n", model, msg);
+        oc = PX_RETRAIN_PROMOTED;
         goto out;
     }
 
@@ -894,6 +1041,7 @@ int px_retrain(PGconn *c, const px_config *cfg, const char *model, const px_retr
         goto out;
     if (report) fprintf(report, "%s: %s\n", model, msg);
     rc = pass ? 0 : px_err_set(e, PX_ENOTHING, "%s: %s", model, msg);
+    oc = pass ? PX_RETRAIN_PROMOTED : PX_RETRAIN_KEPT;
     goto out;
 fail:
     if (!msg[0]) snprintf(msg, sizeof msg, "%s", e->msg);
@@ -905,6 +1053,7 @@ fail:
     if (report) fprintf(report, "%s: failed: %s\n", model, msg);
     if (rc == 0 || rc == PX_ENOTHING) rc = PX_EINVAL;
 out:
+    if (outcome) *outcome = rc < 0 && rc != PX_ENOTHING ? PX_RETRAIN_FAILED : oc;
     free(cs);
     free(y);
     px_model_free(cm);

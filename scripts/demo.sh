@@ -26,7 +26,10 @@ $PX etl status
 echo
 $PX features build --set all
 for m in readmission mortality los; do
-    $PX train --model "$m" --no-build
+    rc=0
+    $PX train --model "$m" --no-build || rc=$?
+    # 3: the version failed a quality gate: registered, not champion; its KPIs are computed crude
+    [ $rc -eq 0 ] || [ $rc -eq 3 ] || exit $rc
 done
 echo
 $PX registry list

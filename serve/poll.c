@@ -99,8 +99,13 @@ int srv_poll_once(px_server *s, PGconn *c, int force, px_err *e)
     if (!ks) return e->code ? e->code : PX_EDB;
     srv_slot_swap(&s->keys, ks);
 
+    /* a champion that failed its quality gates (registry/gates.c) is not served
+     * unless it was accepted at training; '{}' is a version from before the gates */
     PGresult *r = PQexec(c, "SELECT a.name, a.version, v.algo, v.task, v.feature_table FROM registry.aliases a"
-                            " JOIN registry.versions v USING (name, version) WHERE a.alias = 'champion' ORDER BY a.name");
+                            " JOIN registry.versions v USING (name, version) WHERE a.alias = 'champion'"
+                            " AND (coalesce(v.gates->>'passed', 'true') <> 'false'"
+                            "      OR coalesce(v.gates->>'accepted', 'false') = 'true')"
+                            " ORDER BY a.name");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         rc = px_err_set(e, PX_EDB, "cannot read the champion aliases");
         px_err_detail(e, "%s", PQerrorMessage(c));

@@ -6,7 +6,8 @@
 
 #include "engine/engine.h"
 
-enum { PX_EXIT_OK = 0, PX_EXIT_FAIL = 1, PX_EXIT_USAGE = 2, PX_EXIT_NOTHING = 3 };
+enum { PX_EXIT_OK = 0, PX_EXIT_FAIL = 1, PX_EXIT_USAGE = 2, PX_EXIT_NOTHING = 3,
+       PX_EXIT_GATES = 4 /* retrain: a candidate failed its quality gates, others may have been promoted */ };
 
 int cmd_db(int argc, char **argv);
 int cmd_etl(int argc, char **argv);

@@ -14,7 +14,7 @@ static const char usage[] =
     "usage: prognos kpi compute [--period KINDS] [--model-version [MODEL=]REF]...\n"
     "                           [--conf C] [--min-cases N] [--byar-min N]\n"
     "                           [--reference facility|pooled] [--overdispersion]\n"
-    "                           [--force] [--json]\n"
+    "                           [--allow-failed-gates] [--force] [--json]\n"
     "       prognos kpi report --period P --out FILE.html [--json FILE] [--csv FILE]\n"
     "                          [--run ID] [--target MEASURE=VALUE]...\n"
     "                          [--dp-epsilon E [--dp-seed S]]\n"
@@ -28,6 +28,10 @@ static const char usage[] =
     "rates, funnel limits, better / no different / worse flags; cells with fewer\n"
     "than --min-cases cases are suppressed. Each row names the model version, the\n"
     "data batches and the method. Exit 3 when an identical run is stored.\n"
+    "A measure whose champion is missing or failed its quality gates (see prognos\n"
+    "train --help) is computed crude: observed rates with intervals, no expected\n"
+    "count, O/E or flag, no model named, and the method says why; the other\n"
+    "measures are risk-adjusted as usual, and the output lists what was crude.\n"
     "\n"
     "report: writes one period of a stored run as a self-contained HTML page\n"
     "(opens without network), and optionally as JSON and CSV.\n"
@@ -47,6 +51,9 @@ static const char usage[] =
     "                       random-effects mean of the facility intercepts);\n"
     "                       pooled: the model's predictions exactly as they are\n"
     "  --overdispersion     widen funnel limits by Spiegelhalter's phi when > 1\n"
+    "  --allow-failed-gates adjust with risk models that failed their quality gates\n"
+    "                       (default: such a measure is computed crude; a model named\n"
+    "                       with --model-version that failed is refused, exit 1)\n"
     "  --force              compute even if an identical run is stored\n"
     "  --json               print the run summary as JSON\n"
     "\n"
@@ -153,6 +160,8 @@ static int kpi_compute(int argc, char **argv)
             p.overdispersion = 1;
         } else if (strcmp(a, "--force") == 0) {
             p.force = 1;
+        } else if (strcmp(a, "--allow-failed-gates") == 0) {
+            p.allow_failed_gates = 1;
         } else if (strcmp(a, "--json") == 0) {
             json = 1;
         } else {
@@ -172,12 +181,20 @@ static int kpi_compute(int argc, char **argv)
     if (json)
         printf("{\"run_id\":%lld,\"unchanged\":%s,\"models\":{\"readmission\":%d,\"mortality\":%d,\"los\":%d},"
                "\"encounters\":%lld,\"scored\":%lld,\"results\":%lld,\"seconds\":%.3f,\"seconds_score\":%.3f,"
-               "\"seconds_sql\":%.3f,\"reference_shift\":{\"readmission\":%.6g,\"mortality\":%.6g,\"los\":%.6g}}\n",
+               "\"seconds_sql\":%.3f,\"reference_shift\":{\"readmission\":%.6g,\"mortality\":%.6g,\"los\":%.6g},"
+               "\"crude\":[%s%s%s%s%s],\"skipped\":[%s%s%s%s%s]}\n",
                info.run_id, info.unchanged ? "true" : "false", info.model_version[0], info.model_version[1],
                info.model_version[2], info.encounters, info.scored, info.results, info.seconds, info.seconds_score,
-               info.seconds_sql, info.reference_shift[0], info.reference_shift[1], info.reference_shift[2]);
+               info.seconds_sql, info.reference_shift[0], info.reference_shift[1], info.reference_shift[2],
+               info.crude[0] ? "\"readmission\"" : "", info.crude[0] && (info.crude[1] || info.crude[2]) ? "," : "",
+               info.crude[1] ? "\"mortality\"" : "", info.crude[1] && info.crude[2] ? "," : "",
+               info.crude[2] ? "\"los\"" : "",
+               info.skipped[0] ? "\"readmission\"" : "", info.skipped[0] && (info.skipped[1] || info.skipped[2]) ? "," : "",
+               info.skipped[1] ? "\"mortality\"" : "", info.skipped[1] && info.skipped[2] ? "," : "",
+               info.skipped[2] ? "\"los\"" : "");
     else
         printf("kpi: %s\n", info.summary);
+    if (info.notes[0]) fprintf(stderr, "prognos kpi compute: %s\n", info.notes);
     px_log(PX_LOG_INFO, "kpi compute: %s", info.summary);
     return rc == PX_ENOTHING ? PX_EXIT_NOTHING : PX_EXIT_OK;
 }

@@ -12,6 +12,7 @@ static const char usage[] =
     "usage: prognos registry list [--json]\n"
     "       prognos registry show NAME [REF] [--json]\n"
     "       prognos registry promote NAME REF [--alias champion|challenger] [--reason TEXT]\n"
+    "                                [--accept-failed-gates]\n"
     "       prognos registry verify [NAME [REF] | NAME --all | --all] [--json]\n"
     "       prognos registry card NAME [REF] [--out FILE.md]\n"
     "\n"
@@ -39,6 +40,9 @@ static const char usage[] =
     "  --json          machine-readable output (list, show, verify)\n"
     "  --alias A       promote: champion (default) or challenger\n"
     "  --reason TEXT   promote: why, kept in the alias history\n"
+    "  --accept-failed-gates  promote: a version that failed its quality gates may\n"
+    "                  become champion (recorded in registry.decisions); without it\n"
+    "                  such a promotion to champion is refused (exit 1)\n"
     "  --all           verify: every version\n"
     "  --out FILE      card: write the card to FILE (atomically) instead of stdout\n"
     "  -h, --help      show this help\n"
@@ -50,7 +54,7 @@ static const char usage[] =
 typedef struct opts {
     const char *pos[3];
     int npos;
-    int json, all;
+    int json, all, accept;
     const char *alias, *reason, *out;
 } opts;
 
@@ -61,6 +65,7 @@ static int parse(int argc, char **argv, opts *o)
         const char *a = argv[i];
         if (strcmp(a, "--json") == 0) o->json = 1;
         else if (strcmp(a, "--all") == 0) o->all = 1;
+        else if (strcmp(a, "--accept-failed-gates") == 0) o->accept = 1;
         else if (strcmp(a, "--alias") == 0 || strcmp(a, "--reason") == 0 || strcmp(a, "--out") == 0) {
             if (i + 1 >= argc) return px_cli_usage_error("registry", "%s needs a value", a);
             const char **dst = a[2] == 'a' ? &o->alias : a[2] == 'r' ? &o->reason : &o->out;
@@ -83,7 +88,8 @@ static int check(const char *sub, const opts *o, int minpos, int maxpos, int jso
     if (o->npos > maxpos) return px_cli_usage_error("registry", "unexpected argument '%s'", o->pos[maxpos]);
     if (o->json && !json) return px_cli_usage_error("registry", "%s has no --json", sub);
     if (o->all && !all) return px_cli_usage_error("registry", "--all is for verify");
-    if ((o->alias || o->reason) && !promote) return px_cli_usage_error("registry", "--alias and --reason are for promote");
+    if ((o->alias || o->reason || o->accept) && !promote)
+        return px_cli_usage_error("registry", "--alias, --reason and --accept-failed-gates are for promote");
     if (o->out && !out) return px_cli_usage_error("registry", "--out is for card");
     return 0;
 }
@@ -199,6 +205,23 @@ static int do_promote(PGconn *c, const px_config *cfg, const opts *o)
         px_err_set(&e, e.code, "cannot promote model '%s' v%d: it failed verification", o->pos[0], version);
         px_err_detail(&e, "%s", msg);
         return px_cli_fail(&e);
+    }
+    /* a champion must have passed its quality gates, or the failure be accepted */
+    int passed = 1, accepted = 0;
+    char failed[256] = "";
+    if (strcmp(alias, "champion") == 0) {
+        if (px_reg_gates_status(c, o->pos[0], version, &passed, &accepted, failed, sizeof failed, &e) != 0)
+            return px_cli_fail(&e);
+        if (!passed && !accepted && !o->accept) {
+            px_err_set(&e, PX_EINVAL, "cannot promote model '%s' v%d to champion: it failed its quality gates (%s)",
+                       o->pos[0], version, failed);
+            px_err_hint(&e, "see prognos registry show %s %d; promote anyway with --accept-failed-gates", o->pos[0],
+                        version);
+            return px_cli_fail(&e);
+        }
+        if (!passed && !accepted &&
+            px_reg_accept_gates(c, o->pos[0], version, o->reason ? o->reason : "prognos registry promote", &e) != 0)
+            return px_cli_fail(&e);
     }
     int rc = px_reg_promote(c, o->pos[0], version, alias, o->reason, &e);
     if (rc != 0) return px_cli_fail(&e);

@@ -10,12 +10,23 @@
 static const char usage[] =
     "usage: prognos train --model NAME [--algo logit|poisson|svc|svr|svm] [--table SCHEMA.TABLE --label COL]\n"
     "                     [--features A,B,...] [--l2 LAMBDA] [--holdout-time SHARE] [--holdout-patients SHARE]\n"
-    "                     [--no-build] [--json]\n"
+    "                     [--no-build] [--min-epp N] [--min-holdout-events N] [--gate-slope LO,HI]\n"
+    "                     [--accept-failed-gates] [--json]\n"
     "\n"
-    "Fits a model, evaluates it on a temporal, patient-grouped holdout and registers it as a\n"
-    "new, signed version in the model registry. The first version of a model becomes its\n"
-    "champion; later versions are promoted by 'prognos retrain' or 'prognos registry promote'.\n"
-    "Training the same data with the same parameters again creates no new version.\n"
+    "Fits a model, evaluates it on a temporal, patient-grouped holdout, applies the quality\n"
+    "gates and registers it as a new, signed version in the model registry. The first version\n"
+    "of a model becomes its champion if it passed its gates; later versions are promoted by\n"
+    "'prognos retrain' or 'prognos registry promote'. Training the same data with the same\n"
+    "parameters again creates no new version.\n"
+    "\n"
+    "Quality gates (a version that fails one is registered with the failure in its record,\n"
+    "card and this output, but does not become champion, serve or adjust KPIs):\n"
+    "  0/1 outcome: events (the rarer class) per candidate parameter >= --min-epp (10),\n"
+    "  holdout events >= --min-holdout-events (20), no (quasi-)separation, a converged fit,\n"
+    "  holdout AUC lower 95%% bound > 0.5, calibration slope within --gate-slope (0.5,1.5),\n"
+    "  training probabilities within 1e-8 of neither 0 nor 1;\n"
+    "  numeric outcome: rows per parameter and holdout rows as above, holdout RMSE below the\n"
+    "  mean-only model's + 5%%, training predictions finite, >= 0 and (los) <= 365 days.\n"
     "\n"
     "  --model NAME          readmission, mortality or los (the built-in feature sets, built\n"
     "                        first unless --no-build), or any name [a-z][a-z0-9_]* with --table\n"
@@ -29,9 +40,16 @@ static const char usage[] =
     "  --l2 LAMBDA           ridge penalty on standardized coefficients (default 0)\n"
     "  --holdout-time SHARE  latest share of prediction times held out (default 0.25)\n"
     "  --holdout-patients SHARE  share of patients in the holdout group (default 0.3)\n"
+    "  --min-epp N           events per candidate parameter required (default 10)\n"
+    "  --min-holdout-events N  holdout events required (default 20)\n"
+    "  --gate-slope LO,HI    holdout calibration slope required (default 0.5,1.5)\n"
+    "  --accept-failed-gates a version that fails its gates may still become the first\n"
+    "                        champion (recorded in registry.decisions); exits 0\n"
     "  --json                machine-readable result\n"
     "\n"
-    "Exit codes: 0 ok (a version was created or already existed), 1 failed, 2 usage.\n";
+    "Exit codes: 0 ok (a version was created or already existed, and passed its gates or\n"
+    "was accepted), 1 failed, 2 usage, 3 the version failed a quality gate (registered,\n"
+    "not champion; the message names the gate and what would fix it).\n";
 
 /* Splits "a,b,c" into a NULL-terminated array pointing into s (modified). Caller frees the array. */
 static const char **split_list(char *s)
@@ -53,6 +71,18 @@ static int parse_share(const char *s, double *out)
     if (*s == '\0' || *end != '\0' || !(v > 0 && v < 1)) return -1;
     *out = v;
     return 0;
+}
+
+/* ,"gates_failed":[names] from "a,b,c" (gate names are [a-z_]). */
+static void print_gates_failed(const char *names)
+{
+    printf(",\"gates_failed\":[");
+    for (const char *s = names; s && *s;) {
+        size_t n = strcspn(s, ",");
+        printf("%s\"%.*s\"", s == names ? "" : ",", (int)n, s);
+        s += n + (s[n] == ',');
+    }
+    printf("]");
 }
 
 int cmd_train(int argc, char **argv)
@@ -81,7 +111,23 @@ int cmd_train(int argc, char **argv)
         } else if (strcmp(argv[i], "--holdout-patients") == 0 && i + 1 < argc) {
             if (parse_share(argv[++i], &p.holdout_patient_share) != 0)
                 return px_cli_usage_error("train", "--holdout-patients needs a share between 0 and 1");
-        } else if (strcmp(argv[i], "--no-build") == 0) p.build_features = 0;
+        } else if (strcmp(argv[i], "--min-epp") == 0 && i + 1 < argc) {
+            char *end;
+            p.gates.min_epp = strtod(argv[++i], &end);
+            if (*end || !(p.gates.min_epp >= 0 && p.gates.min_epp <= 1e6))
+                return px_cli_usage_error("train", "--min-epp needs a number of events between 0 and 1000000");
+        } else if (strcmp(argv[i], "--min-holdout-events") == 0 && i + 1 < argc) {
+            char *end;
+            p.gates.min_holdout_events = strtod(argv[++i], &end);
+            if (*end || !(p.gates.min_holdout_events >= 0 && p.gates.min_holdout_events <= 1e9))
+                return px_cli_usage_error("train", "--min-holdout-events needs a count >= 0");
+        } else if (strcmp(argv[i], "--gate-slope") == 0 && i + 1 < argc) {
+            char tail;
+            if (sscanf(argv[++i], "%lf,%lf%c", &p.gates.slope_lo, &p.gates.slope_hi, &tail) != 2 ||
+                !(p.gates.slope_lo < p.gates.slope_hi))
+                return px_cli_usage_error("train", "--gate-slope needs LO,HI with LO < HI");
+        } else if (strcmp(argv[i], "--accept-failed-gates") == 0) p.accept_failed_gates = 1;
+        else if (strcmp(argv[i], "--no-build") == 0) p.build_features = 0;
         else if (strcmp(argv[i], "--json") == 0) json = 1;
         else return px_cli_usage_error("train", "unknown or incomplete option '%s'", argv[i]);
     }
@@ -128,10 +174,19 @@ int cmd_train(int argc, char **argv)
         double vals[] = {r.auc, r.auc_lo, r.auc_hi, r.rmse, r.r2};
         for (int k = 0; k < 5; k++) /* JSON has no NaN: an undefined statistic is null */
             isfinite(vals[k]) ? printf(",\"%s\":%.6f", keys[k], vals[k]) : printf(",\"%s\":null", keys[k]);
+        printf(",\"gates_passed\":%s,\"gates_accepted\":%s,\"champion\":%s", r.gates_passed ? "true" : "false",
+               r.gates_accepted ? "true" : "false", r.champion ? "true" : "false");
+        print_gates_failed(r.gates_failed);
         printf("}\n");
     }
     else
         printf("%s%s\n", r.summary, r.created ? "" : " (unchanged: this version already existed)");
+    if (!r.gates_passed) {
+        fprintf(stderr, "prognos train: '%s' v%d failed its quality gates%s: %s\n", p.model, r.version,
+                r.gates_accepted ? " (accepted with --accept-failed-gates)" : ", not made champion", r.gates_summary);
+        code = r.gates_accepted ? PX_EXIT_OK : PX_EXIT_NOTHING;
+        goto done;
+    }
     code = PX_EXIT_OK;
     goto done;
 fail:

@@ -21,7 +21,7 @@ for seed in $SEEDS; do
     px generate --patients "$PATIENTS" --facilities 40 --seed "$seed" --out "$WORK/data-$seed" >/dev/null
     px etl load --format canonical --source "$WORK/data-$seed" --quiet >/dev/null
     px features build --set all >/dev/null
-    for m in readmission mortality los; do px train --model $m --no-build >/dev/null; done
+    for m in readmission mortality los; do px train --model $m --no-build --accept-failed-gates >/dev/null; done
     assert_exit 0 px kpi compute --period all,year --json
     cp "$WORK/out" "$WORK/compute-$seed.json"
     sql "SELECT measure, unit, n, observed, expected, oe, oe_lo, oe_hi, flag, model_version, source_batches::text, method

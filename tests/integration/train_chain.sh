@@ -49,8 +49,9 @@ ok "retrain on unchanged data creates nothing and exits 3"
 
 # a data scientist's own model (--table) with its own settings: retraining keeps them
 sql "CREATE SCHEMA t; CREATE TABLE t.r AS SELECT * FROM features.readmission"
+# (four features on 3,000 patients may fail the quality gates: accepted, so that it is champion)
 assert_exit 0 px train --model mine --table t.r --label readmit_30d --features age_years,female,prior_adm_12m,emergency \
-    --l2 0.5 --holdout-patients 0.2 --holdout-time 0.3
+    --l2 0.5 --holdout-patients 0.2 --holdout-time 0.3 --accept-failed-gates
 assert_exit 3 px retrain --model mine
 assert_eq "$(sql "SELECT count(*) FROM registry.versions WHERE name = 'mine'")" 1 "own model: versions after retraining unchanged data"
 assert_eq "$(sql "SELECT decision FROM registry.decisions WHERE name = 'mine' ORDER BY decision_id DESC LIMIT 1")" unchanged "own model: decision on unchanged data"
@@ -68,7 +69,7 @@ dec=$(sql "SELECT decision FROM registry.decisions WHERE name = 'readmission' OR
 champ=$(sql "SELECT version FROM registry.aliases WHERE name = 'readmission' AND alias = 'champion'")
 chal=$(sql "SELECT version FROM registry.aliases WHERE name = 'readmission' AND alias = 'challenger'")
 case "$rc:$dec:$champ:$chal" in
-    0:promoted:2:1|3:kept:1:2) ok "retrain with new data: exit $rc, decision $dec, champion v$champ, challenger v$chal";;
+    0:promoted:2:1|3:kept:1:2|4:kept:1:) ok "retrain with new data: exit $rc, decision $dec, champion v$champ, challenger v$chal";;
     *) cat "$WORK/out" "$WORK/err"; fail "retrain: exit $rc, decision '$dec', champion v$champ, challenger v$chal disagree";;
 esac
 grep -q "holdout rows" "$WORK/out" || fail "retrain report: $(cat "$WORK/out")"
@@ -90,7 +91,7 @@ sql "DROP TABLE t.r; CREATE TABLE t.r AS SELECT * FROM features.readmission"
 set +e; px retrain --model mine >"$WORK/out" 2>"$WORK/err"; rc=$?; set -e
 dec=$(sql "SELECT decision FROM registry.decisions WHERE name = 'mine' ORDER BY decision_id DESC LIMIT 1")
 case "$rc:$dec" in
-    0:promoted|3:kept) ;;
+    0:promoted|3:kept|4:kept) ;;
     *) cat "$WORK/out" "$WORK/err"; fail "own model retrain: exit $rc, decision '$dec'";;
 esac
 assert_eq "$(sql "SELECT params->>'l2', params->'features', split->>'holdout_patient_share', split->>'holdout_time_share'
@@ -111,13 +112,20 @@ if [ -d "$SHARED_DATA/synpuf/sample-1" ]; then
     export PROGNOS_HOME="$WORK/home-synpuf"
     px etl load --format synpuf --source "$SHARED_DATA/synpuf/sample-1" --quiet >/dev/null
     px etl load --format synpuf --source "$SHARED_DATA/synpuf/sample-2" --quiet >/dev/null
+    # a model may fail its quality gates on two samples (few deaths): exit 3, registered, not champion
     for m in readmission mortality los; do
-        assert_exit 0 px train --model $m
-        echo "synpuf: $(cat "$WORK/out")"
+        set +e; px train --model $m >"$WORK/out" 2>"$WORK/err"; rc=$?; set -e
+        echo "synpuf: exit $rc: $(cat "$WORK/out")"
+        passed=$(sql "SELECT gates->>'passed' FROM registry.versions WHERE name = '$m' ORDER BY version DESC LIMIT 1")
+        champ=$(sql "SELECT count(*) FROM registry.aliases WHERE name = '$m' AND alias = 'champion'")
+        case "$rc:$passed:$champ" in
+            0:true:1|3:false:0) ;;
+            *) cat "$WORK/err"; fail "SynPUF $m: exit $rc, gates passed '$passed', champion $champ disagree";;
+        esac
     done
     assert_eq "$(sql "SELECT count(*) FROM registry.versions WHERE metrics ? 'overall'")" 3 "SynPUF versions with metrics"
-    assert_exit 0 px registry verify readmission champion
-    ok "SynPUF samples: all three models trained and registered"
+    assert_exit 0 px registry verify readmission 1
+    ok "SynPUF samples: all three models trained and registered, champions only where the gates passed"
 else
     echo "skip: ../shared/data/synpuf not present"
 fi

@@ -25,7 +25,8 @@ Independent implementations (none shares code or algorithm with eval.c):
   deciles, HL  numpy: order = argsort(p, kind="stable") (ascending p, ties in row
                order), groups = np.array_split(order, min(10, n)) (the first
                n mod G groups hold one row more); C-hat = sum (O-E)^2/(E(1-E/n_g)),
-               df = G - 2, p = scipy.stats.chi2.sf
+               df = G (fixed predictions on a holdout: no parameter fitted there),
+               p = scipy.stats.chi2.sf, no test (nan) when G < 2
   thresholds   sklearn.metrics.confusion_matrix(y, p >= t)
   regression   sklearn mean_absolute_error, mean_squared_error, r2_score
 """
@@ -73,7 +74,7 @@ def make_fixtures():
     # ties: 12 rows, scores tied within and across classes
     write_csv("ties", {"y": fmt_y([0, 0, 1, 0, 1, 1, 0, 0, 1, 1, 0, 1]),
                        "p": ["0.1", "0.1", "0.1", "0.3", "0.3", "0.3", "0.3", "0.6", "0.6", "0.9", "0.9", "0.9"]})
-    # small7: n < 10, so 7 groups of one row, df = 5
+    # small7: n < 10, so 7 groups of one row, df = 7
     write_csv("small7", {"y": fmt_y([0, 1, 0, 0, 1, 0, 1]),
                          "p": ["0.2", "0.7", "0.05", "0.5", "0.5", "0.1", "0.95"]})
     # big: 3007 rows (n mod 10 = 7), about 9% events; p1 a miscalibrated but good
@@ -155,8 +156,8 @@ def hosmer_lemeshow(y, p):
         groups.append((m, O, E / m, O / m))
         den = E * (1 - E / m)
         chi2 += (O - E) ** 2 / den if den > 0 else (0.0 if O == E else np.inf)
-    df = G - 2
-    pval = scipy.stats.chi2.sf(chi2, df) if df >= 1 else float("nan")
+    df = G
+    pval = scipy.stats.chi2.sf(chi2, df) if df >= 2 else float("nan")
     return groups, chi2, df, pval
 
 

@@ -260,7 +260,8 @@ static void test_hand(void)
      * V01 = {1, 1/2}: S10 = S01 = 1/8, Var = 1/16 + 1/16 = 1/8. Descending: 0.8 (P 1,
      * R 1/2), 0.4, 0.35 (P 2/3, R 1) -> AP = 1/2 + 1/2 * 2/3 = 5/6. Brier = (0.01 +
      * 0.16 + 0.4225 + 0.04)/4. HL: 4 groups of one: 0.01/0.09 + 0.65^2/(0.35*0.65)
-     * + 0.16/0.24 + 0.04/0.16, df 2, p = exp(-chi2/2). */
+     * + 0.16/0.24 + 0.04/0.16, df 4 (a holdout: G groups, nothing fitted),
+     * p = exp(-chi2/2) (1 + chi2/2). */
     const double y[] = {0, 0, 1, 1}, p[] = {0.1, 0.4, 0.35, 0.8};
     px_eval_bin ev;
     px_err e = {0};
@@ -273,8 +274,8 @@ static void test_hand(void)
     CHECK_NEAR(ev.brier, 0.6325 / 4, 1e-15);
     double chi2 = 0.01 / 0.09 + 0.65 / 0.35 + 0.16 / 0.24 + 0.04 / 0.16;
     CHECK_NEAR(ev.hl_chi2, chi2, 1e-12);
-    CHECK_INT(ev.hl_df, 2);
-    CHECK_NEAR(ev.hl_p, exp(-chi2 / 2), 1e-12);
+    CHECK_INT(ev.hl_df, 4);
+    CHECK_NEAR(ev.hl_p, exp(-chi2 / 2) * (1 + chi2 / 2), 1e-12);
     CHECK_INT(ev.ngroups, 4);
     CHECK_NEAR(ev.group[1].mean_pred, 0.35, 1e-15);   /* ascending order */
     CHECK_NEAR(ev.group[1].obs_rate, 1.0, 0);
@@ -312,7 +313,7 @@ static void test_hand(void)
     CHECK_NEAR(ev.auc, 0.5, 0);
     CHECK(isnan(ev.auc_se) && isnan(ev.auc_lo) && isnan(ev.auc_hi));
     CHECK_INT(ev.ngroups, 3);
-    CHECK_INT(ev.hl_df, 1);
+    CHECK_INT(ev.hl_df, 3);
 
     /* regression: residuals -0.5, 0, 1, -1: MAE 0.625, SSE 2.25, RMSE 0.75, SST 5, R^2 0.55 */
     const double ry[] = {1, 2, 3, 4}, rp[] = {1.5, 2, 2, 5};
@@ -338,6 +339,58 @@ static double unif(void)   /* xorshift64: deterministic noise for the tests */
     lcg ^= lcg >> 7;
     lcg ^= lcg << 17;
     return (double)(lcg >> 11) / 9007199254740992.0;
+}
+
+/* Hosmer-Lemeshow on a holdout under the null: outcomes drawn from the very
+ * probabilities being evaluated (perfect calibration), 2000 replicates of 1000
+ * rows with p = logistic(-1.5 + N(0,1)) (about 22% events, every decile has
+ * expected counts well above 5). The statistic's null distribution is then
+ * chi-square with G = 10 df, so the rejection rate at alpha 0.05 must be 5%:
+ * accepted in [0.035, 0.065], three binomial standard errors (sqrt(.05 .95 /
+ * 2000) = 0.0049) either side. With the in-sample rule (df = G - 2) the same
+ * statistics reject P(chi2_10 > qchisq(.95, 8) = 15.507) = 11.5% asymptotically
+ * (9.1% in these draws): the test
+ * also checks that this wrong rule is detected (rate > 0.08). Seeded
+ * (xorshift64 from a fixed state): the same draws on every machine. */
+static double normal01(void)
+{
+    double u1 = unif(), u2 = unif();
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
+}
+
+static void test_hl_null(void)
+{
+    enum { REPS = 2000, N = 1000 };
+    uint64_t saved = lcg;
+    lcg = 0x9e3779b97f4a7c15ull;
+    double *y = malloc(N * sizeof *y), *p = malloc(N * sizeof *p);
+    CHECK(y && p);
+    if (!y || !p) goto out;
+    double crit8 = 15.507313055865451;   /* qchisq(0.95, 8), R */
+    int rej = 0, rej_g2 = 0, done = 0;
+    for (int r = 0; r < REPS; r++) {
+        for (size_t i = 0; i < N; i++) {
+            p[i] = 1 / (1 + exp(-(-1.5 + normal01())));
+            y[i] = unif() < p[i] ? 1 : 0;
+        }
+        px_eval_bin ev;
+        px_err e = {0};
+        if (px_eval_binary(y, p, N, &ev, &e) != 0) continue;
+        done++;
+        CHECK_INT(ev.hl_df, 10);
+        rej += ev.hl_p < 0.05;
+        rej_g2 += ev.hl_chi2 > crit8;
+    }
+    CHECK_INT(done, REPS);
+    double rate = (double)rej / REPS, rate_g2 = (double)rej_g2 / REPS;
+    fprintf(stderr, "HL null rejection rate at 0.05: %.4f with df = G (G - 2 would give %.4f)\n", rate, rate_g2);
+    CHECK(rate >= 0.035 && rate <= 0.065);
+    CHECK(rate_g2 > 0.08);
+out:
+    free(y);
+    free(p);
+    lcg = saved;
 }
 
 static void test_worse(const char *dir)
@@ -546,6 +599,7 @@ int main(int argc, char **argv)
     free(r);
     test_hand();
     test_worse(dir);
+    test_hl_null();
     test_bad_input();
     test_json();
     return check_report("test_eval");

@@ -370,6 +370,95 @@ static void test_load_garbage(void)
     px_buf_release(&b);
 }
 
+/* Bounded predictions: one numeric x in [0, 1] on the training rows. A Poisson
+ * fit with a steep slope predicts exp(eta) without limit at x = 40; bounded, it
+ * predicts at most the training maximum of eta and never above the largest
+ * label (and max_value). A logistic fit at x = 40 gives the probability of the
+ * most extreme training row, not 1. The bounds survive save and load; a file
+ * without a bounds line (saved before bounds existed) loads with the legacy rule. */
+static void test_bounds(void)
+{
+    enum { N = 200 };
+    px_err e = {0};
+    px_dataset *d = px_dataset_new(N, 1);
+    d->names[0] = strdup("x");
+    d->kind[0] = PX_COL_NUMERIC;
+    for (size_t i = 0; i < N; i++) {
+        d->x[i] = (double)i / (N - 1);
+        d->y[i] = floor(exp(3.5 * d->x[i]) * (1 + 0.3 * ((double)((i * 7) % 5) - 2) / 2.0)); /* 0..49 days */
+    }
+    double ymax = 0;
+    for (size_t i = 0; i < N; i++) ymax = d->y[i] > ymax ? d->y[i] : ymax;
+    px_fit_params p = px_fit_default_params(PX_ALGO_POISSON);
+    p.max_value = 30;
+    px_model *m = px_model_fit(d, NULL, 0, &p, NULL, &e);
+    CHECK(m != NULL);
+    if (m) {
+        double elo, ehi, lo, hi, v1, v40, vneg, raw;
+        px_model_bounds(m, &elo, &ehi, &lo, &hi);
+        CHECK(isfinite(elo) && isfinite(ehi) && elo < ehi);
+        CHECK_NEAR(hi, 30, 0);     /* labels reach ymax > 30: max_value wins */
+        CHECK(ymax > 30);
+        CHECK(lo >= 0);
+        raw = 1;
+        CHECK_INT(px_model_predict(m, &raw, &v1, NULL, &e), 0);
+        raw = 40;
+        CHECK_INT(px_model_predict(m, &raw, &v40, NULL, &e), 0);
+        raw = -40;
+        CHECK_INT(px_model_predict(m, &raw, &vneg, NULL, &e), 0);
+        CHECK_NEAR(v40, fmin(exp(ehi), 30), 1e-9 * v40);
+        CHECK(v40 <= 30 && v40 >= v1);
+        CHECK_NEAR(vneg, fmax(exp(elo), lo), 1e-12);
+        /* save/load keeps them */
+        px_buf b = {0};
+        CHECK_INT(px_model_save(m, &b, &e), 0);
+        CHECK(strstr(b.data, "\nbounds ") != NULL);
+        px_model *m2 = px_model_load((const unsigned char *)b.data, b.len, &e);
+        CHECK(m2 != NULL);
+        if (m2) {
+            double v2;
+            raw = 40;
+            CHECK_INT(px_model_predict(m2, &raw, &v2, NULL, &e), 0);
+            CHECK_NEAR(v2, v40, 0);
+        }
+        px_model_free(m2);
+        px_buf_release(&b);
+    }
+    px_model_free(m);
+    /* logistic: at x = 40 the probability of the most extreme training row */
+    for (size_t i = 0; i < N; i++) d->y[i] = (i * 13) % 7 < (i < N / 2 ? 2 : 5);
+    p = px_fit_default_params(PX_ALGO_LOGIT);
+    m = px_model_fit(d, NULL, 0, &p, NULL, &e);
+    CHECK(m != NULL);
+    if (m) {
+        double elo, ehi, v, raw = 40;
+        px_model_bounds(m, &elo, &ehi, NULL, NULL);
+        CHECK_INT(px_model_predict(m, &raw, &v, NULL, &e), 0);
+        CHECK_NEAR(v, 1 / (1 + exp(-ehi)), 1e-15);
+        CHECK(v < 0.9);
+    }
+    px_model_free(m);
+    px_dataset_free(d);
+    /* a legacy Poisson file (no bounds line) with eta = 30 at any x: capped at 365 days */
+    px_buf b = {0};
+    px_buf_adds(&b, "prognos-model 1\nalgo poisson\nn_train 3\nfeatures 1 2\n"
+                    "feature 1 x numeric used 1 1 0 1 0 1\nwarning 0 \n"
+                    "glm 0 1 1 0 1 1 -0.5\nbeta 30 0\ncov 1 0\ncov 0 1\nend\n");
+    fx_sha_line(&b);
+    m = px_model_load((const unsigned char *)b.data, b.len, &e);
+    CHECK(m != NULL);
+    if (m) {
+        double v, raw = 0.5, lo, hi;
+        CHECK_INT(px_model_predict(m, &raw, &v, NULL, &e), 0);
+        CHECK_NEAR(v, PX_MODEL_LEGACY_MAX, 0);
+        px_model_bounds(m, NULL, NULL, &lo, &hi);
+        CHECK_NEAR(lo, 0, 0);
+        CHECK_NEAR(hi, 365, 0);
+    }
+    px_model_free(m);
+    px_buf_release(&b);
+}
+
 int main(void)
 {
     px_models_init();
@@ -383,6 +472,7 @@ int main(void)
     test_threads();
     test_long_level();
     test_load_garbage();
+    test_bounds();
     fx_ref_free(&r);
     fx_free(&glm);
     return check_report("test_model");
