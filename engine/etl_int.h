@@ -72,6 +72,9 @@ typedef struct etl_ctx {
     px_keymap *facilities, *clinicians; /* provider ids in the warehouse (etl_provider_key), for direct loads */
     int dim_patient_new;  /* wh.dim_patient was empty when this batch began (and was truncated) */
     int min_birth_year;   /* earliest birth year among this batch's patients, 0 if none */
+    int enc_y0, enc_y1;   /* admission years whose load partitions exist before an encounters
+                           * file is read: only those stays can take the direct path */
+    px_buf notes;         /* warnings for the operator (px_etl_result.notes) */
     unsigned char enc_years[10000]; /* 1 for each admission year of this batch's staged encounters */
     /* current file */
     etl_input *in;

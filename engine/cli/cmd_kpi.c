@@ -93,6 +93,7 @@ static PGconn *connect_db(px_err *e)
 {
     px_config cfg;
     if (px_config_load(&cfg, e) != 0) return NULL;
+    if (px_db_require(&cfg, e) != 0) return NULL; /* a report reads: it never creates a warehouse */
     px_log_open(cfg.home);
     return px_db_connect(&cfg, e);
 }
