@@ -115,3 +115,27 @@ assert_eq "$(sql "SELECT string_agg(batch_id || ':' || rows_read || ':' || (rows
     "1:$first:true 2:$first:true 3:$first:true 4:$first:true" "forced reloads: only duplicates rejected"
 assert_eq "$(sql "SELECT count(*) FROM wh.fact_encounter")" "$(($(wc -l < "$WORK/gen/encounters.csv") - 1))" "encounters after four loads"
 ok "the same files load with --force a third (and fourth) time; duplicates do not count against the reject rate"
+
+# ---- cost measures leave out stays without a cost (NULL is unknown, not zero)
+export PROGNOS_HOME="$WORK/home3"
+cp -r "$WORK/gen" "$WORK/halfcost"
+python3 - "$WORK/halfcost/encounters.csv" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+ic, ifac = rows[0].index("total_cost"), rows[0].index("facility_id")
+for i, r in enumerate(rows[1:]):
+    if i % 2 == 0 or r[ifac] == "H001":   # every other stay, and every stay of H001
+        r[ic] = ""
+csv.writer(open(sys.argv[1], "w"), lineterminator="\n").writerows(rows)
+PY
+assert_exit 0 px etl load --format canonical --source "$WORK/halfcost" --quiet
+px features build --set all >/dev/null
+for m in readmission mortality los; do px train --model $m --no-build >/dev/null; done
+assert_exit 0 px kpi compute --period all --min-cases 1
+assert_eq "$(sql "SELECT count(*) > 0 AND count(*) < (SELECT count(*) FROM wh.fact_encounter) FROM wh.fact_encounter WHERE total_cost IS NULL")" t "some stays without a cost"
+assert_eq "$(sql "SELECT n || ' ' || round(observed::numeric, 2) || ' ' || round(rate::numeric, 4) FROM kpi.results WHERE measure = 'cost' AND unit_type = 'system'")" \
+    "$(sql "SELECT count(total_cost) || ' ' || sum(total_cost) || ' ' || round(avg(total_cost), 4) FROM wh.fact_encounter")" "system cost: stays with a cost, their mean"
+assert_eq "$(sql "SELECT count(*) FROM kpi.results WHERE measure = 'cost' AND unit_type = 'facility' AND unit = 'H001'")" 0 "a facility without any cost has no cost measure"
+assert_eq "$(sql "SELECT count(*) FROM kpi.results WHERE measure = 'volume' AND unit_type = 'facility' AND unit = 'H001' AND n > 0")" 1 "... but its volume"
+assert_eq "$(sql "SELECT count(*) FROM kpi.results k WHERE measure = 'cost' AND unit_type = 'facility' AND n <> (SELECT count(total_cost) FROM wh.fact_encounter WHERE facility_id = k.unit)")" 0 "facility cost denominators"
+ok "cost KPIs count only stays with a recorded cost; a unit with none has no cost measure"
