@@ -257,6 +257,14 @@ const char *etl_csv_reason(px_csv_status st)
     }
 }
 
+void etl_future_detail(const etl_ctx *x, const char *col, char *buf, size_t len)
+{
+    char ref[11];
+    px_date_format(x->today, ref);
+    snprintf(buf, len, "'%s' is after the reference date %s (%s); for extracts whose dates are shifted, "
+             "load with --future-dates allow", col, ref, x->p->today ? "--as-of" : "today, or --as-of");
+}
+
 void etl_warn(etl_ctx *x, long long line, const char *reason, const char *field, const char *detail)
 {
     px_buf b = {0};
@@ -939,6 +947,11 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
     }
     if (p->progress) fprintf(stderr, "\r%*s\r", 80, "");
     if (r->files_loaded == 0) {
+        /* nothing failed: the batch id goes back (sequences ignore ROLLBACK; no other
+         * load can have drawn one while this one holds the lock), so that a scheduler
+         * polling an unchanged source leaves neither gaps nor failed batches */
+        snprintf(q, sizeof q, "SELECT setval(pg_get_serial_sequence('etl.batches', 'batch_id'), %lld, false)", x.batch);
+        if (px_db_exec(x.c, NULL, q) == 0) x.batch = 0;
         px_db_exec(x.c, NULL, "ROLLBACK");
         rc = px_err_set(e, PX_ENOTHING, "nothing to load: every source table is unchanged since it was loaded");
         goto out;

@@ -407,12 +407,8 @@ static int check_columns(etl_ctx *x, cfile *cf, px_csv *csv, row *r, const char 
                          col->type == PX_T_DATE ? "YYYY-MM-DD" : "YYYY-MM-DD, YYYY-MM or YYYY");
                 bad = i;
             } else if (!x->p->allow_future && r->days[i] > x->today) {
-                char ref[11];
-                px_date_format(x->today, ref);
                 *reason = "future_date";
-                snprintf(detail, dlen, "'%s' is after the reference date %s (%s); for extracts whose dates "
-                         "are shifted, load with --future-dates allow", col->name, ref,
-                         x->p->today ? "--as-of" : "today, or --as-of");
+                etl_future_detail(x, col->name, detail, dlen);
                 bad = i;
             }
             break;

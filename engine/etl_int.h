@@ -128,6 +128,9 @@ void etl_reject(etl_ctx *x, long long line, const char *reason, const char *fiel
 size_t etl_utf8_cut(const char *s, size_t len, size_t max);
 /* The reject reason for a malformed record (PX_CSV_OK: wrong field count). */
 const char *etl_csv_reason(px_csv_status st);
+/* The detail of a future_date reject of column col: names the reference date
+ * and the options that change it. */
+void etl_future_detail(const etl_ctx *x, const char *col, char *buf, size_t len);
 /* Records a value dropped from a loaded row of the current file. */
 void etl_warn(etl_ctx *x, long long line, const char *reason, const char *field, const char *detail);
 /* Flushes spooled rejects and warnings into etl.rejects and etl.warnings. */

@@ -62,6 +62,9 @@ psql -X -q "$SRCURL" -c "INSERT INTO diagnoses VALUES ('E010', '9', 'icd10', 'I1
 assert_exit 0 px etl load --format postgres --source "$SRCURL" --max-reject-rate 100 --quiet
 assert_eq "$(sql 'SELECT count(*) FROM etl.batch_files WHERE batch_id = (SELECT max(batch_id) FROM etl.batches)')" 1 "only the changed table is a new file"
 assert_eq "$(sql "SELECT count(*) FROM wh.fact_diagnosis WHERE seq = 9")" 1 "the new source row is loaded"
+# the two loads with nothing new gave their batch ids back: no gap, nothing listed as failed
+assert_eq "$(sql "SELECT string_agg(batch_id::text, ',' ORDER BY batch_id) FROM etl.batches")" "1,2" "batch ids after loads with nothing new"
+assert_eq "$(sql 'SELECT count(*) FROM etl.failed_batches')" 0 "loads with nothing new listed as failed"
 ok "a changed source table is loaded; the unchanged ones are skipped"
 
 # a password in the source URI is never recorded (the embedded server trusts, so any works)
