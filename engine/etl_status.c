@@ -70,14 +70,15 @@ int px_etl_status(const px_config *cfg, int json, FILE *out, px_err *e)
         fprintf(out, "%-6s %-9s %-19s %5s %10s %10s %9s %8s\n", "batch", "format", "finished (UTC)", "files",
                 "read", "loaded", "rejected", "quality");
     for (int i = 0; i < PQntuples(r); i++) {
-        fprintf(out, "%-6s %-9s %-19s %5s %10s %10s %9s %7s%%\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+        int failed = strcmp(PQgetvalue(r, i, 11), "failed") == 0;
+        fprintf(out, "%-6s %-9s %-19s %5s %10s %10s %9s %7s%s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
                 PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5),
-                PQgetvalue(r, i, 6), PQgetvalue(r, i, 7));
+                PQgetvalue(r, i, 6), failed ? "failed" : PQgetvalue(r, i, 7), failed ? "" : "%");
         fprintf(out, "       source: %s\n", PQgetvalue(r, i, 9));
         if (PQgetvalue(r, i, 8)[0]) fprintf(out, "       rejects: %s\n", PQgetvalue(r, i, 8));
         if (PQgetvalue(r, i, 10)[0])
             fprintf(out, "       warnings (rows loaded; a value or column dropped): %s\n", PQgetvalue(r, i, 10));
-        if (strcmp(PQgetvalue(r, i, 11), "failed") == 0)
+        if (failed)
             fprintf(out, "       FAILED, nothing stored: %s\n", PQgetvalue(r, i, 12));
     }
     PQclear(r);
