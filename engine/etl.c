@@ -704,8 +704,7 @@ static int load_input(etl_ctx *x, etl_input *in, PGconn *src, int *skipped)
     if (src) {
         /* a source table's fingerprint is known only now: unchanged means skip */
         char q[256];
-        snprintf(q, sizeof q, PRIOR_BATCH_SQL,
-                 in->sha);
+        snprintf(q, sizeof q, PRIOR_BATCH_SQL, in->sha);
         char prior[32] = "";
         if (px_db_scalar(x->c, x->e, prior, sizeof prior, q) != 0) return x->e->code;
         if (prior[0] && !x->p->force) {
@@ -875,8 +874,7 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
     for (int i = 0; i < n; i++) {
         char prior[32] = "";
         if (!src) {
-            snprintf(q, sizeof q, PRIOR_BATCH_SQL,
-                     inputs[i].sha);
+            snprintf(q, sizeof q, PRIOR_BATCH_SQL, inputs[i].sha);
             if ((rc = px_db_scalar(x.c, e, prior, sizeof prior, q)) != 0) goto out;
             if (p->force) prior[0] = '\0';
             /* the same bytes twice in one source: load them once */
