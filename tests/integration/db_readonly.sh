@@ -7,7 +7,7 @@
 mkdir -p "$WORK/empty"
 readers=("etl status" "etl status --json" "registry list" "registry show readmission" "registry verify"
          "registry card readmission --out $WORK/card.md" "kpi report --period all --out $WORK/r.html"
-         "drift check" "features list")
+         "drift check" "features list" "apikey list" "apikey revoke 0123456789ab")
 for home in "$WORK/home-typo" "$WORK/empty"; do
     for cmd in "${readers[@]}"; do
         # shellcheck disable=SC2086
