@@ -36,7 +36,8 @@ static const char usage[] =
     "           --force             load files even if loaded before: rows already in the\n"
     "                               warehouse come back as duplicate_key; rows rejected for a\n"
     "                               reference that has since been loaded get another chance\n"
-    "           --quiet             no progress bar    --json   machine-readable summary\n"
+    "           --quiet             no progress bar    --json   machine-readable summary (on\n"
+    "                               failure too: error, detail, rows read and rejected)\n"
     "status   batches, files, rows read/loaded/rejected, rejects by reason, quality score;\n"
     "         loads that failed or were rolled back, with their reason. Exit 1 (with a hint)\n"
     "         when PROGNOS_HOME holds no warehouse: status never creates one\n"
@@ -109,7 +110,20 @@ static int do_load(int argc, char **argv)
         if (!(nl = strchr(l, '\n'))) break;
         fprintf(stderr, "prognos: warning: %.*s\n", (int)(nl - l), l);
     }
-    if (rc != 0 && rc != PX_ENOTHING) return px_cli_fail(&e);
+    if (rc != 0 && rc != PX_ENOTHING) {
+        if (json) { /* a scheduler reading stdout learns why, as well as the exit code */
+            px_buf b = {0};
+            px_buf_adds(&b, "{\"error\":");
+            px_buf_json_str(&b, e.msg, strlen(e.msg));
+            px_buf_adds(&b, ",\"detail\":");
+            px_buf_json_str(&b, e.detail, strlen(e.detail));
+            px_buf_printf(&b, ",\"rolled_back_for_rejects\":%s,\"rows_read\":%lld,\"rows_rejected\":%lld}",
+                          rc == PX_EREJECTS ? "true" : "false", r.rows_read, r.rows_rejected);
+            if (b.data) printf("%.*s\n", (int)b.len, b.data);
+            px_buf_release(&b);
+        }
+        return px_cli_fail(&e);
+    }
     if (json)
         printf("{\"batch_id\":%lld,\"files_loaded\":%d,\"files_skipped\":%d,\"rows_read\":%lld,"
                "\"rows_loaded\":%lld,\"rows_rejected\":%lld}\n",

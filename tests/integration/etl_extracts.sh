@@ -27,12 +27,16 @@ px etl status > "$WORK/status.txt"
 grep -q "^1 .*canonical" "$WORK/status.txt" && grep -q "FAILED, nothing stored: batch 1 rejected" "$WORK/status.txt" || fail "etl status: $(cat "$WORK/status.txt")"
 assert_eq "$(px etl status --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["batches"]), [(b["batch_id"], b["status"]) for b in d["failed_batches"]])')" \
     "0 [(1, 'failed')]" "etl status --json"
-ok "over --max-reject-rate: rolled back, exit 1, reasons summarized, listed as failed (batch 1)"
+assert_exit 1 px etl load --format canonical --source "$WORK/x" --as-of 2030-06-30 --json
+assert_eq "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["rolled_back_for_rejects"], d["rows_read"], "future_date" in d["detail"], d["error"].startswith("batch 2 rejected"))' "$WORK/out")" \
+    "True $rows True True" "--json on a rolled-back load"
+assert_eq "$(sql "SELECT string_agg(batch_id::text, ',' ORDER BY batch_id) FROM etl.failed_batches")" "1,2" "both rolled-back loads listed"
+ok "over --max-reject-rate: rolled back, exit 1, reasons summarized, listed as failed (batches 1, 2)"
 
 # ---- the same files with --future-dates allow: every row in one batch, no --force
 assert_exit 0 px etl load --format canonical --source "$WORK/x" --future-dates allow --json
 assert_eq "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["batch_id"], d["files_loaded"], d["rows_read"], d["rows_loaded"], d["rows_rejected"])' "$WORK/out")" \
-    "2 6 $rows $rows 0" "batch, files, rows read/loaded/rejected"
+    "3 6 $rows $rows 0" "batch, files, rows read/loaded/rejected"
 assert_eq "$(sql 'SELECT count(*) FROM wh.dim_patient')" "$(exp patients)" "patients"
 assert_eq "$(sql 'SELECT count(*) FROM wh.fact_encounter')" "$(exp encounters)" "encounters"
 assert_eq "$(sql "SELECT count(*) FROM wh.fact_encounter WHERE admission_type = 'observation'")" "$(exp observation)" "observation stays"
@@ -43,7 +47,7 @@ assert_eq "$(sql "SELECT count(*) FROM wh.fact_encounter WHERE age_at_admission 
 assert_eq "$(sql "SELECT string_agg(file_name || ' ' || field, '; ' ORDER BY file_name) FROM etl.warnings WHERE reason = 'unknown_column'")" \
     "encounters.csv 'note_flag'; patients.csv 'race_src'" "one warning per file naming the extra columns"
 assert_eq "$(grep -c "prognos: warning: .*ignored a column not in the canonical layout" "$WORK/err")" 2 "warnings printed"
-ok "shifted dates, no costs, partial birth dates, observation stays, extra columns: all $rows rows in batch 2"
+ok "shifted dates, no costs, partial birth dates, observation stays, extra columns: all $rows rows in batch 3"
 
 # ---- the age rule against the stay, with the reference date off
 mkdir "$WORK/age"
@@ -56,9 +60,9 @@ mkdir "$WORK/age"
   echo 'EA5,P00000001,H001,2500-01-01,2500-01-02,urgent,ed,home,'        # a stored patient, over 120
 } > "$WORK/age/encounters.csv"
 assert_exit 0 px etl load --format canonical --source "$WORK/age" --future-dates allow --max-reject-rate 50 --quiet
-assert_eq "$(sql "SELECT string_agg(line || ' ' || reason, ', ' ORDER BY line) FROM etl.rejects WHERE batch_id = 3")" \
+assert_eq "$(sql "SELECT string_agg(line || ' ' || reason, ', ' ORDER BY line) FROM etl.rejects WHERE batch_id = 4")" \
     "3 age_out_of_range, 4 birth_after_admission, 6 age_out_of_range" "ages checked against each stay"
-assert_eq "$(sql "SELECT string_agg(age_at_admission || ' ' || coalesce(total_cost::text, 'null'), ', ' ORDER BY admission_date) FROM wh.fact_encounter WHERE batch_id = 3")" \
+assert_eq "$(sql "SELECT string_agg(age_at_admission || ' ' || coalesce(total_cost::text, 'null'), ', ' ORDER BY admission_date) FROM wh.fact_encounter WHERE batch_id = 4")" \
     "0 1500.00, 119 null" "the stays that load"
 ok "age at admission 0-120 checked per stay when the reference date is off"
 
@@ -73,13 +77,13 @@ mkdir "$WORK/bad"
   echo 'EB5,B6,H001,2031-04-05,2031-04-09,urgent,ed,home,10,1'
 } > "$WORK/bad/encounters.csv"
 assert_exit 0 px etl load --format canonical --source "$WORK/bad" --as-of 2030-01-01 --max-reject-rate 100 --quiet
-assert_eq "$(sql "SELECT string_agg(file_name || ':' || line || ' ' || reason || ' ' || field, ', ' ORDER BY file_name, line) FROM etl.rejects WHERE batch_id = 4")" \
+assert_eq "$(sql "SELECT string_agg(file_name || ':' || line || ' ' || reason || ' ' || field, ', ' ORDER BY file_name, line) FROM etl.rejects WHERE batch_id = 5")" \
     "encounters.csv:2 invalid_enum admission_type, encounters.csv:3 cost_out_of_range total_cost, encounters.csv:4 invalid_number total_cost, encounters.csv:6 future_date admission_date, patients.csv:2 invalid_date birth_date, patients.csv:3 invalid_date birth_date, patients.csv:4 invalid_date birth_date, patients.csv:5 invalid_date birth_date" \
     "bad partial dates, admission types and costs"
-assert_eq "$(sql "SELECT detail FROM etl.rejects WHERE batch_id = 4 AND line = 2 AND file_name = 'patients.csv'")" "'birth_date' is not a date in the form YYYY-MM-DD, YYYY-MM or YYYY" "invalid partial date detail"
-assert_eq "$(sql "SELECT detail FROM etl.rejects WHERE batch_id = 4 AND reason = 'future_date'")" \
+assert_eq "$(sql "SELECT detail FROM etl.rejects WHERE batch_id = 5 AND line = 2 AND file_name = 'patients.csv'")" "'birth_date' is not a date in the form YYYY-MM-DD, YYYY-MM or YYYY" "invalid partial date detail"
+assert_eq "$(sql "SELECT detail FROM etl.rejects WHERE batch_id = 5 AND reason = 'future_date'")" \
     "'admission_date' is after the reference date 2030-01-01 (--as-of); for extracts whose dates are shifted, load with --future-dates allow" "future_date detail"
-assert_eq "$(sql "SELECT string_agg(admission_type || ' ' || coalesce(total_cost::text, 'null'), ', ') FROM wh.fact_encounter WHERE batch_id = 4")" "observation null" "observation in any case; empty cost is NULL"
+assert_eq "$(sql "SELECT string_agg(admission_type || ' ' || coalesce(total_cost::text, 'null'), ', ') FROM wh.fact_encounter WHERE batch_id = 5")" "observation null" "observation in any case; empty cost is NULL"
 ok "bad partial dates, admission types, costs and future dates rejected with their reason"
 
 # ---- missing required column: named, nothing stored, listed as failed
@@ -89,8 +93,8 @@ mkdir "$WORK/nocol"
 assert_exit 1 px etl load --format canonical --source "$WORK/nocol"
 grep -q "'encounters.csv' lacks the required column 'admission_date'" "$WORK/err" || fail "missing column not named: $(cat "$WORK/err")"
 assert_eq "$(sql "SELECT batch_id || ' ' || reason FROM etl.failed_batches ORDER BY batch_id DESC LIMIT 1")" \
-    "5 'encounters.csv' lacks the required column 'admission_date'" "the failed load as recorded"
-assert_eq "$(sql "SELECT string_agg(batch_id::text, ',' ORDER BY batch_id) FROM (SELECT batch_id FROM etl.batches UNION ALL SELECT batch_id FROM etl.failed_batches) t")" "1,2,3,4,5" "batch ids without a gap"
+    "6 'encounters.csv' lacks the required column 'admission_date'" "the failed load as recorded"
+assert_eq "$(sql "SELECT string_agg(batch_id::text, ',' ORDER BY batch_id) FROM (SELECT batch_id FROM etl.batches UNION ALL SELECT batch_id FROM etl.failed_batches) t")" "1,2,3,4,5,6" "batch ids without a gap"
 ok "a missing required column is named; the failed load keeps its batch id"
 
 # ---- usage errors
