@@ -8,7 +8,7 @@ static const char *const sex_v[] = {"M", "F", "U", NULL};
 static const char *const fac_type_v[] = {"acute", "critical_access", "rehab", "psychiatric",
                                          "long_term", "other", NULL};
 static const char *const adm_type_v[] = {"emergency", "urgent", "elective", "newborn",
-                                         "trauma", "unknown", NULL};
+                                         "trauma", "observation", "unknown", NULL};
 static const char *const adm_src_v[] = {"ed", "physician_referral", "clinic", "transfer_hospital",
                                         "transfer_snf", "other", "unknown", NULL};
 static const char *const disp_v[] = {"home", "home_health", "snf", "rehab", "long_term",
@@ -40,7 +40,7 @@ static const px_col patients[] = {
     IDC("ssn", PX_ID_SSN, false, "social security number; pseudonymized"),
     IDC("first_name", PX_ID_NAME, false, "pseudonymized"),
     IDC("last_name", PX_ID_NAME, false, "pseudonymized"),
-    COL("birth_date", PX_T_DATE, true, "YYYY-MM-DD; only the year is stored"),
+    COL("birth_date", PX_T_PDATE, true, "YYYY-MM-DD, YYYY-MM or YYYY; only the year is stored"),
     ENU("sex", sex_v, true, "M, F or U"),
     COL("zip", PX_T_TEXT, false, "5-digit ZIP (or ZIP+4); only the 3-digit prefix is stored"),
     IDC("phone", PX_ID_PHONE, false, "pseudonymized"),
@@ -59,7 +59,8 @@ static const px_col encounters[] = {
     ENU("discharge_disposition", disp_v, true, "where the patient went; expired = died in hospital"),
     COL("department", PX_T_TEXT, false, "discharging department or service line"),
     COL("drg", PX_T_TEXT, false, "MS-DRG code"),
-    COL("total_cost", PX_T_NUM, true, "cost of the stay in dollars, 0-10,000,000"),
+    COL("total_cost", PX_T_NUM, false, "cost of the stay in dollars, 0-10,000,000; empty or no column: "
+                                      "unknown (cost KPIs leave the stay out)"),
 };
 static const px_col diagnoses[] = {
     IDC("encounter_id", PX_ID_ENCOUNTER, true, "from encounters.csv"),

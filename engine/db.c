@@ -32,6 +32,23 @@ PGconn *px_db_connect_url(const char *url, px_err *e)
     return c;
 }
 
+int px_db_require(const px_config *cfg, px_err *e)
+{
+    if (cfg->external || px_pg_initialized(cfg)) return 0;
+    px_err_set(e, PX_ESTATE, "no warehouse in '%s'", cfg->home);
+    px_err_detail(e, "PROGNOS_HOME (default ./var) names a directory that holds no "
+                     "initialised warehouse; commands that only read do not create one");
+    px_err_hint(e, "run 'prognos db init' to create it there, or set PROGNOS_HOME to the directory that holds "
+                   "the warehouse (or PROGNOS_DB to an external database)");
+    return PX_ESTATE;
+}
+
+PGconn *px_db_open(const px_config *cfg, px_err *e)
+{
+    if (px_db_require(cfg, e) != 0) return NULL;
+    return px_db_connect(cfg, e);
+}
+
 PGconn *px_db_connect(const px_config *cfg, px_err *e)
 {
     char url[13000];

@@ -24,7 +24,8 @@ enum {
     PX_ENOTFOUND = -5,
     PX_ESTATE = -6,   /* wrong state (server not running, not initialised) */
     PX_ENOTHING = -7, /* nothing to do: not an error for a scheduler */
-    PX_ECORRUPT = -8  /* data failed an integrity check */
+    PX_ECORRUPT = -8, /* data failed an integrity check */
+    PX_EREJECTS = -9  /* an ETL batch rejected more rows than allowed: rolled back */
 };
 
 /* Filled on failure, untouched on success. msg: short primary message,
@@ -105,6 +106,13 @@ typedef struct pg_conn PGconn;
 /* Connects to the warehouse; for the embedded server, initialises and starts
  * it when needed and applies pending migrations. Caller closes with PQfinish. */
 PGconn *px_db_connect(const px_config *cfg, px_err *e);
+/* For commands that only read: like px_db_connect (an initialised embedded
+ * server that is stopped is started, migrations are applied), but a home that
+ * holds no warehouse is an error (PX_ESTATE, with a hint), never initialised. */
+PGconn *px_db_open(const px_config *cfg, px_err *e);
+/* 0 when cfg names an existing warehouse (embedded and initialised, or
+ * external); else PX_ESTATE with e set. Creates nothing. */
+int px_db_require(const px_config *cfg, px_err *e);
 /* Connects to an arbitrary libpq URI (the postgres ETL source). */
 PGconn *px_db_connect_url(const char *url, px_err *e);
 /* Runs SQL that returns no rows (may hold several statements). */
@@ -148,6 +156,10 @@ typedef struct px_etl_params {
     const char *today;    /* "YYYY-MM-DD" for the future-date rule; NULL = today */
     int force;            /* load inputs even if loaded before (facts then come back as
                            * duplicate_key; rows rejected for a missing reference get a retry) */
+    int allow_future;     /* 1: no future-date rule and no age rule against today (extracts
+                           * whose dates are shifted per patient); ages at admission still checked */
+    double max_reject_rate; /* percent of rows read, 0-100 (default 5): a batch that rejects more,
+                           * duplicate_key rows aside, is rolled back (PX_EREJECTS) */
 } px_etl_params;
 
 px_etl_params px_etl_default_params(void);
@@ -156,10 +168,14 @@ typedef struct px_etl_result {
     long long batch_id;   /* 0 when nothing was loaded */
     long long rows_read, rows_loaded, rows_rejected;
     int files_loaded, files_skipped;
+    char notes[1024];     /* warnings for the operator, one a line ("" if none): columns ignored */
 } px_etl_result;
 
 /* Loads one batch in one transaction. Returns 0, PX_ENOTHING when every input
- * was loaded before, or a negative error (nothing stored). */
+ * was loaded before, PX_EREJECTS when more than p->max_reject_rate percent of
+ * the rows were rejected (rolled back; e->detail summarizes the reasons), or
+ * another negative error (nothing stored). A batch that drew an id and did not
+ * commit is recorded in etl.failed_batches with its reason. */
 int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, px_err *e);
 /* Writes the status report (text or JSON) to out. */
 int px_etl_status(const px_config *cfg, int json, FILE *out, px_err *e);

@@ -17,13 +17,17 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The latest batch that loaded a file with this SHA-256. Loads forced with
+ * --force record the same digest again: max(), never a bare scalar subquery. */
+#define PRIOR_BATCH_SQL "SELECT coalesce(max(batch_id)::text, '') FROM etl.batch_files WHERE sha256 = '%s'"
+
 /* Held for the whole batch transaction: loads run one at a time. */
 #define PX_ETL_LOCK 7070002
 #define COPY_CHUNK (1 << 16)
 
 px_etl_params px_etl_default_params(void)
 {
-    px_etl_params p = {PX_FMT_CANONICAL, NULL, 0, NULL, 0};
+    px_etl_params p = {.format = PX_FMT_CANONICAL, .max_reject_rate = 5.0};
     return p;
 }
 
@@ -251,6 +255,14 @@ const char *etl_csv_reason(px_csv_status st)
     case PX_CSV_TOO_LONG: return "csv_too_long";
     default: return "csv_column_count";
     }
+}
+
+void etl_future_detail(const etl_ctx *x, const char *col, char *buf, size_t len)
+{
+    char ref[11];
+    px_date_format(x->today, ref);
+    snprintf(buf, len, "'%s' is after the reference date %s (%s); for extracts whose dates are shifted, "
+             "load with --future-dates allow", col, ref, x->p->today ? "--as-of" : "today, or --as-of");
 }
 
 void etl_warn(etl_ctx *x, long long line, const char *reason, const char *field, const char *detail)
@@ -692,8 +704,7 @@ static int load_input(etl_ctx *x, etl_input *in, PGconn *src, int *skipped)
     if (src) {
         /* a source table's fingerprint is known only now: unchanged means skip */
         char q[256];
-        snprintf(q, sizeof q, "SELECT coalesce((SELECT batch_id FROM etl.batch_files WHERE sha256 = '%s')::text, '')",
-                 in->sha);
+        snprintf(q, sizeof q, PRIOR_BATCH_SQL, in->sha);
         char prior[32] = "";
         if (px_db_scalar(x->c, x->e, prior, sizeof prior, q) != 0) return x->e->code;
         if (prior[0] && !x->p->force) {
@@ -770,11 +781,67 @@ static const char *fmt_name(px_etl_format f)
     return f == PX_FMT_SYNPUF ? "synpuf" : f == PX_FMT_CANONICAL ? "canonical" : "postgres";
 }
 
+/* Rejects of the batch by reason, most frequent first, each with one example
+ * ("future_date 40 (e.g. encounters.csv line 7: ...)"), into buf; *counted
+ * gets the rejects that count against --max-reject-rate: all but duplicate_key,
+ * whose key the warehouse holds already (from this batch or an earlier one). */
+static int reject_summary(etl_ctx *x, char *buf, size_t len, long long *counted)
+{
+    PGresult *r = etl_exec(x, "SELECT reason, count(*), (array_agg(file_name || ' line ' || line || ': ' || detail"
+                              " ORDER BY file_name, line))[1] FROM etl.rejects WHERE batch_id = $1"
+                              " GROUP BY reason ORDER BY 2 DESC, 1");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        px_err_set(x->e, PX_EDB, "cannot count the rejects of batch %lld", x->batch);
+        px_err_detail(x->e, "%s", PQresultErrorMessage(r));
+        PQclear(r);
+        return PX_EDB;
+    }
+    size_t o = 0;
+    buf[0] = '\0';
+    *counted = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        long long n = atoll(PQgetvalue(r, i, 1));
+        if (strcmp(PQgetvalue(r, i, 0), "duplicate_key") != 0) *counted += n;
+        if (o + 1 >= len) continue;
+        int k = snprintf(buf + o, len - o, "%s%s %lld (e.g. %s)", i ? "; " : "", PQgetvalue(r, i, 0), n,
+                         PQgetvalue(r, i, 2));
+        o = k < 0 ? o : (size_t)k >= len - o ? len - 1 : o + (size_t)k;
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* After a batch that drew an id did not commit: rolls back what is left of its
+ * transaction and records the batch in etl.failed_batches, in a transaction of
+ * its own, so that the id is not a silent gap. Best effort: a connection that is
+ * gone records nothing (the log has the error). */
+static void record_failure(etl_ctx *x, const char *srcname, const char *started, const px_etl_result *r)
+{
+    if (!x->c || x->batch <= 0 || PQstatus(x->c) != CONNECTION_OK) return;
+    PGTransactionStatusType ts = PQtransactionStatus(x->c);
+    if (ts == PQTRANS_ACTIVE) return; /* a command still running: the connection cannot be reused */
+    if (ts != PQTRANS_IDLE && px_db_exec(x->c, NULL, "ROLLBACK") != 0) return;
+    char reason[2048], bid[32], nread[32], nrej[32];
+    snprintf(reason, sizeof reason, "%s%s%s", x->e->msg, x->e->detail[0] ? ": " : "", x->e->detail);
+    snprintf(bid, sizeof bid, "%lld", x->batch);
+    snprintf(nread, sizeof nread, "%lld", r->rows_read);
+    snprintf(nrej, sizeof nrej, "%lld", r->rows_rejected);
+    const char *params[7] = {bid, fmt_name(x->p->format), srcname, started, nread, nrej, reason};
+    PGresult *res = PQexecParams(x->c, "INSERT INTO etl.failed_batches (batch_id, format, source, started_at,"
+                                       " rows_read, rows_rejected, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                                       " ON CONFLICT (batch_id) DO NOTHING",
+                                 7, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        px_log(PX_LOG_WARN, "cannot record failed batch %lld: %s", x->batch, PQresultErrorMessage(res));
+    PQclear(res);
+}
+
 int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, px_err *e)
 {
     etl_ctx x;
     etl_input *inputs = NULL;
     int n = 0, rc;
+    char srcname[4096] = "", started[64] = "";
     PGconn *src = NULL;
     memset(&x, 0, sizeof x);
     memset(r, 0, sizeof *r);
@@ -807,8 +874,7 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
     for (int i = 0; i < n; i++) {
         char prior[32] = "";
         if (!src) {
-            snprintf(q, sizeof q, "SELECT coalesce((SELECT batch_id FROM etl.batch_files WHERE sha256 = '%s')::text, '')",
-                     inputs[i].sha);
+            snprintf(q, sizeof q, PRIOR_BATCH_SQL, inputs[i].sha);
             if ((rc = px_db_scalar(x.c, e, prior, sizeof prior, q)) != 0) goto out;
             if (p->force) prior[0] = '\0';
             /* the same bytes twice in one source: load them once */
@@ -829,13 +895,12 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
                         n == 1 ? "" : "s", inputs[0].prior_batch);
         goto out;
     }
-    char srcname[4096];
     if (src) redact_uri(p->source, srcname, sizeof srcname);
     else if (!realpath(p->source, srcname)) snprintf(srcname, sizeof srcname, "%s", p->source);
     {
         const char *params[2] = {fmt_name(p->format), srcname};
-        PGresult *res = PQexecParams(x.c, "INSERT INTO etl.batches (format, source) VALUES ($1, $2) RETURNING batch_id",
-                                     2, NULL, params, NULL, NULL, 0);
+        PGresult *res = PQexecParams(x.c, "INSERT INTO etl.batches (format, source) VALUES ($1, $2)"
+                                     " RETURNING batch_id, started_at::text", 2, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             rc = px_err_set(e, PX_EDB, "cannot open a batch");
             px_err_detail(e, "%s", PQresultErrorMessage(res));
@@ -843,6 +908,7 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
             goto out;
         }
         x.batch = atoll(PQgetvalue(res, 0, 0));
+        snprintf(started, sizeof started, "%s", PQgetvalue(res, 0, 1));
         PQclear(res);
     }
     if ((rc = open_spools(&x)) != 0) goto out;
@@ -879,11 +945,31 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
     }
     if (p->progress) fprintf(stderr, "\r%*s\r", 80, "");
     if (r->files_loaded == 0) {
+        /* nothing failed: the batch id goes back (sequences ignore ROLLBACK; no other
+         * load can have drawn one while this one holds the lock), so that a scheduler
+         * polling an unchanged source leaves neither gaps nor failed batches */
+        snprintf(q, sizeof q, "SELECT setval(pg_get_serial_sequence('etl.batches', 'batch_id'), %lld, false)", x.batch);
+        if (px_db_exec(x.c, NULL, q) == 0) x.batch = 0;
         px_db_exec(x.c, NULL, "ROLLBACK");
         rc = px_err_set(e, PX_ENOTHING, "nothing to load: every source table is unchanged since it was loaded");
         goto out;
     }
     x.in = NULL;
+    if (r->rows_rejected > 0) { /* over --max-reject-rate: roll back, say why */
+        char summary[1024];
+        long long counted = 0;
+        if ((rc = reject_summary(&x, summary, sizeof summary, &counted)) != 0) goto out;
+        if ((double)counted * 100.0 > p->max_reject_rate * (double)r->rows_read) {
+            rc = px_err_set(e, PX_EREJECTS, "batch %lld rejected %lld of %lld rows (%.1f%%), more than "
+                            "--max-reject-rate %g%%: rolled back, nothing was stored", x.batch, counted,
+                            r->rows_read, 100.0 * (double)counted / (double)r->rows_read, p->max_reject_rate);
+            px_err_detail(e, "%s", summary);
+            px_err_hint(e, "correct the extract or the options (--as-of, --future-dates allow) and load it again: "
+                           "nothing was committed, so no --force is needed; a higher --max-reject-rate keeps "
+                           "the valid rows whatever the rate");
+            goto out;
+        }
+    }
     snprintf(q, sizeof q,
              "UPDATE etl.batches SET finished_at = clock_timestamp(), rows_read = %lld, rows_loaded = %lld,"
              " rows_rejected = %lld WHERE batch_id = $1",
@@ -904,6 +990,9 @@ out:
         if (p->progress) fprintf(stderr, "\n");
         px_log(PX_LOG_ERROR, "load of %s source failed: %s", fmt_name(p->format), e->msg);
     }
+    if (rc != 0) record_failure(&x, srcname, started, r);
+    if (x.notes.data) snprintf(r->notes, sizeof r->notes, "%s", x.notes.data);
+    px_buf_release(&x.notes);
     close_ctx(&x);
     if (src) PQfinish(src);
     free(inputs);

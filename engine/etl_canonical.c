@@ -317,7 +317,7 @@ static void json_row(const cfile *cf, const row *r, px_buf *j)
             px_buf_json_str(j, r->hex[i], 32);
         } else if (cf->t == &px_canonical[PX_TAB_PATIENTS] && i == P_BIRTH) {
             /* only the birth year, as in the warehouse */
-            if (px_date_parse_iso(r->v[i], r->n[i], &(int){0}) == 0) px_buf_json_str(j, r->v[i], 4);
+            if (px_date_parse_partial(r->v[i], r->n[i], &(int){0}) == 0) px_buf_json_str(j, r->v[i], 4);
             else px_buf_adds(j, "null");
         } else if (cf->t == &px_canonical[PX_TAB_PATIENTS] && i == P_ZIP) {
             if (r->n[i] >= 3) px_buf_json_str(j, r->v[i], etl_utf8_cut(r->v[i], r->n[i], 3));
@@ -400,13 +400,15 @@ static int check_columns(etl_ctx *x, cfile *cf, px_csv *csv, row *r, const char 
             }
             break;
         case PX_T_DATE:
-            if (px_date_parse_iso(v, n, &r->days[i]) != 0) {
+        case PX_T_PDATE:
+            if ((col->type == PX_T_DATE ? px_date_parse_iso : px_date_parse_partial)(v, n, &r->days[i]) != 0) {
                 *reason = "invalid_date";
-                snprintf(detail, dlen, "'%s' is not a date in the form YYYY-MM-DD", col->name);
+                snprintf(detail, dlen, "'%s' is not a date in the form %s", col->name,
+                         col->type == PX_T_DATE ? "YYYY-MM-DD" : "YYYY-MM-DD, YYYY-MM or YYYY");
                 bad = i;
-            } else if (r->days[i] > x->today) {
+            } else if (!x->p->allow_future && r->days[i] > x->today) {
                 *reason = "future_date";
-                snprintf(detail, dlen, "'%s' is in the future", col->name);
+                etl_future_detail(x, col->name, detail, dlen);
                 bad = i;
             }
             break;
@@ -559,8 +561,11 @@ static int zip3_of(const char *z, size_t n, char out[4])
 
 static int row_patient(etl_ctx *x, cfile *cf, row *r, long long line)
 {
-    if (x->today - r->days[P_BIRTH] > 130 * 366) {
-        reject_row(x, cf, r, line, "age_out_of_range", "birth_date", "born more than 130 years ago");
+    /* against the reference date only while it is in force: the stays' own
+     * ages (0-120 at admission) are checked for every encounter */
+    if (!x->p->allow_future && x->today - r->days[P_BIRTH] > 130 * 366) {
+        reject_row(x, cf, r, line, "age_out_of_range", "birth_date",
+                   "born more than 130 years before the reference date (today, or --as-of)");
         return 0;
     }
     if (r->v[P_DEATH] && r->days[P_DEATH] < r->days[P_BIRTH]) {
@@ -612,7 +617,7 @@ static int row_encounter(etl_ctx *x, cfile *cf, row *r, long long line)
     } else if (dis - adm > 365) {
         reason = "los_out_of_range", field = "discharge_date";
         snprintf(detail, sizeof detail, "length of stay %d days is outside 0-365", dis - adm);
-    } else if (r->dv[E_COST] < 0 || r->dv[E_COST] > 10000000) {
+    } else if (r->v[E_COST] && (r->dv[E_COST] < 0 || r->dv[E_COST] > 10000000)) {
         reason = "cost_out_of_range", field = "total_cost";
         snprintf(detail, sizeof detail, "total_cost must be 0-10000000");
     } else if (pt && pt->birth_days > adm) {
@@ -645,7 +650,10 @@ static int row_encounter(etl_ctx *x, cfile *cf, row *r, long long line)
     en->adm_days = adm;
     int year = px_date_year(adm);
     if (year > 0 && year < (int)sizeof x->enc_years) x->enc_years[year] = 1;
-    if (pt && !pt->sql_path && provider_known(x->facilities, r->v[E_FAC], r->n[E_FAC]) &&
+    /* the direct path needs the load partition of the admission year, made before
+     * the file was read (per-patient date shifts can put stays in any century) */
+    if (pt && !pt->sql_path && year >= x->enc_y0 && year <= x->enc_y1 &&
+        provider_known(x->facilities, r->v[E_FAC], r->n[E_FAC]) &&
         (!r->v[E_ATT] || provider_known(x->clinicians, r->v[E_ATT], r->n[E_ATT]))) {
         /* every rule checked here: straight into the load table, in COPY binary */
         px_buf *b = &x->out;
@@ -663,7 +671,9 @@ static int row_encounter(etl_ctx *x, cfile *cf, row *r, long long line)
         bin_enum(b, r, E_DISP);
         bin_text(b, r, E_DEPT);
         bin_text(b, r, E_DRG);
-        if (etl_bin_numeric(b, r->v[E_COST], r->n[E_COST]) != 0) { /* e.g. 1.5e3: as the number it is */
+        if (!r->v[E_COST]) { /* unknown, not zero */
+            etl_bin_null(b);
+        } else if (etl_bin_numeric(b, r->v[E_COST], r->n[E_COST]) != 0) { /* e.g. 1.5e3: as the number it is */
             char num[64];
             int k = snprintf(num, sizeof num, "%.2f", r->dv[E_COST]);
             if (etl_bin_numeric(b, num, (size_t)k) != 0) etl_bin_null(b);
@@ -768,29 +778,48 @@ static int read_header(etl_ctx *x, cfile *cf, px_csv *csv)
     if (st != PX_CSV_OK) return px_err_set(x->e, PX_EINVAL, "the header row of '%s' is malformed", x->in->name);
     cf->nhdr = px_csv_nfields(csv);
     for (int i = 0; i < MAXCOLS; i++) cf->pos[i] = -1;
+    px_buf unknown = {0};
+    int nunknown = 0;
     for (int f = 0; f < cf->nhdr; f++) {
         const char *h = px_csv_field(csv, f);
         if (f == 0 && (unsigned char)h[0] == 0xEF && (unsigned char)h[1] == 0xBB && (unsigned char)h[2] == 0xBF)
             h += 3; /* UTF-8 byte order mark from spreadsheet exports */
         int c = px_canonical_col(cf->t, h);
-        if (c < 0) {
-            /* the cell is not echoed: a file without a header row has data here */
-            px_err_set(x->e, PX_EINVAL, "'%s' has an unknown column name in field %d of its first row",
-                       x->in->name, f + 1);
-            px_err_hint(x->e, "the first row must name the columns of %s, listed by 'prognos etl layout'",
-                        cf->t->file);
-            return PX_EINVAL;
+        if (c < 0) { /* not in the layout: ignored, named once the header is known to be one */
+            if (unknown.len) px_buf_adds(&unknown, ", ");
+            px_buf_addc(&unknown, '\'');
+            px_buf_add(&unknown, h, etl_utf8_cut(h, strlen(h), 64));
+            px_buf_addc(&unknown, '\'');
+            nunknown++;
+            continue;
         }
-        if (cf->pos[c] >= 0)
+        if (cf->pos[c] >= 0) {
+            px_buf_release(&unknown);
             return px_err_set(x->e, PX_EINVAL, "'%s' has the column '%s' twice", x->in->name, h);
+        }
         cf->pos[c] = f;
     }
     for (int i = 0; i < cf->t->ncols; i++)
         if (cf->t->cols[i].required && cf->pos[i] < 0) {
+            /* the unknown names are not echoed: a file without a header row has data there */
             px_err_set(x->e, PX_EINVAL, "'%s' lacks the required column '%s'", x->in->name, cf->t->cols[i].name);
-            px_err_hint(x->e, "the columns of %s are listed by 'prognos etl layout'", cf->t->file);
+            px_err_hint(x->e, "the first row must name the columns of %s (the required ones at least), listed by "
+                        "'prognos etl layout'", cf->t->file);
+            px_buf_release(&unknown);
             return PX_EINVAL;
         }
+    if (nunknown) {
+        if (!unknown.data) return px_err_set(x->e, PX_ENOMEM, "out of memory");
+        char detail[160];
+        snprintf(detail, sizeof detail, "%d column%s not in the canonical layout of %s, ignored", nunknown,
+                 nunknown == 1 ? "" : "s", cf->t->file);
+        etl_warn(x, 1, "unknown_column", unknown.data, detail);
+        px_log(PX_LOG_WARN, "'%s': ignored %s not in the canonical layout: %s", x->in->name,
+               nunknown == 1 ? "a column" : "columns", unknown.data);
+        px_buf_printf(&x->notes, "%s: ignored %s not in the canonical layout: %s\n", x->in->name,
+                      nunknown == 1 ? "a column" : "columns", unknown.data);
+    }
+    px_buf_release(&unknown);
     return 0;
 }
 
@@ -891,6 +920,7 @@ int etl_canonical_file(etl_ctx *x, int fd)
         int y0 = x->min_birth_year, y1 = px_date_year(x->today);
         if (y0 <= 0 || y0 > y1) y0 = y1 + 1;
         if (y0 < y1 - 150) y0 = y1 - 150;
+        x->enc_y0 = y0, x->enc_y1 = y1; /* stays of other years take the SQL path */
         snprintf(sql, sizeof sql, "SELECT wh.bulk_begin('fact_encounter', ARRAY(SELECT generate_series(%d, %d)))", y0, y1);
         if ((rc = etl_sql(x, sql, NULL, NULL)) != 0) goto out;
     } else if (tab > PX_TAB_ENCOUNTERS) {

@@ -72,6 +72,9 @@ typedef struct etl_ctx {
     px_keymap *facilities, *clinicians; /* provider ids in the warehouse (etl_provider_key), for direct loads */
     int dim_patient_new;  /* wh.dim_patient was empty when this batch began (and was truncated) */
     int min_birth_year;   /* earliest birth year among this batch's patients, 0 if none */
+    int enc_y0, enc_y1;   /* admission years whose load partitions exist before an encounters
+                           * file is read: only those stays can take the direct path */
+    px_buf notes;         /* warnings for the operator (px_etl_result.notes) */
     unsigned char enc_years[10000]; /* 1 for each admission year of this batch's staged encounters */
     /* current file */
     etl_input *in;
@@ -125,6 +128,9 @@ void etl_reject(etl_ctx *x, long long line, const char *reason, const char *fiel
 size_t etl_utf8_cut(const char *s, size_t len, size_t max);
 /* The reject reason for a malformed record (PX_CSV_OK: wrong field count). */
 const char *etl_csv_reason(px_csv_status st);
+/* The detail of a future_date reject of column col: names the reference date
+ * and the options that change it. */
+void etl_future_detail(const etl_ctx *x, const char *col, char *buf, size_t len);
 /* Records a value dropped from a loaded row of the current file. */
 void etl_warn(etl_ctx *x, long long line, const char *reason, const char *field, const char *detail);
 /* Flushes spooled rejects and warnings into etl.rejects and etl.warnings. */

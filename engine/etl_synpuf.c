@@ -234,7 +234,7 @@ static int date_col(etl_ctx *x, px_csv *csv, const sfile *sf, int i, int *days, 
         *reason = "invalid_date";
         return -1;
     }
-    if (*days > x->today) {
+    if (!x->p->allow_future && *days > x->today) {
         *reason = "future_date";
         return -1;
     }
@@ -260,13 +260,17 @@ static int bene_row(etl_ctx *x, sfile *sf, px_csv *csv, long long line)
     etl_pseudo(x, PX_ID_PATIENT, v, n, pid, phex);
     int r = date_col(x, csv, sf, B_BIRTH, &birth, &reason);
     if (r <= 0) {
+        if (r < 0 && strcmp(reason, "future_date") == 0) etl_future_detail(x, "BENE_BIRTH_DT", detail, sizeof detail);
         reject_row(x, sf, csv, line, r == 0 ? "missing_field" : reason, "BENE_BIRTH_DT",
-                   r == 0 ? "required column 'BENE_BIRTH_DT' is empty" : "BENE_BIRTH_DT is not a past YYYYMMDD date");
+                   r == 0 ? "required column 'BENE_BIRTH_DT' is empty"
+                          : strcmp(reason, "future_date") == 0 ? detail : "BENE_BIRTH_DT is not a YYYYMMDD date");
         return 0;
     }
     r = date_col(x, csv, sf, B_DEATH, &death, &reason);
     if (r < 0) {
-        reject_row(x, sf, csv, line, reason, "BENE_DEATH_DT", "BENE_DEATH_DT is not a past YYYYMMDD date");
+        if (strcmp(reason, "future_date") == 0) etl_future_detail(x, "BENE_DEATH_DT", detail, sizeof detail);
+        reject_row(x, sf, csv, line, reason, "BENE_DEATH_DT",
+                   strcmp(reason, "future_date") == 0 ? detail : "BENE_DEATH_DT is not a YYYYMMDD date");
         return 0;
     }
     if (r == 0) death = INT_MAX;
@@ -274,8 +278,9 @@ static int bene_row(etl_ctx *x, sfile *sf, px_csv *csv, long long line)
         reject_row(x, sf, csv, line, "invalid_date", "BENE_DEATH_DT", "death date before birth date");
         return 0;
     }
-    if (x->today - birth > 130 * 366) {
-        reject_row(x, sf, csv, line, "age_out_of_range", "BENE_BIRTH_DT", "born more than 130 years ago");
+    if (!x->p->allow_future && x->today - birth > 130 * 366) {
+        reject_row(x, sf, csv, line, "age_out_of_range", "BENE_BIRTH_DT",
+                   "born more than 130 years before the reference date (today, or --as-of)");
         return 0;
     }
     long long sex, rc_, months[3];
@@ -393,8 +398,10 @@ static int claim_row(etl_ctx *x, sfile *sf, px_csv *csv, long long line)
             if (r == 0)
                 snprintf(detail, sizeof detail, "no %s date (%s or %s)", k ? "discharge" : "admission",
                          claim_cols[dcols[k][0]], claim_cols[dcols[k][1]]);
+            else if (strcmp(reason, "future_date") == 0)
+                etl_future_detail(x, claim_cols[col], detail, sizeof detail);
             else
-                snprintf(detail, sizeof detail, "'%s' is not a past YYYYMMDD date", claim_cols[col]);
+                snprintf(detail, sizeof detail, "'%s' is not a YYYYMMDD date", claim_cols[col]);
             reject_segment(x, sf, csv, line, ehex, r == 0 ? "missing_field" : reason, claim_cols[col], detail);
             return 0;
         }

@@ -22,7 +22,8 @@ typedef enum {
     PX_T_INT,
     PX_T_NUM,    /* decimal */
     PX_T_ENUM,   /* one of enum_values */
-    PX_T_CODE    /* ICD code; system given by the row's code_system column */
+    PX_T_CODE,   /* ICD code; system given by the row's code_system column */
+    PX_T_PDATE   /* YYYY-MM-DD, YYYY-MM or YYYY (de-identified extracts); first day of the period */
 } px_coltype;
 
 typedef struct px_col {
@@ -84,6 +85,8 @@ void px_csv_set_tap(px_csv *c, void (*tap)(void *ctx, const void *buf, size_t n)
  * or -1 if the text is not a valid date in the given form. */
 int px_date_parse_iso(const char *s, size_t len, int *days);   /* YYYY-MM-DD */
 int px_date_parse_ymd8(const char *s, size_t len, int *days);  /* YYYYMMDD (SynPUF) */
+/* YYYY-MM-DD, YYYY-MM or YYYY; a missing day or month is taken as the first. */
+int px_date_parse_partial(const char *s, size_t len, int *days);
 void px_date_format(int days, char out[11]);                   /* YYYY-MM-DD */
 int px_date_year(int days);
 int px_date_today(void);

@@ -76,6 +76,20 @@ int px_date_parse_iso(const char *s, size_t len, int *days)
     return make_date(y, m, d, days);
 }
 
+/* Partial dates as de-identified extracts give them: the whole date, the month
+ * or the year alone. The day (and month) left out are taken as the first, so
+ * the result is the earliest day the value allows. */
+int px_date_parse_partial(const char *s, size_t len, int *days)
+{
+    if (len == 10) return px_date_parse_iso(s, len, days);
+    int y = len >= 4 ? digits(s, 4) : -1;
+    if (y < 0) return -1;
+    if (len == 4) return make_date(y, 1, 1, days);
+    if (len != 7 || s[4] != '-') return -1;
+    int m = digits(s + 5, 2);
+    return m < 0 ? -1 : make_date(y, m, 1, days);
+}
+
 int px_date_parse_ymd8(const char *s, size_t len, int *days)
 {
     if (len != 8)

@@ -83,7 +83,7 @@ static const px_feat_col cols_head[] = {
     {"age_years", PX_ROLE_FEATURE, N,
      "year of admission - birth year (the warehouse keeps only the birth year, as the generator's covariate)"},
     {"female", PX_ROLE_FEATURE, N, "1 if sex = F, else 0"},
-    {"admission_type", PX_ROLE_FEATURE, C, "emergency, urgent, elective, newborn, trauma or unknown"},
+    {"admission_type", PX_ROLE_FEATURE, C, "emergency, urgent, elective, newborn, trauma, observation or unknown"},
     {"admission_source", PX_ROLE_FEATURE, C, "ed, physician_referral, clinic, transfer_hospital, transfer_snf, other or unknown"},
     {"emergency", PX_ROLE_FEATURE, N, "1 if admission_type = emergency, else 0"},
 };

@@ -864,15 +864,19 @@ static int aggregate(PGconn *c, long long run_id, int kinds, cells *cs, px_err *
                             " FROM kpi.predictions p JOIN wh.fact_encounter f USING (encounter_id)"
                             " WHERE p.run_id = $1::bigint GROUP BY 1, 2, 3, 4)");
         else
-            /* volume and cost: every stay in the warehouse */
+            /* volume: every stay in the warehouse; cost: every stay with a recorded
+             * cost (total_cost is NULL when the extract had none: unknown, not zero,
+             * so such stays are neither in the sum nor in the denominator, and a unit
+             * with no costed stay has no cost measure at all) */
             px_buf_adds(&q, "WITH stays AS (SELECT date_trunc('month', discharge_date)::date AS pm, facility_id,"
                             " coalesce(nullif(department, ''), 'unknown') AS dept, count(*) AS n,"
+                            " count(total_cost) AS ncost,"
                             " sum(total_cost)::float8 AS cost, sum(total_cost * total_cost)::float8 AS cost2"
                             " FROM wh.fact_encounter GROUP BY 1, 2, 3),"
                             " base AS (SELECT 'volume'::text AS measure, pm, facility_id, dept, n, n::float8 AS o,"
                             " NULL::float8 AS e, NULL::float8 AS vpq, NULL::float8 AS syy, NULL::float8 AS sye,"
-                            " NULL::float8 AS see FROM stays UNION ALL SELECT 'cost', pm, facility_id, dept, n, cost,"
-                            " NULL, NULL, cost2, NULL, NULL FROM stays WHERE $1::bigint = $1::bigint)");
+                            " NULL::float8 AS see FROM stays UNION ALL SELECT 'cost', pm, facility_id, dept, ncost, cost,"
+                            " NULL, NULL, cost2, NULL, NULL FROM stays WHERE ncost > 0 AND $1::bigint = $1::bigint)");
         px_buf_adds(&q, ", b AS (SELECT *, date_trunc('quarter', pm)::date AS pq, date_trunc('year', pm)::date AS py"
                         " FROM base) ");
         select_head(&q, "measure", kinds);

@@ -316,7 +316,7 @@ int px_reg_register(PGconn *c, const px_config *cfg, const px_reg_new *v, int *v
                            " artifact_dir, manifest_sha256, model_sha256, gates)"
                            " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11::jsonb, $12::jsonb,"
                            " $13::jsonb, $14, $15, $16,"
-                           /* the quality gates' verdict, from the signed metrics.json (012_gates) */
+                           /* the quality gates' verdict, from the signed metrics.json (008_gates) */
                            " CASE WHEN jsonb_typeof($12::jsonb->'gates') = 'object' THEN $12::jsonb->'gates'"
                            " ELSE '{}' END)",
                            16, p);

@@ -49,6 +49,8 @@ int cmd_apikey(int argc, char **argv)
     PGconn *c = NULL;
     int code = PX_EXIT_OK;
     if (px_config_load(&cfg, &e) != 0) goto fail;
+    /* list and revoke need keys that exist: never a new warehouse for them */
+    if (strcmp(sub, "create") != 0 && px_db_require(&cfg, &e) != 0) goto fail;
     px_log_open(cfg.home);
     if (!(c = px_db_connect(&cfg, &e))) goto fail;
     if (strcmp(sub, "create") == 0) {

@@ -65,6 +65,7 @@ int cmd_drift(int argc, char **argv)
     PGconn *c = NULL;
     int code = PX_EXIT_OK, alerts = 0;
     if (px_config_load(&cfg, &e) != 0) goto fail;
+    if (px_db_require(&cfg, &e) != 0) goto fail; /* reads only: never creates a warehouse */
     px_log_open(cfg.home);
     px_models_init();
     if (!(c = px_db_connect(&cfg, &e))) goto fail;

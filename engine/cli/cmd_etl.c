@@ -1,28 +1,46 @@
 /* cmd_etl.c: prognos etl load | status | layout */
 #include "engine/cli/cli.h"
 #include "engine/internal.h"
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 static const char usage[] =
-    "usage: prognos etl load --format synpuf|canonical|postgres --source PATH|URI [--force] [--quiet] [--json]\n"
+    "usage: prognos etl load --format synpuf|canonical|postgres --source PATH|URI [--as-of DATE]\n"
+    "                        [--future-dates reject|allow] [--max-reject-rate PCT] [--force] [--quiet] [--json]\n"
     "       prognos etl status [--json]\n"
     "       prognos etl layout\n"
     "\n"
     "load     load one batch, in one transaction: every row is loaded or rejected with a\n"
     "         reason (etl.rejects); identifiers are pseudonymized before anything is stored;\n"
-    "         files loaded before (same SHA-256) are skipped. Exit 3 when nothing was new.\n"
+    "         files loaded before (same SHA-256) are skipped. Exit 0 committed, 1 failed or\n"
+    "         rolled back (nothing stored; 'etl status' lists it with its reason), 2 usage,\n"
+    "         3 nothing was new.\n"
     "           --format synpuf     a directory of CMS DE-SynPUF beneficiary summary and\n"
     "                               inpatient claims CSV files\n"
     "           --format canonical  a directory of canonical CSV files (see 'etl layout')\n"
     "           --format postgres   a libpq URI of a database holding the canonical tables\n"
     "           --as-of YYYY-MM-DD  reference date for the future-date rule (default today)\n"
+    "           --future-dates reject|allow\n"
+    "                               reject (default): dates after the reference date are\n"
+    "                               rejected (future_date), and births more than 130 years\n"
+    "                               before it; allow: no rule against the reference date, for\n"
+    "                               extracts whose dates are shifted per patient (the age at\n"
+    "                               each admission, 0-120, is checked either way)\n"
+    "           --max-reject-rate PCT\n"
+    "                               roll the batch back and exit 1 when more than PCT percent\n"
+    "                               (0-100, default 5) of the rows read are rejected; rows\n"
+    "                               rejected as duplicate_key (already stored) do not count\n"
     "           --force             load files even if loaded before: rows already in the\n"
     "                               warehouse come back as duplicate_key; rows rejected for a\n"
     "                               reference that has since been loaded get another chance\n"
-    "           --quiet             no progress bar    --json   machine-readable summary\n"
-    "status   batches, files, rows read/loaded/rejected, rejects by reason, quality score\n"
+    "           --quiet             no progress bar    --json   machine-readable summary (on\n"
+    "                               failure too: error, detail, rows read and rejected)\n"
+    "status   batches, files, rows read/loaded/rejected, rejects by reason, quality score;\n"
+    "         loads that failed or were rolled back, with their reason. Exit 1 (with a hint)\n"
+    "         when PROGNOS_HOME holds no warehouse: status never creates one\n"
     "layout   the canonical CSV layout, column by column\n";
 
 static int print_layout(void)
@@ -32,7 +50,8 @@ static int print_layout(void)
         printf("%s: %s\n", tab->file, tab->doc);
         for (int i = 0; i < tab->ncols; i++) {
             const px_col *c = &tab->cols[i];
-            static const char *const tn[] = {"text", "key", "identifier", "date", "integer", "number", "enum", "code"};
+            static const char *const tn[] = {"text", "key", "identifier", "date", "integer", "number", "enum", "code",
+                                                "date"};
             printf("  %-22s %-10s %-8s %s", c->name, tn[c->type], c->required ? "required" : "optional", c->doc);
             if (c->enum_values) {
                 printf(" [");
@@ -55,7 +74,20 @@ static int do_load(int argc, char **argv)
         if (strcmp(argv[i], "--format") == 0 && i + 1 < argc) format = argv[++i];
         else if (strcmp(argv[i], "--source") == 0 && i + 1 < argc) p.source = argv[++i];
         else if (strcmp(argv[i], "--as-of") == 0 && i + 1 < argc) p.today = argv[++i];
-        else if (strcmp(argv[i], "--json") == 0) json = 1;
+        else if (strcmp(argv[i], "--future-dates") == 0 && i + 1 < argc) {
+            const char *v = argv[++i];
+            if (strcmp(v, "allow") == 0) p.allow_future = 1;
+            else if (strcmp(v, "reject") == 0) p.allow_future = 0;
+            else return px_cli_usage_error("etl", "--future-dates must be reject or allow, not '%s'", v);
+        } else if (strcmp(argv[i], "--max-reject-rate") == 0 && i + 1 < argc) {
+            const char *v = argv[++i];
+            char *end;
+            errno = 0;
+            double pct = strtod(v, &end);
+            if (errno || end == v || *end || !(pct >= 0 && pct <= 100))
+                return px_cli_usage_error("etl", "--max-reject-rate needs a percentage 0-100, not '%s'", v);
+            p.max_reject_rate = pct;
+        } else if (strcmp(argv[i], "--json") == 0) json = 1;
         else if (strcmp(argv[i], "--quiet") == 0) quiet = 1;
         else if (strcmp(argv[i], "--force") == 0) p.force = 1;
         else return px_cli_usage_error("etl", "unknown or incomplete option '%s'", argv[i]);
@@ -74,7 +106,24 @@ static int do_load(int argc, char **argv)
     if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
     px_log_open(cfg.home);
     int rc = px_etl_load(&cfg, &p, &r, &e);
-    if (rc != 0 && rc != PX_ENOTHING) return px_cli_fail(&e);
+    for (char *l = r.notes, *nl; *l; l = nl + 1) { /* one line per file, each ends in \n */
+        if (!(nl = strchr(l, '\n'))) break;
+        fprintf(stderr, "prognos: warning: %.*s\n", (int)(nl - l), l);
+    }
+    if (rc != 0 && rc != PX_ENOTHING) {
+        if (json) { /* a scheduler reading stdout learns why, as well as the exit code */
+            px_buf b = {0};
+            px_buf_adds(&b, "{\"error\":");
+            px_buf_json_str(&b, e.msg, strlen(e.msg));
+            px_buf_adds(&b, ",\"detail\":");
+            px_buf_json_str(&b, e.detail, strlen(e.detail));
+            px_buf_printf(&b, ",\"rolled_back_for_rejects\":%s,\"rows_read\":%lld,\"rows_rejected\":%lld}",
+                          rc == PX_EREJECTS ? "true" : "false", r.rows_read, r.rows_rejected);
+            if (b.data) printf("%.*s\n", (int)b.len, b.data);
+            px_buf_release(&b);
+        }
+        return px_cli_fail(&e);
+    }
     if (json)
         printf("{\"batch_id\":%lld,\"files_loaded\":%d,\"files_skipped\":%d,\"rows_read\":%lld,"
                "\"rows_loaded\":%lld,\"rows_rejected\":%lld}\n",
@@ -113,6 +162,7 @@ int cmd_etl(int argc, char **argv)
         px_config cfg;
         px_err e = {0};
         if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
+        if (px_db_require(&cfg, &e) != 0) return px_cli_fail(&e); /* reads only: never creates a warehouse */
         px_log_open(cfg.home);
         return px_etl_status(&cfg, json, stdout, &e) == 0 ? PX_EXIT_OK : px_cli_fail(&e);
     }

@@ -93,6 +93,7 @@ static int do_list(int argc, char **argv)
     px_config cfg;
     px_err e = {0};
     if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
+    if (px_db_require(&cfg, &e) != 0) return px_cli_fail(&e); /* reads only: never creates a warehouse */
     px_log_open(cfg.home);
     PGconn *c = px_db_connect(&cfg, &e);
     if (!c) return px_cli_fail(&e);

@@ -100,6 +100,7 @@ static PGconn *connect_db(px_err *e)
 {
     px_config cfg;
     if (px_config_load(&cfg, e) != 0) return NULL;
+    if (px_db_require(&cfg, e) != 0) return NULL; /* a report reads: it never creates a warehouse */
     px_log_open(cfg.home);
     return px_db_connect(&cfg, e);
 }
@@ -199,6 +200,22 @@ static int kpi_compute(int argc, char **argv)
     return rc == PX_ENOTHING ? PX_EXIT_NOTHING : PX_EXIT_OK;
 }
 
+/* 1 when s can name a report period (a kind, "all", 2023, 2023-Q2, 2023-06):
+ * a usage error is told before the warehouse is looked for. The library
+ * checks the same again (px_kpi_report, PX_EINVAL). */
+static int period_syntax_ok(const char *s)
+{
+    int flags, n = (int)strlen(s);
+    if (px_kpi_periods_parse(s, &flags) == 0 && !strchr(s, ',')) return 1;
+    for (int i = 0; i < 4; i++)
+        if (i >= n || s[i] < '0' || s[i] > '9') return 0;
+    if (n == 4) return 1;
+    if (n != 7 || s[4] != '-') return 0;
+    if (s[5] == 'Q') return s[6] >= '1' && s[6] <= '4';
+    int m = (s[5] - '0') * 10 + (s[6] - '0');
+    return s[5] >= '0' && s[5] <= '1' && s[6] >= '0' && s[6] <= '9' && m >= 1 && m <= 12;
+}
+
 static int kpi_report(int argc, char **argv)
 {
     px_kpi_report_params p = px_kpi_report_default_params();
@@ -258,6 +275,9 @@ static int kpi_report(int argc, char **argv)
         }
     }
     if (!p.period) return px_cli_usage_error("kpi report", "--period is required");
+    if (!period_syntax_ok(p.period))
+        return px_cli_usage_error("kpi report", "'%s' is not a period: use 2023, 2023-Q2, 2023-06, all, or "
+                                  "month|quarter|year", p.period);
     if (!p.html_path && !p.json_path && !p.csv_path)
         return px_cli_usage_error("kpi report", "--out FILE.html (or --json / --csv) is required");
     if (seed_given && !(p.dp_epsilon > 0))

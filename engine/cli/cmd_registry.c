@@ -277,6 +277,8 @@ int cmd_registry(int argc, char **argv)
     px_config cfg;
     px_err e = {0};
     if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
+    /* the registry lives in a warehouse: none here is an error, never a new one */
+    if (px_db_require(&cfg, &e) != 0) return px_cli_fail(&e);
     px_log_open(cfg.home);
     px_models_init();
     PGconn *c = px_db_connect(&cfg, &e);

@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 SRC="$FIXTURES/canonical-bad"
 
-assert_exit 0 px etl load --format canonical --source "$SRC" --quiet
+assert_exit 0 px etl load --format canonical --source "$SRC" --max-reject-rate 100 --quiet
 got=$(sql "SELECT file_name || '|' || line || '|' || reason FROM etl.rejects ORDER BY 1")
 diff <(sort "$SRC/expected-rejects.txt") <(echo "$got" | sort) || fail "rejects differ from expected-rejects.txt"
 ok "each injected bad row rejected with its reason ($(echo "$got" | wc -l) rows)"
@@ -39,18 +39,25 @@ ok "loading the same files again adds nothing (exit 3)"
 cp -r "$SRC" "$WORK/src2"
 echo 'E010,4,icd10,I10,N' >> "$WORK/src2/diagnoses.csv"
 echo 'E010,1,icd10,I10,N' >> "$WORK/src2/diagnoses.csv"
-assert_exit 0 px etl load --format canonical --source "$WORK/src2" --json
+assert_exit 0 px etl load --format canonical --source "$WORK/src2" --max-reject-rate 100 --json
 assert_eq "$(sql 'SELECT count(*) FROM etl.batch_files WHERE batch_id = (SELECT max(batch_id) FROM etl.batches)')" 1 "only the changed file is loaded"
 # 12 rows: 1 new code (E010 seq 4), 6 duplicates of loaded codes, 5 bad as before
 assert_eq "$(sql "SELECT rows_loaded || '/' || rows_rejected FROM etl.batch_files WHERE batch_id = (SELECT max(batch_id) FROM etl.batches)")" "1/11" "changed diagnoses.csv: loaded/rejected"
 assert_eq "$(sql "SELECT count(*) FROM etl.rejects WHERE batch_id = (SELECT max(batch_id) FROM etl.batches) AND reason = 'duplicate_key'")" 6 "duplicates of an earlier batch"
 ok "a changed file loads only what is new"
 
-# structural errors: unknown column and missing required column stop the load, nothing stored
+# an unknown column is ignored with one warning naming it (printed, and kept in etl.warnings)
 mkdir "$WORK/src3"
-printf 'facility_id,name,type,colour\nH9,X,acute,red\n' > "$WORK/src3/facilities.csv"
-assert_exit 1 px etl load --format canonical --source "$WORK/src3"
-grep -q "unknown column name in field 4" "$WORK/err" || fail "unknown column: no clear error"
+printf 'facility_id,name,type,colour,Wing\nH9,X,acute,red,B\nH8,Y,rehab,blue,C\n' > "$WORK/src3/facilities.csv"
+assert_exit 0 px etl load --format canonical --source "$WORK/src3" --quiet
+assert_eq "$(grep -c "ignored columns not in the canonical layout: 'colour', 'Wing'" "$WORK/err")" 1 "one warning naming the unknown columns"
+assert_eq "$(sql "SELECT line || ' ' || reason || ' ' || field FROM etl.warnings WHERE batch_id = (SELECT max(batch_id) FROM etl.batches)")" \
+    "1 unknown_column 'colour', 'Wing'" "the warning as stored"
+assert_eq "$(sql "SELECT string_agg(provider_id || ' ' || facility_type, ',' ORDER BY provider_id) FROM wh.dim_provider WHERE provider_id IN ('H8', 'H9')")" "H8 rehab,H9 acute" "rows of a file with unknown columns"
+ok "unknown columns are ignored with one warning naming them"
+batches=$(sql 'SELECT count(*) FROM etl.batches')
+
+# structural errors: a missing required column stops the load, naming it; nothing stored
 printf 'P1,MRN1,123-45-6789,Ann,Lee,1950-01-01,F,53703,,,\n' > "$WORK/src3/patients.csv"   # no header row
 rm "$WORK/src3/facilities.csv"
 assert_exit 1 px etl load --format canonical --source "$WORK/src3"
@@ -59,13 +66,18 @@ printf 'facility_id,name\nH9,X\n' > "$WORK/src3/facilities.csv"; rm "$WORK/src3/
 assert_exit 1 px etl load --format canonical --source "$WORK/src3"
 grep -q "lacks the required column 'type'" "$WORK/err" || fail "missing column: no clear error"
 assert_exit 1 px etl load --format canonical --source "$WORK/nonexistent"
-assert_eq "$(sql 'SELECT count(*) FROM etl.batches')" 2 "failed loads left a batch"
+assert_eq "$(sql 'SELECT count(*) FROM etl.batches')" "$batches" "failed loads left a batch"
+# each failed load that drew a batch id is listed as failed, with its reason
+assert_eq "$(sql "SELECT string_agg(reason, ' | ' ORDER BY batch_id) FROM etl.failed_batches")" \
+    "'patients.csv' lacks the required column 'patient_id' | 'facilities.csv' lacks the required column 'type'" "failed batches as recorded"
+px etl status > "$WORK/status.txt"
+grep -q "FAILED, nothing stored: 'facilities.csv' lacks the required column 'type'" "$WORK/status.txt" || fail "etl status does not show the failed load: $(cat "$WORK/status.txt")"
 ok "malformed files are refused with a clear error and leave nothing"
 
 # a reject whose value is cut for storage is cut on a UTF-8 character boundary
 mkdir "$WORK/src4"
 { echo 'facility_id,name,type,state,beds'; printf 'H77,a%s,acute,WI,10\n' "$(printf 'é%.0s' $(seq 1 110))"; } > "$WORK/src4/facilities.csv"
-assert_exit 0 px etl load --format canonical --source "$WORK/src4" --quiet
+assert_exit 0 px etl load --format canonical --source "$WORK/src4" --max-reject-rate 100 --quiet
 assert_eq "$(sql "SELECT reason || ' ' || length(row_data->>'name') FROM etl.rejects WHERE file_name = 'facilities.csv'")" "invalid_text 100" "long multibyte value rejected, cut at a character boundary"
 ok "values cut for rejects stay valid UTF-8"
 
@@ -76,7 +88,7 @@ echo 'PX9,1950-01-01,F,1960-05-05' >> "$WORK/p1/patients.csv"
 echo 'patient_id,birth_date,sex' > "$WORK/p2/patients.csv"
 echo 'PX9,1970-01-01,F' >> "$WORK/p2/patients.csv"
 assert_exit 0 px etl load --format canonical --source "$WORK/p1" --quiet
-assert_exit 0 px etl load --format canonical --source "$WORK/p2" --quiet
+assert_exit 0 px etl load --format canonical --source "$WORK/p2" --max-reject-rate 100 --quiet
 assert_eq "$(sql "SELECT reason || ' ' || field FROM etl.rejects WHERE batch_id = (SELECT max(batch_id) FROM etl.batches)")" "invalid_date birth_date" "re-delivered patient contradicting the stored death"
 ok "a re-delivered patient that contradicts the warehouse is rejected, not a failed batch"
 
@@ -106,7 +118,7 @@ assert_exit 0 px etl load --format canonical --source "$WORK/late" --quiet
 mkdir "$WORK/again" && cp "$SRC/encounters.csv" "$WORK/again/"
 assert_exit 3 px etl load --format canonical --source "$WORK/again"
 before=$(sql 'SELECT count(*) FROM wh.fact_encounter')
-assert_exit 0 px etl load --format canonical --source "$WORK/again" --force --quiet
+assert_exit 0 px etl load --format canonical --source "$WORK/again" --force --max-reject-rate 100 --quiet
 # E005 loads now that P999 exists. E004 loads too: its patient (born 2021-06-15,
 # admitted 2021-03-01) is no longer in the batch, and the warehouse keeps only
 # the birth year, so across batches birth_after_admission is checked by year.
@@ -128,7 +140,7 @@ printf 'patient_id,birth_date,sex\nPD1,1950-01-01,F\nPD2,1960-01-01,M\n' > "$WOR
   echo 'ED2,PD1,HD1,2021-05-01,2021-05-02,urgent,ed,home,0.5'
   echo 'ED3,PD2,HD1,2021-05-01,2021-05-03,elective,clinic,home,-0'
   echo 'ED4,PD2,HD1,2022-06-01,2022-06-03,elective,clinic,home,1234567.891'; } > "$WORK/d2/encounters.csv"
-assert_exit 0 px etl load --format canonical --source "$WORK/d2" --quiet
+assert_exit 0 px etl load --format canonical --source "$WORK/d2" --max-reject-rate 100 --quiet
 assert_eq "$(sql "SELECT string_agg(line || ' ' || reason, ', ' ORDER BY line) FROM etl.rejects WHERE batch_id = (SELECT max(batch_id) FROM etl.batches) AND file_name = 'encounters.csv'")" \
     "2 duplicate_key, 3 death_before_admission" "a direct load still finds earlier batches' encounters and stored deaths"
 assert_eq "$(sql "SELECT rows_loaded || '/' || rows_rejected FROM etl.batch_files WHERE batch_id = (SELECT max(batch_id) FROM etl.batches) AND file_name = 'encounters.csv'")" "2/2" "d2 encounters loaded/rejected"

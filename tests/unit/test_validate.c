@@ -15,6 +15,12 @@ static int iso(const char *s)
     return px_date_parse_iso(s, strlen(s), &d) == 0 ? d : INT_MIN;
 }
 
+static int partial(const char *s)
+{
+    int d = -12345;
+    return px_date_parse_partial(s, strlen(s), &d) == 0 ? d : INT_MIN;
+}
+
 static int ymd8(const char *s)
 {
     int d = -12345;
@@ -49,6 +55,29 @@ static void test_dates(void)
     int d = 7;
     CHECK_INT(px_date_parse_iso("2021-01-01xyz", 10, &d), 0);   /* reads exactly len bytes */
     CHECK_INT(d, 18628);
+
+    /* partial dates (birth_date of de-identified extracts): the first day of the period */
+    CHECK_INT(partial("2000"), 10957);
+    CHECK_INT(partial("2024-02"), 19754);
+    CHECK_INT(partial("2020-02-29"), 18321);
+    CHECK_INT(partial("2301"), 120895);
+    CHECK_INT(partial("1800"), -62091);
+    CHECK_INT(partial("9999-12"), 2932866);
+    CHECK_INT(partial("1799"), INT_MIN);
+    CHECK_INT(partial("2024-13"), INT_MIN);
+    CHECK_INT(partial("2024-00"), INT_MIN);
+    CHECK_INT(partial("2024-1"), INT_MIN);
+    CHECK_INT(partial("2024/02"), INT_MIN);
+    CHECK_INT(partial("202"), INT_MIN);
+    CHECK_INT(partial("20240"), INT_MIN);
+    CHECK_INT(partial("2024-02-"), INT_MIN);
+    CHECK_INT(partial("2019-02-29"), INT_MIN);
+    CHECK_INT(partial("2024-02-1"), INT_MIN);
+    CHECK_INT(partial("y2k!"), INT_MIN);
+    CHECK_INT(partial(""), INT_MIN);
+    d = 7;
+    CHECK_INT(px_date_parse_partial("2021-05xyz", 7, &d), 0);   /* reads exactly len bytes */
+    CHECK_INT(d, 18748);
 
     CHECK_INT(ymd8("20000301"), 11017);
     CHECK_INT(ymd8("19700101"), 0);

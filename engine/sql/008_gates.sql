@@ -1,9 +1,8 @@
--- 012_gates: quality gates (registry/gates.c). Each version records the verdict
+-- 008_gates: quality gates (registry/gates.c). Each version records the verdict
 -- of its gates at registration: {"passed", "accepted", "failed": [...], "checks":
 -- [...], "params"}; '{}' for versions registered before gates existed (not
 -- evaluated). A version whose gates failed is not made champion, served or used
--- to adjust KPIs unless accepted. Numbered 012 (the issue that introduced it) to
--- leave room for the migrations other branches add in parallel.
+-- to adjust KPIs unless accepted.
 ALTER TABLE registry.versions ADD COLUMN gates jsonb NOT NULL DEFAULT '{}'
     CHECK (jsonb_typeof(gates) = 'object');
 
