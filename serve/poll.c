@@ -128,7 +128,7 @@ int srv_poll_once(px_server *s, PGconn *c, int force, px_err *e)
             continue;
         }
         px_err le = {0};
-        srv_model *sm = srv_model_load(&s->cfg, name, version, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3),
+        srv_model *sm = srv_model_load(c, &s->cfg, name, version, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3),
                                        PQgetvalue(r, i, 4), &le);
         if (!sm) {
             atomic_fetch_add(&s->metrics.reload_failures, 1);
@@ -193,11 +193,45 @@ static int drift_pass(px_server *s, PGconn *c, px_err *e)
     return 0;
 }
 
+/* The key refresher: re-reads the active API keys every poll interval on a
+ * connection of its own, so that a revoked key stops working within an interval
+ * however long the poller spends loading a model or storing drift alerts. */
+static void *keys_main(void *arg)
+{
+    px_server *s = arg;
+    PGconn *c = NULL;
+    uint64_t last_us = srv_mono_us();
+    while (!atomic_load(&s->stopping)) {
+        /* short naps, so that a stop is noticed within 100 ms */
+        uint64_t since = srv_mono_us() - last_us, wait_us = (uint64_t)s->p.poll_ms * 1000u;
+        if (since < wait_us) {
+            uint64_t nap = wait_us - since;
+            poll(NULL, 0, nap > 100000u ? 100 : (int)(nap / 1000u) + 1);
+            continue;
+        }
+        last_us = srv_mono_us();
+        px_err e = {0};
+        if (!c && !(c = srv_db_open(&s->cfg, "prognos keys", 10000, &e))) continue;
+        srv_keyset *ks = srv_keys_fetch(c, &e);
+        if (!ks) {
+            PQfinish(c);
+            c = NULL;
+            continue;
+        }
+        srv_slot_swap(&s->keys, ks);
+    }
+    if (c) PQfinish(c);
+    return NULL;
+}
+
 void *srv_poller_main(void *arg)
 {
     px_server *s = arg;
     PGconn *c = NULL;
     int was_ok = 1;
+    pthread_t keys;
+    int keys_started = pthread_create(&keys, NULL, keys_main, s) == 0;
+    if (!keys_started) px_log(PX_LOG_WARN, "serve: cannot start the key refresher; keys are re-read by the poller only");
     uint64_t last_poll_us = srv_mono_us();
     while (!atomic_load(&s->stopping)) {
         struct pollfd pf = {.fd = s->poll_pipe[0], .events = POLLIN};
@@ -229,5 +263,6 @@ void *srv_poller_main(void *arg)
         was_ok = ok;
     }
     if (c) PQfinish(c);
+    if (keys_started) pthread_join(keys, NULL);
     return NULL;
 }
