@@ -383,6 +383,7 @@ typedef struct srv_req {
     int route;
     int stage;                 /* 0: headers seen, 1: reading the body, 2: answered */
     unsigned status;
+    unsigned head_status;      /* an error decided from the head, answered once the body is read */
     char request_id[33];
     char model_name[64];
     int bad_body;              /* 1: over the size limit (rest discarded) */
