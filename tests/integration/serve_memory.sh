@@ -28,24 +28,30 @@ import json, re, sys
 pid, ids = int(sys.argv[1]), json.load(open(sys.argv[2]))
 ids = ids[:int(sys.argv[3])]
 needles = [i.encode() for i in ids]
-hits, scanned = [], 0
+hits, scanned, skipped = [], 0, 0
+STEP, LONGEST = 64 << 20, max(len(n) for n in needles)
 with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
     for line in maps:
         m = re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)", line)
         lo, hi, perm, name = int(m[1], 16), int(m[2], 16), m[3], m[4]
         if perm[0] != "r" or name in ("[vvar]", "[vsyscall]", "[vdso]"):
             continue
-        try:
-            mem.seek(lo)
-            data = mem.read(hi - lo)
-        except OSError:
+        if hi - lo > 4 << 30:  # a sanitizer's shadow or reserve (terabytes, never data of ours)
+            skipped += hi - lo
             continue
-        scanned += len(data)
-        for i, nd in zip(ids, needles):
-            at = data.find(nd)
-            while at >= 0:
-                hits.append((i, name or "anonymous", hex(lo + at), data[max(0, at - 24):at + len(nd) + 24]))
-                at = data.find(nd, at + 1)
+        for off in range(lo, hi, STEP):  # in pieces that overlap by an id's length
+            try:
+                mem.seek(off)
+                data = mem.read(min(STEP + LONGEST, hi - off))
+            except OSError:
+                continue
+            scanned += min(STEP, len(data))
+            for i, nd in zip(ids, needles):
+                at = data.find(nd)
+                while at >= 0:
+                    if at < STEP:
+                        hits.append((i, name or "anonymous", hex(off + at), data[max(0, at - 24):at + len(nd) + 24]))
+                    at = data.find(nd, at + 1)
 assert scanned > 1 << 20, f"only {scanned} bytes of the server's memory read"
 for h in hits[:12]:
     print("found", h, file=sys.stderr)
