@@ -92,12 +92,26 @@ static const char alerts_sql[] =
     " window_n, reference_n, source, first_at, last_at, windows, resolved_at, resolved_at IS NULL AS open"
     " FROM serve.drift_alerts ORDER BY resolved_at IS NULL DESC, last_at DESC, alert_id DESC LIMIT 500) a";
 
+/* Installs a fetched key set unless a newer fetch (the other thread's) is
+ * installed already: an older set must not bring back a key revoked since. */
+static void keys_install(px_server *s, srv_keyset *ks)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&mu);
+    srv_keyset *cur = srv_acquire(&s->keys);
+    int newer = !cur || ks->gen > cur->gen;
+    srv_release(cur);
+    if (newer) srv_slot_swap(&s->keys, ks);
+    pthread_mutex_unlock(&mu);
+    if (!newer) srv_release(ks);
+}
+
 int srv_poll_once(px_server *s, PGconn *c, int force, px_err *e)
 {
     int rc = 0;
     srv_keyset *ks = srv_keys_fetch(c, e);
     if (!ks) return e->code ? e->code : PX_EDB;
-    srv_slot_swap(&s->keys, ks);
+    keys_install(s, ks);
 
     PGresult *r = PQexec(c, "SELECT a.name, a.version, v.algo, v.task, v.feature_table FROM registry.aliases a"
                             " JOIN registry.versions v USING (name, version) WHERE a.alias = 'champion' ORDER BY a.name");
@@ -218,7 +232,7 @@ static void *keys_main(void *arg)
             c = NULL;
             continue;
         }
-        srv_slot_swap(&s->keys, ks);
+        keys_install(s, ks);
     }
     if (c) PQfinish(c);
     return NULL;
