@@ -589,7 +589,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->deadline_us = r->t0_us + (uint64_t)s->p.request_timeout_ms * 1000u;
             return MHD_YES;
         }
-        return respond(conn, r, dispatch(r, conn));
+        /* a route without a body; one sent anyway is read and wiped first */
+        return answer_head(conn, r, dispatch(r, conn));
     }
     /* stage 1: the body. libmicrohttpd accepts an answer only on the first call or
      * once the request is complete, so a body over the limit or past the deadline

@@ -21,7 +21,7 @@ print(f"SELECT json_agg(m.id ORDER BY m.id) FROM (SELECT m.id FROM (VALUES {vals
 PYEOF
 psql -X -q -At -v ON_ERROR_STOP=1 "$(px db url)" -f "$WORK/pseudo.sql" >"$WORK/ids.json"
 n=$("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$WORK/ids.json")
-[ "$n" -ge 42 ] || fail "only $n encounters of the CSV are in features.readmission"
+[ "$n" -ge 43 ] || fail "only $n encounters of the CSV are in features.readmission"
 
 cat >"$WORK/scan.py" <<'PYEOF'
 import json, re, sys
@@ -144,6 +144,15 @@ PYEOF
 id() { "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))[int(sys.argv[2])])' "$WORK/ids.json" "$1"; }
 last '{"instances":[{"encounter_id":"'"$(id 38)"'"},{' /v1/models/readmission/predict 39 "last: JSON cut after an id"
 last '{"instances":[{"encounter_id":"'"$(id 39)"'"}]}' /v1/models 40 "last: a body to the wrong route"
+"$PY" - "$PORT" "$READ" '{"instances":[{"encounter_id":"'"$(id 42)"'"}]}' <<'PYEOF'
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=30)
+c.request("GET", "/v1/models", body=sys.argv[3], headers={"Authorization": "Bearer " + sys.argv[2]})
+r = c.getresponse(); r.read()
+assert r.status == 200, r.status
+c.close()
+PYEOF
+scan 43 "last: a body sent with a GET"
 last '{"instances":[{"encounter_id":"'"$(id 40)"'","x":[1,{"encounter_id":"'"$(id 41)"'"}]}]}' \
-    /v1/models/readmission/predict 42 "last: ids where no id belongs"
+    /v1/models/readmission/predict 43 "last: ids where no id belongs"
 stop_server
