@@ -16,6 +16,7 @@ HOLDER=""; OTHER=""
 # on any exit: no subreaper or stand-in process left behind (their zombies go to init)
 db_crash_cleanup() {
     local rc=$?
+    set +e # errexit would end this handler at "(exit $rc)" below, before cleanup stops the database
     for p in $HOLDER $OTHER; do kill -KILL "$p" 2>/dev/null || true; done
     (exit $rc)
     cleanup
