@@ -27,7 +27,8 @@ int px_file_read(const char *path, size_t max_bytes, unsigned char **data, size_
 {
     *data = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO in place of the file must not hang open(2); it is refused below */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return px_err_set(e, errno == ENOENT ? PX_ENOTFOUND : PX_EIO, "cannot open '%s': %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

@@ -14,6 +14,7 @@
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -286,6 +287,157 @@ static int ping(const px_config *cfg)
     return PQping(ci) == PQPING_OK;
 }
 
+/* What postmaster.pid says about the server that wrote it. */
+enum pm_state {
+    PM_NONE,   /* no postmaster.pid (or no PID in it) */
+    PM_ALIVE,  /* a live postgres process with our data directory as its working directory */
+    PM_GONE,   /* the process is gone: the server's own check handles the file */
+    PM_STALE,  /* a zombie (killed, not yet reaped by its parent) or another program under
+                * that PID: the server would take the file as held and refuse to start */
+};
+
+/* Reads postmaster.pid: the PID (line 1), the socket's lock file (port on
+ * line 4, socket directory on line 5; may be NULL) and the System V shared
+ * memory id (line 7, "key id"; -1 when absent). */
+static enum pm_state postmaster_state(const char *data, long *pid_out, long *shmid_out, char *sock_lock, size_t sllen)
+{
+    char path[4400], buf[2048], proc[64], cwd[PATH_MAX], real[PATH_MAX];
+    *pid_out = 0;
+    *shmid_out = -1;
+    if (sock_lock && sllen) sock_lock[0] = '\0';
+    snprintf(path, sizeof path, "%s/postmaster.pid", data);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) return PM_NONE;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return PM_NONE;
+    buf[n] = '\0';
+    long pid = strtol(buf, NULL, 10);
+    if (pid <= 0) return PM_NONE;
+    *pid_out = pid;
+    const char *l = buf, *port = NULL, *sockdir = NULL;
+    for (int i = 1; i < 7 && l; i++) {
+        l = strchr(l, '\n');
+        if (l) l++;
+        if (i == 3) port = l;
+        if (i == 4) sockdir = l;
+    }
+    if (sock_lock && port && sockdir && *sockdir == '/') {
+        long pt = strtol(port, NULL, 10);
+        size_t dl = strcspn(sockdir, "\n");
+        if (pt > 0 && snprintf(sock_lock, sllen, "%.*s/.s.PGSQL.%ld.lock", (int)dl, sockdir, pt) >= (int)sllen)
+            sock_lock[0] = '\0';
+    }
+    long key = 0, id = -1;
+    if (l && sscanf(l, "%ld %ld", &key, &id) == 2) *shmid_out = id;
+    /* /proc/PID/stat: "pid (comm) S ...": the state follows the last ')' */
+    snprintf(proc, sizeof proc, "/proc/%ld/stat", pid);
+    fd = open(proc, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? PM_GONE : PM_ALIVE; /* cannot tell: the server decides */
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return PM_GONE;
+    buf[n] = '\0';
+    char *open_paren = strchr(buf, '('), *close_paren = strrchr(buf, ')');
+    if (!open_paren || !close_paren || close_paren[1] != ' ') return PM_ALIVE;
+    char state = close_paren[2];
+    if (state == 'Z' || state == 'X') return PM_STALE;
+    *close_paren = '\0';
+    if (strcmp(open_paren + 1, "postgres") != 0) return PM_STALE;
+    /* a postmaster works in its data directory */
+    snprintf(proc, sizeof proc, "/proc/%ld/cwd", pid);
+    ssize_t cl = readlink(proc, cwd, sizeof cwd - 1);
+    if (cl < 0) return PM_ALIVE; /* cannot tell: the server decides */
+    cwd[cl] = '\0';
+    if (!realpath(data, real)) return PM_ALIVE;
+    return strcmp(cwd, real) == 0 ? PM_ALIVE : PM_STALE;
+}
+
+/* The PID on the first line of a lock file, or 0. */
+static long lock_pid(const char *path)
+{
+    char buf[64];
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    return strtol(buf, NULL, 10);
+}
+
+/* Processes still attached to the old server's shared memory (its backends
+ * outlive a killed postmaster until they notice): 0 when none or the segment is
+ * gone, -1 when it cannot be told. */
+static long shm_attached(long shmid)
+{
+    if (shmid < 0) return 0;
+    struct shmid_ds ds;
+    if (shmctl((int)shmid, IPC_STAT, &ds) != 0) return errno == EINVAL || errno == EIDRM ? 0 : -1;
+    return (long)ds.shm_nattch;
+}
+
+/* Waits until the cluster's server is one that can be started or is running:
+ * a server starting up, in crash recovery or shutting down (it answers pings
+ * with a refusal, or its postmaster is alive without answering yet) is waited
+ * for; a postmaster.pid left by a killed server whose PID is a zombie or another
+ * program is removed once no old backend is attached to its shared memory.
+ * Returns 1 when the server accepts connections, 0 when it is to be started,
+ * or PX_EIO (e set) after timeout_s. */
+static int settle(const px_config *cfg, const char *data, int timeout_s, px_err *e)
+{
+    char ci[4500];
+    embedded_conninfo(cfg, "postgres", ci, sizeof ci);
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int said = 0;
+    const char *why = "";
+    for (;;) {
+        PGPing p = PQping(ci);
+        if (p == PQPING_OK) {
+            if (said) px_log(PX_LOG_INFO, "embedded server ready after waiting (%s)", why);
+            return 1;
+        }
+        long pid = 0, shmid = -1;
+        char sock_lock[4400];
+        enum pm_state st = postmaster_state(data, &pid, &shmid, sock_lock, sizeof sock_lock);
+        if (p == PQPING_REJECT) why = "the server is starting up, in recovery or shutting down";
+        else if (st == PM_ALIVE) why = "the server's postmaster is running but not answering yet";
+        else if (st == PM_STALE) {
+            long att = shm_attached(shmid);
+            if (att == 0) {
+                char path[4400];
+                snprintf(path, sizeof path, "%s/postmaster.pid", data);
+                /* the socket's lock file names the same PID: the server would refuse on it next */
+                if (sock_lock[0] && lock_pid(sock_lock) == pid) (void)unlink(sock_lock);
+                if (unlink(path) == 0 || errno == ENOENT) {
+                    px_log(PX_LOG_WARN, "removed a stale postmaster.pid (PID %ld is %s)", pid,
+                           "a killed server not yet reaped, or another program");
+                    return 0;
+                }
+                px_err_set(e, PX_EIO, "cannot remove the stale '%s': %s", path, strerror(errno));
+                return PX_EIO;
+            }
+            if (att < 0) return 0; /* cannot tell: leave the decision to the server's own checks */
+            why = "backends of a killed server are still attached to its shared memory";
+        } else
+            return 0; /* no server, or a gone one: start it */
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec >= timeout_s) {
+            px_err_set(e, PX_EIO, "the embedded PostgreSQL server did not become ready in %d s", timeout_s);
+            px_err_detail(e, "%s (postmaster.pid: PID %ld)", why, pid);
+            px_err_hint(e, "see the server log: %s/../server.log", data);
+            return PX_EIO;
+        }
+        if (!said) {
+            px_log(PX_LOG_INFO, "waiting for the embedded server: %s", why);
+            said = 1;
+        }
+        struct timespec nap = {0, 100 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+}
+
 int px_pg_start(const px_config *cfg, px_err *e)
 {
     char pg[4300], data[4300], run[4300], ctl[4300], logf[4400];
@@ -294,14 +446,19 @@ int px_pg_start(const px_config *cfg, px_err *e)
     if (!px_pg_initialized(cfg))
         return px_err_set(e, PX_ESTATE, "no embedded cluster in '%s'; run 'prognos db init'", cfg->home);
     if ((rc = check_bin(cfg, e)) != 0) return rc;
-    if (ping(cfg)) return 0;
     pg_paths(cfg, pg, data, run, sizeof pg);
+    /* right after a crash the old server may be recovering, or may have left a
+     * postmaster.pid that names an unreaped process: wait, or clean up */
+    if ((rc = settle(cfg, data, 120, e)) != 0) return rc > 0 ? 0 : rc;
     if ((rc = write_server_conf(cfg, data, run, e)) != 0) return rc;
     snprintf(ctl, sizeof ctl, "%s/pg_ctl", cfg->pg_bin);
     snprintf(logf, sizeof logf, "%s/server.log", pg);
     char *argv[] = {ctl, "-D", data, "-l", logf, "-w", "-t", "120", "start", NULL};
     int st = run_server_cmd(cfg, pg, argv, 1);
     if (st != 0 && !ping(cfg)) {
+        /* another start raced us (two commands at once): wait for that server */
+        px_err se = {0};
+        if (settle(cfg, data, 120, &se) == 1) return 0;
         px_err_set(e, PX_EIO, "cannot start the embedded PostgreSQL server");
         px_err_detail(e, "pg_ctl exited with status %d", st);
         px_err_hint(e, "see the server log: %s", logf);
@@ -313,16 +470,19 @@ int px_pg_start(const px_config *cfg, px_err *e)
 
 int px_pg_stop(const px_config *cfg, px_err *e)
 {
-    char pg[4300], data[4300], run[4300], ctl[4300];
+    char pg[4300], data[4300], run[4300], ctl[4300], ci[4500];
     int rc;
     if (cfg->external) return px_err_set(e, PX_ESTATE, "PROGNOS_DB is set: prognos does not manage that server");
     if (!px_pg_initialized(cfg)) return 0;
     if ((rc = check_bin(cfg, e)) != 0) return rc;
-    if (!ping(cfg)) return 0;
     pg_paths(cfg, pg, data, run, sizeof pg);
+    embedded_conninfo(cfg, "postgres", ci, sizeof ci);
+    long pid = 0, shmid = -1;
+    /* a server in recovery refuses pings but is running: stop it too */
+    if (PQping(ci) == PQPING_NO_RESPONSE && postmaster_state(data, &pid, &shmid, NULL, 0) != PM_ALIVE) return 0;
     snprintf(ctl, sizeof ctl, "%s/pg_ctl", cfg->pg_bin);
     char *argv[] = {ctl, "-D", data, "-m", "fast", "-w", "-t", "120", "stop", NULL};
-    if (run_server_cmd(cfg, pg, argv, 1) != 0 && ping(cfg))
+    if (run_server_cmd(cfg, pg, argv, 1) != 0 && PQping(ci) != PQPING_NO_RESPONSE)
         return px_err_set(e, PX_EIO, "cannot stop the embedded PostgreSQL server");
     px_log(PX_LOG_INFO, "embedded server stopped");
     return 0;
@@ -340,9 +500,12 @@ int px_pg_status(const px_config *cfg, char *info, size_t infolen, px_err *e)
         snprintf(info, infolen, "no embedded cluster in %s (run 'prognos db init')", cfg->home);
         return 0;
     }
-    int up = ping(cfg);
-    snprintf(info, infolen, "embedded server in %s/pg: %s", cfg->home, up ? "running" : "stopped");
-    return up;
+    char ci[4500];
+    embedded_conninfo(cfg, "postgres", ci, sizeof ci);
+    PGPing p = PQping(ci);
+    snprintf(info, infolen, "embedded server in %s/pg: %s", cfg->home,
+             p == PQPING_OK ? "running" : p == PQPING_REJECT ? "not accepting connections (starting up, in recovery or shutting down)" : "stopped");
+    return p == PQPING_OK;
 }
 
 /* Percent-encodes a path for a URI query value. */

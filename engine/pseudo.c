@@ -169,4 +169,9 @@ void px_pseudo_id(const px_pseudo *p, px_id_kind kind, const char *value, size_t
         out[2 * i + 1] = hexd[mac[i] & 15];
     }
     out[32] = '\0';
+    /* the plaintext (and the hash state that holds its last block) does not stay on the stack */
+    OPENSSL_cleanse(norm, n);
+    OPENSSL_cleanse(&c, sizeof c);
+    OPENSSL_cleanse(inner, sizeof inner);
+    OPENSSL_cleanse(mac, sizeof mac);
 }

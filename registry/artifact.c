@@ -184,10 +184,85 @@ static int file_entry(const cJSON *f, char sha[65], size_t *bytes)
     return 0;
 }
 
+/* Opens path for reading without following a symbolic link and without
+ * blocking: a FIFO or a device put in place of an artifact would hang open(2)
+ * or read(2) (and with them `registry verify`, the server's start and its
+ * reload poller). Only a regular file is opened. Returns the descriptor and
+ * fills *st, or -1 with *why saying what is wrong ("missing", "not a regular
+ * file", "unreadable"). */
+static int open_regular(const char *path, struct stat *st, const char **why)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        *why = errno == ENOENT ? "missing" : errno == ELOOP ? "not a regular file" : "unreadable";
+        return -1;
+    }
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        close(fd);
+        *why = "not a regular file";
+        return -1;
+    }
+    return fd;
+}
+
+/* Reads the whole of an open regular file of `size` bytes (fstat's) into a
+ * NUL-terminated buffer. A file that grew or shrank while it was read is
+ * refused (returns 1); 0 on success, -1 on a read error or ENOMEM. */
+static int read_fd(int fd, size_t size, unsigned char **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    /* room for the NUL and one byte more, so that a file that grew is noticed */
+    size_t cap = size + 2, n = 0;
+    unsigned char *buf = malloc(cap);
+    if (!buf) return -1;
+    for (;;) {
+        if (n > size) break;
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            free(buf);
+            return -1;
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    if (n != size) {
+        free(buf);
+        return 1;
+    }
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    return 0;
+}
+
+/* A manifest's own file (manifest.json, manifest.sig): regular, at most max bytes. */
+static int read_small(const char *ctx, const char *dir, const char *file, size_t max, unsigned char **data,
+                      size_t *len, px_err *e)
+{
+    char path[4400];
+    struct stat st;
+    const char *why = "";
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    int fd = open_regular(path, &st, &why);
+    if (fd < 0) return px_err_set(e, PX_ECORRUPT, "%s: %s is %s", ctx, file, why);
+    if ((unsigned long long)st.st_size > max) {
+        close(fd);
+        return px_err_set(e, PX_ECORRUPT, "%s: %s is too large (%lld bytes; limit %zu)", ctx, file,
+                          (long long)st.st_size, max);
+    }
+    int r = read_fd(fd, (size_t)st.st_size, data, len);
+    close(fd);
+    if (r != 0)
+        return px_err_set(e, PX_ECORRUPT, "%s: %s is %s", ctx, file, r > 0 ? "changing while it is read" : "unreadable");
+    return 0;
+}
+
 int reg_manifest_open(const char *dir, const char *pub_path, const char *expect_name, int expect_version,
                       const char *verb, reg_manifest *m, px_err *e)
 {
-    char path[4400], who[160];
+    char who[160];
     unsigned char *sigtext = NULL, sig[REG_SIG_BYTES + 4];
     size_t siglen = 0;
     int rc = 0;
@@ -196,25 +271,13 @@ int reg_manifest_open(const char *dir, const char *pub_path, const char *expect_
     else snprintf(who, sizeof who, "model in '%.120s'", dir);
     snprintf(m->ctx, sizeof m->ctx, "%s %s", verb, who);
 
-    snprintf(path, sizeof path, "%s/manifest.json", dir);
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         rc = px_err_set(e, PX_ECORRUPT, "%s: artifact directory '%s' is missing", m->ctx, dir);
         goto done;
     }
-    rc = px_file_read(path, REG_MANIFEST_MAX, &m->bytes, &m->len, e);
-    if (rc != 0) {
-        rc = px_err_set(e, PX_ECORRUPT, "%s: manifest.json is %s", m->ctx,
-                        rc == PX_ENOTFOUND ? "missing" : rc == PX_EINVAL ? "too large" : "unreadable");
-        goto done;
-    }
-    snprintf(path, sizeof path, "%s/manifest.sig", dir);
-    rc = px_file_read(path, 1024, &sigtext, &siglen, e);
-    if (rc != 0) {
-        rc = px_err_set(e, PX_ECORRUPT, "%s: manifest.sig is %s", m->ctx,
-                        rc == PX_ENOTFOUND ? "missing" : rc == PX_EINVAL ? "too large" : "unreadable");
-        goto done;
-    }
+    if ((rc = read_small(m->ctx, dir, "manifest.json", REG_MANIFEST_MAX, &m->bytes, &m->len, e)) != 0) goto done;
+    if ((rc = read_small(m->ctx, dir, "manifest.sig", 1024, &sigtext, &siglen, e)) != 0) goto done;
     /* exactly the base64 of 64 bytes, optionally one newline: anything else is not our signature */
     size_t tl = siglen;
     if (tl > 0 && sigtext[tl - 1] == '\n') tl--;
@@ -299,27 +362,20 @@ int reg_manifest_read(const reg_manifest *m, const char *dir, const char *file, 
     file_entry(f, sha, &want); /* checked in reg_manifest_open */
     snprintf(path, sizeof path, "%s/%s", dir, file);
     struct stat st;
-    if (lstat(path, &st) != 0)
-        return px_err_set(e, PX_ECORRUPT, "%s: %s is missing", m->ctx, file);
-    if (!S_ISREG(st.st_mode))
-        return px_err_set(e, PX_ECORRUPT, "%s: %s is not a regular file", m->ctx, file);
+    const char *why = "";
+    int fd = open_regular(path, &st, &why);
+    if (fd < 0) return px_err_set(e, PX_ECORRUPT, "%s: %s is %s", m->ctx, file, why);
     if ((size_t)st.st_size != want) {
+        close(fd);
         px_err_set(e, PX_ECORRUPT, "%s: %s is %s (%lld bytes; the manifest says %zu)", m->ctx, file,
                    (size_t)st.st_size < want ? "truncated" : "longer than signed", (long long)st.st_size, want);
         return PX_ECORRUPT;
     }
-    int rc = px_file_read(path, want, data, len, e);
-    if (rc != 0) {
-        char inner[512];
-        snprintf(inner, sizeof inner, "%s", e ? e->msg : "");
-        /* the file changed size between stat and read: as corrupt as a wrong size */
-        return px_err_set(e, rc == PX_EINVAL ? PX_ECORRUPT : rc, "%s: %s", m->ctx, inner);
-    }
-    if (*len != want) {
-        free(*data);
-        *data = NULL;
-        return px_err_set(e, PX_ECORRUPT, "%s: %s changed size while it was read", m->ctx, file);
-    }
+    int r = read_fd(fd, want, data, len);
+    close(fd);
+    if (r < 0) return px_err_set(e, PX_EIO, "%s: cannot read %s: %s", m->ctx, file, strerror(errno));
+    /* the file changed size while it was read: as corrupt as a wrong size */
+    if (r > 0) return px_err_set(e, PX_ECORRUPT, "%s: %s changed size while it was read", m->ctx, file);
     px_sha256_hex(*data, *len, got);
     if (strcmp(got, sha) != 0) {
         free(*data);

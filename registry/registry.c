@@ -519,16 +519,36 @@ int reg_open_version(PGconn *c, const px_config *cfg, const char *name, int vers
     return rc;
 }
 
-px_model *px_reg_load(PGconn *c, const px_config *cfg, const char *name, const char *ref, int *version, px_err *e)
+px_model *px_reg_load_version(PGconn *c, const px_config *cfg, const char *name, int version, const char *extra,
+                              unsigned char **data, size_t *len, px_err *e)
 {
     char dir[4200];
     reg_manifest m;
+    if (data) *data = NULL;
+    if (len) *len = 0;
+    /* the row's digests bind the manifest: a manifest edited and re-signed with
+     * this installation's key is not the one registered */
+    if (reg_open_version(c, cfg, name, version, "cannot load", dir, sizeof dir, &m, e) != 0) return NULL;
+    px_model *model = model_from(&m, dir, e);
+    if (model && extra && data && len) {
+        /* from the same verified manifest, so the model and the file are one version */
+        px_err fe = {0};
+        if (reg_manifest_read(&m, dir, extra, data, len, &fe) != 0 && fe.code != PX_ENOTFOUND) {
+            if (e) *e = fe;
+            px_model_free(model);
+            model = NULL;
+        }
+    }
+    reg_manifest_release(&m);
+    return model;
+}
+
+px_model *px_reg_load(PGconn *c, const px_config *cfg, const char *name, const char *ref, int *version, px_err *e)
+{
     int v = 0;
     if (version) *version = 0;
     if (px_reg_resolve(c, name, ref, &v, e) != 0) return NULL;
-    if (reg_open_version(c, cfg, name, v, "cannot load", dir, sizeof dir, &m, e) != 0) return NULL;
-    px_model *model = model_from(&m, dir, e);
-    reg_manifest_release(&m);
+    px_model *model = px_reg_load_version(c, cfg, name, v, NULL, NULL, NULL, e);
     if (model && version) *version = v;
     return model;
 }

@@ -60,13 +60,27 @@ int px_reg_verify(PGconn *c, const px_config *cfg, const char *name, int version
 int px_reg_read_file(const px_config *cfg, const char *name, int version, const char *file, unsigned char **data,
                      size_t *len, px_err *e);
 
-/* Verified load of the model: reads the manifest, checks its signature, checks
- * every other listed file's size and digest, reads model.bin into memory, checks
- * its digest, then parses it. A directory in the registry's layout
- * (.../<name>/<version>) must hold that version's signed manifest. The directory
- * and public key are all it needs (no database): the server uses it for hot
- * reload. Caller frees with px_model_free; NULL with PX_ECORRUPT on any mismatch. */
+/* Verified load of the model from a directory, knowing only the public key:
+ * reads the manifest, checks its signature, checks every other listed file's
+ * size and digest, reads model.bin into memory, checks its digest, then parses
+ * it. A directory in the registry's layout (.../<name>/<version>) must hold that
+ * version's signed manifest. It cannot tell a manifest re-signed with this
+ * installation's key from the registered one: for inspecting a copied
+ * directory only; whatever serves or scores a registered version loads it with
+ * px_reg_load / px_reg_load_version. Caller frees with px_model_free; NULL with
+ * PX_ECORRUPT on any mismatch. Every artifact file is opened without following
+ * symbolic links and without blocking, and only regular files are read. */
 px_model *px_reg_load_dir(const char *dir, const char *pubkey_path, px_err *e);
+/* The load of a registered version, used by every caller that serves or scores
+ * one (the server's start and reload, drift check, KPIs, retraining): everything
+ * px_reg_load_dir checks, and first that manifest.json's SHA-256 and model.bin's
+ * are the ones recorded in registry.versions when the version was registered.
+ * extra (may be NULL): also reads that listed file from the same verified
+ * manifest into *data / *len (caller frees; *data stays NULL when the manifest
+ * does not list it). NULL with PX_ENOTFOUND (no such version), PX_EDB, or
+ * PX_ECORRUPT naming the file and what differs. */
+px_model *px_reg_load_version(PGconn *c, const px_config *cfg, const char *name, int version, const char *extra,
+                              unsigned char **data, size_t *len, px_err *e);
 /* Same, by name and reference; *version receives the resolved version. */
 px_model *px_reg_load(PGconn *c, const px_config *cfg, const char *name, const char *ref, int *version, px_err *e);
 

@@ -22,9 +22,17 @@ void srv_arena_init(srv_arena *a, char *buf, size_t size)
 
 void srv_arena_release(srv_arena *a)
 {
+    /* wiped, not only freed: a request's parse (cJSON's strings) may hold
+     * plaintext encounter ids, and freed memory stays readable. The inline buffer
+     * up to where it was filled (all of it once chunks were needed), every chunk whole. */
+    if (a->inline_start) {
+        int in_inline = a->cur >= a->inline_start && a->cur <= a->inline_start + a->inline_size;
+        explicit_bzero(a->inline_start, in_inline ? (size_t)(a->cur - a->inline_start) : a->inline_size);
+    }
     srv_arena_chunk *c = a->chunks;
     while (c) {
         srv_arena_chunk *next = c->next;
+        explicit_bzero(c, c->size);
         free(c);
         c = next;
     }

@@ -36,7 +36,7 @@ static long long check_one(PGconn *c, const px_config *cfg, const char *name, in
                            const char *task, const char *table, const char *batches, long long since_batch,
                            const px_drift_params *p, int json, cJSON *jout, FILE *out, int *alerts, px_err *e)
 {
-    srv_model *sm = srv_model_load(cfg, name, version, algo, task, table, e);
+    srv_model *sm = srv_model_load(c, cfg, name, version, algo, task, table, e);
     PGresult *r = NULL;
     char *sql = NULL;
     double *raw = NULL;

@@ -330,10 +330,9 @@ static void req_free(srv_req *r)
             }
         }
     }
-    /* so may a predict body; past len the buffer holds only what earlier
-     * requests left, wiped as this one (or never a predict body) */
-    if (r->route == R_PREDICT && r->body.data)
-        OPENSSL_cleanse(r->body.data, r->body.len + 1 < r->body.cap ? r->body.len + 1 : r->body.cap);
+    /* so may any body (sent to any route); past len the buffer holds only what
+     * earlier requests left, wiped as this one */
+    if (r->body.data) OPENSSL_cleanse(r->body.data, r->body.len + 1 < r->body.cap ? r->body.len + 1 : r->body.cap);
     /* r->json and the per-instance arrays live in the arena: released with it */
     srv_arena_release(&r->arena);
     free(r->pseudo);
@@ -482,6 +481,52 @@ static unsigned dispatch(srv_req *r, struct MHD_Connection *conn)
     }
 }
 
+/* Appends upload bytes to the body. Growing copies into a new buffer and wipes
+ * the old one (realloc would leave the old bytes readable in freed memory: a
+ * body may hold plaintext encounter ids). */
+static int body_add(px_buf *b, const void *p, size_t n)
+{
+    if (n > SIZE_MAX / 4 - b->len) return PX_ENOMEM;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *d = malloc(cap);
+        if (!d) return PX_ENOMEM;
+        if (b->len) memcpy(d, b->data, b->len);
+        if (b->data) OPENSSL_cleanse(b->data, b->cap);
+        free(b->data);
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+/* The upload bytes libmicrohttpd handed over, consumed: wiped in its read buffer,
+ * which it frees without clearing when it closes a connection. */
+static void upload_consumed(const char *upload_data, size_t *upload_data_size)
+{
+    if (*upload_data_size) OPENSSL_cleanse((void *)(uintptr_t)upload_data, *upload_data_size);
+    *upload_data_size = 0;
+}
+
+/* An error decided from the head alone. With a body to come it is answered once
+ * the body has been read (and wiped) rather than now: answered now, the body
+ * would stay in libmicrohttpd's read buffer. */
+static enum MHD_Result answer_head(struct MHD_Connection *conn, srv_req *r, unsigned status)
+{
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    const char *ex = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    if (ex || (!te && (!cl || strcmp(cl, "0") == 0))) return respond(conn, r, status);
+    r->head_status = status; /* r->out holds the answer */
+    r->bad_body = 1;         /* read and discarded */
+    r->stage = 1;
+    r->deadline_us = r->t0_us + (uint64_t)r->s->p.request_timeout_ms * 1000u;
+    return MHD_YES;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -490,29 +535,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     px_server *s = cls;
     srv_req *r = *con_cls;
     if (!r) return respond_oom(conn);
-    if (r->stage == 2) { /* answered early (413, 408, 401 ...): the rest of the body is discarded */
-        *upload_data_size = 0;
+    if (r->stage == 2) { /* answered early (413 ...): the rest of the body is discarded */
+        upload_consumed(upload_data, upload_data_size);
         return MHD_YES;
     }
     if (r->stage == 0) {
         int need = match_route(s, r, method, url);
         if (need == -1) {
             r->route = R_UNKNOWN;
-            return respond(conn, r, srv_error(r, 404, "not_found", NULL, "no route %s %.100s", method, url));
+            return answer_head(conn, r, srv_error(r, 404, "not_found", NULL, "no route %s %.100s", method, url));
         }
-        if (need == -2) return respond(conn, r, srv_error(r, 405, "method_not_allowed", NULL, "%s is not allowed here", method));
+        if (need == -2)
+            return answer_head(conn, r, srv_error(r, 405, "method_not_allowed", NULL, "%s is not allowed here", method));
         if (need > 0) {
             const char *k = presented_key(conn);
             srv_keyset *ks = srv_acquire(&s->keys);
             r->has_key = k && srv_key_match(ks, k, &r->key);
             srv_release(ks);
             if (!r->has_key)
-                return respond(conn, r,
+                return answer_head(conn, r,
                                srv_error(r, 401, "unauthorized", NULL,
                                          k ? "the API key is not valid (unknown, revoked or malformed)"
                                            : "an API key is required (Authorization: Bearer <key>)"));
             if (!srv_role_allows(r->key.role, (px_key_role)need))
-                return respond(conn, r,
+                return answer_head(conn, r,
                                srv_error(r, 403, "forbidden", NULL, "key %s has role '%s'; this route needs '%s'",
                                          r->key.id, px_key_role_name(r->key.role), px_key_role_name((px_key_role)need)));
         }
@@ -520,7 +566,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
             if (r->route == R_PREDICT && (!ct || strncasecmp(ct, "application/json", 16) != 0 ||
                                           (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')))
-                return respond(conn, r, srv_error(r, 415, "unsupported_media_type", NULL,
+                return answer_head(conn, r, srv_error(r, 415, "unsupported_media_type", NULL,
                                                   "the body must be JSON (Content-Type: application/json)"));
             const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
             if (cl) {
@@ -543,7 +589,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->deadline_us = r->t0_us + (uint64_t)s->p.request_timeout_ms * 1000u;
             return MHD_YES;
         }
-        return respond(conn, r, dispatch(r, conn));
+        /* a route without a body; one sent anyway is read and wiped first */
+        return answer_head(conn, r, dispatch(r, conn));
     }
     /* stage 1: the body. libmicrohttpd accepts an answer only on the first call or
      * once the request is complete, so a body over the limit or past the deadline
@@ -552,22 +599,28 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     uint64_t now = srv_mono_us();
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
-        *upload_data_size = 0;
         r->discarded += r->bad_body || r->late ? n : 0;
         if (now > r->deadline_us) r->late = 1;
         if (now > r->deadline_us + (uint64_t)s->p.request_timeout_ms * 1000u || r->discarded > 16 * s->p.max_body_bytes) {
             px_log(PX_LOG_WARN, "serve: cut an upload that was too slow or too large (%zu bytes discarded)", r->discarded);
+            upload_consumed(upload_data, upload_data_size);
             return MHD_NO;
         }
-        if (r->bad_body || r->late) return MHD_YES;
-        if (r->body.len + n > s->p.max_body_bytes) {
-            r->bad_body = 1;
-            px_buf_release(&r->body);
+        if (r->bad_body || r->late) {
+            upload_consumed(upload_data, upload_data_size);
             return MHD_YES;
         }
-        if (px_buf_add(&r->body, upload_data, n) != 0) r->oom = 1, r->bad_body = 1;
+        if (r->body.len + n > s->p.max_body_bytes) {
+            r->bad_body = 1;
+            if (r->body.data) OPENSSL_cleanse(r->body.data, r->body.cap);
+            px_buf_release(&r->body);
+        } else if (body_add(&r->body, upload_data, n) != 0)
+            r->oom = 1, r->bad_body = 1;
+        /* copied (or discarded), and wiped in libmicrohttpd's buffer */
+        upload_consumed(upload_data, upload_data_size);
         return MHD_YES;
     }
+    if (r->head_status) return respond(conn, r, r->head_status);
     if (r->late || now > r->deadline_us)
         return respond(conn, r, srv_error(r, 408, "request_timeout", NULL, "the body did not arrive within %u ms",
                                           s->p.request_timeout_ms));
@@ -575,7 +628,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->bad_body)
         return respond(conn, r, srv_error(r, 413, "body_too_large", NULL, "the body is over the limit of %zu bytes",
                                           s->p.max_body_bytes));
-    if (px_buf_addc(&r->body, '\0') != 0)
+    if (body_add(&r->body, "", 1) != 0)
         return respond(conn, r, srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory"));
     r->body.len--; /* NUL-terminated, not counted */
     return respond(conn, r, dispatch(r, conn));

@@ -217,9 +217,10 @@ typedef struct srv_model {
     uint64_t loaded_at_us;
 } srv_model;
 
-/* Loads version `version` of `name` from its artifact directory (verified by the
- * registry), reads reference.json, builds the schema. Caller releases. */
-srv_model *srv_model_load(const px_config *cfg, const char *name, int version, const char *algo,
+/* Loads version `version` of `name` from its artifact directory, verified by the
+ * registry against its signature and the digests registered in registry.versions
+ * (read through c), reads reference.json, builds the schema. Caller releases. */
+srv_model *srv_model_load(PGconn *c, const px_config *cfg, const char *name, int version, const char *algo,
                           const char *task, const char *feature_table, px_err *e);
 /* SELECT encounter_id::text, <every input>::text FROM <feature table> f WHERE <where>.
  * Identifiers quoted. Caller frees; NULL on ENOMEM. */
@@ -382,6 +383,7 @@ typedef struct srv_req {
     int route;
     int stage;                 /* 0: headers seen, 1: reading the body, 2: answered */
     unsigned status;
+    unsigned head_status;      /* an error decided from the head, answered once the body is read */
     char request_id[33];
     char model_name[64];
     int bad_body;              /* 1: over the size limit (rest discarded) */

@@ -4,6 +4,7 @@
  * reference score distribution, the SQL that looks up an encounter's feature row,
  * and its drift monitor. Immutable once built; shared by reference count. */
 #include "serve/internal.h"
+#include <libpq-fe.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,10 +204,9 @@ const char *srv_contribution_scale(const srv_model *sm)
     }
 }
 
-srv_model *srv_model_load(const px_config *cfg, const char *name, int version, const char *algo, const char *task,
-                          const char *feature_table, px_err *e)
+srv_model *srv_model_load(PGconn *c, const px_config *cfg, const char *name, int version, const char *algo,
+                          const char *task, const char *feature_table, px_err *e)
 {
-    char dir[4300], pub[4200];
     unsigned char *refbytes = NULL;
     size_t reflen = 0;
     cJSON *ref = NULL;
@@ -222,19 +222,19 @@ srv_model *srv_model_load(const px_config *cfg, const char *name, int version, c
     snprintf(sm->algo, sizeof sm->algo, "%s", algo ? algo : "");
     snprintf(sm->task, sizeof sm->task, "%s", task ? task : "");
     snprintf(sm->feature_table, sizeof sm->feature_table, "%s", feature_table ? feature_table : "");
-    snprintf(dir, sizeof dir, "%s/registry/%s/%d", cfg->home, name, version);
-    snprintf(pub, sizeof pub, "%s/signing.pub", cfg->home);
-    if (!(sm->m = px_reg_load_dir(dir, pub, e))) goto fail;
+    /* the registry's load of a registered version: signature, every file's digest,
+     * and the manifest's and model's digests recorded in registry.versions */
+    if (!(sm->m = px_reg_load_version(c, cfg, name, version, "reference.json", &refbytes, &reflen, e))) goto fail;
     sm->k = px_model_nfeatures(sm->m);
     if (sm->k == 0 || sm->k > 4096) {
         px_err_set(e, PX_ECORRUPT, "cannot serve model '%s' v%d: %zu inputs", name, version, sm->k);
         goto fail;
     }
     /* the reference is optional for predictions (drift needs it) */
-    px_err re = {0};
-    if (px_reg_read_file(cfg, name, version, "reference.json", &refbytes, &reflen, &re) == 0)
-        ref = cJSON_ParseWithLength((const char *)refbytes, reflen);
-    if (!ref) px_log(PX_LOG_WARN, "serve: model '%s' v%d has no usable reference.json: %s", name, version, re.msg);
+    if (refbytes) ref = cJSON_ParseWithLength((const char *)refbytes, reflen);
+    if (!ref)
+        px_log(PX_LOG_WARN, "serve: model '%s' v%d has no usable reference.json: %s", name, version,
+               refbytes ? "it is not JSON" : "the manifest lists none");
 
     if (!(sm->f = calloc(sm->k, sizeof *sm->f))) {
         px_err_set(e, PX_ENOMEM, "out of memory loading model '%s' v%d", name, version);

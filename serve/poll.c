@@ -92,12 +92,26 @@ static const char alerts_sql[] =
     " window_n, reference_n, source, first_at, last_at, windows, resolved_at, resolved_at IS NULL AS open"
     " FROM serve.drift_alerts ORDER BY resolved_at IS NULL DESC, last_at DESC, alert_id DESC LIMIT 500) a";
 
+/* Installs a fetched key set unless a newer fetch (the other thread's) is
+ * installed already: an older set must not bring back a key revoked since. */
+static void keys_install(px_server *s, srv_keyset *ks)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&mu);
+    srv_keyset *cur = srv_acquire(&s->keys);
+    int newer = !cur || ks->gen > cur->gen;
+    srv_release(cur);
+    if (newer) srv_slot_swap(&s->keys, ks);
+    pthread_mutex_unlock(&mu);
+    if (!newer) srv_release(ks);
+}
+
 int srv_poll_once(px_server *s, PGconn *c, int force, px_err *e)
 {
     int rc = 0;
     srv_keyset *ks = srv_keys_fetch(c, e);
     if (!ks) return e->code ? e->code : PX_EDB;
-    srv_slot_swap(&s->keys, ks);
+    keys_install(s, ks);
 
     /* a champion that failed its quality gates (registry/gates.c) is not served
      * unless it was accepted at training; '{}' is a version from before the gates */
@@ -133,7 +147,7 @@ int srv_poll_once(px_server *s, PGconn *c, int force, px_err *e)
             continue;
         }
         px_err le = {0};
-        srv_model *sm = srv_model_load(&s->cfg, name, version, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3),
+        srv_model *sm = srv_model_load(c, &s->cfg, name, version, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3),
                                        PQgetvalue(r, i, 4), &le);
         if (!sm) {
             atomic_fetch_add(&s->metrics.reload_failures, 1);
@@ -198,11 +212,45 @@ static int drift_pass(px_server *s, PGconn *c, px_err *e)
     return 0;
 }
 
+/* The key refresher: re-reads the active API keys every poll interval on a
+ * connection of its own, so that a revoked key stops working within an interval
+ * however long the poller spends loading a model or storing drift alerts. */
+static void *keys_main(void *arg)
+{
+    px_server *s = arg;
+    PGconn *c = NULL;
+    uint64_t last_us = srv_mono_us();
+    while (!atomic_load(&s->stopping)) {
+        /* short naps, so that a stop is noticed within 100 ms */
+        uint64_t since = srv_mono_us() - last_us, wait_us = (uint64_t)s->p.poll_ms * 1000u;
+        if (since < wait_us) {
+            uint64_t nap = wait_us - since;
+            poll(NULL, 0, nap > 100000u ? 100 : (int)(nap / 1000u) + 1);
+            continue;
+        }
+        last_us = srv_mono_us();
+        px_err e = {0};
+        if (!c && !(c = srv_db_open(&s->cfg, "prognos keys", 10000, &e))) continue;
+        srv_keyset *ks = srv_keys_fetch(c, &e);
+        if (!ks) {
+            PQfinish(c);
+            c = NULL;
+            continue;
+        }
+        keys_install(s, ks);
+    }
+    if (c) PQfinish(c);
+    return NULL;
+}
+
 void *srv_poller_main(void *arg)
 {
     px_server *s = arg;
     PGconn *c = NULL;
     int was_ok = 1;
+    pthread_t keys;
+    int keys_started = pthread_create(&keys, NULL, keys_main, s) == 0;
+    if (!keys_started) px_log(PX_LOG_WARN, "serve: cannot start the key refresher; keys are re-read by the poller only");
     uint64_t last_poll_us = srv_mono_us();
     while (!atomic_load(&s->stopping)) {
         struct pollfd pf = {.fd = s->poll_pipe[0], .events = POLLIN};
@@ -234,5 +282,6 @@ void *srv_poller_main(void *arg)
         was_ok = ok;
     }
     if (c) PQfinish(c);
+    if (keys_started) pthread_join(keys, NULL);
     return NULL;
 }

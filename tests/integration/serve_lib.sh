@@ -51,6 +51,7 @@ stop_server() {
 
 serve_cleanup() {
     local rc=$?
+    set +e # errexit would end this handler at "(exit $rc)" below, before cleanup stops the database
     if [ -n "$SERVE_PID" ]; then kill -KILL "$SERVE_PID" 2>/dev/null || true; fi
     (exit $rc)
     cleanup
