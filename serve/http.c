@@ -172,6 +172,27 @@ void srv_pool_put(px_server *s, PGconn *c, int broken)
 
 /* ---- errors ------------------------------------------------------------------------- */
 
+/* Appends s as a JSON string of valid UTF-8: a byte that does not start a valid
+ * sequence (one cut by a "%.64s", a client's raw bytes echoed in a name or a
+ * path) becomes U+FFFD, so that an error body is always valid JSON. */
+static void json_str_utf8(px_buf *b, const char *s)
+{
+    const unsigned char *t = (const unsigned char *)s;
+    size_t len = strnlen(s, 1024), o = 0, i = 0;
+    char clean[3 * 1024];
+    while (i < len) {
+        size_t n = t[i] < 0x80 ? 1 : px_utf8_seq(t, len, i);
+        if (n) {
+            memcpy(clean + o, s + i, n);
+            o += n, i += n;
+        } else {
+            memcpy(clean + o, "\xef\xbf\xbd", 3);
+            o += 3, i++;
+        }
+    }
+    px_buf_json_str(b, clean, o);
+}
+
 unsigned srv_error(srv_req *r, unsigned status, const char *code, const char *field, const char *fmt, ...)
 {
     char msg[512];
@@ -183,10 +204,10 @@ unsigned srv_error(srv_req *r, unsigned status, const char *code, const char *fi
     px_buf_adds(&r->out, "{\"error\":{\"code\":");
     px_buf_json_str(&r->out, code, strlen(code));
     px_buf_adds(&r->out, ",\"message\":");
-    px_buf_json_str(&r->out, msg, strlen(msg));
+    json_str_utf8(&r->out, msg);
     if (field) {
         px_buf_adds(&r->out, ",\"field\":");
-        px_buf_json_str(&r->out, field, strlen(field));
+        json_str_utf8(&r->out, field);
     }
     px_buf_adds(&r->out, "},\"request_id\":\"");
     px_buf_adds(&r->out, r->request_id);

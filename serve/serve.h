@@ -131,10 +131,17 @@ int px_drift_chi2(const double *a, const double *b, size_t k, double *stat, int 
 
 /* ---- JSON pre-check --------------------------------------------------------------- */
 
-/* Checks text[0..len) before cJSON's recursive parser sees it: arrays and objects
- * nest at most max_depth deep (strings and escapes skipped correctly), and no
- * string holds a raw control character or the escape \u0000. Returns 0; PX_EINVAL
- * when too deep, PX_ECORRUPT for a bad string; *offset is where. */
+/* Checks text[0..len) before cJSON's lenient recursive parser sees it: strict
+ * RFC 8259 (no leading zeros, no "70.", only the four white-space bytes between
+ * tokens, one value and nothing after it, valid escapes and surrogate pairs),
+ * strings of valid UTF-8 without raw control characters or \u0000, and arrays and
+ * objects nested at most max_depth (<= 64) deep. Returns 0; PX_EINVAL when too
+ * deep, PX_ECORRUPT otherwise; *offset is where, *why (static text) what. */
+int px_json_validate(const char *text, size_t len, int max_depth, size_t *offset, const char **why);
+/* px_json_validate without the reason. */
 int px_json_precheck(const char *text, size_t len, int max_depth, size_t *offset);
+/* The length (2-4) of the valid UTF-8 sequence starting at t[i], a byte >= 0x80,
+ * within t[0..len); 0 when it is not one (overlong, surrogate, over U+10FFFF, cut). */
+size_t px_utf8_seq(const unsigned char *t, size_t len, size_t i);
 
 #endif
