@@ -580,9 +580,22 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     }
 }
 
+/* libmicrohttpd logs a line for each connection a client drops or we cut: under a
+ * slow-client attack that is thousands a second. At most 20 lines a second are
+ * written, then one line saying how many were left out. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    (void)cls;
+    px_server *s = cls;
+    uint64_t sec = srv_mono_us() / 1000000u;
+    if (atomic_exchange(&s->log_sec, sec) != sec) {
+        unsigned long long left = atomic_exchange(&s->log_left, 0);
+        atomic_store(&s->log_n, 0);
+        if (left) px_log(PX_LOG_WARN, "serve: libmicrohttpd: %llu more messages left out", left);
+    }
+    if (atomic_fetch_add(&s->log_n, 1) >= 20) {
+        atomic_fetch_add(&s->log_left, 1);
+        return;
+    }
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
@@ -1120,10 +1133,15 @@ px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err
         px_err_hint(e, "is the port in use? (--listen HOST:PORT)");
         goto fail;
     }
-    /* the per-connection memory pool (8 KiB, as nginx's header buffers) bounds the request line and headers
-     * (libmicrohttpd answers 431 above it) and is cleared for every request on a
-     * kept-alive connection: larger costs time on every request. No listen socket of
-     * its own: the acceptor adds connections (MHD_USE_ITC wakes the worker given one). */
+    /* the per-connection memory pool holds the request line and headers, the header
+     * records and the answer's head. libmicrohttpd 0.9.75 answers 431 for a head
+     * that does not fit, but closes in silence for one that just fits and leaves
+     * no room for the answer (7,860-8,060 bytes with an 8 KiB pool). So the pool is
+     * twice our limit (SRV_MAX_HEAD, 8 KiB, as nginx's header buffers), which
+     * check_head answers with a JSON 431, and the silent band lies beyond it (see
+     * README). It is cleared for every request on a kept-alive connection: larger
+     * costs time on every request. No listen socket of its own: the acceptor adds
+     * connections (MHD_USE_ITC wakes the worker given one). */
     /* a pool only for more than one thread: libmicrohttpd logs a warning for a pool of one */
     struct MHD_OptionItem pool[] = {{MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)p->threads, NULL}, {MHD_OPTION_END, 0, NULL}};
     s->d = MHD_start_daemon(
@@ -1131,8 +1149,8 @@ px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err
             MHD_USE_ITC,
         0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_ARRAY,
         p->threads > 1 ? pool : pool + 1, MHD_OPTION_CONNECTION_LIMIT, mhd_limit(p->max_connections),
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, mhd_limit(p->max_per_ip), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)p->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192, MHD_OPTION_URI_LOG_CALLBACK,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, mhd_limit(p->max_connections), MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)p->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SRV_MHD_POOL, MHD_OPTION_URI_LOG_CALLBACK,
         on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_END);
     if (!s->d) {

@@ -328,6 +328,7 @@ struct px_server {
     unsigned *conn_ip_count;
     size_t conn_ip_n;
     atomic_ullong conn_cut, conn_evicted, conn_refused; /* totals, for the log and /metrics */
+    atomic_ullong log_sec, log_n, log_left; /* libmicrohttpd's log lines this second, and left out */
     int accept_pipe[2];        /* a byte stops the acceptor */
     pthread_t acceptor;
     int acceptor_started;
@@ -420,6 +421,7 @@ typedef struct srv_req {
 } srv_req;
 #define SRV_ARENA_INLINE 8192
 #define SRV_MAX_HEAD 8192 /* request line and headers, bytes (431 above) */
+#define SRV_MHD_POOL 32768 /* libmicrohttpd's memory per connection, bytes (see http.c) */
 
 /* Route handlers fill r->out and return the status. */
 unsigned srv_route_predict(srv_req *r);
