@@ -21,7 +21,7 @@ typedef struct px_serve_params {
     unsigned max_connections;    /* open connections in all (default 512) */
     unsigned max_per_ip;         /* open connections from one address (default 128) */
     unsigned idle_timeout_s;     /* a connection idle this long is closed (default 10 s) */
-    unsigned request_timeout_ms; /* a request whose body is not complete by then gets 408 (default 10000 ms) */
+    unsigned request_timeout_ms; /* deadline of a request head (cut), body (408) and answer (default 5000 ms) */
     size_t max_body_bytes;       /* request body limit (default 1 MiB): 413 above it */
     size_t max_instances;        /* instances in one predict request (default 1000) */
     int max_depth;               /* JSON nesting depth, checked before cJSON parses (default 8) */
