@@ -49,6 +49,7 @@ static void setup(void)
     server = calloc(1, sizeof *server);
     server->p = px_serve_default_params();
     server->p.max_instances = 16;
+    srv_cjson_hooks_install(); /* cJSON allocates in the request arena, as in the server */
 }
 
 typedef struct outcome {
