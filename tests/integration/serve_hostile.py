@@ -135,6 +135,17 @@ def cmd_http(a):
 def cmd_trickle(a):
     """A client sending one header line every second is cut at the deadline."""
     s = socket.create_connection(("127.0.0.1", a.port), timeout=a.limit)
+    if a.after_request:  # one prediction and its whole answer first, on the same connection
+        body = open(a.body, "rb").read()
+        s.sendall(predict_head(a.key, b"Content-Length: %d\r\n\r\n" % len(body)) + body)
+        buf = b""
+        while b"\r\n\r\n" not in buf or not buf.rstrip().endswith(b"}"):
+            got = s.recv(65536)
+            check(got, "the kept-alive connection closed before its first answer")
+            if not got:
+                sys.exit(1)
+            buf += got
+        check(buf.startswith(b"HTTP/1.1 200") and b"connection: close" not in buf.lower(), f"not kept alive: {buf[:300]!r}")
     t0 = time.monotonic()
     s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
     closed_at = None
@@ -162,7 +173,8 @@ def cmd_trickle(a):
         check(closed_at >= a.deadline - 0.5, f"cut at {closed_at:.1f} s, before the {a.deadline} s deadline")
     if FAILED:
         sys.exit(1)
-    print(f"ok - a client trickling its head was cut after {closed_at:.1f} s (deadline {a.deadline} s)")
+    print(f"ok - a client trickling its {'second ' if a.after_request else ''}head was cut after {closed_at:.1f} s"
+          f" (deadline {a.deadline} s)")
 
 
 def cmd_json(a):
@@ -215,6 +227,9 @@ def main():
     p.add_argument("--every", type=float, default=1.0)
     p.add_argument("--deadline", type=float, required=True)
     p.add_argument("--limit", type=float, default=30)
+    p.add_argument("--after-request", action="store_true")
+    p.add_argument("--key")
+    p.add_argument("--body")
     a = ap.parse_args()
     {"http": cmd_http, "json": cmd_json, "trickle": cmd_trickle}[a.cmd](a)
 

@@ -41,6 +41,8 @@ print(json.dumps({"instances": sc.instances_from_rows(json.load(open(sys.argv[3]
 "$PY" "$HOSTILE" http "$PORT" --key "$PRED" --body "$WORK/body.json"
 "$PY" "$HOSTILE" json "$PORT" --key "$PRED" --body "$WORK/body.json"
 "$PY" "$HOSTILE" trickle "$PORT" --every 1 --deadline 5 --limit 20
+# on a kept-alive connection, after one answer: the idle timeout (10 s) plus the deadline
+"$PY" "$HOSTILE" trickle "$PORT" --every 1 --deadline 15 --limit 30 --after-request --key "$PRED" --body "$WORK/body.json"
 
 # slowloris: the attack holds its connections for 30 s; the legitimate client's
 # 300 requests (a few seconds) run once the attack has opened them all
@@ -51,7 +53,8 @@ slowloris() { # label addresses connections least-held
     ATTACK_PID=$!
     for _ in $(seq 1 300); do [ -s "$WORK/ready" ] && break; sleep 0.1; done
     [ -s "$WORK/ready" ] || fail "the attack did not start"
-    "$PY" "$LORIS" legit "$URL" --key "$PRED" --body "$WORK/body.json" --requests 300 >"$WORK/legit.json"
+    # paced over about 8 s: through the attack's first deadline (5 s), when its connections are cut and come back
+    "$PY" "$LORIS" legit "$URL" --key "$PRED" --body "$WORK/body.json" --requests 300 --pause 0.025 >"$WORK/legit.json"
     kill "$ATTACK_PID" 2>/dev/null || true
     wait "$ATTACK_PID" 2>/dev/null || true
     ATTACK_PID=""
@@ -69,9 +72,11 @@ PYEOF
 slowloris "1,000 slowloris connections from 10 addresses" 127.0.0.2-127.0.0.11 1000 512
 slowloris "300 slowloris connections from the client's own address" 127.0.0.1 300 128
 
-# the server is whole after the attacks, and stops cleanly
+# the server is whole after the attacks, counted what it cut, and stops cleanly
 "$PY" "$LORIS" legit "$URL" --key "$PRED" --body "$WORK/body.json" --requests 20 --pause 0 >"$WORK/legit.json"
 grep -q '"successes": 20' "$WORK/legit.json" || fail "after the attacks: $(cat "$WORK/legit.json")"
+cut=$(curl -s -H "Authorization: Bearer $READ" "$URL/metrics" | awk '$1 == "prognos_http_connections_cut_total" {print $2}')
+[ "${cut:-0}" -ge 500 ] || fail "prognos_http_connections_cut_total is '${cut:-}' after the attacks"
 stop_server
 ok "the server answers after the attacks and stops cleanly"
 
