@@ -437,11 +437,14 @@ static void conn_sweep(px_server *s)
  * handed to libmicrohttpd, so the socket is ours. */
 static void conn_refuse(px_server *s, int fd)
 {
-    static const char msg[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                              "Connection: close\r\nRetry-After: 1\r\nContent-Length: 94\r\n\r\n"
-                              "{\"error\":{\"code\":\"too_many_connections\",\"message\":\"the server is full\"},"
-                              "\"request_id\":\"\"}\n";
-    ssize_t n = send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    static const char body[] = "{\"error\":{\"code\":\"too_many_connections\",\"message\":\"the server is full\"},"
+                               "\"request_id\":\"\"}\n";
+    char msg[320];
+    int len = snprintf(msg, sizeof msg,
+                       "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                       "Retry-After: 1\r\nContent-Length: %zu\r\n\r\n%s",
+                       sizeof body - 1, body);
+    ssize_t n = send(fd, msg, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)n;
     close(fd);
     atomic_fetch_add_explicit(&s->conn_refused, 1, memory_order_relaxed);
@@ -783,8 +786,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (r->stage == 0) {
-        /* the head is complete: a body gets the request's 408 at the deadline and is cut at twice it */
-        conn_set(r->conn, 0, r->t0_us + 2u * (uint64_t)s->p.request_timeout_ms * 1000u);
+        conn_set(r->conn, 0, 0); /* the head is complete: no deadline while the handler works */
         unsigned bad = check_head(r, conn, url, method, version);
         if (bad) {
             r->close = 1;
@@ -836,6 +838,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             }
             r->stage = 1;
             r->deadline_us = r->t0_us + (uint64_t)s->p.request_timeout_ms * 1000u;
+            /* the body gets the request's 408 at the deadline and is cut at twice it */
+            conn_set(r->conn, 0, r->t0_us + 2u * (uint64_t)s->p.request_timeout_ms * 1000u);
             return MHD_YES;
         }
         return respond(conn, r, dispatch(r, conn));
@@ -873,6 +877,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (px_buf_addc(&r->body, '\0') != 0)
         return respond(conn, r, srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory"));
     r->body.len--; /* NUL-terminated, not counted */
+    conn_set(r->conn, 0, 0); /* the body is complete: no deadline while the handler works */
     return respond(conn, r, dispatch(r, conn));
 }
 

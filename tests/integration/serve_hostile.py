@@ -214,10 +214,35 @@ def cmd_json(a):
     print("ok - invalid JSON refused (leading zero, trailing dot, control bytes, bad UTF-8); error bodies valid UTF-8 JSON")
 
 
+def cmd_full(a):
+    """--max-per-ip 2: two connections busy with their bodies (not evictable); a third
+    from the address gets a JSON 503; once they end, the address is served again."""
+    body = open(a.body, "rb").read()
+    busy = []
+    for _ in range(2):
+        s = socket.create_connection(("127.0.0.1", a.port), timeout=10)
+        s.sendall(predict_head(a.key, b"Content-Length: %d\r\n\r\n" % len(body)) + body[:10])
+        busy.append(s)
+    time.sleep(0.5)  # their heads are read: they are in their bodies
+    buf = exchange(a.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    one_json_error(buf, 503, "too_many_connections", "a third connection while two are busy")
+    for s in busy:
+        s.sendall(body[10:])
+        got = s.recv(65536)
+        check(got.startswith(b"HTTP/1.1 200"), f"a busy connection's answer: {got[:80]!r}")
+        s.close()
+    time.sleep(0.3)
+    buf = exchange(a.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    check([st for st, _ in answers(buf)] == [200], f"served again after the busy ones: {buf[:80]!r}")
+    if FAILED:
+        sys.exit(1)
+    print("ok - a full address with no waiting connection: 503 too_many_connections (JSON), then served again")
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("http", "json"):
+    for name in ("http", "json", "full"):
         p = sub.add_parser(name)
         p.add_argument("port", type=int)
         p.add_argument("--key", required=True)
@@ -231,7 +256,7 @@ def main():
     p.add_argument("--key")
     p.add_argument("--body")
     a = ap.parse_args()
-    {"http": cmd_http, "json": cmd_json, "trickle": cmd_trickle}[a.cmd](a)
+    {"http": cmd_http, "json": cmd_json, "trickle": cmd_trickle, "full": cmd_full}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -80,8 +80,10 @@ cut=$(curl -s -H "Authorization: Bearer $READ" "$URL/metrics" | awk '$1 == "prog
 stop_server
 ok "the server answers after the attacks and stops cleanly"
 
-# the cJSON path alone refuses the same invalid JSON
-start_server --no-fast-parse
+# the cJSON path alone refuses the same invalid JSON; an address whose connections
+# are all busy gets a JSON 503
+start_server --no-fast-parse --max-per-ip 2
 "$PY" "$HOSTILE" json "$PORT" --key "$PRED" --body "$WORK/body.json"
+"$PY" "$HOSTILE" full "$PORT" --key "$PRED" --body "$WORK/body.json"
 stop_server
 ok "serve_hostile"
