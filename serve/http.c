@@ -344,7 +344,9 @@ static void req_recycle(srv_req *r)
  * for the new one; when the server has --max-connections, the oldest waiting
  * connection of the address holding the most makes room, but only for an address
  * holding at least two fewer (so that a few addresses cannot crowd out the others,
- * and equal shares do not churn). A connection that no one makes room for is
+ * and equal shares do not churn); failing that (many addresses holding a few
+ * each), the connection waiting longest makes room if it has waited a quarter of
+ * the deadline (a client sends its head at once). A connection that no one makes room for is
  * answered 503 and closed. libmicrohttpd's own limits are set above these, as a
  * backstop, with room for the connections cut and not yet closed. */
 typedef struct srv_conn {
@@ -354,12 +356,14 @@ typedef struct srv_conn {
     int started;               /* libmicrohttpd announced it (its socket context is set) */
     int cut;                   /* shut down by us; closing */
     atomic_int waiting;        /* 1: no request head in progress (evictable) */
+    atomic_ullong since_us;    /* monotonic: when it began waiting */
     atomic_ullong deadline_us; /* monotonic; 0: none */
 } srv_conn;
 
 static void conn_set(srv_conn *c, int waiting, uint64_t deadline_us)
 {
     if (!c) return;
+    if (waiting) atomic_store_explicit(&c->since_us, srv_mono_us(), memory_order_relaxed);
     atomic_store_explicit(&c->waiting, waiting, memory_order_relaxed);
     atomic_store_explicit(&c->deadline_us, deadline_us, memory_order_relaxed);
 }
@@ -413,6 +417,14 @@ static int conn_admit(px_server *s, uint32_t addr)
             if (n > vcount) victim = c, vcount = n; /* the oldest of the address holding most */
         }
         if (victim && vcount < mine + 2) victim = NULL;
+        if (!victim) { /* many addresses with a few each: the one waiting longest, if it is slow */
+            uint64_t oldest = srv_mono_us() - (uint64_t)s->p.request_timeout_ms * 250u; /* a quarter of it */
+            for (srv_conn *c = s->conn_head; c; c = c->next) {
+                if (c->cut || !c->started || !atomic_load(&c->waiting)) continue;
+                uint64_t since = atomic_load_explicit(&c->since_us, memory_order_relaxed);
+                if (since <= oldest) victim = c, oldest = since;
+            }
+        }
     } else
         return 0;
     if (!victim) return -1;
@@ -1001,7 +1013,7 @@ static void *acceptor_main(void *arg)
  * and are not yet closed (see "connections" above). */
 static unsigned mhd_limit(unsigned ours)
 {
-    unsigned room = ours / 4 > 16 ? ours / 4 : 16;
+    unsigned room = ours / 2 > 16 ? ours / 2 : 16;
     return ours + room;
 }
 
@@ -1010,19 +1022,17 @@ static unsigned mhd_limit(unsigned ours)
 static int conn_tables_init(px_server *s, px_err *e)
 {
     struct rlimit rl;
-    rlim_t need = (rlim_t)mhd_limit(s->p.max_connections) + 256; /* the database, logs, pipes */
+    rlim_t need = (rlim_t)mhd_limit(s->p.max_connections) + 128; /* the database, logs, pipes */
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return px_err_set(e, PX_EIO, "cannot read the descriptor limit");
     if (rl.rlim_cur < need && rl.rlim_max != rl.rlim_cur) {
         rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
         (void)setrlimit(RLIMIT_NOFILE, &rl);
         getrlimit(RLIMIT_NOFILE, &rl);
     }
-    if (rl.rlim_cur < need) {
-        px_err_set(e, PX_EINVAL, "the descriptor limit (%llu) is too low for %u connections",
-                   (unsigned long long)rl.rlim_cur, s->p.max_connections);
-        px_err_hint(e, "raise it (ulimit -n %llu) or lower --max-connections", (unsigned long long)need);
-        return PX_EINVAL;
-    }
+    if (rl.rlim_cur < need) /* served anyway: connections past the limit are refused at accept */
+        px_log(PX_LOG_WARN, "serve: the descriptor limit (%llu) is below what %u connections need (%llu): "
+               "raise it (ulimit -n) or lower --max-connections", (unsigned long long)rl.rlim_cur,
+               s->p.max_connections, (unsigned long long)need);
     s->conn_by_fd_n = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1u << 20) ? (1u << 20) : (size_t)rl.rlim_cur;
     size_t n = 64;
     while (n < 2 * ((size_t)mhd_limit(s->p.max_connections) + 2)) n *= 2;
