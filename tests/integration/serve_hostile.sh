@@ -44,14 +44,14 @@ print(json.dumps({"instances": sc.instances_from_rows(json.load(open(sys.argv[3]
 # on a kept-alive connection, after one answer: the idle timeout (10 s) plus the deadline
 "$PY" "$HOSTILE" trickle "$PORT" --every 1 --deadline 15 --limit 30 --after-request --key "$PRED" --body "$WORK/body.json"
 
-# slowloris: the attack holds its connections for 30 s; the legitimate client's
-# 300 requests (a few seconds) run once the attack has opened them all
+# slowloris: the attack runs for up to 45 s; the legitimate client's 300 requests
+# (about 8 s) run once the attack holds the whole server (or the whole address)
 slowloris() { # label addresses connections least-held
     rm -f "$WORK/ready"
-    "$PY" "$LORIS" attack "$PORT" --conns "$3" --addrs "$2" --every 1 --seconds 30 --ready "$WORK/ready" \
+    "$PY" "$LORIS" attack "$PORT" --conns "$3" --addrs "$2" --every 1 --seconds 45 --hold "$4" --ready "$WORK/ready" \
         >"$WORK/attack.json" &
     ATTACK_PID=$!
-    for _ in $(seq 1 300); do [ -s "$WORK/ready" ] && break; sleep 0.1; done
+    for _ in $(seq 1 300); do [ -s "$WORK/ready" ] && break; sleep 0.1; done # up to 30 s
     [ -s "$WORK/ready" ] || fail "the attack did not start"
     # paced over about 8 s: through the attack's first deadline (5 s), when its connections are cut and come back
     "$PY" "$LORIS" legit "$URL" --key "$PRED" --body "$WORK/body.json" --requests 300 --pause 0.025 >"$WORK/legit.json"
