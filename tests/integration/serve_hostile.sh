@@ -15,7 +15,8 @@ LORIS="$PROGNOS_SRC/tests/integration/slowloris.py"
 ATTACK_PID=""
 hostile_cleanup() {
     local rc=$?
-    [ -n "$ATTACK_PID" ] && kill "$ATTACK_PID" 2>/dev/null || true
+    set +e # (exit $rc) below must not end the handler under set -e
+    [ -n "$ATTACK_PID" ] && kill "$ATTACK_PID" 2>/dev/null
     (exit $rc)
     serve_cleanup
 }

@@ -51,7 +51,8 @@ stop_server() {
 
 serve_cleanup() {
     local rc=$?
-    if [ -n "$SERVE_PID" ]; then kill -KILL "$SERVE_PID" 2>/dev/null || true; fi
+    set +e # under set -e, (exit $rc) would end the handler before cleanup stops the database
+    if [ -n "$SERVE_PID" ]; then kill -KILL "$SERVE_PID" 2>/dev/null; fi
     (exit $rc)
     cleanup
 }

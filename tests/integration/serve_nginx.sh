@@ -11,7 +11,8 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 NGX="$WORK/nginx"
 nginx_cleanup() {
     local rc=$?
-    [ -s "$NGX/logs/nginx.pid" ] && kill -QUIT "$(cat "$NGX/logs/nginx.pid")" 2>/dev/null || true
+    set +e # (exit $rc) below must not end the handler under set -e
+    [ -s "$NGX/logs/nginx.pid" ] && kill -QUIT "$(cat "$NGX/logs/nginx.pid")" 2>/dev/null
     (exit $rc)
     serve_cleanup
 }
