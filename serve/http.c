@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -172,6 +173,27 @@ void srv_pool_put(px_server *s, PGconn *c, int broken)
 
 /* ---- errors ------------------------------------------------------------------------- */
 
+/* Appends s as a JSON string of valid UTF-8: a byte that does not start a valid
+ * sequence (one cut by a "%.64s", a client's raw bytes echoed in a name or a
+ * path) becomes U+FFFD, so that an error body is always valid JSON. */
+static void json_str_utf8(px_buf *b, const char *s)
+{
+    const unsigned char *t = (const unsigned char *)s;
+    size_t len = strnlen(s, 1024), o = 0, i = 0;
+    char clean[3 * 1024];
+    while (i < len) {
+        size_t n = t[i] < 0x80 ? 1 : px_utf8_seq(t, len, i);
+        if (n) {
+            memcpy(clean + o, s + i, n);
+            o += n, i += n;
+        } else {
+            memcpy(clean + o, "\xef\xbf\xbd", 3);
+            o += 3, i++;
+        }
+    }
+    px_buf_json_str(b, clean, o);
+}
+
 unsigned srv_error(srv_req *r, unsigned status, const char *code, const char *field, const char *fmt, ...)
 {
     char msg[512];
@@ -183,10 +205,10 @@ unsigned srv_error(srv_req *r, unsigned status, const char *code, const char *fi
     px_buf_adds(&r->out, "{\"error\":{\"code\":");
     px_buf_json_str(&r->out, code, strlen(code));
     px_buf_adds(&r->out, ",\"message\":");
-    px_buf_json_str(&r->out, msg, strlen(msg));
+    json_str_utf8(&r->out, msg);
     if (field) {
         px_buf_adds(&r->out, ",\"field\":");
-        px_buf_json_str(&r->out, field, strlen(field));
+        json_str_utf8(&r->out, field);
     }
     px_buf_adds(&r->out, "},\"request_id\":\"");
     px_buf_adds(&r->out, r->request_id);
@@ -301,6 +323,196 @@ static void req_recycle(srv_req *r)
     c->r[c->n++] = r;
 }
 
+/* ---- connections: deadlines and admission ---------------------------------------------
+ *
+ * libmicrohttpd's idle timeout restarts on every byte, so a client sending one
+ * header line every few seconds would hold a connection for ever, and enough of
+ * them fill the server. Every connection the acceptor hands over is tracked here
+ * (in accept order, and by socket) with a deadline: its request head must be
+ * complete --request-timeout after it was accepted (after its previous answer plus
+ * the idle timeout, on a kept-alive connection); a body gets the request's own 408
+ * at the deadline and is cut at twice it; an answer must be sent within it. The
+ * acceptor sweeps the list every 100 ms and cuts overdue connections with
+ * shutdown(2): libmicrohttpd then sees the peer gone and closes the socket itself
+ * (closing it here would race with its use of the descriptor). An entry leaves the
+ * list in the close notification, before libmicrohttpd closes the socket, and the
+ * list's mutex is held around every shutdown, so a socket is never shut down after
+ * its number was reused.
+ *
+ * Admission: when an address has --max-per-ip connections, its oldest connection
+ * waiting for a request head (a slow client, or an idle kept-alive one) makes room
+ * for the new one; when the server has --max-connections, the oldest waiting
+ * connection of the address holding the most makes room, but only for an address
+ * holding at least two fewer (so that a few addresses cannot crowd out the others,
+ * and equal shares do not churn); failing that (many addresses holding a few
+ * each), the connection waiting longest makes room if it has waited a quarter of
+ * the deadline (a client sends its head at once). A connection that no one makes room for is
+ * answered 503 and closed. libmicrohttpd's own limits are set above these, as a
+ * backstop, with room for the connections cut and not yet closed. */
+typedef struct srv_conn {
+    struct srv_conn *prev, *next;
+    int fd;
+    uint32_t addr;             /* IPv4, network order */
+    int started;               /* libmicrohttpd announced it (its socket context is set) */
+    int cut;                   /* shut down by us; closing */
+    atomic_int waiting;        /* 1: no request head in progress (evictable) */
+    atomic_ullong since_us;    /* monotonic: when it began waiting */
+    atomic_ullong deadline_us; /* monotonic; 0: none */
+} srv_conn;
+
+static void conn_set(srv_conn *c, int waiting, uint64_t deadline_us)
+{
+    if (!c) return;
+    if (waiting) atomic_store_explicit(&c->since_us, srv_mono_us(), memory_order_relaxed);
+    atomic_store_explicit(&c->waiting, waiting, memory_order_relaxed);
+    atomic_store_explicit(&c->deadline_us, deadline_us, memory_order_relaxed);
+}
+
+static void conn_unlink(px_server *s, srv_conn *c)
+{
+    if (c->prev) c->prev->next = c->next;
+    else s->conn_head = c->next;
+    if (c->next) c->next->prev = c->prev;
+    else s->conn_tail = c->prev;
+    if (c->fd >= 0 && (size_t)c->fd < s->conn_by_fd_n && s->conn_by_fd[c->fd] == c) s->conn_by_fd[c->fd] = NULL;
+    if (!c->cut) s->conn_live--;
+}
+
+/* Cuts c (conn_mu held). */
+static void conn_cut(px_server *s, srv_conn *c)
+{
+    c->cut = 1;
+    s->conn_live--;
+    shutdown(c->fd, SHUT_RDWR);
+    atomic_fetch_add_explicit(&s->conn_cut, 1, memory_order_relaxed);
+}
+
+/* The per-address count slot of addr in the scratch table (conn_mu held). */
+static unsigned *ip_slot(px_server *s, uint32_t addr)
+{
+    size_t m = s->conn_ip_n - 1, i = (size_t)(addr * 2654435761u) & m;
+    while (s->conn_ip_count[i] && s->conn_ip_key[i] != addr) i = (i + 1) & m;
+    s->conn_ip_key[i] = addr;
+    return &s->conn_ip_count[i];
+}
+
+/* Makes room for a connection from addr, evicting one if the policy above allows.
+ * Returns 0 when it may be handed over, -1 to refuse it (conn_mu held). */
+static int conn_admit(px_server *s, uint32_t addr)
+{
+    unsigned live = 0;
+    memset(s->conn_ip_count, 0, s->conn_ip_n * sizeof *s->conn_ip_count);
+    for (srv_conn *c = s->conn_head; c; c = c->next)
+        if (!c->cut) (*ip_slot(s, c->addr))++, live++;
+    unsigned mine = *ip_slot(s, addr);
+    srv_conn *victim = NULL;
+    unsigned vcount = 0;
+    if (mine >= s->p.max_per_ip) {
+        for (srv_conn *c = s->conn_head; c && !victim; c = c->next)
+            if (!c->cut && c->started && c->addr == addr && atomic_load(&c->waiting)) victim = c;
+    } else if (live >= s->p.max_connections) {
+        for (srv_conn *c = s->conn_head; c; c = c->next) {
+            if (c->cut || !c->started || !atomic_load(&c->waiting)) continue;
+            unsigned n = *ip_slot(s, c->addr);
+            if (n > vcount) victim = c, vcount = n; /* the oldest of the address holding most */
+        }
+        if (victim && vcount < mine + 2) victim = NULL;
+        if (!victim) { /* many addresses with a few each: the one waiting longest, if it is slow */
+            uint64_t oldest = srv_mono_us() - (uint64_t)s->p.request_timeout_ms * 250u; /* a quarter of it */
+            for (srv_conn *c = s->conn_head; c; c = c->next) {
+                if (c->cut || !c->started || !atomic_load(&c->waiting)) continue;
+                uint64_t since = atomic_load_explicit(&c->since_us, memory_order_relaxed);
+                if (since <= oldest) victim = c, oldest = since;
+            }
+        }
+    } else
+        return 0;
+    if (!victim) return -1;
+    conn_cut(s, victim);
+    atomic_fetch_add_explicit(&s->conn_evicted, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* Cuts every connection past its deadline (the acceptor, every 100 ms). */
+static void conn_sweep(px_server *s)
+{
+    uint64_t now = srv_mono_us();
+    pthread_mutex_lock(&s->conn_mu);
+    for (srv_conn *c = s->conn_head; c; c = c->next) {
+        uint64_t d = atomic_load_explicit(&c->deadline_us, memory_order_relaxed);
+        if (!c->cut && c->started && d && now > d) conn_cut(s, c);
+    }
+    pthread_mutex_unlock(&s->conn_mu);
+}
+
+/* Answers a connection that no one made room for, and closes it: it was never
+ * handed to libmicrohttpd, so the socket is ours. */
+static void conn_refuse(px_server *s, int fd)
+{
+    static const char body[] = "{\"error\":{\"code\":\"too_many_connections\",\"message\":\"the server is full\"},"
+                               "\"request_id\":\"\"}\n";
+    char msg[320];
+    int len = snprintf(msg, sizeof msg,
+                       "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                       "Retry-After: 1\r\nContent-Length: %zu\r\n\r\n%s",
+                       sizeof body - 1, body);
+    ssize_t n = send(fd, msg, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)n;
+    close(fd);
+    atomic_fetch_add_explicit(&s->conn_refused, 1, memory_order_relaxed);
+}
+
+/* Tracks fd and hands it to libmicrohttpd (the acceptor). */
+static void conn_hand_over(px_server *s, int fd, const struct sockaddr_in *addr, socklen_t alen)
+{
+    if ((size_t)fd >= s->conn_by_fd_n) { /* cannot be tracked: refused rather than unbounded */
+        conn_refuse(s, fd);
+        return;
+    }
+    srv_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        conn_refuse(s, fd);
+        return;
+    }
+    c->fd = fd;
+    c->addr = addr->sin_addr.s_addr;
+    conn_set(c, 1, srv_mono_us() + (uint64_t)s->p.request_timeout_ms * 1000u);
+    pthread_mutex_lock(&s->conn_mu);
+    srv_conn *stale = s->conn_by_fd[fd]; /* libmicrohttpd closed it without announcing it */
+    if (stale && !stale->started) {
+        conn_unlink(s, stale);
+        free(stale);
+    }
+    if (conn_admit(s, c->addr) != 0) {
+        pthread_mutex_unlock(&s->conn_mu);
+        free(c);
+        conn_refuse(s, fd);
+        return;
+    }
+    c->prev = s->conn_tail;
+    if (s->conn_tail) s->conn_tail->next = c;
+    else s->conn_head = c;
+    s->conn_tail = c;
+    s->conn_by_fd[fd] = c;
+    s->conn_live++;
+    pthread_mutex_unlock(&s->conn_mu);
+    /* refused (its own limits) or not, libmicrohttpd closes the socket */
+    if (MHD_add_connection(s->d, fd, (const struct sockaddr *)addr, alen) != MHD_YES) {
+        pthread_mutex_lock(&s->conn_mu);
+        if (s->conn_by_fd[fd] == c && !c->started) {
+            conn_unlink(s, c);
+            free(c);
+        }
+        pthread_mutex_unlock(&s->conn_mu);
+    }
+}
+
+static srv_conn *conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     (void)uri;
@@ -311,6 +523,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->s = s;
     r->t0_us = srv_mono_us();
     r->route = R_UNKNOWN;
+    r->conn = conn_of(conn);
     make_request_id(s, r->request_id);
     return r;
 }
@@ -346,22 +559,57 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)toe;
     srv_req *r = *con_cls;
     *con_cls = NULL;
+    /* a kept-alive connection: the next head is due within the idle timeout plus the request timeout */
+    if (r && r->conn)
+        conn_set(r->conn, 1,
+                 srv_mono_us() + ((uint64_t)r->s->p.idle_timeout_s * 1000u + r->s->p.request_timeout_ms) * 1000u);
     req_free(r);
 }
 
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe)
 {
-    (void)conn;
-    (void)socket_context;
     px_server *s = cls;
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED) atomic_fetch_add(&s->metrics.connections, 1);
-    else atomic_fetch_sub(&s->metrics.connections, 1);
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        atomic_fetch_add(&s->metrics.connections, 1);
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        int fd = ci ? ci->connect_fd : -1;
+        pthread_mutex_lock(&s->conn_mu);
+        srv_conn *c = fd >= 0 && (size_t)fd < s->conn_by_fd_n ? s->conn_by_fd[fd] : NULL;
+        if (c && !c->started) {
+            c->started = 1;
+            *socket_context = c;
+        }
+        pthread_mutex_unlock(&s->conn_mu);
+    } else {
+        atomic_fetch_sub(&s->metrics.connections, 1);
+        srv_conn *c = *socket_context;
+        if (c) { /* before libmicrohttpd closes the socket */
+            pthread_mutex_lock(&s->conn_mu);
+            conn_unlink(s, c);
+            pthread_mutex_unlock(&s->conn_mu);
+            free(c);
+            *socket_context = NULL;
+        }
+    }
 }
 
+/* libmicrohttpd logs a line for each connection a client drops or we cut: under a
+ * slow-client attack that is thousands a second. At most 20 lines a second are
+ * written, then one line saying how many were left out. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    (void)cls;
+    px_server *s = cls;
+    uint64_t sec = srv_mono_us() / 1000000u;
+    if (atomic_exchange(&s->log_sec, sec) != sec) {
+        unsigned long long left = atomic_exchange(&s->log_left, 0);
+        atomic_store(&s->log_n, 0);
+        if (left) px_log(PX_LOG_WARN, "serve: libmicrohttpd: %llu more messages left out", left);
+    }
+    if (atomic_fetch_add(&s->log_n, 1) >= 20) {
+        atomic_fetch_add(&s->log_left, 1);
+        return;
+    }
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
@@ -374,6 +622,7 @@ static enum MHD_Result respond(struct MHD_Connection *conn, srv_req *r, unsigned
 {
     r->status = status;
     r->stage = 2;
+    conn_set(r->conn, 0, srv_mono_us() + (uint64_t)r->s->p.request_timeout_ms * 1000u);
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(r->out.len, r->out.data ? r->out.data : (void *)"", MHD_RESPMEM_PERSISTENT);
     if (!resp) return MHD_NO;
@@ -389,6 +638,8 @@ static enum MHD_Result respond(struct MHD_Connection *conn, srv_req *r, unsigned
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
                                 r->route == R_PREDICT || r->route == R_RELOAD ? "POST" : "GET, HEAD");
     if (status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (r->close) /* the rest of what the client sent cannot be trusted to frame a next request */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (status == 503 && r->route == R_PREDICT) MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     enum MHD_Result ret = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
@@ -524,14 +775,68 @@ static enum MHD_Result answer_head(struct MHD_Connection *conn, srv_req *r, unsi
     r->bad_body = 1;         /* read and discarded */
     r->stage = 1;
     r->deadline_us = r->t0_us + (uint64_t)r->s->p.request_timeout_ms * 1000u;
+    /* the discarded body is cut at twice the deadline, like any other body */
+    conn_set(r->conn, 0, r->t0_us + 2u * (uint64_t)r->s->p.request_timeout_ms * 1000u);
     return MHD_YES;
+}
+
+/* The request head as libmicrohttpd parsed it, checked before any route sees it:
+ * the cases where it is lenient and a proxy in front might read the request
+ * otherwise (request smuggling), or where it would answer with silence. */
+typedef struct head_scan {
+    size_t bytes;             /* header names and values, with ": " and CRLF */
+    int n_cl, cl_differ, cl_bad, has_host, n_te;
+    const char *cl, *te;
+} head_scan;
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    head_scan *h = cls;
+    value = value ? value : "";
+    h->bytes += strlen(key) + strlen(value) + 4;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (h->n_cl++ > 0 && strcmp(h->cl, value) != 0) h->cl_differ = 1;
+        h->cl = value;
+        if (!*value || strspn(value, "0123456789") != strlen(value)) h->cl_bad = 1;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        h->n_te++;
+        h->te = value;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0)
+        h->has_host = 1;
+    return MHD_YES;
+}
+
+/* 0 when the head is acceptable; else the status, with r->out filled. */
+static unsigned check_head(srv_req *r, struct MHD_Connection *conn, const char *url, const char *method,
+                           const char *version)
+{
+    head_scan h = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, scan_header, &h);
+    h.bytes += strlen(method) + strlen(url) + strlen(version) + 4;
+    head_scan args = {0}; /* the query string, parsed apart from url */
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, scan_header, &args);
+    h.bytes += args.bytes;
+    if (h.bytes > SRV_MAX_HEAD)
+        return srv_error(r, 431, "header_too_large", NULL, "the request line and headers are over %u bytes",
+                         (unsigned)SRV_MAX_HEAD);
+    if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 && !h.has_host)
+        return srv_error(r, 400, "invalid_http", NULL, "an HTTP/1.1 request needs a Host header");
+    if (h.cl_differ)
+        return srv_error(r, 400, "invalid_http", NULL, "the request has two different Content-Length headers");
+    if (h.cl_bad) return srv_error(r, 400, "invalid_http", NULL, "Content-Length is not a number");
+    if (h.n_te > 1 || (h.te && strcasecmp(h.te, "chunked") != 0))
+        return srv_error(r, 501, "not_implemented", NULL, "Transfer-Encoding '%.64s' is not supported (only chunked)",
+                         h.n_te > 1 ? "(twice)" : h.te);
+    if (h.te && h.n_cl)
+        return srv_error(r, 400, "invalid_http", NULL, "the request has both Transfer-Encoding and Content-Length");
+    return 0;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)version;
     px_server *s = cls;
     srv_req *r = *con_cls;
     if (!r) return respond_oom(conn);
@@ -540,6 +845,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (r->stage == 0) {
+        conn_set(r->conn, 0, 0); /* the head is complete: no deadline while the handler works */
+        unsigned bad = check_head(r, conn, url, method, version);
+        if (bad) {
+            r->close = 1;
+            return respond(conn, r, bad);
+        }
         int need = match_route(s, r, method, url);
         if (need == -1) {
             r->route = R_UNKNOWN;
@@ -587,6 +898,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             }
             r->stage = 1;
             r->deadline_us = r->t0_us + (uint64_t)s->p.request_timeout_ms * 1000u;
+            /* the body gets the request's 408 at the deadline and is cut at twice it */
+            conn_set(r->conn, 0, r->t0_us + 2u * (uint64_t)s->p.request_timeout_ms * 1000u);
             return MHD_YES;
         }
         /* a route without a body; one sent anyway is read and wiped first */
@@ -631,6 +944,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (body_add(&r->body, "", 1) != 0)
         return respond(conn, r, srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory"));
     r->body.len--; /* NUL-terminated, not counted */
+    conn_set(r->conn, 0, 0); /* the body is complete: no deadline while the handler works */
     return respond(conn, r, dispatch(r, conn));
 }
 
@@ -646,7 +960,7 @@ px_serve_params px_serve_default_params(void)
     p.max_connections = 512;
     p.max_per_ip = 128;
     p.idle_timeout_s = 10;
-    p.request_timeout_ms = 10000;
+    p.request_timeout_ms = 5000;
     p.max_body_bytes = 1u << 20;
     p.max_instances = 1000;
     p.max_depth = 8;
@@ -718,8 +1032,15 @@ static void *acceptor_main(void *arg)
 {
     px_server *s = arg;
     struct pollfd pf[2] = {{.fd = s->listen_fd, .events = POLLIN}, {.fd = s->accept_pipe[0], .events = POLLIN}};
+    uint64_t swept = srv_mono_us();
     while (!atomic_load(&s->stopping)) {
-        if (poll(pf, 2, 1000) < 0 && errno != EINTR) break;
+        int rc = poll(pf, 2, 100);
+        if (rc < 0 && errno != EINTR) break;
+        if (srv_mono_us() - swept >= 100000) {
+            conn_sweep(s);
+            swept = srv_mono_us();
+        }
+        if (rc <= 0) continue;
         if (pf[1].revents) break;
         if (!(pf[0].revents & POLLIN)) continue;
         for (;;) {
@@ -737,11 +1058,46 @@ static void *acceptor_main(void *arg)
                 }
                 break; /* EAGAIN: all taken; anything else: the client is gone */
             }
-            /* refused (limits) or not, libmicrohttpd closes the socket */
-            (void)MHD_add_connection(s->d, fd, (struct sockaddr *)&addr, alen);
+            conn_hand_over(s, fd, &addr, alen);
         }
     }
     return NULL;
+}
+
+/* libmicrohttpd's limit for one of ours: above it by the connections that were cut
+ * and are not yet closed (see "connections" above). */
+static unsigned mhd_limit(unsigned ours)
+{
+    unsigned room = ours / 2 > 16 ? ours / 2 : 16;
+    return ours + room;
+}
+
+/* The connection tables, sized by the descriptor limit (raised to what the
+ * connection limit needs, when the hard limit allows). */
+static int conn_tables_init(px_server *s, px_err *e)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)mhd_limit(s->p.max_connections) + 128; /* the database, logs, pipes */
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return px_err_set(e, PX_EIO, "cannot read the descriptor limit");
+    if (rl.rlim_cur < need && rl.rlim_max != rl.rlim_cur) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < need) /* served anyway: connections past the limit are refused at accept */
+        px_log(PX_LOG_WARN, "serve: the descriptor limit (%llu) is below what %u connections need (%llu): "
+               "raise it (ulimit -n) or lower --max-connections", (unsigned long long)rl.rlim_cur,
+               s->p.max_connections, (unsigned long long)need);
+    s->conn_by_fd_n = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1u << 20) ? (1u << 20) : (size_t)rl.rlim_cur;
+    size_t n = 64;
+    while (n < 2 * ((size_t)mhd_limit(s->p.max_connections) + 2)) n *= 2;
+    s->conn_ip_n = n;
+    s->conn_by_fd = calloc(s->conn_by_fd_n, sizeof *s->conn_by_fd);
+    s->conn_ip_key = calloc(n, sizeof *s->conn_ip_key);
+    s->conn_ip_count = calloc(n, sizeof *s->conn_ip_count);
+    if (!s->conn_by_fd || !s->conn_ip_key || !s->conn_ip_count)
+        return px_err_set(e, PX_ENOMEM, "out of memory starting the server");
+    return 0;
 }
 
 static int listen_on(px_server *s, const struct sockaddr_in *addr, px_err *e)
@@ -782,6 +1138,7 @@ px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err
     srv_slot_init(&s->alerts_json);
     pthread_mutex_init(&s->drift_mu, NULL);
     pthread_mutex_init(&s->pool_mu, NULL);
+    pthread_mutex_init(&s->conn_mu, NULL);
     atomic_store(&s->started_us, srv_wall_us());
     unsigned char rnd[4];
     if (RAND_bytes(rnd, sizeof rnd) != 1) {
@@ -799,6 +1156,7 @@ px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err
         goto fail;
     }
     if (parse_listen(p->listen, s->listen_host, sizeof s->listen_host, &s->port, e) != 0) goto fail;
+    if (conn_tables_init(s, e) != 0) goto fail;
     if (split_models(s, p->models, e) != 0) goto fail;
     if (pipe(s->poll_pipe) != 0 || pipe(s->stop_pipe) != 0 || pipe(s->accept_pipe) != 0 ||
         set_cloexec_nonblock(s->accept_pipe[0]) || set_cloexec_nonblock(s->accept_pipe[1]) ||
@@ -845,19 +1203,24 @@ px_server *px_serve_start(const px_config *cfg, const px_serve_params *p, px_err
         px_err_hint(e, "is the port in use? (--listen HOST:PORT)");
         goto fail;
     }
-    /* the per-connection memory pool (8 KiB, as nginx's header buffers) bounds the request line and headers
-     * (libmicrohttpd answers 431 above it) and is cleared for every request on a
-     * kept-alive connection: larger costs time on every request. No listen socket of
-     * its own: the acceptor adds connections (MHD_USE_ITC wakes the worker given one). */
+    /* the per-connection memory pool holds the request line and headers, the header
+     * records and the answer's head. libmicrohttpd 0.9.75 answers 431 for a head
+     * that does not fit, but closes in silence for one that just fits and leaves
+     * no room for the answer (7,860-8,060 bytes with an 8 KiB pool). So the pool is
+     * twice our limit (SRV_MAX_HEAD, 8 KiB, as nginx's header buffers), which
+     * check_head answers with a JSON 431, and the silent band lies beyond it (see
+     * README). It is cleared for every request on a kept-alive connection: larger
+     * costs time on every request. No listen socket of its own: the acceptor adds
+     * connections (MHD_USE_ITC wakes the worker given one). */
     /* a pool only for more than one thread: libmicrohttpd logs a warning for a pool of one */
     struct MHD_OptionItem pool[] = {{MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)p->threads, NULL}, {MHD_OPTION_END, 0, NULL}};
     s->d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET |
             MHD_USE_ITC,
         0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_ARRAY,
-        p->threads > 1 ? pool : pool + 1, MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)p->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)p->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192, MHD_OPTION_URI_LOG_CALLBACK,
+        p->threads > 1 ? pool : pool + 1, MHD_OPTION_CONNECTION_LIMIT, mhd_limit(p->max_connections),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, mhd_limit(p->max_connections), MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)p->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SRV_MHD_POOL, MHD_OPTION_URI_LOG_CALLBACK,
         on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_END);
     if (!s->d) {
@@ -950,6 +1313,14 @@ void px_serve_free(px_server *s)
     for (int i = 0; i < s->pool_n; i++) PQfinish(s->pool[i]);
     pthread_mutex_destroy(&s->drift_mu);
     pthread_mutex_destroy(&s->pool_mu);
+    for (srv_conn *c = s->conn_head, *next; c; c = next) { /* handed over, never announced */
+        next = c->next;
+        free(c);
+    }
+    pthread_mutex_destroy(&s->conn_mu);
+    free(s->conn_by_fd);
+    free(s->conn_ip_key);
+    free(s->conn_ip_count);
     for (int i = 0; i < 2; i++) {
         if (s->poll_pipe[i] >= 0) close(s->poll_pipe[i]);
         if (s->stop_pipe[i] >= 0) close(s->stop_pipe[i]);

@@ -318,6 +318,18 @@ struct px_server {
     pthread_t poller;
     int poller_started;
     int listen_fd;             /* ours: the acceptor hands connections to libmicrohttpd's workers in turn */
+    /* open connections (http.c): each one's deadline, enforced by the acceptor's
+     * sweep, and who is evicted when the server or an address is full */
+    pthread_mutex_t conn_mu;
+    struct srv_conn *conn_head, *conn_tail; /* in the order accepted */
+    struct srv_conn **conn_by_fd;          /* [fd]: handed to libmicrohttpd, not yet closed */
+    size_t conn_by_fd_n;
+    unsigned conn_live;                    /* in the list and not cut */
+    uint32_t *conn_ip_key;                 /* scratch for counting per address (conn_ip_n slots) */
+    unsigned *conn_ip_count;
+    size_t conn_ip_n;
+    atomic_ullong conn_cut, conn_evicted, conn_refused; /* totals, for the log and /metrics */
+    atomic_ullong log_sec, log_n, log_left; /* libmicrohttpd's log lines this second, and left out */
     int accept_pipe[2];        /* a byte stops the acceptor */
     pthread_t acceptor;
     int acceptor_started;
@@ -397,6 +409,8 @@ typedef struct srv_req {
     srv_key key;
     int has_key;
     uint64_t deadline_us;
+    int close;                 /* 1: answer with Connection: close (a malformed head) */
+    struct srv_conn *conn;     /* its connection's tracking entry (NULL if untracked) */
     /* per-instance arrays: in the arena, released with it */
     double *raw, *contrib, *values;
     uint16_t *bins;
@@ -408,6 +422,8 @@ typedef struct srv_req {
     char arena_buf[];          /* SRV_ARENA_INLINE bytes, not cleared at allocation */
 } srv_req;
 #define SRV_ARENA_INLINE 8192
+#define SRV_MAX_HEAD 8192 /* request line and headers, bytes (431 above) */
+#define SRV_MHD_POOL 32768 /* libmicrohttpd's memory per connection, bytes (see http.c) */
 
 /* Route handlers fill r->out and return the status. */
 unsigned srv_route_predict(srv_req *r);

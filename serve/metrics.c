@@ -116,6 +116,15 @@ void srv_metrics_render(px_server *s, px_buf *b)
                   "# TYPE prognos_drift_alerts_raised_total counter\nprognos_drift_alerts_raised_total %llu\n",
                   ld(&m->reloads), ld(&m->reload_failures), atomic_load(&m->connections), ld(&m->drift_windows),
                   ld(&m->drift_alerts));
+    /* connection deadlines and admission (http.c) */
+    px_buf_printf(b,
+                  "# HELP prognos_http_connections_cut_total Connections cut at their deadline or evicted.\n"
+                  "# TYPE prognos_http_connections_cut_total counter\nprognos_http_connections_cut_total %llu\n"
+                  "# HELP prognos_http_connections_evicted_total Waiting connections closed to admit another address's.\n"
+                  "# TYPE prognos_http_connections_evicted_total counter\nprognos_http_connections_evicted_total %llu\n"
+                  "# HELP prognos_http_connections_refused_total Connections refused with 503 (no room).\n"
+                  "# TYPE prognos_http_connections_refused_total counter\nprognos_http_connections_refused_total %llu\n",
+                  ld(&s->conn_cut), ld(&s->conn_evicted), ld(&s->conn_refused));
 
     /* per served model */
     px_buf_adds(b, "# HELP prognos_model_version The version each model serves.\n"

@@ -284,13 +284,12 @@ static unsigned inputs_cjson(srv_req *r, size_t *n_out, size_t *n_enc_out)
     px_server *s = r->s;
     const srv_model *sm = r->sm;
     size_t off = 0;
-    int pc = px_json_precheck(r->body.data, r->body.len, s->p.max_depth, &off);
+    const char *why = NULL;
+    int pc = px_json_validate(r->body.data, r->body.len, s->p.max_depth, &off, &why);
     if (pc == PX_EINVAL)
         return srv_error(r, 400, "too_deep", NULL, "the JSON nests deeper than %d levels (at byte %zu)", s->p.max_depth,
                          off);
-    if (pc != 0)
-        return srv_error(r, 400, "invalid_json", NULL,
-                         "a string holds a control character or \\u0000 (at byte %zu)", off);
+    if (pc != 0) return srv_error(r, 400, "invalid_json", NULL, "the body is not valid JSON: %s (at byte %zu)", why, off);
     const char *end = NULL;
     srv_arena_use(&r->arena);
     r->json = cJSON_ParseWithLengthOpts(r->body.data, r->body.len + 1, &end, 1);

@@ -21,7 +21,7 @@ typedef struct px_serve_params {
     unsigned max_connections;    /* open connections in all (default 512) */
     unsigned max_per_ip;         /* open connections from one address (default 128) */
     unsigned idle_timeout_s;     /* a connection idle this long is closed (default 10 s) */
-    unsigned request_timeout_ms; /* a request whose body is not complete by then gets 408 (default 10000 ms) */
+    unsigned request_timeout_ms; /* deadline of a request head (cut), body (408) and answer (default 5000 ms) */
     size_t max_body_bytes;       /* request body limit (default 1 MiB): 413 above it */
     size_t max_instances;        /* instances in one predict request (default 1000) */
     int max_depth;               /* JSON nesting depth, checked before cJSON parses (default 8) */
@@ -131,10 +131,17 @@ int px_drift_chi2(const double *a, const double *b, size_t k, double *stat, int 
 
 /* ---- JSON pre-check --------------------------------------------------------------- */
 
-/* Checks text[0..len) before cJSON's recursive parser sees it: arrays and objects
- * nest at most max_depth deep (strings and escapes skipped correctly), and no
- * string holds a raw control character or the escape \u0000. Returns 0; PX_EINVAL
- * when too deep, PX_ECORRUPT for a bad string; *offset is where. */
+/* Checks text[0..len) before cJSON's lenient recursive parser sees it: strict
+ * RFC 8259 (no leading zeros, no "70.", only the four white-space bytes between
+ * tokens, one value and nothing after it, valid escapes and surrogate pairs),
+ * strings of valid UTF-8 without raw control characters or \u0000, and arrays and
+ * objects nested at most max_depth (<= 64) deep. Returns 0; PX_EINVAL when too
+ * deep, PX_ECORRUPT otherwise; *offset is where, *why (static text) what. */
+int px_json_validate(const char *text, size_t len, int max_depth, size_t *offset, const char **why);
+/* px_json_validate without the reason. */
 int px_json_precheck(const char *text, size_t len, int max_depth, size_t *offset);
+/* The length (2-4) of the valid UTF-8 sequence starting at t[i], a byte >= 0x80,
+ * within t[0..len); 0 when it is not one (overlong, surrogate, over U+10FFFF, cut). */
+size_t px_utf8_seq(const unsigned char *t, size_t len, size_t i);
 
 #endif

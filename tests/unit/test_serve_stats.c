@@ -147,7 +147,35 @@ static void depth_check(void)
     deep[2000] = '\0';
     CHECK_INT(px_json_precheck(deep, 2000, 8, &off), PX_EINVAL);
     CHECK_INT(off, 8);
-    CHECK_INT(px_json_precheck("]]]]{}", 6, 1, &off), 0); /* unbalanced: cJSON's to refuse */
+    CHECK_INT(px_json_precheck("]]]]{}", 6, 1, &off), PX_ECORRUPT); /* unbalanced */
+    CHECK_INT(off, 0);
+    /* strict RFC 8259 where cJSON is lenient: each of these is scored by cJSON alone */
+    static const struct {
+        const char *text;
+        size_t at;
+    } refused[] = {
+        {"{\"a\":01}", 6},         {"{\"a\":70.}", 8},         {"{\"a\":-}", 6},
+        {"{\"a\":1e}", 7},          {"{\"a\":.5}", 5},          {"{\"a\":+1}", 5},
+        {"{\"a\":1}\x01", 7},       {"\x01{\"a\":1}", 0},       {"{\"a\":\x0b1}", 5},
+        {"{\"a\":1,}", 7},          {"[1,]", 3},                {"{\"a\" 1}", 5},
+        {"{\"a\":tru}", 5},         {"{\"a\":\"\\x\"}", 6},     {"{\"a\":\"\\ud800\"}", 6},
+        {"{\"a\":\"\\udc00x\"}", 6}, {"{\"a\":\"\xc3\"}", 6},     {"{\"a\":\"\xe2\x82\"}", 6},
+        {"{\"a\":\"\xc0\xaf\"}", 6}, {"{\"a\":\"\xed\xa0\x80\"}", 6}, {"{\"a\":1} {}", 8},
+        {"", 0},                    {"{\"a\":[1}", 7},          {"{1:2}", 1},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        const char *why = NULL;
+        off = 99;
+        CHECK_INT(px_json_validate(refused[i].text, strlen(refused[i].text), 8, &off, &why), PX_ECORRUPT);
+        CHECK_INT(off, refused[i].at);
+        CHECK(why != NULL);
+    }
+    static const char *accepted[] = {
+        "{\"a\":0}", "{\"a\":-0.5e+3}", "{\"a\":10E-2}", " [ ] ", "{\"a\":\"\\ud83d\\ude00 \xc3\xa9 \xf0\x9f\x98\x80\"}",
+        "{\"a\":[true,false,null,{}],\"b\":\"\\/\\b\\f\\n\\r\\t\\\"\"}\r\n",
+    };
+    for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++)
+        CHECK_INT(px_json_validate(accepted[i], strlen(accepted[i]), 8, &off, NULL), 0);
     /* control characters and \u0000 in strings; fine outside them and as other escapes */
     CHECK_INT(px_json_precheck("{\"a\":\"x\ty\"}", 11, 8, &off), PX_ECORRUPT);
     CHECK_INT(off, 7);
