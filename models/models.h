@@ -223,8 +223,8 @@ typedef struct px_glmm_fit {
     char warning[256];
 } px_glmm_fit;
 
-/* X: n x k row-major design, column 0 all ones; y: 0/1 (logit) or whole
- * numbers >= 0 (poisson); group: n unit indexes in 0..ngroups-1, every unit
+/* X: n x k row-major design, column 0 all ones; y: 0/1 (logit) or counts
+ * >= 0 (poisson; a non-integer y is fitted by the same quasi-likelihood); group: n unit indexes in 0..ngroups-1, every unit
  * with at least one row. Fills *fit (release with px_glmm_fit_release).
  * Returns 0, PX_EINVAL (bad input naming the row, separation, a singular
  * design), PX_ENOMEM. */
@@ -246,6 +246,53 @@ typedef struct px_glmm_unit {
 
 int px_glmm_unit_ratio(px_algo algo, const double *eta, const double *y, size_t n, double tau, double conf,
                        px_glmm_unit *out);
+
+/* ---- the hierarchical model of a risk model (glmm.c) --------------------- */
+
+/* The random-intercept model fitted on the same encoded design as a GLM risk
+ * model (same columns, standardized the same way), with the units (facilities)
+ * named: what `prognos train` stores with a version as hierarchical.json and
+ * `kpi compute` applies without refitting. */
+typedef struct px_hier px_hier;   /* opaque */
+
+typedef struct px_hier_params {
+    px_glmm_params glmm;
+    int boot;           /* bootstrap draws over units, CMS-style (default 20; 0 = none) */
+    uint64_t seed;      /* the bootstrap's seed (default 1): same seed, same intervals */
+    double conf;        /* interval level (default 0.95) */
+} px_hier_params;
+
+px_hier_params px_hier_default_params(void);
+
+/* Fits on rows (NULL: all) of d, whose unit of each row is the text column
+ * d->extra[unit_col] (rows without a unit are left out). m: a logit or poisson
+ * model fitted on d's columns (its encoding is reused). Per unit it stores
+ * the conditional mode and SD of the intercept, the standardized ratio
+ * predicted / expected on the unit's rows with its normal-posterior interval
+ * (coefficients known), and with boot > 0 the CMS bootstrap interval (units
+ * resampled with replacement, the model refitted, each unit's intercept drawn
+ * from its posterior under the refitted parameters; 2.5th/97.5th percentiles).
+ * NULL on error (message says why). */
+px_hier *px_hier_fit(const px_model *m, const px_dataset *d, const size_t *rows, size_t nrows, size_t unit_col,
+                     const px_hier_params *p, px_err *e);
+void px_hier_free(px_hier *h);   /* accepts NULL */
+/* hierarchical.json (cJSON, formatted, numbers %.17g-exact); caller frees with free(). NULL on ENOMEM. */
+char *px_hier_json(const px_hier *h);
+/* Parses hierarchical.json for the model it was fitted with (the design
+ * columns must match m's). PX_ECORRUPT on anything malformed. */
+px_hier *px_hier_parse(const char *text, size_t len, const px_model *m, px_err *e);
+px_algo px_hier_algo(const px_hier *h);
+double px_hier_tau(const px_hier *h);
+const px_glmm_fit *px_hier_glmm(const px_hier *h);   /* the fit (valid while h lives) */
+/* Fixed-effect linear predictor (mu included, no unit intercept) of one raw
+ * instance in m's feature order (as px_model_predict takes it). */
+int px_hier_eta(const px_hier *h, const px_model *m, const double *raw, double *eta, px_err *e);
+
+/* Design rows on a model's encoding: ncols = intercept + encoded columns. */
+size_t px_model_ncols(const px_model *m);
+int px_model_design_row(const px_model *m, const double *raw, double *out, px_err *e);
+/* X: n x px_model_ncols(m), from the rows of d (columns matched by name, levels by text). */
+int px_model_design(const px_model *m, const px_dataset *d, const size_t *rows, size_t n, double *X, px_err *e);
 
 /* ---- evaluation ---------------------------------------------------------- */
 

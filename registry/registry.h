@@ -35,6 +35,7 @@ typedef struct px_reg_new {
     const char *reference_json;   /* reference distributions (px_reg_reference_json) */
     const px_model *model;        /* serialized with px_model_save */
     const char *source_batches;   /* JSON array of etl batch ids the features came from */
+    const char *hierarchical_json;/* NULL or "": none; else hierarchical.json (px_hier_json), a signed file */
 } px_reg_new;
 
 /* Registers a version: writes and signs the artifact directory, then inserts the
@@ -103,6 +104,9 @@ typedef struct px_train_params {
     double holdout_time_share;    /* latest share of prediction times held out (default 0.25) */
     double holdout_patient_share; /* share of patients in the holdout group (default 0.3) */
     int build_features;           /* 1: (re)build the built-in set first */
+    px_hier_params hier;          /* the hierarchical model fitted beside a logit/poisson model on a
+                                   * table with facility_id (hier.boot: bootstrap draws, default 20) */
+    int no_hier;                  /* 1: do not fit it */
 } px_train_params;
 
 px_train_params px_train_default_params(void);
@@ -114,6 +118,7 @@ typedef struct px_train_result {
     double auc, auc_lo, auc_hi;   /* binary */
     double rmse, r2;              /* regression */
     char summary[512];
+    char hierarchical[320];       /* "hierarchical model: ..." or "no hierarchical model: why" ("" when not tried) */
 } px_train_result;
 
 int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train_result *r, px_err *e);

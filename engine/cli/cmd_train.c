@@ -10,7 +10,7 @@
 static const char usage[] =
     "usage: prognos train --model NAME [--algo logit|poisson|svc|svr|svm] [--table SCHEMA.TABLE --label COL]\n"
     "                     [--features A,B,...] [--l2 LAMBDA] [--holdout-time SHARE] [--holdout-patients SHARE]\n"
-    "                     [--no-build] [--json]\n"
+    "                     [--hier-boot N] [--hier-seed S] [--no-hier] [--no-build] [--json]\n"
     "\n"
     "Fits a model, evaluates it on a temporal, patient-grouped holdout and registers it as a\n"
     "new, signed version in the model registry. The first version of a model becomes its\n"
@@ -29,6 +29,12 @@ static const char usage[] =
     "  --l2 LAMBDA           ridge penalty on standardized coefficients (default 0)\n"
     "  --holdout-time SHARE  latest share of prediction times held out (default 0.25)\n"
     "  --holdout-patients SHARE  share of patients in the holdout group (default 0.3)\n"
+    "  --hier-boot N         bootstrap draws over facilities for the hierarchical model's\n"
+    "                        intervals (default 20; 0 = none). A logit or poisson model on a\n"
+    "                        table with facility_id is stored with a random-intercept model\n"
+    "                        (hierarchical.json, CMS's method) that 'kpi compute' applies\n"
+    "  --hier-seed S         the bootstrap's seed (default 1)\n"
+    "  --no-hier             do not fit the hierarchical model\n"
     "  --json                machine-readable result\n"
     "\n"
     "Exit codes: 0 ok (a version was created or already existed), 1 failed, 2 usage.\n";
@@ -81,7 +87,20 @@ int cmd_train(int argc, char **argv)
         } else if (strcmp(argv[i], "--holdout-patients") == 0 && i + 1 < argc) {
             if (parse_share(argv[++i], &p.holdout_patient_share) != 0)
                 return px_cli_usage_error("train", "--holdout-patients needs a share between 0 and 1");
-        } else if (strcmp(argv[i], "--no-build") == 0) p.build_features = 0;
+        } else if (strcmp(argv[i], "--hier-boot") == 0 && i + 1 < argc) {
+            char *end;
+            long b = strtol(argv[++i], &end, 10);
+            if (*end || argv[i][0] == '\0' || b < 0 || b > 100000)
+                return px_cli_usage_error("train", "--hier-boot needs a whole number of draws from 0 to 100000");
+            p.hier.boot = (int)b;
+        } else if (strcmp(argv[i], "--hier-seed") == 0 && i + 1 < argc) {
+            char *end;
+            unsigned long long s = strtoull(argv[++i], &end, 10);
+            if (*end || argv[i][0] == '\0' || argv[i][0] == '-')
+                return px_cli_usage_error("train", "--hier-seed needs a whole number >= 0");
+            p.hier.seed = (uint64_t)s;
+        } else if (strcmp(argv[i], "--no-hier") == 0) p.no_hier = 1;
+        else if (strcmp(argv[i], "--no-build") == 0) p.build_features = 0;
         else if (strcmp(argv[i], "--json") == 0) json = 1;
         else return px_cli_usage_error("train", "unknown or incomplete option '%s'", argv[i]);
     }
@@ -128,10 +147,16 @@ int cmd_train(int argc, char **argv)
         double vals[] = {r.auc, r.auc_lo, r.auc_hi, r.rmse, r.r2};
         for (int k = 0; k < 5; k++) /* JSON has no NaN: an undefined statistic is null */
             isfinite(vals[k]) ? printf(",\"%s\":%.6f", keys[k], vals[k]) : printf(",\"%s\":null", keys[k]);
-        printf("}\n");
+        printf(",\"hierarchical\":\"");
+        for (const char *q = r.hierarchical; *q; q++) /* JSON string: escape what needs it */
+            (*q == '"' || *q == '\\') ? printf("\\%c", *q) : (unsigned char)*q < 0x20 ? printf(" ") : putchar(*q);
+        printf("\"}\n");
     }
     else
+    {
         printf("%s%s\n", r.summary, r.created ? "" : " (unchanged: this version already existed)");
+        if (r.hierarchical[0]) printf("%s\n", r.hierarchical);
+    }
     code = PX_EXIT_OK;
     goto done;
 fail:

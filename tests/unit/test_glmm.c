@@ -149,7 +149,7 @@ static void bad_input(void)
     CHECK_INT(px_glmm_fit_dense(PX_ALGO_SVC, Xs, y2, g2, 4, 2, 2, NULL, &f, &e), PX_EINVAL);
     CHECK_INT(px_glmm_fit_dense(PX_ALGO_LOGIT, Xs, y2, g2, 4, 2, 3, NULL, &f, &e), PX_EINVAL);
     CHECK(strstr(e.msg, "group 2 has no rows") != NULL);
-    y2[1] = 0.5;
+    y2[1] = -1;
     CHECK_INT(px_glmm_fit_dense(PX_ALGO_POISSON, Xs, y2, g2, 4, 2, 2, NULL, &f, &e), PX_EINVAL);
     px_glmm_unit u;
     double eta[2] = {0, NAN}, yy[2] = {0, 1};

@@ -13,12 +13,12 @@
 # under 1/50 of glmer's time, estimates equal to 1e-4 relative.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
-ROWS=188000 FEATURES=19 GROUPS=200 FAMILY=logit
+ROWS=188000 FEATURES=19 NFAC=200 FAMILY=logit
 while [ $# -gt 0 ]; do
     case $1 in
         --rows) ROWS=$2; shift 2 ;;
         --features) FEATURES=$2; shift 2 ;;
-        --groups) GROUPS=$2; shift 2 ;;
+        --groups) NFAC=$2; shift 2 ;;
         --family) FAMILY=$2; shift 2 ;;
         -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
@@ -30,8 +30,8 @@ BIN="$ROOT/build/tests/bench_glmm"
 WORK=$(mktemp -d /tmp/prognos-bench-glmm.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 CSV="$WORK/glmm.csv"
-"$BIN" gen "$CSV" --rows "$ROWS" --features "$FEATURES" --groups "$GROUPS" --seed 1 --family "$FAMILY"
-echo "data: $ROWS rows x $FEATURES features (+ intercept), $GROUPS facilities, $FAMILY"
+"$BIN" gen "$CSV" --rows "$ROWS" --features "$FEATURES" --groups "$NFAC" --seed 1 --family "$FAMILY"
+echo "data: $ROWS rows x $FEATURES features (+ intercept), $NFAC facilities, $FAMILY"
 read -r px_s px_iter px_tau _ < <("$BIN" fit "$CSV" --family "$FAMILY" --coef "$WORK/px.coef")
 printf 'prognos px_glmm_fit_dense: %.3f s, %d Newton iterations, tau %.6f\n' "$px_s" "$px_iter" "$px_tau"
 if ! command -v Rscript >/dev/null || ! Rscript -e 'suppressPackageStartupMessages(library(lme4))' >/dev/null 2>&1; then
