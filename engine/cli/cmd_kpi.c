@@ -13,7 +13,7 @@
 static const char usage[] =
     "usage: prognos kpi compute [--period KINDS] [--model-version [MODEL=]REF]...\n"
     "                           [--conf C] [--min-cases N] [--byar-min N]\n"
-    "                           [--reference facility|pooled] [--overdispersion]\n"
+    "                           [--reference pooled|facility] [--no-hierarchical] [--overdispersion]\n"
     "                           [--force] [--json]\n"
     "       prognos kpi report --period P --out FILE.html [--json FILE] [--csv FILE]\n"
     "                          [--run ID] [--target MEASURE=VALUE]...\n"
@@ -42,10 +42,17 @@ static const char usage[] =
     "  --min-cases N        suppress cells with fewer cases (default 25, CMS)\n"
     "  --byar-min N         use Byar's approximation from N events (default 50;\n"
     "                       values below 6 still give exact limits at 5 events or fewer)\n"
-    "  --reference R        facility (default): expected at the average facility,\n"
-    "                       as CMS does (each model's predictions shifted by the\n"
-    "                       random-effects mean of the facility intercepts);\n"
-    "                       pooled: the model's predictions exactly as they are\n"
+    "  --reference R        pooled (default): expected = the model's predictions as\n"
+    "                       they are (indirect standardization: the system's O/E is\n"
+    "                       1 up to calibration on the rows the model was fitted on);\n"
+    "                       facility: each model's predictions shifted by the\n"
+    "                       DerSimonian-Laird mean of the facility intercepts (an\n"
+    "                       explicit option: unstable when most facilities are small)\n"
+    "  --no-hierarchical    facilities by O/E only; by default a model version that\n"
+    "                       stores a hierarchical model (prognos train fits it) gives\n"
+    "                       each facility CMS's standardized ratio sr = predicted /\n"
+    "                       expected (shrunken facility intercept / mean intercept),\n"
+    "                       srsr = sr x the system's rate, and the flag from its interval\n"
     "  --overdispersion     widen funnel limits by Spiegelhalter's phi when > 1\n"
     "  --force              compute even if an identical run is stored\n"
     "  --json               print the run summary as JSON\n"
@@ -149,6 +156,8 @@ static int kpi_compute(int argc, char **argv)
             else
                 return px_cli_usage_error("kpi compute", "--reference '%s': use facility or pooled", v);
             i++;
+        } else if (strcmp(a, "--no-hierarchical") == 0) {
+            p.no_hierarchical = 1;
         } else if (strcmp(a, "--overdispersion") == 0) {
             p.overdispersion = 1;
         } else if (strcmp(a, "--force") == 0) {
