@@ -120,8 +120,8 @@ int kpi_hier_apply(PGconn *c, const px_config *cfg, const char *name, int versio
         goto out;
     }
     /* the facilities, in byte order */
-    px_buf_printf(&q, "SELECT DISTINCT w.facility_id FROM %s t JOIN wh.fact_encounter w USING (encounter_id)"
-                      " WHERE t.%s IS NOT NULL ORDER BY 1 COLLATE \"C\"", table_q, lab);
+    px_buf_printf(&q, "SELECT DISTINCT w.facility_id::text FROM %s t JOIN wh.fact_encounter w USING (encounter_id)"
+                      " WHERE t.%s IS NOT NULL", table_q, lab);
     r = PQexec(c, q.data);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         rc = kpi_db_fail(e, c, r, "cannot read the facilities of a feature table");
@@ -143,7 +143,7 @@ int kpi_hier_apply(PGconn *c, const px_config *cfg, const char *name, int versio
     r = NULL;
     /* the stays: facility, discharge month, outcome, the model's inputs */
     q.len = 0;
-    px_buf_printf(&q, "SELECT w.facility_id, (extract(year FROM w.discharge_date) * 12 + extract(month FROM"
+    px_buf_printf(&q, "SELECT w.facility_id::text, (extract(year FROM w.discharge_date) * 12 + extract(month FROM"
                       " w.discharge_date) - 1)::int, t.%s", lab);
     for (size_t j = 0; j < nf; j++) {
         const px_feature_info *fi = px_model_feature(m, j);

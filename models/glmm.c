@@ -626,7 +626,7 @@ px_hier *px_hier_fit(const px_model *m, const px_dataset *d, const size_t *rows,
     }
     /* CMS bootstrap over units */
     if (p.boot > 0) {
-        size_t B = (size_t)p.boot, nb = 0;
+        size_t B = (size_t)p.boot, nb = 0, cap = n;
         double *Xb = malloc(n * k * sizeof *Xb), *yb = malloc(n * sizeof *yb);
         size_t *gb = malloc(n * sizeof *gb), *pick = malloc(ng * sizeof *pick);
         draws = malloc(B * ng * sizeof *draws);
@@ -637,10 +637,25 @@ px_hier *px_hier_fit(const px_model *m, const px_dataset *d, const size_t *rows,
         }
         gsl_rng_set(rng, (unsigned long)p.seed);
         for (size_t bi = 0; bi < B; bi++) {
-            size_t m2 = 0;
+            size_t m2 = 0, need = 0;
             for (size_t g = 0; g < ng; g++) {
-                size_t j = (size_t)gsl_rng_uniform_int(rng, ng);
-                pick[g] = j;
+                pick[g] = (size_t)gsl_rng_uniform_int(rng, ng);
+                need += start[pick[g] + 1] - start[pick[g]];
+            }
+            if (need > cap) {   /* a draw with the large units repeated holds more rows than the data */
+                double *nx = realloc(Xb, need * k * sizeof *Xb), *ny = nx ? realloc(yb, need * sizeof *yb) : NULL;
+                size_t *ngp = ny ? realloc(gb, need * sizeof *gb) : NULL;
+                if (nx) Xb = nx;
+                if (ny) yb = ny;
+                if (ngp) gb = ngp;
+                if (!nx || !ny || !ngp) {
+                    free(Xb), free(yb), free(gb), free(pick);
+                    goto nomem;
+                }
+                cap = need;
+            }
+            for (size_t g = 0; g < ng; g++) {
+                size_t j = pick[g];
                 for (size_t r = start[j]; r < start[j + 1]; r++, m2++) {
                     memcpy(Xb + m2 * k, X + order[r] * k, k * sizeof *Xb);
                     yb[m2] = y[order[r]], gb[m2] = g;
