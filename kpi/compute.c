@@ -1228,6 +1228,7 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
             goto out;
         info->scored += mi[k].rows;
         if ((rc = hier_apply(c, cfg, p, k, &mi[k], &hier[k], e)) != 0) goto out;
+        info->hierarchical[k] = hier[k].available;
     }
     /* the models' summaries now carry their reference shifts */
     {
@@ -1366,10 +1367,11 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
     if ((rc = exec_ok(c, e, "COMMIT", "cannot commit the KPI run")) != 0) goto out;
     began = 0;
     snprintf(info->summary, sizeof info->summary,
-             "run %lld: %lld result rows from %lld stays (%lld scored; readmission v%d, mortality v%d, los v%d)"
-             " in %.2f s",
+             "run %lld: %lld result rows from %lld stays (%lld scored; readmission v%d, mortality v%d, los v%d;"
+             " facilities by the hierarchical ratio: %s, %s, %s) in %.2f s",
              info->run_id, info->results, info->encounters, info->scored, mi[0].version, mi[1].version,
-             mi[2].version, info->seconds);
+             mi[2].version, info->hierarchical[0] ? "yes" : "no (O/E)", info->hierarchical[1] ? "yes" : "no (O/E)",
+             info->hierarchical[2] ? "yes" : "no (O/E)", info->seconds);
 out:
     PQclear(r);
     if (began) exec_ok(c, NULL, "ROLLBACK", "rollback");

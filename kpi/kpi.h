@@ -172,6 +172,7 @@ typedef struct px_kpi_run_info {
     int unchanged;               /* 1: identical inputs and method already computed; nothing stored */
     int model_version[3];        /* readmission, mortality, los */
     double reference_shift[3];   /* the shift applied to each model's predictions (0: none) */
+    int hierarchical[3];         /* 1: the model's stored hierarchical model gave the facilities' sr */
     long long encounters;        /* stays in the warehouse */
     long long scored;            /* feature-table rows scored, all models */
     long long results;           /* rows written to kpi.results */

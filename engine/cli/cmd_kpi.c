@@ -181,10 +181,13 @@ static int kpi_compute(int argc, char **argv)
     if (json)
         printf("{\"run_id\":%lld,\"unchanged\":%s,\"models\":{\"readmission\":%d,\"mortality\":%d,\"los\":%d},"
                "\"encounters\":%lld,\"scored\":%lld,\"results\":%lld,\"seconds\":%.3f,\"seconds_score\":%.3f,"
-               "\"seconds_sql\":%.3f,\"reference_shift\":{\"readmission\":%.6g,\"mortality\":%.6g,\"los\":%.6g}}\n",
+               "\"seconds_sql\":%.3f,\"reference_shift\":{\"readmission\":%.6g,\"mortality\":%.6g,\"los\":%.6g},"
+               "\"hierarchical\":{\"readmission\":%s,\"mortality\":%s,\"los\":%s}}\n",
                info.run_id, info.unchanged ? "true" : "false", info.model_version[0], info.model_version[1],
                info.model_version[2], info.encounters, info.scored, info.results, info.seconds, info.seconds_score,
-               info.seconds_sql, info.reference_shift[0], info.reference_shift[1], info.reference_shift[2]);
+               info.seconds_sql, info.reference_shift[0], info.reference_shift[1], info.reference_shift[2],
+               info.hierarchical[0] ? "true" : "false", info.hierarchical[1] ? "true" : "false",
+               info.hierarchical[2] ? "true" : "false");
     else
         printf("kpi: %s\n", info.summary);
     px_log(PX_LOG_INFO, "kpi compute: %s", info.summary);
