@@ -28,6 +28,7 @@ static double num_text(const char *s)
 
 typedef struct hrow {
     int fac, ym;          /* facility index, year * 12 + month - 1 */
+    int key;              /* the period of the kind being summarized (see period_key) */
     double eta, y;
 } hrow;
 
@@ -41,12 +42,10 @@ static int period_key(int kind, int ym)
     }
 }
 
-static int cmp_row_kind;
 static int cmp_hrow(const void *a, const void *b)
 {
     const hrow *x = a, *y = b;
-    int px = period_key(cmp_row_kind, x->ym), py = period_key(cmp_row_kind, y->ym);
-    if (px != py) return px < py ? -1 : 1;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
     return x->fac - y->fac;
 }
 
@@ -190,7 +189,7 @@ int kpi_hier_apply(PGconn *c, const px_config *cfg, const char *name, int versio
                     if (!nr) rc = px_err_set(e, PX_ENOMEM, "out of memory");
                     else rows = nr, cap = nc;
                 }
-                if (rc == 0) rows[n++] = (hrow){fac, atoi(PQgetvalue(r, 0, 1)), eta, y};
+                if (rc == 0) rows[n++] = (hrow){fac, atoi(PQgetvalue(r, 0, 1)), 0, eta, y};
             }
         } else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && rc == 0) {
             rc = kpi_db_fail(e, c, r, "cannot read a feature table for the hierarchical model");
@@ -212,12 +211,12 @@ int kpi_hier_apply(PGconn *c, const px_config *cfg, const char *name, int versio
         for (int t = 0; t < 4 && rc == 0; t++) {
             int kind = order[t];
             if (!(kinds & kind)) continue;
-            cmp_row_kind = kind;
+            for (size_t i = 0; i < n; i++) rows[i].key = period_key(kind, rows[i].ym);
             qsort(rows, n, sizeof *rows, cmp_hrow);
             for (size_t i = 0; i < n && rc == 0;) {
                 size_t j = i;
-                int pk = period_key(kind, rows[i].ym);
-                while (j < n && rows[j].fac == rows[i].fac && period_key(kind, rows[j].ym) == pk) j++;
+                int pk = rows[i].key;
+                while (j < n && rows[j].fac == rows[i].fac && rows[j].key == pk) j++;
                 for (size_t s = i; s < j; s++) eta[s - i] = rows[s].eta, yy[s - i] = rows[s].y;
                 px_glmm_unit u;
                 if (out->ncells == ncap) {

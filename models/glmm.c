@@ -207,16 +207,15 @@ int px_glmm_fit_dense(px_algo algo, const double *X, const double *y, const size
     double *Xg = malloc(n * k * sizeof *Xg), *yg = malloc(n * sizeof *yg), *off = malloc(n * sizeof *off);
     size_t *start = calloc(ngroups + 1, sizeof *start), *pos = malloc(ngroups * sizeof *pos);
     double *v = calloc(ngroups, sizeof *v), *H = malloc(ngroups * sizeof *H);
-    double *beta = calloc(K, sizeof *beta), *grad = malloc(K * sizeof *grad), *g2 = malloc(K * sizeof *g2),
+    double *beta = calloc(K, sizeof *beta), *grad = malloc(K * sizeof *grad),
            *M = malloc(K * K * sizeof *M), *cbuf = malloc(K * sizeof *cbuf), *step = malloc(K * sizeof *step),
            *trial = malloc(K * sizeof *trial);
     gsl_matrix *A = gsl_matrix_alloc(K, K);
     gsl_vector *gv = gsl_vector_alloc(K), *sv = gsl_vector_alloc(K);
-    gsl_permutation *perm = gsl_permutation_alloc(K);
     px_glm_fit g0;
     memset(&g0, 0, sizeof g0);
-    if (!Xg || !yg || !off || !start || !pos || !v || !H || !beta || !grad || !g2 || !M || !cbuf || !step || !trial ||
-        !A || !gv || !sv || !perm) {
+    if (!Xg || !yg || !off || !start || !pos || !v || !H || !beta || !grad || !M || !cbuf || !step || !trial || !A ||
+        !gv || !sv) {
         rc = px_err_set(e, PX_ENOMEM, "out of memory");
         goto out;
     }
@@ -394,10 +393,9 @@ out:
     if (rc) px_glmm_fit_release(fit);
     px_glm_fit_release(&g0);
     free(Xg), free(yg), free(off), free(start), free(pos), free(v), free(H);
-    free(beta), free(grad), free(g2), free(M), free(cbuf), free(step), free(trial);
+    free(beta), free(grad), free(M), free(cbuf), free(step), free(trial);
     gsl_matrix_free(A);
     gsl_vector_free(gv), gsl_vector_free(sv);
-    gsl_permutation_free(perm);
     return rc;
 }
 
@@ -710,7 +708,6 @@ fail:
     px_hier_free(h);
     h = NULL;
 done:
-    (void)rc;
     free(idx), free(grp), free(names), free(X), free(y), free(eta), free(ey), free(draws);
     free(start), free(order), free(pos);
     if (rng) gsl_rng_free(rng);
