@@ -236,8 +236,16 @@ int px_glmm_fit_dense(px_algo algo, const double *X, const double *y, const size
         }
     d.X = Xg, d.y = yg, d.start = start, d.off = off, d.v = v, d.H = H;
 
-    /* start: the pooled GLM (no unit effects) and tau = 0.5 */
-    {
+    /* start: the given values, or the pooled GLM (no unit effects) and tau = 0.5 */
+    if (p.start) {
+        for (size_t j = 0; j < K; j++)
+            if (!isfinite(p.start[j])) {
+                rc = px_err_set(e, PX_EINVAL, "hierarchical fit: start value %zu is not finite", j);
+                goto out;
+            }
+        memcpy(beta, p.start, K * sizeof *beta);
+        if (!(beta[k] > 0)) beta[k] = 0.5;
+    } else {
         px_glm_params gp = px_glm_default_params();
         gp.threads = p.threads > 0 ? p.threads : 2;
         if ((rc = px_glm_fit_family(poisson ? PX_FAM_POISSON : PX_FAM_LOGIT, X, y, NULL, NULL, n, k, &gp, &g0, NULL,
@@ -627,13 +635,19 @@ px_hier *px_hier_fit(const px_model *m, const px_dataset *d, const size_t *rows,
         size_t B = (size_t)p.boot, nb = 0, cap = n;
         double *Xb = malloc(n * k * sizeof *Xb), *yb = malloc(n * sizeof *yb);
         size_t *gb = malloc(n * sizeof *gb), *pick = malloc(ng * sizeof *pick);
+        double *start0 = malloc((k + 1) * sizeof *start0);
         draws = malloc(B * ng * sizeof *draws);
         rng = gsl_rng_alloc(gsl_rng_mt19937);
-        if (!Xb || !yb || !gb || !pick || !draws || !rng) {
-            free(Xb), free(yb), free(gb), free(pick);
+        if (!Xb || !yb || !gb || !pick || !draws || !rng || !start0) {
+            free(Xb), free(yb), free(gb), free(pick), free(start0);
             goto nomem;
         }
         gsl_rng_set(rng, (unsigned long)p.seed);
+        /* each refit starts from the fit on the data (fewer Newton steps, no pooled GLM) */
+        for (size_t j = 0; j < k; j++) start0[j] = h->fit.beta[j];
+        start0[k] = h->fit.tau > 1e-3 ? h->fit.tau : 0.5;
+        px_glmm_params pb = p.glmm;
+        pb.start = start0;
         for (size_t bi = 0; bi < B; bi++) {
             size_t m2 = 0, need = 0;
             for (size_t g = 0; g < ng; g++) {
@@ -647,7 +661,7 @@ px_hier *px_hier_fit(const px_model *m, const px_dataset *d, const size_t *rows,
                 if (ny) yb = ny;
                 if (ngp) gb = ngp;
                 if (!nx || !ny || !ngp) {
-                    free(Xb), free(yb), free(gb), free(pick);
+                    free(Xb), free(yb), free(gb), free(pick), free(start0);
                     goto nomem;
                 }
                 cap = need;
@@ -662,7 +676,7 @@ px_hier *px_hier_fit(const px_model *m, const px_dataset *d, const size_t *rows,
             px_glmm_fit fb;
             px_err eb = {0};
             /* unit posterior draws use this stream whether or not the fit succeeds */
-            if (px_glmm_fit_dense(algo, Xb, yb, gb, m2, k, ng, &p.glmm, &fb, &eb) != 0) {
+            if (px_glmm_fit_dense(algo, Xb, yb, gb, m2, k, ng, &pb, &fb, &eb) != 0) {
                 h->boot_failed++;
                 for (size_t g = 0; g < ng; g++) (void)gsl_ran_gaussian_ziggurat(rng, 1);
                 continue;
@@ -689,7 +703,7 @@ px_hier *px_hier_fit(const px_model *m, const px_dataset *d, const size_t *rows,
             px_glmm_fit_release(&fb);
             nb++;
         }
-        free(Xb), free(yb), free(gb), free(pick);
+        free(Xb), free(yb), free(gb), free(pick), free(start0);
         if (nb >= 2) {
             double a = (1 - p.conf) / 2;
             for (size_t g = 0; g < ng; g++) {

@@ -203,6 +203,8 @@ typedef struct px_glmm_params {
     int max_iter;       /* outer Newton iterations (default 200) */
     double tol;         /* stop when the Newton decrement / 2 < tol (|F| + 1) (default 1e-12) */
     int threads;        /* threads for the starting pooled GLM (default 2) */
+    const double *start;/* NULL: start from the pooled GLM and tau = 0.5; else k + 1 values
+                         * (beta, then tau > 0), e.g. a previous fit's (the bootstrap's refits) */
 } px_glmm_params;
 
 px_glmm_params px_glmm_default_params(void);

@@ -108,6 +108,23 @@ static void against_lme4(const char *tag, px_algo algo, const double *y, const f
         for (int j = 0; j < K; j++) printf(" %.15g", f.beta[j]);
         printf("\n");
     }
+    /* the start values (as the bootstrap's refits use them) do not change the optimum */
+    {
+        double st[K + 1];
+        for (int j = 0; j < K; j++) st[j] = fx_ref_get(r, "%s.glmer.beta.%d", tag, j) + 0.05;
+        st[K] = 2 * fx_ref_get(r, "%s.glmer.tau", tag);
+        px_glmm_params gp = px_glmm_default_params();
+        gp.start = st;
+        px_glmm_fit f2;
+        CHECK_INT(px_glmm_fit_dense(algo, X, y, grp, n, K, ng, &gp, &f2, &e), 0);
+        double worst = fabs(f2.tau - f.tau);
+        for (int j = 0; j < K; j++) worst = fmax(worst, fabs(f2.beta[j] - f.beta[j]));
+        CHECK(worst <= 1e-7);
+        st[0] = NAN;
+        px_glmm_fit f3;
+        CHECK_INT(px_glmm_fit_dense(algo, X, y, grp, n, K, ng, &gp, &f3, &e), PX_EINVAL);
+        px_glmm_fit_release(&f2);
+    }
     /* applying without refitting: one unit's rows and (beta, tau) give its mode and SD */
     double worst = 0;
     double *eta = malloc(n * sizeof *eta), *yy = malloc(n * sizeof *yy);
