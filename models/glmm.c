@@ -728,7 +728,20 @@ done:
     return h;
 }
 
-static int num_ok(double v) { return isfinite(v); }
+/* Numbers as %.17g in the C locale (exact for doubles: the file gives back the
+ * same bits, and the same fit gives the same bytes); non-finite as null. */
+static void add_num(cJSON *o, const char *key, double v)
+{
+    if (!isfinite(v)) {
+        cJSON_AddNullToObject(o, key);
+        return;
+    }
+    char buf[40];
+    locale_t loc = px_c_locale(), old = loc ? uselocale(loc) : (locale_t)0;
+    snprintf(buf, sizeof buf, "%.17g", v);
+    if (loc) uselocale(old);
+    cJSON_AddRawToObject(o, key, buf);
+}
 
 char *px_hier_json(const px_hier *h)
 {
@@ -745,34 +758,32 @@ char *px_hier_json(const px_hier *h)
               "intercept) / expected (mu) over the facility's stays (CMS Hospital Compare)"
             : "random-intercept Poisson/log regression (facility intercepts ~ N(mu, tau^2)) by the Laplace "
               "approximation, as lme4::glmer(nAGQ = 1); standardized ratio = predicted / expected days");
-    cJSON_AddNumberToObject(r, "rows", (double)h->n);
-    cJSON_AddNumberToObject(r, "units", (double)f->ngroups);
-    cJSON_AddNumberToObject(r, "tau", f->tau);
-    cJSON_AddNumberToObject(r, "mu", f->beta[0]);
-    cJSON_AddNumberToObject(r, "deviance", f->deviance);
-    cJSON_AddNumberToObject(r, "iterations", f->iterations);
+    add_num(r, "rows", (double)h->n);
+    add_num(r, "units", (double)f->ngroups);
+    add_num(r, "tau", f->tau);
+    add_num(r, "mu", f->beta[0]);
+    add_num(r, "deviance", f->deviance);
+    add_num(r, "iterations", f->iterations);
     cJSON_AddBoolToObject(r, "converged", f->converged);
     cJSON_AddStringToObject(r, "warning", f->warning);
-    cJSON_AddNumberToObject(r, "seconds", h->seconds);
-    cJSON_AddNumberToObject(r, "conf", h->conf);
+    add_num(r, "conf", h->conf);
     cJSON_AddStringToObject(r, "interval",
                             "ratio lo/hi: the facility intercept's normal posterior (conditional mode and SD) mapped "
                             "through predicted(u), coefficients and tau treated as known; boot_lo/boot_hi: CMS "
                             "bootstrap over facilities (refit per draw, intercept drawn from its posterior)");
     cJSON *bo = cJSON_AddObjectToObject(r, "bootstrap");
     if (bo) {
-        cJSON_AddNumberToObject(bo, "draws", h->boot);
-        cJSON_AddNumberToObject(bo, "failed", h->boot_failed);
-        cJSON_AddNumberToObject(bo, "seed", (double)h->seed);
+        add_num(bo, "draws", h->boot);
+        add_num(bo, "failed", h->boot_failed);
+        add_num(bo, "seed", (double)h->seed);
     }
     cJSON *fx = cJSON_AddArrayToObject(r, "fixed");
     for (size_t j = 0; fx && j < f->k; j++) {
         cJSON *t = cJSON_CreateObject();
         if (!t) break;
         cJSON_AddStringToObject(t, "column", h->cols[j]);
-        cJSON_AddNumberToObject(t, "beta", f->beta[j]);
-        if (num_ok(f->se[j])) cJSON_AddNumberToObject(t, "se", f->se[j]);
-        else cJSON_AddNullToObject(t, "se");
+        add_num(t, "beta", f->beta[j]);
+        add_num(t, "se", f->se[j]);
         cJSON_AddItemToArray(fx, t);
     }
     cJSON *us = cJSON_AddArrayToObject(r, "facilities");
@@ -780,15 +791,12 @@ char *px_hier_json(const px_hier *h)
         cJSON *t = cJSON_CreateObject();
         if (!t) break;
         cJSON_AddStringToObject(t, "unit", h->units[g]);
-        cJSON_AddNumberToObject(t, "n", (double)f->n_group[g]);
-        cJSON_AddNumberToObject(t, "observed", f->y_group[g]);
+        add_num(t, "n", (double)f->n_group[g]);
+        add_num(t, "observed", f->y_group[g]);
         const char *keys[] = {"mode", "sd", "predicted", "expected", "ratio", "lo", "hi", "boot_lo", "boot_hi"};
         double vals[] = {f->mode[g], f->post_sd[g], h->pred[g], h->expd[g], h->ratio[g],
                          h->lo[g],   h->hi[g],      h->blo[g],  h->bhi[g]};
-        for (size_t q = 0; q < sizeof vals / sizeof *vals; q++) {
-            if (num_ok(vals[q])) cJSON_AddNumberToObject(t, keys[q], vals[q]);
-            else cJSON_AddNullToObject(t, keys[q]);
-        }
+        for (size_t q = 0; q < sizeof vals / sizeof *vals; q++) add_num(t, keys[q], vals[q]);
         cJSON_AddItemToArray(us, t);
     }
     char *s = cJSON_Print(r);

@@ -6,6 +6,7 @@
  * the fitted modes from a unit's rows alone; bad input is refused. */
 #include "models/models.h"
 #include "check.h"
+#include <cjson/cJSON.h>
 #include "models_fixture.h"
 
 /* Relative (absolute below 1) to glmer's deviance minimized to convergence:
@@ -174,6 +175,91 @@ static void bad_input(void)
     CHECK_INT(px_glmm_unit_ratio(PX_ALGO_LOGIT, eta, yy, 1, -1, 0.95, &u), PX_EINVAL);
 }
 
+/* px_hier: the model-level fit on a risk model's encoding (standardized
+ * columns: tau and the facility modes do not depend on how the fixed effects
+ * are parametrized, so they match glmer's), hierarchical.json round trip, the
+ * seeded CMS bootstrap (same seed, same bytes), and bad input. */
+static void hier_model(const fx_ref *r)
+{
+    const char *cols[] = {"age", "female", "sev", "adm_b", "adm_c"};
+    px_dataset *d = fx_dataset(&t, cols, 5, "yb");
+    d->nextra = 1;
+    d->extra_names = malloc(sizeof *d->extra_names);
+    d->extra_names[0] = strdup("facility_id");
+    d->extra = calloc(n, sizeof *d->extra);
+    for (size_t i = 0; i < n; i++) d->extra[i] = strdup(fx_text(&t, i, "fac"));
+    px_err e = {0};
+    px_fit_params fp = px_fit_default_params(PX_ALGO_LOGIT);
+    px_model *m = px_model_fit(d, NULL, 0, &fp, NULL, &e);
+    CHECK(m != NULL);
+    if (!m) return;
+    px_hier_params hp = px_hier_default_params();
+    hp.boot = 30;
+    hp.seed = 42;
+    px_hier *h = px_hier_fit(m, d, NULL, 0, 0, &hp, &e);
+    CHECK(h != NULL);
+    if (!h) {
+        fprintf(stderr, "px_hier_fit: %s\n", e.msg);
+        px_model_free(m);
+        px_dataset_free(d);
+        return;
+    }
+    const px_glmm_fit *f = px_hier_glmm(h);
+    CHECK(fabs(f->tau - fx_ref_get(r, "logit.tau")) / fx_ref_get(r, "logit.tau") <= 1e-6);
+    double worst = 0;
+    for (size_t g = 0; g < f->ngroups; g++) worst = fmax(worst, fabs(f->mode[g] - fx_ref_get(r, "logit.mode.%zu", g)));
+    CHECK(worst <= 1e-6);
+    char *js = px_hier_json(h);
+    CHECK(js != NULL);
+    /* the same seed gives the same file */
+    px_hier *h2 = px_hier_fit(m, d, NULL, 0, 0, &hp, &e);
+    char *js2 = h2 ? px_hier_json(h2) : NULL;
+    CHECK(js2 && js && strcmp(js, js2) == 0);
+    /* parsed back, it gives the same linear predictors */
+    px_hier *hp2 = js ? px_hier_parse(js, strlen(js), m, &e) : NULL;
+    CHECK(hp2 != NULL);
+    if (hp2) {
+        CHECK(px_hier_tau(hp2) == f->tau);
+        double raw[5] = {0.3, 1, 2.5, 0, 1}, a, b;
+        CHECK_INT(px_hier_eta(h, m, raw, &a, &e), 0);
+        CHECK_INT(px_hier_eta(hp2, m, raw, &b, &e), 0);
+        CHECK(a == b);
+        px_hier_free(hp2);
+    }
+    /* the bootstrap interval holds the point estimate of the large facilities */
+    size_t big = 0, inside = 0;
+    cJSON *doc = js ? cJSON_Parse(js) : NULL;
+    cJSON *fa = cJSON_GetObjectItem(doc, "facilities"), *x;
+    cJSON_ArrayForEach(x, fa)
+    {
+        if (cJSON_GetNumberValue(cJSON_GetObjectItem(x, "n")) < 100) continue;
+        big++;
+        double lo = cJSON_GetNumberValue(cJSON_GetObjectItem(x, "boot_lo")),
+               hi = cJSON_GetNumberValue(cJSON_GetObjectItem(x, "boot_hi")),
+               ra = cJSON_GetNumberValue(cJSON_GetObjectItem(x, "ratio"));
+        inside += lo <= ra && ra <= hi;
+    }
+    CHECK(big >= 15);
+    CHECK_INT(inside, big);
+    cJSON_Delete(doc);
+    /* malformed or mismatched files are refused */
+    const char *bad[] = {"", "{}", "{\"format\":\"prognos-hierarchical 1\",\"algo\":\"poisson\",\"tau\":0.1,\"fixed\":[]}",
+                         "{\"format\":\"prognos-hierarchical 1\",\"algo\":\"logit\",\"tau\":-1,\"fixed\":[]}",
+                         "{\"format\":\"prognos-hierarchical 1\",\"algo\":\"logit\",\"tau\":0.1,\"fixed\":[{\"beta\":1}]}"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        px_hier *hb = px_hier_parse(bad[i], strlen(bad[i]), m, &e);
+        CHECK(hb == NULL);
+        CHECK_INT(e.code, PX_ECORRUPT);
+        px_hier_free(hb);
+    }
+    /* a unit column out of range and an SVM are refused */
+    CHECK(px_hier_fit(m, d, NULL, 0, 3, &hp, &e) == NULL);
+    free(js), free(js2);
+    px_hier_free(h), px_hier_free(h2);
+    px_model_free(m);
+    px_dataset_free(d);
+}
+
 int main(void)
 {
     px_models_init();
@@ -186,6 +272,7 @@ int main(void)
     TOL_TIGHT = 2e-5, TOL_DEV = 2e-5;
     against_lme4("poisson", PX_ALGO_POISSON, days, &r);
     bad_input();
+    hier_model(&r);
     fx_ref_free(&r);
     fx_free(&t);
     free(X), free(yb), free(days), free(grp);
