@@ -7,8 +7,9 @@
 #  - train stores hierarchical.json with each logit/poisson version, signed and
 #    listed in the manifest; tampering with it fails a KPI run naming the file;
 #  - the system-level O/E (the headline, indirect standardization) of every
-#    risk-adjusted measure whose model passes the quality gates (SynPUF:
-#    not a separated fit nor an eventless holdout) lies within 0.8-1.25 (the DerSimonian-Laird
+#    risk-adjusted measure whose model passes the quality gates (SynPUF: not a
+#    separated fit, an eventless holdout, nor a holdout AUC whose 95% lower
+#    bound is at or below 0.5) lies within 0.8-1.25 (the DerSimonian-Laird
 #    reference this replaces gave 0.02 on SynPUF);
 #  - every facility row of a risk-adjusted measure says adjustment =
 #    hierarchical and carries sr with lo <= sr <= hi; system and department rows
@@ -168,9 +169,14 @@ for m in readmission mortality los; do
     # another part of the engine may refuse a model that fails its quality gates (exit 3)
     [ $rc -eq 0 ] || [ $rc -eq 3 ] || { cat "$WORK/train-$m.txt"; fail "train $m on SynPUF exited $rc"; }
     echo "  synpuf $m: $(tr '\n' ' ' < "$WORK/train-$m.txt")"
-    # a separated fit or a holdout without events fails the quality gates: such a model may not
-    # adjust KPIs (kpi compute refuses it once the gates are in), so its O/E is not held to the bound
-    if [ $rc -eq 3 ] || grep -q "separation\|holdout has no events" "$WORK/train-$m.txt"; then failed_gates="$failed_gates $m"; fi
+    # the issue's gates: a separated fit, a holdout without events, or an AUC whose 95% lower bound
+    # is not above 0.5 fails them; such a model may not adjust KPIs (kpi compute refuses it once the
+    # gates are in), so its O/E is not held to the bound
+    auc_lo=$(sed -n 's/.*AUC [0-9.]* (95% CI \([0-9.]*\)-.*/\1/p' "$WORK/train-$m.txt" | head -1)
+    if [ $rc -eq 3 ] || grep -q "separation\|holdout has no events" "$WORK/train-$m.txt" ||
+        { [ -n "$auc_lo" ] && awk -v a="$auc_lo" 'BEGIN { exit !(a <= 0.5) }'; }; then
+        failed_gates="$failed_gates $m"
+    fi
 done
 failed_gates=${failed_gates:-}
 nfac=$(sql "SELECT count(DISTINCT facility_id) FROM wh.fact_encounter")
