@@ -26,6 +26,41 @@ static double num_text(const char *s)
     return end != s && !*end ? v : NAN;
 }
 
+/* One field of a COPY text row at *p (ends at tab or newline), unescaped in
+ * place; NULL for \N. *p moves past it; *ok = 0 when the row has ended. */
+static char *copy_field(char **p, char *end, int *ok)
+{
+    char *s = *p, *w = s, *r = s;
+    if (s >= end) {
+        *ok = 0;
+        return NULL;
+    }
+    if (r + 1 < end && r[0] == '\\' && r[1] == 'N' && (r + 2 == end || r[2] == '\t' || r[2] == '\n')) {
+        *p = r + 2 + (r + 2 < end);
+        return NULL;
+    }
+    while (r < end && *r != '\t' && *r != '\n') {
+        if (*r == '\\' && r + 1 < end) {
+            r++;
+            switch (*r) {
+            case 't': *w++ = '\t'; break;
+            case 'n': *w++ = '\n'; break;
+            case 'r': *w++ = '\r'; break;
+            case 'b': *w++ = '\b'; break;
+            case 'f': *w++ = '\f'; break;
+            case 'v': *w++ = '\v'; break;
+            default: *w++ = *r; break;
+            }
+            r++;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *p = r + (r < end);
+    *w = 0;
+    return s;
+}
+
 typedef struct hrow {
     int fac, ym;          /* facility index, year * 12 + month - 1 */
     int key;              /* the period of the kind being summarized (see period_key) */
@@ -142,7 +177,7 @@ int kpi_hier_apply(PGconn *c, const px_config *cfg, const char *name, int versio
     r = NULL;
     /* the stays: facility, discharge month, outcome, the model's inputs */
     q.len = 0;
-    px_buf_printf(&q, "SELECT w.facility_id::text, (extract(year FROM w.discharge_date) * 12 + extract(month FROM"
+    px_buf_printf(&q, "COPY (SELECT w.facility_id::text, (extract(year FROM w.discharge_date) * 12 + extract(month FROM"
                       " w.discharge_date) - 1)::int, t.%s", lab);
     for (size_t j = 0; j < nf; j++) {
         const px_feature_info *fi = px_model_feature(m, j);
@@ -154,46 +189,61 @@ int kpi_hier_apply(PGconn *c, const px_config *cfg, const char *name, int versio
         px_buf_printf(&q, ", t.%s", id);
         PQfreemem(id);
     }
-    if (px_buf_printf(&q, " FROM %s t JOIN wh.fact_encounter w USING (encounter_id) WHERE t.%s IS NOT NULL",
-                      table_q, lab) < 0) {
+    if (px_buf_printf(&q, " FROM %s t JOIN wh.fact_encounter w USING (encounter_id) WHERE t.%s IS NOT NULL)"
+                          " TO STDOUT", table_q, lab) < 0) {
         rc = px_err_set(e, PX_ENOMEM, "out of memory");
         goto out;
     }
-    if (!PQsendQuery(c, q.data) || !PQsetSingleRowMode(c)) {
-        rc = kpi_db_fail(e, c, NULL, "cannot read a feature table for the hierarchical model");
+    r = PQexec(c, q.data);
+    if (PQresultStatus(r) != PGRES_COPY_OUT) {
+        rc = kpi_db_fail(e, c, r, "cannot read a feature table for the hierarchical model");
         goto out;
     }
-    while ((r = PQgetResult(c)) != NULL) {
-        ExecStatusType st = PQresultStatus(r);
-        if (st == PGRES_SINGLE_TUPLE && rc == 0) {
-            double y = num_text(PQgetisnull(r, 0, 2) ? NULL : PQgetvalue(r, 0, 2));
-            for (size_t j = 0; j < nf; j++) {
-                const px_feature_info *fi = px_model_feature(m, j);
-                const char *v = PQgetisnull(r, 0, (int)j + 3) ? NULL : PQgetvalue(r, 0, (int)j + 3);
-                if (fi->kind == PX_COL_CATEGORICAL && v) {
-                    char **hit = fi->nlevels ? bsearch(v, fi->levels, fi->nlevels, sizeof *fi->levels, cmp_lvl) : NULL;
-                    raw[j] = hit ? (double)(hit - fi->levels) : (double)fi->ref;
-                } else {
-                    raw[j] = num_text(v);
+    PQclear(r);
+    r = NULL;
+    {
+        char *line = NULL;
+        int cl;
+        while ((cl = PQgetCopyData(c, &line, 0)) > 0) {
+            if (rc == 0) {
+                char *p = line, *end = line + cl;
+                int ok = 1;
+                char *fac_s = copy_field(&p, end, &ok), *ym_s = copy_field(&p, end, &ok);
+                double y = num_text(copy_field(&p, end, &ok));
+                for (size_t j = 0; j < nf && ok; j++) {
+                    const px_feature_info *fi = px_model_feature(m, j);
+                    const char *v = copy_field(&p, end, &ok);
+                    if (fi->kind == PX_COL_CATEGORICAL && v) {
+                        char **hit =
+                            fi->nlevels ? bsearch(v, fi->levels, fi->nlevels, sizeof *fi->levels, cmp_lvl) : NULL;
+                        raw[j] = hit ? (double)(hit - fi->levels) : (double)fi->ref;
+                    } else {
+                        raw[j] = num_text(v);
+                    }
+                }
+                double eta;
+                int fac = ok && fac_s ? fac_of(out, fac_s) : -1;
+                if (!ok || !(y >= 0) || fac < 0 || !ym_s) {
+                    rc = px_err_set(e, PX_EINVAL, "feature table %s has a row without a valid label '%s' or facility",
+                                    table_q, label);
+                } else if ((rc = px_hier_eta(h, m, raw, &eta, e)) == 0) {
+                    if (n == cap) {
+                        size_t nc = cap ? cap * 2 : 65536;
+                        hrow *nr = realloc(rows, nc * sizeof *nr);
+                        if (!nr) rc = px_err_set(e, PX_ENOMEM, "out of memory");
+                        else rows = nr, cap = nc;
+                    }
+                    if (rc == 0) rows[n++] = (hrow){fac, atoi(ym_s), 0, eta, y};
                 }
             }
-            double eta;
-            int fac = fac_of(out, PQgetvalue(r, 0, 0));
-            if (!(y >= 0) || fac < 0) {
-                rc = px_err_set(e, PX_EINVAL, "feature table %s has a row without a valid label '%s' or facility",
-                                table_q, label);
-            } else if ((rc = px_hier_eta(h, m, raw, &eta, e)) == 0) {
-                if (n == cap) {
-                    size_t nc = cap ? cap * 2 : 65536;
-                    hrow *nr = realloc(rows, nc * sizeof *nr);
-                    if (!nr) rc = px_err_set(e, PX_ENOMEM, "out of memory");
-                    else rows = nr, cap = nc;
-                }
-                if (rc == 0) rows[n++] = (hrow){fac, atoi(PQgetvalue(r, 0, 1)), 0, eta, y};
-            }
-        } else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && rc == 0) {
-            rc = kpi_db_fail(e, c, r, "cannot read a feature table for the hierarchical model");
+            PQfreemem(line);   /* a failed row: the stream is drained so the connection stays usable */
+            line = NULL;
         }
+        if (cl == -2 && rc == 0) rc = kpi_db_fail(e, c, NULL, "lost the connection while reading a feature table");
+    }
+    while ((r = PQgetResult(c)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0)
+            rc = kpi_db_fail(e, c, r, "cannot read a feature table for the hierarchical model");
         PQclear(r);
     }
     r = NULL;
