@@ -925,7 +925,7 @@ static void hier_cell(cell *x, const cell *sys, const kpi_hier *hier)
         return;
     }
     x->oe_flag = x->flag;
-    x->adjustment = x->utype == U_SYSTEM ? "indirect" : "indirect";
+    x->adjustment = "indirect";   /* system headline and departments: O/E with the pooled model */
     if (x->utype != U_FACILITY) return;
     const kpi_hier *h = &hier[x->measure == PX_KPI_READMISSION ? 0 : x->measure == PX_KPI_MORTALITY ? 1 : 2];
     if (!h->available) return;
