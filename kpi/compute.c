@@ -103,12 +103,17 @@ const char *kpi_method_words(px_kpi_measure m)
                "from there; risk-standardized rate = O/E x system crude rate; worse/better when the O/E "
                "interval excludes 1; EB: AHRQ reliability-weighted shrinkage to the system rate, "
                "DerSimonian-Laird signal variance; funnel: Spiegelhalter (2005) interpolated exact Poisson "
-               "limits at the unit's expected events";
+               "limits at the unit's expected events; facilities (adjustment = hierarchical): CMS standardized "
+               "ratio sr = predicted / expected from the model's stored random-intercept model, srsr = sr x system "
+               "rate, flag from the sr interval (normal posterior of the facility intercept); system and "
+               "departments: indirect (O/E); intervals treat model coefficients as known";
     case PX_KPI_LOS:
         return "crude mean with Student t interval; expected = sum of the model's expected days; O/E = "
                "sum(days) / sum(expected) with a robust (HC0 sandwich, log-scale) interval; risk-standardized "
                "ALOS = O/E x system mean; worse/better when the O/E interval excludes 1; EB: AHRQ reliability "
-               "weight; funnel: normal limits with the system's per-stay residual variance";
+               "weight; funnel: normal limits with the system's per-stay residual variance; facilities (adjustment = "
+               "hierarchical): standardized ratio from the model's stored random-intercept Poisson model, flag from "
+               "its interval; intervals treat model coefficients as known";
     case PX_KPI_COST:
         return "crude mean cost per encounter with Student t interval; not risk-adjusted";
     default:
@@ -124,6 +129,7 @@ px_kpi_params px_kpi_default_params(void)
     p.conf = 0.95;
     p.min_cases = 25;
     p.byar_min_events = PX_KPI_BYAR_MIN_EVENTS;
+    p.reference = PX_KPI_REF_POOLED;
     return p;
 }
 
@@ -731,6 +737,9 @@ typedef struct cell {
     double fx, f95lo, f95hi, f998lo, f998hi, phi, fvar;
     const char *oe_method, *flag;
     int suppressed;
+    /* facilities: the stored hierarchical model applied (NAN when not) */
+    double sr, sr_lo, sr_hi, srsr, srsr_lo, srsr_hi;
+    const char *adjustment, *oe_flag;
 } cell;
 
 static int cell_cmp(const void *a, const void *b)
@@ -945,6 +954,11 @@ static void crude_cell(cell *x)
     x->rsr = x->rsr_lo = x->rsr_hi = x->eb = x->ebw = NAN;
     x->fx = x->f95lo = x->f95hi = x->f998lo = x->f998hi = x->phi = x->fvar = NAN;
     x->oe_method = NULL;
+    /* nor a hierarchical ratio: the stored random-intercept model belongs to the
+     * same version that failed its gates (or there is none) */
+    x->sr = x->sr_lo = x->sr_hi = x->srsr = x->srsr_lo = x->srsr_hi = NAN;
+    x->adjustment = "none";
+    x->oe_flag = NULL;
     if (x->utype != U_SYSTEM && !x->suppressed) x->flag = "not_adjusted";
 }
 
@@ -1018,6 +1032,64 @@ static int group_stats(cell *g, size_t k, const cell *sys, const px_kpi_params *
 out:
     free(r), free(v), free(sm), free(w), free(z);
     return rc;
+}
+
+/* Applies model k's stored hierarchical model (kpi/hier.c) and records in the
+ * run's model summary whether it was applied and why not. */
+static int hier_apply(PGconn *c, const px_config *cfg, const px_kpi_params *p, int k, model_in *mi, kpi_hier *h,
+                      px_err *e)
+{
+    int rc = 0;
+    memset(h, 0, sizeof *h);
+    if (p->no_hierarchical) {
+        snprintf(h->why, sizeof h->why, "not requested (--no-hierarchical): facilities use indirect standardization");
+    } else if (mi->crude || !mi->m) {
+        snprintf(h->why, sizeof h->why, "not applied: the measure is crude (no risk model may adjust it)");
+    } else {
+        char *tab = quote_table(c, mi->table);
+        if (!tab) return px_err_set(e, PX_ENOMEM, "out of memory");
+        rc = kpi_hier_apply(c, cfg, kpi_risk_model[k], mi->version, mi->m, tab, mi->label, p->periods, p->conf, h, e);
+        free(tab);
+        if (rc) return rc;
+    }
+    cJSON *o = cJSON_AddObjectToObject(mi->info, "hierarchical");
+    if (!o) return px_err_set(e, PX_ENOMEM, "out of memory");
+    cJSON_AddBoolToObject(o, "applied", h->available);
+    if (h->available) {
+        cJSON_AddNumberToObject(o, "tau", h->tau);
+        cJSON_AddNumberToObject(o, "mu", h->mu);
+        cJSON_AddNumberToObject(o, "facilities", (double)h->nfac);
+    }
+    cJSON_AddStringToObject(o, "note", h->why);
+    return 0;
+}
+
+/* The method columns of a cell, and for a facility of a risk-adjusted measure
+ * whose model holds a hierarchical model: its standardized ratio, the
+ * risk-standardized rate (sr x the system's crude rate) and the flag from the
+ * sr interval (the O/E flag is kept in oe_flag). */
+static void hier_cell(cell *x, const cell *sys, const kpi_hier *hier)
+{
+    x->sr = x->sr_lo = x->sr_hi = x->srsr = x->srsr_lo = x->srsr_hi = NAN;
+    x->oe_flag = NULL;
+    int risk = x->measure == PX_KPI_READMISSION || x->measure == PX_KPI_MORTALITY || x->measure == PX_KPI_LOS;
+    if (!risk) {
+        x->adjustment = "none";
+        return;
+    }
+    x->oe_flag = x->flag;
+    x->adjustment = "indirect";   /* system headline and departments: O/E with the pooled model */
+    if (x->utype != U_FACILITY) return;
+    const kpi_hier *h = &hier[x->measure == PX_KPI_READMISSION ? 0 : x->measure == PX_KPI_MORTALITY ? 1 : 2];
+    if (!h->available) return;
+    int i = kpi_hier_find(h, x->kind, x->start, x->unit);
+    if (i < 0) return;
+    const kpi_hier_cell *hc = &h->cells[i];
+    double ref = sys ? sys->rate : NAN;
+    x->adjustment = "hierarchical";
+    x->sr = hc->sr, x->sr_lo = hc->lo, x->sr_hi = hc->hi;
+    x->srsr = hc->sr * ref, x->srsr_lo = hc->lo * ref, x->srsr_hi = hc->hi * ref;
+    if (!x->suppressed) x->flag = hc->lo > 1 ? "worse" : hc->hi < 1 ? "better" : "no_different";
 }
 
 static int days_in_month(int y, int m)
@@ -1098,12 +1170,14 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
     double t0 = kpi_now(), t_score = 0, t_sql = 0;
     int rc = 0, began = 0;
     model_in mi[3];
+    kpi_hier hier[3];
     cells cs = {0};
     px_buf buf = {0};
     cJSON *models = NULL, *inputs = NULL, *method = NULL, *fp = NULL;
     char *models_s = NULL, *inputs_s = NULL, *method_s = NULL, *fp_s = NULL, *batches = NULL;
     PGresult *r = NULL;
     memset(mi, 0, sizeof mi);
+    memset(hier, 0, sizeof hier);
     memset(info, 0, sizeof *info);
     gsl_set_error_handler_off();
     if (!p->periods || (p->periods & ~15) || !(p->conf > 0 && p->conf < 1) || p->min_cases < 0)
@@ -1202,9 +1276,24 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
     cJSON_AddStringToObject(method, "period_assignment", "discharge date");
     cJSON_AddStringToObject(method, "reference",
                             p->reference == PX_KPI_REF_POOLED
-                                ? "pooled: expected = the model's predictions as they are"
-                                : "average facility: predictions shifted by the random-effects mean of the facility "
-                                  "intercepts given the model (CMS-style); see reference_shift per model");
+                                ? "pooled (default): expected = the model's predictions as they are (indirect "
+                                  "standardization); on the rows the model was fitted on the system's expected equals "
+                                  "its observed up to calibration-in-the-large"
+                                : "average facility (explicit option): predictions shifted by the DerSimonian-Laird "
+                                  "mean of the facility intercepts given the model; see reference_shift per model; "
+                                  "unstable when most facilities have few stays");
+    cJSON_AddStringToObject(method, "facility_adjustment",
+                            p->no_hierarchical
+                                ? "indirect standardization only (O/E with the pooled model)"
+                                : "hierarchical (CMS Hospital Compare): the risk model's stored random-intercept model "
+                                  "(hierarchical.json) applied without refitting; per facility x period the "
+                                  "intercept by empirical Bayes with (beta, mu, tau) fixed, sr = predicted / "
+                                  "expected, srsr = sr x the system's crude rate, interval from the intercept's "
+                                  "normal posterior; facility flags from the sr interval; where a model has none, "
+                                  "O/E as for departments");
+    cJSON_AddStringToObject(method, "intervals",
+                            "every interval treats the risk model's coefficients (and the hierarchical model's beta, "
+                            "mu, tau) as known: estimation uncertainty of the models is not propagated");
     for (int m = 0; m < PX_KPI__COUNT; m++) cJSON_AddStringToObject(method, measure_names[m], kpi_method_words(m));
     char kinds_s[64] = "{";
     for (int k = 1, n = 0; k <= PX_KPI_ALL; k <<= 1)
@@ -1293,6 +1382,8 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
                              " expected, observed) FROM STDIN", &buf, e)) != 0)
             goto out;
         info->scored += mi[k].rows;
+        if ((rc = hier_apply(c, cfg, p, k, &mi[k], &hier[k], e)) != 0) goto out;
+        info->hierarchical[k] = hier[k].available;
     }
     /* the models' summaries now carry their reference shifts */
     {
@@ -1347,6 +1438,17 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
         i = j;
     }
 
+    /* facilities: the hierarchical standardized ratios, where a model holds one */
+    for (size_t i = 0; i < cs.n;) {
+        size_t j = i;
+        while (j < cs.n && cs.v[j].measure == cs.v[i].measure && cs.v[j].kind == cs.v[i].kind &&
+               strcmp(cs.v[j].start, cs.v[i].start) == 0)
+            j++;
+        const cell *sys = cs.v[i].utype == U_SYSTEM ? &cs.v[i] : NULL;
+        for (size_t t = i; t < j; t++) hier_cell(&cs.v[t], sys, hier);
+        i = j;
+    }
+
     /* store the cells */
     buf.len = 0;
     for (size_t i = 0; i < cs.n; i++) {
@@ -1383,6 +1485,10 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
             px_buf_adds(&buf, "\t\\N");
         put_str(&buf, batches);
         put_str(&buf, crude ? crude_method_words(x->measure) : kpi_method_words(x->measure));
+        double vals4[] = {x->sr, x->sr_lo, x->sr_hi, x->srsr, x->srsr_lo, x->srsr_hi};
+        for (size_t v = 0; v < sizeof vals4 / sizeof *vals4; v++) put_num(&buf, sup ? sup_nan : vals4[v]);
+        put_str(&buf, x->adjustment);
+        put_str(&buf, sup ? NULL : x->oe_flag);
         if (px_buf_addc(&buf, '\n') < 0) {
             rc = px_err_set(e, PX_ENOMEM, "out of memory");
             goto out;
@@ -1393,7 +1499,8 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
                       " unit, n, observed, expected, rate, rate_lo, rate_hi, expected_rate, oe, oe_lo, oe_hi,"
                       " oe_method, rsr, rsr_lo, rsr_hi, eb_rate, eb_weight, funnel_x, funnel95_lo, funnel95_hi,"
                       " funnel998_lo, funnel998_hi, funnel_phi, funnel_var, flag, suppressed, model_name,"
-                      " model_version, source_batches, method) FROM STDIN",
+                      " model_version, source_batches, method, sr, sr_lo, sr_hi, srsr, srsr_lo, srsr_hi,"
+                      " adjustment, oe_flag) FROM STDIN",
                       &buf, e)) != 0)
         goto out;
     info->results = (long long)cs.n;
@@ -1417,10 +1524,12 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
     if ((rc = exec_ok(c, e, "COMMIT", "cannot commit the KPI run")) != 0) goto out;
     began = 0;
     snprintf(info->summary, sizeof info->summary,
-             "run %lld: %lld result rows from %lld stays (%lld scored; readmission v%d, mortality v%d, los v%d)"
-             " in %.2f s",
+             "run %lld: %lld result rows from %lld stays (%lld scored; readmission v%d, mortality v%d, los v%d;"
+             " facilities by the hierarchical ratio: %s, %s, %s) in %.2f s",
              info->run_id, info->results, info->encounters, info->scored, mi[0].version, mi[1].version,
-             mi[2].version, info->seconds);
+             mi[2].version, info->hierarchical[0] ? "yes" : mi[0].crude ? "no (crude)" : "no (O/E)",
+             info->hierarchical[1] ? "yes" : mi[1].crude ? "no (crude)" : "no (O/E)",
+             info->hierarchical[2] ? "yes" : mi[2].crude ? "no (crude)" : "no (O/E)", info->seconds);
     if (info->notes[0]) {
         size_t l = strlen(info->summary);
         snprintf(info->summary + l, sizeof info->summary - l, "; %s", info->notes);
@@ -1428,7 +1537,7 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
 out:
     PQclear(r);
     if (began) exec_ok(c, NULL, "ROLLBACK", "rollback");
-    for (int k = 0; k < 3; k++) model_close(&mi[k]);
+    for (int k = 0; k < 3; k++) model_close(&mi[k]), kpi_hier_free(&hier[k]);
     cells_free(&cs);
     px_buf_release(&buf);
     cJSON_Delete(fp);

@@ -49,4 +49,36 @@ int kpi_svg_funnel(px_buf *b, const char *aria, const kpi_point *p, size_t n, kp
 int kpi_svg_trend(px_buf *b, const char *aria, const kpi_point *p, size_t n, const double *expected, int pct,
                   const char *ylabel);
 
+
+/* ---- the stored hierarchical model, applied (hier.c) ---- */
+
+/* One facility x period: the empirical-Bayes intercept u (SD sd) with the
+ * stored (beta, mu, tau) fixed, predicted / expected = sr with its interval. */
+typedef struct kpi_hier_cell {
+    int kind, fac;
+    char start[16];       /* period start as the aggregation labels it ("1900-01-01" for all) */
+    double n, u, sd, predicted, expected, sr, lo, hi;
+} kpi_hier_cell;
+
+typedef struct kpi_hier {
+    int available;        /* 0: no hierarchical.json with the version (why says so) */
+    double tau, mu;
+    long long rows;
+    char **facs;          /* facility names, byte order */
+    size_t nfac;
+    kpi_hier_cell *cells;
+    size_t ncells;
+    char why[320];
+} kpi_hier;
+
+/* Reads and verifies hierarchical.json of version (name, version) (absent: 0
+ * with out->available = 0), scores every labelled row of the feature table
+ * table_q (quoted) with it and fills the cells of the requested period kinds.
+ * A tampered file fails the run (PX_ECORRUPT). */
+int kpi_hier_apply(PGconn *c, const px_config *cfg, const char *name, int version, const px_model *m,
+                   const char *table_q, const char *label, int kinds, double conf, kpi_hier *out, px_err *e);
+/* Index of a cell in h->cells, or -1. */
+int kpi_hier_find(const kpi_hier *h, int kind, const char *start, const char *unit);
+void kpi_hier_free(kpi_hier *h);
+
 #endif

@@ -146,8 +146,10 @@ int px_kpi_periods_parse(const char *s, int *flags);
 
 /* What a unit's outcomes are compared with. */
 typedef enum {
-    PX_KPI_REF_FACILITY,   /* the average facility (default, as CMS): see px_kpi_compute */
-    PX_KPI_REF_POOLED      /* the risk model's predictions exactly as they are */
+    PX_KPI_REF_FACILITY,   /* explicit option: predictions shifted to the DerSimonian-Laird "average
+                            * facility" (unstable when most facilities have few stays) */
+    PX_KPI_REF_POOLED      /* default: the risk model's predictions exactly as they are (indirect
+                            * standardization; cannot invert a system-level headline) */
 } px_kpi_reference;
 
 typedef struct px_kpi_params {
@@ -158,7 +160,8 @@ typedef struct px_kpi_params {
     int min_cases;               /* cells with fewer cases are suppressed (default 25, CMS) */
     double byar_min_events;      /* see px_kpi_oe (default PX_KPI_BYAR_MIN_EVENTS) */
     int overdispersion;          /* 1: funnel limits widened by Spiegelhalter's phi when > 1 */
-    px_kpi_reference reference;  /* default PX_KPI_REF_FACILITY */
+    px_kpi_reference reference;  /* default PX_KPI_REF_POOLED */
+    int no_hierarchical;         /* 1: facilities by O/E only, even where a model stores a hierarchical model */
     int force;                   /* 1: compute even if an identical run is stored */
     int allow_failed_gates;      /* 1: adjust with a risk model that failed its quality gates
                                   * (default 0: such a model adjusts nothing; see below) */
@@ -171,6 +174,7 @@ typedef struct px_kpi_run_info {
     int unchanged;               /* 1: identical inputs and method already computed; nothing stored */
     int model_version[3];        /* readmission, mortality, los */
     double reference_shift[3];   /* the shift applied to each model's predictions (0: none) */
+    int hierarchical[3];         /* 1: the model's stored hierarchical model gave the facilities' sr */
     long long encounters;        /* stays in the warehouse */
     long long scored;            /* feature-table rows scored, all models */
     long long results;           /* rows written to kpi.results */
@@ -194,13 +198,17 @@ typedef struct px_kpi_run_info {
 
 /* Computes every measure for every period of the requested kinds and unit
  * (system, facility, department) and stores them under a new kpi.runs row in one
- * transaction. Expected counts are the sums of the risk model's predictions; with
- * the default reference (PX_KPI_REF_FACILITY) each prediction is first shifted by
- * one constant per model (log-odds for probabilities, log scale for days): the
- * random-effects mean of the facilities' own intercepts given the model, so that
- * the average facility, not the volume-weighted pool, is "as expected" (CMS's
- * definition of expected). The patient-level ranking and the model are unchanged;
- * the shift is stored with the run. Needs the feature tables and a registered version of each risk
+ * transaction. Expected counts are the sums of the risk model's predictions
+ * (indirect standardization, the default for every O/E and for the system-level
+ * headline: on the rows the model was fitted on, expected = observed up to
+ * calibration-in-the-large). Facilities additionally get the CMS hierarchical
+ * standardized ratio (sr, srsr) where the model version stores a hierarchical
+ * model (hierarchical.json, fitted at training), applied without refitting
+ * (kpi/hier.c); their flag then comes from the sr interval (oe_flag keeps the
+ * O/E one); kpi.results.adjustment names the method of each row. With
+ * PX_KPI_REF_FACILITY (an explicit option) each prediction is first shifted by
+ * the DerSimonian-Laird mean of the facilities' intercepts (stored as
+ * reference_shift). Every interval treats the models' coefficients as known. Needs the feature tables and a registered version of each risk
  * model; a model that is not registered is an error naming it (measures cannot
  * be risk-adjusted without one). Returns 0; PX_ENOTHING when an identical run
  * exists (same model versions, batches, feature builds and method; info->run_id

@@ -29,6 +29,8 @@ typedef struct row {
     double fx, f95lo, f95hi, f998lo, f998hi, phi, fvar;
     char flag[16], oe_method[16];
     int suppressed, version;
+    double sr, srlo, srhi, srsr, srsrlo, srsrhi;   /* hierarchical (facilities), NAN when none */
+    char adjustment[16];                          /* none, indirect, hierarchical */
 } row;
 
 typedef struct run_info {
@@ -61,7 +63,8 @@ static int load_rows(PGconn *c, const run_info *ri, rows *out, px_err *e)
         "SELECT measure, unit_type, unit, period, period_start, period_end, n, observed, expected, rate, rate_lo,"
         " rate_hi, expected_rate, oe, oe_lo, oe_hi, rsr, rsr_lo, rsr_hi, eb_rate, eb_weight, funnel_x,"
         " funnel95_lo, funnel95_hi, funnel998_lo, funnel998_hi, funnel_phi, funnel_var, flag, suppressed,"
-        " coalesce(oe_method, ''), coalesce(model_version, 0)"
+        " coalesce(oe_method, ''), coalesce(model_version, 0), sr, sr_lo, sr_hi, srsr, srsr_lo, srsr_hi,"
+        " coalesce(adjustment, '')"
         " FROM kpi.results WHERE run_id = $1::bigint AND period_kind = $2"
         " ORDER BY period_start, measure, unit_type, unit",
         2, NULL, pp, NULL, NULL, 0);
@@ -95,6 +98,9 @@ static int load_rows(PGconn *c, const run_info *ri, rows *out, px_err *e)
         x->suppressed = PQgetvalue(r, t, 29)[0] == 't';
         snprintf(x->oe_method, sizeof x->oe_method, "%s", PQgetvalue(r, t, 30));
         x->version = atoi(PQgetvalue(r, t, 31));
+        double *h[] = {&x->sr, &x->srlo, &x->srhi, &x->srsr, &x->srsrlo, &x->srsrhi};
+        for (int j = 0; j < 6; j++) *h[j] = dbl(r, t, 32 + j);
+        snprintf(x->adjustment, sizeof x->adjustment, "%s", PQgetvalue(r, t, 38));
     }
     out->n = n;
 out:
@@ -203,6 +209,9 @@ static void dp_apply(rows *rs, const px_kpi_report_params *p, double conf, doubl
         double keep_n = x->n;
         x->rate = x->rlo = x->rhi = x->erate = x->oe = x->oelo = x->oehi = NAN;
         x->rsr = x->rsrlo = x->rsrhi = x->eb = x->ebw = NAN;
+        x->sr = x->srlo = x->srhi = x->srsr = x->srsrlo = x->srsrhi = NAN;   /* flags below come from the noisy O/E */
+        if (x->adjustment[0] && strcmp(x->adjustment, "none") != 0)
+            snprintf(x->adjustment, sizeof x->adjustment, "indirect");
         x->fx = x->f95lo = x->f95hi = x->f998lo = x->f998hi = x->phi = x->fvar = NAN;
         x->oe_method[0] = 0;
         if (x->measure == PX_KPI_LOS || x->measure == PX_KPI_COST) {
@@ -514,7 +523,8 @@ static int league(px_buf *b, const rows *rs, const run_info *ri, int m, int utyp
     }
     px_buf_printf(b, "<table class='league' data-measure='%s' data-unit-type='%s'><thead><tr><th class='u'>%s</th>"
                      "<th>cases</th><th>observed</th><th>expected</th><th>crude</th><th>expected rate</th>"
-                     "<th>O/E (95%% CI)</th><th>risk-standardized (95%% CI)</th><th>smoothed (EB)</th>"
+                     "<th>O/E (95%% CI)</th><th>risk-standardized (95%% CI)</th>"
+                     "<th>standardized ratio, hierarchical (95%% CI)</th><th>smoothed (EB)</th>"
                      "<th class='u'>assessment</th></tr></thead><tbody>",
                   px_kpi_measure_name(m), what, what);
     for (size_t i = 0; i < n; i++) {
@@ -535,13 +545,16 @@ static int league(px_buf *b, const rows *rs, const run_info *ri, int m, int utyp
         data_attr(b, "oe-hi", x->oehi);
         data_attr(b, "rsr", x->rsr);
         data_attr(b, "eb", x->eb);
-        px_buf_printf(b, " data-flag='%s'><td class='u'>", x->flag);
+        data_attr(b, "sr", x->sr);
+        data_attr(b, "sr-lo", x->srlo);
+        data_attr(b, "sr-hi", x->srhi);
+        px_buf_printf(b, " data-adjustment='%s' data-flag='%s'><td class='u'>", x->adjustment, x->flag);
         kpi_html_esc(b, x->unit);
         char cases[32];
         thousands(cases, sizeof cases, x->n);
         px_buf_printf(b, "</td><td class='n'>%s</td>", cases);
         if (x->suppressed) {
-            px_buf_printf(b, "<td colspan='7'>%s</td><td class='u f'>%s</td></tr>",
+            px_buf_printf(b, "<td colspan='8'>%s</td><td class='u f'>%s</td></tr>",
                           dp && strcmp(x->flag, "withheld") == 0 ? "not released in the private release"
                                                                   : "suppressed: fewer than 25 cases",
                           flag_words(x->flag));
@@ -562,9 +575,15 @@ static int league(px_buf *b, const rows *rs, const run_info *ri, int m, int utyp
         fmt_val(rv, sizeof rv, m, x->rsr);
         snprintf(rsr, sizeof rsr, "%s (%s &ndash; %s)", rv, a, z);
         fmt_val(eb, sizeof eb, m, x->eb);
+        char sr[128];
+        if (isfinite(x->sr))
+            snprintf(sr, sizeof sr, "%.2f (%.2f &ndash; %.2f)", x->sr, x->srlo, x->srhi);
+        else
+            snprintf(sr, sizeof sr, "&ndash;");
         px_buf_printf(b, "<td>%s</td><td>%s</td><td class='rate'>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
-                         "<td class='u f'>%s</td></tr>",
-                      o, e, r, er, oe, rsr, eb, flag_words(x->flag));
+                         "<td>%s</td><td class='u f'>%s%s</td></tr>",
+                      o, e, r, er, oe, rsr, sr, eb, flag_words(x->flag),
+                      strcmp(x->adjustment, "hierarchical") == 0 ? " (hierarchical)" : "");
     }
     px_buf_adds(b, "</tbody></table>");
     if (utype == 1 && np && !dp) {
@@ -654,8 +673,23 @@ static void method_section(px_buf *b, PGconn *c, const run_info *ri, const px_kp
         "length of stay it is a robust (sandwich) interval on the log scale. The <i>risk-standardized</i> rate is "
         "O/E times the system's crude rate. Crude rates carry Wilson score intervals; means carry Student t "
         "intervals. All intervals are %.0f%%.</p>"
-        "<p><b>Flags.</b> A unit is <i>worse</i> (or <i>better</i>) than expected when its O/E interval lies "
-        "entirely above (below) 1, else <i>no different</i>. With many units, about 1 in 20 is flagged by "
+        "<p><b>Hierarchical standardized ratio (facilities).</b> Where the risk model's version stores a "
+        "hierarchical model (fitted when the model was trained: a random-intercept model with facility intercepts "
+        "~ N(mu, tau<sup>2</sup>), by the Laplace approximation, as CMS Hospital Compare and lme4::glmer do), each "
+        "facility's intercept is estimated from its own stays with the stored coefficients fixed (empirical "
+        "Bayes: small facilities are pulled towards mu), and its <i>standardized ratio</i> is predicted (at the "
+        "facility's intercept) / expected (at mu) over its stays; times the system's crude rate it is the CMS "
+        "risk-standardized rate. Its interval comes from the normal posterior of the facility's intercept. The "
+        "column <i>adjustment</i> of each row says which method it uses: <i>hierarchical</i> (facilities with a "
+        "stored model), <i>indirect</i> (O/E with the pooled model: the system headline, departments, and "
+        "facilities of a model without one). The system headline always uses indirect standardization: on the "
+        "rows the model was fitted on, the system's expected equals its observed up to calibration, so the "
+        "headline cannot be inverted by the choice of reference. <b>Every interval treats the models' "
+        "coefficients as known</b>: their estimation uncertainty is not propagated (the bootstrap intervals "
+        "stored with the hierarchical model, hierarchical.json, include it for the training data).</p>"
+        "<p><b>Flags.</b> A facility with a hierarchical ratio is <i>worse</i> (or <i>better</i>) than expected "
+        "when that ratio's interval lies entirely above (below) 1; other units when their O/E interval does; else "
+        "<i>no different</i>. With many units, about 1 in 20 is flagged by "
         "chance alone at 95%%. Cells with fewer than %.0f cases are suppressed and shown as such, following the "
         "CMS Hospital Compare convention.</p>"
         "<p><b>Smoothed rates.</b> In the manner of the AHRQ Quality Indicators, each unit's risk-standardized "
@@ -667,11 +701,11 @@ static void method_section(px_buf *b, PGconn *c, const run_info *ri, const px_kp
         "Over-dispersion adjustment: %s.</p>",
         strncmp(cJSON_GetStringValue(cJSON_GetObjectItem(mt, "reference")) ? cJSON_GetStringValue(cJSON_GetObjectItem(mt, "reference")) : "", "pooled", 6) == 0
             ? "The predictions are used exactly as the model gives them."
-            : "As in the CMS measures, expected is what the <i>average facility</i> would have had with these "
-              "patients: the model was fitted to all facilities pooled, so before summing, each model's "
-              "predictions are shifted by one constant (on the log-odds scale for rates, the log scale for days), "
-              "the random-effects mean of the facilities' own intercepts given the model (listed with the models "
-              "below).",
+            : "This run used the explicit <i>average facility</i> reference: before summing, each model's "
+              "predictions were shifted by one constant (on the log-odds scale for rates, the log scale for days), "
+              "the DerSimonian-Laird mean of the facilities' own intercepts given the model (listed with the "
+              "models below). It is unstable when most facilities have few stays; the default is the pooled "
+              "model's predictions as they are.",
         byar, conf * 100, minc,
         od ? "on (limits widened by the square root of the Winsorized mean squared z-score when it exceeds 1)"
            : "off");
@@ -710,6 +744,12 @@ static void method_section(px_buf *b, PGconn *c, const run_info *ri, const px_kp
         cJSON *sh = cJSON_GetObjectItem(mj, "reference_shift");
         if (cJSON_IsNumber(sh) && sh->valuedouble != 0)
             px_buf_printf(b, ", reference shift %+.4f (%s scale)", sh->valuedouble, k < 2 ? "log-odds" : "log");
+        cJSON *hj = cJSON_GetObjectItem(mj, "hierarchical");
+        const char *hnote = cJSON_GetStringValue(cJSON_GetObjectItem(hj, "note"));
+        if (hnote) {
+            px_buf_adds(b, "; ");
+            kpi_html_esc(b, hnote);
+        }
         if (fp) {
             px_buf_adds(b, ", training data fingerprint ");
             char s[17];
@@ -889,6 +929,13 @@ static char *json_doc(const rows *rs, const run_info *ri, const px_kpi_report_pa
         jnum(o, "rsr_hi", x->rsrhi);
         jnum(o, "eb_rate", x->eb);
         jnum(o, "eb_weight", x->ebw);
+        jnum(o, "sr", x->sr);
+        jnum(o, "sr_lo", x->srlo);
+        jnum(o, "sr_hi", x->srhi);
+        jnum(o, "srsr", x->srsr);
+        jnum(o, "srsr_lo", x->srsrlo);
+        jnum(o, "srsr_hi", x->srsrhi);
+        cJSON_AddStringToObject(o, "adjustment", x->adjustment);
         cJSON_AddStringToObject(o, "flag", x->flag);
         cJSON_AddBoolToObject(o, "suppressed", x->suppressed);
         if (x->version)
@@ -928,7 +975,7 @@ static int csv_doc(px_buf *b, const rows *rs, const run_info *ri)
 {
     px_buf_adds(b, "run_id,measure,unit_type,unit,period,period_start,period_end,n,observed,expected,rate,rate_lo,"
                    "rate_hi,expected_rate,oe,oe_lo,oe_hi,oe_method,rsr,rsr_lo,rsr_hi,eb_rate,eb_weight,flag,"
-                   "suppressed,model_version\n");
+                   "suppressed,model_version,sr,sr_lo,sr_hi,srsr,srsr_lo,srsr_hi,adjustment\n");
     for (size_t i = 0; i < rs->n; i++) {
         const row *x = &rs->v[i];
         if (strcmp(x->period, ri->period) != 0) continue;
@@ -942,6 +989,9 @@ static int csv_doc(px_buf *b, const rows *rs, const run_info *ri)
         for (size_t j = 0; j < sizeof w / sizeof *w; j++) csv_num(b, w[j]);
         px_buf_printf(b, ",%s,%s,", x->flag, x->suppressed ? "true" : "false");
         if (x->version) px_buf_printf(b, "%d", x->version);
+        double hs[] = {x->sr, x->srlo, x->srhi, x->srsr, x->srsrlo, x->srsrhi};
+        for (size_t j = 0; j < sizeof hs / sizeof *hs; j++) csv_num(b, hs[j]);
+        px_buf_printf(b, ",%s", x->adjustment);
         px_buf_addc(b, '\n');
     }
     return b->data ? 0 : PX_ENOMEM;

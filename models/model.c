@@ -824,3 +824,48 @@ void px_model_bounds(const px_model *m, double *eta_lo, double *eta_hi, double *
     if (lo) *lo = m->v_lo;
     if (hi) *hi = m->v_hi;
 }
+
+/* ---- the design matrix, for models fitted on the same encoding (glmm.c) ---- */
+
+size_t px_model_ncols(const px_model *m)
+{
+    return m->ncols;
+}
+
+int px_model_design_row(const px_model *m, const double *raw, double *out, px_err *e)
+{
+    int rc = px_enc_check(m->f, m->nf, raw, e);
+    if (rc == 0) px_enc_row(m->f, m->nf, raw, out, m->ncols);
+    return rc;
+}
+
+int px_model_design(const px_model *m, const px_dataset *d, const size_t *rows, size_t n, double *X, px_err *e)
+{
+    int *dcol = malloc((m->nf ? m->nf : 1) * sizeof *dcol);
+    double *raw = malloc((m->nf ? m->nf : 1) * sizeof *raw);
+    size_t **maps = NULL;
+    int rc = 0;
+    if (!dcol || !raw) {
+        rc = px_err_set(e, PX_ENOMEM, "out of memory");
+        goto done;
+    }
+    if ((rc = match_columns(m, d, dcol, e)) < 0) goto done;
+    if (!(maps = level_maps(m, d, dcol))) {
+        rc = px_err_set(e, PX_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t r = 0; r < n; r++) {
+        size_t i = rows ? rows[r] : r;
+        if (i >= d->n) {
+            rc = px_err_set(e, PX_EINVAL, "dataset '%s': row %zu out of range", d->table, i);
+            goto done;
+        }
+        if ((rc = raw_of_row(m, d, dcol, maps, i, raw, e)) < 0) goto done;
+        if ((rc = px_model_design_row(m, raw, X + r * m->ncols, e)) < 0) goto done;
+    }
+done:
+    free_maps(maps, m->nf);
+    free(dcol);
+    free(raw);
+    return rc;
+}

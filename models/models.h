@@ -209,6 +209,111 @@ int px_model_save(const px_model *m, px_buf *out, px_err *e);
  * must have passed the registry's integrity check (see px_svm_load). */
 px_model *px_model_load(const unsigned char *bytes, size_t len, px_err *e);
 
+/* ---- random-intercept GLM (glmm.c) -------------------------------------- */
+
+/* The hierarchical model CMS's Hospital Compare measures use: eta_i = x_i'beta +
+ * u_j(i), unit (facility) intercepts u_j ~ N(0, tau^2) around the fixed intercept
+ * mu = beta[0]; logit for 0/1 outcomes, Poisson/log for counts (days). Fitted by
+ * the Laplace approximation, the deviance lme4::glmer(..., nAGQ = 1) optimizes,
+ * by Newton steps on (beta, tau) with each unit's conditional mode a 1-D Newton
+ * problem; agrees with glmer to the tolerance stated in tests/unit/test_glmm.c. */
+typedef struct px_glmm_params {
+    int max_iter;       /* outer Newton iterations (default 200) */
+    double tol;         /* stop when the Newton decrement / 2 < tol (|F| + 1) (default 1e-12) */
+    int threads;        /* threads for the starting pooled GLM (default 2) */
+    const double *start;/* NULL: start from the pooled GLM and tau = 0.5; else k + 1 values
+                         * (beta, then tau > 0), e.g. a previous fit's (the bootstrap's refits) */
+} px_glmm_params;
+
+px_glmm_params px_glmm_default_params(void);
+
+typedef struct px_glmm_fit {
+    px_algo algo;       /* PX_ALGO_LOGIT or PX_ALGO_POISSON */
+    size_t k;           /* fixed effects, column 0 the intercept mu */
+    double *beta;       /* k */
+    double *se;         /* k: from the profiled information with tau fixed (as glmer's vcov) */
+    double tau;         /* SD of the unit intercepts (>= 0) */
+    size_t ngroups;
+    double *mode;       /* ngroups conditional modes of u_j (log-odds / log scale), glmer's ranef */
+    double *post_sd;    /* ngroups conditional SDs of u_j, glmer's condVar */
+    size_t *n_group;    /* ngroups rows per unit */
+    double *y_group;    /* ngroups sums of the outcome per unit */
+    double deviance;    /* -2 x the Laplace log-likelihood (glmer's -2 logLik) */
+    int iterations, converged;
+    char warning[256];
+} px_glmm_fit;
+
+/* X: n x k row-major design, column 0 all ones; y: 0/1 (logit) or counts
+ * >= 0 (poisson; a non-integer y is fitted by the same quasi-likelihood); group: n unit indexes in 0..ngroups-1, every unit
+ * with at least one row. Fills *fit (release with px_glmm_fit_release).
+ * Returns 0, PX_EINVAL (bad input naming the row, separation, a singular
+ * design), PX_ENOMEM. */
+int px_glmm_fit_dense(px_algo algo, const double *X, const double *y, const size_t *group, size_t n, size_t k,
+                      size_t ngroups, const px_glmm_params *p, px_glmm_fit *fit, px_err *e);
+void px_glmm_fit_release(px_glmm_fit *fit);   /* accepts a zeroed or released struct */
+
+/* Applying a fitted model to one unit's rows without refitting: eta: the n rows'
+ * fixed-effect linear predictors x_i'beta (mu included), y their outcomes. The
+ * unit's intercept is estimated by empirical Bayes with (beta, tau) fixed (the
+ * conditional mode, a 1-D Newton problem, and its conditional SD sd). Then
+ * predicted = sum g(eta_i + u), expected = sum g(eta_i) (the average unit),
+ * ratio = predicted / expected (CMS's standardized ratio), and its interval from
+ * the unit's normal posterior: predicted is increasing in u, so the interval is
+ * exactly [P(u - z sd), P(u + z sd)] / expected. tau = 0 gives ratio 1. */
+typedef struct px_glmm_unit {
+    double u, sd, predicted, expected, ratio, lo, hi;
+} px_glmm_unit;
+
+int px_glmm_unit_ratio(px_algo algo, const double *eta, const double *y, size_t n, double tau, double conf,
+                       px_glmm_unit *out);
+
+/* ---- the hierarchical model of a risk model (glmm.c) --------------------- */
+
+/* The random-intercept model fitted on the same encoded design as a GLM risk
+ * model (same columns, standardized the same way), with the units (facilities)
+ * named: what `prognos train` stores with a version as hierarchical.json and
+ * `kpi compute` applies without refitting. */
+typedef struct px_hier px_hier;   /* opaque */
+
+typedef struct px_hier_params {
+    px_glmm_params glmm;
+    int boot;           /* bootstrap draws over units, CMS-style (default 20; 0 = none) */
+    uint64_t seed;      /* the bootstrap's seed (default 1): same seed, same intervals */
+    double conf;        /* interval level (default 0.95) */
+} px_hier_params;
+
+px_hier_params px_hier_default_params(void);
+
+/* Fits on rows (NULL: all) of d, whose unit of each row is the text column
+ * d->extra[unit_col] (rows without a unit are left out). m: a logit or poisson
+ * model fitted on d's columns (its encoding is reused). Per unit it stores
+ * the conditional mode and SD of the intercept, the standardized ratio
+ * predicted / expected on the unit's rows with its normal-posterior interval
+ * (coefficients known), and with boot > 0 the CMS bootstrap interval (units
+ * resampled with replacement, the model refitted, each unit's intercept drawn
+ * from its posterior under the refitted parameters; 2.5th/97.5th percentiles).
+ * NULL on error (message says why). */
+px_hier *px_hier_fit(const px_model *m, const px_dataset *d, const size_t *rows, size_t nrows, size_t unit_col,
+                     const px_hier_params *p, px_err *e);
+void px_hier_free(px_hier *h);   /* accepts NULL */
+/* hierarchical.json (cJSON, formatted, numbers %.17g-exact); caller frees with free(). NULL on ENOMEM. */
+char *px_hier_json(const px_hier *h);
+/* Parses hierarchical.json for the model it was fitted with (the design
+ * columns must match m's). PX_ECORRUPT on anything malformed. */
+px_hier *px_hier_parse(const char *text, size_t len, const px_model *m, px_err *e);
+px_algo px_hier_algo(const px_hier *h);
+double px_hier_tau(const px_hier *h);
+const px_glmm_fit *px_hier_glmm(const px_hier *h);   /* the fit (valid while h lives) */
+/* Fixed-effect linear predictor (mu included, no unit intercept) of one raw
+ * instance in m's feature order (as px_model_predict takes it). */
+int px_hier_eta(const px_hier *h, const px_model *m, const double *raw, double *eta, px_err *e);
+
+/* Design rows on a model's encoding: ncols = intercept + encoded columns. */
+size_t px_model_ncols(const px_model *m);
+int px_model_design_row(const px_model *m, const double *raw, double *out, px_err *e);
+/* X: n x px_model_ncols(m), from the rows of d (columns matched by name, levels by text). */
+int px_model_design(const px_model *m, const px_dataset *d, const size_t *rows, size_t n, double *X, px_err *e);
+
 /* ---- evaluation ---------------------------------------------------------- */
 
 #define PX_EVAL_GROUPS 10

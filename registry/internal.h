@@ -103,4 +103,15 @@ cJSON *reg_json_parse(const char *text, const char *dflt, int want_array, const 
 /* cJSON_Print (formatted) plus a trailing newline; caller frees. NULL on ENOMEM. */
 char *reg_json_print(const cJSON *j);
 
+
+/* ---- hier.c: the hierarchical model stored with a GLM version ----------- */
+
+/* {"facility_id", NULL} when table (schema.table) has that column, else NULL:
+ * the dataset's extra columns to load for the hierarchical fit. */
+const char *const *reg_hier_unit_columns(PGconn *c, const char *table);
+/* Fits px_hier on every row of d (facility_id among d's extra columns) with m's
+ * encoding; returns hierarchical.json (caller frees), or NULL with why set (not
+ * a GLM, no facility column, a failed fit). why always receives a one-line summary. */
+char *reg_hier_fit_json(const px_model *m, const px_dataset *d, const px_hier_params *hp, char *why, size_t whylen);
+
 #endif

@@ -289,7 +289,7 @@ int px_reg_register(PGconn *c, const px_config *cfg, const px_reg_new *v, int *v
         rc = PX_ENOMEM;
         goto done;
     }
-    reg_file files[5];
+    reg_file files[6];
     size_t nf = 0;
     files[nf++] = (reg_file){"model.bin", (const unsigned char *)model.data, model.len};
     files[nf++] = (reg_file){"metrics.json", (const unsigned char *)metrics_text, strlen(metrics_text)};
@@ -298,6 +298,9 @@ int px_reg_register(PGconn *c, const px_config *cfg, const px_reg_new *v, int *v
         files[nf++] = (reg_file){"calibration.csv", (const unsigned char *)v->calibration_csv,
                                  strlen(v->calibration_csv)};
     if (coef.len) files[nf++] = (reg_file){"coefficients.csv", (const unsigned char *)coef.data, coef.len};
+    if (v->hierarchical_json && *v->hierarchical_json)
+        files[nf++] = (reg_file){"hierarchical.json", (const unsigned char *)v->hierarchical_json,
+                                 strlen(v->hierarchical_json)};
     if ((rc = reg_write_dir(tmp, dir, manifest, files, nf, priv, msha, e)) != 0) goto done;
     wrote = 1;
 

@@ -35,6 +35,7 @@ typedef struct px_reg_new {
     const char *reference_json;   /* reference distributions (px_reg_reference_json) */
     const px_model *model;        /* serialized with px_model_save */
     const char *source_batches;   /* JSON array of etl batch ids the features came from */
+    const char *hierarchical_json;/* NULL or "": none; else hierarchical.json (px_hier_json), a signed file */
 } px_reg_new;
 
 /* Registers a version: writes and signs the artifact directory, then inserts the
@@ -170,6 +171,9 @@ typedef struct px_train_params {
     px_gate_params gates;         /* quality gates at registration (px_gate_default_params) */
     int accept_failed_gates;      /* 1: a version that fails its gates may still become the first
                                    * champion; recorded in registry.decisions */
+    px_hier_params hier;          /* the hierarchical model fitted beside a logit/poisson model on a
+                                   * table with facility_id (hier.boot: bootstrap draws, default 20) */
+    int no_hier;                  /* 1: do not fit it */
 } px_train_params;
 
 px_train_params px_train_default_params(void);
@@ -186,6 +190,7 @@ typedef struct px_train_result {
     int champion;                 /* 1: the version is the champion after this call */
     char gates_summary[1024];     /* failed gates with what would fix them, "" when all passed */
     char gates_failed[256];       /* the failed gates' names, ","-separated, "" when all passed */
+    char hierarchical[320];       /* "hierarchical model: ..." or "no hierarchical model: why" ("" when not tried) */
 } px_train_result;
 
 /* Trains, evaluates, applies the quality gates and registers a version (also when

@@ -8,7 +8,7 @@
  * than anything trained on. The group depends only on the pseudonym, so every
  * version of a model keeps the same holdout patients: a champion has never seen the
  * patients a candidate is evaluated on, and both are compared on the same rows. */
-#include "registry/registry.h"
+#include "registry/internal.h"
 #include <cjson/cJSON.h>
 #include <libpq-fe.h>
 #include <math.h>
@@ -25,6 +25,7 @@ px_train_params px_train_default_params(void)
     p.holdout_patient_share = 0.3;
     p.build_features = 1;
     p.gates = px_gate_default_params();
+    p.hier = px_hier_default_params();
     return p;
 }
 
@@ -96,6 +97,8 @@ typedef struct job {
                                 * policy is another registration) */
     int gates_passed;
     char gates_summary[1024];
+    char *hier_json;           /* hierarchical.json, or NULL (see hier.c) */
+    char hier_note[320];
 } job;
 
 static void job_release(job *j)
@@ -110,6 +113,7 @@ static void job_release(job *j)
     free(j->params_json);
     free(j->reference_json);
     free(j->calibration_csv);
+    free(j->hier_json);
     free(j->batches_json);
     free(j->gates_json);
     memset(j, 0, sizeof *j);
@@ -554,6 +558,7 @@ static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, co
     px_dataset_params dp = px_dataset_default_params();
     dp.table = j->table;
     dp.label = j->label;
+    if (!p->no_hier) dp.extra = reg_hier_unit_columns(c, j->table);
     if (own && extra_features) {
         if (!(feats = feature_list_union(own, extra_features))) return px_err_set(e, PX_ENOMEM, "out of memory");
         dp.features = feats;
@@ -625,6 +630,10 @@ static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, co
     if ((rc = build_metrics(j, e)) || (rc = build_split(j, p, e)) || (rc = build_params(j, e)) ||
         (rc = build_calibration(j, e)) || (rc = load_batches(c, j, e)))
         return rc;
+    if (!p->no_hier) {
+        j->hier_json = reg_hier_fit_json(j->m, j->d, &p->hier, j->hier_note, sizeof j->hier_note);
+        px_log(j->hier_json ? PX_LOG_INFO : PX_LOG_WARN, "%s: %s", j->name, j->hier_note);
+    }
     j->fi.seconds = now_s() - t0;
     return 0;
 }
@@ -648,6 +657,7 @@ static int job_register(PGconn *c, const px_config *cfg, job *j, int *version, p
     v.reference_json = j->reference_json;
     v.model = j->m;
     v.source_batches = j->batches_json;
+    v.hierarchical_json = j->hier_json;
     return px_reg_register(c, cfg, &v, version, e);
 }
 
@@ -731,6 +741,7 @@ int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train
         }
         if (rc == 0) {
             fill_result(&j, version, created, r);
+            snprintf(r->hierarchical, sizeof r->hierarchical, "%s", j.hier_note);
             r->gates_accepted = !j.gates_passed && p->accept_failed_gates;
             if (!created && p->accept_failed_gates && !j.gates_passed)
                 rc = px_reg_accept_gates(c, j.name, version, "prognos train (the version existed)", e);

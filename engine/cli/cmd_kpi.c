@@ -13,7 +13,7 @@
 static const char usage[] =
     "usage: prognos kpi compute [--period KINDS] [--model-version [MODEL=]REF]...\n"
     "                           [--conf C] [--min-cases N] [--byar-min N]\n"
-    "                           [--reference facility|pooled] [--overdispersion]\n"
+    "                           [--reference pooled|facility] [--no-hierarchical] [--overdispersion]\n"
     "                           [--allow-failed-gates] [--force] [--json]\n"
     "       prognos kpi report --period P --out FILE.html [--json FILE] [--csv FILE]\n"
     "                          [--run ID] [--target MEASURE=VALUE]...\n"
@@ -46,10 +46,17 @@ static const char usage[] =
     "  --min-cases N        suppress cells with fewer cases (default 25, CMS)\n"
     "  --byar-min N         use Byar's approximation from N events (default 50;\n"
     "                       values below 6 still give exact limits at 5 events or fewer)\n"
-    "  --reference R        facility (default): expected at the average facility,\n"
-    "                       as CMS does (each model's predictions shifted by the\n"
-    "                       random-effects mean of the facility intercepts);\n"
-    "                       pooled: the model's predictions exactly as they are\n"
+    "  --reference R        pooled (default): expected = the model's predictions as\n"
+    "                       they are (indirect standardization: the system's O/E is\n"
+    "                       1 up to calibration on the rows the model was fitted on);\n"
+    "                       facility: each model's predictions shifted by the\n"
+    "                       DerSimonian-Laird mean of the facility intercepts (an\n"
+    "                       explicit option: unstable when most facilities are small)\n"
+    "  --no-hierarchical    facilities by O/E only; by default a model version that\n"
+    "                       stores a hierarchical model (prognos train fits it) gives\n"
+    "                       each facility CMS's standardized ratio sr = predicted /\n"
+    "                       expected (shrunken facility intercept / mean intercept),\n"
+    "                       srsr = sr x the system's rate, and the flag from its interval\n"
     "  --overdispersion     widen funnel limits by Spiegelhalter's phi when > 1\n"
     "  --allow-failed-gates adjust with risk models that failed their quality gates\n"
     "                       (default: such a measure is computed crude; a model named\n"
@@ -157,6 +164,8 @@ static int kpi_compute(int argc, char **argv)
             else
                 return px_cli_usage_error("kpi compute", "--reference '%s': use facility or pooled", v);
             i++;
+        } else if (strcmp(a, "--no-hierarchical") == 0) {
+            p.no_hierarchical = 1;
         } else if (strcmp(a, "--overdispersion") == 0) {
             p.overdispersion = 1;
         } else if (strcmp(a, "--force") == 0) {
@@ -183,7 +192,8 @@ static int kpi_compute(int argc, char **argv)
         printf("{\"run_id\":%lld,\"unchanged\":%s,\"models\":{\"readmission\":%d,\"mortality\":%d,\"los\":%d},"
                "\"encounters\":%lld,\"scored\":%lld,\"results\":%lld,\"seconds\":%.3f,\"seconds_score\":%.3f,"
                "\"seconds_sql\":%.3f,\"reference_shift\":{\"readmission\":%.6g,\"mortality\":%.6g,\"los\":%.6g},"
-               "\"crude\":[%s%s%s%s%s],\"skipped\":[%s%s%s%s%s]}\n",
+               "\"crude\":[%s%s%s%s%s],\"skipped\":[%s%s%s%s%s],"
+               "\"hierarchical\":{\"readmission\":%s,\"mortality\":%s,\"los\":%s}}\n",
                info.run_id, info.unchanged ? "true" : "false", info.model_version[0], info.model_version[1],
                info.model_version[2], info.encounters, info.scored, info.results, info.seconds, info.seconds_score,
                info.seconds_sql, info.reference_shift[0], info.reference_shift[1], info.reference_shift[2],
@@ -192,7 +202,9 @@ static int kpi_compute(int argc, char **argv)
                info.crude[2] ? "\"los\"" : "",
                info.skipped[0] ? "\"readmission\"" : "", info.skipped[0] && (info.skipped[1] || info.skipped[2]) ? "," : "",
                info.skipped[1] ? "\"mortality\"" : "", info.skipped[1] && info.skipped[2] ? "," : "",
-               info.skipped[2] ? "\"los\"" : "");
+               info.skipped[2] ? "\"los\"" : "",
+               info.hierarchical[0] ? "true" : "false", info.hierarchical[1] ? "true" : "false",
+               info.hierarchical[2] ? "true" : "false");
     else
         printf("kpi: %s\n", info.summary);
     if (info.notes[0]) fprintf(stderr, "prognos kpi compute: %s\n", info.notes);

@@ -11,7 +11,7 @@ static const char usage[] =
     "usage: prognos train --model NAME [--algo logit|poisson|svc|svr|svm] [--table SCHEMA.TABLE --label COL]\n"
     "                     [--features A,B,...] [--l2 LAMBDA] [--holdout-time SHARE] [--holdout-patients SHARE]\n"
     "                     [--no-build] [--min-epp N] [--min-holdout-events N] [--gate-slope LO,HI]\n"
-    "                     [--accept-failed-gates] [--json]\n"
+    "                     [--accept-failed-gates] [--hier-boot N] [--hier-seed S] [--no-hier] [--json]\n"
     "\n"
     "Fits a model, evaluates it on a temporal, patient-grouped holdout, applies the quality\n"
     "gates and registers it as a new, signed version in the model registry. The first version\n"
@@ -45,6 +45,12 @@ static const char usage[] =
     "  --gate-slope LO,HI    holdout calibration slope required (default 0.5,1.5)\n"
     "  --accept-failed-gates a version that fails its gates may still become the first\n"
     "                        champion (recorded in registry.decisions); exits 0\n"
+    "  --hier-boot N         bootstrap draws over facilities for the hierarchical model's\n"
+    "                        intervals (default 20; 0 = none). A logit or poisson model on a\n"
+    "                        table with facility_id is stored with a random-intercept model\n"
+    "                        (hierarchical.json, CMS's method) that 'kpi compute' applies\n"
+    "  --hier-seed S         the bootstrap's seed (default 1)\n"
+    "  --no-hier             do not fit the hierarchical model\n"
     "  --json                machine-readable result\n"
     "\n"
     "Exit codes: 0 ok (a version was created or already existed, and passed its gates or\n"
@@ -127,6 +133,19 @@ int cmd_train(int argc, char **argv)
                 !(p.gates.slope_lo < p.gates.slope_hi))
                 return px_cli_usage_error("train", "--gate-slope needs LO,HI with LO < HI");
         } else if (strcmp(argv[i], "--accept-failed-gates") == 0) p.accept_failed_gates = 1;
+        else if (strcmp(argv[i], "--hier-boot") == 0 && i + 1 < argc) {
+            char *end;
+            long b = strtol(argv[++i], &end, 10);
+            if (*end || argv[i][0] == '\0' || b < 0 || b > 100000)
+                return px_cli_usage_error("train", "--hier-boot needs a whole number of draws from 0 to 100000");
+            p.hier.boot = (int)b;
+        } else if (strcmp(argv[i], "--hier-seed") == 0 && i + 1 < argc) {
+            char *end;
+            unsigned long long s = strtoull(argv[++i], &end, 10);
+            if (*end || argv[i][0] == '\0' || argv[i][0] == '-')
+                return px_cli_usage_error("train", "--hier-seed needs a whole number >= 0");
+            p.hier.seed = (uint64_t)s;
+        } else if (strcmp(argv[i], "--no-hier") == 0) p.no_hier = 1;
         else if (strcmp(argv[i], "--no-build") == 0) p.build_features = 0;
         else if (strcmp(argv[i], "--json") == 0) json = 1;
         else return px_cli_usage_error("train", "unknown or incomplete option '%s'", argv[i]);
@@ -177,10 +196,15 @@ int cmd_train(int argc, char **argv)
         printf(",\"gates_passed\":%s,\"gates_accepted\":%s,\"champion\":%s", r.gates_passed ? "true" : "false",
                r.gates_accepted ? "true" : "false", r.champion ? "true" : "false");
         print_gates_failed(r.gates_failed);
-        printf("}\n");
+        printf(",\"hierarchical\":\"");
+        for (const char *q = r.hierarchical; *q; q++) /* JSON string: escape what needs it */
+            (*q == '"' || *q == '\\') ? printf("\\%c", *q) : (unsigned char)*q < 0x20 ? printf(" ") : putchar(*q);
+        printf("\"}\n");
     }
-    else
+    else {
         printf("%s%s\n", r.summary, r.created ? "" : " (unchanged: this version already existed)");
+        if (r.hierarchical[0]) printf("%s\n", r.hierarchical);
+    }
     if (!r.gates_passed) {
         fprintf(stderr, "prognos train: '%s' v%d failed its quality gates%s: %s\n", p.model, r.version,
                 r.gates_accepted ? " (accepted with --accept-failed-gates)" : ", not made champion", r.gates_summary);
