@@ -8,6 +8,11 @@ set -euo pipefail
 : "${PROGNOS_TEST_TMP:=/tmp/prognos-tests}"
 FIXTURES="$PROGNOS_SRC/tests/fixtures"
 SHARED_DATA="$PROGNOS_SRC/../shared/data"
+# Real CMS DE-SynPUF data: the public-domain subset shipped in tests/fixtures/synpuf
+# (sample-1, sample-2; see its README), so the tests that need it always run.
+# PX_SYNPUF_DIR=/path/to/shared/data/synpuf runs them on the full samples instead.
+SYNPUF="${PX_SYNPUF_DIR:-$FIXTURES/synpuf}"
+[ -d "$SYNPUF/sample-1" ] || { echo "FAIL: no SynPUF data in $SYNPUF" >&2; exit 1; }
 
 # Stops every embedded PostgreSQL under a work directory, whatever the home is
 # called (home, home-ext, private/home, ...), a cluster relocated through a pg link

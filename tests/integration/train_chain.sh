@@ -107,17 +107,14 @@ assert_eq "$(sql "SELECT decision FROM registry.decisions WHERE name = 'los' ORD
 assert_exit 1 px registry verify los 1
 ok "tampered champion: retrain fails cleanly and records it"
 
-if [ -d "$SHARED_DATA/synpuf/sample-1" ]; then
-    export PROGNOS_HOME="$WORK/home-synpuf"
-    px etl load --format synpuf --source "$SHARED_DATA/synpuf/sample-1" --quiet >/dev/null
-    px etl load --format synpuf --source "$SHARED_DATA/synpuf/sample-2" --quiet >/dev/null
-    for m in readmission mortality los; do
-        assert_exit 0 px train --model $m
-        echo "synpuf: $(cat "$WORK/out")"
-    done
-    assert_eq "$(sql "SELECT count(*) FROM registry.versions WHERE metrics ? 'overall'")" 3 "SynPUF versions with metrics"
-    assert_exit 0 px registry verify readmission champion
-    ok "SynPUF samples: all three models trained and registered"
-else
-    echo "skip: ../shared/data/synpuf not present"
-fi
+# real CMS DE-SynPUF data (the fixture subset, or PX_SYNPUF_DIR)
+export PROGNOS_HOME="$WORK/home-synpuf"
+px etl load --format synpuf --source "$SYNPUF/sample-1" --quiet >/dev/null
+px etl load --format synpuf --source "$SYNPUF/sample-2" --quiet >/dev/null
+for m in readmission mortality los; do
+    assert_exit 0 px train --model $m
+    echo "synpuf: $(cat "$WORK/out")"
+done
+assert_eq "$(sql "SELECT count(*) FROM registry.versions WHERE metrics ? 'overall'")" 3 "SynPUF versions with metrics"
+assert_exit 0 px registry verify readmission champion
+ok "SynPUF samples: all three models trained and registered"
