@@ -22,8 +22,9 @@ stop_clusters() { # work-dir
     local pg home data pid
     while IFS= read -r pg; do
         home=$(dirname "$pg")
-        PROGNOS_HOME="$home" timeout 60 "$PROGNOS_BIN" db stop >/dev/null 2>&1 || true
         data=$(readlink -f "$pg")/data
+        [ -e "$data/postmaster.pid" ] &&   # else not running
+            PROGNOS_HOME="$home" timeout 60 "$PROGNOS_BIN" db stop >/dev/null 2>&1
         if [ -s "$data/postmaster.pid" ]; then
             pid=$(head -1 "$data/postmaster.pid")
             [ -n "$pid" ] && kill -QUIT "$pid" 2>/dev/null || true
@@ -61,6 +62,26 @@ unset PROGNOS_DB PROGNOS_KEY_FILE
 
 px() { "$PROGNOS_BIN" "$@"; }
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$(px db url)" -c "$1"; }
+
+# Fixture homes (tests/CMakeLists.txt: built once per ctest run by fixture_home.sh
+# under $PX_FIXTURE_HOMES, each a stopped cluster): `empty` is a home right after
+# `prognos db init`; `serve-4000-21` holds setup_model's trained warehouse. A test
+# starts from a copy of `empty` (the same state as its own db init, without paying
+# for initdb and the migrations each time) unless it sets PX_FRESH_HOME=1 before
+# sourcing lib.sh (tests of db init itself); outside ctest (no fixtures) every
+# home is made from scratch as before.
+restore_home() { # fixture-name [home]: 0, or 1 when there is no such fixture
+    local src="${PX_FIXTURE_HOMES:-/nonexistent}/$1/home" home=${2:-$PROGNOS_HOME}
+    [ -f "$src/.fixture-complete" ] || return 1
+    [ ! -e "$home/pg" ] || stop_clusters "$home"
+    rm -rf "$home"
+    cp -a "$src" "$home"
+    rm -f "$home/.fixture-complete"
+    # the only absolute path in the cluster: its socket directory (see pgctl.c)
+    sed -i "s|^unix_socket_directories = .*|unix_socket_directories = '$(readlink -f "$home/pg")/run'|" \
+        "$home/pg/data/postgresql.auto.conf"
+}
+if [ -z "${PX_FRESH_HOME:-}" ]; then restore_home empty || true; fi
 
 # Runs on every exit: success, a failed assertion, a command failing under set -e,
 # and SIGTERM/SIGINT/SIGHUP (turned into an exit below). Background jobs of the

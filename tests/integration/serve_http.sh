@@ -8,7 +8,7 @@
 # written when the database is back.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
-setup_model 3000 21
+setup_model 4000 21
 READ=$(new_key read); PRED=$(new_key predict cds); ADMIN=$(new_key admin)
 sql "SELECT json_agg(t) FROM (SELECT * FROM features.readmission ORDER BY encounter_id LIMIT 2000) t" >"$WORK/rows.json"
 

@@ -5,15 +5,26 @@ PY=/usr/bin/python3
 CLIENT="$PROGNOS_SRC/tests/integration/serve_client.py"
 SERVE_PID=""
 
-# Generates and loads a small hospital system and trains the readmission model.
+# Generates and loads a small hospital system ($WORK/a) and trains the readmission
+# model: a copy of the fixture home serve-P-S when ctest built it (fixture_home.sh;
+# the generator is deterministic, so $WORK/a is what was loaded there), else built here.
 setup_model() { # patients seed
+    if restore_home "serve-${1:-3000}-${2:-21}"; then
+        px generate --patients "${1:-3000}" --seed "${2:-21}" --out "$WORK/a" >/dev/null
+    else
+        build_model_home "${1:-3000}" "${2:-21}"
+    fi
+}
+build_model_home() { # patients seed
     # A fixed pseudonymization key fixes the holdout patients, so the model, its
     # accepted input ranges and the warehouse rows the tests send are the same on every
     # run (with a random key a row could fall outside the training ranges and be refused).
     # (in its default place, $PROGNOS_HOME/secret.key, where serve_http.sh reads it)
+    [ ! -e "$PROGNOS_HOME/pg" ] || stop_clusters "$PROGNOS_HOME"
+    rm -rf "$PROGNOS_HOME"
     mkdir -p "$PROGNOS_HOME"
     (umask 077; echo 0ddba11c0ddba11c0ddba11c0ddba11c0ddba11c0ddba11c0ddba11c0ddba11c >"$PROGNOS_HOME/secret.key")
-    px generate --patients "${1:-3000}" --seed "${2:-21}" --out "$WORK/a" >/dev/null
+    px generate --patients "$1" --seed "$2" --out "$WORK/a" >/dev/null
     px etl load --format canonical --source "$WORK/a" --quiet >/dev/null
     px train --model readmission >/dev/null
 }

@@ -7,7 +7,7 @@
 # keeps serving.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
-setup_model 3000 21
+setup_model 4000 21
 px generate --patients 3000 --seed 22 --out "$WORK/b" >/dev/null
 fresh_ids "$WORK/b" N
 px etl load --format canonical --source "$WORK/b" --quiet >/dev/null
