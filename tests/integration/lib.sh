@@ -23,8 +23,9 @@ stop_clusters() { # work-dir
     while IFS= read -r pg; do
         home=$(dirname "$pg")
         data=$(readlink -f "$pg")/data
-        [ -e "$data/postmaster.pid" ] &&   # else not running
-            PROGNOS_HOME="$home" timeout 60 "$PROGNOS_BIN" db stop >/dev/null 2>&1
+        if [ -e "$data/postmaster.pid" ]; then   # else not running
+            PROGNOS_HOME="$home" timeout 60 "$PROGNOS_BIN" db stop >/dev/null 2>&1 || true
+        fi
         if [ -s "$data/postmaster.pid" ]; then
             pid=$(head -1 "$data/postmaster.pid")
             [ -n "$pid" ] && kill -QUIT "$pid" 2>/dev/null || true
