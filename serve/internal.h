@@ -95,6 +95,7 @@ typedef struct srv_metrics {
     atomic_ullong reloads, reload_failures, drift_windows, drift_alerts;
     atomic_ullong encounter_lookups, encounter_lookup_errors;
     atomic_ullong fast_parsed;     /* predict bodies read by the one-pass reader */
+    atomic_ullong polls;           /* completed polls (keys, champions, caches): clients count them */
     atomic_int connections;
 } srv_metrics;
 

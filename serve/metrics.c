@@ -116,6 +116,10 @@ void srv_metrics_render(px_server *s, px_buf *b)
                   "# TYPE prognos_drift_alerts_raised_total counter\nprognos_drift_alerts_raised_total %llu\n",
                   ld(&m->reloads), ld(&m->reload_failures), atomic_load(&m->connections), ld(&m->drift_windows),
                   ld(&m->drift_alerts));
+    px_buf_printf(b,
+                  "# HELP prognos_polls_total Completed polls of keys, champion aliases and cached lists.\n"
+                  "# TYPE prognos_polls_total counter\nprognos_polls_total %llu\n",
+                  ld(&m->polls));
 
     /* per served model */
     px_buf_adds(b, "# HELP prognos_model_version The version each model serves.\n"

@@ -222,6 +222,7 @@ void *srv_poller_main(void *arg)
         if (!ok || force || now - last_poll_us >= (uint64_t)s->p.poll_ms * 1000u) {
             last_poll_us = now; /* an attempt, failed or not: the next waits its interval */
             if (ok && srv_poll_once(s, c, force, &e) != 0) ok = 0;
+            if (ok) atomic_fetch_add(&s->metrics.polls, 1);
         }
         if (!ok) {
             if (c) PQfinish(c);
