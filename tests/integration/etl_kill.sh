@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 
 DATA="$WORK/data"
-px generate --patients 20000 --seed 7 --out "$DATA" >/dev/null
+px generate --patients 10000 --seed 7 --out "$DATA" >/dev/null
 # a few bad rows, so that rejects are compared too
 echo 'EBAD1,PNOPE,H001,,2021-01-01,2021-01-02,emergency,ed,home,medicine,291,100' >> "$DATA/encounters.csv"
 echo 'EBAD2,,H001,,2021-01-01,2021-01-02,emergency,ed,home,medicine,291,100' >> "$DATA/encounters.csv"
@@ -19,7 +19,7 @@ counts() {
 }
 
 # reference: an uninterrupted load
-export PROGNOS_HOME="$WORK/home-ref"
+use_new_home "$WORK/home-ref"
 px db init >/dev/null
 t0=$(date +%s%N)
 assert_exit 0 px etl load --format canonical --source "$DATA" --quiet
@@ -82,7 +82,7 @@ ok "rerun after SIGKILLs: same counts as an uninterrupted load"
 # a lock on audit.events, so the load stops at its last statement before COMMIT
 # (every row written, nothing committed); once it is seen waiting there, the
 # server is stopped.
-export PROGNOS_HOME="$WORK/home-down"
+use_new_home "$WORK/home-down"
 px db init >/dev/null
 hold_audit
 px etl load --format canonical --source "$DATA" --quiet >"$WORK/down.out" 2>"$WORK/down.err" &

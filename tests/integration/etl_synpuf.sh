@@ -53,7 +53,7 @@ ok "a second load of sample-1 adds nothing"
 # one claim split over two claims files of one batch: loaded once, the other file's segment is a duplicate
 seg2=$(awk -F, 'FNR > 1 && $3 == 2 {print $2; exit}' "$S1"/*Inpatient_Claims*.csv)
 if [ -n "$seg2" ]; then
-    export PROGNOS_HOME="$WORK/home-split"
+    use_new_home "$WORK/home-split"
     mkdir "$WORK/split"
     cp "$S1"/*Beneficiary*.csv "$WORK/split/"
     awk -F, -v c="$seg2" 'FNR == 1 || !($2 == c && $3 == 2)' "$S1"/*Inpatient_Claims*.csv > "$WORK/split/DE1_0_2008_to_2010_Inpatient_Claims_A.csv"
@@ -67,7 +67,7 @@ fi
 
 # a claim loads whole or not at all: a bad second segment rejects the first too
 if [ -n "$seg2" ]; then
-    export PROGNOS_HOME="$WORK/home-seg"
+    use_new_home "$WORK/home-seg"
     mkdir "$WORK/seg"
     cp "$S1"/*Beneficiary*.csv "$WORK/seg/"
     awk -F, -v OFS=, -v c="$seg2" 'FNR > 1 && $2 == c && $3 == 2 {$21 = "ZZZZ"} {print}' \

@@ -83,6 +83,9 @@ restore_home() { # fixture-name [home]: 0, or 1 when there is no such fixture
         "$home/pg/data/postgresql.auto.conf"
 }
 if [ -z "${PX_FRESH_HOME:-}" ]; then restore_home empty || true; fi
+# Switches to another new home: a copy of `empty` when there is one (its key is the
+# fixture's: a test that needs a different key makes the home with db init instead).
+use_new_home() { restore_home empty "$1" || true; export PROGNOS_HOME="$1"; }
 
 # Runs on every exit: success, a failed assertion, a command failing under set -e,
 # and SIGTERM/SIGINT/SIGHUP (turned into an exit below). Background jobs of the

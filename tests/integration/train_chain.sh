@@ -108,7 +108,7 @@ assert_exit 1 px registry verify los 1
 ok "tampered champion: retrain fails cleanly and records it"
 
 # real CMS DE-SynPUF data (the fixture subset, or PX_SYNPUF_DIR)
-export PROGNOS_HOME="$WORK/home-synpuf"
+use_new_home "$WORK/home-synpuf"
 px etl load --format synpuf --source "$SYNPUF/sample-1" --quiet >/dev/null
 px etl load --format synpuf --source "$SYNPUF/sample-2" --quiet >/dev/null
 for m in readmission mortality los; do
