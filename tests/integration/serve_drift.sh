@@ -73,6 +73,25 @@ assert_eq "$(sql "SELECT count(*) FROM serve.drift_alerts WHERE feature = 'age_y
 ok "categorical shift: alert on admission_source; the age alert resolved"
 stop_server
 
+# windows that close while the poller cannot test them (the database away) wait in
+# the queue, each tested on its own when it is back: 3 windows of 1000, not one of 3000
+start_server --drift-window 1000 --drift-min-n 100 --drift-min-interval 0 --drift-window-seconds 10000000 \
+    --poll-ms 200 --audit-queue 100000
+wait_key "$READ"
+px db stop >/dev/null
+"$PY" "$CLIENT" feed "$URL" --read "$READ" --predict "$PRED" --rows "$WORK/rows.json" --n 3000 --batch 50 --seed 4 >/dev/null
+waiting() { curl -s -H "Authorization: Bearer $READ" "$URL/v1/drift" | "$PY" -c 'import json,sys; print(sum(m["windows_waiting"] for m in json.load(sys.stdin)["monitors"]))'; }
+assert_eq "$(waiting)" 3 "windows waiting while the database is away"
+assert_eq "$(windows)" 0 "windows recorded while the database is away"
+px db start >/dev/null
+wait_windows 3
+curl -s -H "Authorization: Bearer $READ" "$URL/v1/drift" | "$PY" -c '
+import json, sys
+m = json.load(sys.stdin)["monitors"][0]
+assert m["last_window"]["n"] == 1000 and m["windows_tested"] == 3 and m["windows_waiting"] == 0, m
+print("ok - 3 windows closed while the database was away, each tested on its own (n 1000)")'
+stop_server
+
 # prognos drift check on newly loaded rows
 assert_exit 3 px drift check
 px generate --patients 2000 --seed 22 --out "$WORK/b" >/dev/null
