@@ -35,9 +35,10 @@ stop_clusters() { # work-dir
     done < <(find "$1" -maxdepth 4 \( -type d -o -type l \) -name pg -print -prune 2>/dev/null)
 }
 
-# A test killed outright (ctest's timeout, SIGKILL) runs no trap: the next test
-# that starts stops the clusters of every work directory whose test is gone
-# (owner: the pid and start time of the test's shell).
+# A test killed outright (ctest's timeout sends SIGKILL) runs no trap: the next
+# test that starts, and fixture_home.sh clean at the end of a ctest run, stop the
+# clusters and processes of every work directory whose test is gone (owner: the
+# pid and start time of the test's shell).
 proc_start() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
 sweep_orphans() {
     local d pid start
@@ -46,6 +47,13 @@ sweep_orphans() {
         read -r pid start <"$d/owner" || continue
         if [ -n "$pid" ] && [ "$(proc_start "$pid")" = "$start" ]; then continue; fi
         stop_clusters "$d"
+        # and what else the test left running there (a server, a load client): every
+        # process whose PROGNOS_HOME lies in its work directory
+        local p
+        for p in /proc/[0-9]*; do
+            tr '\0' '\n' 2>/dev/null <"$p/environ" | grep -qF "PROGNOS_HOME=${d%/}/" &&
+                { kill -KILL "${p#/proc/}" 2>/dev/null || true; }
+        done
         mv "$d/owner" "$d/owner.swept" 2>/dev/null || true
         echo "note: stopped the servers of an abandoned test run: $d" >&2
     done
