@@ -51,7 +51,7 @@ sweep_orphans() {
         # process whose PROGNOS_HOME lies in its work directory
         local p
         for p in /proc/[0-9]*; do
-            tr '\0' '\n' 2>/dev/null <"$p/environ" | grep -qF "PROGNOS_HOME=${d%/}/" &&
+            grep -qzF "PROGNOS_HOME=${d%/}/" "$p/environ" 2>/dev/null &&
                 { kill -KILL "${p#/proc/}" 2>/dev/null || true; }
         done
         mv "$d/owner" "$d/owner.swept" 2>/dev/null || true
