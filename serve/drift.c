@@ -5,7 +5,8 @@
  * reference's own bins: numeric inputs use its decile edges (bin b holds
  * e[b-1] < x <= e[b]) plus a missing bin, categorical inputs one bin per level
  * plus "other" and missing. Requests add counts under the monitor's mutex; a
- * full (or old) window is handed to the poller, which tests it:
+ * full (or old) window is queued for the poller, which tests each in turn (a
+ * window's size never depends on how soon the poller runs):
  *   PSI against a critical value that grows as the samples shrink (see stats.c),
  *   never below psi_floor; KS (numeric) or chi-square (categorical) at the
  *   per-test level alpha / tests, and only for an effect of at least effect_floor.
@@ -54,7 +55,7 @@ static int alloc_bins(srv_var *v, size_t nbins)
     v->nbins = nbins;
     v->ref = calloc(nbins, sizeof *v->ref);
     v->win = calloc(nbins, sizeof *v->win);
-    v->closed = calloc(nbins, sizeof *v->closed);
+    v->closed = calloc(nbins * SRV_DRIFT_QUEUE, sizeof *v->closed);
     return v->ref && v->win && v->closed ? 0 : -1;
 }
 
@@ -199,19 +200,29 @@ size_t srv_drift_bin(const srv_drift *d, size_t j, double x)
     return (size_t)x;
 }
 
-/* Called with d->mu held. */
+/* Called with d->mu held: the open window joins the queue of closed windows (the
+ * poller tests each on its own); with the queue full it merges into the newest. */
 static int close_window(srv_drift *d)
 {
+    size_t slot;
+    if (d->q_len == SRV_DRIFT_QUEUE) slot = (d->q_head + d->q_len - 1) % SRV_DRIFT_QUEUE;
+    else {
+        slot = (d->q_head + d->q_len) % SRV_DRIFT_QUEUE;
+        d->q_len++;
+        d->q_n[slot] = 0;
+        for (size_t j = 0; j < d->nvars; j++)
+            if (d->vars[j].nbins)
+                memset(d->vars[j].closed + slot * d->vars[j].nbins, 0, d->vars[j].nbins * sizeof *d->vars[j].closed);
+    }
     for (size_t j = 0; j < d->nvars; j++) {
         srv_var *v = &d->vars[j];
+        double *c = v->closed + slot * v->nbins;
         for (size_t b = 0; b < v->nbins; b++) {
-            v->closed[b] += v->win[b]; /* merges into a window the poller has not taken yet */
+            c[b] += v->win[b];
             v->win[b] = 0;
         }
     }
-    if (d->closed_n == 0) d->closed_opened_us = d->opened_us;
-    d->closed_n += d->n;
-    d->closed_at_us = srv_wall_us();
+    d->q_n[slot] += d->n;
     d->n = 0;
     d->opened_us = srv_mono_us();
     return 1;
@@ -316,18 +327,17 @@ static double var_ref_n(const srv_var *v)
 int srv_drift_evaluate(srv_drift *d, const px_drift_params *p, srv_drift_alert *alerts, int max)
 {
     pthread_mutex_lock(&d->mu);
-    if (d->closed_n == 0) {
+    if (d->q_len == 0) {
         pthread_mutex_unlock(&d->mu);
         return -1;
     }
-    size_t n = d->closed_n, tests = 0;
+    size_t slot = d->q_head, n = d->q_n[slot], tests = 0;
     for (size_t j = 0; j < d->nvars; j++) tests += d->vars[j].nbins ? 2 : 0;
     double alpha = p->alpha / (double)(tests ? tests : 1);
     int na = 0;
     for (size_t j = 0; j < d->nvars; j++) {
         srv_var *v = &d->vars[j];
-        srv_drift_test_var(v, v->closed, p, alpha);
-        for (size_t b = 0; b < v->nbins; b++) v->closed[b] = 0;
+        srv_drift_test_var(v, v->closed + slot * v->nbins, p, alpha);
         if (v->alert && na < max) {
             srv_drift_alert *a = &alerts[na++];
             memset(a, 0, sizeof *a);
@@ -353,13 +363,21 @@ int srv_drift_evaluate(srv_drift *d, const px_drift_params *p, srv_drift_alert *
             a->ref_n = (size_t)var_ref_n(v);
         }
     }
-    d->closed_n = 0;
+    d->q_head = (d->q_head + 1) % SRV_DRIFT_QUEUE;
+    d->q_len--;
     d->last_n = n;
     d->last_at_us = srv_wall_us();
     d->windows++;
     d->alerts_last = na;
     pthread_mutex_unlock(&d->mu);
     return na;
+}
+
+void srv_drift_recorded(srv_drift *d)
+{
+    pthread_mutex_lock(&d->mu);
+    d->recorded++;
+    pthread_mutex_unlock(&d->mu);
 }
 
 static void add_num(cJSON *o, const char *k, double v)
@@ -377,6 +395,8 @@ cJSON *srv_drift_json(srv_drift *d)
     cJSON_AddNumberToObject(o, "version", d->version);
     cJSON_AddNumberToObject(o, "open_window_n", (double)d->n);
     cJSON_AddNumberToObject(o, "windows_tested", d->windows);
+    cJSON_AddNumberToObject(o, "windows_recorded", d->recorded);
+    cJSON_AddNumberToObject(o, "windows_waiting", (double)d->q_len);
     cJSON *last = cJSON_AddObjectToObject(o, "last_window");
     if (last && d->windows > 0) {
         cJSON_AddNumberToObject(last, "n", (double)d->last_n);

@@ -95,6 +95,7 @@ typedef struct srv_metrics {
     atomic_ullong reloads, reload_failures, drift_windows, drift_alerts;
     atomic_ullong encounter_lookups, encounter_lookup_errors;
     atomic_ullong fast_parsed;     /* predict bodies read by the one-pass reader */
+    atomic_ullong polls;           /* completed polls (keys, champions, caches): clients count them */
     atomic_int connections;
 } srv_metrics;
 
@@ -118,13 +119,14 @@ typedef struct srv_var {
     char **labels;       /* categorical: the level of each bin (borrowed from the model's reference copy) */
     double *ref;         /* reference counts per bin */
     double *win;         /* the open window's counts */
-    double *closed;      /* the last closed window, waiting for evaluation */
+    double *closed;      /* closed windows waiting for evaluation: SRV_DRIFT_QUEUE x nbins (a ring) */
     /* results of the last evaluated window */
     double psi, psi_crit, ks, ks_p, chi2, chi2_p, cramer_v;
     int chi2_df, alert;
     char alert_test[16];
 } srv_var;
 
+#define SRV_DRIFT_QUEUE 8
 typedef struct srv_drift {
     char name[64];
     int version;
@@ -133,12 +135,16 @@ typedef struct srv_drift {
     srv_var *vars;
     size_t n;                  /* instances in the open window */
     uint64_t opened_us;
-    size_t closed_n;           /* 0: nothing waiting */
-    uint64_t closed_opened_us, closed_at_us;
+    /* closed windows waiting for the poller, oldest first (a ring over vars[].closed):
+     * each is tested on its own, so a window count does not depend on how soon the
+     * poller runs; when it is SRV_DRIFT_QUEUE behind (the database away) the newest
+     * absorbs the next */
+    size_t q_head, q_len, q_n[SRV_DRIFT_QUEUE];
     /* last evaluation */
     size_t last_n;
     uint64_t last_at_us;
     int windows, alerts_last;
+    int recorded;              /* windows whose alerts the poller has stored (srv_drift_recorded) */
     atomic_ullong predictions, requests;
     int stored_once, open_alerts;  /* poller only: alert bookkeeping of this monitor */
     char **level_store;        /* owned copies of categorical labels */
@@ -173,9 +179,12 @@ typedef struct srv_drift_alert {
 /* Tests counts a (window, size n) against b (reference) for one variable and sets
  * v's result fields; alpha is the per-test level (already divided among the tests). */
 void srv_drift_test_var(srv_var *v, const double *a, const px_drift_params *p, double alpha);
-/* Evaluates d's closed window (if any): fills alerts (up to max) and returns
- * their count, or -1 when nothing was waiting. */
+/* Evaluates d's oldest closed window (if any): fills alerts (up to max) and returns
+ * their count, or -1 when nothing was waiting. Call again for the next one. */
 int srv_drift_evaluate(srv_drift *d, const px_drift_params *p, srv_drift_alert *alerts, int max);
+/* The alerts of the last evaluated window are in the database (counted in /v1/drift
+ * as windows_recorded: a client that sees it sees the stored alerts). */
+void srv_drift_recorded(srv_drift *d);
 /* Stores alerts in serve.drift_alerts (open alerts of the same model, version,
  * feature and test are updated, not duplicated) and resolves open alerts of the
  * version's variables that tested clean. Returns 0 or PX_EDB. */

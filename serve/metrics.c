@@ -125,6 +125,10 @@ void srv_metrics_render(px_server *s, px_buf *b)
                   "# HELP prognos_http_connections_refused_total Connections refused with 503 (no room).\n"
                   "# TYPE prognos_http_connections_refused_total counter\nprognos_http_connections_refused_total %llu\n",
                   ld(&s->conn_cut), ld(&s->conn_evicted), ld(&s->conn_refused));
+    px_buf_printf(b,
+                  "# HELP prognos_polls_total Completed polls of keys, champion aliases and cached lists.\n"
+                  "# TYPE prognos_polls_total counter\nprognos_polls_total %llu\n",
+                  ld(&m->polls));
 
     /* per served model */
     px_buf_adds(b, "# HELP prognos_model_version The version each model serves.\n"

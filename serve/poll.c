@@ -179,7 +179,7 @@ int srv_poll_once(px_server *s, PGconn *c, int force, px_err *e)
     return refresh_text(c, &s->alerts_json, alerts_sql, e);
 }
 
-/* Tests every closed window; alerts go to the database in the same pass. */
+/* Tests every closed window, oldest first; alerts go to the database in the same pass. */
 static int drift_pass(px_server *s, PGconn *c, px_err *e)
 {
     srv_drift_alert alerts[64];
@@ -190,24 +190,28 @@ static int drift_pass(px_server *s, PGconn *c, px_err *e)
     pthread_mutex_unlock(&s->drift_mu);
     for (size_t i = 0; i < n; i++) {
         srv_drift_tick(list[i], &s->p);
-        int na = srv_drift_evaluate(list[i], &s->dp, alerts, 64);
-        if (na < 0) continue;
-        atomic_fetch_add(&s->metrics.drift_windows, 1);
-        atomic_fetch_add(&s->metrics.drift_alerts, (unsigned long long)na);
-        /* the log says when an alert opens; a variable that keeps failing is in
-         * serve.drift_alerts (last_at, windows), not in a line per window */
-        if (!list[i]->stored_once || na != list[i]->open_alerts)
-            for (int k = 0; k < na; k++)
-                px_log(PX_LOG_WARN, "serve: drift alert: model '%s' v%d feature '%s' %s = %.4g (threshold %.4g, n %zu)",
-                       alerts[k].model, alerts[k].version, alerts[k].feature, alerts[k].test, alerts[k].statistic,
-                       alerts[k].threshold, alerts[k].n);
-        /* a clean window after a clean window has nothing to store or resolve; the
-         * first window of a monitor also resolves what an earlier process left open */
-        if (na == 0 && list[i]->stored_once && !list[i]->open_alerts) continue;
-        int rc = srv_alerts_store(c, list[i]->name, list[i]->version, alerts, na, "serve", e);
-        if (rc != 0) return rc;
-        list[i]->stored_once = 1;
-        list[i]->open_alerts = na;
+        int na;
+        while ((na = srv_drift_evaluate(list[i], &s->dp, alerts, 64)) >= 0) {
+            atomic_fetch_add(&s->metrics.drift_windows, 1);
+            atomic_fetch_add(&s->metrics.drift_alerts, (unsigned long long)na);
+            /* the log says when an alert opens; a variable that keeps failing is in
+             * serve.drift_alerts (last_at, windows), not in a line per window */
+            if (!list[i]->stored_once || na != list[i]->open_alerts)
+                for (int k = 0; k < na; k++)
+                    px_log(PX_LOG_WARN,
+                           "serve: drift alert: model '%s' v%d feature '%s' %s = %.4g (threshold %.4g, n %zu)",
+                           alerts[k].model, alerts[k].version, alerts[k].feature, alerts[k].test, alerts[k].statistic,
+                           alerts[k].threshold, alerts[k].n);
+            /* a clean window after a clean window has nothing to store or resolve; the
+             * first window of a monitor also resolves what an earlier process left open */
+            if (na != 0 || !list[i]->stored_once || list[i]->open_alerts) {
+                int rc = srv_alerts_store(c, list[i]->name, list[i]->version, alerts, na, "serve", e);
+                if (rc != 0) return rc;
+                list[i]->stored_once = 1;
+                list[i]->open_alerts = na;
+            }
+            srv_drift_recorded(list[i]);
+        }
     }
     return 0;
 }
@@ -263,7 +267,7 @@ void *srv_poller_main(void *arg)
         px_err e = {0};
         if (!c) c = srv_db_open(&s->cfg, "prognos poller", 10000, &e);
         int ok = c != NULL;
-        /* closed windows wait (and merge) while the database is away: their alerts must be stored */
+        /* closed windows wait (queued, then merged) while the database is away: their alerts must be stored */
         if (ok && drift_pass(s, c, &e) != 0) ok = 0;
         /* woken for a closed drift window: the rest waits for its interval */
         int force = atomic_exchange(&s->reload_all, 0);
@@ -271,6 +275,7 @@ void *srv_poller_main(void *arg)
         if (!ok || force || now - last_poll_us >= (uint64_t)s->p.poll_ms * 1000u) {
             last_poll_us = now; /* an attempt, failed or not: the next waits its interval */
             if (ok && srv_poll_once(s, c, force, &e) != 0) ok = 0;
+            if (ok) atomic_fetch_add(&s->metrics.polls, 1);
         }
         if (!ok) {
             if (c) PQfinish(c);

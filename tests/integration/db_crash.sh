@@ -15,13 +15,9 @@ PY=/usr/bin/python3
 HOLDER=""; OTHER=""
 # on any exit: no subreaper or stand-in process left behind (their zombies go to init)
 db_crash_cleanup() {
-    local rc=$?
-    set +e # errexit would end this handler at "(exit $rc)" below, before cleanup stops the database
     for p in $HOLDER $OTHER; do kill -KILL "$p" 2>/dev/null || true; done
-    (exit $rc)
-    cleanup
 }
-trap db_crash_cleanup EXIT
+CLEANUP_HOOKS+=(db_crash_cleanup)
 px db init >/dev/null
 sql "CREATE TABLE public.crash_probe (i integer); INSERT INTO public.crash_probe SELECT generate_series(1, 1000)"
 DATA=$(readlink -f "$PROGNOS_HOME/pg")/data

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The embedded warehouse: init, status, url, psql, migrate (idempotent), stop,
 # start-on-demand, the key file's mode, Unix socket only, PROGNOS_DB, --help.
+PX_FRESH_HOME=1   # tests db init itself
 . "$(dirname "$0")/lib.sh"
 
 assert_exit 0 px db init

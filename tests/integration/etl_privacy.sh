@@ -8,8 +8,8 @@
 px generate --patients 2000 --seed 11 --out "$WORK/gen" >/dev/null
 px etl load --format canonical --source "$FIXTURES/canonical-bad" --max-reject-rate 100 --quiet >"$WORK/load1.out" 2>&1
 px etl load --format canonical --source "$WORK/gen" --quiet >"$WORK/load2.out" 2>&1
-SYN="$SHARED_DATA/synpuf/sample-1"
-[ -d "$SYN" ] && px etl load --format synpuf --source "$SYN" --quiet >"$WORK/load3.out" 2>&1
+SYN="$SYNPUF/sample-1"
+px etl load --format synpuf --source "$SYN" --quiet >"$WORK/load3.out" 2>&1
 px etl status >"$WORK/status.out"
 px etl status --json >"$WORK/status.json"
 [ "$(sql 'SELECT count(*) FROM etl.rejects')" -gt 0 ] || fail "no rejects to check"

@@ -95,13 +95,18 @@ ok "a re-delivered patient that contradicts the warehouse is rejected, not a fai
 # a file that changes between its fingerprint and its parsing is refused
 mkdir "$WORK/c1"
 printf 'facility_id,name,type\nH54,Lakeside Hospital,acute\n' > "$WORK/c1/facilities.csv"
-psql -X -q "$(px db url)" -c "SELECT pg_advisory_lock(7070002), pg_sleep(3)" >/dev/null &
+# (deterministic: the ETL's lock is held until the load is seen waiting for it, after
+# its fingerprints; then the file changes and the lock is released)
+psql -X -q "$(px db url)" -c "SELECT pg_advisory_lock(7070002), pg_sleep(3600)" >/dev/null 2>&1 &
 locker=$!
-sleep 1
+lock_held() { [ "$(sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 7070002 AND granted")" = 1 ]; }
+load_waiting() { [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'")" -ge 1 ]; }
+wait_for "the ETL lock to be held" lock_held
 px etl load --format canonical --source "$WORK/c1" --quiet >"$WORK/c1.out" 2>"$WORK/c1.err" &
 loader=$!
-sleep 0.5
+wait_for "the load to wait for the ETL lock" load_waiting
 echo 'H55,Changed Hospital,acute' >> "$WORK/c1/facilities.csv"
+sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_advisory_lock(7070002)%'" >/dev/null
 set +e; wait "$loader"; rc=$?; set -e
 wait "$locker" || true
 assert_eq "$rc" 1 "exit of a load whose file changed under it"

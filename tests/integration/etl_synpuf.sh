@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# CMS DE-SynPUF samples (../shared/data/synpuf): every row is loaded or rejected
-# with a reason, claim segments merge into one encounter, death dates come from
-# the beneficiary files, and a second load adds nothing. Skips when the shared
-# data is absent (a user's fresh clone does not have it).
+# CMS DE-SynPUF samples ($SYNPUF: the subset in tests/fixtures/synpuf, or the full
+# samples with PX_SYNPUF_DIR): every row is loaded or rejected with a reason, claim
+# segments merge into one encounter, death dates come from the beneficiary files,
+# and a second load adds nothing.
 . "$(dirname "$0")/lib.sh"
-S1="$SHARED_DATA/synpuf/sample-1"
-if [ ! -d "$S1" ]; then echo "skip - $S1 not present"; exit 0; fi
+S1="$SYNPUF/sample-1"
 
 assert_exit 0 px etl load --format synpuf --source "$S1" --quiet
 lines=0
@@ -13,6 +12,7 @@ for f in "$S1"/*.csv; do lines=$((lines + $(wc -l < "$f") - 1)); done
 read -r rd ld rj <<<"$(sql "SELECT rows_read, rows_loaded, rows_rejected FROM etl.batches" | tr '|' ' ')"
 assert_eq "$rd" "$lines" "rows read = data lines of the four files"
 assert_eq "$((ld + rj))" "$rd" "read = loaded + rejected"
+[ "$rj" -gt 0 ] || fail "no bad row of $S1 was rejected"
 assert_eq "$(sql 'SELECT count(*) FROM etl.rejects')" "$rj" "every rejected row is in etl.rejects"
 assert_eq "$(sql "SELECT count(*) FROM etl.rejects WHERE reason IS NULL OR detail = ''")" 0 "rejects without a reason"
 ok "sample-1: $rd rows read = $ld loaded + $rj rejected"
@@ -23,6 +23,7 @@ rejected_claims=$(sql "SELECT count(DISTINCT row_data->>'CLM_ID') FROM etl.rejec
 assert_eq "$(sql 'SELECT count(*) FROM wh.fact_encounter')" "$((claims - rejected_claims))" "encounters = distinct loaded claims"
 # a two-segment claim is one encounter spanning both segments
 seg2=$(awk -F, 'FNR > 1 && $3 == 2 {print $2; exit}' "$S1"/*Inpatient_Claims*.csv)
+[ -n "$seg2" ] || fail "no two-segment claim in $S1"
 if [ -n "$seg2" ]; then
     span=$(awk -F, -v c="$seg2" 'FNR > 1 && $2 == c {a = ($12 != "" ? $12 : $4); d = ($19 != "" ? $19 : $5);
            if (min == "" || a < min) min = a; if (max == "" || d > max) max = d; pay += $7}
@@ -52,7 +53,7 @@ ok "a second load of sample-1 adds nothing"
 # one claim split over two claims files of one batch: loaded once, the other file's segment is a duplicate
 seg2=$(awk -F, 'FNR > 1 && $3 == 2 {print $2; exit}' "$S1"/*Inpatient_Claims*.csv)
 if [ -n "$seg2" ]; then
-    export PROGNOS_HOME="$WORK/home-split"
+    use_new_home "$WORK/home-split"
     mkdir "$WORK/split"
     cp "$S1"/*Beneficiary*.csv "$WORK/split/"
     awk -F, -v c="$seg2" 'FNR == 1 || !($2 == c && $3 == 2)' "$S1"/*Inpatient_Claims*.csv > "$WORK/split/DE1_0_2008_to_2010_Inpatient_Claims_A.csv"
@@ -66,7 +67,7 @@ fi
 
 # a claim loads whole or not at all: a bad second segment rejects the first too
 if [ -n "$seg2" ]; then
-    export PROGNOS_HOME="$WORK/home-seg"
+    use_new_home "$WORK/home-seg"
     mkdir "$WORK/seg"
     cp "$S1"/*Beneficiary*.csv "$WORK/seg/"
     awk -F, -v OFS=, -v c="$seg2" 'FNR > 1 && $2 == c && $3 == 2 {$21 = "ZZZZ"} {print}' \
@@ -79,10 +80,8 @@ if [ -n "$seg2" ]; then
     export PROGNOS_HOME="$WORK/home"
 fi
 
-S2="$SHARED_DATA/synpuf/sample-2"
-if [ -d "$S2" ]; then
-    assert_exit 0 px etl load --format synpuf --source "$S2" --quiet
-    assert_eq "$(sql 'SELECT count(*) FROM etl.batches')" 2 "sample-2 is a second batch"
-    assert_eq "$(sql 'SELECT sum(rows_read) - sum(rows_loaded) - sum(rows_rejected) FROM etl.batches')" 0 "accounting over batches"
-    ok "sample-2 loads as a second batch"
-fi
+S2="$SYNPUF/sample-2"
+assert_exit 0 px etl load --format synpuf --source "$S2" --quiet
+assert_eq "$(sql 'SELECT count(*) FROM etl.batches')" 2 "sample-2 is a second batch"
+assert_eq "$(sql 'SELECT sum(rows_read) - sum(rows_loaded) - sum(rows_rejected) FROM etl.batches')" 0 "accounting over batches"
+ok "sample-2 loads as a second batch"

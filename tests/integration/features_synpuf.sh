@@ -4,10 +4,9 @@
 # chronic-condition flags of the beneficiary summary files. Cohort sizes are
 # recounted with plain SQL on the warehouse, the ICD-9 comorbidity flags and the
 # chronic-condition flags are checked against the warehouse's rows, and the row
-# counts are reported. Skips when ../shared/data is absent.
+# counts are reported. Data: $SYNPUF (lib.sh), the fixture subset unless PX_SYNPUF_DIR.
 . "$(dirname "$0")/lib.sh"
-S1="$SHARED_DATA/synpuf/sample-1"
-if [ ! -d "$S1" ]; then echo "skip - $S1 not present"; exit 0; fi
+S1="$SYNPUF/sample-1"
 px etl load --format synpuf --source "$S1" --quiet >/dev/null
 assert_exit 0 px features build --json
 cat "$WORK/out"

@@ -13,16 +13,11 @@
 #    4 for unchanged data whose version fails, 0 promoted, 3 nothing new.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
-# serve_lib's trap runs "(exit $rc)" under set -e, which ends the trap before cleanup
-# when a test fails (the cluster is left running): this one turns errexit off first
+# lib.sh's cleanup runs this hook on every exit, then stops the clusters
 gates_cleanup() {
-    local rc=$?
-    set +e
     if [ -n "$SERVE_PID" ]; then kill -KILL "$SERVE_PID" 2>/dev/null; fi
-    (exit $rc)
-    cleanup
 }
-trap gates_cleanup EXIT
+CLEANUP_HOOKS+=(gates_cleanup)
 J() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($1)" "$2"; }
 
 mkdir -p "$PROGNOS_HOME"

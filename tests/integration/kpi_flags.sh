@@ -22,7 +22,7 @@ SEEDS=${KPI_FLAG_SEEDS:-"11 12 13"}
 PATIENTS=${KPI_FLAG_PATIENTS:-15000}
 
 for seed in $SEEDS; do
-    export PROGNOS_HOME="$WORK/home-$seed"
+    use_new_home "$WORK/home-$seed"
     px generate --patients "$PATIENTS" --facilities 40 --seed "$seed" --out "$WORK/data-$seed" >/dev/null
     px etl load --format canonical --source "$WORK/data-$seed" --quiet >/dev/null
     px features build --set all >/dev/null

@@ -8,28 +8,125 @@ set -euo pipefail
 : "${PROGNOS_TEST_TMP:=/tmp/prognos-tests}"
 FIXTURES="$PROGNOS_SRC/tests/fixtures"
 SHARED_DATA="$PROGNOS_SRC/../shared/data"
+# Real CMS DE-SynPUF data: the public-domain subset shipped in tests/fixtures/synpuf
+# (sample-1, sample-2; see its README), so the tests that need it always run.
+# PX_SYNPUF_DIR=/path/to/shared/data/synpuf runs them on the full samples instead.
+SYNPUF="${PX_SYNPUF_DIR:-$FIXTURES/synpuf}"
+[ -d "$SYNPUF/sample-1" ] || { echo "FAIL: no SynPUF data in $SYNPUF" >&2; exit 1; }
+
+# Stops every embedded PostgreSQL under a work directory, whatever the home is
+# called (home, home-ext, private/home, ...), a cluster relocated through a pg link
+# included: `prognos db stop` first, then an immediate shutdown of a postmaster
+# that is still there (a binary that no longer runs, a cluster of another user).
+stop_clusters() { # work-dir
+    local pg home data pid
+    while IFS= read -r pg; do
+        home=$(dirname "$pg")
+        data=$(readlink -f "$pg")/data
+        if [ -e "$data/postmaster.pid" ]; then   # else not running
+            PROGNOS_HOME="$home" timeout 60 "$PROGNOS_BIN" db stop >/dev/null 2>&1 || true
+        fi
+        if [ -s "$data/postmaster.pid" ]; then
+            pid=$(head -1 "$data/postmaster.pid")
+            [ -n "$pid" ] && kill -QUIT "$pid" 2>/dev/null || true
+        fi
+        # a cluster placed outside the home (see pgctl.c) goes with it
+        if [ -L "$pg" ]; then rm -rf "$(readlink -f "$pg")"; fi
+    done < <(find "$1" -maxdepth 4 \( -type d -o -type l \) -name pg -print -prune 2>/dev/null)
+}
+
+# A test killed outright (ctest's timeout sends SIGKILL) runs no trap: the next
+# test that starts, and fixture_home.sh clean at the end of a ctest run, stop the
+# clusters and processes of every work directory whose test is gone (owner: the
+# pid and start time of the test's shell).
+proc_start() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
+sweep_orphans() {
+    local d pid start
+    for d in "$PROGNOS_TEST_TMP"/*/; do
+        [ -f "$d/owner" ] || continue
+        read -r pid start <"$d/owner" || continue
+        if [ -n "$pid" ] && [ "$(proc_start "$pid")" = "$start" ]; then continue; fi
+        stop_clusters "$d"
+        # and what else the test left running there (a server, a load client): every
+        # process whose PROGNOS_HOME lies in its work directory
+        local p
+        for p in /proc/[0-9]*; do
+            grep -qzF "PROGNOS_HOME=${d%/}/" "$p/environ" 2>/dev/null &&
+                { kill -KILL "${p#/proc/}" 2>/dev/null || true; }
+        done
+        mv "$d/owner" "$d/owner.swept" 2>/dev/null || true
+        echo "note: stopped the servers of an abandoned test run: $d" >&2
+    done
+}
 
 mkdir -p "$PROGNOS_TEST_TMP"
 chmod 755 "$PROGNOS_TEST_TMP"
+sweep_orphans
 TEST_NAME=$(basename "$0" .sh)
 WORK=$(mktemp -d "$PROGNOS_TEST_TMP/${TEST_NAME}.XXXXXX")
 chmod 755 "$WORK"   # the server user must reach $WORK/home/pg when we are root
+echo "$$ $(proc_start $$)" >"$WORK/owner"
 export PROGNOS_HOME="$WORK/home"
 unset PROGNOS_DB PROGNOS_KEY_FILE
 
 px() { "$PROGNOS_BIN" "$@"; }
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$(px db url)" -c "$1"; }
 
+# Fixture homes (tests/CMakeLists.txt: built once per ctest run by fixture_home.sh
+# under $PX_FIXTURE_HOMES, each a stopped cluster): `empty` is a home right after
+# `prognos db init`; `serve-4000-21` holds setup_model's trained warehouse. A test
+# starts from a copy of `empty` (the same state as its own db init, without paying
+# for initdb and the migrations each time) unless it sets PX_FRESH_HOME=1 before
+# sourcing lib.sh (tests of db init itself); outside ctest (no fixtures) every
+# home is made from scratch as before.
+restore_home() { # fixture-name [home]: 0, or 1 when there is no such fixture
+    local src="${PX_FIXTURE_HOMES:-/nonexistent}/$1/home" home=${2:-$PROGNOS_HOME}
+    [ -f "$src/.fixture-complete" ] || return 1
+    [ ! -e "$home/pg" ] || stop_clusters "$home"
+    rm -rf "$home"
+    cp -a "$src" "$home"
+    rm -f "$home/.fixture-complete"
+    # the only absolute path in the cluster: its socket directory (see pgctl.c)
+    sed -i "s|^unix_socket_directories = .*|unix_socket_directories = '$(readlink -f "$home/pg")/run'|" \
+        "$home/pg/data/postgresql.auto.conf"
+}
+if [ -z "${PX_FRESH_HOME:-}" ]; then restore_home empty || true; fi
+# Switches to another new home: a copy of `empty` when there is one (its key is the
+# fixture's: a test that needs a different key makes the home with db init instead).
+use_new_home() { restore_home empty "$1" || true; export PROGNOS_HOME="$1"; }
+
+# Runs on every exit: success, a failed assertion, a command failing under set -e,
+# and SIGTERM/SIGINT/SIGHUP (turned into an exit below). Background jobs of the
+# test (servers, load generators) are killed, then every cluster is stopped.
+CLEANUP_HOOKS=()
 cleanup() {
-    local rc=$?
-    for h in "$WORK"/home* "$WORK"/private/home*; do
-        [ -d "$h/pg" ] && PROGNOS_HOME="$h" "$PROGNOS_BIN" db stop >/dev/null 2>&1 || true
-        # a cluster placed outside the home (see pgctl.c) goes with it
-        [ -L "$h/pg" ] && rm -rf "$(readlink -f "$h/pg")"
-    done
+    local rc=$? h j
+    trap - EXIT TERM INT HUP
+    set +e
+    for h in "${CLEANUP_HOOKS[@]}"; do "$h"; done
+    for j in $(jobs -p); do kill -TERM "$j" 2>/dev/null; done
+    for j in $(jobs -p); do kill -0 "$j" 2>/dev/null && { sleep 0.5; kill -KILL "$j" 2>/dev/null; }; done
+    stop_clusters "$WORK"
+    rm -f "$WORK/owner"
     if [ $rc -eq 0 ]; then rm -rf "$WORK"; else echo "FAILED: $TEST_NAME (work dir kept: $WORK)" >&2; fi
+    exit $rc
 }
 trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+trap 'exit 129' HUP
+
+# Waits until a command succeeds, polling every 0.1 s. The bound (PX_WAIT_S,
+# default 300 s) only catches a hang: it is far above any delay a loaded machine
+# makes, so no verdict depends on how fast something happens.
+wait_for() { # description command...
+    local what=$1 deadline=$((SECONDS + ${PX_WAIT_S:-300}))
+    shift
+    until "$@"; do
+        [ $SECONDS -lt $deadline ] || fail "gave up waiting (${PX_WAIT_S:-300} s) for $what"
+        sleep 0.1
+    done
+}
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 assert_eq() { # actual expected message

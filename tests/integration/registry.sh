@@ -5,6 +5,7 @@
 # values, independent checks (OpenSSL's CLI verifies the signatures; numpy
 # recomputes the reference distributions and Wald intervals), then every kind of
 # tampering refused with exit 1 and a message naming model, version and file.
+PX_FRESH_HOME=1   # tests what db init makes (the signing key pair)
 . "$(dirname "$0")/lib.sh"
 : "${REG_TOOL:?set REG_TOOL to the reg_tool binary}"
 tool() { "$REG_TOOL" "$@"; }

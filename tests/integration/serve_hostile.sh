@@ -14,13 +14,10 @@ HOSTILE="$PROGNOS_SRC/tests/integration/serve_hostile.py"
 LORIS="$PROGNOS_SRC/tests/integration/slowloris.py"
 ATTACK_PID=""
 hostile_cleanup() {
-    local rc=$?
-    set +e # (exit $rc) below must not end the handler under set -e
     [ -n "$ATTACK_PID" ] && kill "$ATTACK_PID" 2>/dev/null
-    (exit $rc)
     serve_cleanup
 }
-trap hostile_cleanup EXIT
+CLEANUP_HOOKS+=(hostile_cleanup)
 
 # the attack's 1,000 sockets and the server's 512 (plus what they hold) in one process tree
 [ "$(ulimit -n)" -ge 4096 ] || ulimit -n 4096 2>/dev/null || fail "the descriptor limit $(ulimit -n) is below 4096 (ulimit -n 4096)"

@@ -8,7 +8,7 @@
 # written when the database is back.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
-setup_model 3000 21
+setup_model 4000 21
 READ=$(new_key read); PRED=$(new_key predict cds); ADMIN=$(new_key admin)
 sql "SELECT json_agg(t) FROM (SELECT * FROM features.readmission ORDER BY encounter_id LIMIT 2000) t" >"$WORK/rows.json"
 
@@ -70,8 +70,9 @@ ok "/v1/kpi: the newest KPI run by measure, period and unit"
 
 # every answered prediction is audited: audit.predictions = predict answers with 200
 metric() { curl -s -H "Authorization: Bearer $READ" "$URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
-for _ in $(seq 1 50); do [ "$(metric prognos_audit_queue_depth)" = 0 ] && break; sleep 0.1; done
 answered=$(metric 'prognos_http_requests_total{route="predict",status="200"}')
+audited() { [ "$(sql "SELECT count(*) FROM audit.predictions")" -ge "$1" ]; }
+wait_for "the audit rows of the answered predictions" audited "$answered"
 assert_eq "$(sql "SELECT count(*) FROM audit.predictions")" "$answered" "audit rows vs answered predictions"
 assert_eq "$(sql "SELECT count(DISTINCT request_id) FROM audit.predictions")" "$answered" "distinct request ids"
 pred_id=$(cut -d_ -f2 <<<"$PRED")
@@ -92,7 +93,10 @@ ok "the one-pass reader read $fast of the bodies so far"
 kid=$(cut -d_ -f2 <<<"$ADMIN")
 px apikey revoke "$kid" >/dev/null
 assert_exit 1 px apikey revoke "$kid"
-sleep 1
+# a poll that starts after the revocation drops the key: two completed polls later
+polls_at_least() { [ "$(metric prognos_polls_total)" -ge "$1" ]; }
+p0=$(metric prognos_polls_total)
+wait_for "two polls after the revocation" polls_at_least $((p0 + 2))
 code=$(curl -s -o "$WORK/body" -w '%{http_code}' -H "Authorization: Bearer $ADMIN" "$URL/v1/models")
 assert_eq "$code" 401 "a revoked key"
 grep -q '"unauthorized"' "$WORK/body" || fail "revoked key body: $(cat "$WORK/body")"
@@ -106,7 +110,7 @@ stop_server
 start_server --audit-queue 5 --poll-ms 200
 before=$(sql "SELECT count(*) FROM audit.predictions")
 "$PY" "$CLIENT" predict "$URL" --read "$READ" --predict "$PRED" --rows "$WORK/rows.json" --n 3 --expect-200 >/dev/null
-for _ in $(seq 1 50); do [ "$(sql "SELECT count(*) FROM audit.predictions")" = $((before + 3)) ] && break; sleep 0.1; done
+wait_for "3 audit rows" audited $((before + 3))
 px db stop >/dev/null
 out=$("$PY" "$CLIENT" predict "$URL" --read "$READ" --predict "$PRED" --rows "$WORK/rows.json" --n 8 || true)
 assert_eq "$(tail -1 <<<"$out")" 5 "predictions answered while the database is down (queue of 5)"
@@ -116,10 +120,11 @@ assert_eq "$code" 503 "/readyz with a full audit queue"
 grep -q '"not_ready"' "$WORK/body" || fail "readyz body: $(cat "$WORK/body")"
 assert_eq "$(curl -s -o /dev/null -w '%{http_code}' "$URL/healthz")" 200 "/healthz while the database is down"
 px db start >/dev/null
-for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/readyz")" = 200 ] && break; sleep 0.1; done
+ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/readyz")" = 200 ]; }
+wait_for "/readyz after the database is back" ready
 assert_eq "$(curl -s -o /dev/null -w '%{http_code}' "$URL/readyz")" 200 "/readyz after the database is back"
 "$PY" "$CLIENT" predict "$URL" --read "$READ" --predict "$PRED" --rows "$WORK/rows.json" --n 2 --expect-200 >/dev/null
-for _ in $(seq 1 50); do [ "$(sql "SELECT count(*) FROM audit.predictions")" = $((before + 10)) ] && break; sleep 0.1; done
+wait_for "the held audit rows" audited $((before + 10))
 assert_eq "$(sql "SELECT count(*) FROM audit.predictions")" $((before + 10)) "audit rows after the outage (3 + 5 held + 2)"
 stop_server
 ok "auditing down: held up to the queue, then 503; nothing answered unaudited; backlog written"

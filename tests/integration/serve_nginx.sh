@@ -10,13 +10,10 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || fail "nginx is not installed (scripts/setup.sh installs it)"
 NGX="$WORK/nginx"
 nginx_cleanup() {
-    local rc=$?
-    set +e # (exit $rc) below must not end the handler under set -e
     [ -s "$NGX/logs/nginx.pid" ] && kill -QUIT "$(cat "$NGX/logs/nginx.pid")" 2>/dev/null
-    (exit $rc)
     serve_cleanup
 }
-trap nginx_cleanup EXIT
+CLEANUP_HOOKS+=(nginx_cleanup)
 
 setup_model 3000 21
 READ=$(new_key read); PRED=$(new_key predict proxy)

@@ -108,24 +108,21 @@ assert_eq "$(sql "SELECT decision FROM registry.decisions WHERE name = 'los' ORD
 assert_exit 1 px registry verify los 1
 ok "tampered champion: retrain fails cleanly and records it"
 
-if [ -d "$SHARED_DATA/synpuf/sample-1" ]; then
-    export PROGNOS_HOME="$WORK/home-synpuf"
-    px etl load --format synpuf --source "$SHARED_DATA/synpuf/sample-1" --quiet >/dev/null
-    px etl load --format synpuf --source "$SHARED_DATA/synpuf/sample-2" --quiet >/dev/null
-    # a model may fail its quality gates on two samples (few deaths): exit 3, registered, not champion
-    for m in readmission mortality los; do
-        set +e; px train --model $m >"$WORK/out" 2>"$WORK/err"; rc=$?; set -e
-        echo "synpuf: exit $rc: $(cat "$WORK/out")"
-        passed=$(sql "SELECT gates->>'passed' FROM registry.versions WHERE name = '$m' ORDER BY version DESC LIMIT 1")
-        champ=$(sql "SELECT count(*) FROM registry.aliases WHERE name = '$m' AND alias = 'champion'")
-        case "$rc:$passed:$champ" in
-            0:true:1|3:false:0) ;;
-            *) cat "$WORK/err"; fail "SynPUF $m: exit $rc, gates passed '$passed', champion $champ disagree";;
-        esac
-    done
-    assert_eq "$(sql "SELECT count(*) FROM registry.versions WHERE metrics ? 'overall'")" 3 "SynPUF versions with metrics"
-    assert_exit 0 px registry verify readmission 1
-    ok "SynPUF samples: all three models trained and registered, champions only where the gates passed"
-else
-    echo "skip: ../shared/data/synpuf not present"
-fi
+# real CMS DE-SynPUF data (the fixture subset, or PX_SYNPUF_DIR)
+use_new_home "$WORK/home-synpuf"
+px etl load --format synpuf --source "$SYNPUF/sample-1" --quiet >/dev/null
+px etl load --format synpuf --source "$SYNPUF/sample-2" --quiet >/dev/null
+# a model may fail its quality gates on real claims (few deaths): exit 3, registered, not champion
+for m in readmission mortality los; do
+    set +e; px train --model $m >"$WORK/out" 2>"$WORK/err"; rc=$?; set -e
+    echo "synpuf: exit $rc: $(cat "$WORK/out")"
+    passed=$(sql "SELECT gates->>'passed' FROM registry.versions WHERE name = '$m' ORDER BY version DESC LIMIT 1")
+    champ=$(sql "SELECT count(*) FROM registry.aliases WHERE name = '$m' AND alias = 'champion'")
+    case "$rc:$passed:$champ" in
+        0:true:1|3:false:0) ;;
+        *) cat "$WORK/err"; fail "SynPUF $m: exit $rc, gates passed '$passed', champion $champ disagree";;
+    esac
+done
+assert_eq "$(sql "SELECT count(*) FROM registry.versions WHERE metrics ? 'overall'")" 3 "SynPUF versions with metrics"
+assert_exit 0 px registry verify readmission 1
+ok "SynPUF samples: all three models trained and registered, champions only where the gates passed"
