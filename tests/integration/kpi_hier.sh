@@ -77,8 +77,11 @@ check_run() { # label min-rows [measures not checked]: system O/E of each risk-a
         echo "  $label: system $m O/E $oe (observed $o, expected $e)"
     done < "$WORK/sys.txt"
     assert_eq "$(sql "SELECT count(*) FROM kpi.results WHERE measure IN ('readmission','mortality','los')
-                      AND unit_type IN ('system', 'department') AND adjustment <> 'indirect'")" 0 \
-        "$label: system and department rows use indirect standardization"
+                      AND unit_type IN ('system', 'department') AND model_name IS NOT NULL AND adjustment <> 'indirect'")" 0 \
+        "$label: system and department rows of adjusted measures use indirect standardization"
+    assert_eq "$(sql "SELECT count(*) FROM kpi.results WHERE measure IN ('readmission','mortality','los')
+                      AND model_name IS NULL AND (adjustment <> 'none' OR sr IS NOT NULL OR expected IS NOT NULL)")" 0 \
+        "$label: crude measures carry no expected count and no hierarchical ratio"
     assert_eq "$(sql "SELECT count(*) FROM kpi.results WHERE measure IN ('volume','cost') AND adjustment <> 'none'")" 0 \
         "$label: volume and cost are not adjusted"
 }
@@ -157,10 +160,9 @@ assert_eq "$(sql "SELECT count(*) FROM kpi.results r JOIN kpi.runs u USING (run_
 ok "--no-hierarchical: indirect standardization everywhere"
 
 # ---- CMS DE-SynPUF sample-1: thousands of facilities with a few stays ------
-S1="$SHARED_DATA/synpuf/sample-1"
-[ -d "$S1" ] || S1="${PROGNOS_SYNPUF_SAMPLE:-/work/shared/data/synpuf/sample-1}"
-if [ ! -d "$S1" ]; then echo "skip - SynPUF sample-1 not present"; exit 0; fi
-export PROGNOS_HOME="$WORK/home-synpuf"
+# (the fixture subset under tests/fixtures/synpuf, or the full sample with PX_SYNPUF_DIR)
+S1="$SYNPUF/sample-1"
+use_new_home "$WORK/home-synpuf"
 assert_exit 0 px etl load --format synpuf --source "$S1" --quiet
 px features build --set all >/dev/null
 failed_gates=""
