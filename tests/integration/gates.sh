@@ -205,29 +205,26 @@ assert_exit 2 px retrain --min-epp abc
 ok "retrain exit codes: 4 (gates failed, also on unchanged data), 3 (nothing new), 0 (promoted), 2 (usage)"
 
 # ---- one SynPUF sample: the mortality model of 2 deaths ----------------------------------
-S1="${PROGNOS_SHARED_DATA:-$SHARED_DATA}/synpuf/sample-1"   # PROGNOS_SHARED_DATA: the data outside a clone
-if [ -d "$S1" ]; then
-    export PROGNOS_HOME="$WORK/home-synpuf"
-    px etl load --format synpuf --source "$S1" --quiet >/dev/null || true
-    px features build --set all >/dev/null
-    assert_exit 3 px train --model mortality --no-build --json
-    cat "$WORK/err"
-    for g in events_per_parameter holdout_events separation; do
-        J 'd["gates_failed"]' "$WORK/out" | grep -q "'$g'" || fail "SynPUF mortality: $g not among the failed gates: $(cat "$WORK/out")"
-    done
-    assert_eq "$(sql "SELECT count(*) FROM registry.aliases WHERE name = 'mortality'")" 0 "SynPUF mortality not champion"
-    for m in readmission los; do
-        assert_exit 0 px train --model $m --no-build --accept-failed-gates --json
-        echo "synpuf $m: $(cat "$WORK/out")"
-    done
-    assert_exit 0 px kpi compute --json
-    assert_eq "$(J 'd["crude"], d["models"]["readmission"], d["models"]["los"]' "$WORK/out")" "['mortality'] 1 1" \
-        "SynPUF: mortality crude, readmission and LOS computed"
-    assert_eq "$(sql "SELECT count(model_version), count(expected) FROM kpi.results WHERE measure = 'mortality'")" "0|0" \
-        "SynPUF mortality adjusts nothing"
-    assert_eq "$(sql "SELECT max(predicted) <= 365 AND min(predicted) >= 0 FROM kpi.predictions WHERE measure = 'los'")" t \
-        "SynPUF LOS predictions within 0-365 days"
-    ok "SynPUF sample-1: mortality fails its gates (exit 3), KPIs: mortality crude, readmission and LOS computed"
-else
-    echo "skip - $S1 not present"
-fi
+# (the fixture subset under tests/fixtures/synpuf, or the full sample with PX_SYNPUF_DIR)
+S1="$SYNPUF/sample-1"
+use_new_home "$WORK/home-synpuf"
+px etl load --format synpuf --source "$S1" --quiet >/dev/null || true
+px features build --set all >/dev/null
+assert_exit 3 px train --model mortality --no-build --json
+cat "$WORK/err"
+for g in events_per_parameter holdout_events separation; do
+    J 'd["gates_failed"]' "$WORK/out" | grep -q "'$g'" || fail "SynPUF mortality: $g not among the failed gates: $(cat "$WORK/out")"
+done
+assert_eq "$(sql "SELECT count(*) FROM registry.aliases WHERE name = 'mortality'")" 0 "SynPUF mortality not champion"
+for m in readmission los; do
+    assert_exit 0 px train --model $m --no-build --accept-failed-gates --json
+    echo "synpuf $m: $(cat "$WORK/out")"
+done
+assert_exit 0 px kpi compute --json
+assert_eq "$(J 'd["crude"], d["models"]["readmission"], d["models"]["los"]' "$WORK/out")" "['mortality'] 1 1" \
+    "SynPUF: mortality crude, readmission and LOS computed"
+assert_eq "$(sql "SELECT count(model_version), count(expected) FROM kpi.results WHERE measure = 'mortality'")" "0|0" \
+    "SynPUF mortality adjusts nothing"
+assert_eq "$(sql "SELECT max(predicted) <= 365 AND min(predicted) >= 0 FROM kpi.predictions WHERE measure = 'los'")" t \
+    "SynPUF LOS predictions within 0-365 days"
+ok "SynPUF sample-1: mortality fails its gates (exit 3), KPIs: mortality crude, readmission and LOS computed"
