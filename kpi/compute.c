@@ -161,7 +161,7 @@ static char *quote_table(PGconn *c, const char *t)
 
 /* One field of a COPY text row starting at *p (ends at tab or newline); unescapes
  * in place. Returns the field (NUL-terminated), NULL for \N; *p moves past it. */
-static char *copy_field(char **p, char *end, int *ok)
+char *kpi_copy_field(char **p, char *end, int *ok)
 {
     char *s = *p, *w = s, *r = s;
     if (s >= end) {
@@ -515,11 +515,11 @@ static int model_score(PGconn *c, int k, model_in *mi, scored *s, px_err *e)
     while ((n = PQgetCopyData(c, &row, 0)) > 0) {
         char *p = row, *end = row + n;
         int ok = 1;
-        char *id = copy_field(&p, end, &ok);
-        char *facility = copy_field(&p, end, &ok);
-        double y = num_value(copy_field(&p, end, &ok));
+        char *id = kpi_copy_field(&p, end, &ok);
+        char *facility = kpi_copy_field(&p, end, &ok);
+        double y = num_value(kpi_copy_field(&p, end, &ok));
         for (size_t j = 0; j < nf && ok; j++) {
-            char *v = copy_field(&p, end, &ok);
+            char *v = kpi_copy_field(&p, end, &ok);
             const px_feature_info *fi = px_model_feature(mi->m, j);
             if (fi->kind == PX_COL_CATEGORICAL && v) {
                 /* levels are in byte order; an unseen level counts as the reference */

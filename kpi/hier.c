@@ -26,40 +26,6 @@ static double num_text(const char *s)
     return end != s && !*end ? v : NAN;
 }
 
-/* One field of a COPY text row at *p (ends at tab or newline), unescaped in
- * place; NULL for \N. *p moves past it; *ok = 0 when the row has ended. */
-static char *copy_field(char **p, char *end, int *ok)
-{
-    char *s = *p, *w = s, *r = s;
-    if (s >= end) {
-        *ok = 0;
-        return NULL;
-    }
-    if (r + 1 < end && r[0] == '\\' && r[1] == 'N' && (r + 2 == end || r[2] == '\t' || r[2] == '\n')) {
-        *p = r + 2 + (r + 2 < end);
-        return NULL;
-    }
-    while (r < end && *r != '\t' && *r != '\n') {
-        if (*r == '\\' && r + 1 < end) {
-            r++;
-            switch (*r) {
-            case 't': *w++ = '\t'; break;
-            case 'n': *w++ = '\n'; break;
-            case 'r': *w++ = '\r'; break;
-            case 'b': *w++ = '\b'; break;
-            case 'f': *w++ = '\f'; break;
-            case 'v': *w++ = '\v'; break;
-            default: *w++ = *r; break;
-            }
-            r++;
-        } else {
-            *w++ = *r++;
-        }
-    }
-    *p = r + (r < end);
-    *w = 0;
-    return s;
-}
 
 typedef struct hrow {
     int fac, ym;          /* facility index, year * 12 + month - 1 */
@@ -208,11 +174,11 @@ int kpi_hier_apply(PGconn *c, const px_config *cfg, const char *name, int versio
             if (rc == 0) {
                 char *p = line, *end = line + cl;
                 int ok = 1;
-                char *fac_s = copy_field(&p, end, &ok), *ym_s = copy_field(&p, end, &ok);
-                double y = num_text(copy_field(&p, end, &ok));
+                char *fac_s = kpi_copy_field(&p, end, &ok), *ym_s = kpi_copy_field(&p, end, &ok);
+                double y = num_text(kpi_copy_field(&p, end, &ok));
                 for (size_t j = 0; j < nf && ok; j++) {
                     const px_feature_info *fi = px_model_feature(m, j);
-                    const char *v = copy_field(&p, end, &ok);
+                    const char *v = kpi_copy_field(&p, end, &ok);
                     if (fi->kind == PX_COL_CATEGORICAL && v) {
                         char **hit =
                             fi->nlevels ? bsearch(v, fi->levels, fi->nlevels, sizeof *fi->levels, cmp_lvl) : NULL;

@@ -19,6 +19,10 @@ int kpi_kind_flag(const char *name);
 
 /* Sets e from a failed result (or the connection when r is NULL) and returns PX_EDB. */
 int kpi_db_fail(px_err *e, PGconn *c, PGresult *r, const char *what);
+/* One field of a COPY text row starting at *p (ends at tab or newline), unescaped in
+ * place. Returns the field (NUL-terminated), NULL for \N; *p moves past it; *ok = 0
+ * when the row has ended. Shared by the scoring pass (compute.c) and hier.c. */
+char *kpi_copy_field(char **p, char *end, int *ok);
 
 /* Monotonic seconds. */
 double kpi_now(void);
