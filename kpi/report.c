@@ -1011,8 +1011,16 @@ static void flagged(px_buf *b, const rows *rs, const run_info *ri, int *worse, i
     free(v);
 }
 
-/* A league table lists every unit with enough cases up to this many, else the flagged ones. */
-#define LEAGUE_ALL_MAX 40
+/* A league table lists every unit with enough cases up to this many, else the
+ * flagged ones (a crude measure, without flags: its largest units). */
+#define LEAGUE_ALL_MAX 100
+#define LEAGUE_CRUDE_LISTED 50
+
+static int cmp_dbl_desc(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
 
 static int cmp_oe_desc(const void *a, const void *b)
 {
@@ -1087,7 +1095,21 @@ static int league(px_buf *b, const rows *rs, const run_info *ri, int m, int utyp
     if (utype == 1) *suppressed += sup;
     qsort(v, n, sizeof *v, cmp_oe_desc);
     int all_rows = nosup <= LEAGUE_ALL_MAX;
-#define LISTED(x) (all_rows || !strcmp((x)->flag, "worse") || !strcmp((x)->flag, "better"))
+    /* a crude measure has no flags: then the largest units are listed */
+    int crude = measure_crude(ri, m);
+    double big = INFINITY;
+    if (!all_rows && crude) {
+        double *ns = malloc(n * sizeof *ns);
+        if (!ns) {
+            free(v), free(pt);
+            return PX_ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) ns[i] = v[i]->n;
+        qsort(ns, n, sizeof *ns, cmp_dbl_desc);
+        big = ns[LEAGUE_CRUDE_LISTED - 1];
+        free(ns);
+    }
+#define LISTED(x) (all_rows || !strcmp((x)->flag, "worse") || !strcmp((x)->flag, "better") || (x)->n >= big)
     size_t nrow = 0;
     for (size_t i = 0; i < n; i++) nrow += LISTED(v[i]);
     px_buf_printf(b, "<h3 id='league-%s-%s'>%s by %s</h3>", px_kpi_measure_name(m), what, mlabel[m], what);
@@ -1095,7 +1117,10 @@ static int league(px_buf *b, const rows *rs, const run_info *ri, int m, int utyp
                      "data-suppressed='%d' data-flagged='%d'>%d %s with enough cases",
                   px_kpi_measure_name(m), what, nosup + sup, nrow, sup, nflag, nosup,
                   nosup == 1 ? what : utype == 1 ? "facilities" : "departments");
-    if (!all_rows)
+    if (!all_rows && crude)
+        px_buf_printf(b, "; not risk-adjusted, so none is flagged: listed here are the %zu with the most cases, the "
+                         "other %d are in the CSV and JSON (--csv, --json)", nrow, nosup - (int)nrow);
+    else if (!all_rows)
         px_buf_printf(b, "; listed here are the %zu flagged worse or better than expected, the %d no different "
                          "from expected are in the CSV and JSON (--csv, --json)", nrow, nosup - (int)nrow);
     if (sup)
