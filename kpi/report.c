@@ -1014,7 +1014,18 @@ static void flagged(px_buf *b, const rows *rs, const run_info *ri, int *worse, i
 /* A league table lists every unit with enough cases up to this many, else the
  * flagged ones (a crude measure, without flags: its largest units). */
 #define LEAGUE_ALL_MAX 100
+#define LEAGUE_FLAG_LISTED 100
 #define LEAGUE_CRUDE_LISTED 50
+
+/* How strongly a unit claims a row when not all can be listed: flagged units by
+ * how far their ratio lies from 1; for a crude measure, its cases; else -1 (not listed). */
+static double league_score(const row *x, int crude)
+{
+    if (crude) return x->n;
+    if (strcmp(x->flag, "worse") != 0 && strcmp(x->flag, "better") != 0) return -1;
+    double r = strcmp(x->adjustment, "hierarchical") == 0 && isfinite(x->sr) ? x->sr : x->oe;
+    return isfinite(r) && r > 0 ? fabs(log(r)) : 0;
+}
 
 static int cmp_dbl_desc(const void *a, const void *b)
 {
@@ -1095,21 +1106,23 @@ static int league(px_buf *b, const rows *rs, const run_info *ri, int m, int utyp
     if (utype == 1) *suppressed += sup;
     qsort(v, n, sizeof *v, cmp_oe_desc);
     int all_rows = nosup <= LEAGUE_ALL_MAX;
-    /* a crude measure has no flags: then the largest units are listed */
+    /* beyond LEAGUE_ALL_MAX units: the flagged ones, the LEAGUE_FLAG_LISTED farthest
+     * from 1 at most; a crude measure has no flags, so its LEAGUE_CRUDE_LISTED largest */
     int crude = measure_crude(ri, m);
-    double big = INFINITY;
-    if (!all_rows && crude) {
-        double *ns = malloc(n * sizeof *ns);
-        if (!ns) {
+    double cut = -INFINITY;
+    if (!all_rows) {
+        double *sc = malloc(n * sizeof *sc);
+        if (!sc) {
             free(v), free(pt);
             return PX_ENOMEM;
         }
-        for (size_t i = 0; i < n; i++) ns[i] = v[i]->n;
-        qsort(ns, n, sizeof *ns, cmp_dbl_desc);
-        big = ns[LEAGUE_CRUDE_LISTED - 1];
-        free(ns);
+        for (size_t i = 0; i < n; i++) sc[i] = league_score(v[i], crude);
+        qsort(sc, n, sizeof *sc, cmp_dbl_desc);
+        size_t k = crude ? LEAGUE_CRUDE_LISTED : LEAGUE_FLAG_LISTED;
+        cut = fmax(0, sc[(k < n ? k : n) - 1]);
+        free(sc);
     }
-#define LISTED(x) (all_rows || !strcmp((x)->flag, "worse") || !strcmp((x)->flag, "better") || (x)->n >= big)
+#define LISTED(x) (all_rows || league_score((x), crude) >= cut)
     size_t nrow = 0;
     for (size_t i = 0; i < n; i++) nrow += LISTED(v[i]);
     px_buf_printf(b, "<h3 id='league-%s-%s'>%s by %s</h3>", px_kpi_measure_name(m), what, mlabel[m], what);
@@ -1120,9 +1133,13 @@ static int league(px_buf *b, const rows *rs, const run_info *ri, int m, int utyp
     if (!all_rows && crude)
         px_buf_printf(b, "; not risk-adjusted, so none is flagged: listed here are the %zu with the most cases, the "
                          "other %d are in the CSV and JSON (--csv, --json)", nrow, nosup - (int)nrow);
-    else if (!all_rows)
+    else if (!all_rows && (int)nrow == nflag)
         px_buf_printf(b, "; listed here are the %zu flagged worse or better than expected, the %d no different "
                          "from expected are in the CSV and JSON (--csv, --json)", nrow, nosup - (int)nrow);
+    else if (!all_rows)
+        px_buf_printf(b, "; listed here are the %zu flagged worse or better that lie farthest from expected (of %d "
+                         "flagged), the other %d are in the CSV and JSON (--csv, --json)", nrow, nflag,
+                      nosup - (int)nrow);
     if (sup)
         px_buf_printf(b, "; %d with fewer than %.0f cases are suppressed (counted, not listed)", sup,
                       cJSON_GetNumberValue(cJSON_GetObjectItem(ri->method, "min_cases")));

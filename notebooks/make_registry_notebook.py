@@ -24,9 +24,7 @@ Configuration: `PROGNOS_DB_URL` (a libpq URI; default: the output of `prognos db
 
 code("""
 import hashlib, io, json, os, subprocess, warnings
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # the kernel's inline backend: plots are embedded in the executed notebook
 import pandas as pd
 import psycopg2
 
