@@ -840,6 +840,13 @@ static void headline(px_buf *b, const rows *rs, const run_info *ri, const px_kpi
     px_buf_adds(b, ". Intervals are 95%.</p><div class='cards'>");
     for (int m = 0; m < PX_KPI__COUNT; m++) {
         const row *x = find_row(rs, m, 0, NULL, ri->period);
+        if (x && strcmp(x->flag, "withheld") == 0) {
+            px_buf_printf(b, "<div class='card missing' data-measure='%s' data-value='' data-withheld='1'>"
+                             "<div class='l'>%s</div><div class='v'>&ndash;</div><div class='s'>withheld in the "
+                             "private release (a sum without a small sensitivity)</div></div>",
+                          px_kpi_measure_name(m), mlabel[m]);
+            continue;
+        }
         if (!x || (m != PX_KPI_VOLUME && !isfinite(x->rate) && !(x->n > 0))) {
             /* the period holds no value of this measure: say so, do not drop the card */
             px_buf_printf(b, "<div class='card missing' data-measure='%s' data-value='' data-missing='1'>"
@@ -1514,7 +1521,7 @@ static void jnum(cJSON *o, const char *k, double v)
         cJSON_AddNullToObject(o, k);
 }
 
-static char *json_doc(const rows *rs, const run_info *ri, const px_kpi_report_params *p)
+static char *json_doc(const rows *rs, const run_info *ri, const px_kpi_report_params *p, const goals *g)
 {
     cJSON *d = cJSON_CreateObject();
     if (!d) return NULL;
@@ -1539,6 +1546,25 @@ static char *json_doc(const rows *rs, const run_info *ri, const px_kpi_report_pa
         cJSON_AddStringToObject(dp, "seed", seed);
     } else {
         cJSON_AddNullToObject(d, "differential_privacy");
+    }
+    /* the targets someone set and the national benchmarks the page compared with */
+    cJSON *tj = cJSON_AddObjectToObject(d, "targets"), *bj = cJSON_AddObjectToObject(d, "benchmarks");
+    for (int m = 0; m < PX_KPI__COUNT; m++) {
+        if (isfinite(g->target[m].value)) {
+            cJSON *o = cJSON_AddObjectToObject(tj, px_kpi_measure_name(m));
+            cJSON_AddNumberToObject(o, "value", g->target[m].value);
+            cJSON_AddStringToObject(o, "direction", g->target[m].higher_better ? "higher" : "lower");
+            cJSON_AddStringToObject(o, "source", g->target[m].source);
+        }
+        for (int k = 0; k < 2; k++) {
+            if (!isfinite(g->bench[m][k].value)) continue;
+            cJSON *a = cJSON_GetObjectItem(bj, px_kpi_measure_name(m));
+            if (!a) a = cJSON_AddArrayToObject(bj, px_kpi_measure_name(m));
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddItemToArray(a, o);
+            cJSON_AddNumberToObject(o, "value", g->bench[m][k].value);
+            cJSON_AddStringToObject(o, "source", g->bench[m][k].source);
+        }
     }
     cJSON *arr = cJSON_AddArrayToObject(d, "results");
     for (size_t i = 0; i < rs->n; i++) {
@@ -1698,7 +1724,7 @@ int px_kpi_report(PGconn *c, const px_kpi_report_params *p, px_kpi_report_info *
         info->suppressed += strcmp(x->flag, "suppressed") == 0;
     }
     if (p->json_path) {
-        if (!(js = json_doc(&rs, &ri, p))) {
+        if (!(js = json_doc(&rs, &ri, p, &g))) {
             rc = px_err_set(e, PX_ENOMEM, "out of memory");
             goto out;
         }

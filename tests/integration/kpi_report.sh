@@ -308,6 +308,30 @@ first_screen "$WORK/year.html" year
 first_screen "$WORK/month.html" month
 ok "the headline KPIs and the flagged units are on the first screen at 1280x800"
 
+card() { # html measure attr
+    python3 - "$1" "$2" "$3" <<'PY'
+import sys
+from html.parser import HTMLParser
+class P(HTMLParser):
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "div" and "card" in (a.get("class") or "").split() and a.get("data-measure") == sys.argv[2]:
+            print(a.get("data-" + sys.argv[3], ""))
+P().feed(open(sys.argv[1]).read())
+PY
+}
+
+# --- a period that leaves a measure without data says so (the last month: no 30-day follow-up yet)
+last=$(sql "SELECT period FROM kpi.results WHERE run_id = $run AND period_kind = 'month' AND unit_type = 'system'
+            GROUP BY period HAVING NOT bool_or(measure = 'readmission') ORDER BY period DESC LIMIT 1")
+[ -n "$last" ] || fail "no month without readmission data in run $run"
+assert_exit 0 px kpi report --period "$last" --out "$WORK/last.html"
+assert_eq "$(card "$WORK/last.html" readmission missing)" 1 "readmission card of $last marked as without data"
+grep -q "no data for this measure in period $last" "$WORK/last.html" || fail "$last: the missing measure is not said"
+grep -q "No facility data for this measure in period $last" "$WORK/last.html" || fail "$last: the league table is not said to be empty"
+assert_eq "$(grep -oE "class='card( missing)?'" "$WORK/last.html" | wc -l)" 5 "cards of $last"
+ok "period $last: the measure without data keeps its card and says so"
+
 # --- print to PDF ------------------------------------------------------------------------------
 prof=$(mktemp -d "$WORK/chromium.XXXXXX")
 timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
@@ -326,20 +350,10 @@ PY
 ok "the report prints to PDF ($pages pages)"
 
 # --- targets from a file, national benchmarks -------------------------------------------------
-card() { # html measure attr
-    python3 - "$1" "$2" "$3" <<'PY'
-import sys
-from html.parser import HTMLParser
-class P(HTMLParser):
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "div" and "card" in (a.get("class") or "").split() and a.get("data-measure") == sys.argv[2]:
-            print(a.get("data-" + sys.argv[3], ""))
-P().feed(open(sys.argv[1]).read())
-PY
-}
 printf 'measure,value,direction,source\nreadmission,0.125,lower,Board plan 2024\nvolume,100,higher,"budget, FY24"\n' >"$WORK/targets.csv"
-assert_exit 0 px kpi report --period year --out "$WORK/t.html" --targets "$WORK/targets.csv"
+assert_exit 0 px kpi report --period year --out "$WORK/t.html" --targets "$WORK/targets.csv" --json "$WORK/t.json"
+assert_eq "$(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["targets"]; print(sorted((k, v["value"], v["direction"], v["source"]) for k, v in t.items()))' "$WORK/t.json")" \
+    "[('readmission', 0.125, 'lower', 'Board plan 2024'), ('volume', 100, 'higher', 'budget, FY24')]" "targets in the JSON"
 assert_eq "$(card "$WORK/t.html" readmission target)" 0.125 "readmission target from the CSV"
 assert_eq "$(card "$WORK/t.html" volume target)" 100 "volume target from the CSV"
 assert_eq "$(card "$WORK/t.html" mortality target)" "" "no mortality target set"

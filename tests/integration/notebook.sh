@@ -57,7 +57,8 @@ assert summary["plots"] == {"binary": want["binary"], "regression": want["regres
 unlabelled = []
 for cell in nb["cells"]:
     if cell["cell_type"] != "code": continue
-    for node in ast.walk(ast.parse(cell["source"])):
+    src = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+    for node in ast.walk(ast.parse(src)):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "set":
             kw = {k.arg for k in node.keywords}
             if "title" in kw and not {"xlabel", "ylabel"} <= kw: unlabelled.append(ast.unparse(node)[:80])
@@ -73,7 +74,9 @@ ok "registry notebook executes headless and agrees with the registry"
 use_new_home "$WORK/home-synpuf"
 px etl load --format synpuf --source "$SYNPUF/sample-1" --quiet >/dev/null
 px etl load --format synpuf --source "$SYNPUF/sample-2" --quiet >/dev/null
-for m in readmission mortality los; do px train --model $m --accept-failed-gates >/dev/null; done
+# a late, small holdout: the mortality champion gets no holdout events (no AUC interval)
+px train --model mortality --accept-failed-gates --holdout-time 0.2 --holdout-patients 0.1 >/dev/null
+for m in readmission los; do px train --model $m --accept-failed-gates >/dev/null; done
 echo "synpuf mortality holdout: $(sql "SELECT metrics->'overall'->>'events' || ' events, AUC interval ' ||
       coalesce(metrics->'overall'->>'auc_lo', 'undefined') FROM registry.versions WHERE name = 'mortality'")"
 assert_eq "$(sql "SELECT count(*) FROM registry.versions WHERE name = 'mortality'
@@ -81,3 +84,29 @@ assert_eq "$(sql "SELECT count(*) FROM registry.versions WHERE name = 'mortality
     "the SynPUF mortality champion has no AUC interval"
 run_notebook synpuf
 ok "registry notebook runs on champions without holdout events or AUC intervals, and plots the LOS model"
+
+# the executive report of the same registry warns about both: crude measures (champions that
+# failed their gates), then, adjusted with them anyway, the champion without holdout events
+caution() { # html -> "kind:measure" of each caution banner
+    python3 - "$1" <<'PY'
+import sys
+from html.parser import HTMLParser
+class P(HTMLParser):
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "caution" in (a.get("class") or "").split(): print(f"{a['data-caution']}:{a['data-measure']}")
+P().feed(open(sys.argv[1]).read())
+PY
+}
+assert_exit 0 px kpi compute --period all
+assert_exit 0 px kpi report --period all --out "$WORK/crude.html"
+want=$(sql "SELECT string_agg('crude:' || m, ' ' ORDER BY array_position(ARRAY['readmission','mortality','los'], m))
+            FROM (SELECT key AS m FROM kpi.runs, jsonb_each(models) WHERE run_id = (SELECT max(run_id) FROM kpi.runs)
+                  AND value->>'crude' = 'true') c")
+assert_eq "$(caution "$WORK/crude.html" | tr '\n' ' ' | sed 's/ $//')" "$want" "crude cautions"
+[ -n "$want" ] || fail "no measure was crude on the SynPUF subset"
+assert_exit 0 px kpi compute --period all --allow-failed-gates --force
+assert_exit 0 px kpi report --period all --out "$WORK/weak.html"
+caution "$WORK/weak.html" | grep -qx "auc:mortality" || fail "no caution for the mortality champion without holdout events: $(caution "$WORK/weak.html")"
+grep -q "its holdout had no events" "$WORK/weak.html" || fail "the caution does not say why"
+ok "kpi report: caution banners for crude measures and for a champion without holdout events"
