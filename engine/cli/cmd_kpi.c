@@ -93,8 +93,9 @@ static const char usage[] =
     "  --dp-seed S          seed of the noise (default 1): same seed, same release\n"
     "  -h, --help           show this help\n"
     "\n"
-    "Exit codes: 0 ok, 1 failed (the message names what), 2 usage error,\n"
-    "3 nothing to do (compute: an identical run is already stored).\n";
+    "Exit codes: 0 ok, 1 failed (the message names what), 2 usage error (report:\n"
+    "also a bad period, or a --targets / --benchmarks file the message names by\n"
+    "line and field), 3 nothing to do (compute: an identical run is already stored).\n";
 
 static int parse_double(const char *s, double lo, double hi, double *v)
 {
