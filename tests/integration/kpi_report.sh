@@ -41,6 +41,12 @@ assert_exit 0 px kpi compute --json
 grep -q "readmission crude" "$WORK/err" || fail "missing model not named: $(cat "$WORK/err")"
 assert_eq "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["crude"])' "$WORK/out")" \
     "['readmission', 'mortality', 'los']" "crude measures without models"
+# the report of that run opens with a caution for each crude measure, quoting why
+assert_exit 0 px kpi report --period all --out "$WORK/crude.html"
+assert_eq "$(grep -o "data-caution='crude' data-measure='[a-z]*'" "$WORK/crude.html" | cut -d"'" -f4 | tr '\n' ' ')" \
+    "readmission mortality los " "crude cautions"
+grep -q "is not risk-adjusted.</b> Its rates are crude" "$WORK/crude.html" || fail "the crude caution does not say so"
+assert_eq "$(grep -o "class='s tgt'" "$WORK/crude.html" | wc -l)" 0 "targets on a page without targets"
 sql "DELETE FROM kpi.runs"
 for m in readmission mortality los; do px train --model $m --no-build --accept-failed-gates >/dev/null; done
 assert_exit 1 px kpi compute --model-version readmission=7
