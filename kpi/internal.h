@@ -50,6 +50,8 @@ int kpi_svg_funnel(px_buf *b, const char *aria, const kpi_point *p, size_t n, kp
                    const char *xlabel);
 /* Trend over periods (points in order: label = period, y with lo..hi band),
  * with an optional expected line; pct: the values are proportions. */
+/* A sparkline of n values (NAN: a gap), the current one dotted; no axes. */
+int kpi_svg_spark(px_buf *b, const char *aria, const double *y, size_t n, size_t cur);
 int kpi_svg_trend(px_buf *b, const char *aria, const kpi_point *p, size_t n, const double *expected, int pct,
                   const char *ylabel);
 

@@ -228,6 +228,10 @@ typedef struct px_kpi_report_params {
                                   * dollars); NAN: the case-mix expected value (E/n) */
     double dp_epsilon;           /* > 0: a differentially private release (counts noised) */
     uint64_t dp_seed;
+    const char *targets_path;    /* NULL, or a JSON / CSV file of targets (measure, value,
+                                  * direction, source); overrides target[] per measure */
+    const char *benchmarks_dir;  /* NULL, or a folder of public CMS files (Hospital Compare
+                                  * outcome-of-care-measures.csv, HRRP): national rates */
 } px_kpi_report_params;
 
 px_kpi_report_params px_kpi_report_default_params(void);

@@ -5,12 +5,18 @@
  * With dp_epsilon > 0 the counts are released through the Laplace mechanism and
  * everything shown is recomputed from the noisy counts (post-processing). */
 #include "kpi/internal.h"
+#include "engine/internal.h"
 #include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <gsl/gsl_errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 px_kpi_report_params px_kpi_report_default_params(void)
 {
@@ -332,6 +338,346 @@ static const char *flag_words(const char *f)
     return f;
 }
 
+static int lower_is_better_m(int m)
+{
+    return m != PX_KPI_VOLUME;
+}
+
+/* ---- targets and national benchmarks ---------------------------------------------- */
+
+/* A value someone set for a measure (--target, --targets FILE) or a national
+ * rate from the public CMS files (--benchmarks DIR). */
+typedef struct goal {
+    double value;              /* on the measure's scale (proportion, days, dollars) */
+    int higher_better;         /* direction: 1 when higher is better */
+    char source[160];
+} goal;
+
+typedef struct goals {
+    goal target[PX_KPI__COUNT];
+    goal bench[PX_KPI__COUNT][2];   /* Hospital Compare, HRRP */
+} goals;
+
+static int parse_num(const char *s, double *v)
+{
+    char *end;
+    while (*s == ' ') s++;
+    if (!*s) return -1;
+    double x = strtod(s, &end);
+    while (*end == ' ') end++;
+    if (*end || !isfinite(x)) return -1;
+    *v = x;
+    return 0;
+}
+
+/* One target, from its fields as text; where names the place ("targets.csv line 3"). */
+static int target_set(goals *g, const char *path, const char *where, const char *measure, const char *value,
+                      const char *direction, const char *source, px_err *e)
+{
+    px_kpi_measure m;
+    double v;
+    if (!measure || px_kpi_measure_parse(measure, &m) != 0)
+        return px_err_set(e, PX_EINVAL, "%s, field measure: '%s' is not a measure (volume, readmission, mortality, los, cost)",
+                          where, measure ? measure : "(missing)");
+    if (!value || parse_num(value, &v) != 0 || v < 0)
+        return px_err_set(e, PX_EINVAL, "%s, field value: '%s' is not a non-negative number", where,
+                          value ? value : "(missing)");
+    if ((m == PX_KPI_READMISSION || m == PX_KPI_MORTALITY) && v > 1) {
+        px_err_set(e, PX_EINVAL, "%s, field value: %s for %s is not a proportion", where, value, measure);
+        px_err_hint(e, "rates are proportions: 0.15 for 15%%");
+        return PX_EINVAL;
+    }
+    int hb = !lower_is_better_m(m);
+    if (direction && *direction) {
+        if (strcmp(direction, "lower") == 0 || strcmp(direction, "lower_is_better") == 0)
+            hb = 0;
+        else if (strcmp(direction, "higher") == 0 || strcmp(direction, "higher_is_better") == 0)
+            hb = 1;
+        else
+            return px_err_set(e, PX_EINVAL, "%s, field direction: '%s' is not lower or higher", where, direction);
+    }
+    if (isfinite(g->target[m].value))
+        return px_err_set(e, PX_EINVAL, "%s: a second target for %s in %s", where, measure, path);
+    g->target[m].value = v;
+    g->target[m].higher_better = hb;
+    snprintf(g->target[m].source, sizeof g->target[m].source, "%s", source && *source ? source : path);
+    return 0;
+}
+
+static int targets_json(goals *g, const char *path, const char *text, px_err *e)
+{
+    cJSON *d = cJSON_Parse(text);
+    if (!d) {
+        const char *at = cJSON_GetErrorPtr();
+        int line = 1;
+        for (const char *q = text; at && q < at && *q; q++) line += *q == '\n';
+        return px_err_set(e, PX_EINVAL, "%s line %d: not valid JSON", path, line);
+    }
+    cJSON *arr = cJSON_IsArray(d) ? d : cJSON_GetObjectItem(d, "targets");
+    int rc = 0;
+    if (!cJSON_IsArray(arr)) {
+        rc = px_err_set(e, PX_EINVAL, "%s: expected an array of targets (or {\"targets\": [...]})", path);
+        px_err_hint(e, "[{\"measure\": \"readmission\", \"value\": 0.15, \"direction\": \"lower\", \"source\": \"board 2024\"}]");
+        goto out;
+    }
+    int i = 0;
+    cJSON *t;
+    cJSON_ArrayForEach(t, arr)
+    {
+        char where[600], val[64] = "";
+        snprintf(where, sizeof where, "%s target %d", path, i++ + 1);
+        if (!cJSON_IsObject(t)) {
+            rc = px_err_set(e, PX_EINVAL, "%s: not an object", where);
+            goto out;
+        }
+        cJSON *f;
+        cJSON_ArrayForEach(f, t)
+        {
+            if (strcmp(f->string, "measure") && strcmp(f->string, "value") && strcmp(f->string, "direction") &&
+                strcmp(f->string, "source")) {
+                rc = px_err_set(e, PX_EINVAL, "%s: unknown field '%s' (measure, value, direction, source)", where,
+                                f->string);
+                goto out;
+            }
+        }
+        cJSON *v = cJSON_GetObjectItem(t, "value");
+        if (cJSON_IsNumber(v))
+            snprintf(val, sizeof val, "%.17g", v->valuedouble);
+        else if (v) {
+            rc = px_err_set(e, PX_EINVAL, "%s, field value: not a number", where);
+            goto out;
+        }
+        cJSON *dj = cJSON_GetObjectItem(t, "direction"), *sj = cJSON_GetObjectItem(t, "source");
+        if ((dj && !cJSON_IsString(dj)) || (sj && !cJSON_IsString(sj))) {
+            rc = px_err_set(e, PX_EINVAL, "%s: direction and source are strings", where);
+            goto out;
+        }
+        if ((rc = target_set(g, path, where, cJSON_GetStringValue(cJSON_GetObjectItem(t, "measure")), v ? val : NULL,
+                             cJSON_GetStringValue(dj), cJSON_GetStringValue(sj), e)) != 0)
+            goto out;
+    }
+out:
+    cJSON_Delete(d);
+    return rc;
+}
+
+static int targets_csv(goals *g, const char *path, int fd, px_err *e)
+{
+    px_csv *c = px_csv_new(fd);
+    if (!c) return px_err_set(e, PX_ENOMEM, "out of memory");
+    int col[4] = {-1, -1, -1, -1}, rc = 0, got, nrows = 0;
+    static const char *const names[4] = {"measure", "value", "direction", "source"};
+    px_csv_status st;
+    while ((got = px_csv_next(c, &st)) == 1) {
+        long long line = px_csv_line(c);
+        char where[600];
+        snprintf(where, sizeof where, "%s line %lld", path, line);
+        if (st != PX_CSV_OK) {
+            rc = px_err_set(e, PX_EINVAL, "%s: %s", where, st == PX_CSV_BAD_UTF8 ? "not UTF-8" : "malformed CSV quoting");
+            break;
+        }
+        int nf = px_csv_nfields(c);
+        if (col[0] < 0 && col[1] < 0) {   /* the header */
+            for (int i = 0; i < nf; i++) {
+                int k = 0;
+                while (k < 4 && strcmp(px_csv_field(c, i), names[k]) != 0) k++;
+                if (k == 4) {
+                    rc = px_err_set(e, PX_EINVAL, "%s: unknown column '%s' (measure, value, direction, source)", where,
+                                    px_csv_field(c, i));
+                    break;
+                }
+                col[k] = i;
+            }
+            if (rc == 0 && (col[0] < 0 || col[1] < 0)) {
+                rc = px_err_set(e, PX_EINVAL, "%s: the header needs the columns measure and value", where);
+                px_err_hint(e, "measure,value,direction,source");
+            }
+            if (rc) break;
+            continue;
+        }
+        if (nf == 1 && !*px_csv_field(c, 0)) continue;   /* a blank line */
+        const char *f[4];
+        for (int k = 0; k < 4; k++) f[k] = col[k] >= 0 && col[k] < nf ? px_csv_field(c, col[k]) : NULL;
+        if ((rc = target_set(g, path, where, f[0], f[1], f[2], f[3], e)) != 0) break;
+        nrows++;
+    }
+    if (rc == 0 && got < 0) rc = px_err_set(e, PX_EIO, "cannot read '%s': %s", path, strerror(errno));
+    if (rc == 0 && col[0] < 0) rc = px_err_set(e, PX_EINVAL, "%s: empty (expected a header measure,value,direction,source)", path);
+    if (rc == 0 && nrows == 0) rc = px_err_set(e, PX_EINVAL, "%s: a header but no target", path);
+    px_csv_free(c);
+    return rc;
+}
+
+/* --targets FILE: JSON when the first non-blank byte is [ or {, else CSV. */
+static int targets_load(goals *g, const char *path, px_err *e)
+{
+    unsigned char *text = NULL;
+    size_t len = 0;
+    int rc = px_file_read(path, 1 << 20, &text, &len, e);
+    if (rc) return rc;
+    const char *s = (const char *)text;
+    while (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t') s++;
+    if (*s == '[' || *s == '{') {
+        rc = targets_json(g, path, (const char *)text, e);
+    } else {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            rc = px_err_set(e, PX_EIO, "cannot open '%s': %s", path, strerror(errno));
+        else {
+            rc = targets_csv(g, path, fd, e);
+            close(fd);
+        }
+    }
+    free(text);
+    if (rc && rc != PX_EIO && rc != PX_ENOMEM) rc = PX_EINVAL;
+    return rc;
+}
+
+/* The patient-weighted national rate of a set of CMS columns: each hospital's
+ * rate (percent) in column RATE weighted by its patients in column N, over the
+ * conditions whose column names contain the text. */
+typedef struct bench_acc {
+    double sum, w;
+    long long hospitals;
+} bench_acc;
+
+static int bench_file(const char *dir, const char *file, int (*row_fn)(px_csv *, int *, bench_acc *, int),
+                      const char *const *cols, int ncols, bench_acc *acc, int *found, px_err *e)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) return 0;
+        return px_err_set(e, PX_EIO, "cannot open '%s': %s", path, strerror(errno));
+    }
+    *found = 1;
+    px_csv *c = px_csv_new(fd);
+    if (!c) {
+        close(fd);
+        return px_err_set(e, PX_ENOMEM, "out of memory");
+    }
+    int idx[64], rc = 0, got, header = 1;
+    for (int k = 0; k < ncols && k < 64; k++) idx[k] = -1;
+    px_csv_status st;
+    while ((got = px_csv_next(c, &st)) == 1) {
+        if (st != PX_CSV_OK) {
+            rc = px_err_set(e, PX_EINVAL, "%s line %lld: %s", path, px_csv_line(c),
+                            st == PX_CSV_BAD_UTF8 ? "not UTF-8" : "malformed CSV quoting");
+            break;
+        }
+        int nf = px_csv_nfields(c);
+        if (header) {
+            header = 0;
+            for (int k = 0; k < ncols; k++)
+                for (int i = 0; i < nf; i++)
+                    if (strcmp(px_csv_field(c, i), cols[k]) == 0) idx[k] = i;
+            for (int k = 0; k < ncols; k++)
+                if (idx[k] < 0) {
+                    rc = px_err_set(e, PX_EINVAL, "%s line 1: no column '%s'", path, cols[k]);
+                    px_err_hint(e, "--benchmarks expects the CMS files as published (Hospital Compare "
+                                   "outcome-of-care-measures.csv, HRRP FY_*_Hospital.csv)");
+                    break;
+                }
+            if (rc) break;
+            continue;
+        }
+        row_fn(c, idx, acc, nf);
+    }
+    if (rc == 0 && got < 0) rc = px_err_set(e, PX_EIO, "cannot read '%s': %s", path, strerror(errno));
+    px_csv_free(c);
+    close(fd);
+    return rc;
+}
+
+static int num_field(px_csv *c, int i, int nf, double *v)
+{
+    return i >= 0 && i < nf && parse_num(px_csv_field(c, i), v) == 0 ? 0 : -1;
+}
+
+/* Hospital Compare: readmission (acc[0]) and mortality (acc[1]) over AMI, HF, pneumonia. */
+static int hc_row(px_csv *c, int *idx, bench_acc *acc, int nf)
+{
+    for (int k = 0; k < 12; k += 2) {
+        double r, n;
+        if (num_field(c, idx[k], nf, &r) || num_field(c, idx[k + 1], nf, &n) || r < 0 || r > 100 || n <= 0) continue;
+        bench_acc *a = &acc[k < 6 ? 0 : 1];
+        a->sum += r / 100 * n, a->w += n, a->hospitals++;
+    }
+    return 0;
+}
+
+/* HRRP: the national rate a hospital's case mix predicts (expected readmission
+ * rate, percent) weighted by its discharges. */
+static int hrrp_row(px_csv *c, int *idx, bench_acc *acc, int nf)
+{
+    double r, n;
+    if (num_field(c, idx[0], nf, &r) || num_field(c, idx[1], nf, &n) || r < 0 || r > 100 || n <= 0) return 0;
+    acc[0].sum += r / 100 * n, acc[0].w += n, acc[0].hospitals++;
+    return 0;
+}
+
+static int benchmarks_load(goals *g, const char *dir, px_err *e)
+{
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return px_err_set(e, PX_EINVAL, "--benchmarks '%s': not a folder", dir);
+    static const char *const hc[12] = {
+        "Hospital 30-Day Readmission Rates from Heart Attack",
+        "Number of Patients - Hospital 30-Day Readmission Rates from Heart Attack",
+        "Hospital 30-Day Readmission Rates from Heart Failure",
+        "Number of Patients - Hospital 30-Day Readmission Rates from Heart Failure",
+        "Hospital 30-Day Readmission Rates from Pneumonia",
+        "Number of Patients - Hospital 30-Day Readmission Rates from Pneumonia",
+        "Hospital 30-Day Death (Mortality) Rates from Heart Attack",
+        "Number of Patients - Hospital 30-Day Death (Mortality) Rates from Heart Attack",
+        "Hospital 30-Day Death (Mortality) Rates from Heart Failure",
+        "Number of Patients - Hospital 30-Day Death (Mortality) Rates from Heart Failure",
+        "Hospital 30-Day Death (Mortality) Rates from Pneumonia",
+        "Number of Patients - Hospital 30-Day Death (Mortality) Rates from Pneumonia"};
+    bench_acc a[2] = {{0}}, h[1] = {{0}};
+    int f1 = 0, f2 = 0, rc;
+    if ((rc = bench_file(dir, "outcome-of-care-measures.csv", hc_row, hc, 12, a, &f1, e)) != 0) return rc;
+    /* HRRP: the newest FY_*_Hospital_Readmissions_Reduction_Program_Hospital.csv */
+    char hrrp[512] = "";
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d)))
+            if (strncmp(de->d_name, "FY_", 3) == 0 && strstr(de->d_name, "Readmissions_Reduction_Program") &&
+                strcmp(de->d_name, hrrp) > 0 && strlen(de->d_name) < sizeof hrrp)
+                snprintf(hrrp, sizeof hrrp, "%s", de->d_name);
+        closedir(d);
+    }
+    static const char *const hr[2] = {"Expected Readmission Rate", "Number of Discharges"};
+    if (hrrp[0] && (rc = bench_file(dir, hrrp, hrrp_row, hr, 2, h, &f2, e)) != 0) return rc;
+    if (!f1 && !f2) {
+        px_err_set(e, PX_EINVAL, "--benchmarks '%s': holds neither outcome-of-care-measures.csv nor an HRRP file", dir);
+        px_err_hint(e, "download them from data.cms.gov (Hospital Compare / Care Compare, HRRP)");
+        return PX_EINVAL;
+    }
+    if (f1 && !(a[0].w > 0) && !(a[1].w > 0))
+        return px_err_set(e, PX_EINVAL, "%s/outcome-of-care-measures.csv: no hospital with a rate and patients", dir);
+    if (a[0].w > 0) {
+        g->bench[PX_KPI_READMISSION][0].value = a[0].sum / a[0].w;
+        snprintf(g->bench[PX_KPI_READMISSION][0].source, sizeof g->bench[0][0].source,
+                 "national, CMS Hospital Compare (heart attack, heart failure, pneumonia; %lld hospital rates, "
+                 "patient-weighted)", a[0].hospitals);
+    }
+    if (a[1].w > 0) {
+        g->bench[PX_KPI_MORTALITY][0].value = a[1].sum / a[1].w;
+        snprintf(g->bench[PX_KPI_MORTALITY][0].source, sizeof g->bench[0][0].source,
+                 "national, CMS Hospital Compare (heart attack, heart failure, pneumonia; %lld hospital rates, "
+                 "patient-weighted)", a[1].hospitals);
+    }
+    if (h[0].w > 0) {
+        g->bench[PX_KPI_READMISSION][1].value = h[0].sum / h[0].w;
+        snprintf(g->bench[PX_KPI_READMISSION][1].source, sizeof g->bench[0][0].source,
+                 "national, CMS HRRP %.7s (expected rate, six conditions, discharge-weighted)", hrrp);
+    }
+    return 0;
+}
+
 static const char css[] =
     "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:24px auto;"
     "max-width:1100px;color:#1d2430;padding:0 16px;background:#fff}"
@@ -353,7 +699,18 @@ static const char css[] =
     "svg .band{fill:#3b6fb6;fill-opacity:.18;stroke:none}svg .line{fill:none;stroke:#3b6fb6;stroke-width:2}"
     "svg .expected{fill:none;stroke:#d08c00;stroke-width:1.6;stroke-dasharray:6 4}svg .pt{fill:#3b6fb6}"
     ".dp{border:2px solid #d08c00;background:#fff7e6;padding:8px 12px;border-radius:6px}"
-    ".method p,.method li{font-size:14px;line-height:1.45}";
+    ".method p,.method li{font-size:14px;line-height:1.45}"
+    /* the first screen (1280x800): title, cautions, cards, flagged units */
+    "body{margin:12px auto}h1{font-size:22px}#headline h2,#flagged h2{margin:10px 0 4px;font-size:17px}"
+    "#headline p.sub,#flagged p.sub{font-size:12.5px;margin:0 0 6px}.cards{gap:8px}"
+    ".card{width:198px;padding:8px 10px}.card .s{font-size:11.5px}.card .v{font-size:22px;margin:2px 0}.card.missing{background:#fbfbfb;"
+    "border-style:dashed}.card svg{display:block;margin-top:4px}svg .spark{fill:none;stroke:#3b6fb6;stroke-width:1.5}"
+    ".caution{border:2px solid #b42318;background:#fdecea;padding:4px 10px;border-radius:6px;margin:4px 0;"
+    "font-size:12.5px}.card .spk{font-size:11px;color:#4a5563;margin-top:4px}.warn{color:#b42318;font-weight:600}.flagcols{display:grid;grid-template-columns:1fr 1fr;"
+    "gap:16px}.flagcols h3{margin:4px 0;font-size:14px}ol.flags{margin:0;padding-left:22px;font-size:12.5px}"
+    "ol.flags li{margin:2px 0}ol.flags li.more,ol.flags li.none{list-style:none;color:#4a5563}"
+    "svg path.dots{fill:none;stroke:#3b6fb6;stroke-width:7;stroke-linecap:round}"
+    "@media print{.card{break-inside:avoid}svg{break-inside:avoid}h2,h3{break-after:avoid}}";
 
 static const row *find_row(const rows *rs, int m, int utype, const char *unit, const char *period)
 {
@@ -374,47 +731,182 @@ static size_t periods_list(const rows *rs, const char **out, size_t max)
     return n;
 }
 
-static int lower_is_better(int m)
+/* A unit the report names: not the department of stays that had none. */
+static int named_unit(const row *x)
 {
-    return m != PX_KPI_VOLUME;
+    return !(x->utype == 2 && (strcmp(x->unit, "unknown") == 0 || !x->unit[0]));
 }
 
-static void headline(px_buf *b, const rows *rs, const run_info *ri, const px_kpi_report_params *p, const char *prev)
+/* The ratio a flag comes from: the hierarchical standardized ratio where there is one, else O/E. */
+static double flag_ratio(const row *x)
 {
-    px_buf_adds(b, "<h2 id='headline'>Headline KPIs</h2><p class='sub'>Whole system, period ");
+    return strcmp(x->adjustment, "hierarchical") == 0 && isfinite(x->sr) ? x->sr : x->oe;
+}
+
+/* Is this risk measure computed crude in this run (no usable model)? */
+static int measure_crude(const run_info *ri, int m)
+{
+    static const int risk[3] = {PX_KPI_READMISSION, PX_KPI_MORTALITY, PX_KPI_LOS};
+    for (int k = 0; k < 3; k++)
+        if (risk[k] == m) return cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(ri->models, kpi_risk_model[k]), "crude"));
+    return 0;
+}
+
+/* Caution banners above the headline: a measure computed crude (its risk model is
+ * missing or failed its quality gates), a champion whose holdout AUC interval
+ * includes 0.5 or that had no holdout events. */
+static int cautions(px_buf *b, PGconn *c, const run_info *ri)
+{
+    int n = 0;
+    static const int risk[3] = {PX_KPI_READMISSION, PX_KPI_MORTALITY, PX_KPI_LOS};
+    for (int k = 0; k < 3; k++) {
+        cJSON *mj = cJSON_GetObjectItem(ri->models, kpi_risk_model[k]);
+        if (!mj) continue;
+        if (cJSON_IsTrue(cJSON_GetObjectItem(mj, "crude"))) {
+            const char *why = cJSON_GetStringValue(cJSON_GetObjectItem(mj, "adjustment"));
+            px_buf_printf(b, "<p class='caution' data-caution='crude' data-measure='%s'><b>Caution: %s is not "
+                             "risk-adjusted.</b> Its rates are crude (no expected count, O/E or flag): ",
+                          px_kpi_measure_name(risk[k]), mlabel[risk[k]]);
+            static const char pre[] = "crude, not risk-adjusted: ";
+            if (why && strncmp(why, pre, sizeof pre - 1) == 0) why += sizeof pre - 1;
+            kpi_html_esc(b, why && *why ? why : "its risk model is missing or failed its quality gates");
+            px_buf_adds(b, ". Differences between units may reflect their case mix.</p>");
+            n++;
+            continue;
+        }
+        if (risk[k] == PX_KPI_LOS) continue;   /* a regression: no AUC */
+        char ver[32];
+        snprintf(ver, sizeof ver, "%d", (int)cJSON_GetNumberValue(cJSON_GetObjectItem(mj, "version")));
+        const char *pp[2] = {kpi_risk_model[k], ver};
+        PGresult *r = PQexecParams(c,
+                                   "SELECT metrics#>>'{overall,auc}', metrics#>>'{overall,auc_lo}',"
+                                   " metrics#>>'{overall,auc_hi}', metrics#>>'{overall,events}'"
+                                   " FROM registry.versions WHERE name = $1 AND version = $2::int",
+                                   2, NULL, pp, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            double auc = dbl(r, 0, 0), lo = dbl(r, 0, 1), hi = dbl(r, 0, 2), ev = dbl(r, 0, 3);
+            const char *why = NULL;
+            char text[256];
+            if (isfinite(ev) && ev == 0)
+                why = "its holdout had no events, so its discrimination is unknown";
+            else if (!isfinite(auc) || !isfinite(lo) || !isfinite(hi))
+                why = "its holdout AUC has no interval";
+            else if (lo <= 0.5 && hi >= 0.5) {
+                snprintf(text, sizeof text, "its holdout AUC %.3f (95%% CI %.3f &ndash; %.3f) includes 0.5: it may "
+                                            "not rank patients better than chance", auc, lo, hi);
+                why = text;
+            }
+            if (why) {
+                px_buf_printf(b, "<p class='caution' data-caution='auc' data-measure='%s'><b>Caution: the risk model "
+                                 "of %s (version %s) is weak.</b> %s%s; expected counts and flags of this measure are "
+                                 "uncertain.</p>",
+                              px_kpi_measure_name(risk[k]), mlabel[risk[k]], ver, why, "");
+                n++;
+            }
+        }
+        PQclear(r);
+    }
+    return n;
+}
+
+/* The system's values of a measure over the periods of the report's kind (complete
+ * periods and the report's own), for the sparkline; returns how many, *cur the
+ * report's period. */
+static size_t spark_values(const rows *rs, const run_info *ri, int m, double *y, size_t max, size_t *cur)
+{
+    size_t n = 0;
+    *cur = (size_t)-1;
+    for (size_t i = 0; i < rs->n && n < max; i++) {
+        const row *v = &rs->v[i];
+        if (v->measure != PX_KPI_VOLUME || v->utype != 0) continue;
+        if (strcmp(v->period, ri->period) != 0 && strcmp(v->end, ri->last) > 0) continue;
+        const row *x = find_row(rs, m, 0, NULL, v->period);
+        if (strcmp(v->period, ri->period) == 0) *cur = n;
+        y[n++] = !x ? NAN : m == PX_KPI_VOLUME ? x->n : x->rate;
+    }
+    return n;
+}
+
+static void headline(px_buf *b, const rows *rs, const run_info *ri, const px_kpi_report_params *p, const goals *g,
+                     const char *prev)
+{
+    px_buf_adds(b, "<section id='headline'><h2>Headline KPIs</h2><p class='sub'>Whole system, period ");
     kpi_html_esc(b, ri->period);
-    px_buf_adds(b, ". Target: the value set for the report, or else what the case mix predicts (the risk "
-                   "model's expected rate). Intervals are 95%.</p><div class='cards'>");
+    px_buf_adds(b, ": each value against what is <i>expected for the case mix</i> (the sum of the risk model's "
+                   "predictions), against a <i>target</i> only where one was set");
+    int anyb = 0;
+    for (int m = 0; m < PX_KPI__COUNT; m++) anyb |= isfinite(g->bench[m][0].value) || isfinite(g->bench[m][1].value);
+    if (anyb) px_buf_adds(b, ", and against the national rate (CMS)");
+    px_buf_adds(b, ". Intervals are 95%.</p><div class='cards'>");
     for (int m = 0; m < PX_KPI__COUNT; m++) {
         const row *x = find_row(rs, m, 0, NULL, ri->period);
-        if (!x) continue;
+        if (x && strcmp(x->flag, "withheld") == 0) {
+            px_buf_printf(b, "<div class='card missing' data-measure='%s' data-value='' data-withheld='1'>"
+                             "<div class='l'>%s</div><div class='v'>&ndash;</div><div class='s'>withheld in the "
+                             "private release (a sum without a small sensitivity)</div></div>",
+                          px_kpi_measure_name(m), mlabel[m]);
+            continue;
+        }
+        if (!x || (m != PX_KPI_VOLUME && !isfinite(x->rate) && !(x->n > 0))) {
+            /* the period holds no value of this measure: say so, do not drop the card */
+            px_buf_printf(b, "<div class='card missing' data-measure='%s' data-value='' data-missing='1'>"
+                             "<div class='l'>%s</div><div class='v'>&ndash;</div><div class='s'>no data for "
+                             "this measure in period ",
+                          px_kpi_measure_name(m), mlabel[m]);
+            kpi_html_esc(b, ri->period);
+            px_buf_adds(b, m == PX_KPI_COST ? " (the extract records no costs)</div></div>" : "</div></div>");
+            continue;
+        }
         double v = m == PX_KPI_VOLUME ? x->n : x->rate;
-        double target = isfinite(p->target[m]) ? p->target[m] : x->erate;
+        const goal *t = &g->target[m];
         char vs[64], lo[64], hi[64], ts[64];
         fmt_val(vs, sizeof vs, m, v);
         px_buf_printf(b, "<div class='card' data-measure='%s'", px_kpi_measure_name(m));
         data_attr(b, "value", v);
         data_attr(b, "lo", x->rlo);
         data_attr(b, "hi", x->rhi);
-        data_attr(b, "target", target);
+        data_attr(b, "expected", x->erate);
+        data_attr(b, "target", t->value);
+        data_attr(b, "national", isfinite(g->bench[m][0].value) ? g->bench[m][0].value : g->bench[m][1].value);
         px_buf_printf(b, "><div class='l'>%s</div><div class='v'>%s</div>", mlabel[m], vs);
         if (isfinite(x->rlo)) {
             fmt_val(lo, sizeof lo, m, x->rlo);
             fmt_val(hi, sizeof hi, m, x->rhi);
             px_buf_printf(b, "<div class='s'>95%% CI %s &ndash; %s</div>", lo, hi);
         }
-        if (isfinite(target)) {
-            fmt_val(ts, sizeof ts, m, target);
-            const char *cls = "neutral", *word = "on target within uncertainty";
-            double l = isfinite(x->rlo) ? x->rlo : v, h = isfinite(x->rhi) ? x->rhi : v;
-            if (lower_is_better(m) ? h < target : l > target) cls = "ok", word = "better than target";
-            if (lower_is_better(m) ? l > target : h < target) cls = "bad", word = "worse than target";
-            px_buf_printf(b, "<div class='s'>target %s%s: <span class='%s'>%s</span></div>", ts,
-                          isfinite(p->target[m]) ? "" : " (expected)", cls, word);
-        } else {
-            px_buf_adds(b, "<div class='s'>no target set</div>");
+        double l = isfinite(x->rlo) ? x->rlo : v, h = isfinite(x->rhi) ? x->rhi : v;
+        if (isfinite(x->erate) && m != PX_KPI_VOLUME) {
+            fmt_val(ts, sizeof ts, m, x->erate);
+            const char *cls = "neutral", *word = "as expected within uncertainty";
+            if (h < x->erate) cls = "ok", word = "below expected";
+            if (l > x->erate) cls = "bad", word = "above expected";
+            px_buf_printf(b, "<div class='s'>expected for the case mix %s: <span class='%s'>%s</span></div>", ts, cls,
+                          word);
+            if (isfinite(x->oe)) px_buf_printf(b, "<div class='s'>O/E %.2f (%.2f &ndash; %.2f)</div>", x->oe, x->oelo, x->oehi);
+        } else if (measure_crude(ri, m)) {
+            px_buf_adds(b, "<div class='s'><span class='warn'>crude: not risk-adjusted</span></div>");
         }
-        if (isfinite(x->oe)) px_buf_printf(b, "<div class='s'>O/E %.2f (%.2f &ndash; %.2f)</div>", x->oe, x->oelo, x->oehi);
+        if (isfinite(t->value)) {
+            fmt_val(ts, sizeof ts, m, t->value);
+            const char *cls = "neutral", *word = "on target within uncertainty";
+            if (t->higher_better ? l > t->value : h < t->value) cls = "ok", word = "better than target";
+            if (t->higher_better ? h < t->value : l > t->value) cls = "bad", word = "worse than target";
+            px_buf_printf(b, "<div class='s tgt'>target %s (", ts);
+            kpi_html_esc(b, t->source);
+            px_buf_printf(b, "): <span class='%s'>%s</span></div>", cls, word);
+        }
+        for (int k = 0; k < 2; k++) {
+            const goal *nb = &g->bench[m][k];
+            if (!isfinite(nb->value)) continue;
+            fmt_val(ts, sizeof ts, m, nb->value);
+            const char *cls = "neutral", *word = "about the same";
+            if (h < nb->value) cls = "ok", word = "lower";
+            if (l > nb->value) cls = "bad", word = "higher";
+            px_buf_printf(b, "<div class='s nat' title='");
+            kpi_html_esc(b, nb->source);
+            px_buf_printf(b, "'>national %s (%s): <span class='%s'>%s</span></div>", ts, k ? "HRRP" : "Hospital Compare",
+                          cls, word);
+        }
         const row *pr = prev ? find_row(rs, m, 0, NULL, prev) : NULL;
         if (pr) {
             double pv = m == PX_KPI_VOLUME ? pr->n : pr->rate;
@@ -424,47 +916,128 @@ static void headline(px_buf *b, const rows *rs, const run_info *ri, const px_kpi
             kpi_html_esc(b, prev);
             px_buf_printf(b, "): %s</div>", ps);
         }
+        double y[512];
+        size_t cur, ny = spark_values(rs, ri, m, y, 512, &cur);
+        if (ny >= 2) {
+            /* its axis: the first and last period it spans */
+            const char *per[512];
+            size_t np = 0;
+            for (size_t i = 0; i < rs->n && np < 512; i++) {
+                const row *w = &rs->v[i];
+                if (w->measure == PX_KPI_VOLUME && w->utype == 0 &&
+                    (strcmp(w->period, ri->period) == 0 || strcmp(w->end, ri->last) <= 0))
+                    per[np++] = w->period;
+            }
+            px_buf_adds(b, "<div class='spk'>trend ");
+            kpi_html_esc(b, per[0]);
+            px_buf_adds(b, " &ndash; ");
+            kpi_html_esc(b, per[np - 1]);
+            px_buf_adds(b, "</div>");
+            char aria[160];
+            snprintf(aria, sizeof aria, "sparkline of %s by %s", mlabel[m], ri->kind);
+            kpi_svg_spark(b, aria, y, ny, cur);
+        }
         px_buf_adds(b, "</div>");
     }
-    px_buf_adds(b, "</div>");
+    (void)p;
+    px_buf_adds(b, "</div></section>");
 }
+
+static int cmp_flag_rank(const void *a, const void *b)
+{
+    const row *x = *(const row *const *)a, *y = *(const row *const *)b;
+    int wx = strcmp(x->flag, "worse") == 0, wy = strcmp(y->flag, "worse") == 0;
+    if (wx != wy) return wy - wx;   /* worse first */
+    double u = flag_ratio(x), v = flag_ratio(y);
+    if (u != v) return (wx ? u < v : u > v) ? 1 : -1;   /* worse: highest ratio first; better: lowest */
+    if (x->n != y->n) return x->n < y->n ? 1 : -1;
+    return strcmp(x->unit, y->unit);
+}
+
+#define FLAG_SHOWN 5   /* flagged units named on the first screen, each way */
 
 static void flagged(px_buf *b, const rows *rs, const run_info *ri, int *worse, int *better)
 {
-    px_buf_adds(b, "<h2 id='flagged'>Units flagged worse or better than expected</h2>"
-                   "<p class='sub'>A unit is flagged when the 95% interval of its observed/expected ratio "
-                   "excludes 1, i.e. its outcomes differ from what its case mix predicts by more than chance "
-                   "explains.</p><ul class='flags'>");
-    int any = 0;
-    static const int order[3] = {PX_KPI_READMISSION, PX_KPI_MORTALITY, PX_KPI_LOS};
-    for (int pass = 0; pass < 2; pass++)
-        for (int mk = 0; mk < 3; mk++)
-            for (int ut = 1; ut <= 2; ut++)
-                for (size_t i = 0; i < rs->n; i++) {
-                    const row *x = &rs->v[i];
-                    if (x->measure != order[mk] || x->utype != ut || strcmp(x->period, ri->period) != 0) continue;
-                    int w = strcmp(x->flag, "worse") == 0, bt = strcmp(x->flag, "better") == 0;
-                    if (!(pass == 0 ? w : bt)) continue;
-                    if (x->utype == 1) (w ? (*worse)++ : (*better)++);
-                    any = 1;
-                    char r1[64], r2[64];
-                    fmt_val(r1, sizeof r1, x->measure, x->rate);
-                    fmt_val(r2, sizeof r2, x->measure, x->erate);
-                    px_buf_printf(b, "<li class='%s' data-measure='%s' data-unit-type='%s' data-unit='", x->flag,
-                                  px_kpi_measure_name(x->measure), utype_names[x->utype]);
-                    kpi_html_esc(b, x->unit);
-                    px_buf_adds(b, "'");
-                    data_attr(b, "oe", x->oe);
-                    px_buf_printf(b, "><b>%s ", x->utype == 1 ? "Facility" : "Department");
-                    kpi_html_esc(b, x->unit);
-                    px_buf_printf(b,
-                                  "</b>: %s %s against %s expected for its case mix (O/E %.2f, 95%% CI %.2f &ndash; "
-                                  "%.2f, %.0f cases): <span class='%s'>%s</span>.</li>",
-                                  mlabel[x->measure], r1, r2, x->oe, x->oelo, x->oehi, x->n, w ? "bad" : "ok",
-                                  flag_words(x->flag));
-                }
-    if (!any) px_buf_adds(b, "<li>No unit differs from its expected outcomes beyond chance in this period.</li>");
-    px_buf_adds(b, "</ul>");
+    size_t n = 0;
+    for (size_t i = 0; i < rs->n; i++) {
+        const row *x = &rs->v[i];
+        n += x->utype && strcmp(x->period, ri->period) == 0 && (!strcmp(x->flag, "worse") || !strcmp(x->flag, "better"));
+    }
+    const row **v = calloc(n ? n : 1, sizeof *v);
+    if (!v) return;
+    n = 0;
+    for (size_t i = 0; i < rs->n; i++) {
+        const row *x = &rs->v[i];
+        if (x->utype && strcmp(x->period, ri->period) == 0 && named_unit(x) &&
+            (!strcmp(x->flag, "worse") || !strcmp(x->flag, "better")) && x->measure != PX_KPI_VOLUME)
+            v[n++] = x;
+    }
+    qsort(v, n, sizeof *v, cmp_flag_rank);
+    int nw = 0, nb = 0;
+    for (size_t i = 0; i < n; i++) {
+        int w = strcmp(v[i]->flag, "worse") == 0;
+        nw += w, nb += !w;
+        if (v[i]->utype == 1) *(w ? worse : better) += 1;
+    }
+    px_buf_printf(b, "<section id='flagged' data-worse='%d' data-better='%d'><h2>Units flagged worse, then better, "
+                     "than expected for their case mix</h2><p class='sub'>Ranked by how far their ratio "
+                     "(observed / expected, or CMS's hierarchical standardized ratio for facilities) lies from 1; "
+                     "flagged when its 95%% interval excludes 1. All of them are in the <a href='#league'>league "
+                     "tables</a>.</p><div class='flagcols'>",
+                  nw, nb);
+    for (int pass = 0; pass < 2; pass++) {
+        const char *want = pass ? "better" : "worse";
+        int total = pass ? nb : nw, shown = 0;
+        px_buf_printf(b, "<div><h3>%s than expected (%d)</h3><ol class='flags %s'>", pass ? "Better" : "Worse", total,
+                      want);
+        for (size_t i = 0; i < n && shown < FLAG_SHOWN; i++) {
+            const row *x = v[i];
+            if (strcmp(x->flag, want) != 0) continue;
+            shown++;
+            char r1[64], r2[64];
+            fmt_val(r1, sizeof r1, x->measure, x->rate);
+            fmt_val(r2, sizeof r2, x->measure, x->erate);
+            int hier = strcmp(x->adjustment, "hierarchical") == 0 && isfinite(x->sr);
+            px_buf_printf(b, "<li class='%s' data-measure='%s' data-unit-type='%s' data-unit='", x->flag,
+                          px_kpi_measure_name(x->measure), utype_names[x->utype]);
+            kpi_html_esc(b, x->unit);
+            px_buf_adds(b, "'");
+            data_attr(b, "oe", x->oe);
+            data_attr(b, "ratio", flag_ratio(x));
+            px_buf_printf(b, "><b>%s ", x->utype == 1 ? "Facility" : "Department");
+            kpi_html_esc(b, x->unit);
+            px_buf_printf(b, "</b>, %s: %s vs %s expected for its case mix (%s %.2f, %.2f &ndash; %.2f; %.0f cases)</li>",
+                          mlabel[x->measure], r1, r2, hier ? "SR" : "O/E", flag_ratio(x), hier ? x->srlo : x->oelo,
+                          hier ? x->srhi : x->oehi, x->n);
+        }
+        if (total > shown) px_buf_printf(b, "<li class='more'>and %d more in the league tables</li>", total - shown);
+        if (!total) px_buf_printf(b, "<li class='none'>No unit is %s than expected beyond chance.</li>", want);
+        px_buf_adds(b, "</ol></div>");
+    }
+    px_buf_adds(b, "</div></section><div id='first-screen-end'></div>");
+    free(v);
+}
+
+/* A league table lists every unit with enough cases up to this many, else the
+ * flagged ones (a crude measure, without flags: its largest units). */
+#define LEAGUE_ALL_MAX 100
+#define LEAGUE_FLAG_LISTED 100
+#define LEAGUE_CRUDE_LISTED 50
+
+/* How strongly a unit claims a row when not all can be listed: flagged units by
+ * how far their ratio lies from 1; for a crude measure, its cases; else -1 (not listed). */
+static double league_score(const row *x, int crude)
+{
+    if (crude) return x->n;
+    if (strcmp(x->flag, "worse") != 0 && strcmp(x->flag, "better") != 0) return -1;
+    double r = strcmp(x->adjustment, "hierarchical") == 0 && isfinite(x->sr) ? x->sr : x->oe;
+    return isfinite(r) && r > 0 ? fabs(log(r)) : 0;
+}
+
+static int cmp_dbl_desc(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
 }
 
 static int cmp_oe_desc(const void *a, const void *b)
@@ -498,23 +1071,94 @@ static int league(px_buf *b, const rows *rs, const run_info *ri, int m, int utyp
     size_t n = 0;
     for (size_t i = 0; i < rs->n; i++)
         n += rs->v[i].measure == m && rs->v[i].utype == utype && strcmp(rs->v[i].period, ri->period) == 0;
-    if (n == 0) return 0;
+    const char *what = utype == 1 ? "facility" : "department";
+    if (n == 0) {
+        /* the period holds no unit of this measure: say so rather than drop the table */
+        px_buf_printf(b, "<h3 id='league-%s-%s'>%s by %s</h3><p class='sub missing' data-measure='%s'>No %s data for "
+                         "this measure in period ",
+                      px_kpi_measure_name(m), what, mlabel[m], what, px_kpi_measure_name(m), what);
+        kpi_html_esc(b, ri->period);
+        px_buf_adds(b, ".</p>");
+        return 0;
+    }
     const row **v = calloc(n, sizeof *v);
     kpi_point *pt = calloc(n, sizeof *pt);
     if (!v || !pt) {
         free(v), free(pt);
         return PX_ENOMEM;
     }
+    /* the units reported: named ones (not the department of stays without one);
+     * suppressed ones are counted, not listed; the table lists every unit with
+     * enough cases while they are few, else the flagged ones (the full table is in
+     * the CSV and JSON) */
     n = 0;
-    for (size_t i = 0; i < rs->n; i++)
-        if (rs->v[i].measure == m && rs->v[i].utype == utype && strcmp(rs->v[i].period, ri->period) == 0)
-            v[n++] = &rs->v[i];
+    int nosup = 0, sup = 0, unnamed = 0, nflag = 0;
+    double unnamed_n = 0;
+    for (size_t i = 0; i < rs->n; i++) {
+        const row *x = &rs->v[i];
+        if (x->measure != m || x->utype != utype || strcmp(x->period, ri->period) != 0) continue;
+        if (!named_unit(x)) {
+            unnamed++, unnamed_n += isfinite(x->n) ? x->n : 0;
+            continue;
+        }
+        if (utype == 1) (*units)++;
+        if (x->suppressed) {
+            sup++;
+            continue;
+        }
+        v[n++] = x;
+        nosup++;
+        nflag += !strcmp(x->flag, "worse") || !strcmp(x->flag, "better");
+    }
+    if (utype == 1) *suppressed += sup;
     qsort(v, n, sizeof *v, cmp_oe_desc);
-    const char *what = utype == 1 ? "facility" : "department";
+    int all_rows = nosup <= LEAGUE_ALL_MAX;
+    /* beyond LEAGUE_ALL_MAX units: the flagged ones, the LEAGUE_FLAG_LISTED farthest
+     * from 1 at most; a crude measure has no flags, so its LEAGUE_CRUDE_LISTED largest */
+    int crude = measure_crude(ri, m);
+    double cut = -INFINITY;
+    if (!all_rows) {
+        double *sc = malloc(n * sizeof *sc);
+        if (!sc) {
+            free(v), free(pt);
+            return PX_ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) sc[i] = league_score(v[i], crude);
+        qsort(sc, n, sizeof *sc, cmp_dbl_desc);
+        size_t k = crude ? LEAGUE_CRUDE_LISTED : LEAGUE_FLAG_LISTED;
+        cut = fmax(0, sc[(k < n ? k : n) - 1]);
+        free(sc);
+    }
+#define LISTED(x) (all_rows || league_score((x), crude) >= cut)
+    size_t nrow = 0;
+    for (size_t i = 0; i < n; i++) nrow += LISTED(v[i]);
     px_buf_printf(b, "<h3 id='league-%s-%s'>%s by %s</h3>", px_kpi_measure_name(m), what, mlabel[m], what);
+    px_buf_printf(b, "<p class='sub counts' data-measure='%s' data-unit-type='%s' data-units='%d' data-listed='%zu' "
+                     "data-suppressed='%d' data-flagged='%d'>%d %s with enough cases",
+                  px_kpi_measure_name(m), what, nosup + sup, nrow, sup, nflag, nosup,
+                  nosup == 1 ? what : utype == 1 ? "facilities" : "departments");
+    if (!all_rows && crude)
+        px_buf_printf(b, "; not risk-adjusted, so none is flagged: listed here are the %zu with the most cases, the "
+                         "other %d are in the CSV and JSON (--csv, --json)", nrow, nosup - (int)nrow);
+    else if (!all_rows && (int)nrow == nflag)
+        px_buf_printf(b, "; listed here are the %zu flagged worse or better than expected, the %d no different "
+                         "from expected are in the CSV and JSON (--csv, --json)", nrow, nosup - (int)nrow);
+    else if (!all_rows)
+        px_buf_printf(b, "; listed here are the %zu flagged worse or better that lie farthest from expected (of %d "
+                         "flagged), the other %d are in the CSV and JSON (--csv, --json)", nrow, nflag,
+                      nosup - (int)nrow);
+    if (sup)
+        px_buf_printf(b, "; %d with fewer than %.0f cases are suppressed (counted, not listed)", sup,
+                      cJSON_GetNumberValue(cJSON_GetObjectItem(ri->method, "min_cases")));
+    if (unnamed) {
+        char un[32];
+        thousands(un, sizeof un, unnamed_n);
+        px_buf_printf(b, "; %s stays without a recorded department are not reported as a department", un);
+    }
+    px_buf_adds(b, ".</p>");
     size_t np = 0;
     for (size_t i = 0; i < n; i++)
-        if (!v[i]->suppressed && isfinite(v[i]->oe))
+        if (LISTED(v[i]) && isfinite(v[i]->oe))
             pt[np++] = (kpi_point){v[i]->unit, v[i]->fx, v[i]->oe, v[i]->oelo, v[i]->oehi, v[i]->flag};
     if (np) {
         char aria[160];
@@ -529,10 +1173,7 @@ static int league(px_buf *b, const rows *rs, const run_info *ri, int m, int utyp
                   px_kpi_measure_name(m), what, what);
     for (size_t i = 0; i < n; i++) {
         const row *x = v[i];
-        if (utype == 1) {
-            (*units)++;
-            *suppressed += x->suppressed;
-        }
+        if (!LISTED(x)) continue;
         px_buf_printf(b, "<tr class='%s' data-unit='", x->flag);
         kpi_html_esc(b, x->unit);
         px_buf_adds(b, "'");
@@ -586,6 +1227,10 @@ static int league(px_buf *b, const rows *rs, const run_info *ri, int m, int utyp
                       strcmp(x->adjustment, "hierarchical") == 0 ? " (hierarchical)" : "");
     }
     px_buf_adds(b, "</tbody></table>");
+    /* the funnel shows every facility with enough cases, not only those listed */
+    np = 0;
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(v[i]->oe)) pt[np++] = (kpi_point){v[i]->unit, v[i]->fx, v[i]->oe, v[i]->oelo, v[i]->oehi, v[i]->flag};
     if (utype == 1 && np && !dp) {
         /* the funnel of this measure: limits from the group's phi (and LOS variance) */
         double phi = isfinite(v[0]->phi) ? v[0]->phi : 1, arg[2] = {phi, NAN};
@@ -604,6 +1249,7 @@ static int league(px_buf *b, const rows *rs, const run_info *ri, int m, int utyp
         else if (isfinite(arg[1]))
             kpi_svg_funnel(b, aria, pt, np, lim_normal, arg, "stays (precision)");
     }
+#undef LISTED
     free(v);
     free(pt);
     return 0;
@@ -804,7 +1450,7 @@ static void method_section(px_buf *b, PGconn *c, const run_info *ri, const px_kp
 }
 
 static int html_page(PGconn *c, px_buf *b, rows *rs, const run_info *ri, const px_kpi_report_params *p,
-                     px_kpi_report_info *info)
+                     const goals *g, px_kpi_report_info *info)
 {
     const char *per[4096];
     size_t np = periods_list(rs, per, 4096);
@@ -837,10 +1483,12 @@ static int html_page(PGconn *c, px_buf *b, rows *rs, const run_info *ri, const p
         px_buf_printf(b, "<p class='dp'><b>Differentially private release</b> (epsilon %g per count, %g per stay "
                          "overall): counts carry random noise; see the methods.</p>",
                       p->dp_epsilon, p->dp_epsilon * DP_COUNTS_PER_STAY);
-    headline(b, rs, ri, p, prev);
+    cautions(b, c, ri);
+    headline(b, rs, ri, p, g, prev);
     flagged(b, rs, ri, &info->flagged_worse, &info->flagged_better);
-    px_buf_adds(b, "<h2 id='league'>League tables</h2><p class='sub'>Facilities ordered by O/E, highest first; "
-                   "dots are O/E, bars their 95% intervals, the dashed line 1 (as expected).</p>");
+    px_buf_adds(b, "<h2 id='league'>League tables</h2><p class='sub'>Units with enough cases, ordered by O/E, "
+                   "highest first; dots are O/E, bars their 95% intervals, the dashed line 1 (as expected for the "
+                   "case mix). Every unit, suppressed ones included, is in the CSV and JSON of the report.</p>");
     int rc = 0;
     static const int risk[3] = {PX_KPI_READMISSION, PX_KPI_MORTALITY, PX_KPI_LOS};
     int units_total = 0, sup_total = 0;
@@ -873,7 +1521,7 @@ static void jnum(cJSON *o, const char *k, double v)
         cJSON_AddNullToObject(o, k);
 }
 
-static char *json_doc(const rows *rs, const run_info *ri, const px_kpi_report_params *p)
+static char *json_doc(const rows *rs, const run_info *ri, const px_kpi_report_params *p, const goals *g)
 {
     cJSON *d = cJSON_CreateObject();
     if (!d) return NULL;
@@ -898,6 +1546,25 @@ static char *json_doc(const rows *rs, const run_info *ri, const px_kpi_report_pa
         cJSON_AddStringToObject(dp, "seed", seed);
     } else {
         cJSON_AddNullToObject(d, "differential_privacy");
+    }
+    /* the targets someone set and the national benchmarks the page compared with */
+    cJSON *tj = cJSON_AddObjectToObject(d, "targets"), *bj = cJSON_AddObjectToObject(d, "benchmarks");
+    for (int m = 0; m < PX_KPI__COUNT; m++) {
+        if (isfinite(g->target[m].value)) {
+            cJSON *o = cJSON_AddObjectToObject(tj, px_kpi_measure_name(m));
+            cJSON_AddNumberToObject(o, "value", g->target[m].value);
+            cJSON_AddStringToObject(o, "direction", g->target[m].higher_better ? "higher" : "lower");
+            cJSON_AddStringToObject(o, "source", g->target[m].source);
+        }
+        for (int k = 0; k < 2; k++) {
+            if (!isfinite(g->bench[m][k].value)) continue;
+            cJSON *a = cJSON_GetObjectItem(bj, px_kpi_measure_name(m));
+            if (!a) a = cJSON_AddArrayToObject(bj, px_kpi_measure_name(m));
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddItemToArray(a, o);
+            cJSON_AddNumberToObject(o, "value", g->bench[m][k].value);
+            cJSON_AddStringToObject(o, "source", g->bench[m][k].source);
+        }
     }
     cJSON *arr = cJSON_AddArrayToObject(d, "results");
     for (size_t i = 0; i < rs->n; i++) {
@@ -1009,6 +1676,24 @@ int px_kpi_report(PGconn *c, const px_kpi_report_params *p, px_kpi_report_info *
     gsl_set_error_handler_off();
     if (p->dp_epsilon < 0 || !isfinite(p->dp_epsilon))
         return px_err_set(e, PX_EINVAL, "the privacy budget epsilon must be a positive number");
+    /* targets and benchmarks first: a bad file fails before any database work */
+    goals g;
+    for (int m = 0; m < PX_KPI__COUNT; m++) {
+        g.target[m] = (goal){NAN, m == PX_KPI_VOLUME, ""};
+        g.bench[m][0] = g.bench[m][1] = (goal){NAN, 0, ""};
+        if (isfinite(p->target[m])) {
+            g.target[m].value = p->target[m];
+            snprintf(g.target[m].source, sizeof g.target[m].source, "--target");
+        }
+    }
+    if (p->targets_path) {
+        goals f;
+        for (int m = 0; m < PX_KPI__COUNT; m++) f.target[m] = (goal){NAN, 0, ""};
+        if ((rc = targets_load(&f, p->targets_path, e)) != 0) return rc;
+        for (int m = 0; m < PX_KPI__COUNT; m++)
+            if (isfinite(f.target[m].value)) g.target[m] = f.target[m];
+    }
+    if (p->benchmarks_dir && (rc = benchmarks_load(&g, p->benchmarks_dir, e)) != 0) return rc;
     if ((rc = resolve(c, p, &ri, e)) != 0) goto out;
     if ((rc = load_rows(c, &ri, &rs, e)) != 0) goto out;
     info->run_id = ri.run_id;
@@ -1021,7 +1706,7 @@ int px_kpi_report(PGconn *c, const px_kpi_report_params *p, px_kpi_report_info *
         dp_apply(&rs, p, conf, byar, minc);
     }
     if (p->html_path) {
-        if ((rc = html_page(c, &b, &rs, &ri, p, info)) != 0) {
+        if ((rc = html_page(c, &b, &rs, &ri, p, &g, info)) != 0) {
             rc = px_err_set(e, rc, "cannot render the KPI report");
             goto out;
         }
@@ -1039,7 +1724,7 @@ int px_kpi_report(PGconn *c, const px_kpi_report_params *p, px_kpi_report_info *
         info->suppressed += strcmp(x->flag, "suppressed") == 0;
     }
     if (p->json_path) {
-        if (!(js = json_doc(&rs, &ri, p))) {
+        if (!(js = json_doc(&rs, &ri, p, &g))) {
             rc = px_err_set(e, PX_ENOMEM, "out of memory");
             goto out;
         }

@@ -157,8 +157,18 @@ int kpi_svg_funnel(px_buf *b, const char *aria, const kpi_point *p, size_t n, kp
             }
             px_buf_adds(b, "'/>");
         }
+    /* units no different from expected: one path of dots (a funnel of thousands of
+     * facilities stays small); flagged units: a circle each, named in its title */
+    px_buf_adds(b, "<path class='dots' d='");
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(p[i].x) || !isfinite(p[i].y) || strcmp(p[i].cls, "worse") == 0 || strcmp(p[i].cls, "better") == 0)
+            continue;
+        px_buf_printf(b, "M%.0f %.0fh0", px_x(&f, p[i].x), px_y(&f, p[i].y));
+    }
+    px_buf_adds(b, "'/>");
     for (size_t i = 0; i < n; i++) {
         if (!isfinite(p[i].x) || !isfinite(p[i].y)) continue;
+        if (strcmp(p[i].cls, "worse") != 0 && strcmp(p[i].cls, "better") != 0) continue;
         px_buf_printf(b, "<circle class='%s' cx='%.1f' cy='%.1f' r='4'><title>", p[i].cls, px_x(&f, p[i].x),
                       px_y(&f, p[i].y));
         kpi_html_esc(b, p[i].label);
@@ -211,5 +221,24 @@ int kpi_svg_trend(px_buf *b, const char *aria, const kpi_point *p, size_t n, con
     px_buf_adds(b, "'/>");
     for (size_t i = 0; i < n; i++)
         if (isfinite(p[i].y)) px_buf_printf(b, "<circle class='pt' cx='%.1f' cy='%.1f' r='2.5'/>", px_x(&f, (double)i), px_y(&f, p[i].y));
+    return px_buf_adds(b, "</svg>");
+}
+
+int kpi_svg_spark(px_buf *b, const char *aria, const double *y, size_t n, size_t cur)
+{
+    const double w = 170, h = 34;
+    double lo = INFINITY, hi = -INFINITY;
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(y[i])) lo = fmin(lo, y[i]), hi = fmax(hi, y[i]);
+    if (!isfinite(lo)) return 0;
+    if (hi - lo < 1e-12) lo -= 0.5 * fabs(lo) + 1e-9, hi += 0.5 * fabs(hi) + 1e-9;
+    frame f = {0, (double)(n > 1 ? n - 1 : 1), lo, hi, 4, w - 4, 4, h - 4};
+    svg_open(b, w, h, aria);
+    px_buf_adds(b, "<polyline class='spark' points='");
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(y[i])) px_buf_printf(b, "%.1f,%.1f ", px_x(&f, (double)i), px_y(&f, y[i]));
+    px_buf_adds(b, "'/>");
+    if (cur < n && isfinite(y[cur]))
+        px_buf_printf(b, "<circle class='pt' cx='%.1f' cy='%.1f' r='2.5'/>", px_x(&f, (double)cur), px_y(&f, y[cur]));
     return px_buf_adds(b, "</svg>");
 }

@@ -24,9 +24,7 @@ Configuration: `PROGNOS_DB_URL` (a libpq URI; default: the output of `prognos db
 
 code("""
 import hashlib, io, json, os, subprocess, warnings
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # the kernel's inline backend: plots are embedded in the executed notebook
 import pandas as pd
 import psycopg2
 
@@ -43,6 +41,15 @@ conn.set_session(readonly=True, autocommit=True)
 
 def q(sql, params=None):
     return pd.read_sql_query(sql, conn, params=params)
+
+def fmt(x, spec=".3f"):
+    \"\"\"A number for a title or a label; "n/a" when undefined (None, NaN: e.g. an AUC
+    interval of a holdout without events).\"\"\"
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if x != x else format(x, spec)
 
 def artifact(name, version, file):
     \"\"\"Bytes of one artifact file, after checking its SHA-256 against the manifest.\"\"\"
@@ -95,19 +102,59 @@ if len(binary):
     fig, axes = plt.subplots(2, len(binary), figsize=(5 * len(binary), 9), squeeze=False)
     for k, r in enumerate(binary.itertuples()):
         m = json.loads(artifact(r.name, r.version, "metrics.json"))
-        roc, o = m["roc"], m["overall"]
+        roc, o = m.get("roc") or {}, m.get("overall") or {}
         ax = axes[0][k]
-        ax.plot(roc["fpr"], roc["tpr"], lw=2)
+        if roc.get("fpr") and o.get("events"):
+            ax.plot(roc["fpr"], roc["tpr"], lw=2)
+        else:
+            ax.text(0.5, 0.5, "no holdout events:\\nROC undefined", ha="center", va="center")
         ax.plot([0, 1], [0, 1], ls="--", c="grey")
-        ax.set(title=f"{r.name} v{r.version}: AUC {o['auc']:.3f} ({o['auc_lo']:.3f}-{o['auc_hi']:.3f})",
+        ax.set(title=f"{r.name} v{r.version}: AUC {fmt(o.get('auc'))} ({fmt(o.get('auc_lo'))}-{fmt(o.get('auc_hi'))})"
+                     f", {o.get('events', 'n/a')} events",
                xlabel="1 - specificity", ylabel="sensitivity")
-        cal = pd.read_csv(io.BytesIO(artifact(r.name, r.version, "calibration.csv")))
         ax = axes[1][k]
-        ax.plot(cal.mean_predicted, cal.observed_rate, "o-")
-        lim = max(cal.mean_predicted.max(), cal.observed_rate.max()) * 1.1
-        ax.plot([0, lim], [0, lim], ls="--", c="grey")
-        ax.set(title=f"calibration by decile (slope {o['cal_slope']:.2f})",
+        try:
+            cal = pd.read_csv(io.BytesIO(artifact(r.name, r.version, "calibration.csv")))
+        except (KeyError, FileNotFoundError, pd.errors.EmptyDataError):
+            cal = pd.DataFrame(columns=["mean_predicted", "observed_rate"])
+        if len(cal):
+            ax.plot(cal.mean_predicted, cal.observed_rate, "o-")
+            lim = max(cal.mean_predicted.max(), cal.observed_rate.max(), 1e-6) * 1.1
+            ax.plot([0, lim], [0, lim], ls="--", c="grey")
+        else:
+            ax.text(0.5, 0.5, "no calibration table", ha="center", va="center")
+        ax.set(title=f"calibration by decile (slope {fmt(o.get('cal_slope'), '.2f')})",
                xlabel="mean predicted risk", ylabel="observed rate")
+    plt.tight_layout()
+    plt.show()
+""")
+
+md("## Length-of-stay (regression) champions: observed and predicted mean by subgroup")
+code("""
+regression = champions[champions.task != "binary"]
+for r in regression.itertuples():
+    m = json.loads(artifact(r.name, r.version, "metrics.json"))
+    o = m.get("overall") or {}
+    groups = [("all", o)] + [(f"{dim[3:]}={lvl}", ev) for dim in ("by_sex", "by_age_band")
+                             for lvl, ev in (m.get(dim) or {}).items() if ev]
+    groups = [(g, ev) for g, ev in groups if ev.get("mean_obs") is not None and ev.get("mean_pred") is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if groups:
+        x = range(len(groups))
+        axes[0].bar([i - 0.2 for i in x], [ev["mean_obs"] for _, ev in groups], width=0.4, label="observed")
+        axes[0].bar([i + 0.2 for i in x], [ev["mean_pred"] for _, ev in groups], width=0.4, label="predicted")
+        axes[0].set_xticks(list(x))
+        axes[0].set_xticklabels([g for g, _ in groups], rotation=45, ha="right", fontsize=8)
+        axes[0].legend()
+        axes[1].bar(list(x), [ev.get("mae") or 0 for _, ev in groups])
+        axes[1].set_xticks(list(x))
+        axes[1].set_xticklabels([g for g, _ in groups], rotation=45, ha="right", fontsize=8)
+    else:
+        axes[0].text(0.5, 0.5, "no holdout figures", ha="center", va="center")
+    axes[0].set(title=f"{r.name} v{r.version}: mean length of stay (R2 {fmt(o.get('r2'))})",
+                xlabel="holdout subgroup", ylabel="mean length of stay (days)")
+    axes[1].set(title=f"mean absolute error (overall {fmt(o.get('mae'), '.2f')} days)",
+                xlabel="holdout subgroup", ylabel="mean absolute error (days)")
     plt.tight_layout()
     plt.show()
 """)
@@ -129,7 +176,8 @@ for r in champions.itertuples():
     ax.axvline(0, c="grey", ls="--")
     ax.set_yticks(range(len(c)))
     ax.set_yticklabels(c.term, fontsize=7)
-    ax.set(title=f"{r.name} v{r.version}: coefficients (log scale) with 95% Wald intervals")
+    ax.set(title=f"{r.name} v{r.version}: coefficients (log scale) with 95% Wald intervals",
+           xlabel="estimate (log odds ratio or log rate ratio)", ylabel="term")
     plt.tight_layout()
     plt.show()
 {k: v.round(4) for k, v in coefs.items()}
@@ -161,7 +209,11 @@ md("Summary (machine-readable, checked by the test suite):")
 code("""
 summary = {"versions": int(len(versions)),
            "champions": {r.name: int(r.version) for r in champions.itertuples()},
-           "auc": {f"{r.name}/{r.version}": round(float(r.auc), 6) for r in metrics.dropna(subset=["auc"]).itertuples()} if "auc" in metrics else {}}
+           "auc": {f"{r.name}/{r.version}": round(float(r.auc), 6) for r in metrics.dropna(subset=["auc"]).itertuples()} if "auc" in metrics else {},
+           "auc_undefined_interval": sorted(f"{r.name}/{r.version}" for r in metrics.itertuples()
+                                            if getattr(r, "auc", None) is not None and getattr(r, "auc", None) == getattr(r, "auc", None)
+                                            and (getattr(r, "auc_lo", None) is None or getattr(r, "auc_lo") != getattr(r, "auc_lo"))),
+           "plots": {"binary": int(len(binary)), "regression": int(len(regression))}}
 print("SUMMARY " + json.dumps(summary, sort_keys=True))
 """)
 

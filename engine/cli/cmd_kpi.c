@@ -16,7 +16,8 @@ static const char usage[] =
     "                           [--reference pooled|facility] [--no-hierarchical] [--overdispersion]\n"
     "                           [--allow-failed-gates] [--force] [--json]\n"
     "       prognos kpi report --period P --out FILE.html [--json FILE] [--csv FILE]\n"
-    "                          [--run ID] [--target MEASURE=VALUE]...\n"
+    "                          [--run ID] [--target MEASURE=VALUE]... [--targets FILE]\n"
+    "                          [--benchmarks DIR]\n"
     "                          [--dp-epsilon E [--dp-seed S]]\n"
     "\n"
     "compute: scores the feature tables with the registered risk models (the\n"
@@ -74,13 +75,27 @@ static const char usage[] =
     "  --target M=V         headline target for a measure (volume, readmission,\n"
     "                       mortality as a proportion, los in days, cost in\n"
     "                       dollars); default: the case-mix expected value\n"
+    "  --targets FILE       targets someone set, JSON ([{\"measure\": \"readmission\",\n"
+    "                       \"value\": 0.15, \"direction\": \"lower\", \"source\": \"board\"}])\n"
+    "                       or CSV with the header measure,value,direction,source\n"
+    "                       (direction lower|higher, default lower except volume;\n"
+    "                       rates as proportions); overrides --target per measure.\n"
+    "                       Without a target a card shows only what is expected for\n"
+    "                       the case mix\n"
+    "  --benchmarks DIR     national rates from the public CMS files in DIR:\n"
+    "                       Hospital Compare outcome-of-care-measures.csv (30-day\n"
+    "                       readmission and mortality, heart attack, heart failure,\n"
+    "                       pneumonia, patient-weighted) and the newest\n"
+    "                       FY_*_Hospital_Readmissions_Reduction_Program_Hospital.csv\n"
+    "                       (expected readmission rate, discharge-weighted)\n"
     "  --dp-epsilon E       differentially private release: Laplace noise of\n"
     "                       scale 1/E on every count (LOS and cost withheld)\n"
     "  --dp-seed S          seed of the noise (default 1): same seed, same release\n"
     "  -h, --help           show this help\n"
     "\n"
-    "Exit codes: 0 ok, 1 failed (the message names what), 2 usage error,\n"
-    "3 nothing to do (compute: an identical run is already stored).\n";
+    "Exit codes: 0 ok, 1 failed (the message names what), 2 usage error (report:\n"
+    "also a bad period, or a --targets / --benchmarks file the message names by\n"
+    "line and field), 3 nothing to do (compute: an identical run is already stored).\n";
 
 static int parse_double(const char *s, double lo, double hi, double *v)
 {
@@ -268,6 +283,12 @@ static int kpi_report(int argc, char **argv)
                                           " rates are proportions (0.15)", v);
             p.target[m] = d;
             i++;
+        } else if (strcmp(a, "--targets") == 0 && v) {
+            p.targets_path = v;
+            i++;
+        } else if (strcmp(a, "--benchmarks") == 0 && v) {
+            p.benchmarks_dir = v;
+            i++;
         } else if (strcmp(a, "--dp-epsilon") == 0 && v) {
             if (parse_double(v, 1e-6, 1e6, &d) != 0)
                 return px_cli_usage_error("kpi report", "--dp-epsilon '%s': a positive privacy budget", v);
@@ -300,7 +321,7 @@ static int kpi_report(int argc, char **argv)
     px_kpi_report_info info;
     int rc = px_kpi_report(c, &p, &info, &e);
     PQfinish(c);
-    if (rc == PX_EINVAL) {   /* a period that is not one: the caller's mistake */
+    if (rc == PX_EINVAL) {   /* a period that is not one, a bad targets or benchmarks file: the caller's mistake */
         px_err_print(&e);
         return PX_EXIT_USAGE;
     }

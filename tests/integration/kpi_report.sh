@@ -41,6 +41,12 @@ assert_exit 0 px kpi compute --json
 grep -q "readmission crude" "$WORK/err" || fail "missing model not named: $(cat "$WORK/err")"
 assert_eq "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["crude"])' "$WORK/out")" \
     "['readmission', 'mortality', 'los']" "crude measures without models"
+# the report of that run opens with a caution for each crude measure, quoting why
+assert_exit 0 px kpi report --period all --out "$WORK/crude.html"
+assert_eq "$(grep -o "data-caution='crude' data-measure='[a-z]*'" "$WORK/crude.html" | cut -d"'" -f4 | tr '\n' ' ')" \
+    "readmission mortality los " "crude cautions"
+grep -q "is not risk-adjusted.</b> Its rates are crude" "$WORK/crude.html" || fail "the crude caution does not say so"
+assert_eq "$(grep -o "class='s tgt'" "$WORK/crude.html" | wc -l)" 0 "targets on a page without targets"
 sql "DELETE FROM kpi.runs"
 for m in readmission mortality los; do px train --model $m --no-build --accept-failed-gates >/dev/null; done
 assert_exit 1 px kpi compute --model-version readmission=7
@@ -159,7 +165,7 @@ def num(s): return float(s) if s not in ("", None) else None
 
 class Dom(HTMLParser):
     def __init__(self):
-        super().__init__(); self.rows = []; self.cards = []; self.table = None; self.cur = None; self.cell = None
+        super().__init__(); self.rows = []; self.cards = []; self.counts = []; self.table = None; self.cur = None; self.cell = None
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == "table" and "league" in (a.get("class") or ""): self.table = (a["data-measure"], a["data-unit-type"])
@@ -168,6 +174,7 @@ class Dom(HTMLParser):
         elif tag == "td" and self.cur is not None:
             self.cell = ""
         elif tag == "div" and "card" in (a.get("class") or "").split(): self.cards.append(a)
+        elif tag == "p" and "counts" in (a.get("class") or "").split(): self.counts.append(a)
     def handle_endtag(self, tag):
         if tag == "td" and self.cur is not None and self.cell is not None: self.cur["cells"].append(self.cell.strip()); self.cell = None
         elif tag == "tr" and self.cur is not None: self.rows.append(self.cur); self.cur = None
@@ -194,18 +201,24 @@ for name, period in (("year", "2023"), ("month", month)):
         # visible text: cases, then (unless suppressed) observed, expected, crude, expected rate, O/E (CI), ...
         if cells[1].replace(",", "") != str(int(float(st["n"]))): fail.append(f"{name} {key}: cases shown {cells[1]}")
         if st["suppressed"] == "t":
-            if "suppressed" not in cells[2]: fail.append(f"{name} {key}: suppressed cell not shown as suppressed: {cells}")
+            fail.append(f"{name} {key}: a suppressed unit is listed: {cells}")
             continue
+        if ut == "department" and a["data-unit"] == "unknown":
+            fail.append(f"{name} {key}: stays without a department reported as a department 'unknown'")
         oe_txt = f"{float(st['oe']):.2f} ({float(st['oe_lo']):.2f} \u2013 {float(st['oe_hi']):.2f})"
         if cells[6] != oe_txt: fail.append(f"{name} {key}: O/E shown '{cells[6]}', kpi.results gives '{oe_txt}'")
         if m in ("readmission", "mortality"):
             rate_txt = f"{100 * float(st['rate']):.1f}%"
             if cells[4] != rate_txt: fail.append(f"{name} {key}: rate shown '{cells[4]}', expected '{rate_txt}'")
-    expect = sum(1 for k in res if k[0] == period and k[1] in ("readmission", "mortality", "los") and k[2] != "system")
-    if seen != expect: fail.append(f"{name}: {seen} table rows, kpi.results has {expect} unit cells")
-    sup = sum(1 for k, v in res.items() if k[0] == period and k[2] != "system" and k[1] in ("readmission", "mortality", "los") and v[-1] == "t")
-    shown = sum(1 for r in d.rows if r["attrs"]["data-flag"] == "suppressed")
-    if sup != shown: fail.append(f"{name}: {shown} rows shown suppressed, {sup} suppressed in kpi.results")
+    # listed: every named unit with enough cases (at most 40 per table here); suppressed: counted
+    named = lambda k: not (k[2] == "department" and k[3] == "unknown")
+    expect = sum(1 for k, v in res.items() if k[0] == period and k[1] in ("readmission", "mortality", "los")
+                 and k[2] != "system" and v[-1] != "t" and named(k))
+    if seen != expect: fail.append(f"{name}: {seen} table rows, kpi.results has {expect} unit cells with enough cases")
+    sup = sum(1 for k, v in res.items() if k[0] == period and k[2] != "system" and k[1] in ("readmission", "mortality", "los") and v[-1] == "t" and named(k))
+    shown = sum(int(c["data-suppressed"]) for c in d.counts)
+    if sup != shown: fail.append(f"{name}: {shown} suppressed units counted, {sup} suppressed in kpi.results")
+    if len(d.counts) != 6: fail.append(f"{name}: {len(d.counts)} league tables with counts, expected 6")
     if name == "month" and sup == 0: fail.append("month: expected suppressed cells")
     for c in d.cards:
         key = (period, c["data-measure"], "system", "all")
@@ -240,7 +253,178 @@ for r in rows:
 if fail:
     print("\n".join(fail[:40])); sys.exit(1)
 PY
-ok "the rendered report, JSON and CSV equal kpi.results; small cells visibly suppressed"
+ok "the rendered report, JSON and CSV equal kpi.results; suppressed units counted, not listed"
+
+# --- the first screen (1280x800) holds the headline and the flagged units ------------------
+# A marker ends the first-screen content (div#first-screen-end, after the flagged units):
+# painted magenta in a copy of the page, it must appear in a 1280x800 screenshot; the
+# methods section painted so must not (the check can tell the first screen from the rest).
+shot() { # html png width height
+    local prof; prof=$(mktemp -d "$WORK/chromium.XXXXXX")
+    timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+        --disable-background-networking --disable-component-update --disable-sync --user-data-dir="$prof" \
+        --hide-scrollbars --window-size="$3,$4" --screenshot="$2" "file://$1" >/dev/null 2>"$2.log" \
+        || fail "chromium could not render $1: $(tail -5 "$2.log")"
+}
+magenta() { # png -> count of magenta pixels
+    python3 - "$1" <<'PY'
+import struct, sys, zlib
+data = open(sys.argv[1], "rb").read(); pos, idat = 8, b""
+while pos < len(data):
+    n, kind = struct.unpack(">I4s", data[pos:pos + 8]); body = data[pos + 8:pos + 8 + n]
+    if kind == b"IHDR": w, h, depth, ctype = struct.unpack(">IIBB", body[:10]); bpp = 3 if ctype == 2 else 4
+    elif kind == b"IDAT": idat += body
+    pos += 12 + n
+raw = zlib.decompress(idat); stride = w * bpp; prev = bytearray(stride); hits = 0
+for y in range(h):
+    f = raw[y * (stride + 1)]; line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+    for i in range(stride):
+        a = line[i - bpp] if i >= bpp else 0; b = prev[i]; c = prev[i - bpp] if i >= bpp else 0
+        if f == 1: line[i] = (line[i] + a) & 255
+        elif f == 2: line[i] = (line[i] + b) & 255
+        elif f == 3: line[i] = (line[i] + (a + b) // 2) & 255
+        elif f == 4:
+            p = a + b - c; pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+            line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+    for i in range(0, stride, bpp):
+        if line[i] > 240 and line[i + 1] < 15 and line[i + 2] > 240: hits += 1
+    prev = line
+print(hits)
+PY
+}
+first_screen() { # html label
+    sed "s|</head>|<style>#first-screen-end{height:6px;background:#ff00ff}</style></head>|" "$1" >"$WORK/fs-end.html"
+    sed "s|</head>|<style>#methods{background:#ff00ff}</style></head>|" "$1" >"$WORK/fs-methods.html"
+    shot "$WORK/fs-end.html" "$WORK/fs-end.png" 1280 800
+    shot "$WORK/fs-methods.html" "$WORK/fs-methods.png" 1280 800
+    local end methods; end=$(magenta "$WORK/fs-end.png"); methods=$(magenta "$WORK/fs-methods.png")
+    [ "$end" -ge 1000 ] || fail "$2: the end of the headline and flagged units is not on the first screen (1280x800): $end marker pixels"
+    [ "$methods" -eq 0 ] || fail "$2: the methods section shows on the first screen ($methods pixels): the check cannot tell"
+    # and in the page, the headline comes first: cautions, the cards, the flagged units, then the marker
+    python3 - "$1" <<'PY' || fail "$2: first-screen order"
+import re, sys
+s = open(sys.argv[1]).read()
+order = [s.find("id='headline'"), s.find("class='card"), s.find("id='flagged'"), s.find("id='first-screen-end'"), s.find("id='league'")]
+assert all(i > 0 for i in order) and order == sorted(order), order
+assert "expected for the case mix" in s
+PY
+    echo "$2: first screen 1280x800 holds the headline and flagged units ($end marker pixels)"
+}
+first_screen "$WORK/year.html" year
+first_screen "$WORK/month.html" month
+ok "the headline KPIs and the flagged units are on the first screen at 1280x800"
+
+card() { # html measure attr
+    python3 - "$1" "$2" "$3" <<'PY'
+import sys
+from html.parser import HTMLParser
+class P(HTMLParser):
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "div" and "card" in (a.get("class") or "").split() and a.get("data-measure") == sys.argv[2]:
+            print(a.get("data-" + sys.argv[3], ""))
+P().feed(open(sys.argv[1]).read())
+PY
+}
+
+# --- a period that leaves a measure without data says so (the last month: no 30-day follow-up yet)
+last=$(sql "SELECT period FROM kpi.results WHERE run_id = $run AND period_kind = 'month' AND unit_type = 'system'
+            GROUP BY period HAVING NOT bool_or(measure = 'readmission') ORDER BY period DESC LIMIT 1")
+[ -n "$last" ] || fail "no month without readmission data in run $run"
+assert_exit 0 px kpi report --period "$last" --out "$WORK/last.html"
+assert_eq "$(card "$WORK/last.html" readmission missing)" 1 "readmission card of $last marked as without data"
+grep -q "no data for this measure in period $last" "$WORK/last.html" || fail "$last: the missing measure is not said"
+grep -q "No facility data for this measure in period $last" "$WORK/last.html" || fail "$last: the league table is not said to be empty"
+assert_eq "$(grep -oE "class='card( missing)?'" "$WORK/last.html" | wc -l)" 5 "cards of $last"
+ok "period $last: the measure without data keeps its card and says so"
+
+# --- print to PDF ------------------------------------------------------------------------------
+prof=$(mktemp -d "$WORK/chromium.XXXXXX")
+timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync --user-data-dir="$prof" \
+    --no-pdf-header-footer --print-to-pdf="$WORK/year.pdf" "file://$WORK/year.html" >/dev/null 2>"$WORK/pdf.log" \
+    || fail "chromium could not print the report: $(tail -5 "$WORK/pdf.log")"
+pages=$(python3 - "$WORK/year.pdf" <<'PY'
+import re, sys
+d = open(sys.argv[1], "rb").read()
+assert d[:5] == b"%PDF-", "not a PDF"
+m = re.findall(rb"/Type\s*/Pages\b[^>]*?/Count\s+(\d+)", d) or re.findall(rb"/Count\s+(\d+)[^>]*?/Type\s*/Pages\b", d)
+print(max(int(x) for x in m) if m else len(re.findall(rb"/Type\s*/Page\b", d)))
+PY
+)
+[ "$pages" -ge 2 ] || fail "the printed report has $pages pages"
+ok "the report prints to PDF ($pages pages)"
+
+# --- targets from a file, national benchmarks -------------------------------------------------
+printf 'measure,value,direction,source\nreadmission,0.125,lower,Board plan 2024\nvolume,100,higher,"budget, FY24"\n' >"$WORK/targets.csv"
+assert_exit 0 px kpi report --period year --out "$WORK/t.html" --targets "$WORK/targets.csv" --json "$WORK/t.json"
+assert_eq "$(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["targets"]; print(sorted((k, v["value"], v["direction"], v["source"]) for k, v in t.items()))' "$WORK/t.json")" \
+    "[('readmission', 0.125, 'lower', 'Board plan 2024'), ('volume', 100, 'higher', 'budget, FY24')]" "targets in the JSON"
+assert_eq "$(card "$WORK/t.html" readmission target)" 0.125 "readmission target from the CSV"
+assert_eq "$(card "$WORK/t.html" volume target)" 100 "volume target from the CSV"
+assert_eq "$(card "$WORK/t.html" mortality target)" "" "no mortality target set"
+grep -q "target 12.5% (Board plan 2024)" "$WORK/t.html" || fail "the target's source is not shown"
+grep -q "budget, FY24): <span class='ok'>better than target" "$WORK/t.html" || fail "volume above a higher-is-better target"
+# without a targets file the page never says "target" beside a value, only "expected for the case mix"
+grep -q "class='s tgt'" "$WORK/year.html" && fail "a target shown where none was set"
+cat >"$WORK/targets.json" <<'JS'
+{"targets": [{"measure": "mortality", "value": 0.02, "direction": "lower", "source": "national plan"},
+             {"measure": "los", "value": 4.5}]}
+JS
+assert_exit 0 px kpi report --period year --out "$WORK/tj.html" --targets "$WORK/targets.json" --target readmission=0.2
+assert_eq "$(card "$WORK/tj.html" mortality target)" 0.02 "mortality target from the JSON"
+assert_eq "$(card "$WORK/tj.html" los target)" 4.5 "los target from the JSON"
+assert_eq "$(card "$WORK/tj.html" readmission target)" 0.2 "--target beside a file"
+grep -q "target 4.50 days (.*targets.json)" "$WORK/tj.html" || fail "a target without a source names its file"
+bad_targets() { # expected-message content...
+    local want=$1; shift
+    printf '%s' "$*" >"$WORK/bad-targets"
+    assert_exit 2 px kpi report --period year --out "$WORK/bad.html" --targets "$WORK/bad-targets"
+    grep -qF -- "$want" "$WORK/err" || fail "bad targets: expected '$want' in: $(cat "$WORK/err")"
+    [ ! -e "$WORK/bad.html" ] || fail "a report was written despite bad targets"
+}
+bad_targets "line 3, field value: 'abc'" $'measure,value\nreadmission,0.1\nmortality,abc\n'
+bad_targets "line 2, field measure: 'readmissions'" $'measure,value\nreadmissions,0.1\n'
+bad_targets "line 2, field value: 15 for readmission is not a proportion" $'measure,value\nreadmission,15\n'
+bad_targets "line 2, field direction: 'down'" $'measure,value,direction\nlos,4,down\n'
+bad_targets "unknown column 'target'" $'measure,target\nlos,4\n'
+bad_targets "a second target for los" $'measure,value\nlos,4\nlos,5\n'
+bad_targets "a header but no target" $'measure,value\n'
+bad_targets "line 3: not valid JSON" $'[\n {"measure": "los", "value": 4},\n oops\n]'
+bad_targets "target 1, field value: not a number" '[{"measure": "los", "value": "4"}]'
+bad_targets "unknown field 'valeu'" '[{"measure": "los", "valeu": 4}]'
+assert_exit 1 px kpi report --period year --out "$WORK/bad.html" --targets "$WORK/no-such-file"
+grep -q "no-such-file" "$WORK/err" || fail "missing targets file not named: $(cat "$WORK/err")"
+ok "--targets: CSV and JSON set targets with their source; bad files exit 2 naming the line and field"
+
+assert_exit 0 px kpi report --period year --out "$WORK/b.html" --benchmarks "$FIXTURES/cms"
+python3 - "$FIXTURES/cms" "$(card "$WORK/b.html" readmission national)" "$(card "$WORK/b.html" mortality national)" <<'PY'
+import csv, glob, sys
+d, readm, mort = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+def wmean(kind):
+    s = w = 0
+    for r in csv.DictReader(open(f"{d}/outcome-of-care-measures.csv")):
+        for cond in ("Heart Attack", "Heart Failure", "Pneumonia"):
+            col = f"Hospital 30-Day {kind} Rates from {cond}"
+            try: v, n = float(r[col]), float(r["Number of Patients - " + col])
+            except ValueError: continue
+            s += v / 100 * n; w += n
+    return s / w
+want_r, want_m = wmean("Readmission"), wmean("Death (Mortality)")
+assert abs(readm - want_r) < 1e-12, (readm, want_r)
+assert abs(mort - want_m) < 1e-12, (mort, want_m)
+print(f"national readmission {readm:.4f}, mortality {mort:.4f} (patient-weighted, as computed here)")
+PY
+grep -q "national .*(HRRP)" "$WORK/b.html" || fail "the HRRP rate is not shown"
+mkdir -p "$WORK/cms-empty" "$WORK/cms-bad"
+assert_exit 2 px kpi report --period year --out "$WORK/bad.html" --benchmarks "$WORK/cms-empty"
+grep -q "neither outcome-of-care-measures.csv nor an HRRP file" "$WORK/err" || fail "empty benchmarks: $(cat "$WORK/err")"
+printf 'Provider Number,Hospital Name\n010001,A\n' >"$WORK/cms-bad/outcome-of-care-measures.csv"
+assert_exit 2 px kpi report --period year --out "$WORK/bad.html" --benchmarks "$WORK/cms-bad"
+grep -q "outcome-of-care-measures.csv line 1: no column 'Hospital 30-Day Readmission Rates from Heart Attack'" "$WORK/err" \
+    || fail "benchmarks without the columns: $(cat "$WORK/err")"
+assert_exit 2 px kpi report --period year --out "$WORK/bad.html" --benchmarks "$WORK/no-such-dir"
+ok "--benchmarks: national rates from the CMS files equal an independent computation; bad folders exit 2"
 
 # differentially private release: same seed, same release; another seed, another
 assert_exit 0 px kpi report --period year --json "$WORK/dp1.json" --out "$WORK/dp.html" --dp-epsilon 0.5 --dp-seed 9
