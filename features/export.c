@@ -416,6 +416,9 @@ static int write_data(xctx *x, xfile *f, const char *query, int nparams, const c
 {
     px_buf b = {0};
     int rc = 0;
+    /* the query need not use every parameter: their types are given (bytea x3, integer x2, text[]) */
+    Oid types[X_MAX + 8];
+    for (int i = 0; i < nparams && i < X_MAX + 8; i++) types[i] = i < 3 ? 17 : i < 5 ? 23 : 1009;
     if (!x->p->jsonl) {
         for (int j = 0; j < x->ncol; j++) {
             if (j) px_buf_addc(&b, ',');
@@ -423,7 +426,7 @@ static int write_data(xctx *x, xfile *f, const char *query, int nparams, const c
         }
         px_buf_addc(&b, '\n');
     }
-    if (!PQsendQueryParams(x->c, query, nparams, NULL, pv, plen, pfmt, 0) || !PQsetSingleRowMode(x->c)) {
+    if (!PQsendQueryParams(x->c, query, nparams, types, pv, plen, pfmt, 0) || !PQsetSingleRowMode(x->c)) {
         px_buf_release(&b);
         return px_err_set(e, PX_EDB, "cannot run the export query: %s", PQerrorMessage(x->c));
     }
