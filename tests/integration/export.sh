@@ -35,7 +35,7 @@ grep -q "prognos db init" "$WORK/err" || fail "no hint to db init: $(cat "$WORK/
 [ ! -e "$NOHOME" ] || fail "export created a warehouse"
 nothing_written "$WORK/x0"
 
-px generate --patients 1500 --seed 11 --out "$WORK/gen" >/dev/null
+px generate --patients 1500 --seed 11 --small-facilities 6 --out "$WORK/gen" >/dev/null
 px etl load --format canonical --source "$WORK/gen" --quiet >/dev/null
 assert_exit 1 px export --cohort readmission --out "$WORK/x1"
 grep -q "no feature table 'features.readmission'" "$WORK/err" || fail "no clear error: $(cat "$WORK/err")"
@@ -85,9 +85,22 @@ for cohort in readmission mortality los; do
         python3 "$CHECK" "$out" "$WORK/src_$cohort.tsv" "$WORK/ids.txt" --key "$WORK/date.key"
         ! grep -aqF "$(od -An -tx1 "$WORK/date.key" | tr -d ' \n' | head -c 32)" "$out"/* || fail "key material in $out"
     done
+    # the generator's tiny facilities (1-10 stays each) make small cells to suppress
+    python3 -c "import json,sys; m=json.load(open(sys.argv[1])); sys.exit(0 if m['deidentification']['suppressed'].get('facility_id', 0) > 0 else 1)" \
+        "$WORK/ex_${cohort}_csv/manifest.json" || fail "$cohort: no small facility suppressed: the test does not test suppression"
     assert_eq "$(sql "SELECT count(*) FROM audit.events WHERE action = 'export.research' AND object = '$cohort'")" 2 \
         "exports of $cohort in audit.events"
 done
+# the checker can fail: a pseudonym or a name planted in a copy is found
+cp -r "$WORK/ex_los_csv" "$WORK/tampered"
+echo "$(head -1 "$WORK/src_los.tsv" | cut -f1)" >>"$WORK/tampered/manifest.json"
+! python3 "$CHECK" "$WORK/tampered" "$WORK/src_los.tsv" "$WORK/ids.txt" 2>"$WORK/err" || fail "planted pseudonym not found"
+grep -q "identifiers in the export" "$WORK/err" || fail "planted pseudonym: $(cat "$WORK/err")"
+cp "$WORK/ex_los_csv/manifest.json" "$WORK/tampered/"
+name=$(sed -n 2p "$WORK/gen/patients.csv" | cut -d, -f5)
+sed -i "\$s/\$/ $name/" "$WORK/tampered/data_dictionary.csv"
+! python3 "$CHECK" "$WORK/tampered" "$WORK/src_los.tsv" "$WORK/ids.txt" 2>"$WORK/err" || fail "planted name not found"
+grep -q "name $name appears" "$WORK/err" || fail "planted name: $(cat "$WORK/err")"
 ok "three cohorts x two formats: identifiers absent, ages grouped, small cells hidden, keyed shifts exact"
 
 # without a key: a fresh offset and fresh study ids per export; intervals kept
