@@ -105,7 +105,6 @@ static int dir_state(const char *dir, int *exists, int *nonempty, px_err *e)
 static int date_key(xctx *x, px_err *e)
 {
     unsigned char key[64] = {0};
-    size_t klen = 32;
     if (x->p->date_shift_key_file) {
         unsigned char *data = NULL;
         size_t len = 0;
@@ -120,17 +119,15 @@ static int date_key(xctx *x, px_err *e)
         if (len > 64) { /* RFC 2104: longer keys are hashed first */
             unsigned int n = 0;
             EVP_Digest(data, len, key, &n, EVP_sha256(), NULL);
-            klen = n;
+            (void)n;
         } else {
-            memcpy(key, data, len);
-            klen = len;
+            memcpy(key, data, len); /* zero-padded to the block, as RFC 2104 */
         }
         OPENSSL_cleanse(data, len);
         free(data);
     } else if (RAND_bytes(key, 32) != 1) {
         return px_err_set(e, PX_EIO, "cannot draw a random date-shift key");
     }
-    (void)klen;
     for (int i = 0; i < 64; i++) {
         x->ipad[i] = key[i] ^ 0x36;
         x->opad[i] = key[i] ^ 0x5c;
