@@ -113,4 +113,38 @@ void px_dataset_free(px_dataset *d);   /* accepts NULL */
 /* Index of a feature column by name, or -1. */
 int px_dataset_col(const px_dataset *d, const char *name);
 
+/* ---- research export (export.c) ------------------------------------------ */
+
+/* A de-identified extract of a built feature table (HIPAA Safe Harbor): see
+ * README "Research export" for every transformation. */
+typedef struct px_export_params {
+    const char *cohort;                 /* readmission | mortality | los */
+    const char *out_dir;                /* created (mode 0700) when missing */
+    int jsonl;                          /* 0: data.csv, 1: data.jsonl */
+    int force;                          /* 1: write into a non-empty out_dir, replacing an earlier export */
+    int dates_year;                     /* 0: dates shifted per patient; 1: year + days from the patient's first admission */
+    int max_shift_days;                 /* offsets are 1..max_shift_days days back (default 365) */
+    const char *date_shift_key_file;    /* NULL: a random key per export; else a file of >= 32 secret bytes */
+    int min_cell;                       /* K: categorical levels with fewer rows are suppressed (default 11) */
+    int min_zip3_patients;              /* N: ZIP3 prefixes with fewer patients in the export become 000 (default 20) */
+} px_export_params;
+
+px_export_params px_export_default_params(void);
+
+typedef struct px_export_result {
+    long long rows, patients;
+    int columns;
+    int suppressed_levels;               /* over all columns */
+    long long ages_grouped;              /* rows with age 90+ */
+    long long zip3_recoded;              /* rows whose ZIP3 became 000 (small area or Safe Harbor list) */
+    char data_sha256[65];
+} px_export_result;
+
+/* Writes data.csv|data.jsonl, data_dictionary.csv, manifest.json and SHA256SUMS
+ * into p->out_dir, each under a temporary name first, and records the export in
+ * audit.events. c must not be inside a transaction. Returns 0, or a negative
+ * PX_E* code with nothing written (PX_EINVAL: bad parameters or a non-empty
+ * directory without force; PX_ENOTFOUND: the set was never built). */
+int px_feat_export(PGconn *c, const px_export_params *p, px_export_result *r, px_err *e);
+
 #endif

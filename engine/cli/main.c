@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"serve", cmd_serve, "the prediction and drift-alert server (HTTP)"},
     {"apikey", cmd_apikey, "API keys of the server: create, revoke, list"},
     {"drift", cmd_drift, "check newly loaded data for drift against each champion (check)"},
+    {"export", cmd_export, "a de-identified research extract of a feature table (HIPAA Safe Harbor)"},
 };
 
 static void usage(FILE *out)
