@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"serve", cmd_serve, "the prediction and drift-alert server (HTTP)"},
     {"apikey", cmd_apikey, "API keys of the server: create, revoke, list"},
     {"drift", cmd_drift, "check newly loaded data for drift against each champion (check)"},
+    {"run", cmd_run, "the scheduler's chain as steps with state, retries and resume; run status"},
 };
 
 static void usage(FILE *out)
