@@ -354,7 +354,7 @@ static void step_kpi(runner *R, step_out *so, long long *kpi_run, int *kpi_uncha
         note_conn(c, so);
     } else {
         so->exit_code = rc == PX_ENOTHING ? PX_EXIT_NOTHING : PX_EXIT_OK;
-        snprintf(so->msg, sizeof so->msg, "%s%s%s", info.summary, info.notes[0] ? "; " : "", info.notes);
+        copy_str(so->msg, sizeof so->msg, info.summary); /* names what was computed crude, and why */
         snprintf(so->result, sizeof so->result, "{\"kpi_run\":%lld,\"unchanged\":%s}", info.run_id,
                  rc == PX_ENOTHING ? "true" : "false");
         *kpi_run = info.run_id;
@@ -535,12 +535,13 @@ static int run_create(runner *R, long long resumes, px_err *e)
                      " SELECT $1::bigint, n, s FROM unnest($2::text[]) WITH ORDINALITY AS u(s, n)", 2, w);
             if (r) {
                 PQclear(r);
+                rc = 0;
                 if (resumes > 0) {
                     const char *x[2] = {res, run};
                     r = book(R->c, e, "UPDATE run.runs SET resumed_by = $2::bigint WHERE run_id = $1::bigint", 2, x);
+                    rc = r ? 0 : PX_EDB;
+                    PQclear(r);
                 }
-                if (r) rc = 0, PQclear(r);
-                else rc = PX_EDB;
             } else rc = PX_EDB;
         } else rc = PX_EDB;
     }
