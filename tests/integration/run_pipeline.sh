@@ -80,7 +80,7 @@ exec 7>"$WORK/lockctl"
 echo "SELECT pg_advisory_lock(7070002);" >&7   # the ETL's lock (engine/etl.c PX_ETL_LOCK)
 lock_held() { [ "$(sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 7070002 AND granted")" = 1 ]; }
 wait_for "psql to hold the ETL lock" lock_held
-px run --steps load --source "$WORK/b" --retries 100 --backoff 1 >"$WORK/run2.out" 2>"$WORK/run2.err" &
+px run --steps load --source "$WORK/b" --retries 100 --backoff 1 >"$WORK/run2.out" 2>"$WORK/run2.err" 7>&- &
 RUNNER=$!
 retrying() {
     kill -0 "$RUNNER" 2>/dev/null || { cat "$WORK/run2.out" "$WORK/run2.err" >&2; fail "run 2 ended while the lock was held"; }
@@ -193,3 +193,79 @@ grep -q "^  1. kpi .*nothing .*attempts 1, exit 3" "$WORK/status.txt" || fail "r
 assert_exit 1 px run status 99
 grep -q "there is no run 99" "$WORK/err" || fail "run status of no run: $(cat "$WORK/err")"
 ok "run status (text and --json): runs, steps, attempts, exit codes, messages, times"
+
+# ---- deploy/: the scheduler files --------------------------------------------------------
+D="$PROGNOS_SRC/deploy"
+# systemd: systemd-analyze verify (offline: no systemd needs to run) on the units as
+# shipped, where the one complaint allowed is that /usr/local/bin/prognos is not
+# installed on this machine, and with ExecStart pointing at this build: no complaint
+mkdir -p "$WORK/units" "$WORK/units-shipped"
+cp "$D/systemd/prognos-pipeline.service" "$D/systemd/prognos-pipeline.timer" "$WORK/units-shipped/"
+sed "s|/usr/local/bin/prognos|$PROGNOS_BIN|" "$D/systemd/prognos-pipeline.service" >"$WORK/units/prognos-pipeline.service"
+cp "$D/systemd/prognos-pipeline.timer" "$WORK/units/"
+set +e
+(cd "$WORK/units" && systemd-analyze verify prognos-pipeline.service prognos-pipeline.timer) >"$WORK/verify.out" 2>&1
+rc=$?
+(cd "$WORK/units-shipped" && systemd-analyze verify prognos-pipeline.service prognos-pipeline.timer) >"$WORK/verify2.out" 2>&1
+set -e
+[ "$rc" -eq 0 ] && [ ! -s "$WORK/verify.out" ] || { cat "$WORK/verify.out" >&2; fail "systemd-analyze verify: exit $rc"; }
+assert_eq "$(grep -v 'Command /usr/local/bin/prognos is not executable' "$WORK/verify2.out" || true)" "" \
+    "systemd-analyze verify on the shipped units (besides the binary not installed here)"
+# the timer's schedule is a valid calendar expression
+systemd-analyze calendar "$(sed -n 's/^OnCalendar=//p' "$D/systemd/prognos-pipeline.timer")" >/dev/null ||
+    fail "the timer's OnCalendar"
+# a dry run of the service's command line, its variables set as the unit sets them,
+# on this warehouse (nothing new since run 6): exit 3, which SuccessExitStatus accepts
+exec_start=$(sed -n 's/^ExecStart=//p' "$WORK/units/prognos-pipeline.service")
+PROGNOS_SOURCE="$WORK/b" PROGNOS_FORMAT=canonical
+exec_start=${exec_start//\$\{PROGNOS_SOURCE\}/$PROGNOS_SOURCE}
+exec_start=${exec_start//\$\{PROGNOS_FORMAT\}/$PROGNOS_FORMAT}
+read -r -a argv <<<"$exec_start"
+assert_exit 3 "${argv[@]}" --report-dir "$WORK/reports"
+grep -q "^SuccessExitStatus=3$" "$D/systemd/prognos-pipeline.service" || fail "the service does not accept exit 3"
+assert_eq "$(steps_of 9)" "load:nothing:3 features:nothing:3 retrain:nothing:3 kpi:nothing:3 report:nothing:3 drift:nothing:3" \
+    "the service's command line run on this warehouse"
+ok "systemd: the service and timer verify, the service's command line runs (exit 3: nothing new)"
+
+# cron: the /etc/cron.d line has five valid time fields, a user, and the same command
+python3 - "$D/cron/prognos" <<'PYEOF'
+import re, sys
+ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
+jobs = []
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line or line.startswith("#") or re.match(r"^[A-Z_]+=", line):
+        continue
+    f = line.split(None, 6)
+    assert len(f) == 7, f"a cron.d line needs 5 time fields, a user and a command: {line}"
+    for field, (lo, hi) in zip(f[:5], ranges):
+        for part in field.split(","):
+            m = re.fullmatch(r"(\*|(\d+)(?:-(\d+))?)(?:/(\d+))?", part)
+            assert m, f"bad cron field {field!r}"
+            for n in (m.group(2), m.group(3)):
+                assert n is None or lo <= int(n) <= hi, f"{field!r} out of {lo}-{hi}"
+    jobs.append(f)
+assert len(jobs) == 1, jobs
+assert jobs[0][5] == "prognos", "the job runs as user prognos"
+assert jobs[0][6].startswith("prognos run --source "), jobs[0][6]
+PYEOF
+cron_cmd=$(grep -v '^#' "$D/cron/prognos" | grep -v '^[A-Z_]*=' | grep . | cut -d' ' -f7- | sed 's/ >>.*//')
+read -r -a argv <<<"${cron_cmd/--source \/srv\/prognos\/extracts\/latest/--source $WORK/b}"
+argv[0]=$PROGNOS_BIN
+assert_exit 3 "${argv[@]}" --report-dir "$WORK/reports"
+ok "cron: the line parses (time fields, user) and its command runs (exit 3: nothing new)"
+
+# Airflow is not installable here: the DAG file compiles, uses BashOperator on prognos
+# run, and maps exit 3 to a skipped task
+PYTHONPYCACHEPREFIX="$WORK/pycache" python3 -m py_compile "$D/airflow/prognos_dag.py"
+python3 - "$D/airflow/prognos_dag.py" <<'PYEOF'
+import ast, sys
+tree = ast.parse(open(sys.argv[1]).read())
+calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "BashOperator"]
+assert len(calls) == 1, "one BashOperator"
+kw = {k.arg: k.value for k in calls[0].keywords}
+assert isinstance(kw["skip_on_exit_code"], ast.Constant) and kw["skip_on_exit_code"].value == 3
+src = open(sys.argv[1]).read()
+assert "run --source" in src and "from airflow.operators.bash import BashOperator" in src
+PYEOF
+ok "Airflow: the DAG compiles, one BashOperator calling prognos run, exit 3 skips"
