@@ -269,3 +269,25 @@ src = open(sys.argv[1]).read()
 assert "run --source" in src and "from airflow.operators.bash import BashOperator" in src
 PYEOF
 ok "Airflow: the DAG compiles, one BashOperator calling prognos run, exit 3 skips"
+
+# ---- the database unavailable: waited out ------------------------------------------------
+# PROGNOS_DB names the warehouse's server, which is stopped: the runner cannot connect and
+# retries; the server is started only once the runner has reported a retry
+URL=$(px db url)
+px db stop >/dev/null
+PROGNOS_DB="$URL" "$PROGNOS_BIN" run --steps drift --retries 100 --backoff 1 >"$WORK/run11.out" 2>"$WORK/run11.err" &
+RUNNER=$!
+db_retry_seen() {
+    kill -0 "$RUNNER" 2>/dev/null || { cat "$WORK/run11.out" "$WORK/run11.err" >&2; fail "the runner ended while the database was down"; }
+    grep -q "prognos run: cannot connect to the database; retry 1 of 100 in 1 s" "$WORK/run11.err"
+}
+wait_for "the runner to retry its connection" db_retry_seen
+px db start >/dev/null
+set +e; wait "$RUNNER"; rc=$?; set -e
+[ "$rc" -eq 3 ] || { cat "$WORK/run11.out" "$WORK/run11.err" >&2; fail "the runner exited $rc once the database was back"; }
+assert_eq "$(steps_of 11)" "drift:nothing:3" "the run made once the database was back"
+# and a database that stays away: the retries run out, exit 1
+PROGNOS_DB="postgresql:///prognos?host=$WORK/nosocket" assert_exit 1 px run --steps drift --retries 2 --backoff 0
+assert_eq "$(grep -c "retry [12] of 2" "$WORK/err")" 2 "the retries of a database that stays away"
+grep -q "cannot connect to the database" "$WORK/err" || fail "no connection error: $(cat "$WORK/err")"
+ok "the database unavailable: the runner retries its connection and runs once it is back; gives up after --retries"
