@@ -264,8 +264,7 @@ static void step_load(runner *R, step_out *so)
         so->exit_code = PX_EXIT_NOTHING;
         copy_str(so->msg, sizeof so->msg, e.msg);
     } else if (rc != 0) {
-        out_err(so, PX_EXIT_FAIL, &e);
-        if (rc == PX_EDB) so->conn_lost = 0; /* the probes decide (transient_cause) */
+        out_err(so, PX_EXIT_FAIL, &e); /* transient or not: the probes decide (transient_cause) */
     } else {
         so->exit_code = PX_EXIT_OK;
         snprintf(so->msg, sizeof so->msg, "batch %lld: %d file%s loaded (%d skipped), %lld rows read, %lld loaded, "
@@ -804,7 +803,7 @@ static int do_run(int argc, char **argv)
     if (o->retries < 0) o->retries = 3;
     if (o->backoff_s < 0) o->backoff_s = 10;
     if (run_create(&R, resume, &e) != 0) goto fail;
-    printf("run %lld: started%s\n", R.run_id, resume ? "" : "");
+    printf("run %lld: started\n", R.run_id);
     if (resume) printf("run %lld: resumes run %lld from its step %d\n", R.run_id, resume, from_seq);
 
     int seq = 0, failed = 0, gates = 0, did = 0;
@@ -844,8 +843,7 @@ static int do_run(int argc, char **argv)
     return code;
 fail:
     if (R.c) PQfinish(R.c);
-    if (e.code == PX_ENOTHING) return px_cli_fail(&e);
-    return px_cli_fail(&e);
+    return px_cli_fail(&e); /* PX_ENOTHING (--resume of a finished run): exit 3 */
 }
 
 /* ---- prognos run status ------------------------------------------------------- */
