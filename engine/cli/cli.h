@@ -21,6 +21,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_apikey(int argc, char **argv);
 int cmd_drift(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 int px_cli_wants_help(int argc, char **argv);

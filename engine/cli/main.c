@@ -25,6 +25,7 @@ static const struct command commands[] = {
     {"apikey", cmd_apikey, "API keys of the server: create, revoke, list"},
     {"drift", cmd_drift, "check newly loaded data for drift against each champion (check)"},
     {"export", cmd_export, "a de-identified research extract of a feature table (HIPAA Safe Harbor)"},
+    {"run", cmd_run, "the scheduler's chain as steps with state, retries and resume; run status"},
 };
 
 static void usage(FILE *out)
