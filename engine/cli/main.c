@@ -18,7 +18,7 @@ static const struct command commands[] = {
     {"generate", cmd_generate, "write a synthetic canonical dataset with planted effects"},
     {"features", cmd_features, "build the feature tables (build), list the latest builds (list)"},
     {"train", cmd_train, "fit, evaluate and register a model version"},
-    {"retrain", cmd_retrain, "retrain and promote only if better (for schedulers: exit 0/3/1)"},
+    {"retrain", cmd_retrain, "retrain and promote only if better (for schedulers: exit 0/3/4/1)"},
     {"registry", cmd_registry, "the model registry: list, show, promote, verify, card"},
     {"kpi", cmd_kpi, "risk-adjusted outcome KPIs with intervals (compute), the executive report (report)"},
     {"serve", cmd_serve, "the prediction and drift-alert server (HTTP)"},
@@ -44,7 +44,9 @@ static void usage(FILE *out)
             "Run 'prognos <command> --help' for a command's options.\n"
             "Environment: PROGNOS_HOME (default ./var), PROGNOS_DB, PROGNOS_KEY_FILE,\n"
             "PROGNOS_PG_BIN, PROGNOS_PG_USER; see README.md.\n"
-            "Exit codes: 0 ok, 1 failed, 2 usage error, 3 nothing to do.\n");
+            "Exit codes: 0 ok, 1 failed, 2 usage error, 3 nothing to do (train: the version failed\n"
+            "its quality gates, registered but not champion; retrain: champion kept), 4 a candidate\n"
+            "failed its quality gates (retrain, run).\n");
 }
 
 int px_cli_wants_help(int argc, char **argv)
