@@ -2,6 +2,8 @@
  * canonical field validators (engine/validate.c) that the canonical loader applies
  * to its fields. Input: one byte choosing how the stream is cut into reads, then
  * the CSV text. Checks, for any input:
+ *  - one input in 32 (cut byte >= 0xF8) is repeated past 1 MiB, for the
+ *    records over the limit (PX_CSV_TOO_LONG);
  *  - the same records (status, line, fields byte for byte) whether the text
  *    arrives in one read(2) or in many short ones (a SOCK_SEQPACKET socket
  *    returns one message per read, so the cuts are deterministic);
@@ -80,8 +82,8 @@ static rec *read_all(int fd, size_t size, int *ok)
     px_csv *c = px_csv_new(fd);
     if (!c) return NULL;
     rec *head = NULL, **tail = &head;
-    for (int guard = 0;; guard++) {
-        if (guard > 100000) FAIL("more records than bytes: the reader does not advance");
+    for (size_t guard = 0;; guard++) {
+        if (guard > size + 1) FAIL("more records than bytes: the reader does not advance");
         px_csv_status st = PX_CSV_OK;
         int rc = px_csv_next(c, &st);
         if (rc < 0) {
@@ -115,6 +117,8 @@ static rec *read_all(int fd, size_t size, int *ok)
             memcpy(r->blob + r->blen + sizeof n, f, n);
             r->blen += sizeof n + n;
         }
+        if (r->blen - (size_t)r->nf * sizeof(size_t) > ((size_t)1 << 20))
+            FAIL("a record keeps %zu bytes of fields, over the 1 MiB limit", r->blen - (size_t)r->nf * sizeof(size_t));
     }
     if ((size_t)px_csv_bytes(c) != size) FAIL("consumed %lld bytes of %zu", px_csv_bytes(c), size);
     px_csv_free(c);
@@ -240,7 +244,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) return 0;
     size_t cut = 1 + data[0] % 64; /* the size of each short read */
+    int big = data[0] >= 0xF8;     /* 1 in 32: the text repeated past 1 MiB */
     data++, size--;
+    uint8_t *rep = NULL;
+    if (big && size > 0) {
+        /* records over the 1 MiB limit (PX_CSV_TOO_LONG, cut and skipped to
+         * their end) need more bytes than libFuzzer's inputs hold */
+        size_t n = ((size_t)1 << 20) + 4096 + size;
+        n -= n % size;
+        rep = malloc(n);
+        if (!rep) abort();
+        for (size_t k = 0; k < n; k += size) memcpy(rep + k, data, size);
+        data = rep, size = n;
+    }
 
     /* one read: a memory file */
     int mfd = memfd_create("fuzz_csv", MFD_CLOEXEC);
@@ -276,5 +292,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     validate(one);
     free_recs(one);
+    free(rep);
     return 0;
 }
