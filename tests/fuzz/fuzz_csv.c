@@ -2,7 +2,7 @@
  * canonical field validators (engine/validate.c) that the canonical loader applies
  * to its fields. Input: one byte choosing how the stream is cut into reads, then
  * the CSV text. Checks, for any input:
- *  - one input in 64 (cut byte >= 0xFC) is repeated past 1 MiB, for the
+ *  - one input in 256 (cut byte 0xFF) is repeated past 1 MiB, for the
  *    records over the limit (PX_CSV_TOO_LONG), read in one go and not compared;
  *  - the same records (status, line, fields byte for byte) whether the text
  *    arrives in one read(2) or in many short ones (a SOCK_SEQPACKET socket
@@ -254,7 +254,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) return 0;
     size_t cut = 1 + data[0] % 64; /* the size of each short read */
-    int big = data[0] >= 0xFC;     /* 1 in 64: the text repeated past 1 MiB */
+    int big = data[0] == 0xFF;     /* 1 in 256: the text repeated past 1 MiB */
     data++, size--;
     uint8_t *rep = NULL;
     if (big && size > 0) {
