@@ -25,6 +25,10 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
 size_t px_svm_inputs(const px_svm *s); /* k, the number of inputs */
 px_svm_type px_svm_kind(const px_svm *s);
 const px_svm_info *px_svm_get_info(const px_svm *s); /* valid while s lives */
+/* The strict check px_svm_load applies to LibSVM's model text before LibSVM
+ * reads it (exported for tests/fuzz): 0 and *nsv = the number of support
+ * vectors, or -1. Only what it accepts may reach svm_load_model. */
+int px_svm_check_text(const char *text, size_t len, px_svm_type type, size_t k, long *nsv);
 
 /* ---- encode.c ------------------------------------------------------------ */
 

@@ -348,6 +348,11 @@ static int check_libsvm_text(const char *text, size_t len, px_svm_type type, siz
     return 0;
 }
 
+int px_svm_check_text(const char *text, size_t len, px_svm_type type, size_t k, long *nsv)
+{
+    return check_libsvm_text(text, len, type, k, nsv);
+}
+
 /* ---- the frame ----------------------------------------------------------- */
 
 static int frame_build(px_svm *s, const char *text, size_t len, px_err *e)

@@ -259,6 +259,39 @@ static int read_small(const char *ctx, const char *dir, const char *file, size_t
     return 0;
 }
 
+/* The checks on a manifest's bytes (m->bytes, m->len) once its signature held:
+ * parses them into m->json and fills m->name and m->version (and m->ctx when
+ * expect_name is NULL). 0 or PX_ECORRUPT; the caller releases m either way. */
+int reg_manifest_parse(reg_manifest *m, const char *expect_name, int expect_version, const char *verb, px_err *e)
+{
+    m->json = cJSON_ParseWithLength((const char *)m->bytes, m->len);
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(m->json, "format");
+    const cJSON *nm = cJSON_GetObjectItemCaseSensitive(m->json, "name");
+    const cJSON *ver = cJSON_GetObjectItemCaseSensitive(m->json, "version");
+    const cJSON *files = cJSON_GetObjectItemCaseSensitive(m->json, "files");
+    if (!cJSON_IsObject(m->json) || !cJSON_IsString(fmt) || strcmp(fmt->valuestring, REG_MANIFEST_FORMAT) != 0 ||
+        !cJSON_IsString(nm) || !reg_valid_name(nm->valuestring) || !cJSON_IsNumber(ver) || ver->valueint < 1 ||
+        ver->valuedouble != (double)ver->valueint || !cJSON_IsObject(files)) {
+        return px_err_set(e, PX_ECORRUPT, "%s: manifest.json is not a prognos manifest", m->ctx);
+    }
+    for (const cJSON *f = files->child; f; f = f->next) {
+        char sha[65];
+        size_t bytes;
+        if (!valid_file_name(f->string) || file_entry(f, sha, &bytes) != 0) {
+            return px_err_set(e, PX_ECORRUPT, "%s: manifest.json lists a malformed file entry", m->ctx);
+        }
+    }
+    /* a validly signed manifest of another version (a directory swapped in) is refused */
+    if (expect_name && (strcmp(nm->valuestring, expect_name) != 0 || ver->valueint != expect_version)) {
+        return px_err_set(e, PX_ECORRUPT, "%s: manifest.json is signed for model '%s' v%d", m->ctx, nm->valuestring,
+                        ver->valueint);
+    }
+    snprintf(m->name, sizeof m->name, "%s", nm->valuestring);
+    m->version = ver->valueint;
+    if (!expect_name) snprintf(m->ctx, sizeof m->ctx, "%s model '%s' v%d", verb, m->name, m->version);
+    return 0;
+}
+
 int reg_manifest_open(const char *dir, const char *pub_path, const char *expect_name, int expect_version,
                       const char *verb, reg_manifest *m, px_err *e)
 {
@@ -314,34 +347,7 @@ int reg_manifest_open(const char *dir, const char *pub_path, const char *expect_
         goto done;
     }
     /* signed, so from here on a parse failure means our own writer is broken */
-    m->json = cJSON_ParseWithLength((const char *)m->bytes, m->len);
-    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(m->json, "format");
-    const cJSON *nm = cJSON_GetObjectItemCaseSensitive(m->json, "name");
-    const cJSON *ver = cJSON_GetObjectItemCaseSensitive(m->json, "version");
-    const cJSON *files = cJSON_GetObjectItemCaseSensitive(m->json, "files");
-    if (!cJSON_IsObject(m->json) || !cJSON_IsString(fmt) || strcmp(fmt->valuestring, REG_MANIFEST_FORMAT) != 0 ||
-        !cJSON_IsString(nm) || !reg_valid_name(nm->valuestring) || !cJSON_IsNumber(ver) || ver->valueint < 1 ||
-        ver->valuedouble != (double)ver->valueint || !cJSON_IsObject(files)) {
-        rc = px_err_set(e, PX_ECORRUPT, "%s: manifest.json is not a prognos manifest", m->ctx);
-        goto done;
-    }
-    for (const cJSON *f = files->child; f; f = f->next) {
-        char sha[65];
-        size_t bytes;
-        if (!valid_file_name(f->string) || file_entry(f, sha, &bytes) != 0) {
-            rc = px_err_set(e, PX_ECORRUPT, "%s: manifest.json lists a malformed file entry", m->ctx);
-            goto done;
-        }
-    }
-    /* a validly signed manifest of another version (a directory swapped in) is refused */
-    if (expect_name && (strcmp(nm->valuestring, expect_name) != 0 || ver->valueint != expect_version)) {
-        rc = px_err_set(e, PX_ECORRUPT, "%s: manifest.json is signed for model '%s' v%d", m->ctx, nm->valuestring,
-                        ver->valueint);
-        goto done;
-    }
-    snprintf(m->name, sizeof m->name, "%s", nm->valuestring);
-    m->version = ver->valueint;
-    if (!expect_name) snprintf(m->ctx, sizeof m->ctx, "%s model '%s' v%d", verb, m->name, m->version);
+    rc = reg_manifest_parse(m, expect_name, expect_version, verb, e);
 done:
     free(sigtext);
     if (rc != 0) reg_manifest_release(m);

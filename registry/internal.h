@@ -71,6 +71,10 @@ int reg_rmdir(const char *dir, px_err *e);
 int reg_manifest_open(const char *dir, const char *pub_path, const char *expect_name, int expect_version,
                       const char *verb, reg_manifest *m, px_err *e);
 void reg_manifest_release(reg_manifest *m);
+/* The part of reg_manifest_open after the signature check (exported for
+ * tests/fuzz): parses m->bytes into m->json, checks the format, name, version
+ * and file entries. 0 or PX_ECORRUPT; release m either way. */
+int reg_manifest_parse(reg_manifest *m, const char *expect_name, int expect_version, const char *verb, px_err *e);
 /* Verified read of one listed file: size and SHA-256 must match the manifest.
  * Caller frees *data. PX_ENOTFOUND when the manifest does not list it,
  * PX_ECORRUPT when it is missing, truncated, grown or altered. */
