@@ -194,13 +194,13 @@ check_null:
     return NULL;
 }
 
-static int cmp_str(const void *key, const void *elem)
+int kpi_cmp_str(const void *key, const void *elem)
 {
     return strcmp((const char *)key, *(char *const *)elem);
 }
 
 /* A COPY text value as a number: booleans t/f, else strtod; NAN when NULL or unparsable. */
-static double num_value(const char *s)
+double kpi_num_value(const char *s)
 {
     if (!s) return NAN;
     if (s[0] == 't' && !s[1]) return 1;
@@ -517,16 +517,16 @@ static int model_score(PGconn *c, int k, model_in *mi, scored *s, px_err *e)
         int ok = 1;
         char *id = kpi_copy_field(&p, end, &ok);
         char *facility = kpi_copy_field(&p, end, &ok);
-        double y = num_value(kpi_copy_field(&p, end, &ok));
+        double y = kpi_num_value(kpi_copy_field(&p, end, &ok));
         for (size_t j = 0; j < nf && ok; j++) {
             char *v = kpi_copy_field(&p, end, &ok);
             const px_feature_info *fi = px_model_feature(mi->m, j);
             if (fi->kind == PX_COL_CATEGORICAL && v) {
                 /* levels are in byte order; an unseen level counts as the reference */
-                char **hit = fi->nlevels ? bsearch(v, fi->levels, fi->nlevels, sizeof *fi->levels, cmp_str) : NULL;
+                char **hit = fi->nlevels ? bsearch(v, fi->levels, fi->nlevels, sizeof *fi->levels, kpi_cmp_str) : NULL;
                 raw[j] = hit ? (double)(hit - fi->levels) : (double)fi->ref;
             } else {
-                raw[j] = num_value(v);
+                raw[j] = kpi_num_value(v);
             }
         }
         if (!ok || !id || !facility || !(y >= 0)) {

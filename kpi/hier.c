@@ -11,22 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int cmp_lvl(const void *key, const void *elem)
-{
-    return strcmp((const char *)key, *(char *const *)elem);
-}
-
-static double num_text(const char *s)
-{
-    if (!s) return NAN;
-    if (s[0] == 't' && !s[1]) return 1;
-    if (s[0] == 'f' && !s[1]) return 0;
-    char *end;
-    double v = strtod(s, &end);
-    return end != s && !*end ? v : NAN;
-}
-
-
 typedef struct hrow {
     int fac, ym;          /* facility index, year * 12 + month - 1 */
     int key;              /* the period of the kind being summarized (see period_key) */
@@ -61,7 +45,7 @@ void kpi_hier_free(kpi_hier *h)
 /* cells are made in (kind, start, facility) order: binary search */
 int kpi_hier_find(const kpi_hier *h, int kind, const char *start, const char *unit)
 {
-    char **hit = h->nfac ? bsearch(unit, h->facs, h->nfac, sizeof *h->facs, cmp_lvl) : NULL;
+    char **hit = h->nfac ? bsearch(unit, h->facs, h->nfac, sizeof *h->facs, kpi_cmp_str) : NULL;
     if (!hit) return -1;
     int fac = (int)(hit - h->facs);
     size_t lo = 0, hi = h->ncells;
@@ -80,7 +64,7 @@ int kpi_hier_find(const kpi_hier *h, int kind, const char *start, const char *un
 /* index of name in the sorted facility list (added in a first pass) */
 static int fac_of(const kpi_hier *h, const char *name)
 {
-    char **hit = h->nfac ? bsearch(name, h->facs, h->nfac, sizeof *h->facs, cmp_lvl) : NULL;
+    char **hit = h->nfac ? bsearch(name, h->facs, h->nfac, sizeof *h->facs, kpi_cmp_str) : NULL;
     return hit ? (int)(hit - h->facs) : -1;
 }
 
@@ -175,16 +159,16 @@ int kpi_hier_apply(PGconn *c, const px_config *cfg, const char *name, int versio
                 char *p = line, *end = line + cl;
                 int ok = 1;
                 char *fac_s = kpi_copy_field(&p, end, &ok), *ym_s = kpi_copy_field(&p, end, &ok);
-                double y = num_text(kpi_copy_field(&p, end, &ok));
+                double y = kpi_num_value(kpi_copy_field(&p, end, &ok));
                 for (size_t j = 0; j < nf && ok; j++) {
                     const px_feature_info *fi = px_model_feature(m, j);
                     const char *v = kpi_copy_field(&p, end, &ok);
                     if (fi->kind == PX_COL_CATEGORICAL && v) {
                         char **hit =
-                            fi->nlevels ? bsearch(v, fi->levels, fi->nlevels, sizeof *fi->levels, cmp_lvl) : NULL;
+                            fi->nlevels ? bsearch(v, fi->levels, fi->nlevels, sizeof *fi->levels, kpi_cmp_str) : NULL;
                         raw[j] = hit ? (double)(hit - fi->levels) : (double)fi->ref;
                     } else {
-                        raw[j] = num_text(v);
+                        raw[j] = kpi_num_value(v);
                     }
                 }
                 double eta;

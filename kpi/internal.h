@@ -23,6 +23,10 @@ int kpi_db_fail(px_err *e, PGconn *c, PGresult *r, const char *what);
  * place. Returns the field (NUL-terminated), NULL for \N; *p moves past it; *ok = 0
  * when the row has ended. Shared by the scoring pass (compute.c) and hier.c. */
 char *kpi_copy_field(char **p, char *end, int *ok);
+/* A COPY text value as a number: booleans t/f, else strtod; NAN when NULL or unparsable. */
+double kpi_num_value(const char *s);
+/* bsearch comparator of a string key against an array of char *. */
+int kpi_cmp_str(const void *key, const void *elem);
 
 /* Monotonic seconds. */
 double kpi_now(void);

@@ -163,6 +163,9 @@ ok "--no-hierarchical: indirect standardization everywhere"
 # (the fixture subset under tests/fixtures/synpuf, or the full sample with PX_SYNPUF_DIR)
 S1="$SYNPUF/sample-1"
 use_new_home "$WORK/home-synpuf"
+# a fixed pseudonymization key fixes the holdout patients, so which models pass their
+# quality gates on this small sample is the same on every run
+(umask 077; echo 0b5e55ed0b5e55ed0b5e55ed0b5e55ed0b5e55ed0b5e55ed0b5e55ed0b5e55ed >"$PROGNOS_HOME/secret.key")
 assert_exit 0 px etl load --format synpuf --source "$S1" --quiet
 px features build --set all >/dev/null
 failed_gates=""
