@@ -161,6 +161,20 @@ static char *quote_table(PGconn *c, const char *t)
 
 /* One field of a COPY text row starting at *p (ends at tab or newline); unescapes
  * in place. Returns the field (NUL-terminated), NULL for \N; *p moves past it. */
+int kpi_feature_columns(PGconn *c, const px_model *m, px_buf *q, px_err *e)
+{
+    size_t nf = m ? px_model_nfeatures(m) : 0; /* a crude measure reads no inputs */
+    for (size_t j = 0; j < nf; j++) {
+        const px_feature_info *fi = px_model_feature(m, j);
+        char *id = PQescapeIdentifier(c, fi->name, strlen(fi->name));
+        if (!id) return px_err_set(e, PX_ENOMEM, "out of memory");
+        int rc = px_buf_printf(q, ", t.%s", id);
+        PQfreemem(id);
+        if (rc < 0) return px_err_set(e, PX_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
 char *kpi_copy_field(char **p, char *end, int *ok)
 {
     char *s = *p, *w = s, *r = s;
@@ -487,16 +501,7 @@ static int model_score(PGconn *c, int k, model_in *mi, scored *s, px_err *e)
         goto out;
     }
     px_buf_printf(&q, "COPY (SELECT t.encounter_id, w.facility_id, t.%s", lab);
-    for (size_t j = 0; j < nf; j++) {
-        const px_feature_info *fi = px_model_feature(mi->m, j);
-        char *id = PQescapeIdentifier(c, fi->name, strlen(fi->name));
-        if (!id) {
-            rc = px_err_set(e, PX_ENOMEM, "out of memory");
-            goto out;
-        }
-        px_buf_printf(&q, ", t.%s", id);
-        PQfreemem(id);
-    }
+    if ((rc = kpi_feature_columns(c, mi->m, &q, e)) != 0) goto out;
     if (px_buf_printf(&q, " FROM %s t JOIN wh.fact_encounter w USING (encounter_id) WHERE t.%s IS NOT NULL)"
                           " TO STDOUT", tab, lab) < 0) {
         rc = px_err_set(e, PX_ENOMEM, "out of memory");
@@ -504,9 +509,9 @@ static int model_score(PGconn *c, int k, model_in *mi, scored *s, px_err *e)
     }
     r = PQexec(c, q.data);
     if (PQresultStatus(r) != PGRES_COPY_OUT) {
-        rc = kpi_db_fail(e, c, r, "cannot read a feature table");
-        px_err_set(e, PX_EDB, "cannot read feature table '%s' for risk model '%s' v%d", mi->table,
-                   kpi_risk_model[k], mi->version);
+        kpi_db_fail(e, c, r, "cannot read a feature table");
+        rc = px_err_wrap(e, PX_EDB, "cannot read feature table '%s' for risk model '%s' v%d", mi->table,
+                         kpi_risk_model[k], mi->version);
         goto out;
     }
     PQclear(r);

@@ -129,16 +129,7 @@ int kpi_hier_apply(PGconn *c, const px_config *cfg, const char *name, int versio
     q.len = 0;
     px_buf_printf(&q, "COPY (SELECT w.facility_id::text, (extract(year FROM w.discharge_date) * 12 + extract(month FROM"
                       " w.discharge_date) - 1)::int, t.%s", lab);
-    for (size_t j = 0; j < nf; j++) {
-        const px_feature_info *fi = px_model_feature(m, j);
-        char *id = PQescapeIdentifier(c, fi->name, strlen(fi->name));
-        if (!id) {
-            rc = px_err_set(e, PX_ENOMEM, "out of memory");
-            goto out;
-        }
-        px_buf_printf(&q, ", t.%s", id);
-        PQfreemem(id);
-    }
+    if ((rc = kpi_feature_columns(c, m, &q, e)) != 0) goto out;
     if (px_buf_printf(&q, " FROM %s t JOIN wh.fact_encounter w USING (encounter_id) WHERE t.%s IS NOT NULL)"
                           " TO STDOUT", table_q, lab) < 0) {
         rc = px_err_set(e, PX_ENOMEM, "out of memory");

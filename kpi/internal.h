@@ -23,6 +23,9 @@ int kpi_db_fail(px_err *e, PGconn *c, PGresult *r, const char *what);
  * place. Returns the field (NUL-terminated), NULL for \N; *p moves past it; *ok = 0
  * when the row has ended. Shared by the scoring pass (compute.c) and hier.c. */
 char *kpi_copy_field(char **p, char *end, int *ok);
+/* Appends ", t.<feature>" (quoted) for every input of model m (none when m is NULL: a crude measure) to q, for the COPY
+ * that reads a feature table aliased t. 0, or PX_ENOMEM in e. */
+int kpi_feature_columns(PGconn *c, const px_model *m, px_buf *q, px_err *e);
 /* A COPY text value as a number: booleans t/f, else strtod; NAN when NULL or unparsable. */
 double kpi_num_value(const char *s);
 /* bsearch comparator of a string key against an array of char *. */
