@@ -169,3 +169,113 @@ out:
     px_db_exec(c, NULL, lock);
     return rc;
 }
+
+/* ---- the query helpers and the COPY-in writer (issue 13) ---------------------- */
+
+int px_db_fail(px_err *e, PGconn *c, const PGresult *r, const char *what)
+{
+    const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *sdetail = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    const char *shint = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_HINT) : NULL;
+    px_err_set(e, PX_EDB, "%s", what ? what : "database command failed");
+    if (primary) {
+        px_err_detail(e, "%s%s%s", primary, sdetail ? ": " : "", sdetail ? sdetail : "");
+    } else {
+        /* no result (a lost connection), or a client-side error: libpq's message */
+        const char *m = r && *PQresultErrorMessage(r) ? PQresultErrorMessage(r) : PQerrorMessage(c);
+        size_t n = strlen(m);
+        while (n && (m[n - 1] == '\n' || m[n - 1] == ' ')) n--;
+        px_err_detail(e, "%.*s", (int)n, m);
+    }
+    if (shint) px_err_hint(e, "%s", shint);
+    return PX_EDB;
+}
+
+int px_db_query(PGconn *c, px_err *e, const char *what, PGresult **out, const char *sql, int nparams,
+                const char *const *params)
+{
+    if (out) *out = NULL;
+    PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        px_db_fail(e, c, r, what);
+        PQclear(r);
+        return PX_EDB;
+    }
+    if (out) *out = r;
+    else PQclear(r);
+    return 0;
+}
+
+int px_db_value(PGconn *c, px_err *e, const char *what, char **out, const char *sql, int nparams,
+                const char *const *params)
+{
+    PGresult *r = NULL;
+    *out = NULL;
+    int rc = px_db_query(c, e, what, &r, sql, nparams, params);
+    if (rc != 0) return rc;
+    if (PQntuples(r) > 0 && PQnfields(r) > 0 && !PQgetisnull(r, 0, 0)) {
+        *out = strdup(PQgetvalue(r, 0, 0));
+        if (!*out) rc = px_err_set(e, PX_ENOMEM, "out of memory");
+    }
+    PQclear(r);
+    return rc;
+}
+
+int px_copy_in_begin(px_copy_in *w, PGconn *c, const char *copy_sql, const char *what, px_err *e)
+{
+    memset(w, 0, sizeof *w);
+    w->c = c;
+    w->chunk = (size_t)1 << 20;
+    w->what = what ? what : "COPY";
+    PGresult *r = PQexec(c, copy_sql);
+    int ok = PQresultStatus(r) == PGRES_COPY_IN;
+    if (!ok) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "cannot start %s", w->what);
+        px_db_fail(e, c, r, msg);
+    }
+    PQclear(r);
+    w->open = ok;
+    return ok ? 0 : PX_EDB;
+}
+
+int px_copy_in_flush(px_copy_in *w, int force, px_err *e)
+{
+    if (!w->open) return px_err_set(e, PX_EDB, "%s: the COPY is not open", w->what);
+    if (w->buf.len == 0 || (!force && w->buf.len < w->chunk)) return 0;
+    if (PQputCopyData(w->c, w->buf.data, (int)w->buf.len) != 1) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "lost the database connection while %s", w->what);
+        return px_db_fail(e, w->c, NULL, msg);
+    }
+    w->buf.len = 0;
+    return 0;
+}
+
+int px_copy_in_end(px_copy_in *w, int abort, long long *rows, px_err *e)
+{
+    int rc = 0;
+    char msg[300];
+    if (rows) *rows = 0;
+    if (w->open) {
+        if (!abort) rc = px_copy_in_flush(w, 1, e);
+        if (PQputCopyEnd(w->c, (abort || rc) ? "aborted by prognos" : NULL) != 1 && rc == 0 && !abort) {
+            snprintf(msg, sizeof msg, "cannot finish %s", w->what);
+            rc = px_db_fail(e, w->c, NULL, msg);
+        }
+        PGresult *r;
+        while ((r = PQgetResult(w->c)) != NULL) {
+            if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+                if (rows) *rows = atoll(PQcmdTuples(r));
+            } else if (rc == 0 && !abort) {
+                snprintf(msg, sizeof msg, "the database refused %s", w->what);
+                rc = px_db_fail(e, w->c, r, msg);
+            }
+            PQclear(r);
+        }
+        w->open = 0;
+    }
+    px_buf_release(&w->buf);
+    return rc;
+}

@@ -120,6 +120,24 @@ int px_db_exec(PGconn *c, px_err *e, const char *sql);
 int px_db_execf(PGconn *c, px_err *e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Runs a query returning one value; copies it into out ("" for NULL). */
 int px_db_scalar(PGconn *c, px_err *e, char *out, size_t outlen, const char *sql);
+/* The one set of query helpers every folder uses (issue 13). Each fills e
+ * on failure with what as the message and PostgreSQL's own words in the
+ * detail (primary message, then the server's DETAIL) and the server's HINT
+ * as the hint, and returns PX_EDB. */
+typedef struct pg_result PGresult;
+/* Fills e from a failed result r (or, when r is NULL, from the connection's
+ * last error); returns PX_EDB. */
+int px_db_fail(px_err *e, PGconn *c, const PGresult *r, const char *what);
+/* Runs one statement with text parameters ($1..$n; a NULL pointer is SQL
+ * NULL). Success is COMMAND_OK or TUPLES_OK; on success *out (when out is not
+ * NULL) receives the result, which the caller PQclear()s. */
+int px_db_query(PGconn *c, px_err *e, const char *what, PGresult **out, const char *sql, int nparams,
+                const char *const *params);
+/* Runs a query for one value: *out receives a malloc'd copy of row 0, column
+ * 0, or NULL when the query returned no row or SQL NULL (caller frees). */
+int px_db_value(PGconn *c, px_err *e, const char *what, char **out, const char *sql, int nparams,
+                const char *const *params);
+
 /* Applies pending migrations; *applied receives how many. */
 int px_db_migrate(PGconn *c, int *applied, px_err *e);
 
@@ -193,6 +211,27 @@ void px_buf_release(px_buf *b);
 /* Appends s escaped for COPY ... FROM STDIN (text format); len 0 writes \N when null. */
 int px_buf_copy_field(px_buf *b, const char *s, size_t len);
 int px_buf_json_str(px_buf *b, const char *s, size_t len);  /* "..." with escapes */
+
+/* A COPY ... FROM STDIN writer: rows are appended to buf (text or binary, as
+ * the COPY statement says) and sent in chunks. Usage:
+ *   px_copy_in w; px_copy_in_begin(&w, c, "COPY t (a, b) FROM STDIN", "loading t", e);
+ *   px_buf_printf(&w.buf, ...); px_copy_in_flush(&w, 0, e);  ... per row
+ *   px_copy_in_end(&w, rc != 0, &rows, e);   -- always called, also after a failure
+ * px_copy_in_end() aborts the COPY when abort is set (the server rolls the
+ * statement back), reads every result and releases buf. */
+typedef struct px_copy_in {
+    PGconn *c;
+    px_buf buf;
+    size_t chunk;     /* flush threshold in bytes (default 1 MiB) */
+    const char *what; /* names the load in errors */
+    int open;         /* 1 between a successful begin and end */
+} px_copy_in;
+int px_copy_in_begin(px_copy_in *w, PGconn *c, const char *copy_sql, const char *what, px_err *e);
+/* Sends buf when it holds at least w->chunk bytes, or anything when force. */
+int px_copy_in_flush(px_copy_in *w, int force, px_err *e);
+/* Finishes (or, when abort, cancels) the COPY; *rows (may be NULL) receives
+ * the rows the server stored. Returns the first failure. */
+int px_copy_in_end(px_copy_in *w, int abort, long long *rows, px_err *e);
 
 /* SHA-256 of a byte range as 64 lower-case hex digits plus NUL. */
 void px_sha256_hex(const void *data, size_t len, char out[65]);

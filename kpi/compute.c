@@ -77,13 +77,6 @@ int px_kpi_periods_parse(const char *s, int *flags)
     return 0;
 }
 
-int kpi_db_fail(px_err *e, PGconn *c, PGresult *r, const char *what)
-{
-    px_err_set(e, PX_EDB, "%s", what);
-    px_err_detail(e, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(c));
-    return PX_EDB;
-}
-
 double kpi_now(void)
 {
     struct timespec t;
@@ -140,7 +133,7 @@ static int exec_ok(PGconn *c, px_err *e, const char *sql, const char *what)
     PGresult *r = PQexec(c, sql);
     int rc = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK
                  ? 0
-                 : kpi_db_fail(e, c, r, what);
+                 : px_db_fail(e, c, r, what);
     PQclear(r);
     return rc;
 }
@@ -261,7 +254,7 @@ static int model_open(PGconn *c, const px_config *cfg, int k, const char *ref, m
         " FROM registry.versions v WHERE name = $1 AND version = $2::int",
         2, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = kpi_db_fail(e, c, r, "cannot read the registry row of a risk model");
+        rc = px_db_fail(e, c, r, "cannot read the registry row of a risk model");
     } else if (PQntuples(r) != 1) {
         rc = px_err_set(e, PX_ENOTFOUND, "risk model '%s' v%d is not in registry.versions", name, version);
     } else {
@@ -320,7 +313,7 @@ static int model_crude(PGconn *c, int k, model_in *mi, const char *why, px_kpi_r
         const char *pp[1] = {set->table};
         PGresult *r = PQexecParams(c, "SELECT (to_regclass($1) IS NOT NULL)::int", 1, NULL, pp, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-            int rc = kpi_db_fail(e, c, r, "cannot look up a feature table");
+            int rc = px_db_fail(e, c, r, "cannot look up a feature table");
             PQclear(r);
             return rc;
         }
@@ -509,7 +502,7 @@ static int model_score(PGconn *c, int k, model_in *mi, scored *s, px_err *e)
     }
     r = PQexec(c, q.data);
     if (PQresultStatus(r) != PGRES_COPY_OUT) {
-        kpi_db_fail(e, c, r, "cannot read a feature table");
+        px_db_fail(e, c, r, "cannot read a feature table");
         rc = px_err_wrap(e, PX_EDB, "cannot read feature table '%s' for risk model '%s' v%d", mi->table,
                          kpi_risk_model[k], mi->version);
         goto out;
@@ -560,11 +553,11 @@ static int model_score(PGconn *c, int k, model_in *mi, scored *s, px_err *e)
         while ((n = PQgetCopyData(c, &row, 0)) > 0) PQfreemem(row);
         row = NULL;
     } else if (n == -2) {
-        rc = kpi_db_fail(e, c, NULL, "lost the connection while reading a feature table");
+        rc = px_db_fail(e, c, NULL, "lost the connection while reading a feature table");
     }
     while ((r = PQgetResult(c)) != NULL) {
         if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0)
-            rc = kpi_db_fail(e, c, r, "cannot read a feature table");
+            rc = px_db_fail(e, c, r, "cannot read a feature table");
         PQclear(r);
     }
     mi->rows = (long long)s->n;
@@ -708,20 +701,20 @@ static int copy_in(PGconn *c, const char *sql, const px_buf *b, px_err *e)
     PGresult *r = PQexec(c, sql);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_COPY_IN) {
-        rc = kpi_db_fail(e, c, r, "cannot start COPY");
+        rc = px_db_fail(e, c, r, "cannot start COPY");
         PQclear(r);
         return rc;
     }
     PQclear(r);
     for (size_t off = 0; off < b->len && rc == 0;) {
         size_t len = b->len - off < COPY_CHUNK ? b->len - off : COPY_CHUNK;
-        if (PQputCopyData(c, b->data + off, (int)len) != 1) rc = kpi_db_fail(e, c, NULL, "lost the connection in COPY");
+        if (PQputCopyData(c, b->data + off, (int)len) != 1) rc = px_db_fail(e, c, NULL, "lost the connection in COPY");
         off += len;
     }
     if (PQputCopyEnd(c, rc ? "aborted by prognos" : NULL) != 1 && rc == 0)
-        rc = kpi_db_fail(e, c, NULL, "cannot finish COPY");
+        rc = px_db_fail(e, c, NULL, "cannot finish COPY");
     while ((r = PQgetResult(c)) != NULL) {
-        if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0) rc = kpi_db_fail(e, c, r, "the warehouse refused KPI rows");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0) rc = px_db_fail(e, c, r, "the warehouse refused KPI rows");
         PQclear(r);
     }
     return rc;
@@ -794,7 +787,7 @@ static int fetch_cells(PGconn *c, const char *sql, const char *run_id, cells *cs
     PGresult *r = PQexecParams(c, sql, run_id ? 1 : 0, NULL, run_id ? params : NULL, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = kpi_db_fail(e, c, r, "cannot aggregate KPI cells");
+        rc = px_db_fail(e, c, r, "cannot aggregate KPI cells");
         goto out;
     }
     int nt = PQntuples(r);
@@ -1150,7 +1143,7 @@ static int scalar(PGconn *c, px_err *e, const char *sql, char *out, size_t len)
     PGresult *r = PQexec(c, sql);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
-        rc = kpi_db_fail(e, c, r, "cannot read the warehouse's state");
+        rc = px_db_fail(e, c, r, "cannot read the warehouse's state");
     else
         snprintf(out, len, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
@@ -1163,7 +1156,7 @@ static char *scalar_dup(PGconn *c, px_err *e, const char *sql)
     PGresult *r = PQexec(c, sql);
     char *v = NULL;
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
-        kpi_db_fail(e, c, r, "cannot read the warehouse's state");
+        px_db_fail(e, c, r, "cannot read the warehouse's state");
     else if (!(v = strdup(PQgetvalue(r, 0, 0))))
         px_err_set(e, PX_ENOMEM, "out of memory");
     PQclear(r);
@@ -1206,7 +1199,7 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
         r = PQexec(c, "SELECT count(*), coalesce(min(discharge_date)::text, ''),"
                       " coalesce(max(discharge_date)::text, '') FROM wh.fact_encounter");
         if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-            rc = kpi_db_fail(e, c, r, "cannot read wh.fact_encounter");
+            rc = px_db_fail(e, c, r, "cannot read wh.fact_encounter");
             goto out;
         }
         snprintf(enc, sizeof enc, "%s", PQgetvalue(r, 0, 0));
@@ -1261,7 +1254,7 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
                                 " WHERE table_name = $1 ORDER BY build_id DESC LIMIT 1",
                              1, NULL, pp, NULL, NULL, 0);
             if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-                rc = kpi_db_fail(e, c, r, "cannot read features.catalog");
+                rc = px_db_fail(e, c, r, "cannot read features.catalog");
                 goto out;
             }
             if (PQntuples(r) == 1) {
@@ -1329,7 +1322,7 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
         const char *pp[1] = {fph};
         r = PQexecParams(c, "SELECT max(run_id) FROM kpi.runs WHERE fingerprint = $1", 1, NULL, pp, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            rc = kpi_db_fail(e, c, r, "cannot read kpi.runs");
+            rc = px_db_fail(e, c, r, "cannot read kpi.runs");
             goto out;
         }
         if (!PQgetisnull(r, 0, 0)) {
@@ -1353,7 +1346,7 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
                          " $4::jsonb, $5::jsonb, $6, $7::date, $8::date, 0, 0) RETURNING run_id",
                          8, NULL, pp, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            rc = kpi_db_fail(e, c, r, "cannot record the KPI run");
+            rc = px_db_fail(e, c, r, "cannot record the KPI run");
             goto out;
         }
         info->run_id = atoll(PQgetvalue(r, 0, 0));
@@ -1403,7 +1396,7 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
         r = PQexecParams(c, "UPDATE kpi.runs SET models = $2::jsonb WHERE run_id = $1::bigint", 2, NULL, pp, NULL,
                          NULL, 0);
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            rc = kpi_db_fail(e, c, r, "cannot record the models of the KPI run");
+            rc = px_db_fail(e, c, r, "cannot record the models of the KPI run");
             goto out;
         }
         PQclear(r);
@@ -1522,7 +1515,7 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
                             " WHERE run_id = $1::bigint",
                          4, NULL, pp, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            rc = kpi_db_fail(e, c, r, "cannot finish the KPI run");
+            rc = px_db_fail(e, c, r, "cannot finish the KPI run");
             goto out;
         }
     }

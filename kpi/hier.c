@@ -108,7 +108,7 @@ int kpi_hier_apply(PGconn *c, const px_config *cfg, const char *name, int versio
                       " WHERE t.%s IS NOT NULL", table_q, lab);
     r = PQexec(c, q.data);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = kpi_db_fail(e, c, r, "cannot read the facilities of a feature table");
+        rc = px_db_fail(e, c, r, "cannot read the facilities of a feature table");
         goto out;
     }
     out->nfac = (size_t)PQntuples(r);
@@ -137,7 +137,7 @@ int kpi_hier_apply(PGconn *c, const px_config *cfg, const char *name, int versio
     }
     r = PQexec(c, q.data);
     if (PQresultStatus(r) != PGRES_COPY_OUT) {
-        rc = kpi_db_fail(e, c, r, "cannot read a feature table for the hierarchical model");
+        rc = px_db_fail(e, c, r, "cannot read a feature table for the hierarchical model");
         goto out;
     }
     PQclear(r);
@@ -180,11 +180,11 @@ int kpi_hier_apply(PGconn *c, const px_config *cfg, const char *name, int versio
             PQfreemem(line);   /* a failed row: the stream is drained so the connection stays usable */
             line = NULL;
         }
-        if (cl == -2 && rc == 0) rc = kpi_db_fail(e, c, NULL, "lost the connection while reading a feature table");
+        if (cl == -2 && rc == 0) rc = px_db_fail(e, c, NULL, "lost the connection while reading a feature table");
     }
     while ((r = PQgetResult(c)) != NULL) {
         if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0)
-            rc = kpi_db_fail(e, c, r, "cannot read a feature table for the hierarchical model");
+            rc = px_db_fail(e, c, r, "cannot read a feature table for the hierarchical model");
         PQclear(r);
     }
     r = NULL;

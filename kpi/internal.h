@@ -17,8 +17,6 @@ extern const char *const kpi_risk_model[3];
 const char *kpi_kind_name(int kind);
 int kpi_kind_flag(const char *name);
 
-/* Sets e from a failed result (or the connection when r is NULL) and returns PX_EDB. */
-int kpi_db_fail(px_err *e, PGconn *c, PGresult *r, const char *what);
 /* One field of a COPY text row starting at *p (ends at tab or newline), unescaped in
  * place. Returns the field (NUL-terminated), NULL for \N; *p moves past it; *ok = 0
  * when the row has ended. Shared by the scoring pass (compute.c) and hier.c. */

@@ -76,7 +76,7 @@ static int load_rows(PGconn *c, const run_info *ri, rows *out, px_err *e)
         2, NULL, pp, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = kpi_db_fail(e, c, r, "cannot read kpi.results");
+        rc = px_db_fail(e, c, r, "cannot read kpi.results");
         goto out;
     }
     size_t n = (size_t)PQntuples(r);
@@ -155,7 +155,7 @@ static int resolve(PGconn *c, const px_kpi_report_params *p, run_info *ri, px_er
         3, NULL, pp, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = kpi_db_fail(e, c, r, "cannot read kpi.results");
+        rc = px_db_fail(e, c, r, "cannot read kpi.results");
         goto out;
     }
     if (PQntuples(r) == 0) {
@@ -177,7 +177,7 @@ static int resolve(PGconn *c, const px_kpi_report_params *p, run_info *ri, px_er
                      " coalesce(data_last::text, ''), encounters FROM kpi.runs WHERE run_id = $1::bigint",
                      1, NULL, pq, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        rc = kpi_db_fail(e, c, r, "cannot read kpi.runs");
+        rc = px_db_fail(e, c, r, "cannot read kpi.runs");
         goto out;
     }
     snprintf(ri->computed_at, sizeof ri->computed_at, "%s", PQgetvalue(r, 0, 0));

@@ -87,11 +87,6 @@ int reg_manifest_check_all(const reg_manifest *m, const char *dir, const char *s
 /* ---- small helpers ------------------------------------------------------- */
 
 typedef struct pg_result PGresult;
-/* Runs a parameterized statement (text parameters, text results); *out (may be
- * NULL to discard) must be PQclear'ed by the caller. Returns 0 or PX_EDB with
- * the server's message as detail; nothing to clear on failure. */
-int reg_query(PGconn *c, px_err *e, const char *what, PGresult **out, const char *sql, int nparams,
-              const char *const *params);
 /* Per-model lock for the current transaction (registrations, promotions). */
 int reg_lock_name(PGconn *c, const char *name, px_err *e);
 /* Opens a registered version's manifest (signature checked, digest equal to the

@@ -15,27 +15,10 @@
  * the second key is hashtext(name). Distinct from the ETL's and migrations' locks. */
 #define REG_LOCK_CLASS "7070003"
 
-int reg_query(PGconn *c, px_err *e, const char *what, PGresult **out, const char *sql, int nparams,
-              const char *const *params)
-{
-    if (out) *out = NULL;
-    PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        px_err_set(e, PX_EDB, "%s", what);
-        px_err_detail(e, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(c));
-        PQclear(r);
-        return PX_EDB;
-    }
-    if (out) *out = r;
-    else PQclear(r);
-    return 0;
-}
-
 int reg_lock_name(PGconn *c, const char *name, px_err *e)
 {
     const char *p[1] = {name};
-    return reg_query(c, e, "cannot lock the model in the registry", NULL,
+    return px_db_query(c, e, "cannot lock the model in the registry", NULL,
                      "SELECT pg_advisory_xact_lock(" REG_LOCK_CLASS ", hashtext($1))", 1, p);
 }
 
@@ -45,7 +28,7 @@ int reg_row_digests(PGconn *c, const char *name, int version, char manifest_sha[
     snprintf(ver, sizeof ver, "%d", version);
     const char *p[2] = {name, ver};
     PGresult *r = NULL;
-    int rc = reg_query(c, e, "cannot read the registry", &r,
+    int rc = px_db_query(c, e, "cannot read the registry", &r,
                        "SELECT manifest_sha256, model_sha256 FROM registry.versions WHERE name = $1 AND version = $2",
                        2, p);
     if (rc != 0) return rc;
@@ -242,14 +225,14 @@ int px_reg_register(PGconn *c, const px_config *cfg, const px_reg_new *v, int *v
     }
     px_sha256_hex(model.data, model.len, modsha);
 
-    if ((rc = reg_query(c, e, "cannot start a registry transaction", NULL, "BEGIN", 0, NULL)) != 0) goto done;
+    if ((rc = px_db_query(c, e, "cannot start a registry transaction", NULL, "BEGIN", 0, NULL)) != 0) goto done;
     in_tx = 1;
     if ((rc = reg_lock_name(c, v->name, e)) != 0) goto done;
     {
         char *ptext = cJSON_PrintUnformatted(params);
         const char *p[5] = {v->name, v->fingerprint, v->algo, ptext ? ptext : "{}",
                             v->definition_hash ? v->definition_hash : ""};
-        rc = reg_query(c, e, "cannot read the registry", &r,
+        rc = px_db_query(c, e, "cannot read the registry", &r,
                        "SELECT version FROM registry.versions WHERE name = $1 AND fingerprint = $2 AND algo = $3"
                        " AND params = $4::jsonb AND definition_hash = $5 ORDER BY version LIMIT 1",
                        5, p);
@@ -265,7 +248,7 @@ int px_reg_register(PGconn *c, const px_config *cfg, const px_reg_new *v, int *v
     }
     PQclear(r);
     const char *p1[1] = {v->name};
-    if ((rc = reg_query(c, e, "cannot read the registry", &r,
+    if ((rc = px_db_query(c, e, "cannot read the registry", &r,
                         "SELECT coalesce(max(version), 0) + 1 FROM registry.versions WHERE name = $1", 1, p1)) != 0)
         goto done;
     ver = atoi(PQgetvalue(r, 0, 0));
@@ -313,7 +296,7 @@ int px_reg_register(PGconn *c, const px_config *cfg, const px_reg_new *v, int *v
                              v->fingerprint, stext, mtext, btext, dir, msha, modsha};
         if (!ptext || !stext || !mtext || !btext) rc = px_err_set(e, PX_ENOMEM, "out of memory");
         else
-            rc = reg_query(c, e, "cannot record the version in the registry", NULL,
+            rc = px_db_query(c, e, "cannot record the version in the registry", NULL,
                            "INSERT INTO registry.versions (name, version, algo, task, params, feature_set,"
                            " feature_table, label, definition_hash, fingerprint, split, metrics, source_batches,"
                            " artifact_dir, manifest_sha256, model_sha256, gates)"
@@ -329,7 +312,7 @@ int px_reg_register(PGconn *c, const px_config *cfg, const px_reg_new *v, int *v
         free(btext);
         if (rc != 0) goto done;
     }
-    if ((rc = reg_query(c, e, "cannot commit the registration", NULL, "COMMIT", 0, NULL)) != 0) goto done;
+    if ((rc = px_db_query(c, e, "cannot commit the registration", NULL, "COMMIT", 0, NULL)) != 0) goto done;
     in_tx = 0;
     *version = ver;
     px_log(PX_LOG_INFO, "registry: registered '%s' v%d (manifest %.16s)", v->name, ver, msha);
@@ -373,21 +356,21 @@ int px_reg_resolve(PGconn *c, const char *name, const char *ref, int *version, p
     const char *p[2] = {name, ref};
     if (!ref || !*ref) {
         /* no reference: the champion when there is one, else the latest version */
-        rc = reg_query(c, e, "cannot read the registry", &r,
+        rc = px_db_query(c, e, "cannot read the registry", &r,
                        "SELECT coalesce((SELECT version FROM registry.aliases WHERE name = $1 AND alias = 'champion'),"
                        " (SELECT max(version) FROM registry.versions WHERE name = $1))",
                        1, p);
     } else if (strcmp(ref, "champion") == 0 || strcmp(ref, "challenger") == 0) {
-        rc = reg_query(c, e, "cannot read the registry", &r,
+        rc = px_db_query(c, e, "cannot read the registry", &r,
                        "SELECT version FROM registry.aliases WHERE name = $1 AND alias = $2", 2, p);
     } else if (strcmp(ref, "latest") == 0) {
-        rc = reg_query(c, e, "cannot read the registry", &r,
+        rc = px_db_query(c, e, "cannot read the registry", &r,
                        "SELECT max(version) FROM registry.versions WHERE name = $1", 1, p);
     } else if (parse_version(ref, &want) == 0) {
         char vs[16];
         snprintf(vs, sizeof vs, "%d", want);
         p[1] = vs;
-        rc = reg_query(c, e, "cannot read the registry", &r,
+        rc = px_db_query(c, e, "cannot read the registry", &r,
                        "SELECT version FROM registry.versions WHERE name = $1 AND version = $2", 2, p);
     } else {
         px_err_set(e, PX_EINVAL, "invalid version reference '%s'", ref);
@@ -402,7 +385,7 @@ int px_reg_resolve(PGconn *c, const char *name, const char *ref, int *version, p
     }
     PQclear(r);
     /* say which part is missing: the model, or the version / alias */
-    if ((rc = reg_query(c, e, "cannot read the registry", &r,
+    if ((rc = px_db_query(c, e, "cannot read the registry", &r,
                         "SELECT count(*) FROM registry.versions WHERE name = $1", 1, p)) != 0)
         return rc;
     int any = atoi(PQgetvalue(r, 0, 0)) > 0;
@@ -604,11 +587,11 @@ int px_reg_promote(PGconn *c, const char *name, int version, const char *alias, 
     snprintf(vs, sizeof vs, "%d", version);
     if (!reason) reason = "";
     if ((rc = check_idle(c, "promote a model version", e)) != 0) return rc;
-    if ((rc = reg_query(c, e, "cannot start a registry transaction", NULL, "BEGIN", 0, NULL)) != 0) return rc;
+    if ((rc = px_db_query(c, e, "cannot start a registry transaction", NULL, "BEGIN", 0, NULL)) != 0) return rc;
     in_tx = 1;
     if ((rc = reg_lock_name(c, name, e)) != 0) goto done;
     const char *p2[2] = {name, vs};
-    if ((rc = reg_query(c, e, "cannot read the registry", &r,
+    if ((rc = px_db_query(c, e, "cannot read the registry", &r,
                         "SELECT 1 FROM registry.versions WHERE name = $1 AND version = $2", 2, p2)) != 0)
         goto done;
     if (PQntuples(r) != 1) {
@@ -617,7 +600,7 @@ int px_reg_promote(PGconn *c, const char *name, int version, const char *alias, 
     }
     PQclear(r);
     const char *pa[2] = {name, alias};
-    if ((rc = reg_query(c, e, "cannot read the registry", &r,
+    if ((rc = px_db_query(c, e, "cannot read the registry", &r,
                         "SELECT version FROM registry.aliases WHERE name = $1 AND alias = $2 FOR UPDATE", 2, pa)) != 0)
         goto done;
     if (PQntuples(r) == 1) snprintf(from, sizeof from, "%s", PQgetvalue(r, 0, 0));
@@ -629,24 +612,24 @@ int px_reg_promote(PGconn *c, const char *name, int version, const char *alias, 
     }
     const char *p[5] = {name, alias, from[0] ? from : NULL, vs, reason};
     const char *p3[3] = {name, alias, vs};
-    if ((rc = reg_query(c, e, "cannot set the alias", NULL,
+    if ((rc = px_db_query(c, e, "cannot set the alias", NULL,
                         "INSERT INTO registry.aliases (name, alias, version) VALUES ($1, $2, $3)"
                         " ON CONFLICT (name, alias) DO UPDATE SET version = EXCLUDED.version, updated_at = now(),"
                         " updated_by = session_user",
                         3, p3)) != 0)
         goto done;
-    if ((rc = reg_query(c, e, "cannot record the alias change", NULL,
+    if ((rc = px_db_query(c, e, "cannot record the alias change", NULL,
                         "INSERT INTO registry.alias_history (name, alias, from_version, to_version, reason)"
                         " VALUES ($1, $2, $3, $4, $5)",
                         5, p)) != 0)
         goto done;
-    if ((rc = reg_query(c, e, "cannot write the audit event", NULL,
+    if ((rc = px_db_query(c, e, "cannot write the audit event", NULL,
                         "INSERT INTO audit.events (action, object, detail) VALUES ('registry.promote', $1,"
                         " jsonb_build_object('alias', $2::text, 'from_version', $3::int, 'to_version', $4::int,"
                         " 'reason', $5::text))",
                         5, p)) != 0)
         goto done;
-    if ((rc = reg_query(c, e, "cannot commit the promotion", NULL, "COMMIT", 0, NULL)) != 0) goto done;
+    if ((rc = px_db_query(c, e, "cannot commit the promotion", NULL, "COMMIT", 0, NULL)) != 0) goto done;
     in_tx = 0;
     px_log(PX_LOG_INFO, "registry: '%s' %s -> v%d (was %s)", name, alias, version, from[0] ? from : "unset");
 done:

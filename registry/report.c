@@ -186,7 +186,7 @@ int px_reg_list(PGconn *c, int json, FILE *out, px_err *e)
 {
     PGresult *r = NULL;
     px_buf b = {0};
-    int rc = reg_query(
+    int rc = px_db_query(
         c, e, "cannot read the registry", &r,
         "SELECT v.name, v.version, v.algo, v.task,"
         " to_char(v.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), v.created_by,"
@@ -307,7 +307,7 @@ static int info_load(PGconn *c, const px_config *cfg, const char *name, const ch
     char vs[16];
     snprintf(vs, sizeof vs, "%d", version);
     const char *p[2] = {name, vs};
-    rc = reg_query(
+    rc = px_db_query(
         c, e, "cannot read the registry", &r,
         "SELECT jsonb_build_object("
         " 'name', v.name, 'version', v.version, 'algo', v.algo, 'task', v.task, 'params', v.params,"
