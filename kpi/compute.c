@@ -244,27 +244,17 @@ static int model_open(PGconn *c, const px_config *cfg, int k, const char *ref, m
     char vref[16];
     snprintf(vref, sizeof vref, "%d", version);
     if (!(mi->m = px_reg_load(c, cfg, name, vref, &mi->version, e))) return e && e->code ? e->code : PX_EIO;
-    const char *params[2] = {name, vref};
-    PGresult *r = PQexecParams(
-        c,
-        "SELECT feature_table, label, jsonb_build_object('version', version, 'algo', algo,"
-        " 'feature_table', feature_table, 'label', label, 'fingerprint', to_jsonb(v)->'fingerprint',"
-        " 'created_at', to_jsonb(v)->'created_at', 'auc', to_jsonb(v)#>'{metrics,overall,auc}',"
-        " 'source_batches', to_jsonb(v)->'source_batches')::text"
-        " FROM registry.versions v WHERE name = $1 AND version = $2::int",
-        2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = px_db_fail(e, c, r, "cannot read the registry row of a risk model");
-    } else if (PQntuples(r) != 1) {
-        rc = px_err_set(e, PX_ENOTFOUND, "risk model '%s' v%d is not in registry.versions", name, version);
-    } else {
-        snprintf(mi->table, sizeof mi->table, "%s", PQgetvalue(r, 0, 0));
-        snprintf(mi->label, sizeof mi->label, "%s", PQgetvalue(r, 0, 1));
-        if (!(mi->info = cJSON_Parse(PQgetvalue(r, 0, 2)))) rc = px_err_set(e, PX_ENOMEM, "out of memory");
+    px_reg_version_row row;
+    if ((rc = px_reg_version_info(c, name, version, &row, e)) == PX_ENOTFOUND) {
+        rc = px_err_set(e, PX_ENOTFOUND, "risk model '%s' v%d is not in the registry", name, version);
+    } else if (rc == 0) {
+        snprintf(mi->table, sizeof mi->table, "%s", row.feature_table);
+        snprintf(mi->label, sizeof mi->label, "%s", row.label);
+        if (!(mi->info = cJSON_Parse(row.summary_json))) rc = px_err_set(e, PX_ENOMEM, "out of memory");
         if (!rc && (!mi->table[0] || !mi->label[0]))
             rc = px_err_set(e, PX_EINVAL, "risk model '%s' v%d names no feature table or label", name, version);
     }
-    PQclear(r);
+    px_reg_version_row_free(&row);
     return rc;
 }
 
@@ -1150,19 +1140,6 @@ static int scalar(PGconn *c, px_err *e, const char *sql, char *out, size_t len)
     return rc;
 }
 
-/* One value of a one-row query, as a string the caller frees; NULL on error. */
-static char *scalar_dup(PGconn *c, px_err *e, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    char *v = NULL;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
-        px_db_fail(e, c, r, "cannot read the warehouse's state");
-    else if (!(v = strdup(PQgetvalue(r, 0, 0))))
-        px_err_set(e, PX_ENOMEM, "out of memory");
-    PQclear(r);
-    return v;
-}
-
 int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_kpi_run_info *info, px_err *e)
 {
     double t0 = kpi_now(), t_score = 0, t_sql = 0;
@@ -1177,7 +1154,7 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
     memset(mi, 0, sizeof mi);
     memset(hier, 0, sizeof hier);
     memset(info, 0, sizeof *info);
-    gsl_set_error_handler_off();
+    px_models_init(); /* GSL reports, never aborts (once per process) */
     if (!p->periods || (p->periods & ~15) || !(p->conf > 0 && p->conf < 1) || p->min_cases < 0)
         return px_err_set(e, PX_EINVAL, "bad KPI parameters (periods, conf or min_cases)");
 
@@ -1188,12 +1165,8 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
     if ((rc = exec_ok(c, e, lock, "cannot lock the KPI tables")) != 0) goto out;
 
     /* inputs: batches, the stays' date range, the models and their feature tables */
-    char enc[32], first[16], last[16], builds[32];
-    if (!(batches = scalar_dup(c, e, "SELECT coalesce(array_agg(batch_id ORDER BY batch_id)::text, '{}')"
-                                     " FROM etl.batches WHERE finished_at IS NOT NULL AND rows_loaded > 0"))) {
-        rc = e && e->code ? e->code : PX_EDB;
-        goto out;
-    }
+    char enc[32], first[16], last[16];
+    if ((rc = px_etl_loaded_batches(c, &batches, e)) != 0) goto out;
     {
         /* one scan: stays and their discharge range */
         r = PQexec(c, "SELECT count(*), coalesce(min(discharge_date)::text, ''),"
@@ -1208,9 +1181,6 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
         PQclear(r);
         r = NULL;
     }
-    if ((rc = scalar(c, e, "SELECT (to_regclass('features.catalog') IS NOT NULL)::int::text", builds,
-                     sizeof builds)) != 0)
-        goto out;
     info->encounters = atoll(enc);
     if (info->encounters == 0) {
         rc = px_err_set(e, PX_ESTATE, "the warehouse holds no encounters");
@@ -1247,24 +1217,16 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
         cJSON *t = cJSON_AddObjectToObject(inputs, kpi_risk_model[k]);
         cJSON_AddStringToObject(t, "table", mi[k].table);
         cJSON_AddNumberToObject(t, "rows", atof(cnt));
-        if (strcmp(builds, "1") == 0) {
-            /* the table's latest build: a rebuild (new definition or data) is a new input */
-            const char *pp[1] = {mi[k].table};
-            r = PQexecParams(c, "SELECT build_id, definition_hash, built_at::text FROM features.catalog"
-                                " WHERE table_name = $1 ORDER BY build_id DESC LIMIT 1",
-                             1, NULL, pp, NULL, NULL, 0);
-            if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-                rc = px_db_fail(e, c, r, "cannot read features.catalog");
-                goto out;
-            }
-            if (PQntuples(r) == 1) {
-                cJSON_AddNumberToObject(t, "build_id", atof(PQgetvalue(r, 0, 0)));
-                cJSON_AddStringToObject(t, "definition_hash", PQgetvalue(r, 0, 1));
-                cJSON_AddStringToObject(t, "built_at", PQgetvalue(r, 0, 2));
-            }
-            PQclear(r);
-            r = NULL;
+        /* the table's latest build: a rebuild (new definition or data) is a new input */
+        px_feat_build_row *fb = NULL;
+        size_t nfb = 0;
+        if ((rc = px_feat_latest_builds(c, mi[k].table, &fb, &nfb, e)) != 0) goto out;
+        if (nfb == 1) {
+            cJSON_AddNumberToObject(t, "build_id", (double)fb[0].build_id);
+            cJSON_AddStringToObject(t, "definition_hash", fb[0].definition_hash);
+            cJSON_AddStringToObject(t, "built_at", fb[0].built_at);
         }
+        free(fb);
     }
     cJSON_AddNumberToObject(inputs, "encounters", (double)info->encounters);
     cJSON_AddNumberToObject(method, "conf", p->conf);

@@ -9,8 +9,9 @@ assert_exit 0 px db init
 ok "db init creates a 0600 key"
 assert_exit 0 px db status
 grep -q running "$WORK/out" || fail "status does not say running"
-newest=$(ls "$PROGNOS_SRC"/engine/sql/[0-9]*.sql | sed 's|.*/0*\([0-9]*\)_.*|\1|' | sort -n | tail -1)
-assert_eq "$(sql 'SELECT max(version) FROM public.prognos_migrations')" "$newest" "schema version (the newest engine/sql file)"
+# the migrations live in the folders that own their schemas (<folder>/sql/NNN_name.sql)
+newest=$(ls "$PROGNOS_SRC"/*/sql/[0-9]*.sql | sed 's|.*/0*\([0-9]*\)_.*|\1|' | sort -n | tail -1)
+assert_eq "$(sql 'SELECT max(version) FROM public.prognos_migrations')" "$newest" "schema version (the newest <folder>/sql migration)"
 assert_eq "$(sql "SELECT current_setting('listen_addresses')")" "" "listen_addresses (no TCP)"
 ok "server runs, Unix socket only, schema migrated"
 assert_exit 0 px db migrate
