@@ -90,3 +90,13 @@ if [ "$(id -u)" -eq 0 ]; then
     PROGNOS_HOME="$PH" px etl status >/dev/null || fail "etl status restarts a relocated cluster"
     ok "a home the server user cannot reach gets its cluster placed outside, linked"
 fi
+
+# --json is built with cJSON: a home whose path holds a quote, a backslash and a
+# tab still gives one JSON document that names it exactly (a printf of "%s" did not)
+QH="$WORK/odd \"quoted\" \\ home	tab"
+mkdir -p "$QH"
+assert_exit 1 env PROGNOS_HOME="$QH" "$PROGNOS_BIN" db status --json   # no warehouse there: not running
+got=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["home"] == sys.argv[2], d["running"], d["schema_version"])' \
+      "$WORK/out" "$QH")
+assert_eq "$got" "True False None" "db status --json on a home with a quote, backslash and tab"
+ok "db status --json escapes the home's path"
