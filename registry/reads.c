@@ -38,43 +38,43 @@ static int briefs_from(PGresult *r, px_reg_version_brief **out, size_t *n, px_er
     return 0;
 }
 
-int px_reg_champions(PGconn *c, const char *name, int servable_only, const char *what, px_reg_version_brief **out,
-                     size_t *n, px_err *e)
+/* Runs a query of those columns and returns its rows as briefs. */
+static int briefs_query(PGconn *c, px_err *e, const char *what, const char *sql, int np, const char *const *params,
+                        px_reg_version_brief **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
-    /* a champion that failed its quality gates (gates.c) is not served unless it
-     * was accepted at training; '{}' is a version from before the gates */
-    const char *params[2] = {name ? name : "", servable_only ? "1" : "0"};
     PGresult *r = NULL;
-    int rc = px_db_query(c, e, what ? what : "cannot read the champions", &r,
-                         "SELECT a.name, a.version, v.algo, v.task, v.feature_table, v.source_batches::text"
-                         " FROM registry.aliases a JOIN registry.versions v USING (name, version)"
-                         " WHERE a.alias = 'champion' AND ($1 = '' OR a.name = $1)"
-                         " AND ($2 = '0' OR coalesce(v.gates->>'passed', 'true') <> 'false'"
-                         "      OR coalesce(v.gates->>'accepted', 'false') = 'true')"
-                         " ORDER BY a.name",
-                         2, params);
+    int rc = px_db_query(c, e, what, &r, sql, np, params);
     if (rc != 0) return rc;
     rc = briefs_from(r, out, n, e);
     PQclear(r);
     return rc;
 }
 
+int px_reg_champions(PGconn *c, const char *name, int servable_only, const char *what, px_reg_version_brief **out,
+                     size_t *n, px_err *e)
+{
+    /* a champion that failed its quality gates (gates.c) is not served unless it
+     * was accepted at training; '{}' is a version from before the gates */
+    const char *params[2] = {name ? name : "", servable_only ? "1" : "0"};
+    return briefs_query(c, e, what ? what : "cannot read the champions",
+                        "SELECT a.name, a.version, v.algo, v.task, v.feature_table, v.source_batches::text"
+                        " FROM registry.aliases a JOIN registry.versions v USING (name, version)"
+                        " WHERE a.alias = 'champion' AND ($1 = '' OR a.name = $1)"
+                        " AND ($2 = '0' OR coalesce(v.gates->>'passed', 'true') <> 'false'"
+                        "      OR coalesce(v.gates->>'accepted', 'false') = 'true')"
+                        " ORDER BY a.name",
+                        2, params, out, n);
+}
+
 int px_reg_versions(PGconn *c, const char *name, px_reg_version_brief **out, size_t *n, px_err *e)
 {
-    *out = NULL;
-    *n = 0;
     const char *params[1] = {name ? name : ""};
-    PGresult *r = NULL;
-    int rc = px_db_query(c, e, "cannot read the registry", &r,
-                         "SELECT name, version, algo, task, feature_table, source_batches::text FROM registry.versions"
-                         " WHERE $1 = '' OR name = $1 ORDER BY name, version",
-                         1, params);
-    if (rc != 0) return rc;
-    rc = briefs_from(r, out, n, e);
-    PQclear(r);
-    return rc;
+    return briefs_query(c, e, "cannot read the registry",
+                        "SELECT name, version, algo, task, feature_table, source_batches::text FROM registry.versions"
+                        " WHERE $1 = '' OR name = $1 ORDER BY name, version",
+                        1, params, out, n);
 }
 
 void px_reg_version_row_free(px_reg_version_row *v)
