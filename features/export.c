@@ -409,7 +409,7 @@ static int write_data(xctx *x, xfile *f, const char *query, int nparams, const c
     }
     if (!PQsendQueryParams(x->c, query, nparams, types, pv, plen, pfmt, 0) || !PQsetSingleRowMode(x->c)) {
         px_buf_release(&b);
-        return px_err_set(e, PX_EDB, "cannot run the export query: %s", PQerrorMessage(x->c));
+        return px_db_fail(e, x->c, NULL, "cannot run the export query");
     }
     PGresult *r;
     *rows = 0;
