@@ -69,6 +69,13 @@ const px_comorb px_comorbs[] = {
 };
 const int px_comorbs_count = (int)(sizeof px_comorbs / sizeof px_comorbs[0]);
 
+const char *px_feat_comorbidity_words(const char *col)
+{
+    for (int i = 0; col && i < px_comorbs_count; i++)
+        if (strcmp(px_comorbs[i].col, col) == 0) return px_comorbs[i].label;
+    return NULL;
+}
+
 static int is_charlson(const px_comorb *k) { return strncmp(k->col, "cci_", 4) == 0; }
 
 static int bit_of(const char *col)

@@ -147,4 +147,8 @@ typedef struct px_export_result {
  * directory without force; PX_ENOTFOUND: the set was never built). */
 int px_feat_export(PGconn *c, const px_export_params *p, px_export_result *r, px_err *e);
 
+/* The clinical words of a comorbidity feature column ("cci_chf" -> "congestive
+ * heart failure"), or NULL when col is not one. Static text. */
+const char *px_feat_comorbidity_words(const char *col);
+
 #endif
