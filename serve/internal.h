@@ -85,9 +85,9 @@ int srv_role_allows(px_key_role have, px_key_role need);
 /* Routes, in the order of the route table (route_table.c); R_PREFLIGHT (a CORS
  * OPTIONS request) and R_UNKNOWN have no row. */
 enum {
-    R_PREDICT, R_V2_INFER, R_V2_INFER_VERSION, R_MODELS, R_MODEL, R_KPI, R_DRIFT, R_ALERTS, R_RELOAD, R_HEALTHZ,
+    R_PREDICT, R_V2_INFER, R_V2_INFER_VERSION, R_CDS_CALL, R_CDS_FEEDBACK, R_MODELS, R_MODEL, R_KPI, R_DRIFT, R_ALERTS, R_RELOAD, R_HEALTHZ,
     R_READYZ, R_METRICS, R_OPENAPI, R_V2_LIVE, R_V2_READY, R_V2_SERVER, R_V2_MODEL, R_V2_MODEL_VERSION,
-    R_V2_MODEL_READY, R_V2_MODEL_VERSION_READY, R_CARD, R_PREFLIGHT, R_UNKNOWN, R__COUNT
+    R_V2_MODEL_READY, R_V2_MODEL_VERSION_READY, R_CARD, R_CDS_DISCOVERY, R_PREFLIGHT, R_UNKNOWN, R__COUNT
 };
 #define SRV_NROUTES R_PREFLIGHT
 static inline int srv_route_is_v2_infer(int id)
@@ -112,7 +112,7 @@ typedef struct srv_metrics {
     atomic_ullong encounter_lookups, encounter_lookup_errors;
     atomic_ullong fast_parsed;     /* predict bodies read by the one-pass reader */
     atomic_ullong polls;           /* completed polls (keys, champions, caches): clients count them */
-    atomic_ullong cds_cards, cds_feedback, cds_warehouse, jwt_refused;
+    atomic_ullong cds_cards, cds_warehouse, cds_feedback_accepted, cds_feedback_overridden, jwt_refused;
     atomic_int connections;
 } srv_metrics;
 
@@ -552,7 +552,11 @@ unsigned srv_v2_infer(srv_req *r, struct MHD_Connection *conn);
 unsigned srv_cds_discovery(srv_req *r, struct MHD_Connection *conn);
 unsigned srv_cds_call(srv_req *r, struct MHD_Connection *conn);
 unsigned srv_cds_feedback(srv_req *r, struct MHD_Connection *conn);
-
+/* Checks a CDS route's caller by the client's JWT (aud: the public URL + url).
+ * 0, or 401 with the error written. */
+unsigned srv_cds_authorize(srv_req *r, struct MHD_Connection *conn, const char *url);
+/* A fresh request id (32 hex digits), unique in the process. */
+void srv_request_id(px_server *s, char out[33]);
 /* Prints o into r->out with the request id added (when add_id) and deletes o;
  * returns status, or 503 when out of memory. */
 unsigned srv_send_json(srv_req *r, cJSON *o, unsigned status, int add_id);

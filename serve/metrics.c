@@ -131,6 +131,19 @@ void srv_metrics_render(px_server *s, px_buf *b)
                   "# TYPE prognos_http_connections_refused_total counter\nprognos_http_connections_refused_total %llu\n",
                   ld(&s->conn_cut), ld(&s->conn_evicted), ld(&s->conn_refused));
     px_buf_printf(b,
+                  "# HELP prognos_cds_cards_total CDS Hooks cards returned (each scored and audited as a prediction).\n"
+                  "# TYPE prognos_cds_cards_total counter\nprognos_cds_cards_total %llu\n"
+                  "# HELP prognos_cds_warehouse_total CDS cards scored from the warehouse's row (no prefetch).\n"
+                  "# TYPE prognos_cds_warehouse_total counter\nprognos_cds_warehouse_total %llu\n"
+                  "# HELP prognos_cds_feedback_total CDS card feedback stored, by outcome.\n"
+                  "# TYPE prognos_cds_feedback_total counter\n"
+                  "prognos_cds_feedback_total{outcome=\"accepted\"} %llu\n"
+                  "prognos_cds_feedback_total{outcome=\"overridden\"} %llu\n"
+                  "# HELP prognos_cds_jwt_refused_total CDS calls refused for want of a valid client JWT.\n"
+                  "# TYPE prognos_cds_jwt_refused_total counter\nprognos_cds_jwt_refused_total %llu\n",
+                  ld(&m->cds_cards), ld(&m->cds_warehouse), ld(&m->cds_feedback_accepted),
+                  ld(&m->cds_feedback_overridden), ld(&m->jwt_refused));
+    px_buf_printf(b,
                   "# HELP prognos_polls_total Completed polls of keys, champion aliases and cached lists.\n"
                   "# TYPE prognos_polls_total counter\nprognos_polls_total %llu\n",
                   ld(&m->polls));

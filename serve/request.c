@@ -25,7 +25,7 @@ static uint64_t mix64(uint64_t z)
 
 /* 32 hex digits: a per-process random half and a bijective mix of a counter, so
  * ids never repeat within a process and do not repeat across restarts but by chance. */
-static void make_request_id(px_server *s, char out[33])
+void srv_request_id(px_server *s, char out[33])
 {
     uint64_t seq = atomic_fetch_add_explicit(&s->req_seq, 1, memory_order_relaxed);
     uint64_t lo = mix64(seq);
@@ -132,7 +132,7 @@ void *srv_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->t0_us = srv_mono_us();
     r->route = R_UNKNOWN;
     r->conn = srv_conn_of(conn);
-    make_request_id(s, r->request_id);
+    srv_request_id(s, r->request_id);
     return r;
 }
 
@@ -215,10 +215,14 @@ static const char *presented_key(struct MHD_Connection *conn)
 /* Checks the caller's credentials for a route that needs `need`: 0, or the
  * status of the error written into r->out (401 without valid credentials, 403
  * for a key of another role). */
-static unsigned authorize(srv_req *r, struct MHD_Connection *conn, int need)
+static unsigned authorize(srv_req *r, struct MHD_Connection *conn, const char *url, int need)
 {
     px_server *s = r->s;
     if (need == SRV_PUBLIC) return 0;
+    if (need == SRV_NEED_CDS) {
+        if (s->jwt) return srv_cds_authorize(r, conn, url);
+        need = SRV_NEED_PREDICT; /* no --cds-jwks: a predict key (a gateway in front checks the EHR) */
+    }
     const char *k = presented_key(conn);
     srv_keyset *ks = srv_acquire(&s->keys);
     r->has_key = k && srv_key_match(ks, k, &r->key);
@@ -367,7 +371,7 @@ enum MHD_Result srv_on_request(void *cls, struct MHD_Connection *conn, const cha
         }
         r->route = id;
         const srv_route *rt = &srv_routes[id];
-        unsigned denied = authorize(r, conn, srv_route_need(s, id));
+        unsigned denied = authorize(r, conn, url, srv_route_need(s, id));
         if (denied) return answer_head(conn, r, denied);
         if (rt->body != SRV_BODY_NONE) {
             const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);

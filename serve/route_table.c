@@ -62,6 +62,9 @@ const srv_route srv_routes[SRV_NROUTES] = {
                     "v2ModelInfer"},
     [R_V2_INFER_VERSION] = {"POST", "/v2/models/{model}/versions/{version}/infer", SRV_NEED_PREDICT, SRV_BODY_JSON,
                             srv_v2_infer, "v2_infer", "v2ModelVersionInfer"},
+    [R_CDS_CALL] = {"POST", "/cds-services/{id}", SRV_NEED_CDS, SRV_BODY_JSON, srv_cds_call, "cds_call", "cdsServiceCall"},
+    [R_CDS_FEEDBACK] = {"POST", "/cds-services/{id}/feedback", SRV_NEED_CDS, SRV_BODY_JSON, srv_cds_feedback,
+                        "cds_feedback", "cdsFeedback"},
     [R_MODELS] = {"GET", "/v1/models", SRV_NEED_READ, SRV_BODY_NONE, h_models, "models", "listModels"},
     [R_MODEL] = {"GET", "/v1/models/{model}", SRV_NEED_READ, SRV_BODY_NONE, h_model, "model", "getModel"},
     [R_KPI] = {"GET", "/v1/kpi", SRV_NEED_READ, SRV_BODY_NONE, srv_route_kpi, "kpi", "getKpi"},
@@ -84,6 +87,8 @@ const srv_route srv_routes[SRV_NROUTES] = {
     [R_V2_MODEL_VERSION_READY] = {"GET", "/v2/models/{model}/versions/{version}/ready", SRV_NEED_ANY_KEY,
                                   SRV_BODY_NONE, srv_v2_model_ready, "v2_model_ready", "v2ModelVersionReady"},
     [R_CARD] = {"GET", "/v1/models/{model}/card", P, SRV_BODY_NONE, srv_route_card, "card", "getModelCard"},
+    [R_CDS_DISCOVERY] = {"GET", "/cds-services", P, SRV_BODY_NONE, srv_cds_discovery, "cds_discovery",
+                         "cdsDiscovery"},
 };
 #undef P
 

@@ -1,8 +1,9 @@
 -- 013_cds_feedback: what clinicians did with the server's CDS Hooks cards
 -- (POST /cds-services/{id}/feedback, CDS Hooks 2.0 "Feedback"). A card is named
--- by its uuid, which is the request id of its audit record in
--- audit.predictions, so feedback joins the prediction it answers without any
--- identifier of a patient or an encounter. The clinician's free-text
+-- by its uuid, which is the request id of its audit record (audit.predictions
+-- shows it as 32 hex digits: replace(card_uuid::text, '-', '') joins them), so
+-- feedback joins the prediction it answers without any identifier of a patient
+-- or an encounter. The clinician's free-text
 -- userComment may name the patient: it is not stored, only whether one was given.
 
 CREATE TABLE serve.cds_feedback (

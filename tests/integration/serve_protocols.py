@@ -266,11 +266,223 @@ def cmd_cors(a):
     done("cors")
 
 
+# ---- CDS Hooks ---------------------------------------------------------------------------
+
+def b64u(b):
+    import base64
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def der_to_raw(der, n=48):
+    """An ECDSA DER signature (SEQUENCE of two INTEGERs) as JWS's r || s."""
+    assert der[0] == 0x30
+    i = 2 if der[1] < 0x80 else 2 + (der[1] & 0x7f)
+    out = b""
+    for _ in range(2):
+        assert der[i] == 0x02
+        ln = der[i + 1]
+        v = der[i + 2:i + 2 + ln].lstrip(b"\0")
+        out += v.rjust(n, b"\0")
+        i += 2 + ln
+    return out
+
+
+def make_jwt(key, kid, alg, claims, header_extra=None):
+    head = {"alg": alg, "typ": "JWT", "kid": kid}
+    head.update(header_extra or {})
+    si = b64u(json.dumps(head).encode()) + "." + b64u(json.dumps(claims).encode())
+    sig = subprocess.run(["openssl", "dgst", "-sha384", "-sign", key], input=si.encode(), capture_output=True,
+                         check=True).stdout
+    if alg == "ES384":
+        sig = der_to_raw(sig)
+    return si + "." + b64u(sig)
+
+
+class Jwts:
+    def __init__(self, a, base):
+        self.a, self.base = a, base
+        self.n = 0
+
+    def token(self, path, alg="ES384", **over):
+        self.n += 1
+        now = int(time.time())
+        claims = {"iss": "https://ehr.example.org", "sub": "client-1", "aud": self.base + path, "exp": now + 300,
+                  "iat": now, "jti": f"{uuid.uuid4()}"}
+        claims.update({k: v for k, v in over.items() if not k.startswith("_")})
+        for k in [k for k, v in over.items() if v is None]:
+            claims.pop(k, None)
+        key, kid = (self.a.es_key, "ehr-es") if alg == "ES384" else (self.a.rs_key, "ehr-rs")
+        if over.get("_kid"):
+            kid = over["_kid"]
+        return make_jwt(over.get("_key", key), kid, alg, claims)
+
+
+def cmd_cds(a):
+    base = a.url.rstrip("/")
+    J = Jwts(a, base)
+    N = Client(a.url, None)
+    P = Client(a.url, a.predict)
+    R = Client(a.url, a.read)
+    st, _, doc = call(N, "GET", "/cds-services")
+    check(st == 200, f"discovery {st} {doc}")
+    svc = {x["id"]: x for x in doc["services"]}
+    check(set(svc) == {"readmission-risk", "stay-outlook"}, f"services {list(svc)}")
+    check(svc["readmission-risk"]["hook"] == "encounter-discharge" and svc["stay-outlook"]["hook"] == "patient-view",
+          "hooks")
+    pf = svc["readmission-risk"]["prefetch"]
+    check(set(pf) == {"patient", "encounter", "conditions", "encounters", "procedures"}
+          and pf["encounter"] == "Encounter/{{context.encounterId}}" and "date=ge" in pf["encounters"], f"prefetch {pf}")
+
+    stays = [json.loads(l) for l in open(a.stays)]
+    TPL = "/cds-services/{id}"
+
+    def hook(sid, stay, prefetch=True, token=None, body=None, alg="ES384"):
+        path = f"/cds-services/{sid}"
+        b = body or {"hook": svc[sid]["hook"], "hookInstance": str(uuid.uuid4()),
+                     "context": {"userId": "Practitioner/p1", "patientId": stay["patient_id"],
+                                 "encounterId": stay["encounter_id"]}}
+        if prefetch and body is None:
+            b["prefetch"] = stay["prefetch"]
+        tok = token if token is not None else J.token(path, alg)
+        return call(N, "POST", path, b, template=TPL, headers={"Authorization": "Bearer " + tok} if tok else None)
+
+    # authentication: a valid JWT or 401
+    s0 = stays[0]
+    path0 = "/cds-services/readmission-risk"
+    st, h, doc = hook("readmission-risk", s0, token="")
+    check(st == 401 and doc["error"]["code"] == "unauthorized" and h.get("www-authenticate") == "Bearer", f"no JWT {st} {doc}")
+    st, _, doc = call(P, "POST", path0, {"hook": "encounter-discharge"}, template=TPL)
+    check(st == 401, f"an API key where a JWT is needed {st} {doc}")
+    refusals = {
+        "expired": J.token(path0, exp=int(time.time()) - 120),
+        "aud": J.token(path0, aud=base + "/cds-services/stay-outlook"),
+        "no jti": J.token(path0, jti=None),
+        "no sub": J.token(path0, sub=None),
+        "issuer": J.token(path0, iss="https://other.example.org"),
+        "far exp": J.token(path0, exp=int(time.time()) + 86400),
+        "kid": J.token(path0, _kid="nosuch"),
+        "signature": J.token(path0, _key=a.other_key),
+    }
+    good = J.token(path0)
+    refusals["tampered"] = good[:-8] + ("A" if good[-8] != "A" else "B") + good[-7:]
+    hd, body, _ = good.split(".")
+    refusals["alg none"] = b64u(json.dumps({"alg": "none", "kid": "ehr-es"}).encode()) + "." + body + "."
+    refusals["HS384"] = b64u(json.dumps({"alg": "HS384", "kid": "ehr-es"}).encode()) + "." + body + "." + b64u(b"x" * 48)
+    for what, tok in refusals.items():
+        st, _, doc = hook("readmission-risk", s0, token=tok)
+        check(st == 401 and doc["error"]["code"] == "unauthorized", f"JWT with bad {what}: {st} {doc}")
+    st, _, doc = hook("readmission-risk", s0, token=good)
+    check(st == 200, f"a valid JWT {st} {doc}")
+    st, _, doc = hook("readmission-risk", s0, token=good)
+    check(st == 401 and "replay" in doc["error"]["message"], f"a replayed jti {st} {doc}")
+    st, _, doc = hook("readmission-risk", s0, alg="RS384")
+    check(st == 200, f"RS384 {st} {doc}")
+
+    # cards from FHIR resources equal /v1 predict on the stay's feature rows
+    compared = {"readmission": 0, "mortality": 0, "los": 0}
+    cards = []
+    for s in stays:
+        for sid in ("readmission-risk", "stay-outlook"):
+            want = {m: s["rows"][m] for m in s["rows"]}
+            if sid == "readmission-risk" and "readmission" not in want:
+                continue
+            st, _, doc = hook(sid, s)
+            check(st == 200, f"{sid} {s['encounter_id']}: {st} {doc}")
+            if st != 200:
+                continue
+            for c in doc["cards"]:
+                x = c["extension"]["prognos"]
+                m = x["model"]
+                check(len(c["summary"]) < 140 and c["indicator"] == {"very_high": "critical", "high": "warning"}.get(
+                    x["band"], "info") and x["source"] == "prefetch", f"card {c}")
+                check("[Model card](" in c["detail"] and c["links"][0]["url"].endswith(f"/v1/models/{m}/card")
+                      and c["source"]["label"].startswith("Prognos"), f"card detail/links {c}")
+                check(re.search(r"\((raises|lowers)\)", c["detail"]) is not None, f"no contribution in {c['detail']}")
+                cards.append((sid, c))
+                if m not in want:
+                    continue
+                st1, _, v1 = call(P, "POST", f"/v1/models/{m}/predict", {"instances": [want[m]]},
+                                  template="/v1/models/{model}/predict")
+                check(st1 == 200, f"/v1 {m} {st1} {v1}")
+                if st1 == 200:
+                    p1 = v1["predictions"][0]
+                    check(close6(x["value"], p1["value"]) and x["band"] == p1["band"],
+                          f"{m} {s['encounter_id']}: card {x['value']} {x['band']} vs /v1 {p1['value']} {p1['band']}")
+                    compared[m] += 1
+            if sid == "stay-outlook":
+                check({c["extension"]["prognos"]["model"] for c in doc["cards"]} == {"mortality", "los"},
+                      f"stay-outlook cards {doc}")
+    check(all(v >= 5 for v in compared.values()), f"compared {compared}")
+
+    # the warehouse fallback: no prefetch, a stay that was loaded
+    st, _, doc = hook("readmission-risk", s0, prefetch=False)
+    check(st == 200 and doc["cards"][0]["extension"]["prognos"]["source"] == "warehouse", f"warehouse {st} {doc}")
+    if st == 200:
+        st1, _, v1 = call(P, "POST", "/v1/models/readmission/predict", {"instances": [s0["rows"]["readmission"]]},
+                          template="/v1/models/{model}/predict")
+        check(close6(doc["cards"][0]["extension"]["prognos"]["value"], v1["predictions"][0]["value"]),
+              f"warehouse card {doc} vs /v1 {v1}")
+    # 412: no prefetch, a stay the warehouse does not have
+    st, _, doc = hook("readmission-risk", dict(s0, encounter_id="E-not-loaded-9"), prefetch=False)
+    check(st == 412 and doc["error"]["code"] == "prefetch_required", f"412 {st} {doc}")
+    # incomplete prefetch is no prefetch
+    part = dict(s0, prefetch={k: v for k, v in s0["prefetch"].items() if k != "conditions"}, encounter_id="E-not-loaded-9")
+    st, _, doc = hook("readmission-risk", part)
+    check(st == 412, f"incomplete prefetch {st} {doc}")
+    # 400s
+    bodies = {
+        "hook": {"hook": "patient-view", "hookInstance": "x", "context": {"patientId": "p", "encounterId": "e"}},
+        "context": {"hook": "encounter-discharge", "hookInstance": "x"},
+        "encounterId": {"hook": "encounter-discharge", "hookInstance": "x", "context": {"patientId": "p"}},
+        "unknown": {"hook": "encounter-discharge", "hookInstance": "x", "context": {"patientId": "p", "encounterId": "e"},
+                    "nosuch": 1},
+        "prefetch": {"hook": "encounter-discharge", "hookInstance": "x", "context": {"patientId": "p", "encounterId": "e"},
+                     "prefetch": dict(s0["prefetch"], patient={"resourceType": "Encounter", "id": "x"})},
+    }
+    for what, b in bodies.items():
+        st, _, doc = hook("readmission-risk", s0, body=b)
+        check(st == 400 and isinstance(doc.get("error"), dict), f"bad request ({what}): {st} {doc}")
+    st, _, doc = call(N, "POST", "/cds-services/readmission-risk", b"{\"hook\": 01}", template=TPL,
+                      headers={"Authorization": "Bearer " + J.token(path0)})
+    check(st == 400 and doc["error"]["code"] == "invalid_json", f"strict JSON {st} {doc}")
+    st, _, doc = call(N, "POST", "/cds-services/nosuch", {"hook": "x"}, template=TPL,
+                      headers={"Authorization": "Bearer " + J.token("/cds-services/nosuch")})
+    check(st == 404, f"unknown service {st} {doc}")
+    # patient-view without an encounter: no card
+    st, _, doc = hook("stay-outlook", s0, body={"hook": "patient-view", "hookInstance": "x", "context": {"patientId": "p"}})
+    check(st == 200 and doc == {"cards": []}, f"patient-view without encounter {st} {doc}")
+
+    # feedback
+    fpath = "/cds-services/readmission-risk/feedback"
+    FT = "/cds-services/{id}/feedback"
+    c0, c1 = cards[0][1], cards[1][1]
+    fb = {"feedback": [
+        {"card": c0["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-12-06T10:00:00Z", "acceptedSuggestions": []},
+        {"card": c1["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-12-06T10:01:00Z",
+         "overrideReason": {"reason": {"code": "not-relevant", "system": "urn:example:reasons", "display": "Not relevant"},
+                            "userComment": "patient Jane Roe is going home to family"}}]}
+    st, _, doc = call(N, "POST", fpath, fb, template=FT, headers={"Authorization": "Bearer " + J.token(fpath)})
+    check(st == 200 and doc["stored"] == 2, f"feedback {st} {doc}")
+    st, _, doc = call(N, "POST", fpath, fb, template=FT)
+    check(st == 401, f"feedback without JWT {st}")
+    for what, b in {"outcome": {"feedback": [{"card": c0["uuid"], "outcome": "maybe"}]},
+                    "card": {"feedback": [{"card": "nope", "outcome": "accepted"}]},
+                    "empty": {"feedback": []},
+                    "time": {"feedback": [{"card": c0["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-13-45T99:00:00Z"}]}}.items():
+        st, _, doc = call(N, "POST", fpath, b, template=FT, headers={"Authorization": "Bearer " + J.token(fpath)})
+        check(st == 400, f"bad feedback ({what}): {st} {doc}")
+    json.dump([c for _, c in cards[:2]], open(a.cards_out, "w"))
+    json.dump(ANSWERS, open(a.answers, "a"))
+    open(a.answers, "a").write("\n")
+    print(f"cds: cards compared with /v1: {compared}; {len(cards)} cards")
+    done("cds")
+
+
 def main():
     import argparse
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ["v2", "openapi", "cors"]:
+    for name in ["v2", "openapi", "cors", "cds"]:
         p = sub.add_parser(name)
         p.add_argument("url")
         p.add_argument("--read")
@@ -281,8 +493,13 @@ def main():
         p.add_argument("--min-answers", type=int, default=1)
         p.add_argument("--origin", default="https://ehr.example.org")
         p.add_argument("--no-origins", action="store_true")
+        p.add_argument("--stays")
+        p.add_argument("--es-key")
+        p.add_argument("--rs-key")
+        p.add_argument("--other-key")
+        p.add_argument("--cards-out", default="/dev/null")
     a = ap.parse_args()
-    {"v2": cmd_v2, "openapi": cmd_openapi, "cors": cmd_cors}[a.cmd](a)
+    {"v2": cmd_v2, "openapi": cmd_openapi, "cors": cmd_cors, "cds": cmd_cds}[a.cmd](a)
 
 
 if __name__ == "__main__":
