@@ -69,6 +69,11 @@ unsigned srv_cors_preflight(srv_req *r, struct MHD_Connection *conn, const char 
     const char *want = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Access-Control-Request-Method");
     int id = srv_route_match(want ? want : "GET", url, a0, a1, &wrong);
     if (id < 0 && wrong < 0) return srv_error(r, 404, "not_found", NULL, "no route %.100s", url);
+    if (!MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin")) { /* not CORS: the methods it takes */
+        r->preflight_route = -1;
+        r->route = id >= 0 ? id : wrong;
+        return srv_error(r, 405, "method_not_allowed", NULL, "OPTIONS answers CORS preflights only (send Origin)");
+    }
     if (!r->origin) {
         r->preflight_route = -1;
         return srv_error(r, 403, "origin_not_allowed", NULL, "this origin may not call the server (--cors-origins)");

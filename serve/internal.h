@@ -26,7 +26,7 @@ typedef struct srv_conn srv_conn;
 uint64_t srv_mono_us(void);   /* CLOCK_MONOTONIC in microseconds */
 uint64_t srv_wall_us(void);   /* CLOCK_REALTIME in microseconds */
 
-/* ---- reference counting (http.c) ------------------------------------------- */
+/* ---- reference counting (refcount.c) ------------------------------------------- */
 
 /* The first member of every shared object. */
 typedef struct srv_rc {
@@ -305,7 +305,7 @@ size_t srv_audit_depth(srv_audit *a);
 /* Flushes what it can for at most grace_ms, stops the thread, frees the ring. */
 void srv_audit_stop(srv_audit *a, unsigned grace_ms);
 
-/* ---- the server (http.c, routes.c, poll.c) ------------------------------------------- */
+/* ---- the server (server.c, conn.c, request.c, poll.c) ------------------------------------------- */
 
 struct px_server {
     px_config cfg;
@@ -348,7 +348,7 @@ struct px_server {
     pthread_t poller;
     int poller_started;
     int listen_fd;             /* ours: the acceptor hands connections to libmicrohttpd's workers in turn */
-    /* open connections (http.c): each one's deadline, enforced by the acceptor's
+    /* open connections (conn.c): each one's deadline, enforced by the acceptor's
      * sweep, and who is evicted when the server or an address is full */
     pthread_mutex_t conn_mu;
     struct srv_conn *conn_head, *conn_tail; /* in the order accepted */
@@ -418,7 +418,7 @@ void srv_cjson_hooks_remove(void);
 
 /* The request being served: all of its memory hangs off this struct, freed in
  * the completion callback (or, wiped of anything sensitive, kept with its
- * buffers for the thread's next request: see http.c). */
+ * buffers for the thread's next request: see request.c). */
 typedef struct srv_req {
     px_server *s;
     uint64_t t0_us;
@@ -457,7 +457,7 @@ typedef struct srv_req {
 } srv_req;
 #define SRV_ARENA_INLINE 8192
 #define SRV_MAX_HEAD 8192 /* request line and headers, bytes (431 above) */
-#define SRV_MHD_POOL 32768 /* libmicrohttpd's memory per connection, bytes (see http.c) */
+#define SRV_MHD_POOL 32768 /* libmicrohttpd's memory per connection, bytes (see server.c) */
 
 /* ---- the route table (route_table.c) ---------------------------------------------------
  *

@@ -121,7 +121,7 @@ void srv_metrics_render(px_server *s, px_buf *b)
                   "# TYPE prognos_drift_alerts_raised_total counter\nprognos_drift_alerts_raised_total %llu\n",
                   ld(&m->reloads), ld(&m->reload_failures), atomic_load(&m->connections), ld(&m->drift_windows),
                   ld(&m->drift_alerts));
-    /* connection deadlines and admission (http.c) */
+    /* connection deadlines and admission (conn.c) */
     px_buf_printf(b,
                   "# HELP prognos_http_connections_cut_total Connections cut at their deadline or evicted.\n"
                   "# TYPE prognos_http_connections_cut_total counter\nprognos_http_connections_cut_total %llu\n"

@@ -128,7 +128,8 @@ print(sum(m["open_window_n"] + m["windows_tested"] for m in d["monitors"] if m["
 ok "every card audited under its uuid ($cards) and drift-counted"
 
 # no patient or encounter identifier in the logs
-ids=$("$PY" -c 'import json,sys; [print(s["encounter_id"]); print(s["patient_id"]) for s in map(json.loads, open(sys.argv[1]))]' "$WORK/stays.ndjson")
+ids=$("$PY" -c 'import json,sys; print("\n".join(x for s in map(json.loads, open(sys.argv[1])) for x in (s["encounter_id"], s["patient_id"])))' "$WORK/stays.ndjson")
+[ "$(wc -l <<<"$ids")" -ge 40 ] || fail "the ids to look for: $ids"
 for f in "$PROGNOS_HOME/log/prognos.log" "$WORK/serve.log"; do
     ! grep -qwF -e "$ids" "$f" || fail "a patient or encounter id is in $f"
 done
