@@ -91,7 +91,7 @@ for pid, g in sorted(by.items()):
 for name, bodies in (("v1", v1), ("v2", v2), ("cds", cds)):
     lua = ("bodies = {%s}\n" % ",".join(json.dumps(b) for b in bodies) +
            'local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer %s"}\n' % key +
-           "local i = 0\nrequest = function()\n  i = i %% #bodies + 1\n"
+           "local i = 0\nrequest = function()\n  i = i % #bodies + 1\n"
            "  return wrk.format(\"POST\", nil, headers, bodies[i])\nend\n")
     open(f"{w}/{name}.lua", "w").write(lua)
     sizes = [len(b) for b in bodies]
