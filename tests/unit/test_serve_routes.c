@@ -46,8 +46,8 @@ int main(void)
     for (int i = 0; i < SRV_NROUTES; i++) {
         const srv_route *rt = &srv_routes[i];
         CHECK(rt->path && rt->method && rt->handler && rt->metric && rt->operation);
-        char meth[8];
-        for (size_t c = 0; c < sizeof meth; c++) meth[c] = (char)tolower((unsigned char)rt->method[c]);
+        char meth[8] = "";
+        for (size_t c = 0; c + 1 < sizeof meth && rt->method[c]; c++) meth[c] = (char)tolower((unsigned char)rt->method[c]);
         const cJSON *op = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(paths, rt->path), meth);
         if (!op) {
             fprintf(stderr, "route %s %s is not in openapi.json\n", rt->method, rt->path);
