@@ -472,8 +472,7 @@ unsigned srv_cds_call(srv_req *r, struct MHD_Connection *conn)
         return srv_error(r, 503, "model_unavailable", NULL, "no model of service '%s' is served", sv->id);
     }
     return srv_send_json(r, out, 200, 0);
-fail:
-    memcpy(r->request_id, first_id, sizeof first_id);
+fail: /* r->request_id stays the one the error body names */
     cJSON_Delete(out);
     return st;
 }
