@@ -11,7 +11,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 # openapi-spec-validator: Debian 12 has no package of it; the python3 on PATH
 # carries it where the machine image installs it (pip). Found or the test fails.
 OAPY=""
-for p in python3 /usr/bin/python3; do
+for p in python3 /usr/bin/python3 "${PYENV_ROOT:-$HOME/.pyenv}/shims/python3"; do
     if command -v "$p" >/dev/null && "$p" -c 'import openapi_spec_validator, openapi_schema_validator, referencing' 2>/dev/null; then
         OAPY=$(command -v "$p"); break
     fi
