@@ -207,7 +207,6 @@ srv_conn *srv_conn_of(struct MHD_Connection *conn)
     return ci ? ci->socket_context : NULL;
 }
 
-
 void srv_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe)
 {
@@ -235,7 +234,6 @@ void srv_on_connection(void *cls, struct MHD_Connection *conn, void **socket_con
         }
     }
 }
-
 
 int srv_set_cloexec_nonblock(int fd)
 {

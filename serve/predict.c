@@ -15,7 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-
 #define FLAG_IMPUTED SRV_FLAG_IMPUTED
 #define FLAG_EXTRAPOLATED SRV_FLAG_EXTRAPOLATED
 #define FLAG_UNKNOWN_LEVEL SRV_FLAG_UNKNOWN_LEVEL

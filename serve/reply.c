@@ -65,7 +65,6 @@ unsigned srv_error(srv_req *r, unsigned status, const char *code, const char *fi
     return status;
 }
 
-
 /* Queues r->out with status; the body stays owned by r (freed on completion). */
 enum MHD_Result srv_respond(struct MHD_Connection *conn, srv_req *r, unsigned status)
 {

@@ -120,7 +120,6 @@ static void req_recycle(srv_req *r)
     c->r[c->n++] = r;
 }
 
-
 void *srv_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     (void)uri;

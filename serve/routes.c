@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static cJSON *cached(srv_slot *slot)
 {
     srv_text *t = srv_acquire(slot);

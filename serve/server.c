@@ -60,7 +60,6 @@ static int parse_listen(const char *listen, char *host, size_t hostlen, unsigned
     return 0;
 }
 
-
 /* Reads --tls-cert and --tls-key for libmicrohttpd (which takes PEM in memory).
  * 0, or PX_EINVAL naming what is missing (TLS not built in, one of the two, an
  * unreadable or non-PEM file). */
