@@ -269,3 +269,10 @@ int px_copy_in_end(px_copy_in *w, int abort, long long *rows, px_err *e)
     px_buf_release(&w->buf);
     return rc;
 }
+
+const char *px_db_migration_containing(const char *needle)
+{
+    for (int i = 0; i < eng_migrations_count; i++)
+        if (strstr(eng_migrations[i].sql, needle)) return eng_migrations[i].sql;
+    return NULL;
+}

@@ -154,6 +154,11 @@ int px_db_query(PGconn *c, px_err *e, const char *what, PGresult **out, const ch
 int px_db_value(PGconn *c, px_err *e, const char *what, char **out, const char *sql, int nparams,
                 const char *const *params);
 
+/* The SQL text of the first embedded migration that contains needle, or NULL
+ * (static storage): for code that must read a definition the schema holds
+ * (features/fhir.c reads the comorbidity map of features.comorbidity_map). */
+const char *px_db_migration_containing(const char *needle);
+
 /* Applies pending migrations; *applied receives how many. */
 int px_db_migrate(PGconn *c, int *applied, px_err *e);
 

@@ -69,6 +69,13 @@ const feat_comorb feat_comorbs[] = {
 };
 const int feat_comorbs_count = (int)(sizeof feat_comorbs / sizeof feat_comorbs[0]);
 
+const char *px_feat_comorbidity_words(const char *col)
+{
+    for (int i = 0; col && i < feat_comorbs_count; i++)
+        if (strcmp(feat_comorbs[i].col, col) == 0) return feat_comorbs[i].label;
+    return NULL;
+}
+
 static int is_charlson(const feat_comorb *k) { return strncmp(k->col, "cci_", 4) == 0; }
 
 static int bit_of(const char *col)

@@ -79,6 +79,30 @@ int px_feat_latest_builds(PGconn *c, const char *table, px_feat_build_row **out,
  * still exists. 0 or PX_EDB. */
 int px_feat_list(PGconn *c, int json, FILE *out, px_err *e);
 
+/* ---- the same features from FHIR resources (fhir.c) ---------------------- */
+
+/* The feature instance of one stay, computed from FHIR R4 resources as a CDS
+ * Hooks prefetch gives them, by the definitions the SQL feature tables use (one
+ * definition, two executions; README "Features from FHIR"). prefetch is an
+ * object with keys patient (the Patient), encounter (the stay's Encounter),
+ * conditions, encounters and procedures (the patient's; each a single
+ * resource, an array, or a searchset Bundle; missing keys are empty). set is
+ * readmission, mortality or los. as_of is the prediction time as a FHIR date or
+ * dateTime, or NULL: the Encounter's period.end for readmission, its start for
+ * mortality and los; it fills a missing period.end (a stay being discharged).
+ * Returns a new object (caller frees with cJSON_Delete) in the /v1 predict
+ * instance format: every feature column of features.<set> (role feature), by
+ * name, a number or a string, null where the warehouse has NULL (the SynPUF
+ * chronic-condition flags). NULL with e set on a bad prefetch (PX_EINVAL,
+ * naming what is wrong) or out of memory. Thread-safe. */
+struct cJSON;
+struct cJSON *px_feat_from_fhir(const struct cJSON *prefetch, const char *set, const char *as_of, px_err *e);
+
+/* The comorbidity categories (bit mask, feat_comorbs bits) of one ICD code
+ * ("icd9" | "icd10", normalized, no dot), by the map of features.comorbidity_map
+ * read from the migration that fills it. 0 or PX_ESTATE. */
+int px_feat_comorbidity_mask(const char *code_system, const char *code, uint64_t *mask, px_err *e);
+
 /* ---- datasets: a feature table in memory ------------------------------- */
 
 typedef struct px_dataset_params {
@@ -166,5 +190,9 @@ typedef struct px_export_result {
  * PX_E* code with nothing written (PX_EINVAL: bad parameters or a non-empty
  * directory without force; PX_ENOTFOUND: the set was never built). */
 int px_feat_export(PGconn *c, const px_export_params *p, px_export_result *r, px_err *e);
+
+/* The clinical words of a comorbidity feature column ("cci_chf" -> "congestive
+ * heart failure"), or NULL when col is not one. Static text. */
+const char *px_feat_comorbidity_words(const char *col);
 
 #endif

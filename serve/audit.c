@@ -113,10 +113,26 @@ static void elem_bytes(px_buf *b, const void *p, size_t n)
     px_buf_add(b, p, n);
 }
 
-/* COPYs n records as one row of audit.prediction_batches. 0, or -1 (the
- * connection is then suspect). */
-static int write_batch(PGconn *c, const char (*names)[64], const srv_audit_rec *recs, size_t n, px_buf *b)
+/* COPYs n records as one row of audit.prediction_batches, through engine's
+ * COPY writer with the binary rows built in its buffer (b: a buffer kept
+ * between batches, lent to the writer). 0, or -1 (the connection is then
+ * suspect; the reason is logged). */
+static int write_batch(PGconn *c, const char (*names)[64], const srv_audit_rec *recs, size_t n, px_buf *keep)
 {
+    px_copy_in w;
+    px_err e = {0};
+    if (px_copy_in_begin(&w, c,
+                         "COPY audit.prediction_batches (n, at, key_id, model, version, request_id, instances,"
+                         " by_encounter, latency_us) FROM STDIN (FORMAT binary)",
+                         "the audit write", &e) != 0) {
+        px_log(PX_LOG_WARN, "serve: audit write: %s%s%s", e.msg, e.detail[0] ? ": " : "", e.detail);
+        px_copy_in_end(&w, 1, NULL, &e);
+        return -1;
+    }
+    px_buf_release(&w.buf);
+    w.buf = *keep; /* lent: taken back before px_copy_in_end releases it */
+    *keep = (px_buf){0};
+    px_buf *b = &w.buf;
     b->len = 0;
     px_buf_reserve(b, 128 + n * 120);
     px_buf_add(b, "PGCOPY\n\377\r\n\0", 11);
@@ -150,22 +166,14 @@ static int write_batch(PGconn *c, const char (*names)[64], const srv_audit_rec *
     for (size_t i = 0; i < n; i++) elem_int4(b, (int32_t)recs[i].latency_us);
     array_end(b, at);
     put16(b, 0xffff);
-    if (!b->data) return -1;
-    PGresult *res = PQexec(c, "COPY audit.prediction_batches (n, at, key_id, model, version, request_id, instances,"
-                              " by_encounter, latency_us) FROM STDIN (FORMAT binary)");
-    int ok = PQresultStatus(res) == PGRES_COPY_IN;
-    PQclear(res);
-    if (!ok) return -1;
-    if (PQputCopyData(c, b->data, (int)b->len) != 1 || PQputCopyEnd(c, NULL) != 1) return -1;
-    ok = 1;
-    while ((res = PQgetResult(c)) != NULL) {
-        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            ok = 0;
-            px_log(PX_LOG_WARN, "serve: audit write: %s", PQresultErrorMessage(res));
-        }
-        PQclear(res);
-    }
-    return ok ? 0 : -1;
+    int bad = !b->data; /* out of memory building it */
+    int rc = bad ? -1 : px_copy_in_flush(&w, 1, &e);
+    *keep = w.buf; /* back to the caller */
+    keep->len = 0;
+    w.buf = (px_buf){0};
+    if (px_copy_in_end(&w, bad || rc != 0, NULL, &e) != 0) rc = -1;
+    if (rc != 0 && !bad) px_log(PX_LOG_WARN, "serve: audit write: %s%s%s", e.msg, e.detail[0] ? ": " : "", e.detail);
+    return rc != 0 || bad ? -1 : 0;
 }
 
 /* ---- the spill file ------------------------------------------------------------------ */

@@ -110,17 +110,15 @@ int px_key_create(PGconn *c, const char *name, px_key_role role, char *key, size
     }
     to_hex(digest, sizeof digest, digest_hex);
     const char *vals[4] = {id, name, px_key_role_name(role), digest_hex};
-    r = PQexecParams(c,
-                     "WITH k AS (INSERT INTO serve.api_keys (key_id, name, role, secret_sha256)"
-                     " VALUES ($1, $2, $3, $4) RETURNING key_id, role, name)"
-                     " INSERT INTO audit.events (action, object, detail)"
-                     " SELECT 'serve.key_create', key_id, jsonb_build_object('role', role, 'name', name) FROM k",
-                     4, NULL, vals, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        rc = px_err_set(e, PX_EDB, "cannot store API key '%s'", id);
-        px_err_detail(e, "%s", PQerrorMessage(c));
+    char what[64];
+    snprintf(what, sizeof what, "cannot store API key '%s'", id);
+    if ((rc = px_db_query(c, e, what, NULL,
+                          "WITH k AS (INSERT INTO serve.api_keys (key_id, name, role, secret_sha256)"
+                          " VALUES ($1, $2, $3, $4) RETURNING key_id, role, name)"
+                          " INSERT INTO audit.events (action, object, detail)"
+                          " SELECT 'serve.key_create', key_id, jsonb_build_object('role', role, 'name', name) FROM k",
+                          4, vals)) != 0)
         goto done;
-    }
     snprintf(key, keylen, "pxk_%s_%s", id, secret);
 done:
     PQclear(r);
@@ -136,16 +134,15 @@ int px_key_revoke(PGconn *c, const char *id, px_err *e)
     if (!id || strlen(id) != 12 || !is_hex_id(id, 12))
         return px_err_set(e, PX_EINVAL, "'%s' is not a key id (12 hex digits)", id ? id : "");
     const char *vals[1] = {id};
-    r = PQexecParams(c,
+    char what[64];
+    snprintf(what, sizeof what, "cannot revoke API key '%s'", id);
+    rc = px_db_query(c, e, what, &r,
                      "WITH k AS (UPDATE serve.api_keys SET revoked_at = now()"
                      " WHERE key_id = $1 AND revoked_at IS NULL RETURNING key_id)"
                      " INSERT INTO audit.events (action, object) SELECT 'serve.key_revoke', key_id FROM k"
                      " RETURNING object",
-                     1, NULL, vals, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = px_err_set(e, PX_EDB, "cannot revoke API key '%s'", id);
-        px_err_detail(e, "%s", PQerrorMessage(c));
-    } else if (PQntuples(r) == 0)
+                     1, vals);
+    if (rc == 0 && PQntuples(r) == 0)
         rc = px_err_set(e, PX_ENOTFOUND, "no active API key '%s'", id);
     PQclear(r);
     return rc;
@@ -153,18 +150,16 @@ int px_key_revoke(PGconn *c, const char *id, px_err *e)
 
 int px_key_list(PGconn *c, int json, FILE *out, px_err *e)
 {
-    PGresult *r = PQexec(c, json ? "SELECT coalesce(json_agg(json_build_object('id', key_id, 'name', name, 'role', role,"
-                                   " 'created_at', created_at, 'revoked_at', revoked_at) ORDER BY created_at, key_id),"
-                                   " '[]')::text FROM serve.api_keys"
-                                 : "SELECT key_id, role, to_char(created_at, 'YYYY-MM-DD HH24:MI'),"
-                                   " coalesce(to_char(revoked_at, 'YYYY-MM-DD HH24:MI'), ''), name"
-                                   " FROM serve.api_keys ORDER BY created_at, key_id");
-    int rc = 0;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = px_err_set(e, PX_EDB, "cannot list API keys");
-        px_err_detail(e, "%s", PQerrorMessage(c));
-        goto done;
-    }
+    PGresult *r = NULL;
+    int rc = px_db_query(c, e, "cannot list API keys", &r,
+                         json ? "SELECT coalesce(json_agg(json_build_object('id', key_id, 'name', name, 'role', role,"
+                                " 'created_at', created_at, 'revoked_at', revoked_at) ORDER BY created_at, key_id),"
+                                " '[]')::text FROM serve.api_keys"
+                              : "SELECT key_id, role, to_char(created_at, 'YYYY-MM-DD HH24:MI'),"
+                                " coalesce(to_char(revoked_at, 'YYYY-MM-DD HH24:MI'), ''), name"
+                                " FROM serve.api_keys ORDER BY created_at, key_id",
+                         0, NULL);
+    if (rc != 0) goto done;
     if (json) {
         fprintf(out, "%s\n", PQgetvalue(r, 0, 0));
         goto done;
@@ -188,13 +183,11 @@ static void keyset_destroy(void *p)
 srv_keyset *srv_keys_fetch(PGconn *c, px_err *e)
 {
     srv_keyset *ks = NULL;
-    PGresult *r = PQexec(c, "SELECT key_id, role, secret_sha256 FROM serve.api_keys"
-                            " WHERE revoked_at IS NULL ORDER BY key_id");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        px_err_set(e, PX_EDB, "cannot read API keys");
-        px_err_detail(e, "%s", PQerrorMessage(c));
+    PGresult *r = NULL;
+    if (px_db_query(c, e, "cannot read API keys", &r,
+                    "SELECT key_id, role, secret_sha256 FROM serve.api_keys WHERE revoked_at IS NULL ORDER BY key_id", 0,
+                    NULL) != 0)
         goto done;
-    }
     size_t n = (size_t)PQntuples(r);
     if (!(ks = calloc(1, sizeof *ks + n * sizeof ks->keys[0]))) {
         px_err_set(e, PX_ENOMEM, "out of memory reading API keys");

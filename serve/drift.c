@@ -487,7 +487,9 @@ int srv_alerts_store(PGconn *c, const char *model, int version, const srv_drift_
     }
     const char *vals[11] = {model, ver, source, arr[FEAT].data, arr[TEST].data, arr[STAT].data, arr[THR].data,
                             arr[PV].data, arr[PSI].data, arr[WN].data, arr[RN].data};
-    r = PQexecParams(c,
+    char what[128];
+    snprintf(what, sizeof what, "cannot store drift alerts of '%s' v%d", model, version);
+    rc = px_db_query(c, e, what, NULL,
                      "WITH a AS (SELECT * FROM unnest($4::text[], $5::text[], $6::float8[], $7::float8[], $8::float8[],"
                      "  $9::float8[], $10::bigint[], $11::bigint[]) AS u(feature, test, statistic, threshold, p_value, psi,"
                      "  window_n, reference_n)),"
@@ -501,11 +503,7 @@ int srv_alerts_store(PGconn *c, const char *model, int version, const srv_drift_
                      " UPDATE serve.drift_alerts d SET resolved_at = now() WHERE d.model = $1 AND d.version = $2::int"
                      " AND d.source = $3 AND d.resolved_at IS NULL"
                      " AND NOT EXISTS (SELECT 1 FROM a WHERE a.feature = d.feature AND a.test = d.test)",
-                     11, NULL, vals, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        rc = px_err_set(e, PX_EDB, "cannot store drift alerts of '%s' v%d", model, version);
-        px_err_detail(e, "%s", PQerrorMessage(c));
-    }
+                     11, vals);
 done:
     PQclear(r);
     for (int k = 0; k < NARR; k++) px_buf_release(&arr[k]);

@@ -11,18 +11,22 @@
 
 #include "serve/serve.h"
 #include <cjson/cJSON.h>
+#include <microhttpd.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 
 struct MHD_Connection;
+typedef struct srv_conn srv_conn;
 
 #define SRV_MAX_MODELS 32
 #define SRV_MAX_DRIFT 256
+#define SRV_MAX_INPUTS 4096 /* inputs of a served model */
 
 uint64_t srv_mono_us(void);   /* CLOCK_MONOTONIC in microseconds */
 uint64_t srv_wall_us(void);   /* CLOCK_REALTIME in microseconds */
 
-/* ---- reference counting (http.c) ------------------------------------------- */
+/* ---- reference counting (refcount.c) ------------------------------------------- */
 
 /* The first member of every shared object. */
 typedef struct srv_rc {
@@ -78,13 +82,25 @@ int srv_role_allows(px_key_role have, px_key_role need);
 
 /* ---- metrics (metrics.c) --------------------------------------------------------- */
 
+/* Routes, in the order of the route table (route_table.c); R_PREFLIGHT (a CORS
+ * OPTIONS request) and R_UNKNOWN have no row. */
 enum {
-    R_PREDICT, R_MODELS, R_MODEL, R_KPI, R_DRIFT, R_ALERTS, R_RELOAD,
-    R_HEALTHZ, R_READYZ, R_METRICS, R_OPENAPI, R_UNKNOWN, R__COUNT
+    R_PREDICT, R_V2_INFER, R_V2_INFER_VERSION, R_CDS_CALL, R_CDS_FEEDBACK, R_MODELS, R_MODEL, R_KPI, R_DRIFT, R_ALERTS, R_RELOAD, R_HEALTHZ,
+    R_READYZ, R_METRICS, R_OPENAPI, R_V2_LIVE, R_V2_READY, R_V2_SERVER, R_V2_MODEL, R_V2_MODEL_VERSION,
+    R_V2_MODEL_READY, R_V2_MODEL_VERSION_READY, R_CARD, R_CDS_DISCOVERY, R_PREFLIGHT, R_UNKNOWN, R__COUNT
 };
-extern const char *const srv_route_names[R__COUNT];
+#define SRV_NROUTES R_PREFLIGHT
+static inline int srv_route_is_v2_infer(int id)
+{
+    return id == R_V2_INFER || id == R_V2_INFER_VERSION;
+}
+/* The Open Inference Protocol's routes answer errors as {"error": "<message>", ...}. */
+static inline int srv_route_is_v2(int id)
+{
+    return srv_route_is_v2_infer(id) || (id >= R_V2_LIVE && id <= R_V2_MODEL_VERSION_READY);
+}
 
-#define SRV_NSTATUS 15
+#define SRV_NSTATUS 19
 #define SRV_NBUCKETS 14
 typedef struct srv_metrics {
     atomic_ullong requests[R__COUNT][SRV_NSTATUS];
@@ -96,6 +112,7 @@ typedef struct srv_metrics {
     atomic_ullong encounter_lookups, encounter_lookup_errors;
     atomic_ullong fast_parsed;     /* predict bodies read by the one-pass reader */
     atomic_ullong polls;           /* completed polls (keys, champions, caches): clients count them */
+    atomic_ullong cds_cards, cds_warehouse, cds_feedback_accepted, cds_feedback_overridden, jwt_refused;
     atomic_int connections;
 } srv_metrics;
 
@@ -288,7 +305,7 @@ size_t srv_audit_depth(srv_audit *a);
 /* Flushes what it can for at most grace_ms, stops the thread, frees the ring. */
 void srv_audit_stop(srv_audit *a, unsigned grace_ms);
 
-/* ---- the server (http.c, routes.c, poll.c) ------------------------------------------- */
+/* ---- the server (server.c, conn.c, request.c, poll.c) ------------------------------------------- */
 
 struct px_server {
     px_config cfg;
@@ -306,6 +323,10 @@ struct px_server {
     int failed_version[SRV_MAX_MODELS];      /* poller only: the last version that failed to load */
     uint64_t failed_at_us[SRV_MAX_MODELS];
     char **only;               /* --models filter (NULL: all) */
+    char **cors;               /* --cors-origins (NULL: none) */
+    char *tls_cert_pem, *tls_key_pem; /* --tls-cert, --tls-key contents (the key wiped on free) */
+    char public_url[256];      /* --public-url, or derived from --listen: no trailing slash */
+    struct srv_jwt *jwt;       /* CDS clients' keys and seen jti values (NULL: no --cds-jwks) */
 
     srv_slot keys;             /* srv_keyset */
     srv_slot models_json;      /* srv_text: registry versions and aliases */
@@ -327,7 +348,7 @@ struct px_server {
     pthread_t poller;
     int poller_started;
     int listen_fd;             /* ours: the acceptor hands connections to libmicrohttpd's workers in turn */
-    /* open connections (http.c): each one's deadline, enforced by the acceptor's
+    /* open connections (conn.c): each one's deadline, enforced by the acceptor's
      * sweep, and who is evicted when the server or an address is full */
     pthread_mutex_t conn_mu;
     struct srv_conn *conn_head, *conn_tail; /* in the order accepted */
@@ -397,7 +418,7 @@ void srv_cjson_hooks_remove(void);
 
 /* The request being served: all of its memory hangs off this struct, freed in
  * the completion callback (or, wiped of anything sensitive, kept with its
- * buffers for the thread's next request: see http.c). */
+ * buffers for the thread's next request: see request.c). */
 typedef struct srv_req {
     px_server *s;
     uint64_t t0_us;
@@ -406,7 +427,11 @@ typedef struct srv_req {
     unsigned status;
     unsigned head_status;      /* an error decided from the head, answered once the body is read */
     char request_id[33];
-    char model_name[64];
+    char model_name[64];       /* the first path parameter: a model name or a CDS service id */
+    char path_arg2[64];        /* the second: a model version (V2) */
+    const char *origin;        /* an allowed CORS origin the request came from (answer header), or NULL */
+    int preflight_route;       /* a CORS preflight's route (-1: refused) */
+    int jwt;                   /* 1: authorized by a CDS client's JWT (key_id holds "jwt:" + its issuer's hash) */
     int bad_body;              /* 1: over the size limit (rest discarded) */
     int late;                  /* 1: part of the body came after the deadline (rest discarded) */
     int oom;
@@ -432,7 +457,44 @@ typedef struct srv_req {
 } srv_req;
 #define SRV_ARENA_INLINE 8192
 #define SRV_MAX_HEAD 8192 /* request line and headers, bytes (431 above) */
-#define SRV_MHD_POOL 32768 /* libmicrohttpd's memory per connection, bytes (see http.c) */
+#define SRV_MHD_POOL 32768 /* libmicrohttpd's memory per connection, bytes (see server.c) */
+
+/* ---- the route table (route_table.c) ---------------------------------------------------
+ *
+ * One row per route: method, path (the OpenAPI path template: literal segments
+ * and {param} segments of 1-63 bytes without '/'), who may call it, whether it
+ * reads a body, its handler, its metric label and its OpenAPI operationId.
+ * Matching, dispatch, /metrics and the OpenAPI check (unit_serve_routes) all
+ * walk this table. */
+typedef unsigned (*srv_handler)(srv_req *r, struct MHD_Connection *conn);
+enum {
+    SRV_PUBLIC = 0,
+    SRV_NEED_PREDICT = PX_KEY_PREDICT,
+    SRV_NEED_READ = PX_KEY_READ,
+    SRV_NEED_ADMIN = PX_KEY_ADMIN,
+    SRV_NEED_METRICS,   /* read, or public with --public-metrics */
+    SRV_NEED_ANY_KEY,   /* any valid API key (V2 model metadata and readiness) */
+    SRV_NEED_CDS        /* a CDS client's JWT when a JWKS is configured, else a predict key */
+};
+enum { SRV_BODY_NONE = 0, SRV_BODY_ANY = 1, SRV_BODY_JSON = 2 };
+typedef struct srv_route {
+    const char *method;     /* "GET" (HEAD too) or "POST" */
+    const char *path;       /* OpenAPI path template */
+    int need;               /* SRV_PUBLIC or SRV_NEED_* */
+    int body;               /* SRV_BODY_*: JSON bodies need Content-Type: application/json */
+    srv_handler handler;
+    const char *metric;     /* the route label of prognos_http_requests_total */
+    const char *operation;  /* the OpenAPI operationId */
+} srv_route;
+extern const srv_route srv_routes[SRV_NROUTES];
+/* The metric label of route id (R_PREFLIGHT and R_UNKNOWN included). */
+const char *srv_route_label(int id);
+/* Matches method and url against the table: the route id, with arg0 and arg1
+ * (args) filled from the path's parameters, or -1; then *wrong_method is the route
+ * whose path matched with another method (405), or -1 (404). */
+int srv_route_match(const char *method, const char *url, char arg0[64], char arg1[64], int *wrong_method);
+/* The role a route needs, SRV_NEED_METRICS resolved by the server's options. */
+int srv_route_need(const px_server *s, int id);
 
 /* Route handlers fill r->out and return the status. */
 unsigned srv_route_predict(srv_req *r);
@@ -449,6 +511,25 @@ unsigned srv_predict_inputs(srv_req *r, int fast, size_t *n, size_t *n_enc, int 
  * the cJSON path would read them; 0 when the body is anything else. */
 size_t srv_predict_fast(const srv_model *sm, const char *body, size_t len, size_t cap, double *raw,
                         unsigned char *flags, unsigned char *seen);
+/* The served model named by r->model_name: its slot, with r->sm acquired; or
+ * -1 with the error written and *st its status (404 unknown, 503 not loaded). */
+int srv_predict_model(srv_req *r, unsigned *st);
+/* Fills r->raw and r->flags of the n instances marked in r->from_encounter
+ * (n_enc of them) from the model's feature table, by the pseudonyms in
+ * r->pseudo. what: printf format of the field named in a 404 (one %zu: i).
+ * 0 or the status of the error written. */
+unsigned srv_lookup_encounters(srv_req *r, size_t n, size_t n_enc, const char *what)
+    __attribute__((format(printf, 4, 0)));
+/* Scores the n instances in r->raw (r->sm, slot): r->values and r->contrib,
+ * the audit record (a full queue refuses: 503), the instance counter and the
+ * drift counts. 0 or the status of the error written. */
+unsigned srv_score(srv_req *r, int slot, size_t n, int by_encounter);
+/* The used inputs of one instance's contributions c, largest magnitude first
+ * (ties in input order), into order; returns how many. */
+size_t srv_contrib_order(const srv_model *sm, const double *c, size_t *order);
+/* Validates value v of input f (instance i) into *x, setting *flags: 0 or the
+ * status of the error written (field named as /v1 or V2 names it: r->route). */
+unsigned srv_check_value(srv_req *r, size_t i, const srv_feat *f, const cJSON *v, double *x, unsigned char *flags);
 unsigned srv_route_models(srv_req *r, const char *name);
 unsigned srv_route_kpi(srv_req *r, struct MHD_Connection *conn);
 unsigned srv_route_drift(srv_req *r);
@@ -458,6 +539,27 @@ unsigned srv_route_healthz(srv_req *r);
 unsigned srv_route_readyz(srv_req *r);
 unsigned srv_route_reload(srv_req *r);
 unsigned srv_route_openapi(srv_req *r);
+/* GET /v1/models/{model}/card: the served version's model card (Markdown). */
+unsigned srv_route_card(srv_req *r, struct MHD_Connection *conn);
+/* Open Inference Protocol V2 (v2.c) */
+unsigned srv_v2_live(srv_req *r, struct MHD_Connection *conn);
+unsigned srv_v2_ready(srv_req *r, struct MHD_Connection *conn);
+unsigned srv_v2_server(srv_req *r, struct MHD_Connection *conn);
+unsigned srv_v2_model(srv_req *r, struct MHD_Connection *conn);
+unsigned srv_v2_model_ready(srv_req *r, struct MHD_Connection *conn);
+unsigned srv_v2_infer(srv_req *r, struct MHD_Connection *conn);
+/* CDS Hooks 2.0 (cds.c) */
+unsigned srv_cds_discovery(srv_req *r, struct MHD_Connection *conn);
+unsigned srv_cds_call(srv_req *r, struct MHD_Connection *conn);
+unsigned srv_cds_feedback(srv_req *r, struct MHD_Connection *conn);
+/* Checks a CDS route's caller by the client's JWT (aud: the public URL + url).
+ * 0, or 401 with the error written. */
+unsigned srv_cds_authorize(srv_req *r, struct MHD_Connection *conn, const char *url);
+/* A fresh request id (32 hex digits), unique in the process. */
+void srv_request_id(px_server *s, char out[33]);
+/* Prints o into r->out with the request id added (when add_id) and deletes o;
+ * returns status, or 503 when out of memory. */
+unsigned srv_send_json(srv_req *r, cJSON *o, unsigned status, int add_id);
 
 /* Writes the error body {"error":{"code","message","field"?},"request_id"} into r->out
  * and returns status. field may be NULL. */
@@ -466,8 +568,65 @@ unsigned srv_error(srv_req *r, unsigned status, const char *code, const char *fi
 
 extern const char srv_openapi_json[];
 
+/* ---- CORS (cors.c) ----------------------------------------------------------------------- */
+
+/* Parses --cors-origins into s->cors. 0 or PX_EINVAL naming the bad origin. */
+int srv_cors_init(px_server *s, const char *list, px_err *e);
+void srv_cors_free(px_server *s);
+/* The request's Origin when it is allowed (valid while the request lives), else NULL. */
+const char *srv_cors_origin(const px_server *s, struct MHD_Connection *conn);
+/* Answers an OPTIONS preflight of url: 204, or the status of the error written. */
+unsigned srv_cors_preflight(srv_req *r, struct MHD_Connection *conn, const char *url);
+/* Adds the CORS headers of an answer to a request from an allowed origin. */
+void srv_cors_headers(const srv_req *r, struct MHD_Response *resp);
+
+/* ---- CDS Hooks client JWTs (jwt.c) --------------------------------------------------------- */
+
+typedef struct srv_jwt srv_jwt;
+/* Reads the CDS clients' public keys (a JWKS file: EC P-384 and RSA keys with
+ * kid) and the accepted issuers (comma-separated, NULL: any). NULL with e set. */
+srv_jwt *srv_jwt_new(const char *jwks_path, const char *issuers, px_err *e);
+void srv_jwt_free(srv_jwt *j);   /* accepts NULL */
+/* Checks a client's JWT (ES384/RS384 signature by the kid's key; iss, sub,
+ * aud == audience, exp, jti not replayed). 0 with the issuer in iss_out, or -1
+ * with the reason (no secret in it) in why. Thread-safe. */
+int srv_jwt_check(srv_jwt *j, const char *token, const char *audience, char *iss_out, size_t iss_len, char *why,
+                  size_t whylen);
+
+/* ---- answers (reply.c) --------------------------------------------------------------- */
+
+/* Queues r->out with status and the route's headers; the body stays owned by r. */
+enum MHD_Result srv_respond(struct MHD_Connection *conn, srv_req *r, unsigned status);
+/* A static 503 for a request without a struct (out of memory). */
+enum MHD_Result srv_respond_oom(struct MHD_Connection *conn);
+
+/* ---- numbers (numfmt.c) ---------------------------------------------------------------- */
+
 /* Shortest round-trip decimal of a double into out (at least 32 bytes); JSON-safe
  * (non-finite values become null). Returns the length. */
 size_t srv_fmt_double(char *out, double v);
+/* Six significant digits into out (at least 32 bytes), null when not finite. */
+size_t srv_fmt6(char *out, double v);
+
+/* ---- connections (conn.c) and the request lifecycle (request.c) ------------------------ */
+
+/* Sets c's state: waiting (for a request head: evictable) and its deadline (0: none). */
+void srv_conn_set(srv_conn *c, int waiting, uint64_t deadline_us);
+srv_conn *srv_conn_of(struct MHD_Connection *conn);
+void srv_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                       enum MHD_ConnectionNotificationCode toe);
+int srv_set_cloexec_nonblock(int fd);
+void *srv_acceptor_main(void *arg);
+/* libmicrohttpd's own connection limit for ours (room for cut connections). */
+unsigned srv_mhd_limit(unsigned ours);
+int srv_conn_tables_init(px_server *s, px_err *e);
+void srv_conn_free_all(px_server *s);
+void *srv_on_uri(void *cls, const char *uri, struct MHD_Connection *conn);
+void srv_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe);
+void srv_on_mhd_log(void *cls, const char *fmt, va_list ap);
+enum MHD_Result srv_on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                               const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls);
+/* Frees the calling thread's cache of request structs (the thread that stops the daemon). */
+void srv_req_cache_flush(void);
 
 #endif

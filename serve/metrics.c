@@ -5,10 +5,8 @@
 #include <math.h>
 #include <string.h>
 
-const char *const srv_route_names[R__COUNT] = {"predict", "models", "model", "kpi", "drift", "alerts", "reload",
-                                               "healthz", "readyz", "metrics", "openapi", "unknown"};
-
-static const unsigned statuses[SRV_NSTATUS - 1] = {200, 202, 400, 401, 403, 404, 405, 408, 413, 415, 422, 429, 500, 503};
+static const unsigned statuses[SRV_NSTATUS - 1] = {200, 202, 204, 400, 401, 403, 404, 405, 408, 412,
+                                                   413, 415, 422, 429, 431, 500, 501, 503};
 /* predict latency buckets, in microseconds */
 static const unsigned buckets_us[SRV_NBUCKETS] = {100,  250,  500,   750,   1000,   2000,   3000,
                                                   5000, 10000, 25000, 50000, 100000, 250000, 1000000};
@@ -55,17 +53,24 @@ void srv_metrics_render(px_server *s, px_buf *b)
     srv_metrics *m = &s->metrics;
     px_buf_adds(b, "# HELP prognos_http_requests_total HTTP requests answered, by route and status.\n"
                    "# TYPE prognos_http_requests_total counter\n");
-    for (int r = 0; r < R__COUNT; r++)
+    /* one series per label: routes that share a label (a V2 path with and
+     * without its version) are summed under the first of them */
+    for (int r = 0; r < R__COUNT; r++) {
+        const char *lab = srv_route_label(r);
+        int first = 1;
+        for (int q = 0; q < r && first; q++) first = strcmp(srv_route_label(q), lab) != 0;
+        if (!first) continue;
         for (int i = 0; i < SRV_NSTATUS; i++) {
-            unsigned long long v = ld(&m->requests[r][i]);
+            unsigned long long v = 0;
+            for (int q = r; q < R__COUNT; q++)
+                if (strcmp(srv_route_label(q), lab) == 0) v += ld(&m->requests[q][i]);
             if (!v) continue;
             if (i < SRV_NSTATUS - 1)
-                px_buf_printf(b, "prognos_http_requests_total{route=\"%s\",status=\"%u\"} %llu\n", srv_route_names[r],
-                              statuses[i], v);
+                px_buf_printf(b, "prognos_http_requests_total{route=\"%s\",status=\"%u\"} %llu\n", lab, statuses[i], v);
             else
-                px_buf_printf(b, "prognos_http_requests_total{route=\"%s\",status=\"other\"} %llu\n",
-                              srv_route_names[r], v);
+                px_buf_printf(b, "prognos_http_requests_total{route=\"%s\",status=\"other\"} %llu\n", lab, v);
         }
+    }
     px_buf_adds(b, "# HELP prognos_predict_latency_seconds Time from the request line to the queued answer.\n"
                    "# TYPE prognos_predict_latency_seconds histogram\n");
     unsigned long long cum = 0;
@@ -116,7 +121,7 @@ void srv_metrics_render(px_server *s, px_buf *b)
                   "# TYPE prognos_drift_alerts_raised_total counter\nprognos_drift_alerts_raised_total %llu\n",
                   ld(&m->reloads), ld(&m->reload_failures), atomic_load(&m->connections), ld(&m->drift_windows),
                   ld(&m->drift_alerts));
-    /* connection deadlines and admission (http.c) */
+    /* connection deadlines and admission (conn.c) */
     px_buf_printf(b,
                   "# HELP prognos_http_connections_cut_total Connections cut at their deadline or evicted.\n"
                   "# TYPE prognos_http_connections_cut_total counter\nprognos_http_connections_cut_total %llu\n"
@@ -125,6 +130,19 @@ void srv_metrics_render(px_server *s, px_buf *b)
                   "# HELP prognos_http_connections_refused_total Connections refused with 503 (no room).\n"
                   "# TYPE prognos_http_connections_refused_total counter\nprognos_http_connections_refused_total %llu\n",
                   ld(&s->conn_cut), ld(&s->conn_evicted), ld(&s->conn_refused));
+    px_buf_printf(b,
+                  "# HELP prognos_cds_cards_total CDS Hooks cards returned (each scored and audited as a prediction).\n"
+                  "# TYPE prognos_cds_cards_total counter\nprognos_cds_cards_total %llu\n"
+                  "# HELP prognos_cds_warehouse_total CDS cards scored from the warehouse's row (no prefetch).\n"
+                  "# TYPE prognos_cds_warehouse_total counter\nprognos_cds_warehouse_total %llu\n"
+                  "# HELP prognos_cds_feedback_total CDS card feedback stored, by outcome.\n"
+                  "# TYPE prognos_cds_feedback_total counter\n"
+                  "prognos_cds_feedback_total{outcome=\"accepted\"} %llu\n"
+                  "prognos_cds_feedback_total{outcome=\"overridden\"} %llu\n"
+                  "# HELP prognos_cds_jwt_refused_total CDS calls refused for want of a valid client JWT.\n"
+                  "# TYPE prognos_cds_jwt_refused_total counter\nprognos_cds_jwt_refused_total %llu\n",
+                  ld(&m->cds_cards), ld(&m->cds_warehouse), ld(&m->cds_feedback_accepted),
+                  ld(&m->cds_feedback_overridden), ld(&m->jwt_refused));
     px_buf_printf(b,
                   "# HELP prognos_polls_total Completed polls of keys, champion aliases and cached lists.\n"
                   "# TYPE prognos_polls_total counter\nprognos_polls_total %llu\n",

@@ -226,7 +226,7 @@ srv_model *srv_model_load(PGconn *c, const px_config *cfg, const char *name, int
      * and the manifest's and model's digests recorded in registry.versions */
     if (!(sm->m = px_reg_load_version(c, cfg, name, version, "reference.json", &refbytes, &reflen, e))) goto fail;
     sm->k = px_model_nfeatures(sm->m);
-    if (sm->k == 0 || sm->k > 4096) {
+    if (sm->k == 0 || sm->k > SRV_MAX_INPUTS) {
         px_err_set(e, PX_ECORRUPT, "cannot serve model '%s' v%d: %zu inputs", name, version, sm->k);
         goto fail;
     }

@@ -15,64 +15,9 @@
 #include <string.h>
 #include <unistd.h>
 
-
 #define FLAG_IMPUTED SRV_FLAG_IMPUTED
 #define FLAG_EXTRAPOLATED SRV_FLAG_EXTRAPOLATED
 #define FLAG_UNKNOWN_LEVEL SRV_FLAG_UNKNOWN_LEVEL
-
-/* 6 significant digits, fast for the common magnitudes (a response carries
- * dozens of numbers; snprintf("%g") would be most of its cost). */
-static size_t fmt6(char *out, double v)
-{
-    if (!isfinite(v)) {
-        memcpy(out, "null", 4);
-        return 4;
-    }
-    if (v == 0) {
-        out[0] = '0';
-        return 1;
-    }
-    double a = fabs(v);
-    if (a < 1e-4 || a >= 1e9) return (size_t)snprintf(out, 32, "%.6g", v);
-    static const double p10[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10};
-    static const double thr[] = {1e-3, 1e-2, 1e-1, 1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8};
-    /* decimal exponent by comparison: a is in [1e-4, 1e9) */
-    int e10 = -4;
-    while (e10 < 8 && a >= thr[e10 + 4]) e10++;
-    int dec = 5 - e10;
-    if (dec < 0) dec = 0;
-    unsigned long long u = (unsigned long long)llround(a * p10[dec]);
-    /* the digits of u, two at a time; the last dec of them are the fraction */
-    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-                                "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-                                "8081828384858687888990919293949596979899";
-    char d[24];
-    int t = 24;
-    while (u >= 100) {
-        unsigned q = (unsigned)(u % 100);
-        u /= 100;
-        d[--t] = pairs[2 * q + 1];
-        d[--t] = pairs[2 * q];
-    }
-    if (u >= 10) {
-        d[--t] = pairs[2 * u + 1];
-        d[--t] = pairs[2 * u];
-    } else
-        d[--t] = (char)('0' + u);
-    while (24 - t <= dec) d[--t] = '0'; /* at least one digit before the point */
-    int len = 24 - t, ilen = len - dec, flen = dec;
-    while (flen > 0 && d[t + ilen + flen - 1] == '0') flen--;
-    size_t n = 0;
-    if (v < 0) out[n++] = '-';
-    memcpy(out + n, d + t, (size_t)ilen);
-    n += (size_t)ilen;
-    if (flen > 0) {
-        out[n++] = '.';
-        memcpy(out + n, d + t + ilen, (size_t)flen);
-        n += (size_t)flen;
-    }
-    return n;
-}
 
 static int find_slot(px_server *s, const char *name)
 {
@@ -114,7 +59,7 @@ static void levels_list(const px_feature_info *fi, char *out, size_t n)
 }
 
 /* Validates one value of instance i for feature j into *x. 0 or the status written. */
-static unsigned check_value(srv_req *r, size_t i, const srv_feat *f, const cJSON *v, double *x, unsigned char *flags)
+unsigned srv_check_value(srv_req *r, size_t i, const srv_feat *f, const cJSON *v, double *x, unsigned char *flags)
 {
     if (cJSON_IsNull(v)) { /* explicitly unknown: imputed by the training mean / reference level */
         *x = NAN;
@@ -122,7 +67,10 @@ static unsigned check_value(srv_req *r, size_t i, const srv_feat *f, const cJSON
         return 0;
     }
     char field[128];
-#define FIELD (snprintf(field, sizeof field, "instances[%zu].%s", i, f->name), field)
+#define FIELD                                                                                              \
+    (srv_route_is_v2_infer(r->route) ? snprintf(field, sizeof field, "inputs.%s.data[%zu]", f->name, i)        \
+                                    : snprintf(field, sizeof field, "instances[%zu].%s", i, f->name),      \
+     field)
     if (f->numeric) {
         double d;
         if (cJSON_IsNumber(v)) d = v->valuedouble;
@@ -172,7 +120,7 @@ static unsigned check_instance(srv_req *r, size_t i, const cJSON *inst, double *
             return srv_error(r, 400, "duplicate_field", field, "%s is given twice", sm->f[j].name);
         }
         seen[j] = 1;
-        unsigned st = check_value(r, i, &sm->f[j], v, &raw[j], &flags[j]);
+        unsigned st = srv_check_value(r, i, &sm->f[j], v, &raw[j], &flags[j]);
         if (st) return st;
     }
     for (size_t j = 0; j < sm->k; j++) {
@@ -187,31 +135,45 @@ static unsigned check_instance(srv_req *r, size_t i, const cJSON *inst, double *
     return 0;
 }
 
-static unsigned lookup_encounters(srv_req *r, const cJSON *arr, size_t n, double *raw, unsigned char *flags,
-                                  size_t n_enc)
+/* Fills the pseudonyms of the instances given by encounter id (r->pseudo) from
+ * the body's instances array. 0, or 503 when out of memory. */
+static unsigned pseudonymize(srv_req *r, const cJSON *arr, size_t n)
 {
-    px_server *s = r->s;
-    const srv_model *sm = r->sm;
     char (*pseudo)[33] = r->pseudo = calloc(n, sizeof *pseudo);
-    px_buf *lit = &r->scratch;
-    PGresult *res = NULL;
-    PGconn *c = NULL;
-    unsigned st = 0;
-    int broken = 0;
     if (!pseudo) return srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
-    px_buf_addc(lit, '{');
-    size_t i = 0, first = 1;
+    size_t i = 0;
     const cJSON *inst;
     cJSON_ArrayForEach(inst, arr)
     {
         if (r->from_encounter[i]) {
             const cJSON *id = encounter_member(inst);
-            px_pseudo_id(s->pseudo, PX_ID_ENCOUNTER, id->valuestring, strlen(id->valuestring), pseudo[i]);
-            if (!first) px_buf_addc(lit, ',');
-            px_buf_adds(lit, pseudo[i]);
-            first = 0;
+            px_pseudo_id(r->s->pseudo, PX_ID_ENCOUNTER, id->valuestring, strlen(id->valuestring), pseudo[i]);
         }
         i++;
+    }
+    return 0;
+}
+
+unsigned srv_lookup_encounters(srv_req *r, size_t n, size_t n_enc, const char *what)
+{
+    px_server *s = r->s;
+    const srv_model *sm = r->sm;
+    char (*pseudo)[33] = r->pseudo;
+    double *raw = r->raw;
+    unsigned char *flags = r->flags;
+    px_buf *lit = &r->scratch;
+    PGresult *res = NULL;
+    PGconn *c = NULL;
+    unsigned st = 0;
+    int broken = 0;
+    size_t i, first = 1;
+    lit->len = 0;
+    px_buf_addc(lit, '{');
+    for (i = 0; i < n; i++) {
+        if (!r->from_encounter[i]) continue;
+        if (!first) px_buf_addc(lit, ',');
+        px_buf_adds(lit, pseudo[i]);
+        first = 0;
     }
     if (px_buf_addc(lit, '}') != 0) {
         st = srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
@@ -262,7 +224,7 @@ static unsigned lookup_encounters(srv_req *r, const cJSON *arr, size_t n, double
         }
         if (row < 0) {
             char field[64];
-            snprintf(field, sizeof field, "instances[%zu].encounter_id", i);
+            snprintf(field, sizeof field, what, i);
             st = srv_error(r, 404, "encounter_not_found", field,
                            "no feature row for this encounter in %s (not loaded, or not in the model's cohort)",
                            sm->feature_table);
@@ -391,39 +353,43 @@ unsigned srv_predict_inputs(srv_req *r, int fast, size_t *n_out, size_t *n_enc_o
     return inputs_cjson(r, n_out, n_enc_out);
 }
 
-unsigned srv_route_predict(srv_req *r)
+/* The served model named by the request's path: its slot, with r->sm acquired;
+ * or -1 with the error written (404 unknown, 503 not loaded). */
+int srv_predict_model(srv_req *r, unsigned *st)
 {
     px_server *s = r->s;
     int slot = find_slot(s, r->model_name);
-    if (slot < 0)
-        return srv_error(r, 404, "unknown_model", NULL, "no model '%.64s' is served (GET /v1/models lists them)",
-                         r->model_name);
-    if (!(r->sm = srv_acquire(&s->models[slot])))
-        return srv_error(r, 503, "model_unavailable", NULL, "model '%s' is not loaded (see the server log)", r->model_name);
+    if (slot < 0) {
+        *st = srv_error(r, 404, "unknown_model", NULL, "no model '%.64s' is served (GET /v1/models lists them)",
+                        r->model_name);
+        return -1;
+    }
+    if (!(r->sm = srv_acquire(&s->models[slot]))) {
+        *st = srv_error(r, 503, "model_unavailable", NULL, "model '%s' is not loaded (see the server log)",
+                        r->model_name);
+        return -1;
+    }
+    return slot;
+}
+
+unsigned srv_score(srv_req *r, int slot, size_t n, int by_encounter)
+{
+    px_server *s = r->s;
     const srv_model *sm = r->sm;
-    size_t n = 0, n_enc = 0, k = sm->k, i;
-    int was_fast;
-    unsigned st = srv_predict_inputs(r, s->p.fast_parse, &n, &n_enc, &was_fast);
-    if (st) return st;
-    if (was_fast) atomic_fetch_add_explicit(&s->metrics.fast_parsed, 1, memory_order_relaxed);
-    unsigned char *flags = r->flags;
+    size_t k = sm->k, i;
+    unsigned st = 0;
     srv_arena *arena = &r->arena;
     r->contrib = srv_arena_alloc(arena, n * k * sizeof *r->contrib, 0);
     r->values = srv_arena_alloc(arena, n * sizeof *r->values, 0);
     r->bins = srv_arena_alloc(arena, n * (k + 1) * sizeof *r->bins, 0);
     if (!r->contrib || !r->values || !r->bins)
         return srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
-    if (n_enc && (st = lookup_encounters(r, cJSON_GetObjectItemCaseSensitive(r->json, "instances"), n, r->raw, flags,
-                                         n_enc)) != 0)
-        goto done;
-
     px_err e = {0};
     for (i = 0; i < n; i++)
         if (px_model_predict(sm->m, r->raw + i * k, &r->values[i], r->contrib + i * k, &e) != 0) {
             char field[64];
             snprintf(field, sizeof field, "instances[%zu]", i);
-            st = srv_error(r, 422, "cannot_score", field, "%s", e.msg);
-            goto done;
+            return srv_error(r, 422, "cannot_score", field, "%s", e.msg);
         }
 
     /* the audit record comes before the answer: no record, no answer */
@@ -438,13 +404,11 @@ unsigned srv_route_predict(srv_req *r)
         ar.request_id[h] = (unsigned char)(((hi <= '9' ? hi - '0' : hi - 'a' + 10) << 4) | (lo <= '9' ? lo - '0' : lo - 'a' + 10));
     }
     ar.instances = (uint32_t)n;
-    ar.by_encounter = (uint32_t)n_enc;
+    ar.by_encounter = (uint32_t)by_encounter;
     ar.latency_us = (uint32_t)(srv_mono_us() - r->t0_us);
-    if (srv_audit_push(&s->audit, &ar) != 0) {
-        st = srv_error(r, 503, "audit_unavailable", NULL,
-                       "predictions are not answered while they cannot be audited (the audit backlog is full)");
-        goto done;
-    }
+    if (srv_audit_push(&s->audit, &ar) != 0)
+        return srv_error(r, 503, "audit_unavailable", NULL,
+                         "predictions are not answered while they cannot be audited (the audit backlog is full)");
     atomic_fetch_add_explicit(&s->metrics.instances, n, memory_order_relaxed);
     if (sm->drift) {
         srv_drift *d = sm->drift;
@@ -461,7 +425,47 @@ unsigned srv_route_predict(srv_req *r)
         atomic_fetch_add_explicit(&d->predictions, n, memory_order_relaxed);
         atomic_fetch_add_explicit(&d->requests, 1, memory_order_relaxed);
     }
+    return st;
+}
 
+size_t srv_contrib_order(const srv_model *sm, const double *c, size_t *order)
+{
+    double mag[SRV_MAX_INPUTS];
+    size_t m = 0;
+    /* largest effect first, ties in input order (insertion sort on the
+     * magnitudes: k is small) */
+    for (size_t j = 0; j < sm->k && j < SRV_MAX_INPUTS; j++) {
+        if (sm->f[j].info->dropped) continue;
+        double a = fabs(c[j]);
+        size_t p = m++;
+        while (p > 0 && mag[p - 1] < a) {
+            order[p] = order[p - 1];
+            mag[p] = mag[p - 1];
+            p--;
+        }
+        order[p] = j;
+        mag[p] = a;
+    }
+    return m;
+}
+
+unsigned srv_route_predict(srv_req *r)
+{
+    px_server *s = r->s;
+    unsigned st = 0;
+    int slot = srv_predict_model(r, &st);
+    if (slot < 0) return st;
+    const srv_model *sm = r->sm;
+    size_t n = 0, n_enc = 0, k = sm->k, i;
+    int was_fast;
+    st = srv_predict_inputs(r, s->p.fast_parse, &n, &n_enc, &was_fast);
+    if (st) return st;
+    if (was_fast) atomic_fetch_add_explicit(&s->metrics.fast_parsed, 1, memory_order_relaxed);
+    unsigned char *flags = r->flags;
+    if (n_enc && ((st = pseudonymize(r, cJSON_GetObjectItemCaseSensitive(r->json, "instances"), n)) != 0 ||
+                  (st = srv_lookup_encounters(r, n, n_enc, "instances[%zu].encounter_id")) != 0))
+        goto done;
+    if ((st = srv_score(r, slot, n, (int)n_enc)) != 0) goto done;
     /* the answer: the head with px_buf, then the predictions written straight
      * into room reserved for their largest possible size (no check per piece) */
     px_buf *b = &r->out;
@@ -487,39 +491,24 @@ unsigned srv_route_predict(srv_req *r)
     char *o = b->data + b->len;
 #define PUT(lit) (memcpy(o, lit, sizeof lit - 1), o += sizeof lit - 1)
 #define PUTN(p, len) (memcpy(o, p, len), o += len)
-    size_t order[4096];
-    double mag[4096];
+    size_t order[SRV_MAX_INPUTS];
     for (i = 0; i < n; i++) {
         const double *c = r->contrib + i * k;
         if (i) *o++ = ',';
         PUT("{\"value\":");
-        o += fmt6(o, r->values[i]);
+        o += srv_fmt6(o, r->values[i]);
         PUT(",\"band\":\"");
         const char *band = srv_band(sm, r->values[i]);
         PUTN(band, strlen(band));
         PUT("\",\"contributions\":[");
-        /* largest effect first, ties in input order (insertion sort on the
-         * magnitudes: k is small) */
-        size_t m = 0;
-        for (size_t j = 0; j < k; j++) {
-            if (sm->f[j].info->dropped) continue;
-            double a = fabs(c[j]);
-            size_t p = m++;
-            while (p > 0 && mag[p - 1] < a) {
-                order[p] = order[p - 1];
-                mag[p] = mag[p - 1];
-                p--;
-            }
-            order[p] = j;
-            mag[p] = a;
-        }
+        size_t m = srv_contrib_order(sm, c, order);
         for (size_t q = 0; q < m; q++) {
             size_t j = order[q];
             if (q) *o++ = ',';
             PUT("{\"feature\":");
             PUTN(sm->f[j].json_name, sm->f[j].json_namelen);
             PUT(",\"value\":");
-            o += fmt6(o, c[j]);
+            o += srv_fmt6(o, c[j]);
             *o++ = '}';
         }
         *o++ = ']';

@@ -9,22 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
-/* Prints o into r->out with the request id added; deletes o. */
-static unsigned send_json(srv_req *r, cJSON *o, unsigned status)
-{
-    if (!o) return srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
-    cJSON_AddStringToObject(o, "request_id", r->request_id);
-    char *txt = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!txt) return srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
-    r->out.len = 0;
-    int rc = px_buf_adds(&r->out, txt);
-    free(txt);
-    if (rc == 0) rc = px_buf_addc(&r->out, '\n');
-    return rc == 0 ? status : srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
-}
-
 static cJSON *cached(srv_slot *slot)
 {
     srv_text *t = srv_acquire(slot);
@@ -68,7 +52,7 @@ unsigned srv_route_models(srv_req *r, const char *name)
                 srv_release(sm);
             }
         }
-        return send_json(r, root, 200);
+        return srv_send_json(r, root, 200, 1);
     }
     cJSON *m, *found = NULL;
     cJSON_ArrayForEach(m, models)
@@ -89,7 +73,7 @@ unsigned srv_route_models(srv_req *r, const char *name)
         srv_release(sm);
     }
     if (!cJSON_GetObjectItemCaseSensitive(found, "serving")) cJSON_AddNullToObject(found, "serving");
-    return send_json(r, found, 200);
+    return srv_send_json(r, found, 200, 1);
 }
 
 /* /v1/kpi: the newest run of `prognos kpi compute` (px_kpi_latest):
@@ -130,7 +114,7 @@ unsigned srv_route_kpi(srv_req *r, struct MHD_Connection *conn)
         px_log(PX_LOG_WARN, "serve: /v1/kpi: %s: %s", e.msg, e.detail);
         st = srv_error(r, 503, "database_unavailable", NULL, "cannot read KPIs");
     } else
-        st = send_json(r, cJSON_Parse(json), 200);
+        st = srv_send_json(r, cJSON_Parse(json), 200, 1);
     free(json);
     srv_pool_put(s, c, broken);
     return st;
@@ -156,7 +140,7 @@ unsigned srv_route_drift(srv_req *r)
         if (d) cJSON_AddItemToArray(mons, d);
     }
     pthread_mutex_unlock(&s->drift_mu);
-    return send_json(r, o, 200);
+    return srv_send_json(r, o, 200, 1);
 }
 
 unsigned srv_route_alerts(srv_req *r, struct MHD_Connection *conn)
@@ -177,7 +161,7 @@ unsigned srv_route_alerts(srv_req *r, struct MHD_Connection *conn)
             cJSON_Delete(cJSON_DetachItemViaPointer(arr, a));
         a = next;
     }
-    return send_json(r, root, 200);
+    return srv_send_json(r, root, 200, 1);
 }
 
 unsigned srv_route_metrics(srv_req *r)
@@ -237,4 +221,33 @@ unsigned srv_route_openapi(srv_req *r)
     r->out.len = 0;
     return px_buf_adds(&r->out, srv_openapi_json) == 0 ? 200
                                                        : srv_error(r, 503, "out_of_memory", NULL, "out of memory");
+}
+
+/* The model card of the served version, for the link in a CDS card: public (it
+ * describes the model, not a patient), read through a pooled connection. */
+unsigned srv_route_card(srv_req *r, struct MHD_Connection *conn)
+{
+    (void)conn;
+    unsigned st = 0;
+    if (srv_predict_model(r, &st) < 0) return st;
+    px_err e = {0};
+    PGconn *c = srv_pool_get(r->s, &e);
+    if (!c) return srv_error(r, 503, "database_unavailable", NULL, "the warehouse is unreachable");
+    char *text = NULL, ref[16];
+    size_t len = 0;
+    snprintf(ref, sizeof ref, "%d", r->sm->version);
+    FILE *f = open_memstream(&text, &len);
+    int rc = f ? px_reg_card(c, &r->s->cfg, r->sm->name, ref, f, &e) : PX_ENOMEM;
+    if (f) fclose(f);
+    srv_pool_put(r->s, c, PQstatus(c) != CONNECTION_OK);
+    if (rc != 0) {
+        free(text);
+        px_log(PX_LOG_WARN, "serve: model card of '%s' v%d: %s", r->sm->name, r->sm->version, e.msg);
+        return srv_error(r, 503, "card_unavailable", NULL, "cannot write the model card of '%s' v%d", r->sm->name,
+                         r->sm->version);
+    }
+    r->out.len = 0;
+    rc = px_buf_add(&r->out, text, len);
+    free(text);
+    return rc == 0 ? 200 : srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
 }

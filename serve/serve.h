@@ -40,6 +40,17 @@ typedef struct px_serve_params {
     int public_metrics;          /* 1: /metrics needs no key (default 0: role read) */
     int fast_parse;              /* 1: the one-pass reader for the common predict body, cJSON
                                   * for the rest (default); 0: cJSON for every body */
+    const char *tls_cert;        /* PEM certificate (chain) file: HTTPS through libmicrohttpd's TLS
+                                  * (GnuTLS); NULL: plain HTTP (default) */
+    const char *tls_key;         /* PEM private key of tls_cert (both or neither) */
+    const char *cors_origins;    /* comma-separated origins a browser may call from ("*": any);
+                                  * NULL: none (default) */
+    const char *public_url;      /* the server's base URL as clients reach it (the CDS Hooks JWT
+                                  * audience, links in cards); default http(s)://listen */
+    const char *cds_jwks;        /* JWKS file of the CDS clients' public keys: CDS calls then need
+                                  * a client's signed JWT; NULL: a predict API key instead */
+    const char *cds_issuers;     /* comma-separated iss values accepted (NULL: any issuer whose
+                                  * key is in the JWKS) */
 } px_serve_params;
 
 px_serve_params px_serve_default_params(void);

@@ -14,6 +14,7 @@ int cmd_db(int argc, char **argv);
 int cmd_etl(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_features(int argc, char **argv);
+int cmd_features_fhir(int argc, char **argv); /* `features fhir`, called by cmd_features */
 int cmd_registry(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_retrain(int argc, char **argv);

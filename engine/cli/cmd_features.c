@@ -1,4 +1,4 @@
-/* cmd_features.c: prognos features build | list */
+/* cmd_features.c: prognos features build | list | fhir (cmd_features_fhir.c) */
 #include "engine/cli/cli.h"
 #include "features/features.h"
 #include <libpq-fe.h>
@@ -9,6 +9,8 @@
 static const char usage[] =
     "usage: prognos features build [--set readmission|mortality|los|all] [--json]\n"
     "       prognos features list [--json]\n"
+    "       prognos features fhir --set readmission|mortality|los --prefetch FILE\n"
+    "                             [--as-of DATE] [--ndjson]\n"
     "\n"
     "build    (re)build feature tables in the warehouse, each in one transaction:\n"
     "         features.readmission, features.mortality, features.los, one row per index\n"
@@ -18,8 +20,19 @@ static const char usage[] =
     "           --set NAME   one set, or all (default)\n"
     "           --json       one JSON object per set, in an array\n"
     "list     the latest build of each set: rows, positives, definition hash, batches\n"
+    "fhir     the feature instance of one stay computed from FHIR R4 resources, by\n"
+    "         the same definitions as the feature tables (README \"Features from\n"
+    "         FHIR\"). FILE (- for stdin) holds a CDS Hooks prefetch: an object with\n"
+    "         patient, encounter, conditions, encounters and procedures (a resource,\n"
+    "         an array or a searchset Bundle each). Prints the instance as one JSON\n"
+    "         object in the /v1 predict format. Reads no warehouse.\n"
+    "           --as-of DATE   prediction time (default: the encounter's end for\n"
+    "                          readmission, its start for mortality and los)\n"
+    "           --ndjson       FILE holds one prefetch per line; one line out per\n"
+    "                          line in: the instance, or {\"error\",\"where\"} (exit 1)\n"
     "\n"
     "Exit codes: 0 ok (built or unchanged), 1 failed, 2 usage error.\n";
+
 
 static int do_build(int argc, char **argv)
 {
@@ -99,6 +112,7 @@ int cmd_features(int argc, char **argv)
         fputs(usage, stdout);
         return PX_EXIT_OK;
     }
+    if (strcmp(argv[1], "fhir") == 0) return cmd_features_fhir(argc, argv);
     if (strcmp(argv[1], "build") == 0) return do_build(argc, argv);
     if (strcmp(argv[1], "list") == 0) return do_list(argc, argv);
     return px_cli_usage_error("features", "unknown subcommand '%s'", argv[1]);

@@ -2,6 +2,7 @@
  * effects and the truth.json that documents them (engine/GENERATOR.md). Parses
  * its options, calls px_generate() and prints a one-line summary or JSON. */
 #include "engine/cli/cli.h"
+#include "engine/fhir.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +11,8 @@
 
 static const char usage[] =
     "usage: prognos generate --out DIR [--patients N] [--seed S] [--facilities K]\n"
-    "                        [--small-facilities N] [--years FIRST-LAST] [--json]\n"
+    "                        [--small-facilities N] [--years FIRST-LAST]\n"
+    "                        [--format canonical|fhir] [--json]\n"
     "\n"
     "Writes a synthetic dataset in the canonical CSV layout (facilities.csv,\n"
     "providers.csv, patients.csv, encounters.csv, diagnoses.csv, procedures.csv)\n"
@@ -32,6 +34,11 @@ static const char usage[] =
     "                     other facilities and patients come out unchanged\n"
     "  --years A-B        admission years, inclusive (default 2019-2023); a stay\n"
     "                     may last up to 365 days, and every date must be past\n"
+    "  --format F         canonical (default): the CSV files above; fhir: the same\n"
+    "                     data as FHIR R4 Bulk Data NDJSON (Organization,\n"
+    "                     Practitioner, Patient, Encounter, Condition and\n"
+    "                     Procedure.ndjson, ICD-10-CM/PCS coded; README \"FHIR\")\n"
+    "                     and truth.json\n"
     "  --json             print the summary as JSON\n"
     "  -h, --help         show this help\n"
     "\n"
@@ -108,7 +115,7 @@ static void print_summary(const px_gen_params *p, const px_gen_result *r, double
 }
 
 /* Parses one option (and its value) at argv[*i]; returns 0 or an exit code. */
-static int parse_option(int argc, char **argv, int *i, px_gen_params *p, int *json)
+static int parse_option(int argc, char **argv, int *i, px_gen_params *p, int *json, int *fhir)
 {
     char name[64];
     const char *arg = argv[*i], *val = NULL, *eq = strchr(arg, '=');
@@ -122,13 +129,18 @@ static int parse_option(int argc, char **argv, int *i, px_gen_params *p, int *js
         return 0;
     }
     if (strcmp(name, "--out") && strcmp(name, "--patients") && strcmp(name, "--seed") &&
-        strcmp(name, "--facilities") && strcmp(name, "--small-facilities") && strcmp(name, "--years"))
+        strcmp(name, "--facilities") && strcmp(name, "--small-facilities") && strcmp(name, "--years") &&
+        strcmp(name, "--format"))
         return px_cli_usage_error("generate", "unknown option '%s'", arg);
     if (eq) val = eq + 1;
     else if (*i + 1 < argc) val = argv[++*i];
     else return px_cli_usage_error("generate", "option '%s' needs a value", name);
     long long v;
-    if (strcmp(name, "--out") == 0) {
+    if (strcmp(name, "--format") == 0) {
+        if (strcmp(val, "canonical") && strcmp(val, "fhir"))
+            return px_cli_usage_error("generate", "--format must be canonical or fhir, not '%s'", val);
+        *fhir = strcmp(val, "fhir") == 0;
+    } else if (strcmp(name, "--out") == 0) {
         if (!*val) return px_cli_usage_error("generate", "--out needs a directory");
         p->out_dir = val;
     } else if (strcmp(name, "--patients") == 0) {
@@ -159,9 +171,9 @@ int cmd_generate(int argc, char **argv)
         return PX_EXIT_OK;
     }
     px_gen_params p = px_gen_default_params();
-    int json = 0;
+    int json = 0, fhir = 0;
     for (int i = 1; i < argc; i++) {
-        int rc = parse_option(argc, argv, &i, &p, &json);
+        int rc = parse_option(argc, argv, &i, &p, &json, &fhir);
         if (rc) return rc;
     }
     if (!p.out_dir) return px_cli_usage_error("generate", "missing --out DIR");
@@ -169,8 +181,8 @@ int cmd_generate(int argc, char **argv)
     px_err e = {0};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int rc = px_generate(&p, &r, &e);
-    if (rc == PX_EINVAL) {  /* parameters the library refused (years reaching today): usage */
+    int rc = fhir ? px_generate_fhir(&p, &r, &e) : px_generate(&p, &r, &e);
+    if (rc == PX_EINVAL && !fhir) {  /* parameters the library refused (years reaching today): usage */
         px_err_print(&e);
         fputs("Try 'prognos generate --help'.\n", stderr);
         return PX_EXIT_USAGE;

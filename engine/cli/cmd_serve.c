@@ -9,9 +9,12 @@
 static const char usage[] =
     "usage: prognos serve [--listen HOST:PORT] [--models A,B] [--threads N] [limits...] [--port-file FILE]\n"
     "\n"
-    "Serves the champion version of every model over HTTP (see /openapi.json): predictions with\n"
-    "per-feature contributions, drift monitoring and alerts, KPIs, health and Prometheus metrics.\n"
-    "Every request but /healthz, /readyz and /openapi.json needs an API key ('prognos apikey create').\n"
+    "Serves the champion version of every model over HTTP or HTTPS (see /openapi.json): predictions\n"
+    "with per-feature contributions (/v1 and the Open Inference Protocol V2 under /v2), CDS Hooks\n"
+    "services (/cds-services), drift monitoring and alerts, KPIs, health and Prometheus metrics.\n"
+    "Every request but /healthz, /readyz, /openapi.json, /v2/health/*, /v2, /cds-services (discovery)\n"
+    "and the model cards needs an API key ('prognos apikey create'); CDS calls need the client's JWT\n"
+    "with --cds-jwks.\n"
     "A promoted champion is picked up within --poll-ms without a restart; SIGHUP reloads now.\n"
     "SIGINT or SIGTERM stop it after the requests in flight, flushing the audit queue.\n"
     "\n"
@@ -46,6 +49,18 @@ static const char usage[] =
     "  --no-fast-parse          read every predict body with cJSON (default: a one-pass\n"
     "                           reader for the common body, cJSON for the rest)\n"
     "  --port-file FILE         write the bound port there once listening\n"
+    "  --tls-cert FILE          serve HTTPS with this PEM certificate (chain); with --tls-key\n"
+    "  --tls-key FILE           the PEM private key of --tls-cert\n"
+    "  --cors-origins LIST      comma-separated origins a browser may call from, such as\n"
+    "                           https://ehr.example.org (* for any); default none\n"
+    "  --public-url URL         the server's base URL as clients reach it (the CDS Hooks JWT\n"
+    "                           audience is URL/cds-services/ID; card links); default\n"
+    "                           http(s)://HOST:PORT of --listen\n"
+    "  --cds-jwks FILE          the CDS clients' public keys (a JWKS: EC P-384 or RSA, by kid);\n"
+    "                           CDS calls then need the client's signed JWT (ES384/RS384);\n"
+    "                           without it they need a predict API key\n"
+    "  --cds-issuers LIST       comma-separated JWT issuers accepted (default: any issuer\n"
+    "                           whose key is in --cds-jwks)\n"
     "\n"
     "Exit codes: 0 stopped by a signal, 1 failed to start, 2 usage.\n";
 
@@ -94,6 +109,12 @@ int cmd_serve(int argc, char **argv)
         else if (strcmp(o, "--port-file") == 0 && has) p.port_file = argv[++i];
         else if (strcmp(o, "--public-metrics") == 0) p.public_metrics = 1;
         else if (strcmp(o, "--no-fast-parse") == 0) p.fast_parse = 0;
+        else if (strcmp(o, "--tls-cert") == 0 && has) p.tls_cert = argv[++i];
+        else if (strcmp(o, "--tls-key") == 0 && has) p.tls_key = argv[++i];
+        else if (strcmp(o, "--cors-origins") == 0 && has) p.cors_origins = argv[++i];
+        else if (strcmp(o, "--public-url") == 0 && has) p.public_url = argv[++i];
+        else if (strcmp(o, "--cds-jwks") == 0 && has) p.cds_jwks = argv[++i];
+        else if (strcmp(o, "--cds-issuers") == 0 && has) p.cds_issuers = argv[++i];
         NUMOPT("--threads", 1, 64, threads, unsigned)
         NUMOPT("--max-connections", 1, 100000, max_connections, unsigned)
         NUMOPT("--max-per-ip", 1, 100000, max_per_ip, unsigned)
@@ -128,7 +149,7 @@ int cmd_serve(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sa.sa_handler = on_hup;
     sigaction(SIGHUP, &sa, NULL);
-    fprintf(stderr, "prognos: serving on http://%.*s:%u (log: %s/log/prognos.log)\n",
+    fprintf(stderr, "prognos: serving on %s://%.*s:%u (log: %s/log/prognos.log)\n", p.tls_cert ? "https" : "http",
             (int)(strrchr(p.listen, ':') - p.listen), p.listen, px_serve_port(g_server), cfg.home);
     px_serve_wait(g_server);
     fprintf(stderr, "prognos: stopping\n");

@@ -194,7 +194,12 @@ def cmd_routes(a):
     check(st == 200 and api.get("openapi", "").startswith("3."), f"openapi {st}")
     routes = {("post", "/v1/models/{model}/predict"), ("get", "/v1/models"), ("get", "/v1/models/{model}"),
               ("get", "/v1/kpi"), ("get", "/v1/drift"), ("get", "/v1/alerts"), ("post", "/v1/admin/reload"),
-              ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"), ("get", "/openapi.json")}
+              ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"), ("get", "/openapi.json"),
+              ("get", "/v1/models/{model}/card"), ("get", "/v2/health/live"), ("get", "/v2/health/ready"), ("get", "/v2"),
+              ("get", "/v2/models/{model}"), ("get", "/v2/models/{model}/versions/{version}"),
+              ("get", "/v2/models/{model}/ready"), ("get", "/v2/models/{model}/versions/{version}/ready"),
+              ("post", "/v2/models/{model}/infer"), ("post", "/v2/models/{model}/versions/{version}/infer"),
+              ("get", "/cds-services"), ("post", "/cds-services/{id}"), ("post", "/cds-services/{id}/feedback")}
     described = {(m, p) for p, ops in api.get("paths", {}).items() for m in ops}
     check(described == routes, f"openapi paths differ from the routes: {described ^ routes}")
     for p, ops in api.get("paths", {}).items():
