@@ -77,12 +77,7 @@ int px_kpi_periods_parse(const char *s, int *flags)
     return 0;
 }
 
-double kpi_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
+double kpi_now(void) { return px_mono_s(); }
 
 const char *kpi_method_words(px_kpi_measure m)
 {
@@ -411,13 +406,6 @@ static void scored_free(scored *s)
     memset(s, 0, sizeof *s);
 }
 
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 /* Index of a facility name, added when new; -1 on out of memory. */
 static int fac_index(scored *s, const char *name)
 {
@@ -426,7 +414,7 @@ static int fac_index(scored *s, const char *name)
         unsigned *sl = calloc(ns, sizeof *sl);
         if (!sl) return -1;
         for (size_t i = 0; i < s->nfac; i++) {
-            size_t h = (size_t)(fnv1a(s->facs[i]) & (ns - 1));
+            size_t h = (size_t)(px_hash_str(s->facs[i]) & (ns - 1));
             while (sl[h]) h = (h + 1) & (ns - 1);
             sl[h] = (unsigned)i + 1;
         }
@@ -434,7 +422,7 @@ static int fac_index(scored *s, const char *name)
         s->slot = sl;
         s->nslot = ns;
     }
-    size_t h = (size_t)(fnv1a(name) & (s->nslot - 1));
+    size_t h = (size_t)(px_hash_str(name) & (s->nslot - 1));
     while (s->slot[h]) {
         if (strcmp(s->facs[s->slot[h] - 1], name) == 0) return (int)s->slot[h] - 1;
         h = (h + 1) & (s->nslot - 1);
@@ -1090,12 +1078,6 @@ static void hier_cell(cell *x, const cell *sys, const kpi_hier *hier)
     if (!x->suppressed) x->flag = hc->lo > 1 ? "worse" : hc->hi < 1 ? "better" : "no_different";
 }
 
-static int days_in_month(int y, int m)
-{
-    static const int d[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    return m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0) ? 29 : d[m - 1];
-}
-
 /* Label and end date of a period from its kind and start (first/last: the
  * data's discharge range, for "all"). label, s and end hold 16 bytes. */
 static void period_of(int kind, const char *start, const char *first, const char *last, char *label, char *s,
@@ -1116,7 +1098,7 @@ static void period_of(int kind, const char *start, const char *first, const char
         return;
     }
     snprintf(s, 16, "%04d-%02d-01", y, m);
-    snprintf(end, 16, "%04d-%02d-%02d", y, em, days_in_month(y, em));
+    snprintf(end, 16, "%04d-%02d-%02d", y, em, px_days_in_month(y, em));
 }
 
 static void put_num(px_buf *b, double v)

@@ -110,16 +110,11 @@ double px_kpi_overdispersion(const double *z, size_t k, double winsor);
  * a documented, seeded generator (splitmix64 seeding xoshiro256**, 53-bit
  * uniforms u in (0,1), inverse CDF -b sgn(u-1/2) log(1 - 2|u-1/2|)): the same
  * seed gives the same noise, so a release can be reproduced and audited. */
-typedef struct px_kpi_rng {
-    uint64_t s[4];
-} px_kpi_rng;
-
-void px_kpi_rng_seed(px_kpi_rng *r, uint64_t seed);
-double px_kpi_rng_uniform(px_kpi_rng *r);            /* in (0, 1) */
-double px_kpi_laplace(px_kpi_rng *r, double scale);  /* one Laplace(0, scale) draw */
+/* The generator is engine's px_rng (px_rng_seed; px_rng_unif_pos for u). */
+double px_kpi_laplace(px_rng *r, double scale);  /* one Laplace(0, scale) draw */
 /* A released count: max(0, round(x + Laplace(sensitivity / epsilon))). Rounding
  * and clamping are post-processing and keep the guarantee. */
-double px_kpi_dp_count(px_kpi_rng *r, double x, double sensitivity, double epsilon);
+double px_kpi_dp_count(px_rng *r, double x, double sensitivity, double epsilon);
 
 /* ---- measures and units ----------------------------------------------------- */
 

@@ -207,8 +207,8 @@ static int is_rate_m(int m)
 
 static void dp_apply(rows *rs, const px_kpi_report_params *p, double conf, double byar, double min_cases)
 {
-    px_kpi_rng g;
-    px_kpi_rng_seed(&g, p->dp_seed);
+    px_rng g;
+    px_rng_seed(&g, p->dp_seed);
     double eps = p->dp_epsilon;
     for (size_t i = 0; i < rs->n; i++) {
         row *x = &rs->v[i];

@@ -40,22 +40,12 @@ px_retrain_params px_retrain_default_params(void)
     return p;
 }
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 /* splitmix64 finalizer: spreads the pseudonym's bits so that the group test below
  * is a fair coin per patient. The pseudonym is already an HMAC under the
  * installation key, so this needs no key of its own. */
 static uint64_t mix64(uint64_t z)
 {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    return px_splitmix64(&z);   /* one step from state z: z + gamma, mixed */
 }
 
 #define HOLDOUT_SALT 0x70726f676e6f7331ULL /* "prognos1": changing it changes every holdout */
@@ -534,7 +524,7 @@ static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, co
 {
     (void)cfg;
     int rc = 0;
-    double t0 = now_s();
+    double t0 = px_mono_s();
     /* a name, table or label cut short by its buffer would train or register something else */
     if (!p->model || strlen(p->model) >= sizeof j->name)
         return px_err_set(e, PX_EINVAL, "model name missing or longer than %zu characters", sizeof j->name - 1);
@@ -634,7 +624,7 @@ static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, co
         j->hier_json = reg_hier_fit_json(j->m, j->d, &p->hier, j->hier_note, sizeof j->hier_note);
         px_log(j->hier_json ? PX_LOG_INFO : PX_LOG_WARN, "%s: %s", j->name, j->hier_note);
     }
-    j->fi.seconds = now_s() - t0;
+    j->fi.seconds = px_mono_s() - t0;
     return 0;
 }
 

@@ -26,12 +26,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-uint64_t srv_mono_us(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
-}
+uint64_t srv_mono_us(void) { return px_mono_us(); }
 
 uint64_t srv_wall_us(void)
 {

@@ -167,8 +167,7 @@ int cmd_generate(int argc, char **argv)
     if (!p.out_dir) return px_cli_usage_error("generate", "missing --out DIR");
     px_gen_result r;
     px_err e = {0};
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = px_mono_s();
     int rc = px_generate(&p, &r, &e);
     if (rc == PX_EINVAL) {  /* parameters the library refused (years reaching today): usage */
         px_err_print(&e);
@@ -176,7 +175,6 @@ int cmd_generate(int argc, char **argv)
         return PX_EXIT_USAGE;
     }
     if (rc < 0) return px_cli_fail(&e);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    print_summary(&p, &r, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, json);
+    print_summary(&p, &r, px_mono_s() - t0, json);
     return PX_EXIT_OK;
 }

@@ -166,9 +166,9 @@ static void check_laplace(const char *path)
     unsigned long long seed, last = 1;
     double scale, want;
     int i, n = 0;
-    px_kpi_rng r;
+    px_rng r;
     while (fscanf(f, "%31s %llu %lf %d %lf", tag, &seed, &scale, &i, &want) == 5) {
-        if (i == 0 || seed != last) px_kpi_rng_seed(&r, seed);
+        if (i == 0 || seed != last) px_rng_seed(&r, seed);
         last = seed;
         double got = px_kpi_laplace(&r, scale);
         check_count++;
@@ -196,8 +196,8 @@ static void check_laplace_distribution(void)
     const size_t n = 200000;
     const double b = 2.5;
     double *x = malloc(n * sizeof *x), sum = 0, sum2 = 0;
-    px_kpi_rng r;
-    px_kpi_rng_seed(&r, 2024);
+    px_rng r;
+    px_rng_seed(&r, 2024);
     for (size_t i = 0; i < n; i++) {
         x[i] = px_kpi_laplace(&r, b);
         sum += x[i];
@@ -217,7 +217,7 @@ static void check_laplace_distribution(void)
     free(x);
 
     /* released counts: rounded, never negative, unbiased away from 0 */
-    px_kpi_rng_seed(&r, 7);
+    px_rng_seed(&r, 7);
     double s = 0;
     int neg = 0, frac = 0;
     for (int i = 0; i < 20000; i++) {
