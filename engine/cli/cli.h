@@ -30,4 +30,12 @@ int px_cli_fail(const px_err *e);
 /* Prints "prognos: <msg>" and a pointer to --help; returns PX_EXIT_USAGE. */
 int px_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Option numbers (opts.c): 0 when the whole of s is the number, -1 otherwise
+ * (*v untouched). px_cli_ll: a decimal integer in lo..hi; px_cli_u64: an unsigned
+ * decimal integer (no sign); px_cli_double: a finite number (the caller checks
+ * its range, which may be open). */
+int px_cli_ll(const char *s, long long lo, long long hi, long long *v);
+int px_cli_u64(const char *s, uint64_t *v);
+int px_cli_double(const char *s, double *v);
+
 #endif

@@ -42,9 +42,8 @@ static const char usage[] =
 
 static int int_opt(const char *name, const char *v, int lo, int hi, int *out)
 {
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (!*v || *end || n < lo || n > hi)
+    long long n;
+    if (px_cli_ll(v, lo, hi, &n) != 0)
         return px_cli_usage_error("export", "%s must be an integer from %d to %d, got '%s'", name, lo, hi, v);
     *out = (int)n;
     return 0;
