@@ -927,7 +927,7 @@ static void cell_stats(cell *x, const cell *sys, const px_kpi_params *p)
         x->oe_method = is_rate(x->measure) ? px_kpi_ci_method_name(cm) : "robust-log";
         double ref = sys ? sys->rate : NAN;   /* the system's crude rate (or mean) */
         x->rsr = x->oe * ref, x->rsr_lo = x->oe_lo * ref, x->rsr_hi = x->oe_hi * ref;
-        if (x->utype != U_SYSTEM) x->flag = x->oe_lo > 1 ? "worse" : x->oe_hi < 1 ? "better" : "no_different";
+        if (x->utype != U_SYSTEM) x->flag = px_kpi_flag(x->oe_lo, x->oe_hi);
     }
     if (x->suppressed && x->utype != U_SYSTEM) x->flag = "suppressed";
 }
@@ -971,23 +971,13 @@ static int group_stats(cell *g, size_t k, const cell *sys, const px_kpi_params *
     }
     /* LOS funnel: the system's per-stay residual variance on the O/E scale,
      * sum (y - e)^2 / n / ebar^2 (from the system cell's sums) */
-    double fvar = NAN;
-    if (!rate && sys->n > 0 && sys->e > 0) {
-        double ebar = sys->e / sys->n;
-        fvar = (sys->syy - 2 * sys->sye + sys->see) / sys->n / (ebar * ebar);
-        if (fvar < 0) fvar = 0;
-    }
+    double fvar = rate ? NAN : px_kpi_los_funnel_var(sys->n, sys->e, sys->syy, sys->sye, sys->see);
     for (size_t i = 0; i < k; i++) {
         cell *x = &g[i];
         r[i] = x->rsr;
         /* noise variance of the risk-standardized rate: binary measures use the
          * model's own Bernoulli variance sum p(1-p) (as AHRQ does), LOS the robust one */
-        if (rate)
-            v[i] = x->e > 0 ? ref * ref * x->vpq / (x->e * x->e) : NAN;
-        else {
-            double se = isfinite(x->oe) && x->oe_hi > x->oe ? log(x->oe_hi / x->oe) / gsl_cdf_ugaussian_Pinv(0.5 + p->conf / 2) : NAN;
-            v[i] = ref * ref * x->oe * x->oe * se * se;
-        }
+        v[i] = rate ? px_kpi_eb_var_binary(ref, x->vpq, x->e) : px_kpi_eb_var_ratio(ref, x->oe, x->oe_hi, p->conf);
         /* z-scores for the over-dispersion factor: units with enough cases only */
         z[i] = NAN;
         if (x->n >= p->min_cases && isfinite(x->oe)) {
@@ -1075,7 +1065,7 @@ static void hier_cell(cell *x, const cell *sys, const kpi_hier *hier)
     x->adjustment = "hierarchical";
     x->sr = hc->sr, x->sr_lo = hc->lo, x->sr_hi = hc->hi;
     x->srsr = hc->sr * ref, x->srsr_lo = hc->lo * ref, x->srsr_hi = hc->hi * ref;
-    if (!x->suppressed) x->flag = hc->lo > 1 ? "worse" : hc->hi < 1 ? "better" : "no_different";
+    if (!x->suppressed) x->flag = px_kpi_flag(hc->lo, hc->hi);
 }
 
 /* Label and end date of a period from its kind and start (first/last: the

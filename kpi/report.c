@@ -212,7 +212,7 @@ static void dp_apply(rows *rs, const px_kpi_report_params *p, double conf, doubl
         if (px_kpi_oe(x->o, x->e, conf, byar, &ci, &cm) == 0) {
             x->oe = ci.est, x->oelo = ci.lo, x->oehi = ci.hi;
             snprintf(x->oe_method, sizeof x->oe_method, "%s", px_kpi_ci_method_name(cm));
-            if (x->utype) snprintf(x->flag, sizeof x->flag, "%s", ci.lo > 1 ? "worse" : ci.hi < 1 ? "better" : "no_different");
+            if (x->utype) snprintf(x->flag, sizeof x->flag, "%s", px_kpi_flag(ci.lo, ci.hi));
         }
     }
     /* risk-standardized rates from the noisy system rate of the same period */

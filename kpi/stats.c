@@ -2,7 +2,8 @@
  * for rates, exact (Garwood) and Byar limits for Poisson counts and O/E ratios,
  * the t interval for means, a robust interval for ratios of continuous sums,
  * AHRQ-style empirical-Bayes smoothing, Spiegelhalter's funnel limits and
- * over-dispersion factor, and the seeded Laplace mechanism. Pure functions
+ * over-dispersion factor, the statistics of one KPI cell (flag rule, EB noise
+ * variance, LOS funnel variance), and the seeded Laplace mechanism. Pure functions
  * (no database); GSL's error handler must be off (px_models_init) before use. */
 #include "kpi/kpi.h"
 #include <gsl/gsl_cdf.h>
@@ -296,6 +297,30 @@ int px_kpi_funnel_normal(double n, double target, double unit_var, double conf, 
     *lo = target - half;
     *hi = target + half;
     return 0;
+}
+
+const char *px_kpi_flag(double lo, double hi)
+{
+    return lo > 1 ? "worse" : hi < 1 ? "better" : "no_different";
+}
+
+double px_kpi_eb_var_binary(double ref, double vpq, double e)
+{
+    return e > 0 ? ref * ref * vpq / (e * e) : NAN;
+}
+
+double px_kpi_eb_var_ratio(double ref, double oe, double oe_hi, double conf)
+{
+    double se = isfinite(oe) && oe_hi > oe ? log(oe_hi / oe) / zq(conf) : NAN;
+    return ref * ref * oe * oe * se * se;
+}
+
+double px_kpi_los_funnel_var(double n, double sum_e, double sum_yy, double sum_ye, double sum_ee)
+{
+    if (!(n > 0) || !(sum_e > 0)) return NAN;
+    double ebar = sum_e / n;
+    double v = (sum_yy - 2 * sum_ye + sum_ee) / n / (ebar * ebar);
+    return v < 0 ? 0 : v;
 }
 
 double px_kpi_overdispersion(const double *z, size_t k, double winsor)
