@@ -389,18 +389,15 @@ static void truth_timeline(gen_out *o, int *f)
     int ff = 1;
     j_open(o, 1, "timeline", '{', f);
     j_key(o, 2, "admission_rate_per_year", &ff);
-    put_s(o, "\"clamp to [");
-    gen_put_fixed(o, RATE_FLOOR, 3);
-    put_s(o, ", ");
-    gen_put_fixed(o, RATE_CAP, 2);
-    put_s(o, "] of ");
-    gen_put_fixed(o, RATE_BASE, 2);
-    put_s(o, " * exp(");
-    gen_put_fixed(o, RATE_AGE, 2);
-    put_s(o, " * (age_ref - 65) / 10 + ");
-    gen_put_fixed(o, RATE_CM, 2);
-    put_s(o, " * number_of_comorbidities) * frailty, frailty ~ Gamma(shape ");
-    gen_put_fixed(o, RATE_FRAILTY_SHAPE, 2);
+    /* the formula with the constants the generator used, each after its text */
+    static const struct { const char *text; double value; int dec; } rate[] = {
+        {"\"clamp to [", RATE_FLOOR, 3}, {", ", RATE_CAP, 2}, {"] of ", RATE_BASE, 2}, {" * exp(", RATE_AGE, 2},
+        {" * (age_ref - 65) / 10 + ", RATE_CM, 2},
+        {" * number_of_comorbidities) * frailty, frailty ~ Gamma(shape ", RATE_FRAILTY_SHAPE, 2}};
+    for (size_t i = 0; i < sizeof rate / sizeof rate[0]; i++) {
+        put_s(o, rate[i].text);
+        gen_put_fixed(o, rate[i].value, rate[i].dec);
+    }
     put_s(o, ", mean 1); age_ref = start_year - birth_year, between 18 and 100\"");
     j_str(o, 2, "first_admission", "first_admission_date + floor(Exponential(rate)) days, truncated to "
           "the period so that every patient has a stay", &ff);

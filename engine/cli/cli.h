@@ -30,6 +30,11 @@ int px_cli_fail(const px_err *e);
 /* Prints "prognos: <msg>" and a pointer to --help; returns PX_EXIT_USAGE. */
 int px_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Loads the configuration into cfg, opens the log and connects to the warehouse
+ * (connect.c). reads_only: a home without a warehouse is an error (PX_ESTATE with
+ * a hint), never a new one. NULL with e set on failure; the caller PQfinish()es. */
+PGconn *px_cli_connect(px_config *cfg, int reads_only, px_err *e);
+
 /* Option numbers (opts.c): 0 when the whole of s is the number, -1 otherwise
  * (*v untouched). px_cli_ll: a decimal integer in lo..hi; px_cli_u64: an unsigned
  * decimal integer (no sign); px_cli_double: a finite number (the caller checks

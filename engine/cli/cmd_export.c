@@ -92,10 +92,7 @@ int cmd_export(int argc, char **argv)
 
     px_config cfg;
     px_err e = {0};
-    if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
-    if (px_db_require(&cfg, &e) != 0) return px_cli_fail(&e); /* reads only: never creates a warehouse */
-    px_log_open(cfg.home);
-    PGconn *c = px_db_connect(&cfg, &e);
+    PGconn *c = px_cli_connect(&cfg, 1, &e); /* reads only: never creates a warehouse */
     if (!c) return px_cli_fail(&e);
     px_export_result r;
     int rc = px_feat_export(c, &p, &r, &e);

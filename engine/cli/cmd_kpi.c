@@ -183,9 +183,7 @@ static int kpi_compute(int argc, char **argv)
     }
     px_err e = {0};
     px_config cfg;
-    if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
-    px_log_open(cfg.home);
-    PGconn *c = px_db_connect(&cfg, &e);
+    PGconn *c = px_cli_connect(&cfg, 0, &e);
     if (!c) return px_cli_fail(&e);
     px_kpi_run_info info;
     int rc = px_kpi_compute(c, &cfg, &p, &info, &e);

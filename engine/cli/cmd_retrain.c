@@ -72,9 +72,7 @@ int cmd_retrain(int argc, char **argv)
     }
     px_config cfg;
     px_err e = {0};
-    if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
-    px_log_open(cfg.home);
-    PGconn *c = px_db_connect(&cfg, &e);
+    PGconn *c = px_cli_connect(&cfg, 0, &e);
     if (!c) return px_cli_fail(&e);
     int promoted = 0, failed = 0, gates_failed = 0;
     for (int k = 0; k < px_feat_sets_count; k++) {
