@@ -302,6 +302,50 @@ int px_cmp_double(const void *a, const void *b);
  * linear interpolation between order statistics at h = (n - 1) p. */
 double px_quantile7(const double *s, size_t n, double p);
 
+/* Monotonic clock (CLOCK_MONOTONIC): for durations only, never for dates. */
+double px_mono_s(void);     /* seconds */
+uint64_t px_mono_us(void);  /* microseconds */
+
+/* 64-bit FNV-1a of a NUL-terminated string: the hash of the string-interning
+ * tables (open addressing, power-of-two sizes); not for anything adversarial
+ * that could flood a table, and not a checksum. */
+uint64_t px_hash_str(const char *s);
+
+/* Calendar arithmetic in the proleptic Gregorian calendar, days since
+ * 1970-01-01, no time zone (H. Hinnant, "chrono-Compatible Low-Level Date
+ * Algorithms"; exact for every date, eras of 400 years start on March 1st). */
+int px_days_from_civil(int y, int m, int d);
+void px_civil_from_days(int days, int *y, int *m, int *d);
+int px_days_in_month(int y, int m);   /* m in 1..12 */
+
+/* The one seeded random generator: xoshiro256** (Blackman & Vigna 2018),
+ * seeded by splitmix64 (Steele et al. 2014). Same seed, same sequence, on every
+ * machine. Not for secrets (keys come from OpenSSL's RAND_bytes). */
+typedef struct px_rng {
+    uint64_t s[4];
+} px_rng;
+/* One splitmix64 step: advances *x by the golden gamma and returns the mixed value. */
+uint64_t px_splitmix64(uint64_t *x);
+/* s[0..3] = the first four splitmix64 outputs from state seed. */
+void px_rng_seed(px_rng *r, uint64_t seed);
+/* Next 64 random bits. Inline: the generator draws it hundreds of millions of times. */
+static inline uint64_t px_rng_next(px_rng *r)
+{
+    uint64_t *s = r->s;
+    uint64_t result = ((s[1] * 5) << 7 | (s[1] * 5) >> 57) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = s[3] << 45 | s[3] >> 19;
+    return result;
+}
+/* 53 random bits as a double in [0, 1). */
+static inline double px_rng_unif(px_rng *r) { return (double)(px_rng_next(r) >> 11) * 0x1.0p-53; }
+/* 53 random bits centred in their cell: in (0, 1), never 0 or 1 (safe for log). */
+static inline double px_rng_unif_pos(px_rng *r) { return ((double)(px_rng_next(r) >> 11) + 0.5) * 0x1.0p-53; }
+
 /* ---- synthetic data ---------------------------------------------------- */
 
 typedef struct px_gen_params {

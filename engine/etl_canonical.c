@@ -12,13 +12,6 @@
 #include <strings.h>
 #include <time.h>
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 #define MAXCOLS 16
 #define MAX_TEXT 200
 #define MAX_KEY 64
@@ -932,7 +925,7 @@ int etl_canonical_file(etl_ctx *x, int fd)
     }
     if ((rc = etl_copy_begin(x, copy_sql[tab])) != 0) goto out;
     if (binary) etl_bin_header(&x->out);
-    double t0 = now_s();
+    double t0 = px_mono_s();
     rc = stream_rows(x, &cf, csv, &direct, &spooled);
     if (binary) etl_bin_trailer(&x->out);
     int rc2 = etl_copy_end(x, &n);
@@ -944,7 +937,7 @@ int etl_canonical_file(etl_ctx *x, int fd)
         goto out;
     }
     etl_progress_phase(x, tab <= PX_TAB_ENCOUNTERS ? "merging" : "indexing");
-    double t1 = now_s();
+    double t1 = px_mono_s();
 
     long long dups = 0;
     if (tab < PX_TAB_ENCOUNTERS) { /* temp tables have no statistics until analyzed */
@@ -1018,7 +1011,7 @@ int etl_canonical_file(etl_ctx *x, int fd)
     x->rejected += rejected;
     if ((rc = etl_rejects_flush(x)) != 0) goto out;
     px_log(PX_LOG_INFO, "batch %lld: %s: streamed %lld rows in %.2f s, merged in %.2f s", x->batch, x->in->name,
-           x->read, t1 - t0, now_s() - t1);
+           x->read, t1 - t0, px_mono_s() - t1);
 out:
     px_keymap_free(cf.seen);
     px_csv_free(csv);

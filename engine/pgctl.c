@@ -388,8 +388,7 @@ static int settle(const px_config *cfg, const char *data, int timeout_s, px_err 
 {
     char ci[4500];
     embedded_conninfo(cfg, "postgres", ci, sizeof ci);
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = px_mono_s();
     int said = 0;
     const char *why = "";
     for (;;) {
@@ -422,8 +421,7 @@ static int settle(const px_config *cfg, const char *data, int timeout_s, px_err 
             why = "backends of a killed server are still attached to its shared memory";
         } else
             return 0; /* no server, or a gone one: start it */
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec - t0.tv_sec >= timeout_s) {
+        if (px_mono_s() - t0 >= timeout_s) {
             px_err_set(e, PX_EIO, "the embedded PostgreSQL server did not become ready in %d s", timeout_s);
             px_err_detail(e, "%s (postmaster.pid: PID %ld)", why, pid);
             px_err_hint(e, "see the server log: %s/../server.log", data);

@@ -1,4 +1,5 @@
-/* util.c: error structs and logging.
+/* util.c: error structs, logging, and the small shared pieces (monotonic clock,
+ * string hash, quantiles).
  * The log file holds only what is safe to keep: counts, batch ids, pseudonyms,
  * file names. Callers never pass identifiers to px_log(). */
 #include "engine/engine.h"
@@ -136,4 +137,25 @@ double px_quantile7(const double *s, size_t n, double p)
     size_t i = (size_t)floor(h);
     if (i + 1 >= n) return s[n - 1];
     return s[i] + (h - (double)i) * (s[i + 1] - s[i]);
+}
+
+double px_mono_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+uint64_t px_mono_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+uint64_t px_hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;   /* FNV-1a 64-bit offset basis and prime */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
 }

@@ -12,38 +12,7 @@
 
 /* ---- dates ------------------------------------------------------------------ */
 
-/* days_from_civil / civil_from_days: H. Hinnant, "chrono-Compatible Low-Level
- * Date Algorithms" (howardhinnant.github.io/date_algorithms.html). Exact for
- * every Gregorian date; eras of 400 years (146097 days) start on March 1st. */
-static int days_from_civil(int y, int m, int d)
-{
-    y -= m <= 2;
-    int era = (y >= 0 ? y : y - 399) / 400;
-    int yoe = y - era * 400;                                  /* [0, 399] */
-    int doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1; /* [0, 365] */
-    int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;          /* [0, 146096] */
-    return era * 146097 + doe - 719468;
-}
-
-static void civil_from_days(int z, int *y, int *m, int *d)
-{
-    z += 719468;
-    int era = (z >= 0 ? z : z - 146096) / 146097;
-    int doe = z - era * 146097;
-    int yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int mp = (5 * doy + 2) / 153;
-    *d = doy - (153 * mp + 2) / 5 + 1;
-    *m = mp < 10 ? mp + 3 : mp - 9;
-    *y = yoe + era * 400 + (*m <= 2);
-}
-
-static int days_in_month(int y, int m)
-{
-    static const int dim[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    return m == 2 && leap ? 29 : dim[m - 1];
-}
+/* Calendar arithmetic: px_days_from_civil / px_civil_from_days (engine/calendar.c). */
 
 /* n ASCII digits at s as a number, or -1 if any is not a digit. */
 static int digits(const char *s, int n)
@@ -60,9 +29,9 @@ static int digits(const char *s, int n)
 /* Accepts years 1800..9999: older dates in clinical data are typing errors. */
 static int make_date(int y, int m, int d, int *days)
 {
-    if (y < 1800 || y > 9999 || m < 1 || m > 12 || d < 1 || d > days_in_month(y, m))
+    if (y < 1800 || y > 9999 || m < 1 || m > 12 || d < 1 || d > px_days_in_month(y, m))
         return -1;
-    *days = days_from_civil(y, m, d);
+    *days = px_days_from_civil(y, m, d);
     return 0;
 }
 
@@ -109,7 +78,7 @@ void px_date_format(int days, char out[11])
         memcpy(out, "0000-00-00", 11);
         return;
     }
-    civil_from_days(days, &y, &m, &d);
+    px_civil_from_days(days, &y, &m, &d);
     out[0] = (char)('0' + y / 1000);
     out[1] = (char)('0' + y / 100 % 10);
     out[2] = (char)('0' + y / 10 % 10);
@@ -126,7 +95,7 @@ void px_date_format(int days, char out[11])
 int px_date_year(int days)
 {
     int y, m, d;
-    civil_from_days(days, &y, &m, &d);
+    px_civil_from_days(days, &y, &m, &d);
     return y;
 }
 

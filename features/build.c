@@ -14,13 +14,6 @@
 /* serialises builds (engine.h: px_lock_id) */
 #define PX_FEAT_LOCK PX_LOCK_FEATURES
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* One step of a build, by PQexec: base.sql and the settings are several statements. */
 static int exec_step(PGconn *c, px_err *e, const char *what, const char *set, const char *sql)
 {
@@ -151,7 +144,7 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
     const px_feat_set_info *s = px_feat_set_find(set);
     memset(r, 0, sizeof *r);
     if (!s) return px_err_set(e, PX_EINVAL, "unknown feature set '%s' (readmission, mortality or los)", set ? set : "");
-    double t0 = now_s();
+    double t0 = px_mono_s();
     int rc = 0, in_tx = 0, found = 0, locked = 0;
     char *base = NULL, *body = NULL;
     px_buf hashed = {0}, cols = {0}, sql = {0};
@@ -232,7 +225,7 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
             r->build_id = atoll(last_id);
             r->rows = atoll(last_rows);
             r->positives = atoll(last_pos);
-            r->seconds = now_s() - t0;
+            r->seconds = px_mono_s() - t0;
             goto out; /* rolled back below: nothing changed */
         }
     }
@@ -285,7 +278,7 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
         }
     }
 
-    r->seconds = now_s() - t0;
+    r->seconds = px_mono_s() - t0;
     {
         char rows[32], pos[32], secs[32], id[32];
         snprintf(rows, sizeof rows, "%lld", r->rows);

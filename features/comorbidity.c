@@ -1,14 +1,18 @@
 /* comorbidity.c: the Charlson and Elixhauser categories of Quan et al. 2005 as the
  * builder sees them (column, bit, weight, hierarchy) and the SQL it generates from
  * them: the flag columns, the Charlson index and the Elixhauser count.
- * Invariant: this table equals features.comorbidity_category (migration 002); the
- * builder compares feat_comorb_signature() with the database before every build. */
+ * The table is generated from migration 002 (see below); the builder still compares
+ * feat_comorb_signature() with the database before every build, which catches a
+ * database whose categories were edited by hand or migrated by another version. */
 #include "features/internal.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Charlson weights are those of Charlson et al. 1987 (J Chronic Dis 40:373), which
+/* The categories themselves (feat_comorbs[]: column, bit, weight, hierarchy) are
+ * defined once, in the INSERT INTO features.comorbidity_category of the features
+ * migration, and generated into C at build time by cmake/comorb_categories.cmake.
+ * Charlson weights are those of Charlson et al. 1987 (J Chronic Dis 40:373), which
  * Quan 2005 keeps: 1 for MI ... uncomplicated diabetes, 2 for complicated diabetes,
  * hemiplegia, renal disease and any malignancy, 3 for moderate/severe liver
  * disease, 6 for metastatic tumours and AIDS/HIV. The hierarchy (a category
@@ -17,57 +21,6 @@
  * metastatic over any malignancy; for the Elixhauser count, complicated over
  * uncomplicated diabetes and hypertension, metastatic over solid tumour (as in
  * Elixhauser et al. 1998 and the R package 'comorbidity'). */
-const feat_comorb feat_comorbs[] = {
-    {"cci_mi", 0, 1, NULL, "myocardial infarction"},
-    {"cci_chf", 1, 1, NULL, "congestive heart failure"},
-    {"cci_pvd", 2, 1, NULL, "peripheral vascular disease"},
-    {"cci_cvd", 3, 1, NULL, "cerebrovascular disease"},
-    {"cci_dementia", 4, 1, NULL, "dementia"},
-    {"cci_cpd", 5, 1, NULL, "chronic pulmonary disease"},
-    {"cci_rheum", 6, 1, NULL, "rheumatic disease"},
-    {"cci_pud", 7, 1, NULL, "peptic ulcer disease"},
-    {"cci_mild_liver", 8, 1, "cci_mod_liver", "mild liver disease"},
-    {"cci_diab", 9, 1, "cci_diab_cc", "diabetes without chronic complication"},
-    {"cci_diab_cc", 10, 2, NULL, "diabetes with chronic complication"},
-    {"cci_hemi", 11, 2, NULL, "hemiplegia or paraplegia"},
-    {"cci_renal", 12, 2, NULL, "renal disease"},
-    {"cci_cancer", 13, 2, "cci_mets", "any malignancy, including lymphoma and leukaemia, except malignant neoplasm of skin"},
-    {"cci_mod_liver", 14, 3, NULL, "moderate or severe liver disease"},
-    {"cci_mets", 15, 6, NULL, "metastatic solid tumour"},
-    {"cci_aids", 16, 6, NULL, "AIDS/HIV"},
-    {"elix_chf", 17, 0, NULL, "congestive heart failure"},
-    {"elix_arrhythmia", 18, 0, NULL, "cardiac arrhythmias"},
-    {"elix_valve", 19, 0, NULL, "valvular disease"},
-    {"elix_pulm_circ", 20, 0, NULL, "pulmonary circulation disorders"},
-    {"elix_pvd", 21, 0, NULL, "peripheral vascular disorders"},
-    {"elix_htn_uncx", 22, 0, "elix_htn_cx", "hypertension, uncomplicated"},
-    {"elix_htn_cx", 23, 0, NULL, "hypertension, complicated"},
-    {"elix_paralysis", 24, 0, NULL, "paralysis"},
-    {"elix_neuro_other", 25, 0, NULL, "other neurological disorders"},
-    {"elix_cpd", 26, 0, NULL, "chronic pulmonary disease"},
-    {"elix_diab_uncx", 27, 0, "elix_diab_cx", "diabetes, uncomplicated"},
-    {"elix_diab_cx", 28, 0, NULL, "diabetes, complicated"},
-    {"elix_hypothyroid", 29, 0, NULL, "hypothyroidism"},
-    {"elix_renal", 30, 0, NULL, "renal failure"},
-    {"elix_liver", 31, 0, NULL, "liver disease"},
-    {"elix_pud", 32, 0, NULL, "peptic ulcer disease excluding bleeding"},
-    {"elix_aids", 33, 0, NULL, "AIDS/HIV"},
-    {"elix_lymphoma", 34, 0, NULL, "lymphoma"},
-    {"elix_mets", 35, 0, NULL, "metastatic cancer"},
-    {"elix_solid_tumor", 36, 0, "elix_mets", "solid tumour without metastasis"},
-    {"elix_rheum", 37, 0, NULL, "rheumatoid arthritis/collagen vascular diseases"},
-    {"elix_coag", 38, 0, NULL, "coagulopathy"},
-    {"elix_obesity", 39, 0, NULL, "obesity"},
-    {"elix_weight_loss", 40, 0, NULL, "weight loss"},
-    {"elix_fluid_lytes", 41, 0, NULL, "fluid and electrolyte disorders"},
-    {"elix_blood_loss_anemia", 42, 0, NULL, "blood loss anaemia"},
-    {"elix_deficiency_anemia", 43, 0, NULL, "deficiency anaemias"},
-    {"elix_alcohol", 44, 0, NULL, "alcohol abuse"},
-    {"elix_drugs", 45, 0, NULL, "drug abuse"},
-    {"elix_psychoses", 46, 0, NULL, "psychoses"},
-    {"elix_depression", 47, 0, NULL, "depression"},
-};
-const int feat_comorbs_count = (int)(sizeof feat_comorbs / sizeof feat_comorbs[0]);
 
 const char *px_feat_comorbidity_words(const char *col)
 {

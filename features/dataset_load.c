@@ -446,13 +446,6 @@ static double be_double(const unsigned char *p)
     return x;
 }
 
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 /* Index of v in the set (inserted if new), or -1 when the set is full / out of memory. */
 static long level_index(levelset *ls, const char *v, int *full)
 {
@@ -462,7 +455,7 @@ static long level_index(levelset *ls, const char *v, int *full)
         if (!(ls->slot = calloc(ls->cap, sizeof *ls->slot)) || !(ls->val = calloc(ls->max + 1, sizeof *ls->val)))
             return -1;
     }
-    size_t h = (size_t)fnv1a(v) & (ls->cap - 1);
+    size_t h = (size_t)px_hash_str(v) & (ls->cap - 1);
     while (ls->slot[h]) {
         size_t k = ls->slot[h] - 1;
         if (strcmp(ls->val[k], v) == 0) return (long)k;

@@ -77,12 +77,7 @@ int px_kpi_periods_parse(const char *s, int *flags)
     return 0;
 }
 
-double kpi_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
+double kpi_now(void) { return px_mono_s(); }
 
 const char *kpi_method_words(px_kpi_measure m)
 {
@@ -401,13 +396,6 @@ static void scored_free(scored *s)
     memset(s, 0, sizeof *s);
 }
 
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 /* Index of a facility name, added when new; -1 on out of memory. */
 static int fac_index(scored *s, const char *name)
 {
@@ -416,7 +404,7 @@ static int fac_index(scored *s, const char *name)
         unsigned *sl = calloc(ns, sizeof *sl);
         if (!sl) return -1;
         for (size_t i = 0; i < s->nfac; i++) {
-            size_t h = (size_t)(fnv1a(s->facs[i]) & (ns - 1));
+            size_t h = (size_t)(px_hash_str(s->facs[i]) & (ns - 1));
             while (sl[h]) h = (h + 1) & (ns - 1);
             sl[h] = (unsigned)i + 1;
         }
@@ -424,7 +412,7 @@ static int fac_index(scored *s, const char *name)
         s->slot = sl;
         s->nslot = ns;
     }
-    size_t h = (size_t)(fnv1a(name) & (s->nslot - 1));
+    size_t h = (size_t)(px_hash_str(name) & (s->nslot - 1));
     while (s->slot[h]) {
         if (strcmp(s->facs[s->slot[h] - 1], name) == 0) return (int)s->slot[h] - 1;
         h = (h + 1) & (s->nslot - 1);
@@ -929,7 +917,7 @@ static void cell_stats(cell *x, const cell *sys, const px_kpi_params *p)
         x->oe_method = is_rate(x->measure) ? px_kpi_ci_method_name(cm) : "robust-log";
         double ref = sys ? sys->rate : NAN;   /* the system's crude rate (or mean) */
         x->rsr = x->oe * ref, x->rsr_lo = x->oe_lo * ref, x->rsr_hi = x->oe_hi * ref;
-        if (x->utype != U_SYSTEM) x->flag = x->oe_lo > 1 ? "worse" : x->oe_hi < 1 ? "better" : "no_different";
+        if (x->utype != U_SYSTEM) x->flag = px_kpi_flag(x->oe_lo, x->oe_hi);
     }
     if (x->suppressed && x->utype != U_SYSTEM) x->flag = "suppressed";
 }
@@ -973,23 +961,13 @@ static int group_stats(cell *g, size_t k, const cell *sys, const px_kpi_params *
     }
     /* LOS funnel: the system's per-stay residual variance on the O/E scale,
      * sum (y - e)^2 / n / ebar^2 (from the system cell's sums) */
-    double fvar = NAN;
-    if (!rate && sys->n > 0 && sys->e > 0) {
-        double ebar = sys->e / sys->n;
-        fvar = (sys->syy - 2 * sys->sye + sys->see) / sys->n / (ebar * ebar);
-        if (fvar < 0) fvar = 0;
-    }
+    double fvar = rate ? NAN : px_kpi_los_funnel_var(sys->n, sys->e, sys->syy, sys->sye, sys->see);
     for (size_t i = 0; i < k; i++) {
         cell *x = &g[i];
         r[i] = x->rsr;
         /* noise variance of the risk-standardized rate: binary measures use the
          * model's own Bernoulli variance sum p(1-p) (as AHRQ does), LOS the robust one */
-        if (rate)
-            v[i] = x->e > 0 ? ref * ref * x->vpq / (x->e * x->e) : NAN;
-        else {
-            double se = isfinite(x->oe) && x->oe_hi > x->oe ? log(x->oe_hi / x->oe) / gsl_cdf_ugaussian_Pinv(0.5 + p->conf / 2) : NAN;
-            v[i] = ref * ref * x->oe * x->oe * se * se;
-        }
+        v[i] = rate ? px_kpi_eb_var_binary(ref, x->vpq, x->e) : px_kpi_eb_var_ratio(ref, x->oe, x->oe_hi, p->conf);
         /* z-scores for the over-dispersion factor: units with enough cases only */
         z[i] = NAN;
         if (x->n >= p->min_cases && isfinite(x->oe)) {
@@ -1077,13 +1055,7 @@ static void hier_cell(cell *x, const cell *sys, const kpi_hier *hier)
     x->adjustment = "hierarchical";
     x->sr = hc->sr, x->sr_lo = hc->lo, x->sr_hi = hc->hi;
     x->srsr = hc->sr * ref, x->srsr_lo = hc->lo * ref, x->srsr_hi = hc->hi * ref;
-    if (!x->suppressed) x->flag = hc->lo > 1 ? "worse" : hc->hi < 1 ? "better" : "no_different";
-}
-
-static int days_in_month(int y, int m)
-{
-    static const int d[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    return m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0) ? 29 : d[m - 1];
+    if (!x->suppressed) x->flag = px_kpi_flag(hc->lo, hc->hi);
 }
 
 /* Label and end date of a period from its kind and start (first/last: the
@@ -1106,7 +1078,7 @@ static void period_of(int kind, const char *start, const char *first, const char
         return;
     }
     snprintf(s, 16, "%04d-%02d-01", y, m);
-    snprintf(end, 16, "%04d-%02d-%02d", y, em, days_in_month(y, em));
+    snprintf(end, 16, "%04d-%02d-%02d", y, em, px_days_in_month(y, em));
 }
 
 static void put_num(px_buf *b, double v)

@@ -99,6 +99,32 @@ int px_kpi_funnel_prop(double n, double t, double conf, double phi, double *lo, 
 int px_kpi_funnel_normal(double n, double target, double unit_var, double conf, double phi, double *lo,
                          double *hi);
 
+/* ---- the statistics of one KPI cell (unit x measure x period) ---------------- */
+
+/* The flag rule: a unit is "worse" than expected when the whole interval of its
+ * ratio to expected (O/E, or the hierarchical standardized ratio) lies above 1,
+ * "better" when it lies below 1, else "no_different" (also when a limit is NaN).
+ * Static strings. Suppression (too few cases) is the caller's, before this. */
+const char *px_kpi_flag(double lo, double hi);
+
+/* Noise variance of a unit's risk-standardized rate RSR = (O/E) ref for the
+ * empirical-Bayes smoothing (px_kpi_eb_smooth), in the rate's units squared.
+ * Binary measures: the model's own Bernoulli variance of O, sum p(1-p) = vpq
+ * (as AHRQ's QI software does), so ref^2 vpq / E^2; NAN when E <= 0. */
+double px_kpi_eb_var_binary(double ref, double vpq, double e);
+/* Continuous measures (LOS): from the upper limit of O/E's robust log-scale
+ * interval at level conf (px_kpi_ratio_robust), se(log O/E) = log(hi / oe) / z,
+ * z = Phi^-1(1/2 + conf/2), and the delta method: ref^2 oe^2 se^2. NAN when the
+ * interval is missing or has no width. */
+double px_kpi_eb_var_ratio(double ref, double oe, double oe_hi, double conf);
+
+/* The per-stay residual variance of LOS on the O/E scale, from the system cell's
+ * sums (n stays, sum e, sum y^2, sum y e, sum e^2): sum (y - e)^2 / n / ebar^2 with
+ * ebar = sum e / n, floored at 0. The variance px_kpi_funnel_normal uses (a unit of
+ * n stays: O/E ~ 1 +- z sqrt(phi var / n)) and the z-scores of the over-dispersion
+ * factor. NAN when n <= 0 or sum e <= 0. */
+double px_kpi_los_funnel_var(double n, double sum_e, double sum_yy, double sum_ye, double sum_ee);
+
 /* Spiegelhalter's (2005, section 5.1) multiplicative over-dispersion factor: the
  * mean of the squared z-scores after Winsorizing them at the winsor and 1-winsor
  * quantiles (he uses 0.10). NAN z are skipped. Returns phi (>= 0), NAN when no
@@ -110,16 +136,11 @@ double px_kpi_overdispersion(const double *z, size_t k, double winsor);
  * a documented, seeded generator (splitmix64 seeding xoshiro256**, 53-bit
  * uniforms u in (0,1), inverse CDF -b sgn(u-1/2) log(1 - 2|u-1/2|)): the same
  * seed gives the same noise, so a release can be reproduced and audited. */
-typedef struct px_kpi_rng {
-    uint64_t s[4];
-} px_kpi_rng;
-
-void px_kpi_rng_seed(px_kpi_rng *r, uint64_t seed);
-double px_kpi_rng_uniform(px_kpi_rng *r);            /* in (0, 1) */
-double px_kpi_laplace(px_kpi_rng *r, double scale);  /* one Laplace(0, scale) draw */
+/* The generator is engine's px_rng (px_rng_seed; px_rng_unif_pos for u). */
+double px_kpi_laplace(px_rng *r, double scale);  /* one Laplace(0, scale) draw */
 /* A released count: max(0, round(x + Laplace(sensitivity / epsilon))). Rounding
  * and clamping are post-processing and keep the guarantee. */
-double px_kpi_dp_count(px_kpi_rng *r, double x, double sensitivity, double epsilon);
+double px_kpi_dp_count(px_rng *r, double x, double sensitivity, double epsilon);
 
 /* ---- measures and units ----------------------------------------------------- */
 

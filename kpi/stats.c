@@ -2,7 +2,8 @@
  * for rates, exact (Garwood) and Byar limits for Poisson counts and O/E ratios,
  * the t interval for means, a robust interval for ratios of continuous sums,
  * AHRQ-style empirical-Bayes smoothing, Spiegelhalter's funnel limits and
- * over-dispersion factor, and the seeded Laplace mechanism. Pure functions
+ * over-dispersion factor, the statistics of one KPI cell (flag rule, EB noise
+ * variance, LOS funnel variance), and the seeded Laplace mechanism. Pure functions
  * (no database). Each function that calls GSL turns GSL's aborting error handler
  * off first (px_models_init, once per process), so no caller has to. */
 #include "kpi/kpi.h"
@@ -307,6 +308,30 @@ int px_kpi_funnel_normal(double n, double target, double unit_var, double conf, 
     return 0;
 }
 
+const char *px_kpi_flag(double lo, double hi)
+{
+    return lo > 1 ? "worse" : hi < 1 ? "better" : "no_different";
+}
+
+double px_kpi_eb_var_binary(double ref, double vpq, double e)
+{
+    return e > 0 ? ref * ref * vpq / (e * e) : NAN;
+}
+
+double px_kpi_eb_var_ratio(double ref, double oe, double oe_hi, double conf)
+{
+    double se = isfinite(oe) && oe_hi > oe ? log(oe_hi / oe) / zq(conf) : NAN;
+    return ref * ref * oe * oe * se * se;
+}
+
+double px_kpi_los_funnel_var(double n, double sum_e, double sum_yy, double sum_ye, double sum_ee)
+{
+    if (!(n > 0) || !(sum_e > 0)) return NAN;
+    double ebar = sum_e / n;
+    double v = (sum_yy - 2 * sum_ye + sum_ee) / n / (ebar * ebar);
+    return v < 0 ? 0 : v;
+}
+
 double px_kpi_overdispersion(const double *z, size_t k, double winsor)
 {
     size_t n = 0;
@@ -333,50 +358,13 @@ double px_kpi_overdispersion(const double *z, size_t k, double winsor)
 
 /* ---- the Laplace mechanism ---------------------------------------------------- */
 
-static uint64_t splitmix64(uint64_t *x)
+double px_kpi_laplace(px_rng *r, double scale)
 {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-void px_kpi_rng_seed(px_kpi_rng *r, uint64_t seed)
-{
-    uint64_t x = seed;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t xoshiro(px_kpi_rng *r)
-{
-    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-double px_kpi_rng_uniform(px_kpi_rng *r)
-{
-    /* 53 random bits, centred in their cell so that 0 and 1 never occur */
-    return ((double)(xoshiro(r) >> 11) + 0.5) * 0x1.0p-53;
-}
-
-double px_kpi_laplace(px_kpi_rng *r, double scale)
-{
-    double v = px_kpi_rng_uniform(r) - 0.5;
+    double v = px_rng_unif_pos(r) - 0.5;
     return -scale * (v < 0 ? -1 : 1) * log(1 - 2 * fabs(v));
 }
 
-double px_kpi_dp_count(px_kpi_rng *r, double x, double sensitivity, double epsilon)
+double px_kpi_dp_count(px_rng *r, double x, double sensitivity, double epsilon)
 {
     double y = round(x + px_kpi_laplace(r, sensitivity / epsilon));
     return y < 0 ? 0 : y;

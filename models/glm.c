@@ -444,6 +444,90 @@ static double penalized(double dev, const double *beta, size_t k, const px_glm_p
     return dev + p->l2 * s;
 }
 
+/* The working memory of one IRLS fit with k coefficients: allocated together by
+ * glm_ws_init (0, or PX_ENOMEM with every member freed or NULL) and freed by
+ * glm_ws_release (safe on a zeroed or half-built workspace). */
+typedef struct glm_ws {
+    double *A, *A_old;        /* k x k: information X'WX at the current / last accepted coefficients */
+    double *M;                /* k x k: A plus the penalty (what is factored); scratch for the sandwich */
+    double *b, *b_old;        /* k: score vectors X'W z, current / last accepted */
+    double *beta, *beta_old;  /* k: coefficients, current / last accepted */
+    double *dir;              /* k: the last step, tested as a separating direction */
+    unsigned char *notone;    /* k: column is not constant 1 (to find an intercept) */
+    gsl_matrix *ch;           /* k x k: Cholesky factor, then the inverse */
+    gsl_vector *bv, *xv;      /* k: right-hand side and solution of the Newton step */
+} glm_ws;
+
+static void glm_ws_release(glm_ws *w)
+{
+    free(w->A);
+    free(w->A_old);
+    free(w->M);
+    free(w->b);
+    free(w->b_old);
+    free(w->beta);
+    free(w->beta_old);
+    free(w->dir);
+    free(w->notone);
+    if (w->ch) gsl_matrix_free(w->ch);
+    if (w->bv) gsl_vector_free(w->bv);
+    if (w->xv) gsl_vector_free(w->xv);
+    memset(w, 0, sizeof *w);
+}
+
+static int glm_ws_init(glm_ws *w, size_t k)
+{
+    memset(w, 0, sizeof *w);
+    w->A = malloc(k * k * sizeof *w->A);
+    w->A_old = malloc(k * k * sizeof *w->A_old);
+    w->M = malloc(k * k * sizeof *w->M);
+    w->b = malloc(k * sizeof *w->b);
+    w->b_old = malloc(k * sizeof *w->b_old);
+    w->beta = calloc(k, sizeof *w->beta);
+    w->beta_old = calloc(k, sizeof *w->beta_old);
+    w->dir = malloc(k * sizeof *w->dir);
+    w->notone = malloc(k);
+    w->ch = gsl_matrix_alloc(k, k);
+    w->bv = gsl_vector_alloc(k);
+    w->xv = gsl_vector_alloc(k);
+    if (!w->A || !w->A_old || !w->M || !w->b || !w->b_old || !w->beta || !w->beta_old || !w->dir || !w->notone ||
+        !w->ch || !w->bv || !w->xv) {
+        glm_ws_release(w);
+        return PX_ENOMEM;
+    }
+    return 0;
+}
+
+/* Robust (sandwich, HC0) covariance: bread = (X'WX + l2 P)^-1, meat =
+ * sum_i (w_i (y_i - mu_i))^2 x_i x_i' (White 1980). Poisson ML is
+ * consistent for a log-linear mean whatever the dispersion
+ * (Gourieroux, Monfort & Trognon 1984), which is why it is used for
+ * length of stay; the model-based SEs would be too small under the
+ * over-dispersion LOS shows, the sandwich ones are not. cov holds the bread on
+ * entry and the sandwich on return; ws's A, b, M and A_old are overwritten. */
+static void poisson_sandwich(const glm_data *d, glm_ws *ws, int threads, double *cov)
+{
+    size_t k = d->k;
+    pass_job mt;
+    pass_all(d, ws->beta, 1, threads, ws->A, ws->b, &mt, NULL);
+    double *T = ws->M; /* T = bread * meat */
+    for (size_t a = 0; a < k; a++)
+        for (size_t c = 0; c < k; c++) {
+            double s = 0;
+            for (size_t q = 0; q < k; q++) s += cov[a * k + q] * ws->A[q * k + c];
+            T[a * k + c] = s;
+        }
+    double *V = ws->A_old;
+    for (size_t a = 0; a < k; a++)
+        for (size_t c = 0; c < k; c++) {
+            double s = 0;
+            for (size_t q = 0; q < k; q++) s += T[a * k + q] * cov[q * k + c];
+            V[a * k + c] = s;
+        }
+    for (size_t a = 0; a < k; a++) /* symmetrize exactly */
+        for (size_t c = 0; c < k; c++) cov[a * k + c] = a <= c ? V[a * k + c] : V[c * k + a];
+}
+
 int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const double *w, const double *offset,
                       size_t n, size_t k, const px_glm_params *pp, px_glm_fit *fit, size_t *bad_col, px_err *e)
 {
@@ -451,34 +535,17 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
     const char *what = fam == PX_FAM_LOGIT ? "logistic regression" : "poisson regression";
     px_glm_params p = pp ? *pp : px_glm_default_params();
     glm_data d = {fam, X, y, w, offset, n, k};
-    double *A = NULL, *b = NULL, *M = NULL, *beta = NULL, *beta_old = NULL, *A_old = NULL, *b_old = NULL;
-    gsl_matrix *ch = NULL;
-    gsl_vector *bv = NULL, *xv = NULL;
-    unsigned char *notone = NULL;
-    double *dir = NULL;
+    glm_ws ws = {0};
     size_t bad = (size_t)-1;
     int rc;
     memset(fit, 0, sizeof *fit);
     if (bad_col) *bad_col = (size_t)-1;
     if ((rc = check_input(&d, &p, e)) < 0) return rc;
 
-    A = malloc(k * k * sizeof *A);
-    A_old = malloc(k * k * sizeof *A_old);
-    M = malloc(k * k * sizeof *M);
-    b = malloc(k * sizeof *b);
-    b_old = malloc(k * sizeof *b_old);
-    beta = calloc(k, sizeof *beta);
-    beta_old = calloc(k, sizeof *beta_old);
-    ch = gsl_matrix_alloc(k, k);
-    bv = gsl_vector_alloc(k);
-    xv = gsl_vector_alloc(k);
-    notone = malloc(k);
-    dir = malloc(k * sizeof *dir);
     fit->beta = calloc(k, sizeof *fit->beta);
     fit->se = calloc(k, sizeof *fit->se);
     fit->cov = calloc(k * k, sizeof *fit->cov);
-    if (!A || !A_old || !M || !b || !b_old || !beta || !beta_old || !ch || !bv || !xv || !notone || !dir || !fit->beta ||
-        !fit->se || !fit->cov) {
+    if (glm_ws_init(&ws, k) != 0 || !fit->beta || !fit->se || !fit->cov) {
         rc = px_err_set(e, PX_ENOMEM, "cannot fit %s: out of memory", what);
         goto done;
     }
@@ -488,7 +555,7 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
      * is accepted as is; later steps that increase the penalized deviance (or
      * make it non-finite) are halved towards the previous coefficients. */
     pass_job cur, prev;
-    pass_all(&d, NULL, 0, p.threads, A, b, &cur, notone);
+    pass_all(&d, NULL, 0, p.threads, ws.A, ws.b, &cur, ws.notone);
     if (cur.badx != (size_t)-1) {
         const double *x = X + cur.badx * k;
         size_t a = 0;
@@ -499,12 +566,12 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
     double pdev = cur.dev, grow_prev_ext = cur.ext, prev_inc = 0;
     int have_beta = 0, grows = 0, stop_sep = 0, halving_failed = 0;
     for (int iter = 1; iter <= p.max_iter; iter++) {
-        add_penalty(M, A, k, &p);
-        if ((rc = factor(M, k, ch, &bad)) < 0) {
+        add_penalty(ws.M, ws.A, k, &p);
+        if ((rc = factor(ws.M, k, ws.ch, &bad)) < 0) {
             if (rc == PX_EINVAL && have_beta && cur.nsat > 0) {
                 /* the weights of saturated rows vanish as the coefficients diverge */
-                for (size_t a = 0; a < k; a++) dir[a] = beta[a] - beta_old[a];
-                if (separating(&d, beta, 0) || separating(&d, dir, SEP_REL)) {
+                for (size_t a = 0; a < k; a++) ws.dir[a] = ws.beta[a] - ws.beta_old[a];
+                if (separating(&d, ws.beta, 0) || separating(&d, ws.dir, SEP_REL)) {
                     stop_sep = 1;
                     rc = 0;
                     break;
@@ -519,18 +586,18 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
                 rc = px_err_set(e, PX_ENOMEM, "cannot fit %s: out of memory", what);
             goto done;
         }
-        for (size_t a = 0; a < k; a++) gsl_vector_set(bv, a, b[a]);
-        if (gsl_linalg_cholesky_solve(ch, bv, xv) != GSL_SUCCESS) {
+        for (size_t a = 0; a < k; a++) gsl_vector_set(ws.bv, a, ws.b[a]);
+        if (gsl_linalg_cholesky_solve(ws.ch, ws.bv, ws.xv) != GSL_SUCCESS) {
             rc = px_err_set(e, PX_EINVAL, "cannot fit %s: the Cholesky solve failed at iteration %d", what, iter);
             goto done;
         }
-        memcpy(beta_old, beta, k * sizeof *beta);
-        memcpy(A_old, A, k * k * sizeof *A);
-        memcpy(b_old, b, k * sizeof *b);
+        memcpy(ws.beta_old, ws.beta, k * sizeof *ws.beta);
+        memcpy(ws.A_old, ws.A, k * k * sizeof *ws.A);
+        memcpy(ws.b_old, ws.b, k * sizeof *ws.b);
         prev = cur;
-        for (size_t a = 0; a < k; a++) beta[a] = gsl_vector_get(xv, a);
-        pass_all(&d, beta, 0, p.threads, A, b, &cur, NULL);
-        double pnew = cur.nonfinite ? INFINITY : penalized(cur.dev, beta, k, &p);
+        for (size_t a = 0; a < k; a++) ws.beta[a] = gsl_vector_get(ws.xv, a);
+        pass_all(&d, ws.beta, 0, p.threads, ws.A, ws.b, &cur, NULL);
+        double pnew = cur.nonfinite ? INFINITY : penalized(cur.dev, ws.beta, k, &p);
         int h = 0;
         while (!isfinite(pnew) || (have_beta && pnew > pdev + p.tol * (fabs(pnew) + 0.1))) {
             if (!have_beta) {
@@ -544,15 +611,15 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
                 halving_failed = 1;
                 break;
             }
-            for (size_t a = 0; a < k; a++) beta[a] = (beta[a] + beta_old[a]) / 2;
-            pass_all(&d, beta, 0, p.threads, A, b, &cur, NULL);
-            pnew = cur.nonfinite ? INFINITY : penalized(cur.dev, beta, k, &p);
+            for (size_t a = 0; a < k; a++) ws.beta[a] = (ws.beta[a] + ws.beta_old[a]) / 2;
+            pass_all(&d, ws.beta, 0, p.threads, ws.A, ws.b, &cur, NULL);
+            pnew = cur.nonfinite ? INFINITY : penalized(cur.dev, ws.beta, k, &p);
         }
         if (halving_failed) {
             /* back to the last accepted coefficients and their pass */
-            memcpy(beta, beta_old, k * sizeof *beta);
-            memcpy(A, A_old, k * k * sizeof *A);
-            memcpy(b, b_old, k * sizeof *b);
+            memcpy(ws.beta, ws.beta_old, k * sizeof *ws.beta);
+            memcpy(ws.A, ws.A_old, k * k * sizeof *ws.A);
+            memcpy(ws.b, ws.b_old, k * sizeof *ws.b);
             cur = prev;
             fit->iterations = iter;
             break;
@@ -573,11 +640,11 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
         prev_inc = inc;
         have_beta = 1;
         int conv = change < p.tol;
-        if ((grows >= 3 || (conv && grew)) && dir) {
+        if ((grows >= 3 || (conv && grew)) && ws.dir) {
             /* the coefficients themselves (complete separation), else the last step */
-            int sep = separating(&d, beta, 0);
-            for (size_t a = 0; a < k && !sep; a++) dir[a] = beta[a] - beta_old[a];
-            if (sep || separating(&d, dir, SEP_REL)) {
+            int sep = separating(&d, ws.beta, 0);
+            for (size_t a = 0; a < k && !sep; a++) ws.dir[a] = ws.beta[a] - ws.beta_old[a];
+            if (sep || separating(&d, ws.dir, SEP_REL)) {
                 stop_sep = 1;
                 fit->converged = conv;
                 break;
@@ -595,13 +662,13 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
     fit->separation = stop_sep;
 
     /* covariance: the inverse (penalized) information at the final estimates */
-    add_penalty(M, A, k, &p);
-    int cst = factor(M, k, ch, &bad);
+    add_penalty(ws.M, ws.A, k, &p);
+    int cst = factor(ws.M, k, ws.ch, &bad);
     if (cst == PX_ENOMEM) {
         rc = px_err_set(e, PX_ENOMEM, "cannot fit %s: out of memory", what);
         goto done;
     }
-    if (cst == 0 && gsl_linalg_cholesky_invert(ch) != GSL_SUCCESS) cst = PX_EINVAL;
+    if (cst == 0 && gsl_linalg_cholesky_invert(ws.ch) != GSL_SUCCESS) cst = PX_EINVAL;
     if (cst < 0 && !stop_sep) {
         rc = px_err_set(e, PX_EINVAL,
                         "cannot fit %s: singular information matrix: column %zu is a linear combination of the columns "
@@ -611,43 +678,18 @@ int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const
     }
     if (cst == 0) {
         for (size_t a = 0; a < k; a++)
-            for (size_t c = 0; c < k; c++) fit->cov[a * k + c] = gsl_matrix_get(ch, a, c);
-        if (fam == PX_FAM_POISSON) {
-            /* Robust (sandwich, HC0) covariance: bread = (X'WX + l2 P)^-1, meat =
-             * sum_i (w_i (y_i - mu_i))^2 x_i x_i' (White 1980). Poisson ML is
-             * consistent for a log-linear mean whatever the dispersion
-             * (Gourieroux, Monfort & Trognon 1984), which is why it is used for
-             * length of stay; the model-based SEs would be too small under the
-             * over-dispersion LOS shows, the sandwich ones are not. */
-            pass_job mt;
-            pass_all(&d, beta, 1, p.threads, A, b, &mt, NULL);
-            double *T = M; /* T = bread * meat */
-            for (size_t a = 0; a < k; a++)
-                for (size_t c = 0; c < k; c++) {
-                    double s = 0;
-                    for (size_t q = 0; q < k; q++) s += fit->cov[a * k + q] * A[q * k + c];
-                    T[a * k + c] = s;
-                }
-            double *V = A_old;
-            for (size_t a = 0; a < k; a++)
-                for (size_t c = 0; c < k; c++) {
-                    double s = 0;
-                    for (size_t q = 0; q < k; q++) s += T[a * k + q] * fit->cov[q * k + c];
-                    V[a * k + c] = s;
-                }
-            for (size_t a = 0; a < k; a++) /* symmetrize exactly */
-                for (size_t c = 0; c < k; c++) fit->cov[a * k + c] = a <= c ? V[a * k + c] : V[c * k + a];
-        }
+            for (size_t c = 0; c < k; c++) fit->cov[a * k + c] = gsl_matrix_get(ws.ch, a, c);
+        if (fam == PX_FAM_POISSON) poisson_sandwich(&d, &ws, p.threads, fit->cov);
         for (size_t a = 0; a < k; a++) fit->se[a] = sqrt(fit->cov[a * k + a]);
     } else {
         for (size_t a = 0; a < k * k; a++) fit->cov[a] = NAN;
         for (size_t a = 0; a < k; a++) fit->se[a] = NAN;
     }
-    memcpy(fit->beta, beta, k * sizeof *beta);
+    memcpy(fit->beta, ws.beta, k * sizeof *ws.beta);
     fit->deviance = cur.dev;
     fit->loglik = -cur.dev / 2 + loglik_const(&d);
     int has_int = 0;
-    for (size_t a = 0; a < k; a++) has_int |= !notone[a];
+    for (size_t a = 0; a < k; a++) has_int |= !ws.notone[a];
     fit->null_deviance = null_deviance(&d, has_int);
     fit->warning[0] = '\0';
     if (stop_sep)
@@ -667,18 +709,7 @@ done:
         if (bad_col && rc == PX_EINVAL) *bad_col = bad;
         px_glm_fit_release(fit);
     }
-    free(A);
-    free(A_old);
-    free(M);
-    free(b);
-    free(b_old);
-    free(beta);
-    free(beta_old);
-    free(notone);
-    free(dir);
-    if (ch) gsl_matrix_free(ch);
-    if (bv) gsl_vector_free(bv);
-    if (xv) gsl_vector_free(xv);
+    glm_ws_release(&ws);
     return rc;
 }
 

@@ -516,20 +516,13 @@ static double quantile7(const double *v, size_t n, double q)
     return lo + 1 < n ? v[lo] + (h - (double)lo) * (v[lo + 1] - v[lo]) : v[n - 1];
 }
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 px_hier *px_hier_fit(const px_model *m, const px_dataset *d, const size_t *rows, size_t nrows, size_t unit_col,
                      const px_hier_params *pp, px_err *e)
 {
     px_models_init(); /* GSL reports, never aborts */
     px_hier_params p = pp ? *pp : px_hier_default_params();
     px_algo algo = px_model_algo(m);
-    double t0 = now_s();
+    double t0 = px_mono_s();
     if (algo != PX_ALGO_LOGIT && algo != PX_ALGO_POISSON) {
         px_err_set(e, PX_EINVAL, "a hierarchical model needs a logit or poisson risk model, not %s", px_algo_name(algo));
         return NULL;
@@ -716,7 +709,7 @@ px_hier *px_hier_fit(const px_model *m, const px_dataset *d, const size_t *rows,
             }
         }
     }
-    h->seconds = now_s() - t0;
+    h->seconds = px_mono_s() - t0;
     goto done;
 nomem:
     rc = px_err_set(e, PX_ENOMEM, "out of memory");

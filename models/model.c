@@ -146,13 +146,6 @@ static int compute_terms(px_model *m)
 
 /* ---- fitting ------------------------------------------------------------- */
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* Level maps from the dataset's level indexes to the model's (NULL for numeric). */
 static size_t **level_maps(const px_model *m, const px_dataset *d, const int *dcol)
 {
@@ -252,7 +245,7 @@ static int oom(px_err *e) { return px_err_set(e, PX_ENOMEM, "cannot fit model: o
 px_model *px_model_fit(const px_dataset *d, const size_t *rows, size_t nrows, const px_fit_params *pp,
                        px_fit_info *info, px_err *e)
 {
-    double t0 = now_s();
+    double t0 = px_mono_s();
     px_fit_params p = pp ? *pp : px_fit_default_params(PX_ALGO_LOGIT);
     px_model *m = NULL;
     double *X = NULL, *y = NULL, *raw = NULL, *X2 = NULL;
@@ -430,7 +423,7 @@ done:
     free(y);
     free(raw);
     free(dcol);
-    if (m && info) info->seconds = now_s() - t0;
+    if (m && info) info->seconds = px_mono_s() - t0;
     return m;
 }
 

@@ -78,19 +78,11 @@ const px_svm_info *px_svm_get_info(const px_svm *s) { return &s->info; }
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static uint64_t splitmix(uint64_t *st)
-{
-    uint64_t z = (*st += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
 /* Fisher-Yates shuffle driven by the seeded generator (unbiased enough: 64-bit draws). */
 static void shuffle(size_t *a, size_t n, uint64_t *st)
 {
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)(splitmix(st) % i);
+        size_t j = (size_t)(px_splitmix64(st) % i);
         size_t t = a[i - 1];
         a[i - 1] = a[j];
         a[j] = t;

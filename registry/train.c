@@ -1,6 +1,6 @@
-/* train.c: the training and retraining jobs: feature table -> dataset -> temporal,
- * patient-grouped holdout -> fit -> evaluation on the holdout (overall, by sex, by
- * age band) -> registered, signed version; and retraining with promotion gates.
+/* train.c: the training job: feature table -> dataset -> temporal, patient-grouped
+ * holdout -> fit -> evaluation on the holdout (overall, by sex, by age band) ->
+ * registered, signed version. Retraining with promotion gates is retrain.c.
  *
  * Holdout: the latest holdout_time_share of prediction times AND the patients whose
  * (keyed) pseudonym falls in a fixed holdout group. Training uses the earlier times
@@ -8,7 +8,7 @@
  * than anything trained on. The group depends only on the pseudonym, so every
  * version of a model keeps the same holdout patients: a champion has never seen the
  * patients a candidate is evaluated on, and both are compared on the same rows. */
-#include "registry/internal.h"
+#include "registry/train_int.h"
 #include <cjson/cJSON.h>
 #include <libpq-fe.h>
 #include <math.h>
@@ -29,33 +29,12 @@ px_train_params px_train_default_params(void)
     return p;
 }
 
-px_retrain_params px_retrain_default_params(void)
-{
-    px_retrain_params p;
-    p.max_auc_drop = 0.01;
-    p.slope_lo = 0.8;
-    p.slope_hi = 1.2;
-    p.max_rmse_rise = 0.02;
-    p.gates = px_gate_default_params();
-    return p;
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 /* splitmix64 finalizer: spreads the pseudonym's bits so that the group test below
  * is a fair coin per patient. The pseudonym is already an HMAC under the
  * installation key, so this needs no key of its own. */
 static uint64_t mix64(uint64_t z)
 {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    return px_splitmix64(&z);   /* one step from state z: z + gamma, mixed */
 }
 
 #define HOLDOUT_SALT 0x70726f676e6f7331ULL /* "prognos1": changing it changes every holdout */
@@ -72,36 +51,7 @@ static int cmp_i32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* One training run's state, shared by px_train and px_retrain. */
-typedef struct job {
-    const px_feat_set_info *set;
-    char name[64];
-    char table[256];
-    char label[64];
-    px_dataset *d;
-    size_t *train, *test;
-    size_t ntrain, ntest;
-    int32_t cutoff;            /* first day of the held-out period; 0 = none */
-    const char *method;        /* the split actually used, for split.json */
-    int32_t min_cutoff;        /* retraining without patient groups: the champion's cutoff (0 = none) */
-    int binary;
-    px_fit_params fp;
-    px_fit_info fi;
-    px_model *m;
-    double *test_scores;
-    px_eval_bin eb;
-    px_eval_reg er;
-    char *metrics_json, *split_json, *params_json, *reference_json, *calibration_csv, *batches_json;
-    char *gates_json;          /* the quality gates' verdict (px_gate_eval) */
-    px_gate_params gp;         /* the gates applied (part of the version's params: another
-                                * policy is another registration) */
-    int gates_passed;
-    char gates_summary[1024];
-    char *hier_json;           /* hierarchical.json, or NULL (see hier.c) */
-    char hier_note[320];
-} job;
-
-static void job_release(job *j)
+void reg_job_release(reg_job *j)
 {
     px_dataset_free(j->d);
     free(j->train);
@@ -119,7 +69,7 @@ static void job_release(job *j)
     memset(j, 0, sizeof *j);
 }
 
-static int split_rows(job *j, const px_train_params *p, px_err *e)
+static int split_rows(reg_job *j, const px_train_params *p, px_err *e)
 {
     px_dataset *d = j->d;
     j->train = malloc((d->n ? d->n : 1) * sizeof *j->train);
@@ -195,7 +145,7 @@ static int age_band(double age)
 
 /* Evaluation of a subset of the holdout (rows given by a predicate) as JSON, or
  * JSON null when the subset cannot be evaluated (too small, one class). */
-static cJSON *eval_subset(const job *j, const double *scores, int (*pick)(const job *, size_t, int), int arg)
+static cJSON *eval_subset(const reg_job *j, const double *scores, int (*pick)(const reg_job *, size_t, int), int arg)
 {
     size_t n = 0;
     double *y = malloc((j->ntest ? j->ntest : 1) * sizeof *y), *s = malloc((j->ntest ? j->ntest : 1) * sizeof *s);
@@ -222,8 +172,8 @@ done:
     return out ? out : cJSON_CreateNull();
 }
 
-static int pick_sex(const job *j, size_t i, int arg) { return j->d->sex[i] == (char)arg; }
-static int pick_age(const job *j, size_t i, int arg) { return age_band(j->d->age[i]) == arg; }
+static int pick_sex(const reg_job *j, size_t i, int arg) { return j->d->sex[i] == (char)arg; }
+static int pick_age(const reg_job *j, size_t i, int arg) { return age_band(j->d->age[i]) == arg; }
 
 typedef struct scored { double s, y; } scored;
 
@@ -235,7 +185,7 @@ static int cmp_scored_desc(const void *a, const void *b)
 
 /* The holdout ROC curve at up to 200 points (every distinct score when fewer), for
  * plots: a version's evaluation stays inspectable without its holdout rows. */
-static cJSON *roc_curve(const job *j)
+static cJSON *roc_curve(const reg_job *j)
 {
     size_t n = j->ntest;
     scored *v = malloc((n ? n : 1) * sizeof *v);
@@ -275,7 +225,7 @@ static cJSON *roc_curve(const job *j)
     return o;
 }
 
-static int build_metrics(job *j, px_err *e)
+static int build_metrics(reg_job *j, px_err *e)
 {
     cJSON *root = cJSON_CreateObject();
     if (!root) return px_err_set(e, PX_ENOMEM, "out of memory");
@@ -314,7 +264,7 @@ static int build_metrics(job *j, px_err *e)
     return j->metrics_json ? 0 : px_err_set(e, PX_ENOMEM, "out of memory");
 }
 
-static int build_split(job *j, const px_train_params *p, px_err *e)
+static int build_split(reg_job *j, const px_train_params *p, px_err *e)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o) return px_err_set(e, PX_ENOMEM, "out of memory");
@@ -341,7 +291,7 @@ static int build_split(job *j, const px_train_params *p, px_err *e)
     return j->split_json ? 0 : px_err_set(e, PX_ENOMEM, "out of memory");
 }
 
-static int build_params(job *j, px_err *e)
+static int build_params(reg_job *j, px_err *e)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o) return px_err_set(e, PX_ENOMEM, "out of memory");
@@ -377,7 +327,7 @@ static int build_params(job *j, px_err *e)
     return j->params_json ? 0 : px_err_set(e, PX_ENOMEM, "out of memory");
 }
 
-static int build_calibration(job *j, px_err *e)
+static int build_calibration(reg_job *j, px_err *e)
 {
     px_buf b = {0};
     if (!j->binary) {
@@ -397,7 +347,7 @@ static int build_calibration(job *j, px_err *e)
 }
 
 /* The etl batches present now: the data vintage a version was trained on. */
-static int load_batches(PGconn *c, job *j, px_err *e)
+static int load_batches(PGconn *c, reg_job *j, px_err *e)
 {
     /* px_db_value: no fixed buffer to cut a long history short */
     int rc = px_db_value(c, e, "cannot read etl.batches", &j->batches_json,
@@ -469,7 +419,7 @@ oom:
 
 /* The evaluation of a holdout with a single class: counts and Brier score, every
  * discrimination and calibration statistic NAN (written as null), and a warning. */
-static void holdout_one_class(job *j, const double *y, size_t events)
+static void holdout_one_class(reg_job *j, const double *y, size_t events)
 {
     memset(&j->eb, 0, sizeof j->eb);
     j->eb.n = j->ntest;
@@ -486,7 +436,7 @@ static void holdout_one_class(job *j, const double *y, size_t events)
 
 /* The quality gates on the fitted model, its training predictions and the holdout
  * evaluation: fills j->gates_json, gates_passed and gates_summary. */
-static int job_gates(job *j, const px_train_params *p, const double *train_scores, px_err *e)
+static int job_gates(reg_job *j, const px_train_params *p, const double *train_scores, px_err *e)
 {
     px_gate_params gp = j->gp;
     px_gate_input in;
@@ -528,12 +478,12 @@ static int job_gates(job *j, const px_train_params *p, const double *train_score
 
 /* Loads the dataset, splits, fits and evaluates. extra_features: columns to load
  * beside the model's own (the champion's, to score it on the same rows). */
-static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, const char *const *extra_features,
-                   job *j, px_err *e)
+int reg_job_run(PGconn *c, const px_config *cfg, const px_train_params *p, const char *const *extra_features,
+                   reg_job *j, px_err *e)
 {
     (void)cfg;
     int rc = 0;
-    double t0 = now_s();
+    double t0 = px_mono_s();
     /* a name, table or label cut short by its buffer would train or register something else */
     if (!p->model || strlen(p->model) >= sizeof j->name)
         return px_err_set(e, PX_EINVAL, "model name missing or longer than %zu characters", sizeof j->name - 1);
@@ -633,11 +583,11 @@ static int job_run(PGconn *c, const px_config *cfg, const px_train_params *p, co
         j->hier_json = reg_hier_fit_json(j->m, j->d, &p->hier, j->hier_note, sizeof j->hier_note);
         px_log(j->hier_json ? PX_LOG_INFO : PX_LOG_WARN, "%s: %s", j->name, j->hier_note);
     }
-    j->fi.seconds = now_s() - t0;
+    j->fi.seconds = px_mono_s() - t0;
     return 0;
 }
 
-static int job_register(PGconn *c, const px_config *cfg, job *j, int *version, px_err *e)
+int reg_job_register(PGconn *c, const px_config *cfg, reg_job *j, int *version, px_err *e)
 {
     px_reg_new v;
     memset(&v, 0, sizeof v);
@@ -660,7 +610,7 @@ static int job_register(PGconn *c, const px_config *cfg, job *j, int *version, p
     return px_reg_register(c, cfg, &v, version, e);
 }
 
-static void fill_result(const job *j, int version, int created, px_train_result *r)
+static void fill_result(const reg_job *j, int version, int created, px_train_result *r)
 {
     memset(r, 0, sizeof *r);
     r->version = version;
@@ -701,148 +651,7 @@ static void fill_result(const job *j, int version, int created, px_train_result 
     }
 }
 
-static int record_decision(PGconn *c, const char *name, int candidate, int champion, const char *decision,
-                           const char *gates_json, const char *metrics_json, const char *message, px_err *e);
-
-/* A model without a champion: the new version becomes it if it passed its gates,
- * or failed them with --accept-failed-gates (recorded in registry.decisions). */
-static int train_first_champion(PGconn *c, const px_config *cfg, const job *j, const px_train_params *p, int version,
-                                px_train_result *r, px_err *e)
-{
-    int rc;
-    if (j->gates_passed) {
-        if ((rc = px_reg_promote(c, cfg, j->name, version, "champion", "first version of the model", e)) == 0)
-            r->champion = 1;
-        return rc;
-    }
-    if (!p->accept_failed_gates) return 0;
-    char msg[1400];
-    snprintf(msg, sizeof msg, "v%d failed its quality gates and was accepted with --accept-failed-gates: %s", version,
-             j->gates_summary);
-    if ((rc = px_reg_promote(c, cfg, j->name, version, "champion", msg, e)) != 0) return rc;
-    r->champion = 1;
-    r->gates_accepted = 1;
-    return record_decision(c, j->name, version, 0, "promoted", j->gates_json, NULL, msg, e);
-}
-
-int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train_result *r, px_err *e)
-{
-    job j;
-    memset(&j, 0, sizeof j);
-    int version = 0, rc = job_run(c, cfg, p, NULL, &j, e);
-    if (rc == 0) {
-        rc = job_register(c, cfg, &j, &version, e);
-        int created = rc == 0;
-        if (rc == PX_ENOTHING) {
-            px_err_clear(e);
-            rc = 0;
-        }
-        if (rc == 0) {
-            fill_result(&j, version, created, r);
-            snprintf(r->hierarchical, sizeof r->hierarchical, "%s", j.hier_note);
-            r->gates_accepted = !j.gates_passed && p->accept_failed_gates;
-            if (!created && p->accept_failed_gates && !j.gates_passed)
-                rc = px_reg_accept_gates(c, j.name, version, "prognos train (the version existed)", e);
-        }
-        if (rc == 0) {
-            /* the first version of a model becomes its champion: serving and KPIs need one */
-            int champ = 0;
-            px_err e2 = {0};
-            /* only a missing champion: a failed lookup must not promote anything */
-            int rr = px_reg_resolve(c, j.name, "champion", &champ, &e2);
-            if (rr != 0 && rr != PX_ENOTFOUND) {
-                *e = e2;
-                rc = rr;
-            } else if (rr == PX_ENOTFOUND) {
-                rc = train_first_champion(c, cfg, &j, p, version, r, e);
-            } else {
-                r->champion = champ == version;
-            }
-        }
-    }
-    job_release(&j);
-    return rc;
-}
-
-/* ---- retraining ------------------------------------------------------------ */
-
-/* Reads the champion's training spec from its row into tp (table, label, algo, l2,
- * holdout shares; table and label point into the given buffers) and its features
- * (NULL-terminated, caller frees with free_list). The holdout shares matter: the
- * patient group is a threshold on the same hash, so a larger share than the
- * champion's would hold out patients the champion was trained on. */
-static int champion_spec(PGconn *c, const char *name, int version, px_train_params *tp, char *table, size_t tlen,
-                         char *label, size_t llen, char ***features, int32_t *cutoff, px_err *e)
-{
-    char ver[16];
-    snprintf(ver, sizeof ver, "%d", version);
-    const char *params[2] = {name, ver};
-    *features = NULL;
-    PGresult *r = PQexecParams(c,
-                               "SELECT feature_table, label, algo, coalesce((params->>'l2')::float8, 0),"
-                               " coalesce((split->>'holdout_time_share')::float8, 0),"
-                               " coalesce((split->>'holdout_patient_share')::float8, 0),"
-                               " coalesce(nullif(split->>'holdout_from', '')::date - date '1970-01-01', 0)"
-                               " FROM registry.versions WHERE name = $1 AND version = $2::int",
-                               2, NULL, params, NULL, NULL, 0);
-    PGresult *fr = NULL;
-    int rc = 0;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = px_err_set(e, PX_EDB, "cannot read the spec of '%s' v%d", name, version);
-        px_err_detail(e, "%s", PQresultErrorMessage(r));
-        goto out;
-    }
-    if (PQntuples(r) != 1) {
-        rc = px_err_set(e, PX_ENOTFOUND, "model '%s' has no version %d", name, version);
-        goto out;
-    }
-    snprintf(table, tlen, "%s", PQgetvalue(r, 0, 0));
-    snprintf(label, llen, "%s", PQgetvalue(r, 0, 1));
-    tp->table = table;
-    tp->label = label;
-    if (px_algo_parse(PQgetvalue(r, 0, 2), &tp->algo) == 0) tp->algo_given = 1;
-    double l2 = strtod(PQgetvalue(r, 0, 3), NULL), ts = strtod(PQgetvalue(r, 0, 4), NULL),
-           ps = strtod(PQgetvalue(r, 0, 5), NULL);
-    if (l2 >= 0) tp->l2 = l2;
-    if (ts > 0 && ts < 1) tp->holdout_time_share = ts;
-    if (ps > 0 && ps < 1) tp->holdout_patient_share = ps;
-    *cutoff = (int32_t)atoi(PQgetvalue(r, 0, 6));
-    /* one row per feature, in order (a quoted column name may hold a comma) */
-    fr = PQexecParams(c,
-                      "SELECT f FROM registry.versions v, jsonb_array_elements_text(v.params->'features')"
-                      " WITH ORDINALITY a(f, k) WHERE v.name = $1 AND v.version = $2::int ORDER BY k",
-                      2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(fr) != PGRES_TUPLES_OK) {
-        rc = px_err_set(e, PX_EDB, "cannot read the features of '%s' v%d", name, version);
-        px_err_detail(e, "%s", PQresultErrorMessage(fr));
-        goto out;
-    }
-    int nf = PQntuples(fr);
-    char **list = calloc((size_t)nf + 1, sizeof *list);
-    if (!list) {
-        rc = px_err_set(e, PX_ENOMEM, "out of memory");
-        goto out;
-    }
-    *features = list;
-    for (int k = 0; k < nf; k++)
-        if (!(list[k] = strdup(PQgetvalue(fr, k, 0)))) {
-            rc = px_err_set(e, PX_ENOMEM, "out of memory");
-            goto out;
-        }
-out:
-    PQclear(fr);
-    PQclear(r);
-    return rc;
-}
-
-static void free_list(char **l)
-{
-    if (!l) return;
-    for (size_t i = 0; l[i]; i++) free(l[i]);
-    free(l);
-}
-
-static int record_decision(PGconn *c, const char *name, int candidate, int champion, const char *decision,
+int reg_record_decision(PGconn *c, const char *name, int candidate, int champion, const char *decision,
                            const char *gates_json, const char *metrics_json, const char *message, px_err *e)
 {
     char cand[16], champ[16];
@@ -873,199 +682,63 @@ static int record_decision(PGconn *c, const char *name, int candidate, int champ
     return ok ? 0 : PX_EDB;
 }
 
-int px_retrain(PGconn *c, const px_config *cfg, const char *model, const px_retrain_params *p, FILE *report, px_err *e)
+/* A model without a champion: the new version becomes it if it passed its gates,
+ * or failed them with --accept-failed-gates (recorded in registry.decisions). */
+static int train_first_champion(PGconn *c, const px_config *cfg, const reg_job *j, const px_train_params *p, int version, px_train_result *r,
+                                px_err *e)
 {
-    return px_retrain_ex(c, cfg, model, p, report, NULL, e);
+    int rc;
+    if (j->gates_passed) {
+        if ((rc = px_reg_promote(c, cfg, j->name, version, "champion", "first version of the model", e)) == 0)
+            r->champion = 1;
+        return rc;
+    }
+    if (!p->accept_failed_gates) return 0;
+    char msg[1400];
+    snprintf(msg, sizeof msg, "v%d failed its quality gates and was accepted with --accept-failed-gates: %s", version,
+             j->gates_summary);
+    if ((rc = px_reg_promote(c, cfg, j->name, version, "champion", msg, e)) != 0) return rc;
+    r->champion = 1;
+    r->gates_accepted = 1;
+    return reg_record_decision(c, j->name, version, 0, "promoted", j->gates_json, NULL, msg, e);
 }
 
-int px_retrain_ex(PGconn *c, const px_config *cfg, const char *model, const px_retrain_params *p, FILE *report,
-                  px_retrain_outcome *outcome, px_err *e)
+int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train_result *r, px_err *e)
 {
-    px_retrain_outcome oc = PX_RETRAIN_FAILED;
-    int champ = 0, rc;
-    px_err e2 = {0};
-    px_train_params tp = px_train_default_params();
-    tp.model = model;
-    tp.gates = p->gates;
-    char table[256] = "", label[64] = "";
-    char **champ_feats = NULL;
-    job j;
+    reg_job j;
     memset(&j, 0, sizeof j);
-    px_model *cm = NULL;
-    double *cs = NULL, *y = NULL;
-    char gates[1024] = "{}", metrics[1024] = "{}", msg[1600] = "";
-    int version = 0; /* the candidate, once registered */
-
-    int rr = px_reg_resolve(c, model, "champion", &champ, &e2);
-    if (rr != 0 && rr != PX_ENOTFOUND) { /* a failed lookup is not "no champion": that would promote ungated */
-        *e = e2;
-        rc = rr;
-        if (rr == PX_EINVAL) goto out; /* an invalid name: nothing to record it under */
-        snprintf(msg, sizeof msg, "cannot resolve the champion: %s", e->msg);
-        champ = 0;
-        goto fail;
-    }
-    if (rr == 0) {
-        if ((rc = champion_spec(c, model, champ, &tp, table, sizeof table, label, sizeof label, &champ_feats,
-                                &j.min_cutoff, e)) != 0) {
-            snprintf(msg, sizeof msg, "cannot read the champion v%d: %s", champ, e->msg);
-            goto fail;
+    int version = 0, rc = reg_job_run(c, cfg, p, NULL, &j, e);
+    if (rc == 0) {
+        rc = reg_job_register(c, cfg, &j, &version, e);
+        int created = rc == 0;
+        if (rc == PX_ENOTHING) {
+            px_err_clear(e);
+            rc = 0;
         }
-        /* a built-in model trained on its own set: rebuild the set, use its current default features */
-        const px_feat_set_info *set = px_feat_set_find(model);
-        if (set && strcmp(set->table, table) == 0 && strcmp(set->label, label) == 0) {
-            tp.table = NULL;
-            tp.label = NULL;
+        if (rc == 0) {
+            fill_result(&j, version, created, r);
+            snprintf(r->hierarchical, sizeof r->hierarchical, "%s", j.hier_note);
+            r->gates_accepted = !j.gates_passed && p->accept_failed_gates;
+            if (!created && p->accept_failed_gates && !j.gates_passed)
+                rc = px_reg_accept_gates(c, j.name, version, "prognos train (the version existed)", e);
         }
-    } else if (!px_feat_set_find(model)) {
-        rc = px_err_set(e, PX_ENOTFOUND, "model '%s' has no champion and is not a built-in model", model);
-        goto out;
-    }
-
-    /* the candidate uses the set's current default features (built-in) or the champion's */
-    if (tp.table && champ_feats) tp.features = (const char *const *)champ_feats;
-    if ((rc = job_run(c, cfg, &tp, champ ? (const char *const *)champ_feats : NULL, &j, e)) != 0) {
-        snprintf(msg, sizeof msg, "training failed: %s", e->msg);
-        goto fail;
-    }
-    rc = job_register(c, cfg, &j, &version, e);
-    if (rc == PX_ENOTHING) {
-        px_err_clear(e);
-        snprintf(msg, sizeof msg, "data and parameters unchanged since v%d: nothing to train", version);
-        int accepted = 0;
-        if (!j.gates_passed) {
-            int passed = 0;
-            px_err e3 = {0};
-            if (px_reg_gates_status(c, model, version, &passed, &accepted, NULL, 0, &e3) != 0) accepted = 0;
-            size_t l = strlen(msg);
-            snprintf(msg + l, sizeof msg - l, "; v%d failed its quality gates%s: %s", version,
-                     accepted ? " (accepted)" : "", j.gates_summary);
+        if (rc == 0) {
+            /* the first version of a model becomes its champion: serving and KPIs need one */
+            int champ = 0;
+            px_err e2 = {0};
+            /* only a missing champion: a failed lookup must not promote anything */
+            int rr = px_reg_resolve(c, j.name, "champion", &champ, &e2);
+            if (rr != 0 && rr != PX_ENOTFOUND) {
+                *e = e2;
+                rc = rr;
+            } else if (rr == PX_ENOTFOUND) {
+                rc = train_first_champion(c, cfg, &j, p, version, r, e);
+            } else {
+                r->champion = champ == version;
+            }
         }
-        if ((rc = record_decision(c, model, version, champ, "unchanged", j.gates_passed ? NULL : j.gates_json, NULL,
-                                  msg, e)) != 0)
-            goto out;
-        /* unchanged, but still failing its gates (in msg): the scheduler must hear about it */
-        if (report) fprintf(report, "%s: %s\n", model, msg);
-        rc = px_err_set(e, PX_ENOTHING, "%s: %s", model, msg);
-        oc = j.gates_passed || accepted ? PX_RETRAIN_UNCHANGED : PX_RETRAIN_GATES_FAILED;
-        goto out;
     }
-    if (rc != 0) {
-        version = 0;
-        snprintf(msg, sizeof msg, "registration failed: %s", e->msg);
-        goto fail;
-    }
-    if (!j.gates_passed) {
-        /* registered with its failed gates in its record; never promoted, not even as the first version */
-        char gmsg[sizeof msg];
-        snprintf(gmsg, sizeof gmsg, "candidate v%d failed its quality gates: %s", version, j.gates_summary);
-        if (champ)
-            snprintf(msg, sizeof msg, "%.*s; champion v%d kept", (int)(sizeof msg - 32), gmsg, champ);
-        else
-            snprintf(msg, sizeof msg, "%.*s; the model has no champion", (int)(sizeof msg - 40), gmsg);
-        if ((rc = record_decision(c, model, version, champ, "kept", j.gates_json, NULL, msg, e)) != 0) goto out;
-        if (report) fprintf(report, "%s: %s\n", model, msg);
-        rc = px_err_set(e, PX_ENOTHING, "%s: %s", model, msg);
-        oc = PX_RETRAIN_GATES_FAILED;
-        goto out;
-    }
-    if (!champ) {
-        if ((rc = px_reg_promote(c, cfg, model, version, "champion", "first version of the model", e)) != 0) {
-            snprintf(msg, sizeof msg, "cannot promote v%d, the first version: %s", version, e->msg);
-            goto fail;
-        }
-        snprintf(msg, sizeof msg, "v%d is the first version: promoted to champion", version);
-        if ((rc = record_decision(c, model, version, 0, "promoted", j.gates_json, NULL, msg, e)) != 0) goto out;
-        if (report) fprintf(report, "%s: %s\n", model, msg);
-        oc = PX_RETRAIN_PROMOTED;
-        goto out;
-    }
-
-    /* champion and candidate on the same holdout rows */
-    int cv = 0;
-    if (!(cm = px_reg_load(c, cfg, model, "champion", &cv, e))) {
-        rc = e->code ? e->code : PX_ECORRUPT;
-        snprintf(msg, sizeof msg, "cannot load the champion v%d: %s", champ, e->msg);
-        goto fail;
-    }
-    cs = malloc(j.ntest * sizeof *cs);
-    y = malloc(j.ntest * sizeof *y);
-    if (!cs || !y) {
-        rc = px_err_set(e, PX_ENOMEM, "out of memory");
-        goto fail;
-    }
-    if ((rc = px_model_score(cm, j.d, j.test, j.ntest, cs, e)) != 0) {
-        snprintf(msg, sizeof msg, "cannot score the champion v%d: %s", champ, e->msg);
-        goto fail;
-    }
-    for (size_t k = 0; k < j.ntest; k++) y[k] = j.d->y[j.test[k]];
-    int pass;
-    if (j.binary && isnan(j.eb.auc)) {
-        /* a holdout of one class cannot rank two models: keep the champion */
-        pass = 0;
-        snprintf(gates, sizeof gates, "{\"comparable\":false}");
-        snprintf(msg, sizeof msg, "candidate v%d vs champion v%d: kept: %s", version, champ, j.fi.warning);
-    } else if (j.binary) {
-        px_eval_bin ce;
-        double diff = 0, se = 0, pv = 1;
-        if ((rc = px_eval_binary(y, cs, j.ntest, &ce, e)) != 0 ||
-            (rc = px_eval_delong_paired(y, j.test_scores, cs, j.ntest, &diff, &se, &pv, e)) != 0)
-            goto fail;
-        int auc_ok = j.eb.auc >= ce.auc - p->max_auc_drop;
-        int slope_ok = j.eb.cal_slope >= p->slope_lo && j.eb.cal_slope <= p->slope_hi;
-        pass = auc_ok && slope_ok;
-        snprintf(gates, sizeof gates,
-                 "{\"max_auc_drop\":%.6g,\"auc_ok\":%s,\"slope_range\":[%.6g,%.6g],\"slope_ok\":%s}", p->max_auc_drop,
-                 auc_ok ? "true" : "false", p->slope_lo, p->slope_hi, slope_ok ? "true" : "false");
-        snprintf(metrics, sizeof metrics,
-                 "{\"holdout_rows\":%zu,\"candidate\":{\"auc\":%.6f,\"cal_slope\":%.6f,\"brier\":%.6f},"
-                 "\"champion\":{\"auc\":%.6f,\"cal_slope\":%.6f,\"brier\":%.6f},"
-                 "\"delong\":{\"diff\":%.6f,\"se\":%.6f,\"p\":%.6g}}",
-                 j.ntest, j.eb.auc, j.eb.cal_slope, j.eb.brier, ce.auc, ce.cal_slope, ce.brier, diff, se, pv);
-        snprintf(msg, sizeof msg,
-                 "candidate v%d AUC %.4f (slope %.2f) vs champion v%d AUC %.4f (slope %.2f) on %zu holdout rows: %s",
-                 version, j.eb.auc, j.eb.cal_slope, champ, ce.auc, ce.cal_slope, j.ntest,
-                 pass ? "promoted" : !auc_ok ? "kept: AUC gate failed" : "kept: calibration gate failed");
-    } else {
-        px_eval_reg ce;
-        if ((rc = px_eval_regression(y, cs, j.ntest, &ce, e)) != 0) goto fail;
-        pass = j.er.rmse <= ce.rmse * (1 + p->max_rmse_rise);
-        snprintf(gates, sizeof gates, "{\"max_rmse_rise\":%.6g,\"rmse_ok\":%s}", p->max_rmse_rise,
-                 pass ? "true" : "false");
-        snprintf(metrics, sizeof metrics,
-                 "{\"holdout_rows\":%zu,\"candidate\":{\"rmse\":%.6f,\"mae\":%.6f,\"r2\":%.6f},"
-                 "\"champion\":{\"rmse\":%.6f,\"mae\":%.6f,\"r2\":%.6f}}",
-                 j.ntest, j.er.rmse, j.er.mae, j.er.r2, ce.rmse, ce.mae, ce.r2);
-        snprintf(msg, sizeof msg, "candidate v%d RMSE %.4f vs champion v%d RMSE %.4f on %zu holdout rows: %s", version,
-                 j.er.rmse, champ, ce.rmse, j.ntest, pass ? "promoted" : "kept: RMSE gate failed");
-    }
-    if (pass) {
-        if ((rc = px_reg_promote(c, cfg, model, version, "champion", msg, e)) != 0) goto fail;
-        px_reg_promote(c, cfg, model, champ, "challenger", "previous champion", &e2);
-    } else {
-        px_reg_promote(c, cfg, model, version, "challenger", msg, &e2);
-    }
-    if ((rc = record_decision(c, model, version, champ, pass ? "promoted" : "kept", gates, metrics, msg, e)) != 0)
-        goto out;
-    if (report) fprintf(report, "%s: %s\n", model, msg);
-    rc = pass ? 0 : px_err_set(e, PX_ENOTHING, "%s: %s", model, msg);
-    oc = pass ? PX_RETRAIN_PROMOTED : PX_RETRAIN_KEPT;
-    goto out;
-fail:
-    if (!msg[0]) snprintf(msg, sizeof msg, "%s", e->msg);
-    {
-        px_err keep = *e;
-        record_decision(c, model, version, champ, "failed", NULL, NULL, msg, &e2);
-        *e = keep;
-    }
-    if (report) fprintf(report, "%s: failed: %s\n", model, msg);
-    if (rc == 0 || rc == PX_ENOTHING) rc = PX_EINVAL;
-out:
-    if (outcome) *outcome = rc < 0 && rc != PX_ENOTHING ? PX_RETRAIN_FAILED : oc;
-    free(cs);
-    free(y);
-    px_model_free(cm);
-    free_list(champ_feats);
-    job_release(&j);
+    reg_job_release(&j);
     return rc;
 }
+

@@ -40,4 +40,17 @@ int px_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((for
 int cli_json_ok(int *ok, const void *added);
 int cli_json_print(cJSON *o, int ok);
 
+/* Loads the configuration into cfg, opens the log and connects to the warehouse
+ * (connect.c). reads_only: a home without a warehouse is an error (PX_ESTATE with
+ * a hint), never a new one. NULL with e set on failure; the caller PQfinish()es. */
+PGconn *px_cli_connect(px_config *cfg, int reads_only, px_err *e);
+
+/* Option numbers (opts.c): 0 when the whole of s is the number, -1 otherwise
+ * (*v untouched). px_cli_ll: a decimal integer in lo..hi; px_cli_u64: an unsigned
+ * decimal integer (no sign); px_cli_double: a finite number (the caller checks
+ * its range, which may be open). */
+int px_cli_ll(const char *s, long long lo, long long hi, long long *v);
+int px_cli_u64(const char *s, uint64_t *v);
+int px_cli_double(const char *s, double *v);
+
 #endif

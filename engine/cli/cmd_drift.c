@@ -5,6 +5,7 @@
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 
 static const char usage[] =
@@ -41,20 +42,16 @@ int cmd_drift(int argc, char **argv)
     long long since = 0;
     int json = 0, fail_on_alert = 0;
     for (int i = 2; i < argc; i++) {
-        char *end = NULL;
         if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) model = argv[++i];
         else if (strcmp(argv[i], "--since-batch") == 0 && i + 1 < argc) {
-            since = strtoll(argv[++i], &end, 10);
-            if (*end || since < 1) return px_cli_usage_error("drift", "--since-batch needs a batch id >= 1");
+            if (px_cli_ll(argv[++i], 1, LLONG_MAX, &since) != 0) return px_cli_usage_error("drift", "--since-batch needs a batch id >= 1");
         } else if (strcmp(argv[i], "--alpha") == 0 && i + 1 < argc) {
-            p.alpha = strtod(argv[++i], &end);
-            if (*end || !(p.alpha > 0 && p.alpha < 0.5)) return px_cli_usage_error("drift", "--alpha needs 0 < A < 0.5");
+            if (px_cli_double(argv[++i], &p.alpha) != 0 || !(p.alpha > 0 && p.alpha < 0.5)) return px_cli_usage_error("drift", "--alpha needs 0 < A < 0.5");
         } else if (strcmp(argv[i], "--psi-floor") == 0 && i + 1 < argc) {
-            p.psi_floor = strtod(argv[++i], &end);
-            if (*end || !(p.psi_floor >= 0)) return px_cli_usage_error("drift", "--psi-floor needs a number >= 0");
+            if (px_cli_double(argv[++i], &p.psi_floor) != 0 || !(p.psi_floor >= 0)) return px_cli_usage_error("drift", "--psi-floor needs a number >= 0");
         } else if (strcmp(argv[i], "--min-n") == 0 && i + 1 < argc) {
-            long long n = strtoll(argv[++i], &end, 10);
-            if (*end || n < 10) return px_cli_usage_error("drift", "--min-n needs a number >= 10");
+            long long n;
+            if (px_cli_ll(argv[++i], 10, LLONG_MAX, &n) != 0) return px_cli_usage_error("drift", "--min-n needs a number >= 10");
             p.min_n = (size_t)n;
         } else if (strcmp(argv[i], "--fail-on-alert") == 0) fail_on_alert = 1;
         else if (strcmp(argv[i], "--json") == 0) json = 1;

@@ -102,10 +102,8 @@ static int do_load(int argc, char **argv)
             else return px_cli_usage_error("etl", "--future-dates must be reject or allow, not '%s'", v);
         } else if (strcmp(argv[i], "--max-reject-rate") == 0 && i + 1 < argc) {
             const char *v = argv[++i];
-            char *end;
-            errno = 0;
-            double pct = strtod(v, &end);
-            if (errno || end == v || *end || !(pct >= 0 && pct <= 100))
+            double pct;
+            if (px_cli_double(v, &pct) != 0 || !(pct >= 0 && pct <= 100))
                 return px_cli_usage_error("etl", "--max-reject-rate needs a percentage 0-100, not '%s'", v);
             p.max_reject_rate = pct;
         } else if (strcmp(argv[i], "--json") == 0) json = 1;

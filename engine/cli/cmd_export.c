@@ -42,9 +42,8 @@ static const char usage[] =
 
 static int int_opt(const char *name, const char *v, int lo, int hi, int *out)
 {
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (!*v || *end || n < lo || n > hi)
+    long long n;
+    if (px_cli_ll(v, lo, hi, &n) != 0)
         return px_cli_usage_error("export", "%s must be an integer from %d to %d, got '%s'", name, lo, hi, v);
     *out = (int)n;
     return 0;
@@ -93,10 +92,7 @@ int cmd_export(int argc, char **argv)
 
     px_config cfg;
     px_err e = {0};
-    if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
-    if (px_db_require(&cfg, &e) != 0) return px_cli_fail(&e); /* reads only: never creates a warehouse */
-    px_log_open(cfg.home);
-    PGconn *c = px_db_connect(&cfg, &e);
+    PGconn *c = px_cli_connect(&cfg, 1, &e); /* reads only: never creates a warehouse */
     if (!c) return px_cli_fail(&e);
     px_export_result r;
     int rc = px_feat_export(c, &p, &r, &e);

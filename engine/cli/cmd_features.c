@@ -48,9 +48,7 @@ static int do_build(int argc, char **argv)
 
     px_config cfg;
     px_err e = {0};
-    if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
-    px_log_open(cfg.home);
-    PGconn *c = px_db_connect(&cfg, &e);
+    PGconn *c = px_cli_connect(&cfg, 0, &e);
     if (!c) return px_cli_fail(&e);
     int rc = PX_EXIT_OK;
     if (json) printf("[");
@@ -91,10 +89,7 @@ static int do_list(int argc, char **argv)
     }
     px_config cfg;
     px_err e = {0};
-    if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
-    if (px_db_require(&cfg, &e) != 0) return px_cli_fail(&e); /* reads only: never creates a warehouse */
-    px_log_open(cfg.home);
-    PGconn *c = px_db_connect(&cfg, &e);
+    PGconn *c = px_cli_connect(&cfg, 1, &e); /* reads only: never creates a warehouse */
     if (!c) return px_cli_fail(&e);
     int rc = PX_EXIT_OK;
     if (px_feat_list(c, json, stdout, &e) != 0) rc = px_cli_fail(&e);

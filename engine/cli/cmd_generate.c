@@ -44,29 +44,6 @@ static const char usage[] =
     "\n"
     "engine/GENERATOR.md describes the models and how to use truth.json.\n";
 
-/* Whole-string integer in lo..hi; 0 ok, -1 otherwise. */
-static int parse_ll(const char *s, long long lo, long long hi, long long *v)
-{
-    char *end;
-    if (!*s || (*s != '-' && (*s < '0' || *s > '9'))) return -1;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (errno || *end || x < lo || x > hi) return -1;
-    *v = x;
-    return 0;
-}
-
-static int parse_u64(const char *s, uint64_t *v)
-{
-    char *end;
-    if (*s < '0' || *s > '9') return -1;
-    errno = 0;
-    unsigned long long x = strtoull(s, &end, 10);
-    if (errno || *end) return -1;
-    *v = (uint64_t)x;
-    return 0;
-}
-
 /* "2019-2023" or "2021"; range checks are the library's. */
 static int parse_years(const char *s, int *first, int *last)
 {
@@ -144,18 +121,18 @@ static int parse_option(int argc, char **argv, int *i, px_gen_params *p, int *js
         if (!*val) return px_cli_usage_error("generate", "--out needs a directory");
         p->out_dir = val;
     } else if (strcmp(name, "--patients") == 0) {
-        if (parse_ll(val, 1, 100000000LL, &v) < 0)
+        if (px_cli_ll(val, 1, 100000000LL, &v) < 0)
             return px_cli_usage_error("generate", "--patients must be a whole number 1-100000000, not '%s'", val);
         p->patients = v;
     } else if (strcmp(name, "--seed") == 0) {
-        if (parse_u64(val, &p->seed) < 0)
+        if (px_cli_u64(val, &p->seed) < 0)
             return px_cli_usage_error("generate", "--seed must be a whole number 0-18446744073709551615, not '%s'", val);
     } else if (strcmp(name, "--facilities") == 0) {
-        if (parse_ll(val, 1, 9999, &v) < 0)
+        if (px_cli_ll(val, 1, 9999, &v) < 0)
             return px_cli_usage_error("generate", "--facilities must be a whole number 1-9999, not '%s'", val);
         p->facilities = (int)v;
     } else if (strcmp(name, "--small-facilities") == 0) {
-        if (parse_ll(val, 0, 100000, &v) < 0)
+        if (px_cli_ll(val, 0, 100000, &v) < 0)
             return px_cli_usage_error("generate", "--small-facilities must be a whole number 0-100000, not '%s'", val);
         p->small_facilities = (int)v;
     } else if (parse_years(val, &p->start_year, &p->end_year) < 0) {
@@ -179,8 +156,7 @@ int cmd_generate(int argc, char **argv)
     if (!p.out_dir) return px_cli_usage_error("generate", "missing --out DIR");
     px_gen_result r;
     px_err e = {0};
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = px_mono_s();
     int rc = fhir ? px_generate_fhir(&p, &r, &e) : px_generate(&p, &r, &e);
     if (rc == PX_EINVAL && !fhir) {  /* parameters the library refused (years reaching today): usage */
         px_err_print(&e);
@@ -188,7 +164,6 @@ int cmd_generate(int argc, char **argv)
         return PX_EXIT_USAGE;
     }
     if (rc < 0) return px_cli_fail(&e);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    print_summary(&p, &r, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, json);
+    print_summary(&p, &r, px_mono_s() - t0, json);
     return PX_EXIT_OK;
 }

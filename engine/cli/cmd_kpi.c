@@ -97,23 +97,11 @@ static const char usage[] =
     "also a bad period, or a --targets / --benchmarks file the message names by\n"
     "line and field), 3 nothing to do (compute: an identical run is already stored).\n";
 
+/* A finite number in lo..hi; 0 ok, -1 otherwise. */
 static int parse_double(const char *s, double lo, double hi, double *v)
 {
-    char *end;
-    errno = 0;
-    double x = strtod(s, &end);
-    if (errno || end == s || *end || !(x >= lo && x <= hi)) return -1;
-    *v = x;
-    return 0;
-}
-
-static int parse_ll(const char *s, long long lo, long long hi, long long *v)
-{
-    char *end;
-    if (!*s) return -1;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (errno || *end || x < lo || x > hi) return -1;
+    double x;
+    if (px_cli_double(s, &x) != 0 || !(x >= lo && x <= hi)) return -1;
     *v = x;
     return 0;
 }
@@ -162,7 +150,7 @@ static int kpi_compute(int argc, char **argv)
             p.conf = d;
             i++;
         } else if (strcmp(a, "--min-cases") == 0 && v) {
-            if (parse_ll(v, 0, 1000000, &n) != 0)
+            if (px_cli_ll(v, 0, 1000000, &n) != 0)
                 return px_cli_usage_error("kpi compute", "--min-cases '%s': a count 0-1000000", v);
             p.min_cases = (int)n;
             i++;
@@ -195,9 +183,7 @@ static int kpi_compute(int argc, char **argv)
     }
     px_err e = {0};
     px_config cfg;
-    if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
-    px_log_open(cfg.home);
-    PGconn *c = px_db_connect(&cfg, &e);
+    PGconn *c = px_cli_connect(&cfg, 0, &e);
     if (!c) return px_cli_fail(&e);
     px_kpi_run_info info;
     int rc = px_kpi_compute(c, &cfg, &p, &info, &e);
@@ -265,7 +251,7 @@ static int kpi_report(int argc, char **argv)
             p.csv_path = v;
             i++;
         } else if (strcmp(a, "--run") == 0 && v) {
-            if (parse_ll(v, 1, (long long)9e18, &n) != 0) return px_cli_usage_error("kpi report", "--run '%s': a run id", v);
+            if (px_cli_ll(v, 1, (long long)9e18, &n) != 0) return px_cli_usage_error("kpi report", "--run '%s': a run id", v);
             p.run_id = n;
             i++;
         } else if (strcmp(a, "--target") == 0 && v) {
@@ -295,10 +281,8 @@ static int kpi_report(int argc, char **argv)
             p.dp_epsilon = d;
             i++;
         } else if (strcmp(a, "--dp-seed") == 0 && v) {
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(v, &end, 10);
-            if (errno || *end || !*v || *v == '-')
+            uint64_t s;
+            if (px_cli_u64(v, &s) != 0)
                 return px_cli_usage_error("kpi report", "--dp-seed '%s': an unsigned integer", v);
             p.dp_seed = s;
             seed_given = 1;

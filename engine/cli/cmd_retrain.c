@@ -48,25 +48,20 @@ int cmd_retrain(int argc, char **argv)
     const char *model = "all";
     px_retrain_params p = px_retrain_default_params();
     for (int i = 1; i < argc; i++) {
-        char *end;
         if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) model = argv[++i];
         else if (strcmp(argv[i], "--max-auc-drop") == 0 && i + 1 < argc) {
-            p.max_auc_drop = strtod(argv[++i], &end);
-            if (*end || !(p.max_auc_drop >= 0 && p.max_auc_drop < 1))
+            if (px_cli_double(argv[++i], &p.max_auc_drop) != 0 || !(p.max_auc_drop >= 0 && p.max_auc_drop < 1))
                 return px_cli_usage_error("retrain", "--max-auc-drop needs a number in [0, 1)");
         } else if (strcmp(argv[i], "--slope-range") == 0 && i + 1 < argc) {
             if (sscanf(argv[++i], "%lf,%lf", &p.slope_lo, &p.slope_hi) != 2 || !(p.slope_lo < p.slope_hi))
                 return px_cli_usage_error("retrain", "--slope-range needs LO,HI with LO < HI");
         } else if (strcmp(argv[i], "--max-rmse-rise") == 0 && i + 1 < argc) {
-            p.max_rmse_rise = strtod(argv[++i], &end);
-            if (*end || !(p.max_rmse_rise >= 0)) return px_cli_usage_error("retrain", "--max-rmse-rise needs a number >= 0");
+            if (px_cli_double(argv[++i], &p.max_rmse_rise) != 0 || !(p.max_rmse_rise >= 0)) return px_cli_usage_error("retrain", "--max-rmse-rise needs a number >= 0");
         } else if (strcmp(argv[i], "--min-epp") == 0 && i + 1 < argc) {
-            p.gates.min_epp = strtod(argv[++i], &end);
-            if (*end || !(p.gates.min_epp >= 0 && p.gates.min_epp <= 1e6))
+            if (px_cli_double(argv[++i], &p.gates.min_epp) != 0 || !(p.gates.min_epp >= 0 && p.gates.min_epp <= 1e6))
                 return px_cli_usage_error("retrain", "--min-epp needs a number of events between 0 and 1000000");
         } else if (strcmp(argv[i], "--min-holdout-events") == 0 && i + 1 < argc) {
-            p.gates.min_holdout_events = strtod(argv[++i], &end);
-            if (*end || !(p.gates.min_holdout_events >= 0 && p.gates.min_holdout_events <= 1e9))
+            if (px_cli_double(argv[++i], &p.gates.min_holdout_events) != 0 || !(p.gates.min_holdout_events >= 0 && p.gates.min_holdout_events <= 1e9))
                 return px_cli_usage_error("retrain", "--min-holdout-events needs a count >= 0");
         } else if (strcmp(argv[i], "--gate-slope") == 0 && i + 1 < argc) {
             char tail;
@@ -77,9 +72,7 @@ int cmd_retrain(int argc, char **argv)
     }
     px_config cfg;
     px_err e = {0};
-    if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
-    px_log_open(cfg.home);
-    PGconn *c = px_db_connect(&cfg, &e);
+    PGconn *c = px_cli_connect(&cfg, 0, &e);
     if (!c) return px_cli_fail(&e);
     int promoted = 0, failed = 0, gates_failed = 0;
     for (int k = 0; k < px_feat_sets_count; k++) {

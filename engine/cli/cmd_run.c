@@ -62,16 +62,6 @@ static const char usage[] =
     "  4  every step ran but a model failed its quality gates (registered, not promoted;\n"
     "     as prognos retrain exits 4)\n";
 
-static int parse_int(const char *s, long long lo, long long hi, long long *v)
-{
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (!*s || errno || *end || x < lo || x > hi) return -1;
-    *v = x;
-    return 0;
-}
-
 /* ---- prognos run ------------------------------------------------------------ */
 
 static int do_run(int argc, char **argv)
@@ -114,10 +104,8 @@ static int do_run(int argc, char **argv)
                 return px_cli_usage_error("run", "--future-dates must be reject or allow, not '%s'", v);
             px_run_copy(o->future, sizeof o->future, v);
         } else if (strcmp(a, "--max-reject-rate") == 0) {
-            char *end;
-            errno = 0;
-            double pct = strtod(v, &end);
-            if (errno || end == v || *end || !(pct >= 0 && pct <= 100))
+            double pct;
+            if (px_cli_double(v, &pct) != 0 || !(pct >= 0 && pct <= 100))
                 return px_cli_usage_error("run", "--max-reject-rate needs a percentage 0-100, not '%s'", v);
             o->max_reject_rate = pct;
         } else if (strcmp(a, "--report-period") == 0) {
@@ -128,14 +116,14 @@ static int do_run(int argc, char **argv)
             if (!*v || strlen(v) >= sizeof o->report_dir - 64) return px_cli_usage_error("run", "--report-dir needs a directory");
             px_run_copy(o->report_dir, sizeof o->report_dir, v);
         } else if (strcmp(a, "--retries") == 0) {
-            if (parse_int(v, 0, 100, &n) != 0) return px_cli_usage_error("run", "--retries '%s': a count 0-100", v);
+            if (px_cli_ll(v, 0, 100, &n) != 0) return px_cli_usage_error("run", "--retries '%s': a count 0-100", v);
             o->retries = (int)n;
         } else if (strcmp(a, "--backoff") == 0) {
-            if (parse_int(v, 0, MAX_BACKOFF_S, &n) != 0)
+            if (px_cli_ll(v, 0, MAX_BACKOFF_S, &n) != 0)
                 return px_cli_usage_error("run", "--backoff '%s': seconds, 0-%d", v, MAX_BACKOFF_S);
             o->backoff_s = (int)n;
         } else if (strcmp(a, "--resume") == 0) {
-            if (parse_int(v, 1, (long long)9e18, &resume) != 0) return px_cli_usage_error("run", "--resume '%s': a run id", v);
+            if (px_cli_ll(v, 1, (long long)9e18, &resume) != 0) return px_cli_usage_error("run", "--resume '%s': a run id", v);
         } else {
             return px_cli_usage_error("run", "unknown or incomplete option '%s'", a);
         }
@@ -274,19 +262,16 @@ static int do_status(int argc, char **argv)
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) json = 1;
         else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
-            if (parse_int(argv[++i], 1, 1000000, &limit) != 0)
+            if (px_cli_ll(argv[++i], 1, 1000000, &limit) != 0)
                 return px_cli_usage_error("run", "--limit '%s': a count 1-1000000", argv[i]);
         } else if (argv[i][0] != '-' && !id) {
-            if (parse_int(argv[i], 1, (long long)9e18, &id) != 0)
+            if (px_cli_ll(argv[i], 1, (long long)9e18, &id) != 0)
                 return px_cli_usage_error("run", "status: '%s' is not a run id", argv[i]);
         } else return px_cli_usage_error("run", "status: unknown or incomplete option '%s'", argv[i]);
     }
     px_config cfg;
     px_err e = {0};
-    if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
-    if (px_db_require(&cfg, &e) != 0) return px_cli_fail(&e); /* reads only: never creates a warehouse */
-    px_log_open(cfg.home);
-    PGconn *c = px_db_connect(&cfg, &e);
+    PGconn *c = px_cli_connect(&cfg, 1, &e); /* reads only: never creates a warehouse */
     if (!c) return px_cli_fail(&e);
     char ids[32], lim[32];
     snprintf(ids, sizeof ids, "%lld", id);

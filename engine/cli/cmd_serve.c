@@ -80,9 +80,8 @@ static void on_hup(int sig)
 
 static int num(const char *s, double lo, double hi, double *out)
 {
-    char *end;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) return -1;
+    double v;
+    if (px_cli_double(s, &v) != 0 || !(v >= lo && v <= hi)) return -1;
     *out = v;
     return 0;
 }

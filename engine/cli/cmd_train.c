@@ -72,9 +72,8 @@ static const char **split_list(char *s)
 
 static int parse_share(const char *s, double *out)
 {
-    char *end;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || !(v > 0 && v < 1)) return -1;
+    double v;
+    if (px_cli_double(s, &v) != 0 || !(v > 0 && v < 1)) return -1;
     *out = v;
     return 0;
 }
@@ -113,9 +112,7 @@ int cmd_train(int argc, char **argv)
         else if (strcmp(argv[i], "--label") == 0 && i + 1 < argc) p.label = argv[++i];
         else if (strcmp(argv[i], "--features") == 0 && i + 1 < argc) features = argv[++i];
         else if (strcmp(argv[i], "--l2") == 0 && i + 1 < argc) {
-            char *end;
-            p.l2 = strtod(argv[++i], &end);
-            if (*end || !(p.l2 >= 0) || p.l2 > 1e9) return px_cli_usage_error("train", "--l2 needs a number >= 0");
+            if (px_cli_double(argv[++i], &p.l2) != 0 || !(p.l2 >= 0) || p.l2 > 1e9) return px_cli_usage_error("train", "--l2 needs a number >= 0");
         } else if (strcmp(argv[i], "--holdout-time") == 0 && i + 1 < argc) {
             if (parse_share(argv[++i], &p.holdout_time_share) != 0)
                 return px_cli_usage_error("train", "--holdout-time needs a share between 0 and 1");
@@ -123,14 +120,10 @@ int cmd_train(int argc, char **argv)
             if (parse_share(argv[++i], &p.holdout_patient_share) != 0)
                 return px_cli_usage_error("train", "--holdout-patients needs a share between 0 and 1");
         } else if (strcmp(argv[i], "--min-epp") == 0 && i + 1 < argc) {
-            char *end;
-            p.gates.min_epp = strtod(argv[++i], &end);
-            if (*end || !(p.gates.min_epp >= 0 && p.gates.min_epp <= 1e6))
+            if (px_cli_double(argv[++i], &p.gates.min_epp) != 0 || !(p.gates.min_epp >= 0 && p.gates.min_epp <= 1e6))
                 return px_cli_usage_error("train", "--min-epp needs a number of events between 0 and 1000000");
         } else if (strcmp(argv[i], "--min-holdout-events") == 0 && i + 1 < argc) {
-            char *end;
-            p.gates.min_holdout_events = strtod(argv[++i], &end);
-            if (*end || !(p.gates.min_holdout_events >= 0 && p.gates.min_holdout_events <= 1e9))
+            if (px_cli_double(argv[++i], &p.gates.min_holdout_events) != 0 || !(p.gates.min_holdout_events >= 0 && p.gates.min_holdout_events <= 1e9))
                 return px_cli_usage_error("train", "--min-holdout-events needs a count >= 0");
         } else if (strcmp(argv[i], "--gate-slope") == 0 && i + 1 < argc) {
             char tail;
@@ -139,17 +132,13 @@ int cmd_train(int argc, char **argv)
                 return px_cli_usage_error("train", "--gate-slope needs LO,HI with LO < HI");
         } else if (strcmp(argv[i], "--accept-failed-gates") == 0) p.accept_failed_gates = 1;
         else if (strcmp(argv[i], "--hier-boot") == 0 && i + 1 < argc) {
-            char *end;
-            long b = strtol(argv[++i], &end, 10);
-            if (*end || argv[i][0] == '\0' || b < 0 || b > 100000)
+            long long b;
+            if (px_cli_ll(argv[++i], 0, 100000, &b) != 0)
                 return px_cli_usage_error("train", "--hier-boot needs a whole number of draws from 0 to 100000");
             p.hier.boot = (int)b;
         } else if (strcmp(argv[i], "--hier-seed") == 0 && i + 1 < argc) {
-            char *end;
-            unsigned long long s = strtoull(argv[++i], &end, 10);
-            if (*end || argv[i][0] == '\0' || argv[i][0] == '-')
+            if (px_cli_u64(argv[++i], &p.hier.seed) != 0)
                 return px_cli_usage_error("train", "--hier-seed needs a whole number >= 0");
-            p.hier.seed = (uint64_t)s;
         } else if (strcmp(argv[i], "--no-hier") == 0) p.no_hier = 1;
         else if (strcmp(argv[i], "--no-build") == 0) p.build_features = 0;
         else if (strcmp(argv[i], "--json") == 0) json = 1;

@@ -26,8 +26,9 @@ CREATE INDEX catalog_set ON features.catalog (set_name, build_id);
 CREATE INDEX catalog_table ON features.catalog (table_name, build_id);
 
 -- The categories: category is the feature column it fills. bit is its position
--- in the builder's bigint masks (fixed: features/comorbidity.c holds the same
--- table and refuses to build when they disagree). weight: the Charlson 1987
+-- in the builder's bigint masks (the INSERT below is the one definition: the
+-- build generates features' C table from it, cmake/comorb_categories.cmake, so
+-- keep each row in its form). weight: the Charlson 1987
 -- weight, which Quan 2005 keeps (NULL for Elixhauser). superseded_by: the
 -- hierarchy, applied in charlson_index and elix_count only (the flags are raw).
 CREATE TABLE features.comorbidity_category (

@@ -4,27 +4,23 @@
 # number in truth.json recomputes from the CSV files alone using its definitions.
 set -euo pipefail
 
-BIN=${PROGNOS_BIN:?set PROGNOS_BIN to the prognos binary}
-mkdir -p "${PROGNOS_TEST_TMP:-/tmp}"
-T=$(mktemp -d "${PROGNOS_TEST_TMP:-/tmp}/generate.XXXXXX")
-trap 'rm -rf "$T"' EXIT
+# The integration tests' one harness (lib.sh: work directory kept on failure,
+# fail/ok/assert_exit); no database here, so no home is restored.
+PX_FRESH_HOME=1
+. "$(dirname "$0")/lib.sh"
+T=$WORK
 N=20000
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-pass() { echo "ok: $*"; }
 
 # ---- usage -------------------------------------------------------------------
-rc=0; "$BIN" generate --help >"$T/help.out" 2>&1 || rc=$?
-if [ "$rc" -eq 0 ] && grep -q -- '--patients' "$T/help.out"; then pass "--help exits 0 with usage"
+rc=0; px generate --help >"$T/help.out" 2>&1 || rc=$?
+if [ "$rc" -eq 0 ] && grep -q -- '--patients' "$T/help.out"; then ok "--help exits 0 with usage"
 else fail "--help: exit $rc, output: $(head -c 300 "$T/help.out")"; fi
 
 expect_exit() {  # expected-code message-regex description args...
     local want=$1 re=$2 what=$3; shift 3
-    local got=0
-    "$BIN" generate "$@" >"$T/err.out" 2>&1 || got=$?
-    if [ "$got" -ne "$want" ]; then fail "$what: exit $got, expected $want; output: $(head -c 300 "$T/err.out")"
-    elif ! grep -Eq "$re" "$T/err.out"; then fail "$what: message does not match /$re/: $(head -c 300 "$T/err.out")"
-    else pass "$what exits $want"; fi
+    assert_exit "$want" px generate "$@"
+    grep -Eq "$re" "$WORK/out" "$WORK/err" || fail "$what: message does not match /$re/: $(head -c 300 "$WORK/err")"
+    ok "$what exits $want"
 }
 expect_exit 2 'patients.*-5' "--patients -5" --patients -5 --out "$T/bad"
 expect_exit 2 'missing --out' "missing --out" --patients 10
@@ -36,9 +32,9 @@ expect_exit 1 'cannot create directory' "--out under a file" --out "$T/afile/sub
 [ ! -e "$T/bad" ] || fail "a usage error created the output directory $T/bad"
 
 # ---- determinism -----------------------------------------------------------------
-"$BIN" generate --patients $N --seed 7 --out "$T/a" --json >"$T/a.json"
-"$BIN" generate --patients $N --seed 7 --out "$T/b/nested" >"$T/b.txt"
-"$BIN" generate --patients $N --seed 8 --out "$T/c" >/dev/null
+px generate --patients $N --seed 7 --out "$T/a" --json >"$T/a.json"
+px generate --patients $N --seed 7 --out "$T/b/nested" >"$T/b.txt"
+px generate --patients $N --seed 8 --out "$T/c" >/dev/null
 FILES="facilities.csv providers.csv patients.csv encounters.csv diagnoses.csv procedures.csv truth.json"
 for f in $FILES; do
     [ -s "$T/a/$f" ] || fail "missing or empty output file $f"
@@ -47,20 +43,20 @@ same=1
 for f in $FILES; do
     if ! cmp "$T/a/$f" "$T/b/nested/$f"; then fail "seed 7 twice: $f differs"; same=0; fi
 done
-[ "$same" -eq 1 ] && pass "same seed, byte-identical files"
+[ "$same" -eq 1 ] && ok "same seed, byte-identical files"
 differ=0
 for f in patients.csv encounters.csv diagnoses.csv truth.json; do
     cmp -s "$T/a/$f" "$T/c/$f" || differ=$((differ + 1))
 done
-if [ "$differ" -eq 4 ]; then pass "another seed, different data"
+if [ "$differ" -eq 4 ]; then ok "another seed, different data"
 else fail "seed 7 and seed 8: only $differ of 4 data files differ"; fi
 if ls "$T/a" | grep -q '\.tmp$'; then fail "temporary files left: $(ls "$T/a")"; fi
 grep -q "generated $N patients" "$T/b.txt" || fail "summary line: $(cat "$T/b.txt")"
 
 # ---- the long tail of small facilities ---------------------------------------------
-"$BIN" generate --patients $N --seed 7 --small-facilities 300 --out "$T/s1" >/dev/null
-"$BIN" generate --patients $N --seed 7 --small-facilities 300 --out "$T/s2" >/dev/null
-if diff -rq "$T/s1" "$T/s2" >/dev/null; then pass "--small-facilities: same seed, byte-identical files"
+px generate --patients $N --seed 7 --small-facilities 300 --out "$T/s1" >/dev/null
+px generate --patients $N --seed 7 --small-facilities 300 --out "$T/s2" >/dev/null
+if diff -rq "$T/s1" "$T/s2" >/dev/null; then ok "--small-facilities: same seed, byte-identical files"
 else fail "--small-facilities: seed 7 twice differs"; fi
 expect_exit 2 'small-facilities' "--small-facilities -1" --out "$T/bad" --small-facilities -1
 if python3 - "$T/a" "$T/s1" <<'PY'
@@ -80,13 +76,13 @@ assert t["params"]["small_facilities"] == 300 and t["counts"]["facilities"] == l
 assert all(f["planted"] == "none" for f in t["facilities"] if f["facility_id"] in small)
 print(f"300 small facilities, {sum(n.values())} stays ({min(n.values())}-{max(n.values())} each); the rest unchanged")
 PY
-then pass "--small-facilities: 1-10 stays each, regular rows unchanged"
+then ok "--small-facilities: 1-10 stays each, regular rows unchanged"
 else fail "--small-facilities (see above)"; fi
 
 # ---- headers -----------------------------------------------------------------------
 check_header() {
     local got; got=$(head -n 1 "$T/a/$1")
-    if [ "$got" = "$2" ]; then pass "header of $1"; else fail "header of $1: got '$got', expected '$2'"; fi
+    if [ "$got" = "$2" ]; then ok "header of $1"; else fail "header of $1: got '$got', expected '$2'"; fi
 }
 check_header facilities.csv "facility_id,name,type,state,beds"
 check_header providers.csv "provider_id,name,specialty,facility_id"
@@ -102,16 +98,16 @@ for f in patients.csv encounters.csv procedures.csv; do
         NR > 1 { for (i = 1; i <= NF; i++)
                      if ($i ~ /^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]$/ && $i > today) { bad++; ex = $0 } }
         END { if (bad) print bad " dates after " today ", e.g. " ex }' "$T/a/$f")
-    if [ -n "$out" ]; then fail "$f: $out"; else pass "$f: no date after $today"; fi
+    if [ -n "$out" ]; then fail "$f: $out"; else ok "$f: no date after $today"; fi
 done
 out=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
                $c["admission_date"] > $c["discharge_date"] { bad++; ex = $0 }
                END { if (bad) print bad " stays discharged before admission, e.g. " ex }' "$T/a/encounters.csv")
-if [ -n "$out" ]; then fail "encounters.csv: $out"; else pass "admission_date <= discharge_date"; fi
+if [ -n "$out" ]; then fail "encounters.csv: $out"; else ok "admission_date <= discharge_date"; fi
 
 # ---- truth.json ----------------------------------------------------------------------
 if err=$(python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$T/a/truth.json" 2>&1); then
-    pass "truth.json parses"
+    ok "truth.json parses"
 else
     fail "truth.json does not parse: ${err##*$'\n'}"
 fi
@@ -319,8 +315,7 @@ print(f"ok: {len(enc)} stays; readmission {truth['models']['readmission']['obser
       f"mortality {truth['models']['mortality']['observed']['rate']}, "
       f"mean LOS {truth['models']['los']['observed']['mean_los_days']}; truth.json recomputes from the CSVs")
 PY
-then pass "value rules and truth.json"
+then ok "value rules and truth.json"
 else fail "value rules or truth.json (see above)"; fi
 
-if [ "$failures" -ne 0 ]; then echo "generate.sh: $failures check(s) failed" >&2; exit 1; fi
 echo "generate.sh: all checks passed"

@@ -556,18 +556,15 @@ static int bench(size_t n)
     }
     px_eval_bin ev;
     px_err e = {0};
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = px_mono_s();
     int rc = px_eval_binary(y, p, n, &ev, &e);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    double sec = px_mono_s() - t0;
     printf("px_eval_binary: %zu rows, %zu events: %.3f s (rc %d, auc %.4f se %.5f slope %.4f)\n", n, ev.events, sec,
            rc, ev.auc, ev.auc_se, ev.cal_slope);
     double d, se, pv;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    t0 = px_mono_s();
     rc = px_eval_delong_paired(y, p, p2, n, &d, &se, &pv, &e);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    sec = px_mono_s() - t0;
     printf("px_eval_delong_paired: %zu rows: %.3f s (rc %d, diff %.4f)\n", n, sec, rc, d);
     free(y);
     free(p);

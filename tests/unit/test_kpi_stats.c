@@ -7,20 +7,10 @@
  * Usage: test_kpi_stats DIR (the directory holding the reference files). */
 #include "kpi/kpi.h"
 #include "tests/unit/check.h"
+#include "tests/unit/refcheck.h"
 #include <gsl/gsl_errno.h>
 #include <stdlib.h>
 
-#define MAXV 256
-
-static int near_rel(double a, double b, double rel)
-{
-    return fabs(a - b) <= rel * fabs(b) + 1e-12;
-}
-
-#define CHECK_REL(a, b, rel) do { double a__ = (a), b__ = (b); check_count++; \
-    if (!near_rel(a__, b__, rel)) { check_failures++; fprintf(stderr, \
-    "%s:%d: %s: %s == %.15g, expected %.15g (rel %g)\n", __FILE__, __LINE__, tag, #a, a__, b__, (double)(rel)); } \
-    } while (0)
 
 static int lines_checked[16];
 
@@ -125,33 +115,14 @@ static void check_eb(FILE *f, const double *head)
     free(r), free(v), free(sm), free(w), free(sm_ref), free(w_ref);
 }
 
-static int read_ref(const char *path)
+/* One reference line; an eb_*_s2 line announces its unit lines, read here. */
+static void ref_line(FILE *f, const char *tag, const double *v, int n)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "cannot open '%s'\n", path);
-        return -1;
-    }
-    char line[16384];
-    while (fgets(line, sizeof line, f)) {
-        char tag[32];
-        int off = 0;
-        if (sscanf(line, "%31s%n", tag, &off) != 1) continue;
-        double v[MAXV];
-        int n = 0, used;
-        const char *s = line + off;
-        while (n < MAXV && sscanf(s, "%lf%n", &v[n], &used) == 1) {
-            s += used;
-            n++;
-        }
-        size_t tl = strlen(tag);
-        if (tl > 3 && strcmp(tag + tl - 3, "_s2") == 0)
-            check_eb(f, v);
-        else
-            check_line(tag, v, n);
-    }
-    fclose(f);
-    return 0;
+    size_t tl = strlen(tag);
+    if (tl > 3 && strcmp(tag + tl - 3, "_s2") == 0)
+        check_eb(f, v);
+    else
+        check_line(tag, v, n);
 }
 
 static void check_laplace(const char *path)
@@ -166,9 +137,9 @@ static void check_laplace(const char *path)
     unsigned long long seed, last = 1;
     double scale, want;
     int i, n = 0;
-    px_kpi_rng r;
+    px_rng r;
     while (fscanf(f, "%31s %llu %lf %d %lf", tag, &seed, &scale, &i, &want) == 5) {
-        if (i == 0 || seed != last) px_kpi_rng_seed(&r, seed);
+        if (i == 0 || seed != last) px_rng_seed(&r, seed);
         last = seed;
         double got = px_kpi_laplace(&r, scale);
         check_count++;
@@ -196,8 +167,8 @@ static void check_laplace_distribution(void)
     const size_t n = 200000;
     const double b = 2.5;
     double *x = malloc(n * sizeof *x), sum = 0, sum2 = 0;
-    px_kpi_rng r;
-    px_kpi_rng_seed(&r, 2024);
+    px_rng r;
+    px_rng_seed(&r, 2024);
     for (size_t i = 0; i < n; i++) {
         x[i] = px_kpi_laplace(&r, b);
         sum += x[i];
@@ -217,7 +188,7 @@ static void check_laplace_distribution(void)
     free(x);
 
     /* released counts: rounded, never negative, unbiased away from 0 */
-    px_kpi_rng_seed(&r, 7);
+    px_rng_seed(&r, 7);
     double s = 0;
     int neg = 0, frac = 0;
     for (int i = 0; i < 20000; i++) {
@@ -273,7 +244,7 @@ int main(int argc, char **argv)
     const char *dir = argc > 1 ? argv[1] : "tests/unit";
     char path[4096];
     snprintf(path, sizeof path, "%s/kpi_ref.txt", dir);
-    if (read_ref(path) != 0) return 1;
+    if (ref_read(path, ref_line) != 0) return 1;
     /* every kind of reference line was present and read */
     for (int i = 0; i <= 10; i++) CHECK(lines_checked[i] > 0);
     snprintf(path, sizeof path, "%s/kpi_laplace_ref.txt", dir);

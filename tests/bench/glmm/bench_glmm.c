@@ -22,13 +22,6 @@ static double unif(void)
 }
 static double norm(void) { return sqrt(-2 * log(unif())) * cos(6.283185307179586 * unif()); }
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 static const char *opt(int argc, char **argv, const char *name, const char *dflt)
 {
     for (int i = 3; i + 1 < argc; i++)
@@ -107,10 +100,10 @@ static int fit(const char *path, int poisson, const char *coef)
     px_models_init();
     px_glmm_fit g;
     px_err e = {0};
-    double t0 = now();
+    double t0 = px_mono_s();
     clock_t c0 = clock();
     int rc = px_glmm_fit_dense(poisson ? PX_ALGO_POISSON : PX_ALGO_LOGIT, X, y, grp, n, k, ng, NULL, &g, &e);
-    double t = now() - t0, cpu = (double)(clock() - c0) / CLOCKS_PER_SEC;
+    double t = px_mono_s() - t0, cpu = (double)(clock() - c0) / CLOCKS_PER_SEC;
     if (rc) {
         fprintf(stderr, "bench_glmm: %s\n", e.msg);
         return 1;

@@ -19,13 +19,6 @@ static double unif(void)
 }
 static double gauss(void) { return sqrt(-2 * log(unif())) * cos(6.283185307179586 * unif()); }
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -103,12 +96,12 @@ static int fit(const char *path, int reps, int threads, double tol, const char *
     memset(&g, 0, sizeof g);
     for (int r = 0; r < reps; r++) {
         px_glm_fit_release(&g);
-        double t0 = now();
+        double t0 = px_mono_s();
         if (px_logit_fit(X, y, NULL, NULL, n, k + 1, &p, &g, &e) < 0) {
             fprintf(stderr, "bench_train: %s\n", e.msg);
             return 1;
         }
-        t[r] = now() - t0;
+        t[r] = px_mono_s() - t0;
         fprintf(stderr, "  prognos rep %d: %.3f s (%d iterations)\n", r + 1, t[r], g.iterations);
     }
     qsort(t, (size_t)reps, sizeof *t, cmp_d);
