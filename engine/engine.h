@@ -170,11 +170,11 @@ void px_pseudo_id(const px_pseudo *p, px_id_kind kind, const char *value, size_t
 
 /* ---- ETL --------------------------------------------------------------- */
 
-typedef enum { PX_FMT_SYNPUF, PX_FMT_CANONICAL, PX_FMT_POSTGRES } px_etl_format;
+typedef enum { PX_FMT_SYNPUF, PX_FMT_CANONICAL, PX_FMT_POSTGRES, PX_FMT_FHIR } px_etl_format;
 
 typedef struct px_etl_params {
     px_etl_format format;
-    const char *source;   /* directory (synpuf, canonical) or libpq URI (postgres) */
+    const char *source;   /* directory (synpuf, canonical, fhir) or libpq URI (postgres) */
     int progress;         /* draw a progress bar on stderr */
     const char *today;    /* "YYYY-MM-DD" for the future-date rule; NULL = today */
     int force;            /* load inputs even if loaded before (facts then come back as
@@ -183,6 +183,8 @@ typedef struct px_etl_params {
                            * whose dates are shifted per patient); ages at admission still checked */
     double max_reject_rate; /* percent of rows read, 0-100 (default 5): a batch that rejects more,
                            * duplicate_key rows aside, is rolled back (PX_EREJECTS) */
+    const char *code_map; /* fhir: a CSV crosswalk (system, code, target_system, target_code) for
+                           * Conditions and Procedures coded in other systems than ICD; NULL = none */
 } px_etl_params;
 
 px_etl_params px_etl_default_params(void);
@@ -192,6 +194,8 @@ typedef struct px_etl_result {
     long long rows_read, rows_loaded, rows_rejected;
     int files_loaded, files_skipped;
     char notes[1024];     /* warnings for the operator, one a line ("" if none): columns ignored */
+    long long rows_skipped; /* fhir: resources of other types or not of an inpatient stay (counted
+                           * in rows_read; rows_read = rows_loaded + rows_rejected + rows_skipped) */
 } px_etl_result;
 
 /* Loads one batch in one transaction. Returns 0, PX_ENOTHING when every input
