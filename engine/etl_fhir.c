@@ -63,7 +63,7 @@ typedef struct fx_skip { int file; char reason[160]; long long n; } fx_skip;
 
 typedef struct fx_map_val { long long idx; } fx_map_val;
 
-typedef struct fhir_ctx {
+struct etl_fhir {
     etl_ctx *x;
     etl_input *files;
     int nfiles;
@@ -84,7 +84,8 @@ typedef struct fhir_ctx {
     char **strs;
     long long nstrs, capstrs;
     px_buf notes;         /* unmapped code systems: "system n" lines */
-} fhir_ctx;
+};
+typedef struct etl_fhir fhir_ctx;
 
 /* ---- small helpers ---------------------------------------------------------- */
 
@@ -758,8 +759,9 @@ static int remap_origins(fhir_ctx *F, etl_input *derived)
     return rc;
 }
 
-static void fhir_free(fhir_ctx *F)
+void etl_fhir_free(etl_fhir *F)
 {
+    if (!F) return;
     for (int t = 0; t < PX_TAB__COUNT; t++) {
         if (F->out[t].f) fclose(F->out[t].f);
         free(F->out[t].orig);
@@ -781,6 +783,7 @@ static void fhir_free(fhir_ctx *F)
     for (long long i = 0; i < F->nstrs; i++) free(F->strs[i]);
     free(F->strs);
     px_buf_release(&F->notes);
+    free(F);
 }
 
 /* The skip reasons of file fi as a JSON object {"reason": n, ...}. */
@@ -798,62 +801,98 @@ static void skipped_json(const fhir_ctx *F, int fi, px_buf *b)
     px_buf_addc(b, '}');
 }
 
-int etl_fhir_load(etl_ctx *x, etl_input *inputs, int n, px_etl_result *res)
+etl_fhir *etl_fhir_new(etl_ctx *x, etl_input *inputs, int n)
 {
-    fhir_ctx F = {.x = x, .files = inputs, .nfiles = n};
-    etl_input derived[PX_TAB__COUNT];
-    int rc = 0;
-    memset(derived, 0, sizeof derived);
-    F.read_f = calloc((size_t)n, sizeof *F.read_f);
-    F.skipped_f = calloc((size_t)n, sizeof *F.skipped_f);
-    F.unmapped_f = calloc((size_t)n, sizeof *F.unmapped_f);
-    F.ids = px_keymap_new(0);
-    F.encs = px_keymap_new(sizeof(fx_map_val));
-    F.cond_enc = px_keymap_new(sizeof(fx_map_val));
-    F.org_ident = px_keymap_new(sizeof(fx_map_val));
-    F.prac = px_keymap_new(sizeof(fx_map_val));
-    if (!F.read_f || !F.skipped_f || !F.unmapped_f || !F.ids || !F.encs || !F.cond_enc || !F.org_ident || !F.prac) {
-        rc = px_err_set(x->e, PX_ENOMEM, "out of memory");
-        goto out;
+    fhir_ctx *F = calloc(1, sizeof *F);
+    if (!F) {
+        px_err_set(x->e, PX_ENOMEM, "out of memory");
+        return NULL;
+    }
+    F->x = x;
+    F->files = inputs;
+    F->nfiles = n;
+    F->read_f = calloc((size_t)n + 1, sizeof *F->read_f);
+    F->skipped_f = calloc((size_t)n + 1, sizeof *F->skipped_f);
+    F->unmapped_f = calloc((size_t)n + 1, sizeof *F->unmapped_f);
+    F->ids = px_keymap_new(0);
+    F->encs = px_keymap_new(sizeof(fx_map_val));
+    F->cond_enc = px_keymap_new(sizeof(fx_map_val));
+    F->org_ident = px_keymap_new(sizeof(fx_map_val));
+    F->prac = px_keymap_new(sizeof(fx_map_val));
+    if (!F->read_f || !F->skipped_f || !F->unmapped_f || !F->ids || !F->encs || !F->cond_enc || !F->org_ident ||
+        !F->prac) {
+        px_err_set(x->e, PX_ENOMEM, "out of memory");
+        etl_fhir_free(F);
+        return NULL;
     }
     for (int t = 0; t < PX_TAB__COUNT; t++) {
         const px_table *tb = &px_canonical[t];
-        if (!(F.out[t].f = tmpfile())) {
-            rc = px_err_set(x->e, PX_EIO, "cannot create a temporary file: %s", strerror(errno));
-            goto out;
+        if (!(F->out[t].f = tmpfile())) {
+            px_err_set(x->e, PX_EIO, "cannot create a temporary file: %s", strerror(errno));
+            etl_fhir_free(F);
+            return NULL;
         }
-        for (int i = 0; i < tb->ncols; i++) fprintf(F.out[t].f, "%s%s", i ? "," : "", tb->cols[i].name);
-        fputc('\n', F.out[t].f);
+        for (int i = 0; i < tb->ncols; i++) fprintf(F->out[t].f, "%s%s", i ? "," : "", tb->cols[i].name);
+        fputc('\n', F->out[t].f);
+    }
+    return F;
+}
+
+int etl_fhir_read(etl_fhir *F)
+{
+    etl_ctx *x = F->x;
+    int rc = 0;
+    if (x->p->code_map && (rc = read_code_map(F, x->p->code_map)) != 0) return rc;
+    for (int i = 0; i < F->nfiles && rc == 0; i++) {
+        if (F->files[i].prior_batch) continue;
+        x->read = x->rejected = x->loaded = 0;
+        rc = read_file(F, i);
+        x->done_bytes += F->files[i].bytes;
+    }
+    if (rc == 0) rc = write_stays(F);
+    if (rc == 0) rc = write_codes(F);
+    for (int t = 0; rc == 0 && t < PX_TAB__COUNT; t++)
+        if (fflush(F->out[t].f) != 0 || fseeko(F->out[t].f, 0, SEEK_SET) != 0)
+            rc = px_err_set(x->e, PX_EIO, "cannot read back a temporary file: %s", strerror(errno));
+    return rc;
+}
+
+FILE *etl_fhir_table(const etl_fhir *F, int table, long long *rows)
+{
+    if (rows) *rows = F->out[table].rows;
+    return F->out[table].f;
+}
+
+void etl_fhir_counts(const etl_fhir *F, int file, long long *read, long long *skipped)
+{
+    *read = F->read_f[file];
+    *skipped = F->skipped_f[file];
+}
+
+int etl_fhir_load(etl_ctx *x, etl_input *inputs, int n, px_etl_result *res)
+{
+    etl_input derived[PX_TAB__COUNT];
+    int rc = 0;
+    memset(derived, 0, sizeof derived);
+    for (int t = 0; t < PX_TAB__COUNT; t++) {
         derived[t].table = t;
         derived[t].derived = 1;
-        snprintf(derived[t].name, sizeof derived[t].name, "fhir:%s", tb->name);
-        snprintf(derived[t].path, sizeof derived[t].path, "(%s from FHIR)", tb->file);
+        snprintf(derived[t].name, sizeof derived[t].name, "fhir:%s", px_canonical[t].name);
+        snprintf(derived[t].path, sizeof derived[t].path, "(%s from FHIR)", px_canonical[t].file);
     }
-    if (x->p->code_map && (rc = read_code_map(&F, x->p->code_map)) != 0) goto out;
-
+    fhir_ctx *F = etl_fhir_new(x, inputs, n);
+    if (!F) return x->e->code;
     /* pass 1, then 2; the FHIR-level rejects go to etl.rejects now */
-    for (int i = 0; i < n && rc == 0; i++) {
-        if (inputs[i].prior_batch) continue;
-        x->read = x->rejected = x->loaded = 0;
-        rc = read_file(&F, i);
-        x->done_bytes += inputs[i].bytes;
-    }
-    if (rc == 0) rc = write_stays(&F);
-    if (rc == 0) rc = write_codes(&F);
-    if (rc == 0 && (rc = etl_rejects_flush(x)) != 0) goto out;
-    if (rc != 0) goto out;
+    if ((rc = etl_fhir_read(F)) != 0) goto out;
+    if ((rc = etl_rejects_flush(x)) != 0) goto out;
 
     /* the canonical tables, in load order */
     if ((rc = etl_canonical_begin(x)) != 0) goto out;
     for (int t = 0; t < PX_TAB__COUNT; t++) {
-        if (F.out[t].rows == 0) continue;
-        if (fflush(F.out[t].f) != 0 || fseeko(F.out[t].f, 0, SEEK_SET) != 0) {
-            rc = px_err_set(x->e, PX_EIO, "cannot read back a temporary file: %s", strerror(errno));
-            goto out;
-        }
+        if (F->out[t].rows == 0) continue;
         x->in = &derived[t];
         x->read = x->rejected = x->loaded = 0;
-        int fd = dup(fileno(F.out[t].f));
+        int fd = dup(fileno(F->out[t].f));
         if (fd < 0) {
             rc = px_err_set(x->e, PX_EIO, "cannot read back a temporary file: %s", strerror(errno));
             goto out;
@@ -863,7 +902,7 @@ int etl_fhir_load(etl_ctx *x, etl_input *inputs, int n, px_etl_result *res)
         if (rc == 0) rc = etl_file_done(x);
         if (rc != 0) goto out;
     }
-    if ((rc = remap_origins(&F, derived)) != 0) goto out;
+    if ((rc = remap_origins(F, derived)) != 0) goto out;
 
     /* per NDJSON file: read = loaded + rejected + skipped */
     PGresult *r = etl_exec(x, "SELECT file_name, count(*) FROM etl.rejects WHERE batch_id = $1 GROUP BY file_name");
@@ -877,15 +916,15 @@ int etl_fhir_load(etl_ctx *x, etl_input *inputs, int n, px_etl_result *res)
         long long rej = 0;
         for (int k = 0; k < PQntuples(r); k++)
             if (strcmp(PQgetvalue(r, k, 0), inputs[i].name) == 0) rej = atoll(PQgetvalue(r, k, 1));
-        long long loaded = F.read_f[i] - rej - F.skipped_f[i];
+        long long loaded = F->read_f[i] - rej - F->skipped_f[i];
         if (loaded < 0) {
             rc = px_err_set(x->e, PX_ESTATE, "row accounting failed for '%s': read %lld, rejected %lld, skipped %lld",
-                            inputs[i].name, F.read_f[i], rej, F.skipped_f[i]);
+                            inputs[i].name, F->read_f[i], rej, F->skipped_f[i]);
             px_err_hint(x->e, "this is a bug in prognos; nothing was stored");
             break;
         }
         px_buf sk = {0};
-        skipped_json(&F, i, &sk);
+        skipped_json(F, i, &sk);
         if (!sk.data) {
             rc = px_err_set(x->e, PX_ENOMEM, "out of memory");
             break;
@@ -893,10 +932,10 @@ int etl_fhir_load(etl_ctx *x, etl_input *inputs, int n, px_etl_result *res)
         char bid[32], bytes[32], nr[32], nl[32], nj[32], ns[32];
         snprintf(bid, sizeof bid, "%lld", x->batch);
         snprintf(bytes, sizeof bytes, "%lld", inputs[i].bytes);
-        snprintf(nr, sizeof nr, "%lld", F.read_f[i]);
+        snprintf(nr, sizeof nr, "%lld", F->read_f[i]);
         snprintf(nl, sizeof nl, "%lld", loaded);
         snprintf(nj, sizeof nj, "%lld", rej);
-        snprintf(ns, sizeof ns, "%lld", F.skipped_f[i]);
+        snprintf(ns, sizeof ns, "%lld", F->skipped_f[i]);
         const char *params[9] = {bid, inputs[i].name, inputs[i].sha, bytes, nr, nl, nj, ns, sk.data};
         rc = px_db_query(x->c, x->e, "cannot record a FHIR input", NULL,
                          "INSERT INTO etl.batch_files (batch_id, file_name, table_name, sha256, bytes, rows_read,"
@@ -905,20 +944,20 @@ int etl_fhir_load(etl_ctx *x, etl_input *inputs, int n, px_etl_result *res)
                          9, params);
         px_buf_release(&sk);
         res->files_loaded++;
-        res->rows_read += F.read_f[i];
+        res->rows_read += F->read_f[i];
         res->rows_loaded += loaded;
         res->rows_rejected += rej;
-        res->rows_skipped += F.skipped_f[i];
-        if (F.unmapped_f[i])
+        res->rows_skipped += F->skipped_f[i];
+        if (F->unmapped_f[i])
             px_buf_printf(&x->notes, "%s: %lld resources coded only in other systems than ICD-10-CM/ICD-9-CM were "
                           "skipped (etl.warnings, unmapped_code_system); --code-map FILE maps them\n",
-                          inputs[i].name, F.unmapped_f[i]);
+                          inputs[i].name, F->unmapped_f[i]);
         px_log(PX_LOG_INFO, "batch %lld: %s: %lld read, %lld loaded, %lld rejected, %lld skipped", x->batch,
-               inputs[i].name, F.read_f[i], loaded, rej, F.skipped_f[i]);
+               inputs[i].name, F->read_f[i], loaded, rej, F->skipped_f[i]);
     }
     PQclear(r);
 out:
     x->in = NULL;
-    fhir_free(&F);
+    etl_fhir_free(F);
     return rc;
 }

@@ -195,6 +195,17 @@ int etl_synpuf_file(etl_ctx *x, int fd);
 /* FHIR Bulk Data NDJSON: every input not loaded before, in one go (etl_fhir.c);
  * records each in etl.batch_files and adds its counts to r. */
 int etl_fhir_load(etl_ctx *x, etl_input *inputs, int n, px_etl_result *r);
+/* Its database-free part (also the fuzz target's): _read turns the inputs
+ * into the six canonical tables (temporary CSV files, rewound, header first),
+ * rejecting at FHIR level through etl_reject() (x->rej) and counting skips.
+ * Needs x->e, x->p, x->rej and x->warn; inputs' sha and bytes as taken before. */
+typedef struct etl_fhir etl_fhir;
+etl_fhir *etl_fhir_new(etl_ctx *x, etl_input *inputs, int n);
+int etl_fhir_read(etl_fhir *f);
+FILE *etl_fhir_table(const etl_fhir *f, int table, long long *rows);
+/* Non-blank lines read and resources skipped of input file. */
+void etl_fhir_counts(const etl_fhir *f, int file, long long *read, long long *skipped);
+void etl_fhir_free(etl_fhir *f); /* accepts NULL */
 
 /* The input's rows: the caller sets x->read/rejected/loaded; this records
  * etl.batch_files and checks read = loaded + rejected. */
