@@ -627,7 +627,7 @@ static int write_codes(fhir_ctx *F)
         free(c->id), free(c->enc), free(c->date);
     }
     F->ncode = keep;
-    qsort(F->code, (size_t)F->ncode, sizeof *F->code, code_cmp);
+    if (F->ncode > 1) qsort(F->code, (size_t)F->ncode, sizeof *F->code, code_cmp);
     for (long long i = 0; i < F->ncode;) {
         long long j = i;
         int next = 0;

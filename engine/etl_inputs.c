@@ -132,7 +132,7 @@ static int find_fhir(const char *dir, etl_input **v, int *n, px_err *e)
         k++;
     }
     closedir(d);
-    if (rc == 0) qsort(names, (size_t)k, sizeof names[0], cmp_names);
+    if (rc == 0 && k > 1) qsort(names, (size_t)k, sizeof names[0], cmp_names);
     for (int i = 0; i < k && rc == 0; i++)
         if (add_input(v, n, dir, names[i], 0, 0) != 0) rc = px_err_set(e, PX_ENOMEM, "out of memory");
     if (rc == 0 && *n == 0) {
