@@ -128,6 +128,7 @@ static int skip(fhir_ctx *F, int file, const char *fmt, const char *arg)
 {
     char reason[160];
     snprintf(reason, sizeof reason, fmt, arg);
+    if (F->nskip >= 1000) snprintf(reason, sizeof reason, "other reasons (more than 1000 distinct)");
     F->skipped_f[file]++;
     for (int i = 0; i < F->nskip; i++)
         if (F->skip[i].file == file && strcmp(F->skip[i].reason, reason) == 0) {
@@ -595,13 +596,14 @@ static int write_codes(fhir_ctx *F)
     for (long long i = 0; i < F->ncode; i++) {
         fx_code *c = &F->code[i];
         long long ei = c->enc ? map_get(F->encs, "enc", c->enc) : -1;
-        if (!c->enc && c->dx && (ei = map_get(F->cond_enc, "cond", c->id)) >= 0 && !(c->enc = strdup(F->enc[ei].id)))
-            return px_err_set(x->e, PX_ENOMEM, "out of memory");
-        const char *type = c->dx ? "Condition" : "Procedure";
         int rc = 0;
-        if (!c->enc) rc = skip(F, c->file, "%s not of an encounter", type);
-        else if (ei >= 0 && !F->enc[ei].stay) rc = skip(F, c->file, "%s of an encounter that is not an inpatient stay", type);
-        else if (c->status == 1) {
+        if (!c->enc && c->dx && (ei = map_get(F->cond_enc, "cond", c->id)) >= 0 && !(c->enc = strdup(F->enc[ei].id)))
+            rc = px_err_set(x->e, PX_ENOMEM, "out of memory");
+        const char *type = c->dx ? "Condition" : "Procedure";
+        if (rc == 0 && !c->enc) rc = skip(F, c->file, "%s not of an encounter", type);
+        else if (rc == 0 && ei >= 0 && !F->enc[ei].stay)
+            rc = skip(F, c->file, "%s of an encounter that is not an inpatient stay", type);
+        else if (rc == 0 && c->status == 1) {
             /* coded in another system only (SNOMED CT as Synthea writes): a warning, by system */
             x->in = &F->files[c->file];
             char detail[400];
@@ -612,7 +614,7 @@ static int write_codes(fhir_ctx *F)
             char reason[300];
             snprintf(reason, sizeof reason, "%s coded only in %.200s", type, c->date);
             rc = skip(F, c->file, "%s", reason);
-        } else {
+        } else if (rc == 0) {
             c->rank = 1000000; /* unranked: after the ranked */
             if (ei >= 0)
                 for (int k = 0; c->dx && k < F->enc[ei].ndx; k++)
@@ -623,8 +625,12 @@ static int write_codes(fhir_ctx *F)
             F->code[keep++] = *c;
             continue;
         }
-        if (rc) return rc;
         free(c->id), free(c->enc), free(c->date);
+        if (rc) { /* what is left of the list goes, so that nothing is freed twice */
+            for (long long k = i + 1; k < F->ncode; k++) free(F->code[k].id), free(F->code[k].enc), free(F->code[k].date);
+            F->ncode = keep;
+            return rc;
+        }
     }
     F->ncode = keep;
     if (F->ncode > 1) qsort(F->code, (size_t)F->ncode, sizeof *F->code, code_cmp);
