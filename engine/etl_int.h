@@ -192,6 +192,13 @@ const char *etl_source_name(const etl_ctx *x);
 int etl_canonical_file(etl_ctx *x, int fd);
 int etl_synpuf_begin(etl_ctx *x);
 int etl_synpuf_file(etl_ctx *x, int fd);
+/* The --code-map crosswalk (etl_codemap.c): NULL with e set on a bad file
+ * (the line named). _get gives "icd10|I509" or "icd9|4280", or NULL. */
+typedef struct etl_codemap etl_codemap;
+etl_codemap *etl_codemap_read(const char *path, px_err *e);
+const char *etl_codemap_get(const etl_codemap *m, const char *system, const char *code);
+void etl_codemap_free(etl_codemap *m); /* accepts NULL */
+
 /* FHIR Bulk Data NDJSON: every input not loaded before, in one go (etl_fhir.c);
  * records each in etl.batch_files and adds its counts to r. */
 int etl_fhir_load(etl_ctx *x, etl_input *inputs, int n, px_etl_result *r);
@@ -205,6 +212,12 @@ int etl_fhir_read(etl_fhir *f);
 FILE *etl_fhir_table(const etl_fhir *f, int table, long long *rows);
 /* Non-blank lines read and resources skipped of input file. */
 void etl_fhir_counts(const etl_fhir *f, int file, long long *read, long long *skipped);
+/* The NDJSON file name and line of row of a canonical table. */
+void etl_fhir_origin(const etl_fhir *f, int table, long long row, const char **file, long long *line);
+/* The skip reasons of input file as a JSON object {"reason": count}, appended to b. */
+void etl_fhir_skipped_json(const etl_fhir *f, int file, px_buf *b);
+/* Resources of input file skipped for a code system other than ICD. */
+long long etl_fhir_unmapped(const etl_fhir *f, int file);
 void etl_fhir_free(etl_fhir *f); /* accepts NULL */
 
 /* The input's rows: the caller sets x->read/rejected/loaded; this records
