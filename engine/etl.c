@@ -39,7 +39,6 @@ int etl_file_done(etl_ctx *x)
         px_err_hint(x->e, "this is a bug in prognos; nothing was stored");
         return PX_ESTATE;
     }
-    if (x->in->derived) return 0;
     char sql[512];
     snprintf(sql, sizeof sql,
              "INSERT INTO etl.batch_files (batch_id, file_name, table_name, sha256, bytes, rows_read,"

@@ -62,7 +62,6 @@ int etl_fhir_load(etl_ctx *x, etl_input *inputs, int n, px_etl_result *res)
     memset(derived, 0, sizeof derived);
     for (int t = 0; t < PX_TAB__COUNT; t++) {
         derived[t].table = t;
-        derived[t].derived = 1;
         snprintf(derived[t].name, sizeof derived[t].name, "fhir:%s", px_canonical[t].name);
         snprintf(derived[t].path, sizeof derived[t].path, "(%s from FHIR)", px_canonical[t].file);
     }
@@ -87,7 +86,11 @@ int etl_fhir_load(etl_ctx *x, etl_input *inputs, int n, px_etl_result *res)
         }
         rc = etl_canonical_file(x, fd);
         close(fd);
-        if (rc == 0) rc = etl_file_done(x);
+        if (rc == 0 && x->read != x->loaded + x->rejected) {
+            rc = px_err_set(x->e, PX_ESTATE, "row accounting failed for '%s': read %lld, loaded %lld, rejected %lld",
+                            x->in->name, x->read, x->loaded, x->rejected);
+            px_err_hint(x->e, "this is a bug in prognos; nothing was stored");
+        }
         if (rc != 0) goto out;
     }
     if ((rc = remap_origins(x, F, derived)) != 0) goto out;

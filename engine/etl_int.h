@@ -50,8 +50,6 @@ typedef struct etl_input {
     char sha[65];
     long long bytes;
     long long prior_batch;/* > 0 when already loaded */
-    int derived;          /* a canonical table made from other inputs (fhir): recorded by its loader,
-                           * not in etl.batch_files */
 } etl_input;
 
 enum { ETL_SYN_BENE = 100, ETL_SYN_CLAIMS = 101 };
