@@ -186,7 +186,7 @@ void px_pseudo_id(const px_pseudo *p, px_id_kind kind, const char *value, size_t
 
 /* ---- ETL --------------------------------------------------------------- */
 
-typedef enum { PX_FMT_SYNPUF, PX_FMT_CANONICAL, PX_FMT_POSTGRES } px_etl_format;
+typedef enum { PX_FMT_SYNPUF, PX_FMT_CANONICAL, PX_FMT_POSTGRES, PX_FMT_FHIR } px_etl_format;
 
 /* A load's progress, for whoever shows it (the CLI draws a bar on a terminal):
  * the library never writes to stderr itself. phase: "loading" with pct 0..100 of
@@ -198,7 +198,7 @@ typedef void (*px_etl_progress_fn)(void *arg, const char *phase, const char *fil
 
 typedef struct px_etl_params {
     px_etl_format format;
-    const char *source;   /* directory (synpuf, canonical) or libpq URI (postgres) */
+    const char *source;   /* directory (synpuf, canonical, fhir) or libpq URI (postgres) */
     px_etl_progress_fn on_progress; /* NULL: no progress reports */
     void *progress_arg;   /* passed to on_progress */
     const char *today;    /* "YYYY-MM-DD" for the future-date rule; NULL = today */
@@ -208,6 +208,8 @@ typedef struct px_etl_params {
                            * whose dates are shifted per patient); ages at admission still checked */
     double max_reject_rate; /* percent of rows read, 0-100 (default 5): a batch that rejects more,
                            * duplicate_key rows aside, is rolled back (PX_EREJECTS) */
+    const char *code_map; /* fhir: a CSV crosswalk (system, code, target_system, target_code) for
+                           * Conditions and Procedures coded in other systems than ICD; NULL = none */
 } px_etl_params;
 
 px_etl_params px_etl_default_params(void);
@@ -217,6 +219,8 @@ typedef struct px_etl_result {
     long long rows_read, rows_loaded, rows_rejected;
     int files_loaded, files_skipped;
     char notes[1024];     /* warnings for the operator, one a line ("" if none): columns ignored */
+    long long rows_skipped; /* fhir: resources of other types or not of an inpatient stay (counted
+                           * in rows_read; rows_read = rows_loaded + rows_rejected + rows_skipped) */
 } px_etl_result;
 
 /* Loads one batch in one transaction. Returns 0, PX_ENOTHING when every input

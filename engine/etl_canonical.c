@@ -289,6 +289,11 @@ static void years_literal(const etl_ctx *x, px_buf *b)
     px_buf_adds(b, "}");
 }
 
+const char *etl_source_name(const etl_ctx *x)
+{
+    return x->p->format == PX_FMT_POSTGRES ? "postgres" : x->p->format == PX_FMT_FHIR ? "fhir" : "canonical";
+}
+
 int etl_canonical_begin(etl_ctx *x)
 {
     return px_db_exec(x->c, x->e, staging_sql);
@@ -507,7 +512,7 @@ static int row_facility(etl_ctx *x, cfile *cf, row *r, long long line)
         reject_row(x, cf, r, line, "duplicate_key", "facility_id", "facility_id appears earlier in the file");
         return 0;
     }
-    px_buf *b = &x->out;
+    px_buf *b = &x->copy.buf;
     px_buf_printf(b, "%lld", line);
     out_text(b, r, F_ID);
     out_text(b, r, F_NAME);
@@ -528,7 +533,7 @@ static int row_provider(etl_ctx *x, cfile *cf, row *r, long long line)
         reject_row(x, cf, r, line, "duplicate_key", "provider_id", "provider_id appears earlier in the file");
         return 0;
     }
-    px_buf *b = &x->out;
+    px_buf *b = &x->copy.buf;
     px_buf_printf(b, "%lld", line);
     out_text(b, r, PR_ID);
     out_text(b, r, PR_NAME);
@@ -582,7 +587,7 @@ static int row_patient(etl_ctx *x, cfile *cf, row *r, long long line)
     pt->death_days = r->v[P_DEATH] ? r->days[P_DEATH] : INT_MAX;
     int by = px_date_year(pt->birth_days);
     if (x->min_birth_year == 0 || by < x->min_birth_year) x->min_birth_year = by;
-    px_buf *b = &x->out; /* COPY binary into stg_patients */
+    px_buf *b = &x->copy.buf; /* COPY binary into stg_patients */
     etl_bin_row(b, 12);
     etl_bin_i64(b, line);
     static const int ids[] = {P_ID, P_MRN, P_SSN, P_FIRST, P_LAST};
@@ -649,7 +654,7 @@ static int row_encounter(etl_ctx *x, cfile *cf, row *r, long long line)
         provider_known(x->facilities, r->v[E_FAC], r->n[E_FAC]) &&
         (!r->v[E_ATT] || provider_known(x->clinicians, r->v[E_ATT], r->n[E_ATT]))) {
         /* every rule checked here: straight into the load table, in COPY binary */
-        px_buf *b = &x->out;
+        px_buf *b = &x->copy.buf;
         etl_bin_row(b, 16);
         etl_bin_bytes(b, r->bin[E_ID], 16);
         etl_bin_bytes(b, r->bin[E_PAT], 16);
@@ -671,7 +676,7 @@ static int row_encounter(etl_ctx *x, cfile *cf, row *r, long long line)
             int k = snprintf(num, sizeof num, "%.2f", r->dv[E_COST]);
             if (etl_bin_numeric(b, num, (size_t)k) != 0) etl_bin_null(b);
         }
-        bin_cstr(b, x->p->format == PX_FMT_POSTGRES ? "postgres" : "canonical");
+        bin_cstr(b, etl_source_name(x));
         etl_bin_i64(b, x->batch);
         return 1;
     }
@@ -717,7 +722,7 @@ static int row_code(etl_ctx *x, cfile *cf, row *r, long long line, int is_dx)
     }
     etl_encounter *en = px_keymap_get(x->encounters, r->bin[D_ENC]);
     int seq = (int)r->iv[D_SEQ];
-    px_buf *b = &x->out;
+    px_buf *b = &x->copy.buf;
     FILE *sp = NULL;
     if (en && en->state == ENC_REJECTED) {
         snprintf(detail, sizeof detail, "the encounter was rejected (line %lld of encounters)", en->line);
@@ -885,7 +890,7 @@ int etl_canonical_file(etl_ctx *x, int fd)
     const int binary = tab >= PX_TAB_PATIENTS;
     cfile cf = {.t = &px_canonical[tab]};
     long long direct = 0, spooled = 0, n = 0, loaded = 0, rejected = 0;
-    const char *source = x->p->format == PX_FMT_POSTGRES ? "postgres" : "canonical";
+    const char *source = etl_source_name(x);
     char sql[8192];
     px_csv *csv = px_csv_new(fd);
     if (!csv || !(cf.seen = px_keymap_new(0))) {
@@ -924,10 +929,10 @@ int etl_canonical_file(etl_ctx *x, int fd)
         if ((rc = etl_sql(x, sql, NULL, NULL)) != 0) goto out;
     }
     if ((rc = etl_copy_begin(x, copy_sql[tab])) != 0) goto out;
-    if (binary) etl_bin_header(&x->out);
+    if (binary) etl_bin_header(&x->copy.buf);
     double t0 = px_mono_s();
     rc = stream_rows(x, &cf, csv, &direct, &spooled);
-    if (binary) etl_bin_trailer(&x->out);
+    if (binary) etl_bin_trailer(&x->copy.buf);
     int rc2 = etl_copy_end(x, &n);
     if (rc == 0) rc = rc2;
     if (rc == 0) rc = etl_hash_end(x, csv);

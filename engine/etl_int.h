@@ -62,7 +62,8 @@ typedef struct etl_ctx {
     px_err *e;
     long long batch;
     int today;
-    px_buf out;           /* COPY data not yet sent */
+    px_copy_in copy;      /* the open COPY; copy.buf holds the data not yet sent */
+    char copy_what[300];  /* names the load in COPY errors */
     FILE *rej;            /* spooled reject rows, COPY text for etl.rejects */
     FILE *warn;           /* spooled field warnings, COPY text for etl.warnings */
     long long rej_spooled, warn_spooled; /* rows in those spools, checked against COPY */
@@ -84,7 +85,8 @@ typedef struct etl_ctx {
     long long total_bytes, done_bytes, last_draw;
 } etl_ctx;
 
-/* COPY streaming on x->c: begin, append rows to x->out, flush when large, end.
+/* COPY streaming on x->c through px_copy_in (etl_copy.c): begin, append rows
+ * to x->copy.buf, flush when large, end.
  * copy_end stores the server's row count in *rows. All return 0 or <0 with x->e set. */
 int etl_copy_begin(etl_ctx *x, const char *sql);
 int etl_copy_flush(etl_ctx *x, int force);
@@ -159,11 +161,62 @@ int etl_hash_begin(etl_ctx *x, px_csv *csv);
  * while it was read and the batch fails (PX_ECORRUPT). */
 int etl_hash_end(etl_ctx *x, px_csv *csv);
 
+/* The SHA-256 of a whole file (before its load) and its size. 0 or PX_EIO. */
+int etl_sha256_file(const char *path, char hex[65], long long *bytes, px_err *e);
+
+/* ---- inputs (etl_inputs.c) ---------------------------------------------------- */
+/* The inputs of p->source in load order (*inputs, *n: caller frees); for the
+ * postgres format also the source connection *src, inside a read-only
+ * snapshot (caller closes). */
+int etl_discover(const px_etl_params *p, etl_input **inputs, int *n, PGconn **src, px_err *e);
+/* A libpq URI or conninfo rebuilt without its password, for etl.batches. */
+void etl_redact_uri(const char *uri, char *out, size_t len);
+/* A source table read as CSV through a pipe: *fd is the reading end (caller
+ * closes it, then calls _close, which joins the reader and returns rc or the
+ * reader's error). */
+typedef struct etl_pg_feed etl_pg_feed;
+int etl_pg_feed_open(etl_ctx *x, PGconn *src, const etl_input *in, etl_pg_feed **feed, int *fd);
+int etl_pg_feed_close(etl_ctx *x, etl_pg_feed *feed, int rc);
+
+/* Rejects of the batch by reason, most frequent first, each with one example,
+ * into buf; *counted gets those that count against --max-reject-rate (all but
+ * duplicate_key). */
+int etl_reject_summary(etl_ctx *x, char *buf, size_t len, long long *counted);
+
 /* Format loaders: load one input inside the open batch transaction. */
 int etl_canonical_begin(etl_ctx *x);
+/* The source recorded on the canonical loader's rows: canonical, postgres or fhir. */
+const char *etl_source_name(const etl_ctx *x);
 int etl_canonical_file(etl_ctx *x, int fd);
 int etl_synpuf_begin(etl_ctx *x);
 int etl_synpuf_file(etl_ctx *x, int fd);
+/* The --code-map crosswalk (etl_codemap.c): NULL with e set on a bad file
+ * (the line named). _get gives "icd10|I509" or "icd9|4280", or NULL. */
+typedef struct etl_codemap etl_codemap;
+etl_codemap *etl_codemap_read(const char *path, px_err *e);
+const char *etl_codemap_get(const etl_codemap *m, const char *system, const char *code);
+void etl_codemap_free(etl_codemap *m); /* accepts NULL */
+
+/* FHIR Bulk Data NDJSON: every input not loaded before, in one go (etl_fhir.c);
+ * records each in etl.batch_files and adds its counts to r. */
+int etl_fhir_load(etl_ctx *x, etl_input *inputs, int n, px_etl_result *r);
+/* Its database-free part (also the fuzz target's): _read turns the inputs
+ * into the six canonical tables (temporary CSV files, rewound, header first),
+ * rejecting at FHIR level through etl_reject() (x->rej) and counting skips.
+ * Needs x->e, x->p, x->rej and x->warn; inputs' sha and bytes as taken before. */
+typedef struct etl_fhir etl_fhir;
+etl_fhir *etl_fhir_new(etl_ctx *x, etl_input *inputs, int n);
+int etl_fhir_read(etl_fhir *f);
+FILE *etl_fhir_table(const etl_fhir *f, int table, long long *rows);
+/* Non-blank lines read and resources skipped of input file. */
+void etl_fhir_counts(const etl_fhir *f, int file, long long *read, long long *skipped);
+/* The NDJSON file name and line of row of a canonical table. */
+void etl_fhir_origin(const etl_fhir *f, int table, long long row, const char **file, long long *line);
+/* The skip reasons of input file as a JSON object {"reason": count}, appended to b. */
+void etl_fhir_skipped_json(const etl_fhir *f, int file, px_buf *b);
+/* Resources of input file skipped for a code system other than ICD. */
+long long etl_fhir_unmapped(const etl_fhir *f, int file);
+void etl_fhir_free(etl_fhir *f); /* accepts NULL */
 
 /* The input's rows: the caller sets x->read/rejected/loaded; this records
  * etl.batch_files and checks read = loaded + rejected. */

@@ -1,6 +1,8 @@
 /* etl_status.c: the load report: per batch its files, row counts, rejects by
  * reason and a data-quality score. The score is the share of rows read that
- * were loaded, in percent: simple, and an operator can check it by hand.
+ * were loaded, in percent: simple, and an operator can check it by hand (rows
+ * skipped because the warehouse does not hold them, as FHIR resources of other
+ * types, are not counted against it).
  * Loads that failed or were rolled back are listed with their reason. */
 #include "engine/etl_int.h"
 #include <string.h>
@@ -10,11 +12,13 @@ static const char status_json[] =
     " 'batches', coalesce((SELECT jsonb_agg(jsonb_build_object("
     "   'batch_id', b.batch_id, 'status', 'committed', 'format', b.format, 'source', b.source, 'started_at', b.started_at,"
     "   'finished_at', b.finished_at, 'loaded_by', b.loaded_by, 'rows_read', b.rows_read,"
-    "   'rows_loaded', b.rows_loaded, 'rows_rejected', b.rows_rejected,"
-    "   'quality_score', CASE WHEN b.rows_read > 0 THEN round(100.0 * b.rows_loaded / b.rows_read, 2) END,"
+    "   'rows_loaded', b.rows_loaded, 'rows_rejected', b.rows_rejected, 'rows_skipped', b.rows_skipped,"
+    "   'quality_score', CASE WHEN b.rows_read > b.rows_skipped"
+    "     THEN round(100.0 * b.rows_loaded / (b.rows_read - b.rows_skipped), 2) END,"
     "   'files', (SELECT jsonb_agg(jsonb_build_object('file', f.file_name, 'table', f.table_name,"
     "       'sha256', f.sha256, 'bytes', f.bytes, 'rows_read', f.rows_read, 'rows_loaded', f.rows_loaded,"
-    "       'rows_rejected', f.rows_rejected) ORDER BY f.file_name) FROM etl.batch_files f"
+    "       'rows_rejected', f.rows_rejected, 'rows_skipped', f.rows_skipped, 'skipped', f.skipped)"
+    "       ORDER BY f.file_name) FROM etl.batch_files f"
     "       WHERE f.batch_id = b.batch_id),"
     "   'rejects_by_reason', coalesce((SELECT jsonb_object_agg(reason, n) FROM (SELECT reason, count(*) AS n"
     "       FROM etl.rejects r WHERE r.batch_id = b.batch_id GROUP BY reason) t), '{}'::jsonb),"
@@ -35,15 +39,18 @@ static const char status_json[] =
 static const char status_batches[] =
     "SELECT b.batch_id, b.format, to_char(b.finished_at, 'YYYY-MM-DD HH24:MI:SS'),"
     " (SELECT count(*) FROM etl.batch_files f WHERE f.batch_id = b.batch_id), b.rows_read, b.rows_loaded,"
-    " b.rows_rejected, CASE WHEN b.rows_read > 0 THEN to_char(100.0 * b.rows_loaded / b.rows_read, 'FM990.00')"
+    " b.rows_rejected, CASE WHEN b.rows_read > b.rows_skipped"
+    "   THEN to_char(100.0 * b.rows_loaded / (b.rows_read - b.rows_skipped), 'FM990.00')"
     " ELSE '-' END, coalesce((SELECT string_agg(reason || ' ' || n, ', ' ORDER BY n DESC, reason)"
     "   FROM (SELECT reason, count(*) AS n FROM etl.rejects r WHERE r.batch_id = b.batch_id GROUP BY reason) t), ''),"
     " b.source, coalesce((SELECT string_agg(reason || ' ' || n, ', ' ORDER BY n DESC, reason)"
     "   FROM (SELECT reason, count(*) AS n FROM etl.warnings w WHERE w.batch_id = b.batch_id GROUP BY reason) t), ''),"
-    " 'committed', '' FROM etl.batches b"
+    " 'committed', '', coalesce((SELECT string_agg(k || ' ' || n, ', ' ORDER BY n DESC, k) FROM (SELECT k, sum(v::bigint) AS n"
+    "   FROM etl.batch_files f, jsonb_each_text(f.skipped) AS j(k, v) WHERE f.batch_id = b.batch_id GROUP BY k) t), '')"
+    " FROM etl.batches b"
     /* loads that drew a batch id and did not commit (etl.failed_batches): nothing stored */
     " UNION ALL SELECT f.batch_id, f.format, to_char(f.failed_at, 'YYYY-MM-DD HH24:MI:SS'), 0, f.rows_read, 0,"
-    " f.rows_rejected, '-', '', f.source, '', 'failed', f.reason FROM etl.failed_batches f ORDER BY 1";
+    " f.rows_rejected, '-', '', f.source, '', 'failed', f.reason, '' FROM etl.failed_batches f ORDER BY 1";
 
 static const char status_totals[] =
     "SELECT (SELECT count(*) FROM wh.dim_patient), (SELECT count(*) FROM wh.dim_provider),"
@@ -77,7 +84,8 @@ int px_etl_status(const px_config *cfg, int json, FILE *out, px_err *e)
         fprintf(out, "       source: %s\n", PQgetvalue(r, i, 9));
         if (PQgetvalue(r, i, 8)[0]) fprintf(out, "       rejects: %s\n", PQgetvalue(r, i, 8));
         if (PQgetvalue(r, i, 10)[0])
-            fprintf(out, "       warnings (rows loaded; a value or column dropped): %s\n", PQgetvalue(r, i, 10));
+            fprintf(out, "       warnings (a value, column or resource dropped): %s\n", PQgetvalue(r, i, 10));
+        if (PQgetvalue(r, i, 13)[0]) fprintf(out, "       skipped (not held by the warehouse): %s\n", PQgetvalue(r, i, 13));
         if (failed)
             fprintf(out, "       FAILED, nothing stored: %s\n", PQgetvalue(r, i, 12));
     }

@@ -324,7 +324,7 @@ static int bene_row(etl_ctx *x, sfile *sf, px_csv *csv, long long line)
     size_t sn;
     const char *state = fld(csv, sf, B_STATE, &sn);
     char d[11];
-    px_buf *b = &x->out;
+    px_buf *b = &x->copy.buf;
     px_buf_printf(b, "%lld\t%s\t%d\t%c\t%s\t", line, phex, px_date_year(birth), sex == 1 ? 'M' : 'F', race[rc_]);
     px_buf_copy_field(b, sn ? state : NULL, etl_utf8_cut(state, sn, 64));
     if (death != INT_MAX) {
@@ -484,7 +484,7 @@ static int claim_row(etl_ctx *x, sfile *sf, px_csv *csv, long long line)
     char d1[11], d2[11];
     px_date_format(adm, d1);
     px_date_format(dis, d2);
-    px_buf *b = &x->out;
+    px_buf *b = &x->copy.buf;
     px_buf_printf(b, "%lld\t%s\t%lld\t%s\t%s\t%s\t", line, ehex, seg, phex, d1, d2);
     px_buf_copy_field(b, prvdr, prn);
     px_buf_addc(b, '\t');

@@ -329,7 +329,7 @@ static int condition(const dx *d, const char *eid, const char *pid, const char *
 static int procedure(const table_in *ti, const char *pid, int k, px_buf *b)
 {
     const char *eid = val(ti, "encounter_id");
-    px_buf_printf(b, "{\"resourceType\":\"Procedure\",\"id\":\"%s-px-%d\",\"status\":\"completed\",\"code\":{\"coding\":[",
+    px_buf_printf(b, "{\"resourceType\":\"Procedure\",\"id\":\"%s-px-%02d\",\"status\":\"completed\",\"code\":{\"coding\":[",
                   eid, k);
     coding(b, code_uri(val(ti, "code_system"), 1), val(ti, "code"));
     px_buf_printf(b, "]},\"subject\":{\"reference\":\"Patient/%s\"},\"encounter\":{\"reference\":\"Encounter/%s\"}",

@@ -8,8 +8,9 @@
 #include <unistd.h>
 
 static const char usage[] =
-    "usage: prognos etl load --format synpuf|canonical|postgres --source PATH|URI [--as-of DATE]\n"
+    "usage: prognos etl load --format synpuf|canonical|postgres|fhir --source PATH|URI [--as-of DATE]\n"
     "                        [--future-dates reject|allow] [--max-reject-rate PCT] [--force] [--quiet] [--json]\n"
+    "                        [--code-map FILE]\n"
     "       prognos etl status [--json]\n"
     "       prognos etl layout\n"
     "\n"
@@ -22,6 +23,16 @@ static const char usage[] =
     "                               inpatient claims CSV files\n"
     "           --format canonical  a directory of canonical CSV files (see 'etl layout')\n"
     "           --format postgres   a libpq URI of a database holding the canonical tables\n"
+    "           --format fhir       a directory of FHIR R4 Bulk Data NDJSON files (*.ndjson,\n"
+    "                               any order): Patient, Encounter (inpatient stays: class\n"
+    "                               IMP or ACUTE, or EMER admitted), Condition, Procedure\n"
+    "                               (ICD-10-CM/PCS or ICD-9-CM codings), Organization,\n"
+    "                               Practitioner; other resources are counted as skipped,\n"
+    "                               by reason (etl status, etl.batch_files.skipped)\n"
+    "           --code-map FILE     fhir: a CSV crosswalk with columns system, code,\n"
+    "                               target_system (icd10|icd9), target_code for codes of\n"
+    "                               other systems (SNOMED CT); without it such resources\n"
+    "                               are skipped with a warning (unmapped_code_system)\n"
     "           --as-of YYYY-MM-DD  reference date for the future-date rule (default today)\n"
     "           --future-dates reject|allow\n"
     "                               reject (default): dates after the reference date are\n"
@@ -94,6 +105,7 @@ static int do_load(int argc, char **argv)
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--format") == 0 && i + 1 < argc) format = argv[++i];
         else if (strcmp(argv[i], "--source") == 0 && i + 1 < argc) p.source = argv[++i];
+        else if (strcmp(argv[i], "--code-map") == 0 && i + 1 < argc) p.code_map = argv[++i];
         else if (strcmp(argv[i], "--as-of") == 0 && i + 1 < argc) p.today = argv[++i];
         else if (strcmp(argv[i], "--future-dates") == 0 && i + 1 < argc) {
             const char *v = argv[++i];
@@ -111,11 +123,13 @@ static int do_load(int argc, char **argv)
         else if (strcmp(argv[i], "--force") == 0) p.force = 1;
         else return px_cli_usage_error("etl", "unknown or incomplete option '%s'", argv[i]);
     }
-    if (!format) return px_cli_usage_error("etl", "load needs --format synpuf|canonical|postgres");
+    if (!format) return px_cli_usage_error("etl", "load needs --format synpuf|canonical|postgres|fhir");
     if (strcmp(format, "synpuf") == 0) p.format = PX_FMT_SYNPUF;
     else if (strcmp(format, "canonical") == 0) p.format = PX_FMT_CANONICAL;
     else if (strcmp(format, "postgres") == 0) p.format = PX_FMT_POSTGRES;
-    else return px_cli_usage_error("etl", "unknown format '%s' (synpuf, canonical or postgres)", format);
+    else if (strcmp(format, "fhir") == 0) p.format = PX_FMT_FHIR;
+    else return px_cli_usage_error("etl", "unknown format '%s' (synpuf, canonical, postgres or fhir)", format);
+    if (p.code_map && p.format != PX_FMT_FHIR) return px_cli_usage_error("etl", "--code-map is for --format fhir");
     if (!p.source) return px_cli_usage_error("etl", "load needs --source");
     if (!quiet && !json && isatty(STDERR_FILENO)) p.on_progress = etl_bar;
 
@@ -145,8 +159,9 @@ static int do_load(int argc, char **argv)
     }
     if (json)
         printf("{\"batch_id\":%lld,\"files_loaded\":%d,\"files_skipped\":%d,\"rows_read\":%lld,"
-               "\"rows_loaded\":%lld,\"rows_rejected\":%lld}\n",
-               r.batch_id, r.files_loaded, r.files_skipped, r.rows_read, r.rows_loaded, r.rows_rejected);
+               "\"rows_loaded\":%lld,\"rows_rejected\":%lld,\"rows_skipped\":%lld}\n",
+               r.batch_id, r.files_loaded, r.files_skipped, r.rows_read, r.rows_loaded, r.rows_rejected,
+               r.rows_skipped);
     if (rc == PX_ENOTHING) {
         if (!json) printf("%s\n", e.msg);
         return PX_EXIT_NOTHING;
@@ -154,7 +169,9 @@ static int do_load(int argc, char **argv)
     if (!json) {
         printf("batch %lld: %d file%s loaded", r.batch_id, r.files_loaded, r.files_loaded == 1 ? "" : "s");
         if (r.files_skipped) printf(" (%d skipped: loaded before)", r.files_skipped);
-        printf("; %lld rows read, %lld loaded, %lld rejected\n", r.rows_read, r.rows_loaded, r.rows_rejected);
+        printf("; %lld rows read, %lld loaded, %lld rejected", r.rows_read, r.rows_loaded, r.rows_rejected);
+        if (r.rows_skipped) printf(", %lld skipped (not held by the warehouse)", r.rows_skipped);
+        printf("\n");
         if (r.rows_rejected) printf("see 'prognos etl status' and the table etl.rejects\n");
     }
     return PX_EXIT_OK;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# run.sh TARGET MINUTES [JOBS]: fuzzes one target (json, predict, csv, model, manifest) with libFuzzer under
+# run.sh TARGET MINUTES [JOBS]: fuzzes one target (json, predict, csv, model, manifest, fhir) with libFuzzer under
 # ASan and UBSan for MINUTES of wall time per job (JOBS parallel jobs, default 1), in
 # build-fuzz/ (clang; not part of the default build or of CI, whose ctest only replays
 # the seed corpus). New inputs go to build-fuzz/fuzz-corpus/TARGET (the seed corpus in
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 T=${1:?usage: run.sh TARGET MINUTES [JOBS]}
 MIN=${2:?usage: run.sh TARGET MINUTES [JOBS]}
 JOBS=${3:-1}
-[ -f "tests/fuzz/fuzz_$T.c" ] || { echo "run.sh: no target '$T' (json, predict, csv, model, manifest)" >&2; exit 2; }
+[ -f "tests/fuzz/fuzz_$T.c" ] || { echo "run.sh: no target '$T' (json, predict, csv, model, manifest, fhir)" >&2; exit 2; }
 command -v clang >/dev/null || { echo "run.sh: clang is not installed (apt-get install clang libclang-rt-14-dev)" >&2; exit 2; }
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPROGNOS_FUZZ=ON -DPROGNOS_SANITIZE=ON \
     -DPROGNOS_WERROR=OFF >/dev/null

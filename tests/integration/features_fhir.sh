@@ -102,6 +102,45 @@ print(f"{total_rows} rows, {total_vals} values: 0 differences")
 PY
 ok "every feature of every stay: FHIR path = SQL feature tables (0 differences)"
 
+# the map itself: every prefix of features.comorbidity_map, as the code of a stay's
+# only Condition, flags exactly the categories whose prefixes it starts with (as the
+# database holds them; the FHIR path reads the migration's text, not the table)
+psql -X -q "$U" -c "\\copy (SELECT code_system, code_prefix, category FROM features.comorbidity_map) TO '$WORK/map.csv' CSV"
+python3 - "$WORK/map.csv" "$WORK/prefetch.ndjson" "$WORK/mapcheck.ndjson" "$WORK/mapwant.json" <<'PY'
+import csv, json, sys
+from collections import defaultdict
+mp, pf_path, out, want = sys.argv[1:5]
+rows = list(csv.reader(open(mp)))
+cats = defaultdict(set)
+for s, p, c in rows: cats[(s, p)].add(c)
+base = json.loads(open(pf_path).readline())
+uri = {"icd10": "http://hl7.org/fhir/sid/icd-10-cm", "icd9": "http://hl7.org/fhir/sid/icd-9-cm"}
+exp = []
+with open(out, "w") as f:
+    for (s, p) in sorted(cats):
+        e = set()
+        for k in range(3, 8):
+            e |= cats.get((s, p[:k]), set())
+        pf = {"patient": base["patient"], "encounter": base["encounter"], "encounters": [base["encounter"]],
+              "conditions": [{"resourceType": "Condition", "id": "c", "code": {"coding": [{"system": uri[s], "code": p}]},
+                              "encounter": {"reference": "Encounter/" + base["encounter"]["id"]}}]}
+        f.write(json.dumps(pf) + "\n")
+        exp.append(sorted(e))
+json.dump({"n": len(rows), "want": exp}, open(want, "w"))
+PY
+px features fhir --set readmission --prefetch "$WORK/mapcheck.ndjson" --ndjson >"$WORK/mapcheck.out" || fail "map check run"
+python3 - "$WORK/mapcheck.out" "$WORK/mapwant.json" <<'PY' || fail "the FHIR path's comorbidity map differs from features.comorbidity_map"
+import json, sys
+want = json.load(open(sys.argv[2]))
+got = [sorted(k for k, v in json.loads(l).items() if (k.startswith("cci_") or k.startswith("elix_")) and k != "elix_count" and v == 1)
+       for l in open(sys.argv[1])]
+assert want["n"] > 1000 and len(got) == len(want["want"]), (want["n"], len(got))
+bad = [(i, g, w) for i, (g, w) in enumerate(zip(got, want["want"])) if g != w]
+assert not bad, (len(bad), bad[:5])
+print(f"{want['n']} map rows, {len(got)} prefixes: the same categories")
+PY
+ok "every prefix of features.comorbidity_map flags the same categories on the FHIR path"
+
 # rules of the prefetch
 python3 - "$WORK" <<'PY'
 import json, sys
