@@ -56,5 +56,6 @@ extern const char px_feat_sql_base[];
 extern const char px_feat_sql_readmission[];
 extern const char px_feat_sql_mortality[];
 extern const char px_feat_sql_los[];
+extern const char px_feat_sql_marts[];
 
 #endif
