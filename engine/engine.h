@@ -183,6 +183,23 @@ int px_retention_check(PGconn *c, const char *from, const char *to, const char *
 int px_retention_check_period(PGconn *c, const char *period, px_err *e);
 int px_retention_check_partial(PGconn *c, const char *what, px_err *e);
 
+/* ---- shards (shards.c, migration 017) ----------------------------------- */
+
+/* Registers a shard: a PostgreSQL server (libpq URI or conninfo) that gets empty
+ * tables in its schema px_shard, a foreign server px_shard_<id> and a user mapping
+ * here (postgres_fdw, installed when missing; needs a superuser), and a row of
+ * wh.shards. *shard_id receives its number. Refused once the fact tables are
+ * distributed. 0 or PX_E*. */
+int px_shards_add(PGconn *c, const char *uri, int *shard_id, px_err *e);
+typedef struct px_shards_result {
+    int shards;          /* shards the rows went to */
+    long long rows[3];   /* stays, diagnoses, procedures moved */
+} px_shards_result;
+/* Makes wh.fact_encounter, fact_diagnosis and fact_procedure PARTITION BY HASH
+ * (patient_id) tables whose partitions are foreign tables on the shards, moving
+ * every row there, in one transaction. PX_ENOTHING when already distributed. */
+int px_shards_distribute(PGconn *c, px_shards_result *r, px_err *e);
+
 /* ---- pseudonymization -------------------------------------------------- */
 
 /* HMAC-SHA256 under the installation's secret key, truncated to 128 bits and

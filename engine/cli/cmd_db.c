@@ -79,6 +79,7 @@ int cmd_db(int argc, char **argv)
     }
     const char *sub = argv[1];
     if (strcmp(sub, "retention") == 0) return cmd_db_retention(argc - 1, argv + 1);
+    if (strcmp(sub, "shards") == 0) return cmd_db_shards(argc - 1, argv + 1);
     if (strcmp(sub, "psql") != 0 && px_cli_wants_help(argc, argv)) {
         fputs(usage, stdout);
         return PX_EXIT_OK;

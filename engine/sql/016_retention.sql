@@ -113,9 +113,24 @@ BEGIN
     END IF;
 END $$;
 
+-- A fact table that `prognos db shards distribute` hash-partitioned over
+-- postgres_fdw shards (017) has no yearly partitions to create: the loader
+-- refuses it by name rather than failing on a partition bound.
+CREATE FUNCTION wh.assert_loadable(parent text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = format('wh.%I', parent)::regclass
+               AND partstrat = 'h') THEN
+        RAISE EXCEPTION 'cannot load into wh.%: the warehouse is sharded (hash partitions on postgres_fdw shards)', parent
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'the loader does not write to shards yet: load a single-node warehouse and run prognos db shards distribute';
+    END IF;
+END $$;
+
 CREATE OR REPLACE FUNCTION wh.ensure_partition(parent text, y integer) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM wh.assert_loadable(parent);
     PERFORM wh.refuse_removed_year(parent, y);  -- also when a detached table keeps the name
     IF to_regclass(format('wh.%s_p%s', parent, y)) IS NULL THEN
         EXECUTE format('CREATE TABLE wh.%I PARTITION OF wh.%I FOR VALUES FROM (%L) TO (%L)',
@@ -127,6 +142,7 @@ CREATE OR REPLACE FUNCTION wh.bulk_begin(parent text, years integer[]) RETURNS v
 LANGUAGE plpgsql AS $$
 DECLARE y integer; part text; loadp regclass;
 BEGIN
+    PERFORM wh.assert_loadable(parent);
     IF to_regclass(format('wh.%I', 'load_' || parent)) IS NULL THEN
         EXECUTE format('CREATE TABLE wh.%I (LIKE wh.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'
                        ' PARTITION BY RANGE (admission_date)', 'load_' || parent, parent);
