@@ -182,6 +182,9 @@ void px_retention_result_release(px_retention_result *r);
 int px_retention_check(PGconn *c, const char *from, const char *to, const char *what, px_err *e);
 int px_retention_check_period(PGconn *c, const char *period, px_err *e);
 int px_retention_check_partial(PGconn *c, const char *what, px_err *e);
+/* _check_features: a feature table still holds stays of a removed period (built
+ * before the removal): KPIs from it would report that period. */
+int px_retention_check_features(PGconn *c, const char *what, px_err *e);
 
 /* ---- shards (shards.c, migration 017) ----------------------------------- */
 

@@ -465,3 +465,9 @@ int px_retention_check_partial(PGconn *c, const char *what, px_err *e)
     const char *pv[] = {what ? what : "the request"};
     return run_check(c, "SELECT wh.retention_check_partial($1)", 1, pv, e);
 }
+
+int px_retention_check_features(PGconn *c, const char *what, px_err *e)
+{
+    const char *pv[] = {what ? what : "the request"};
+    return run_check(c, "SELECT wh.retention_check_features($1)", 1, pv, e);
+}

@@ -221,7 +221,9 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
                        sizeof exists};
         if ((rc = query_row(c, e, name,
                             "SELECT build_id, definition_hash, source_batches::text, row_count, positives,"
-                            " to_regclass($2) IS NOT NULL FROM features.catalog WHERE set_name = $1"
+                            /* a table is current while it exists and retention removed nothing since */
+                            " to_regclass($2) IS NOT NULL AND NOT wh.retention_removed_since(built_at)"
+                            " FROM features.catalog WHERE set_name = $1"
                             " ORDER BY build_id DESC LIMIT 1",
                             2, pv, o, ol, 6, &found)) != 0)
             goto out;

@@ -200,8 +200,9 @@ static int kpi_compute(int argc, char **argv)
     PGconn *c = px_db_connect(&cfg, &e);
     if (!c) return px_cli_fail(&e);
     px_kpi_run_info info;
-    /* retention: no KPI over stays that lost their diagnoses or procedures */
-    if (px_retention_check_partial(c, "kpi compute", &e) != 0) {
+    /* retention: no KPI over stays that lost their diagnoses or procedures, nor
+     * from feature tables that still hold a removed period */
+    if (px_retention_check_partial(c, "kpi compute", &e) != 0 || px_retention_check_features(c, "kpi compute", &e) != 0) {
         PQfinish(c);
         return px_cli_fail(&e);
     }

@@ -255,6 +255,7 @@ static void step_kpi(runner *R, step_out *so, long long *kpi_run, int *kpi_uncha
     px_kpi_run_info info;
     px_err e = {0};
     int rc = px_retention_check_partial(c, "kpi compute", &e);
+    if (rc == 0) rc = px_retention_check_features(c, "kpi compute", &e);
     if (rc == 0) rc = px_kpi_compute(c, &R->cfg, &p, &info, &e);
     if (rc != 0 && rc != PX_ENOTHING) {
         out_err(so, PX_EXIT_FAIL, &e);

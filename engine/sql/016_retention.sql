@@ -96,6 +96,35 @@ BEGIN
     END IF;
 END $$;
 
+-- Whether retention removed a partition at or after t: a table derived from the
+-- warehouse before then (a feature table) is out of date even with no new batch.
+CREATE FUNCTION wh.retention_removed_since(t timestamptz) RETURNS boolean
+LANGUAGE sql STABLE AS $$ SELECT EXISTS (SELECT 1 FROM wh.retention_removed WHERE removed_at >= t) $$;
+
+-- Raises a clear error when a feature table still holds stays of a removed
+-- period (built before retention removed it): KPIs scored from it would report
+-- a period the warehouse no longer has. A rebuild of the features clears it.
+CREATE FUNCTION wh.retention_check_features(p_what text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE t text; r record; hit text := '';
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM wh.retention_removed) THEN RETURN; END IF;
+    FOREACH t IN ARRAY ARRAY['features.readmission', 'features.mortality', 'features.los'] LOOP
+        IF to_regclass(t) IS NULL THEN CONTINUE; END IF;
+        EXECUTE format('SELECT count(*) AS n, min(f.admission_date) AS lo, max(f.admission_date) AS hi FROM %s f'
+                       ' WHERE EXISTS (SELECT 1 FROM wh.retention_removed x WHERE f.admission_date >= x.period_start'
+                       ' AND f.admission_date < x.period_end)', t) INTO r;
+        IF r.n > 0 THEN
+            hit := hit || format('%s holds %s stays admitted %s..%s, in removed periods. ', t, r.n, r.lo, r.hi);
+        END IF;
+    END LOOP;
+    IF hit <> '' THEN
+        RAISE EXCEPTION '% would report periods that retention removed: the feature tables were built before', p_what
+            USING ERRCODE = 'data_exception', DETAIL = rtrim(hit),
+                  HINT = 'rebuild them: prognos features build';
+    END IF;
+END $$;
+
 -- The loader's partition functions (001, 006) under pg_partman's names, and
 -- refusing to recreate a year that retention removed: a load cannot bring back
 -- a removed period in part.

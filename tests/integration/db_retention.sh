@@ -36,6 +36,7 @@ for y in "${GONE[@]}"; do
     psql -X -q "$U" -c "\\copy (SELECT * FROM wh.fact_encounter_p$y) TO '$WORK/enc$y.csv' CSV HEADER"
 done
 TOTAL_BEFORE=$(sql "SELECT count(*) FROM wh.fact_encounter")
+px features build >/dev/null   # before the removal: these tables will hold removed years
 
 assert_exit 2 px db retention set --older-than 8 --action archive
 grep -q "'8' is not an age" "$WORK/err" || fail "bad age message: $(cat "$WORK/err")"
@@ -104,8 +105,16 @@ for p in "$y" "$y-Q2" "$y-06"; do
 done
 ok "kpi report of a removed period fails and names the removal"
 
+# feature tables built before the removal: kpi compute refuses them until they are rebuilt
+assert_exit 1 px kpi compute
+grep -q "kpi compute would report periods that retention removed" "$WORK/err" || fail "kpi compute on stale features: $(cat "$WORK/err")"
+grep -Eq "features.readmission holds [0-9]+ stays admitted ${GONE[0]}-01-[0-9]{2}\.\.${GONE[-1]}-12-[0-9]{2}, in removed periods" "$WORK/err" || fail "stale features not named: $(cat "$WORK/err")"
+ok "kpi compute refuses feature tables built before the removal"
+
 # features and KPIs on the years left work; a table that loses a year the others keep makes them refuse
-assert_exit 0 px features build --set readmission
+assert_exit 0 px features build
+assert_eq "$(sql "SELECT min(extract(year FROM admission_date)) FROM features.mortality")" "$KEPT" "first year of the rebuilt features"
+assert_exit 0 px kpi compute
 assert_exit 0 px db retention set --table fact_procedure --older-than 7y --action drop
 set +e; px db retention apply >"$WORK/out" 2>&1; rc=$?; set -e
 removed7=$(sql "SELECT count(*) FROM wh.retention_removed WHERE table_name = 'fact_procedure'")
