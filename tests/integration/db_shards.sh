@@ -18,7 +18,7 @@ for k in 1 2 3; do
 done
 assert_eq "$(printf '%s\n' "${SURL[@]}" | sort -u | wc -l)" 3 "three separate clusters"
 export PROGNOS_HOME=$COORD
-px generate --patients 2000 --seed 41 --out "$WORK/data" >/dev/null
+px generate --patients 1200 --seed 41 --out "$WORK/data" >/dev/null
 px etl load --format canonical --source "$WORK/data" --quiet >/dev/null
 U=$(px db url)
 
