@@ -162,6 +162,68 @@ const char *px_db_migration_containing(const char *needle);
 /* Applies pending migrations; *applied receives how many. */
 int px_db_migrate(PGconn *c, int *applied, px_err *e);
 
+/* ---- retention (retention.c, migration 016) ----------------------------- */
+
+/* "7y" / "18m" / "400d" as a PostgreSQL interval ("7 years") in out. 0 or PX_EINVAL. */
+int px_retention_parse_age(const char *s, char *out, size_t outlen, px_err *e);
+/* Sets the policy of one fact table (fact_encounter, fact_diagnosis,
+ * fact_procedure) or of all: partitions whose period ended more than older_than
+ * ("7y") ago are detached, dropped or archived by the next apply. Installs
+ * pg_partman when missing (needs a superuser) and configures it. 0 or PX_E*. */
+int px_retention_set(PGconn *c, const char *table, const char *older_than, const char *action, px_err *e);
+
+typedef struct px_retention_item {
+    char table[32];           /* fact_encounter ... */
+    char partition[64];       /* fact_encounter_p2015 */
+    char period_start[16];    /* first day held, YYYY-MM-DD */
+    char period_end[16];      /* first day after */
+    char action[8];           /* detach | drop | archive */
+    char archive_file[4200];  /* archive only: the gzip'd CSV */
+    char archive_sha256[65];
+    long long archive_rows, archive_bytes;
+} px_retention_item;
+typedef struct px_retention_result {
+    px_retention_item *items; /* n items; freed by px_retention_result_release */
+    int n;
+    int removed;              /* partitions pg_partman removed in this run */
+    int archived;             /* archives written (this run's and any left by an interrupted run) */
+} px_retention_result;
+/* Applies every policy with pg_partman's drop_partition_time in one
+ * transaction (each removed partition recorded in wh.retention_removed and
+ * audited), then writes each partition waiting for its archive to
+ * archive_dir/<partition>.csv.gz and drops it. 0 or PX_E*; r is filled either
+ * way with what was done, release it. */
+int px_retention_apply(PGconn *c, const char *archive_dir, px_retention_result *r, px_err *e);
+void px_retention_result_release(px_retention_result *r);
+/* Refusals (PX_ESTATE with a message naming the removed periods, or PX_EDB):
+ * _check: [from, to) (YYYY-MM-DD) overlaps a removed period; _check_period: a
+ * KPI period (2023, 2023-Q2, 2023-06; all and kinds pass) does; _check_partial:
+ * some stay still in wh.fact_encounter lost its diagnoses or procedures. what
+ * names the request in the message ("KPI period 2015"). */
+int px_retention_check(PGconn *c, const char *from, const char *to, const char *what, px_err *e);
+int px_retention_check_period(PGconn *c, const char *period, px_err *e);
+int px_retention_check_partial(PGconn *c, const char *what, px_err *e);
+/* _check_features: a feature table still holds stays of a removed period (built
+ * before the removal): KPIs from it would report that period. */
+int px_retention_check_features(PGconn *c, const char *what, px_err *e);
+
+/* ---- shards (shards.c, migration 017) ----------------------------------- */
+
+/* Registers a shard: a PostgreSQL server (libpq URI or conninfo) that gets empty
+ * tables in its schema px_shard, a foreign server px_shard_<id> and a user mapping
+ * here (postgres_fdw, installed when missing; needs a superuser), and a row of
+ * wh.shards. *shard_id receives its number. Refused once the fact tables are
+ * distributed. 0 or PX_E*. */
+int px_shards_add(PGconn *c, const char *uri, int *shard_id, px_err *e);
+typedef struct px_shards_result {
+    int shards;          /* shards the rows went to */
+    long long rows[3];   /* stays, diagnoses, procedures moved */
+} px_shards_result;
+/* Makes wh.fact_encounter, fact_diagnosis and fact_procedure PARTITION BY HASH
+ * (patient_id) tables whose partitions are foreign tables on the shards, moving
+ * every row there, in one transaction. PX_ENOTHING when already distributed. */
+int px_shards_distribute(PGconn *c, px_shards_result *r, px_err *e);
+
 /* ---- pseudonymization -------------------------------------------------- */
 
 /* HMAC-SHA256 under the installation's secret key, truncated to 128 bits and

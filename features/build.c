@@ -175,6 +175,8 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
     in_tx = 1;
     /* big hash aggregates and joins; JIT compiles for longer than these queries run */
     if ((rc = exec_step(c, e, "settings", name, "SET LOCAL work_mem = '256MB'; SET LOCAL jit = off")) != 0) goto out;
+    /* stays that lost their diagnoses or procedures to retention would give partial features */
+    if ((rc = px_retention_check_partial(c, "features build", e)) != 0) goto out;
 
     /* the categories must be the ones this build generates SQL for */
     {
@@ -215,7 +217,9 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
                        sizeof exists};
         if ((rc = query_row(c, e, name,
                             "SELECT build_id, definition_hash, source_batches::text, row_count, positives,"
-                            " to_regclass($2) IS NOT NULL FROM features.catalog WHERE set_name = $1"
+                            /* a table is current while it exists and retention removed nothing since */
+                            " to_regclass($2) IS NOT NULL AND NOT wh.retention_removed_since(built_at)"
+                            " FROM features.catalog WHERE set_name = $1"
                             " ORDER BY build_id DESC LIMIT 1",
                             2, pv, o, ol, 6, &found)) != 0)
             goto out;

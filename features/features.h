@@ -103,6 +103,24 @@ struct cJSON *px_feat_from_fhir(const struct cJSON *prefetch, const char *set, c
  * read from the migration that fills it. 0 or PX_ESTATE. */
 int px_feat_comorbidity_mask(const char *code_system, const char *code, uint64_t *mask, px_err *e);
 
+/* ---- marts (marts.c, features/sql/marts.sql) ------------------------------ */
+
+/* The mart tables, in the order of px_feat_marts_result.rows (static strings). */
+#define PX_FEAT_MARTS 6
+extern const char *const px_feat_marts[];
+extern const int px_feat_marts_count;
+
+typedef struct px_feat_marts_result {
+    long long rows[PX_FEAT_MARTS]; /* rows of each mart table, in px_feat_marts order */
+    double seconds;                /* wall time of the build */
+} px_feat_marts_result;
+
+/* Rebuilds every table of the mart schema (cost of care per patient-year,
+ * facility and DRG; readmissions; provider utilization) from the warehouse in
+ * one transaction and records the build in audit.events. Returns 0, or a
+ * negative PX_E* code with nothing changed. c must not be inside a transaction. */
+int px_feat_marts_build(PGconn *c, px_feat_marts_result *r, px_err *e);
+
 /* ---- datasets: a feature table in memory ------------------------------- */
 
 typedef struct px_dataset_params {

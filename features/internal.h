@@ -57,5 +57,6 @@ extern const char feat_sql_base[];
 extern const char feat_sql_readmission[];
 extern const char feat_sql_mortality[];
 extern const char feat_sql_los[];
+extern const char feat_sql_marts[];
 
 #endif

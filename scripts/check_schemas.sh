@@ -4,6 +4,7 @@
 # schema another folder owns. engine's schemas (wh, etl, audit, run, and public)
 # may be named everywhere; every other schema only by its owner:
 #   features -> features/   registry -> registry/   kpi -> kpi/   serve -> serve/
+#   mart -> features/
 # Another folder's data comes through the owner's exported reads (px_reg_champions,
 # px_feat_latest_builds, px_kpi_latest, ...; see ARCHITECTURE.md).
 #
@@ -28,14 +29,16 @@ allowed_extra() {
     esac
 }
 
-owned=(features registry kpi serve)
+# schema:owner (mart: the analysts' marts, built by features/)
+owned=(features:features registry:registry kpi:kpi serve:serve mart:features)
 
 check_tree() {
     local root=$1 bad=0 folder schema f hits extra
     for folder in engine features models registry kpi serve; do
         [ -d "$root/$folder" ] || continue
-        for schema in "${owned[@]}"; do
-            [ "$schema" = "$folder" ] && continue
+        for entry in "${owned[@]}"; do
+            local schema=${entry%%:*} owner=${entry##*:}
+            [ "$owner" = "$folder" ] && continue
             local kw="(\\b(FROM|JOIN|INTO|UPDATE|TABLE|ON|REFERENCES|TRUNCATE)[[:space:]]+|regclass\\(')\"?$schema\"?\\.[a-z_]+|\\b$schema\\.[a-z_]+\\("
             # C: SQL keywords are upper case in this code base; .sql: any case
             hits=$( { grep -rnE --include='*.c' --include='*.h' "$kw" "$root/$folder" 2>/dev/null || true
@@ -46,7 +49,7 @@ check_tree() {
                 f=${f#"$root/"}
                 extra=$(allowed_extra "$f")
                 case " $extra " in *" $schema "*) continue ;; esac
-                echo "check_schemas: $folder/ names $schema's schema (owned by $schema/): ${line#"$root/"}" >&2
+                echo "check_schemas: $folder/ names $schema's schema (owned by $owner/): ${line#"$root/"}" >&2
                 bad=1
             done <<<"$hits"
         done

@@ -24,6 +24,10 @@ int cmd_apikey(int argc, char **argv);
 int cmd_drift(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+/* prognos db retention ... (cmd_retention.c); argv[0] is "retention" */
+int cmd_db_retention(int argc, char **argv);
+/* prognos db shards ... (cmd_shards.c); argv[0] is "shards" */
+int cmd_db_shards(int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 int px_cli_wants_help(int argc, char **argv);

@@ -21,6 +21,8 @@ static const char usage[] =
     "  migrate   apply pending schema migrations (idempotent)\n"
     "  url       print the warehouse's libpq URI (psql \"$(prognos db url)\" works)\n"
     "  psql      open psql on the warehouse; further arguments go to psql\n"
+    "  retention set|apply|show  retention of the fact tables' yearly partitions,\n"
+    "            applied by pg_partman (prognos db retention --help)\n"
     "\n"
     "With PROGNOS_DB set, prognos uses that server and never starts or stops one.\n"
     "Commands that need the database initialise and start the embedded one themselves.\n";
@@ -81,6 +83,8 @@ int cmd_db(int argc, char **argv)
         return argc < 2 ? PX_EXIT_USAGE : PX_EXIT_OK;
     }
     const char *sub = argv[1];
+    if (strcmp(sub, "retention") == 0) return cmd_db_retention(argc - 1, argv + 1);
+    if (strcmp(sub, "shards") == 0) return cmd_db_shards(argc - 1, argv + 1);
     if (strcmp(sub, "psql") != 0 && px_cli_wants_help(argc, argv)) {
         fputs(usage, stdout);
         return PX_EXIT_OK;

@@ -7,7 +7,7 @@
 #include <string.h>
 
 static const char usage[] =
-    "usage: prognos features build [--set readmission|mortality|los|all] [--json]\n"
+    "usage: prognos features build [--set readmission|mortality|los|all|marts] [--json]\n"
     "       prognos features list [--json]\n"
     "       prognos features fhir --set readmission|mortality|los --prefetch FILE\n"
     "                             [--as-of DATE] [--ndjson]\n"
@@ -17,7 +17,11 @@ static const char usage[] =
     "         stay, point-in-time correct (see features/README.md). A set already\n"
     "         built from the same ETL batches with the same definition is left as it is\n"
     "         (reported as unchanged). Each build is recorded in features.catalog.\n"
-    "           --set NAME   one set, or all (default)\n"
+    "           --set NAME   one set, or all (default: the three sets)\n"
+    "           --set marts  the analysts' marts instead: tables in the mart schema\n"
+    "                        (cost_patient_year, cost_facility, cost_drg, readmission,\n"
+    "                        readmission_facility, provider_utilization), rebuilt\n"
+    "                        in one transaction; columns in features/README.md\n"
     "           --json       one JSON object per set, in an array\n"
     "list     the latest build of each set: rows, positives, definition hash, batches\n"
     "fhir     the feature instance of one stay computed from FHIR R4 resources, by\n"
@@ -33,6 +37,33 @@ static const char usage[] =
     "\n"
     "Exit codes: 0 ok (built or unchanged), 1 failed, 2 usage error.\n";
 
+/* features build --set marts: one line per mart table, or one JSON object */
+static int do_build_marts(int json)
+{
+    px_config cfg;
+    px_err e = {0};
+    PGconn *c = px_cli_connect(&cfg, 0, &e);
+    if (!c) return px_cli_fail(&e);
+    px_feat_marts_result r;
+    int rc = px_feat_marts_build(c, &r, &e);
+    PQfinish(c);
+    if (rc != 0) return px_cli_fail(&e);
+    if (json) {
+        int ok = 1;
+        cJSON *o = cJSON_CreateObject(), *t = NULL;
+        cli_json_ok(&ok, o);
+        cli_json_ok(&ok, cJSON_AddStringToObject(o, "set", "marts"));
+        cli_json_ok(&ok, cJSON_AddNumberToObject(o, "seconds", r.seconds));
+        cli_json_ok(&ok, t = cJSON_AddObjectToObject(o, "tables"));
+        for (int i = 0; t && i < px_feat_marts_count; i++)
+            cli_json_ok(&ok, cJSON_AddNumberToObject(t, px_feat_marts[i], (double)r.rows[i]));
+        return cli_json_print(o, ok);
+    } else {
+        printf("marts built in %.1f s:\n", r.seconds);
+        for (int i = 0; i < px_feat_marts_count; i++) printf("  %-28s %lld rows\n", px_feat_marts[i], r.rows[i]);
+    }
+    return PX_EXIT_OK;
+}
 
 static int do_build(int argc, char **argv)
 {
@@ -43,8 +74,10 @@ static int do_build(int argc, char **argv)
         else if (strcmp(argv[i], "--json") == 0) json = 1;
         else return px_cli_usage_error("features", "unknown or incomplete option '%s'", argv[i]);
     }
-    if (strcmp(set, "all") != 0 && !px_feat_set_find(set))
-        return px_cli_usage_error("features", "unknown feature set '%s' (readmission, mortality, los or all)", set);
+    if (strcmp(set, "all") != 0 && strcmp(set, "marts") != 0 && !px_feat_set_find(set))
+        return px_cli_usage_error("features", "unknown feature set '%s' (readmission, mortality, los, all or marts)",
+                                  set);
+    if (strcmp(set, "marts") == 0) return do_build_marts(json);
 
     px_config cfg;
     px_err e = {0};

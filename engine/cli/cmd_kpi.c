@@ -186,6 +186,12 @@ static int kpi_compute(int argc, char **argv)
     PGconn *c = px_cli_connect(&cfg, 0, &e);
     if (!c) return px_cli_fail(&e);
     px_kpi_run_info info;
+    /* retention: no KPI over stays that lost their diagnoses or procedures, nor
+     * from feature tables that still hold a removed period */
+    if (px_retention_check_partial(c, "kpi compute", &e) != 0 || px_retention_check_features(c, "kpi compute", &e) != 0) {
+        PQfinish(c);
+        return px_cli_fail(&e);
+    }
     int rc = px_kpi_compute(c, &cfg, &p, &info, &e);
     PQfinish(c);
     if (rc != 0 && rc != PX_ENOTHING) return px_cli_fail(&e);
@@ -303,6 +309,11 @@ static int kpi_report(int argc, char **argv)
     PGconn *c = connect_db(&e);
     if (!c) return px_cli_fail(&e);
     px_kpi_report_info info;
+    /* retention: a period inside a removed year is refused, not reported from old results */
+    if (px_retention_check_period(c, p.period, &e) != 0) {
+        PQfinish(c);
+        return px_cli_fail(&e);
+    }
     int rc = px_kpi_report(c, &p, &info, &e);
     PQfinish(c);
     if (rc == PX_EINVAL) {   /* a period that is not one, a bad targets or benchmarks file: the caller's mistake */

@@ -14,10 +14,10 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"db", cmd_db, "manage the warehouse: init, start, stop, status, migrate, url, psql"},
+    {"db", cmd_db, "manage the warehouse: init, start, stop, status, migrate, url, psql, retention, shards"},
     {"etl", cmd_etl, "load source data into the warehouse (load), report on loads (status)"},
     {"generate", cmd_generate, "write a synthetic canonical dataset with planted effects"},
-    {"features", cmd_features, "build the feature tables (build), list the latest builds (list)"},
+    {"features", cmd_features, "build the feature tables or the marts (build), list the latest builds (list)"},
     {"train", cmd_train, "fit, evaluate and register a model version"},
     {"retrain", cmd_retrain, "retrain and promote only if better (for schedulers: exit 0/3/4/1)"},
     {"registry", cmd_registry, "the model registry: list, show, promote, verify, card"},

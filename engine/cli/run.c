@@ -261,7 +261,9 @@ static void step_kpi(runner *R, step_out *so, long long *kpi_run, int *kpi_uncha
     px_kpi_params p = px_kpi_default_params();
     px_kpi_run_info info;
     px_err e = {0};
-    int rc = px_kpi_compute(c, &R->cfg, &p, &info, &e);
+    int rc = px_retention_check_partial(c, "kpi compute", &e);
+    if (rc == 0) rc = px_retention_check_features(c, "kpi compute", &e);
+    if (rc == 0) rc = px_kpi_compute(c, &R->cfg, &p, &info, &e);
     if (rc != 0 && rc != PX_ENOTHING) {
         out_err(so, PX_EXIT_FAIL, &e);
         note_conn(c, so);
@@ -320,7 +322,8 @@ static void step_report(runner *R, step_out *so, long long kpi_run, int kpi_unch
     p.html_path = html;
     p.json_path = json;
     px_kpi_report_info info;
-    int rc = px_kpi_report(c, &p, &info, &e);
+    int rc = px_retention_check_period(c, p.period, &e);
+    if (rc == 0) rc = px_kpi_report(c, &p, &info, &e);
     if (rc != 0) {
         out_err(so, PX_EXIT_FAIL, &e);
         note_conn(c, so);

@@ -20,7 +20,7 @@ grep -q "future_date [0-9]* (e.g. [a-z]*.csv line [0-9]*: '[a-z_]*' is after the
 grep -q "no --force is needed" "$WORK/err" || fail "no hint on retrying"
 assert_eq "$(sql "SELECT (SELECT count(*) FROM etl.batches) || ' ' || (SELECT count(*) FROM etl.batch_files) || ' ' || (SELECT count(*) FROM etl.rejects) || ' ' || (SELECT count(*) FROM etl.warnings) || ' ' || (SELECT count(*) FROM wh.dim_patient) || ' ' || (SELECT count(*) FROM wh.fact_encounter) || ' ' || (SELECT count(*) FROM wh.fact_diagnosis) || ' ' || (SELECT count(*) FROM wh.dim_provider)")" \
     "0 0 0 0 0 0 0 0" "what a rolled-back load left behind"
-assert_eq "$(sql "SELECT count(*) FROM pg_class WHERE relname LIKE 'load\_%' OR relname LIKE 'fact\_%\_y%'")" 0 "tables left by a rolled-back load"
+assert_eq "$(sql "SELECT count(*) FROM pg_class WHERE relname LIKE 'load\_%' OR relname ~ '^fact_.*_p[0-9]{4}$'")" 0 "tables left by a rolled-back load"
 assert_eq "$(sql "SELECT batch_id || ' ' || rows_read || ' ' || (rows_rejected > 0) || ' ' || (reason LIKE 'batch 1 rejected % of $rows rows (%), more than --max-reject-rate 5%: rolled back%future_date%') FROM etl.failed_batches")" \
     "1 $rows true true" "the rolled-back load as recorded"
 px etl status > "$WORK/status.txt"

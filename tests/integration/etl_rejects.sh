@@ -151,5 +151,5 @@ assert_eq "$(sql "SELECT string_agg(line || ' ' || reason, ', ' ORDER BY line) F
 assert_eq "$(sql "SELECT rows_loaded || '/' || rows_rejected FROM etl.batch_files WHERE batch_id = (SELECT max(batch_id) FROM etl.batches) AND file_name = 'encounters.csv'")" "2/2" "d2 encounters loaded/rejected"
 assert_eq "$(sql "SELECT string_agg(total_cost::text || ' ' || los_days || ' ' || age_at_admission, ', ' ORDER BY admission_date) FROM wh.fact_encounter WHERE batch_id = (SELECT max(batch_id) FROM etl.batches)")" \
     "0.00 2 61, 1234567.89 2 62" "costs, LOS and ages as stored"
-assert_eq "$(sql "SELECT count(*) FROM pg_class WHERE relname LIKE 'load\_%' OR relname ~ '^fact_encounter_y(19[0-9][0-9]|200[0-9])'")" 0 "no load tables or empty year partitions left"
+assert_eq "$(sql "SELECT count(*) FROM pg_class WHERE relname LIKE 'load\_%' OR relname ~ '^fact_encounter_p(19[0-9][0-9]|200[0-9])'")" 0 "no load tables or empty year partitions left"
 ok "direct encounter loads keep the cross-batch rules"

@@ -1,0 +1,337 @@
+/* shards.c: a sharded warehouse over postgres_fdw. px_shards_add registers a
+ * shard (its tables in schema px_shard there, a foreign server and user mapping
+ * here, a row of wh.shards); px_shards_distribute turns a single-node
+ * warehouse's fact tables into PARTITION BY HASH (patient_id) tables whose
+ * partitions are foreign tables on the shards, moving the rows. The feature and
+ * KPI SQL then runs unchanged. Design and limits: README, Scale-out. */
+#include "engine/internal.h"
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const fact_tables[] = {"fact_encounter", "fact_diagnosis", "fact_procedure"};
+#define N_FACT 3
+
+/* libpq connection options passed on to the foreign server (user and password
+ * go to the user mapping; postgres_fdw sets client_encoding itself) */
+static const char *const server_opts[] = {"host", "hostaddr", "port", "dbname", "sslmode", "sslrootcert",
+                                          "sslcert", "sslkey", "connect_timeout", NULL};
+
+static int is_sharded(PGconn *c, int *sharded, px_err *e)
+{
+    char *v = NULL;
+    int rc = px_db_value(c, e, "cannot read the fact tables' partitioning", &v,
+                         "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table"
+                         " WHERE partrelid = 'wh.fact_encounter'::regclass AND partstrat = 'h')",
+                         0, NULL);
+    *sharded = v && strcmp(v, "t") == 0;
+    free(v);
+    return rc;
+}
+
+/* "name type [NOT NULL], ..." of a coordinator fact table, malloc'd (caller frees) */
+static int column_ddl(PGconn *c, const char *table, char **out, px_err *e)
+{
+    char reg[64];
+    snprintf(reg, sizeof reg, "wh.%s", table);
+    const char *pv[] = {reg};
+    int rc = px_db_value(c, e, "cannot read a fact table's columns", out,
+                         "SELECT string_agg(format('%I %s%s', attname, format_type(atttypid, atttypmod),"
+                         " CASE WHEN attnotnull THEN ' NOT NULL' ELSE '' END), ', ' ORDER BY attnum)"
+                         " FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
+                         1, pv);
+    if (rc == 0 && !*out) rc = px_err_set(e, PX_EDB, "wh.%s has no columns", table);
+    return rc;
+}
+
+/* Appends " key 'value'," to b for a quoted option; 0 or PX_ENOMEM. */
+static int add_opt(PGconn *c, px_buf *b, const char *key, const char *val)
+{
+    char *q = PQescapeLiteral(c, val, strlen(val));
+    if (!q) return PX_ENOMEM;
+    int rc = px_buf_printf(b, "%s%s %s", b->len && b->data[b->len - 1] != '(' ? ", " : "", key, q);
+    PQfreemem(q);
+    return rc;
+}
+
+int px_shards_add(PGconn *c, const char *uri, int *shard_id, px_err *e)
+{
+    PQconninfoOption *opts = NULL;
+    PGconn *s = NULL;
+    char *errmsg = NULL, *next = NULL, *ddl = NULL, *rows = NULL;
+    px_buf srv = {0}, map = {0}, info = {0}, sql = {0};
+    const char *user = NULL, *password = NULL;
+    int rc = 0, in_tx = 0, sharded = 0;
+    *shard_id = -1;
+
+    if (!uri || !*uri) return px_err_set(e, PX_EINVAL, "no shard URI given");
+    if (!(opts = PQconninfoParse(uri, &errmsg))) {
+        rc = px_err_set(e, PX_EINVAL, "'%s' is not a libpq connection string or URI", uri);
+        if (errmsg) px_err_detail(e, "%s", errmsg);
+        goto out;
+    }
+    if ((rc = is_sharded(c, &sharded, e)) != 0) goto out;
+    if (sharded) {
+        rc = px_err_set(e, PX_ESTATE, "cannot add a shard: the fact tables are already distributed");
+        px_err_hint(e, "moving rows to a new shard (resharding) is not built; add every shard before distribute");
+        goto out;
+    }
+    /* the shard: reachable, and its tables created (empty) */
+    if (!(s = px_db_connect_url(uri, e))) {
+        rc = px_err_wrap(e, PX_EDB, "cannot connect to the shard");
+        goto out;
+    }
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val || !*o->val) continue;
+        if (strcmp(o->keyword, "user") == 0) user = o->val;
+        else if (strcmp(o->keyword, "password") == 0) password = o->val;
+    }
+    if (!user) user = PQuser(s);
+    if ((rc = px_db_query(s, e, "cannot create schema px_shard on the shard", NULL,
+                          "CREATE SCHEMA IF NOT EXISTS px_shard", 0, NULL)) != 0)
+        goto out;
+    for (int i = 0; i < N_FACT; i++) {
+        free(ddl);
+        ddl = NULL;
+        if ((rc = column_ddl(c, fact_tables[i], &ddl, e)) != 0) goto out;
+        sql.len = 0;
+        /* diagnoses and procedures carry their stay's patient, the hash key */
+        if (px_buf_printf(&sql, "CREATE TABLE IF NOT EXISTS px_shard.%s (%s%s);"
+                          " CREATE INDEX IF NOT EXISTS %s_patient ON px_shard.%s (patient_id, admission_date);"
+                          " CREATE INDEX IF NOT EXISTS %s_encounter ON px_shard.%s (encounter_id)",
+                          fact_tables[i], ddl, i ? ", patient_id uuid NOT NULL" : "", fact_tables[i], fact_tables[i],
+                          fact_tables[i], fact_tables[i]) != 0 ||
+            px_buf_addc(&sql, '\0') != 0) {
+            rc = px_err_set(e, PX_ENOMEM, "out of memory");
+            goto out;
+        }
+        if ((rc = px_db_exec(s, e, sql.data)) != 0) {
+            px_err_wrap(e, PX_EDB, "cannot create px_shard.%s on the shard", fact_tables[i]);
+            goto out;
+        }
+        sql.len = 0;
+        if (px_buf_printf(&sql, "SELECT EXISTS (SELECT 1 FROM px_shard.%s)", fact_tables[i]) != 0 ||
+            px_buf_addc(&sql, '\0') != 0) {
+            rc = px_err_set(e, PX_ENOMEM, "out of memory");
+            goto out;
+        }
+        free(rows);
+        rows = NULL;
+        if ((rc = px_db_value(s, e, "cannot read the shard's tables", &rows, sql.data, 0, NULL)) != 0) goto out;
+        if (rows && strcmp(rows, "t") == 0) {
+            rc = px_err_set(e, PX_ESTATE, "cannot add the shard: px_shard.%s there is not empty", fact_tables[i]);
+            px_err_hint(e, "a shard is added empty; was it added to another warehouse?");
+            goto out;
+        }
+    }
+
+    /* here: the foreign server and user mapping, in one transaction with the record */
+    if ((rc = px_db_query(c, e, "cannot install the postgres_fdw extension", NULL,
+                          "CREATE EXTENSION IF NOT EXISTS postgres_fdw", 0, NULL)) != 0) {
+        px_err_hint(e, "postgres_fdw ships with PostgreSQL (contrib); creating it needs a superuser");
+        goto out;
+    }
+    if ((rc = px_db_query(c, e, "cannot add the shard: BEGIN failed", NULL, "BEGIN", 0, NULL)) != 0) goto out;
+    in_tx = 1;
+    if ((rc = px_db_value(c, e, "cannot number the shard", &next,
+                          "SELECT coalesce(max(shard_id) + 1, 0) FROM wh.shards", 0, NULL)) != 0)
+        goto out;
+    *shard_id = atoi(next);
+    /* async_capable: the shards of one query are scanned concurrently
+     * (asynchronous Append); batch_size: inserts are sent in batches */
+    rc = px_buf_adds(&srv, "(");
+    for (PQconninfoOption *o = opts; o->keyword && rc == 0; o++) {
+        if (!o->val || !*o->val) continue;
+        for (int k = 0; server_opts[k]; k++)
+            if (strcmp(o->keyword, server_opts[k]) == 0) {
+                rc = add_opt(c, &srv, o->keyword, o->val);
+                if (rc == 0) rc = px_buf_printf(&info, "%s%s=%s", info.len ? " " : "", o->keyword, o->val);
+            }
+    }
+    if (rc == 0) rc = add_opt(c, &srv, "async_capable", "true");
+    if (rc == 0) rc = add_opt(c, &srv, "fetch_size", "10000");
+    if (rc == 0) rc = add_opt(c, &srv, "batch_size", "1000");
+    if (rc == 0) rc = px_buf_adds(&srv, ")");
+    if (rc == 0) rc = px_buf_adds(&map, "(");
+    if (rc == 0) rc = add_opt(c, &map, "user", user);
+    if (rc == 0 && password) rc = add_opt(c, &map, "password", password);
+    if (rc == 0) rc = px_buf_adds(&map, ")");
+    if (rc == 0) rc = px_buf_printf(&info, "%suser=%s", info.len ? " " : "", user);
+    if (rc == 0) rc = px_buf_addc(&info, '\0');
+    sql.len = 0;
+    if (rc == 0)
+        rc = px_buf_printf(&sql,
+                           "CREATE SERVER px_shard_%d FOREIGN DATA WRAPPER postgres_fdw OPTIONS %.*s;"
+                           " CREATE USER MAPPING FOR CURRENT_USER SERVER px_shard_%d OPTIONS %.*s",
+                           *shard_id, (int)srv.len, srv.data, *shard_id, (int)map.len, map.data);
+    if (rc == 0) rc = px_buf_addc(&sql, '\0');
+    if (rc != 0) {
+        rc = px_err_set(e, PX_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = px_db_exec(c, e, sql.data)) != 0) {
+        px_err_wrap(e, PX_EDB, "cannot create the foreign server of shard %d", *shard_id);
+        goto out;
+    }
+    {
+        char id[16], name[32];
+        snprintf(id, sizeof id, "%d", *shard_id);
+        snprintf(name, sizeof name, "px_shard_%d", *shard_id);
+        const char *pv[] = {id, name, info.data};
+        if ((rc = px_db_query(c, e, "cannot record the shard", NULL,
+                              "WITH s AS (INSERT INTO wh.shards (shard_id, server_name, conninfo)"
+                              " VALUES ($1::int, $2, $3) RETURNING 1)"
+                              " INSERT INTO audit.events (action, object, detail) SELECT 'shards.add', $2,"
+                              " jsonb_build_object('shard_id', $1::int, 'conninfo', $3::text) FROM s",
+                              3, pv)) != 0)
+            goto out;
+    }
+    if ((rc = px_db_query(c, e, "cannot add the shard: COMMIT failed", NULL, "COMMIT", 0, NULL)) != 0) goto out;
+    in_tx = 0;
+    px_log(PX_LOG_INFO, "shard %d added: %s", *shard_id, info.data);
+out:
+    if (in_tx) px_db_exec(c, NULL, "ROLLBACK");
+    if (rc != 0) *shard_id = -1;
+    if (s) PQfinish(s);
+    if (opts) PQconninfoFree(opts);
+    if (errmsg) PQfreemem(errmsg);
+    free(next);
+    free(ddl);
+    free(rows);
+    px_buf_release(&srv);
+    px_buf_release(&map);
+    px_buf_release(&info);
+    px_buf_release(&sql);
+    return rc;
+}
+
+int px_shards_distribute(PGconn *c, px_shards_result *r, px_err *e)
+{
+    PGresult *sh = NULL;
+    px_buf sql = {0};
+    char *v = NULL;
+    int rc = 0, in_tx = 0, sharded = 0;
+    memset(r, 0, sizeof *r);
+    if ((rc = is_sharded(c, &sharded, e)) != 0) goto out;
+    if (sharded) {
+        rc = px_err_set(e, PX_ENOTHING, "the fact tables are already distributed");
+        goto out;
+    }
+    if ((rc = px_db_value(c, e, "cannot read the retention policies", &v,
+                          "SELECT count(*) FROM wh.retention_policy", 0, NULL)) != 0)
+        goto out;
+    if (v && atoi(v) > 0) {
+        rc = px_err_set(e, PX_ESTATE, "cannot distribute a warehouse with a retention policy");
+        px_err_detail(e, "retention on shards (pg_partman on each shard's yearly partitions) is not built");
+        goto out;
+    }
+    if ((rc = px_db_query(c, e, "cannot read the shards", &sh,
+                          "SELECT shard_id, server_name FROM wh.shards ORDER BY shard_id", 0, NULL)) != 0)
+        goto out;
+    int n = PQntuples(sh);
+    if (n < 1) {
+        rc = px_err_set(e, PX_ESTATE, "no shard to distribute to");
+        px_err_hint(e, "prognos db shards add URI, once per shard");
+        goto out;
+    }
+    if ((rc = px_db_query(c, e, "cannot distribute: BEGIN failed", NULL, "BEGIN", 0, NULL)) != 0) goto out;
+    in_tx = 1;
+    for (int i = 0; i < N_FACT && rc == 0; i++) {
+        const char *t = fact_tables[i];
+        sql.len = 0;
+        rc = px_buf_printf(&sql, "CREATE TABLE wh.%s_hash (LIKE wh.%s INCLUDING DEFAULTS%s) PARTITION BY HASH (patient_id);",
+                           t, t, i ? ", patient_id uuid NOT NULL" : "");
+        for (int k = 0; k < n && rc == 0; k++)
+            rc = px_buf_printf(&sql,
+                               " CREATE FOREIGN TABLE wh.%s_s%s PARTITION OF wh.%s_hash FOR VALUES WITH (MODULUS %d,"
+                               " REMAINDER %d) SERVER %s OPTIONS (schema_name 'px_shard', table_name '%s');",
+                               t, PQgetvalue(sh, k, 0), t, n, k, PQgetvalue(sh, k, 1), t);
+        /* the rows move through postgres_fdw, routed by the hash of the patient */
+        if (rc == 0 && i == 0)
+            rc = px_buf_printf(&sql, " INSERT INTO wh.%s_hash SELECT * FROM wh.%s;", t, t);
+        else if (rc == 0)
+            rc = px_buf_printf(&sql,
+                               " INSERT INTO wh.%s_hash SELECT x.*, e.patient_id FROM wh.%s x JOIN wh.fact_encounter e"
+                               " ON e.encounter_id = x.encounter_id AND e.admission_date = x.admission_date;",
+                               t, t);
+        if (rc == 0) rc = px_buf_addc(&sql, '\0');
+        if (rc != 0) {
+            rc = px_err_set(e, PX_ENOMEM, "out of memory");
+            goto out;
+        }
+        if ((rc = px_db_exec(c, e, sql.data)) != 0) {
+            px_err_wrap(e, PX_EDB, "cannot distribute wh.%s to the shards", t);
+            goto out;
+        }
+        sql.len = 0;
+        if (px_buf_printf(&sql, "SELECT count(*) FROM wh.%s_hash", t) != 0 || px_buf_addc(&sql, '\0') != 0) {
+            rc = px_err_set(e, PX_ENOMEM, "out of memory");
+            goto out;
+        }
+        free(v);
+        v = NULL;
+        if ((rc = px_db_value(c, e, "cannot count the distributed rows", &v, sql.data, 0, NULL)) != 0) goto out;
+        r->rows[i] = v ? atoll(v) : 0;
+    }
+    /* every diagnosis and procedure found its stay (the foreign keys the loader
+     * checks): otherwise rows would be lost here */
+    for (int i = 1; i < N_FACT; i++) {
+        sql.len = 0;
+        if (px_buf_printf(&sql, "SELECT count(*) FROM wh.%s", fact_tables[i]) != 0 || px_buf_addc(&sql, '\0') != 0) {
+            rc = px_err_set(e, PX_ENOMEM, "out of memory");
+            goto out;
+        }
+        free(v);
+        v = NULL;
+        if ((rc = px_db_value(c, e, "cannot count the local rows", &v, sql.data, 0, NULL)) != 0) goto out;
+        if (!v || atoll(v) != r->rows[i]) {
+            rc = px_err_set(e, PX_ECORRUPT, "cannot distribute wh.%s: %s rows here, %lld reached the shards",
+                            fact_tables[i], v ? v : "?", r->rows[i]);
+            px_err_detail(e, "rows without their stay in wh.fact_encounter have no patient to hash");
+            goto out;
+        }
+    }
+    sql.len = 0;
+    for (int i = N_FACT - 1; i >= 0 && rc == 0; i--)
+        rc = px_buf_printf(&sql, "DROP TABLE wh.%s; ALTER TABLE wh.%s_hash RENAME TO %s;", fact_tables[i],
+                           fact_tables[i], fact_tables[i]);
+    if (rc == 0) rc = px_buf_addc(&sql, '\0');
+    if (rc != 0) {
+        rc = px_err_set(e, PX_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = px_db_exec(c, e, sql.data)) != 0) {
+        px_err_wrap(e, PX_EDB, "cannot replace the local fact tables");
+        goto out;
+    }
+    {
+        char a[32], b[32], d[32], ns[16];
+        snprintf(a, sizeof a, "%lld", r->rows[0]);
+        snprintf(b, sizeof b, "%lld", r->rows[1]);
+        snprintf(d, sizeof d, "%lld", r->rows[2]);
+        snprintf(ns, sizeof ns, "%d", n);
+        const char *pv[] = {a, b, d, ns};
+        if ((rc = px_db_query(c, e, "cannot record the distribution in audit.events", NULL,
+                              "INSERT INTO audit.events (action, object, detail) VALUES ('shards.distribute', 'wh',"
+                              " jsonb_build_object('shards', $4::int, 'fact_encounter', $1::bigint,"
+                              " 'fact_diagnosis', $2::bigint, 'fact_procedure', $3::bigint))",
+                              4, pv)) != 0)
+            goto out;
+    }
+    /* postgres_fdw commits each shard's remote transaction as this one commits
+     * (one after another: no two-phase commit in PostgreSQL 15's postgres_fdw) */
+    if ((rc = px_db_query(c, e, "cannot distribute: COMMIT failed", NULL, "COMMIT", 0, NULL)) != 0) goto out;
+    in_tx = 0;
+    r->shards = n;
+    /* statistics of the foreign partitions, sampled through postgres_fdw, for the planner */
+    if ((rc = px_db_exec(c, e, "ANALYZE wh.fact_encounter, wh.fact_diagnosis, wh.fact_procedure")) != 0) goto out;
+    px_log(PX_LOG_INFO, "distributed the fact tables to %d shards: %lld stays, %lld diagnoses, %lld procedures", n,
+           r->rows[0], r->rows[1], r->rows[2]);
+out:
+    if (in_tx) px_db_exec(c, NULL, "ROLLBACK");
+    PQclear(sh);
+    free(v);
+    px_buf_release(&sql);
+    return rc;
+}

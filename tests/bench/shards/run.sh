@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Sharding benchmark: the same generated warehouse on one node and distributed
+# over three shards (postgres_fdw; each shard a separate embedded cluster on this
+# machine): times the load (single node; the sharded warehouse is loaded the same
+# way and distributed, which is timed apart), the feature build (three sets), the
+# marts and kpi compute (crude: no model is trained) on each, and prints the
+# sharded / single-node ratios. On one machine the shards compete for the same
+# cores and every row crosses a socket: the ratio measures postgres_fdw's cost,
+# not what separate machines gain (README, Scale-out).
+#   usage: tests/bench/shards/run.sh [--patients N]   (default 20000)
+# Timing is reported, never asserted. Not run by ctest.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+PATIENTS=20000
+while [ $# -gt 0 ]; do
+    case $1 in
+        --patients) PATIENTS=$2; shift 2 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+PX="$ROOT/build/engine/cli/prognos"
+[ -x "$PX" ] || "$ROOT/scripts/setup.sh"
+WORK=$(mktemp -d /tmp/prognos-bench-shards.XXXXXX)
+chmod 755 "$WORK"
+cleanup() {
+    for h in "$WORK"/*/; do PROGNOS_HOME="$h" "$PX" db stop >/dev/null 2>&1 || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+now() { date +%s.%N; }
+secs() { echo "$2 - $1" | bc; }
+
+"$PX" generate --patients "$PATIENTS" --seed 7 --out "$WORK/data" >/dev/null
+run_all() { # label -> prints times of features, marts, kpi
+    local a b c d
+    a=$(now); "$PX" features build >/dev/null
+    b=$(now); "$PX" features build --set marts >/dev/null
+    c=$(now); "$PX" kpi compute --force >/dev/null 2>&1
+    d=$(now)
+    echo "$(secs "$a" "$b") $(secs "$b" "$c") $(secs "$c" "$d")"
+}
+export PROGNOS_HOME="$WORK/single"
+t0=$(now); "$PX" etl load --format canonical --source "$WORK/data" --quiet >/dev/null; t1=$(now)
+load1=$(secs "$t0" "$t1")
+read -r f1 m1 k1 <<<"$(run_all)"
+"$PX" db stop >/dev/null
+
+for k in 1 2 3; do PROGNOS_HOME="$WORK/shard$k" "$PX" db init >/dev/null; done
+export PROGNOS_HOME="$WORK/coord"
+"$PX" etl load --format canonical --source "$WORK/data" --quiet >/dev/null
+for k in 1 2 3; do "$PX" db shards add "$(PROGNOS_HOME="$WORK/shard$k" "$PX" db url)" >/dev/null; done
+t0=$(now); "$PX" db shards distribute >/dev/null; t1=$(now)
+dist=$(secs "$t0" "$t1")
+read -r f3 m3 k3 <<<"$(run_all)"
+stays=$(psql -X -At "$("$PX" db url)" -c "SELECT count(*) FROM wh.fact_encounter")
+printf '%s stays; seconds: single node | 3 shards | ratio\n' "$stays"
+printf 'load            %8.2f | the same load, then distribute %.2f\n' "$load1" "$dist"
+for row in "features $f1 $f3" "marts $m1 $m3" "kpi $k1 $k3"; do
+    set -- $row
+    printf '%-15s %8.2f | %8.2f | %5.2f\n' "$1" "$2" "$3" "$(echo "$3 / $2" | bc -l)"
+done
