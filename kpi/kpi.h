@@ -165,6 +165,9 @@ typedef struct px_kpi_params {
     int force;                   /* 1: compute even if an identical run is stored */
     int allow_failed_gates;      /* 1: adjust with a risk model that failed its quality gates
                                   * (default 0: such a model adjusts nothing; see below) */
+    int score_in_c;              /* 1: score every model in C through the feature reader (the path SVMs
+                                  * always take) instead of the model compiled to SQL; same results to
+                                  * rounding: for comparing the two (default 0) */
 } px_kpi_params;
 
 px_kpi_params px_kpi_default_params(void);
@@ -178,7 +181,13 @@ typedef struct px_kpi_run_info {
     long long encounters;        /* stays in the warehouse */
     long long scored;            /* feature-table rows scored, all models */
     long long results;           /* rows written to kpi.results */
-    double seconds, seconds_score, seconds_sql;   /* wall time: total, scoring + COPY, SQL aggregation */
+    double seconds, seconds_score, seconds_sql;   /* wall time: total; models prepared (compiled to SQL,
+                                                   * or scored in C and stored); the one SQL pass that scores
+                                                   * and aggregates to the finest cell */
+    double seconds_inputs;       /* reading the inputs, models and fingerprint; recording the run */
+    double seconds_stats;        /* roll-ups, intervals, smoothing, hierarchical ratios (C) */
+    double seconds_store;        /* COPY of kpi.results, the predictions view, commit */
+    int scored_in_c[3];          /* 1: the model was scored in C (an SVM, or score_in_c), not in SQL */
     char summary[512];
     int crude[3];                /* 1: the measure was computed crude (no usable risk model) */
     int skipped[3];              /* 1: the measure was not computed (no model and no feature table) */

@@ -179,25 +179,31 @@ fail:
     return rc;
 }
 
+size_t px_enc_level_find(const px_feature_info *f, const char *v)
+{
+    if (!v) return f->ref;
+    size_t lo = 0, hi = f->nlevels;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(f->levels[mid], v);
+        if (c == 0) return mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return f->ref;
+}
+
 void px_enc_level_map(const px_feature_info *f, char *const *lv, size_t nl, size_t *map)
 {
-    for (size_t i = 0; i < nl; i++) {
-        map[i] = f->ref;
-        if (!lv[i]) continue;
-        size_t lo = 0, hi = f->nlevels;
-        while (lo < hi) {
-            size_t mid = lo + (hi - lo) / 2;
-            int c = strcmp(f->levels[mid], lv[i]);
-            if (c == 0) {
-                map[i] = mid;
-                break;
-            }
-            if (c < 0)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-    }
+    for (size_t i = 0; i < nl; i++) map[i] = px_enc_level_find(f, lv[i]);
+}
+
+void px_enc_raw(const px_feature_info *f, size_t nf, const double *num, const char *const *text, double *raw)
+{
+    for (size_t j = 0; j < nf; j++)
+        raw[j] = f[j].kind == PX_COL_NUMERIC ? num[j] : text[j] ? (double)px_enc_level_find(&f[j], text[j]) : NAN;
 }
 
 int px_enc_check(const px_feature_info *f, size_t nf, const double *raw, px_err *e)
