@@ -360,14 +360,13 @@ int kpi_score_prepare(PGconn *c, const px_kpi_params *p, int k, kpi_model *mi, c
                                                              : "in C: an SVM does not compile to SQL");
         } else {
             rc = px_model_sql(mi->m, (const char *const *)cols, &b, e);
-            if (rc == 0) mi->pred_sql = b.data, b.data = NULL;
+            if (rc == 0) mi->pred_sql = b.data, memset(&b, 0, sizeof b);
             cJSON_AddStringToObject(mi->info, "scoring", "in PostgreSQL: the model compiled to SQL");
         }
         if (rc == 0 && h) {
-            b.len = 0;
-            if ((rc = px_hier_sql_eta(h, mi->m, (const char *const *)cols, &b, e)) == 0) {
-                if (b.data && !(mi->hier_sql = strdup(b.data))) rc = oom(e);
-            }
+            px_buf_release(&b);
+            if ((rc = px_hier_sql_eta(h, mi->m, (const char *const *)cols, &b, e)) == 0)
+                mi->hier_sql = b.data, memset(&b, 0, sizeof b);
         }
     }
     int own = has_units(t);

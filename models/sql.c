@@ -126,6 +126,7 @@ int px_model_sql_function(const px_model *m, const char *fname, px_buf *out, px_
         snprintf(a, sizeof a, "$%zu", j + 1);
         if (!(args[j] = strdup(a))) rc = px_err_set(e, PX_ENOMEM, "out of memory");
     }
+    if (rc == 0) rc = px_buf_adds(&body, "SELECT ") ? px_err_set(e, PX_ENOMEM, "out of memory") : 0;
     if (rc == 0) rc = px_model_sql(m, (const char *const *)args, &body, e);
     if (rc == 0) {
         /* parameters named after the inputs, in the model's order, float8 or text;
