@@ -940,6 +940,9 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
         goto out;
     began = 1;
     if ((rc = px_db_query(c, e, "cannot lock the KPI tables", NULL, lock, 0, NULL)) != 0) goto out;
+    /* the compiled models are long expressions evaluated once per stay: compiling
+     * them with LLVM costs more than it saves at this size */
+    if ((rc = px_db_query(c, e, "cannot configure the KPI run", NULL, "SET LOCAL jit = off", 0, NULL)) != 0) goto out;
     if ((rc = run_state(&R)) != 0 || (rc = run_models(&R)) != 0 || (rc = run_method(&R)) != 0 ||
         (rc = run_record(&R)) != 0)
         goto out;

@@ -29,13 +29,6 @@ static int period_key(int kind, int ym)
     }
 }
 
-static int cmp_hrow(const void *a, const void *b)
-{
-    const hrow *x = a, *y = b;
-    if (x->key != y->key) return x->key < y->key ? -1 : 1;
-    return x->fac - y->fac;
-}
-
 void kpi_hier_free(kpi_hier *h)
 {
     for (size_t i = 0; i < h->nfac; i++) free(h->facs[i]);
@@ -64,6 +57,16 @@ int kpi_hier_find(const kpi_hier *h, int kind, const char *start, const char *un
 }
 
 static int cmp_strp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* kpi_hier_find's order: kind, period start, facility */
+static int cmp_cell(const void *a, const void *b)
+{
+    const kpi_hier_cell *x = a, *y = b;
+    if (x->kind != y->kind) return x->kind < y->kind ? -1 : 1;
+    int c = strcmp(x->start, y->start);
+    if (c) return c;
+    return x->fac < y->fac ? -1 : x->fac > y->fac;
+}
 
 int kpi_hier_load(const px_config *cfg, const char *name, int version, const px_model *m, px_hier **out,
                   kpi_hier *h, px_err *e)
@@ -118,7 +121,26 @@ int kpi_hier_cells(const px_hier *model, const kpi_hier_rows *hr, const char *na
         char **hit = bsearch(hr->facs[i], out->facs, out->nfac, sizeof *out->facs, kpi_cmp_str);
         remap[i] = hit ? (int)(hit - out->facs) : 0;
     }
-    for (size_t i = 0; i < n; i++) rows[i] = (hrow){remap[hr->fac[i]], hr->ym[i], 0, hr->eta[i], hr->y[i]};
+    /* the rows in (facility, month) order by a counting sort: every period key is
+     * non-decreasing in the month, so this one order groups every kind's cells */
+    int ymin = 0, ymax = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (i == 0 || hr->ym[i] < ymin) ymin = hr->ym[i];
+        if (i == 0 || hr->ym[i] > ymax) ymax = hr->ym[i];
+    }
+    size_t nym = n ? (size_t)(ymax - ymin + 1) : 1, nb = out->nfac * nym;
+    size_t *start = calloc(nb + 1, sizeof *start);
+    if (!start) {
+        rc = px_err_set(e, PX_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) start[(size_t)remap[hr->fac[i]] * nym + (size_t)(hr->ym[i] - ymin) + 1]++;
+    for (size_t b = 0; b < nb; b++) start[b + 1] += start[b];
+    for (size_t i = 0; i < n; i++) {
+        size_t b = (size_t)remap[hr->fac[i]] * nym + (size_t)(hr->ym[i] - ymin);
+        rows[start[b]++] = (hrow){remap[hr->fac[i]], hr->ym[i], 0, hr->eta[i], hr->y[i]};
+    }
+    free(start);
     /* one result per facility x period of each requested kind */
     size_t ncap = 0;
     static const int order[4] = {PX_KPI_MONTH, PX_KPI_QUARTER, PX_KPI_YEAR, PX_KPI_ALL};
@@ -126,7 +148,6 @@ int kpi_hier_cells(const px_hier *model, const kpi_hier_rows *hr, const char *na
         int kind = order[t];
         if (!(kinds & kind)) continue;
         for (size_t i = 0; i < n; i++) rows[i].key = period_key(kind, rows[i].ym);
-        qsort(rows, n, sizeof *rows, cmp_hrow);
         for (size_t i = 0; i < n && rc == 0;) {
             size_t j = i;
             int pk = rows[i].key;
@@ -160,6 +181,7 @@ int kpi_hier_cells(const px_hier *model, const kpi_hier_rows *hr, const char *na
         }
     }
     if (rc) goto out;
+    qsort(out->cells, out->ncells, sizeof *out->cells, cmp_cell);
     out->available = 1;
     out->tau = tau;
     out->mu = px_hier_glmm(model)->beta[0];

@@ -424,7 +424,10 @@ static char *expected_sql(const kpi_model *mi)
 }
 
 /* Appends one model's finest cells: measure, month, facility, department, n, o,
- * e, sum e(1-e), sum y^2, sum y e, sum e^2, and the stays' hierarchical eta and y. */
+ * e, sum e(1-e), sum y^2, sum y e, sum e^2, and the stays' hierarchical eta and y.
+ * OFFSET 0 keeps the inner query a subquery: pulled up, the prediction's
+ * expression would be copied into each of the sums that read p, and computed
+ * once per sum. */
 static int model_cells_sql(px_buf *q, const kpi_model *mi, int k)
 {
     char *ex = expected_sql(mi);
@@ -434,7 +437,8 @@ static int model_cells_sql(px_buf *q, const kpi_model *mi, int k)
                            "SELECT '%s'::text, " MONTH_SQL("d") ", fac, dept, count(*)::float8, sum(y), sum(%s),"
                            " sum(%s * (1 - %s)), sum(y * y), sum(y * %s), sum(%s * %s), %s"
                            " FROM (SELECT %c.discharge_date AS d, %c.facility_id::text AS fac,"
-                           " coalesce(nullif(%c.department, ''), 'unknown')::text AS dept, %s AS y, %s AS p, %s AS eta %s) s"
+                           " coalesce(nullif(%c.department, ''), 'unknown')::text AS dept, %s AS y, %s AS p, %s AS eta %s"
+                           " OFFSET 0) s"
                            " GROUP BY 2, 3, 4",
                            kpi_risk_model[k], ex, ex, ex, ex, ex, ex,
                            mi->hier_sql ? "array_agg(eta), array_agg(y)" : "NULL::float8[], NULL::float8[]", u, u, u,
@@ -708,7 +712,7 @@ char *kpi_predictions_sql(long long run_id, const kpi_model *mi)
         rc = !ex || px_buf_printf(&q,
                                   "%sSELECT %lld::bigint AS run_id, '%s'::text AS measure, %s::integer AS model_version,"
                                   " encounter_id, p AS predicted, %s AS expected, y AS observed"
-                                  " FROM (SELECT t.encounter_id, %s AS y, %s AS p %s) s",
+                                  " FROM (SELECT t.encounter_id, %s AS y, %s AS p %s OFFSET 0) s",
                                   any ? " UNION ALL " : "", run_id, kpi_risk_model[k], ver, ex, mi[k].label_sql,
                                   mi[k].pred_sql ? mi[k].pred_sql : "NULL::float8", mi[k].from_sql);
         free(ex);
