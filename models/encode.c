@@ -202,8 +202,16 @@ void px_enc_level_map(const px_feature_info *f, char *const *lv, size_t nl, size
 
 void px_enc_raw(const px_feature_info *f, size_t nf, const double *num, const char *const *text, double *raw)
 {
-    for (size_t j = 0; j < nf; j++)
-        raw[j] = f[j].kind == PX_COL_NUMERIC ? num[j] : text[j] ? (double)px_enc_level_find(&f[j], text[j]) : NAN;
+    for (size_t j = 0; j < nf; j++) {
+        if (f[j].kind == PX_COL_NUMERIC) {
+            raw[j] = num[j];
+            continue;
+        }
+        /* an unseen level is missing: px_enc_row imputes the reference either way,
+         * and the drift monitor bins it as missing, not as the reference */
+        size_t l = text[j] ? px_enc_level_find(&f[j], text[j]) : f[j].ref;
+        raw[j] = text[j] && (l != f[j].ref || (f[j].nlevels && strcmp(f[j].levels[l], text[j]) == 0)) ? (double)l : NAN;
+    }
 }
 
 int px_enc_check(const px_feature_info *f, size_t nf, const double *raw, px_err *e)

@@ -49,7 +49,8 @@ void px_enc_level_map(const px_feature_info *f, char *const *lv, size_t nl, size
  * v is NULL or was not seen in training: the one categorical lookup. */
 size_t px_enc_level_find(const px_feature_info *f, const char *v);
 /* A raw instance from values as the feature reader gives them: numeric input j
- * from num[j] (NAN: missing), categorical from text[j] (NULL: missing, NAN). */
+ * from num[j] (NAN: missing), categorical from text[j] (NULL or a level not
+ * seen in training: NAN, which px_enc_row codes as the reference). */
 void px_enc_raw(const px_feature_info *f, size_t nf, const double *num, const char *const *text, double *raw);
 
 /* Checks one raw instance (numeric values, or categorical level indexes into

@@ -198,8 +198,8 @@ const px_term *px_model_terms(const px_model *m, size_t *n);
 int px_model_predict(const px_model *m, const double *raw, double *value, double *contrib, px_err *e);
 /* One instance from the feature reader (px_feat_scan): input j in m's feature
  * order is num[j] when numeric (NAN: missing) or text[j] when categorical (NULL:
- * missing; a level not seen in training counts as the reference). Writes the
- * nfeatures raw values px_model_predict takes. Every consumer of feature rows
+ * missing; a level not seen in training is NAN too, which px_model_predict codes
+ * as the reference). Writes the nfeatures raw values px_model_predict takes. Every consumer of feature rows
  * (training's design, KPI scoring, the drift check) goes through this lookup
  * and px_enc_row's scaling, one-hot coding and imputation. */
 void px_model_raw_row(const px_model *m, const double *num, const char *const *text, double *raw);
