@@ -10,7 +10,11 @@
 #    relative, and the two runs' kpi.results agree to 1e-9;
 #  - `prognos registry sql` prints a function that PostgreSQL runs over the
 #    feature table and that gives the same scores to 1e-12;
-#  - an SVM (svr) is scored in C, and kpi compute says so.
+#  - an SVM (svr) is scored in C, and kpi compute says so;
+#  - one reader, one encoder: for each model, every labelled row's design vector
+#    by training's route (px_dataset_load + px_model_design) equals, bit for bit,
+#    the one by the reader's route that KPI scoring in C and the drift check take
+#    (px_feat_scan + px_model_raw_row + px_model_design_row): test_feature_encode.c.
 source "$(dirname "$0")/lib.sh"
 REF="$PROGNOS_SRC/tests/fixtures/kpi_indb"
 
@@ -18,6 +22,13 @@ REF="$PROGNOS_SRC/tests/fixtures/kpi_indb"
 python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert not any(j["scored_in_c"].values()), j' \
     "$WORK/compute.json" || fail "a GLM was scored in C: $(cat "$WORK/compute.json")"
 "$REF/dump.sh" "$(px db url)" > "$WORK/sql.csv"
+
+: "${PX_TEST_FEATURE_ENCODE:?set PX_TEST_FEATURE_ENCODE to the test_feature_encode binary}"
+for m in readmission:readmit_30d mortality:death_30d los:los_days; do
+    "$PX_TEST_FEATURE_ENCODE" "$(px db url)" "$PROGNOS_HOME/registry/${m%%:*}/1" "$PROGNOS_HOME/signing.pub" \
+        "features.${m%%:*}" "${m##*:}" || fail "design rows of ${m%%:*} differ between the two routes"
+done
+ok "one encoder: training's and the reader's routes give identical design rows (bit for bit) for the three models"
 
 # compares two dumps: same rows and texts, numbers to a relative tolerance
 compare() { # a.csv b.csv tolerance what
