@@ -65,6 +65,19 @@ typedef struct kpi_cells {
 } kpi_cells;
 void kpi_cells_free(kpi_cells *cs);
 
+/* cells.c: qsort order (measure, kind, start, unit type, unit); the statistics of
+ * one cell (sys: its period's system cell, NULL for the system itself); EB and
+ * funnels across the k cells of one unit type in one period (0 or PX_ENOMEM);
+ * what a crude measure's cell keeps; a facility's hierarchical ratio (hier: the
+ * three risk models'). */
+int kpi_cell_cmp(const void *a, const void *b);
+void kpi_cell_stats(kpi_cell *x, const kpi_cell *sys, const px_kpi_params *p);
+int kpi_group_stats(kpi_cell *g, size_t k, const kpi_cell *sys, const px_kpi_params *p);
+void kpi_crude_cell(kpi_cell *x);
+const char *kpi_crude_method_words(px_kpi_measure m);
+struct kpi_hier;
+void kpi_cell_hier(kpi_cell *x, const kpi_cell *sys, const struct kpi_hier *hier);
+
 /* The stays' hierarchical linear predictors and outcomes per facility x month
  * of one model (from the one pass), for hier.c. */
 typedef struct kpi_hier_rows {
