@@ -79,7 +79,8 @@ struct kpi_hier;
 void kpi_cell_hier(kpi_cell *x, const kpi_cell *sys, const struct kpi_hier *hier);
 
 /* The stays' hierarchical linear predictors and outcomes per facility x month
- * of one model (from the one pass), for hier.c. */
+ * of one model (from the one pass), for hier.c; for a Poisson model one
+ * pseudo-stay per finest cell (see score.c). */
 typedef struct kpi_hier_rows {
     size_t n, cap;
     int *fac, *ym;           /* facility index (into facs), year * 12 + month - 1 */
@@ -150,7 +151,7 @@ int kpi_svg_trend(px_buf *b, const char *aria, const kpi_point *p, size_t n, con
 typedef struct kpi_hier_cell {
     int kind, fac;
     char start[16];       /* period start as the aggregation labels it ("1900-01-01" for all) */
-    double n, u, sd, predicted, expected, sr, lo, hi;
+    double n, u, sd, predicted, expected, sr, lo, hi;   /* n: rows (a Poisson model: finest cells) */
 } kpi_hier_cell;
 
 typedef struct kpi_hier {

@@ -424,7 +424,8 @@ static char *expected_sql(const kpi_model *mi)
 }
 
 /* Appends one model's finest cells: measure, month, facility, department, n, o,
- * e, sum e(1-e), sum y^2, sum y e, sum e^2, and the stays' hierarchical eta and y.
+ * e, sum e(1-e), sum y^2, sum y e, sum e^2, and the stays' hierarchical eta and y
+ * (a Poisson model's: one pseudo-stay per cell).
  * OFFSET 0 keeps the inner query a subquery: pulled up, the prediction's
  * expression would be copied into each of the sums that read p, and computed
  * once per sum. */
@@ -433,6 +434,11 @@ static int model_cells_sql(px_buf *q, const kpi_model *mi, int k)
     char *ex = expected_sql(mi);
     if (!ex) return PX_ENOMEM;
     char u = mi->units;
+    /* A Poisson model's cell needs no stays of its own: sum exp(eta_i + u) =
+     * exp(u) sum exp(eta_i), so one pseudo-stay with eta = log sum exp(eta_i) and
+     * y = sum y_i gives the same intercept, predicted and expected (the log-
+     * likelihood differs by a constant only). A logit's cell needs every stay. */
+    int poisson = mi->m && px_model_algo(mi->m) == PX_ALGO_POISSON;
     int rc = px_buf_printf(q,
                            "SELECT '%s'::text, " MONTH_SQL("d") ", fac, dept, count(*)::float8, sum(y), sum(%s),"
                            " sum(%s * (1 - %s)), sum(y * y), sum(y * %s), sum(%s * %s), %s"
@@ -441,7 +447,10 @@ static int model_cells_sql(px_buf *q, const kpi_model *mi, int k)
                            " OFFSET 0) s"
                            " GROUP BY 2, 3, 4",
                            kpi_risk_model[k], ex, ex, ex, ex, ex, ex,
-                           mi->hier_sql ? "array_agg(eta), array_agg(y)" : "NULL::float8[], NULL::float8[]", u, u, u,
+                           !mi->hier_sql ? "NULL::float8[], NULL::float8[]"
+                           : poisson     ? "ARRAY[ln(sum(exp(eta)))], ARRAY[sum(y)]"
+                                         : "array_agg(eta), array_agg(y)",
+                           u, u, u,
                            mi->label_sql, mi->pred_sql ? mi->pred_sql : "NULL::float8",
                            mi->hier_sql ? mi->hier_sql : "NULL::float8", mi->from_sql);
     free(ex);
