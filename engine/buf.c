@@ -1,7 +1,9 @@
 /* buf.c: growable byte buffer, with encoders for PostgreSQL COPY text format and
  * JSON string literals. Invariant: once anything was added, data[len] == '\0'
  * (capacity always holds len + 1), so data can be used as a C string. The caller
- * owns the struct ({0} is an empty buffer) and frees data with px_buf_release(). */
+ * owns the struct ({0} is an empty buffer) and frees data with px_buf_release().
+ * The first failure is sticky (err, px_buf_failed): a writer may append freely and
+ * check once at the end; px_buf_reset / px_buf_release clear it. */
 #include "engine/internal.h"
 
 #include <stdarg.h>
@@ -9,12 +11,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Records the first failure (sticky) and returns this one's code. */
+static int buf_fail(px_buf *b, int code)
+{
+    if (!b->err)
+        b->err = code;
+    return code;
+}
+
 /* Ensures room for extra more bytes plus the NUL, doubling the capacity.
  * Returns 0, or PX_ENOMEM with the buffer unchanged. */
 int px_buf_reserve(px_buf *b, size_t extra)
 {
     if (extra > SIZE_MAX / 2 - b->len)
-        return PX_ENOMEM;
+        return buf_fail(b, PX_ENOMEM);
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
         return 0;
@@ -23,10 +33,23 @@ int px_buf_reserve(px_buf *b, size_t extra)
         cap *= 2;
     char *p = realloc(b->data, cap);
     if (!p)
-        return PX_ENOMEM;
+        return buf_fail(b, PX_ENOMEM);
     b->data = p;
     b->cap = cap;
     return 0;
+}
+
+int px_buf_failed(const px_buf *b)
+{
+    return b->err;
+}
+
+void px_buf_reset(px_buf *b)
+{
+    b->len = 0;
+    b->err = 0;
+    if (b->data)
+        b->data[0] = '\0';
 }
 
 int px_buf_add(px_buf *b, const void *p, size_t n)
@@ -60,7 +83,7 @@ int px_buf_printf(px_buf *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(room ? b->data + b->len : NULL, room, fmt, ap);
     va_end(ap);
-    int rc = n < 0 ? PX_EINVAL : 0;
+    int rc = n < 0 ? buf_fail(b, PX_EINVAL) : 0;
     if (rc == 0 && (size_t)n >= room) {
         rc = px_buf_reserve(b, (size_t)n);
         if (rc == 0) {
@@ -82,6 +105,7 @@ void px_buf_release(px_buf *b)
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+    b->err = 0;
 }
 
 /* One field for COPY ... FROM STDIN in text format: s == NULL writes \N (SQL

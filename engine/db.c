@@ -8,15 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Distinct from the ETL's lock; serialises concurrent migrators. */
-#define PX_MIGRATE_LOCK 7070001
-
-static int db_fail(px_err *e, PGconn *c, const char *what)
-{
-    px_err_set(e, PX_EDB, "%s", what);
-    px_err_detail(e, "%s", PQerrorMessage(c));
-    return PX_EDB;
-}
 
 PGconn *px_db_connect_url(const char *url, px_err *e)
 {
@@ -72,10 +63,7 @@ int px_db_exec(PGconn *c, px_err *e, const char *sql)
     PGresult *r = PQexec(c, sql);
     ExecStatusType st = PQresultStatus(r);
     int rc = 0;
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        rc = px_err_set(e, PX_EDB, "database command failed");
-        px_err_detail(e, "%s", PQresultErrorMessage(r));
-    }
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) rc = px_db_fail(e, c, r, "database command failed");
     PQclear(r);
     return rc;
 }
@@ -104,9 +92,10 @@ int px_db_scalar(PGconn *c, px_err *e, char *out, size_t outlen, const char *sql
 {
     PGresult *r = PQexec(c, sql);
     int rc = 0;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1 || PQnfields(r) < 1) {
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = px_db_fail(e, c, r, "query returned no value");
+    } else if (PQntuples(r) < 1 || PQnfields(r) < 1) {
         rc = px_err_set(e, PX_EDB, "query returned no value");
-        px_err_detail(e, "%s", PQresultErrorMessage(r));
     } else {
         snprintf(out, outlen, "%s", PQgetisnull(r, 0, 0) ? "" : PQgetvalue(r, 0, 0));
     }
@@ -125,10 +114,10 @@ int px_db_migrate(PGconn *c, int *applied, px_err *e)
         if ((rc = px_db_exec(c, e, "SELECT 1 FROM public.prognos_migrations LIMIT 1")) != 0) return rc;
     }
     char lock[128];
-    snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%d)", PX_MIGRATE_LOCK);
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%d)", PX_LOCK_MIGRATE); /* serialises migrators */
     if ((rc = px_db_exec(c, e, lock)) != 0) return rc;
-    for (int i = 0; i < px_migrations_count; i++) {
-        const px_migration *m = &px_migrations[i];
+    for (int i = 0; i < eng_migrations_count; i++) {
+        const eng_migration *m = &eng_migrations[i];
         /* by membership, not max(version): a migration numbered below one already
          * applied (branches merged in a different order) is still applied */
         char q[128], cur[32];
@@ -138,8 +127,9 @@ int px_db_migrate(PGconn *c, int *applied, px_err *e)
         if ((rc = px_db_exec(c, e, "BEGIN")) != 0) goto out;
         PGresult *r = PQexec(c, m->sql);
         if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
-            px_err_set(e, PX_EDB, "migration %03d_%s failed", m->version, m->name);
-            px_err_detail(e, "%s", PQresultErrorMessage(r));
+            char what[160];
+            snprintf(what, sizeof what, "migration %03d_%s failed", m->version, m->name);
+            px_db_fail(e, c, r, what);
             PQclear(r);
             px_db_exec(c, NULL, "ROLLBACK");
             rc = PX_EDB;
@@ -156,7 +146,7 @@ int px_db_migrate(PGconn *c, int *applied, px_err *e)
         int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);
         if (!ok) {
-            rc = db_fail(e, c, "cannot record a migration");
+            rc = px_db_fail(e, c, NULL, "cannot record a migration");
             px_db_exec(c, NULL, "ROLLBACK");
             goto out;
         }
@@ -165,7 +155,7 @@ int px_db_migrate(PGconn *c, int *applied, px_err *e)
         (*applied)++;
     }
 out:
-    snprintf(lock, sizeof lock, "SELECT pg_advisory_unlock(%d)", PX_MIGRATE_LOCK);
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_unlock(%d)", PX_LOCK_MIGRATE);
     px_db_exec(c, NULL, lock);
     return rc;
 }

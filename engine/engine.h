@@ -11,7 +11,23 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define PX_VERSION "0.1.0"
+/* PX_VERSION ("0.1.0") comes from CMake's project(VERSION) (CMakeLists.txt),
+ * defined for engine and everything that links it. */
+#ifndef PX_VERSION
+#error "PX_VERSION is defined by the build (project(VERSION) in CMakeLists.txt)"
+#endif
+
+/* Every PostgreSQL advisory lock id prognos takes, in one place: none may collide,
+ * and `prognos run` looks for their holders in pg_locks (engine/cli/run.c). */
+enum px_lock_id {
+    PX_LOCK_MIGRATE = 7070001,        /* engine/db.c: migrations (session lock) */
+    PX_LOCK_ETL = 7070002,            /* engine/etl.c: one load at a time (transaction lock) */
+    PX_LOCK_REGISTRY_CLASS = 7070003, /* registry: the class of a per-model lock; the second key is
+                                       * hashtext(model name) (transaction lock) */
+    PX_LOCK_KPI = 7070005,            /* kpi: one KPI run at a time (transaction lock) */
+    PX_LOCK_FEATURES = 7070010,       /* features/build.c: one build at a time (session lock) */
+    PX_LOCK_RUNNER = 7070020          /* engine/cli/run.c: one `prognos run` at a time (session lock) */
+};
 
 /* ---- errors ------------------------------------------------------------ */
 
@@ -167,10 +183,19 @@ void px_pseudo_id(const px_pseudo *p, px_id_kind kind, const char *value, size_t
 
 typedef enum { PX_FMT_SYNPUF, PX_FMT_CANONICAL, PX_FMT_POSTGRES } px_etl_format;
 
+/* A load's progress, for whoever shows it (the CLI draws a bar on a terminal):
+ * the library never writes to stderr itself. phase: "loading" with pct 0..100 of
+ * the batch's input bytes read; what the server is doing now ("merging",
+ * "indexing") with pct -1; "done" when the files are loaded (clear the line);
+ * "failed" when the load stopped (end the line). file: the input being read, ""
+ * when none. Called on the loading thread. */
+typedef void (*px_etl_progress_fn)(void *arg, const char *phase, const char *file, int pct);
+
 typedef struct px_etl_params {
     px_etl_format format;
     const char *source;   /* directory (synpuf, canonical) or libpq URI (postgres) */
-    int progress;         /* draw a progress bar on stderr */
+    px_etl_progress_fn on_progress; /* NULL: no progress reports */
+    void *progress_arg;   /* passed to on_progress */
     const char *today;    /* "YYYY-MM-DD" for the future-date rule; NULL = today */
     int force;            /* load inputs even if loaded before (facts then come back as
                            * duplicate_key; rows rejected for a missing reference get a retry) */
@@ -198,10 +223,32 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
 /* Writes the status report (text or JSON) to out. */
 int px_etl_status(const px_config *cfg, int json, FILE *out, px_err *e);
 
+/* The batch log, read by other folders (batches.c) instead of etl.batches. */
+typedef struct px_etl_batch {
+    long long batch_id;
+    char format[32];
+    char finished[40];     /* 'YYYY-MM-DD HH24:MI TZ' in the session's zone ("" while running) */
+    long long rows_loaded;
+} px_etl_batch;
+
+/* The batches a derived result draws on: every finished batch that loaded rows,
+ * as a PostgreSQL array literal ("{1,2,5}", "{}" when none); caller frees. 0 or PX_EDB. */
+int px_etl_loaded_batches(PGconn *c, char **ids, px_err *e);
+/* The batches whose ids are in ids (a PostgreSQL array literal), by id; caller
+ * frees *out. 0 or PX_EDB. */
+int px_etl_batches_by_id(PGconn *c, const char *ids, px_etl_batch **out, size_t *n, px_err *e);
+
 /* ---- small utilities shared by every library ------------------------- */
 
-/* Growable byte buffer. */
-typedef struct px_buf { char *data; size_t len, cap; } px_buf;
+/* Growable byte buffer ({0} is empty). The first failed append (out of memory, a
+ * bad format) is sticky, as in SQLite's sqlite3_str: err keeps its code until
+ * px_buf_reset or px_buf_release, so a writer may append freely and check
+ * px_buf_failed() once before using the text (after a failure it is incomplete).
+ * Each append still returns 0 or its error, for callers that check as they go,
+ * and later appends are still attempted (callers that cut len and retry work). */
+typedef struct px_buf { char *data; size_t len, cap; int err; } px_buf;
+int px_buf_failed(const px_buf *b); /* 0, or the first failed append's error (PX_ENOMEM, PX_EINVAL) */
+void px_buf_reset(px_buf *b);       /* empty again (keeps the memory), error cleared */
 int px_buf_reserve(px_buf *b, size_t extra);
 int px_buf_add(px_buf *b, const void *p, size_t n);
 int px_buf_addc(px_buf *b, char ch);

@@ -22,7 +22,7 @@
 #define PRIOR_BATCH_SQL "SELECT coalesce(max(batch_id)::text, '') FROM etl.batch_files WHERE sha256 = '%s'"
 
 /* Held for the whole batch transaction: loads run one at a time. */
-#define PX_ETL_LOCK 7070002
+#define PX_ETL_LOCK PX_LOCK_ETL
 #define COPY_CHUNK (1 << 16)
 
 px_etl_params px_etl_default_params(void)
@@ -300,26 +300,21 @@ int etl_rejects_flush(etl_ctx *x)
 
 /* ---- progress --------------------------------------------------------------- */
 
+/* Reports through the caller's px_etl_params.on_progress; never writes itself. */
 void etl_progress(etl_ctx *x, long long file_bytes_done)
 {
-    if (!x->p->progress || x->total_bytes <= 0) return;
+    if (!x->p->on_progress || x->total_bytes <= 0) return;
     long long done = x->done_bytes + file_bytes_done;
     int pct = (int)(done * 100 / x->total_bytes);
     if (pct == x->last_draw && file_bytes_done != 0) return;
     x->last_draw = pct;
-    char bar[41];
-    int fill = pct * 40 / 100;
-    for (int i = 0; i < 40; i++) bar[i] = i < fill ? '#' : '.';
-    bar[40] = '\0';
-    fprintf(stderr, "\rloading %-28.28s [%s] %3d%%", x->in ? x->in->name : "", bar, pct > 100 ? 100 : pct);
-    fflush(stderr);
+    x->p->on_progress(x->p->progress_arg, "loading", x->in ? x->in->name : "", pct > 100 ? 100 : pct);
 }
 
 void etl_progress_phase(etl_ctx *x, const char *phase)
 {
-    if (!x->p->progress || x->total_bytes <= 0) return;
-    fprintf(stderr, "\r%-10s %-28.28s %-48s", phase, x->in ? x->in->name : "", "");
-    fflush(stderr);
+    if (!x->p->on_progress || x->total_bytes <= 0) return;
+    x->p->on_progress(x->p->progress_arg, phase, x->in ? x->in->name : "", -1);
     x->last_draw = -1;
 }
 
@@ -943,7 +938,7 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
         r->rows_loaded += x.loaded;
         r->rows_rejected += x.rejected;
     }
-    if (p->progress) fprintf(stderr, "\r%*s\r", 80, "");
+    if (p->on_progress) p->on_progress(p->progress_arg, "done", "", 100);
     if (r->files_loaded == 0) {
         /* nothing failed: the batch id goes back (sequences ignore ROLLBACK; no other
          * load can have drawn one while this one holds the lock), so that a scheduler
@@ -987,7 +982,7 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
            r->files_loaded, r->rows_read, r->rows_loaded, r->rows_rejected);
 out:
     if (rc != 0 && rc != PX_ENOTHING && x.c) {
-        if (p->progress) fprintf(stderr, "\n");
+        if (p->on_progress) p->on_progress(p->progress_arg, "failed", "", -1);
         px_log(PX_LOG_ERROR, "load of %s source failed: %s", fmt_name(p->format), e->msg);
     }
     if (rc != 0) record_failure(&x, srcname, started, r);

@@ -7,10 +7,10 @@
 #include "engine/engine.h"
 #include <stdbool.h>
 
-/* ---- migrations (generated from engine/sql/NNN_name.sql) ---------------- */
-typedef struct px_migration { int version; const char *name; const char *sql; } px_migration;
-extern const px_migration px_migrations[];
-extern const int px_migrations_count;
+/* ---- migrations (generated from <folder>/sql/NNN_name.sql) -------------- */
+typedef struct eng_migration { int version; const char *name; const char *sql; } eng_migration;
+extern const eng_migration eng_migrations[];
+extern const int eng_migrations_count;
 
 /* ---- canonical layout -------------------------------------------------- */
 

@@ -11,8 +11,8 @@
 #include <string.h>
 #include <time.h>
 
-/* serialises builds (distinct from the migration and ETL locks, 7070001-2) */
-#define PX_FEAT_LOCK 7070010
+/* serialises builds (engine.h: px_lock_id) */
+#define PX_FEAT_LOCK PX_LOCK_FEATURES
 
 static double now_s(void)
 {
@@ -21,14 +21,16 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* One step of a build, by PQexec: base.sql and the settings are several statements. */
 static int exec_step(PGconn *c, px_err *e, const char *what, const char *set, const char *sql)
 {
     PGresult *r = PQexec(c, sql);
     ExecStatusType st = PQresultStatus(r);
     int rc = 0;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        rc = px_err_set(e, PX_EDB, "cannot build feature set '%s': %s failed", set, what);
-        px_err_detail(e, "%s", PQresultErrorMessage(r));
+        char msg[300];
+        snprintf(msg, sizeof msg, "cannot build feature set '%s': %s failed", set, what);
+        rc = px_db_fail(e, c, r, msg);
     }
     PQclear(r);
     return rc;
@@ -38,13 +40,13 @@ static int exec_step(PGconn *c, px_err *e, const char *what, const char *set, co
 static int query_row(PGconn *c, px_err *e, const char *set, const char *sql, int nparams, const char *const *params,
                      char **out, const size_t *outlen, int nout, int *found)
 {
-    PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
-    int rc = 0;
+    char msg[300];
+    snprintf(msg, sizeof msg, "cannot build feature set '%s': query failed", set);
+    PGresult *r = NULL;
     *found = 0;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = px_err_set(e, PX_EDB, "cannot build feature set '%s': query failed", set);
-        px_err_detail(e, "%s", PQresultErrorMessage(r));
-    } else if (PQntuples(r) > 0) {
+    int rc = px_db_query(c, e, msg, &r, sql, nparams, params);
+    if (rc != 0) return rc;
+    if (PQntuples(r) > 0) {
         *found = 1;
         for (int i = 0; i < nout && i < PQnfields(r); i++)
             snprintf(out[i], outlen[i], "%s", PQgetisnull(r, 0, i) ? "" : PQgetvalue(r, 0, i));
@@ -62,16 +64,16 @@ static const char *role_name(px_col_role r)
 /* the catalog's columns array: [{name, role, kind, doc}] */
 static int columns_json(const px_feat_set_info *s, px_buf *b, char *names, size_t nameslen)
 {
-    px_feat_col cols[PX_FEAT_MAX_COLS];
-    int n = px_feat_columns(s, cols, PX_FEAT_MAX_COLS);
+    feat_col cols[PX_FEAT_MAX_COLS];
+    int n = feat_columns(s, cols, PX_FEAT_MAX_COLS);
     if (n < 0) return PX_EINVAL;
     size_t len = 0;
     names[0] = '\0';
     int rc = px_buf_addc(b, '[');
     for (int i = 0; i < n && rc == 0; i++) {
         int cci = 0, elix = 0;
-        for (int k = 0; k < px_comorbs_count; k++)
-            if (cols[i].name == px_comorbs[k].col) {
+        for (int k = 0; k < feat_comorbs_count; k++)
+            if (cols[i].name == feat_comorbs[k].col) {
                 cci = strncmp(cols[i].name, "cci_", 4) == 0;
                 elix = !cci;
             }
@@ -133,8 +135,9 @@ static int base_tables(PGconn *c, px_err *e, const char *set, const char *base, 
         const char *pv[] = {key.data};
         PGresult *r = PQexecParams(c, "CREATE TEMP TABLE px_base_key AS SELECT $1::text AS k", 1, NULL, pv, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
-            rc = px_err_set(e, PX_EDB, "cannot build feature set '%s': recording the per-stay tables failed", set);
-            px_err_detail(e, "%s", PQresultErrorMessage(r));
+            char what[200];
+            snprintf(what, sizeof what, "cannot build feature set '%s': recording the per-stay tables failed", set);
+            rc = px_db_fail(e, c, r, what);
         }
         PQclear(r);
     }
@@ -157,7 +160,7 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
         last_pos[32], exists[8];
     const char *name = s->name;
 
-    if (!(base = px_feat_expand_sql(px_feat_sql_base)) || !(body = px_feat_expand_sql(px_feat_set_sql(s)))) {
+    if (!(base = feat_expand_sql(feat_sql_base)) || !(body = feat_expand_sql(feat_set_sql(s)))) {
         rc = px_err_set(e, PX_ENOMEM, "out of memory building feature set '%s'", name);
         goto out;
     }
@@ -189,7 +192,7 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
                             " coalesce(superseded_by, '-')) || E'\\n', '' ORDER BY bit) FROM features.comorbidity_category",
                             0, NULL, o, ol, 1, &found)) != 0)
             goto out;
-        if (strcmp(sig_db, px_comorb_signature()) != 0) {
+        if (strcmp(sig_db, feat_comorb_signature()) != 0) {
             rc = px_err_set(e, PX_ECORRUPT, "cannot build feature set '%s': features.comorbidity_category does not "
                             "match this build of prognos", name);
             px_err_hint(e, "the database was migrated by another version of prognos");

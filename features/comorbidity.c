@@ -2,7 +2,7 @@
  * builder sees them (column, bit, weight, hierarchy) and the SQL it generates from
  * them: the flag columns, the Charlson index and the Elixhauser count.
  * Invariant: this table equals features.comorbidity_category (migration 002); the
- * builder compares px_comorb_signature() with the database before every build. */
+ * builder compares feat_comorb_signature() with the database before every build. */
 #include "features/internal.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +17,7 @@
  * metastatic over any malignancy; for the Elixhauser count, complicated over
  * uncomplicated diabetes and hypertension, metastatic over solid tumour (as in
  * Elixhauser et al. 1998 and the R package 'comorbidity'). */
-const px_comorb px_comorbs[] = {
+const feat_comorb feat_comorbs[] = {
     {"cci_mi", 0, 1, NULL, "myocardial infarction"},
     {"cci_chf", 1, 1, NULL, "congestive heart failure"},
     {"cci_pvd", 2, 1, NULL, "peripheral vascular disease"},
@@ -67,24 +67,24 @@ const px_comorb px_comorbs[] = {
     {"elix_psychoses", 46, 0, NULL, "psychoses"},
     {"elix_depression", 47, 0, NULL, "depression"},
 };
-const int px_comorbs_count = (int)(sizeof px_comorbs / sizeof px_comorbs[0]);
+const int feat_comorbs_count = (int)(sizeof feat_comorbs / sizeof feat_comorbs[0]);
 
-static int is_charlson(const px_comorb *k) { return strncmp(k->col, "cci_", 4) == 0; }
+static int is_charlson(const feat_comorb *k) { return strncmp(k->col, "cci_", 4) == 0; }
 
 static int bit_of(const char *col)
 {
-    for (int i = 0; i < px_comorbs_count; i++)
-        if (strcmp(px_comorbs[i].col, col) == 0) return px_comorbs[i].bit;
+    for (int i = 0; i < feat_comorbs_count; i++)
+        if (strcmp(feat_comorbs[i].col, col) == 0) return feat_comorbs[i].bit;
     return -1;
 }
 
-const char *px_comorb_signature(void)
+const char *feat_comorb_signature(void)
 {
     static char sig[4096];
     if (sig[0]) return sig;
     size_t len = 0;
-    for (int i = 0; i < px_comorbs_count; i++) {
-        const px_comorb *k = &px_comorbs[i];
+    for (int i = 0; i < feat_comorbs_count; i++) {
+        const feat_comorb *k = &feat_comorbs[i];
         char w[8] = "-";
         if (k->weight) snprintf(w, sizeof w, "%d", k->weight);
         len += (size_t)snprintf(sig + len, sizeof sig - len, "%s %d %s %s\n", k->col, k->bit, w,
@@ -97,8 +97,8 @@ const char *px_comorb_signature(void)
 static int add_score(px_buf *b, int charlson)
 {
     int rc = px_buf_adds(b, "(0");
-    for (int i = 0; i < px_comorbs_count && rc == 0; i++) {
-        const px_comorb *k = &px_comorbs[i];
+    for (int i = 0; i < feat_comorbs_count && rc == 0; i++) {
+        const feat_comorb *k = &feat_comorbs[i];
         if (is_charlson(k) != charlson) continue;
         long long m = 1LL << k->bit;
         rc = px_buf_printf(b, " + CASE WHEN (cm & %lld) <> 0", m);
@@ -109,7 +109,7 @@ static int add_score(px_buf *b, int charlson)
     return rc;
 }
 
-char *px_feat_expand_sql(const char *tmpl)
+char *feat_expand_sql(const char *tmpl)
 {
     px_buf b = {0};
     const char *p = tmpl;
@@ -123,13 +123,13 @@ char *px_feat_expand_sql(const char *tmpl)
         rc = px_buf_add(&b, p, (size_t)(at - p));
         if (rc) break;
         if (strncmp(at, "@FLAGS@", 7) == 0) {
-            for (int i = 0; i < px_comorbs_count && rc == 0; i++)
-                rc = px_buf_printf(&b, "%s((cm >> %d) & 1)::smallint AS %s", i ? ",\n       " : "", px_comorbs[i].bit,
-                                   px_comorbs[i].col);
+            for (int i = 0; i < feat_comorbs_count && rc == 0; i++)
+                rc = px_buf_printf(&b, "%s((cm >> %d) & 1)::smallint AS %s", i ? ",\n       " : "", feat_comorbs[i].bit,
+                                   feat_comorbs[i].col);
             p = at + 7;
         } else if (strncmp(at, "@FLAGCOLS@", 10) == 0) {
-            for (int i = 0; i < px_comorbs_count && rc == 0; i++)
-                rc = px_buf_printf(&b, "%sf.%s", i ? ", " : "", px_comorbs[i].col);
+            for (int i = 0; i < feat_comorbs_count && rc == 0; i++)
+                rc = px_buf_printf(&b, "%sf.%s", i ? ", " : "", feat_comorbs[i].col);
             p = at + 10;
         } else if (strncmp(at, "@CHARLSON@", 10) == 0) {
             rc = add_score(&b, 1);

@@ -63,22 +63,6 @@ typedef struct xctx {
     int ntmp;
 } xctx;
 
-static int db_fail(px_err *e, PGresult *r, const char *what)
-{
-    px_err_set(e, PX_EDB, "%s", what);
-    px_err_detail(e, "%s", r ? PQresultErrorMessage(r) : "out of memory");
-    return PX_EDB;
-}
-
-static int exec_ok(xctx *x, px_err *e, const char *sql, const char *what)
-{
-    PGresult *r = PQexec(x->c, sql);
-    int st = PQresultStatus(r);
-    int rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : db_fail(e, r, what);
-    PQclear(r);
-    return rc;
-}
-
 /* ---- validation (before anything is written) ---------------------------- */
 
 static int dir_state(const char *dir, int *exists, int *nonempty, px_err *e)
@@ -146,7 +130,7 @@ static int load_catalog(xctx *x, px_err *e)
                               " to_regclass(table_name) IS NOT NULL"
                               " FROM features.catalog WHERE table_name = $1 ORDER BY build_id DESC LIMIT 1",
                               1, NULL, pv, NULL, NULL, 0);
-    if (PQresultStatus(x->catalog) != PGRES_TUPLES_OK) return db_fail(e, x->catalog, "cannot read features.catalog");
+    if (PQresultStatus(x->catalog) != PGRES_TUPLES_OK) return px_db_fail(e, x->c, x->catalog, "cannot read features.catalog");
     if (PQntuples(x->catalog) == 0 || strcmp(PQgetvalue(x->catalog, 0, 5), "t") != 0) {
         px_err_set(e, PX_ENOTFOUND, "no feature table '%s' to export", x->set->table);
         px_err_hint(e, "build it first: prognos features build --set %s", x->set->name);
@@ -162,7 +146,7 @@ static int load_catalog(xctx *x, px_err *e)
                            " WHERE a.attrelid = (SELECT table_name FROM features.catalog WHERE build_id = $1)::regclass"
                            " AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
                            1, NULL, bv, NULL, NULL, 0);
-    if (PQresultStatus(x->cols) != PGRES_TUPLES_OK) return db_fail(e, x->cols, "cannot read the feature table's columns");
+    if (PQresultStatus(x->cols) != PGRES_TUPLES_OK) return px_db_fail(e, x->c, x->cols, "cannot read the feature table's columns");
     return 0;
 }
 
@@ -294,7 +278,7 @@ static int small_cells(xctx *x, xcol *k, const char *from, px_err *e)
     snprintf(sql, sizeof sql, "SELECT %s::text, count(*) FROM %s WHERE %s IS NOT NULL GROUP BY 1 ORDER BY 2, 1",
              k->src, from, k->src);
     PGresult *r = PQexec(x->c, sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) return db_fail(e, r, "cannot count the levels of a column");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) return px_db_fail(e, x->c, r, "cannot count the levels of a column");
     int n = PQntuples(r), ns = 0;
     long long total = 0;
     while (ns < n) {
@@ -425,7 +409,7 @@ static int write_data(xctx *x, xfile *f, const char *query, int nparams, const c
     }
     if (!PQsendQueryParams(x->c, query, nparams, types, pv, plen, pfmt, 0) || !PQsetSingleRowMode(x->c)) {
         px_buf_release(&b);
-        return px_err_set(e, PX_EDB, "cannot run the export query: %s", PQerrorMessage(x->c));
+        return px_db_fail(e, x->c, NULL, "cannot run the export query");
     }
     PGresult *r;
     *rows = 0;
@@ -455,7 +439,7 @@ static int write_data(xctx *x, xfile *f, const char *query, int nparams, const c
                 b.len = 0;
             }
         } else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && rc == 0) {
-            rc = db_fail(e, r, "the export query failed");
+            rc = px_db_fail(e, x->c, r, "the export query failed");
         }
         PQclear(r);
     }
@@ -506,7 +490,7 @@ static char *batches_json(xctx *x, px_err *e)
                                " FROM etl.batches WHERE batch_id IN"
                                " (SELECT json_array_elements_text($1::json)::bigint)",
                                1, NULL, pv, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) { db_fail(e, r, "cannot read etl.batches"); PQclear(r); return NULL; }
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) { px_db_fail(e, x->c, r, "cannot read etl.batches"); PQclear(r); return NULL; }
     char *s = strdup(PQgetvalue(r, 0, 0));
     PQclear(r);
     if (!s) px_err_set(e, PX_ENOMEM, "out of memory");
@@ -615,7 +599,7 @@ int px_feat_export(PGconn *c, const px_export_params *p, px_export_result *res, 
         goto out;
     }
     if ((rc = date_key(x, e)) != 0) goto out;
-    if ((rc = exec_ok(x, e, "BEGIN ISOLATION LEVEL REPEATABLE READ", "cannot begin the export's transaction")) != 0)
+    if ((rc = px_db_query(x->c, e, "cannot begin the export's transaction", NULL, "BEGIN ISOLATION LEVEL REPEATABLE READ", 0, NULL)) != 0)
         goto out;
     in_tx = 1;
     if ((rc = load_catalog(x, e)) != 0 || (rc = plan(x, e)) != 0) goto out;
@@ -637,10 +621,10 @@ int px_feat_export(PGconn *c, const px_export_params *p, px_export_result *res, 
     pv[3] = shift;
     pv[4] = minzip;
     PGresult *r = PQexecParams(c, pat_sql, 5, NULL, pv, plen, pfmt, 0);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) { rc = db_fail(e, r, "cannot draw the export's patients"); PQclear(r); goto out; }
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) { rc = px_db_fail(e, x->c, r, "cannot draw the export's patients"); PQclear(r); goto out; }
     PQclear(r);
     r = PQexec(c, "SELECT (SELECT count(*) FROM px_export_pat), (SELECT count(*) FROM px_export_pat WHERE zip3 = '000')");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) { rc = db_fail(e, r, "cannot count the export's patients"); PQclear(r); goto out; }
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) { rc = px_db_fail(e, x->c, r, "cannot count the export's patients"); PQclear(r); goto out; }
     res->patients = atoll(PQgetvalue(r, 0, 0));
     PQclear(r);
 
@@ -671,7 +655,7 @@ int px_feat_export(PGconn *c, const px_export_params *p, px_export_result *res, 
         snprintf(cnt, sizeof cnt, "SELECT count(*) FILTER (WHERE t.age_years > 89),"
                                   " count(*) FILTER (WHERE p.zip3 = '000') FROM %s", from);
         r = PQexec(c, cnt);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) { rc = db_fail(e, r, "cannot count grouped ages"); PQclear(r); goto out; }
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) { rc = px_db_fail(e, x->c, r, "cannot count grouped ages"); PQclear(r); goto out; }
         res->ages_grouped = atoll(PQgetvalue(r, 0, 0));
         res->zip3_recoded = atoll(PQgetvalue(r, 0, 1));
         PQclear(r);
@@ -721,13 +705,13 @@ int px_feat_export(PGconn *c, const px_export_params *p, px_export_result *res, 
         r = PQexecParams(c, "INSERT INTO audit.events (action, object, detail) VALUES ('export.research', $1, $2::jsonb)",
                          2, NULL, av, NULL, NULL, 0);
         px_buf_release(&d);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) { rc = db_fail(e, r, "cannot record the export in audit.events"); PQclear(r); goto out; }
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) { rc = px_db_fail(e, x->c, r, "cannot record the export in audit.events"); PQclear(r); goto out; }
         PQclear(r);
     }
     char mpath[4200], spath[4200];
     snprintf(mpath, sizeof mpath, "%s/%s", p->out_dir, F_MANIFEST);
     snprintf(spath, sizeof spath, "%s/%s", p->out_dir, F_SUMS);
-    if ((rc = exec_ok(x, e, "COMMIT", "cannot commit the export's audit record")) != 0) goto out;
+    if ((rc = px_db_query(x->c, e, "cannot commit the export's audit record", NULL, "COMMIT", 0, NULL)) != 0) goto out;
     in_tx = 0;
     if ((rc = rename_into_place(x, data.tmp, data.path, e)) != 0 || (rc = rename_into_place(x, dict.tmp, dict.path, e)) != 0 ||
         (rc = px_file_write_atomic(mpath, man.data, man.len, 0600, e)) != 0 ||

@@ -59,6 +59,26 @@ typedef struct px_feat_build_result {
  * on c from the same batches reuses them. */
 int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e);
 
+/* ---- the catalog, read by other folders (catalog.c) -------------------- */
+
+typedef struct px_feat_build_row {
+    char set[32];             /* the set's name */
+    char table[160];          /* schema.table */
+    long long build_id;
+    char definition_hash[72];
+    char built_at[48];        /* built_at::text (timestamptz, the session's zone) */
+} px_feat_build_row;
+
+/* The latest build of each table: of every set (table NULL or "", by set name) or
+ * of that table (0 or 1 row). No rows when the catalog does not exist yet. Caller
+ * frees *out. 0 or PX_EDB. */
+int px_feat_latest_builds(PGconn *c, const char *table, px_feat_build_row **out, size_t *n, px_err *e);
+
+/* `prognos features list`: the latest build of every set as a table (or JSON), with
+ * its rows, positives, definition hash, batches, build time and whether the table
+ * still exists. 0 or PX_EDB. */
+int px_feat_list(PGconn *c, int json, FILE *out, px_err *e);
+
 /* ---- datasets: a feature table in memory ------------------------------- */
 
 typedef struct px_dataset_params {

@@ -9,20 +9,20 @@
 
 /* ---- comorbidity categories (comorbidity.c) ------------------------------ */
 
-typedef struct px_comorb {
+typedef struct feat_comorb {
     const char *col;           /* feature column and category name: cci_mi, elix_chf */
     int bit;                   /* position in the builder's bigint masks */
     int weight;                /* Charlson 1987 weight; 0 for Elixhauser */
     const char *superseded_by; /* hierarchy (index and count only), or NULL */
     const char *label;
-} px_comorb;
+} feat_comorb;
 
-extern const px_comorb px_comorbs[];
-extern const int px_comorbs_count;   /* 17 Charlson + 31 Elixhauser */
+extern const feat_comorb feat_comorbs[];
+extern const int feat_comorbs_count;   /* 17 Charlson + 31 Elixhauser */
 
 /* The categories as one line per category ("col bit weight superseded_by"), in bit
  * order, as features.comorbidity_category must hold them. Static storage. */
-const char *px_comorb_signature(void);
+const char *feat_comorb_signature(void);
 
 /* Expands the placeholders of a feature-set SQL template (all but @FLAGCOLS@ read
  * the bigint mask column `cm`):
@@ -31,30 +31,30 @@ const char *px_comorb_signature(void);
  *   @CHARLSON@   the Charlson index (weights, hierarchy)
  *   @ELIXCOUNT@  the Elixhauser count (hierarchy)
  * Returns a malloc'd string (caller frees) or NULL when out of memory. */
-char *px_feat_expand_sql(const char *tmpl);
+char *feat_expand_sql(const char *tmpl);
 
 /* ---- column descriptors (sets.c) ------------------------------------------ */
 
-typedef struct px_feat_col {
+typedef struct feat_col {
     const char *name;
     px_col_role role;
     px_col_kind kind;
     const char *doc;
-} px_feat_col;
+} feat_col;
 
 /* Fills out (room for max) with the columns of a built-in set, in table order;
  * returns how many, or -1 when max is too small. Strings are static. */
-int px_feat_columns(const px_feat_set_info *s, px_feat_col *out, int max);
+int feat_columns(const px_feat_set_info *s, feat_col *out, int max);
 #define PX_FEAT_MAX_COLS 128
 
 /* The SQL template of a set (features/sql/<name>.sql), or NULL. */
-const char *px_feat_set_sql(const px_feat_set_info *s);
+const char *feat_set_sql(const px_feat_set_info *s);
 
 /* ---- embedded SQL (generated from features/sql/NAME.sql) ------------------- */
 
-extern const char px_feat_sql_base[];
-extern const char px_feat_sql_readmission[];
-extern const char px_feat_sql_mortality[];
-extern const char px_feat_sql_los[];
+extern const char feat_sql_base[];
+extern const char feat_sql_readmission[];
+extern const char feat_sql_mortality[];
+extern const char feat_sql_los[];
 
 #endif

@@ -60,11 +60,11 @@ const px_feat_set_info *px_feat_set_find(const char *name)
     return NULL;
 }
 
-const char *px_feat_set_sql(const px_feat_set_info *s)
+const char *feat_set_sql(const px_feat_set_info *s)
 {
-    if (strcmp(s->name, "readmission") == 0) return px_feat_sql_readmission;
-    if (strcmp(s->name, "mortality") == 0) return px_feat_sql_mortality;
-    if (strcmp(s->name, "los") == 0) return px_feat_sql_los;
+    if (strcmp(s->name, "readmission") == 0) return feat_sql_readmission;
+    if (strcmp(s->name, "mortality") == 0) return feat_sql_mortality;
+    if (strcmp(s->name, "los") == 0) return feat_sql_los;
     return NULL;
 }
 
@@ -72,7 +72,7 @@ const char *px_feat_set_sql(const px_feat_set_info *s)
 #define C PX_COL_CATEGORICAL
 
 /* cols_head: admission_date and discharge_date get their role from the set */
-static const px_feat_col cols_head[] = {
+static const feat_col cols_head[] = {
     {"encounter_id", PX_ROLE_KEY, C, "the stay (pseudonym)"},
     {"patient_id", PX_ROLE_GROUP, C, "the patient (pseudonym): for grouped holdouts, never a feature"},
     {"facility_id", PX_ROLE_INFO, C, "the hospital (provider number); request it explicitly to adjust for hospitals"},
@@ -88,7 +88,7 @@ static const px_feat_col cols_head[] = {
     {"emergency", PX_ROLE_FEATURE, N, "1 if admission_type = emergency, else 0"},
 };
 
-static const px_feat_col cols_scores_dis[] = {
+static const feat_col cols_scores_dis[] = {
     {"charlson_index", PX_ROLE_FEATURE, N,
      "Charlson index (Quan 2005 codes, Charlson 1987 weights) over the flags, with the hierarchy: complicated over "
      "uncomplicated diabetes, severe over mild liver disease, metastatic over any malignancy"},
@@ -97,7 +97,7 @@ static const px_feat_col cols_scores_dis[] = {
      "over solid tumour"},
 };
 
-static const px_feat_col cols_util_dis[] = {
+static const feat_col cols_util_dis[] = {
     {"prior_adm_6m", PX_ROLE_FEATURE, N, "the patient's admissions 1-182 days before this admission, capped at 5"},
     {"prior_adm_12m", PX_ROLE_FEATURE, N, "the patient's admissions 1-365 days before this admission, capped at 5"},
     {"ed_visits_6m", PX_ROLE_FEATURE, N,
@@ -107,7 +107,7 @@ static const px_feat_col cols_util_dis[] = {
     {"n_diagnoses", PX_ROLE_FEATURE, N, "diagnosis codes of this stay (principal and secondary; not the admitting, seq 0)"},
     {"n_procedures", PX_ROLE_FEATURE, N, "procedure codes of this stay"},
 };
-static const px_feat_col cols_util_adm[] = {
+static const feat_col cols_util_adm[] = {
     {"prior_adm_6m", PX_ROLE_FEATURE, N, "the patient's admissions 1-182 days before this admission, capped at 5"},
     {"prior_adm_12m", PX_ROLE_FEATURE, N, "the patient's admissions 1-365 days before this admission, capped at 5"},
     {"ed_visits_6m", PX_ROLE_FEATURE, N,
@@ -123,7 +123,7 @@ static const px_feat_col cols_util_adm[] = {
 /* SynPUF's chronic-condition flags summarise the beneficiary's claims of the whole
  * calendar year, so the flag of the admission year may reflect claims after the
  * stay: not strictly point in time, which is why no default model uses them. */
-static const px_feat_col cols_cc[] = {
+static const feat_col cols_cc[] = {
     {"cc_alzheimer", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year (the whole year: may reflect later claims): Alzheimer's or related; NULL when the source has none"},
     {"cc_chf", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year (the whole year: may reflect later claims): heart failure; NULL when the source has none"},
     {"cc_chronic_kidney", PX_ROLE_FEATURE, N, "SynPUF chronic condition of the admission year (the whole year: may reflect later claims): chronic kidney disease; NULL when the source has none"},
@@ -138,7 +138,7 @@ static const px_feat_col cols_cc[] = {
     {"cc_esrd", PX_ROLE_FEATURE, N, "SynPUF end-stage renal disease indicator of the admission year (the whole year: may reflect later claims); NULL when the source has none"},
 };
 
-static const px_feat_col cols_readmission[] = {
+static const feat_col cols_readmission[] = {
     {"los_days", PX_ROLE_FEATURE, N, "length of stay: discharge_date - admission_date"},
     {"discharge_disposition", PX_ROLE_FEATURE, C, "home, home_health, snf, rehab, long_term, hospice, other or unknown"},
     {"lace_score", PX_ROLE_FEATURE, N,
@@ -148,11 +148,11 @@ static const px_feat_col cols_readmission[] = {
     {"days_to_readmission", PX_ROLE_INFO, N, "days from discharge to the first admission 1-30 days after it; NULL when none"},
     {"died_30d_after_discharge", PX_ROLE_INFO, N, "1 if the death date is 0-30 days after discharge"},
 };
-static const px_feat_col cols_mortality[] = {
+static const feat_col cols_mortality[] = {
     {"death_30d", PX_ROLE_LABEL, N, "1 if the patient died 0-30 days after admission, in hospital or after discharge"},
     {"died_in_hospital", PX_ROLE_INFO, N, "1 if the stay ended in death (disposition expired, or death date within the stay)"},
 };
-static const px_feat_col cols_los[] = {
+static const feat_col cols_los[] = {
     {"los_days", PX_ROLE_LABEL, N, "length of stay: discharge_date - admission_date"},
     {"died_30d", PX_ROLE_INFO, N, "1 if the patient died 0-30 days after admission (after discharge: the stay was alive)"},
 };
@@ -160,7 +160,7 @@ static const px_feat_col cols_los[] = {
 #undef N
 #undef C
 
-static int add(px_feat_col *out, int n, int max, const px_feat_col *src, size_t count)
+static int add(feat_col *out, int n, int max, const feat_col *src, size_t count)
 {
     for (size_t i = 0; i < count; i++) {
         if (n >= max) return -1;
@@ -169,18 +169,18 @@ static int add(px_feat_col *out, int n, int max, const px_feat_col *src, size_t 
     return n;
 }
 
-int px_feat_columns(const px_feat_set_info *s, px_feat_col *out, int max)
+int feat_columns(const px_feat_set_info *s, feat_col *out, int max)
 {
     int dis = strcmp(s->time_col, "discharge_date") == 0;
     int n = add(out, 0, max, cols_head, sizeof cols_head / sizeof cols_head[0]);
     for (int i = 0; n >= 0 && i < n; i++)
         if (strcmp(out[i].name, s->time_col) == 0) out[i].role = PX_ROLE_TIME;
-    for (int i = 0; n >= 0 && i < px_comorbs_count; i++) {
+    for (int i = 0; n >= 0 && i < feat_comorbs_count; i++) {
         if (n >= max) return -1;
-        out[n].name = px_comorbs[i].col;
+        out[n].name = feat_comorbs[i].col;
         out[n].role = PX_ROLE_FEATURE;
         out[n].kind = PX_COL_NUMERIC;
-        out[n].doc = px_comorbs[i].label;
+        out[n].doc = feat_comorbs[i].label;
         n++;
     }
     if (n >= 0) n = add(out, n, max, cols_scores_dis, sizeof cols_scores_dis / sizeof cols_scores_dis[0]);

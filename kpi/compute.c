@@ -146,27 +146,17 @@ static int model_open(PGconn *c, const px_config *cfg, int k, const char *ref, k
     char vref[16];
     snprintf(vref, sizeof vref, "%d", version);
     if (!(mi->m = px_reg_load(c, cfg, name, vref, &mi->version, e))) return e && e->code ? e->code : PX_EIO;
-    const char *params[2] = {name, vref};
-    PGresult *r = NULL;
-    rc = px_db_query(c, e, "cannot read the registry row of a risk model", &r,
-                     "SELECT feature_table, label, jsonb_build_object('version', version, 'algo', algo,"
-                     " 'feature_table', feature_table, 'label', label, 'fingerprint', to_jsonb(v)->'fingerprint',"
-                     " 'created_at', to_jsonb(v)->'created_at', 'auc', to_jsonb(v)#>'{metrics,overall,auc}',"
-                     " 'source_batches', to_jsonb(v)->'source_batches')::text"
-                     " FROM registry.versions v WHERE name = $1 AND version = $2::int",
-                     2, params);
-    if (rc) {
-        /* px_db_query filled e */
-    } else if (PQntuples(r) != 1) {
-        rc = px_err_set(e, PX_ENOTFOUND, "risk model '%s' v%d is not in registry.versions", name, version);
-    } else {
-        snprintf(mi->table, sizeof mi->table, "%s", PQgetvalue(r, 0, 0));
-        snprintf(mi->label, sizeof mi->label, "%s", PQgetvalue(r, 0, 1));
-        if (!(mi->info = cJSON_Parse(PQgetvalue(r, 0, 2)))) rc = px_err_set(e, PX_ENOMEM, "out of memory");
+    px_reg_version_row row;
+    if ((rc = px_reg_version_info(c, name, version, &row, e)) == PX_ENOTFOUND) {
+        rc = px_err_set(e, PX_ENOTFOUND, "risk model '%s' v%d is not in the registry", name, version);
+    } else if (rc == 0) {
+        snprintf(mi->table, sizeof mi->table, "%s", row.feature_table);
+        snprintf(mi->label, sizeof mi->label, "%s", row.label);
+        if (!(mi->info = cJSON_Parse(row.summary_json))) rc = px_err_set(e, PX_ENOMEM, "out of memory");
         if (!rc && (!mi->table[0] || !mi->label[0]))
             rc = px_err_set(e, PX_EINVAL, "risk model '%s' v%d names no feature table or label", name, version);
     }
-    PQclear(r);
+    px_reg_version_row_free(&row);
     return rc;
 }
 
@@ -349,7 +339,6 @@ typedef struct run {
     cJSON *models, *inputs, *method;
     char *batches, *models_s, *inputs_s, *method_s, *fp_s, *pred_sql;
     char enc[32], first[16], last[16], fph[65], kinds_s[64];
-    int catalog;               /* 1: features.catalog exists */
 } run;
 
 static void run_release(run *R)
@@ -381,10 +370,7 @@ static int value_into(run *R, const char *what, const char *sql, char *out, size
 static int run_state(run *R)
 {
     PGresult *r = NULL;
-    int rc = px_db_value(R->c, R->e, "cannot read the warehouse's batches", &R->batches,
-                         "SELECT coalesce(array_agg(batch_id ORDER BY batch_id)::text, '{}')"
-                         " FROM etl.batches WHERE finished_at IS NOT NULL AND rows_loaded > 0", 0, NULL);
-    if (rc == 0 && !R->batches) rc = px_err_set(R->e, PX_EDB, "cannot read the warehouse's batches");
+    int rc = px_etl_loaded_batches(R->c, &R->batches, R->e);
     /* one scan: stays and their discharge range */
     if (rc == 0 && (rc = px_db_query(R->c, R->e, "cannot read wh.fact_encounter", &r,
                                      "SELECT count(*), coalesce(min(discharge_date)::text, ''),"
@@ -394,12 +380,7 @@ static int run_state(run *R)
         snprintf(R->last, sizeof R->last, "%.10s", PQgetvalue(r, 0, 2));
     }
     PQclear(r);
-    char builds[8];
-    if (rc == 0)
-        rc = value_into(R, "cannot read the warehouse's state",
-                        "SELECT (to_regclass('features.catalog') IS NOT NULL)::int::text", builds, sizeof builds);
     if (rc) return rc;
-    R->catalog = strcmp(builds, "1") == 0;
     R->info->encounters = atoll(R->enc);
     if (R->info->encounters == 0) {
         rc = px_err_set(R->e, PX_ESTATE, "the warehouse holds no encounters");
@@ -427,20 +408,16 @@ static int model_inputs(run *R, int k)
     if (!o) return px_err_set(R->e, PX_ENOMEM, "out of memory");
     cJSON_AddStringToObject(o, "table", mi->table);
     cJSON_AddNumberToObject(o, "rows", atof(cnt));
-    if (!R->catalog) return 0;
     /* the table's latest build: a rebuild (new definition or data) is a new input */
-    PGresult *r = NULL;
-    const char *pp[1] = {mi->table};
-    if ((rc = px_db_query(R->c, R->e, "cannot read features.catalog", &r,
-                          "SELECT build_id, definition_hash, built_at::text FROM features.catalog"
-                          " WHERE table_name = $1 ORDER BY build_id DESC LIMIT 1", 1, pp)) != 0)
-        return rc;
-    if (PQntuples(r) == 1) {
-        cJSON_AddNumberToObject(o, "build_id", atof(PQgetvalue(r, 0, 0)));
-        cJSON_AddStringToObject(o, "definition_hash", PQgetvalue(r, 0, 1));
-        cJSON_AddStringToObject(o, "built_at", PQgetvalue(r, 0, 2));
+    px_feat_build_row *fb = NULL;
+    size_t nfb = 0;
+    if ((rc = px_feat_latest_builds(R->c, mi->table, &fb, &nfb, R->e)) != 0) return rc;
+    if (nfb == 1) {
+        cJSON_AddNumberToObject(o, "build_id", (double)fb[0].build_id);
+        cJSON_AddStringToObject(o, "definition_hash", fb[0].definition_hash);
+        cJSON_AddStringToObject(o, "built_at", fb[0].built_at);
     }
-    PQclear(r);
+    free(fb);
     return 0;
 }
 
@@ -753,7 +730,7 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
     memset(&R, 0, sizeof R);
     R.c = c, R.cfg = cfg, R.p = p, R.info = info, R.e = e;
     memset(info, 0, sizeof *info);
-    gsl_set_error_handler_off();
+    px_models_init(); /* GSL reports, never aborts (once per process) */
     if (!p->periods || (p->periods & ~15) || !(p->conf > 0 && p->conf < 1) || p->min_cases < 0)
         return px_err_set(e, PX_EINVAL, "bad KPI parameters (periods, conf or min_cases)");
     char lock[64];

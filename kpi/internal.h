@@ -7,7 +7,7 @@
 #include <libpq-fe.h>
 
 /* Advisory lock held for a whole KPI run: runs are computed one at a time. */
-#define PX_KPI_LOCK 7070005
+#define PX_KPI_LOCK PX_LOCK_KPI
 
 /* The three risk-adjusted measures and the registry models they use, in order. */
 extern const px_kpi_measure kpi_risk_measure[3];

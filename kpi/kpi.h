@@ -259,4 +259,15 @@ typedef struct px_kpi_report_info {
  * (message names it), PX_EIO, PX_EDB. */
 int px_kpi_report(PGconn *c, const px_kpi_report_params *p, px_kpi_report_info *info, px_err *e);
 
+/* ---- the newest run, read by other folders (latest.c) ------------------- */
+
+/* The KPIs of the newest run of px_kpi_compute as JSON text the caller frees:
+ * {"run_id", "computed_at", "kpis": [rows of kpi.latest_results]}, filtered by
+ * measure, period (a period or a kind) and unit (a unit or a kind) where not NULL
+ * or "", ordered by measure, period start, period kind, unit type, unit, at most
+ * limit rows. 0; PX_ENOTFOUND when no KPIs have been computed (or the warehouse
+ * has no KPI tables); PX_EDB. */
+int px_kpi_latest(PGconn *c, const char *measure, const char *period, const char *unit, int limit, char **json,
+                  px_err *e);
+
 #endif

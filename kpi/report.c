@@ -777,14 +777,9 @@ static int cautions(px_buf *b, PGconn *c, const run_info *ri)
         if (risk[k] == PX_KPI_LOS) continue;   /* a regression: no AUC */
         char ver[32];
         snprintf(ver, sizeof ver, "%d", (int)cJSON_GetNumberValue(cJSON_GetObjectItem(mj, "version")));
-        const char *pp[2] = {kpi_risk_model[k], ver};
-        PGresult *r = PQexecParams(c,
-                                   "SELECT metrics#>>'{overall,auc}', metrics#>>'{overall,auc_lo}',"
-                                   " metrics#>>'{overall,auc_hi}', metrics#>>'{overall,events}'"
-                                   " FROM registry.versions WHERE name = $1 AND version = $2::int",
-                                   2, NULL, pp, NULL, NULL, 0);
-        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-            double auc = dbl(r, 0, 0), lo = dbl(r, 0, 1), hi = dbl(r, 0, 2), ev = dbl(r, 0, 3);
+        px_reg_version_row vr;
+        if (px_reg_version_info(c, kpi_risk_model[k], atoi(ver), &vr, NULL) == 0) {
+            double auc = vr.auc, lo = vr.auc_lo, hi = vr.auc_hi, ev = vr.events;
             const char *why = NULL;
             char text[256];
             if (isfinite(ev) && ev == 0)
@@ -804,7 +799,7 @@ static int cautions(px_buf *b, PGconn *c, const run_info *ri)
                 n++;
             }
         }
-        PQclear(r);
+        px_reg_version_row_free(&vr);
     }
     return n;
 }
@@ -1412,22 +1407,19 @@ static void method_section(px_buf *b, PGconn *c, const run_info *ri, const px_kp
     px_buf_adds(b, " to ");
     kpi_html_esc(b, ri->last);
     px_buf_adds(b, ", from these loads of the warehouse:</p><ul>");
-    const char *pp[1] = {ri->batches};
-    PGresult *r = PQexecParams(c,
-                               "SELECT batch_id, format, to_char(finished_at, 'YYYY-MM-DD HH24:MI TZ'), rows_loaded"
-                               " FROM etl.batches WHERE batch_id = ANY($1::bigint[]) ORDER BY batch_id",
-                               1, NULL, pp, NULL, NULL, 0);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK)
-        for (int i = 0; i < PQntuples(r); i++) {
+    px_etl_batch *bt = NULL;
+    size_t nbt = 0;
+    if (px_etl_batches_by_id(c, ri->batches, &bt, &nbt, NULL) == 0)
+        for (size_t i = 0; i < nbt; i++) {
             char rows_s[32];
-            thousands(rows_s, sizeof rows_s, atof(PQgetvalue(r, i, 3)));
-            px_buf_printf(b, "<li data-batch='%s'>batch %s: ", PQgetvalue(r, i, 0), PQgetvalue(r, i, 0));
-            kpi_html_esc(b, PQgetvalue(r, i, 1));
+            thousands(rows_s, sizeof rows_s, (double)bt[i].rows_loaded);
+            px_buf_printf(b, "<li data-batch='%lld'>batch %lld: ", bt[i].batch_id, bt[i].batch_id);
+            kpi_html_esc(b, bt[i].format);
             px_buf_adds(b, " data loaded ");
-            kpi_html_esc(b, PQgetvalue(r, i, 2));
+            kpi_html_esc(b, bt[i].finished);
             px_buf_printf(b, ", %s rows</li>", rows_s);
         }
-    PQclear(r);
+    free(bt);
     px_buf_printf(b, "</ul><p>KPI run %lld computed ", ri->run_id);
     kpi_html_esc(b, ri->computed_at);
     px_buf_adds(b, " by ");
@@ -1673,7 +1665,7 @@ int px_kpi_report(PGconn *c, const px_kpi_report_params *p, px_kpi_report_info *
     int rc;
     memset(&ri, 0, sizeof ri);
     memset(info, 0, sizeof *info);
-    gsl_set_error_handler_off();
+    px_models_init(); /* GSL reports, never aborts (once per process) */
     if (p->dp_epsilon < 0 || !isfinite(p->dp_epsilon))
         return px_err_set(e, PX_EINVAL, "the privacy budget epsilon must be a positive number");
     /* targets and benchmarks first: a bad file fails before any database work */

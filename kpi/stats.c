@@ -3,7 +3,8 @@
  * the t interval for means, a robust interval for ratios of continuous sums,
  * AHRQ-style empirical-Bayes smoothing, Spiegelhalter's funnel limits and
  * over-dispersion factor, and the seeded Laplace mechanism. Pure functions
- * (no database); GSL's error handler must be off (px_models_init) before use. */
+ * (no database). Each function that calls GSL turns GSL's aborting error handler
+ * off first (px_models_init, once per process), so no caller has to. */
 #include "kpi/kpi.h"
 #include <gsl/gsl_cdf.h>
 #include <gsl/gsl_errno.h>
@@ -83,6 +84,7 @@ static double beta_quantile(double p, double a, double b)
 
 int px_kpi_wilson(double x, double n, double conf, px_ci *out)
 {
+    px_models_init();
     if (!(n > 0) || !(x >= 0) || x > n || bad_conf(conf)) return PX_EINVAL;
     /* Wilson (1927): invert the score test p_hat = p +- z sqrt(p(1-p)/n). Its
      * coverage stays near nominal for small n and rates near 0 or 1, unlike the
@@ -99,6 +101,7 @@ int px_kpi_wilson(double x, double n, double conf, px_ci *out)
 
 int px_kpi_clopper_pearson(double x, double n, double conf, px_ci *out)
 {
+    px_models_init();
     if (!(n > 0) || !(x >= 0) || x > n || bad_conf(conf)) return PX_EINVAL;
     double a = 1 - conf;
     out->est = x / n;
@@ -109,6 +112,7 @@ int px_kpi_clopper_pearson(double x, double n, double conf, px_ci *out)
 
 int px_kpi_poisson_exact(double o, double conf, double *lo, double *hi)
 {
+    px_models_init();
     if (!(o >= 0) || !isfinite(o) || bad_conf(conf)) return PX_EINVAL;
     /* Garwood (1936): the chi-square / gamma relation P(X >= o | mu) = P(G_o <= mu),
      * G_o ~ Gamma(o, 1), so the limits are gamma quantiles (= chi2 quantiles / 2). */
@@ -120,6 +124,7 @@ int px_kpi_poisson_exact(double o, double conf, double *lo, double *hi)
 
 int px_kpi_poisson_byar(double o, double conf, double *lo, double *hi)
 {
+    px_models_init();
     if (!(o >= 0) || !isfinite(o) || bad_conf(conf)) return PX_EINVAL;
     /* Byar's approximation (Breslow & Day 1987, eq. 2.17): the Wilson-Hilferty cube-root
      * normal approximation to the gamma quantiles above. */
@@ -160,6 +165,7 @@ int px_kpi_oe(double o, double e, double conf, double byar_min_events, px_ci *ou
 
 int px_kpi_mean_t(double n, double sum, double sumsq, double conf, px_ci *out)
 {
+    px_models_init();
     if (!(n >= 2) || bad_conf(conf) || !isfinite(sum) || !isfinite(sumsq)) return PX_EINVAL;
     double mean = sum / n;
     /* sample variance (n - 1 denominator), as t.test uses */
@@ -263,6 +269,7 @@ static double interp_quantile(double p, double guess, double max_r, cdf_fn cdf, 
 
 int px_kpi_funnel_oe(double e, double conf, double phi, double *lo, double *hi)
 {
+    px_models_init();
     if (!(e > 0) || e > 4e9 || bad_conf(conf) || !(phi > 0)) return PX_EINVAL;
     double z = zq(conf), s = sqrt(e), pl = (1 - conf) / 2, pu = (1 + conf) / 2;
     double l = interp_quantile(pl, e - z * s, 4.2e9, cdf_pois, &e) / e;
@@ -276,6 +283,7 @@ int px_kpi_funnel_oe(double e, double conf, double phi, double *lo, double *hi)
 
 int px_kpi_funnel_prop(double n, double t, double conf, double phi, double *lo, double *hi)
 {
+    px_models_init();
     if (!(n >= 1) || n > 4e9 || !(t > 0 && t < 1) || bad_conf(conf) || !(phi > 0)) return PX_EINVAL;
     struct binom_arg b = {t, (unsigned)llround(n)};
     double nn = b.n, z = zq(conf), s = sqrt(nn * t * (1 - t)), pl = (1 - conf) / 2, pu = (1 + conf) / 2;
@@ -290,6 +298,7 @@ int px_kpi_funnel_prop(double n, double t, double conf, double phi, double *lo, 
 int px_kpi_funnel_normal(double n, double target, double unit_var, double conf, double phi, double *lo,
                          double *hi)
 {
+    px_models_init();
     if (!(n > 0) || !(unit_var >= 0) || bad_conf(conf) || !(phi > 0)) return PX_EINVAL;
     double k = phi > 1 ? phi : 1;
     double half = zq(conf) * sqrt(k * unit_var / n);

@@ -309,6 +309,7 @@ static double ratio(size_t a, size_t b)
  * to [1e-12, 1 - 1e-12]; Brier, deciles and HL use p as given. */
 int px_eval_binary(const double *y, const double *p, size_t n, px_eval_bin *out, px_err *e)
 {
+    px_models_init(); /* GSL reports, never aborts */
     size_t n1 = 0;
     int rc = check_binary(y, p, n, "binary predictions", &n1, e);
     if (rc) return rc;
@@ -390,6 +391,7 @@ cleanup:
 int px_eval_delong_paired(const double *y, const double *p1, const double *p2, size_t n, double *diff, double *se,
                           double *pvalue, px_err *e)
 {
+    px_models_init(); /* GSL reports, never aborts */
     size_t n1 = 0;
     int rc = check_binary(y, p1, n, "the first score", &n1, e);
     if (!rc) rc = check_binary(y, p2, n, "the second score", &n1, e);
@@ -430,6 +432,7 @@ cleanup:
  * NaN when SST = 0 (constant outcome: undefined). RMSE divides by n. */
 int px_eval_regression(const double *y, const double *yhat, size_t n, px_eval_reg *out, px_err *e)
 {
+    px_models_init(); /* GSL reports, never aborts */
     if (n == 0) return px_err_set(e, PX_EINVAL, "cannot evaluate regression predictions: no rows");
     double sy = 0, sp = 0;
     for (size_t i = 0; i < n; i++) {

@@ -447,6 +447,7 @@ static double penalized(double dev, const double *beta, size_t k, const px_glm_p
 int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const double *w, const double *offset,
                       size_t n, size_t k, const px_glm_params *pp, px_glm_fit *fit, size_t *bad_col, px_err *e)
 {
+    px_models_init(); /* GSL reports, never aborts */
     const char *what = fam == PX_FAM_LOGIT ? "logistic regression" : "poisson regression";
     px_glm_params p = pp ? *pp : px_glm_default_params();
     glm_data d = {fam, X, y, w, offset, n, k};

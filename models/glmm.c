@@ -180,6 +180,7 @@ static void gradient(const gdata *d, double tau, double *grad, double *M, double
 int px_glmm_fit_dense(px_algo algo, const double *X, const double *y, const size_t *group, size_t n, size_t k,
                       size_t ngroups, const px_glmm_params *pp, px_glmm_fit *fit, px_err *e)
 {
+    px_models_init(); /* GSL reports, never aborts */
     px_glmm_params p = pp ? *pp : px_glmm_default_params();
     int poisson = algo == PX_ALGO_POISSON;
     memset(fit, 0, sizeof *fit);
@@ -410,6 +411,7 @@ out:
 int px_glmm_unit_ratio(px_algo algo, const double *eta, const double *y, size_t n, double tau, double conf,
                        px_glmm_unit *o)
 {
+    px_models_init(); /* GSL reports, never aborts */
     int poisson = algo == PX_ALGO_POISSON;
     memset(o, 0, sizeof *o);
     o->u = o->sd = o->predicted = o->expected = o->ratio = o->lo = o->hi = NAN;
@@ -531,6 +533,7 @@ static double now_s(void)
 px_hier *px_hier_fit(const px_model *m, const px_dataset *d, const size_t *rows, size_t nrows, size_t unit_col,
                      const px_hier_params *pp, px_err *e)
 {
+    px_models_init(); /* GSL reports, never aborts */
     px_hier_params p = pp ? *pp : px_hier_default_params();
     px_algo algo = px_model_algo(m);
     double t0 = now_s();

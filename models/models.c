@@ -5,10 +5,16 @@
 #include <pthread.h>
 #include <string.h>
 
-void px_models_init(void)
+static pthread_once_t gsl_once = PTHREAD_ONCE_INIT;
+static void gsl_quiet(void)
 {
     /* GSL's default handler calls abort(): a library must report, not kill its host. */
     gsl_set_error_handler_off();
+}
+
+void px_models_init(void)
+{
+    pthread_once(&gsl_once, gsl_quiet);
 }
 
 static const char *const algo_names[] = {"logit", "poisson", "svc", "svr"};

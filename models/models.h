@@ -3,15 +3,17 @@
  * Logistic regression (IRLS/Newton, optional ridge) and a Poisson GLM for length
  * of stay on GSL; LibSVM C-SVC and epsilon-SVR; the encoding (scaling, one-hot)
  * fitted on training rows and stored with the model; evaluation metrics.
- * GSL's default error handler aborts the process: px_models_init() turns it off,
- * and every GSL status is checked. Library calls return 0 or a negative PX_E*
+ * GSL's default error handler aborts the process: every entry point that calls GSL
+ * turns it off first (px_models_init, once per process), and every GSL status is checked. Library calls return 0 or a negative PX_E*
  * code and fill the caller's px_err; constructors return NULL on error. */
 #ifndef PROGNOS_MODELS_H
 #define PROGNOS_MODELS_H
 
 #include "features/features.h"
 
-/* Turns GSL's abort-on-error handler off (idempotent, call before any fit). */
+/* Turns GSL's abort-on-error handler off, once per process (pthread_once). The
+ * fitting, evaluation and KPI functions call it themselves; a caller that uses GSL
+ * directly may call it too. */
 void px_models_init(void);
 
 /* ---- dense GLM fitting (the numerical core) ----------------------------- */

@@ -20,6 +20,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* check_libsvm_text accepts exactly what LibSVM 3.24's svm_save_model writes
+ * (header lines and their order). Another LibSVM may write its model otherwise:
+ * built against one, this file stops compiling, and loaded at run time with one
+ * (a shared library other than the header's), px_svm_load refuses, until the
+ * checker has been compared with that version's writer and this number moved. */
+#define PX_LIBSVM_FORMAT 324
+#if !defined(LIBSVM_VERSION) || LIBSVM_VERSION != PX_LIBSVM_FORMAT
+#error "models/svm.c: the strict LibSVM model reader is written for LibSVM 3.24; compare check_libsvm_text with this version's svm_save_model, then update PX_LIBSVM_FORMAT"
+#endif
+
 #define CV_MAX_ROWS 5000 /* rows the grid search uses at most (a stratified subsample) */
 #define FRAME_MAGIC "prognos-svm 1\n"
 
@@ -381,6 +391,12 @@ px_svm *px_svm_load(const unsigned char *bytes, size_t len, px_err *e)
     const char *t = (const char *)bytes;
     if (!bytes) {
         px_err_set(e, PX_ECORRUPT, "cannot load svm model: no bytes");
+        return NULL;
+    }
+    if (libsvm_version != PX_LIBSVM_FORMAT) {
+        px_err_set(e, PX_ESTATE, "cannot load svm model: the LibSVM library is version %d, the model reader checks "
+                                 "the text format of version %d", libsvm_version, PX_LIBSVM_FORMAT);
+        px_err_hint(e, "run prognos with the LibSVM it was built against (Debian 12: libsvm3 3.24)");
         return NULL;
     }
     /* trailer first: "sha256 <64 hex>\n" over everything before it */

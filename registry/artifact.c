@@ -343,7 +343,7 @@ int reg_manifest_open(const char *dir, const char *pub_path, const char *expect_
     if (rc != 0) {
         char inner[512];
         snprintf(inner, sizeof inner, "%s", e ? e->msg : "");
-        px_err_set(e, rc, "%s: %s", m->ctx, inner);
+        px_err_wrap(e, rc, "%s: %s", m->ctx, inner); /* keeps the key's detail and hint */
         goto done;
     }
     /* signed, so from here on a parse failure means our own writer is broken */

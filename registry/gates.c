@@ -225,8 +225,9 @@ int px_reg_gates_status(PGconn *c, const char *name, int version, int *passed, i
                                2, NULL, pp, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = px_err_set(e, PX_EDB, "cannot read the quality gates of '%s' v%d", name, version);
-        px_err_detail(e, "%s", PQresultErrorMessage(r));
+        char what[200];
+        snprintf(what, sizeof what, "cannot read the quality gates of '%s' v%d", name, version);
+        rc = px_db_fail(e, c, r, what);
     } else if (PQntuples(r) != 1) {
         rc = px_err_set(e, PX_ENOTFOUND, "model '%s' has no version %d", name, version);
     } else {
@@ -254,8 +255,9 @@ int px_reg_accept_gates(PGconn *c, const char *name, int version, const char *re
         3, NULL, pp, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        rc = px_err_set(e, PX_EDB, "cannot record the acceptance of '%s' v%d", name, version);
-        px_err_detail(e, "%s", PQresultErrorMessage(r));
+        char what[200];
+        snprintf(what, sizeof what, "cannot record the acceptance of '%s' v%d", name, version);
+        rc = px_db_fail(e, c, r, what);
     }
     PQclear(r);
     return rc;

@@ -86,7 +86,7 @@ static int load_public(const char *path, EVP_PKEY **out, px_err *e)
     int rc = px_file_read(path, KEY_FILE_MAX, &pem, &len, e);
     if (rc != 0) {
         if (rc == PX_ENOTFOUND) {
-            rc = px_err_set(e, PX_ESTATE, "public signing key '%s' not found", path);
+            rc = px_err_wrap(e, PX_ESTATE, "public signing key '%s' not found", path);
             px_err_hint(e, "run 'prognos db init', or copy the installation's signing.pub there");
         }
         return rc;

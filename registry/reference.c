@@ -10,10 +10,41 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Every key of a reference is signed into the artifact, so none may go missing
+ * silently: each add is checked (0 added, -1 out of memory; a detached item is freed). */
+static int add_item(cJSON *o, const char *key, cJSON *item)
+{
+    if (!item) return -1;
+    if (!cJSON_AddItemToObject(o, key, item)) {
+        cJSON_Delete(item);
+        return -1;
+    }
+    return 0;
+}
+
+static int add_num(cJSON *o, const char *key, double v)
+{
+    return cJSON_AddNumberToObject(o, key, v) ? 0 : -1;
+}
+
+static int push(cJSON *a, cJSON *item)
+{
+    if (!item) return -1;
+    if (!cJSON_AddItemToArray(a, item)) {
+        cJSON_Delete(item);
+        return -1;
+    }
+    return 0;
+}
+
 static cJSON *num_array(const double *v, size_t n)
 {
     cJSON *a = cJSON_CreateArray();
-    for (size_t i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    for (size_t i = 0; a && i < n; i++)
+        if (push(a, cJSON_CreateNumber(v[i])) != 0) {
+            cJSON_Delete(a);
+            return NULL;
+        }
     return a;
 }
 
@@ -44,18 +75,19 @@ static int numeric_summary(cJSON *o, const double *vals, size_t n, double *buf)
         counts[b]++;
     }
     for (size_t k = 0; k < nb; k++) shares[k] = counts[k] / (double)m;
-    cJSON_AddNumberToObject(o, "n", (double)m);
-    cJSON_AddNumberToObject(o, "missing", (double)(n - m));
-    cJSON_AddNumberToObject(o, "missing_share", n ? (double)(n - m) / (double)n : 0.0);
+    /* one statement an add: the keys' order is the text's, and the text is signed */
+    int rc = add_num(o, "n", (double)m);
+    rc |= add_num(o, "missing", (double)(n - m));
+    rc |= add_num(o, "missing_share", n ? (double)(n - m) / (double)n : 0.0);
     if (m > 0) {
-        cJSON_AddNumberToObject(o, "min", buf[0]);
-        cJSON_AddNumberToObject(o, "max", buf[m - 1]);
-        cJSON_AddNumberToObject(o, "mean", sum / (double)m);
+        rc |= add_num(o, "min", buf[0]);
+        rc |= add_num(o, "max", buf[m - 1]);
+        rc |= add_num(o, "mean", sum / (double)m);
     }
-    cJSON_AddItemToObject(o, "edges", num_array(edges, ne));
-    cJSON_AddItemToObject(o, "counts", num_array(counts, nb));
-    cJSON_AddItemToObject(o, "shares", num_array(shares, nb));
-    return cJSON_GetObjectItemCaseSensitive(o, "shares") ? 0 : -1;
+    rc |= add_item(o, "edges", num_array(edges, ne));
+    rc |= add_item(o, "counts", num_array(counts, nb));
+    rc |= add_item(o, "shares", num_array(shares, nb));
+    return rc ? -1 : 0;
 }
 
 char *px_reg_reference_json(const px_model *m, const px_dataset *d, const size_t *rows, size_t n,
@@ -75,8 +107,7 @@ char *px_reg_reference_json(const px_model *m, const px_dataset *d, const size_t
             px_err_set(e, PX_EINVAL, "reference distributions: row %zu is out of range", rows[i]);
             goto fail;
         }
-    cJSON_AddStringToObject(root, "format", "prognos-reference 1");
-    cJSON_AddNumberToObject(root, "n", (double)n);
+    if (!cJSON_AddStringToObject(root, "format", "prognos-reference 1") || add_num(root, "n", (double)n) != 0) goto oom;
     if (!(feats = cJSON_AddArrayToObject(root, "features"))) goto oom;
     size_t k = px_model_nfeatures(m);
     for (size_t j = 0; j < k; j++) {
@@ -87,10 +118,10 @@ char *px_reg_reference_json(const px_model *m, const px_dataset *d, const size_t
             goto fail;
         }
         cJSON *o = cJSON_CreateObject();
-        if (!o) goto oom;
-        cJSON_AddItemToArray(feats, o);
-        cJSON_AddStringToObject(o, "name", f->name);
-        cJSON_AddStringToObject(o, "kind", f->kind == PX_COL_NUMERIC ? "numeric" : "categorical");
+        if (push(feats, o) != 0) goto oom;
+        if (!cJSON_AddStringToObject(o, "name", f->name) ||
+            !cJSON_AddStringToObject(o, "kind", f->kind == PX_COL_NUMERIC ? "numeric" : "categorical"))
+            goto oom;
         for (size_t i = 0; i < n; i++) vals[i] = d->x[(rows ? rows[i] : i) * d->p + (size_t)col];
         if (f->kind == PX_COL_NUMERIC) {
             if (d->kind[col] != PX_COL_NUMERIC) {
@@ -120,17 +151,18 @@ char *px_reg_reference_json(const px_model *m, const px_dataset *d, const size_t
             lcount[l]++; /* l == nlevels: a level the model does not know */
             seen++;
         }
-        cJSON_AddNumberToObject(o, "n", (double)seen);
-        cJSON_AddNumberToObject(o, "missing", (double)missing);
-        cJSON_AddNumberToObject(o, "missing_share", n ? (double)missing / (double)n : 0.0);
+        if (add_num(o, "n", (double)seen) != 0 || add_num(o, "missing", (double)missing) != 0 ||
+            add_num(o, "missing_share", n ? (double)missing / (double)n : 0.0) != 0)
+            goto oom;
         cJSON *lv = cJSON_AddArrayToObject(o, "levels");
-        for (size_t l = 0; lv && l < f->nlevels; l++) cJSON_AddItemToArray(lv, cJSON_CreateString(f->levels[l]));
-        cJSON_AddItemToObject(o, "counts", num_array(lcount, f->nlevels));
+        if (!lv) goto oom;
+        for (size_t l = 0; l < f->nlevels; l++)
+            if (push(lv, cJSON_CreateString(f->levels[l])) != 0) goto oom;
+        if (add_item(o, "counts", num_array(lcount, f->nlevels)) != 0) goto oom;
         double *lshare = lcount + f->nlevels + 1;
         for (size_t l = 0; l < f->nlevels; l++) lshare[l] = seen ? lcount[l] / (double)seen : 0.0;
-        cJSON_AddItemToObject(o, "shares", num_array(lshare, f->nlevels));
-        cJSON_AddNumberToObject(o, "other", lcount[f->nlevels]);
-        if (!cJSON_GetObjectItemCaseSensitive(o, "other")) goto oom;
+        if (add_item(o, "shares", num_array(lshare, f->nlevels)) != 0 || add_num(o, "other", lcount[f->nlevels]) != 0)
+            goto oom;
     }
     if (scores) {
         cJSON *s = cJSON_AddObjectToObject(root, "score");

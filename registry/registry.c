@@ -11,15 +11,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Advisory lock class of the registry (the first key of the two-key form);
- * the second key is hashtext(name). Distinct from the ETL's and migrations' locks. */
-#define REG_LOCK_CLASS "7070003"
-
+/* The registry's per-model lock: class PX_LOCK_REGISTRY_CLASS (engine.h), the
+ * second key hashtext(name). */
 int reg_lock_name(PGconn *c, const char *name, px_err *e)
 {
-    const char *p[1] = {name};
+    char cls[16];
+    snprintf(cls, sizeof cls, "%d", PX_LOCK_REGISTRY_CLASS);
+    const char *p[2] = {cls, name};
     return px_db_query(c, e, "cannot lock the model in the registry", NULL,
-                     "SELECT pg_advisory_xact_lock(" REG_LOCK_CLASS ", hashtext($1))", 1, p);
+                       "SELECT pg_advisory_xact_lock($1::int, hashtext($2))", 2, p);
 }
 
 int reg_row_digests(PGconn *c, const char *name, int version, char manifest_sha[65], char model_sha[65], px_err *e)
@@ -407,15 +407,13 @@ static px_model *model_from(const reg_manifest *m, const char *dir, px_err *e)
      * file means the directory is not what was signed */
     if (reg_manifest_check_all(m, dir, "model.bin", e) != 0) return NULL;
     if (reg_manifest_read(m, dir, "model.bin", &bytes, &len, e) != 0) {
-        if (e && e->code == PX_ENOTFOUND) px_err_set(e, PX_ECORRUPT, "%s: the manifest lists no model.bin", m->ctx);
+        if (e && e->code == PX_ENOTFOUND) px_err_wrap(e, PX_ECORRUPT, "%s: the manifest lists no model.bin", m->ctx);
         return NULL;
     }
     px_model *model = px_model_load(bytes, len, e);
     free(bytes);
     if (!model) {
-        char inner[512];
-        snprintf(inner, sizeof inner, "%s", e ? e->msg : "");
-        px_err_set(e, PX_ECORRUPT, "%s: model.bin does not parse: %s", m->ctx, inner);
+        px_err_wrap(e, PX_ECORRUPT, "%s: model.bin does not parse", m->ctx);
         return NULL;
     }
     const cJSON *algo = cJSON_GetObjectItemCaseSensitive(m->json, "algo");
@@ -557,7 +555,7 @@ int px_reg_verify(PGconn *c, const px_config *cfg, const char *name, int version
         unsigned char *d = NULL;
         size_t n = 0;
         if ((rc = reg_manifest_read(&m, dir, json_files[i], &d, &n, e)) != 0) {
-            if (rc == PX_ENOTFOUND) rc = px_err_set(e, PX_ECORRUPT, "%s: the manifest lists no %s", m.ctx, json_files[i]);
+            if (rc == PX_ENOTFOUND) rc = px_err_wrap(e, PX_ECORRUPT, "%s: the manifest lists no %s", m.ctx, json_files[i]);
             goto done;
         }
         cJSON *j = cJSON_ParseWithLength((const char *)d, n);
@@ -575,7 +573,8 @@ done:
 
 /* ---- aliases -------------------------------------------------------------------- */
 
-int px_reg_promote(PGconn *c, const char *name, int version, const char *alias, const char *reason, px_err *e)
+int px_reg_promote(PGconn *c, const px_config *cfg, const char *name, int version, const char *alias,
+                   const char *reason, px_err *e)
 {
     PGresult *r = NULL;
     char vs[16], from[16] = "";
@@ -599,6 +598,13 @@ int px_reg_promote(PGconn *c, const char *name, int version, const char *alias, 
         goto done;
     }
     PQclear(r);
+    r = NULL;
+    /* the invariant every alias keeps: it points at a version whose artifacts
+     * verify (a version that does not would not load in the server) */
+    if ((rc = px_reg_verify(c, cfg, name, version, e)) != 0) {
+        px_err_wrap(e, 0, "cannot promote model '%s' v%d: it failed verification", name, version);
+        goto done;
+    }
     const char *pa[2] = {name, alias};
     if ((rc = px_db_query(c, e, "cannot read the registry", &r,
                         "SELECT version FROM registry.aliases WHERE name = $1 AND alias = $2 FOR UPDATE", 2, pa)) != 0)

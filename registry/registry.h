@@ -86,10 +86,12 @@ px_model *px_reg_load_version(PGconn *c, const px_config *cfg, const char *name,
 px_model *px_reg_load(PGconn *c, const px_config *cfg, const char *name, const char *ref, int *version, px_err *e);
 
 /* Points alias ("champion" or "challenger"; NULL: champion) at a version; recorded
- * in registry.alias_history and audit.events. PX_ENOTHING when the alias already
- * points there. Runs its own transaction. Does not verify the artifacts: the CLI
- * runs px_reg_verify first. */
-int px_reg_promote(PGconn *c, const char *name, int version, const char *alias, const char *reason, px_err *e);
+ * in registry.alias_history and audit.events. The version's artifacts are verified
+ * first (px_reg_verify): one that fails is refused with its error wrapped ("cannot
+ * promote ...: it failed verification", the cause in the detail). PX_ENOTHING when
+ * the alias already points there. Runs its own transaction. */
+int px_reg_promote(PGconn *c, const px_config *cfg, const char *name, int version, const char *alias,
+                   const char *reason, px_err *e);
 
 /* Reports: a table (or JSON) of every model and version with its aliases and headline metrics. */
 int px_reg_list(PGconn *c, int json, FILE *out, px_err *e);
@@ -98,6 +100,49 @@ int px_reg_show(PGconn *c, const px_config *cfg, const char *name, const char *r
 /* A model card in Markdown: intended use, cohort, features, metrics, subgroup
  * calibration, limitations. */
 int px_reg_card(PGconn *c, const px_config *cfg, const char *name, const char *ref, FILE *out, px_err *e);
+
+/* ---- reads for other folders (reads.c) -------------------------------------
+ * SQL tables are not an API between folders: kpi, serve and the CLI read the
+ * registry through these, never registry.versions / registry.aliases directly. */
+
+typedef struct px_reg_version_brief {
+    char name[64];
+    int version;
+    char algo[64];
+    char task[16];              /* "binary" or "regression" */
+    char feature_table[160];    /* schema.table */
+    char *source_batches;       /* JSON array of etl batch ids (owned) */
+} px_reg_version_brief;
+
+/* The champions, by name: every model's (name NULL or "") or that model's (0 or 1
+ * row). servable_only: only a champion that may serve -- one that passed its gates,
+ * was accepted at training, or predates the gates. Caller frees with
+ * px_reg_briefs_free. 0 or PX_EDB (what names the caller's context). */
+int px_reg_champions(PGconn *c, const char *name, int servable_only, const char *what, px_reg_version_brief **out,
+                     size_t *n, px_err *e);
+/* Every version (name NULL or "": of every model), by name and version. */
+int px_reg_versions(PGconn *c, const char *name, px_reg_version_brief **out, size_t *n, px_err *e);
+void px_reg_briefs_free(px_reg_version_brief *v, size_t n);
+
+/* What a consumer of one version records and shows. */
+typedef struct px_reg_version_row {
+    int version;
+    char algo[64];
+    char feature_table[160];
+    char label[64];
+    char *summary_json;  /* {"version", "algo", "feature_table", "label", "fingerprint", "created_at", "auc",
+                          * "source_batches"}: the provenance a KPI run records (owned) */
+    double auc, auc_lo, auc_hi, events; /* metrics.overall of the holdout; NAN when absent */
+} px_reg_version_row;
+
+/* One version's row: 0, PX_ENOTFOUND (no such version; e not filled) or PX_EDB.
+ * Free with px_reg_version_row_free. */
+int px_reg_version_info(PGconn *c, const char *name, int version, px_reg_version_row *out, px_err *e);
+void px_reg_version_row_free(px_reg_version_row *v);
+
+/* The server's /v1/models document: {"models": [{name, aliases, versions: [...]}]},
+ * JSON text the caller frees. 0 or PX_EDB. */
+int px_reg_models_json(PGconn *c, char **json, px_err *e);
 
 /* Reference distributions for drift monitoring, from the training rows: per
  * feature, numeric: decile edges and the share of rows in each bin, plus missing share;

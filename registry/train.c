@@ -399,12 +399,11 @@ static int build_calibration(job *j, px_err *e)
 /* The etl batches present now: the data vintage a version was trained on. */
 static int load_batches(PGconn *c, job *j, px_err *e)
 {
-    char buf[65536];
-    int rc = px_db_scalar(c, e, buf, sizeof buf,
-                          "SELECT coalesce(json_agg(batch_id ORDER BY batch_id), '[]')::text FROM etl.batches");
-    if (rc != 0) return rc;
-    j->batches_json = strdup(buf);
-    return j->batches_json ? 0 : px_err_set(e, PX_ENOMEM, "out of memory");
+    /* px_db_value: no fixed buffer to cut a long history short */
+    int rc = px_db_value(c, e, "cannot read etl.batches", &j->batches_json,
+                         "SELECT coalesce(json_agg(batch_id ORDER BY batch_id), '[]')::text FROM etl.batches", 0, NULL);
+    if (rc == 0 && !j->batches_json) rc = px_err_set(e, PX_EDB, "cannot read etl.batches");
+    return rc;
 }
 
 /* a followed by the names of b not in a, NULL-terminated; the strings are not copied. Caller frees the array. */
@@ -707,12 +706,12 @@ static int record_decision(PGconn *c, const char *name, int candidate, int champ
 
 /* A model without a champion: the new version becomes it if it passed its gates,
  * or failed them with --accept-failed-gates (recorded in registry.decisions). */
-static int train_first_champion(PGconn *c, const job *j, const px_train_params *p, int version, px_train_result *r,
-                                px_err *e)
+static int train_first_champion(PGconn *c, const px_config *cfg, const job *j, const px_train_params *p, int version,
+                                px_train_result *r, px_err *e)
 {
     int rc;
     if (j->gates_passed) {
-        if ((rc = px_reg_promote(c, j->name, version, "champion", "first version of the model", e)) == 0)
+        if ((rc = px_reg_promote(c, cfg, j->name, version, "champion", "first version of the model", e)) == 0)
             r->champion = 1;
         return rc;
     }
@@ -720,7 +719,7 @@ static int train_first_champion(PGconn *c, const job *j, const px_train_params *
     char msg[1400];
     snprintf(msg, sizeof msg, "v%d failed its quality gates and was accepted with --accept-failed-gates: %s", version,
              j->gates_summary);
-    if ((rc = px_reg_promote(c, j->name, version, "champion", msg, e)) != 0) return rc;
+    if ((rc = px_reg_promote(c, cfg, j->name, version, "champion", msg, e)) != 0) return rc;
     r->champion = 1;
     r->gates_accepted = 1;
     return record_decision(c, j->name, version, 0, "promoted", j->gates_json, NULL, msg, e);
@@ -728,7 +727,6 @@ static int train_first_champion(PGconn *c, const job *j, const px_train_params *
 
 int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train_result *r, px_err *e)
 {
-    px_models_init();
     job j;
     memset(&j, 0, sizeof j);
     int version = 0, rc = job_run(c, cfg, p, NULL, &j, e);
@@ -756,7 +754,7 @@ int px_train(PGconn *c, const px_config *cfg, const px_train_params *p, px_train
                 *e = e2;
                 rc = rr;
             } else if (rr == PX_ENOTFOUND) {
-                rc = train_first_champion(c, &j, p, version, r, e);
+                rc = train_first_champion(c, cfg, &j, p, version, r, e);
             } else {
                 r->champion = champ == version;
             }
@@ -884,7 +882,6 @@ int px_retrain_ex(PGconn *c, const px_config *cfg, const char *model, const px_r
                   px_retrain_outcome *outcome, px_err *e)
 {
     px_retrain_outcome oc = PX_RETRAIN_FAILED;
-    px_models_init();
     int champ = 0, rc;
     px_err e2 = {0};
     px_train_params tp = px_train_default_params();
@@ -973,7 +970,7 @@ int px_retrain_ex(PGconn *c, const px_config *cfg, const char *model, const px_r
         goto out;
     }
     if (!champ) {
-        if ((rc = px_reg_promote(c, model, version, "champion", "first version of the model", e)) != 0) {
+        if ((rc = px_reg_promote(c, cfg, model, version, "champion", "first version of the model", e)) != 0) {
             snprintf(msg, sizeof msg, "cannot promote v%d, the first version: %s", version, e->msg);
             goto fail;
         }
@@ -1043,10 +1040,10 @@ int px_retrain_ex(PGconn *c, const px_config *cfg, const char *model, const px_r
                  j.er.rmse, champ, ce.rmse, j.ntest, pass ? "promoted" : "kept: RMSE gate failed");
     }
     if (pass) {
-        if ((rc = px_reg_promote(c, model, version, "champion", msg, e)) != 0) goto fail;
-        px_reg_promote(c, model, champ, "challenger", "previous champion", &e2);
+        if ((rc = px_reg_promote(c, cfg, model, version, "champion", msg, e)) != 0) goto fail;
+        px_reg_promote(c, cfg, model, champ, "challenger", "previous champion", &e2);
     } else {
-        px_reg_promote(c, model, version, "challenger", msg, &e2);
+        px_reg_promote(c, cfg, model, version, "challenger", msg, &e2);
     }
     if ((rc = record_decision(c, model, version, champ, pass ? "promoted" : "kept", gates, metrics, msg, e)) != 0)
         goto out;

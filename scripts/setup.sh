@@ -26,7 +26,7 @@ fi
 
 build() { # dir, cmake args...
     local dir=$1; shift
-    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPROGNOS_WERROR="${PROGNOS_WERROR:-OFF}" "$@" >/dev/null
     cmake --build "$dir" -j"$(nproc)" -- --no-print-directory >/dev/null
 }
 build build

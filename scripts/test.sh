@@ -5,6 +5,7 @@
 # statistical long runs (label slow) in the second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PROGNOS_WERROR=${PROGNOS_WERROR:-ON} # warnings are errors here and in CI (off by default for users)
 scripts/setup.sh --asan
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1

@@ -155,33 +155,24 @@ done:
 int px_drift_check(PGconn *c, const px_config *cfg, const char *model, long long since_batch,
                    const px_drift_params *p, int json, FILE *out, int *alerts, px_err *e)
 {
-    const char *vals[1] = {model ? model : ""};
     int rc = 0, tested = 0;
     *alerts = 0;
     cJSON *jroot = json ? cJSON_CreateObject() : NULL, *jmodels = jroot ? cJSON_AddArrayToObject(jroot, "models") : NULL;
-    PGresult *r = PQexecParams(c,
-                               "SELECT a.name, a.version, v.algo, v.task, v.feature_table, v.source_batches::text"
-                               " FROM registry.aliases a JOIN registry.versions v USING (name, version)"
-                               " WHERE a.alias = 'champion' AND ($1 = '' OR a.name = $1) ORDER BY a.name",
-                               1, NULL, vals, NULL, NULL, 0);
+    px_reg_version_brief *ch = NULL;
+    size_t nch = 0;
     if (json && !jmodels) {
         rc = px_err_set(e, PX_ENOMEM, "out of memory");
         goto done;
     }
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = px_err_set(e, PX_EDB, "cannot read the champions");
-        px_err_detail(e, "%s", PQerrorMessage(c));
-        goto done;
-    }
-    if (PQntuples(r) == 0) {
+    if ((rc = px_reg_champions(c, model, 0, "cannot read the champions", &ch, &nch, e)) != 0) goto done;
+    if (nch == 0) {
         rc = model ? px_err_set(e, PX_ENOTFOUND, "model '%s' has no champion", model)
                    : px_err_set(e, PX_ENOTHING, "no model has a champion: nothing to check");
         goto done;
     }
-    for (int i = 0; i < PQntuples(r); i++) {
-        long long n = check_one(c, cfg, PQgetvalue(r, i, 0), atoi(PQgetvalue(r, i, 1)), PQgetvalue(r, i, 2),
-                                PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5), since_batch, p, json,
-                                jmodels, out, alerts, e);
+    for (size_t i = 0; i < nch; i++) {
+        long long n = check_one(c, cfg, ch[i].name, ch[i].version, ch[i].algo, ch[i].task, ch[i].feature_table,
+                                ch[i].source_batches, since_batch, p, json, jmodels, out, alerts, e);
         if (n < 0) {
             rc = (int)n;
             goto done;
@@ -196,7 +187,7 @@ int px_drift_check(PGconn *c, const px_config *cfg, const char *model, long long
     }
     if (!tested) rc = px_err_set(e, PX_ENOTHING, "no champion has enough new rows to test");
 done:
-    PQclear(r);
+    px_reg_briefs_free(ch, nch);
     cJSON_Delete(jroot);
     return rc;
 }

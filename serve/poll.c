@@ -75,17 +75,6 @@ static int refresh_text(PGconn *c, srv_slot *slot, const char *sql, px_err *e)
     return rc;
 }
 
-static const char models_sql[] =
-    "SELECT json_build_object('models', coalesce(json_agg(m ORDER BY m.name), '[]'))::text FROM ("
-    " SELECT v.name,"
-    "  (SELECT coalesce(json_object_agg(a.alias, a.version), '{}') FROM registry.aliases a WHERE a.name = v.name) AS aliases,"
-    "  json_agg(json_build_object('version', v.version, 'algo', v.algo, 'task', v.task, 'feature_set', v.feature_set,"
-    "   'feature_table', v.feature_table, 'label', v.label, 'created_at', v.created_at, 'fingerprint', v.fingerprint,"
-    "   'metrics', v.metrics -> 'overall',"
-    "   'aliases', (SELECT coalesce(json_agg(a.alias ORDER BY a.alias), '[]') FROM registry.aliases a"
-    "               WHERE a.name = v.name AND a.version = v.version)) ORDER BY v.version) AS versions"
-    " FROM registry.versions v GROUP BY v.name) m";
-
 static const char alerts_sql[] =
     "SELECT json_build_object('alerts', coalesce(json_agg(a ORDER BY a.open DESC, a.last_at DESC, a.alert_id DESC),"
     " '[]'))::text FROM (SELECT alert_id, model, version, feature, test, statistic, threshold, p_value, psi,"
@@ -113,23 +102,15 @@ int srv_poll_once(px_server *s, PGconn *c, int force, px_err *e)
     if (!ks) return e->code ? e->code : PX_EDB;
     keys_install(s, ks);
 
-    /* a champion that failed its quality gates (registry/gates.c) is not served
-     * unless it was accepted at training; '{}' is a version from before the gates */
-    PGresult *r = PQexec(c, "SELECT a.name, a.version, v.algo, v.task, v.feature_table FROM registry.aliases a"
-                            " JOIN registry.versions v USING (name, version) WHERE a.alias = 'champion'"
-                            " AND (coalesce(v.gates->>'passed', 'true') <> 'false'"
-                            "      OR coalesce(v.gates->>'accepted', 'false') = 'true')"
-                            " ORDER BY a.name");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = px_err_set(e, PX_EDB, "cannot read the champion aliases");
-        px_err_detail(e, "%s", PQerrorMessage(c));
-        PQclear(r);
-        return rc;
-    }
+    /* only a champion that may serve: one that failed its quality gates is not
+     * served unless it was accepted at training (px_reg_champions) */
+    px_reg_version_brief *ch = NULL;
+    size_t nch = 0;
+    if ((rc = px_reg_champions(c, NULL, 1, "cannot read the champion aliases", &ch, &nch, e)) != 0) return rc;
     int all_loaded = 1;
-    for (int i = 0; i < PQntuples(r); i++) {
-        const char *name = PQgetvalue(r, i, 0);
-        int version = atoi(PQgetvalue(r, i, 1));
+    for (size_t i = 0; i < nch; i++) {
+        const char *name = ch[i].name;
+        int version = ch[i].version;
         if (!wanted(s, name)) continue;
         int slot = slot_of(s, name, 1);
         if (slot < 0) {
@@ -147,8 +128,7 @@ int srv_poll_once(px_server *s, PGconn *c, int force, px_err *e)
             continue;
         }
         px_err le = {0};
-        srv_model *sm = srv_model_load(c, &s->cfg, name, version, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3),
-                                       PQgetvalue(r, i, 4), &le);
+        srv_model *sm = srv_model_load(c, &s->cfg, name, version, ch[i].algo, ch[i].task, ch[i].feature_table, &le);
         if (!sm) {
             atomic_fetch_add(&s->metrics.reload_failures, 1);
             s->failed_version[slot] = version;
@@ -166,7 +146,7 @@ int srv_poll_once(px_server *s, PGconn *c, int force, px_err *e)
         if (atomic_load(&s->ready)) atomic_fetch_add(&s->metrics.reloads, 1);
         px_log(PX_LOG_INFO, "serve: model '%s' now serves v%d (was %s%d)", name, version, have ? "v" : "none ", have);
     }
-    PQclear(r);
+    px_reg_briefs_free(ch, nch);
     if (s->only)
         for (char **o = s->only; *o; o++) {
             int slot = slot_of(s, *o, 0);
@@ -175,7 +155,11 @@ int srv_poll_once(px_server *s, PGconn *c, int force, px_err *e)
             srv_release(cur);
         }
     if (all_loaded && atomic_load(&s->nmodels) > 0) atomic_store(&s->ready, 1);
-    if ((rc = refresh_text(c, &s->models_json, models_sql, e)) != 0) return rc;
+    char *models = NULL;
+    if ((rc = px_reg_models_json(c, &models, e)) != 0) return rc;
+    srv_text *mt = models ? srv_text_new(models, strlen(models)) : NULL;
+    free(models);
+    if (mt) srv_slot_swap(&s->models_json, mt);
     return refresh_text(c, &s->alerts_json, alerts_sql, e);
 }
 

@@ -3,6 +3,7 @@
  * cached copies, except /v1/kpi, which reads the warehouse with a statement
  * timeout (a KPI query is not on a clinician's critical path). */
 #include "serve/internal.h"
+#include "kpi/kpi.h"
 #include <libpq-fe.h>
 #include <microhttpd.h>
 #include <stdlib.h>
@@ -91,7 +92,7 @@ unsigned srv_route_models(srv_req *r, const char *name)
     return send_json(r, found, 200);
 }
 
-/* /v1/kpi reads kpi.latest_results (the newest run of `prognos kpi compute`):
+/* /v1/kpi: the newest run of `prognos kpi compute` (px_kpi_latest):
  * measure = volume | readmission | mortality | los | cost; period = a period
  * ("2023-06", "2023-Q2", "2023", "all") or a kind ("month", ...); unit = a unit
  * ("H035", "cardiology", "all") or a kind ("facility", "department", "system");
@@ -119,42 +120,18 @@ unsigned srv_route_kpi(srv_req *r, struct MHD_Connection *conn)
     px_err e = {0};
     PGconn *c = srv_pool_get(s, &e);
     if (!c) return srv_error(r, 503, "database_unavailable", NULL, "the warehouse is unreachable");
+    char *json = NULL;
+    int rc = px_kpi_latest(c, q[0], q[1], q[2], atoi(limbuf), &json, &e);
+    int broken = rc != 0 && PQstatus(c) != CONNECTION_OK;
     unsigned st;
-    int broken = 0;
-    PGresult *res = PQexec(c, "SELECT to_regclass('kpi.latest_results') IS NOT NULL"
-                              " AND EXISTS (SELECT 1 FROM kpi.runs)");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        /* kpi.runs missing makes the EXISTS fail: no KPI schema at all */
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        broken = PQstatus(c) != CONNECTION_OK;
-        st = state && strcmp(state, "42P01") == 0
-                 ? srv_error(r, 404, "not_available", NULL, "no KPIs have been computed (prognos kpi compute)")
-                 : srv_error(r, 503, "database_unavailable", NULL, "cannot read KPIs");
-        goto done;
-    }
-    if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+    if (rc == PX_ENOTFOUND)
         st = srv_error(r, 404, "not_available", NULL, "no KPIs have been computed (prognos kpi compute)");
-        goto done;
-    }
-    PQclear(res);
-    res = PQexecParams(c,
-                       "SELECT json_build_object('run_id', (SELECT max(run_id) FROM kpi.runs),"
-                       " 'computed_at', (SELECT computed_at FROM kpi.runs ORDER BY run_id DESC LIMIT 1),"
-                       " 'kpis', coalesce(json_agg(to_jsonb(k) ORDER BY k.measure, k.period_start, k.period_kind,"
-                       " k.unit_type, k.unit), '[]'))::text FROM (SELECT * FROM kpi.latest_results"
-                       " WHERE ($1 = '' OR measure = $1) AND ($2 = '' OR period = $2 OR period_kind = $2)"
-                       " AND ($3 = '' OR unit = $3 OR unit_type = $3)"
-                       " ORDER BY measure, period_start, period_kind, unit_type, unit LIMIT $4::int) k",
-                       4, NULL, q, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        broken = PQstatus(c) != CONNECTION_OK;
-        px_log(PX_LOG_WARN, "serve: /v1/kpi: %s", PQresultErrorMessage(res));
+    else if (rc != 0 || !json) {
+        px_log(PX_LOG_WARN, "serve: /v1/kpi: %s: %s", e.msg, e.detail);
         st = srv_error(r, 503, "database_unavailable", NULL, "cannot read KPIs");
-        goto done;
-    }
-    st = send_json(r, cJSON_Parse(PQgetvalue(res, 0, 0)), 200);
-done:
-    PQclear(res);
+    } else
+        st = send_json(r, cJSON_Parse(json), 200);
+    free(json);
     srv_pool_put(s, c, broken);
     return st;
 }

@@ -5,6 +5,7 @@
 #define PROGNOS_CLI_H
 
 #include "engine/engine.h"
+#include <cjson/cJSON.h>
 
 enum { PX_EXIT_OK = 0, PX_EXIT_FAIL = 1, PX_EXIT_USAGE = 2, PX_EXIT_NOTHING = 3,
        PX_EXIT_GATES = 4 /* retrain: a candidate failed its quality gates, others may have been promoted */ };
@@ -29,5 +30,13 @@ int px_cli_wants_help(int argc, char **argv);
 int px_cli_fail(const px_err *e);
 /* Prints "prognos: <msg>" and a pointer to --help; returns PX_EXIT_USAGE. */
 int px_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* --json output goes through cJSON, so a string (a path, a name) is always escaped.
+ * cli_json_ok(o, added): added is the result of a cJSON_Add* call; a NULL result
+ * (out of memory) marks o incomplete, so that a key is never silently missing.
+ * cli_json_print prints o on one line and frees it: 0, or PX_EXIT_FAIL (with a
+ * message) when it was incomplete or could not be printed. */
+int cli_json_ok(int *ok, const void *added);
+int cli_json_print(cJSON *o, int ok);
 
 #endif

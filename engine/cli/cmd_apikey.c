@@ -56,8 +56,17 @@ int cmd_apikey(int argc, char **argv)
     if (strcmp(sub, "create") == 0) {
         char key[PX_KEY_LEN + 1], kid[13];
         if (px_key_create(c, name, role, key, sizeof key, kid, &e) != 0) goto fail;
-        if (json) printf("{\"id\":\"%s\",\"role\":\"%s\",\"key\":\"%s\"}\n", kid, px_key_role_name(role), key);
-        else {
+        if (json) {
+            cJSON *o = cJSON_CreateObject();
+            int ok = o != NULL;
+            cli_json_ok(&ok, cJSON_AddStringToObject(o, "id", kid));
+            cli_json_ok(&ok, cJSON_AddStringToObject(o, "role", px_key_role_name(role)));
+            cli_json_ok(&ok, cJSON_AddStringToObject(o, "key", key));
+            if (cli_json_print(o, ok) != 0) {
+                code = PX_EXIT_FAIL;
+                goto done;
+            }
+        } else {
             printf("%s\n", key);
             fprintf(stderr, "prognos: created %s key %s; store it now: it is not shown again\n",
                     px_key_role_name(role), kid);

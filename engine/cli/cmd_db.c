@@ -40,10 +40,15 @@ static int do_status(const px_config *cfg, int json)
             PQfinish(c);
         }
     }
-    if (json)
-        printf("{\"running\":%s,\"external\":%s,\"home\":\"%s\",\"schema_version\":%s}\n", up ? "true" : "false",
-               cfg->external ? "true" : "false", cfg->home, mig[0] ? mig : "null");
-    else
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        int ok = o != NULL;
+        cli_json_ok(&ok, cJSON_AddBoolToObject(o, "running", up != 0));
+        cli_json_ok(&ok, cJSON_AddBoolToObject(o, "external", cfg->external != 0));
+        cli_json_ok(&ok, cJSON_AddStringToObject(o, "home", cfg->home));
+        cli_json_ok(&ok, cJSON_AddRawToObject(o, "schema_version", mig[0] ? mig : "null"));
+        if (cli_json_print(o, ok) != 0) return PX_EXIT_FAIL;
+    } else
         printf("%s%s%s\n", info, mig[0] ? "; schema version " : "", mig);
     return up ? PX_EXIT_OK : PX_EXIT_FAIL;
 }
@@ -100,8 +105,14 @@ int cmd_db(int argc, char **argv)
         PQfinish(c);
         char url[13000];
         px_pg_url(&cfg, url, sizeof url, &e);
-        if (json) printf("{\"home\":\"%s\",\"url\":\"%s\"}\n", cfg.home, url);
-        else printf("warehouse ready in %s\n%s\n", cfg.home, url);
+        if (json) {
+            cJSON *o = cJSON_CreateObject();
+            int ok = o != NULL;
+            cli_json_ok(&ok, cJSON_AddStringToObject(o, "home", cfg.home));
+            cli_json_ok(&ok, cJSON_AddStringToObject(o, "url", url));
+            if (cli_json_print(o, ok) != 0) return PX_EXIT_FAIL;
+        } else
+            printf("warehouse ready in %s\n%s\n", cfg.home, url);
         return PX_EXIT_OK;
     }
     if (strcmp(sub, "start") == 0) {

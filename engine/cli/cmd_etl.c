@@ -65,6 +65,27 @@ static int print_layout(void)
     return PX_EXIT_OK;
 }
 
+
+/* The progress bar on a terminal's stderr (px_etl_params.on_progress): one line,
+ * redrawn in place, cleared when the load is done. */
+static void etl_bar(void *arg, const char *phase, const char *file, int pct)
+{
+    (void)arg;
+    if (strcmp(phase, "done") == 0) {
+        fprintf(stderr, "\r%*s\r", 80, "");
+    } else if (strcmp(phase, "failed") == 0) {
+        fprintf(stderr, "\n");
+    } else if (pct < 0) {
+        fprintf(stderr, "\r%-10s %-28.28s %-48s", phase, file, "");
+    } else {
+        char bar[41];
+        int fill = pct * 40 / 100;
+        for (int i = 0; i < 40; i++) bar[i] = i < fill ? '#' : '.';
+        bar[40] = '\0';
+        fprintf(stderr, "\rloading %-28.28s [%s] %3d%%", file, bar, pct);
+    }
+    fflush(stderr);
+}
 static int do_load(int argc, char **argv)
 {
     px_etl_params p = px_etl_default_params();
@@ -98,7 +119,7 @@ static int do_load(int argc, char **argv)
     else if (strcmp(format, "postgres") == 0) p.format = PX_FMT_POSTGRES;
     else return px_cli_usage_error("etl", "unknown format '%s' (synpuf, canonical or postgres)", format);
     if (!p.source) return px_cli_usage_error("etl", "load needs --source");
-    p.progress = !quiet && !json && isatty(STDERR_FILENO);
+    if (!quiet && !json && isatty(STDERR_FILENO)) p.on_progress = etl_bar;
 
     px_config cfg;
     px_err e = {0};

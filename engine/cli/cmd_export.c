@@ -104,12 +104,19 @@ int cmd_export(int argc, char **argv)
     if (rc != 0) return px_cli_fail(&e);
     px_log(PX_LOG_INFO, "export %s: %lld rows, %lld patients to %s (sha256 %s)", p.cohort, r.rows, r.patients, p.out_dir,
            r.data_sha256);
-    if (json)
-        printf("{\"cohort\":\"%s\",\"rows\":%lld,\"patients\":%lld,\"columns\":%d,\"suppressed_levels\":%d,"
-               "\"ages_grouped\":%lld,\"zip3_recoded\":%lld,\"sha256\":\"%s\"}\n",
-               p.cohort, r.rows, r.patients, r.columns, r.suppressed_levels, r.ages_grouped, r.zip3_recoded,
-               r.data_sha256);
-    else
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        int ok = o != NULL;
+        cli_json_ok(&ok, cJSON_AddStringToObject(o, "cohort", p.cohort));
+        cli_json_ok(&ok, cJSON_AddNumberToObject(o, "rows", (double)r.rows));
+        cli_json_ok(&ok, cJSON_AddNumberToObject(o, "patients", (double)r.patients));
+        cli_json_ok(&ok, cJSON_AddNumberToObject(o, "columns", r.columns));
+        cli_json_ok(&ok, cJSON_AddNumberToObject(o, "suppressed_levels", r.suppressed_levels));
+        cli_json_ok(&ok, cJSON_AddNumberToObject(o, "ages_grouped", (double)r.ages_grouped));
+        cli_json_ok(&ok, cJSON_AddNumberToObject(o, "zip3_recoded", (double)r.zip3_recoded));
+        cli_json_ok(&ok, cJSON_AddStringToObject(o, "sha256", r.data_sha256));
+        if (cli_json_print(o, ok) != 0) return PX_EXIT_FAIL;
+    } else
         printf("exported %s: %lld rows, %lld patients, %d columns to %s (%d levels suppressed, %lld ages grouped 90+, "
                "%lld rows with ZIP3 000)\n",
                p.cohort, r.rows, r.patients, r.columns, p.out_dir, r.suppressed_levels, r.ages_grouped, r.zip3_recoded);

@@ -69,20 +69,6 @@ static int do_build(int argc, char **argv)
     return rc;
 }
 
-static const char list_sql[] =
-    "SELECT coalesce(json_agg(json_build_object('set', set_name, 'table', table_name, 'build_id', build_id,"
-    " 'rows', row_count, 'positives', positives, 'definition_hash', definition_hash,"
-    " 'source_batches', source_batches, 'built_at', to_char(built_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-    " 'seconds', seconds, 'table_exists', to_regclass(table_name) IS NOT NULL) ORDER BY set_name), '[]')"
-    " FROM (SELECT DISTINCT ON (set_name) * FROM features.catalog ORDER BY set_name, build_id DESC) l";
-
-static const char list_text_sql[] =
-    "SELECT set_name, table_name, build_id, row_count, positives, left(definition_hash, 12),"
-    " array_to_string(source_batches, ','), to_char(built_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), seconds,"
-    " to_regclass(table_name) IS NOT NULL"
-    " FROM (SELECT DISTINCT ON (set_name) * FROM features.catalog ORDER BY set_name, build_id DESC) l"
-    " ORDER BY set_name";
-
 static int do_list(int argc, char **argv)
 {
     int json = 0;
@@ -97,26 +83,8 @@ static int do_list(int argc, char **argv)
     px_log_open(cfg.home);
     PGconn *c = px_db_connect(&cfg, &e);
     if (!c) return px_cli_fail(&e);
-    PGresult *r = PQexec(c, json ? list_sql : list_text_sql);
     int rc = PX_EXIT_OK;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        px_err_set(&e, PX_EDB, "cannot read features.catalog");
-        px_err_detail(&e, "%s", PQresultErrorMessage(r));
-        rc = px_cli_fail(&e);
-    } else if (json) {
-        printf("%s\n", PQgetvalue(r, 0, 0));
-    } else if (PQntuples(r) == 0) {
-        printf("no feature tables built yet; run 'prognos features build'\n");
-    } else {
-        printf("%-12s %-22s %6s %9s %9s %-12s %-10s %-16s %8s\n", "set", "table", "build", "rows", "positives", "hash",
-               "batches", "built (UTC)", "seconds");
-        for (int i = 0; i < PQntuples(r); i++)
-            printf("%-12s %-22s %6s %9s %9s %-12s %-10s %-16s %8.1f%s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
-                   PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5),
-                   PQgetvalue(r, i, 6), PQgetvalue(r, i, 7), atof(PQgetvalue(r, i, 8)),
-                   strcmp(PQgetvalue(r, i, 9), "t") == 0 ? "" : "  (table dropped)");
-    }
-    PQclear(r);
+    if (px_feat_list(c, json, stdout, &e) != 0) rc = px_cli_fail(&e);
     PQfinish(c);
     return rc;
 }

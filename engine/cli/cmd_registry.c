@@ -105,7 +105,6 @@ static int do_verify(PGconn *c, const px_config *cfg, const opts *o)
 {
     px_err e = {0};
     int failed = 0, n = 0;
-    PGresult *r = NULL;
     if (o->all && o->npos == 2) return px_cli_usage_error("registry", "verify takes REF or --all, not both");
     if (!o->all && o->npos == 0) return px_cli_usage_error("registry", "verify needs NAME, or --all");
     /* the versions to check */
@@ -113,36 +112,29 @@ static int do_verify(PGconn *c, const px_config *cfg, const opts *o)
     char (*names)[64] = NULL;
     int *versions = NULL;
     if (o->all) {
-        const char *p[1] = {o->npos ? o->pos[0] : ""};
-        r = PQexecParams(c,
-                         "SELECT name, version FROM registry.versions WHERE $1 = '' OR name = $1 ORDER BY name, version",
-                         1, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            px_err_set(&e, PX_EDB, "cannot read the registry");
-            px_err_detail(&e, "%s", PQresultErrorMessage(r));
-            PQclear(r);
-            return px_cli_fail(&e);
-        }
-        nv = PQntuples(r);
+        px_reg_version_brief *all = NULL;
+        size_t nall = 0;
+        if (px_reg_versions(c, o->npos ? o->pos[0] : NULL, &all, &nall, &e) != 0) return px_cli_fail(&e);
+        nv = (int)nall;
         if (nv == 0 && o->npos) {
-            PQclear(r);
+            px_reg_briefs_free(all, nall);
             px_err_set(&e, PX_ENOTFOUND, "no model named '%s' in the registry", o->pos[0]);
             return px_cli_fail(&e);
         }
         names = calloc((size_t)nv + 1, sizeof *names);
         versions = calloc((size_t)nv + 1, sizeof *versions);
         if (!names || !versions) {
-            PQclear(r);
+            px_reg_briefs_free(all, nall);
             free(names);
             free(versions);
             fprintf(stderr, "prognos: error: out of memory\n");
             return PX_EXIT_FAIL;
         }
         for (int i = 0; i < nv; i++) {
-            snprintf(names[i], sizeof names[i], "%s", PQgetvalue(r, i, 0));
-            versions[i] = atoi(PQgetvalue(r, i, 1));
+            snprintf(names[i], sizeof names[i], "%s", all[i].name);
+            versions[i] = all[i].version;
         }
-        PQclear(r);
+        px_reg_briefs_free(all, nall);
     } else {
         names = calloc(1, sizeof *names);
         versions = calloc(1, sizeof *versions);
@@ -205,14 +197,6 @@ static int do_promote(PGconn *c, const px_config *cfg, const opts *o)
     if (strcmp(alias, "champion") != 0 && strcmp(alias, "challenger") != 0)
         return px_cli_usage_error("registry", "--alias must be champion or challenger, not '%s'", alias);
     if (px_reg_resolve(c, o->pos[0], o->pos[1], &version, &e) != 0) return px_cli_fail(&e);
-    /* a version that fails verification would not load in the server: refuse it here */
-    if (px_reg_verify(c, cfg, o->pos[0], version, &e) != 0) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", e.msg);
-        px_err_set(&e, e.code, "cannot promote model '%s' v%d: it failed verification", o->pos[0], version);
-        px_err_detail(&e, "%s", msg);
-        return px_cli_fail(&e);
-    }
     /* a champion must have passed its quality gates, or the failure be accepted */
     int passed = 1, accepted = 0;
     char failed[256] = "";
@@ -230,7 +214,7 @@ static int do_promote(PGconn *c, const px_config *cfg, const opts *o)
             px_reg_accept_gates(c, o->pos[0], version, o->reason ? o->reason : "prognos registry promote", &e) != 0)
             return px_cli_fail(&e);
     }
-    int rc = px_reg_promote(c, o->pos[0], version, alias, o->reason, &e);
+    int rc = px_reg_promote(c, cfg, o->pos[0], version, alias, o->reason, &e);
     if (rc != 0) return px_cli_fail(&e);
     printf("model '%s' %s is now v%d\n", o->pos[0], alias, version);
     return PX_EXIT_OK;
@@ -322,7 +306,6 @@ int cmd_registry(int argc, char **argv)
     /* the registry lives in a warehouse: none here is an error, never a new one */
     if (px_db_require(&cfg, &e) != 0) return px_cli_fail(&e);
     px_log_open(cfg.home);
-    px_models_init();
     PGconn *c = px_db_connect(&cfg, &e);
     if (!c) return px_cli_fail(&e);
     if (strcmp(sub, "list") == 0) {

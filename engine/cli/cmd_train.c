@@ -79,18 +79,23 @@ static int parse_share(const char *s, double *out)
     return 0;
 }
 
-/* ,"gates_failed":[names] from "a,b,c" (gate names are [a-z_]). */
-static void print_gates_failed(const char *names)
+/* "gates_failed": [names] from "a,b,c". */
+static void add_gates_failed(cJSON *o, const char *names, int *ok)
 {
-    printf(",\"gates_failed\":[");
-    for (const char *s = names; s && *s;) {
+    cJSON *arr = cJSON_AddArrayToObject(o, "gates_failed");
+    cli_json_ok(ok, arr);
+    for (const char *s = names; arr && s && *s;) {
         size_t n = strcspn(s, ",");
-        printf("%s\"%.*s\"", s == names ? "" : ",", (int)n, s);
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name ? n : sizeof name - 1), s);
+        cJSON *item = cJSON_CreateString(name);
+        if (!item || !cJSON_AddItemToArray(arr, item)) {
+            cJSON_Delete(item);
+            *ok = 0;
+        }
         s += n + (s[n] == ',');
     }
-    printf("]");
 }
-
 int cmd_train(int argc, char **argv)
 {
     if (px_cli_wants_help(argc, argv)) {
@@ -187,21 +192,28 @@ int cmd_train(int argc, char **argv)
     px_train_result r;
     if (px_train(c, &cfg, &p, &r, &e) != 0) goto fail;
     if (json) {
-        printf("{\"model\":\"%s\",\"version\":%d,\"created\":%s,\"train_rows\":%zu,\"holdout_rows\":%zu", p.model,
-               r.version, r.created ? "true" : "false", r.n_train, r.n_test);
+        cJSON *o = cJSON_CreateObject();
+        int ok = o != NULL;
+        char num[64];
+        cli_json_ok(&ok, cJSON_AddStringToObject(o, "model", p.model));
+        cli_json_ok(&ok, cJSON_AddNumberToObject(o, "version", r.version));
+        cli_json_ok(&ok, cJSON_AddBoolToObject(o, "created", r.created != 0));
+        cli_json_ok(&ok, cJSON_AddNumberToObject(o, "train_rows", (double)r.n_train));
+        cli_json_ok(&ok, cJSON_AddNumberToObject(o, "holdout_rows", (double)r.n_test));
         const char *keys[] = {"auc", "auc_lo", "auc_hi", "rmse", "r2"};
         double vals[] = {r.auc, r.auc_lo, r.auc_hi, r.rmse, r.r2};
-        for (int k = 0; k < 5; k++) /* JSON has no NaN: an undefined statistic is null */
-            isfinite(vals[k]) ? printf(",\"%s\":%.6f", keys[k], vals[k]) : printf(",\"%s\":null", keys[k]);
-        printf(",\"gates_passed\":%s,\"gates_accepted\":%s,\"champion\":%s", r.gates_passed ? "true" : "false",
-               r.gates_accepted ? "true" : "false", r.champion ? "true" : "false");
-        print_gates_failed(r.gates_failed);
-        printf(",\"hierarchical\":\"");
-        for (const char *q = r.hierarchical; *q; q++) /* JSON string: escape what needs it */
-            (*q == '"' || *q == '\\') ? printf("\\%c", *q) : (unsigned char)*q < 0x20 ? printf(" ") : putchar(*q);
-        printf("\"}\n");
-    }
-    else {
+        for (int k = 0; k < 5; k++) { /* JSON has no NaN: an undefined statistic is null */
+            snprintf(num, sizeof num, "%.6f", vals[k]);
+            cli_json_ok(&ok, isfinite(vals[k]) ? cJSON_AddRawToObject(o, keys[k], num)
+                                               : cJSON_AddNullToObject(o, keys[k]));
+        }
+        cli_json_ok(&ok, cJSON_AddBoolToObject(o, "gates_passed", r.gates_passed != 0));
+        cli_json_ok(&ok, cJSON_AddBoolToObject(o, "gates_accepted", r.gates_accepted != 0));
+        cli_json_ok(&ok, cJSON_AddBoolToObject(o, "champion", r.champion != 0));
+        add_gates_failed(o, r.gates_failed, &ok);
+        cli_json_ok(&ok, cJSON_AddStringToObject(o, "hierarchical", r.hierarchical));
+        if (cli_json_print(o, ok) != 0) goto done; /* code is PX_EXIT_FAIL */
+    } else {
         printf("%s%s\n", r.summary, r.created ? "" : " (unchanged: this version already existed)");
         if (r.hierarchical[0]) printf("%s\n", r.hierarchical);
     }

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct command {
@@ -64,6 +65,25 @@ int px_cli_fail(const px_err *e)
     }
     px_err_print(e);
     return PX_EXIT_FAIL; /* usage errors are caught by the commands themselves */
+}
+
+int cli_json_ok(int *ok, const void *added)
+{
+    if (!added) *ok = 0;
+    return *ok;
+}
+
+int cli_json_print(cJSON *o, int ok)
+{
+    char *txt = ok && o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (!txt) {
+        fprintf(stderr, "prognos: error: out of memory printing JSON\n");
+        return PX_EXIT_FAIL;
+    }
+    printf("%s\n", txt);
+    free(txt);
+    return 0;
 }
 
 int px_cli_usage_error(const char *cmd, const char *fmt, ...)

@@ -14,18 +14,28 @@
 
 const char *const px_run_step_names[ST__COUNT] = {"load", "features", "retrain", "kpi", "report", "drift"};
 
-/* The advisory locks each step's library code takes (engine/etl.c PX_ETL_LOCK,
- * features/build.c PX_FEAT_LOCK, kpi/internal.h PX_KPI_LOCK: one bigint key; the
- * registry's per-model lock: class 7070003 with a second int key). Looked up in
- * pg_locks before a step starts and after it fails. Keep in step with those files. */
-static const char *const step_locks[ST__COUNT] = {
-    "(objsubid = 1 AND classid = 0 AND objid = 7070002)",
-    "(objsubid = 1 AND classid = 0 AND objid = 7070010)",
-    "((objsubid = 1 AND classid = 0 AND objid = 7070010) OR (objsubid = 2 AND classid = 7070003))",
-    "(objsubid = 1 AND classid = 0 AND objid IN (7070005, 7070010))",
-    NULL,
-    NULL,
+/* The advisory locks each step's library code takes (engine.h, px_lock_id): one
+ * bigint key, or the registry's per-model lock (class PX_LOCK_REGISTRY_CLASS with
+ * a second int key). Looked up in pg_locks before a step starts and after it fails. */
+static const struct { int one[2]; int registry; } step_locks[ST__COUNT] = {
+    [ST_LOAD] = {{PX_LOCK_ETL, 0}, 0},
+    [ST_FEATURES] = {{PX_LOCK_FEATURES, 0}, 0},
+    [ST_RETRAIN] = {{PX_LOCK_FEATURES, 0}, 1},
+    [ST_KPI] = {{PX_LOCK_KPI, PX_LOCK_FEATURES}, 0},
 };
+
+/* step k's locks as a pg_locks condition; "" when the step takes none */
+static void step_lock_cond(int k, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (!step_locks[k].one[0]) return;
+    int n = snprintf(out, len, "((objsubid = 1 AND classid = 0 AND objid IN (%d", step_locks[k].one[0]);
+    if (step_locks[k].one[1]) n += snprintf(out + n, len - (size_t)n, ", %d", step_locks[k].one[1]);
+    n += snprintf(out + n, len - (size_t)n, "))");
+    if (step_locks[k].registry)
+        n += snprintf(out + n, len - (size_t)n, " OR (objsubid = 2 AND classid = %d)", PX_LOCK_REGISTRY_CLASS);
+    snprintf(out + n, len - (size_t)n, ")");
+}
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -57,13 +67,9 @@ int px_run_parse_steps(const char *s, unsigned *out)
  * result (caller clears) or NULL with e set. */
 PGresult *px_run_book(PGconn *c, px_err *e, const char *sql, int n, const char *const *v)
 {
-    PGresult *r = PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return r;
-    px_err_set(e, PX_EDB, "cannot record the run in run.runs / run.steps");
-    px_err_detail(e, "%s", PQresultErrorMessage(r));
-    PQclear(r);
-    return NULL;
+    PGresult *r = NULL;
+    if (px_db_query(c, e, "cannot record the run in run.runs / run.steps", &r, sql, n, v) != 0) return NULL;
+    return r;
 }
 
 /* 1 when c answers a query. */
@@ -94,12 +100,13 @@ int px_run_connect(runner *R, px_err *e)
 /* The pid of another session holding a lock step k needs, or 0. */
 static int lock_holder(runner *R, int k)
 {
-    if (!step_locks[k] || !db_alive(R->c)) return 0;
-    char q[512];
+    char cond[256], q[640];
+    step_lock_cond(k, cond, sizeof cond);
+    if (!cond[0] || !db_alive(R->c)) return 0;
     snprintf(q, sizeof q,
              "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
              " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND %s LIMIT 1",
-             step_locks[k]);
+             cond);
     PGresult *r = PQexec(R->c, q);
     int pid = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : 0;
     PQclear(r);
@@ -322,7 +329,9 @@ static void step_report(runner *R, step_out *so, long long kpi_run, int kpi_unch
         snprintf(so->msg, sizeof so->msg, "period %s of KPI run %lld: %d facilities, %d cells flagged worse, "
                  "%d better: %.1500s", info.period, info.run_id, info.units, info.flagged_worse, info.flagged_better, html);
         px_buf b = {0};
-        px_buf_printf(&b, "{\"kpi_run\":%lld,\"period\":\"%s\",\"period_asked\":", info.run_id, info.period);
+        px_buf_printf(&b, "{\"kpi_run\":%lld,\"period\":", info.run_id);
+        px_buf_json_str(&b, info.period, strlen(info.period));
+        px_buf_adds(&b, ",\"period_asked\":");
         px_buf_json_str(&b, R->o.period, strlen(R->o.period));
         px_buf_adds(&b, ",\"html\":");
         px_buf_json_str(&b, html, strlen(html));

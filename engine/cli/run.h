@@ -11,7 +11,7 @@
 
 enum { ST_LOAD, ST_FEATURES, ST_RETRAIN, ST_KPI, ST_REPORT, ST_DRIFT, ST__COUNT };
 extern const char *const px_run_step_names[ST__COUNT];
-#define RUNNER_LOCK 7070020 /* one prognos run at a time (session lock) */
+#define RUNNER_LOCK PX_LOCK_RUNNER /* one prognos run at a time (session lock) */
 #define MAX_BACKOFF_S 3600
 
 /* The options of a run: what is stored in run.runs.options. Empty strings and -1

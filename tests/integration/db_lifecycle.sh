@@ -9,8 +9,9 @@ assert_exit 0 px db init
 ok "db init creates a 0600 key"
 assert_exit 0 px db status
 grep -q running "$WORK/out" || fail "status does not say running"
-newest=$(ls "$PROGNOS_SRC"/engine/sql/[0-9]*.sql | sed 's|.*/0*\([0-9]*\)_.*|\1|' | sort -n | tail -1)
-assert_eq "$(sql 'SELECT max(version) FROM public.prognos_migrations')" "$newest" "schema version (the newest engine/sql file)"
+# the migrations live in the folders that own their schemas (<folder>/sql/NNN_name.sql)
+newest=$(ls "$PROGNOS_SRC"/*/sql/[0-9]*.sql | sed 's|.*/0*\([0-9]*\)_.*|\1|' | sort -n | tail -1)
+assert_eq "$(sql 'SELECT max(version) FROM public.prognos_migrations')" "$newest" "schema version (the newest <folder>/sql migration)"
 assert_eq "$(sql "SELECT current_setting('listen_addresses')")" "" "listen_addresses (no TCP)"
 ok "server runs, Unix socket only, schema migrated"
 assert_exit 0 px db migrate
@@ -89,3 +90,13 @@ if [ "$(id -u)" -eq 0 ]; then
     PROGNOS_HOME="$PH" px etl status >/dev/null || fail "etl status restarts a relocated cluster"
     ok "a home the server user cannot reach gets its cluster placed outside, linked"
 fi
+
+# --json is built with cJSON: a home whose path holds a quote, a backslash and a
+# tab still gives one JSON document that names it exactly (a printf of "%s" did not)
+QH="$WORK/odd \"quoted\" \\ home	tab"
+mkdir -p "$QH"
+assert_exit 1 env PROGNOS_HOME="$QH" "$PROGNOS_BIN" db status --json   # no warehouse there: not running
+got=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["home"] == sys.argv[2], d["running"], d["schema_version"])' \
+      "$WORK/out" "$QH")
+assert_eq "$got" "True False None" "db status --json on a home with a quote, backslash and tab"
+ok "db status --json escapes the home's path"

@@ -133,18 +133,7 @@ static int fit(const char *path, int reps, int threads, double tol, const char *
     return 0;
 }
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* feature table -> dataset -> fitted logit, timed */
 static int table_fit(const char *uri, const char *table, const char *label, int reps)
@@ -163,9 +152,9 @@ static int table_fit(const char *uri, const char *table, const char *label, int 
         px_err e = {0};
         px_dataset_params dp = px_dataset_default_params();
         dp.table = table, dp.label = label;
-        double t0 = now_s();
+        double t0 = now();
         px_dataset *d = px_dataset_load(c, &dp, &e);
-        tl[r] = now_s() - t0;
+        tl[r] = now() - t0;
         if (!d) {
             fprintf(stderr, "bench_train: %s\n", e.msg);
             PQfinish(c);
@@ -173,9 +162,9 @@ static int table_fit(const char *uri, const char *table, const char *label, int 
         }
         px_fit_params fp = px_fit_default_params(PX_ALGO_LOGIT);
         px_fit_info fi;
-        t0 = now_s();
+        t0 = now();
         px_model *m = px_model_fit(d, NULL, 0, &fp, &fi, &e);
-        tf[r] = now_s() - t0;
+        tf[r] = now() - t0;
         n = d->n, p = d->p;
         px_dataset_free(d);
         if (!m) {
