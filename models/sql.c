@@ -25,11 +25,13 @@ static int put_f8(px_buf *b, double v)
     return px_buf_printf(b, "float8 '%s'", num);
 }
 
-/* A text constant: '...' with quotes doubled (standard_conforming_strings, on since 9.1). */
+/* A text constant as E'...' with quotes and backslashes doubled: read the same
+ * whatever standard_conforming_strings says. */
 static int put_text(px_buf *b, const char *s)
 {
-    int rc = px_buf_addc(b, '\'');
-    for (; rc == 0 && *s; s++) rc = *s == '\'' ? px_buf_adds(b, "''") : px_buf_addc(b, *s);
+    int rc = px_buf_adds(b, "E'");
+    for (; rc == 0 && *s; s++)
+        rc = *s == '\'' ? px_buf_adds(b, "''") : *s == '\\' ? px_buf_adds(b, "\\\\") : px_buf_addc(b, *s);
     return rc ? rc : px_buf_addc(b, '\'');
 }
 

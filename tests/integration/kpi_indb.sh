@@ -4,6 +4,7 @@
 #  - every kpi.results row equals, to 1e-9 relative, the row the C scoring path
 #    wrote before the models were compiled (results_ref.csv: make_ref.sh with
 #    the binary of commit 91f0360); texts (flags, methods, units) identical;
+#    the same with --reference facility (results_ref_facility.csv, shift_ref.json);
 #  - on every labelled row of the three feature tables, the compiled model's
 #    score (kpi.predictions of an SQL run) equals the C score (px_model_predict
 #    through the feature reader, kpi.scored_c of a --score-in-c run) to 1e-12
@@ -53,6 +54,18 @@ PY
 }
 compare "$REF/results_ref.csv" "$WORK/sql.csv" 1e-9 "kpi.results differ from the C path's reference"
 ok "kpi.results of the in-database run equal the reference of the C path ($(wc -l < "$WORK/sql.csv") lines) to 1e-9"
+
+# the average-facility reference: the shift computed from the compiled scores, applied in SQL
+px kpi compute --force --reference facility --json > "$WORK/facility.json"
+"$REF/dump.sh" "$(px db url)" > "$WORK/facility.csv"
+compare "$REF/results_ref_facility.csv" "$WORK/facility.csv" 1e-9 "kpi.results (--reference facility) differ from the C path's"
+python3 - "$WORK/facility.json" "$REF/shift_ref.json" <<'PY' || fail "reference shifts differ from the C path's"
+import json, sys
+got = json.load(open(sys.argv[1]))["reference_shift"]; want = json.load(open(sys.argv[2]))
+for k, v in want.items():
+    assert abs(got[k] - v) <= 1e-5 * abs(v), (k, got[k], v)   # the reference has 6 digits (%.6g)
+PY
+ok "--reference facility: shifts and kpi.results equal the C path's reference"
 
 # the C path, forced: its scores beside the compiled ones
 px kpi compute --force --score-in-c --json > "$WORK/c.json"
