@@ -152,6 +152,9 @@ static int table_fit(const char *uri, const char *table, const char *label, int 
         px_err e = {0};
         px_dataset_params dp = px_dataset_default_params();
         dp.table = table, dp.label = label;
+        /* a built-in set's table: the built-in model's inputs (all columns are collinear) */
+        for (int k = 0; k < px_feat_sets_count; k++)
+            if (strcmp(px_feat_sets[k].table, table) == 0) dp.features = px_feat_sets[k].default_features;
         double t0 = now();
         px_dataset *d = px_dataset_load(c, &dp, &e);
         tl[r] = now() - t0;
