@@ -9,6 +9,7 @@
 #include <gsl/gsl_cdf.h>
 #include <gsl/gsl_errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -578,16 +579,46 @@ static int run_prepare(run *R)
 
 /* Phase 7: intervals, flags, smoothing and funnels per cell and group, then the
  * hierarchical ratios of the facilities. */
+/* One model's hierarchical cells, on a thread of its own. */
+typedef struct hier_job {
+    run *R;
+    int k, rc;
+    px_err e;
+} hier_job;
+
+static void *hier_job_run(void *arg)
+{
+    hier_job *j = arg;
+    run *R = j->R;
+    j->rc = kpi_hier_cells(R->hm[j->k], &R->hr[j->k], kpi_risk_model[j->k], R->mi[j->k].version, R->p->periods,
+                           R->p->conf, &R->hier[j->k], &j->e);
+    return NULL;
+}
+
 static int run_stats(run *R)
 {
     kpi_cells *cs = &R->cs;
     const px_kpi_params *p = R->p;
+    /* the models' hierarchical cells are independent (each a Newton problem per
+     * facility x period over its own rows): one thread each, the last on this one */
+    hier_job jobs[3];
+    pthread_t th[3];
+    int started[3] = {0, 0, 0}, last = -1;
+    memset(jobs, 0, sizeof jobs);
+    for (int k = 0; k < 3; k++)
+        if (R->hm[k] && R->hr[k].n) last = k;
     for (int k = 0; k < 3; k++) {
-        int rc = 0;
-        if (R->hm[k] && R->hr[k].n)
-            rc = kpi_hier_cells(R->hm[k], &R->hr[k], kpi_risk_model[k], R->mi[k].version, p->periods, p->conf,
-                                &R->hier[k], R->e);
-        else if (R->hm[k])
+        jobs[k].R = R, jobs[k].k = k;
+        if (!(R->hm[k] && R->hr[k].n)) continue;
+        if (k != last && pthread_create(&th[k], NULL, hier_job_run, &jobs[k]) == 0) started[k] = 1;
+        else hier_job_run(&jobs[k]);   /* the last one, or no thread to be had */
+    }
+    for (int k = 0; k < 3; k++)
+        if (started[k]) pthread_join(th[k], NULL);
+    for (int k = 0; k < 3; k++) {
+        int rc = jobs[k].rc;
+        if (rc) *R->e = jobs[k].e;
+        if (rc == 0 && R->hm[k] && !R->hr[k].n)
             snprintf(R->hier[k].why, sizeof R->hier[k].why, "%s v%d: no stays to apply the hierarchical model to",
                      kpi_risk_model[k], R->mi[k].version);
         if (rc == 0 && !R->mi[k].skip) rc = hier_note(R, k);
