@@ -186,6 +186,12 @@ px_feat_wire px_feat_wire_of(const char *type, int as_text, const char **cast);
  * PX_EINVAL (a number asked of a non-numeric column), PX_ENOMEM. */
 int px_feat_table_field(PGconn *c, const px_feat_table *t, const char *alias, const char *col, int as_text,
                         px_feat_field *f, px_err *e);
+/* Column col of t as an SQL value over alias (NULL: none): text (as_text), or
+ * float8 with booleans as 0/1, the values the reader gives: what a model
+ * compiled to SQL reads (px_model_sql's colsql). malloc'd; NULL with e set
+ * (PX_ENOTFOUND, PX_EINVAL: a number asked of a non-numeric column, PX_ENOMEM). */
+char *px_feat_table_value_sql(PGconn *c, const px_feat_table *t, const char *alias, const char *col, int as_text,
+                              px_err *e);
 /* Fills f with a copy of the trusted expression sql. */
 int px_feat_field_set(px_feat_field *f, const char *sql, px_feat_wire wire, px_err *e);
 void px_feat_fields_release(px_feat_field *f, size_t n);

@@ -179,6 +179,35 @@ int px_feat_table_field(PGconn *c, const px_feat_table *t, const char *alias, co
     return r ? oom(e) : 0;
 }
 
+char *px_feat_table_value_sql(PGconn *c, const px_feat_table *t, const char *alias, const char *col, int as_text,
+                              px_err *e)
+{
+    int i = px_feat_table_index(t, col);
+    if (i < 0) {
+        px_err_set(e, PX_ENOTFOUND, "column '%s' is not in table '%s'", col, t->name);
+        return NULL;
+    }
+    const rcol *rc = &t->cols[i];
+    if (!as_text && rc->cat != 'N' && rc->cat != 'B') {
+        px_err_set(e, PX_EINVAL, "column '%s' of '%s' has type %s: a numeric input must be numeric or boolean", col,
+                   t->name, rc->type);
+        return NULL;
+    }
+    char *id = PQescapeIdentifier(c, col, strlen(col));
+    px_buf b = {0};
+    /* booleans as 0/1, as the reader decodes them */
+    int r = id ? px_buf_printf(&b, "(%s%s%s)%s", alias ? alias : "", alias ? "." : "", id,
+                               as_text ? "::text" : strcmp(rc->type, "bool") == 0 ? "::int::float8" : "::float8")
+               : PX_ENOMEM;
+    PQfreemem(id);
+    if (r) {
+        px_buf_release(&b);
+        oom(e);
+        return NULL;
+    }
+    return b.data;
+}
+
 void px_feat_fields_release(px_feat_field *f, size_t n)
 {
     for (size_t i = 0; f && i < n; i++) {

@@ -45,28 +45,13 @@ static char *dupf(const char *fmt, ...)
 
 /* ---- the inputs as SQL ----------------------------------------------------------- */
 
-/* SQL of input j of m over alias t: float8 for numeric inputs (booleans as 0/1,
- * as the reader decodes them), text for categorical ones. */
+/* SQL of every input of m over alias t (the feature reader's values). */
 static int input_sql(PGconn *c, const px_feat_table *t, const px_model *m, char **out, px_err *e)
 {
-    size_t nf = px_model_nfeatures(m);
-    for (size_t j = 0; j < nf; j++) {
+    for (size_t j = 0; j < px_model_nfeatures(m); j++) {
         const px_feature_info *f = px_model_feature(m, j);
-        int i = px_feat_table_index(t, f->name);
-        if (i < 0) return px_err_set(e, PX_ENOTFOUND, "input '%s' of the model is not in table '%s'", f->name,
-                                     px_feat_table_name(t));
-        const char *type;
-        char cat;
-        px_feat_table_col(t, (size_t)i, &type, &cat);
-        int text = f->kind == PX_COL_CATEGORICAL;
-        if (!text && cat != 'N' && cat != 'B')
-            return px_err_set(e, PX_EINVAL, "input '%s' of table '%s' has type %s: a numeric input must be numeric "
-                                            "or boolean", f->name, px_feat_table_name(t), type);
-        char *id = ident(c, f->name);
-        if (!id) return oom(e);
-        out[j] = dupf("(t.%s)%s", id, text ? "::text" : strcmp(type, "bool") == 0 ? "::int::float8" : "::float8");
-        PQfreemem(id);
-        if (!out[j]) return oom(e);
+        if (!(out[j] = px_feat_table_value_sql(c, t, "t", f->name, f->kind == PX_COL_CATEGORICAL, e)))
+            return e && e->code ? e->code : PX_ENOMEM;
     }
     return 0;
 }

@@ -15,7 +15,9 @@
 #  - one reader, one encoder: for each model, every labelled row's design vector
 #    by training's route (px_dataset_load + px_model_design) equals, bit for bit,
 #    the one by the reader's route that KPI scoring in C and the drift check take
-#    (px_feat_scan + px_model_raw_row + px_model_design_row): test_feature_encode.c.
+#    (px_feat_scan + px_model_raw_row + px_model_design_row): test_feature_encode.c,
+#    which also runs each logit/poisson model compiled to SQL on the rows (1e-12);
+#    the same on a table whose levels hold quotes, a backslash and dollar quotes.
 source "$(dirname "$0")/lib.sh"
 REF="$PROGNOS_SRC/tests/fixtures/kpi_indb"
 
@@ -30,6 +32,17 @@ for m in readmission:readmit_30d mortality:death_30d los:los_days; do
         "features.${m%%:*}" "${m##*:}" || fail "design rows of ${m%%:*} differ between the two routes"
 done
 ok "one encoder: training's and the reader's routes give identical design rows (bit for bit) for the three models"
+
+# hostile level texts (quotes, a backslash, dollar quotes) through both routes and the compiled SQL
+sql "CREATE TABLE public.hostile AS SELECT md5(i::text)::uuid AS encounter_id,
+     (ARRAY['plain', 'it''s', 'back\\slash', '\$\$dollar\$\$', 'E''x'''])[1 + (i % 5)] AS a,
+     (i % 97)::float8 / 10 AS b, ((i * 7919) % 13 < 4 + (i % 5))::int AS y FROM generate_series(1, 3000) i"
+assert_eq "$(sql "SELECT count(DISTINCT a) FILTER (WHERE strpos(a, chr(92)) > 0 OR strpos(a, chr(36) || chr(36)) > 0
+                  OR strpos(a, chr(39)) > 0) FROM public.hostile")" 4 "the hostile levels are in the table"
+assert_exit 0 px train --model hostile --table public.hostile --label y --features a,b --accept-failed-gates
+"$PX_TEST_FEATURE_ENCODE" "$(px db url)" "$PROGNOS_HOME/registry/hostile/1" "$PROGNOS_HOME/signing.pub" \
+    public.hostile y || fail "hostile levels: the routes or the compiled SQL differ"
+ok "levels with quotes, a backslash and dollar quotes: identical design rows, compiled SQL equal to C"
 
 # compares two dumps: same rows and texts, numbers to a relative tolerance
 compare() { # a.csv b.csv tolerance what

@@ -4,10 +4,14 @@
  * level indexes) and the row-at-a-time route of KPI scoring in C and the drift
  * check (px_feat_scan, then px_model_raw_row and px_model_design_row). Every
  * labelled row's design vector must be identical bit for bit, matched by
- * encounter_id. Run by kpi_indb.sh: URI MODEL_DIR PUBKEY TABLE LABEL. */
+ * encounter_id. Then, for a logit or poisson model, the model compiled to SQL
+ * (px_model_sql over px_feat_table_value_sql's inputs) is run by PostgreSQL on
+ * the same rows and must equal px_model_predict to 1e-12 relative.
+ * Run by kpi_indb.sh: URI MODEL_DIR PUBKEY TABLE LABEL. */
 #include "registry/registry.h"
 #include "../unit/check.h"
 #include <libpq-fe.h>
+#include <math.h>
 #include <stdlib.h>
 
 /* a failed precondition ends the test */
@@ -17,7 +21,7 @@ typedef struct enc_rows {
     const px_model *m;
     size_t k, n, cap;
     char (*id)[37];
-    double *X, *raw;
+    double *X, *raw, *pred;
     int bad;
     px_err *e;
 } enc_rows;
@@ -29,13 +33,15 @@ static int on_row(const px_feat_row *row, void *arg, px_err *e)
         size_t nc = s->cap ? 2 * s->cap : 4096;
         s->id = realloc(s->id, nc * sizeof *s->id);
         s->X = realloc(s->X, nc * s->k * sizeof *s->X);
-        if (!s->id || !s->X) return px_err_set(e, PX_ENOMEM, "out of memory");
+        s->pred = realloc(s->pred, nc * sizeof *s->pred);
+        if (!s->id || !s->X || !s->pred) return px_err_set(e, PX_ENOMEM, "out of memory");
         s->cap = nc;
     }
     if (!row->text[0]) return px_err_set(e, PX_EINVAL, "a row without encounter_id");
     snprintf(s->id[s->n], 37, "%s", row->text[0]);
     px_model_raw_row(s->m, row->num + 1, row->text + 1, s->raw);
     int rc = px_model_design_row(s->m, s->raw, s->X + s->n * s->k, e);
+    if (rc == 0) rc = px_model_predict(s->m, s->raw, &s->pred[s->n], NULL, e);
     s->n++;
     return rc;
 }
@@ -107,11 +113,46 @@ int main(int argc, char **argv)
     printf("%s: %zu rows x %zu design columns (%zu inputs, %zu categorical): %zu identical bit for bit\n", argv[4],
            d->n, k, nf, categorical, same);
     CHECK(same == d->n && d->n > 0);
+
+    /* the model compiled to SQL, run by PostgreSQL on the same rows */
+    px_algo algo = px_model_algo(m);
+    if (algo == PX_ALGO_LOGIT || algo == PX_ALGO_POISSON) {
+        char **cols = calloc(nf + 1, sizeof *cols);
+        for (size_t j = 0; j < nf; j++)
+            REQUIRE((cols[j] = px_feat_table_value_sql(c, t, "t", names[j],
+                                                       px_model_feature(m, j)->kind == PX_COL_CATEGORICAL, &e)));
+        px_buf q = {0};
+        px_buf_adds(&q, "SELECT t.encounter_id::text, ");
+        REQUIRE(px_model_sql(m, (const char *const *)cols, &q, &e) == 0);
+        px_buf_printf(&q, " %s", from);
+        PGresult *r = PQexec(c, q.data);
+        REQUIRE(PQresultStatus(r) == PGRES_TUPLES_OK);
+        REQUIRE((size_t)PQntuples(r) == s.n);
+        double worst = 0;
+        size_t close = 0;
+        for (int i = 0; i < PQntuples(r); i++) {
+            const char *id = PQgetvalue(r, i, 0);
+            char **hit = bsearch(&id, ids, s.n, sizeof *ids, cmp_id);
+            REQUIRE(hit != NULL);
+            size_t k2 = (size_t)((char(*)[37])(void *)*hit - s.id);
+            double v = strtod(PQgetvalue(r, i, 1), NULL), w = s.pred[k2];
+            double rel = v == w ? 0 : fabs(v - w) / fmax(fabs(v), fabs(w));
+            if (rel > worst) worst = rel;
+            close += rel <= 1e-12;
+        }
+        printf("%s: the model compiled to SQL equals px_model_predict on %zu of %zu rows (largest relative difference %.3g)\n",
+               argv[4], close, s.n, worst);
+        CHECK(close == s.n);
+        PQclear(r);
+        px_buf_release(&q);
+        for (size_t j = 0; j < nf; j++) free(cols[j]);
+        free(cols);
+    }
     PQfreemem(lab);
     px_feat_fields_release(f, nf + 1);
     free(f);
     px_feat_table_free(t);
-    free(ids), free(s.id), free(s.X), free(s.raw), free(XA), free(names);
+    free(ids), free(s.id), free(s.X), free(s.raw), free(s.pred), free(XA), free(names);
     px_dataset_free(d);
     px_model_free(m);
     PQfinish(c);
