@@ -44,18 +44,16 @@ typedef struct loader {
     size_t nextra;
     levelset *lv;             /* p entries (used for categorical ones) */
     char def_hash[65];
-    px_buf sql;
-    unsigned char *wire;      /* per COPY field: how it is sent (W_*) */
-    size_t nwire;
+    px_buf sql;               /* the COPY's FROM ... WHERE ... [ORDER BY ...] */
+    px_feat_field *fld;       /* the COPY's fields, read by the feature reader */
+    size_t nfld;
+    unsigned char *wire;      /* per field: its px_feat_wire */
     int client_sort;          /* 1: rows come unordered and are sorted by (day, key) here */
     unsigned char *tnull;     /* n: time is NULL (sorted last, as ORDER BY does) */
     px_buf keys;              /* the rows' keys as byte strings that compare like the key */
     size_t *koff;             /* n + 1 offsets into keys */
 } loader;
 
-/* How a value travels in the binary COPY: numbers in their own binary form where
- * PostgreSQL has one we decode (no cast, fewer bytes), others cast to float8. */
-enum { W_F8, W_F4, W_I2, W_I4, W_I8, W_BOOL, W_TEXT, W_UUID };
 
 static int is_numeric_cat(char cat) { return cat == 'N' || cat == 'B'; }
 static int is_text_cat(char cat) { return cat == 'S'; }
@@ -68,11 +66,12 @@ static int col_index(const loader *L, const char *name)
     return -1;
 }
 
+/* A failed query: PostgreSQL's message, detail and hint (px_db_fail) under ours. */
 static int db_error(loader *L, const char *what, PGresult *r)
 {
-    px_err_set(L->e, PX_EDB, "cannot load '%s': %s", L->table[0] ? L->table : L->p->table, what);
-    px_err_detail(L->e, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(L->c));
-    return PX_EDB;
+    char msg[512];
+    snprintf(msg, sizeof msg, "cannot load '%s': %s", L->table[0] ? L->table : L->p->table, what);
+    return px_db_fail(L->e, L->c, r, msg);
 }
 
 static int oom(loader *L) { return px_err_set(L->e, PX_ENOMEM, "out of memory loading '%s'", L->p->table); }
@@ -89,72 +88,32 @@ static int add_ident(loader *L, const char *name)
 
 /* ---- finding the table and its columns ---------------------------------------- */
 
-static int find_table(loader *L, char *oid, size_t oidlen)
+/* The table and its columns from pg_catalog (the feature reader's lookup), with
+ * roles inferred from the types; the catalog overrides them for the built-in sets. */
+static int read_table(loader *L)
 {
-    const char *t = L->p->table;
-    char schema[256] = "", rel[256];
-    const char *dot = strchr(t, '.');
-    if (dot) {
-        snprintf(schema, sizeof schema, "%.*s", (int)(dot - t), t);
-        snprintf(rel, sizeof rel, "%s", dot + 1);
-    } else {
-        snprintf(rel, sizeof rel, "%s", t);
-    }
-    const char *pv[2] = {schema[0] ? schema : NULL, rel};
-    PGresult *r = PQexecParams(L->c,
-                               "SELECT c.oid, n.nspname, c.relname FROM pg_class c"
-                               " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                               " WHERE c.relname = $2 AND c.relkind IN ('r', 'v', 'm', 'p', 'f')"
-                               "   AND (n.nspname = $1 OR ($1 IS NULL AND pg_table_is_visible(c.oid)))",
-                               2, NULL, pv, NULL, NULL, 0);
+    px_feat_table *t = px_feat_table_open(L->c, L->p->table, L->e);
+    if (!t) return L->e && L->e->code ? L->e->code : PX_EDB;
     int rc = 0;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = db_error(L, "cannot look up the table", r);
-    } else if (PQntuples(r) != 1) {
-        rc = px_err_set(L->e, PX_ENOTFOUND, "table '%s' does not exist", t);
-    } else {
-        snprintf(oid, oidlen, "%s", PQgetvalue(r, 0, 0));
-        snprintf(L->table, sizeof L->table, "%s.%s", PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
-        char *qs = PQescapeIdentifier(L->c, PQgetvalue(r, 0, 1), strlen(PQgetvalue(r, 0, 1)));
-        char *qr = PQescapeIdentifier(L->c, PQgetvalue(r, 0, 2), strlen(PQgetvalue(r, 0, 2)));
-        size_t n = (qs ? strlen(qs) : 0) + (qr ? strlen(qr) : 0) + 2;
-        if (qs && qr && (L->qtable = malloc(n))) snprintf(L->qtable, n, "%s.%s", qs, qr);
-        else rc = oom(L);
-        PQfreemem(qs);
-        PQfreemem(qr);
-    }
-    PQclear(r);
-    return rc;
-}
-
-static int read_columns(loader *L, const char *oid)
-{
-    const char *pv[1] = {oid};
-    PGresult *r = PQexecParams(L->c,
-                               "SELECT a.attname, coalesce(b.typname, t.typname), coalesce(b.typcategory, t.typcategory)"
-                               " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
-                               " LEFT JOIN pg_type b ON b.oid = t.typbasetype AND t.typtype = 'd'"
-                               " WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-                               1, NULL, pv, NULL, NULL, 0);
-    int rc = 0;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = db_error(L, "cannot read the columns", r);
-        goto out;
-    }
-    L->ncols = PQntuples(r);
-    if (!(L->cols = calloc((size_t)L->ncols + 1, sizeof *L->cols))) {
+    snprintf(L->table, sizeof L->table, "%s", px_feat_table_name(t));
+    L->ncols = (int)px_feat_table_ncols(t);
+    if (!(L->qtable = strdup(px_feat_table_quoted(t))) || !(L->cols = calloc((size_t)L->ncols + 1, sizeof *L->cols))) {
+        L->ncols = 0;
         rc = oom(L);
         goto out;
     }
     for (int i = 0; i < L->ncols; i++) {
         lcol *c = &L->cols[i];
-        if (!(c->name = strdup(PQgetvalue(r, i, 0)))) {
+        const char *type;
+        char cat;
+        const char *name = px_feat_table_col(t, (size_t)i, &type, &cat);
+        if (!(c->name = strdup(name))) {
+            L->ncols = i;
             rc = oom(L);
             goto out;
         }
-        snprintf(c->type, sizeof c->type, "%s", PQgetvalue(r, i, 1));
-        c->cat = PQgetvalue(r, i, 2)[0];
-        /* inferred roles; the catalog overrides them for the built-in sets */
+        snprintf(c->type, sizeof c->type, "%s", type);
+        c->cat = cat;
         if (strcmp(c->type, "uuid") == 0) c->role = strcmp(c->name, "patient_id") == 0 ? PX_ROLE_GROUP : PX_ROLE_KEY;
         else if (is_date(c)) c->role = PX_ROLE_INFO; /* a time candidate */
         else if (is_numeric_cat(c->cat) || is_text_cat(c->cat)) c->role = PX_ROLE_FEATURE;
@@ -162,7 +121,7 @@ static int read_columns(loader *L, const char *oid)
         c->kind = is_text_cat(c->cat) ? PX_COL_CATEGORICAL : PX_COL_NUMERIC;
     }
 out:
-    PQclear(r);
+    px_feat_table_free(t);
     return rc;
 }
 
@@ -337,35 +296,30 @@ static int assign_roles(loader *L, int from_catalog)
 
 /* ---- the query ---------------------------------------------------------------- */
 
-/* Appends a column as the COPY sends it and records its wire type: text for
- * categorical columns, native binary for integer, real and boolean columns,
- * float8 for other numbers (numeric). */
-static int add_value(loader *L, int i, int as_text)
+/* Appends one field of the COPY (its SQL and wire type) to L->fld. */
+static int push_field(loader *L, const char *sql, px_feat_wire wire)
 {
-    const lcol *c = &L->cols[i];
-    static const struct { const char *type; unsigned char wire; } native[] = {
-        {"float8", W_F8}, {"float4", W_F4}, {"int2", W_I2}, {"int4", W_I4}, {"int8", W_I8}, {"bool", W_BOOL}};
-    unsigned char w = as_text ? W_TEXT : W_F8;
-    const char *cast = as_text ? "::text" : "::float8";
-    for (size_t k = 0; !as_text && k < sizeof native / sizeof native[0]; k++)
-        if (strcmp(c->type, native[k].type) == 0) {
-            w = native[k].wire;
-            cast = "";
-        }
-    int rc = px_buf_addc(&L->sql, '(');
-    if (rc == 0) rc = add_ident(L, c->name);
-    if (rc == 0) rc = px_buf_addc(&L->sql, ')');
-    if (rc == 0) rc = px_buf_adds(&L->sql, cast);
-    if (rc != 0) return oom(L);
-    L->wire[L->nwire++] = w;
+    if (px_feat_field_set(&L->fld[L->nfld], sql, wire, L->e) != 0) return oom(L);
+    L->wire[L->nfld++] = (unsigned char)wire;
     return 0;
 }
 
-static int add_raw(loader *L, const char *sql, unsigned char wire)
+/* A column as the COPY sends it: text for categorical columns, native binary
+ * for integer, real and boolean columns, float8 for other numbers (numeric):
+ * the feature reader's rule (px_feat_wire_of). prefix/suffix wrap the quoted
+ * identifier; wire < 0 means by the column's type. */
+static int add_col(loader *L, int i, int as_text, const char *prefix, const char *suffix, int wire)
 {
-    if (px_buf_adds(&L->sql, sql) != 0) return oom(L);
-    L->wire[L->nwire++] = wire;
-    return 0;
+    const lcol *c = &L->cols[i];
+    const char *cast = "";
+    px_feat_wire w = wire >= 0 ? (px_feat_wire)wire : px_feat_wire_of(c->type, as_text, &cast);
+    char *q = PQescapeIdentifier(L->c, c->name, strlen(c->name));
+    if (!q) return oom(L);
+    px_buf b = {0};
+    int rc = px_buf_printf(&b, "%s(%s)%s%s", prefix, q, cast, suffix) ? oom(L) : push_field(L, b.data, w);
+    PQfreemem(q);
+    px_buf_release(&b);
+    return rc;
 }
 
 /* The COPY: features, label, day, group, sex, age, extras and (when there is a key)
@@ -374,46 +328,33 @@ static int add_raw(loader *L, const char *sql, unsigned char wire)
  * loaded (text as bytes), so that the same table always gives the same order. */
 static int build_copy(loader *L)
 {
-    px_buf *b = &L->sql;
     size_t nf = L->nfeat + 6 + L->nextra;
-    if (!(L->wire = calloc(nf, 1))) return oom(L);
-    L->nwire = 0;
-    int rc = px_buf_adds(b, "COPY (SELECT ") ? oom(L) : 0;
+    if (!(L->wire = calloc(nf, 1)) || !(L->fld = calloc(nf, sizeof *L->fld))) return oom(L);
+    L->nfld = 0;
+    int rc = 0;
     for (size_t k = 0; k < L->nfeat && rc == 0; k++) {
         int i = L->feat[k];
-        rc = add_value(L, i, L->cols[i].kind == PX_COL_CATEGORICAL);
-        if (rc == 0) rc = px_buf_adds(b, ", ") ? oom(L) : 0;
+        rc = add_col(L, i, L->cols[i].kind == PX_COL_CATEGORICAL, "", "", -1);
     }
-    if (rc == 0) rc = add_value(L, L->label, 0);
-    if (rc == 0 && L->time >= 0) {
-        rc = px_buf_adds(b, ", ((") ? oom(L) : 0;
-        if (rc == 0) rc = add_ident(L, L->cols[L->time].name);
-        if (rc == 0) rc = add_raw(L, ")::date - DATE '1970-01-01')", W_I4);
-    } else if (rc == 0) {
-        rc = add_raw(L, ", NULL::integer", W_I4);
-    }
+    if (rc == 0) rc = add_col(L, L->label, 0, "", "", -1);
+    if (rc == 0)
+        rc = L->time >= 0 ? add_col(L, L->time, 0, "(", "::date - DATE '1970-01-01')", PX_WIRE_I4)
+                          : push_field(L, "NULL::integer", PX_WIRE_I4);
     int want[3] = {L->group, L->sex >= 0 ? L->sex : L->female, L->age};
     int text[3] = {1, L->sex >= 0, 0};
-    for (int k = 0; k < 3 && rc == 0; k++) {
-        rc = px_buf_adds(b, ", ") ? oom(L) : 0;
-        if (rc == 0) rc = want[k] >= 0 ? add_value(L, want[k], text[k]) : add_raw(L, "NULL::text", W_TEXT);
-    }
-    for (size_t k = 0; k < L->nextra && rc == 0; k++) {
-        rc = px_buf_adds(b, ", ") ? oom(L) : 0;
-        if (rc == 0) rc = add_value(L, L->extra[k], 1);
-    }
+    for (int k = 0; k < 3 && rc == 0; k++)
+        rc = want[k] >= 0 ? add_col(L, want[k], text[k], "", "", -1) : push_field(L, "NULL::text", PX_WIRE_TEXT);
+    for (size_t k = 0; k < L->nextra && rc == 0; k++) rc = add_col(L, L->extra[k], 1, "", "", -1);
     L->client_sort = L->key >= 0;
     if (rc == 0 && L->client_sort) {
         const lcol *k = &L->cols[L->key];
         int integer = strcmp(k->type, "int2") == 0 || strcmp(k->type, "int4") == 0 || strcmp(k->type, "int8") == 0;
-        rc = px_buf_adds(b, ", (") ? oom(L) : 0;
-        if (rc == 0) rc = add_ident(L, k->name);
-        if (rc == 0)
-            rc = strcmp(k->type, "uuid") == 0 ? add_raw(L, ")", W_UUID)
-                 : integer                   ? add_raw(L, ")::int8", W_I8)
-                                             : add_raw(L, ")::text", W_TEXT);
+        rc = strcmp(k->type, "uuid") == 0 ? add_col(L, L->key, 0, "", "", PX_WIRE_UUID)
+             : integer                   ? add_col(L, L->key, 0, "", "::int8", PX_WIRE_I8)
+                                         : add_col(L, L->key, 0, "", "::text", PX_WIRE_TEXT);
     }
-    if (rc == 0) rc = px_buf_printf(b, " FROM %s WHERE ", L->qtable) ? oom(L) : 0;
+    px_buf *b = &L->sql;
+    if (rc == 0) rc = px_buf_printf(b, "FROM %s WHERE ", L->qtable) ? oom(L) : 0;
     if (rc == 0) rc = add_ident(L, L->cols[L->label].name);
     if (rc == 0) rc = px_buf_adds(b, " IS NOT NULL") ? oom(L) : 0;
     if (rc == 0 && !L->client_sort) {
@@ -429,22 +370,10 @@ static int build_copy(loader *L)
             if (rc == 0 && is_text_cat(L->cols[i].cat)) rc = px_buf_adds(b, " COLLATE \"C\"") ? oom(L) : 0;
         }
     }
-    if (rc == 0) rc = px_buf_adds(b, ") TO STDOUT (FORMAT binary)") ? oom(L) : 0;
-    if (rc == 0) rc = px_buf_addc(b, '\0') ? oom(L) : 0;
     return rc;
 }
 
-/* ---- binary COPY ---------------------------------------------------------------- */
-
-static uint32_t be32(const unsigned char *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
-
-static double be_double(const unsigned char *p)
-{
-    uint64_t v = (uint64_t)be32(p) << 32 | be32(p + 4);
-    double x;
-    memcpy(&x, &v, sizeof x);
-    return x;
-}
+/* ---- categorical levels ------------------------------------------------------------ */
 
 /* Index of v in the set (inserted if new), or -1 when the set is full / out of memory. */
 static long level_index(levelset *ls, const char *v, int *full)
@@ -494,111 +423,58 @@ static uint64_t group_key(const char *s)
 }
 
 /* One field of a binary COPY tuple: data and length, or len -1 for NULL. */
-typedef struct bfield { const unsigned char *p; int32_t len; } bfield;
-
-/* A text field as a NUL-terminated string in *tmp (grown as needed); NULL when out of memory. */
-static const char *field_str(const bfield *f, char **tmp, size_t *cap)
-{
-    if ((size_t)f->len + 1 > *cap) {
-        size_t n = (size_t)f->len + 64;
-        char *t = realloc(*tmp, n);
-        if (!t) return NULL;
-        *tmp = t;
-        *cap = n;
-    }
-    memcpy(*tmp, f->p, (size_t)f->len);
-    (*tmp)[f->len] = '\0';
-    return *tmp;
-}
-
-static double be_f4(const unsigned char *p)
-{
-    uint32_t v = be32(p);
-    float x;
-    memcpy(&x, &v, sizeof x);
-    return (double)x;
-}
-
-static int64_t be64(const unsigned char *p) { return (int64_t)((uint64_t)be32(p) << 32 | be32(p + 4)); }
-
-/* A numeric field by its wire type; 0 and NAN in *v for a wrong length. */
-static int get_number(const bfield *f, unsigned char wire, double *v)
-{
-    static const int32_t size[] = {8, 4, 2, 4, 8, 1};
-    if (wire > W_BOOL || f->len != size[wire]) return -1;
-    switch (wire) {
-    case W_F8: *v = be_double(f->p); break;
-    case W_F4: *v = be_f4(f->p); break;
-    case W_I2: *v = (double)(int16_t)(f->p[0] << 8 | f->p[1]); break;
-    case W_I4: *v = (double)(int32_t)be32(f->p); break;
-    case W_I8: *v = (double)be64(f->p); break;
-    default: *v = f->p[0] ? 1.0 : 0.0;
-    }
-    return 0;
-}
-
-/* Stores one tuple as row i of d. */
-static int store_row(loader *L, px_dataset *d, size_t i, const bfield *f, char **tmp, size_t *cap)
+/* Stores one row of the reader as row i of d. */
+static int store_row(loader *L, px_dataset *d, size_t i, const px_feat_row *r)
 {
     for (size_t j = 0; j < L->nfeat; j++) {
-        if (f[j].len < 0) continue; /* NAN */
+        if (r->len[j] < 0) continue; /* NAN */
         double *x = &d->x[i * L->nfeat + j];
         if (d->kind[j] == PX_COL_NUMERIC) {
-            if (get_number(&f[j], L->wire[j], x) != 0)
-                return px_err_set(L->e, PX_EDB, "cannot load '%s': bad number in column '%s'", L->table, d->names[j]);
+            *x = r->num[j];
             continue;
         }
-        const char *v = field_str(&f[j], tmp, cap);
-        if (!v) return oom(L);
         int full = 0;
-        long li = level_index(&L->lv[j], v, &full);
+        long li = level_index(&L->lv[j], r->text[j], &full);
         if (li < 0 && full)
             return px_err_set(L->e, PX_EINVAL, "column '%s' of '%s' has more than %zu distinct values", d->names[j],
                               L->table, L->lv[j].max);
         if (li < 0) return oom(L);
         *x = (double)li;
     }
-    const bfield *g = f + L->nfeat;
-    const unsigned char *w = L->wire + L->nfeat;
-    if (get_number(&g[0], w[0], &d->y[i]) != 0) return px_err_set(L->e, PX_EDB, "cannot load '%s': bad label", L->table);
-    if (g[1].len == 4) d->day[i] = (int32_t)be32(g[1].p);
+    size_t g = L->nfeat;   /* label, day, group, sex, age, extras, key */
+    if (r->len[g] < 0) return px_err_set(L->e, PX_EDB, "cannot load '%s': bad label", L->table);
+    d->y[i] = r->num[g];
+    if (r->len[g + 1] == 4) d->day[i] = (int32_t)r->num[g + 1];
     else L->tnull[i] = 1;
-    if (g[2].len >= 0) {
-        const char *v = field_str(&g[2], tmp, cap);
-        if (!v) return oom(L);
-        d->group[i] = group_key(v);
-    }
-    if (g[3].len > 0 && w[3] == W_TEXT) {
-        char s0 = (char)g[3].p[0];
+    if (r->text[g + 2]) d->group[i] = group_key(r->text[g + 2]);
+    if (r->len[g + 3] > 0 && r->text[g + 3]) {
+        char s0 = r->text[g + 3][0];
         if (s0 >= 'a' && s0 <= 'z') s0 = (char)(s0 - 32);
         d->sex[i] = (s0 == 'F' || s0 == 'M' || s0 == 'U') ? s0 : 0;
-    } else if (g[3].len > 0) {
-        double fv;
-        if (get_number(&g[3], w[3], &fv) == 0) d->sex[i] = fv == 1.0 ? 'F' : fv == 0.0 ? 'M' : 0;
+    } else if (r->len[g + 3] > 0) {
+        double fv = r->num[g + 3];
+        d->sex[i] = fv == 1.0 ? 'F' : fv == 0.0 ? 'M' : 0;
     }
-    if (g[4].len > 0 && get_number(&g[4], w[4], &d->age[i]) != 0) d->age[i] = NAN;
+    if (r->len[g + 4] > 0) d->age[i] = r->num[g + 4];
     for (size_t k = 0; k < L->nextra; k++) {
-        const bfield *v = &g[5 + k];
-        if (v->len < 0) continue;
-        char *str = malloc((size_t)v->len + 1);
-        if (!str) return oom(L);
-        memcpy(str, v->p, (size_t)v->len);
-        str[v->len] = '\0';
-        d->extra[i * L->nextra + k] = str;
+        const char *v = r->text[g + 5 + k];
+        if (v && !(d->extra[i * L->nextra + k] = strdup(v))) return oom(L);
     }
     if (L->client_sort) {
         /* the key as bytes that memcmp orders like PostgreSQL: a first byte 0 (1 for
          * NULL, last), then a uuid as its 16 bytes, an integer big-endian with the sign
          * bit flipped, text as it is (byte order) */
-        const bfield *k = &g[5 + L->nextra];
-        int rc = px_buf_addc(&L->keys, k->len < 0 ? 1 : 0);
-        if (rc == 0 && k->len == 8 && L->wire[L->nwire - 1] == W_I8) {
+        size_t kf = g + 5 + L->nextra;
+        int32_t klen = r->len[kf];
+        const unsigned char *kp = r->raw[kf];
+        int rc = px_buf_addc(&L->keys, klen < 0 ? 1 : 0);
+        if (rc == 0 && klen == 8 && L->wire[L->nfld - 1] == PX_WIRE_I8) {
             unsigned char be[8];
-            memcpy(be, k->p, 8);
+            memcpy(be, kp, 8);
             be[0] ^= 0x80;
             rc = px_buf_add(&L->keys, be, 8);
-        } else if (rc == 0 && k->len > 0) {
-            rc = px_buf_add(&L->keys, k->p, (size_t)k->len);
+        } else if (rc == 0 && klen > 0) {
+            rc = px_buf_add(&L->keys, kp, (size_t)klen);
         }
         if (rc != 0) return oom(L);
         L->koff[i + 1] = L->keys.len;
@@ -684,71 +560,29 @@ out:
     return rc;
 }
 
-/* Reads the binary COPY stream into d (n rows expected). Each CopyData message
- * holds whole tuples; the first also holds the 19-byte file header, the last the
- * trailer (field count -1). */
+typedef struct load_scan {
+    loader *L;
+    px_dataset *d;
+    size_t i;
+} load_scan;
+
+static int load_row(const px_feat_row *r, void *arg, px_err *e)
+{
+    load_scan *s = arg;
+    (void)e;
+    if (s->i >= s->d->n) return px_err_set(s->L->e, PX_ESTATE, "table '%s' changed while it was being loaded", s->L->table);
+    int rc = store_row(s->L, s->d, s->i, r);
+    s->i++;
+    return rc;
+}
+
+/* Reads the rows into d (n rows expected) through the feature reader. */
 static int read_rows(loader *L, px_dataset *d)
 {
-    static const unsigned char sig[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0};
-    PGresult *r = PQexec(L->c, L->sql.data);
-    if (PQresultStatus(r) != PGRES_COPY_OUT) {
-        int rc = db_error(L, "the query failed", r);
-        PQclear(r);
-        return rc;
-    }
-    PQclear(r);
-    size_t nf = L->nwire, i = 0, cap = 0;
-    bfield *f = calloc(nf, sizeof *f);
-    char *tmp = NULL;
-    int rc = f ? 0 : oom(L), header = 1, done = 0;
-    char *buf = NULL;
-    int len;
-    while ((len = PQgetCopyData(L->c, &buf, 0)) > 0) {
-        const unsigned char *p = (const unsigned char *)buf, *end = p + len;
-        if (rc == 0 && header) {
-            if (len < 19 || memcmp(p, sig, 11) != 0) rc = px_err_set(L->e, PX_EDB, "cannot load '%s': not a binary COPY stream", L->table);
-            else p += 19 + be32(p + 15); /* flags, then the header extension */
-            header = 0;
-        }
-        while (rc == 0 && !done && p + 2 <= end) {
-            int16_t count = (int16_t)(p[0] << 8 | p[1]);
-            p += 2;
-            if (count == -1) {
-                done = 1;
-                break;
-            }
-            if ((size_t)count != nf) {
-                rc = px_err_set(L->e, PX_EDB, "cannot load '%s': a row of %d fields, expected %zu", L->table, count, nf);
-                break;
-            }
-            for (size_t k = 0; k < nf && rc == 0; k++) {
-                if (p + 4 > end) {
-                    rc = px_err_set(L->e, PX_EDB, "cannot load '%s': a truncated row", L->table);
-                    break;
-                }
-                f[k].len = (int32_t)be32(p);
-                f[k].p = p + 4;
-                p += 4 + (f[k].len > 0 ? f[k].len : 0);
-                if (p > end) rc = px_err_set(L->e, PX_EDB, "cannot load '%s': a truncated row", L->table);
-            }
-            if (rc != 0) break;
-            if (i >= d->n) {
-                rc = px_err_set(L->e, PX_ESTATE, "table '%s' changed while it was being loaded", L->table);
-                break;
-            }
-            rc = store_row(L, d, i, f, &tmp, &cap);
-            i++;
-        }
-        PQfreemem(buf); /* after an error the rest of the stream is drained */
-    }
-    if (len == -2 && rc == 0) rc = db_error(L, "reading the rows failed", NULL);
-    while ((r = PQgetResult(L->c)) != NULL) {
-        if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0) rc = db_error(L, "reading the rows failed", r);
-        PQclear(r);
-    }
-    if (rc == 0 && i != d->n) rc = px_err_set(L->e, PX_ESTATE, "table '%s' changed while it was being loaded", L->table);
-    free(f);
-    free(tmp);
+    load_scan s = {L, d, 0};
+    int rc = px_feat_scan(L->c, L->fld, L->nfld, L->sql.data, load_row, &s, L->e);
+    if (rc == PX_EDB && !L->e->detail[0]) px_err_wrap(L->e, PX_EDB, "cannot load '%s'", L->table);
+    if (rc == 0 && s.i != d->n) rc = px_err_set(L->e, PX_ESTATE, "table '%s' changed while it was being loaded", L->table);
     return rc;
 }
 
@@ -813,6 +647,8 @@ static void loader_release(loader *L)
     }
     px_buf_release(&L->sql);
     px_buf_release(&L->keys);
+    px_feat_fields_release(L->fld, L->nfld);
+    free(L->fld);
     free(L->wire);
     free(L->tnull);
     free(L->koff);
@@ -849,7 +685,6 @@ px_dataset *px_dataset_load(PGconn *c, const px_dataset_params *p, px_err *e)
     L.p = NULL;
     px_dataset *d = NULL;
     int rc = 0, own_tx = 0, from_catalog = 0;
-    char oid[32];
     if (!p || !p->table || !p->table[0] || !p->label || !p->label[0]) {
         px_err_set(e, PX_EINVAL, "loading a dataset needs a table and a label");
         return NULL;
@@ -860,8 +695,7 @@ px_dataset *px_dataset_load(PGconn *c, const px_dataset_params *p, px_err *e)
         if ((rc = px_db_exec(c, e, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) != 0) goto out;
         own_tx = 1;
     }
-    if ((rc = find_table(&L, oid, sizeof oid)) != 0) goto out;
-    if ((rc = read_columns(&L, oid)) != 0) goto out;
+    if ((rc = read_table(&L)) != 0) goto out;
     if ((rc = read_catalog(&L, &from_catalog)) != 0) goto out;
     if ((rc = assign_roles(&L, from_catalog)) != 0) goto out;
     size_t n = 0, dropped = 0;

@@ -175,6 +175,75 @@ void px_dataset_free(px_dataset *d);   /* accepts NULL */
 /* Index of a feature column by name, or -1. */
 int px_dataset_col(const px_dataset *d, const char *name);
 
+/* ---- the feature-row reader (reader.c) ----------------------------------- */
+
+/* Every consumer of feature rows (training, KPI scoring, the drift check) reads
+ * them through these: a binary COPY streamed to a callback. */
+
+/* How a value travels in the binary COPY. */
+typedef enum {
+    PX_WIRE_F8, PX_WIRE_F4, PX_WIRE_I2, PX_WIRE_I4, PX_WIRE_I8, PX_WIRE_BOOL,
+    PX_WIRE_TEXT,   /* text (categorical values, ids) */
+    PX_WIRE_UUID,   /* 16 raw bytes (row->raw only) */
+    PX_WIRE_BYTES   /* any other binary form, not decoded (row->raw only: arrays) */
+} px_feat_wire;
+
+/* One value read: a trusted SQL expression (built by px_feat_table_field, or by
+ * the caller from constants and quoted identifiers) and its wire type. */
+typedef struct px_feat_field {
+    char *sql;           /* owned; px_feat_fields_release frees it */
+    px_feat_wire wire;
+} px_feat_field;
+
+/* One decoded row, valid during the callback only. */
+typedef struct px_feat_row {
+    size_t n;
+    const double *num;              /* n: numbers (NAN for NULL; NAN for text and uuid fields) */
+    const char *const *text;        /* n: text fields NUL-terminated (NULL for NULL and other fields) */
+    const unsigned char *const *raw;/* n: the field's bytes as sent (network order) */
+    const int32_t *len;             /* n: their lengths, -1 for NULL */
+} px_feat_row;
+
+/* Called once per row; returns 0 to go on, or a negative PX_E* code (with e
+ * set) that stops the scan and is returned by px_feat_scan. */
+typedef int (*px_feat_row_fn)(const px_feat_row *row, void *arg, px_err *e);
+
+/* A table (or view) and its columns' types, from pg_catalog. */
+typedef struct px_feat_table px_feat_table;
+/* "schema.name" or a visible "name". Caller frees with px_feat_table_free.
+ * NULL on error (PX_ENOTFOUND naming the table, PX_EDB, PX_ENOMEM). */
+px_feat_table *px_feat_table_open(PGconn *c, const char *table, px_err *e);
+void px_feat_table_free(px_feat_table *t);   /* accepts NULL */
+const char *px_feat_table_name(const px_feat_table *t);     /* schema.name */
+const char *px_feat_table_quoted(const px_feat_table *t);   /* "schema"."name" */
+size_t px_feat_table_ncols(const px_feat_table *t);
+/* Column i's name, base type name and pg_type category (NULL past the end). */
+const char *px_feat_table_col(const px_feat_table *t, size_t i, const char **type, char *cat);
+int px_feat_table_index(const px_feat_table *t, const char *name);   /* -1 when absent */
+/* The wire type of a column of base type `type` and the cast its SQL needs
+ * ("", "::float8" or "::text"). */
+px_feat_wire px_feat_wire_of(const char *type, int as_text, const char **cast);
+/* Fills f (its old sql freed) with column col of t read as text (as_text) or as a
+ * number, qualified by alias when not NULL. PX_ENOTFOUND (no such column),
+ * PX_EINVAL (a number asked of a non-numeric column), PX_ENOMEM. */
+int px_feat_table_field(PGconn *c, const px_feat_table *t, const char *alias, const char *col, int as_text,
+                        px_feat_field *f, px_err *e);
+/* Column col of t as an SQL value over alias (NULL: none): text (as_text), or
+ * float8 with booleans as 0/1, the values the reader gives: what a model
+ * compiled to SQL reads (px_model_sql's colsql). malloc'd; NULL with e set
+ * (PX_ENOTFOUND, PX_EINVAL: a number asked of a non-numeric column, PX_ENOMEM). */
+char *px_feat_table_value_sql(PGconn *c, const px_feat_table *t, const char *alias, const char *col, int as_text,
+                              px_err *e);
+/* Fills f with a copy of the trusted expression sql. */
+int px_feat_field_set(px_feat_field *f, const char *sql, px_feat_wire wire, px_err *e);
+void px_feat_fields_release(px_feat_field *f, size_t n);
+/* Runs COPY (SELECT <fields> <from>) TO STDOUT (FORMAT binary) and calls fn for
+ * every row in the order the server sends them. from: trusted SQL ("FROM ... t
+ * WHERE ..."). Returns 0, the callback's error, or PX_EDB / PX_ENOMEM; the
+ * connection is usable afterwards either way. */
+int px_feat_scan(PGconn *c, const px_feat_field *f, size_t nf, const char *from, px_feat_row_fn fn, void *arg,
+                 px_err *e);
+
 /* ---- research export (export.c) ------------------------------------------ */
 
 /* A de-identified extract of a built feature table (HIPAA Safe Harbor): see

@@ -1,20 +1,19 @@
 /* compute.c: px_kpi_compute, one KPI run in one REPEATABLE READ transaction:
- * resolve and load (verified) each risk model, score its feature table row by row
- * (COPY out), write the predictions to kpi.predictions (COPY in), aggregate them
- * per measure x period x unit with GROUPING SETS in SQL, then compute intervals,
- * flags, smoothing and funnel limits in C and COPY the cells into kpi.results.
+ * resolve and load (verified) each risk model, compile it to SQL (or score it in
+ * C: SVMs) and sum every measure to the finest cell in one pass inside
+ * PostgreSQL (score.c), roll up and compute intervals, flags, smoothing, funnel
+ * limits and the hierarchical ratios in C, COPY the cells into kpi.results.
  * Invariant: a failed run leaves nothing (the transaction is rolled back). */
 #include "kpi/internal.h"
 #include <cjson/cJSON.h>
 #include <gsl/gsl_cdf.h>
 #include <gsl/gsl_errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#define COPY_CHUNK (1 << 20)
 
 const px_kpi_measure kpi_risk_measure[3] = {PX_KPI_READMISSION, PX_KPI_MORTALITY, PX_KPI_LOS};
 const char *const kpi_risk_model[3] = {"readmission", "mortality", "los"};
@@ -120,112 +119,16 @@ px_kpi_params px_kpi_default_params(void)
     p.reference = PX_KPI_REF_POOLED;
     return p;
 }
-
 /* ---- small helpers ----------------------------------------------------------- */
-
-static int exec_ok(PGconn *c, px_err *e, const char *sql, const char *what)
-{
-    PGresult *r = PQexec(c, sql);
-    int rc = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK
-                 ? 0
-                 : px_db_fail(e, c, r, what);
-    PQclear(r);
-    return rc;
-}
-
-/* "schema.table" -> quoted "schema"."table" (caller frees), NULL on a bad name. */
-static char *quote_table(PGconn *c, const char *t)
-{
-    const char *dot = strchr(t, '.');
-    char *s = NULL, *n = NULL, *out = NULL;
-    if (!dot || dot == t || !dot[1] || strchr(dot + 1, '.')) return NULL;
-    s = PQescapeIdentifier(c, t, (size_t)(dot - t));
-    n = PQescapeIdentifier(c, dot + 1, strlen(dot + 1));
-    if (s && n && (out = malloc(strlen(s) + strlen(n) + 2))) sprintf(out, "%s.%s", s, n);
-    PQfreemem(s);
-    PQfreemem(n);
-    return out;
-}
-
-/* One field of a COPY text row starting at *p (ends at tab or newline); unescapes
- * in place. Returns the field (NUL-terminated), NULL for \N; *p moves past it. */
-int kpi_feature_columns(PGconn *c, const px_model *m, px_buf *q, px_err *e)
-{
-    size_t nf = m ? px_model_nfeatures(m) : 0; /* a crude measure reads no inputs */
-    for (size_t j = 0; j < nf; j++) {
-        const px_feature_info *fi = px_model_feature(m, j);
-        char *id = PQescapeIdentifier(c, fi->name, strlen(fi->name));
-        if (!id) return px_err_set(e, PX_ENOMEM, "out of memory");
-        int rc = px_buf_printf(q, ", t.%s", id);
-        PQfreemem(id);
-        if (rc < 0) return px_err_set(e, PX_ENOMEM, "out of memory");
-    }
-    return 0;
-}
-
-char *kpi_copy_field(char **p, char *end, int *ok)
-{
-    char *s = *p, *w = s, *r = s;
-    if (s >= end) {
-        *ok = 0;
-        return NULL;
-    }
-    while (r < end && *r != '\t' && *r != '\n') {
-        if (*r == '\\' && r + 1 < end) {
-            r++;
-            switch (*r) {
-            case 'N': *w++ = 0; r++; goto check_null;
-            case 't': *w++ = '\t'; break;
-            case 'n': *w++ = '\n'; break;
-            case 'r': *w++ = '\r'; break;
-            case 'b': *w++ = '\b'; break;
-            case 'f': *w++ = '\f'; break;
-            case 'v': *w++ = '\v'; break;
-            default: *w++ = *r; break;
-            }
-            r++;
-        } else {
-            *w++ = *r++;
-        }
-    }
-    *p = r + (r < end);
-    *w = 0;
-    return s;
-check_null:
-    *p = r + (r < end);
-    return NULL;
-}
 
 int kpi_cmp_str(const void *key, const void *elem)
 {
     return strcmp((const char *)key, *(char *const *)elem);
 }
-
-/* A COPY text value as a number: booleans t/f, else strtod; NAN when NULL or unparsable. */
-double kpi_num_value(const char *s)
-{
-    if (!s) return NAN;
-    if (s[0] == 't' && !s[1]) return 1;
-    if (s[0] == 'f' && !s[1]) return 0;
-    char *end;
-    double v = strtod(s, &end);
-    return end != s && !*end ? v : NAN;
-}
-
 /* ---- models ------------------------------------------------------------------ */
 
-typedef struct model_in {
-    int version;
-    px_model *m;
-    char table[256], label[64];
-    cJSON *info;          /* summary stored in kpi.runs.models */
-    long long rows;       /* feature-table rows scored */
-    int crude;            /* 1: no usable model: observed outcomes only (m NULL, version 0) */
-    int skip;             /* 1: not even a feature table: the measure is not computed */
-} model_in;
-
 /* Resolves, verifies and loads one risk model and reads its training spec. */
-static int model_open(PGconn *c, const px_config *cfg, int k, const char *ref, model_in *mi, px_err *e)
+static int model_open(PGconn *c, const px_config *cfg, int k, const char *ref, kpi_model *mi, px_err *e)
 {
     const char *name = kpi_risk_model[k];
     int rc, version = 0;
@@ -253,13 +156,6 @@ static int model_open(PGconn *c, const px_config *cfg, int k, const char *ref, m
     return rc;
 }
 
-static void model_close(model_in *mi)
-{
-    px_model_free(mi->m);
-    cJSON_Delete(mi->info);
-    memset(mi, 0, sizeof *mi);
-}
-
 /* Appends "; "-separated text to info->notes. */
 static void add_note(px_kpi_run_info *info, const char *fmt, ...)
 {
@@ -283,12 +179,12 @@ static int gates_of(PGconn *c, const char *name, int version, int *accepted, cha
 
 /* Without a usable model: the measure's built-in feature table and label give
  * the observed outcomes (crude); without the table, the measure is skipped. */
-static int model_crude(PGconn *c, int k, model_in *mi, const char *why, px_kpi_run_info *info, cJSON *method,
+static int model_crude(PGconn *c, int k, kpi_model *mi, const char *why, px_kpi_run_info *info, cJSON *method,
                        px_err *e)
 {
     const char *name = kpi_risk_model[k];
     const px_feat_set_info *set = px_feat_set_find(name);
-    model_close(mi);
+    kpi_model_release(mi);
     mi->crude = 1;
     if (!(mi->info = cJSON_CreateObject())) return px_err_set(e, PX_ENOMEM, "out of memory");
     cJSON_AddBoolToObject(mi->info, "crude", 1);
@@ -296,14 +192,12 @@ static int model_crude(PGconn *c, int k, model_in *mi, const char *why, px_kpi_r
     char ok[16] = "";
     if (set) {
         const char *pp[1] = {set->table};
-        PGresult *r = PQexecParams(c, "SELECT (to_regclass($1) IS NOT NULL)::int", 1, NULL, pp, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-            int rc = px_db_fail(e, c, r, "cannot look up a feature table");
-            PQclear(r);
-            return rc;
-        }
-        snprintf(ok, sizeof ok, "%s", PQgetvalue(r, 0, 0));
-        PQclear(r);
+        char *v = NULL;
+        int rc = px_db_value(c, e, "cannot look up a feature table", &v, "SELECT (to_regclass($1) IS NOT NULL)::int",
+                             1, pp);
+        if (rc) return rc;
+        snprintf(ok, sizeof ok, "%s", v ? v : "");
+        free(v);
     }
     char words[600];
     if (set && strcmp(ok, "1") == 0) {
@@ -330,7 +224,7 @@ static int model_crude(PGconn *c, int k, model_in *mi, const char *why, px_kpi_r
  * measure crude; an explicitly named model that is missing is an error, one that
  * failed its gates is refused. See px_kpi_compute in kpi.h. */
 static int model_open_gated(PGconn *c, const px_config *cfg, int k, const char *ref, const px_kpi_params *p,
-                            model_in *mi, px_kpi_run_info *info, cJSON *method, px_err *e)
+                            kpi_model *mi, px_kpi_run_info *info, cJSON *method, px_err *e)
 {
     const char *name = kpi_risk_model[k];
     int explicit_ref = p->model_ref[k] != NULL;
@@ -375,688 +269,10 @@ static int model_open_gated(PGconn *c, const px_config *cfg, int k, const char *
     snprintf(why, sizeof why, "risk model '%s' v%d failed its quality gates (%s)", name, mi->version, failed);
     return model_crude(c, k, mi, why, info, method, e);
 }
-
-/* The scored rows of one model, in memory until the reference shift is known. */
-typedef struct scored {
-    size_t n, cap;
-    char *ids;          /* n encounter ids, 36 characters each (uuid text), no separators */
-    double *p, *y;      /* model output (probability or expected days), observed outcome */
-    int *fac;           /* facility index */
-    char **facs;        /* facility names by index */
-    size_t nfac, capfac;
-    unsigned *slot;     /* open-addressing hash of facility names: index + 1, 0 = empty */
-    size_t nslot;
-} scored;
-
-static void scored_free(scored *s)
-{
-    free(s->ids), free(s->p), free(s->y), free(s->fac), free(s->slot);
-    for (size_t i = 0; i < s->nfac; i++) free(s->facs[i]);
-    free(s->facs);
-    memset(s, 0, sizeof *s);
-}
-
-/* Index of a facility name, added when new; -1 on out of memory. */
-static int fac_index(scored *s, const char *name)
-{
-    if (s->nfac * 2 >= s->nslot) {
-        size_t ns = s->nslot ? s->nslot * 2 : 1024;
-        unsigned *sl = calloc(ns, sizeof *sl);
-        if (!sl) return -1;
-        for (size_t i = 0; i < s->nfac; i++) {
-            size_t h = (size_t)(px_hash_str(s->facs[i]) & (ns - 1));
-            while (sl[h]) h = (h + 1) & (ns - 1);
-            sl[h] = (unsigned)i + 1;
-        }
-        free(s->slot);
-        s->slot = sl;
-        s->nslot = ns;
-    }
-    size_t h = (size_t)(px_hash_str(name) & (s->nslot - 1));
-    while (s->slot[h]) {
-        if (strcmp(s->facs[s->slot[h] - 1], name) == 0) return (int)s->slot[h] - 1;
-        h = (h + 1) & (s->nslot - 1);
-    }
-    if (s->nfac == s->capfac) {
-        size_t nc = s->capfac ? s->capfac * 2 : 256;
-        char **f = realloc(s->facs, nc * sizeof *f);
-        if (!f) return -1;
-        s->facs = f;
-        s->capfac = nc;
-    }
-    if (!(s->facs[s->nfac] = strdup(name))) return -1;
-    s->slot[h] = (unsigned)++s->nfac;
-    return (int)s->nfac - 1;
-}
-
-static int scored_push(scored *s, const char *id, double p, double y, int fac)
-{
-    if (s->n == s->cap) {
-        size_t nc = s->cap ? s->cap * 2 : 65536;
-        char *ids = realloc(s->ids, nc * 36);
-        if (ids) s->ids = ids;
-        double *pp = realloc(s->p, nc * sizeof *pp);
-        if (pp) s->p = pp;
-        double *yy = realloc(s->y, nc * sizeof *yy);
-        if (yy) s->y = yy;
-        int *ff = realloc(s->fac, nc * sizeof *ff);
-        if (ff) s->fac = ff;
-        if (!ids || !pp || !yy || !ff) return -1;
-        s->cap = nc;
-    }
-    size_t len = strlen(id);
-    if (len != 36) return -2;
-    memcpy(s->ids + s->n * 36, id, 36);
-    s->p[s->n] = p;
-    s->y[s->n] = y;
-    s->fac[s->n] = fac;
-    s->n++;
-    return 0;
-}
-
-/* Scores every labelled row of the model's feature table (with the stay's
- * facility from the warehouse) into s. */
-static int model_score(PGconn *c, int k, model_in *mi, scored *s, px_err *e)
-{
-    size_t nf = mi->m ? px_model_nfeatures(mi->m) : 0; /* crude: the outcome only */
-    int rc = 0;
-    px_buf q = {0};
-    char *tab = quote_table(c, mi->table), *lab = PQescapeIdentifier(c, mi->label, strlen(mi->label));
-    double *raw = calloc(nf ? nf : 1, sizeof *raw);
-    char *row = NULL;
-    PGresult *r = NULL;
-    if (!tab || !lab || !raw) {
-        rc = tab ? px_err_set(e, PX_ENOMEM, "out of memory")
-                 : px_err_set(e, PX_EINVAL, "risk model '%s' names a bad feature table '%s'", kpi_risk_model[k],
-                              mi->table);
-        goto out;
-    }
-    px_buf_printf(&q, "COPY (SELECT t.encounter_id, w.facility_id, t.%s", lab);
-    if ((rc = kpi_feature_columns(c, mi->m, &q, e)) != 0) goto out;
-    if (px_buf_printf(&q, " FROM %s t JOIN wh.fact_encounter w USING (encounter_id) WHERE t.%s IS NOT NULL)"
-                          " TO STDOUT", tab, lab) < 0) {
-        rc = px_err_set(e, PX_ENOMEM, "out of memory");
-        goto out;
-    }
-    r = PQexec(c, q.data);
-    if (PQresultStatus(r) != PGRES_COPY_OUT) {
-        px_db_fail(e, c, r, "cannot read a feature table");
-        rc = px_err_wrap(e, PX_EDB, "cannot read feature table '%s' for risk model '%s' v%d", mi->table,
-                         kpi_risk_model[k], mi->version);
-        goto out;
-    }
-    PQclear(r);
-    r = NULL;
-    int n;
-    while ((n = PQgetCopyData(c, &row, 0)) > 0) {
-        char *p = row, *end = row + n;
-        int ok = 1;
-        char *id = kpi_copy_field(&p, end, &ok);
-        char *facility = kpi_copy_field(&p, end, &ok);
-        double y = kpi_num_value(kpi_copy_field(&p, end, &ok));
-        for (size_t j = 0; j < nf && ok; j++) {
-            char *v = kpi_copy_field(&p, end, &ok);
-            const px_feature_info *fi = px_model_feature(mi->m, j);
-            if (fi->kind == PX_COL_CATEGORICAL && v) {
-                /* levels are in byte order; an unseen level counts as the reference */
-                char **hit = fi->nlevels ? bsearch(v, fi->levels, fi->nlevels, sizeof *fi->levels, kpi_cmp_str) : NULL;
-                raw[j] = hit ? (double)(hit - fi->levels) : (double)fi->ref;
-            } else {
-                raw[j] = kpi_num_value(v);
-            }
-        }
-        if (!ok || !id || !facility || !(y >= 0)) {
-            rc = px_err_set(e, PX_EINVAL, "feature table '%s' has a row without encounter or valid label '%s'",
-                            mi->table, mi->label);
-            break;
-        }
-        double pred = NAN;
-        if (mi->m && (rc = px_model_predict(mi->m, raw, &pred, NULL, e)) != 0) break;
-        /* probabilities are in [0,1]; an SVR's expected days may dip below 0 */
-        if (mi->m && !(pred >= 0)) pred = 0;
-        int fi = fac_index(s, facility), pr = fi < 0 ? -1 : scored_push(s, id, pred, y, fi);
-        if (pr != 0) {
-            rc = pr == -2 ? px_err_set(e, PX_EINVAL, "feature table '%s' has an encounter_id that is not a uuid",
-                                       mi->table)
-                          : px_err_set(e, PX_ENOMEM, "out of memory holding predictions");
-            break;
-        }
-        PQfreemem(row);
-        row = NULL;
-    }
-    PQfreemem(row);
-    row = NULL;
-    if (rc) {
-        /* drain the stream so the connection is usable for the rollback */
-        while ((n = PQgetCopyData(c, &row, 0)) > 0) PQfreemem(row);
-        row = NULL;
-    } else if (n == -2) {
-        rc = px_db_fail(e, c, NULL, "lost the connection while reading a feature table");
-    }
-    while ((r = PQgetResult(c)) != NULL) {
-        if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0)
-            rc = px_db_fail(e, c, r, "cannot read a feature table");
-        PQclear(r);
-    }
-    mi->rows = (long long)s->n;
-out:
-    PQclear(r);
-    free(raw);
-    free(tab);
-    PQfreemem(lab);
-    px_buf_release(&q);
-    return rc;
-}
-
-static int binary_model(const model_in *mi)
-{
-    if (!mi->m) return 0;
-    px_algo a = px_model_algo(mi->m);
-    return a == PX_ALGO_LOGIT || a == PX_ALGO_SVC;
-}
-
-static double clamp_p(double p)
-{
-    return p < 1e-12 ? 1e-12 : p > 1 - 1e-12 ? 1 - 1e-12 : p;
-}
-
-/* The expected value of a row under the reference shift c: on the logit scale for
- * probabilities, multiplicative for expected days. */
-static double shifted(double p, double c, int binary)
-{
-    if (c == 0) return p;
-    if (!binary) return p * exp(c);
-    double eta = log(clamp_p(p) / (1 - clamp_p(p))) + c;
-    return 1 / (1 + exp(-eta));
-}
-
-/* The CMS-style reference: the risk model was fitted without facility terms, so
- * its intercept is the pooled one, pulled towards the facilities with many
- * stays and large effects (on the log-odds scale a worse facility adds more events
- * than an equally better one removes). CMS's measures (Krumholz et al. 2006; the
- * Yale/CORE readmission and mortality methodology) compute expected counts at the
- * average hospital's intercept of a random-intercept model. Two-stage version of
- * that with the champion's predictions as a fixed offset: each facility's own
- * intercept a_j (MLE given the offset: sum logistic(eta + a_j) = O_j by Newton;
- * log(O_j / E_j) for expected days) and its variance v_j, then the random-effects
- * (DerSimonian-Laird) mean c = sum a_j / (v_j + tau2) / sum 1 / (v_j + tau2).
- * Facilities with no event (or only events) have no finite a_j and are left out.
- * Returns c (0 when fewer than two facilities qualify). */
-static double reference_shift(const scored *s, int binary)
-{
-    size_t nf = s->nfac;
-    double *o = calloc(nf ? nf : 1, sizeof *o), *cnt = calloc(nf ? nf : 1, sizeof *cnt),
-           *a = calloc(nf ? nf : 1, sizeof *a), *v = calloc(nf ? nf : 1, sizeof *v),
-           *f = calloc(nf ? nf : 1, sizeof *f), *d = calloc(nf ? nf : 1, sizeof *d);
-    double c = 0;
-    if (!o || !cnt || !a || !v || !f || !d) goto out;
-    for (size_t i = 0; i < s->n; i++) o[s->fac[i]] += s->y[i], cnt[s->fac[i]] += 1;
-    if (binary) {
-        /* Newton on all facilities at once: one pass over the rows per iteration */
-        for (int it = 0; it < 30; it++) {
-            memset(f, 0, nf * sizeof *f);
-            memset(d, 0, nf * sizeof *d);
-            for (size_t i = 0; i < s->n; i++) {
-                double q = shifted(s->p[i], a[s->fac[i]], 1);
-                if (a[s->fac[i]] == 0) q = clamp_p(s->p[i]);
-                f[s->fac[i]] += q;
-                d[s->fac[i]] += q * (1 - q);
-            }
-            double worst = 0;
-            for (size_t j = 0; j < nf; j++) {
-                if (o[j] <= 0 || o[j] >= cnt[j] || !(d[j] > 0)) continue;
-                double step = (o[j] - f[j]) / d[j];
-                if (step > 2) step = 2;
-                if (step < -2) step = -2;
-                a[j] += step;
-                if (fabs(step) > worst) worst = fabs(step);
-                v[j] = 1 / d[j];
-            }
-            if (worst < 1e-10) break;
-        }
-    } else {
-        for (size_t i = 0; i < s->n; i++) f[s->fac[i]] += s->p[i];
-        /* robust variance of log(O/E): sum (y - R e)^2 / O^2 */
-        for (size_t j = 0; j < nf; j++) a[j] = o[j] > 0 && f[j] > 0 ? log(o[j] / f[j]) : 0;
-        for (size_t i = 0; i < s->n; i++) {
-            size_t j = (size_t)s->fac[i];
-            double r = s->y[i] - exp(a[j]) * s->p[i];
-            d[j] += r * r;
-        }
-        for (size_t j = 0; j < nf; j++) v[j] = o[j] > 0 ? d[j] / (o[j] * o[j]) : 0;
-    }
-    /* DerSimonian-Laird over the facilities with a finite intercept */
-    double sw = 0, sw2 = 0, swa = 0;
-    size_t k = 0;
-    for (size_t j = 0; j < nf; j++) {
-        int okj = binary ? o[j] > 0 && o[j] < cnt[j] : o[j] > 0 && f[j] > 0;
-        if (!okj || !(v[j] > 0) || !isfinite(a[j])) {
-            v[j] = NAN;
-            continue;
-        }
-        sw += 1 / v[j], sw2 += 1 / (v[j] * v[j]), swa += a[j] / v[j];
-        k++;
-    }
-    if (k < 2) goto out;
-    double mean = swa / sw, q = 0;
-    for (size_t j = 0; j < nf; j++)
-        if (isfinite(v[j])) q += (a[j] - mean) * (a[j] - mean) / v[j];
-    double tau2 = (q - (double)(k - 1)) / (sw - sw2 / sw);
-    if (!(tau2 > 0)) tau2 = 0;
-    double num = 0, den = 0;
-    for (size_t j = 0; j < nf; j++)
-        if (isfinite(v[j])) num += a[j] / (v[j] + tau2), den += 1 / (v[j] + tau2);
-    c = num / den;
-out:
-    free(o), free(cnt), free(a), free(v), free(f), free(d);
-    return isfinite(c) ? c : 0;
-}
-
-/* Appends the COPY rows (run_id, measure, version, encounter_id, predicted,
- * expected, observed) of one model. */
-static int scored_rows(const scored *s, long long run_id, int k, int version, double shift, int binary, px_buf *out)
-{
-    char prefix[64];
-    int plen = snprintf(prefix, sizeof prefix, "%lld\t%s\t%d\t", run_id, kpi_risk_model[k], version);
-    if (px_buf_reserve(out, s->n * 80) < 0) return PX_ENOMEM;
-    if (version == 0) /* crude: no model, no prediction */
-        plen = snprintf(prefix, sizeof prefix, "%lld\t%s\t\\N\t", run_id, kpi_risk_model[k]);
-    for (size_t i = 0; i < s->n; i++) {
-        char num[96];
-        int nl = version == 0 ? snprintf(num, sizeof num, "\t\\N\t\\N\t%.12g\n", s->y[i])
-                              : snprintf(num, sizeof num, "\t%.12g\t%.12g\t%.12g\n", s->p[i],
-                                         shifted(s->p[i], shift, binary), s->y[i]);
-        if (px_buf_add(out, prefix, (size_t)plen) < 0 || px_buf_add(out, s->ids + i * 36, 36) < 0 ||
-            px_buf_add(out, num, (size_t)nl) < 0)
-            return PX_ENOMEM;
-    }
-    return 0;
-}
-
-/* COPY buf (complete rows) into a table. */
-static int copy_in(PGconn *c, const char *sql, const px_buf *b, px_err *e)
-{
-    PGresult *r = PQexec(c, sql);
-    int rc = 0;
-    if (PQresultStatus(r) != PGRES_COPY_IN) {
-        rc = px_db_fail(e, c, r, "cannot start COPY");
-        PQclear(r);
-        return rc;
-    }
-    PQclear(r);
-    for (size_t off = 0; off < b->len && rc == 0;) {
-        size_t len = b->len - off < COPY_CHUNK ? b->len - off : COPY_CHUNK;
-        if (PQputCopyData(c, b->data + off, (int)len) != 1) rc = px_db_fail(e, c, NULL, "lost the connection in COPY");
-        off += len;
-    }
-    if (PQputCopyEnd(c, rc ? "aborted by prognos" : NULL) != 1 && rc == 0)
-        rc = px_db_fail(e, c, NULL, "cannot finish COPY");
-    while ((r = PQgetResult(c)) != NULL) {
-        if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0) rc = px_db_fail(e, c, r, "the warehouse refused KPI rows");
-        PQclear(r);
-    }
-    return rc;
-}
-
 /* ---- cells: one measure x period x unit --------------------------------------- */
 
-enum { U_SYSTEM, U_FACILITY, U_DEPARTMENT };
 static const char *const unit_type_names[3] = {"system", "facility", "department"};
 
-typedef struct cell {
-    int measure, kind, utype;
-    char start[11];          /* period start, YYYY-MM-DD */
-    char *unit;
-    double n, o, e, vpq, syy, sye, see;   /* sums: cases, observed, expected, sum p(1-p), y^2, y e, e^2 */
-    /* results (NAN = NULL) */
-    double rate, rate_lo, rate_hi, erate, oe, oe_lo, oe_hi, rsr, rsr_lo, rsr_hi, eb, ebw;
-    double fx, f95lo, f95hi, f998lo, f998hi, phi, fvar;
-    const char *oe_method, *flag;
-    int suppressed;
-    /* facilities: the stored hierarchical model applied (NAN when not) */
-    double sr, sr_lo, sr_hi, srsr, srsr_lo, srsr_hi;
-    const char *adjustment, *oe_flag;
-} cell;
-
-static int cell_cmp(const void *a, const void *b)
-{
-    const cell *x = a, *y = b;
-    if (x->measure != y->measure) return x->measure - y->measure;
-    if (x->kind != y->kind) return x->kind - y->kind;
-    int s = strcmp(x->start, y->start);
-    if (s) return s;
-    if (x->utype != y->utype) return x->utype - y->utype;
-    return strcmp(x->unit, y->unit);
-}
-
-typedef struct cells {
-    cell *v;
-    size_t n, cap;
-} cells;
-
-static void cells_free(cells *cs)
-{
-    for (size_t i = 0; i < cs->n; i++) free(cs->v[i].unit);
-    free(cs->v);
-}
-
-/* The GROUPING SETS clause for the requested period kinds: per period, by
- * facility, by department, and the system. Columns pm/pq/py are period starts. */
-static void grouping_sets(px_buf *b, int kinds)
-{
-    static const struct { int kind; const char *col; } k[3] = {
-        {PX_KPI_MONTH, "pm"}, {PX_KPI_QUARTER, "pq"}, {PX_KPI_YEAR, "py"}};
-    int first = 1;
-    px_buf_adds(b, "GROUPING SETS (");
-    for (int i = 0; i < 3; i++) {
-        if (!(kinds & k[i].kind)) continue;
-        px_buf_printf(b, "%s(%s, facility_id), (%s, dept), (%s)", first ? "" : ", ", k[i].col, k[i].col, k[i].col);
-        first = 0;
-    }
-    if (kinds & PX_KPI_ALL) px_buf_printf(b, "%s(facility_id), (dept), ()", first ? "" : ", ");
-    px_buf_adds(b, ")");
-}
-
-/* Runs one aggregation and appends its rows as cells. The query returns:
- * measure, kind, start, utype, unit, n, o, e, vpq, syy, sye, see. */
-static int fetch_cells(PGconn *c, const char *sql, const char *run_id, cells *cs, px_err *e)
-{
-    const char *params[1] = {run_id};
-    PGresult *r = PQexecParams(c, sql, run_id ? 1 : 0, NULL, run_id ? params : NULL, NULL, NULL, 0);
-    int rc = 0;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = px_db_fail(e, c, r, "cannot aggregate KPI cells");
-        goto out;
-    }
-    int nt = PQntuples(r);
-    if (cs->n + (size_t)nt > cs->cap) {
-        size_t cap = cs->n + (size_t)nt + 64;
-        cell *v = realloc(cs->v, cap * sizeof *v);
-        if (!v) {
-            rc = px_err_set(e, PX_ENOMEM, "out of memory");
-            goto out;
-        }
-        cs->v = v;
-        cs->cap = cap;
-    }
-    for (int i = 0; i < nt; i++) {
-        cell *x = &cs->v[cs->n];
-        memset(x, 0, sizeof *x);
-        if (px_kpi_measure_parse(PQgetvalue(r, i, 0), (px_kpi_measure *)&x->measure) != 0 ||
-            !(x->kind = kpi_kind_flag(PQgetvalue(r, i, 1)))) {
-            rc = px_err_set(e, PX_EDB, "aggregation returned an unknown measure or period kind");
-            goto out;
-        }
-        snprintf(x->start, sizeof x->start, "%s", PQgetvalue(r, i, 2));
-        x->utype = atoi(PQgetvalue(r, i, 3));
-        if (!(x->unit = strdup(PQgetvalue(r, i, 4)))) {
-            rc = px_err_set(e, PX_ENOMEM, "out of memory");
-            goto out;
-        }
-        double *sums[7] = {&x->n, &x->o, &x->e, &x->vpq, &x->syy, &x->sye, &x->see};
-        for (int j = 0; j < 7; j++) *sums[j] = PQgetisnull(r, i, 5 + j) ? 0 : strtod(PQgetvalue(r, i, 5 + j), NULL);
-        cs->n++;
-    }
-out:
-    PQclear(r);
-    return rc;
-}
-
-/* The shared SELECT head: kind, start and unit type from GROUPING(); only the
- * period columns of the requested kinds may appear (GROUPING() refuses others). */
-static void select_head(px_buf *b, const char *measure_expr, int kinds)
-{
-    static const struct { int kind; const char *col; } k[3] = {
-        {PX_KPI_MONTH, "pm"}, {PX_KPI_QUARTER, "pq"}, {PX_KPI_YEAR, "py"}};
-    px_buf_printf(b, "SELECT %s, ", measure_expr);
-    if (kinds & (PX_KPI_MONTH | PX_KPI_QUARTER | PX_KPI_YEAR)) {
-        px_buf_adds(b, "CASE");
-        for (int i = 0; i < 3; i++)
-            if (kinds & k[i].kind)
-                px_buf_printf(b, " WHEN GROUPING(%s) = 0 THEN '%s'", k[i].col, kpi_kind_name(k[i].kind));
-        px_buf_adds(b, " ELSE 'all' END");
-    } else {
-        px_buf_adds(b, "'all'");   /* a CASE needs at least one WHEN */
-    }
-    px_buf_adds(b, ", coalesce(");
-    for (int i = 0; i < 3; i++)
-        if (kinds & k[i].kind) px_buf_printf(b, "%s, ", k[i].col);
-    px_buf_adds(b, "'1900-01-01'::date),"
-                   " CASE WHEN GROUPING(facility_id) = 0 THEN 1 WHEN GROUPING(dept) = 0 THEN 2 ELSE 0 END,"
-                   " coalesce(facility_id, dept, 'all'),");
-}
-
-/* Aggregation in two steps, both set-based: first by the finest cell (measure,
- * month, facility, department) in one hash pass over the stays, then the
- * GROUPING SETS roll-up over those few thousand partial sums (sums add up, so
- * quarters, years, departments and the system come from them exactly). Rolling
- * up the stays directly would hash every stay once per grouping set. */
-static int aggregate(PGconn *c, long long run_id, int kinds, cells *cs, px_err *e)
-{
-    px_buf q = {0};
-    int rc = 0;
-    char rid[32];
-    snprintf(rid, sizeof rid, "%lld", run_id);
-    for (int pass = 0; pass < 2 && rc == 0; pass++) {
-        q.len = 0;
-        if (pass == 0)
-            /* risk-adjusted measures: the predictions joined to the stays' units and dates */
-            px_buf_adds(&q, "WITH base AS (SELECT p.measure, date_trunc('month', f.discharge_date)::date AS pm,"
-                            " f.facility_id, coalesce(nullif(f.department, ''), 'unknown') AS dept, count(*) AS n,"
-                            " sum(p.observed) AS o, sum(p.expected) AS e, sum(p.expected * (1 - p.expected)) AS vpq,"
-                            " sum(p.observed * p.observed) AS syy, sum(p.observed * p.expected) AS sye,"
-                            " sum(p.expected * p.expected) AS see"
-                            " FROM kpi.predictions p JOIN wh.fact_encounter f USING (encounter_id)"
-                            " WHERE p.run_id = $1::bigint GROUP BY 1, 2, 3, 4)");
-        else
-            /* volume: every stay in the warehouse; cost: every stay with a recorded
-             * cost (total_cost is NULL when the extract had none: unknown, not zero,
-             * so such stays are neither in the sum nor in the denominator, and a unit
-             * with no costed stay has no cost measure at all) */
-            px_buf_adds(&q, "WITH stays AS (SELECT date_trunc('month', discharge_date)::date AS pm, facility_id,"
-                            " coalesce(nullif(department, ''), 'unknown') AS dept, count(*) AS n,"
-                            " count(total_cost) AS ncost,"
-                            " sum(total_cost)::float8 AS cost, sum(total_cost * total_cost)::float8 AS cost2"
-                            " FROM wh.fact_encounter GROUP BY 1, 2, 3),"
-                            " base AS (SELECT 'volume'::text AS measure, pm, facility_id, dept, n, n::float8 AS o,"
-                            " NULL::float8 AS e, NULL::float8 AS vpq, NULL::float8 AS syy, NULL::float8 AS sye,"
-                            " NULL::float8 AS see FROM stays UNION ALL SELECT 'cost', pm, facility_id, dept, ncost, cost,"
-                            " NULL, NULL, cost2, NULL, NULL FROM stays WHERE ncost > 0 AND $1::bigint = $1::bigint)");
-        px_buf_adds(&q, ", b AS (SELECT *, date_trunc('quarter', pm)::date AS pq, date_trunc('year', pm)::date AS py"
-                        " FROM base) ");
-        select_head(&q, "measure", kinds);
-        px_buf_adds(&q, " sum(n), sum(o), sum(e), sum(vpq), sum(syy), sum(sye), sum(see) FROM b GROUP BY measure, ");
-        grouping_sets(&q, kinds);
-        if (!q.data) {
-            rc = px_err_set(e, PX_ENOMEM, "out of memory");
-            break;
-        }
-        rc = fetch_cells(c, q.data, rid, cs, e);
-    }
-    px_buf_release(&q);
-    return rc;
-}
-
-static int is_rate(int m)
-{
-    return m == PX_KPI_READMISSION || m == PX_KPI_MORTALITY;
-}
-
-/* Crude estimate, O/E, RSR and flag of one cell; sys is its period's system cell. */
-static void cell_stats(cell *x, const cell *sys, const px_kpi_params *p)
-{
-    double conf = p->conf;
-    px_ci ci;
-    x->rate = x->rate_lo = x->rate_hi = x->erate = x->oe = x->oe_lo = x->oe_hi = NAN;
-    x->rsr = x->rsr_lo = x->rsr_hi = x->eb = x->ebw = NAN;
-    x->fx = x->f95lo = x->f95hi = x->f998lo = x->f998hi = x->phi = x->fvar = NAN;
-    x->oe_method = NULL;
-    x->flag = x->utype == U_SYSTEM ? "reference" : "no_different";
-    x->suppressed = x->measure != PX_KPI_VOLUME && x->n < p->min_cases;
-    if (x->measure == PX_KPI_VOLUME) {
-        x->flag = "not_adjusted";
-        return;
-    }
-    if (is_rate(x->measure)) {
-        if (px_kpi_wilson(x->o, x->n, conf, &ci) == 0) x->rate = ci.est, x->rate_lo = ci.lo, x->rate_hi = ci.hi;
-    } else if (px_kpi_mean_t(x->n, x->o, x->syy, conf, &ci) == 0) {
-        x->rate = ci.est, x->rate_lo = ci.lo, x->rate_hi = ci.hi;
-    } else if (x->n > 0) {
-        x->rate = x->o / x->n;
-    }
-    if (x->measure == PX_KPI_COST) {
-        x->flag = x->utype == U_SYSTEM ? "reference" : "not_adjusted";
-        return;
-    }
-    if (x->n > 0) x->erate = x->e / x->n;
-    px_kpi_ci_method cm;
-    int ok = is_rate(x->measure) ? px_kpi_oe(x->o, x->e, conf, p->byar_min_events, &ci, &cm) == 0
-                                 : px_kpi_ratio_robust(x->n, x->o, x->e, x->syy, x->sye, x->see, conf, &ci) == 0;
-    if (ok) {
-        x->oe = ci.est, x->oe_lo = ci.lo, x->oe_hi = ci.hi;
-        x->oe_method = is_rate(x->measure) ? px_kpi_ci_method_name(cm) : "robust-log";
-        double ref = sys ? sys->rate : NAN;   /* the system's crude rate (or mean) */
-        x->rsr = x->oe * ref, x->rsr_lo = x->oe_lo * ref, x->rsr_hi = x->oe_hi * ref;
-        if (x->utype != U_SYSTEM) x->flag = px_kpi_flag(x->oe_lo, x->oe_hi);
-    }
-    if (x->suppressed && x->utype != U_SYSTEM) x->flag = "suppressed";
-}
-
-/* A crude measure's cell (no usable risk model): the crude rate and its interval
- * stay; no expected count and nothing derived from it (O/E, RSR, EB, funnel). */
-static void crude_cell(cell *x)
-{
-    x->e = x->erate = x->oe = x->oe_lo = x->oe_hi = NAN;
-    x->rsr = x->rsr_lo = x->rsr_hi = x->eb = x->ebw = NAN;
-    x->fx = x->f95lo = x->f95hi = x->f998lo = x->f998hi = x->phi = x->fvar = NAN;
-    x->oe_method = NULL;
-    /* nor a hierarchical ratio: the stored random-intercept model belongs to the
-     * same version that failed its gates (or there is none) */
-    x->sr = x->sr_lo = x->sr_hi = x->srsr = x->srsr_lo = x->srsr_hi = NAN;
-    x->adjustment = "none";
-    x->oe_flag = NULL;
-    if (x->utype != U_SYSTEM && !x->suppressed) x->flag = "not_adjusted";
-}
-
-static const char *crude_method_words(px_kpi_measure m)
-{
-    return m == PX_KPI_LOS ? "crude mean with Student t interval; NOT risk-adjusted: no risk model passed its quality "
-                             "gates (see kpi.runs.method los_adjustment); no expected days, O/E or flag"
-                           : "crude rate with Wilson score interval; NOT risk-adjusted: no risk model passed its quality "
-                             "gates (see kpi.runs.method <measure>_adjustment); no expected count, O/E or flag";
-}
-
-/* EB smoothing and funnel limits across the units of one type in one period. */
-static int group_stats(cell *g, size_t k, const cell *sys, const px_kpi_params *p)
-{
-    if (k == 0 || !sys || g[0].measure == PX_KPI_VOLUME || g[0].measure == PX_KPI_COST) return 0;
-    int rate = is_rate(g[0].measure);
-    double ref = sys->rate;
-    double *r = malloc(k * sizeof *r), *v = malloc(k * sizeof *v), *sm = malloc(k * sizeof *sm),
-           *w = malloc(k * sizeof *w), *z = malloc(k * sizeof *z);
-    int rc = 0;
-    if (!r || !v || !sm || !w || !z) {
-        rc = PX_ENOMEM;
-        goto out;
-    }
-    /* LOS funnel: the system's per-stay residual variance on the O/E scale,
-     * sum (y - e)^2 / n / ebar^2 (from the system cell's sums) */
-    double fvar = rate ? NAN : px_kpi_los_funnel_var(sys->n, sys->e, sys->syy, sys->sye, sys->see);
-    for (size_t i = 0; i < k; i++) {
-        cell *x = &g[i];
-        r[i] = x->rsr;
-        /* noise variance of the risk-standardized rate: binary measures use the
-         * model's own Bernoulli variance sum p(1-p) (as AHRQ does), LOS the robust one */
-        v[i] = rate ? px_kpi_eb_var_binary(ref, x->vpq, x->e) : px_kpi_eb_var_ratio(ref, x->oe, x->oe_hi, p->conf);
-        /* z-scores for the over-dispersion factor: units with enough cases only */
-        z[i] = NAN;
-        if (x->n >= p->min_cases && isfinite(x->oe)) {
-            if (rate && x->e > 0) z[i] = (x->o - x->e) / sqrt(x->e);
-            if (!rate && fvar > 0) z[i] = (x->oe - 1) / sqrt(fvar / x->n);
-        }
-    }
-    px_kpi_eb_smooth(r, v, k, ref, sm, w, NULL);
-    double phi = 1;
-    if (p->overdispersion) {
-        double f = px_kpi_overdispersion(z, k, 0.10);
-        if (f > 1) phi = f;
-    }
-    for (size_t i = 0; i < k; i++) {
-        cell *x = &g[i];
-        x->eb = sm[i], x->ebw = w[i], x->phi = phi;
-        if (rate && x->e > 0) {
-            x->fx = x->e;
-            px_kpi_funnel_oe(x->e, 0.95, phi, &x->f95lo, &x->f95hi);
-            px_kpi_funnel_oe(x->e, 0.998, phi, &x->f998lo, &x->f998hi);
-        } else if (!rate && x->n > 0 && isfinite(fvar)) {
-            x->fx = x->n;
-            x->fvar = fvar;
-            px_kpi_funnel_normal(x->n, 1, fvar, 0.95, phi, &x->f95lo, &x->f95hi);
-            px_kpi_funnel_normal(x->n, 1, fvar, 0.998, phi, &x->f998lo, &x->f998hi);
-        }
-    }
-out:
-    free(r), free(v), free(sm), free(w), free(z);
-    return rc;
-}
-
-/* Applies model k's stored hierarchical model (kpi/hier.c) and records in the
- * run's model summary whether it was applied and why not. */
-static int hier_apply(PGconn *c, const px_config *cfg, const px_kpi_params *p, int k, model_in *mi, kpi_hier *h,
-                      px_err *e)
-{
-    int rc = 0;
-    memset(h, 0, sizeof *h);
-    if (p->no_hierarchical) {
-        snprintf(h->why, sizeof h->why, "not requested (--no-hierarchical): facilities use indirect standardization");
-    } else if (mi->crude || !mi->m) {
-        snprintf(h->why, sizeof h->why, "not applied: the measure is crude (no risk model may adjust it)");
-    } else {
-        char *tab = quote_table(c, mi->table);
-        if (!tab) return px_err_set(e, PX_ENOMEM, "out of memory");
-        rc = kpi_hier_apply(c, cfg, kpi_risk_model[k], mi->version, mi->m, tab, mi->label, p->periods, p->conf, h, e);
-        free(tab);
-        if (rc) return rc;
-    }
-    cJSON *o = cJSON_AddObjectToObject(mi->info, "hierarchical");
-    if (!o) return px_err_set(e, PX_ENOMEM, "out of memory");
-    cJSON_AddBoolToObject(o, "applied", h->available);
-    if (h->available) {
-        cJSON_AddNumberToObject(o, "tau", h->tau);
-        cJSON_AddNumberToObject(o, "mu", h->mu);
-        cJSON_AddNumberToObject(o, "facilities", (double)h->nfac);
-    }
-    cJSON_AddStringToObject(o, "note", h->why);
-    return 0;
-}
-
-/* The method columns of a cell, and for a facility of a risk-adjusted measure
- * whose model holds a hierarchical model: its standardized ratio, the
- * risk-standardized rate (sr x the system's crude rate) and the flag from the
- * sr interval (the O/E flag is kept in oe_flag). */
-static void hier_cell(cell *x, const cell *sys, const kpi_hier *hier)
-{
-    x->sr = x->sr_lo = x->sr_hi = x->srsr = x->srsr_lo = x->srsr_hi = NAN;
-    x->oe_flag = NULL;
-    int risk = x->measure == PX_KPI_READMISSION || x->measure == PX_KPI_MORTALITY || x->measure == PX_KPI_LOS;
-    if (!risk) {
-        x->adjustment = "none";
-        return;
-    }
-    x->oe_flag = x->flag;
-    x->adjustment = "indirect";   /* system headline and departments: O/E with the pooled model */
-    if (x->utype != U_FACILITY) return;
-    const kpi_hier *h = &hier[x->measure == PX_KPI_READMISSION ? 0 : x->measure == PX_KPI_MORTALITY ? 1 : 2];
-    if (!h->available) return;
-    int i = kpi_hier_find(h, x->kind, x->start, x->unit);
-    if (i < 0) return;
-    const kpi_hier_cell *hc = &h->cells[i];
-    double ref = sys ? sys->rate : NAN;
-    x->adjustment = "hierarchical";
-    x->sr = hc->sr, x->sr_lo = hc->lo, x->sr_hi = hc->hi;
-    x->srsr = hc->sr * ref, x->srsr_lo = hc->lo * ref, x->srsr_hi = hc->hi * ref;
-    if (!x->suppressed) x->flag = px_kpi_flag(hc->lo, hc->hi);
-}
 
 /* Label and end date of a period from its kind and start (first/last: the
  * data's discharge range, for "all"). label, s and end hold 16 bytes. */
@@ -1097,110 +313,129 @@ static void put_str(px_buf *b, const char *s)
     else
         px_buf_adds(b, "\\N");
 }
-
 /* ---- the run ------------------------------------------------------------------ */
 
-static int scalar(PGconn *c, px_err *e, const char *sql, char *out, size_t len)
+/* The state of one run, shared by its phases. */
+typedef struct run {
+    PGconn *c;
+    const px_config *cfg;
+    const px_kpi_params *p;
+    px_kpi_run_info *info;
+    px_err *e;
+    kpi_model mi[3];
+    px_hier *hm[3];            /* the models' stored hierarchical models (NULL: none or not applied) */
+    kpi_hier hier[3];
+    kpi_hier_rows hr[3];
+    kpi_cells cs;
+    cJSON *models, *inputs, *method;
+    char *batches, *models_s, *inputs_s, *method_s, *fp_s, *pred_sql;
+    char enc[32], first[16], last[16], fph[65], kinds_s[64];
+} run;
+
+static void run_release(run *R)
 {
-    PGresult *r = PQexec(c, sql);
-    int rc = 0;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
-        rc = px_db_fail(e, c, r, "cannot read the warehouse's state");
-    else
-        snprintf(out, len, "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
+    for (int k = 0; k < 3; k++) {
+        kpi_model_release(&R->mi[k]);
+        kpi_hier_free(&R->hier[k]);
+        kpi_hier_rows_free(&R->hr[k]);
+        px_hier_free(R->hm[k]);
+    }
+    kpi_cells_free(&R->cs);
+    cJSON_Delete(R->models);
+    cJSON_Delete(R->inputs);
+    cJSON_Delete(R->method);
+    free(R->models_s), free(R->inputs_s), free(R->method_s), free(R->fp_s), free(R->batches), free(R->pred_sql);
+}
+
+/* One value of a one-row query into out (len bytes; "" for NULL). */
+static int value_into(run *R, const char *what, const char *sql, char *out, size_t len)
+{
+    char *v = NULL;
+    int rc = px_db_value(R->c, R->e, what, &v, sql, 0, NULL);
+    if (rc == 0) snprintf(out, len, "%s", v ? v : "");
+    free(v);
     return rc;
 }
 
-int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_kpi_run_info *info, px_err *e)
+/* Phase 1: the warehouse's state: batches, the stays and their discharge range. */
+static int run_state(run *R)
 {
-    double t0 = kpi_now(), t_score = 0, t_sql = 0;
-    int rc = 0, began = 0;
-    model_in mi[3];
-    kpi_hier hier[3];
-    cells cs = {0};
-    px_buf buf = {0};
-    cJSON *models = NULL, *inputs = NULL, *method = NULL, *fp = NULL;
-    char *models_s = NULL, *inputs_s = NULL, *method_s = NULL, *fp_s = NULL, *batches = NULL;
     PGresult *r = NULL;
-    memset(mi, 0, sizeof mi);
-    memset(hier, 0, sizeof hier);
-    memset(info, 0, sizeof *info);
-    px_models_init(); /* GSL reports, never aborts (once per process) */
-    if (!p->periods || (p->periods & ~15) || !(p->conf > 0 && p->conf < 1) || p->min_cases < 0)
-        return px_err_set(e, PX_EINVAL, "bad KPI parameters (periods, conf or min_cases)");
+    int rc = px_etl_loaded_batches(R->c, &R->batches, R->e);
+    /* one scan: stays and their discharge range */
+    if (rc == 0 && (rc = px_db_query(R->c, R->e, "cannot read wh.fact_encounter", &r,
+                                     "SELECT count(*), coalesce(min(discharge_date)::text, ''),"
+                                     " coalesce(max(discharge_date)::text, '') FROM wh.fact_encounter", 0, NULL)) == 0) {
+        snprintf(R->enc, sizeof R->enc, "%s", PQgetvalue(r, 0, 0));
+        snprintf(R->first, sizeof R->first, "%.10s", PQgetvalue(r, 0, 1));
+        snprintf(R->last, sizeof R->last, "%.10s", PQgetvalue(r, 0, 2));
+    }
+    PQclear(r);
+    if (rc) return rc;
+    R->info->encounters = atoll(R->enc);
+    if (R->info->encounters == 0) {
+        rc = px_err_set(R->e, PX_ESTATE, "the warehouse holds no encounters");
+        px_err_hint(R->e, "load data first: prognos etl load --format canonical --source DIR");
+    }
+    return rc;
+}
 
-    if ((rc = exec_ok(c, e, "BEGIN ISOLATION LEVEL REPEATABLE READ", "cannot begin the KPI run")) != 0) goto out;
-    began = 1;
-    char lock[64];
-    snprintf(lock, sizeof lock, "SELECT pg_advisory_xact_lock(%d)", PX_KPI_LOCK);
-    if ((rc = exec_ok(c, e, lock, "cannot lock the KPI tables")) != 0) goto out;
+/* The inputs entry of model k: its table, rows and latest catalog build. */
+static int model_inputs(run *R, int k)
+{
+    kpi_model *mi = &R->mi[k];
+    px_feat_table *t = px_feat_table_open(R->c, mi->table, R->e);
+    px_buf q = {0};
+    char cnt[32];
+    int rc = t ? 0 : px_err_wrap(R->e, R->e->code ? R->e->code : PX_EDB, "cannot read feature table '%s' of risk model '%s'",
+                                 mi->table, kpi_risk_model[k]);
+    if (rc == 0 && px_buf_printf(&q, "SELECT count(*) FROM %s", px_feat_table_quoted(t))) rc = px_err_set(R->e, PX_ENOMEM, "out of memory");
+    if (rc == 0 && (rc = value_into(R, "cannot count the rows of a feature table", q.data, cnt, sizeof cnt)) != 0)
+        px_err_wrap(R->e, PX_EDB, "cannot read feature table '%s' of risk model '%s'", mi->table, kpi_risk_model[k]);
+    px_buf_release(&q);
+    px_feat_table_free(t);
+    if (rc) return rc;
+    cJSON *o = cJSON_AddObjectToObject(R->inputs, kpi_risk_model[k]);
+    if (!o) return px_err_set(R->e, PX_ENOMEM, "out of memory");
+    cJSON_AddStringToObject(o, "table", mi->table);
+    cJSON_AddNumberToObject(o, "rows", atof(cnt));
+    /* the table's latest build: a rebuild (new definition or data) is a new input */
+    px_feat_build_row *fb = NULL;
+    size_t nfb = 0;
+    if ((rc = px_feat_latest_builds(R->c, mi->table, &fb, &nfb, R->e)) != 0) return rc;
+    if (nfb == 1) {
+        cJSON_AddNumberToObject(o, "build_id", (double)fb[0].build_id);
+        cJSON_AddStringToObject(o, "definition_hash", fb[0].definition_hash);
+        cJSON_AddStringToObject(o, "built_at", fb[0].built_at);
+    }
+    free(fb);
+    return 0;
+}
 
-    /* inputs: batches, the stays' date range, the models and their feature tables */
-    char enc[32], first[16], last[16];
-    if ((rc = px_etl_loaded_batches(c, &batches, e)) != 0) goto out;
-    {
-        /* one scan: stays and their discharge range */
-        r = PQexec(c, "SELECT count(*), coalesce(min(discharge_date)::text, ''),"
-                      " coalesce(max(discharge_date)::text, '') FROM wh.fact_encounter");
-        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-            rc = px_db_fail(e, c, r, "cannot read wh.fact_encounter");
-            goto out;
-        }
-        snprintf(enc, sizeof enc, "%s", PQgetvalue(r, 0, 0));
-        snprintf(first, sizeof first, "%.10s", PQgetvalue(r, 0, 1));
-        snprintf(last, sizeof last, "%.10s", PQgetvalue(r, 0, 2));
-        PQclear(r);
-        r = NULL;
-    }
-    info->encounters = atoll(enc);
-    if (info->encounters == 0) {
-        rc = px_err_set(e, PX_ESTATE, "the warehouse holds no encounters");
-        px_err_hint(e, "load data first: prognos etl load --format canonical --source DIR");
-        goto out;
-    }
-    models = cJSON_CreateObject();
-    inputs = cJSON_CreateObject();
-    method = cJSON_CreateObject();
-    if (!models || !inputs || !method) {
-        rc = px_err_set(e, PX_ENOMEM, "out of memory");
-        goto out;
-    }
+/* Phase 2: the risk models (resolved, verified, gated) and their feature tables. */
+static int run_models(run *R)
+{
+    R->models = cJSON_CreateObject();
+    R->inputs = cJSON_CreateObject();
+    R->method = cJSON_CreateObject();
+    if (!R->models || !R->inputs || !R->method) return px_err_set(R->e, PX_ENOMEM, "out of memory");
     for (int k = 0; k < 3; k++) {
-        const char *ref = p->model_ref[k] ? p->model_ref[k] : "champion";
-        if ((rc = model_open_gated(c, cfg, k, ref, p, &mi[k], info, method, e)) != 0) goto out;
-        info->model_version[k] = mi[k].version;
-        cJSON_AddItemReferenceToObject(models, kpi_risk_model[k], mi[k].info);
-        if (mi[k].skip) continue;
-        char q[512], cnt[32];
-        char *tab = quote_table(c, mi[k].table);
-        if (!tab) {
-            rc = px_err_set(e, PX_EINVAL, "risk model '%s' names a bad feature table '%s'", kpi_risk_model[k],
-                            mi[k].table);
-            goto out;
-        }
-        snprintf(q, sizeof q, "SELECT count(*) FROM %s", tab);
-        free(tab);
-        if ((rc = scalar(c, e, q, cnt, sizeof cnt)) != 0) {
-            px_err_set(e, PX_EDB, "cannot read feature table '%s' of risk model '%s'", mi[k].table,
-                       kpi_risk_model[k]);
-            goto out;
-        }
-        cJSON *t = cJSON_AddObjectToObject(inputs, kpi_risk_model[k]);
-        cJSON_AddStringToObject(t, "table", mi[k].table);
-        cJSON_AddNumberToObject(t, "rows", atof(cnt));
-        /* the table's latest build: a rebuild (new definition or data) is a new input */
-        px_feat_build_row *fb = NULL;
-        size_t nfb = 0;
-        if ((rc = px_feat_latest_builds(c, mi[k].table, &fb, &nfb, e)) != 0) goto out;
-        if (nfb == 1) {
-            cJSON_AddNumberToObject(t, "build_id", (double)fb[0].build_id);
-            cJSON_AddStringToObject(t, "definition_hash", fb[0].definition_hash);
-            cJSON_AddStringToObject(t, "built_at", fb[0].built_at);
-        }
-        free(fb);
+        const char *ref = R->p->model_ref[k] ? R->p->model_ref[k] : "champion";
+        int rc = model_open_gated(R->c, R->cfg, k, ref, R->p, &R->mi[k], R->info, R->method, R->e);
+        if (rc) return rc;
+        R->info->model_version[k] = R->mi[k].version;
+        cJSON_AddItemReferenceToObject(R->models, kpi_risk_model[k], R->mi[k].info);
+        if (!R->mi[k].skip && (rc = model_inputs(R, k)) != 0) return rc;
     }
-    cJSON_AddNumberToObject(inputs, "encounters", (double)info->encounters);
+    cJSON_AddNumberToObject(R->inputs, "encounters", (double)R->info->encounters);
+    return 0;
+}
+
+/* Phase 3: the method, the run's fingerprint, and whether an identical run exists. */
+static int run_method(run *R)
+{
+    const px_kpi_params *p = R->p;
+    cJSON *method = R->method;
     cJSON_AddNumberToObject(method, "conf", p->conf);
     cJSON_AddNumberToObject(method, "min_cases", p->min_cases);
     cJSON_AddNumberToObject(method, "byar_min_events", p->byar_min_events);
@@ -1227,234 +462,274 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
                             "every interval treats the risk model's coefficients (and the hierarchical model's beta, "
                             "mu, tau) as known: estimation uncertainty of the models is not propagated");
     for (int m = 0; m < PX_KPI__COUNT; m++) cJSON_AddStringToObject(method, measure_names[m], kpi_method_words(m));
-    char kinds_s[64] = "{";
+    char *kinds_s = R->kinds_s;
+    snprintf(kinds_s, sizeof R->kinds_s, "{");
     for (int k = 1, n = 0; k <= PX_KPI_ALL; k <<= 1)
-        if (p->periods & k) snprintf(kinds_s + strlen(kinds_s), sizeof kinds_s - strlen(kinds_s), "%s%s", n++ ? "," : "", kpi_kind_name(k));
+        if (p->periods & k) snprintf(kinds_s + strlen(kinds_s), sizeof R->kinds_s - strlen(kinds_s), "%s%s", n++ ? "," : "", kpi_kind_name(k));
     strcat(kinds_s, "}");
 
     /* identical inputs and method: nothing to do */
-    if (!(fp = cJSON_CreateObject())) {
-        rc = px_err_set(e, PX_ENOMEM, "out of memory");
-        goto out;
-    }
-    cJSON_AddItemReferenceToObject(fp, "models", models);
-    cJSON_AddItemReferenceToObject(fp, "inputs", inputs);
+    cJSON *fp = cJSON_CreateObject();
+    if (!fp) return px_err_set(R->e, PX_ENOMEM, "out of memory");
+    cJSON_AddItemReferenceToObject(fp, "models", R->models);
+    cJSON_AddItemReferenceToObject(fp, "inputs", R->inputs);
     cJSON_AddItemReferenceToObject(fp, "method", method);
-    cJSON_AddStringToObject(fp, "batches", batches);
+    cJSON_AddStringToObject(fp, "batches", R->batches);
     cJSON_AddStringToObject(fp, "kinds", kinds_s);
-    models_s = cJSON_PrintUnformatted(models);
-    inputs_s = cJSON_PrintUnformatted(inputs);
-    method_s = cJSON_PrintUnformatted(method);
-    fp_s = cJSON_PrintUnformatted(fp);
-    if (!models_s || !inputs_s || !method_s || !fp_s) {
-        rc = px_err_set(e, PX_ENOMEM, "out of memory");
-        goto out;
+    R->models_s = cJSON_PrintUnformatted(R->models);
+    R->inputs_s = cJSON_PrintUnformatted(R->inputs);
+    R->method_s = cJSON_PrintUnformatted(method);
+    R->fp_s = cJSON_PrintUnformatted(fp);
+    cJSON_Delete(fp);
+    if (!R->models_s || !R->inputs_s || !R->method_s || !R->fp_s) return px_err_set(R->e, PX_ENOMEM, "out of memory");
+    px_sha256_hex(R->fp_s, strlen(R->fp_s), R->fph);
+    if (p->force) return 0;
+    const char *pp[1] = {R->fph};
+    char *id = NULL;
+    int rc = px_db_value(R->c, R->e, "cannot read kpi.runs", &id, "SELECT max(run_id) FROM kpi.runs WHERE fingerprint = $1",
+                         1, pp);
+    if (rc == 0 && id) {
+        px_kpi_run_info *info = R->info;
+        info->run_id = atoll(id);
+        info->unchanged = 1;
+        snprintf(info->summary, sizeof info->summary,
+                 "unchanged: run %lld already holds these KPIs (same models, batches and method)", info->run_id);
+        rc = px_err_set(R->e, PX_ENOTHING, "%s", info->summary);
     }
-    char fph[65];
-    px_sha256_hex(fp_s, strlen(fp_s), fph);
-    if (!p->force) {
-        const char *pp[1] = {fph};
-        r = PQexecParams(c, "SELECT max(run_id) FROM kpi.runs WHERE fingerprint = $1", 1, NULL, pp, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            rc = px_db_fail(e, c, r, "cannot read kpi.runs");
-            goto out;
-        }
-        if (!PQgetisnull(r, 0, 0)) {
-            info->run_id = atoll(PQgetvalue(r, 0, 0));
-            info->unchanged = 1;
-            snprintf(info->summary, sizeof info->summary,
-                     "unchanged: run %lld already holds these KPIs (same models, batches and method)", info->run_id);
-            rc = px_err_set(e, PX_ENOTHING, "%s", info->summary);
-            goto out;
-        }
-        PQclear(r);
-        r = NULL;
-    }
+    free(id);
+    return rc;
+}
 
-    {
-        const char *pp[8] = {kinds_s, models_s, batches, inputs_s, method_s, fph, first[0] ? first : NULL,
-                             last[0] ? last : NULL};
-        r = PQexecParams(c,
+/* Phase 4: the kpi.runs row. */
+static int run_record(run *R)
+{
+    const char *pp[8] = {R->kinds_s, R->models_s, R->batches, R->inputs_s, R->method_s, R->fph,
+                         R->first[0] ? R->first : NULL, R->last[0] ? R->last : NULL};
+    PGresult *r = NULL;
+    int rc = px_db_query(R->c, R->e, "cannot record the KPI run", &r,
                          "INSERT INTO kpi.runs (period_kinds, models, source_batches, inputs, method, fingerprint,"
                          " data_first, data_last, encounters, scored) VALUES ($1::text[], $2::jsonb, $3::bigint[],"
                          " $4::jsonb, $5::jsonb, $6, $7::date, $8::date, 0, 0) RETURNING run_id",
-                         8, NULL, pp, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            rc = px_db_fail(e, c, r, "cannot record the KPI run");
-            goto out;
-        }
-        info->run_id = atoll(PQgetvalue(r, 0, 0));
-        PQclear(r);
-        r = NULL;
-    }
+                         8, pp);
+    if (rc == 0) R->info->run_id = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return rc;
+}
 
-    /* score and store the predictions */
-    double ts = kpi_now();
-    if ((rc = exec_ok(c, e, "TRUNCATE kpi.predictions", "cannot clear kpi.predictions")) != 0) goto out;
+/* Loads model k's stored hierarchical model (kpi/hier.c) and records in the
+ * run's model summary whether it is applied and why not. */
+static int hier_load(run *R, int k)
+{
+    kpi_model *mi = &R->mi[k];
+    kpi_hier *h = &R->hier[k];
+    int rc = 0;
+    memset(h, 0, sizeof *h);
+    if (R->p->no_hierarchical)
+        snprintf(h->why, sizeof h->why, "not requested (--no-hierarchical): facilities use indirect standardization");
+    else if (mi->crude || !mi->m)
+        snprintf(h->why, sizeof h->why, "not applied: the measure is crude (no risk model may adjust it)");
+    else
+        rc = kpi_hier_load(R->cfg, kpi_risk_model[k], mi->version, mi->m, &R->hm[k], h, R->e);
+    return rc;
+}
+
+static int hier_note(run *R, int k)
+{
+    const kpi_hier *h = &R->hier[k];
+    cJSON *o = cJSON_AddObjectToObject(R->mi[k].info, "hierarchical");
+    if (!o) return px_err_set(R->e, PX_ENOMEM, "out of memory");
+    cJSON_AddBoolToObject(o, "applied", h->available);
+    if (h->available) {
+        cJSON_AddNumberToObject(o, "tau", h->tau);
+        cJSON_AddNumberToObject(o, "mu", h->mu);
+        cJSON_AddNumberToObject(o, "facilities", (double)h->nfac);
+    }
+    cJSON_AddStringToObject(o, "note", h->why);
+    return 0;
+}
+
+/* Phase 5: each model compiled to SQL (or scored in C), with its hierarchical
+ * model and reference shift. */
+static int run_prepare(run *R)
+{
+    int rc = px_db_query(R->c, R->e, "cannot clear kpi.scored_c", NULL, "TRUNCATE kpi.scored_c", 0, NULL);
+    for (int k = 0; k < 3 && rc == 0; k++) {
+        kpi_model *mi = &R->mi[k];
+        if (mi->skip) continue;
+        if ((rc = hier_load(R, k)) != 0) break;
+        if ((rc = kpi_score_prepare(R->c, R->p, k, mi, R->hm[k], R->info, R->e)) != 0) break;
+        if (R->info->scored_in_c[k])
+            add_note(R->info, "%s v%d scored in C (%s)", kpi_risk_model[k], mi->version,
+                     R->p->score_in_c ? "--score-in-c" : "an SVM does not compile to SQL");
+        R->info->reference_shift[k] = mi->shift;
+        cJSON_AddNumberToObject(mi->info, "reference_shift", mi->shift);
+    }
+    return rc;
+}
+
+/* Phase 7: intervals, flags, smoothing and funnels per cell and group, then the
+ * hierarchical ratios of the facilities. */
+/* One model's hierarchical cells, on a thread of its own. */
+typedef struct hier_job {
+    run *R;
+    int k, rc;
+    px_err e;
+} hier_job;
+
+static void *hier_job_run(void *arg)
+{
+    hier_job *j = arg;
+    run *R = j->R;
+    j->rc = kpi_hier_cells(R->hm[j->k], &R->hr[j->k], kpi_risk_model[j->k], R->mi[j->k].version, R->p->periods,
+                           R->p->conf, &R->hier[j->k], &j->e);
+    return NULL;
+}
+
+static int run_stats(run *R)
+{
+    kpi_cells *cs = &R->cs;
+    const px_kpi_params *p = R->p;
+    /* the models' hierarchical cells are independent (each a Newton problem per
+     * facility x period over its own rows): one thread each, the last on this one */
+    hier_job jobs[3];
+    pthread_t th[3];
+    int started[3] = {0, 0, 0}, last = -1;
+    memset(jobs, 0, sizeof jobs);
+    for (int k = 0; k < 3; k++)
+        if (R->hm[k] && R->hr[k].n) last = k;
     for (int k = 0; k < 3; k++) {
-        scored sc;
-        memset(&sc, 0, sizeof sc);
-        buf.len = 0;
-        if (mi[k].skip) continue;
-        if ((rc = model_score(c, k, &mi[k], &sc, e)) != 0) {
-            scored_free(&sc);
-            goto out;
-        }
-        int binary = binary_model(&mi[k]);
-        double shift = p->reference == PX_KPI_REF_POOLED || mi[k].crude ? 0 : reference_shift(&sc, binary);
-        info->reference_shift[k] = shift;
-        cJSON_AddNumberToObject(mi[k].info, "reference_shift", shift);
-        rc = scored_rows(&sc, info->run_id, k, mi[k].version, shift, binary, &buf);
-        scored_free(&sc);
-        if (rc) {
-            rc = px_err_set(e, PX_ENOMEM, "out of memory buffering predictions");
-            goto out;
-        }
-        if ((rc = copy_in(c, "COPY kpi.predictions (run_id, measure, model_version, encounter_id, predicted,"
-                             " expected, observed) FROM STDIN", &buf, e)) != 0)
-            goto out;
-        info->scored += mi[k].rows;
-        if ((rc = hier_apply(c, cfg, p, k, &mi[k], &hier[k], e)) != 0) goto out;
-        info->hierarchical[k] = hier[k].available;
+        jobs[k].R = R, jobs[k].k = k;
+        if (!(R->hm[k] && R->hr[k].n)) continue;
+        if (k != last && pthread_create(&th[k], NULL, hier_job_run, &jobs[k]) == 0) started[k] = 1;
+        else hier_job_run(&jobs[k]);   /* the last one, or no thread to be had */
     }
-    /* the models' summaries now carry their reference shifts */
-    {
-        char rid[32];
-        free(models_s);
-        if (!(models_s = cJSON_PrintUnformatted(models))) {
-            rc = px_err_set(e, PX_ENOMEM, "out of memory");
-            goto out;
-        }
-        snprintf(rid, sizeof rid, "%lld", info->run_id);
-        const char *pp[2] = {rid, models_s};
-        r = PQexecParams(c, "UPDATE kpi.runs SET models = $2::jsonb WHERE run_id = $1::bigint", 2, NULL, pp, NULL,
-                         NULL, 0);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            rc = px_db_fail(e, c, r, "cannot record the models of the KPI run");
-            goto out;
-        }
-        PQclear(r);
-        r = NULL;
+    for (int k = 0; k < 3; k++)
+        if (started[k]) pthread_join(th[k], NULL);
+    for (int k = 0; k < 3; k++) {
+        int rc = jobs[k].rc;
+        if (rc) *R->e = jobs[k].e;
+        if (rc == 0 && R->hm[k] && !R->hr[k].n)
+            snprintf(R->hier[k].why, sizeof R->hier[k].why, "%s v%d: no stays to apply the hierarchical model to",
+                     kpi_risk_model[k], R->mi[k].version);
+        if (rc == 0 && !R->mi[k].skip) rc = hier_note(R, k);
+        R->info->hierarchical[k] = R->hier[k].available;
+        if (rc) return rc;
     }
-    t_score = kpi_now() - ts;
-
-    /* aggregate in SQL, then the statistics per cell and per group */
-    ts = kpi_now();
-    if ((rc = exec_ok(c, e, "ANALYZE kpi.predictions", "cannot analyze kpi.predictions")) != 0) goto out;
-    if ((rc = aggregate(c, info->run_id, p->periods, &cs, e)) != 0) goto out;
-    t_sql = kpi_now() - ts;
-    qsort(cs.v, cs.n, sizeof *cs.v, cell_cmp);
-    for (size_t i = 0; i < cs.n;) {
+    qsort(cs->v, cs->n, sizeof *cs->v, kpi_cell_cmp);
+    for (size_t i = 0; i < cs->n;) {
         /* one (measure, kind, period): the system cell sorts first */
         size_t j = i;
-        while (j < cs.n && cs.v[j].measure == cs.v[i].measure && cs.v[j].kind == cs.v[i].kind &&
-               strcmp(cs.v[j].start, cs.v[i].start) == 0)
+        while (j < cs->n && cs->v[j].measure == cs->v[i].measure && cs->v[j].kind == cs->v[i].kind &&
+               strcmp(cs->v[j].start, cs->v[i].start) == 0)
             j++;
-        cell *sys = cs.v[i].utype == U_SYSTEM ? &cs.v[i] : NULL;
-        if (sys) cell_stats(sys, NULL, p);
+        kpi_cell *sys = cs->v[i].utype == KPI_U_SYSTEM ? &cs->v[i] : NULL;
+        if (sys) kpi_cell_stats(sys, NULL, p);
         for (size_t t = i; t < j; t++)
-            if (&cs.v[t] != sys) cell_stats(&cs.v[t], sys, p);
+            if (&cs->v[t] != sys) kpi_cell_stats(&cs->v[t], sys, p);
         if (sys) {
             double rr = sys->rate;   /* the system's RSR is its own O/E x its crude rate */
             sys->rsr = sys->oe * rr, sys->rsr_lo = sys->oe_lo * rr, sys->rsr_hi = sys->oe_hi * rr;
         }
         for (size_t t = i; t < j;) {
             size_t u = t;
-            while (u < j && cs.v[u].utype == cs.v[t].utype) u++;
-            if (cs.v[t].utype != U_SYSTEM && group_stats(&cs.v[t], u - t, sys, p) != 0) {
-                rc = px_err_set(e, PX_ENOMEM, "out of memory");
-                goto out;
-            }
+            while (u < j && cs->v[u].utype == cs->v[t].utype) u++;
+            if (cs->v[t].utype != KPI_U_SYSTEM && kpi_group_stats(&cs->v[t], u - t, sys, p) != 0)
+                return px_err_set(R->e, PX_ENOMEM, "out of memory");
             t = u;
         }
+        /* facilities: the hierarchical standardized ratios, where a model holds one */
+        for (size_t t = i; t < j; t++) kpi_cell_hier(&cs->v[t], sys, R->hier);
         i = j;
     }
+    return 0;
+}
 
-    /* facilities: the hierarchical standardized ratios, where a model holds one */
-    for (size_t i = 0; i < cs.n;) {
-        size_t j = i;
-        while (j < cs.n && cs.v[j].measure == cs.v[i].measure && cs.v[j].kind == cs.v[i].kind &&
-               strcmp(cs.v[j].start, cs.v[i].start) == 0)
-            j++;
-        const cell *sys = cs.v[i].utype == U_SYSTEM ? &cs.v[i] : NULL;
-        for (size_t t = i; t < j; t++) hier_cell(&cs.v[t], sys, hier);
-        i = j;
-    }
+/* One kpi.results row of cell x as COPY text. */
+static int cell_row(run *R, kpi_cell *x, px_buf *buf)
+{
+    char label[16], s[16], en[16];
+    period_of(x->kind, x->start, R->first, R->last, label, s, en);
+    int risk = x->measure != PX_KPI_VOLUME && x->measure != PX_KPI_COST;
+    int rk = x->measure == PX_KPI_READMISSION ? 0 : x->measure == PX_KPI_MORTALITY ? 1 : 2;
+    int sup = x->suppressed;
+    int crude = risk && R->mi[rk].crude;
+    if (crude) kpi_crude_cell(x);
+    px_buf_printf(buf, "%lld\t%s\t%s\t%s\t%s\t%s\t%s", R->info->run_id, measure_names[x->measure],
+                  kpi_kind_name(x->kind), label, s, en, unit_type_names[x->utype]);
+    put_str(buf, x->unit);
+    px_buf_printf(buf, "\t%.0f", x->n);
+    double sup_nan = NAN;
+    put_num(buf, sup ? sup_nan : x->o);
+    put_num(buf, sup || !risk ? sup_nan : x->e);
+    double vals[] = {x->rate, x->rate_lo, x->rate_hi, x->erate, x->oe, x->oe_lo, x->oe_hi};
+    for (size_t v = 0; v < sizeof vals / sizeof *vals; v++) put_num(buf, sup ? sup_nan : vals[v]);
+    put_str(buf, sup ? NULL : x->oe_method);
+    double vals2[] = {x->rsr, x->rsr_lo, x->rsr_hi, x->eb, x->ebw};
+    for (size_t v = 0; v < sizeof vals2 / sizeof *vals2; v++) put_num(buf, sup ? sup_nan : vals2[v]);
+    /* funnel position and limits depend only on the precision: kept for plotting */
+    double vals3[] = {x->fx, x->f95lo, x->f95hi, x->f998lo, x->f998hi, x->phi, x->fvar};
+    for (size_t v = 0; v < sizeof vals3 / sizeof *vals3; v++) put_num(buf, sup ? sup_nan : vals3[v]);
+    put_str(buf, x->flag);
+    put_str(buf, sup ? "t" : "f");
+    put_str(buf, risk && !crude ? kpi_risk_model[rk] : NULL);
+    if (risk && !crude)
+        px_buf_printf(buf, "\t%d", R->mi[rk].version);
+    else
+        px_buf_adds(buf, "\t\\N");
+    put_str(buf, R->batches);
+    put_str(buf, crude ? kpi_crude_method_words(x->measure) : kpi_method_words(x->measure));
+    double vals4[] = {x->sr, x->sr_lo, x->sr_hi, x->srsr, x->srsr_lo, x->srsr_hi};
+    for (size_t v = 0; v < sizeof vals4 / sizeof *vals4; v++) put_num(buf, sup ? sup_nan : vals4[v]);
+    put_str(buf, x->adjustment);
+    put_str(buf, sup ? NULL : x->oe_flag);
+    return px_buf_addc(buf, '\n');
+}
 
-    /* store the cells */
-    buf.len = 0;
-    for (size_t i = 0; i < cs.n; i++) {
-        cell *x = &cs.v[i];
-        char label[16], s[16], en[16];
-        period_of(x->kind, x->start, first, last, label, s, en);
-        int risk = x->measure != PX_KPI_VOLUME && x->measure != PX_KPI_COST;
-        int rk = x->measure == PX_KPI_READMISSION ? 0 : x->measure == PX_KPI_MORTALITY ? 1 : 2;
-        int ver = risk ? mi[rk].version : 0;
-        int sup = x->suppressed;
-        int crude = risk && mi[rk].crude;
-        if (crude) crude_cell(x);
-        px_buf_printf(&buf, "%lld\t%s\t%s\t%s\t%s\t%s\t%s", info->run_id, measure_names[x->measure],
-                      kpi_kind_name(x->kind), label, s, en, unit_type_names[x->utype]);
-        put_str(&buf, x->unit);
-        px_buf_printf(&buf, "\t%.0f", x->n);
-        double sup_nan = NAN;
-        put_num(&buf, sup ? sup_nan : x->o);
-        put_num(&buf, sup || !risk ? sup_nan : x->e);
-        double vals[] = {x->rate, x->rate_lo, x->rate_hi, x->erate, x->oe, x->oe_lo, x->oe_hi};
-        for (size_t v = 0; v < sizeof vals / sizeof *vals; v++) put_num(&buf, sup ? sup_nan : vals[v]);
-        put_str(&buf, sup ? NULL : x->oe_method);
-        double vals2[] = {x->rsr, x->rsr_lo, x->rsr_hi, x->eb, x->ebw};
-        for (size_t v = 0; v < sizeof vals2 / sizeof *vals2; v++) put_num(&buf, sup ? sup_nan : vals2[v]);
-        /* funnel position and limits depend only on the precision: kept for plotting */
-        double vals3[] = {x->fx, x->f95lo, x->f95hi, x->f998lo, x->f998hi, x->phi, x->fvar};
-        for (size_t v = 0; v < sizeof vals3 / sizeof *vals3; v++) put_num(&buf, sup ? sup_nan : vals3[v]);
-        put_str(&buf, x->flag);
-        put_str(&buf, sup ? "t" : "f");
-        put_str(&buf, risk && !crude ? kpi_risk_model[rk] : NULL);
-        if (risk && !crude)
-            px_buf_printf(&buf, "\t%d", ver);
-        else
-            px_buf_adds(&buf, "\t\\N");
-        put_str(&buf, batches);
-        put_str(&buf, crude ? crude_method_words(x->measure) : kpi_method_words(x->measure));
-        double vals4[] = {x->sr, x->sr_lo, x->sr_hi, x->srsr, x->srsr_lo, x->srsr_hi};
-        for (size_t v = 0; v < sizeof vals4 / sizeof *vals4; v++) put_num(&buf, sup ? sup_nan : vals4[v]);
-        put_str(&buf, x->adjustment);
-        put_str(&buf, sup ? NULL : x->oe_flag);
-        if (px_buf_addc(&buf, '\n') < 0) {
-            rc = px_err_set(e, PX_ENOMEM, "out of memory");
-            goto out;
-        }
+/* Phase 8: the cells into kpi.results, the run's totals, the commit. */
+static int run_store(run *R, double t0)
+{
+    px_copy_in w;
+    int rc = px_copy_in_begin(&w, R->c,
+                              "COPY kpi.results (run_id, measure, period_kind, period, period_start, period_end, unit_type,"
+                              " unit, n, observed, expected, rate, rate_lo, rate_hi, expected_rate, oe, oe_lo, oe_hi,"
+                              " oe_method, rsr, rsr_lo, rsr_hi, eb_rate, eb_weight, funnel_x, funnel95_lo, funnel95_hi,"
+                              " funnel998_lo, funnel998_hi, funnel_phi, funnel_var, flag, suppressed, model_name,"
+                              " model_version, source_batches, method, sr, sr_lo, sr_hi, srsr, srsr_lo, srsr_hi,"
+                              " adjustment, oe_flag) FROM STDIN",
+                              "the warehouse refused KPI rows", R->e);
+    if (rc) return rc;
+    for (size_t i = 0; i < R->cs.n && rc == 0; i++) {
+        if (cell_row(R, &R->cs.v[i], &w.buf) < 0) rc = px_err_set(R->e, PX_ENOMEM, "out of memory");
+        else rc = px_copy_in_flush(&w, 0, R->e);
     }
-    if ((rc = copy_in(c,
-                      "COPY kpi.results (run_id, measure, period_kind, period, period_start, period_end, unit_type,"
-                      " unit, n, observed, expected, rate, rate_lo, rate_hi, expected_rate, oe, oe_lo, oe_hi,"
-                      " oe_method, rsr, rsr_lo, rsr_hi, eb_rate, eb_weight, funnel_x, funnel95_lo, funnel95_hi,"
-                      " funnel998_lo, funnel998_hi, funnel_phi, funnel_var, flag, suppressed, model_name,"
-                      " model_version, source_batches, method, sr, sr_lo, sr_hi, srsr, srsr_lo, srsr_hi,"
-                      " adjustment, oe_flag) FROM STDIN",
-                      &buf, e)) != 0)
-        goto out;
-    info->results = (long long)cs.n;
-    info->seconds = kpi_now() - t0;
-    info->seconds_score = t_score;
-    info->seconds_sql = t_sql;
-    {
-        char rid[32], sc[32], secs[32];
-        snprintf(rid, sizeof rid, "%lld", info->run_id);
-        snprintf(sc, sizeof sc, "%lld", info->scored);
-        snprintf(secs, sizeof secs, "%.3f", info->seconds);
-        const char *pp[4] = {rid, enc, sc, secs};
-        r = PQexecParams(c, "UPDATE kpi.runs SET encounters = $2::bigint, scored = $3::bigint, seconds = $4::float8"
-                            " WHERE run_id = $1::bigint",
-                         4, NULL, pp, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            rc = px_db_fail(e, c, r, "cannot finish the KPI run");
-            goto out;
-        }
-    }
-    if ((rc = exec_ok(c, e, "COMMIT", "cannot commit the KPI run")) != 0) goto out;
-    began = 0;
+    if (rc == 0) rc = px_copy_in_flush(&w, 1, R->e);
+    int rc2 = px_copy_in_end(&w, rc != 0, NULL, R->e);
+    if (rc == 0) rc = rc2;
+    if (rc) return rc;
+    px_kpi_run_info *info = R->info;
+    info->results = (long long)R->cs.n;
+    free(R->models_s);
+    if (!(R->models_s = cJSON_PrintUnformatted(R->models)) ||
+        !(R->pred_sql = kpi_predictions_sql(info->run_id, R->mi)))
+        return px_err_set(R->e, PX_ENOMEM, "out of memory");
+    char rid[32], sc[32], secs[32];
+    snprintf(rid, sizeof rid, "%lld", info->run_id);
+    snprintf(sc, sizeof sc, "%lld", info->scored);
+    snprintf(secs, sizeof secs, "%.3f", kpi_now() - t0);
+    /* the models' summaries now carry their reference shifts and hierarchical notes */
+    const char *pp[6] = {rid, R->enc, sc, secs, R->models_s, R->pred_sql};
+    if ((rc = px_db_query(R->c, R->e, "cannot finish the KPI run", NULL,
+                          "UPDATE kpi.runs SET encounters = $2::bigint, scored = $3::bigint, seconds = $4::float8,"
+                          " models = $5::jsonb, predictions_sql = $6 WHERE run_id = $1::bigint",
+                          6, pp)) != 0)
+        return rc;
+    return px_db_query(R->c, R->e, "cannot commit the KPI run", NULL, "COMMIT", 0, NULL);
+}
+
+static void run_summary(run *R)
+{
+    px_kpi_run_info *info = R->info;
+    const kpi_model *mi = R->mi;
     snprintf(info->summary, sizeof info->summary,
              "run %lld: %lld result rows from %lld stays (%lld scored; readmission v%d, mortality v%d, los v%d;"
              " facilities by the hierarchical ratio: %s, %s, %s) in %.2f s",
@@ -1466,16 +741,52 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
         size_t l = strlen(info->summary);
         snprintf(info->summary + l, sizeof info->summary - l, "; %s", info->notes);
     }
+}
+
+int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_kpi_run_info *info, px_err *e)
+{
+    double t0 = kpi_now(), ts;
+    int rc = 0, began = 0;
+    run R;
+    memset(&R, 0, sizeof R);
+    R.c = c, R.cfg = cfg, R.p = p, R.info = info, R.e = e;
+    memset(info, 0, sizeof *info);
+    px_models_init(); /* GSL reports, never aborts (once per process) */
+    if (!p->periods || (p->periods & ~15) || !(p->conf > 0 && p->conf < 1) || p->min_cases < 0)
+        return px_err_set(e, PX_EINVAL, "bad KPI parameters (periods, conf or min_cases)");
+    char lock[64];
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_xact_lock(%d)", PX_KPI_LOCK);
+    if ((rc = px_db_query(c, e, "cannot begin the KPI run", NULL, "BEGIN ISOLATION LEVEL REPEATABLE READ", 0,
+                          NULL)) != 0)
+        goto out;
+    began = 1;
+    if ((rc = px_db_query(c, e, "cannot lock the KPI tables", NULL, lock, 0, NULL)) != 0) goto out;
+    /* the compiled models are long expressions evaluated once per stay: compiling
+     * them with LLVM costs more than it saves at this size */
+    if ((rc = px_db_query(c, e, "cannot configure the KPI run", NULL, "SET LOCAL jit = off", 0, NULL)) != 0) goto out;
+    if ((rc = run_state(&R)) != 0 || (rc = run_models(&R)) != 0 || (rc = run_method(&R)) != 0 ||
+        (rc = run_record(&R)) != 0)
+        goto out;
+    info->seconds_inputs = kpi_now() - t0;
+    ts = kpi_now();
+    if ((rc = run_prepare(&R)) != 0) goto out;
+    info->seconds_score = kpi_now() - ts;
+    ts = kpi_now();
+    long long rows[3] = {0, 0, 0};
+    if ((rc = kpi_score_pass(c, R.mi, p->periods, &R.cs, R.hr, rows, e)) != 0) goto out;
+    for (int k = 0; k < 3; k++) R.mi[k].rows = rows[k], info->scored += rows[k];
+    info->seconds_sql = kpi_now() - ts;
+    ts = kpi_now();
+    if ((rc = run_stats(&R)) != 0) goto out;
+    info->seconds_stats = kpi_now() - ts;
+    ts = kpi_now();
+    if ((rc = run_store(&R, t0)) != 0) goto out;
+    began = 0;
+    info->seconds_store = kpi_now() - ts;
+    info->seconds = kpi_now() - t0;
+    run_summary(&R);
 out:
-    PQclear(r);
-    if (began) exec_ok(c, NULL, "ROLLBACK", "rollback");
-    for (int k = 0; k < 3; k++) model_close(&mi[k]), kpi_hier_free(&hier[k]);
-    cells_free(&cs);
-    px_buf_release(&buf);
-    cJSON_Delete(fp);
-    cJSON_Delete(models);
-    cJSON_Delete(inputs);
-    cJSON_Delete(method);
-    free(models_s), free(inputs_s), free(method_s), free(fp_s), free(batches);
+    if (began) px_db_exec(c, NULL, "ROLLBACK");
+    run_release(&R);
     return rc;
 }

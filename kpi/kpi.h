@@ -3,9 +3,11 @@
  *
  * Two layers. The interval statistics (px_kpi_wilson ... px_kpi_laplace) are pure
  * functions of counts and sums (no database), checked against R (tests/unit/kpi_ref.R).
- * px_kpi_compute scores the feature tables with a registered risk model, writes
- * per-encounter predictions to kpi.predictions with COPY, aggregates them in SQL
- * and stores one row per measure, period and unit in kpi.results, naming the
+ * px_kpi_compute scores the feature tables with the registered risk models
+ * compiled to SQL inside PostgreSQL (SVMs in C), sums every measure to the finest
+ * cell in one pass, rolls up and computes the intervals in C, and stores one row
+ * per measure, period and unit in kpi.results (kpi.predictions is a view of the
+ * latest run's per-stay predictions, computed on read), naming the
  * model version, the data batches and the method. px_kpi_report renders a stored
  * run as a self-contained HTML page (inline SVG, no network), JSON and CSV.
  * Library calls return 0 or a negative PX_E* code and fill the caller's px_err. */
@@ -186,6 +188,9 @@ typedef struct px_kpi_params {
     int force;                   /* 1: compute even if an identical run is stored */
     int allow_failed_gates;      /* 1: adjust with a risk model that failed its quality gates
                                   * (default 0: such a model adjusts nothing; see below) */
+    int score_in_c;              /* 1: score every model in C through the feature reader (the path SVMs
+                                  * always take) instead of the model compiled to SQL; same results to
+                                  * rounding: for comparing the two (default 0) */
 } px_kpi_params;
 
 px_kpi_params px_kpi_default_params(void);
@@ -199,7 +204,13 @@ typedef struct px_kpi_run_info {
     long long encounters;        /* stays in the warehouse */
     long long scored;            /* feature-table rows scored, all models */
     long long results;           /* rows written to kpi.results */
-    double seconds, seconds_score, seconds_sql;   /* wall time: total, scoring + COPY, SQL aggregation */
+    double seconds, seconds_score, seconds_sql;   /* wall time: total; models prepared (compiled to SQL,
+                                                   * or scored in C and stored); the one SQL pass that scores
+                                                   * and aggregates to the finest cell */
+    double seconds_inputs;       /* reading the inputs, models and fingerprint; recording the run */
+    double seconds_stats;        /* roll-ups, intervals, smoothing, hierarchical ratios (C) */
+    double seconds_store;        /* COPY of kpi.results, the run's totals and predictions SQL, commit */
+    int scored_in_c[3];          /* 1: the model was scored in C (an SVM, or score_in_c), not in SQL */
     char summary[512];
     int crude[3];                /* 1: the measure was computed crude (no usable risk model) */
     int skipped[3];              /* 1: the measure was not computed (no model and no feature table) */

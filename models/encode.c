@@ -179,24 +179,38 @@ fail:
     return rc;
 }
 
+size_t px_enc_level_find(const px_feature_info *f, const char *v)
+{
+    if (!v) return f->ref;
+    size_t lo = 0, hi = f->nlevels;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(f->levels[mid], v);
+        if (c == 0) return mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return f->ref;
+}
+
 void px_enc_level_map(const px_feature_info *f, char *const *lv, size_t nl, size_t *map)
 {
-    for (size_t i = 0; i < nl; i++) {
-        map[i] = f->ref;
-        if (!lv[i]) continue;
-        size_t lo = 0, hi = f->nlevels;
-        while (lo < hi) {
-            size_t mid = lo + (hi - lo) / 2;
-            int c = strcmp(f->levels[mid], lv[i]);
-            if (c == 0) {
-                map[i] = mid;
-                break;
-            }
-            if (c < 0)
-                lo = mid + 1;
-            else
-                hi = mid;
+    for (size_t i = 0; i < nl; i++) map[i] = px_enc_level_find(f, lv[i]);
+}
+
+void px_enc_raw(const px_feature_info *f, size_t nf, const double *num, const char *const *text, double *raw)
+{
+    for (size_t j = 0; j < nf; j++) {
+        if (f[j].kind == PX_COL_NUMERIC) {
+            raw[j] = num[j];
+            continue;
         }
+        /* an unseen level is missing: px_enc_row imputes the reference either way,
+         * and the drift monitor bins it as missing, not as the reference */
+        size_t l = text[j] ? px_enc_level_find(&f[j], text[j]) : f[j].ref;
+        raw[j] = text[j] && (l != f[j].ref || (f[j].nlevels && strcmp(f[j].levels[l], text[j]) == 0)) ? (double)l : NAN;
     }
 }
 

@@ -501,6 +501,13 @@ int px_hier_eta(const px_hier *h, const px_model *m, const double *raw, double *
     return rc;
 }
 
+int px_hier_sql_eta(const px_hier *h, const px_model *m, const char *const *colsql, px_buf *out, px_err *e)
+{
+    if (px_model_ncols(m) != h->fit.k)
+        return px_err_set(e, PX_EINVAL, "the hierarchical model does not match the risk model");
+    return px_model_sql_eta(m, h->fit.beta, colsql, out, e);
+}
+
 static int cmp_strp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 static int cmp_dbl(const void *a, const void *b)
 {

@@ -45,6 +45,13 @@ void px_enc_free(px_feature_info *f, size_t nf);
  * = the index of lv[i] in f->levels, or f->ref when the level was not seen in
  * training. map must hold nl entries. */
 void px_enc_level_map(const px_feature_info *f, char *const *lv, size_t nl, size_t *map);
+/* The index of level v in f->levels (byte order, binary search), or f->ref when
+ * v is NULL or was not seen in training: the one categorical lookup. */
+size_t px_enc_level_find(const px_feature_info *f, const char *v);
+/* A raw instance from values as the feature reader gives them: numeric input j
+ * from num[j] (NAN: missing), categorical from text[j] (NULL or a level not
+ * seen in training: NAN, which px_enc_row codes as the reference). */
+void px_enc_raw(const px_feature_info *f, size_t nf, const double *num, const char *const *text, double *raw);
 
 /* Checks one raw instance (numeric values, or categorical level indexes into
  * the feature's levels; NAN = missing). Returns 0 or PX_EINVAL naming the feature. */

@@ -101,6 +101,7 @@ const px_term *px_model_terms(const px_model *m, size_t *n)
 }
 
 static int is_glm(px_algo a) { return a == PX_ALGO_LOGIT || a == PX_ALGO_POISSON; }
+const double *px_model_beta(const px_model *m) { return is_glm(m->algo) ? m->beta : NULL; }
 
 /* Coefficients on the original scale. A numeric feature enters as
  * (x - mean) / sd, so its coefficient is beta / sd and the intercept absorbs
@@ -475,6 +476,11 @@ int px_model_predict(const px_model *m, const double *raw, double *value, double
     }
     if (x != stack) free(x);
     return rc;
+}
+
+void px_model_raw_row(const px_model *m, const double *num, const char *const *text, double *raw)
+{
+    px_enc_raw(m->f, m->nf, num, text, raw);
 }
 
 int px_model_score(const px_model *m, const px_dataset *d, const size_t *rows, size_t n, double *out, px_err *e)

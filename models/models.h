@@ -198,6 +198,13 @@ const px_term *px_model_terms(const px_model *m, size_t *n);
  * poisson: log of the mean; SVMs: the change in value when the feature is set to
  * its mean / reference). Returns 0 or PX_EINVAL naming the feature. Thread-safe. */
 int px_model_predict(const px_model *m, const double *raw, double *value, double *contrib, px_err *e);
+/* One instance from the feature reader (px_feat_scan): input j in m's feature
+ * order is num[j] when numeric (NAN: missing) or text[j] when categorical (NULL:
+ * missing; a level not seen in training is NAN too, which px_model_predict codes
+ * as the reference). Writes the nfeatures raw values px_model_predict takes. Every consumer of feature rows
+ * (training's design, KPI scoring, the drift check) goes through this lookup
+ * and px_enc_row's scaling, one-hot coding and imputation. */
+void px_model_raw_row(const px_model *m, const double *num, const char *const *text, double *raw);
 /* Scores rows of a dataset whose columns are matched by name and whose levels are
  * matched by text (a level unseen in training counts as the reference). rows:
  * n row indexes, or NULL for rows 0..n-1. out: n values. */
@@ -210,6 +217,29 @@ int px_model_save(const px_model *m, px_buf *out, px_err *e);
  * refused with PX_ECORRUPT; never crashes on any input. Bytes holding an SVM
  * must have passed the registry's integrity check (see px_svm_load). */
 px_model *px_model_load(const unsigned char *bytes, size_t len, px_err *e);
+
+/* ---- models compiled to SQL (sql.c) -------------------------------------- */
+
+/* A GLM's coefficients on the standardized design (px_model_ncols values), or
+ * NULL for SVMs. Owned by m. */
+const double *px_model_beta(const px_model *m);
+/* Appends to out one SQL expression (float8) equal to px_model_predict's value
+ * for a logit or poisson model: the encoding, the clamped linear predictor, the
+ * inverse link and the value bounds, constants printed exactly (%.17g).
+ * colsql[j]: an SQL expression for input j in the model's feature order, float8
+ * for numeric inputs (NULL = missing), text for categorical ones (NULL or an
+ * unseen level = the reference). The caller vouches for colsql (quoted
+ * identifiers); level texts are quoted here. 0, PX_EINVAL (an SVM: not
+ * compilable; a missing colsql), PX_ENOMEM. */
+int px_model_sql(const px_model *m, const char *const *colsql, px_buf *out, px_err *e);
+/* The linear predictor sum_c beta[c] x[c] on m's encoding, unclamped, for any
+ * coefficients on the same design (beta: px_model_ncols(m) values; the model's
+ * own, or a hierarchical model's fixed effects: see px_hier_sql_eta). */
+int px_model_sql_eta(const px_model *m, const double *beta, const char *const *colsql, px_buf *out, px_err *e);
+/* "CREATE OR REPLACE FUNCTION fname(<input> float8|text, ...) RETURNS float8
+ * LANGUAGE sql IMMUTABLE PARALLEL SAFE AS '<px_model_sql>';" (fname is written
+ * as given: the caller quotes it). */
+int px_model_sql_function(const px_model *m, const char *fname, px_buf *out, px_err *e);
 
 /* ---- random-intercept GLM (glmm.c) -------------------------------------- */
 
@@ -309,6 +339,9 @@ const px_glmm_fit *px_hier_glmm(const px_hier *h);   /* the fit (valid while h l
 /* Fixed-effect linear predictor (mu included, no unit intercept) of one raw
  * instance in m's feature order (as px_model_predict takes it). */
 int px_hier_eta(const px_hier *h, const px_model *m, const double *raw, double *eta, px_err *e);
+
+/* px_hier_eta as one SQL expression (see px_model_sql for colsql). */
+int px_hier_sql_eta(const px_hier *h, const px_model *m, const char *const *colsql, px_buf *out, px_err *e);
 
 /* Design rows on a model's encoding: ncols = intercept + encoded columns. */
 size_t px_model_ncols(const px_model *m);

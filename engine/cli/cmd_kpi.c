@@ -14,7 +14,7 @@ static const char usage[] =
     "usage: prognos kpi compute [--period KINDS] [--model-version [MODEL=]REF]...\n"
     "                           [--conf C] [--min-cases N] [--byar-min N]\n"
     "                           [--reference pooled|facility] [--no-hierarchical] [--overdispersion]\n"
-    "                           [--allow-failed-gates] [--force] [--json]\n"
+    "                           [--allow-failed-gates] [--score-in-c] [--force] [--json]\n"
     "       prognos kpi report --period P --out FILE.html [--json FILE] [--csv FILE]\n"
     "                          [--run ID] [--target MEASURE=VALUE]... [--targets FILE]\n"
     "                          [--benchmarks DIR]\n"
@@ -62,6 +62,10 @@ static const char usage[] =
     "  --allow-failed-gates adjust with risk models that failed their quality gates\n"
     "                       (default: such a measure is computed crude; a model named\n"
     "                       with --model-version that failed is refused, exit 1)\n"
+    "  --score-in-c         score every model in C through the feature reader (the\n"
+    "                       path SVMs always take) instead of the model compiled to\n"
+    "                       SQL and run inside PostgreSQL; same results to rounding,\n"
+    "                       several times slower: for checking the compiled models\n"
     "  --force              compute even if an identical run is stored\n"
     "  --json               print the run summary as JSON\n"
     "\n"
@@ -175,6 +179,8 @@ static int kpi_compute(int argc, char **argv)
             p.force = 1;
         } else if (strcmp(a, "--allow-failed-gates") == 0) {
             p.allow_failed_gates = 1;
+        } else if (strcmp(a, "--score-in-c") == 0) {
+            p.score_in_c = 1;
         } else if (strcmp(a, "--json") == 0) {
             json = 1;
         } else {
@@ -198,12 +204,15 @@ static int kpi_compute(int argc, char **argv)
     if (json)
         printf("{\"run_id\":%lld,\"unchanged\":%s,\"models\":{\"readmission\":%d,\"mortality\":%d,\"los\":%d},"
                "\"encounters\":%lld,\"scored\":%lld,\"results\":%lld,\"seconds\":%.3f,\"seconds_score\":%.3f,"
-               "\"seconds_sql\":%.3f,\"reference_shift\":{\"readmission\":%.6g,\"mortality\":%.6g,\"los\":%.6g},"
+               "\"seconds_sql\":%.3f,\"seconds_inputs\":%.3f,\"seconds_stats\":%.3f,\"seconds_store\":%.3f,"
+               "\"scored_in_c\":{\"readmission\":%s,\"mortality\":%s,\"los\":%s},\"reference_shift\":{\"readmission\":%.6g,\"mortality\":%.6g,\"los\":%.6g},"
                "\"crude\":[%s%s%s%s%s],\"skipped\":[%s%s%s%s%s],"
                "\"hierarchical\":{\"readmission\":%s,\"mortality\":%s,\"los\":%s}}\n",
                info.run_id, info.unchanged ? "true" : "false", info.model_version[0], info.model_version[1],
                info.model_version[2], info.encounters, info.scored, info.results, info.seconds, info.seconds_score,
-               info.seconds_sql, info.reference_shift[0], info.reference_shift[1], info.reference_shift[2],
+               info.seconds_sql, info.seconds_inputs, info.seconds_stats, info.seconds_store,
+               info.scored_in_c[0] ? "true" : "false", info.scored_in_c[1] ? "true" : "false",
+               info.scored_in_c[2] ? "true" : "false", info.reference_shift[0], info.reference_shift[1], info.reference_shift[2],
                info.crude[0] ? "\"readmission\"" : "", info.crude[0] && (info.crude[1] || info.crude[2]) ? "," : "",
                info.crude[1] ? "\"mortality\"" : "", info.crude[1] && info.crude[2] ? "," : "",
                info.crude[2] ? "\"los\"" : "",

@@ -1,4 +1,4 @@
-/* cmd_registry.c: prognos registry list|show|promote|verify|card. Parses its own
+/* cmd_registry.c: prognos registry list|show|promote|verify|card|sql. Parses its own
  * options and calls registry/; every artifact it shows or promotes has passed
  * the signature and digest checks first. */
 #include "engine/cli/cli.h"
@@ -15,6 +15,7 @@ static const char usage[] =
     "                                [--accept-failed-gates]\n"
     "       prognos registry verify [NAME [REF] | NAME --all | --all] [--json]\n"
     "       prognos registry card NAME [REF] [--out FILE.md]\n"
+    "       prognos registry sql NAME[@REF] [REF]\n"
     "\n"
     "The versioned model registry. Versions are registered by 'prognos train' and\n"
     "'prognos retrain'; their artifacts live in $PROGNOS_HOME/registry/NAME/VERSION/,\n"
@@ -32,6 +33,12 @@ static const char usage[] =
     "            of every model without NAME\n"
     "  card      a model card in Markdown (intended use, cohort, features, metrics,\n"
     "            calibration, subgroups, coefficients, limitations, training data)\n"
+    "  sql       a logit or poisson version compiled to SQL (its encoding, clamps,\n"
+    "            inverse link and bounds, constants exact): CREATE SCHEMA IF NOT\n"
+    "            EXISTS scores; and an IMMUTABLE function scores.NAME_vN(inputs...)\n"
+    "            taking the model's inputs in order (float8, or text for categorical\n"
+    "            ones) and returning the same value as prognos; pipe it into psql\n"
+    "            and score any table in place. SVMs do not compile (exit 1)\n"
     "\n"
     "REF: a version (3 or v3), champion, challenger or latest; default: the champion,\n"
     "else the latest version.\n"
@@ -213,6 +220,40 @@ static int do_promote(PGconn *c, const px_config *cfg, const opts *o)
     return PX_EXIT_OK;
 }
 
+/* registry sql: the version as an SQL function (models/sql.c). */
+static int do_sql(PGconn *c, const px_config *cfg, const opts *o)
+{
+    px_err e = {0};
+    char name[128], ref[64];
+    const char *at = strchr(o->pos[0], '@');
+    snprintf(name, sizeof name, "%.*s", at ? (int)(at - o->pos[0]) : (int)strlen(o->pos[0]), o->pos[0]);
+    snprintf(ref, sizeof ref, "%s", at ? at + 1 : o->npos > 1 ? o->pos[1] : "champion");
+    if (at && o->npos > 1) return px_cli_usage_error("registry", "sql: give the version as NAME@REF or NAME REF, not both");
+    int version = 0;
+    px_models_init();
+    px_model *m = px_reg_load(c, cfg, name, ref, &version, &e);
+    if (!m) return px_cli_fail(&e);
+    char fname[300];
+    char *q = PQescapeIdentifier(c, name, strlen(name)), *qv = NULL;
+    char vn[160];
+    snprintf(vn, sizeof vn, "%s_v%d", name, version);
+    qv = PQescapeIdentifier(c, vn, strlen(vn));
+    snprintf(fname, sizeof fname, "scores.%s", qv ? qv : "");
+    px_buf b = {0};
+    int rc = q && qv ? px_model_sql_function(m, fname, &b, &e) : px_err_set(&e, PX_ENOMEM, "out of memory");
+    PQfreemem(q);
+    PQfreemem(qv);
+    px_model_free(m);
+    if (rc != 0) {
+        px_buf_release(&b);
+        return px_cli_fail(&e);
+    }
+    printf("-- %s v%d compiled to SQL by prognos: equals px_model_predict to rounding\n"
+           "CREATE SCHEMA IF NOT EXISTS scores;\n%s", name, version, b.data);
+    px_buf_release(&b);
+    return fflush(stdout) == 0 ? PX_EXIT_OK : PX_EXIT_FAIL;
+}
+
 static int do_card(PGconn *c, const px_config *cfg, const opts *o)
 {
     px_err e = {0};
@@ -255,6 +296,7 @@ int cmd_registry(int argc, char **argv)
     else if (strcmp(sub, "promote") == 0) rc = check(sub, &o, 2, 2, 0, 0, 1, 0);
     else if (strcmp(sub, "verify") == 0) rc = check(sub, &o, 0, 2, 1, 1, 0, 0);
     else if (strcmp(sub, "card") == 0) rc = check(sub, &o, 1, 2, 0, 0, 0, 1);
+    else if (strcmp(sub, "sql") == 0) rc = check(sub, &o, 1, 2, 0, 0, 0, 0);
     else return px_cli_usage_error("registry", "unknown subcommand '%s'", sub);
     if (rc != 0) return rc;
 
@@ -275,6 +317,8 @@ int cmd_registry(int argc, char **argv)
         rc = do_promote(c, &cfg, &o);
     } else if (strcmp(sub, "verify") == 0) {
         rc = do_verify(c, &cfg, &o);
+    } else if (strcmp(sub, "sql") == 0) {
+        rc = do_sql(c, &cfg, &o);
     } else {
         rc = do_card(c, &cfg, &o);
     }

@@ -3,8 +3,11 @@
 # every period kind (month, quarter, year, all) and unit (system, facility,
 # department) on ~1M encounters x 200 facilities x 36 months: generate, load,
 # build features and train once (not timed), then time `prognos kpi compute
-# --force` REPS times. Prints wall time, its parts (scoring + COPY, SQL
-# aggregation) and encounters per second; then times one report.
+# --force` REPS times. Prints wall time, its phases (inputs, models compiled or
+# scored in C, the one SQL pass, roll-ups and statistics, storing) and
+# encounters per second; beside it, as a floor measured in the same run, one
+# plain SELECT ... GROUP BY to the same finest cells over the same tables
+# (the three feature tables and the stays, no model); then times one report.
 #   usage: tests/bench/kpi/run.sh [--patients N] [--reps R]   (default 360000 patients: ~1.0M stays in
 #   2021-2023; 3 reps)
 # Timing is reported, never asserted: these machines are noisy. Not run by ctest.
@@ -38,16 +41,32 @@ FAC=$(psql -X -At "$("$PX" db url)" -c "SELECT count(DISTINCT facility_id) FROM 
 MON=$(psql -X -At "$("$PX" db url)" -c "SELECT count(DISTINCT date_trunc('month', discharge_date)) FROM wh.fact_encounter")
 echo "input: $ENC encounters, $FAC facilities, $MON discharge months; $REPS repetitions"
 
-secs=()
+# the floor: the pass's GROUP BY without the models (count and label sums per cell)
+FLOOR_SQL="SELECT count(*) FROM (
+  SELECT 'r', extract(year FROM discharge_date)::int * 12 + extract(month FROM discharge_date)::int, facility_id,
+         department, count(*), sum(readmit_30d::float8) FROM features.readmission WHERE readmit_30d IS NOT NULL GROUP BY 2, 3, 4
+  UNION ALL SELECT 'm', extract(year FROM discharge_date)::int * 12 + extract(month FROM discharge_date)::int, facility_id,
+         department, count(*), sum(death_30d::float8) FROM features.mortality WHERE death_30d IS NOT NULL GROUP BY 2, 3, 4
+  UNION ALL SELECT 'l', extract(year FROM discharge_date)::int * 12 + extract(month FROM discharge_date)::int, facility_id,
+         department, count(*), sum(los_days::float8) FROM features.los WHERE los_days IS NOT NULL GROUP BY 2, 3, 4
+  UNION ALL SELECT 's', extract(year FROM discharge_date)::int * 12 + extract(month FROM discharge_date)::int, facility_id,
+         department, count(*), sum(total_cost)::float8 FROM wh.fact_encounter GROUP BY 2, 3, 4) s"
+secs=() floors=()
 for rep in $(seq 1 "$REPS"); do
     out=$("$PX" kpi compute --force --json)
-    read -r s sc sq sco res < <(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print(j["seconds"], j["seconds_score"], j["seconds_sql"], j["scored"], j["results"])' "$out")
+    read -r s si sc sq st so sco res < <(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print(j["seconds"], j["seconds_inputs"], j["seconds_score"], j["seconds_sql"], j["seconds_stats"], j["seconds_store"], j["scored"], j["results"])' "$out")
     secs+=("$s")
-    printf 'rep %d: kpi compute %.2f s (scoring + COPY %.2f s, SQL aggregation %.2f s): %s rows scored, %s results; %.0f encounters/s\n' \
-        "$rep" "$s" "$sc" "$sq" "$sco" "$res" "$(echo "$ENC / $s" | bc -l)"
+    f0=$(now)
+    psql -X -q -At "$("$PX" db url)" -c "$FLOOR_SQL" >/dev/null
+    fl=$(echo "$(now) - $f0" | bc)
+    floors+=("$fl")
+    printf 'rep %d: kpi compute %.2f s (inputs %.2f, models %.2f, SQL pass %.2f, roll-ups + statistics %.2f, store %.2f): %s rows scored, %s results; %.0f encounters/s; floor %.2f s (ratio %.2f)\n' \
+        "$rep" "$s" "$si" "$sc" "$sq" "$st" "$so" "$sco" "$res" "$(echo "$ENC / $s" | bc -l)" "$fl" "$(echo "$s / $fl" | bc -l)"
 done
 med=$(printf '%s\n' "${secs[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-printf 'median: %.2f s, %.0f encounters/s (every measure, period kind and unit)\n' "$med" "$(echo "$ENC / $med" | bc -l)"
+fmed=$(printf '%s\n' "${floors[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+printf 'median: %.2f s, %.0f encounters/s (every measure, period kind and unit); floor (plain GROUP BY) median %.2f s; ratio %.2f\n' \
+    "$med" "$(echo "$ENC / $med" | bc -l)" "$fmed" "$(echo "$med / $fmed" | bc -l)"
 t0=$(now)
 "$PX" kpi report --period month --out "$WORK/report.html" --json "$WORK/report.json" --csv "$WORK/report.csv" >/dev/null
 printf 'report (latest month, HTML + JSON + CSV): %.2f s, %d KiB of HTML\n' "$(echo "$(now) - $t0" | bc)" \

@@ -10,23 +10,30 @@
 # machine's load hits both alike. Prints the median of the repetitions, the
 # ratio, and the largest absolute coefficient difference.
 #   usage: tests/bench/train/run.sh [--rows N] [--features K] [--reps R]   (default 1000000, 30, 3)
+#          tests/bench/train/run.sh --warehouse URI [--reps R]: feature table to fit on a warehouse's
+#          features.readmission (e.g. the one tests/bench/kpi/run.sh builds: ~1M stays): the feature
+#          reader's load and px_model_fit, each timed (bench_train table)
 # Timing is reported, never asserted: these machines are noisy. Target: prognos at
 # most 0.2x R's time, coefficients equal to 1e-6.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
-ROWS=1000000 FEATURES=30 REPS=3
+ROWS=1000000 FEATURES=30 REPS=3 URI=
 while [ $# -gt 0 ]; do
     case $1 in
+        --warehouse) URI=$2; shift 2 ;;
         --rows) ROWS=$2; shift 2 ;;
         --features) FEATURES=$2; shift 2 ;;
         --reps) REPS=$2; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
 BIN="$ROOT/build/tests/bench_train"
 [ -x "$BIN" ] || "$ROOT/scripts/setup.sh"
 [ -x "$BIN" ] || cmake --build "$ROOT/build" --target bench_train -j2 >/dev/null
+if [ -n "$URI" ]; then
+    exec "$BIN" table "$URI" --reps "$REPS"
+fi
 WORK=$(mktemp -d /tmp/prognos-bench-train.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 CSV="$WORK/train.csv"

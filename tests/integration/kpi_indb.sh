@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# kpi_indb.sh: KPIs computed inside PostgreSQL with the risk models compiled to
+# SQL (issue 15), on the fixed pipeline of tests/fixtures/kpi_indb/pipeline.sh:
+#  - every kpi.results row equals, to 1e-9 relative, the row the C scoring path
+#    wrote before the models were compiled (results_ref.csv: make_ref.sh with
+#    the binary of commit 91f0360); texts (flags, methods, units) identical;
+#    the same with --reference facility (results_ref_facility.csv, shift_ref.json);
+#  - on every labelled row of the three feature tables, the compiled model's
+#    score (kpi.predictions of an SQL run) equals the C score (px_model_predict
+#    through the feature reader, kpi.scored_c of a --score-in-c run) to 1e-12
+#    relative, and the two runs' kpi.results agree to 1e-9;
+#  - `prognos registry sql` prints a function that PostgreSQL runs over the
+#    feature table and that gives the same scores to 1e-12;
+#  - an SVM (svr) is scored in C, and kpi compute says so;
+#  - one reader, one encoder: for each model, every labelled row's design vector
+#    by training's route (px_dataset_load + px_model_design) equals, bit for bit,
+#    the one by the reader's route that KPI scoring in C and the drift check take
+#    (px_feat_scan + px_model_raw_row + px_model_design_row): test_feature_encode.c,
+#    which also runs each logit/poisson model compiled to SQL on the rows (1e-12);
+#    the same on a table whose levels hold quotes, a backslash and dollar quotes.
+source "$(dirname "$0")/lib.sh"
+REF="$PROGNOS_SRC/tests/fixtures/kpi_indb"
+
+"$REF/pipeline.sh" "$PROGNOS_BIN" "$WORK"
+python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert not any(j["scored_in_c"].values()), j' \
+    "$WORK/compute.json" || fail "a GLM was scored in C: $(cat "$WORK/compute.json")"
+"$REF/dump.sh" "$(px db url)" > "$WORK/sql.csv"
+
+: "${PX_TEST_FEATURE_ENCODE:?set PX_TEST_FEATURE_ENCODE to the test_feature_encode binary}"
+for m in readmission:readmit_30d mortality:death_30d los:los_days; do
+    "$PX_TEST_FEATURE_ENCODE" "$(px db url)" "$PROGNOS_HOME/registry/${m%%:*}/1" "$PROGNOS_HOME/signing.pub" \
+        "features.${m%%:*}" "${m##*:}" || fail "design rows of ${m%%:*} differ between the two routes"
+done
+ok "one encoder: training's and the reader's routes give identical design rows (bit for bit) for the three models"
+
+# hostile level texts (quotes, a backslash, dollar quotes) through both routes and the compiled SQL
+sql "CREATE TABLE public.hostile AS SELECT md5(i::text)::uuid AS encounter_id,
+     (ARRAY['plain', 'it''s', 'back\\slash', '\$\$dollar\$\$', 'E''x'''])[1 + (i % 5)] AS a,
+     (i % 97)::float8 / 10 AS b, ((i * 7919) % 13 < 4 + (i % 5))::int AS y FROM generate_series(1, 3000) i"
+assert_eq "$(sql "SELECT count(DISTINCT a) FILTER (WHERE strpos(a, chr(92)) > 0 OR strpos(a, chr(36) || chr(36)) > 0
+                  OR strpos(a, chr(39)) > 0) FROM public.hostile")" 4 "the hostile levels are in the table"
+assert_exit 0 px train --model hostile --table public.hostile --label y --features a,b --accept-failed-gates
+"$PX_TEST_FEATURE_ENCODE" "$(px db url)" "$PROGNOS_HOME/registry/hostile/1" "$PROGNOS_HOME/signing.pub" \
+    public.hostile y || fail "hostile levels: the routes or the compiled SQL differ"
+ok "levels with quotes, a backslash and dollar quotes: identical design rows, compiled SQL equal to C"
+
+# compares two dumps: same rows and texts, numbers to a relative tolerance
+compare() { # a.csv b.csv tolerance what
+    python3 - "$@" <<'PY' || fail "$4"
+import csv, math, sys
+a = list(csv.reader(open(sys.argv[1]))); b = list(csv.reader(open(sys.argv[2]))); tol = float(sys.argv[3])
+assert len(a) == len(b), f"{len(a)} rows against {len(b)}"
+assert a[0] == b[0], "columns differ"
+worst = 0.0
+for ra, rb in zip(a[1:], b[1:]):
+    key = ra[:7]
+    assert ra[:7] == rb[:7], f"row {key} against {rb[:7]}"
+    for name, x, y in zip(a[0], ra, rb):
+        if x == y: continue
+        try: fx, fy = float(x), float(y)
+        except ValueError: raise AssertionError(f"{key} {name}: {x!r} against {y!r}")
+        d = abs(fx - fy) / max(abs(fx), abs(fy))
+        worst = max(worst, d)
+        assert d <= tol, f"{key} {name}: {x} against {y} (relative {d:.3g})"
+print(f"{len(a) - 1} rows, largest relative difference {worst:.3g}")
+PY
+}
+compare "$REF/results_ref.csv" "$WORK/sql.csv" 1e-9 "kpi.results differ from the C path's reference"
+ok "kpi.results of the in-database run equal the reference of the C path ($(wc -l < "$WORK/sql.csv") lines) to 1e-9"
+
+# the average-facility reference: the shift computed from the compiled scores, applied in SQL
+px kpi compute --force --reference facility --json > "$WORK/facility.json"
+"$REF/dump.sh" "$(px db url)" > "$WORK/facility.csv"
+compare "$REF/results_ref_facility.csv" "$WORK/facility.csv" 1e-9 "kpi.results (--reference facility) differ from the C path's"
+python3 - "$WORK/facility.json" "$REF/shift_ref.json" <<'PY' || fail "reference shifts differ from the C path's"
+import json, sys
+got = json.load(open(sys.argv[1]))["reference_shift"]; want = json.load(open(sys.argv[2]))
+for k, v in want.items():
+    assert abs(got[k] - v) <= 1e-5 * abs(v), (k, got[k], v)   # the reference has 6 digits (%.6g)
+PY
+ok "--reference facility: shifts and kpi.results equal the C path's reference"
+
+# the C path, forced: its scores beside the compiled ones
+px kpi compute --force --score-in-c --json > "$WORK/c.json"
+python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert all(j["scored_in_c"].values()), j' "$WORK/c.json" ||
+    fail "--score-in-c did not score in C: $(cat "$WORK/c.json")"
+"$REF/dump.sh" "$(px db url)" > "$WORK/c.csv"
+compare "$WORK/c.csv" "$WORK/sql.csv" 1e-9 "kpi.results of the C and SQL paths differ"
+sql "CREATE TABLE public.c_scores AS SELECT * FROM kpi.scored_c"
+for m in readmission mortality los; do
+    assert_eq "$(sql "SELECT count(*) FROM public.c_scores WHERE measure = '$m'")" \
+        "$(sql "SELECT count(*) FROM features.$m WHERE $(case $m in readmission) echo readmit_30d;; mortality) echo death_30d;; los) echo los_days;; esac) IS NOT NULL")" \
+        "C scores of every labelled row of features.$m"
+done
+px kpi compute --force --json > "$WORK/sql2.json"
+worst=$(sql "SELECT count(*) || ' ' || coalesce(max(abs(p.predicted - c.predicted) / c.predicted), 0)
+             FROM kpi.predictions p JOIN public.c_scores c USING (measure, encounter_id)")
+read -r n rel <<< "$worst"
+assert_eq "$n" "$(sql "SELECT count(*) FROM public.c_scores")" "every C score has its SQL score"
+python3 -c "import sys; sys.exit(0 if float('$rel') <= 1e-12 else 1)" || fail "SQL and C scores differ by $rel (relative)"
+ok "the compiled models' scores equal the C scores on all $n labelled rows (largest relative difference $rel)"
+
+# registry sql: the function, run by PostgreSQL over the table
+px registry sql readmission@1 > "$WORK/readmission.sql"
+grep -q 'CREATE OR REPLACE FUNCTION scores."readmission_v1"' "$WORK/readmission.sql" || fail "registry sql: $(head -3 "$WORK/readmission.sql")"
+psql -X -q -v ON_ERROR_STOP=1 "$(px db url)" -f "$WORK/readmission.sql"
+args=$(sed -n 's/^CREATE OR REPLACE FUNCTION scores."readmission_v1"(\(.*\))$/\1/p' "$WORK/readmission.sql" |
+    sed 's/ float8//g; s/ text//g')
+[ -n "$args" ] || fail "registry sql: no argument list"
+rel=$(sql "SELECT coalesce(max(abs(scores.readmission_v1($args) - c.predicted) / c.predicted), 1)
+           FROM features.readmission JOIN public.c_scores c ON c.encounter_id = features.readmission.encounter_id
+           AND c.measure = 'readmission'")
+python3 -c "import sys; sys.exit(0 if float('$rel') <= 1e-12 else 1)" || fail "registry sql's function differs by $rel"
+assert_exit 1 px registry sql nosuchmodel
+assert_exit 2 px registry sql readmission@1 2
+ok "registry sql: scores.readmission_v1 over features.readmission equals the C scores (relative $rel)"
+
+# an SVM keeps the C path, and says so
+assert_exit 0 px train --model los --algo svr --no-build --accept-failed-gates
+assert_exit 0 px kpi compute --force --model-version los=2 --json
+grep -q '"scored_in_c":{"readmission":false,"mortality":false,"los":true}' "$WORK/out" || fail "svr not scored in C: $(cat "$WORK/out")"
+grep -q "los v2 scored in C (an SVM does not compile to SQL)" "$WORK/err" || fail "kpi compute did not say the SVM was scored in C: $(cat "$WORK/err")"
+assert_exit 1 px registry sql los@2
+grep -q "svr model cannot be compiled to SQL" "$WORK/err" || fail "registry sql of an SVM: $(cat "$WORK/err")"
+assert_eq "$(sql "SELECT count(*) FROM kpi.predictions WHERE measure = 'los' AND predicted IS NOT NULL")" \
+    "$(sql "SELECT count(*) FROM kpi.scored_c WHERE measure = 'los'")" "the SVM's predictions come from kpi.scored_c"
+ok "an svr model is scored in C and kpi compute says so"
