@@ -46,7 +46,7 @@ static inline void glmm_unit(int poisson, double eta, double y, double *mu, doub
     }
 }
 
-/* ---- svm.c ---------------------------------------------------------------- */
+/* ---- svm.c, svm_io.c -------------------------------------------------------- */
 
 size_t px_svm_inputs(const px_svm *s); /* k, the number of inputs */
 px_svm_type px_svm_kind(const px_svm *s);
