@@ -188,6 +188,10 @@ int etl_canonical_begin(etl_ctx *x);
 /* The source recorded on the canonical loader's rows: canonical, postgres or fhir. */
 const char *etl_source_name(const etl_ctx *x);
 int etl_canonical_file(etl_ctx *x, int fd);
+/* etl_merge.c: the canonical loader's SQL steps around one file's rows. */
+int etl_canonical_prepare(etl_ctx *x, int tab);
+int etl_canonical_merge(etl_ctx *x, int tab, long long direct, long long spooled, long long *loaded,
+                        long long *rejected, long long *dups);
 int etl_synpuf_begin(etl_ctx *x);
 int etl_synpuf_file(etl_ctx *x, int fd);
 /* The --code-map crosswalk (etl_codemap.c): NULL with e set on a bad file

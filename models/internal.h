@@ -1,5 +1,6 @@
 /* internal.h: what the files of models/ share and no other folder may include:
- * the GLM worker with the index of an aliased column, the encoding (fitting
+ * the GLM worker with the index of an aliased column, the per-row pieces of the
+ * random-intercept GLM (glmm.c, hier.c), the encoding (fitting
  * px_feature_info, building design rows), the C locale, and the SVM's frame.
  * Invariant: design column 0 is the intercept; feature f occupies columns
  * [f.col, f.col + f.ncols) of the GLM design, [f.col - 1, ...) of the SVM's. */
@@ -8,6 +9,7 @@
 
 #include "models/models.h"
 #include <locale.h>
+#include <math.h>
 
 /* ---- glm.c --------------------------------------------------------------- */
 
@@ -20,7 +22,31 @@ typedef enum { PX_FAM_LOGIT, PX_FAM_POISSON } px_glm_family;
 int px_glm_fit_family(px_glm_family fam, const double *X, const double *y, const double *w, const double *offset,
                       size_t n, size_t k, const px_glm_params *p, px_glm_fit *fit, size_t *bad_col, px_err *e);
 
-/* ---- svm.c ---------------------------------------------------------------- */
+/* ---- glmm.c, hier.c -------------------------------------------------------- */
+
+#define GLMM_ETA_MAX 700.0 /* exp() stays finite */
+
+/* mean, weight w = dmu/deta, its derivative dw/deta and the log-likelihood
+ * (up to the constant -log y! for Poisson, added by the caller). */
+static inline void glmm_unit(int poisson, double eta, double y, double *mu, double *w, double *w1, double *ll)
+{
+    if (eta > GLMM_ETA_MAX) eta = GLMM_ETA_MAX;
+    if (eta < -GLMM_ETA_MAX) eta = -GLMM_ETA_MAX;
+    if (poisson) {
+        double m = exp(eta);
+        *mu = m, *w = m, *w1 = m;
+        *ll = y * eta - m;
+    } else {
+        /* log(1 + e^eta) without overflow */
+        double l1p = eta > 0 ? eta + log1p(exp(-eta)) : log1p(exp(eta));
+        double m = eta >= 0 ? 1 / (1 + exp(-eta)) : exp(eta) / (1 + exp(eta));
+        double w0 = m * (1 - m);
+        *mu = m, *w = w0, *w1 = w0 * (1 - 2 * m);
+        *ll = y * eta - l1p;
+    }
+}
+
+/* ---- svm.c, svm_io.c -------------------------------------------------------- */
 
 size_t px_svm_inputs(const px_svm *s); /* k, the number of inputs */
 px_svm_type px_svm_kind(const px_svm *s);

@@ -299,7 +299,7 @@ typedef struct px_glmm_unit {
 int px_glmm_unit_ratio(px_algo algo, const double *eta, const double *y, size_t n, double tau, double conf,
                        px_glmm_unit *out);
 
-/* ---- the hierarchical model of a risk model (glmm.c) --------------------- */
+/* ---- the hierarchical model of a risk model (hier.c) ---------------------- */
 
 /* The random-intercept model fitted on the same encoded design as a GLM risk
  * model (same columns, standardized the same way), with the units (facilities)
