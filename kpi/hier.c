@@ -1,5 +1,5 @@
 /* hier.c: applying a risk model's stored hierarchical model (hierarchical.json,
- * fitted at training: see models/glmm.c) in a KPI run, without refitting.
+ * fitted at training: see models/glmm.c and models/hier.c) in a KPI run, without refitting.
  * The stays' fixed-effect linear predictors come from the run's one pass, where
  * PostgreSQL computes them with the model compiled to SQL (px_hier_sql_eta; the
  * expected count is a shift of that linear predictor). For every facility x

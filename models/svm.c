@@ -266,7 +266,7 @@ px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const p
                    what);
         return NULL;
     }
-    px_svm_quiet(); /* LibSVM prints progress to stdout unless told otherwise */
+    svm_quiet(); /* LibSVM prints progress to stdout unless told otherwise */
     int grid = p.C == 0 || p.gamma == 0;
     if (grid && (p.cv_folds < 2 || p.cv_folds > 20)) {
         px_err_set(e, PX_EINVAL, "cannot fit %s: cv_folds must be in [2, 20]", what);
@@ -435,13 +435,13 @@ px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const p
         rc = px_err_set(e, PX_EINVAL, "cannot fit %s: LibSVM refused the parameters: %s", what, perr);
         goto done;
     }
-    pthread_mutex_lock(&px_svm_lock);
+    pthread_mutex_lock(&svm_lock);
     /* LibSVM draws its folds for Platt scaling with rand(): seed it right before
      * training so the same data and seed give the same model. */
     srand((unsigned)(p.seed ^ (p.seed >> 32)));
     md = svm_train(&pr, &par);
-    int trc = md ? px_svm_libsvm_bytes(md, &text, e) : px_err_set(e, PX_ENOMEM, "cannot fit %s: LibSVM failed", what);
-    pthread_mutex_unlock(&px_svm_lock);
+    int trc = md ? svm_libsvm_bytes(md, &text, e) : px_err_set(e, PX_ENOMEM, "cannot fit %s: LibSVM failed", what);
+    pthread_mutex_unlock(&svm_lock);
     if (md) s->info.n_sv = (size_t)md->l;
     if (md) svm_free_and_destroy_model(&md);
     if ((rc = trc) < 0) goto done;
@@ -455,7 +455,7 @@ px_svm *px_svm_fit(const double *X, const double *y, size_t n, size_t k, const p
     s->info.class_weight_pos = svc ? fc.wpos : 0;
     /* the kept model is the one loaded back from these bytes (owning its
      * support vectors, and equal bit for bit to any later load) */
-    if ((rc = px_svm_frame_build(s, text.data, text.len, e)) < 0) goto done;
+    if ((rc = svm_frame_build(s, text.data, text.len, e)) < 0) goto done;
     px_svm *out = px_svm_load((const unsigned char *)s->frame.data, s->frame.len, e);
     if (!out) {
         rc = -1;

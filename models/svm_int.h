@@ -18,12 +18,12 @@ struct px_svm {
 };
 
 /* LibSVM's global state (its print hook, rand(), setlocale in save/load) is
- * touched only under this mutex; px_svm_quiet (once) silences its printing. */
-extern pthread_mutex_t px_svm_lock;
-void px_svm_quiet(void);
-/* Saves model with svm_save_model and returns its bytes in *out. Under px_svm_lock. */
-int px_svm_libsvm_bytes(const struct svm_model *model, px_buf *out, px_err *e);
+ * touched only under this mutex; svm_quiet (once) silences its printing. */
+extern pthread_mutex_t svm_lock;
+void svm_quiet(void);
+/* Saves model with svm_save_model and returns its bytes in *out. Under svm_lock. */
+int svm_libsvm_bytes(const struct svm_model *model, px_buf *out, px_err *e);
 /* Builds s->frame around LibSVM's text: 0 or -1 with e set. */
-int px_svm_frame_build(px_svm *s, const char *text, size_t len, px_err *e);
+int svm_frame_build(px_svm *s, const char *text, size_t len, px_err *e);
 
 #endif

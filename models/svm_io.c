@@ -28,13 +28,13 @@
 
 #define FRAME_MAGIC "prognos-svm 1\n"
 
-pthread_mutex_t px_svm_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t svm_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t quiet_once = PTHREAD_ONCE_INIT;
 
 static void print_nothing(const char *s) { (void)s; }
 static void quiet_init(void) { svm_set_print_string_function(print_nothing); }
 
-void px_svm_quiet(void) { pthread_once(&quiet_once, quiet_init); }
+void svm_quiet(void) { pthread_once(&quiet_once, quiet_init); }
 
 void px_svm_free(px_svm *s)
 {
@@ -82,8 +82,8 @@ static int temp_fd(char *path, size_t len, int *unlink_after)
     return fd;
 }
 
-/* Saves model with svm_save_model and returns its bytes in *out. Under px_svm_lock. */
-int px_svm_libsvm_bytes(const struct svm_model *model, px_buf *out, px_err *e)
+/* Saves model with svm_save_model and returns its bytes in *out. Under svm_lock. */
+int svm_libsvm_bytes(const struct svm_model *model, px_buf *out, px_err *e)
 {
     char path[4200];
     int unl, rc = 0;
@@ -120,7 +120,7 @@ done:
     return rc;
 }
 
-/* Loads LibSVM text that passed check_libsvm_text. Under px_svm_lock. */
+/* Loads LibSVM text that passed check_libsvm_text. Under svm_lock. */
 static struct svm_model *libsvm_from_bytes(const char *text, size_t len, px_err *e)
 {
     char path[4200];
@@ -203,7 +203,7 @@ int px_svm_check_text(const char *text, size_t len, px_svm_type type, size_t k, 
 
 /* ---- the frame ----------------------------------------------------------- */
 
-int px_svm_frame_build(px_svm *s, const char *text, size_t len, px_err *e)
+int svm_frame_build(px_svm *s, const char *text, size_t len, px_err *e)
 {
     px_buf *b = &s->frame;
     locale_t loc = px_c_locale(), old = loc ? uselocale(loc) : (locale_t)0;
@@ -285,10 +285,10 @@ px_svm *px_svm_load(const unsigned char *bytes, size_t len, px_err *e)
         px_err_set(e, PX_ECORRUPT, "cannot load svm model: malformed frame or LibSVM text");
         goto fail;
     }
-    px_svm_quiet();
-    pthread_mutex_lock(&px_svm_lock);
+    svm_quiet();
+    pthread_mutex_lock(&svm_lock);
     s->model = libsvm_from_bytes(c.p, plen, e);
-    pthread_mutex_unlock(&px_svm_lock);
+    pthread_mutex_unlock(&svm_lock);
     if (!s->model) goto fail;
     /* what LibSVM read must be what was checked */
     if (s->model->l != nsv || s->model->nr_class != 2 ||
