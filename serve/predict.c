@@ -296,6 +296,7 @@ unsigned srv_lookup_encounters(srv_req *r, size_t n, size_t n_enc, const char *w
     for (int attempt = 0; attempt < 2; attempt++) {
         int fresh = 0;
         state[0] = '\0';
+        /* the slot is the one mutable part of a served model (internally locked) */
         if (!(l = srv_acquire((srv_slot *)&sm->lookup))) {
             if (!(l = lookup_build(c, sm, &e))) {
                 rc = e.code ? e.code : PX_EDB;
@@ -306,6 +307,8 @@ unsigned srv_lookup_encounters(srv_req *r, size_t n, size_t n_enc, const char *w
             fresh = 1;
         }
         memset(es.found, 0, n);
+        for (i = 0; i < n; i++) /* a failed first attempt may have flagged some */
+            if (r->from_encounter[i]) memset(r->flags + i * sm->k, 0, sm->k);
         rc = px_feat_query(c, l->f, l->nf, l->from, 1, vals, enc_row, &es, state, &e);
         if (rc == 0) break;
         srv_slot_swap((srv_slot *)&sm->lookup, NULL);
