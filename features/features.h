@@ -177,8 +177,9 @@ int px_dataset_col(const px_dataset *d, const char *name);
 
 /* ---- the feature-row reader (reader.c) ----------------------------------- */
 
-/* Every consumer of feature rows (training, KPI scoring, the drift check) reads
- * them through these: a binary COPY streamed to a callback. */
+/* Every consumer of feature rows (training, KPI scoring, the drift check, the
+ * server's by-encounter lookup) reads them through these: a binary COPY streamed
+ * to a callback, or one binary query decoded the same way. */
 
 /* How a value travels in the binary COPY. */
 typedef enum {
@@ -243,6 +244,12 @@ void px_feat_fields_release(px_feat_field *f, size_t n);
  * connection is usable afterwards either way. */
 int px_feat_scan(PGconn *c, const px_feat_field *f, size_t nf, const char *from, px_feat_row_fn fn, void *arg,
                  px_err *e);
+/* The single-query mode, for a few rows on a hot path: SELECT <fields> <from>
+ * with nparams text parameters ($1 ...) and binary results, each row decoded by
+ * px_feat_scan's decoder and given to fn. sqlstate (6 bytes, or NULL) gets the
+ * server's SQLSTATE of a failed query ("" otherwise). Returns as px_feat_scan. */
+int px_feat_query(PGconn *c, const px_feat_field *f, size_t nf, const char *from, int nparams,
+                  const char *const *params, px_feat_row_fn fn, void *arg, char sqlstate[6], px_err *e);
 
 /* ---- research export (export.c) ------------------------------------------ */
 

@@ -4,9 +4,11 @@
  * (float8, float4, int2/4/8, bool: no cast, no text formatting) and as float8 or
  * text otherwise (px_feat_table_field); px_feat_scan streams the rows to a
  * callback, decoded (numbers as double, NAN for NULL; text NUL-terminated, NULL
- * for NULL). Training (dataset_load.c), KPI scoring (kpi/) and the drift check
- * (serve/check.c) read feature rows through it, so a model sees the same input
- * everywhere. Invariant: a failed scan drains the stream (the connection stays
+ * for NULL). px_feat_query runs the same SELECT with parameters and binary
+ * results, decoded by the same decoder: the mode for a few rows on a hot path
+ * (no COPY round trip). Training (dataset_load.c), KPI scoring (kpi/), the drift
+ * check (serve/check.c) and the server's by-encounter lookup (serve/predict.c)
+ * read feature rows through it, so a model sees the same input everywhere. Invariant: a failed scan drains the stream (the connection stays
  * usable) and returns the first error. */
 #include "features/features.h"
 #include <libpq-fe.h>
@@ -259,21 +261,14 @@ typedef struct scan {
     size_t tcap;
 } scan;
 
-/* Decodes one tuple at p (count already read) into s; -1 on a malformed tuple. */
-static int decode_tuple(scan *s, const unsigned char **pp, const unsigned char *end)
+/* Decodes the fields whose bytes and lengths are in s->raw and s->len (-1: NULL):
+ * the one decoder, for rows of a COPY stream and of a binary query result alike.
+ * 0, -1 on a value that does not fit its wire type, -2 out of memory. */
+static int decode_fields(scan *s)
 {
-    const unsigned char *p = *pp;
     size_t need = 0;
-    const unsigned char *q = p;
-    for (size_t k = 0; k < s->nf; k++) {
-        if (q + 4 > end) return -1;
-        int32_t len = (int32_t)be32(q);
-        if (len < -1 || (len > 0 && (size_t)(end - q - 4) < (size_t)len)) return -1;
-        s->raw[k] = q + 4;
-        s->len[k] = len;
-        q += 4 + (len > 0 ? len : 0);
-        if (s->f[k].wire == PX_WIRE_TEXT && len >= 0) need += (size_t)len + 1;
-    }
+    for (size_t k = 0; k < s->nf; k++)
+        if (s->f[k].wire == PX_WIRE_TEXT && s->len[k] >= 0) need += (size_t)s->len[k] + 1;
     if (need > s->tcap) {
         char *nb = realloc(s->tbuf, need);
         if (!nb) return -2;
@@ -294,8 +289,101 @@ static int decode_tuple(scan *s, const unsigned char **pp, const unsigned char *
             return -1;
         }
     }
-    *pp = q;
     return 0;
+}
+
+/* Decodes one tuple at p (count already read) into s; -1 on a malformed tuple. */
+static int decode_tuple(scan *s, const unsigned char **pp, const unsigned char *end)
+{
+    const unsigned char *q = *pp;
+    for (size_t k = 0; k < s->nf; k++) {
+        if (q + 4 > end) return -1;
+        int32_t len = (int32_t)be32(q);
+        if (len < -1 || (len > 0 && (size_t)(end - q - 4) < (size_t)len)) return -1;
+        s->raw[k] = q + 4;
+        s->len[k] = len;
+        q += 4 + (len > 0 ? len : 0);
+    }
+    int d = decode_fields(s);
+    if (d == 0) *pp = q;
+    return d;
+}
+
+/* "<head><fields> <from><tail>" into q, after checking the fields. */
+static int build_select(px_buf *q, const char *head, const px_feat_field *f, size_t nf, const char *from,
+                        const char *tail, px_err *e)
+{
+    int rc = px_buf_adds(q, head);
+    for (size_t k = 0; k < nf && rc == 0; k++) {
+        if (!f[k].sql || f[k].wire > PX_WIRE_BYTES)
+            return px_err_set(e, PX_EINVAL, "feature scan: field %zu has no SQL or a bad wire type", k);
+        rc = px_buf_printf(q, "%s%s", k ? ", " : "", f[k].sql);
+    }
+    if (rc == 0) rc = px_buf_printf(q, " %s%s", from ? from : "", tail);
+    return rc ? oom(e) : 0;
+}
+
+static int scan_alloc(scan *s, const px_feat_field *f, size_t nf, px_err *e)
+{
+    memset(s, 0, sizeof *s);
+    s->nf = nf, s->f = f;
+    s->num = calloc(nf + 1, sizeof *s->num);
+    s->text = calloc(nf + 1, sizeof *s->text);
+    s->raw = calloc(nf + 1, sizeof *s->raw);
+    s->len = calloc(nf + 1, sizeof *s->len);
+    return !s->num || !s->text || !s->raw || !s->len ? oom(e) : 0;
+}
+
+static void scan_free(scan *s)
+{
+    free(s->num);
+    free(s->text);
+    free(s->raw);
+    free(s->len);
+    free(s->tbuf);
+}
+
+int px_feat_query(PGconn *c, const px_feat_field *f, size_t nf, const char *from, int nparams,
+                  const char *const *params, px_feat_row_fn fn, void *arg, char sqlstate[6], px_err *e)
+{
+    scan s;
+    px_buf q = {0};
+    PGresult *r = NULL;
+    if (sqlstate) sqlstate[0] = '\0';
+    int rc = build_select(&q, "SELECT ", f, nf, from, "", e);
+    if (rc == 0) rc = scan_alloc(&s, f, nf, e);
+    else memset(&s, 0, sizeof s);
+    if (rc) goto out;
+    /* binary results: the values as the COPY stream carries them */
+    r = PQexecParams(c, q.data, nparams, NULL, params, NULL, NULL, 1);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        if (sqlstate && st) snprintf(sqlstate, 6, "%s", st);
+        rc = px_db_fail(e, c, r, "cannot read feature rows");
+        goto out;
+    }
+    if ((size_t)PQnfields(r) != nf) {
+        rc = px_err_set(e, PX_EDB, "cannot read feature rows: a row of %d fields, expected %zu", PQnfields(r), nf);
+        goto out;
+    }
+    px_feat_row row = {nf, s.num, s.text, s.raw, s.len};
+    int rows = PQntuples(r);
+    for (int i = 0; i < rows && rc == 0; i++) {
+        for (size_t k = 0; k < nf; k++) {
+            int null = PQgetisnull(r, i, (int)k);
+            s.raw[k] = null ? NULL : (const unsigned char *)PQgetvalue(r, i, (int)k);
+            s.len[k] = null ? -1 : PQgetlength(r, i, (int)k);
+        }
+        int d = decode_fields(&s);
+        if (d == -2) rc = oom(e);
+        else if (d != 0) rc = px_err_set(e, PX_EDB, "cannot read feature rows: a malformed row");
+        else rc = fn(&row, arg, e);
+    }
+out:
+    PQclear(r);
+    px_buf_release(&q);
+    scan_free(&s);
+    return rc;
 }
 
 int px_feat_scan(PGconn *c, const px_feat_field *f, size_t nf, const char *from, px_feat_row_fn fn, void *arg,
@@ -303,26 +391,11 @@ int px_feat_scan(PGconn *c, const px_feat_field *f, size_t nf, const char *from,
 {
     static const unsigned char sig[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0};
     scan s;
-    memset(&s, 0, sizeof s);
-    s.nf = nf, s.f = f;
     px_buf q = {0};
-    int rc = px_buf_adds(&q, "COPY (SELECT ");
-    for (size_t k = 0; k < nf && rc == 0; k++) {
-        if (!f[k].sql || f[k].wire > PX_WIRE_BYTES) {
-            px_buf_release(&q);
-            return px_err_set(e, PX_EINVAL, "feature scan: field %zu has no SQL or a bad wire type", k);
-        }
-        rc = px_buf_printf(&q, "%s%s", k ? ", " : "", f[k].sql);
-    }
-    if (rc == 0) rc = px_buf_printf(&q, " %s) TO STDOUT (FORMAT binary)", from ? from : "");
-    s.num = calloc(nf + 1, sizeof *s.num);
-    s.text = calloc(nf + 1, sizeof *s.text);
-    s.raw = calloc(nf + 1, sizeof *s.raw);
-    s.len = calloc(nf + 1, sizeof *s.len);
-    if (rc || !s.num || !s.text || !s.raw || !s.len) {
-        rc = oom(e);
-        goto out;
-    }
+    int rc = build_select(&q, "COPY (SELECT ", f, nf, from, ") TO STDOUT (FORMAT binary)", e);
+    if (rc == 0) rc = scan_alloc(&s, f, nf, e);
+    else memset(&s, 0, sizeof s);
+    if (rc) goto out;
     PGresult *r = PQexec(c, q.data);
     if (PQresultStatus(r) != PGRES_COPY_OUT) {
         rc = px_db_fail(e, c, r, "cannot read feature rows");
@@ -368,10 +441,6 @@ int px_feat_scan(PGconn *c, const px_feat_field *f, size_t nf, const char *from,
     }
 out:
     px_buf_release(&q);
-    free(s.num);
-    free(s.text);
-    free(s.raw);
-    free(s.len);
-    free(s.tbuf);
+    scan_free(&s);
     return rc;
 }

@@ -179,20 +179,27 @@ fail:
     return rc;
 }
 
-size_t px_enc_level_find(const px_feature_info *f, const char *v)
+size_t px_model_level_index(const px_feature_info *f, const char *s, size_t n)
 {
-    if (!v) return f->ref;
+    /* the levels are in byte order (fit_categorical sorts them; the loader checks) */
     size_t lo = 0, hi = f->nlevels;
     while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(f->levels[mid], v);
+        size_t mid = lo + (hi - lo) / 2, ln = strlen(f->levels[mid]);
+        int c = memcmp(f->levels[mid], s, ln < n ? ln : n);
+        if (c == 0) c = (ln > n) - (ln < n);
         if (c == 0) return mid;
         if (c < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return f->ref;
+    return (size_t)-1;
+}
+
+size_t px_enc_level_find(const px_feature_info *f, const char *v)
+{
+    size_t l = v ? px_model_level_index(f, v, strlen(v)) : (size_t)-1;
+    return l == (size_t)-1 ? f->ref : l;
 }
 
 void px_enc_level_map(const px_feature_info *f, char *const *lv, size_t nl, size_t *map)

@@ -205,6 +205,10 @@ int px_model_predict(const px_model *m, const double *raw, double *value, double
  * (training's design, KPI scoring, the drift check) goes through this lookup
  * and px_enc_row's scaling, one-hot coding and imputation. */
 void px_model_raw_row(const px_model *m, const double *num, const char *const *text, double *raw);
+/* The index of the categorical level given by the n bytes at s (no NUL needed)
+ * among f's training levels, or (size_t)-1 when training never saw it: the one
+ * level lookup, used by px_model_raw_row and by the server's JSON inputs. */
+size_t px_model_level_index(const px_feature_info *f, const char *s, size_t n);
 /* Scores rows of a dataset whose columns are matched by name and whose levels are
  * matched by text (a level unseen in training counts as the reference). rows:
  * n row indexes, or NULL for rows 0..n-1. out: n values. */

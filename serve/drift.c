@@ -100,8 +100,7 @@ static int categorical_var(srv_drift *d, srv_var *v, const px_feature_info *fi, 
         const cJSON *lv = cJSON_GetArrayItem(levels, i);
         double c = num_at(counts, i);
         if (!cJSON_IsString(lv) || !(c >= 0)) return -1;
-        size_t l = 0;
-        while (l < fi->nlevels && strcmp(fi->levels[l], lv->valuestring) != 0) l++;
+        size_t l = px_model_level_index(fi, lv->valuestring, strlen(lv->valuestring));
         v->ref[l < fi->nlevels ? l : fi->nlevels] += c;
     }
     v->ref[fi->nlevels] += cJSON_IsNumber(other) && other->valuedouble >= 0 ? other->valuedouble : 0;

@@ -234,7 +234,7 @@ typedef struct srv_model {
     size_t k;
     srv_feat *f;
     double band_cut[3];            /* score cut-offs between low | medium | high | very_high */
-    char *lookup_sql;              /* encounter lookup: $1 = uuid[] of pseudonyms */
+    srv_slot lookup;               /* the encounter lookup's reader fields (predict.c), built on first use */
     char *schema_json;             /* the model's input schema, for GET /v1/models/{model} */
     srv_drift *drift;              /* borrowed: owned by the server's drift list */
     char version_header[80];       /* "name/version": the X-Model-Version header */
@@ -248,9 +248,6 @@ typedef struct srv_model {
  * (read through c), reads reference.json, builds the schema. Caller releases. */
 srv_model *srv_model_load(PGconn *c, const px_config *cfg, const char *name, int version, const char *algo,
                           const char *task, const char *feature_table, px_err *e);
-/* SELECT encounter_id::text, <every input>::text FROM <feature table> f WHERE <where>.
- * Identifiers quoted. Caller frees; NULL on ENOMEM. */
-char *srv_model_select_sql(const srv_model *sm, const char *where);
 #define SRV_FLAG_IMPUTED 1       /* missing: imputed by the model */
 #define SRV_FLAG_EXTRAPOLATED 2  /* outside the training range */
 #define SRV_FLAG_UNKNOWN_LEVEL 4 /* a level the model never saw: scored as the reference level */
@@ -259,10 +256,6 @@ void srv_model_derive(srv_model *sm);
 /* The input of sm named by the n bytes at name, or -1; hint: where to look first
  * (the position the client put it in). */
 int srv_feature_index(const srv_model *sm, const char *name, size_t n, size_t hint);
-/* The level of fi spelled by the n bytes at s, or (size_t)-1. */
-size_t srv_level_index(const px_feature_info *fi, const char *s, size_t n);
-/* Parses a feature-table value (libpq text) for input f, setting flags. */
-double srv_table_value(const srv_feat *f, const char *s, int isnull, unsigned char *flags);
 /* "low", "medium", "high", "very_high" (or "unknown" for a non-finite value). */
 const char *srv_band(const srv_model *sm, double value);
 /* The scale of the contributions: "log-odds", "log" or "value". */

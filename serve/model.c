@@ -1,8 +1,8 @@
 /* model.c: a served model version: the model loaded through the registry's
  * verified path (signature and digest checked before a byte is parsed), its input
  * schema with the accepted range of every numeric input, risk bands from the
- * reference score distribution, the SQL that looks up an encounter's feature row,
- * and its drift monitor. Immutable once built; shared by reference count. */
+ * reference score distribution, and its drift monitor. Immutable once built (but
+ * for the encounter lookup's slot, see predict.c); shared by reference count. */
 #include "serve/internal.h"
 #include <libpq-fe.h>
 #include <math.h>
@@ -15,7 +15,7 @@ static void model_destroy(void *p)
     px_model_free(sm->m);
     for (size_t j = 0; sm->f && j < sm->k; j++) free(sm->f[j].json_name);
     free(sm->f);
-    free(sm->lookup_sql);
+    srv_slot_release(&sm->lookup);
     free(sm->schema_json);
     free(sm);
 }
@@ -78,40 +78,6 @@ static int is_flag(const px_feature_info *fi, const cJSON *rf)
     return 1;
 }
 
-/* Appends "ident" quoted for SQL (double quotes doubled). */
-static int add_ident(px_buf *b, const char *s, size_t n)
-{
-    int rc = px_buf_addc(b, '"');
-    for (size_t i = 0; i < n && rc == 0; i++) rc = s[i] == '"' ? px_buf_adds(b, "\"\"") : px_buf_addc(b, s[i]);
-    return rc ? rc : px_buf_addc(b, '"');
-}
-
-char *srv_model_select_sql(const srv_model *sm, const char *where)
-{
-    px_buf b = {0};
-    const char *dot = strchr(sm->feature_table, '.');
-    int rc = px_buf_adds(&b, "SELECT encounter_id::text");
-    for (size_t j = 0; j < sm->k && rc == 0; j++) {
-        rc = px_buf_addc(&b, ',');
-        if (rc == 0) rc = add_ident(&b, sm->f[j].name, sm->f[j].namelen);
-        if (rc == 0) rc = px_buf_adds(&b, "::text");
-    }
-    if (rc == 0) rc = px_buf_adds(&b, " FROM ");
-    if (rc == 0 && dot) {
-        rc = add_ident(&b, sm->feature_table, (size_t)(dot - sm->feature_table));
-        if (rc == 0) rc = px_buf_addc(&b, '.');
-        if (rc == 0) rc = add_ident(&b, dot + 1, strlen(dot + 1));
-    } else if (rc == 0)
-        rc = add_ident(&b, sm->feature_table, strlen(sm->feature_table));
-    if (rc == 0) rc = px_buf_adds(&b, " f WHERE ");
-    if (rc == 0) rc = px_buf_adds(&b, where);
-    if (rc != 0) {
-        px_buf_release(&b);
-        return NULL;
-    }
-    return b.data;
-}
-
 static char *build_schema_json(const srv_model *sm)
 {
     cJSON *o = cJSON_CreateObject(), *fs = cJSON_AddArrayToObject(o, "features");
@@ -157,42 +123,11 @@ int srv_feature_index(const srv_model *sm, const char *name, size_t n, size_t hi
     return -1;
 }
 
-size_t srv_level_index(const px_feature_info *fi, const char *s, size_t n)
-{
-    for (size_t l = 0; l < fi->nlevels; l++)
-        if (strncmp(fi->levels[l], s, n) == 0 && fi->levels[l][n] == '\0') return l;
-    return (size_t)-1;
-}
-
 void srv_model_derive(srv_model *sm)
 {
     sm->least_instance_bytes = 2; /* {} */
     for (size_t j = 0; j < sm->k; j++)
         if (!sm->f[j].info->dropped) sm->least_instance_bytes += sm->f[j].namelen + 5; /* "name":0, */
-}
-
-double srv_table_value(const srv_feat *f, const char *s, int isnull, unsigned char *flags)
-{
-    if (isnull) {
-        *flags |= SRV_FLAG_IMPUTED;
-        return NAN;
-    }
-    if (f->numeric) {
-        if (strcmp(s, "t") == 0) return 1;
-        if (strcmp(s, "f") == 0) return 0;
-        char *end;
-        double d = strtod(s, &end);
-        if (end == s || *end != '\0' || !isfinite(d)) {
-            *flags |= SRV_FLAG_IMPUTED;
-            return NAN;
-        }
-        if (d < f->info->min || d > f->info->max) *flags |= SRV_FLAG_EXTRAPOLATED;
-        return d;
-    }
-    size_t l = srv_level_index(f->info, s, strlen(s));
-    if (l != (size_t)-1) return (double)l;
-    *flags |= SRV_FLAG_UNKNOWN_LEVEL; /* a level the model never saw: scored as the reference level */
-    return NAN;
 }
 
 const char *srv_contribution_scale(const srv_model *sm)
@@ -217,6 +152,7 @@ srv_model *srv_model_load(PGconn *c, const px_config *cfg, const char *name, int
     }
     atomic_init(&sm->rc.refs, 1);
     sm->rc.destroy = model_destroy;
+    srv_slot_init(&sm->lookup);
     snprintf(sm->name, sizeof sm->name, "%s", name);
     sm->version = version;
     snprintf(sm->algo, sizeof sm->algo, "%s", algo ? algo : "");
@@ -279,7 +215,7 @@ srv_model *srv_model_load(PGconn *c, const px_config *cfg, const char *name, int
         sm->band_cut[1] = 0.2;
         sm->band_cut[2] = 0.3;
     }
-    if (!(sm->lookup_sql = srv_model_select_sql(sm, "encounter_id = ANY($1::uuid[])")) || !(sm->schema_json = build_schema_json(sm))) {
+    if (!(sm->schema_json = build_schema_json(sm))) {
         px_err_set(e, PX_ENOMEM, "out of memory loading model '%s' v%d", name, version);
         goto fail;
     }

@@ -87,7 +87,7 @@ unsigned srv_check_value(srv_req *r, size_t i, const srv_feat *f, const cJSON *v
         return 0;
     }
     if (!cJSON_IsString(v)) return srv_error(r, 400, "wrong_type", FIELD, "%s must be a string", f->name);
-    size_t l = srv_level_index(f->info, v->valuestring, strlen(v->valuestring));
+    size_t l = px_model_level_index(f->info, v->valuestring, strlen(v->valuestring));
     if (l == (size_t)-1) {
         char lv[300];
         levels_list(f->info, lv, sizeof lv);
@@ -154,19 +154,121 @@ static unsigned pseudonymize(srv_req *r, const cJSON *arr, size_t n)
     return 0;
 }
 
+/* The encounter lookup's reader fields: encounter_id as a uuid, then the model's
+ * inputs as px_feat_table_field reads them for training (numbers in their native
+ * binary form, categories as text), over the model's feature table. Built from
+ * pg_catalog on first use and kept in the model's slot; dropped when a lookup
+ * through it fails, so a table altered or dropped later is looked up afresh. */
+typedef struct srv_lookup {
+    srv_rc rc;
+    px_feat_field *f;   /* k + 1 */
+    size_t nf;
+    char *from;         /* FROM <table> f WHERE f.encounter_id = ANY ($1::uuid[]) */
+} srv_lookup;
+
+static void lookup_destroy(void *p)
+{
+    srv_lookup *l = p;
+    px_feat_fields_release(l->f, l->nf);
+    free(l->f);
+    free(l->from);
+    free(l);
+}
+
+static srv_lookup *lookup_build(PGconn *c, const srv_model *sm, px_err *e)
+{
+    srv_lookup *l = calloc(1, sizeof *l);
+    px_feat_table *t = NULL;
+    px_buf from = {0};
+    int rc = 0;
+    if (!l || !(l->f = calloc(sm->k + 1, sizeof *l->f))) {
+        free(l);
+        px_err_set(e, PX_ENOMEM, "out of memory");
+        return NULL;
+    }
+    atomic_init(&l->rc.refs, 1);
+    l->rc.destroy = lookup_destroy;
+    l->nf = sm->k + 1;
+    if (!(t = px_feat_table_open(c, sm->feature_table, e))) goto fail;
+    if (px_feat_table_index(t, "encounter_id") < 0) {
+        px_err_set(e, PX_ENOTFOUND, "table '%s' has no column encounter_id", px_feat_table_name(t));
+        goto fail;
+    }
+    rc = px_feat_field_set(&l->f[0], "(f.encounter_id)::uuid", PX_WIRE_UUID, e);
+    for (size_t j = 0; j < sm->k && rc == 0; j++)
+        rc = px_feat_table_field(c, t, "f", sm->f[j].name, sm->f[j].info->kind == PX_COL_CATEGORICAL, &l->f[j + 1], e);
+    if (rc) goto fail;
+    if (px_buf_printf(&from, "FROM %s f WHERE f.encounter_id = ANY ($1::uuid[])", px_feat_table_quoted(t)) != 0) {
+        px_err_set(e, PX_ENOMEM, "out of memory");
+        goto fail;
+    }
+    l->from = from.data;
+    px_feat_table_free(t);
+    return l;
+fail:
+    px_buf_release(&from);
+    px_feat_table_free(t);
+    srv_release(l);
+    return NULL;
+}
+
+/* The rows of one lookup, matched to the instances that asked for them. */
+typedef struct enc_scan {
+    const srv_model *sm;
+    size_t n;
+    const int *from_encounter;
+    const unsigned char (*id)[16];   /* n: the pseudonyms as uuid bytes */
+    unsigned char *found;            /* n */
+    double *raw;                     /* n * k */
+    unsigned char *flags;            /* n * k */
+} enc_scan;
+
+static int enc_row(const px_feat_row *row, void *arg, px_err *e)
+{
+    enc_scan *s = arg;
+    const srv_model *sm = s->sm;
+    size_t k = sm->k;
+    (void)e;
+    if (row->len[0] != 16) return 0; /* a NULL encounter_id matches nothing */
+    for (size_t i = 0; i < s->n; i++) {
+        if (!s->from_encounter[i] || s->found[i] || memcmp(s->id[i], row->raw[0], 16) != 0) continue;
+        double *raw = s->raw + i * k;
+        unsigned char *flags = s->flags + i * k;
+        /* the encoder every consumer uses; then what the answer reports of each input */
+        px_model_raw_row(sm->m, row->num + 1, row->text + 1, raw);
+        for (size_t j = 0; j < k; j++) {
+            const srv_feat *f = &sm->f[j];
+            if (f->numeric) {
+                if (!isfinite(raw[j])) { /* NULL, or NaN / infinity stored in a column: imputed */
+                    raw[j] = NAN;
+                    flags[j] |= FLAG_IMPUTED;
+                } else if (raw[j] < f->info->min || raw[j] > f->info->max)
+                    flags[j] |= FLAG_EXTRAPOLATED;
+            } else if (isnan(raw[j])) /* unseen: scored as the reference level */
+                flags[j] |= row->text[j + 1] ? FLAG_UNKNOWN_LEVEL : FLAG_IMPUTED;
+        }
+        s->found[i] = 1;
+    }
+    return 0;
+}
+
+static int hex_nibble(char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c - 'A' + 10; }
+
 unsigned srv_lookup_encounters(srv_req *r, size_t n, size_t n_enc, const char *what)
 {
     px_server *s = r->s;
     const srv_model *sm = r->sm;
     char (*pseudo)[33] = r->pseudo;
-    double *raw = r->raw;
-    unsigned char *flags = r->flags;
     px_buf *lit = &r->scratch;
-    PGresult *res = NULL;
+    srv_lookup *l = NULL;
     PGconn *c = NULL;
     unsigned st = 0;
     int broken = 0;
     size_t i, first = 1;
+    enc_scan es = {sm, n, r->from_encounter, NULL, NULL, r->raw, r->flags};
+    unsigned char (*id)[16] = srv_arena_alloc(&r->arena, n * 16, 0);
+    es.id = (const unsigned char (*)[16])id;
+    es.found = srv_arena_alloc(&r->arena, n, 1);
     lit->len = 0;
     px_buf_addc(lit, '{');
     for (i = 0; i < n; i++) {
@@ -174,8 +276,10 @@ unsigned srv_lookup_encounters(srv_req *r, size_t n, size_t n_enc, const char *w
         if (!first) px_buf_addc(lit, ',');
         px_buf_adds(lit, pseudo[i]);
         first = 0;
+        for (size_t b = 0; id && b < 16; b++)
+            id[i][b] = (unsigned char)(hex_nibble(pseudo[i][2 * b]) << 4 | hex_nibble(pseudo[i][2 * b + 1]));
     }
-    if (px_buf_addc(lit, '}') != 0) {
+    if (px_buf_addc(lit, '}') != 0 || !id || !es.found) {
         st = srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
         goto done;
     }
@@ -186,18 +290,44 @@ unsigned srv_lookup_encounters(srv_req *r, size_t n, size_t n_enc, const char *w
         goto done;
     }
     const char *vals[1] = {lit->data};
-    res = PQexecParams(c, sm->lookup_sql, 1, NULL, vals, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    char state[6] = "";
+    int rc = 0;
+    /* a cached field list that fails is rebuilt from pg_catalog and tried once more */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fresh = 0;
+        state[0] = '\0';
+        /* the slot is the one mutable part of a served model (internally locked) */
+        if (!(l = srv_acquire((srv_slot *)&sm->lookup))) {
+            if (!(l = lookup_build(c, sm, &e))) {
+                rc = e.code ? e.code : PX_EDB;
+                break;
+            }
+            atomic_fetch_add(&l->rc.refs, 1);             /* one for the slot, one for us */
+            srv_slot_swap((srv_slot *)&sm->lookup, l);
+            fresh = 1;
+        }
+        memset(es.found, 0, n);
+        for (i = 0; i < n; i++) /* a failed first attempt may have flagged some */
+            if (r->from_encounter[i]) memset(r->flags + i * sm->k, 0, sm->k);
+        rc = px_feat_query(c, l->f, l->nf, l->from, 1, vals, enc_row, &es, state, &e);
+        if (rc == 0) break;
+        srv_slot_swap((srv_slot *)&sm->lookup, NULL);
+        srv_release(l);
+        l = NULL;
+        if (fresh || PQstatus(c) != CONNECTION_OK || strcmp(state, "57014") == 0) break;
+    }
+    if (rc) {
         atomic_fetch_add(&s->metrics.encounter_lookup_errors, 1);
-        px_log(PX_LOG_WARN, "serve: encounter lookup for '%s' v%d failed: %s", sm->name, sm->version,
-               PQresultErrorMessage(res));
-        if (state && (strcmp(state, "42P01") == 0 || strcmp(state, "42703") == 0))
+        px_log(PX_LOG_WARN, "serve: encounter lookup for '%s' v%d failed: %s%s%s", sm->name, sm->version, e.msg,
+               e.detail[0] ? ": " : "", e.detail);
+        if (rc == PX_ENOTFOUND || rc == PX_EINVAL || strcmp(state, "42P01") == 0 || strcmp(state, "42703") == 0)
             st = srv_error(r, 422, "lookup_unavailable", NULL,
                            "model '%s' v%d cannot look up encounters: its feature table '%s' is missing or has no "
                            "encounter_id and inputs",
                            sm->name, sm->version, sm->feature_table);
-        else if (state && strcmp(state, "57014") == 0)
+        else if (rc == PX_ENOMEM)
+            st = srv_error(r, 503, "out_of_memory", NULL, "the server is out of memory");
+        else if (strcmp(state, "57014") == 0)
             st = srv_error(r, 503, "database_timeout", NULL, "the encounter lookup took too long");
         else {
             broken = PQstatus(c) != CONNECTION_OK;
@@ -206,36 +336,17 @@ unsigned srv_lookup_encounters(srv_req *r, size_t n, size_t n_enc, const char *w
         goto done;
     }
     atomic_fetch_add(&s->metrics.encounter_lookups, n_enc);
-    int rows = PQntuples(res);
     for (i = 0; i < n; i++) {
-        if (!r->from_encounter[i]) continue;
-        int row = -1;
-        for (int k = 0; k < rows && row < 0; k++) {
-            /* uuid text has hyphens: compare the 32 hex digits */
-            const char *u = PQgetvalue(res, k, 0);
-            size_t h = 0;
-            int same = 1;
-            for (const char *p = u; *p && same; p++) {
-                if (*p == '-') continue;
-                same = h < 32 && *p == pseudo[i][h];
-                h++;
-            }
-            if (same && h == 32) row = k;
-        }
-        if (row < 0) {
-            char field[64];
-            snprintf(field, sizeof field, what, i);
-            st = srv_error(r, 404, "encounter_not_found", field,
-                           "no feature row for this encounter in %s (not loaded, or not in the model's cohort)",
-                           sm->feature_table);
-            goto done;
-        }
-        for (size_t j = 0; j < sm->k; j++)
-            raw[i * sm->k + j] = srv_table_value(&sm->f[j], PQgetvalue(res, row, (int)j + 1),
-                                             PQgetisnull(res, row, (int)j + 1), &flags[i * sm->k + j]);
+        if (!r->from_encounter[i] || es.found[i]) continue;
+        char field[64];
+        snprintf(field, sizeof field, what, i);
+        st = srv_error(r, 404, "encounter_not_found", field,
+                       "no feature row for this encounter in %s (not loaded, or not in the model's cohort)",
+                       sm->feature_table);
+        goto done;
     }
 done:
-    PQclear(res);
+    srv_release(l);
     if (c) srv_pool_put(s, c, broken);
     return st;
 }

@@ -140,7 +140,7 @@ static int value(rd *t, const srv_feat *f, double *x, unsigned char *flags)
         const unsigned char *s;
         size_t n;
         if (!plain_string(t, &s, &n)) return 0;
-        size_t l = srv_level_index(f->info, (const char *)s, n);
+        size_t l = px_model_level_index(f->info, (const char *)s, n);
         if (l == (size_t)-1) return 0;
         *x = (double)l;
         return 1;

@@ -29,9 +29,63 @@ python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert not any(j["s
 : "${PX_TEST_FEATURE_ENCODE:?set PX_TEST_FEATURE_ENCODE to the test_feature_encode binary}"
 for m in readmission:readmit_30d mortality:death_30d los:los_days; do
     "$PX_TEST_FEATURE_ENCODE" "$(px db url)" "$PROGNOS_HOME/registry/${m%%:*}/1" "$PROGNOS_HOME/signing.pub" \
-        "features.${m%%:*}" "${m##*:}" || fail "design rows of ${m%%:*} differ between the two routes"
+        "features.${m%%:*}" "${m##*:}" "$WORK/expect_${m%%:*}.jsonl" ||
+        fail "design rows of ${m%%:*} differ between the two routes"
 done
 ok "one encoder: training's and the reader's routes give identical design rows (bit for bit) for the three models"
+
+# the third consumer: the server's by-encounter lookup (/v1 predict with encounter_id).
+# For 300 labelled rows of each model, the answer equals, as the server prints it
+# (value and every contribution through srv_fmt6, and the imputed / extrapolated /
+# unknown_level lists), what px_model_predict gives on training's vector for the row.
+source "$(dirname "$0")/serve_lib.sh"
+PRED=$(px apikey create --role predict --name encode 2>/dev/null)
+server_compare() { # "models" least-flagged: 300 rows of each (flagged ones first) through the server
+    start_server --threads 2
+    "$PY" - "$URL" "$PRED" "$PROGNOS_HOME/secret.key" "$WORK/gen/encounters.csv" "$WORK" "$1" "$2" <<'PYEOF' ||
+import csv, hashlib, hmac, http.client, json, sys, urllib.parse
+url, key, keyfile, enc, w, models, least = sys.argv[1:8]
+hk = bytes.fromhex(open(keyfile).read().strip())
+def pseudo(v):
+    h = hmac.new(hk, f"encounter:{v}".encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+plain = {pseudo(r["encounter_id"]): r["encounter_id"] for r in csv.DictReader(open(enc))}
+u = urllib.parse.urlparse(url)
+conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+for model in models.split():
+    want = [json.loads(l) for l in open(f"{w}/expect_{model}.jsonl")]
+    want.sort(key=lambda x: not (x["imputed"] or x["unknown_level"]))   # stable: flagged rows first
+    want = [x for x in want if x["id"] in plain][:300]
+    assert len(want) == 300, f"{model}: only {len(want)} labelled rows with a known encounter id"
+    same = imputed = unknown = 0
+    for b in range(0, len(want), 100):
+        batch = want[b:b + 100]
+        body = json.dumps({"instances": [{"encounter_id": plain[x["id"]]} for x in batch]})
+        conn.request("POST", f"/v1/models/{model}/predict", body,
+                     {"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        text = resp.read()
+        assert resp.status == 200, (model, resp.status, text[:300])
+        got = json.loads(text, parse_float=str, parse_int=str)
+        assert got["version"] == "1", (model, got["version"])
+        for x, p in zip(batch, got["predictions"]):
+            assert p["source"] == "encounter", p
+            c = {q["feature"]: q["value"] for q in p["contributions"]}
+            for f in ("imputed", "extrapolated", "unknown_level"):
+                assert sorted(p.get(f, [])) == sorted(x[f]), (model, x["id"], f, p.get(f), x[f])
+            assert p["value"] == x["value"] and c == x["contributions"], (model, x["id"], p, x)
+            same += 1
+            imputed += bool(x["imputed"])
+            unknown += bool(x["unknown_level"])
+    print(f"{model}: {same} of {len(want)} by-encounter answers equal training's route "
+          f"({imputed} with imputed inputs, {unknown} with an unknown level)")
+    assert imputed >= int(least) and unknown >= int(least), f"{model}: too few flagged rows"
+PYEOF
+        fail "the server's by-encounter answers differ from training's route"
+    stop_server
+}
+server_compare "readmission mortality los" 0
+ok "the server's by-encounter lookup gives training's answers for 300 rows of each model"
 
 # hostile level texts (quotes, a backslash, dollar quotes) through both routes and the compiled SQL
 sql "CREATE TABLE public.hostile AS SELECT md5(i::text)::uuid AS encounter_id,
@@ -125,3 +179,13 @@ grep -q "svr model cannot be compiled to SQL" "$WORK/err" || fail "registry sql 
 assert_eq "$(sql "SELECT count(*) FROM kpi.predictions WHERE measure = 'los' AND predicted IS NOT NULL")" \
     "$(sql "SELECT count(*) FROM kpi.scored_c WHERE measure = 'los'")" "the SVM's predictions come from kpi.scored_c"
 ok "an svr model is scored in C and kpi compute says so"
+
+# NULLs and a level training never saw: imputed and unknown-level inputs through the
+# server's lookup and training's route alike (last: this changes features.readmission)
+sql "UPDATE features.readmission SET age_years = NULL, admission_source = 'never seen in training'
+     WHERE encounter_id IN (SELECT encounter_id FROM features.readmission WHERE readmit_30d IS NOT NULL
+                            ORDER BY encounter_id LIMIT 400)"
+"$PX_TEST_FEATURE_ENCODE" "$(px db url)" "$PROGNOS_HOME/registry/readmission/1" "$PROGNOS_HOME/signing.pub" \
+    features.readmission readmit_30d "$WORK/expect_readmission.jsonl" || fail "rows with NULLs and unseen levels differ"
+server_compare readmission 100
+ok "rows with NULLs and an unseen level: the server's by-encounter answers equal training's route"

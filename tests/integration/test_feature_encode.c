@@ -7,8 +7,13 @@
  * encounter_id. Then, for a logit or poisson model, the model compiled to SQL
  * (px_model_sql over px_feat_table_value_sql's inputs) is run by PostgreSQL on
  * the same rows and must equal px_model_predict to 1e-12 relative.
- * Run by kpi_indb.sh: URI MODEL_DIR PUBKEY TABLE LABEL. */
+ * With OUT, every row's answer as the server's /v1 predict would print it from
+ * the training route's vector (the value and each contribution through srv_fmt6,
+ * the exact value as %a, the imputed / extrapolated / unknown_level inputs), one
+ * JSON object a line, for kpi_indb.sh to compare with the server's by-encounter
+ * answers. Run by kpi_indb.sh: URI MODEL_DIR PUBKEY TABLE LABEL [OUT]. */
 #include "registry/registry.h"
+#include "serve/internal.h"
 #include "../unit/check.h"
 #include <libpq-fe.h>
 #include <math.h>
@@ -50,8 +55,8 @@ static int cmp_id(const void *a, const void *b) { return strcmp(*(char *const *)
 
 int main(int argc, char **argv)
 {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s URI MODEL_DIR PUBKEY TABLE LABEL\n", argv[0]);
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: %s URI MODEL_DIR PUBKEY TABLE LABEL [OUT]\n", argv[0]);
         return 2;
     }
     px_models_init();
@@ -113,6 +118,82 @@ int main(int argc, char **argv)
     printf("%s: %zu rows x %zu design columns (%zu inputs, %zu categorical): %zu identical bit for bit\n", argv[4],
            d->n, k, nf, categorical, same);
     CHECK(same == d->n && d->n > 0);
+
+    /* what the server must answer for each row, from training's vector */
+    if (argc == 7) {
+        FILE *out = fopen(argv[6], "w");
+        REQUIRE(out != NULL);
+        double *raw = malloc((nf + 1) * sizeof *raw), *contrib = malloc((nf + 1) * sizeof *contrib);
+        size_t **maps = calloc(nf + 1, sizeof *maps);
+        int *dcol = calloc(nf + 1, sizeof *dcol);
+        double *scored = malloc((d->n + 1) * sizeof *scored);
+        REQUIRE(raw && contrib && maps && dcol && scored);
+        /* training's scoring of the dataset: the values below must be these, bit for bit */
+        REQUIRE(px_model_score(m, d, NULL, d->n, scored, &e) == 0);
+        size_t same_score = 0;
+        /* the dataset's columns and levels in the model's terms, as px_model_score matches them */
+        for (size_t j = 0; j < nf; j++) {
+            const px_feature_info *fi = px_model_feature(m, j);
+            dcol[j] = -1;
+            for (size_t q = 0; q < d->p; q++)
+                if (strcmp(d->names[q], fi->name) == 0) dcol[j] = (int)q;
+            REQUIRE(dcol[j] >= 0);
+            if (fi->kind == PX_COL_CATEGORICAL) {
+                size_t nl = d->nlevels[dcol[j]];
+                REQUIRE((maps[j] = calloc(nl + 1, sizeof *maps[j])));
+                for (size_t l = 0; l < nl; l++) maps[j][l] = px_model_level_index(fi, d->levels[dcol[j]][l],
+                                                                                   strlen(d->levels[dcol[j]][l]));
+            }
+        }
+        for (size_t i = 0; i < d->n; i++) {
+            cJSON *o = cJSON_CreateObject(), *cs = cJSON_AddObjectToObject(o, "contributions");
+            cJSON *fl[3] = {cJSON_AddArrayToObject(o, "imputed"), cJSON_AddArrayToObject(o, "extrapolated"),
+                            cJSON_AddArrayToObject(o, "unknown_level")};
+            for (size_t j = 0; j < nf; j++) {
+                const px_feature_info *fi = px_model_feature(m, j);
+                double v = d->x[i * d->p + (size_t)dcol[j]];
+                int w = -1;
+                if (fi->kind == PX_COL_NUMERIC) {
+                    if (!isfinite(v)) v = NAN, w = 0;
+                    else if (v < fi->min || v > fi->max) w = 1;
+                } else if (isnan(v)) {
+                    w = 0;
+                } else {
+                    size_t l = maps[j][(size_t)v];
+                    v = l == (size_t)-1 ? NAN : (double)l;
+                    if (isnan(v)) w = 2;
+                }
+                raw[j] = v;
+                if (w >= 0) cJSON_AddItemToArray(fl[w], cJSON_CreateString(fi->name));
+            }
+            double value;
+            REQUIRE(px_model_predict(m, raw, &value, contrib, &e) == 0);
+            same_score += memcmp(&value, &scored[i], sizeof value) == 0;
+            char num[64];
+            cJSON_AddStringToObject(o, "id", d->extra[i]);
+            num[srv_fmt6(num, value)] = '\0';
+            cJSON_AddStringToObject(o, "value", num);
+            snprintf(num, sizeof num, "%a", value);
+            cJSON_AddStringToObject(o, "exact", num);
+            for (size_t j = 0; j < nf; j++) {
+                if (px_model_feature(m, j)->dropped) continue;
+                num[srv_fmt6(num, contrib[j])] = '\0';
+                cJSON_AddStringToObject(cs, px_model_feature(m, j)->name, num);
+            }
+            char *line = cJSON_PrintUnformatted(o);
+            REQUIRE(line != NULL);
+            fprintf(out, "%s\n", line);
+            free(line);
+            cJSON_Delete(o);
+        }
+        REQUIRE(fclose(out) == 0);
+        printf("%s: the server's expected answers for %zu rows written; %zu equal px_model_score bit for bit\n",
+               argv[4], d->n, same_score);
+        CHECK(same_score == d->n);
+        free(scored);
+        for (size_t j = 0; j < nf; j++) free(maps[j]);
+        free(maps), free(dcol), free(raw), free(contrib);
+    }
 
     /* the model compiled to SQL, run by PostgreSQL on the same rows */
     px_algo algo = px_model_algo(m);
