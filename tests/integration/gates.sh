@@ -106,7 +106,7 @@ ok "a failed model named explicitly is refused, --allow-failed-gates uses it"
 sql "INSERT INTO registry.aliases (name, alias, version) VALUES ('mortality', 'champion', 1)"
 PRED=$(new_key predict)
 start_server --poll-ms 200
-for _ in $(seq 1 100); do
+for _ in $(seq 1 3000); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/readyz")" = 200 ] && break
     sleep 0.1
 done

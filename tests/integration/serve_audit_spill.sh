@@ -35,7 +35,7 @@ print(n)
 PYEOF
 }
 wait_rows() { # expected
-    for _ in $(seq 1 300); do [ "$(audit_rows)" = "$1" ] && return 0; sleep 0.1; done
+    for _ in $(seq 1 3000); do [ "$(audit_rows)" = "$1" ] && return 0; sleep 0.1; done
     fail "audit rows: $(audit_rows), expected $1: $(grep 'audit' "$PROGNOS_HOME/log/prognos.log" | tail -5)"
 }
 
@@ -82,7 +82,7 @@ ok "SIGTERM with the database down: $N records spilled, replayed at the next sta
 # ---- the same file again (a crash after the commit, before the truncation) --------------
 cp "$WORK/spill.copy" "$SPILL"
 start_server --poll-ms 200
-for _ in $(seq 1 300); do grep -q "already in the database" "$PROGNOS_HOME/log/prognos.log" && break; sleep 0.1; done
+for _ in $(seq 1 3000); do grep -q "already in the database" "$PROGNOS_HOME/log/prognos.log" && break; sleep 0.1; done
 grep -q "0 records replayed from .* ($N already in the database)" "$PROGNOS_HOME/log/prognos.log" ||
     fail "the second replay: $(grep 'audit spill' "$PROGNOS_HOME/log/prognos.log" | tail -3)"
 assert_eq "$(audit_rows)" $((B + N)) "audit rows after replaying the same file again"
@@ -94,7 +94,7 @@ M=25
 px db stop >/dev/null
 "$PY" "$CLIENT" predict "$URL" --read "$READ" --predict "$PRED" --rows "$WORK/rows.json" --n $M --expect-200 \
     --ids "$WORK/ids2" >/dev/null
-for _ in $(seq 1 300); do [ "$(spill_records)" = $M ] && break; sleep 0.1; done
+for _ in $(seq 1 3000); do [ "$(spill_records)" = $M ] && break; sleep 0.1; done
 assert_eq "$(spill_records)" $M "records spilled while the database is down (before any stop)"
 kill -KILL "$SERVE_PID"
 wait "$SERVE_PID" 2>/dev/null || true
@@ -116,7 +116,7 @@ head -c 100 "$WORK/spill.copy" >>"$SPILL" # a chunk cut short after 100 bytes
 px db start >/dev/null
 start_server --poll-ms 200
 wait_rows $((B + N + M + 10))
-for _ in $(seq 1 100); do grep -q "not a whole chunk" "$PROGNOS_HOME/log/prognos.log" && break; sleep 0.1; done
+for _ in $(seq 1 3000); do grep -q "not a whole chunk" "$PROGNOS_HOME/log/prognos.log" && break; sleep 0.1; done
 grep -q "100 bytes of .* are not a whole chunk" "$PROGNOS_HOME/log/prognos.log" || fail "the torn chunk was not reported"
 stop_server
 assert_eq "$(audit_rows)" $((B + N + M + 10)) "audit rows after a torn chunk"

@@ -42,7 +42,7 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext su
 "$NGINX" -t -p "$NGX" -c "$NGX/conf/nginx.conf" -e logs/error.log 2>"$WORK/nginx-t.log" \
     || { cat "$WORK/nginx-t.log" >&2; fail "nginx refuses the configuration"; }
 "$NGINX" -p "$NGX" -c "$NGX/conf/nginx.conf" -e logs/error.log
-for _ in $(seq 1 50); do [ -s "$NGX/logs/nginx.pid" ] && break; sleep 0.1; done
+for _ in $(seq 1 3000); do [ -s "$NGX/logs/nginx.pid" ] && break; sleep 0.1; done
 [ -s "$NGX/logs/nginx.pid" ] || fail "nginx did not start: $(cat "$NGX/logs/error.log")"
 
 "$PY" - "$NPORT" "$PORT" "$NGX/conf/prognos.crt" "$PRED" "$WORK/body.json" <<'PYEOF'
@@ -124,6 +124,6 @@ assert 4.5 <= closed, f"cut after {closed:.1f} s, before the 5 s header timeout"
 print(f"ok - a client trickling its head through nginx was cut after {closed:.1f} s")
 PYEOF
 kill -QUIT "$(cat "$NGX/logs/nginx.pid")"
-for _ in $(seq 1 50); do [ -e "$NGX/logs/nginx.pid" ] || break; sleep 0.1; done
+for _ in $(seq 1 3000); do [ -e "$NGX/logs/nginx.pid" ] || break; sleep 0.1; done
 stop_server
 ok "serve_nginx"
