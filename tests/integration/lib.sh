@@ -87,7 +87,7 @@ restore_home() { # fixture-name [home]: 0, or 1 when there is no such fixture
     [ -f "$src/.fixture-complete" ] || return 1
     [ ! -e "$home/pg" ] || stop_clusters "$home"
     rm -rf "$home"
-    cp -a "$src" "$home"
+    cp -a --sparse=always "$src" "$home"   # (the zero blocks are not written again)
     rm -f "$home/.fixture-complete"
     # the only absolute path in the cluster: its socket directory (see pgctl.c)
     sed -i "s|^unix_socket_directories = .*|unix_socket_directories = '$(readlink -f "$home/pg")/run'|" \
