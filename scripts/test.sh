@@ -31,7 +31,7 @@ asan_pid=""
 if [ "$passes" != normal ]; then
     mkdir -p build-asan/Testing
     rm -f build-asan/Testing/test-pass.rc
-    (cd build-asan && exec ctest --output-on-failure -j"$jobs" --timeout 900 -LE slow "$@" \
+    (cd build-asan && exec ctest --output-on-failure -j"$jobs" --timeout 3600 -LE slow "$@" \
         >Testing/test-pass.log 2>&1; echo "$?" >Testing/test-pass.rc) &
     asan_pid=$!
 fi
@@ -41,7 +41,7 @@ trap '[ -n "$asan_pid" ] && kill -TERM "$asan_pid" 2>/dev/null; exit 130' INT TE
 status=0
 if [ "$passes" != asan ]; then
     echo "== tests in build"
-    (cd build && ctest --output-on-failure -j"$jobs" --timeout 900 "$@") || status=1
+    (cd build && ctest --output-on-failure -j"$jobs" --timeout 3600 "$@") || status=1
     echo "== build: $((SECONDS - start)) s"
 fi
 if [ -n "$asan_pid" ]; then
