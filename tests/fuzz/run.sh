@@ -70,7 +70,9 @@ cpu_s=$((used / tick))
 shopt -s nullglob
 logs=("fuzz-$T.log" fuzz-[0-9]*.log)
 cat "${logs[@]}" | grep -E "stat::|ERROR|SUMMARY|Test unit written|disagree|refuses|scored" || true
-new_art=$(grep -l "Test unit written" "${logs[@]}" 2>/dev/null || true)
+# a finding: a crash, leak, timeout or out-of-memory input (libFuzzer's slow-unit-* are
+# slow by wall time, which on a shared machine measures the others' load, not ours)
+new_art=$(grep -E "Test unit written to .*(crash|leak|timeout|oom)-" "${logs[@]}" 2>/dev/null || true)
 runs=$(cat "${logs[@]}" | awk '$1 == "stat::number_of_executed_units:" {s += $2} END {print s + 0}')
 cov=$(cat "${logs[@]}" | grep -oE "cov: [0-9]+ ft: [0-9]+" | tail -1)
 echo "run.sh: $T: $runs executions in $cpu_s CPU-seconds ($(( cpu_s > 0 ? runs / cpu_s : 0 )) a CPU-second); last ${cov:-cov: ?}"
