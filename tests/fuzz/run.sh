@@ -53,7 +53,8 @@ fpid=$!
 budget=$((MIN * 60 * JOBS * tick))
 used=0
 while kill -0 "$fpid" 2>/dev/null; do
-    used=$(tree_cpu "$fpid")
+    now=$(tree_cpu "$fpid")   # (0 once the fuzzer has exited: keep the last reading)
+    [ "$now" -gt "$used" ] && used=$now
     if [ "$used" -ge "$budget" ]; then
         # SIGINT to the fuzzer (and its workers): final statistics, exit 0... or 72 (libFuzzer's
         # interrupt code in some versions); only a crash leaves an artifact
