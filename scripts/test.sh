@@ -31,7 +31,7 @@ asan_pid=""
 if [ "$passes" != normal ]; then
     mkdir -p build-asan/Testing
     rm -f build-asan/Testing/test-pass.rc
-    (cd build-asan && exec ctest --output-on-failure -j"$jobs" --timeout 3600 -LE slow "$@" \
+    (cd build-asan && ctest --output-on-failure -j"$jobs" --timeout 3600 -LE slow "$@" \
         >Testing/test-pass.log 2>&1; echo "$?" >Testing/test-pass.rc) &
     asan_pid=$!
 fi
