@@ -2,7 +2,15 @@
 # test.sh: the project's test command. Installs what is missing, builds the
 # normal and the ASan+UBSan trees, and runs every test (unit and integration,
 # the latter on real embedded PostgreSQL clusters) in the first and all but the
-# statistical long runs (label slow) in the second.
+# statistical long runs (label slow) in the second. The two passes run at the same
+# time (one ctest each): a test spends much of its time waiting (PostgreSQL writing
+# and syncing, a server's deadline running out), and the other pass's tests use the
+# CPU meanwhile. The normal pass prints as it goes; the ASan pass's output follows
+# (its log: build-asan/Testing/test-pass.log). Exit 0 when every test passed.
+#
+# PX_TEST_JOBS: tests at once per pass (default: two per core). PX_TEST_PASSES:
+# `normal`, `asan` or `both` (default). Extra arguments go to both ctest runs
+# (e.g. -R serve_ to run some tests only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PROGNOS_WERROR=${PROGNOS_WERROR:-ON} # warnings are errors here and in CI (off by default for users)
@@ -10,15 +18,39 @@ scripts/setup.sh --asan
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-status=0
 # Tests spend most of their time waiting (PostgreSQL writing, a server answering),
-# and none depends on timing: run two per core (PX_TEST_JOBS overrides).
+# and none depends on timing: run two per core in each pass.
 jobs=${PX_TEST_JOBS:-$(( $(nproc) * 2 ))}
-# the normal build runs everything; the ASan+UBSan build all but the statistical
-# long runs (label `slow`, see tests/CMakeLists.txt)
-echo "== tests in build"
-(cd build && ctest --output-on-failure -j"$jobs" --timeout 900) || status=1
-echo "== tests in build-asan (not label slow)"
-(cd build-asan && ctest --output-on-failure -j"$jobs" --timeout 900 -LE slow) || status=1
+passes=${PX_TEST_PASSES:-both}
+case "$passes" in normal|asan|both) ;; *) echo "test.sh: PX_TEST_PASSES is normal, asan or both, not '$passes'" >&2; exit 2;; esac
+start=$SECONDS
+echo "== $(date -u '+%F %T') UTC, load: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores, $jobs tests at once per pass"
+
+# the ASan+UBSan build runs all but the statistical long runs (label `slow`, see
+# tests/CMakeLists.txt: what the ASan pass covers and why)
+asan_pid=""
+if [ "$passes" != normal ]; then
+    mkdir -p build-asan/Testing
+    rm -f build-asan/Testing/test-pass.rc
+    (cd build-asan && ctest --output-on-failure -j"$jobs" --timeout 3600 -LE slow "$@" \
+        >Testing/test-pass.log 2>&1; echo "$?" >Testing/test-pass.rc) &
+    asan_pid=$!
+fi
+# stop the other pass when this command is interrupted
+trap '[ -n "$asan_pid" ] && kill -TERM "$asan_pid" 2>/dev/null; exit 130' INT TERM
+
+status=0
+if [ "$passes" != asan ]; then
+    echo "== tests in build"
+    (cd build && ctest --output-on-failure -j"$jobs" --timeout 3600 "$@") || status=1
+    echo "== build: $((SECONDS - start)) s"
+fi
+if [ -n "$asan_pid" ]; then
+    wait "$asan_pid" || true
+    echo "== tests in build-asan (not label slow)"
+    cat build-asan/Testing/test-pass.log
+    [ "$(cat build-asan/Testing/test-pass.rc 2>/dev/null)" = 0 ] || status=1
+fi
+echo "== $((SECONDS - start)) s in all; load now: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ $status -eq 0 ] && echo "all tests passed" || echo "some tests FAILED"
 exit $status

@@ -27,7 +27,7 @@ probe() { assert_eq "$(sql "SELECT count(*) FROM public.crash_probe")" 1000 "row
 psql -X -q "$(px db url)" -c "SELECT pg_sleep(60)" >/dev/null 2>&1 &
 PSQL_PID=$!
 bp=""
-for _ in $(seq 1 100); do
+for _ in $(seq 1 3000); do
     bp=$(sql "SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'")
     [ -n "$bp" ] && break
     sleep 0.1
@@ -59,12 +59,12 @@ while True:                        # reap every zombie we hold, then go
         break
 PYEOF
 HOLDER=$!
-for _ in $(seq 1 300); do [ -s "$WORK/pm.pid" ] && break; sleep 0.1; done
+for _ in $(seq 1 3000); do [ -s "$WORK/pm.pid" ] && break; sleep 0.1; done
 [ -s "$WORK/pm.pid" ] || fail "the subreaper did not start the server"
 pm=$(head -1 "$DATA/postmaster.pid")
 grep -q "^PPid:[[:space:]]*$HOLDER$" "/proc/$pm/status" || fail "the postmaster is not the subreaper's child"
 kill -KILL "$pm"
-for _ in $(seq 1 100); do [ "$(awk '{print $3}' "/proc/$pm/stat" 2>/dev/null)" = Z ] && break; sleep 0.1; done
+for _ in $(seq 1 3000); do [ "$(awk '{print $3}' "/proc/$pm/stat" 2>/dev/null)" = Z ] && break; sleep 0.1; done
 assert_eq "$(awk '{print $3}' "/proc/$pm/stat")" Z "the killed postmaster's state"
 set +e; px db start >"$WORK/out" 2>"$WORK/err"; rc=$?; set -e
 assert_eq "$rc" 0 "db start with the killed postmaster unreaped ($(cat "$WORK/err"))"

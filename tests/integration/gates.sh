@@ -29,11 +29,11 @@ px features build --set all >/dev/null
 
 # ---- train: pass, and fail ---------------------------------------------------------
 for m in readmission los; do
-    assert_exit 0 px train --model $m --no-build --json
+    assert_exit 0 px train --model $m --no-build --hier-boot 0 --json
     assert_eq "$(J 'd["gates_passed"], d["champion"]' "$WORK/out")" "True True" "$m passes its gates and is champion"
 done
 # mortality: 421 events for 27 parameters (15.6 per parameter) against a demanded 50
-assert_exit 3 px train --model mortality --no-build --min-epp 50
+assert_exit 3 px train --model mortality --no-build --hier-boot 0 --min-epp 50
 grep -q "events_per_parameter" "$WORK/err" || fail "failed gate not named: $(cat "$WORK/err")"
 grep -q "fix: more data" "$WORK/err" || fail "no fix given: $(cat "$WORK/err")"
 grep -q "fewer features" "$WORK/err" || fail "no fix given: $(cat "$WORK/err")"
@@ -41,7 +41,7 @@ assert_eq "$(sql "SELECT gates->>'passed', gates->'failed' FROM registry.version
     'false|["events_per_parameter"]' "the failure in registry.versions.gates"
 assert_eq "$(sql "SELECT count(*) FROM registry.aliases WHERE name = 'mortality'")" 0 "a failing first version is not champion"
 # the same again, --json: the same version, exit 3, the gate by name
-assert_exit 3 px train --model mortality --no-build --min-epp 50 --json
+assert_exit 3 px train --model mortality --no-build --hier-boot 0 --min-epp 50 --json
 assert_eq "$(J 'd["version"], d["created"], d["gates_passed"], d["champion"], d["gates_failed"]' "$WORK/out")" \
     "1 False False False ['events_per_parameter']" "train --json on a failing version"
 # the value in the record, recomputed from the split (training events) and the manifest
@@ -106,7 +106,7 @@ ok "a failed model named explicitly is refused, --allow-failed-gates uses it"
 sql "INSERT INTO registry.aliases (name, alias, version) VALUES ('mortality', 'champion', 1)"
 PRED=$(new_key predict)
 start_server --poll-ms 200
-for _ in $(seq 1 100); do
+for _ in $(seq 1 3000); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/readyz")" = 200 ] && break
     sleep 0.1
 done
@@ -169,7 +169,7 @@ sql "UPDATE features.los f SET age_years = w.age_years FROM (SELECT encounter_id
 ok "LOS predictions within the stored bounds (0-365 days) for absurd inputs"
 
 # ---- --accept-failed-gates --------------------------------------------------------------
-assert_exit 0 px train --model mortality --no-build --min-epp 50 --accept-failed-gates --json
+assert_exit 0 px train --model mortality --no-build --hier-boot 0 --min-epp 50 --accept-failed-gates --json
 assert_eq "$(J 'd["version"], d["gates_passed"], d["gates_accepted"], d["champion"]' "$WORK/out")" "1 False True True" \
     "accepted failure becomes champion"
 grep -q "accepted with --accept-failed-gates" "$WORK/err" || fail "acceptance not said: $(cat "$WORK/err")"
@@ -212,14 +212,14 @@ use_new_home "$WORK/home-synpuf"
 (umask 077; echo 0b5e55ed0b5e55ed0b5e55ed0b5e55ed0b5e55ed0b5e55ed0b5e55ed0b5e55ed >"$PROGNOS_HOME/secret.key")
 px etl load --format synpuf --source "$S1" --quiet >/dev/null || true
 px features build --set all >/dev/null
-assert_exit 3 px train --model mortality --no-build --json
+assert_exit 3 px train --model mortality --no-build --hier-boot 0 --json
 cat "$WORK/err"
 for g in events_per_parameter holdout_events separation; do
     J 'd["gates_failed"]' "$WORK/out" | grep -q "'$g'" || fail "SynPUF mortality: $g not among the failed gates: $(cat "$WORK/out")"
 done
 assert_eq "$(sql "SELECT count(*) FROM registry.aliases WHERE name = 'mortality'")" 0 "SynPUF mortality not champion"
 for m in readmission los; do
-    assert_exit 0 px train --model $m --no-build --accept-failed-gates --json
+    assert_exit 0 px train --model $m --no-build --hier-boot 0 --accept-failed-gates --json
     echo "synpuf $m: $(cat "$WORK/out")"
 done
 assert_exit 0 px kpi compute --json

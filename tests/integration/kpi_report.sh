@@ -48,7 +48,7 @@ assert_eq "$(grep -o "data-caution='crude' data-measure='[a-z]*'" "$WORK/crude.h
 grep -q "is not risk-adjusted.</b> Its rates are crude" "$WORK/crude.html" || fail "the crude caution does not say so"
 assert_eq "$(grep -o "class='s tgt'" "$WORK/crude.html" | wc -l)" 0 "targets on a page without targets"
 sql "DELETE FROM kpi.runs"
-for m in readmission mortality los; do px train --model $m --no-build --accept-failed-gates >/dev/null; done
+for m in readmission mortality los; do px train --model $m --no-build --accept-failed-gates --hier-boot 0 >/dev/null; done
 assert_exit 1 px kpi compute --model-version readmission=7
 grep -q "readmission" "$WORK/err" || fail "unknown version not named: $(cat "$WORK/err")"
 ok "failures exit 1 and name their subject"
@@ -88,12 +88,12 @@ grep -qi "<script" "$WORK/year.html" && fail "the report carries a script"
 
 render() { # html png dom
     local prof; prof=$(mktemp -d "$WORK/chromium.XXXXXX")
-    timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    timeout 900 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
         --disable-background-networking --disable-component-update --disable-sync --user-data-dir="$prof" \
         --enable-logging=stderr --v=0 --window-size=1200,2400 --screenshot="$2" "file://$1" \
         >/dev/null 2>"$2.log" || fail "chromium could not render $1: $(tail -5 "$2.log")"
     prof=$(mktemp -d "$WORK/chromium.XXXXXX")
-    timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    timeout 900 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
         --disable-background-networking --disable-component-update --disable-sync --user-data-dir="$prof" \
         --enable-logging=stderr --v=0 --dump-dom "file://$1" >"$3" 2>"$3.log" \
         || fail "chromium could not dump $1: $(tail -5 "$3.log")"
@@ -261,7 +261,7 @@ ok "the rendered report, JSON and CSV equal kpi.results; suppressed units counte
 # methods section painted so must not (the check can tell the first screen from the rest).
 shot() { # html png width height
     local prof; prof=$(mktemp -d "$WORK/chromium.XXXXXX")
-    timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    timeout 900 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
         --disable-background-networking --disable-component-update --disable-sync --user-data-dir="$prof" \
         --hide-scrollbars --window-size="$3,$4" --screenshot="$2" "file://$1" >/dev/null 2>"$2.log" \
         || fail "chromium could not render $1: $(tail -5 "$2.log")"
@@ -340,7 +340,7 @@ ok "period $last: the measure without data keeps its card and says so"
 
 # --- print to PDF ------------------------------------------------------------------------------
 prof=$(mktemp -d "$WORK/chromium.XXXXXX")
-timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+timeout 900 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
     --disable-background-networking --disable-component-update --disable-sync --user-data-dir="$prof" \
     --no-pdf-header-footer --print-to-pdf="$WORK/year.pdf" "file://$WORK/year.html" >/dev/null 2>"$WORK/pdf.log" \
     || fail "chromium could not print the report: $(tail -5 "$WORK/pdf.log")"

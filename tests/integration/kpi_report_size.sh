@@ -88,7 +88,7 @@ ok "every facility with enough cases: flagged ones listed, the page under 500 KB
 # renders, and the first screen still ends with the flagged units
 sed "s|</head>|<style>#first-screen-end{height:6px;background:#ff00ff}</style></head>|" "$WORK/all.html" >"$WORK/fs.html"
 prof=$(mktemp -d "$WORK/chromium.XXXXXX")
-timeout 180 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+timeout 900 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
     --disable-background-networking --disable-component-update --disable-sync --user-data-dir="$prof" \
     --hide-scrollbars --enable-logging=stderr --v=0 --window-size=1280,800 --screenshot="$WORK/fs.png" "file://$WORK/fs.html" \
     >/dev/null 2>"$WORK/fs.log" || fail "chromium could not render: $(tail -5 "$WORK/fs.log")"

@@ -1,6 +1,9 @@
 # lib.sh: shared by the integration tests. Each test gets its own PROGNOS_HOME
 # (its own embedded PostgreSQL cluster) under $PROGNOS_TEST_TMP, stopped and
 # removed on exit. Assertions print what differed and fail the test.
+# How to add a test, use a fixture home (a trained warehouse built once per ctest
+# run) or add one, and the rules that keep the suite fast and independent of the
+# machine's load: tests/README.md.
 set -euo pipefail
 
 : "${PROGNOS_BIN:?set PROGNOS_BIN to the prognos binary}"
@@ -84,13 +87,13 @@ restore_home() { # fixture-name [home]: 0, or 1 when there is no such fixture
     [ -f "$src/.fixture-complete" ] || return 1
     [ ! -e "$home/pg" ] || stop_clusters "$home"
     rm -rf "$home"
-    cp -a "$src" "$home"
+    cp -a --sparse=always "$src" "$home"   # (the zero blocks are not written again)
     rm -f "$home/.fixture-complete"
     # the only absolute path in the cluster: its socket directory (see pgctl.c)
     sed -i "s|^unix_socket_directories = .*|unix_socket_directories = '$(readlink -f "$home/pg")/run'|" \
         "$home/pg/data/postgresql.auto.conf"
 }
-if [ -z "${PX_FRESH_HOME:-}" ]; then restore_home empty || true; fi
+if [ -z "${PX_FRESH_HOME:-}" ]; then restore_home empty || mkdir -p "$PROGNOS_HOME"; fi
 # Switches to another new home: a copy of `empty` when there is one (its key is the
 # fixture's: a test that needs a different key makes the home with db init instead).
 use_new_home() { restore_home empty "$1" || true; export PROGNOS_HOME="$1"; }

@@ -10,7 +10,7 @@ source "$(dirname "$0")/lib.sh"
 command -v jupyter-nbconvert >/dev/null || fail "jupyter-nbconvert missing (scripts/setup.sh installs it)"
 px generate --patients 2000 --seed 5 --out "$WORK/data" >/dev/null
 px etl load --format canonical --source "$WORK/data" --quiet >/dev/null
-for m in readmission mortality los; do px train --model $m --accept-failed-gates >/dev/null; done
+for m in readmission mortality los; do px train --model $m --accept-failed-gates --hier-boot 0 >/dev/null; done
 
 run_notebook() { # label
 export PROGNOS_DB_URL="$(px db url)"
@@ -84,10 +84,10 @@ px features build --set all >/dev/null
 # (each with its own ridge penalty: a version differing only in its split would be the same version)
 for s in "0.2 0.1 0" "0.3 0.1 0.1" "0.2 0.15 0.2" "0.25 0.12 0.3" "0.3 0.15 0.4" "0.15 0.2 0.5"; do
     read -r ht hp l2 <<<"$s"
-    px train --model mortality --accept-failed-gates --no-build --holdout-time "$ht" --holdout-patients "$hp" \
+    px train --model mortality --accept-failed-gates --no-build --hier-boot 0 --holdout-time "$ht" --holdout-patients "$hp" \
         --l2 "$l2" >/dev/null 2>&1 || true   # a holdout may also be too small to train (exit 1): the next one
 done
-for m in readmission los; do px train --model $m --accept-failed-gates --no-build >/dev/null; done
+for m in readmission los; do px train --model $m --accept-failed-gates --no-build --hier-boot 0 >/dev/null; done
 v=$(sql "SELECT min(version) FROM registry.versions WHERE name = 'mortality'
          AND metrics->'overall'->>'auc_lo' IS NULL")
 [ -n "$v" ] || fail "no mortality version without an AUC interval: $(sql "SELECT version, metrics->'overall'->>'events' FROM registry.versions WHERE name = 'mortality'")"

@@ -38,33 +38,41 @@ print(json.dumps({"instances": sc.instances_from_rows(json.load(open(sys.argv[3]
 
 "$PY" "$HOSTILE" http "$PORT" --key "$PRED" --body "$WORK/body.json"
 "$PY" "$HOSTILE" json "$PORT" --key "$PRED" --body "$WORK/body.json"
-"$PY" "$HOSTILE" trickle "$PORT" --every 1 --deadline 5 --limit 20
+"$PY" "$HOSTILE" trickle "$PORT" --every 1 --deadline 5 --limit 120
 # on a kept-alive connection, after one answer: the idle timeout (10 s) plus the deadline
-"$PY" "$HOSTILE" trickle "$PORT" --every 1 --deadline 15 --limit 30 --after-request --key "$PRED" --body "$WORK/body.json"
+"$PY" "$HOSTILE" trickle "$PORT" --every 1 --deadline 15 --limit 120 --after-request --key "$PRED" --body "$WORK/body.json"
 
-# slowloris: the attack runs for up to 45 s; the legitimate client's 300 requests
-# (about 8 s) run once the attack holds the whole server (or the whole address)
+# slowloris: the legitimate client's 300 requests (about 8 s) run once the attack
+# holds the whole server (or the whole address), and the attack is stopped after
+# them. Load on the machine: the attack gets as long as it needs to fill the server
+# (the bounds only catch a hang), a slow answer is a latency, not a failure (30 s
+# client timeout), and the p99 bound is 250 ms over the p99 of the same client
+# without the attack, measured just before (what the machine itself costs).
 slowloris() { # label addresses connections least-held least-success-share
     rm -f "$WORK/ready"
-    "$PY" "$LORIS" attack "$PORT" --conns "$3" --addrs "$2" --every 1 --seconds 45 --hold "$4" --ready "$WORK/ready" \
-        >"$WORK/attack.json" &
+    "$PY" "$LORIS" legit "$URL" --key "$PRED" --body "$WORK/body.json" --requests 300 --pause 0 --timeout 30 >"$WORK/base.json"
+    "$PY" "$LORIS" attack "$PORT" --conns "$3" --addrs "$2" --every 1 --seconds 600 --hold "$4" --ready-within 240 \
+        --ready "$WORK/ready" >"$WORK/attack.json" &
     ATTACK_PID=$!
-    for _ in $(seq 1 300); do [ -s "$WORK/ready" ] && break; sleep 0.1; done # up to 30 s
-    [ -s "$WORK/ready" ] || fail "the attack did not start"
+    attack_ready() { [ -s "$WORK/ready" ] || { kill -0 "$ATTACK_PID" 2>/dev/null || fail "the attack exited"; false; }; }
+    wait_for "the attack to hold the server" attack_ready
     # paced over about 8 s: through the attack's first deadline (5 s), when its connections are cut and come back
-    "$PY" "$LORIS" legit "$URL" --key "$PRED" --body "$WORK/body.json" --requests 300 --pause 0.025 >"$WORK/legit.json"
+    "$PY" "$LORIS" legit "$URL" --key "$PRED" --body "$WORK/body.json" --requests 300 --pause 0.025 --timeout 30 >"$WORK/legit.json"
     kill "$ATTACK_PID" 2>/dev/null || true
     wait "$ATTACK_PID" 2>/dev/null || true
     ATTACK_PID=""
-    "$PY" - "$1" "$WORK/ready" "$WORK/legit.json" "$4" "$5" <<'PYEOF'
+    "$PY" - "$1" "$WORK/ready" "$WORK/legit.json" "$4" "$5" "$WORK/base.json" <<'PYEOF'
 import json, sys
 label, ready, legit = sys.argv[1], json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
-print(f"# {label}: attack at start {ready}; legitimate client {legit}")
+base = json.load(open(sys.argv[6]))
+print(f"# {label}: attack at start {ready}; legitimate client {legit}; without the attack {base}")
+assert base["successes"] == base["requests"], f"without the attack: {base}"
 # the attack filled the server (or its address) before the client began
 assert ready["max_held"] >= int(sys.argv[4]), f"the attack never held {sys.argv[4]} connections: {ready}"
 assert legit["successes"] >= float(sys.argv[5]) * legit["requests"], f"{label}: {legit['successes']} of {legit['requests']} answered: {legit}"
-assert legit["p99_ms"] < 250, f"{label}: p99 {legit['p99_ms']} ms: {legit}"
-print(f"ok - {label}: {legit['successes']}/{legit['requests']} answered, p99 {legit['p99_ms']} ms")
+assert legit["p99_ms"] < 250 + base["p99_ms"], f"{label}: p99 {legit['p99_ms']} ms (without the attack {base['p99_ms']} ms): {legit}"
+print(f"ok - {label}: {legit['successes']}/{legit['requests']} answered, p99 {legit['p99_ms']} ms "
+      f"(without the attack {base['p99_ms']} ms)")
 PYEOF
 }
 slowloris "1,000 slowloris connections from 10 addresses" 127.0.0.2-127.0.0.11 1000 512 0.99

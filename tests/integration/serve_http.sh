@@ -49,8 +49,8 @@ dump=$(sql "SELECT string_agg(t::text, ' ') FROM audit.predictions t")$(sql "SEL
 ok "no plaintext encounter id in logs or audit tables"
 
 # /v1/kpi: the newest run of prognos kpi compute, filtered
-px train --model mortality --accept-failed-gates >/dev/null
-px train --model los --accept-failed-gates >/dev/null
+px train --model mortality --accept-failed-gates --hier-boot 0 >/dev/null
+px train --model los --accept-failed-gates --hier-boot 0 >/dev/null
 px kpi compute --period year >/dev/null
 kpi() { curl -s -H "Authorization: Bearer $READ" "$URL/v1/kpi?$1"; }
 kpi "measure=readmission&period=year&unit=system" | "$PY" -c '

@@ -26,7 +26,7 @@ build_model_home() { # patients seed
     (umask 077; echo 0ddba11c0ddba11c0ddba11c0ddba11c0ddba11c0ddba11c0ddba11c0ddba11c >"$PROGNOS_HOME/secret.key")
     px generate --patients "$1" --seed "$2" --out "$WORK/a" >/dev/null
     px etl load --format canonical --source "$WORK/a" --quiet >/dev/null
-    px train --model readmission --accept-failed-gates >/dev/null
+    px train --model readmission --accept-failed-gates --hier-boot 0 >/dev/null
 }
 
 # Starts the server in the background (extra options passed on); sets PORT and URL.

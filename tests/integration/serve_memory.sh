@@ -123,8 +123,13 @@ c.close()
 print("requests done", st)
 PYEOF
 # scan <how many ids were sent> <what was last>
+# (once the server holds no connection socket: libmicrohttpd closes one after its
+# requests' completion and close callbacks, which wipe; a state, not a pause; asked of
+# the kernel, not of the server, whose answer to a request would overwrite the
+# leftovers of the last one)
+settled() { ! ss -Htanp "( sport = :$PORT )" | grep -v "^LISTEN" | grep -q "pid=$SERVE_PID,"; }
 scan() {
-    sleep 0.5 # every connection closed and completed
+    wait_for "the server's connections to close" settled
     "$PY" "$WORK/scan.py" "$SERVE_PID" "$WORK/ids.json" "$1" "$2"
 }
 scan 38 "a mix"

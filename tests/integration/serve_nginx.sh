@@ -42,7 +42,7 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext su
 "$NGINX" -t -p "$NGX" -c "$NGX/conf/nginx.conf" -e logs/error.log 2>"$WORK/nginx-t.log" \
     || { cat "$WORK/nginx-t.log" >&2; fail "nginx refuses the configuration"; }
 "$NGINX" -p "$NGX" -c "$NGX/conf/nginx.conf" -e logs/error.log
-for _ in $(seq 1 50); do [ -s "$NGX/logs/nginx.pid" ] && break; sleep 0.1; done
+for _ in $(seq 1 3000); do [ -s "$NGX/logs/nginx.pid" ] && break; sleep 0.1; done
 [ -s "$NGX/logs/nginx.pid" ] || fail "nginx did not start: $(cat "$NGX/logs/error.log")"
 
 "$PY" - "$NPORT" "$PORT" "$NGX/conf/prognos.crt" "$PRED" "$WORK/body.json" <<'PYEOF'
@@ -103,7 +103,7 @@ t0 = time.monotonic()
 s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
 s.settimeout(1.0)
 closed, n = None, 0
-while time.monotonic() - t0 < 20:
+while time.monotonic() - t0 < 120:   # (a restarted timer never cuts it; the bound only ends that case)
     try:
         got = s.recv(4096)
         if not got:
@@ -119,11 +119,11 @@ while time.monotonic() - t0 < 20:
     except (OSError, ssl.SSLError):
         closed = time.monotonic() - t0
         break
-assert closed is not None, "a client trickling its head through nginx is still connected after 20 s"
+assert closed is not None, "a client trickling its head through nginx is still connected after 120 s"
 assert 4.5 <= closed, f"cut after {closed:.1f} s, before the 5 s header timeout"
 print(f"ok - a client trickling its head through nginx was cut after {closed:.1f} s")
 PYEOF
 kill -QUIT "$(cat "$NGX/logs/nginx.pid")"
-for _ in $(seq 1 50); do [ -e "$NGX/logs/nginx.pid" ] || break; sleep 0.1; done
+for _ in $(seq 1 3000); do [ -e "$NGX/logs/nginx.pid" ] || break; sleep 0.1; done
 stop_server
 ok "serve_nginx"

@@ -5,7 +5,7 @@
       Holds N connections (spread over the source addresses) that each send a request
       line and then one header line every S seconds, never finishing the head; a
       connection the server closes is opened again after a short pause. Writes FILE
-      once --hold connections were held at once (or after 20 s), then reports, on exit after T seconds, how many
+      once --hold connections were held at once (or after --ready-within seconds, default 20), then reports, on exit after T seconds, how many
       connections were opened, how many the server closed and the largest number held
       at once (JSON on stdout).
   slowloris.py legit URL --key K --body FILE --requests N [--timeout S]
@@ -77,8 +77,9 @@ async def attack(a):
         tasks.append(asyncio.create_task(attacker(a.port, srcs[i % len(srcs)], a.every, stop, st)))
         if i % 50 == 49:
             await asyncio.sleep(0.01)
-    # ready once the server (or the address) is full, or after 20 s whatever it holds
-    t_ready = time.monotonic() + 20
+    # ready once the server (or the address) is full, or after --ready-within seconds
+    # whatever it holds
+    t_ready = time.monotonic() + a.ready_within
     while st["max_held"] < a.hold and time.monotonic() < t_ready:
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)
@@ -131,6 +132,7 @@ def main():
     p.add_argument("--seconds", type=float, default=30)
     p.add_argument("--ready", required=True)
     p.add_argument("--hold", type=int, default=0, help="write --ready once this many are held at once")
+    p.add_argument("--ready-within", type=float, default=20, help="or after this many seconds")
     p = sub.add_parser("legit")
     p.add_argument("url")
     p.add_argument("--key", required=True)

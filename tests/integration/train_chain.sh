@@ -24,7 +24,7 @@ grep -q "nosuch" "$WORK/err" || fail "unknown table not named: $(cat "$WORK/err"
 ok "train usage errors"
 
 for m in readmission mortality los; do
-    assert_exit 0 px train --model $m --json
+    assert_exit 0 px train --model $m --hier-boot 0 --json
     assert_eq "$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["version"])' "$WORK/out")" 1 "$m first version"
     assert_eq "$(sql "SELECT version FROM registry.aliases WHERE name = '$m' AND alias = 'champion'")" 1 "$m champion"
 done
@@ -42,7 +42,7 @@ for ms in readmission:discharge_date:readmit_30d mortality:admission_date:death_
 done
 ok "holdout split and subgroup counts recomputed independently"
 
-assert_exit 0 px train --model readmission
+assert_exit 0 px train --model readmission --hier-boot 0
 grep -q "unchanged" "$WORK/out" || fail "training the same data again should say unchanged: $(cat "$WORK/out")"
 assert_exit 3 px retrain --model readmission
 assert_exit 3 px retrain --model all
@@ -53,7 +53,7 @@ ok "retrain on unchanged data creates nothing and exits 3"
 # a data scientist's own model (--table) with its own settings: retraining keeps them
 sql "CREATE SCHEMA t; CREATE TABLE t.r AS SELECT * FROM features.readmission"
 # (four features on 3,000 patients may fail the quality gates: accepted, so that it is champion)
-assert_exit 0 px train --model mine --table t.r --label readmit_30d --features age_years,female,prior_adm_12m,emergency \
+assert_exit 0 px train --model mine --table t.r --label readmit_30d --hier-boot 0 --features age_years,female,prior_adm_12m,emergency \
     --l2 0.5 --holdout-patients 0.2 --holdout-time 0.3 --accept-failed-gates
 assert_exit 3 px retrain --model mine
 assert_eq "$(sql "SELECT count(*) FROM registry.versions WHERE name = 'mine'")" 1 "own model: versions after retraining unchanged data"
@@ -117,7 +117,7 @@ px etl load --format synpuf --source "$SYNPUF/sample-1" --quiet >/dev/null
 px etl load --format synpuf --source "$SYNPUF/sample-2" --quiet >/dev/null
 # a model may fail its quality gates on real claims (few deaths): exit 3, registered, not champion
 for m in readmission mortality los; do
-    set +e; px train --model $m >"$WORK/out" 2>"$WORK/err"; rc=$?; set -e
+    set +e; px train --model $m --hier-boot 0 >"$WORK/out" 2>"$WORK/err"; rc=$?; set -e
     echo "synpuf: exit $rc: $(cat "$WORK/out")"
     passed=$(sql "SELECT gates->>'passed' FROM registry.versions WHERE name = '$m' ORDER BY version DESC LIMIT 1")
     champ=$(sql "SELECT count(*) FROM registry.aliases WHERE name = '$m' AND alias = 'champion'")

@@ -25,11 +25,11 @@ sql "CREATE SCHEMA t;
      CREATE VIEW t.readm AS SELECT * FROM features.readmission;
      CREATE VIEW t.mort AS SELECT * FROM features.mortality;"
 COVS=age_years,female,cci_chf,cci_cpd,cci_diab,cci_renal,cci_cancer,cci_dementia,cci_mild_liver,prior_adm_12m,emergency,facility_id
-px train --model readm_truth --table t.readm --label readmit_30d --features "$COVS" --json --accept-failed-gates >"$WORK/readm.json"
-px train --model mort_truth --table t.mort --label death_30d --features "$COVS" --json --accept-failed-gates >"$WORK/mort.json"
-px train --model readmission --json --accept-failed-gates >"$WORK/readm_builtin.json"
-px train --model mortality --json --accept-failed-gates >"$WORK/mort_builtin.json"
-px train --model los --json --accept-failed-gates >"$WORK/los_builtin.json"
+px train --model readm_truth --table t.readm --label readmit_30d --features "$COVS" --json --accept-failed-gates --hier-boot 0 >"$WORK/readm.json"
+px train --model mort_truth --table t.mort --label death_30d --features "$COVS" --json --accept-failed-gates --hier-boot 0 >"$WORK/mort.json"
+px train --model readmission --json --accept-failed-gates --hier-boot 0 >"$WORK/readm_builtin.json"
+px train --model mortality --json --accept-failed-gates --hier-boot 0 >"$WORK/mort_builtin.json"
+px train --model los --json --accept-failed-gates --hier-boot 0 >"$WORK/los_builtin.json"
 
 # rows of each training table, for the true probabilities on the holdout rows
 rows() { # table label
