@@ -312,10 +312,8 @@ static int do_status(int argc, char **argv)
 
 int cmd_run(int argc, char **argv)
 {
-    if (px_cli_wants_help(argc, argv)) {
-        fputs(usage, stdout);
-        return PX_EXIT_OK;
-    }
+    int early = px_cli_help_or_usage(argc, argv, usage, 1);
+    if (early >= 0) return early;
     if (argc >= 2 && strcmp(argv[1], "status") == 0) return do_status(argc, argv);
     return do_run(argc, argv);
 }

@@ -97,10 +97,8 @@ static void add_gates_failed(cJSON *o, const char *names, int *ok)
 }
 int cmd_train(int argc, char **argv)
 {
-    if (px_cli_wants_help(argc, argv)) {
-        fputs(usage, stdout);
-        return PX_EXIT_OK;
-    }
+    int early = px_cli_help_or_usage(argc, argv, usage, 1);
+    if (early >= 0) return early;
     px_train_params p = px_train_default_params();
     const char *algo = NULL;
     char *features = NULL;
