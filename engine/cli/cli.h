@@ -31,10 +31,6 @@ int cmd_db_shards(int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 int px_cli_wants_help(int argc, char **argv);
-/* The start of a command: with -h/--help prints usage to stdout and returns
- * PX_EXIT_OK; with fewer than min_argc words (the command's name counts) prints
- * it to stderr and returns PX_EXIT_USAGE; otherwise returns -1 (go on). */
-int px_cli_help_or_usage(int argc, char **argv, const char *usage, int min_argc);
 /* Maps a library error code to an exit code, printing the error. */
 int px_cli_fail(const px_err *e);
 /* Prints "prognos: <msg>" and a pointer to --help; returns PX_EXIT_USAGE. */

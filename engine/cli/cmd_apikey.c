@@ -19,8 +19,10 @@ static const char usage[] =
 
 int cmd_apikey(int argc, char **argv)
 {
-    int early = px_cli_help_or_usage(argc, argv, usage, 2);
-    if (early >= 0) return early;
+    if (px_cli_wants_help(argc, argv) || argc < 2) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? PX_EXIT_USAGE : PX_EXIT_OK;
+    }
     const char *sub = argv[1], *role_s = NULL, *name = "", *id = NULL;
     int json = 0;
     for (int i = 2; i < argc; i++) {

@@ -31,8 +31,10 @@ static const char usage[] =
 
 int cmd_drift(int argc, char **argv)
 {
-    int early = px_cli_help_or_usage(argc, argv, usage, 1);
-    if (early >= 0) return early;
+    if (px_cli_wants_help(argc, argv)) {
+        fputs(usage, stdout);
+        return PX_EXIT_OK;
+    }
     if (argc < 2 || strcmp(argv[1], "check") != 0)
         return px_cli_usage_error("drift", "the only subcommand is 'check'");
     px_drift_params p = px_drift_default_params();

@@ -179,8 +179,14 @@ static int do_load(int argc, char **argv)
 
 int cmd_etl(int argc, char **argv)
 {
-    int early = px_cli_help_or_usage(argc, argv, usage, 2);
-    if (early >= 0) return early;
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return PX_EXIT_USAGE;
+    }
+    if (px_cli_wants_help(argc, argv)) {
+        fputs(usage, stdout);
+        return PX_EXIT_OK;
+    }
     if (strcmp(argv[1], "load") == 0) return do_load(argc, argv);
     if (strcmp(argv[1], "layout") == 0) return argc == 2 ? print_layout() : px_cli_usage_error("etl", "layout takes no options");
     if (strcmp(argv[1], "status") == 0) {

@@ -51,8 +51,10 @@ static int int_opt(const char *name, const char *v, int lo, int hi, int *out)
 
 int cmd_export(int argc, char **argv)
 {
-    int early = px_cli_help_or_usage(argc, argv, usage, 1);
-    if (early >= 0) return early;
+    if (px_cli_wants_help(argc, argv)) {
+        fputs(usage, stdout);
+        return PX_EXIT_OK;
+    }
     px_export_params p = px_export_default_params();
     p.cohort = NULL;
     int json = 0;

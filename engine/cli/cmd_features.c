@@ -132,8 +132,14 @@ static int do_list(int argc, char **argv)
 
 int cmd_features(int argc, char **argv)
 {
-    int early = px_cli_help_or_usage(argc, argv, usage, 2);
-    if (early >= 0) return early;
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return PX_EXIT_USAGE;
+    }
+    if (px_cli_wants_help(argc, argv)) {
+        fputs(usage, stdout);
+        return PX_EXIT_OK;
+    }
     if (strcmp(argv[1], "fhir") == 0) return cmd_features_fhir(argc, argv);
     if (strcmp(argv[1], "build") == 0) return do_build(argc, argv);
     if (strcmp(argv[1], "list") == 0) return do_list(argc, argv);

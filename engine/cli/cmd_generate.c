@@ -143,8 +143,10 @@ static int parse_option(int argc, char **argv, int *i, px_gen_params *p, int *js
 
 int cmd_generate(int argc, char **argv)
 {
-    int early = px_cli_help_or_usage(argc, argv, usage, 1);
-    if (early >= 0) return early;
+    if (px_cli_wants_help(argc, argv)) {
+        fputs(usage, stdout);
+        return PX_EXIT_OK;
+    }
     px_gen_params p = px_gen_default_params();
     int json = 0, fhir = 0;
     for (int i = 1; i < argc; i++) {

@@ -283,8 +283,10 @@ int cmd_registry(int argc, char **argv)
         fputs(usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? PX_EXIT_USAGE : PX_EXIT_OK;
     }
-    int early = px_cli_help_or_usage(argc, argv, usage, 1);
-    if (early >= 0) return early;
+    if (px_cli_wants_help(argc, argv)) {
+        fputs(usage, stdout);
+        return PX_EXIT_OK;
+    }
     const char *sub = argv[1];
     opts o;
     int rc = parse(argc, argv, &o);

@@ -116,8 +116,10 @@ static int do_apply(PGconn *c, const px_config *cfg, const char *dir, int json)
 /* argv[0] is "retention" */
 int cmd_db_retention(int argc, char **argv)
 {
-    int early = px_cli_help_or_usage(argc, argv, usage, 2);
-    if (early >= 0) return early;
+    if (argc < 2 || px_cli_wants_help(argc, argv)) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? PX_EXIT_USAGE : PX_EXIT_OK;
+    }
     const char *sub = argv[1], *table = "all", *age = NULL, *action = NULL, *dir = NULL;
     int json = 0;
     if (strcmp(sub, "set") != 0 && strcmp(sub, "apply") != 0 && strcmp(sub, "show") != 0)

@@ -41,8 +41,10 @@ static const char usage[] =
 
 int cmd_retrain(int argc, char **argv)
 {
-    int early = px_cli_help_or_usage(argc, argv, usage, 1);
-    if (early >= 0) return early;
+    if (px_cli_wants_help(argc, argv)) {
+        fputs(usage, stdout);
+        return PX_EXIT_OK;
+    }
     const char *model = "all";
     px_retrain_params p = px_retrain_default_params();
     for (int i = 1; i < argc; i++) {

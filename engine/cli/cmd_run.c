@@ -312,8 +312,10 @@ static int do_status(int argc, char **argv)
 
 int cmd_run(int argc, char **argv)
 {
-    int early = px_cli_help_or_usage(argc, argv, usage, 1);
-    if (early >= 0) return early;
+    if (px_cli_wants_help(argc, argv)) {
+        fputs(usage, stdout);
+        return PX_EXIT_OK;
+    }
     if (argc >= 2 && strcmp(argv[1], "status") == 0) return do_status(argc, argv);
     return do_run(argc, argv);
 }

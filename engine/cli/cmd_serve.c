@@ -88,8 +88,10 @@ static int num(const char *s, double lo, double hi, double *out)
 
 int cmd_serve(int argc, char **argv)
 {
-    int early = px_cli_help_or_usage(argc, argv, usage, 1);
-    if (early >= 0) return early;
+    if (px_cli_wants_help(argc, argv)) {
+        fputs(usage, stdout);
+        return PX_EXIT_OK;
+    }
     px_serve_params p = px_serve_default_params();
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];

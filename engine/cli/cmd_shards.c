@@ -30,8 +30,10 @@ static const char usage[] =
 
 int cmd_db_shards(int argc, char **argv)
 {
-    int early = px_cli_help_or_usage(argc, argv, usage, 2);
-    if (early >= 0) return early;
+    if (argc < 2 || px_cli_wants_help(argc, argv)) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? PX_EXIT_USAGE : PX_EXIT_OK;
+    }
     const char *sub = argv[1], *uri = NULL;
     int json = 0;
     if (strcmp(sub, "add") != 0 && strcmp(sub, "distribute") != 0 && strcmp(sub, "list") != 0)

@@ -97,8 +97,10 @@ static void add_gates_failed(cJSON *o, const char *names, int *ok)
 }
 int cmd_train(int argc, char **argv)
 {
-    int early = px_cli_help_or_usage(argc, argv, usage, 1);
-    if (early >= 0) return early;
+    if (px_cli_wants_help(argc, argv)) {
+        fputs(usage, stdout);
+        return PX_EXIT_OK;
+    }
     px_train_params p = px_train_default_params();
     const char *algo = NULL;
     char *features = NULL;

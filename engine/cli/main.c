@@ -57,19 +57,6 @@ int px_cli_wants_help(int argc, char **argv)
     return 0;
 }
 
-int px_cli_help_or_usage(int argc, char **argv, const char *usage, int min_argc)
-{
-    if (argc < min_argc) {
-        fputs(usage, stderr);
-        return PX_EXIT_USAGE;
-    }
-    if (px_cli_wants_help(argc, argv)) {
-        fputs(usage, stdout);
-        return PX_EXIT_OK;
-    }
-    return -1;
-}
-
 int px_cli_fail(const px_err *e)
 {
     if (e->code == PX_ENOTHING) {
