@@ -33,6 +33,18 @@ bench_stop() {
     if [ -n "$1" ]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi
 }
 
+# bench_serve_work NAME: for a server benchmark with PX set: WORK = a new scratch
+# folder /tmp/prognos-bench-NAME.*, PROGNOS_HOME = $WORK/home (exported); stop()
+# ends the server SERVE_PID; on exit, the server and the home's cluster are
+# stopped and WORK removed.
+bench_serve_work() {
+    WORK=$(mktemp -d "/tmp/prognos-bench-$1.XXXXXX")
+    SERVE_PID=""
+    stop() { bench_stop "$SERVE_PID"; SERVE_PID=""; }
+    trap 'stop; PROGNOS_HOME="$WORK/home" "$PX" db stop >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+    export PROGNOS_HOME="$WORK/home"
+}
+
 # bench_serve_world PATIENTS: in PROGNOS_HOME, generates PATIENTS patients (seed 7)
 # into $WORK/data, loads them, trains the readmission model; KEY = a predict key,
 # READ = a read key.

@@ -19,12 +19,7 @@ while [ $# -gt 0 ]; do
 done
 [ $# -ge 1 ] || { echo "usage: $0 [--rounds R] [--requests N] PROGNOS_BIN [PROGNOS_BIN ...]" >&2; exit 2; }
 PX=$1
-WORK=$(mktemp -d /tmp/prognos-bench-enc.XXXXXX)
-SERVE_PID=""
-stop() { bench_stop "$SERVE_PID"; SERVE_PID=""; }
-cleanup() { stop; PROGNOS_HOME="$WORK/home" "$PX" db stop >/dev/null 2>&1 || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-export PROGNOS_HOME="$WORK/home"
+bench_serve_work enc
 bench_serve_world 3000
 for r in $(seq 1 "$ROUNDS"); do
     for bin in "$@"; do

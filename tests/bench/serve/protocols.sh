@@ -19,12 +19,7 @@ DUR=10 ROUNDS=3 CONN=32 BASE=""
 bench_options 2,15p --duration=DUR --rounds=ROUNDS --connections=CONN --baseline=BASE -- "$@"
 command -v wrk >/dev/null || { echo "protocols.sh: needs wrk (apt-get install wrk)" >&2; exit 2; }
 PX="$ROOT/build/engine/cli/prognos"
-WORK=$(mktemp -d /tmp/prognos-bench-proto.XXXXXX)
-SERVE_PID=""
-stop() { bench_stop "$SERVE_PID"; SERVE_PID=""; }
-cleanup() { stop; PROGNOS_HOME="$WORK/home" "$PX" db stop >/dev/null 2>&1 || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-export PROGNOS_HOME="$WORK/home"
+bench_serve_work proto
 bench_serve_world 5000
 echo "and the same data as FHIR"
 "$PX" generate --patients 5000 --seed 7 --out "$WORK/fhir" --format fhir >/dev/null
