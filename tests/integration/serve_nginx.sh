@@ -45,8 +45,10 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext su
 for _ in $(seq 1 50); do [ -s "$NGX/logs/nginx.pid" ] && break; sleep 0.1; done
 [ -s "$NGX/logs/nginx.pid" ] || fail "nginx did not start: $(cat "$NGX/logs/error.log")"
 
-"$PY" - "$NPORT" "$PORT" "$NGX/conf/prognos.crt" "$PRED" "$WORK/body.json" <<'PYEOF'
+"$PY" - "$NPORT" "$PORT" "$NGX/conf/prognos.crt" "$PRED" "$WORK/body.json" "$PROGNOS_SRC/tests/integration" <<'PYEOF'
 import http.client, json, re, socket, ssl, sys, time
+sys.path.insert(0, sys.argv[6])
+from serve_client import trickle_head
 nport, port, crt, key, body = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], open(sys.argv[5], "rb").read()
 ctx = ssl.create_default_context(cafile=crt)
 H = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
@@ -99,26 +101,7 @@ one_json(raw(P + b"Transfer-Encoding: gzip\r\n\r\n" + body), 501, "Transfer-Enco
 
 # slowloris through the proxy: one header line a second; nginx's 5 s header deadline is not restarted by each line
 s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", nport), timeout=30), server_hostname="localhost")
-t0 = time.monotonic()
-s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
-s.settimeout(1.0)
-closed, n = None, 0
-while time.monotonic() - t0 < 20:
-    try:
-        got = s.recv(4096)
-        if not got:
-            closed = time.monotonic() - t0
-            break
-    except socket.timeout:
-        n += 1
-        try:
-            s.sendall(b"X-Slow-%d: x\r\n" % n)
-        except OSError:
-            closed = time.monotonic() - t0
-            break
-    except (OSError, ssl.SSLError):
-        closed = time.monotonic() - t0
-        break
+closed = trickle_head(s, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n", 1.0, 20)
 assert closed is not None, "a client trickling its head through nginx is still connected after 20 s"
 assert 4.5 <= closed, f"cut after {closed:.1f} s, before the 5 s header timeout"
 print(f"ok - a client trickling its head through nginx was cut after {closed:.1f} s")
