@@ -29,21 +29,8 @@ print(json.dumps({"instances": sc.instances_from_rows(json.load(open(sys.argv[3]
 ' "$URL" "$READ" "$WORK/rows.json" "$PROGNOS_SRC/tests/integration" >"$WORK/body.json"
 
 # the shipped files, with the two marked lines pointed at this test's ports
-mkdir -p "$NGX/conf" "$NGX/logs" "$NGX/tmp"
-NPORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cp "$PROGNOS_SRC/deploy/nginx/nginx.conf" "$NGX/conf/"
-sed -e "s|server 127.0.0.1:8080;  # PROGNOS_UPSTREAM|server 127.0.0.1:$PORT;  # PROGNOS_UPSTREAM|" \
-    -e "s|listen 127.0.0.1:8443 ssl;  # PROGNOS_LISTEN|listen 127.0.0.1:$NPORT ssl;  # PROGNOS_LISTEN|" \
-    "$PROGNOS_SRC/deploy/nginx/prognos.conf" >"$NGX/conf/prognos.conf"
-grep -q "127.0.0.1:$PORT;  # PROGNOS_UPSTREAM" "$NGX/conf/prognos.conf" || fail "the upstream line was not found"
-grep -q "127.0.0.1:$NPORT ssl;  # PROGNOS_LISTEN" "$NGX/conf/prognos.conf" || fail "the listen line was not found"
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost \
-    -keyout "$NGX/conf/prognos.key" -out "$NGX/conf/prognos.crt" 2>/dev/null
-"$NGINX" -t -p "$NGX" -c "$NGX/conf/nginx.conf" -e logs/error.log 2>"$WORK/nginx-t.log" \
-    || { cat "$WORK/nginx-t.log" >&2; fail "nginx refuses the configuration"; }
-"$NGINX" -p "$NGX" -c "$NGX/conf/nginx.conf" -e logs/error.log
-for _ in $(seq 1 50); do [ -s "$NGX/logs/nginx.pid" ] && break; sleep 0.1; done
-[ -s "$NGX/logs/nginx.pid" ] || fail "nginx did not start: $(cat "$NGX/logs/error.log")"
+source "$PROGNOS_SRC/tests/integration/nginx_shipped.sh"
+nginx_shipped_start "$PORT"
 
 "$PY" - "$NPORT" "$PORT" "$NGX/conf/prognos.crt" "$PRED" "$WORK/body.json" "$PROGNOS_SRC/tests/integration" <<'PYEOF'
 import http.client, json, re, socket, ssl, sys, time
