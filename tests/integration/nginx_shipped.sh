@@ -4,7 +4,8 @@
 # UPSTREAM_PORT (and the replica line, uncommented, at REPLICA_PORT) and the TLS
 # listener at a free port NPORT (a one-day self-signed certificate,
 # $NGX/conf/prognos.crt); fails the test when a marked line is missing, nginx
-# refuses the configuration or does not start.
+# refuses the configuration or does not start (lib.sh's wait_for: no fixed
+# few seconds on a loaded machine).
 nginx_shipped_start() {
     local conf="$NGX/conf/prognos.conf"
     mkdir -p "$NGX/conf" "$NGX/logs" "$NGX/tmp"
@@ -24,6 +25,5 @@ nginx_shipped_start() {
     "$NGINX" -t -p "$NGX" -c "$NGX/conf/nginx.conf" -e logs/error.log 2>"$WORK/nginx-t.log" \
         || { cat "$WORK/nginx-t.log" >&2; fail "nginx refuses the configuration"; }
     "$NGINX" -p "$NGX" -c "$NGX/conf/nginx.conf" -e logs/error.log
-    for _ in $(seq 1 50); do [ -s "$NGX/logs/nginx.pid" ] && break; sleep 0.1; done
-    [ -s "$NGX/logs/nginx.pid" ] || fail "nginx did not start: $(cat "$NGX/logs/error.log")"
+    wait_for "nginx to start (its log: $NGX/logs/error.log)" test -s "$NGX/logs/nginx.pid"
 }
