@@ -197,6 +197,15 @@ int px_db_query(PGconn *c, px_err *e, const char *what, PGresult **out, const ch
     return 0;
 }
 
+int px_db_audit_commit(PGconn *c, px_err *e, const char *what, const char *sql, int nparams,
+                       const char *const *params, const char *commit_what, int *in_tx)
+{
+    int rc = px_db_query(c, e, what, NULL, sql, nparams, params);
+    if (rc == 0) rc = px_db_query(c, e, commit_what, NULL, "COMMIT", 0, NULL);
+    if (rc == 0) *in_tx = 0;
+    return rc;
+}
+
 int px_db_value(PGconn *c, px_err *e, const char *what, char **out, const char *sql, int nparams,
                 const char *const *params)
 {

@@ -153,6 +153,12 @@ int px_db_query(PGconn *c, px_err *e, const char *what, PGresult **out, const ch
  * 0, or NULL when the query returned no row or SQL NULL (caller frees). */
 int px_db_value(PGconn *c, px_err *e, const char *what, char **out, const char *sql, int nparams,
                 const char *const *params);
+/* The last two steps of a write transaction: runs sql (its audit record, with
+ * parameters; failure message what), then COMMIT (failure message
+ * commit_what), and clears *in_tx once committed. Returns 0 or PX_EDB; on
+ * failure the caller still holds the open transaction and rolls it back. */
+int px_db_audit_commit(PGconn *c, px_err *e, const char *what, const char *sql, int nparams,
+                       const char *const *params, const char *commit_what, int *in_tx);
 
 /* The SQL text of the first embedded migration that contains needle, or NULL
  * (static storage): for code that must read a definition the schema holds

@@ -116,14 +116,12 @@ int px_retention_set(PGconn *c, const char *table, const char *older_than, const
                  qs);
         const char *pp[] = {age, action, parent};
         if ((rc = px_db_query(c, e, "cannot configure pg_partman's retention", NULL, sql, 3, pp)) != 0) goto out;
-        if ((rc = px_db_query(c, e, "cannot record the retention policy in audit.events", NULL,
-                              "INSERT INTO audit.events (action, object, detail) VALUES ('retention.set', $3,"
-                              " jsonb_build_object('older_than', $1::text, 'action', $2::text))",
-                              3, pp)) != 0)
+        if ((rc = px_db_audit_commit(c, e, "cannot record the retention policy in audit.events",
+                                     "INSERT INTO audit.events (action, object, detail) VALUES ('retention.set', $3,"
+                                     " jsonb_build_object('older_than', $1::text, 'action', $2::text))",
+                                     3, pp, "cannot set the retention policy: COMMIT failed", &in_tx)) != 0)
             goto out;
     }
-    if ((rc = px_db_query(c, e, "cannot set the retention policy: COMMIT failed", NULL, "COMMIT", 0, NULL)) != 0) goto out;
-    in_tx = 0;
     px_log(PX_LOG_INFO, "retention: %s older than %s: %s", table, age, action);
 out:
     if (in_tx) px_db_exec(c, NULL, "ROLLBACK");

@@ -179,16 +179,14 @@ int px_shards_add(PGconn *c, const char *uri, int *shard_id, px_err *e)
         snprintf(id, sizeof id, "%d", *shard_id);
         snprintf(name, sizeof name, "px_shard_%d", *shard_id);
         const char *pv[] = {id, name, info.data};
-        if ((rc = px_db_query(c, e, "cannot record the shard", NULL,
-                              "WITH s AS (INSERT INTO wh.shards (shard_id, server_name, conninfo)"
-                              " VALUES ($1::int, $2, $3) RETURNING 1)"
-                              " INSERT INTO audit.events (action, object, detail) SELECT 'shards.add', $2,"
-                              " jsonb_build_object('shard_id', $1::int, 'conninfo', $3::text) FROM s",
-                              3, pv)) != 0)
+        if ((rc = px_db_audit_commit(c, e, "cannot record the shard",
+                                     "WITH s AS (INSERT INTO wh.shards (shard_id, server_name, conninfo)"
+                                     " VALUES ($1::int, $2, $3) RETURNING 1)"
+                                     " INSERT INTO audit.events (action, object, detail) SELECT 'shards.add', $2,"
+                                     " jsonb_build_object('shard_id', $1::int, 'conninfo', $3::text) FROM s",
+                                     3, pv, "cannot add the shard: COMMIT failed", &in_tx)) != 0)
             goto out;
     }
-    if ((rc = px_db_query(c, e, "cannot add the shard: COMMIT failed", NULL, "COMMIT", 0, NULL)) != 0) goto out;
-    in_tx = 0;
     px_log(PX_LOG_INFO, "shard %d added: %s", *shard_id, info.data);
 out:
     if (in_tx) px_db_exec(c, NULL, "ROLLBACK");
@@ -312,17 +310,15 @@ int px_shards_distribute(PGconn *c, px_shards_result *r, px_err *e)
         snprintf(d, sizeof d, "%lld", r->rows[2]);
         snprintf(ns, sizeof ns, "%d", n);
         const char *pv[] = {a, b, d, ns};
-        if ((rc = px_db_query(c, e, "cannot record the distribution in audit.events", NULL,
-                              "INSERT INTO audit.events (action, object, detail) VALUES ('shards.distribute', 'wh',"
-                              " jsonb_build_object('shards', $4::int, 'fact_encounter', $1::bigint,"
-                              " 'fact_diagnosis', $2::bigint, 'fact_procedure', $3::bigint))",
-                              4, pv)) != 0)
+        /* postgres_fdw commits each shard's remote transaction as this one commits
+         * (one after another: no two-phase commit in PostgreSQL 15's postgres_fdw) */
+        if ((rc = px_db_audit_commit(c, e, "cannot record the distribution in audit.events",
+                                     "INSERT INTO audit.events (action, object, detail) VALUES ('shards.distribute',"
+                                     " 'wh', jsonb_build_object('shards', $4::int, 'fact_encounter', $1::bigint,"
+                                     " 'fact_diagnosis', $2::bigint, 'fact_procedure', $3::bigint))",
+                                     4, pv, "cannot distribute: COMMIT failed", &in_tx)) != 0)
             goto out;
     }
-    /* postgres_fdw commits each shard's remote transaction as this one commits
-     * (one after another: no two-phase commit in PostgreSQL 15's postgres_fdw) */
-    if ((rc = px_db_query(c, e, "cannot distribute: COMMIT failed", NULL, "COMMIT", 0, NULL)) != 0) goto out;
-    in_tx = 0;
     r->shards = n;
     /* statistics of the foreign partitions, sampled through postgres_fdw, for the planner */
     if ((rc = px_db_exec(c, e, "ANALYZE wh.fact_encounter, wh.fact_diagnosis, wh.fact_procedure")) != 0) goto out;

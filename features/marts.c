@@ -62,18 +62,17 @@ int px_feat_marts_build(PGconn *c, px_feat_marts_result *r, px_err *e)
         char secs[32];
         snprintf(secs, sizeof secs, "%.3f", r->seconds);
         const char *pv[] = {counts, secs};
-        if ((rc = px_db_query(c, e, "cannot record the marts build in audit.events", NULL,
-                              "INSERT INTO audit.events (action, object, detail) SELECT 'marts.build', 'mart',"
-                              " jsonb_build_object('rows', jsonb_object_agg(t, n::bigint), 'seconds', $2::float8,"
-                              " 'source_batches', (SELECT coalesce(array_agg(batch_id ORDER BY batch_id), '{}')"
-                              " FROM etl.batches))"
-                              " FROM unnest(ARRAY['cost_patient_year','cost_facility','cost_drg','readmission',"
-                              "'readmission_facility','provider_utilization'], string_to_array($1, ' ')) AS u(t, n)",
-                              2, pv)) != 0)
+        if ((rc = px_db_audit_commit(c, e, "cannot record the marts build in audit.events",
+                                     "INSERT INTO audit.events (action, object, detail) SELECT 'marts.build', 'mart',"
+                                     " jsonb_build_object('rows', jsonb_object_agg(t, n::bigint),"
+                                     " 'seconds', $2::float8, 'source_batches',"
+                                     " (SELECT coalesce(array_agg(batch_id ORDER BY batch_id), '{}') FROM etl.batches))"
+                                     " FROM unnest(ARRAY['cost_patient_year','cost_facility','cost_drg','readmission',"
+                                     "'readmission_facility','provider_utilization'],"
+                                     " string_to_array($1, ' ')) AS u(t, n)",
+                                     2, pv, "cannot build the marts: COMMIT failed", &in_tx)) != 0)
             goto out;
     }
-    if ((rc = px_db_query(c, e, "cannot build the marts: COMMIT failed", NULL, "COMMIT", 0, NULL)) != 0) goto out;
-    in_tx = 0;
     px_log(PX_LOG_INFO, "built the marts in %.1f s: %s rows", r->seconds, counts);
 out:
     if (in_tx) px_db_exec(c, NULL, "ROLLBACK");

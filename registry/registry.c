@@ -629,14 +629,12 @@ int px_reg_promote(PGconn *c, const px_config *cfg, const char *name, int versio
                         " VALUES ($1, $2, $3, $4, $5)",
                         5, p)) != 0)
         goto done;
-    if ((rc = px_db_query(c, e, "cannot write the audit event", NULL,
-                        "INSERT INTO audit.events (action, object, detail) VALUES ('registry.promote', $1,"
-                        " jsonb_build_object('alias', $2::text, 'from_version', $3::int, 'to_version', $4::int,"
-                        " 'reason', $5::text))",
-                        5, p)) != 0)
+    if ((rc = px_db_audit_commit(c, e, "cannot write the audit event",
+                                 "INSERT INTO audit.events (action, object, detail) VALUES ('registry.promote', $1,"
+                                 " jsonb_build_object('alias', $2::text, 'from_version', $3::int,"
+                                 " 'to_version', $4::int, 'reason', $5::text))",
+                                 5, p, "cannot commit the promotion", &in_tx)) != 0)
         goto done;
-    if ((rc = px_db_query(c, e, "cannot commit the promotion", NULL, "COMMIT", 0, NULL)) != 0) goto done;
-    in_tx = 0;
     px_log(PX_LOG_INFO, "registry: '%s' %s -> v%d (was %s)", name, alias, version, from[0] ? from : "unset");
 done:
     PQclear(r);

@@ -266,32 +266,7 @@ shot() { # html png width height
         --hide-scrollbars --window-size="$3,$4" --screenshot="$2" "file://$1" >/dev/null 2>"$2.log" \
         || fail "chromium could not render $1: $(tail -5 "$2.log")"
 }
-magenta() { # png -> count of magenta pixels
-    python3 - "$1" <<'PY'
-import struct, sys, zlib
-data = open(sys.argv[1], "rb").read(); pos, idat = 8, b""
-while pos < len(data):
-    n, kind = struct.unpack(">I4s", data[pos:pos + 8]); body = data[pos + 8:pos + 8 + n]
-    if kind == b"IHDR": w, h, depth, ctype = struct.unpack(">IIBB", body[:10]); bpp = 3 if ctype == 2 else 4
-    elif kind == b"IDAT": idat += body
-    pos += 12 + n
-raw = zlib.decompress(idat); stride = w * bpp; prev = bytearray(stride); hits = 0
-for y in range(h):
-    f = raw[y * (stride + 1)]; line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-    for i in range(stride):
-        a = line[i - bpp] if i >= bpp else 0; b = prev[i]; c = prev[i - bpp] if i >= bpp else 0
-        if f == 1: line[i] = (line[i] + a) & 255
-        elif f == 2: line[i] = (line[i] + b) & 255
-        elif f == 3: line[i] = (line[i] + (a + b) // 2) & 255
-        elif f == 4:
-            p = a + b - c; pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-            line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-    for i in range(0, stride, bpp):
-        if line[i] > 240 and line[i + 1] < 15 and line[i + 2] > 240: hits += 1
-    prev = line
-print(hits)
-PY
-}
+magenta() { python3 "$(dirname "$0")/png_magenta.py" "$1"; } # png -> count of magenta pixels
 first_screen() { # html label
     sed "s|</head>|<style>#first-screen-end{height:6px;background:#ff00ff}</style></head>|" "$1" >"$WORK/fs-end.html"
     sed "s|</head>|<style>#methods{background:#ff00ff}</style></head>|" "$1" >"$WORK/fs-methods.html"

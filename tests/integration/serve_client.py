@@ -159,6 +159,29 @@ def raw_exchange(port, data, read_timeout=5, pause=None):
         s.close()
 
 
+def trickle_head(s, head, every, limit):
+    """Sends head (a request line and headers, never the blank line) on socket s,
+    then one more header line every `every` seconds for up to `limit` seconds; returns
+    the seconds after which the peer closed (or reset) the connection, or None."""
+    t0 = time.monotonic()
+    s.sendall(head)
+    s.settimeout(every)
+    n = 0
+    while time.monotonic() - t0 < limit:
+        try:
+            if not s.recv(4096):
+                return time.monotonic() - t0
+        except socket.timeout:
+            n += 1
+            try:
+                s.sendall(b"X-Slow-%d: x\r\n" % n)
+            except OSError:
+                return time.monotonic() - t0
+        except OSError:  # ssl.SSLError included
+            return time.monotonic() - t0
+    return None
+
+
 def parse_raw(buf):
     head, _, body = buf.partition(b"\r\n\r\n")
     m = re.match(rb"HTTP/1\.[01] (\d{3})", head)

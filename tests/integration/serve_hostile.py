@@ -14,6 +14,8 @@ import socket
 import sys
 import time
 
+from serve_client import trickle_head
+
 FAILED = []
 
 
@@ -146,27 +148,7 @@ def cmd_trickle(a):
                 sys.exit(1)
             buf += got
         check(buf.startswith(b"HTTP/1.1 200") and b"connection: close" not in buf.lower(), f"not kept alive: {buf[:300]!r}")
-    t0 = time.monotonic()
-    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-    closed_at = None
-    s.settimeout(a.every)
-    n = 0
-    while time.monotonic() - t0 < a.limit:
-        try:
-            got = s.recv(4096)
-            if not got:
-                closed_at = time.monotonic() - t0
-                break
-        except socket.timeout:
-            n += 1
-            try:
-                s.sendall(b"X-Slow-%d: x\r\n" % n)
-            except OSError:
-                closed_at = time.monotonic() - t0
-                break
-        except OSError:
-            closed_at = time.monotonic() - t0
-            break
+    closed_at = trickle_head(s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", a.every, a.limit)
     s.close()
     check(closed_at is not None, f"a client trickling its head still connected after {a.limit} s")
     if closed_at is not None:

@@ -29,24 +29,13 @@ print(json.dumps({"instances": sc.instances_from_rows(json.load(open(sys.argv[3]
 ' "$URL" "$READ" "$WORK/rows.json" "$PROGNOS_SRC/tests/integration" >"$WORK/body.json"
 
 # the shipped files, with the two marked lines pointed at this test's ports
-mkdir -p "$NGX/conf" "$NGX/logs" "$NGX/tmp"
-NPORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cp "$PROGNOS_SRC/deploy/nginx/nginx.conf" "$NGX/conf/"
-sed -e "s|server 127.0.0.1:8080;  # PROGNOS_UPSTREAM|server 127.0.0.1:$PORT;  # PROGNOS_UPSTREAM|" \
-    -e "s|listen 127.0.0.1:8443 ssl;  # PROGNOS_LISTEN|listen 127.0.0.1:$NPORT ssl;  # PROGNOS_LISTEN|" \
-    "$PROGNOS_SRC/deploy/nginx/prognos.conf" >"$NGX/conf/prognos.conf"
-grep -q "127.0.0.1:$PORT;  # PROGNOS_UPSTREAM" "$NGX/conf/prognos.conf" || fail "the upstream line was not found"
-grep -q "127.0.0.1:$NPORT ssl;  # PROGNOS_LISTEN" "$NGX/conf/prognos.conf" || fail "the listen line was not found"
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost \
-    -keyout "$NGX/conf/prognos.key" -out "$NGX/conf/prognos.crt" 2>/dev/null
-"$NGINX" -t -p "$NGX" -c "$NGX/conf/nginx.conf" -e logs/error.log 2>"$WORK/nginx-t.log" \
-    || { cat "$WORK/nginx-t.log" >&2; fail "nginx refuses the configuration"; }
-"$NGINX" -p "$NGX" -c "$NGX/conf/nginx.conf" -e logs/error.log
-for _ in $(seq 1 3000); do [ -s "$NGX/logs/nginx.pid" ] && break; sleep 0.1; done
-[ -s "$NGX/logs/nginx.pid" ] || fail "nginx did not start: $(cat "$NGX/logs/error.log")"
+source "$PROGNOS_SRC/tests/integration/nginx_shipped.sh"
+nginx_shipped_start "$PORT"
 
-"$PY" - "$NPORT" "$PORT" "$NGX/conf/prognos.crt" "$PRED" "$WORK/body.json" <<'PYEOF'
+"$PY" - "$NPORT" "$PORT" "$NGX/conf/prognos.crt" "$PRED" "$WORK/body.json" "$PROGNOS_SRC/tests/integration" <<'PYEOF'
 import http.client, json, re, socket, ssl, sys, time
+sys.path.insert(0, sys.argv[6])
+from serve_client import trickle_head
 nport, port, crt, key, body = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], open(sys.argv[5], "rb").read()
 ctx = ssl.create_default_context(cafile=crt)
 H = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
@@ -99,26 +88,7 @@ one_json(raw(P + b"Transfer-Encoding: gzip\r\n\r\n" + body), 501, "Transfer-Enco
 
 # slowloris through the proxy: one header line a second; nginx's 5 s header deadline is not restarted by each line
 s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", nport), timeout=30), server_hostname="localhost")
-t0 = time.monotonic()
-s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
-s.settimeout(1.0)
-closed, n = None, 0
-while time.monotonic() - t0 < 120:   # (a restarted timer never cuts it; the bound only ends that case)
-    try:
-        got = s.recv(4096)
-        if not got:
-            closed = time.monotonic() - t0
-            break
-    except socket.timeout:
-        n += 1
-        try:
-            s.sendall(b"X-Slow-%d: x\r\n" % n)
-        except OSError:
-            closed = time.monotonic() - t0
-            break
-    except (OSError, ssl.SSLError):
-        closed = time.monotonic() - t0
-        break
+closed = trickle_head(s, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n", 1.0, 120)
 assert closed is not None, "a client trickling its head through nginx is still connected after 120 s"
 assert 4.5 <= closed, f"cut after {closed:.1f} s, before the 5 s header timeout"
 print(f"ok - a client trickling its head through nginx was cut after {closed:.1f} s")

@@ -53,23 +53,8 @@ print(json.dumps({"instances": sc.instances_from_rows(json.load(open(sys.argv[3]
 ' "$U1" "$READ" "$WORK/rows.json" "$PROGNOS_SRC/tests/integration" >"$WORK/body.json"
 
 # nginx: the shipped files, the marked lines pointed at this test's ports
-mkdir -p "$NGX/conf" "$NGX/logs" "$NGX/tmp"
-NPORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cp "$PROGNOS_SRC/deploy/nginx/nginx.conf" "$NGX/conf/"
-sed -e "s|server 127.0.0.1:8080;  # PROGNOS_UPSTREAM|server 127.0.0.1:$P1;  # PROGNOS_UPSTREAM|" \
-    -e "s|# server 127.0.0.1:8081;  # PROGNOS_REPLICA|server 127.0.0.1:$P2;  # PROGNOS_REPLICA|" \
-    -e "s|listen 127.0.0.1:8443 ssl;  # PROGNOS_LISTEN|listen 127.0.0.1:$NPORT ssl;  # PROGNOS_LISTEN|" \
-    "$PROGNOS_SRC/deploy/nginx/prognos.conf" >"$NGX/conf/prognos.conf"
-grep -q "^ *server 127.0.0.1:$P1;  # PROGNOS_UPSTREAM" "$NGX/conf/prognos.conf" || fail "the upstream line was not found"
-grep -q "^ *server 127.0.0.1:$P2;  # PROGNOS_REPLICA" "$NGX/conf/prognos.conf" || fail "the replica line was not found"
-grep -q "127.0.0.1:$NPORT ssl;  # PROGNOS_LISTEN" "$NGX/conf/prognos.conf" || fail "the listen line was not found"
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost \
-    -keyout "$NGX/conf/prognos.key" -out "$NGX/conf/prognos.crt" 2>/dev/null
-"$NGINX" -t -p "$NGX" -c "$NGX/conf/nginx.conf" -e logs/error.log 2>"$WORK/nginx-t.log" \
-    || { cat "$WORK/nginx-t.log" >&2; fail "nginx refuses the configuration"; }
-"$NGINX" -p "$NGX" -c "$NGX/conf/nginx.conf" -e logs/error.log
-nginx_up() { [ -s "$NGX/logs/nginx.pid" ]; }
-wait_for "nginx to start" nginx_up
+source "$PROGNOS_SRC/tests/integration/nginx_shipped.sh"
+nginx_shipped_start "$P1" "$P2"
 
 metric() { curl -s -H "Authorization: Bearer $READ" "$1/metrics" | awk -v k="$2" '$1 == k {print $2}'; }
 answered() { metric "$1" 'prognos_http_requests_total{route="predict",status="200"}'; }

@@ -10,6 +10,7 @@
  * numbers it reads equal strtod's. */
 #include "serve/internal.h"
 #include "tests/unit/check.h"
+#include "tests/unit/serve_fixture.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -44,22 +45,7 @@ static px_server *server;
 
 static void setup(void)
 {
-    for (size_t j = 0; j < K; j++) {
-        srv_feat *f = &feat[j];
-        f->info = &info[j];
-        f->name = info[j].name;
-        f->namelen = strlen(f->name);
-        f->numeric = info[j].kind == PX_COL_NUMERIC;
-        f->flag = strcmp(f->name, "cci_chf") == 0;
-        f->lo = f->numeric ? info[j].min - (info[j].max - info[j].min) : 0;
-        f->hi = f->numeric ? info[j].max + (info[j].max - info[j].min) : 0;
-        if (strcmp(f->name, "score") == 0) f->lo = -INFINITY, f->hi = INFINITY;
-    }
-    model.k = K;
-    model.f = feat;
-    snprintf(model.name, sizeof model.name, "readmission");
-    model.version = 3;
-    srv_model_derive(&model);
+    fixture_model(&model, feat, info, K, 3);
     server = calloc(1, sizeof *server);
     server->p = px_serve_default_params();
 }
@@ -76,15 +62,7 @@ typedef struct outcome {
 
 static void read_body(const char *body, size_t len, int fast, outcome *o)
 {
-    srv_req *r = calloc(1, sizeof *r + SRV_ARENA_INLINE);
-    r->s = server;
-    r->sm = &model;
-    memcpy(r->request_id, "0123456789abcdef0123456789abcdef", 33);
-    srv_arena_init(&r->arena, r->arena_buf, SRV_ARENA_INLINE);
-    px_buf_reserve(&r->body, len + 1); /* as http.c keeps it: NUL-terminated */
-    memcpy(r->body.data, body, len);
-    r->body.data[len] = '\0';
-    r->body.len = len;
+    srv_req *r = fixture_request(server, &model, body, len);
     memset(o, 0, sizeof *o);
     o->st = srv_predict_inputs(r, fast, &o->n, &o->n_enc, &o->fast);
     if (o->st == 0 && o->n <= 64) {
@@ -93,10 +71,7 @@ static void read_body(const char *body, size_t len, int fast, outcome *o)
         for (size_t i = 0; i < o->n; i++) o->enc[i] = r->from_encounter[i];
     }
     if (r->out.data) snprintf(o->out, sizeof o->out, "%s", r->out.data);
-    srv_arena_release(&r->arena);
-    px_buf_release(&r->body);
-    px_buf_release(&r->out);
-    free(r);
+    fixture_request_free(r);
 }
 
 static int n_bodies, n_fast, n_ok, n_mismatch;

@@ -8,19 +8,10 @@
 # Timing is reported, never asserted: these machines are noisy.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+. "$ROOT/tests/bench/lib.sh"
 PATIENTS=250000 REPS=3
-while [ $# -gt 0 ]; do
-    case $1 in
-        --patients) PATIENTS=$2; shift 2 ;;
-        --reps) REPS=$2; shift 2 ;;
-        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
-        *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
-PX="$ROOT/build/engine/cli/prognos"
-[ -x "$PX" ] || "$ROOT/scripts/setup.sh"
-WORK=$(mktemp -d /tmp/prognos-bench-etl.XXXXXX)
-chmod 755 "$WORK"
+bench_options 2,8p --patients=PATIENTS --reps=REPS -- "$@"
+bench_prognos_work etl
 trap 'for h in "$WORK"/home*; do PROGNOS_HOME=$h "$PX" db stop >/dev/null 2>&1 || true; done; rm -rf "$WORK"' EXIT
 DATA="$WORK/data"
 "$PX" generate --patients "$PATIENTS" --seed 1 --out "$DATA"

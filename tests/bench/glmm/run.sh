@@ -14,17 +14,9 @@
 # under 1/50 of glmer's time, estimates equal to 1e-4 relative.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+. "$ROOT/tests/bench/lib.sh"
 ROWS=188000 FEATURES=19 NFAC=200 FAMILY=logit
-while [ $# -gt 0 ]; do
-    case $1 in
-        --rows) ROWS=$2; shift 2 ;;
-        --features) FEATURES=$2; shift 2 ;;
-        --groups) NFAC=$2; shift 2 ;;
-        --family) FAMILY=$2; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-        *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
+bench_options 2,13p --rows=ROWS --features=FEATURES --groups=NFAC --family=FAMILY -- "$@"
 case $FAMILY in logit|poisson) ;; *) echo "--family is logit or poisson" >&2; exit 2 ;; esac
 BIN="$ROOT/build/tests/bench_glmm"
 [ -x "$BIN" ] || cmake --build "$ROOT/build" --target bench_glmm -j2 >/dev/null

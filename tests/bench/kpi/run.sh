@@ -13,19 +13,10 @@
 # Timing is reported, never asserted: these machines are noisy. Not run by ctest.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+. "$ROOT/tests/bench/lib.sh"
 PATIENTS=360000 REPS=3
-while [ $# -gt 0 ]; do
-    case $1 in
-        --patients) PATIENTS=$2; shift 2 ;;
-        --reps) REPS=$2; shift 2 ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-        *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
-PX="$ROOT/build/engine/cli/prognos"
-[ -x "$PX" ] || "$ROOT/scripts/setup.sh"
-WORK=$(mktemp -d /tmp/prognos-bench-kpi.XXXXXX)
-chmod 755 "$WORK"
+bench_options 2,11p --patients=PATIENTS --reps=REPS -- "$@"
+bench_prognos_work kpi
 export PROGNOS_HOME="$WORK/home"
 trap '"$PX" db stop >/dev/null 2>&1 || true; [ -L "$PROGNOS_HOME/pg" ] && rm -rf "$(readlink -f "$PROGNOS_HOME/pg")"; rm -rf "$WORK"' EXIT
 now() { date +%s.%N; }

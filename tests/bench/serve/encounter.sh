@@ -7,6 +7,8 @@
 # latencies. The machine may be loaded: compare binaries within one run only.
 #   usage: tests/bench/serve/encounter.sh [--rounds R] [--requests N] PROGNOS_BIN [PROGNOS_BIN ...]
 set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+. "$ROOT/tests/bench/lib.sh"
 ROUNDS=3 N=2000
 while [ $# -gt 0 ]; do
     case $1 in
@@ -17,24 +19,12 @@ while [ $# -gt 0 ]; do
 done
 [ $# -ge 1 ] || { echo "usage: $0 [--rounds R] [--requests N] PROGNOS_BIN [PROGNOS_BIN ...]" >&2; exit 2; }
 PX=$1
-WORK=$(mktemp -d /tmp/prognos-bench-enc.XXXXXX)
-SERVE_PID=""
-stop() { if [ -n "$SERVE_PID" ]; then kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; SERVE_PID=""; fi; }
-cleanup() { stop; PROGNOS_HOME="$WORK/home" "$PX" db stop >/dev/null 2>&1 || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-export PROGNOS_HOME="$WORK/home"
-echo "setting up: 3000 patients, the readmission model"
-"$PX" generate --patients 3000 --seed 7 --out "$WORK/data" >/dev/null
-"$PX" etl load --format canonical --source "$WORK/data" --quiet >/dev/null
-"$PX" train --model readmission --accept-failed-gates >/dev/null
-KEY=$("$PX" apikey create --role predict --name bench 2>/dev/null)
+bench_serve_work enc
+bench_serve_world 3000
 for r in $(seq 1 "$ROUNDS"); do
     for bin in "$@"; do
-        rm -f "$WORK/port"
-        "$bin" serve --listen 127.0.0.1:0 --port-file "$WORK/port" --threads 2 >"$WORK/serve.log" 2>&1 &
-        SERVE_PID=$!
-        for _ in $(seq 1 100); do [ -s "$WORK/port" ] && break; sleep 0.1; done
-        /usr/bin/python3 - "$(cat "$WORK/port")" "$KEY" "$PROGNOS_HOME/secret.key" "$WORK/data/encounters.csv" "$N" \
+        bench_serve_start "$bin" 2
+        /usr/bin/python3 - "$PORT" "$KEY" "$PROGNOS_HOME/secret.key" "$WORK/data/encounters.csv" "$N" \
             "$bin" >>"$WORK/results" <<'PYEOF'
 import csv, hashlib, hmac, http.client, json, statistics, sys, time
 port, key, keyfile, enc, n, binary = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]

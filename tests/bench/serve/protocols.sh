@@ -14,45 +14,18 @@
 # the medians.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+. "$ROOT/tests/bench/lib.sh"
 DUR=10 ROUNDS=3 CONN=32 BASE=""
-while [ $# -gt 0 ]; do
-    case $1 in
-        --duration) DUR=$2; shift 2 ;;
-        --rounds) ROUNDS=$2; shift 2 ;;
-        --connections) CONN=$2; shift 2 ;;
-        --baseline) BASE=$2; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-        *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
+bench_options 2,15p --duration=DUR --rounds=ROUNDS --connections=CONN --baseline=BASE -- "$@"
 command -v wrk >/dev/null || { echo "protocols.sh: needs wrk (apt-get install wrk)" >&2; exit 2; }
 PX="$ROOT/build/engine/cli/prognos"
-WORK=$(mktemp -d /tmp/prognos-bench-proto.XXXXXX)
-SERVE_PID=""
-stop() { if [ -n "$SERVE_PID" ]; then kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; SERVE_PID=""; fi; }
-cleanup() { stop; PROGNOS_HOME="$WORK/home" "$PX" db stop >/dev/null 2>&1 || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-export PROGNOS_HOME="$WORK/home"
-echo "setting up: 5000 patients, the readmission model, the same data as FHIR"
-"$PX" generate --patients 5000 --seed 7 --out "$WORK/data" >/dev/null
+bench_serve_work proto
+bench_serve_world 5000
+echo "and the same data as FHIR"
 "$PX" generate --patients 5000 --seed 7 --out "$WORK/fhir" --format fhir >/dev/null
-"$PX" etl load --format canonical --source "$WORK/data" --quiet >/dev/null
-"$PX" train --model readmission --accept-failed-gates >/dev/null
-KEY=$("$PX" apikey create --role predict --name bench 2>/dev/null)
-READ=$("$PX" apikey create --role read --name bench 2>/dev/null)
 psql -X -q -At "$("$PX" db url)" -c "SELECT json_object_agg(encounter_id, to_jsonb(f)) FROM features.readmission f" >"$WORK/rows.json"
 
-start() { # binary
-    rm -f "$WORK/port"
-    "$1" serve --listen 127.0.0.1:0 --port-file "$WORK/port" --threads "$(nproc)" >"$WORK/serve.log" 2>&1 &
-    SERVE_PID=$!
-    for _ in $(seq 1 100); do [ -s "$WORK/port" ] && break; sleep 0.1; done
-    PORT=$(cat "$WORK/port")
-    for _ in $(seq 1 50); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $READ" "http://127.0.0.1:$PORT/v1/drift")" = 200 ] && break
-        sleep 0.1
-    done
-}
+start() { bench_serve_start "$1" "$(nproc)"; } # binary
 start "$PX"
 /usr/bin/python3 - "$WORK" "http://127.0.0.1:$PORT" "$READ" "$KEY" "$PROGNOS_HOME/secret.key" <<'PYEOF'
 import hashlib, hmac, json, sys, urllib.request

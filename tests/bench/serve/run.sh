@@ -22,19 +22,10 @@
 # (saturated runs; the paced runs are reported beside them, not in the target).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+. "$ROOT/tests/bench/lib.sh"
 CONN=64 DUR=15 WRK_THREADS=2 ROUNDS=3 SERVER_THREADS=$(nproc) THINK_MS=1
-while [ $# -gt 0 ]; do
-    case $1 in
-        --connections) CONN=$2; shift 2 ;;
-        --duration) DUR=$2; shift 2 ;;
-        --threads) WRK_THREADS=$2; shift 2 ;;
-        --rounds) ROUNDS=$2; shift 2 ;;
-        --server-threads) SERVER_THREADS=$2; shift 2 ;;
-        --think-ms) THINK_MS=$2; shift 2 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-        *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
+bench_options 2,22p --connections=CONN --duration=DUR --threads=WRK_THREADS --rounds=ROUNDS \
+    --server-threads=SERVER_THREADS --think-ms=THINK_MS -- "$@"
 for v in "$CONN" "$DUR" "$WRK_THREADS" "$ROUNDS" "$SERVER_THREADS" "$THINK_MS"; do
     case $v in ''|*[!0-9]*) echo "run.sh: options take whole numbers (got '$v'); see --help" >&2; exit 2 ;; esac
 done
@@ -57,37 +48,20 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ $had_policy -eq 1 ] || $SUDO rm -f /usr/sbin/policy-rc.d
     $SUDO rm -f /usr/sbin/policy-rc.d.prognos
 fi
-PX="$ROOT/build/engine/cli/prognos"
-[ -x "$PX" ] || "$ROOT/scripts/setup.sh"
-WORK=$(mktemp -d /tmp/prognos-bench-serve.XXXXXX)
-chmod 755 "$WORK"
+bench_prognos_work serve
 SERVE_PID="" NGINX_PID="" FLOOR_PID=""
 cleanup() {
-    if [ -n "$SERVE_PID" ]; then kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; fi
-    if [ -n "$NGINX_PID" ]; then kill "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; fi
-    if [ -n "$FLOOR_PID" ]; then kill "$FLOOR_PID" 2>/dev/null || true; wait "$FLOOR_PID" 2>/dev/null || true; fi
+    bench_stop "$SERVE_PID"; bench_stop "$NGINX_PID"; bench_stop "$FLOOR_PID"
     PROGNOS_HOME="$WORK/home" "$PX" db stop >/dev/null 2>&1 || true
     if [ -L "$WORK/home/pg" ]; then rm -rf "$(readlink -f "$WORK/home/pg")"; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 export PROGNOS_HOME="$WORK/home"
-echo "setting up: 5000 patients, the readmission model"
-"$PX" generate --patients 5000 --seed 7 --out "$WORK/data" >/dev/null
-"$PX" etl load --format canonical --source "$WORK/data" --quiet >/dev/null
-"$PX" train --model readmission --accept-failed-gates >/dev/null
-KEY=$("$PX" apikey create --role predict --name bench 2>/dev/null)
-READ=$("$PX" apikey create --role read --name bench 2>/dev/null)
+bench_serve_world 5000
 psql -X -q -At "$("$PX" db url)" -c "SELECT json_agg(t) FROM (SELECT * FROM features.readmission ORDER BY md5(encounter_id::text) LIMIT 500) t" >"$WORK/rows.json"
 
-"$PX" serve --listen 127.0.0.1:0 --port-file "$WORK/port" --threads "$SERVER_THREADS" >"$WORK/serve.log" 2>&1 &
-SERVE_PID=$!
-for _ in $(seq 1 100); do [ -s "$WORK/port" ] && break; sleep 0.1; done
-PORT=$(cat "$WORK/port")
-for _ in $(seq 1 50); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $READ" "http://127.0.0.1:$PORT/v1/drift")" = 200 ] && break
-    sleep 0.1
-done
+bench_serve_start "$PX" "$SERVER_THREADS"
 # the bodies: 500 real feature rows (the model's inputs only), sent in turn, so that
 # the server sees a realistic mix (a single repeated instance would also be one huge
 # drift alert); nginx's fixed answer: a real answer

@@ -11,18 +11,10 @@
 # Timing is reported, never asserted. Not run by ctest.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+. "$ROOT/tests/bench/lib.sh"
 PATIENTS=20000
-while [ $# -gt 0 ]; do
-    case $1 in
-        --patients) PATIENTS=$2; shift 2 ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-        *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
-PX="$ROOT/build/engine/cli/prognos"
-[ -x "$PX" ] || "$ROOT/scripts/setup.sh"
-WORK=$(mktemp -d /tmp/prognos-bench-shards.XXXXXX)
-chmod 755 "$WORK"
+bench_options 2,11p --patients=PATIENTS -- "$@"
+bench_prognos_work shards
 cleanup() {
     for h in "$WORK"/*/; do PROGNOS_HOME="$h" "$PX" db stop >/dev/null 2>&1 || true; done
     rm -rf "$WORK"

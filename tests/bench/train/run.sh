@@ -17,17 +17,9 @@
 # most 0.2x R's time, coefficients equal to 1e-6.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+. "$ROOT/tests/bench/lib.sh"
 ROWS=1000000 FEATURES=30 REPS=3 URI=
-while [ $# -gt 0 ]; do
-    case $1 in
-        --warehouse) URI=$2; shift 2 ;;
-        --rows) ROWS=$2; shift 2 ;;
-        --features) FEATURES=$2; shift 2 ;;
-        --reps) REPS=$2; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
-        *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
+bench_options 2,17p --warehouse=URI --rows=ROWS --features=FEATURES --reps=REPS -- "$@"
 BIN="$ROOT/build/tests/bench_train"
 [ -x "$BIN" ] || "$ROOT/scripts/setup.sh"
 [ -x "$BIN" ] || cmake --build "$ROOT/build" --target bench_train -j2 >/dev/null
