@@ -35,6 +35,7 @@ double px_drift_psi(const double *a, const double *b, size_t k)
 double px_drift_psi_critical(size_t k, double n, double m, double alpha)
 {
     if (k < 2 || !(n > 0) || !(m > 0) || !(alpha > 0 && alpha < 1)) return NAN;
+    px_models_init(); /* GSL reports, never aborts (once per process) */
     return (1.0 / n + 1.0 / m) * gsl_cdf_chisq_Qinv(alpha, (double)(k - 1));
 }
 
@@ -110,6 +111,7 @@ int px_drift_chi2(const double *a, const double *b, size_t k, double *stat, int 
     int d = (int)used - 1;
     if (stat) *stat = x2;
     if (df) *df = d;
+    px_models_init(); /* GSL reports, never aborts (once per process) */
     if (p) *p = gsl_cdf_chisq_Q(x2, (double)d);
     /* Cramer's V for a 2 x k table: sqrt(X^2 / (n * min(2-1, k-1))) = sqrt(X^2 / n) */
     if (v) *v = sqrt(x2 / n);

@@ -64,7 +64,6 @@ int cmd_drift(int argc, char **argv)
     if (px_config_load(&cfg, &e) != 0) goto fail;
     if (px_db_require(&cfg, &e) != 0) goto fail; /* reads only: never creates a warehouse */
     px_log_open(cfg.home);
-    px_models_init(); /* serve/stats.c calls GSL and does not turn its abort handler off itself yet */
     if (!(c = px_db_connect(&cfg, &e))) goto fail;
     if (px_drift_check(c, &cfg, model, since, &p, json, stdout, &alerts, &e) != 0) goto fail;
     if (alerts && fail_on_alert) code = PX_EXIT_FAIL;

@@ -141,7 +141,6 @@ static int do_run(int argc, char **argv)
     px_err e = {0};
     if (px_config_load(&R.cfg, &e) != 0) return px_cli_fail(&e);
     px_log_open(R.cfg.home);
-    px_models_init(); /* serve/stats.c calls GSL and does not turn its abort handler off itself yet */
     /* the runner lock; the database itself may be away: both are waited out */
     int rc, tries = 0, retries = o->retries >= 0 ? o->retries : 3, backoff = o->backoff_s >= 0 ? o->backoff_s : 10;
     while ((rc = px_run_connect(&R, &e)) != 0) {

@@ -138,7 +138,6 @@ int cmd_serve(int argc, char **argv)
     px_err e = {0};
     if (px_config_load(&cfg, &e) != 0) return px_cli_fail(&e);
     px_log_open(cfg.home);
-    px_models_init(); /* serve/stats.c calls GSL and does not turn its abort handler off itself yet */
     if (!(g_server = px_serve_start(&cfg, &p, &e))) return px_cli_fail(&e);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
