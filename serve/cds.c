@@ -374,13 +374,20 @@ static unsigned parse_body(srv_req *r)
     return 0;
 }
 
+/* The service a POST names (404 when none) and its JSON body (parse_body). */
+static unsigned service_and_body(srv_req *r, const cds_service **sv)
+{
+    *sv = find_service(r->model_name);
+    if (!*sv) return srv_error(r, 404, "unknown_service", NULL, "no CDS service '%.64s' (GET /cds-services)", r->model_name);
+    return parse_body(r);
+}
+
 unsigned srv_cds_call(srv_req *r, struct MHD_Connection *conn)
 {
     (void)conn;
     px_server *s = r->s;
-    const cds_service *sv = find_service(r->model_name);
-    if (!sv) return srv_error(r, 404, "unknown_service", NULL, "no CDS service '%.64s' (GET /cds-services)", r->model_name);
-    unsigned st = parse_body(r);
+    const cds_service *sv = NULL;
+    unsigned st = service_and_body(r, &sv);
     if (st) return st;
     const cJSON *ctx = NULL, *pf = NULL;
     if ((st = check_request(r, sv, &ctx, &pf)) != 0) return st;
@@ -506,9 +513,8 @@ unsigned srv_cds_feedback(srv_req *r, struct MHD_Connection *conn)
 {
     (void)conn;
     px_server *s = r->s;
-    const cds_service *sv = find_service(r->model_name);
-    if (!sv) return srv_error(r, 404, "unknown_service", NULL, "no CDS service '%.64s' (GET /cds-services)", r->model_name);
-    unsigned st = parse_body(r);
+    const cds_service *sv = NULL;
+    unsigned st = service_and_body(r, &sv);
     if (st) return st;
     const cJSON *x;
     cJSON_ArrayForEach(x, r->json)
