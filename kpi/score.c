@@ -16,8 +16,10 @@
 #include <string.h>
 
 /* The stay's discharge month as year * 12 + month - 1: date_trunc on a date
- * would go through timestamptz (time zone arithmetic per row). */
-#define MONTH_SQL(d) "(extract(year FROM " d ")::int * 12 + extract(month FROM " d ")::int - 1)"
+ * would go through timestamptz (time zone arithmetic per row), and extract()
+ * computes in numeric; date_part's float8 (exact for these integers) is the
+ * cheapest of the three. */
+#define MONTH_SQL(d) "(date_part('year', " d ") * 12 + date_part('month', " d ") - 1)::int"
 
 static int oom(px_err *e) { return px_err_set(e, PX_ENOMEM, "out of memory"); }
 
@@ -388,52 +390,68 @@ void kpi_model_release(kpi_model *mi)
 
 /* ---- the one pass ------------------------------------------------------------------ */
 
-/* SQL of the expected value of a stay from its prediction p (the inner query's
- * column): p itself, or shifted to the reference as `shifted` does in C. */
-static char *expected_sql(const kpi_model *mi)
+/* SQL of the expected value of a stay from its prediction, the SQL p: p itself,
+ * or shifted to the reference as `shifted` does in C. */
+static char *expected_sql(const kpi_model *mi, const char *p)
 {
     if (!mi->pred_sql) return strdup("NULL::float8");
-    if (mi->shift == 0) return strdup("p");
+    if (mi->shift == 0) return strdup(p);
     char c[40];
     snprintf(c, sizeof c, "%.17g", mi->shift);
     px_algo a = px_model_algo(mi->m);
-    if (a != PX_ALGO_LOGIT && a != PX_ALGO_SVC) return dupf("(p * exp(float8 '%s'))", c);
-    return dupf("(1 / (1 + exp(-(ln(least(greatest(p, float8 '1e-12'), 1 - float8 '1e-12') / (1 - least(greatest(p,"
-                " float8 '1e-12'), 1 - float8 '1e-12'))) + float8 '%s'))))", c);
+    if (a != PX_ALGO_LOGIT && a != PX_ALGO_SVC) return dupf("((%s) * exp(float8 '%s'))", p, c);
+    /* logit(clamped p) + c, back through the logistic (p appears twice: this
+     * reference is not the default, and a fence would cost more) */
+    char *q = dupf("least(greatest((%s), float8 '1e-12'), 1 - float8 '1e-12')", p);
+    char *r = q ? dupf("(1 / (1 + exp(-(ln(%s / (1 - %s)) + float8 '%s'))))", q, q, c) : NULL;
+    free(q);
+    return r;
 }
 
-/* Appends one model's finest cells: measure, month, facility, department, n, o,
- * e, sum e(1-e), sum y^2, sum y e, sum e^2, and the stays' hierarchical eta and y
- * (a Poisson model's: one pseudo-stay per cell).
- * OFFSET 0 keeps the inner query a subquery: pulled up, the prediction's
- * expression would be copied into each of the sums that read p, and computed
- * once per sum. */
+/* Appends one model's finest cells (month, facility, department): n, sum y,
+ * then the expected values' sums in the form of PostgreSQL's regression
+ * aggregates over (y, e): mean of e, sum (e - mean e)^2, sum y^2, sum (e - mean
+ * e)(y - mean y), from which pass_row recovers sum e, sum e^2, sum y e and sum
+ * e(1-e). Why: every regr_* call with the same arguments shares one transition
+ * state, so the compiled model is evaluated once per stay without a subquery
+ * fence, and these aggregates (unlike array_agg) combine, so PostgreSQL runs
+ * them in parallel workers (partial aggregation) and the leader only merges
+ * cells. A Poisson model's hierarchical pseudo-stay per cell rides along in
+ * c10 (log sum exp(eta_i)): sum exp(eta_i + u) = exp(u) sum exp(eta_i), so one
+ * pseudo-stay with that eta and y = sum y_i gives the same intercept, predicted
+ * and expected (the log-likelihood differs by a constant only). A logit's
+ * hierarchical model needs every stay: hier_cells_sql. */
 static int model_cells_sql(px_buf *q, const kpi_model *mi, int k)
 {
-    char *ex = expected_sql(mi);
+    char *ex = expected_sql(mi, mi->pred_sql ? mi->pred_sql : "NULL::float8");
     if (!ex) return PX_ENOMEM;
     char u = mi->units;
-    /* A Poisson model's cell needs no stays of its own: sum exp(eta_i + u) =
-     * exp(u) sum exp(eta_i), so one pseudo-stay with eta = log sum exp(eta_i) and
-     * y = sum y_i gives the same intercept, predicted and expected (the log-
-     * likelihood differs by a constant only). A logit's cell needs every stay. */
     int poisson = mi->m && px_model_algo(mi->m) == PX_ALGO_POISSON;
+    const char *y = mi->label_sql;
     int rc = px_buf_printf(q,
-                           "SELECT '%s'::text, " MONTH_SQL("d") ", fac, dept, count(*)::float8, sum(y), sum(%s),"
-                           " sum(%s * (1 - %s)), sum(y * y), sum(y * %s), sum(%s * %s), %s"
-                           " FROM (SELECT %c.discharge_date AS d, %c.facility_id::text AS fac,"
-                           " coalesce(nullif(%c.department, ''), 'unknown')::text AS dept, %s AS y, %s AS p, %s AS eta %s"
-                           " OFFSET 0) s"
-                           " GROUP BY 2, 3, 4",
-                           kpi_risk_model[k], ex, ex, ex, ex, ex, ex,
-                           !mi->hier_sql ? "NULL::float8[], NULL::float8[]"
-                           : poisson     ? "ARRAY[ln(sum(exp(eta)))], ARRAY[sum(y)]"
-                                         : "array_agg(eta), array_agg(y)",
-                           u, u, u,
-                           mi->label_sql, mi->pred_sql ? mi->pred_sql : "NULL::float8",
-                           mi->hier_sql ? mi->hier_sql : "NULL::float8", mi->from_sql);
+                           "SELECT '%s'::text, " MONTH_SQL("%c.discharge_date") ", %c.facility_id::text,"
+                           " coalesce(nullif(%c.department, ''), 'unknown')::text, count(*)::float8, sum(%s),"
+                           " regr_avgx(%s, %s), regr_sxx(%s, %s), sum(%s * %s), regr_sxy(%s, %s), ",
+                           kpi_risk_model[k], u, u, u, u, y, y, ex, y, ex, y, y, y, ex);
+    if (rc == 0 && mi->hier_sql && poisson)
+        rc = px_buf_printf(q, "ln(sum(exp(%s))), NULL::float8[], NULL::float8[]", mi->hier_sql);
+    else if (rc == 0)
+        rc = px_buf_adds(q, "NULL::float8, NULL::float8[], NULL::float8[]");
+    if (rc == 0) rc = px_buf_printf(q, " %s GROUP BY 2, 3, 4", mi->from_sql);
     free(ex);
     return rc;
+}
+
+/* Appends a logit model's hierarchical stays: per month x facility, every stay's
+ * fixed-effect eta and outcome (arrays in c11 and c12). */
+static int hier_cells_sql(px_buf *q, const kpi_model *mi, int k)
+{
+    char u = mi->units;
+    return px_buf_printf(q,
+                         "SELECT 'hier:%s'::text, " MONTH_SQL("%c.discharge_date") ", %c.facility_id::text, NULL::text,"
+                         " NULL::float8, NULL::float8, NULL::float8, NULL::float8, NULL::float8, NULL::float8,"
+                         " NULL::float8, array_agg(%s), array_agg(%s) %s GROUP BY 2, 3",
+                         kpi_risk_model[k], u, u, u, mi->hier_sql, mi->label_sql, mi->from_sql);
 }
 
 /* The stays: volume (every stay) and cost (stays with a recorded cost:
@@ -568,6 +586,30 @@ static int f8_array(const unsigned char *p, int32_t len, double **out, size_t *n
     return 0;
 }
 
+/* Appends n stays (eta, y) of facility fac and month ym to h. */
+static int hier_rows_push(kpi_hier_rows *h, int fac, int ym, const double *eta, const double *y, size_t n, px_err *e)
+{
+    if (h->n + n > h->cap) {
+        size_t nc = h->cap ? h->cap : 65536;
+        while (nc < h->n + n) nc *= 2;
+        int *f = realloc(h->fac, nc * sizeof *f);
+        if (f) h->fac = f;
+        int *m = f ? realloc(h->ym, nc * sizeof *m) : NULL;
+        if (m) h->ym = m;
+        double *ee = m ? realloc(h->eta, nc * sizeof *ee) : NULL;
+        if (ee) h->eta = ee;
+        double *yy = ee ? realloc(h->y, nc * sizeof *yy) : NULL;
+        if (yy) h->y = yy, h->cap = nc;
+        if (!yy) return oom(e);
+    }
+    for (size_t i = 0; i < n; i++) {
+        h->fac[h->n] = fac, h->ym[h->n] = ym, h->eta[h->n] = eta[i], h->y[h->n] = y[i];
+        h->n++;
+    }
+    return 0;
+}
+
+/* Appends the stays of one hierarchical row (binary float8[] eta and y). */
 static int hier_rows_add(kpi_hier_rows *h, int fac, int ym, const unsigned char *pe, int32_t le,
                          const unsigned char *py, int32_t ly, px_err *e)
 {
@@ -577,23 +619,7 @@ static int hier_rows_add(kpi_hier_rows *h, int fac, int ym, const unsigned char 
     int rc = 0;
     if (a == -2 || b == -2) rc = oom(e);
     else if (a || b || ne != ny) rc = px_err_set(e, PX_EDB, "the KPI pass returned a malformed array");
-    if (rc == 0 && h->n + ne > h->cap) {
-        size_t nc = h->cap ? h->cap : 65536;
-        while (nc < h->n + ne) nc *= 2;
-        int *f = realloc(h->fac, nc * sizeof *f);
-        if (f) h->fac = f;
-        int *m = f ? realloc(h->ym, nc * sizeof *m) : NULL;
-        if (m) h->ym = m;
-        double *ee = m ? realloc(h->eta, nc * sizeof *ee) : NULL;
-        if (ee) h->eta = ee;
-        double *yy = ee ? realloc(h->y, nc * sizeof *yy) : NULL;
-        if (yy) h->y = yy, h->cap = nc;
-        if (!yy) rc = oom(e);
-    }
-    for (size_t i = 0; rc == 0 && i < ne; i++) {
-        h->fac[h->n] = fac, h->ym[h->n] = ym, h->eta[h->n] = eta[i], h->y[h->n] = y[i];
-        h->n++;
-    }
+    if (rc == 0) rc = hier_rows_push(h, fac, ym, eta, y, ne, e);
     free(eta);
     free(y);
     return rc;
@@ -618,11 +644,25 @@ static int pass_row(const px_feat_row *row, void *arg, px_err *e)
         if (rc == 0 && s[1] > 0) rc = roll_cell(r, PX_KPI_COST, ym, (size_t)fac, (size_t)dept, cost);
         return rc;
     }
+    int hier = strncmp(m, "hier:", 5) == 0;
     for (int k = 0; k < 3; k++) {
-        if (strcmp(m, kpi_risk_model[k]) != 0) continue;
-        int rc = roll_cell(r, kpi_risk_measure[k], ym, (size_t)fac, (size_t)dept, s);
-        r->rows[k] += (long long)s[0];
-        if (rc == 0 && row->len[11] >= 0) {
+        if (strcmp(hier ? m + 5 : m, kpi_risk_model[k]) != 0) continue;
+        int rc = 0;
+        if (!hier) {
+            /* model_cells_sql's columns: n, sum y, mean e, sum (e - mean e)^2, sum y^2,
+             * sum (e - mean e)(y - mean y), a Poisson model's log sum exp(eta) */
+            double n = s[0], sy = s[1], se = s[2] * n, see = s[3] + (n > 0 ? se * se / n : 0), syy = s[4],
+                   sye = s[5] + (n > 0 ? se * sy / n : 0);
+            double cell[7] = {n, sy, se, se - see, syy, sye, see};
+            rc = roll_cell(r, kpi_risk_measure[k], ym, (size_t)fac, (size_t)dept, cell);
+            r->rows[k] += (long long)n;
+            if (rc == 0 && row->len[10] >= 0) {
+                /* the Poisson pseudo-stay: eta = log sum exp(eta_i), y = sum y_i */
+                if (ym < 0) return px_err_set(e, PX_EINVAL, "a stay of the %s feature table has no discharge date",
+                                              kpi_risk_model[k]);
+                rc = hier_rows_push(&r->hr[k], (int)fac, ym, &row->num[10], &sy, 1, e);
+            }
+        } else if (row->len[11] >= 0) {
             if (ym < 0) return px_err_set(e, PX_EINVAL, "a stay of the %s feature table has no discharge date",
                                           kpi_risk_model[k]);
             rc = hier_rows_add(&r->hr[k], (int)fac, ym, row->raw[11], row->len[11], row->raw[12], row->len[12], e);
@@ -661,6 +701,9 @@ int kpi_score_pass(PGconn *c, const kpi_model *mi, int kinds, kpi_cells *cs, kpi
     for (int k = 0; k < 3 && rc == 0; k++) {
         if (mi[k].skip) continue;
         if (model_cells_sql(&q, &mi[k], k) || px_buf_adds(&q, " UNION ALL ")) rc = oom(e);
+        int poisson = mi[k].m && px_model_algo(mi[k].m) == PX_ALGO_POISSON;
+        if (rc == 0 && mi[k].hier_sql && !poisson && (hier_cells_sql(&q, &mi[k], k) || px_buf_adds(&q, " UNION ALL ")))
+            rc = oom(e);
     }
     if (rc == 0 && px_buf_printf(&q, "%s) u (c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12)", stays_sql))
         rc = oom(e);
@@ -694,7 +737,7 @@ char *kpi_predictions_sql(long long run_id, const kpi_model *mi)
     int rc = 0, any = 0;
     for (int k = 0; k < 3 && rc == 0; k++) {
         if (mi[k].skip) continue;
-        char *ex = expected_sql(&mi[k]);
+        char *ex = expected_sql(&mi[k], "p");
         char ver[16] = "NULL";
         if (!mi[k].crude) snprintf(ver, sizeof ver, "%d", mi[k].version);
         rc = !ex || px_buf_printf(&q,

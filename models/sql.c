@@ -51,15 +51,35 @@ int px_model_sql_eta(const px_model *m, const double *beta, const char *const *c
     int rc = check_inputs(m, colsql, e);
     if (rc) return rc;
     size_t nf = px_model_nfeatures(m);
-    /* design column 0, the intercept: beta[0] * 1 */
+    /* A numeric input's term beta * coalesce((v - mean) / sd, 0) is written as
+     * (beta / sd) * coalesce(v, mean) with beta / sd * mean moved into the
+     * intercept: the same value up to rounding (a few ulps of the terms, far below
+     * the 1e-12 the SQL and C scores are held to), at three operator calls per
+     * row and input instead of five (the compiled model is evaluated on every row
+     * of a feature table). An input with no usable sd keeps the long form. */
+    double b0 = beta[0];
+    for (size_t j = 0; j < nf; j++) {
+        const px_feature_info *f = px_model_feature(m, j);
+        if (f->dropped || f->kind != PX_COL_NUMERIC) continue;
+        if (f->sd != 0 && isfinite(f->sd) && isfinite(f->mean)) b0 -= beta[f->col] / f->sd * f->mean;
+    }
+    /* design column 0, the intercept */
     rc = px_buf_adds(out, "(");
-    if (rc == 0) rc = put_f8(out, beta[0]);
+    if (rc == 0) rc = put_f8(out, b0);
     for (size_t j = 0; j < nf && rc == 0; j++) {
         const px_feature_info *f = px_model_feature(m, j);
         if (f->dropped) continue;
         if (f->kind == PX_COL_NUMERIC) {
-            /* + beta * coalesce((v - mean) / sd, 0): px_enc_row's standardization */
             rc = px_buf_adds(out, " + ");
+            if (f->sd != 0 && isfinite(f->sd) && isfinite(f->mean)) {
+                /* + (beta / sd) * coalesce(v, mean) */
+                if (rc == 0) rc = put_f8(out, beta[f->col] / f->sd);
+                if (rc == 0) rc = px_buf_printf(out, " * coalesce((%s), ", colsql[j]);
+                if (rc == 0) rc = put_f8(out, f->mean);
+                if (rc == 0) rc = px_buf_adds(out, ")");
+                continue;
+            }
+            /* + beta * coalesce((v - mean) / sd, 0): px_enc_row's standardization */
             if (rc == 0) rc = put_f8(out, beta[f->col]);
             if (rc == 0) rc = px_buf_printf(out, " * coalesce(((%s) - ", colsql[j]);
             if (rc == 0) rc = put_f8(out, f->mean);
