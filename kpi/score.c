@@ -420,7 +420,9 @@ static char *expected_sql(const kpi_model *mi, const char *p)
  * c10 (log sum exp(eta_i)): sum exp(eta_i + u) = exp(u) sum exp(eta_i), so one
  * pseudo-stay with that eta and y = sum y_i gives the same intercept, predicted
  * and expected (the log-likelihood differs by a constant only). A logit's
- * hierarchical model needs every stay: hier_cells_sql. */
+ * hierarchical model needs every stay: their etas and outcomes in c11 and c12
+ * (array_agg does not combine, so such a branch runs whole in one process:
+ * PostgreSQL then spreads the branches over its workers, Parallel Append). */
 static int model_cells_sql(px_buf *q, const kpi_model *mi, int k)
 {
     char *ex = expected_sql(mi, mi->pred_sql ? mi->pred_sql : "NULL::float8");
@@ -435,23 +437,13 @@ static int model_cells_sql(px_buf *q, const kpi_model *mi, int k)
                            kpi_risk_model[k], u, u, u, u, y, y, ex, y, ex, y, y, y, ex);
     if (rc == 0 && mi->hier_sql && poisson)
         rc = px_buf_printf(q, "ln(sum(exp(%s))), NULL::float8[], NULL::float8[]", mi->hier_sql);
+    else if (rc == 0 && mi->hier_sql)
+        rc = px_buf_printf(q, "NULL::float8, array_agg(%s), array_agg(%s)", mi->hier_sql, y);
     else if (rc == 0)
         rc = px_buf_adds(q, "NULL::float8, NULL::float8[], NULL::float8[]");
     if (rc == 0) rc = px_buf_printf(q, " %s GROUP BY 2, 3, 4", mi->from_sql);
     free(ex);
     return rc;
-}
-
-/* Appends a logit model's hierarchical stays: per month x facility, every stay's
- * fixed-effect eta and outcome (arrays in c11 and c12). */
-static int hier_cells_sql(px_buf *q, const kpi_model *mi, int k)
-{
-    char u = mi->units;
-    return px_buf_printf(q,
-                         "SELECT 'hier:%s'::text, " MONTH_SQL("%c.discharge_date") ", %c.facility_id::text, NULL::text,"
-                         " NULL::float8, NULL::float8, NULL::float8, NULL::float8, NULL::float8, NULL::float8,"
-                         " NULL::float8, array_agg(%s), array_agg(%s) %s GROUP BY 2, 3",
-                         kpi_risk_model[k], u, u, u, mi->hier_sql, mi->label_sql, mi->from_sql);
 }
 
 /* The stays: volume (every stay) and cost (stays with a recorded cost:
@@ -644,29 +636,22 @@ static int pass_row(const px_feat_row *row, void *arg, px_err *e)
         if (rc == 0 && s[1] > 0) rc = roll_cell(r, PX_KPI_COST, ym, (size_t)fac, (size_t)dept, cost);
         return rc;
     }
-    int hier = strncmp(m, "hier:", 5) == 0;
     for (int k = 0; k < 3; k++) {
-        if (strcmp(hier ? m + 5 : m, kpi_risk_model[k]) != 0) continue;
-        int rc = 0;
-        if (!hier) {
-            /* model_cells_sql's columns: n, sum y, mean e, sum (e - mean e)^2, sum y^2,
-             * sum (e - mean e)(y - mean y), a Poisson model's log sum exp(eta) */
-            double n = s[0], sy = s[1], se = s[2] * n, see = s[3] + (n > 0 ? se * se / n : 0), syy = s[4],
-                   sye = s[5] + (n > 0 ? se * sy / n : 0);
-            double cell[7] = {n, sy, se, se - see, syy, sye, see};
-            rc = roll_cell(r, kpi_risk_measure[k], ym, (size_t)fac, (size_t)dept, cell);
-            r->rows[k] += (long long)n;
-            if (rc == 0 && row->len[10] >= 0) {
-                /* the Poisson pseudo-stay: eta = log sum exp(eta_i), y = sum y_i */
-                if (ym < 0) return px_err_set(e, PX_EINVAL, "a stay of the %s feature table has no discharge date",
-                                              kpi_risk_model[k]);
-                rc = hier_rows_push(&r->hr[k], (int)fac, ym, &row->num[10], &sy, 1, e);
-            }
-        } else if (row->len[11] >= 0) {
-            if (ym < 0) return px_err_set(e, PX_EINVAL, "a stay of the %s feature table has no discharge date",
-                                          kpi_risk_model[k]);
+        if (strcmp(m, kpi_risk_model[k]) != 0) continue;
+        /* model_cells_sql's columns: n, sum y, mean e, sum (e - mean e)^2, sum y^2,
+         * sum (e - mean e)(y - mean y); then a Poisson model's log sum exp(eta), or
+         * a logit's stays' etas and outcomes */
+        double n = s[0], sy = s[1], se = s[2] * n, see = s[3] + (n > 0 ? se * se / n : 0), syy = s[4],
+               sye = s[5] + (n > 0 ? se * sy / n : 0);
+        double cell[7] = {n, sy, se, se - see, syy, sye, see};
+        int rc = roll_cell(r, kpi_risk_measure[k], ym, (size_t)fac, (size_t)dept, cell);
+        r->rows[k] += (long long)n;
+        if (rc == 0 && (row->len[10] >= 0 || row->len[11] >= 0) && ym < 0)
+            return px_err_set(e, PX_EINVAL, "a stay of the %s feature table has no discharge date", kpi_risk_model[k]);
+        if (rc == 0 && row->len[10] >= 0) /* the Poisson pseudo-stay: eta = log sum exp(eta_i), y = sum y_i */
+            rc = hier_rows_push(&r->hr[k], (int)fac, ym, &row->num[10], &sy, 1, e);
+        else if (rc == 0 && row->len[11] >= 0)
             rc = hier_rows_add(&r->hr[k], (int)fac, ym, row->raw[11], row->len[11], row->raw[12], row->len[12], e);
-        }
         return rc;
     }
     return px_err_set(e, PX_EDB, "the KPI pass returned an unknown measure");
@@ -701,9 +686,6 @@ int kpi_score_pass(PGconn *c, const kpi_model *mi, int kinds, kpi_cells *cs, kpi
     for (int k = 0; k < 3 && rc == 0; k++) {
         if (mi[k].skip) continue;
         if (model_cells_sql(&q, &mi[k], k) || px_buf_adds(&q, " UNION ALL ")) rc = oom(e);
-        int poisson = mi[k].m && px_model_algo(mi[k].m) == PX_ALGO_POISSON;
-        if (rc == 0 && mi[k].hier_sql && !poisson && (hier_cells_sql(&q, &mi[k], k) || px_buf_adds(&q, " UNION ALL ")))
-            rc = oom(e);
     }
     if (rc == 0 && px_buf_printf(&q, "%s) u (c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12)", stays_sql))
         rc = oom(e);

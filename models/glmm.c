@@ -385,6 +385,23 @@ out:
     return rc;
 }
 
+/* The unit's mean at u from q = exp(-|eta|) and the sign of eta, with
+ * t = exp(u) and ti = exp(-u): no exp per row and iteration. A logit's mean is
+ * 1 / (1 + e^-(eta + u)) written so that nothing overflows; a Poisson mean
+ * stays finite as glmm_unit keeps it (eta + u at most GLMM_ETA_MAX). */
+static inline double unit_mean(int poisson, double q, int neg, double t, double ti)
+{
+    if (poisson) {
+        double m = neg ? q * t : t / q;
+        return isfinite(m) ? (m < exp(GLMM_ETA_MAX) ? m : exp(GLMM_ETA_MAX)) : exp(GLMM_ETA_MAX);
+    }
+    if (neg) {
+        double x = q * t;           /* e^(eta + u), eta < 0 */
+        return isinf(x) ? 1 : x / (1 + x);
+    }
+    return 1 / (1 + q * ti);        /* 1 / (1 + e^-(eta + u)), eta >= 0 */
+}
+
 int px_glmm_unit_ratio(px_algo algo, const double *eta, const double *y, size_t n, double tau, double conf,
                        px_glmm_unit *o)
 {
@@ -395,28 +412,59 @@ int px_glmm_unit_ratio(px_algo algo, const double *eta, const double *y, size_t 
     if ((algo != PX_ALGO_LOGIT && algo != PX_ALGO_POISSON) || n == 0 || !(tau >= 0) || !isfinite(tau) ||
         !(conf > 0 && conf < 1))
         return PX_EINVAL;
-    for (size_t i = 0; i < n; i++)
+    double sy = 0;
+    for (size_t i = 0; i < n; i++) {
         if (!isfinite(eta[i]) || !(y[i] >= 0)) return PX_EINVAL;
-    gdata d;
-    memset(&d, 0, sizeof d);
-    size_t start[2] = {0, n};
+        sy += y[i];
+    }
+    /* exp(-|eta_i|) once per row: every mean below is then a product and a division */
+    double *q = malloc(n * sizeof *q);
+    unsigned char *neg = malloc(n);
+    if (!q || !neg) {
+        free(q), free(neg);
+        return PX_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        double e = eta[i] > GLMM_ETA_MAX ? GLMM_ETA_MAX : eta[i] < -GLMM_ETA_MAX ? -GLMM_ETA_MAX : eta[i];
+        neg[i] = e < 0;
+        q[i] = exp(-fabs(e));
+    }
+    /* The conditional mode v of h(v) = sum_i l(eta_i + tau v) - v^2 / 2 (strictly
+     * concave): Newton on h'(v) = tau sum (y_i - mu_i) - v, which decreases in v,
+     * kept inside the bracket of the root found so far (bisection when a step
+     * leaves it); H = -h''(v) = 1 + tau^2 sum w_i at the mode. */
     double v = 0, H = 1;
-    d.poisson = poisson, d.X = NULL, d.y = y, d.n = n, d.k = 0, d.ng = 1, d.start = start;
-    d.off = (double *)eta;   /* group_mode only reads it */
-    if (tau > 0) group_mode(&d, 0, tau, &v, &H);
+    if (tau > 0) {
+        double lo = -INFINITY, hi = INFINITY;
+        for (int it = 0; it <= 200; it++) {
+            double t = exp(tau * v), ti = 1 / t, s = 0, sw = 0;
+            for (size_t i = 0; i < n; i++) {
+                double m = unit_mean(poisson, q[i], neg[i], t, ti);
+                s += m, sw += poisson ? m : m * (1 - m);
+            }
+            double g = tau * (sy - s) - v;
+            H = 1 + tau * tau * sw;
+            if (g > 0) lo = v;
+            else hi = v;
+            double step = g / H;
+            if (g == 0 || fabs(step) < 1e-12 * (1 + fabs(v))) break;
+            double vn = v + step;
+            if (!(vn > lo && vn < hi)) vn = isfinite(lo) && isfinite(hi) ? (lo + hi) / 2 : v + (step > 0 ? 1 : -1);
+            if (hi - lo < 1e-13 * (1 + fabs(v))) break;
+            v = vn;
+        }
+    }
     o->u = tau * v;
     o->sd = tau / sqrt(H);
     double z = gsl_cdf_ugaussian_Pinv(0.5 + conf / 2);
     double us[3] = {o->u, o->u - z * o->sd, o->u + z * o->sd}, sums[4] = {0, 0, 0, 0};
+    double ts[3], tis[3];
+    for (int k = 0; k < 3; k++) ts[k] = exp(us[k]), tis[k] = 1 / ts[k];
     for (size_t i = 0; i < n; i++) {
-        double mu, w, w1, l;
-        glmm_unit(poisson, eta[i], 0, &mu, &w, &w1, &l);
-        sums[3] += mu;
-        for (int t = 0; t < 3; t++) {
-            glmm_unit(poisson, eta[i] + us[t], 0, &mu, &w, &w1, &l);
-            sums[t] += mu;
-        }
+        sums[3] += unit_mean(poisson, q[i], neg[i], 1, 1);
+        for (int k = 0; k < 3; k++) sums[k] += unit_mean(poisson, q[i], neg[i], ts[k], tis[k]);
     }
+    free(q), free(neg);
     o->predicted = sums[0], o->expected = sums[3];
     if (!(o->expected > 0)) return PX_EINVAL;
     o->ratio = sums[0] / sums[3], o->lo = sums[1] / sums[3], o->hi = sums[2] / sums[3];
