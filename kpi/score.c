@@ -414,15 +414,17 @@ static char *expected_sql(const kpi_model *mi, const char *p)
  * e)(y - mean y), from which pass_row recovers sum e, sum e^2, sum y e and sum
  * e(1-e). Why: every regr_* call with the same arguments shares one transition
  * state, so the compiled model is evaluated once per stay without a subquery
- * fence, and these aggregates (unlike array_agg) combine, so PostgreSQL runs
- * them in parallel workers (partial aggregation) and the leader only merges
- * cells. A Poisson model's hierarchical pseudo-stay per cell rides along in
+ * fence (OFFSET 0 kept each branch out of PostgreSQL's parallel plans: workers
+ * scored, the leader alone aggregated every stay); without it the branches are
+ * parallel safe and PostgreSQL runs them side by side in its workers (Parallel
+ * Append; a branch without arrays may also be aggregated partially in each
+ * worker, as these aggregates combine). A Poisson model's hierarchical
+ * pseudo-stay per cell rides along in
  * c10 (log sum exp(eta_i)): sum exp(eta_i + u) = exp(u) sum exp(eta_i), so one
  * pseudo-stay with that eta and y = sum y_i gives the same intercept, predicted
  * and expected (the log-likelihood differs by a constant only). A logit's
  * hierarchical model needs every stay: their etas and outcomes in c11 and c12
- * (array_agg does not combine, so such a branch runs whole in one process:
- * PostgreSQL then spreads the branches over its workers, Parallel Append). */
+ * (array_agg does not combine: such a branch runs whole in one process). */
 static int model_cells_sql(px_buf *q, const kpi_model *mi, int k)
 {
     char *ex = expected_sql(mi, mi->pred_sql ? mi->pred_sql : "NULL::float8");
