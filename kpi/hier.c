@@ -102,9 +102,9 @@ int kpi_hier_cells(const px_hier *model, const kpi_hier_rows *hr, const char *na
     int rc = 0;
     hrow *rows = malloc((n ? n : 1) * sizeof *rows);
     int *remap = malloc((hr->nfac ? hr->nfac : 1) * sizeof *remap);
-    double *eta = malloc((n ? n : 1) * sizeof *eta), *yy = malloc((n ? n : 1) * sizeof *yy);
+    double *eta = malloc((n ? n : 1) * sizeof *eta);
     out->facs = calloc(hr->nfac ? hr->nfac : 1, sizeof *out->facs);
-    if (!rows || !remap || !eta || !yy || !out->facs) {
+    if (!rows || !remap || !eta || !out->facs) {
         rc = px_err_set(e, PX_ENOMEM, "out of memory");
         goto out;
     }
@@ -152,7 +152,8 @@ int kpi_hier_cells(const px_hier *model, const kpi_hier_rows *hr, const char *na
             size_t j = i;
             int pk = rows[i].key;
             while (j < n && rows[j].fac == rows[i].fac && rows[j].key == pk) j++;
-            for (size_t s = i; s < j; s++) eta[s - i] = rows[s].eta, yy[s - i] = rows[s].y;
+            double sy = 0;
+            for (size_t s = i; s < j; s++) eta[s - i] = rows[s].eta, sy += rows[s].y;
             px_glmm_unit u;
             if (out->ncells == ncap) {
                 size_t nc = ncap ? ncap * 2 : 1024;
@@ -172,7 +173,7 @@ int kpi_hier_cells(const px_hier *model, const kpi_hier_rows *hr, const char *na
             else
                 snprintf(x->start, sizeof x->start, "%04d-%02d-01", (pk / 12) % 10000, pk % 12 + 1);
             x->n = (double)(j - i);
-            if (px_glmm_unit_ratio(algo, eta, yy, j - i, tau, conf, &u) == 0) {
+            if (px_glmm_unit_ratio_sum(algo, eta, j - i, sy, tau, conf, &u) == 0) {
                 x->u = u.u, x->sd = u.sd, x->predicted = u.predicted, x->expected = u.expected;
                 x->sr = u.ratio, x->lo = u.lo, x->hi = u.hi;
                 out->ncells++;
@@ -193,6 +194,5 @@ out:
     free(rows);
     free(remap);
     free(eta);
-    free(yy);
     return rc;
 }

@@ -78,9 +78,12 @@ const char *kpi_crude_method_words(px_kpi_measure m);
 struct kpi_hier;
 void kpi_cell_hier(kpi_cell *x, const kpi_cell *sys, const struct kpi_hier *hier);
 
-/* The stays' hierarchical linear predictors and outcomes per facility x month
- * of one model (from the one pass), for hier.c; for a Poisson model one
- * pseudo-stay per finest cell (see score.c). */
+/* The stays' hierarchical linear predictors per facility x month of one model
+ * (from the one pass), for hier.c; for a Poisson model one pseudo-stay per
+ * finest cell (see score.c). y carries the outcomes as sums: the outcomes' sum
+ * of a finest cell on one of its stays, 0 on the others (the conditional mode
+ * needs only the sum: px_glmm_unit_ratio_sum), so that any period's sum is the
+ * sum of its rows' y. */
 typedef struct kpi_hier_rows {
     size_t n, cap;
     int *fac, *ym;           /* facility index (into facs), year * 12 + month - 1 */

@@ -423,8 +423,9 @@ static char *expected_sql(const kpi_model *mi, const char *p)
  * c10 (log sum exp(eta_i)): sum exp(eta_i + u) = exp(u) sum exp(eta_i), so one
  * pseudo-stay with that eta and y = sum y_i gives the same intercept, predicted
  * and expected (the log-likelihood differs by a constant only). A logit's
- * hierarchical model needs every stay: their etas and outcomes in c11 and c12
- * (array_agg does not combine: such a branch runs whole in one process). */
+ * hierarchical model needs every stay's eta (c11; the outcomes only as the
+ * cell's sum, which the conditional mode depends on alone); array_agg does not
+ * combine: such a branch runs whole in one process. */
 static int model_cells_sql(px_buf *q, const kpi_model *mi, int k)
 {
     char *ex = expected_sql(mi, mi->pred_sql ? mi->pred_sql : "NULL::float8");
@@ -440,7 +441,7 @@ static int model_cells_sql(px_buf *q, const kpi_model *mi, int k)
     if (rc == 0 && mi->hier_sql && poisson)
         rc = px_buf_printf(q, "ln(sum(exp(%s))), NULL::float8[], NULL::float8[]", mi->hier_sql);
     else if (rc == 0 && mi->hier_sql)
-        rc = px_buf_printf(q, "NULL::float8, array_agg(%s), array_agg(%s)", mi->hier_sql, y);
+        rc = px_buf_printf(q, "NULL::float8, array_agg(%s), NULL::float8[]", mi->hier_sql);
     else if (rc == 0)
         rc = px_buf_adds(q, "NULL::float8, NULL::float8[], NULL::float8[]");
     if (rc == 0) rc = px_buf_printf(q, " %s GROUP BY 2, 3, 4", mi->from_sql);
@@ -603,17 +604,21 @@ static int hier_rows_push(kpi_hier_rows *h, int fac, int ym, const double *eta, 
     return 0;
 }
 
-/* Appends the stays of one hierarchical row (binary float8[] eta and y). */
-static int hier_rows_add(kpi_hier_rows *h, int fac, int ym, const unsigned char *pe, int32_t le,
-                         const unsigned char *py, int32_t ly, px_err *e)
+/* Appends the stays of one hierarchical row (binary float8[] eta), the cell's
+ * outcomes' sum sy on its first stay (see kpi_hier_rows). */
+static int hier_rows_add(kpi_hier_rows *h, int fac, int ym, const unsigned char *pe, int32_t le, double sy, px_err *e)
 {
     double *eta = NULL, *y = NULL;
-    size_t ne = 0, ny = 0;
-    int a = f8_array(pe, le, &eta, &ne), b = a == 0 ? f8_array(py, ly, &y, &ny) : 0;
+    size_t ne = 0;
+    int a = f8_array(pe, le, &eta, &ne);
     int rc = 0;
-    if (a == -2 || b == -2) rc = oom(e);
-    else if (a || b || ne != ny) rc = px_err_set(e, PX_EDB, "the KPI pass returned a malformed array");
-    if (rc == 0) rc = hier_rows_push(h, fac, ym, eta, y, ne, e);
+    if (a == -2) rc = oom(e);
+    else if (a || ne == 0) rc = px_err_set(e, PX_EDB, "the KPI pass returned a malformed array");
+    if (rc == 0 && !(y = calloc(ne, sizeof *y))) rc = oom(e);
+    if (rc == 0) {
+        y[0] = sy;
+        rc = hier_rows_push(h, fac, ym, eta, y, ne, e);
+    }
     free(eta);
     free(y);
     return rc;
@@ -642,7 +647,7 @@ static int pass_row(const px_feat_row *row, void *arg, px_err *e)
         if (strcmp(m, kpi_risk_model[k]) != 0) continue;
         /* model_cells_sql's columns: n, sum y, mean e, sum (e - mean e)^2, sum y^2,
          * sum (e - mean e)(y - mean y); then a Poisson model's log sum exp(eta), or
-         * a logit's stays' etas and outcomes */
+         * a logit's stays' etas */
         double n = s[0], sy = s[1], se = s[2] * n, see = s[3] + (n > 0 ? se * se / n : 0), syy = s[4],
                sye = s[5] + (n > 0 ? se * sy / n : 0);
         double cell[7] = {n, sy, se, se - see, syy, sye, see};
@@ -653,7 +658,7 @@ static int pass_row(const px_feat_row *row, void *arg, px_err *e)
         if (rc == 0 && row->len[10] >= 0) /* the Poisson pseudo-stay: eta = log sum exp(eta_i), y = sum y_i */
             rc = hier_rows_push(&r->hr[k], (int)fac, ym, &row->num[10], &sy, 1, e);
         else if (rc == 0 && row->len[11] >= 0)
-            rc = hier_rows_add(&r->hr[k], (int)fac, ym, row->raw[11], row->len[11], row->raw[12], row->len[12], e);
+            rc = hier_rows_add(&r->hr[k], (int)fac, ym, row->raw[11], row->len[11], sy, e);
         return rc;
     }
     return px_err_set(e, PX_EDB, "the KPI pass returned an unknown measure");

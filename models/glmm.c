@@ -405,18 +405,30 @@ static inline double unit_mean(int poisson, double q, int neg, double t, double 
 int px_glmm_unit_ratio(px_algo algo, const double *eta, const double *y, size_t n, double tau, double conf,
                        px_glmm_unit *o)
 {
+    double sy = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!(y[i] >= 0)) {
+            memset(o, 0, sizeof *o);
+            o->u = o->sd = o->predicted = o->expected = o->ratio = o->lo = o->hi = NAN;
+            return PX_EINVAL;
+        }
+        sy += y[i];
+    }
+    return px_glmm_unit_ratio_sum(algo, eta, n, sy, tau, conf, o);
+}
+
+int px_glmm_unit_ratio_sum(px_algo algo, const double *eta, size_t n, double sy, double tau, double conf,
+                           px_glmm_unit *o)
+{
     px_models_init(); /* GSL reports, never aborts */
     int poisson = algo == PX_ALGO_POISSON;
     memset(o, 0, sizeof *o);
     o->u = o->sd = o->predicted = o->expected = o->ratio = o->lo = o->hi = NAN;
     if ((algo != PX_ALGO_LOGIT && algo != PX_ALGO_POISSON) || n == 0 || !(tau >= 0) || !isfinite(tau) ||
-        !(conf > 0 && conf < 1))
+        !(conf > 0 && conf < 1) || !(sy >= 0) || !isfinite(sy))
         return PX_EINVAL;
-    double sy = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(eta[i]) || !(y[i] >= 0)) return PX_EINVAL;
-        sy += y[i];
-    }
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(eta[i])) return PX_EINVAL;
     /* exp(-|eta_i|) once per row: every mean below is then a product and a division */
     double *q = malloc(n * sizeof *q);
     unsigned char *neg = malloc(n);

@@ -302,6 +302,11 @@ typedef struct px_glmm_unit {
 
 int px_glmm_unit_ratio(px_algo algo, const double *eta, const double *y, size_t n, double tau, double conf,
                        px_glmm_unit *out);
+/* The same from the outcomes' sum sy alone: with the canonical links (logit,
+ * log) the unit's conditional mode depends on the outcomes only through their
+ * sum, so a caller holding per-unit sums need not keep every outcome. */
+int px_glmm_unit_ratio_sum(px_algo algo, const double *eta, size_t n, double sy, double tau, double conf,
+                           px_glmm_unit *out);
 
 /* ---- the hierarchical model of a risk model (hier.c) ---------------------- */
 
