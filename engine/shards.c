@@ -88,6 +88,19 @@ int px_shards_add(PGconn *c, const char *uri, int *shard_id, px_err *e)
         else if (strcmp(o->keyword, "password") == 0) password = o->val;
     }
     if (!user) user = PQuser(s);
+    /* loads commit each shard's part with two-phase commit (shard_load.c) */
+    free(rows);
+    rows = NULL;
+    if ((rc = px_db_value(s, e, "cannot read the shard's settings", &rows, "SHOW max_prepared_transactions", 0,
+                          NULL)) != 0)
+        goto out;
+    if (!rows || atoi(rows) < 1) {
+        rc = px_err_set(e, PX_ESTATE, "cannot add the shard: its max_prepared_transactions is %s", rows ? rows : "?");
+        px_err_detail(e, "loads into a sharded warehouse commit each shard's part with PREPARE TRANSACTION");
+        px_err_hint(e, "set max_prepared_transactions = 10 in the shard's postgresql.conf and restart it "
+                       "(embedded clusters of prognos db init have it)");
+        goto out;
+    }
     if ((rc = px_db_query(s, e, "cannot create schema px_shard on the shard", NULL,
                           "CREATE SCHEMA IF NOT EXISTS px_shard", 0, NULL)) != 0)
         goto out;
@@ -329,5 +342,150 @@ out:
     PQclear(sh);
     free(v);
     px_buf_release(&sql);
+    return rc;
+}
+
+/* ---- connections to a shard, and recovery of in-doubt loads --------------- */
+
+PGconn *px_shards_connect(PGconn *c, const char *server, px_err *e)
+{
+    PGresult *r = NULL;
+    PGconn *s = NULL;
+    const char *pv[] = {server};
+    /* the foreign server's libpq options and the user mapping's user and
+     * password (a mapping for this user, else PUBLIC's) */
+    if (px_db_query(c, e, "cannot read the shard's connection options", &r,
+                    "SELECT option_name, option_value FROM pg_foreign_server s,"
+                    " pg_options_to_table(s.srvoptions) WHERE s.srvname = $1"
+                    " UNION ALL (SELECT o.option_name, o.option_value FROM pg_user_mappings m,"
+                    " pg_options_to_table(m.umoptions) o WHERE m.srvname = $1"
+                    " AND m.usename IN (current_user, 'public') AND o.option_name IN ('user', 'password')"
+                    " ORDER BY m.usename = 'public')",
+                    1, pv) != 0)
+        return NULL;
+    int n = PQntuples(r), k = 0;
+    const char **kw = calloc((size_t)n + 2, sizeof *kw), **val = calloc((size_t)n + 2, sizeof *val);
+    if (!kw || !val) {
+        px_err_set(e, PX_ENOMEM, "out of memory");
+        goto out;
+    }
+    int have_user = 0, have_pw = 0;
+    for (int i = 0; i < n; i++) {
+        const char *key = PQgetvalue(r, i, 0);
+        int keep = 0;
+        for (int j = 0; server_opts[j] && !keep; j++) keep = strcmp(key, server_opts[j]) == 0;
+        /* the first user and password (this user's mapping sorts before PUBLIC's) */
+        if (strcmp(key, "user") == 0 && !have_user) keep = have_user = 1;
+        if (strcmp(key, "password") == 0 && !have_pw) keep = have_pw = 1;
+        if (!keep) continue;
+        kw[k] = key;
+        val[k++] = PQgetvalue(r, i, 1);
+    }
+    kw[k] = "application_name";
+    val[k++] = "prognos shard load";
+    kw[k] = NULL;
+    s = PQconnectdbParams(kw, val, 0);
+    if (!s || PQstatus(s) != CONNECTION_OK) {
+        px_err_set(e, PX_EDB, "cannot connect to shard %s", server);
+        if (s) px_err_detail(e, "%s", PQerrorMessage(s));
+        px_err_hint(e, "every shard must be up for a load or a recovery (prognos db shards list)");
+        if (s) PQfinish(s);
+        s = NULL;
+    }
+out:
+    free(kw);
+    free(val);
+    PQclear(r);
+    return s;
+}
+
+/* Resolves the px_<batch>_<shard> prepared transactions of one shard. */
+static int recover_shard(PGconn *c, const char *server, int shard_id, px_shards_recovery *rec, px_err *e)
+{
+    PGconn *s = px_shards_connect(c, server, e);
+    PGresult *g = NULL;
+    int rc = 0;
+    char pat[64];
+    if (!s) return e->code ? e->code : PX_EDB;
+    snprintf(pat, sizeof pat, "^px_[0-9]+_%d$", shard_id);
+    const char *pv[] = {pat};
+    if ((rc = px_db_query(s, e, "cannot read the shard's prepared transactions", &g,
+                          "SELECT gid, substring(gid FROM '^px_([0-9]+)_') FROM pg_prepared_xacts"
+                          " WHERE gid ~ $1 AND database = current_database() ORDER BY prepared",
+                          1, pv)) != 0)
+        goto out;
+    for (int i = 0; i < PQntuples(g) && rc == 0; i++) {
+        const char *gid = PQgetvalue(g, i, 0), *bv[] = {PQgetvalue(g, i, 1)};
+        char *loaded = NULL;
+        /* the coordinator's record decides: the batch committed here or not */
+        if ((rc = px_db_value(c, e, "cannot read etl.batches", &loaded,
+                              "SELECT EXISTS (SELECT 1 FROM etl.batches WHERE batch_id = $1::bigint"
+                              " AND finished_at IS NOT NULL)",
+                              1, bv)) != 0)
+            break;
+        int commit = loaded && strcmp(loaded, "t") == 0;
+        free(loaded);
+        char *q = PQescapeLiteral(s, gid, strlen(gid));
+        if (!q) {
+            rc = px_err_set(e, PX_ENOMEM, "out of memory");
+            break;
+        }
+        px_buf sql = {0};
+        px_buf_printf(&sql, "%s PREPARED %s", commit ? "COMMIT" : "ROLLBACK", q);
+        PQfreemem(q);
+        if (px_buf_failed(&sql)) rc = px_err_set(e, PX_ENOMEM, "out of memory");
+        else if ((rc = px_db_exec(s, e, sql.data)) != 0)
+            px_err_wrap(e, PX_EDB, "cannot resolve %s on shard %s", gid, server);
+        px_buf_release(&sql);
+        if (rc != 0) break;
+        if (commit) rec->committed++;
+        else rec->rolled_back++;
+        px_log(PX_LOG_WARN, "shard %s: %s of batch %s %s (in doubt after an interrupted load)", server, gid,
+               bv[0], commit ? "committed: the coordinator recorded the batch" : "rolled back: the batch did not commit");
+    }
+out:
+    PQclear(g);
+    PQfinish(s);
+    return rc;
+}
+
+int px_shards_recover(PGconn *c, int locked, px_shards_recovery *rec, px_err *e)
+{
+    PGresult *sh = NULL;
+    char *v = NULL;
+    int rc = 0, in_tx = 0;
+    memset(rec, 0, sizeof *rec);
+    if ((rc = px_db_value(c, e, "cannot read the schema", &v, "SELECT to_regclass('wh.shards') IS NOT NULL", 0,
+                          NULL)) != 0)
+        return rc;
+    int have = v && strcmp(v, "t") == 0;
+    free(v);
+    v = NULL;
+    if (!have) return 0; /* before migration 017: no shards */
+    if (locked <= 0) {
+        /* a load holds this lock from before its PREPAREs to after its commit here:
+         * its prepared transactions are never taken for a killed load's */
+        char q[96];
+        if ((rc = px_db_exec(c, e, "BEGIN")) != 0) return rc;
+        in_tx = 1;
+        snprintf(q, sizeof q, "SELECT pg_%sadvisory_xact_lock(%d)", locked < 0 ? "try_" : "", PX_LOCK_ETL);
+        free(v);
+        v = NULL;
+        if ((rc = px_db_value(c, e, "cannot take the ETL lock", &v, q, 0, NULL)) != 0) goto out;
+        if (locked < 0 && !(v && strcmp(v, "t") == 0)) { /* a load runs: it resolves them itself */
+            rec->shards = -1;
+            goto out;
+        }
+    }
+    if ((rc = px_db_query(c, e, "cannot read the shards", &sh,
+                          "SELECT shard_id, server_name FROM wh.shards ORDER BY shard_id", 0, NULL)) != 0)
+        goto out;
+    for (int i = 0; i < PQntuples(sh) && rc == 0; i++)
+        rc = recover_shard(c, PQgetvalue(sh, i, 1), atoi(PQgetvalue(sh, i, 0)), rec, e);
+    rec->shards = PQntuples(sh);
+out:
+    if (in_tx) px_db_exec(c, NULL, rc == 0 ? "COMMIT" : "ROLLBACK");
+    PQclear(sh);
+    free(v);
     return rc;
 }
