@@ -244,6 +244,13 @@ typedef struct px_shards_recovery {
  * waiting for a running load; -1, the same without waiting (rec->shards = -1
  * when a load runs: it resolves them itself). 0 (also without shards) or PX_E*. */
 int px_shards_recover(PGconn *c, int locked, px_shards_recovery *rec, px_err *e);
+/* For a transaction that reads the fact tables (the feature build, the marts;
+ * KPI code may call it too): on a distributed warehouse, SET LOCAL
+ * enable_partitionwise_aggregate and enable_partitionwise_join on, so that
+ * aggregates grouped by patient_id (the hash key) are pushed whole to the shards
+ * (postgres_fdw; PostgreSQL 15 pushes no partial aggregate: README, Scale-out).
+ * Nothing on a single node. Call inside the transaction. 0 or PX_EDB. */
+int px_shards_tune(PGconn *c, px_err *e);
 
 /* ---- pseudonymization -------------------------------------------------- */
 

@@ -489,3 +489,20 @@ out:
     free(v);
     return rc;
 }
+
+/* ---- where the work runs ----------------------------------------------------- */
+
+int px_shards_tune(PGconn *c, px_err *e)
+{
+    char *v = NULL;
+    int rc = px_db_value(c, e, "cannot read the fact tables' partitioning", &v,
+                         "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table"
+                         " WHERE partrelid = 'wh.fact_encounter'::regclass AND partstrat = 'h')",
+                         0, NULL);
+    int sharded = v && strcmp(v, "t") == 0;
+    free(v);
+    if (rc != 0 || !sharded) return rc;
+    /* an aggregate grouped by the patient (the hash key) then runs on each shard
+     * whole (postgres_fdw's aggregate pushdown), a join on it shard by shard */
+    return px_db_exec(c, e, "SET LOCAL enable_partitionwise_aggregate = on; SET LOCAL enable_partitionwise_join = on");
+}
