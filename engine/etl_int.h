@@ -240,8 +240,6 @@ void etl_shards_commit(etl_ctx *x);
 /* Closes the shard connections; failed: the batch did not commit, prepared
  * parts are rolled back (unless the coordinator's outcome is unknown). */
 void etl_shards_end(etl_ctx *x, int failed);
-/* PX_TEST_KILL_AT=point: SIGKILL to the loader itself (tests of recovery). */
-void etl_kill_point(const char *point);
 
 /* The input's rows: the caller sets x->read/rejected/loaded; this records
  * etl.batch_files and checks read = loaded + rejected. */

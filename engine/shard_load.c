@@ -20,7 +20,9 @@
  * PX_TEST_KILL_AT=<point> makes the loader SIGKILL itself at a named point (the
  * test of recovery): ship (every shard has its rows, none prepared), prepared
  * (the first shard prepared), committed (the batch committed here, no shard
- * committed), commit_prepared (the first shard committed). Unset: no effect. */
+ * committed), commit_prepared (the first shard committed); and in `db shards
+ * add` after distribute (shards.c): rebalance_ship, rebalance_prepared,
+ * rebalance_committed. Unset: no effect. */
 #include "engine/etl_int.h"
 #include <signal.h>
 #include <stdio.h>
@@ -43,7 +45,7 @@ struct etl_shards {
     int n;
 };
 
-void etl_kill_point(const char *point)
+void px_test_kill_point(const char *point)
 {
     const char *at = getenv("PX_TEST_KILL_AT");
     if (!at || strcmp(at, point) != 0) return;
@@ -148,44 +150,8 @@ static shard_conn *find_shard(struct etl_shards *S, const char *server)
  * *rows gets the shard's count. */
 static int pipe_rows(etl_ctx *x, shard_conn *sc, const char *select, const char *into, long long *rows)
 {
-    PGresult *r = PQexec(x->c, select);
-    int rc = 0;
-    if (PQresultStatus(r) != PGRES_COPY_OUT) {
-        rc = px_db_fail(x->e, x->c, r, "cannot read the batch's rows for a shard");
-        PQclear(r);
-        return rc;
-    }
-    PQclear(r);
-    r = PQexec(sc->s, into);
-    if (PQresultStatus(r) != PGRES_COPY_IN) {
-        rc = px_db_fail(x->e, sc->s, r, "cannot write the batch's rows to a shard");
-        px_err_wrap(x->e, PX_EDB, "shard %s refused the batch's rows", sc->server);
-    }
-    PQclear(r);
-    char *buf = NULL;
-    int n;
-    /* the coordinator's COPY is read to its end in every case, so that its
-     * connection is usable again */
-    while ((n = PQgetCopyData(x->c, &buf, 0)) > 0) {
-        if (rc == 0 && PQputCopyData(sc->s, buf, n) != 1)
-            rc = px_err_set(x->e, PX_EDB, "sending rows to shard %s failed: %s", sc->server, PQerrorMessage(sc->s));
-        PQfreemem(buf);
-    }
-    r = PQgetResult(x->c);
-    if (rc == 0 && (n != -1 || PQresultStatus(r) != PGRES_COMMAND_OK))
-        rc = px_db_fail(x->e, x->c, r, "cannot read the batch's rows for a shard");
-    PQclear(r);
-    while ((r = PQgetResult(x->c)) != NULL) PQclear(r);
-    if (PQputCopyEnd(sc->s, rc == 0 ? NULL : "prognos: the coordinator's rows failed") != 1 && rc == 0)
-        rc = px_err_set(x->e, PX_EDB, "sending rows to shard %s failed: %s", sc->server, PQerrorMessage(sc->s));
-    r = PQgetResult(sc->s);
-    if (rc == 0 && PQresultStatus(r) != PGRES_COMMAND_OK) {
-        rc = px_db_fail(x->e, sc->s, r, "a shard refused the batch's rows");
-        px_err_wrap(x->e, PX_EDB, "shard %s refused the batch's rows", sc->server);
-    }
-    if (rc == 0) *rows = atoll(PQcmdTuples(r));
-    PQclear(r);
-    while ((r = PQgetResult(sc->s)) != NULL) PQclear(r);
+    int rc = px_copy_pipe(x->c, select, sc->s, into, rows, x->e);
+    if (rc != 0) px_err_wrap(x->e, PX_EDB, "cannot send batch %lld's rows to shard %s", x->batch, sc->server);
     return rc;
 }
 
@@ -274,7 +240,7 @@ int etl_shards_ship(etl_ctx *x)
         rc = px_db_exec(x->c, x->e, "DROP TABLE px_pending_fact_encounter, px_pending_fact_diagnosis,"
                                     " px_pending_fact_procedure CASCADE");
     if (rc != 0) goto out;
-    etl_kill_point("ship");
+    px_test_kill_point("ship");
     for (int i = 0; i < S->n && rc == 0; i++) {
         shard_conn *sc = &S->sh[i];
         char q[96];
@@ -285,7 +251,7 @@ int etl_shards_ship(etl_ctx *x)
             break;
         }
         sc->prepared = 1;
-        if (i == 0) etl_kill_point("prepared");
+        if (i == 0) px_test_kill_point("prepared");
     }
     if (rc == 0)
         px_log(PX_LOG_INFO, "batch %lld prepared on %d shards: %lld stays, %lld diagnoses, %lld procedures", x->batch,
@@ -300,7 +266,7 @@ out:
 void etl_shards_commit(etl_ctx *x)
 {
     struct etl_shards *S = x->shards;
-    etl_kill_point("committed");
+    px_test_kill_point("committed");
     for (int i = 0; i < S->n; i++) {
         shard_conn *sc = &S->sh[i];
         px_err e2 = {0};
@@ -316,7 +282,7 @@ void etl_shards_commit(etl_ctx *x)
             continue;
         }
         sc->committed = 1;
-        if (i == 0) etl_kill_point("commit_prepared");
+        if (i == 0) px_test_kill_point("commit_prepared");
     }
 }
 
