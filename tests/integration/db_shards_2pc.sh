@@ -138,34 +138,45 @@ ENC="encounter_id, patient_id, facility_id, attending_id, admission_date, discha
      age_at_admission, admission_type, admission_source, discharge_disposition, department, drg, total_cost, source"
 DX="encounter_id, admission_date, seq, code_system, code, present_on_admission"
 PR="encounter_id, admission_date, seq, code_system, code, procedure_date"
-for t in "fact_encounter|$ENC" "fact_diagnosis|$DX" "fact_procedure|$PR"; do
-    name=${t%%|*} cols=${t#*|}
-    dump "$RURL" "SELECT $cols FROM wh.$name" "$WORK/ref.$name.csv"
-    dump "$U" "SELECT $cols FROM wh.$name" "$WORK/coord.$name.csv"
-    [ -s "$WORK/ref.$name.csv" ] || fail "reference wh.$name is empty"
-    cmp -s "$WORK/ref.$name.csv" "$WORK/coord.$name.csv" ||
-        fail "wh.$name differs from one node: $(diff "$WORK/ref.$name.csv" "$WORK/coord.$name.csv" | head -5)"
-done
 # per shard: the reference's rows whose patient hashes to that shard's partition
-# (MODULUS 3, REMAINDER k-1), computed on the reference by PostgreSQL's own routing
-psql -X -q -v ON_ERROR_STOP=1 "$RURL" >/dev/null <<'SQL' || fail "routing the reference's rows"
-CREATE TABLE public.route (patient_id uuid, encounter_id uuid) PARTITION BY HASH (patient_id);
-CREATE TABLE public.route_0 PARTITION OF public.route FOR VALUES WITH (MODULUS 3, REMAINDER 0);
-CREATE TABLE public.route_1 PARTITION OF public.route FOR VALUES WITH (MODULUS 3, REMAINDER 1);
-CREATE TABLE public.route_2 PARTITION OF public.route FOR VALUES WITH (MODULUS 3, REMAINDER 2);
-INSERT INTO public.route SELECT patient_id, encounter_id FROM wh.fact_encounter;
-SQL
-for k in 1 2 3; do
+# (shard k of n: REMAINDER k-1 of MODULUS n), computed on the reference by
+# PostgreSQL's own routing
+per_shard() { # n: every shard's rows equal the reference's of its remainder
+    local n=$1 k t name cols
+    psql -X -q -v ON_ERROR_STOP=1 "$RURL" -c "DROP TABLE IF EXISTS public.route" \
+        -c "CREATE TABLE public.route (patient_id uuid, encounter_id uuid) PARTITION BY HASH (patient_id)" >/dev/null ||
+        fail "routing the reference's rows"
+    for k in $(seq 0 $((n - 1))); do
+        psql -X -q -v ON_ERROR_STOP=1 "$RURL" -c "CREATE TABLE public.route_$k PARTITION OF public.route
+            FOR VALUES WITH (MODULUS $n, REMAINDER $k)" >/dev/null || fail "routing the reference's rows"
+    done
+    psql -X -q -v ON_ERROR_STOP=1 "$RURL" -c "INSERT INTO public.route SELECT patient_id, encounter_id FROM wh.fact_encounter" \
+        >/dev/null || fail "routing the reference's rows"
+    for k in $(seq 1 "$n"); do
+        for t in "fact_encounter|$ENC" "fact_diagnosis|$DX" "fact_procedure|$PR"; do
+            name=${t%%|*} cols=${t#*|}
+            dump "$RURL" "SELECT $cols FROM wh.$name x WHERE x.encounter_id IN (SELECT encounter_id FROM public.route_$((k - 1)))" \
+                "$WORK/ref.$name.$k.csv"
+            dump "${SURL[$k]}" "SELECT $cols FROM px_shard.$name" "$WORK/shard.$name.$k.csv"
+            [ -s "$WORK/ref.$name.$k.csv" ] || fail "no reference rows of wh.$name for shard $k of $n"
+            cmp -s "$WORK/ref.$name.$k.csv" "$WORK/shard.$name.$k.csv" ||
+                fail "shard $k of $n: $name differs: $(diff "$WORK/ref.$name.$k.csv" "$WORK/shard.$name.$k.csv" | head -5)"
+        done
+    done
+}
+totals() { # every fact row equals the reference's
+    local t name cols
     for t in "fact_encounter|$ENC" "fact_diagnosis|$DX" "fact_procedure|$PR"; do
         name=${t%%|*} cols=${t#*|}
-        dump "$RURL" "SELECT $cols FROM wh.$name x WHERE x.encounter_id IN (SELECT encounter_id FROM public.route_$((k - 1)))" \
-            "$WORK/ref.$name.$k.csv"
-        dump "${SURL[$k]}" "SELECT $cols FROM px_shard.$name" "$WORK/shard.$name.$k.csv"
-        [ -s "$WORK/ref.$name.$k.csv" ] || fail "no reference rows of wh.$name for shard $k"
-        cmp -s "$WORK/ref.$name.$k.csv" "$WORK/shard.$name.$k.csv" ||
-            fail "shard $k's $name differs: $(diff "$WORK/ref.$name.$k.csv" "$WORK/shard.$name.$k.csv" | head -5)"
+        dump "$RURL" "SELECT $cols FROM wh.$name" "$WORK/ref.$name.csv"
+        dump "$U" "SELECT $cols FROM wh.$name" "$WORK/coord.$name.csv"
+        [ -s "$WORK/ref.$name.csv" ] || fail "reference wh.$name is empty"
+        cmp -s "$WORK/ref.$name.csv" "$WORK/coord.$name.csv" ||
+            fail "wh.$name differs from one node: $(diff "$WORK/ref.$name.csv" "$WORK/coord.$name.csv" | head -5)"
     done
-done
+}
+totals
+per_shard 3
 # the dimensions, the rejects and the batch records, by batch order (the
 # coordinator's killed loads used up batch ids)
 ORD="(SELECT count(*) FROM etl.batches b2 WHERE b2.batch_id <= b.batch_id)"
@@ -182,3 +193,61 @@ done
 assert_eq "$(sql "SELECT count(*) FROM etl.rejects WHERE reason = 'duplicate_key' AND file_name = 'encounters.csv'")" 15 \
     "batch-1 stays sent again, rejected as loaded"
 ok "every fact row (in total and per shard), dimension row, reject and batch record equals one node's ($(cat "$WORK"/ref.fact_*.csv | wc -l) fact rows)"
+
+# ---- adding shards after distribute: the new shard takes its share ------------
+for k in 4 5; do
+    restore_home empty "$WORK/shard$k" || true
+    PROGNOS_HOME="$WORK/shard$k" px db init >/dev/null
+    SURL[$k]=$(PROGNOS_HOME="$WORK/shard$k" px db url)
+done
+# shard 4: the add killed once the first shard prepared its moves; a rerun rolls
+# every prepared move back (the new server's too) and adds it
+set +e
+PX_TEST_KILL_AT=rebalance_prepared px db shards add "${SURL[4]}" >"$WORK/out" 2>"$WORK/err"
+got=$?
+set -e
+assert_eq "$got" 137 "db shards add killed at rebalance_prepared"
+assert_eq "$(prepared | wc -l)" 1 "prepared moves after the kill"
+assert_eq "$(sql "SELECT count(*) FROM wh.shards")" 3 "shards after the killed add"
+totals
+assert_exit 0 px db shards add "${SURL[4]}"
+assert_eq "$(psql -X -At "${SURL[4]}" -c "SELECT count(*) FROM pg_prepared_xacts")$(prepared)" "0" "prepared transactions after the add"
+totals
+per_shard 4
+ok "db shards add after distribute, killed then rerun: 4 shards, each holding the rows of its hash remainder, the same rows as one node"
+
+# shard 5: killed after the coordinator committed the new layout: db shards
+# recover commits the moves
+set +e
+PX_TEST_KILL_AT=rebalance_committed px db shards add "${SURL[5]}" >"$WORK/out" 2>"$WORK/err"
+got=$?
+set -e
+assert_eq "$got" 137 "db shards add killed at rebalance_committed"
+n=$(for k in 1 2 3 4 5; do psql -X -At "${SURL[$k]}" -c "SELECT count(*) FROM pg_prepared_xacts"; done | paste -sd+ | bc)
+assert_eq "$n" 5 "prepared moves after the kill (one per shard)"
+assert_exit 0 px db shards recover --json
+assert_eq "$(cat "$WORK/out")" '{"shards":5,"committed":5,"rolled_back":0}' "recover"
+totals
+per_shard 5
+ok "db shards add killed after its commit: db shards recover completes the move (5 shards)"
+
+# a load after the adds goes to the new layout; features equal one node's
+px generate --patients 100 --seed 70 --out "$WORK/b7.gen" >/dev/null
+mkdir -p "$WORK/b7"
+cp "$WORK/b7.gen/facilities.csv" "$WORK/b7.gen/providers.csv" "$WORK/b7/"
+for f in patients encounters diagnoses procedures; do
+    sed -E 's/\bP([0-9]{8})\b/P\1b7/g; s/\bE([0-9]{9})\b/E\1b7/g' "$WORK/b7.gen/$f.csv" >"$WORK/b7/$f.csv"
+done
+assert_exit 0 load b7
+PROGNOS_HOME=$REF px etl load --format canonical --source "$WORK/b7" --quiet >/dev/null
+totals
+per_shard 5
+PROGNOS_HOME=$REF px features build >/dev/null
+px features build >/dev/null
+for t in features.readmission features.mortality features.los; do
+    dump "$RURL" "SELECT * FROM $t" "$WORK/ref.$t.csv"
+    dump "$U" "SELECT * FROM $t" "$WORK/coord.$t.csv"
+    [ -s "$WORK/ref.$t.csv" ] || fail "$t is empty"
+    cmp -s "$WORK/ref.$t.csv" "$WORK/coord.$t.csv" || fail "$t differs from one node: $(diff "$WORK/ref.$t.csv" "$WORK/coord.$t.csv" | head -4)"
+done
+ok "a batch loaded over 5 shards; every feature row equals one node's ($(cat "$WORK"/ref.features.*.csv | wc -l) rows)"
