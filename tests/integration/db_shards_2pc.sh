@@ -240,6 +240,10 @@ for f in patients encounters diagnoses procedures; do
 done
 assert_exit 0 load b7
 PROGNOS_HOME=$REF px etl load --format canonical --source "$WORK/b7" --quiet >/dev/null
+# and the SynPUF format's loader (its own SQL merge) over the shards
+assert_exit 0 px etl load --format synpuf --source "$SYNPUF/sample-1" --quiet
+PROGNOS_HOME=$REF px etl load --format synpuf --source "$SYNPUF/sample-1" --quiet >/dev/null
+[ "$(sql "SELECT count(*) FROM wh.fact_encounter WHERE source = 'synpuf'")" -gt 100 ] || fail "no SynPUF stay on the shards"
 totals
 per_shard 5
 PROGNOS_HOME=$REF px features build >/dev/null
@@ -250,4 +254,4 @@ for t in features.readmission features.mortality features.los; do
     [ -s "$WORK/ref.$t.csv" ] || fail "$t is empty"
     cmp -s "$WORK/ref.$t.csv" "$WORK/coord.$t.csv" || fail "$t differs from one node: $(diff "$WORK/ref.$t.csv" "$WORK/coord.$t.csv" | head -4)"
 done
-ok "a batch loaded over 5 shards; every feature row equals one node's ($(cat "$WORK"/ref.features.*.csv | wc -l) rows)"
+ok "a canonical and a SynPUF batch loaded over 5 shards; every feature row equals one node's ($(cat "$WORK"/ref.features.*.csv | wc -l) rows)"
