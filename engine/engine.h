@@ -242,7 +242,8 @@ typedef struct px_shards_recovery {
  * loaded, else ROLLBACK PREPARED. locked: 1, the caller holds the ETL lock in
  * an open transaction (the loader); 0, this takes it in a transaction of its own,
  * waiting for a running load; -1, the same without waiting (rec->shards = -1
- * when a load runs: it resolves them itself). 0 (also without shards) or PX_E*. */
+ * when a load runs: it resolves them itself). Nothing (0) unless the fact tables
+ * are distributed. 0 or PX_E*. */
 int px_shards_recover(PGconn *c, int locked, px_shards_recovery *rec, px_err *e);
 /* For a transaction that reads the fact tables (the feature build, the marts;
  * KPI code may call it too): on a distributed warehouse, SET LOCAL

@@ -716,13 +716,17 @@ int px_shards_recover(PGconn *c, int locked, px_shards_recovery *rec, px_err *e)
     char *v = NULL;
     int rc = 0, in_tx = 0;
     memset(rec, 0, sizeof *rec);
-    if ((rc = px_db_value(c, e, "cannot read the schema", &v, "SELECT to_regclass('wh.shards') IS NOT NULL", 0,
-                          NULL)) != 0)
+    /* prepared transactions of ours exist only on the shards of a distributed
+     * warehouse (a single node with shards registered needs none of them up) */
+    if ((rc = px_db_value(c, e, "cannot read the schema", &v,
+                          "SELECT to_regclass('wh.shards') IS NOT NULL AND EXISTS (SELECT 1 FROM pg_partitioned_table"
+                          " WHERE partrelid = to_regclass('wh.fact_encounter') AND partstrat = 'h')",
+                          0, NULL)) != 0)
         return rc;
     int have = v && strcmp(v, "t") == 0;
     free(v);
     v = NULL;
-    if (!have) return 0; /* before migration 017: no shards */
+    if (!have) return 0;
     if (locked <= 0) {
         /* a load holds this lock from before its PREPAREs to after its commit here:
          * its prepared transactions are never taken for a killed load's */
