@@ -59,9 +59,9 @@ px etl load --format canonical --source "$WORK/b1" --quiet >/dev/null
 for k in 1 2 3; do assert_exit 0 px db shards add "${SURL[$k]}"; done
 assert_exit 0 px db shards distribute
 U=$(px db url)
-prepared() { # the px_* prepared transactions of every shard, one line each
+prepared() { # the prepared transactions of every shard, one line each
     local k
-    for k in 1 2 3; do psql -X -At "${SURL[$k]}" -c "SELECT $k || ' ' || gid FROM pg_prepared_xacts ORDER BY gid"; done
+    for k in "${!SURL[@]}"; do psql -X -At "${SURL[$k]}" -c "SELECT $k || ' ' || gid FROM pg_prepared_xacts ORDER BY gid"; done
 }
 stays() { sql "SELECT count(*) FROM wh.fact_encounter"; }
 load() { px etl load --format canonical --source "$WORK/$1" --quiet; }
@@ -254,4 +254,5 @@ for t in features.readmission features.mortality features.los; do
     [ -s "$WORK/ref.$t.csv" ] || fail "$t is empty"
     cmp -s "$WORK/ref.$t.csv" "$WORK/coord.$t.csv" || fail "$t differs from one node: $(diff "$WORK/ref.$t.csv" "$WORK/coord.$t.csv" | head -4)"
 done
+assert_eq "$(prepared)" "" "prepared transactions on the five shards at the end"
 ok "a canonical and a SynPUF batch loaded over 5 shards; every feature row equals one node's ($(cat "$WORK"/ref.features.*.csv | wc -l) rows)"
