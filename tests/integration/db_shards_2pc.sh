@@ -238,6 +238,12 @@ cp "$WORK/b7.gen/facilities.csv" "$WORK/b7.gen/providers.csv" "$WORK/b7/"
 for f in patients encounters diagnoses procedures; do
     sed -E 's/\bP([0-9]{8})\b/P\1b7/g; s/\bE([0-9]{9})\b/E\1b7/g' "$WORK/b7.gen/$f.csv" >"$WORK/b7/$f.csv"
 done
+# a shard that is down: the load fails before anything is stored, naming it
+PROGNOS_HOME="$WORK/shard1" px db stop >/dev/null
+assert_exit 1 load b7
+grep -q "cannot connect to shard px_shard_0" "$WORK/err" || fail "load with a shard down: $(cat "$WORK/err")"
+PROGNOS_HOME="$WORK/shard1" px db start >/dev/null
+ok "a load with a shard down fails, naming the shard"
 assert_exit 0 load b7
 PROGNOS_HOME=$REF px etl load --format canonical --source "$WORK/b7" --quiet >/dev/null
 # and the SynPUF format's loader (its own SQL merge) over the shards
