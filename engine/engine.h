@@ -229,6 +229,29 @@ typedef struct px_shards_result {
  * (patient_id) tables whose partitions are foreign tables on the shards, moving
  * every row there, in one transaction. PX_ENOTHING when already distributed. */
 int px_shards_distribute(PGconn *c, px_shards_result *r, px_err *e);
+/* A connection to the shard behind foreign server `server` (its libpq options,
+ * and the user mapping's user and password), or NULL with e set. */
+PGconn *px_shards_connect(PGconn *c, const char *server, px_err *e);
+typedef struct px_shards_recovery {
+    int shards;          /* shards looked at */
+    int committed;       /* in-doubt prepared transactions committed */
+    int rolled_back;     /* and rolled back */
+} px_shards_recovery;
+/* Resolves the prepared transactions px_<batch>_<shard> that a killed load left
+ * on the shards: COMMIT PREPARED when etl.batches here records the batch as
+ * loaded, else ROLLBACK PREPARED. locked: 1, the caller holds the ETL lock in
+ * an open transaction (the loader); 0, this takes it in a transaction of its own,
+ * waiting for a running load; -1, the same without waiting (rec->shards = -1
+ * when a load runs: it resolves them itself). Nothing (0) unless the fact tables
+ * are distributed. 0 or PX_E*. */
+int px_shards_recover(PGconn *c, int locked, px_shards_recovery *rec, px_err *e);
+/* For a transaction that reads the fact tables (the feature build, the marts;
+ * KPI code may call it too): on a distributed warehouse, SET LOCAL
+ * enable_partitionwise_aggregate and enable_partitionwise_join on, so that
+ * aggregates grouped by patient_id (the hash key) are pushed whole to the shards
+ * (postgres_fdw; PostgreSQL 15 pushes no partial aggregate: README, Scale-out).
+ * Nothing on a single node. Call inside the transaction. 0 or PX_EDB. */
+int px_shards_tune(PGconn *c, px_err *e);
 
 /* ---- pseudonymization -------------------------------------------------- */
 

@@ -218,6 +218,16 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
     char q[512];
     snprintf(q, sizeof q, "SELECT pg_advisory_xact_lock(%d)", PX_ETL_LOCK);
     if ((rc = px_db_exec(x.c, e, q)) != 0) goto out;
+    {
+        /* a load killed between its PREPAREs on the shards and their COMMIT
+         * PREPARED left them in doubt: resolved first (under the lock) */
+        px_shards_recovery rec;
+        if ((rc = px_shards_recover(x.c, 1, &rec, e)) != 0) goto out;
+        if (rec.committed + rec.rolled_back > 0)
+            px_buf_printf(&x.notes, "resolved %d prepared transactions an interrupted load left on the shards: %d "
+                          "committed, %d rolled back\n", rec.committed + rec.rolled_back, rec.committed,
+                          rec.rolled_back);
+    }
     /* which files were loaded before (checked under the lock) */
     int todo = 0;
     for (int i = 0; i < n; i++) {
@@ -261,6 +271,7 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
         PQclear(res);
     }
     if ((rc = open_spools(&x)) != 0) goto out;
+    if ((rc = etl_shards_begin(&x)) != 0) goto out;
     if (p->format == PX_FMT_FHIR) {
         if ((rc = etl_fhir_load(&x, inputs, n, r)) != 0) goto out;
     } else {
@@ -306,7 +317,10 @@ int px_etl_load(const px_config *cfg, const px_etl_params *p, px_etl_result *r, 
              " 'file', nullif($2, '')))",
              r->files_loaded, r->rows_read, r->rows_loaded, r->rows_rejected);
     if ((rc = etl_sql(&x, q, NULL, NULL)) != 0) goto out;
+    /* sharded: every shard's part prepared, then the decision here, then theirs */
+    if (x.shards && (rc = etl_shards_ship(&x)) != 0) goto out;
     if ((rc = px_db_exec(x.c, e, "COMMIT")) != 0) goto out;
+    if (x.shards) etl_shards_commit(&x);
     r->batch_id = x.batch;
     px_log(PX_LOG_INFO, "batch %lld committed: %d files, %lld read, %lld loaded, %lld rejected", x.batch,
            r->files_loaded, r->rows_read, r->rows_loaded, r->rows_rejected);
@@ -315,6 +329,7 @@ out:
         if (p->on_progress) p->on_progress(p->progress_arg, "failed", "", -1);
         px_log(PX_LOG_ERROR, "load of %s source failed: %s", fmt_name(p->format), e->msg);
     }
+    etl_shards_end(&x, rc != 0);
     if (rc != 0) record_failure(&x, srcname, started, r);
     if (x.notes.data) snprintf(r->notes, sizeof r->notes, "%s", x.notes.data);
     px_buf_release(&x.notes);

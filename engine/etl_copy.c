@@ -150,10 +150,23 @@ int etl_copy_spool(etl_ctx *x, FILE *f, const char *sql, long long *rows)
 PGresult *etl_exec(etl_ctx *x, const char *sql)
 {
     char bid[32];
+    px_buf sharded = {0};
     snprintf(bid, sizeof bid, "%lld", x->batch);
     const char *params[2] = {bid, x->in ? x->in->name : ""};
     int np = strstr(sql, "$2") ? 2 : strstr(sql, "$1") ? 1 : 0;
-    return PQexecParams(x->c, sql, np, NULL, params, NULL, NULL, 0);
+    /* a load into a distributed warehouse reads and writes the fact tables
+     * through its pending tables (shard_load.c) */
+    if (x->shards) {
+        int rw = etl_shard_sql(sql, &sharded);
+        if (rw < 0) {
+            px_buf_release(&sharded);
+            return NULL; /* PGRES_FATAL_ERROR to the caller */
+        }
+        if (rw > 0) sql = sharded.data;
+    }
+    PGresult *r = PQexecParams(x->c, sql, np, NULL, params, NULL, NULL, 0);
+    px_buf_release(&sharded);
+    return r;
 }
 
 int etl_sql(etl_ctx *x, const char *sql, long long *a, long long *b)

@@ -76,6 +76,7 @@ typedef struct etl_ctx {
     int enc_y0, enc_y1;   /* admission years whose load partitions exist before an encounters
                            * file is read: only those stays can take the direct path */
     px_buf notes;         /* warnings for the operator (px_etl_result.notes) */
+    struct etl_shards *shards; /* a load into a distributed warehouse (shard_load.c), else NULL */
     unsigned char enc_years[10000]; /* 1 for each admission year of this batch's staged encounters */
     /* current file */
     etl_input *in;
@@ -221,6 +222,24 @@ void etl_fhir_skipped_json(const etl_fhir *f, int file, px_buf *b);
 /* Resources of input file skipped for a code system other than ICD. */
 long long etl_fhir_unmapped(const etl_fhir *f, int file);
 void etl_fhir_free(etl_fhir *f); /* accepts NULL */
+
+/* ---- loads into a distributed warehouse (shard_load.c) ---------------------- */
+/* When the fact tables are distributed: the session's pending tables and
+ * views, and a connection to every shard (x->shards); else nothing. */
+int etl_shards_begin(etl_ctx *x);
+/* The loader's SQL for a sharded load: wh.fact_<t> read as px_fact_<t> (the
+ * shards' rows and the batch's pending ones), INSERT INTO wh.fact_<t> into
+ * px_pending_<t>. Writes sql rewritten to out; 1 if it changed, 0 if not, <0
+ * (PX_ENOMEM) on failure. */
+int etl_shard_sql(const char *sql, px_buf *out);
+/* Sends each shard its part of the batch and PREPAREs it (px_<batch>_<shard>);
+ * the caller then commits the batch, then calls etl_shards_commit. */
+int etl_shards_ship(etl_ctx *x);
+/* COMMIT PREPARED on every shard (after the coordinator committed). */
+void etl_shards_commit(etl_ctx *x);
+/* Closes the shard connections; failed: the batch did not commit, prepared
+ * parts are rolled back (unless the coordinator's outcome is unknown). */
+void etl_shards_end(etl_ctx *x, int failed);
 
 /* The input's rows: the caller sets x->read/rejected/loaded; this records
  * etl.batch_files and checks read = loaded + rejected. */

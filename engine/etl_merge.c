@@ -315,11 +315,10 @@ int etl_canonical_merge(etl_ctx *x, int tab, long long direct, long long spooled
         if (before[0] == 't' || rejected) rc = for_rows(x, sql_patients_sql, mark_sql_patient);
         break;
     case PX_TAB_ENCOUNTERS: {
-        char earlier[8] = "";
-        if ((rc = px_db_scalar(x->c, x->e, earlier, sizeof earlier, "SELECT EXISTS (SELECT 1 FROM wh.fact_encounter)")) != 0)
-            break;
+        long long earlier = 0;
+        if ((rc = etl_sql(x, "SELECT EXISTS (SELECT 1 FROM wh.fact_encounter)::int", &earlier, NULL)) != 0) break;
         long long rej0 = x->rejected;
-        if (earlier[0] == 't' && (rc = for_rows(x, prior_encounters_sql, reject_prior)) != 0) break;
+        if (earlier && (rc = for_rows(x, prior_encounters_sql, reject_prior)) != 0) break;
         dups = x->rejected - rej0;
         loaded = direct - dups;
         if (spooled > 0) {

@@ -107,6 +107,19 @@ bool px_icd10_pcs_valid(const char *s, size_t len);
 /* Writes the code without dot, upper-cased, into out (>= 16 bytes); returns length or -1. */
 int px_icd_normalize(const char *s, size_t len, char *out);
 
+/* ---- COPY between two servers (shards.c) --------------------------------- */
+
+/* Runs out_sql (a COPY ... TO STDOUT) on from and streams its data into in_sql
+ * (a COPY ... FROM STDIN) on to, in the same format; *rows gets the count to
+ * reports. Both connections are usable afterwards (the copy out is read to its
+ * end even when the other side failed). 0 or PX_EDB with e set. */
+int px_copy_pipe(PGconn *from, const char *out_sql, PGconn *to, const char *in_sql, long long *rows, px_err *e);
+
+/* PX_TEST_KILL_AT=point: the process SIGKILLs itself at that named point of a
+ * two-phase commit (shard_load.c lists them; tests of recovery). Unset or
+ * another point: nothing. */
+void px_test_kill_point(const char *point);
+
 /* ---- COPY text encoding -------------------------------------------------- */
 
 /* px_buf (growable byte buffer) is declared in engine/engine.h. */

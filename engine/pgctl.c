@@ -158,15 +158,27 @@ static int write_server_conf(const px_config *cfg, const char *data, const char 
     FILE *f = fopen(path, "r");
     if (f) { /* written already (a crash between initdb and here must not leave TCP + trust) */
         int done = 0;
-        while (!done && fgets(line, sizeof line, f)) done = strncmp(line, "# written by prognos", 20) == 0;
+        int twopc = 0;
+        while (fgets(line, sizeof line, f)) {
+            done |= strncmp(line, "# written by prognos", 20) == 0;
+            twopc |= strncmp(line, "max_prepared_transactions", 25) == 0;
+        }
         fclose(f);
-        if (done) return 0;
+        if (done && twopc) return 0;
+        if (done) { /* a cluster made before sharded loads: add what they need (applies at the next start) */
+            if (!(f = fopen(path, "a"))) return px_err_set(e, PX_EIO, "cannot write '%s': %s", path, strerror(errno));
+            fprintf(f, "max_prepared_transactions = 10\n");
+            if (fclose(f) != 0) return px_err_set(e, PX_EIO, "cannot write '%s'", path);
+            return 0;
+        }
     }
     f = fopen(path, "a");
     if (!f) return px_err_set(e, PX_EIO, "cannot write '%s': %s", path, strerror(errno));
     /* Unix socket only; sized for one analytics workload on a small machine.
      * wal_level=minimal: no replication from an embedded cluster, less WAL on loads.
-     * log_min_error_statement=panic: a failed statement's text is never logged. */
+     * log_min_error_statement=panic: a failed statement's text is never logged.
+     * max_prepared_transactions: a cluster that is a shard of a sharded warehouse
+     * takes each load's part with two-phase commit (engine/shard_load.c). */
     fprintf(f,
             "# written by prognos db init\n"
             "listen_addresses = ''\n"
@@ -178,6 +190,7 @@ static int write_server_conf(const px_config *cfg, const char *data, const char 
             "max_wal_size = '8GB'\n"
             "checkpoint_timeout = '30min'\n"
             "wal_level = minimal\n"
+            "max_prepared_transactions = 10\n"
             "max_wal_senders = 0\n"
             "wal_compression = on\n"
             "log_min_error_statement = panic\n"

@@ -175,6 +175,7 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
     in_tx = 1;
     /* big hash aggregates and joins; JIT compiles for longer than these queries run */
     if ((rc = exec_step(c, e, "settings", name, "SET LOCAL work_mem = '256MB'; SET LOCAL jit = off")) != 0) goto out;
+    if ((rc = px_shards_tune(c, e)) != 0) goto out; /* a sharded warehouse: per-shard aggregates */
     /* stays that lost their diagnoses or procedures to retention would give partial features */
     if ((rc = px_retention_check_partial(c, "features build", e)) != 0) goto out;
 

@@ -35,6 +35,7 @@ int px_feat_marts_build(PGconn *c, px_feat_marts_result *r, px_err *e)
         goto out;
     in_tx = 1;
     if ((rc = px_db_exec(c, e, "SET LOCAL work_mem = '256MB'; SET LOCAL jit = off")) != 0) goto out;
+    if ((rc = px_shards_tune(c, e)) != 0) goto out; /* a sharded warehouse: per-shard aggregates */
     if ((rc = px_retention_check_partial(c, "features build --set marts", e)) != 0) goto out;
     {
         PGresult *res = PQexec(c, feat_sql_marts);

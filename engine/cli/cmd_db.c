@@ -15,7 +15,8 @@ static const char usage[] =
     "  init      create PROGNOS_HOME, the pseudonymization key (mode 0600), the model\n"
     "            signing key pair (signing.key, signing.pub), the embedded PostgreSQL\n"
     "            cluster and the warehouse schema; safe to run again\n"
-    "  start     start the embedded server (Unix socket in $PROGNOS_HOME/pg/run, no TCP)\n"
+    "  start     start the embedded server (Unix socket in $PROGNOS_HOME/pg/run, no TCP);\n"
+    "            a sharded warehouse's in-doubt loads are then resolved (db shards recover)\n"
     "  stop      stop the embedded server\n"
     "  status    say whether the server runs and which migrations are applied\n"
     "  migrate   apply pending schema migrations (idempotent)\n"
@@ -122,6 +123,18 @@ int cmd_db(int argc, char **argv)
     if (strcmp(sub, "start") == 0) {
         if (px_pg_start(&cfg, &e) != 0) return px_cli_fail(&e);
         printf("embedded server running\n");
+        /* a sharded warehouse: prepared transactions a killed load left on the
+         * shards are resolved (a shard that is down is only reported) */
+        char url[13000];
+        PGconn *c = px_pg_url(&cfg, url, sizeof url, &e) == 0 ? px_db_connect_url(url, &e) : NULL;
+        px_shards_recovery rec = {0};
+        if (c && px_shards_recover(c, -1, &rec, &e) != 0)
+            fprintf(stderr, "warning: in-doubt loads on the shards not resolved: %s%s%s (prognos db shards recover)\n",
+                    e.msg, e.detail[0] ? ": " : "", e.detail);
+        else if (rec.committed + rec.rolled_back > 0)
+            printf("shards: %d in-doubt prepared transactions of an interrupted load committed, %d rolled back\n",
+                   rec.committed, rec.rolled_back);
+        if (c) PQfinish(c);
         return PX_EXIT_OK;
     }
     if (strcmp(sub, "stop") == 0) {

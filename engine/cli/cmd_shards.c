@@ -9,6 +9,7 @@ static const char usage[] =
     "usage: prognos db shards add URI [--json]\n"
     "       prognos db shards distribute [--json]\n"
     "       prognos db shards list [--json]\n"
+    "       prognos db shards recover [--json]\n"
     "\n"
     "A sharded warehouse over postgres_fdw (README, Scale-out): the fact tables\n"
     "hash-partitioned by patient, each partition a foreign table on a shard; the\n"
@@ -18,13 +19,28 @@ static const char usage[] =
     "            server (13+); its schema px_shard gets the empty fact tables, this\n"
     "            database a foreign server px_shard_N and a user mapping (the URI's\n"
     "            user and password). Needs a superuser here (CREATE EXTENSION\n"
-    "            postgres_fdw) and refuses a shard whose tables hold rows.\n"
+    "            postgres_fdw) and refuses a shard whose tables hold rows. After\n"
+    "            distribute the new shard takes its share: the fact tables are\n"
+    "            re-partitioned to one more hash remainder (shard k of n holds\n"
+    "            remainder k of modulus n) and the rows of other remainders move\n"
+    "            between shards in one two-phase commit (pxs_<new>_<shard>); loads\n"
+    "            and feature builds wait meanwhile.\n"
     "distribute  move every row of a single-node warehouse to the shards, in one\n"
     "            transaction: wh.fact_* become PARTITION BY HASH (patient_id) tables\n"
-    "            of foreign partitions. Features, marts and KPIs then run unchanged.\n"
-    "            Not built yet: loads into a distributed warehouse (refused, by name),\n"
-    "            adding shards afterwards, retention on shards.\n"
+    "            of foreign partitions. Features, marts and KPIs then run unchanged;\n"
+    "            prognos etl load writes each batch to the shards, atomically (two-\n"
+    "            phase commit: PREPARE TRANSACTION 'px_<batch>_<shard>' on every\n"
+    "            shard, the batch committed here, then COMMIT PREPARED).\n"
+    "            Not built: retention on shards.\n"
     "list        the shards: number, foreign server, connection (no password)\n"
+    "recover     resolve the prepared transactions a killed load (px_*) or add\n"
+    "            (pxs_*) left on the shards: committed when this database recorded\n"
+    "            the batch (etl.batches) or the shard (wh.shards), else rolled back\n"
+    "            (waits for a running load). etl load, db start and add do the same\n"
+    "            first.\n"
+    "\n"
+    "Shards need max_prepared_transactions > 0 (add refuses one without; the\n"
+    "embedded clusters of prognos db init have 10).\n"
     "\n"
     "Exit codes: 0 ok, 1 failed, 2 usage error, 3 distribute: already distributed.\n";
 
@@ -36,7 +52,8 @@ int cmd_db_shards(int argc, char **argv)
     }
     const char *sub = argv[1], *uri = NULL;
     int json = 0;
-    if (strcmp(sub, "add") != 0 && strcmp(sub, "distribute") != 0 && strcmp(sub, "list") != 0)
+    if (strcmp(sub, "add") != 0 && strcmp(sub, "distribute") != 0 && strcmp(sub, "list") != 0 &&
+        strcmp(sub, "recover") != 0)
         return px_cli_usage_error("db shards", "unknown subcommand '%s'", sub);
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) json = 1;
@@ -71,6 +88,15 @@ int cmd_db_shards(int argc, char **argv)
             printf("distributed to %d shards: %lld stays, %lld diagnoses, %lld procedures\n", r.shards, r.rows[0],
                    r.rows[1], r.rows[2]);
         }
+    } else if (strcmp(sub, "recover") == 0) {
+        px_shards_recovery rec;
+        if (px_shards_recover(c, 0, &rec, &e) != 0) rc = px_cli_fail(&e);
+        else if (json)
+            printf("{\"shards\":%d,\"committed\":%d,\"rolled_back\":%d}\n", rec.shards, rec.committed,
+                   rec.rolled_back);
+        else
+            printf("%d shards: %d in-doubt prepared transactions committed, %d rolled back\n", rec.shards,
+                   rec.committed, rec.rolled_back);
     } else {
         PGresult *r = NULL;
         if (px_db_query(c, &e, "cannot read the shards", &r,
