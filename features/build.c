@@ -171,6 +171,12 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
     snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%d)", PX_FEAT_LOCK);
     if ((rc = exec_step(c, e, "locking", name, lock)) != 0) goto out;
     locked = 1;
+    /* a sharded warehouse: a killed load's batch, recorded here but still
+     * prepared on some shard, is committed first (else its rows would be missing) */
+    {
+        px_shards_recovery rec;
+        if ((rc = px_shards_recover(c, 0, &rec, e)) != 0) goto out;
+    }
     if ((rc = exec_step(c, e, "BEGIN", name, "BEGIN ISOLATION LEVEL REPEATABLE READ")) != 0) goto out;
     in_tx = 1;
     /* big hash aggregates and joins; JIT compiles for longer than these queries run */

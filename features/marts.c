@@ -30,6 +30,10 @@ int px_feat_marts_build(PGconn *c, px_feat_marts_result *r, px_err *e)
                           NULL)) != 0)
         goto out;
     locked = 1;
+    {
+        px_shards_recovery rec;   /* a killed load's prepared rows first (a sharded warehouse) */
+        if ((rc = px_shards_recover(c, 0, &rec, e)) != 0) goto out;
+    }
     if ((rc = px_db_query(c, e, "cannot build the marts: BEGIN failed", NULL,
                           "BEGIN ISOLATION LEVEL REPEATABLE READ", 0, NULL)) != 0)
         goto out;

@@ -756,6 +756,10 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
         return px_err_set(e, PX_EINVAL, "bad KPI parameters (periods, conf or min_cases)");
     char lock[64];
     snprintf(lock, sizeof lock, "SELECT pg_advisory_xact_lock(%d)", PX_KPI_LOCK);
+    /* a sharded warehouse: a killed load's batch still prepared on a shard is
+     * resolved first, so that the stays read below are the recorded batches' */
+    px_shards_recovery rec;
+    if ((rc = px_shards_recover(c, 0, &rec, e)) != 0) return rc;
     if ((rc = px_db_query(c, e, "cannot begin the KPI run", NULL, "BEGIN ISOLATION LEVEL REPEATABLE READ", 0,
                           NULL)) != 0)
         goto out;
