@@ -1,0 +1,34 @@
+#!/usr/bin/python3
+"""cpu_of.py PGDATA OUT CMD...: runs CMD (its standard output to the file OUT) and
+prints three numbers: the CPU seconds of CMD and its children, the CPU seconds the
+PostgreSQL cluster of PGDATA spent meanwhile (the postmaster's children, parallel
+workers included, and those it reaped), and the wall seconds. On a machine that
+other jobs load, CPU seconds compare two runs where wall time does not (wall time
+there mostly measures the other jobs); the cluster's figure includes its
+background processes (checkpointer, autovacuum) over the same interval."""
+import glob, os, resource, subprocess, sys, time
+
+pgdata, out, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
+pm = int(open(os.path.join(pgdata, "postmaster.pid")).readline())
+tck = os.sysconf("SC_CLK_TCK")
+
+
+def cluster():
+    tot = 0
+    for d in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            st = open(d).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(st[1]) == pm or d == f"/proc/{pm}/stat":
+            tot += sum(int(x) for x in st[11:15])   # utime stime cutime cstime
+    return tot / tck
+
+
+c0, t0, r0 = cluster(), time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(out, "w") as f:
+    rc = subprocess.run(cmd, stdout=f).returncode
+r1, t1, c1 = resource.getrusage(resource.RUSAGE_CHILDREN), time.time(), cluster()
+if rc:
+    sys.exit(rc)
+print(f"{r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime:.2f} {c1 - c0:.2f} {t1 - t0:.2f}")
