@@ -8,7 +8,7 @@
 # and libmicrohttpd's read buffer must all have been wiped.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
-setup_model 2000 51
+setup_model 4000 21
 READ=$(new_key read); PRED=$(new_key predict)
 # ids of encounters in the feature table (their pseudonyms find the rows)
 "$PY" - "$PROGNOS_HOME/secret.key" "$WORK/a/encounters.csv" >"$WORK/pseudo.sql" <<'PYEOF'
