@@ -16,7 +16,9 @@ The set is chosen greedily (most new units per CPU-second first) among the tests
 that are not label `slow`; the unit and fuzz-smoke tests are always in it. It prints
 each test's units, the chosen set with what each adds, the tests left out (every unit
 they reach is reached by the set), and the units only `slow` tests reach, if any.
-PX_COVER_REUSE=1 analyses the counts of the last run again (another CPU_TABLE).
+PX_COVER_REUSE=1 analyses the counts of the last run again (another CPU_TABLE);
+PX_COVER_ONLY=REGEX runs the matching tests again (and the fixture setups), keeping the
+counts of the others.
 A server stopped with SIGKILL writes no counts (gcov writes at exit): the lines
 only such a process reaches are not seen here.
 """
@@ -44,7 +46,8 @@ def main():
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = os.path.join(build, "cover-per-test")
     reuse = os.environ.get("PX_COVER_REUSE") == "1"
-    if not reuse:
+    only = re.compile(os.environ["PX_COVER_ONLY"]) if os.environ.get("PX_COVER_ONLY") else None
+    if not reuse and not only:
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
     strip = len([p for p in build.split("/") if p])
@@ -74,6 +77,10 @@ def main():
     setup = [t for t in tests if "FIXTURES_SETUP" in t[4]]
     clean = [t for t in tests if "FIXTURES_CLEANUP" in t[4]]
     rest = [t for t in tests if t not in setup and t not in clean]
+    if only:   # PX_COVER_ONLY=REGEX: these tests run again, the others' counts are kept
+        rest = [t for t in rest if only.search(t[0])]
+        for t in setup + rest:
+            shutil.rmtree(os.path.join(out, t[0]), ignore_errors=True)
     if not reuse:   # PX_COVER_REUSE=1: the counts of the last run, analysed again
         with ThreadPoolExecutor(jobs) as ex:
             rcs = list(ex.map(run, setup)) + list(ex.map(run, rest))
