@@ -32,6 +32,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 
+def slow_names(labels):
+    return {n for n, l in labels.items() if "slow" in l}
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -140,6 +144,14 @@ def main():
     print("\nunits reached (lines executed + branches taken), by test:")
     for n in sorted(cov, key=lambda n: -len(cov[n])):
         print("%8d  %-32s %s" % (len(cov[n]), n, ",".join(labels[n])))
+    print("\nunits only one test reaches (not counting `slow` tests), by test:")
+    for n in sorted(cov, key=lambda n: -cost.get(n, 1.0)):
+        if n in slow_names(labels):
+            continue
+        others = set().union(*(cov[m] for m in cov if m != n and "slow" not in labels[m]))
+        mine = sorted(cov[n] - others)
+        if mine:
+            print("  %-32s %5d  e.g. %s" % (n, len(mine), " ".join(":".join(map(str, u)) for u in mine[:6])))
     allu = set().union(*cov.values())
     slow = {n for n in cov if "slow" in labels[n]}
     fixture = {n for n in cov if "fixture" in labels[n]}
