@@ -9,7 +9,7 @@ PACKAGES=(gcc make cmake pkg-config libc6-dev
           libpq-dev libgsl-dev libsvm-dev libssl-dev libcjson-dev libmicrohttpd-dev
           postgresql-15 postgresql-client-15 postgresql-15-partman zlib1g-dev python3 util-linux bc
           jupyter-nbconvert python3-ipykernel python3-nbformat python3-nbclient jupyter-client
-          python3-pandas python3-numpy python3-matplotlib python3-psycopg2 python3-jsonschema
+          python3-pandas python3-numpy python3-pil python3-matplotlib python3-psycopg2 python3-jsonschema
           chromium curl nginx systemd openssl iproute2)
 
 missing=()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test.sh: the project's test command. Installs what is missing, builds the
 # normal and the ASan+UBSan trees, and runs every test (unit and integration,
-# the latter on real embedded PostgreSQL clusters) in the first and all but the
-# statistical long runs (label slow) in the second. The two passes run at the same
+# the latter on real embedded PostgreSQL clusters) in the first, and in the second
+# a set of tests that reaches every C line and branch the suite reaches (all but the
+# labels slow and asan_redundant; tests/README.md). The two passes run at the same
 # time (one ctest each): a test spends much of its time waiting (PostgreSQL writing
 # and syncing, a server's deadline running out), and the other pass's tests use the
 # CPU meanwhile. The normal pass prints as it goes; the ASan pass's output follows
@@ -26,14 +27,16 @@ case "$passes" in normal|asan|both) ;; *) echo "test.sh: PX_TEST_PASSES is norma
 start=$SECONDS
 echo "== $(date -u '+%F %T') UTC, load: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores, $jobs tests at once per pass"
 
-# the ASan+UBSan build runs all but the statistical long runs (label `slow`, see
-# tests/CMakeLists.txt: what the ASan pass covers and why)
+# the ASan+UBSan build runs all but the statistical long runs (label `slow`) and the
+# integration tests whose C lines and branches the others already reach (label
+# `asan_redundant`, chosen by tests/cover_per_test.py): see tests/README.md, "The ASan
+# pass", for what it covers and why
 asan_pid=""
 if [ "$passes" != normal ]; then
     mkdir -p build-asan/Testing
     rm -f build-asan/Testing/test-pass.rc
-    (cd build-asan && ctest --output-on-failure -j"$jobs" --timeout 3600 -LE slow "$@" \
-        >Testing/test-pass.log 2>&1; echo "$?" >Testing/test-pass.rc) &
+    (cd build-asan && ctest --output-on-failure -j"$jobs" --timeout 3600 -LE '^(slow|asan_redundant)$' "$@" \
+        >Testing/test-pass.log 2>&1; echo "$?" >Testing/test-pass.rc; echo "$((SECONDS - start))" >Testing/test-pass.secs) &
     asan_pid=$!
 fi
 # stop the other pass when this command is interrupted
@@ -47,8 +50,9 @@ if [ "$passes" != asan ]; then
 fi
 if [ -n "$asan_pid" ]; then
     wait "$asan_pid" || true
-    echo "== tests in build-asan (not label slow)"
+    echo "== tests in build-asan (not labels slow, asan_redundant)"
     cat build-asan/Testing/test-pass.log
+    echo "== build-asan: $(cat build-asan/Testing/test-pass.secs 2>/dev/null) s"
     [ "$(cat build-asan/Testing/test-pass.rc 2>/dev/null)" = 0 ] || status=1
 fi
 echo "== $((SECONDS - start)) s in all; load now: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """cpu_per_test.py BUILD_DIR [JOBS [REGEX [EXCLUDE_LABEL]]]: the CPU time of each ctest test.
 
+EXCLUDE_LABEL is a regular expression, as ctest's -LE: a test with a label it matches
+(in full) is left out; `slow|asan_redundant` gives the ASan pass of scripts/test.sh.
+
 Runs the tests of a build tree as ctest would (its commands, working directories and
 environments; the fixture setups first, the cleanups last), JOBS at a time (default 2),
 each under a child subreaper (prctl PR_SET_CHILD_SUBREAPER), so that the CPU time of
@@ -47,12 +50,12 @@ def main():
     build = sys.argv[1]
     jobs = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     rx = re.compile(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] not in ("", "-") else None
-    excl = sys.argv[4] if len(sys.argv) > 4 else None
+    excl = re.compile(sys.argv[4]) if len(sys.argv) > 4 else None
     d = json.loads(subprocess.check_output(["ctest", "--show-only=json-v1"], cwd=build))
     tests = []
     for t in d["tests"]:
         p = {x["name"]: x["value"] for x in t.get("properties", [])}
-        if excl and excl in p.get("LABELS", []):
+        if excl and any(excl.fullmatch(x) for x in p.get("LABELS", [])):
             continue
         env = dict(os.environ)
         for kv in p.get("ENVIRONMENT", []):

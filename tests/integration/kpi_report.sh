@@ -106,48 +106,17 @@ render "$WORK/month.html" "$WORK/month.png" "$WORK/month.dom"
 sql "SELECT period, measure, unit_type, unit, n, observed, expected, rate, rate_lo, rate_hi, expected_rate, oe, oe_lo, oe_hi,
             rsr, eb_rate, flag, suppressed FROM kpi.results WHERE run_id = $run AND period IN ('2023', '$month')
             AND period_kind IN ('year', 'month')" > "$WORK/results.txt"
-python3 - "$WORK" "$month" <<'PY'
-import csv, json, struct, sys, zlib
+python3 - "$WORK" "$month" "$(dirname "$0")" <<'PY'
+import csv, json, subprocess, sys
 from html.parser import HTMLParser
-work, month = sys.argv[1], sys.argv[2]
+work, month, here = sys.argv[1], sys.argv[2], sys.argv[3]
 fail = []
 
 def png_nonwhite(path):
-    data = open(path, "rb").read()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    pos, idat, w = 8, b"", None
-    while pos < len(data):
-        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + n]
-        if kind == b"IHDR":
-            w, h, depth, ctype = struct.unpack(">IIBB", body[:10])
-            assert depth == 8 and ctype in (2, 6), f"unexpected PNG format {depth}/{ctype}"
-            bpp = 3 if ctype == 2 else 4
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + n
-    raw = zlib.decompress(idat)
-    stride = w * bpp
-    prev = bytearray(stride)
-    nonwhite = 0
-    for y in range(h):
-        f = raw[y * (stride + 1)]
-        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        if f == 1:
-            for i in range(bpp, stride): line[i] = (line[i] + line[i - bpp]) & 255
-        elif f == 2:
-            for i in range(stride): line[i] = (line[i] + prev[i]) & 255
-        elif f == 3:
-            for i in range(stride): line[i] = (line[i] + ((line[i - bpp] if i >= bpp else 0) + prev[i]) // 2) & 255
-        elif f == 4:
-            for i in range(stride):
-                a = line[i - bpp] if i >= bpp else 0; b = prev[i]; c = prev[i - bpp] if i >= bpp else 0
-                p = a + b - c; pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-        for i in range(0, stride, bpp):
-            if line[i] < 240 or line[i + 1] < 240 or line[i + 2] < 240: nonwhite += 1
-        prev = line
-    return nonwhite, w * h
+    # (Pillow and numpy: tests/integration/png_magenta.py, under Debian's python)
+    out = subprocess.run(["/usr/bin/python3", f"{here}/png_magenta.py", "--nonwhite", path],
+                         check=True, capture_output=True, text=True).stdout.split()
+    return int(out[0]), int(out[1])
 
 for name in ("year", "month"):
     nw, total = png_nonwhite(f"{work}/{name}.png")
@@ -266,7 +235,7 @@ shot() { # html png width height
         --hide-scrollbars --window-size="$3,$4" --screenshot="$2" "file://$1" >/dev/null 2>"$2.log" \
         || fail "chromium could not render $1: $(tail -5 "$2.log")"
 }
-magenta() { python3 "$(dirname "$0")/png_magenta.py" "$1"; } # png -> count of magenta pixels
+magenta() { /usr/bin/python3 "$(dirname "$0")/png_magenta.py" "$1"; } # png -> count of magenta pixels
 first_screen() { # html label
     sed "s|</head>|<style>#first-screen-end{height:6px;background:#ff00ff}</style></head>|" "$1" >"$WORK/fs-end.html"
     sed "s|</head>|<style>#methods{background:#ff00ff}</style></head>|" "$1" >"$WORK/fs-methods.html"

@@ -93,7 +93,7 @@ timeout 900 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --n
     --hide-scrollbars --enable-logging=stderr --v=0 --window-size=1280,800 --screenshot="$WORK/fs.png" "file://$WORK/fs.html" \
     >/dev/null 2>"$WORK/fs.log" || fail "chromium could not render: $(tail -5 "$WORK/fs.log")"
 if grep -hE "CONSOLE|Uncaught|Refused to" "$WORK/fs.log"; then fail "the page logged errors"; fi
-hits=$(python3 "$(dirname "$0")/png_magenta.py" "$WORK/fs.png" 1280 800) || fail "the screenshot is not 1280x800"
+hits=$(/usr/bin/python3 "$(dirname "$0")/png_magenta.py" "$WORK/fs.png" 1280 800) || fail "the screenshot is not 1280x800"
 [ "$hits" -ge 1000 ] || fail "the end of the flagged units is not on the first screen ($hits marker pixels)"
 echo "first screen: $hits marker pixels"
 ok "the many-facility report renders; its first screen ends with the flagged units"

@@ -72,6 +72,10 @@ echo "$$ $(proc_start $$)" >"$WORK/owner"
 export PROGNOS_HOME="$WORK/home"
 unset PROGNOS_DB PROGNOS_KEY_FILE
 
+# Debian's python3, whose modules scripts/setup.sh installs (numpy, psycopg2, jsonschema,
+# Pillow); a python3 found earlier in PATH (a pyenv shim) costs 0.1 s of CPU a call
+[ -x /usr/bin/python3 ] && { python3() { /usr/bin/python3 "$@"; }; export -f python3; }
+
 px() { "$PROGNOS_BIN" "$@"; }
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$(px db url)" -c "$1"; }
 

@@ -10,7 +10,7 @@
 #   reload is refused a revoked API key stops working within the poll interval.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
-setup_model 2000 31
+setup_model 4000 21
 d1="$PROGNOS_HOME/registry/readmission/1"
 cp -a "$d1" "$WORK/v1.good"
 restore() { rm -rf "$d1"; cp -a "$WORK/v1.good" "$d1"; }

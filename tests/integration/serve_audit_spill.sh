@@ -12,7 +12,7 @@
 #   the whole chunks before it are written.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
-setup_model 2000 41
+setup_model 4000 21
 sql "SELECT json_agg(t) FROM (SELECT * FROM features.readmission ORDER BY encounter_id LIMIT 50) t" >"$WORK/rows.json"
 READ=$(new_key read); PRED=$(new_key predict)
 SPILL="$PROGNOS_HOME/audit/spill.bin"

@@ -22,7 +22,7 @@ CLEANUP_HOOKS+=(hostile_cleanup)
 # the attack's 1,000 sockets and the server's 512 (plus what they hold) in one process tree
 [ "$(ulimit -n)" -ge 4096 ] || ulimit -n 4096 2>/dev/null || fail "the descriptor limit $(ulimit -n) is below 4096 (ulimit -n 4096)"
 
-setup_model 3000 21
+setup_model 4000 21
 READ=$(new_key read); PRED=$(new_key predict hostile)
 sql "SELECT json_agg(t) FROM (SELECT * FROM features.readmission ORDER BY encounter_id LIMIT 5) t" >"$WORK/rows.json"
 

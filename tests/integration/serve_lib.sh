@@ -11,6 +11,7 @@ SERVE_PID=""
 setup_model() { # patients seed
     if restore_home "serve-${1:-3000}-${2:-21}"; then
         px generate --patients "${1:-3000}" --seed "${2:-21}" --out "$WORK/a" >/dev/null
+        px db start >/dev/null   # (the fixture is a stopped cluster; psql does not start it)
     else
         build_model_home "${1:-3000}" "${2:-21}"
     fi

@@ -15,7 +15,7 @@ nginx_cleanup() {
 }
 CLEANUP_HOOKS+=(nginx_cleanup)
 
-setup_model 3000 21
+setup_model 4000 21
 READ=$(new_key read); PRED=$(new_key predict proxy)
 sql "SELECT json_agg(t) FROM (SELECT * FROM features.readmission ORDER BY encounter_id LIMIT 5) t" >"$WORK/rows.json"
 start_server

@@ -24,7 +24,7 @@ setup_model 4000 21
 px generate --patients 3000 --seed 22 --out "$WORK/b" >/dev/null
 fresh_ids "$WORK/b" N
 px etl load --format canonical --source "$WORK/b" --quiet >/dev/null
-px train --model readmission --accept-failed-gates >/dev/null
+px train --model readmission --accept-failed-gates --hier-boot 0 >/dev/null
 assert_eq "$(sql "SELECT version FROM registry.aliases WHERE name = 'readmission' AND alias = 'champion'")" 1 "champion before"
 READ=$(new_key read); PRED=$(new_key predict replicas)
 sql "SELECT json_agg(t) FROM (SELECT * FROM features.readmission ORDER BY encounter_id LIMIT 40) t" >"$WORK/rows.json"

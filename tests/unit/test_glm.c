@@ -110,6 +110,59 @@ static void test_reference(void)
     fx_ref_free(&rr);
 }
 
+/* The multi-threaded pass (each thread needs MIN_ROWS_PER_THREAD rows, 16384: only
+ * large data take it, so no other test but the slow ones reaches it, and those are not
+ * in the ASan pass): the fixture's rows copied 12 times (36,000 rows, two threads).
+ * Copies leave the MLE where R puts it and divide the SEs by sqrt(12); two threads
+ * agree with one to rounding, and the same thread count gives the same bits. */
+static void test_threads_large(void)
+{
+    enum { COPIES = 12 };
+    size_t m = n * COPIES;
+    double *X = malloc(m * K * sizeof *X), *yl = malloc(m * sizeof *yl), *cl = malloc(m * sizeof *cl);
+    CHECK(X && yl && cl);
+    if (!X || !yl || !cl) return;
+    for (size_t c = 0; c < COPIES; c++) {
+        memcpy(X + c * n * K, Xa, n * K * sizeof *X);
+        memcpy(yl + c * n, yb, n * sizeof *yl);
+        memcpy(cl + c * n, cnt, n * sizeof *cl);
+    }
+    fx_ref r;
+    fx_ref_read("glm_ref.txt", &r);
+    px_err e;
+    px_glm_params p = px_glm_default_params();
+    for (int fam = 0; fam < 2; fam++) {
+        const char *tag = fam ? "pois_a" : "logit_a";
+        px_glm_fit f1, f2, f2b;
+        p.threads = 1;
+        CHECK_INT((fam ? px_poisson_fit : px_logit_fit)(X, fam ? cl : yl, NULL, NULL, m, K, &p, &f1, &e), 0);
+        p.threads = 2;
+        CHECK_INT((fam ? px_poisson_fit : px_logit_fit)(X, fam ? cl : yl, NULL, NULL, m, K, &p, &f2, &e), 0);
+        CHECK_INT((fam ? px_poisson_fit : px_logit_fit)(X, fam ? cl : yl, NULL, NULL, m, K, &p, &f2b, &e), 0);
+        double worst = 0;
+        for (int j = 0; j < K; j++) {
+            double db = rel(f2.beta[j], fx_ref_get(&r, "%s.beta.%d", tag, j));
+            double ds = rel(f2.se[j] * sqrt(COPIES), fx_ref_get(&r, "%s.se.%d", tag, j));
+            CHECK(db <= TOL);
+            CHECK(ds <= TOL);
+            CHECK(rel(f1.beta[j], f2.beta[j]) < 1e-12);
+            CHECK(rel(f1.se[j], f2.se[j]) < 1e-12);
+            worst = fmax(worst, fmax(db, ds));
+        }
+        CHECK(rel(f2.deviance, COPIES * fx_ref_get(&r, "%s.deviance", tag)) <= TOL);
+        CHECK(memcmp(f2.beta, f2b.beta, K * sizeof(double)) == 0 && memcmp(f2.cov, f2b.cov, K * K * sizeof(double)) == 0);
+        fprintf(stderr, "%s, %zu rows on two threads: largest difference from R on the original rows %.3g\n", tag, m,
+                worst);
+        px_glm_fit_release(&f1);
+        px_glm_fit_release(&f2);
+        px_glm_fit_release(&f2b);
+    }
+    fx_ref_free(&r);
+    free(X);
+    free(yl);
+    free(cl);
+}
+
 /* weights of 2 are two copies of each row: same estimates, SEs / sqrt(2);
  * an offset of 0.5 * age moves the age coefficient by exactly -0.5 */
 static void test_weights_offset(void)
@@ -342,6 +395,7 @@ int main(void)
     build_design();
     test_reference();
     test_weights_offset();
+    test_threads_large();
     test_separation();
     test_singular();
     test_bad_input();
