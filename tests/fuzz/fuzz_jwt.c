@@ -11,7 +11,11 @@
  *  mode & 3 = 2: the bytes are a JWKS file given to srv_jwt_new (--cds-jwks).
  * Checks: no crash, leak or UB; a token is accepted only when the harness
  * signed it with the key (mode 1), then with an issuer of the configured list;
- * a refusal names its reason; a JWKS is refused with a message or loads. */
+ * a refusal names its reason; a JWKS is refused with a message or loads.
+ * Once per process (so in the ctest replay too), signed tokens whose exp is out
+ * of any integer's range are refused for the right reason (regression: exp
+ * 1e300 was converted to an integer, undefined behaviour that read as
+ * "expired" on x86). */
 #define _GNU_SOURCE
 #include "serve/internal.h"
 #include <openssl/bio.h>
@@ -156,9 +160,28 @@ static size_t sign(const uint8_t *data, size_t size, int flip, char *out, size_t
     return o;
 }
 
+/* Signed tokens with exp far outside [now - 60 s, now + 1 h]: refused, naming why. */
+static void self_check(void)
+{
+    static const char *const cases[][2] = {{"1e300", "more than an hour ahead"},
+                                           {"1.8446744073709552e19", "more than an hour ahead"},
+                                           {"-1e300", "expired"},
+                                           {"-9.3e18", "expired"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char in[512], token[1200], iss[64], why[256] = "";
+        int n = snprintf(in, sizeof in,
+                         "{\"alg\":\"ES384\",\"kid\":\"fuzz-1\"}\n{\"iss\":\"https://ehr.example\",\"sub\":\"c\","
+                         "\"aud\":\"%s\",\"exp\":%s,\"jti\":\"self-%zu\"}",
+                         audience, cases[i][0], i);
+        if (!sign((const uint8_t *)in, (size_t)n, 0, token, sizeof token)) FAIL("cannot build a token");
+        if (srv_jwt_check(jwt, token, audience, iss, sizeof iss, why, sizeof why) == 0 || !strstr(why, cases[i][1]))
+            FAIL("a token with exp %s: '%s', not '%s'", cases[i][0], why, cases[i][1]);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!jwt) setup();
+    if (!jwt) setup(), self_check();
     if (size < 1 || size > 24000) return 0;
     int mode = data[0] & 3;
     data++, size--;
