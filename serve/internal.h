@@ -541,6 +541,10 @@ unsigned srv_v2_server(srv_req *r, struct MHD_Connection *conn);
 unsigned srv_v2_model(srv_req *r, struct MHD_Connection *conn);
 unsigned srv_v2_model_ready(srv_req *r, struct MHD_Connection *conn);
 unsigned srv_v2_infer(srv_req *r, struct MHD_Connection *conn);
+/* The inference request's tensors into r->raw / r->flags (r->sm set): 0 with *n
+ * rows and *want the outputs asked for (bit 0 value, 1 band, 2 contributions),
+ * or the status of the error written (v2.c; fuzzed by tests/fuzz/fuzz_v2.c). */
+unsigned srv_v2_inputs(srv_req *r, size_t *n, unsigned *want);
 /* CDS Hooks 2.0 (cds.c) */
 unsigned srv_cds_discovery(srv_req *r, struct MHD_Connection *conn);
 unsigned srv_cds_call(srv_req *r, struct MHD_Connection *conn);

@@ -368,15 +368,18 @@ int srv_jwt_check(srv_jwt *j, const char *token, const char *audience, char *iss
         snprintf(why, whylen, "the JWT's aud is not this service's URL (%.200s)", audience);
         goto done;
     }
-    int64_t now = (int64_t)time(NULL), ex = (int64_t)exp->valuedouble;
-    if (ex + JWT_SKEW_S < now) {
+    /* compared as doubles: exp is the client's number (1e300, -1e300), and only
+     * one in [now - skew, now + an hour] is converted to an integer */
+    int64_t now = (int64_t)time(NULL), ex;
+    if (!(exp->valuedouble + JWT_SKEW_S >= (double)now)) {
         snprintf(why, whylen, "the JWT has expired");
         goto done;
     }
-    if (ex > now + JWT_MAX_AHEAD_S) {
+    if (exp->valuedouble > (double)(now + JWT_MAX_AHEAD_S)) {
         snprintf(why, whylen, "the JWT's exp is more than an hour ahead");
         goto done;
     }
+    ex = (int64_t)exp->valuedouble;
     if (strlen(jti) > 256 || jti_record(j, iss, jti, ex, now) != 0) {
         snprintf(why, whylen, "the JWT's jti was used before (a replay)");
         goto done;

@@ -137,8 +137,9 @@ static size_t tensor_rows(const cJSON *shape)
 }
 
 /* Reads and checks the inference request into r->raw / r->flags; *n rows and
- * the requested outputs (bit 0 the value, 1 band, 2 contributions). */
-static unsigned v2_inputs(srv_req *r, size_t *n_out, unsigned *want)
+ * the requested outputs (bit 0 the value, 1 band, 2 contributions). Not static:
+ * tests/fuzz/fuzz_v2.c reads bodies with it. */
+unsigned srv_v2_inputs(srv_req *r, size_t *n_out, unsigned *want)
 {
     px_server *s = r->s;
     const srv_model *sm = r->sm;
@@ -269,14 +270,17 @@ static unsigned v2_inputs(srv_req *r, size_t *n_out, unsigned *want)
         size_t o = 0;
         cJSON_ArrayForEach(x, outputs)
         {
-            const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(x, "name"));
+            const char *name = cJSON_IsObject(x) ? cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(x, "name"))
+                                                 : NULL;
             snprintf(field, sizeof field, "outputs[%zu]", o++);
             const cJSON *y;
-            cJSON_ArrayForEach(y, x)
-            {
-                if (strcmp(y->string, "name") != 0 && strcmp(y->string, "parameters") != 0) name = NULL;
-            }
-            if (!cJSON_IsObject(x) || !name) {
+            /* members only of an object: an array's elements have no name (outputs: [[1]]) */
+            if (name)
+                cJSON_ArrayForEach(y, x)
+                {
+                    if (strcmp(y->string, "name") != 0 && strcmp(y->string, "parameters") != 0) name = NULL;
+                }
+            if (!name) {
                 st = srv_error(r, 400, "invalid_value", field, "a requested output is {\"name\": ...}");
                 goto done;
             }
@@ -323,7 +327,7 @@ unsigned srv_v2_infer(srv_req *r, struct MHD_Connection *conn)
     int slot = v2_model(r, &st);
     if (slot < 0) return st;
     size_t n = 0;
-    if ((st = v2_inputs(r, &n, &want)) != 0) return st;
+    if ((st = srv_v2_inputs(r, &n, &want)) != 0) return st;
     if ((st = srv_score(r, slot, n, 0)) != 0) return st;
     const srv_model *sm = r->sm;
     size_t k = sm->k;

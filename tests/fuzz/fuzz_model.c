@@ -9,11 +9,20 @@
  *    behind the checksum; bit 1 = 1: the bytes are loaded as they are. A model
  *    that loads must save, load again and save to the same bytes, and predict
  *    an all-missing instance and one of the training means without a crash.
- *  mode bit 0 = 1: LibSVM model text; mode bit 1 the type (SVC, SVR), the next
- *    byte 1 + the number of inputs k. Accepted text has as many SV lines as
- *    the count returned. */
+ *  mode bit 0 = 1, bit 2 = 0: LibSVM model text; mode bit 1 the type (SVC,
+ *    SVR), the next byte 1 + the number of inputs k. Accepted text has as many
+ *    SV lines as the count returned.
+ *  mode bit 0 = 1, bit 2 = 1: an SVM frame (the svm section of an SVM's
+ *    model.bin, px_svm_load), its "sha256 <hex>\n" trailer appended by the
+ *    harness: the frame's header, then LibSVM's own loader on text that passed
+ *    the strict check. A frame that loads saves to the same bytes and
+ *    predicts an all-zero instance (when its k is at most the frame's size).
+ *  mode bit 0 = 0, bit 2 = 1: hierarchical.json (px_hier_parse) of a fixed
+ *    logistic model (fuzz_logit.h); one that parses gives
+ *    a linear predictor for the model's training means without a crash. */
 #define _GNU_SOURCE
 #include "models/internal.h"
+#include "tests/fuzz/fuzz_logit.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,6 +32,65 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define FAIL(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); abort(); } while (0)
+
+static void check_svm_frame(const uint8_t *data, size_t size)
+{
+    unsigned char *b = malloc(size + 72); /* exact size, for ASan */
+    if (!b) abort();
+    memcpy(b, data, size);
+    char hex[65];
+    px_sha256_hex(data, size, hex);
+    memcpy(b + size, "sha256 ", 7);
+    memcpy(b + size + 7, hex, 64);
+    b[size + 71] = '\n';
+    px_err e;
+    px_svm *s = px_svm_load(b, size + 72, &e);
+    if (!s && e.code != PX_ECORRUPT && e.code != PX_ENOMEM) FAIL("refused with code %d: %s", e.code, e.msg);
+    if (s) {
+        px_buf out = {0};
+        if (px_svm_save(s, &out, &e) != 0 || out.len != size + 72 || memcmp(out.data, b, out.len) != 0)
+            FAIL("a loaded svm frame does not save to its bytes");
+        px_buf_release(&out);
+        /* a frame's k is cross-checked only by the model.bin around it (k + 1
+         * design columns, which its feature lines spell out, so k is bounded by
+         * the file's size): predict only for a k such a file of this size can
+         * hold, not for a "k 555555553" alone (16 bytes per input and call) */
+        size_t k = px_svm_inputs(s);
+        if (k <= size) {
+            double *x = calloc(k, sizeof *x);
+            if (!x) abort();
+            (void)px_svm_predict(s, x);
+            free(x);
+        }
+        px_svm_free(s);
+    }
+    free(b);
+}
+
+static void check_hier(const uint8_t *data, size_t size)
+{
+    const px_model *m = fuzz_logit_model();
+    px_err e;
+    char *t = malloc(size ? size : 1); /* exact size, for ASan */
+    if (!t) abort();
+    memcpy(t, data, size);
+    px_hier *h = px_hier_parse(t, size, m, &e);
+    if (!h && e.code != PX_ECORRUPT && e.code != PX_ENOMEM) FAIL("refused with code %d: %s", e.code, e.msg);
+    if (h) {
+        if (!(px_hier_tau(h) >= 0)) FAIL("accepted tau %g", px_hier_tau(h));
+        size_t nf = px_model_nfeatures(m);
+        double *raw = calloc(nf, sizeof *raw), eta;
+        if (!raw) abort();
+        for (size_t j = 0; j < nf; j++) {
+            const px_feature_info *f = px_model_feature(m, j);
+            raw[j] = f->kind == PX_COL_NUMERIC ? f->mean : (double)f->ref;
+        }
+        (void)px_hier_eta(h, m, raw, &eta, &e);
+        free(raw);
+        px_hier_free(h);
+    }
+    free(t);
+}
 
 static void check_svm_text(const uint8_t *data, size_t size, int svr)
 {
@@ -64,8 +132,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1) return 0;
     int mode = data[0];
     data++, size--;
+    if ((mode & 5) == 5) {
+        check_svm_frame(data, size);
+        return 0;
+    }
     if (mode & 1) {
         check_svm_text(data, size, mode & 2);
+        return 0;
+    }
+    if (mode & 4) {
+        check_hier(data, size);
         return 0;
     }
     size_t len = size + ((mode & 2) ? 0 : 72);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# run.sh TARGET MINUTES [JOBS]: fuzzes one target (json, predict, csv, model, manifest, fhir) with libFuzzer under
+# run.sh TARGET MINUTES [JOBS]: fuzzes one target (json, predict, csv, model, manifest, fhir, v2, cds, jwt) with libFuzzer under
 # ASan and UBSan for MINUTES of CPU time per job (JOBS parallel jobs, default 1), in
 # build-fuzz/ (clang; not part of the default build or of CI, whose ctest only replays
 # the seed corpus). CPU time, not wall time: on a shared machine (run it with
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 T=${1:?usage: run.sh TARGET MINUTES [JOBS]}
 MIN=${2:?usage: run.sh TARGET MINUTES [JOBS]}
 JOBS=${3:-1}
-[ -f "tests/fuzz/fuzz_$T.c" ] || { echo "run.sh: no target '$T' (json, predict, csv, model, manifest, fhir)" >&2; exit 2; }
+[ -f "tests/fuzz/fuzz_$T.c" ] || { echo "run.sh: no target '$T' (json, predict, csv, model, manifest, fhir, v2, cds, jwt)" >&2; exit 2; }
 [[ "$MIN" =~ ^[0-9]+$ && "$MIN" -gt 0 ]] || { echo "run.sh: MINUTES must be a positive whole number, not '$MIN'" >&2; exit 2; }
 [[ "$JOBS" =~ ^[0-9]+$ && "$JOBS" -gt 0 ]] || { echo "run.sh: JOBS must be a positive whole number, not '$JOBS'" >&2; exit 2; }
 command -v clang >/dev/null || { echo "run.sh: clang is not installed (apt-get install clang libclang-rt-14-dev)" >&2; exit 2; }
@@ -78,7 +78,11 @@ runs=$(cat "${logs[@]}" | awk '$1 == "stat::number_of_executed_units:" {s += $2}
 cov=$(cat "${logs[@]}" | grep -oE "cov: [0-9]+ ft: [0-9]+" | tail -1)
 echo "run.sh: $T: $runs executions in $cpu_s CPU-seconds ($(( cpu_s > 0 ? runs / cpu_s : 0 )) a CPU-second); last ${cov:-cov: ?}"
 if [ -z "$new_art" ] && { [ $rc -eq 0 ] || [ $rc -eq 72 ] || [ $rc -eq 130 ]; }; then
-    echo "run.sh: $T: no finding in $MIN CPU-minute(s) per job"
+    if [ "$used" -ge "$budget" ]; then
+        echo "run.sh: $T: no finding in $MIN CPU-minute(s) per job"
+    else # stopped early (the wall bound, or a signal): say so, not the budget
+        echo "run.sh: $T: no finding in $cpu_s CPU-seconds, short of the $((MIN * 60 * JOBS)) asked for"
+    fi
     exit 0
 fi
 echo "run.sh: $T: a finding (exit $rc; see build-fuzz/fuzz-artifacts/ and build-fuzz/fuzz-$T.log)"
