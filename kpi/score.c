@@ -439,11 +439,11 @@ static int model_cells_sql(px_buf *q, const kpi_model *mi, int k)
                            " regr_avgx(%s, %s), regr_sxx(%s, %s), sum(%s * %s), regr_sxy(%s, %s), ",
                            kpi_risk_model[k], u, u, u, u, y, y, ex, y, ex, y, y, y, ex);
     if (rc == 0 && mi->hier_sql && poisson)
-        rc = px_buf_printf(q, "ln(sum(exp(%s))), NULL::float8[], NULL::float8[]", mi->hier_sql);
+        rc = px_buf_printf(q, "ln(sum(exp(%s))), NULL::float8[]", mi->hier_sql);
     else if (rc == 0 && mi->hier_sql)
-        rc = px_buf_printf(q, "NULL::float8, array_agg(%s), NULL::float8[]", mi->hier_sql);
+        rc = px_buf_printf(q, "NULL::float8, array_agg(%s)", mi->hier_sql);
     else if (rc == 0)
-        rc = px_buf_adds(q, "NULL::float8, NULL::float8[], NULL::float8[]");
+        rc = px_buf_adds(q, "NULL::float8, NULL::float8[]");
     if (rc == 0) rc = px_buf_printf(q, " %s GROUP BY 2, 3, 4", mi->from_sql);
     free(ex);
     return rc;
@@ -457,7 +457,7 @@ static const char stays_sql[] =
     "SELECT 'stays'::text, " MONTH_SQL("discharge_date") ", facility_id::text,"
     " coalesce(nullif(department, ''), 'unknown')::text, count(*)::float8, count(total_cost)::float8,"
     " sum(total_cost)::float8, sum(total_cost * total_cost)::float8, NULL::float8, NULL::float8, NULL::float8,"
-    " NULL::float8[], NULL::float8[] FROM wh.fact_encounter GROUP BY 2, 3, 4";
+    " NULL::float8[] FROM wh.fact_encounter GROUP BY 2, 3, 4";
 
 /* the roll-up: cells keyed by (measure, kind, period, unit type, unit) */
 typedef struct rollup {
@@ -680,11 +680,11 @@ int kpi_score_pass(PGconn *c, const kpi_model *mi, int kinds, kpi_cells *cs, kpi
     rollup r;
     memset(&r, 0, sizeof r);
     r.cs = cs, r.first = cs->n, r.kinds = kinds, r.hr = hr, r.rows = rows, r.e = e;
-    static const px_feat_wire wire[13] = {PX_WIRE_TEXT, PX_WIRE_I4, PX_WIRE_TEXT, PX_WIRE_TEXT, PX_WIRE_F8,
+    static const px_feat_wire wire[12] = {PX_WIRE_TEXT, PX_WIRE_I4, PX_WIRE_TEXT, PX_WIRE_TEXT, PX_WIRE_F8,
                                           PX_WIRE_F8,   PX_WIRE_F8, PX_WIRE_F8,   PX_WIRE_F8,   PX_WIRE_F8,
-                                          PX_WIRE_F8,   PX_WIRE_BYTES, PX_WIRE_BYTES};
-    px_feat_field f[13] = {{0}};
-    for (int i = 0; i < 13 && rc == 0; i++) {
+                                          PX_WIRE_F8,   PX_WIRE_BYTES};
+    px_feat_field f[12] = {{0}};
+    for (int i = 0; i < 12 && rc == 0; i++) {
         char col[16];
         snprintf(col, sizeof col, "c%d", i);
         rc = px_feat_field_set(&f[i], col, wire[i], e);
@@ -694,9 +694,9 @@ int kpi_score_pass(PGconn *c, const kpi_model *mi, int kinds, kpi_cells *cs, kpi
         if (mi[k].skip) continue;
         if (model_cells_sql(&q, &mi[k], k) || px_buf_adds(&q, " UNION ALL ")) rc = oom(e);
     }
-    if (rc == 0 && px_buf_printf(&q, "%s) u (c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12)", stays_sql))
+    if (rc == 0 && px_buf_printf(&q, "%s) u (c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11)", stays_sql))
         rc = oom(e);
-    if (rc == 0) rc = px_feat_scan(c, f, 13, q.data, pass_row, &r, e);
+    if (rc == 0) rc = px_feat_scan(c, f, 12, q.data, pass_row, &r, e);
     /* each model's hierarchical rows name facilities by the pass's index: hand them the names */
     for (int k = 0; k < 3 && rc == 0; k++) {
         if (!hr[k].n) continue;
@@ -709,7 +709,7 @@ int kpi_score_pass(PGconn *c, const kpi_model *mi, int kinds, kpi_cells *cs, kpi
             hr[k].nfac = i + 1;
         }
     }
-    px_feat_fields_release(f, 13);
+    px_feat_fields_release(f, 12);
     px_buf_release(&q);
     free(r.key), free(r.slot), free(r.fslot), free(r.dslot);
     for (size_t i = 0; i < r.nfac; i++) free(r.facs[i]);
