@@ -2,6 +2,7 @@
  * it to libmicrohttpd's workers; each one is tracked here with a deadline that
  * the acceptor's sweep enforces, and admission decides who makes room when the
  * server or an address is full (see "deadlines and admission" below). */
+#define _GNU_SOURCE /* memmem */
 #include "serve/internal.h"
 #include <arpa/inet.h>
 #include <errno.h>
@@ -38,7 +39,9 @@
  * holding at least two fewer (so that a few addresses cannot crowd out the others,
  * and equal shares do not churn); failing that (many addresses holding a few
  * each), the connection waiting longest makes room if it has waited a quarter of
- * the deadline (a client sends its head at once). A connection that no one makes room for is
+ * the deadline (a client sends its head at once) and the new connection's address holds
+ * less than an even share. A connection whose whole head is
+ * queued unread is neither evicted nor cut (conn_head_queued). A connection that no one makes room for is
  * answered 503 and closed. libmicrohttpd's own limits are set above these, as a
  * backstop, with room for the connections cut and not yet closed. */
 typedef struct srv_conn {
@@ -88,33 +91,64 @@ static unsigned *ip_slot(px_server *s, uint32_t addr)
     return &s->conn_ip_count[i];
 }
 
+/* 1 when c's client has sent a whole request head that libmicrohttpd has not read
+ * yet (an empty line in the socket's receive queue): a client waiting for a busy
+ * worker, not a slow one. A starved server (the machine loaded, its workers behind by
+ * seconds) would otherwise count its own lag against such a client, evict it as the
+ * connection waiting longest and cut it at the deadline; a slow client never has a
+ * whole head queued. Over TLS the queue holds records, not the head: 0 there (conn_mu
+ * held, so the descriptor is still c's). */
+static int conn_head_queued(const px_server *s, const srv_conn *c)
+{
+    if (s->tls_cert_pem || !atomic_load(&c->waiting)) return 0;
+    char buf[8192];
+    ssize_t n = recv(c->fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+    return n >= 4 && memmem(buf, (size_t)n, "\r\n\r\n", 4) != NULL;
+}
+
 /* Makes room for a connection from addr, evicting one if the policy above allows.
  * Returns 0 when it may be handed over, -1 to refuse it (conn_mu held). */
 static int conn_admit(px_server *s, uint32_t addr)
 {
-    unsigned live = 0;
+    unsigned live = 0, closing = 0, addrs = 0;
     memset(s->conn_ip_count, 0, s->conn_ip_n * sizeof *s->conn_ip_count);
-    for (srv_conn *c = s->conn_head; c; c = c->next)
-        if (!c->cut) (*ip_slot(s, c->addr))++, live++;
+    for (srv_conn *c = s->conn_head; c; c = c->next) {
+        if (c->cut) {
+            closing++;
+            continue;
+        }
+        unsigned *n = ip_slot(s, c->addr);
+        if (!*n) addrs++;
+        ++*n, live++;
+    }
+    /* connections cut and not yet closed still count against libmicrohttpd's limit: a
+     * starved server's workers close them late, and a connection handed over past that
+     * limit would be closed by libmicrohttpd without an answer (a reset at the client) */
+    if (live + closing + 1 > srv_mhd_limit(s->p.max_connections)) return -1;
     unsigned mine = *ip_slot(s, addr);
     srv_conn *victim = NULL;
     unsigned vcount = 0;
     if (mine >= s->p.max_per_ip) {
         for (srv_conn *c = s->conn_head; c && !victim; c = c->next)
-            if (!c->cut && c->started && c->addr == addr && atomic_load(&c->waiting)) victim = c;
+            if (!c->cut && c->started && c->addr == addr && atomic_load(&c->waiting) && !conn_head_queued(s, c))
+                victim = c;
     } else if (live >= s->p.max_connections) {
         for (srv_conn *c = s->conn_head; c; c = c->next) {
             if (c->cut || !c->started || !atomic_load(&c->waiting)) continue;
             unsigned n = *ip_slot(s, c->addr);
-            if (n > vcount) victim = c, vcount = n; /* the oldest of the address holding most */
+            if (n > vcount && !conn_head_queued(s, c)) victim = c, vcount = n; /* the oldest of the address holding most */
         }
         if (victim && vcount < mine + 2) victim = NULL;
-        if (!victim) { /* many addresses with a few each: the one waiting longest, if it is slow */
+        /* many addresses with a few each: the one waiting longest, if it is slow, and only for an
+         * address holding less than an even share (a slowloris from a few addresses holding their
+         * share each would otherwise evict its own connections in a loop as fast as it reconnects,
+         * and a starved server falls behind closing them) */
+        if (!victim && (uint64_t)mine * (addrs + (mine == 0)) < live) {
             uint64_t oldest = srv_mono_us() - (uint64_t)s->p.request_timeout_ms * 250u; /* a quarter of it */
             for (srv_conn *c = s->conn_head; c; c = c->next) {
                 if (c->cut || !c->started || !atomic_load(&c->waiting)) continue;
                 uint64_t since = atomic_load_explicit(&c->since_us, memory_order_relaxed);
-                if (since <= oldest) victim = c, oldest = since;
+                if (since <= oldest && !conn_head_queued(s, c)) victim = c, oldest = since;
             }
         }
     } else
@@ -132,7 +166,7 @@ static void conn_sweep(px_server *s)
     pthread_mutex_lock(&s->conn_mu);
     for (srv_conn *c = s->conn_head; c; c = c->next) {
         uint64_t d = atomic_load_explicit(&c->deadline_us, memory_order_relaxed);
-        if (!c->cut && c->started && d && now > d) conn_cut(s, c);
+        if (!c->cut && c->started && d && now > d && !conn_head_queued(s, c)) conn_cut(s, c);
     }
     pthread_mutex_unlock(&s->conn_mu);
 }

@@ -31,10 +31,12 @@ build_model_home() { # patients seed
 }
 
 # Starts the server in the background (extra options passed on); sets PORT and URL.
+# PX_SERVE_WRAP, when set, is a command put before it (`PX_SERVE_WRAP="nice -n 19"` starves
+# the server beside a CPU hog: how the admission fixes of serve/conn.c were reproduced).
 server_up() { [ -s "$WORK/port" ] || { kill -0 "$SERVE_PID" 2>/dev/null || { cat "$WORK/serve.log" >&2; fail "the server did not start"; }; false; }; }
 start_server() {
     rm -f "$WORK/port"
-    "$PROGNOS_BIN" serve --listen 127.0.0.1:0 --port-file "$WORK/port" "$@" >"$WORK/serve.log" 2>&1 &
+    ${PX_SERVE_WRAP:-} "$PROGNOS_BIN" serve --listen 127.0.0.1:0 --port-file "$WORK/port" "$@" >"$WORK/serve.log" 2>&1 &
     SERVE_PID=$!
     wait_for "the server's port file" server_up
     PORT=$(cat "$WORK/port")
