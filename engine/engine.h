@@ -382,6 +382,14 @@ int px_copy_in_end(px_copy_in *w, int abort, long long *rows, px_err *e);
 
 /* SHA-256 of a byte range as 64 lower-case hex digits plus NUL. */
 void px_sha256_hex(const void *data, size_t len, char out[65]);
+/* The checksum trailer of model files: a last line "sha256 <64 hex>\n" over every
+ * byte before it. _add appends it to b (0, or -1 out of memory); _check returns the
+ * length of the bytes it covers, PX_TRAILER_MISSING when the bytes do not end in such
+ * a line (truncated, or another file) or PX_TRAILER_MISMATCH when the digest differs. */
+#define PX_SHA256_TRAILER_LEN 72 /* "sha256 " + 64 hex + "\n" */
+enum { PX_TRAILER_MISSING = -1, PX_TRAILER_MISMATCH = -2 };
+int px_sha256_trailer_add(px_buf *b);
+long long px_sha256_trailer_check(const void *bytes, size_t len);
 /* Reads a whole file into *data (NUL-terminated, not counted in *len); caller frees.
  * Refuses files over max_bytes. Returns 0 or PX_EIO / PX_ENOMEM / PX_EINVAL. */
 int px_file_read(const char *path, size_t max_bytes, unsigned char **data, size_t *len, px_err *e);

@@ -23,6 +23,23 @@ void px_sha256_hex(const void *data, size_t len, char out[65])
     out[64] = '\0';
 }
 
+int px_sha256_trailer_add(px_buf *b)
+{
+    char hex[65];
+    px_sha256_hex(b->data, b->len, hex);
+    return px_buf_printf(b, "sha256 %s\n", hex) < 0 ? -1 : 0;
+}
+
+long long px_sha256_trailer_check(const void *bytes, size_t len)
+{
+    const char *t = bytes;
+    const size_t tl = PX_SHA256_TRAILER_LEN;
+    if (!bytes || len < tl || memcmp(t + len - tl, "sha256 ", 7) != 0 || t[len - 1] != '\n') return PX_TRAILER_MISSING;
+    char hex[65];
+    px_sha256_hex(bytes, len - tl, hex);
+    return memcmp(hex, t + len - tl + 7, 64) == 0 ? (long long)(len - tl) : PX_TRAILER_MISMATCH;
+}
+
 int px_file_read(const char *path, size_t max_bytes, unsigned char **data, size_t *len, px_err *e)
 {
     *data = NULL;

@@ -77,12 +77,8 @@ int px_model_save(const px_model *m, px_buf *out, px_err *e)
     locale_t old = uselocale(loc);
     int rc = save_body(m, &b, e);
     uselocale(old);
-    if (rc == 0) {
-        char hex[65];
-        px_sha256_hex(b.data, b.len, hex);
-        if (px_buf_printf(&b, "sha256 %s\n", hex) < 0 || px_buf_add(out, b.data, b.len) < 0)
-            rc = px_err_set(e, PX_ENOMEM, "cannot save model: out of memory");
-    }
+    if (rc == 0 && (px_sha256_trailer_add(&b) != 0 || px_buf_add(out, b.data, b.len) < 0))
+        rc = px_err_set(e, PX_ENOMEM, "cannot save model: out of memory");
     px_buf_release(&b);
     return rc;
 }
@@ -274,18 +270,17 @@ bad:
 px_model *px_model_load(const unsigned char *bytes, size_t len, px_err *e)
 {
     const char *t = (const char *)bytes;
-    const size_t tl = 7 + 64 + 1; /* "sha256 " hex "\n" */
+    const size_t tl = PX_SHA256_TRAILER_LEN;
     if (!bytes || len < strlen(MODEL_MAGIC) + tl || memcmp(t, MODEL_MAGIC, strlen(MODEL_MAGIC)) != 0) {
         px_err_set(e, PX_ECORRUPT, "cannot load model: not a prognos model (or truncated)");
         return NULL;
     }
-    if (memcmp(t + len - tl, "sha256 ", 7) != 0 || t[len - 1] != '\n' || (len > tl && t[len - tl - 1] != '\n')) {
+    long long covered = px_sha256_trailer_check(bytes, len);
+    if (covered == PX_TRAILER_MISSING || t[len - tl - 1] != '\n') {
         px_err_set(e, PX_ECORRUPT, "cannot load model: truncated (no checksum line at the end)");
         return NULL;
     }
-    char hex[65];
-    px_sha256_hex(bytes, len - tl, hex);
-    if (memcmp(hex, t + len - tl + 7, 64) != 0) {
+    if (covered < 0) {
         px_err_set(e, PX_ECORRUPT, "cannot load model: checksum mismatch (the bytes are corrupt or truncated)");
         return NULL;
     }

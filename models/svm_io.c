@@ -216,10 +216,7 @@ int svm_frame_build(px_svm *s, const char *text, size_t len, px_err *e)
               px_buf_printf(b, "libsvm %zu\n", len) < 0 || px_buf_add(b, text, len) < 0;
     if (old) uselocale(old);
     if (bad) return px_err_set(e, PX_ENOMEM, "cannot save svm model: out of memory");
-    char hex[65];
-    px_sha256_hex(b->data, b->len, hex);
-    if (px_buf_printf(b, "sha256 %s\n", hex) < 0)
-        return px_err_set(e, PX_ENOMEM, "cannot save svm model: out of memory");
+    if (px_sha256_trailer_add(b) != 0) return px_err_set(e, PX_ENOMEM, "cannot save svm model: out of memory");
     return 0;
 }
 
@@ -238,14 +235,13 @@ px_svm *px_svm_load(const unsigned char *bytes, size_t len, px_err *e)
         return NULL;
     }
     /* trailer first: "sha256 <64 hex>\n" over everything before it */
-    const size_t tl = 7 + 64 + 1;
-    if (len < strlen(FRAME_MAGIC) + tl || memcmp(t + len - tl, "sha256 ", 7) != 0 || t[len - 1] != '\n') {
+    const size_t tl = PX_SHA256_TRAILER_LEN;
+    long long covered = len < strlen(FRAME_MAGIC) + tl ? PX_TRAILER_MISSING : px_sha256_trailer_check(bytes, len);
+    if (covered == PX_TRAILER_MISSING) {
         px_err_set(e, PX_ECORRUPT, "cannot load svm model: truncated or not an svm model frame");
         return NULL;
     }
-    char hex[65];
-    px_sha256_hex(bytes, len - tl, hex);
-    if (memcmp(hex, t + len - tl + 7, 64) != 0) {
+    if (covered < 0) {
         px_err_set(e, PX_ECORRUPT, "cannot load svm model: checksum mismatch (corrupt or truncated)");
         return NULL;
     }

@@ -36,22 +36,28 @@ static const char fuzz_logit_text[] =
     "bounds -3.5062102434988844 2.2674618586055706 0 1\n"
     "end\n";
 
+/* size bytes of data and their checksum trailer (px_sha256_trailer_add's line), in a
+ * block of exactly that size (for ASan); aborts when out of memory. */
+static inline unsigned char *fuzz_framed(const void *data, size_t size)
+{
+    px_buf t = {0};
+    if (px_buf_add(&t, data, size) < 0 || px_sha256_trailer_add(&t) != 0) abort();
+    unsigned char *b = malloc(t.len);
+    if (!b) abort();
+    memcpy(b, t.data, t.len);
+    px_buf_release(&t);
+    return b;
+}
+
 /* The model (loaded on the first call, kept for the process); aborts if it does not load. */
 static inline const px_model *fuzz_logit_model(void)
 {
     static px_model *m;
     if (m) return m;
     size_t n = strlen(fuzz_logit_text);
-    unsigned char *b = malloc(n + 72);
-    if (!b) abort();
-    memcpy(b, fuzz_logit_text, n);
-    char hex[65];
-    px_sha256_hex(b, n, hex);
-    memcpy(b + n, "sha256 ", 7);
-    memcpy(b + n + 7, hex, 64);
-    b[n + 71] = '\n';
+    unsigned char *b = fuzz_framed(fuzz_logit_text, n);
     px_err e;
-    m = px_model_load(b, n + 72, &e);
+    m = px_model_load(b, n + PX_SHA256_TRAILER_LEN, &e);
     free(b);
     if (!m) {
         fprintf(stderr, "the fuzz harness's logistic model does not load: %s\n", e.msg);

@@ -35,20 +35,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check_svm_frame(const uint8_t *data, size_t size)
 {
-    unsigned char *b = malloc(size + 72); /* exact size, for ASan */
-    if (!b) abort();
-    memcpy(b, data, size);
-    char hex[65];
-    px_sha256_hex(data, size, hex);
-    memcpy(b + size, "sha256 ", 7);
-    memcpy(b + size + 7, hex, 64);
-    b[size + 71] = '\n';
+    unsigned char *b = fuzz_framed(data, size);
     px_err e;
-    px_svm *s = px_svm_load(b, size + 72, &e);
+    px_svm *s = px_svm_load(b, size + PX_SHA256_TRAILER_LEN, &e);
     if (!s && e.code != PX_ECORRUPT && e.code != PX_ENOMEM) FAIL("refused with code %d: %s", e.code, e.msg);
     if (s) {
         px_buf out = {0};
-        if (px_svm_save(s, &out, &e) != 0 || out.len != size + 72 || memcmp(out.data, b, out.len) != 0)
+        if (px_svm_save(s, &out, &e) != 0 || out.len != size + PX_SHA256_TRAILER_LEN || memcmp(out.data, b, out.len) != 0)
             FAIL("a loaded svm frame does not save to its bytes");
         px_buf_release(&out);
         /* a frame's k is cross-checked only by the model.bin around it (k + 1
@@ -144,17 +137,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_hier(data, size);
         return 0;
     }
-    size_t len = size + ((mode & 2) ? 0 : 72);
-    unsigned char *b = malloc(len ? len : 1); /* exact size, for ASan */
+    size_t len = size + ((mode & 2) ? 0 : PX_SHA256_TRAILER_LEN);
+    unsigned char *b = (mode & 2) ? malloc(len ? len : 1) : fuzz_framed(data, size); /* exact size, for ASan */
     if (!b) abort();
-    memcpy(b, data, size);
-    if (!(mode & 2)) {
-        char hex[65];
-        px_sha256_hex(data, size, hex);
-        memcpy(b + size, "sha256 ", 7);
-        memcpy(b + size + 7, hex, 64);
-        b[size + 71] = '\n';
-    }
+    if (mode & 2) memcpy(b, data, size);
     px_err e;
     px_model *m = px_model_load(b, len, &e);
     if (!m && e.code != PX_ECORRUPT && e.code != PX_ENOMEM) FAIL("refused with code %d: %s", e.code, e.msg);

@@ -178,9 +178,7 @@ static inline px_dataset *fx_dataset(const fx_table *t, const char *const *cols,
 static inline void fx_sha_line(px_buf *b)
 {
     /* recompute the trailing checksum of a (mutated) body of len bytes */
-    char hex[65];
-    px_sha256_hex(b->data, b->len, hex);
-    px_buf_printf(b, "sha256 %s\n", hex);
+    px_sha256_trailer_add(b);
 }
 
 /* Every truncation (raw, and with a valid checksum recomputed over the cut
