@@ -276,12 +276,12 @@ int px_shards_add(PGconn *c, const char *uri, int *shard_id, px_err *e)
         ddl = NULL;
         if ((rc = column_ddl(c, fact_tables[i], &ddl, e)) != 0) goto out;
         sql.len = 0;
-        /* diagnoses and procedures carry their stay's patient, the hash key (the
-         * coordinator's distributed tables have it already) */
-        if (px_buf_printf(&sql, "CREATE TABLE IF NOT EXISTS px_shard.%s (%s%s);"
+        /* diagnoses and procedures carry their stay's patient, the hash key
+         * (migration 019: on a single node too) */
+        if (px_buf_printf(&sql, "CREATE TABLE IF NOT EXISTS px_shard.%s (%s);"
                           " CREATE INDEX IF NOT EXISTS %s_patient ON px_shard.%s (patient_id, admission_date);"
                           " CREATE INDEX IF NOT EXISTS %s_encounter ON px_shard.%s (encounter_id)",
-                          fact_tables[i], ddl, i && !sharded ? ", patient_id uuid NOT NULL" : "", fact_tables[i], fact_tables[i],
+                          fact_tables[i], ddl, fact_tables[i], fact_tables[i],
                           fact_tables[i], fact_tables[i]) != 0 ||
             px_buf_addc(&sql, '\0') != 0) {
             rc = px_err_set(e, PX_ENOMEM, "out of memory");
@@ -462,21 +462,17 @@ int px_shards_distribute(PGconn *c, px_shards_result *r, px_err *e)
     for (int i = 0; i < N_FACT && rc == 0; i++) {
         const char *t = fact_tables[i];
         sql.len = 0;
-        rc = px_buf_printf(&sql, "CREATE TABLE wh.%s_hash (LIKE wh.%s INCLUDING DEFAULTS%s) PARTITION BY HASH (patient_id);",
-                           t, t, i ? ", patient_id uuid NOT NULL" : "");
+        rc = px_buf_printf(&sql, "CREATE TABLE wh.%s_hash (LIKE wh.%s INCLUDING DEFAULTS) PARTITION BY HASH (patient_id);"
+                           " ALTER TABLE wh.%s_hash ALTER COLUMN patient_id SET NOT NULL;",
+                           t, t, t);
         for (int k = 0; k < n && rc == 0; k++)
             rc = px_buf_printf(&sql,
                                " CREATE FOREIGN TABLE wh.%s_s%s PARTITION OF wh.%s_hash FOR VALUES WITH (MODULUS %d,"
                                " REMAINDER %d) SERVER %s OPTIONS (schema_name 'px_shard', table_name '%s');",
                                t, PQgetvalue(sh, k, 0), t, n, k, PQgetvalue(sh, k, 1), t);
-        /* the rows move through postgres_fdw, routed by the hash of the patient */
-        if (rc == 0 && i == 0)
-            rc = px_buf_printf(&sql, " INSERT INTO wh.%s_hash SELECT * FROM wh.%s;", t, t);
-        else if (rc == 0)
-            rc = px_buf_printf(&sql,
-                               " INSERT INTO wh.%s_hash SELECT x.*, e.patient_id FROM wh.%s x JOIN wh.fact_encounter e"
-                               " ON e.encounter_id = x.encounter_id AND e.admission_date = x.admission_date;",
-                               t, t);
+        /* the rows move through postgres_fdw, routed by the hash of the patient
+         * (diagnoses and procedures carry their stay's: migration 019) */
+        if (rc == 0) rc = px_buf_printf(&sql, " INSERT INTO wh.%s_hash SELECT * FROM wh.%s;", t, t);
         if (rc == 0) rc = px_buf_addc(&sql, '\0');
         if (rc != 0) {
             rc = px_err_set(e, PX_ENOMEM, "out of memory");
@@ -768,6 +764,9 @@ int px_shards_tune(PGconn *c, px_err *e)
     free(v);
     if (rc != 0 || !sharded) return rc;
     /* an aggregate grouped by the patient (the hash key) then runs on each shard
-     * whole (postgres_fdw's aggregate pushdown), a join on it shard by shard */
-    return px_db_exec(c, e, "SET LOCAL enable_partitionwise_aggregate = on; SET LOCAL enable_partitionwise_join = on");
+     * whole (postgres_fdw's aggregate pushdown), a join on it shard by shard;
+     * prognos.sharded tells the feature SQL (features/sql/base.sql) to keep its
+     * fact-only statements off local joins, so that they run on the shards */
+    return px_db_exec(c, e, "SET LOCAL enable_partitionwise_aggregate = on; SET LOCAL enable_partitionwise_join = on;"
+                            " SET LOCAL prognos.sharded = on");
 }

@@ -97,12 +97,57 @@ assert_eq "$(plan "SET enable_partitionwise_aggregate = on" "SELECT facility_id,
              grep -c 'count(')" 0 "a partial aggregate pushed (PostgreSQL 15 does not)"
 ok "aggregates grouped by patient run on the shards (postgres_fdw pushdown); others on the coordinator"
 
-# the same SQL on the sharded warehouse (the tables dropped so that the builds run again)
+# the same SQL on the sharded warehouse (the tables dropped so that the builds run
+# again), with every statement's plan logged by auto_explain (VERBOSE: the Remote
+# SQL each shard ran) for the checks below
 sql "DROP TABLE features.readmission, features.mortality, features.los" >/dev/null
+sql "ALTER DATABASE prognos SET session_preload_libraries = 'auto_explain';
+     ALTER DATABASE prognos SET auto_explain.log_min_duration = 0;
+     ALTER DATABASE prognos SET auto_explain.log_verbose = on;
+     ALTER DATABASE prognos SET log_min_messages = log" >/dev/null
+LOG=$COORD/pg/server.log
+[ -f "$LOG" ] || fail "no server log at $LOG"
+log0=$(wc -c <"$LOG")
 t0=$SECONDS
 px features build >/dev/null
+t_features=$((SECONDS - t0))
+tail -c +$((log0 + 1)) "$LOG" >"$WORK/build_plans.log"
+sql "ALTER DATABASE prognos RESET ALL" >/dev/null
 px features build --set marts >/dev/null
 t_sharded=$((SECONDS - t0))
+
+# where the feature build ran (features/sql/base.sql): its per-stay aggregates of
+# diagnoses and procedures, the self-join of each patient's stays and its join to
+# the prior stays' diagnoses each ran whole on every shard (an aggregate over the
+# shard's own tables or join in its Remote SQL), and no diagnosis or procedure
+# row crossed to the coordinator (every Remote SQL reading them groups)
+/usr/bin/python3 - "$WORK/build_plans.log" <<'PY' || fail "the feature build's aggregates did not run on the shards"
+import re, sys
+log = open(sys.argv[1]).read()
+rel = re.findall(r"Relations: (Aggregate on .*)", log)
+remote = re.findall(r"Remote SQL: (.*)", log)
+assert remote, "no plan logged (auto_explain)"
+want = {
+    "diagnoses per stay": r"Aggregate on \(wh\.fact_diagnosis_s{k} d\w*\)$",
+    "procedures per stay": r"Aggregate on \(wh\.fact_procedure_s{k} \w+\)$",
+    "prior and next stays": r"Aggregate on \(\(wh\.fact_encounter_s{k} i\w*\) INNER JOIN \(wh\.fact_encounter_s{k} p\w*\)\)$",
+    "prior stays' diagnoses": r"Aggregate on \(\(\(wh\.fact_encounter_s{k} i\w*\) INNER JOIN \(wh\.fact_encounter_s{k} p\w*\)\)"
+                              r" INNER JOIN \(wh\.fact_diagnosis_s{k} d\w*\)\)$",
+}
+for what, pat in want.items():
+    for k in range(3):
+        n = sum(1 for r in rel if re.match(pat.format(k=k), r))
+        assert n == 1, f"{what}: {n} pushed aggregates on shard {k}, expected 1; pushed: {rel}"
+# the aggregates themselves are in the shards' SQL
+assert sum("bit_or(($1::jsonb -> ((code_system || ':') || \"left\"(code, 3)))::bigint)" in r and
+           "FROM px_shard.fact_diagnosis GROUP BY 1, 2" in r for r in remote) == 3, "mask aggregate not on 3 shards"
+assert sum(r.endswith("FROM px_shard.fact_procedure GROUP BY 1, 2") and "count(*)" in r for r in remote) == 3
+for r in remote:
+    if "px_shard.fact_diagnosis" in r or "px_shard.fact_procedure" in r:
+        assert "GROUP BY" in r, f"codes fetched row by row: {r[:300]}"
+print(f"{len(rel)} aggregates pushed to the shards, {len(remote)} remote queries")
+PY
+ok "the feature build's heavy aggregates ran on each of the three shards (EXPLAIN VERBOSE of the build: Remote SQL)"
 px kpi compute --force >/dev/null 2>&1
 snapshot "$WORK/sharded"
 for f in "$WORK/single"/*.csv; do
@@ -132,7 +177,7 @@ assert not bad, f"{len(bad)} fields differ, e.g. {bad[:3]}"
 print(f"kpi.results: {len(a)} rows equal")
 PY
 ok "every feature, mart and kpi.results row equals the single-node warehouse's ($(cat "$WORK"/single/*.csv "$WORK"/single/*.json | wc -l) rows)"
-echo "features + marts build: single node ${t_single} s, 3 shards on this machine ${t_sharded} s (reported only)"
+echo "features + marts build: single node ${t_single} s, 3 shards on this machine ${t_sharded} s (features ${t_features} s, with auto_explain; reported only)"
 
 # the loader's partition functions refuse a session that is not a sharded load
 # (prognos etl load writes the shards with two-phase commit: db_shards_2pc.sh)
