@@ -770,3 +770,41 @@ int px_shards_tune(PGconn *c, px_err *e)
     return px_db_exec(c, e, "SET LOCAL enable_partitionwise_aggregate = on; SET LOCAL enable_partitionwise_join = on;"
                             " SET LOCAL prognos.sharded = on");
 }
+
+int px_shards_union(PGconn *c, const char *table, const char *branch, px_buf *out, px_err *e)
+{
+    int known = 0;
+    for (int i = 0; i < N_FACT; i++) known |= strcmp(table, fact_tables[i]) == 0;
+    if (!known) return px_err_set(e, PX_EINVAL, "'%s' is not a fact table", table);
+    char reg[64];
+    snprintf(reg, sizeof reg, "wh.%s", table);
+    const char *pv[] = {reg};
+    PGresult *r = NULL;
+    /* the foreign partitions of a hash-partitioned (distributed) table, else the table */
+    int rc = px_db_query(c, e, "cannot read the fact table's partitions", &r,
+                         "SELECT format('%I.%I', n.nspname, p.relname) FROM pg_inherits i"
+                         " JOIN pg_class p ON p.oid = i.inhrelid JOIN pg_namespace n ON n.oid = p.relnamespace"
+                         " JOIN pg_partitioned_table t ON t.partrelid = i.inhparent AND t.partstrat = 'h'"
+                         " WHERE i.inhparent = to_regclass($1) AND p.relkind = 'f'"
+                         " UNION ALL SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM pg_partitioned_table"
+                         " WHERE partrelid = to_regclass($1) AND partstrat = 'h')"
+                         " ORDER BY 1",
+                         1, pv);
+    if (rc != 0) return rc;
+    if (PQntuples(r) == 0) rc = px_err_set(e, PX_ESTATE, "wh.%s is distributed but has no shard", table);
+    for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+        const char *rel = PQgetvalue(r, i, 0), *p = branch, *at;
+        if (i) px_buf_adds(out, " UNION ALL ");
+        px_buf_addc(out, '(');
+        while ((at = strstr(p, "@REL@")) != NULL) {
+            px_buf_add(out, p, (size_t)(at - p));
+            px_buf_adds(out, rel);
+            p = at + 5;
+        }
+        px_buf_adds(out, p);
+        px_buf_addc(out, ')');
+    }
+    PQclear(r);
+    if (rc == 0 && px_buf_failed(out)) rc = px_err_set(e, PX_ENOMEM, "out of memory");
+    return rc;
+}

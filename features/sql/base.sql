@@ -8,16 +8,17 @@
 -- counts only if admitted 1-365 days before; its diagnoses only once it was
 -- discharged.
 
--- Where this runs. Every statement up to px_enc reads only the fact tables and
--- groups by the patient (the hash key of a sharded warehouse) and the stay: on a
--- sharded warehouse (px_shards_tune sets prognos.sharded, and partitionwise
--- aggregate and join) PostgreSQL runs each of them whole on every shard, the
--- shard's joins and aggregates in its Remote SQL (postgres_fdw pushdown), and
--- only the per-stay results cross to the coordinator. Local joins are switched
--- off for these statements there so that the planner never prefers fetching
--- the rows (postgres_fdw's costs without remote estimates would); they are back
--- for px_enc, which joins the results to the coordinator's dimensions. On a
--- single node prognos.sharded is unset and nothing changes.
+-- Where this runs. The three statements px_enc_dx, px_enc_px and px_pairs read
+-- only the fact tables and group by the patient (the hash key of a sharded
+-- warehouse) and the stay: on a sharded warehouse (px_shards_tune sets
+-- prognos.sharded, and partitionwise aggregate and join) PostgreSQL runs each of
+-- them whole on every shard, the shard's join and aggregates in its Remote SQL
+-- (postgres_fdw pushdown), and only per-stay results cross to the coordinator;
+-- the rest joins those to each other and to the coordinator's dimensions. Local
+-- joins are switched off for the three there so that the planner never prefers
+-- fetching the rows to join them here (postgres_fdw's costs without remote
+-- estimates would), and back on after them. On a single node prognos.sharded is
+-- unset and nothing changes.
 SELECT set_config(g, 'off', true) FROM unnest(ARRAY['enable_hashjoin', 'enable_mergejoin', 'enable_nestloop']) g
 WHERE current_setting('prognos.sharded', true) = 'on';
 
@@ -29,36 +30,56 @@ WHERE current_setting('prognos.sharded', true) = 'on';
 -- map held on the coordinator could not be joined on the shards). A prefix
 -- absent from the map gives NULL, which bit_or skips: one bit_or per prefix
 -- length (coalesce does not run on a shard in PostgreSQL 15's postgres_fdw).
+-- The cost is the lookups, so a row makes each at most once: a prefix length
+-- only up to the code's length (a longer one is the code again) and the map's
+-- longest prefix (ml), and the two masks of a stay's codes are built from
+-- disjoint FILTERs (a filter is evaluated before its aggregate's argument):
+-- the codes not present on admission (n) and the others (p), all = n | p.
 -- seq 0 is the admitting diagnosis (SynPUF), usually repeated as the principal:
 -- it adds to the masks but is not counted in n_dx. POA may be NULL, Y, U, W or N;
 -- only N (not present on admission) is unknown at admission.
 -- (Keyed by encounter_id alone: the loader keeps it unique in the warehouse.)
 CREATE TEMP TABLE px_enc_dx ON COMMIT DROP AS
-WITH pm AS (SELECT coalesce(jsonb_object_agg(k, mask), '{}') AS j
-            FROM (SELECT m.code_system || ':' || m.code_prefix AS k, bit_or(1::bigint << c.bit) AS mask
+WITH pm AS (SELECT coalesce(jsonb_object_agg(k, mask), '{}') AS j, coalesce(max(len), 0) AS ml
+            FROM (SELECT m.code_system || ':' || m.code_prefix AS k, bit_or(1::bigint << c.bit) AS mask,
+                         max(length(m.code_prefix)) AS len
                   FROM features.comorbidity_map m JOIN features.comorbidity_category c USING (category)
                   GROUP BY 1) t)
 SELECT encounter_id, n_dx::integer, n_dx_poa::integer,
-       coalesce(a3, 0) | coalesce(a4, 0) | coalesce(a5, 0) | coalesce(a6, 0) | coalesce(a7, 0) AS mask_all,
+       coalesce(n3, 0) | coalesce(n4, 0) | coalesce(n5, 0) | coalesce(n6, 0) | coalesce(n7, 0)
+       | coalesce(p3, 0) | coalesce(p4, 0) | coalesce(p5, 0) | coalesce(p6, 0) | coalesce(p7, 0) AS mask_all,
        coalesce(p3, 0) | coalesce(p4, 0) | coalesce(p5, 0) | coalesce(p6, 0) | coalesce(p7, 0) AS mask_poa
 FROM (SELECT d.patient_id, d.encounter_id,
              count(*) FILTER (WHERE d.seq >= 1) AS n_dx,
              count(*) FILTER (WHERE d.seq >= 1 AND d.present_on_admission IS DISTINCT FROM 'N') AS n_dx_poa,
-             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 3)))::bigint) AS a3,
-             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 4)))::bigint) AS a4,
-             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 5)))::bigint) AS a5,
-             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 6)))::bigint) AS a6,
-             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 7)))::bigint) AS a7,
+             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 3)))::bigint)
+                 FILTER (WHERE d.present_on_admission = 'N') AS n3,
+             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 4)))::bigint)
+                 FILTER (WHERE d.present_on_admission = 'N'
+                          AND length(d.code) >= 4 AND (SELECT ml FROM pm) >= 4) AS n4,
+             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 5)))::bigint)
+                 FILTER (WHERE d.present_on_admission = 'N'
+                          AND length(d.code) >= 5 AND (SELECT ml FROM pm) >= 5) AS n5,
+             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 6)))::bigint)
+                 FILTER (WHERE d.present_on_admission = 'N'
+                          AND length(d.code) >= 6 AND (SELECT ml FROM pm) >= 6) AS n6,
+             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 7)))::bigint)
+                 FILTER (WHERE d.present_on_admission = 'N'
+                          AND length(d.code) >= 7 AND (SELECT ml FROM pm) >= 7) AS n7,
              bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 3)))::bigint)
                  FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N') AS p3,
              bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 4)))::bigint)
-                 FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N') AS p4,
+                 FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N'
+                          AND length(d.code) >= 4 AND (SELECT ml FROM pm) >= 4) AS p4,
              bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 5)))::bigint)
-                 FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N') AS p5,
+                 FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N'
+                          AND length(d.code) >= 5 AND (SELECT ml FROM pm) >= 5) AS p5,
              bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 6)))::bigint)
-                 FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N') AS p6,
+                 FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N'
+                          AND length(d.code) >= 6 AND (SELECT ml FROM pm) >= 6) AS p6,
              bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 7)))::bigint)
-                 FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N') AS p7
+                 FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N'
+                          AND length(d.code) >= 7 AND (SELECT ml FROM pm) >= 7) AS p7
       FROM wh.fact_diagnosis d
       GROUP BY d.patient_id, d.encounter_id) x;
 ANALYZE px_enc_dx;
@@ -71,19 +92,27 @@ FROM (SELECT patient_id, encounter_id, count(*) AS n_px,
 ANALYZE px_enc_px;
 
 -- Each stay's neighbours: one self-join of the patient's stays gives both the
--- prior stays admitted 1-365 days before (counts, 6-month window = 1-182 days)
--- and the first admission 1-30 days after the discharge (the readmission label;
+-- prior stays admitted 1-365 days before (counts, 6-month window = 1-182 days;
+-- and which they are, for their comorbidities below: those discharged by the
+-- index admission, and those discharged later but by the index discharge) and
+-- the first admission 1-30 days after the discharge (the readmission label;
 -- never a feature).
 CREATE TEMP TABLE px_pairs ON COMMIT DROP AS
 SELECT encounter_id, least(5, n6)::smallint AS prior_adm_6m, least(5, n12)::smallint AS prior_adm_12m,
-       least(4, ed6)::smallint AS ed_visits_6m, (next_adm - discharge_date)::smallint AS days_to_next_30d
+       least(4, ed6)::smallint AS ed_visits_6m, (next_adm - discharge_date)::smallint AS days_to_next_30d,
+       prior_adm, prior_dis
 FROM (SELECT i.patient_id, i.encounter_id, i.discharge_date,
              count(*) FILTER (WHERE p.admission_date < i.admission_date
                                 AND p.admission_date >= i.admission_date - 182) AS n6,
              count(*) FILTER (WHERE p.admission_date < i.admission_date) AS n12,
              count(*) FILTER (WHERE p.admission_date < i.admission_date AND p.admission_date >= i.admission_date - 182
                                 AND p.admission_source = 'ed') AS ed6,
-             min(p.admission_date) FILTER (WHERE p.admission_date > i.discharge_date) AS next_adm
+             min(p.admission_date) FILTER (WHERE p.admission_date > i.discharge_date) AS next_adm,
+             array_agg(p.encounter_id) FILTER (WHERE p.admission_date < i.admission_date
+                                                 AND p.discharge_date <= i.admission_date) AS prior_adm,
+             array_agg(p.encounter_id) FILTER (WHERE p.admission_date < i.admission_date
+                                                 AND p.discharge_date > i.admission_date
+                                                 AND p.discharge_date <= i.discharge_date) AS prior_dis
       FROM wh.fact_encounter i
       JOIN wh.fact_encounter p ON p.patient_id = i.patient_id
                               AND p.admission_date BETWEEN i.admission_date - 365 AND i.discharge_date + 30
@@ -91,44 +120,23 @@ FROM (SELECT i.patient_id, i.encounter_id, i.discharge_date,
       GROUP BY i.patient_id, i.encounter_id, i.discharge_date) x;
 ANALYZE px_pairs;
 
--- The comorbidities of the prior stays (admitted 1-365 days before) known at the
--- index admission or discharge: the codes of those discharged by then.
-CREATE TEMP TABLE px_pairs_mask ON COMMIT DROP AS
-WITH pm AS (SELECT coalesce(jsonb_object_agg(k, mask), '{}') AS j
-            FROM (SELECT m.code_system || ':' || m.code_prefix AS k, bit_or(1::bigint << c.bit) AS mask
-                  FROM features.comorbidity_map m JOIN features.comorbidity_category c USING (category)
-                  GROUP BY 1) t)
-SELECT encounter_id,
-       coalesce(a3, 0) | coalesce(a4, 0) | coalesce(a5, 0) | coalesce(a6, 0) | coalesce(a7, 0) AS mask_at_admission,
-       coalesce(d3, 0) | coalesce(d4, 0) | coalesce(d5, 0) | coalesce(d6, 0) | coalesce(d7, 0) AS mask_at_discharge
-FROM (SELECT i.patient_id, i.encounter_id,
-             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 3)))::bigint)
-                 FILTER (WHERE p.discharge_date <= i.admission_date) AS a3,
-             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 4)))::bigint)
-                 FILTER (WHERE p.discharge_date <= i.admission_date) AS a4,
-             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 5)))::bigint)
-                 FILTER (WHERE p.discharge_date <= i.admission_date) AS a5,
-             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 6)))::bigint)
-                 FILTER (WHERE p.discharge_date <= i.admission_date) AS a6,
-             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 7)))::bigint)
-                 FILTER (WHERE p.discharge_date <= i.admission_date) AS a7,
-             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 3)))::bigint) AS d3,
-             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 4)))::bigint) AS d4,
-             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 5)))::bigint) AS d5,
-             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 6)))::bigint) AS d6,
-             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 7)))::bigint) AS d7
-      FROM wh.fact_encounter i
-      JOIN wh.fact_encounter p ON p.patient_id = i.patient_id
-                              AND p.admission_date BETWEEN i.admission_date - 365 AND i.admission_date - 1
-                              AND p.discharge_date <= i.discharge_date
-      JOIN wh.fact_diagnosis d ON d.patient_id = p.patient_id AND d.encounter_id = p.encounter_id
-      GROUP BY i.patient_id, i.encounter_id) x;
-ANALYZE px_pairs_mask;
-
 -- back to the coordinator's joins (on a sharded warehouse)
 SELECT set_config(name, reset_val, true) FROM pg_settings
 WHERE name IN ('enable_hashjoin', 'enable_mergejoin', 'enable_nestloop')
   AND current_setting('prognos.sharded', true) = 'on';
+
+-- The comorbidities of the prior stays known at the index admission (their
+-- codes, of those discharged by then) and at the discharge: the per-stay masks
+-- above, joined here (a few rows per stay: the lists came back aggregated).
+CREATE TEMP TABLE px_pairs_mask ON COMMIT DROP AS
+SELECT l.encounter_id, coalesce(bit_or(dx.mask_all) FILTER (WHERE l.by_admission), 0) AS mask_at_admission,
+       coalesce(bit_or(dx.mask_all), 0) AS mask_at_discharge
+FROM (SELECT encounter_id, unnest(prior_adm) AS prior, true AS by_admission FROM px_pairs WHERE prior_adm IS NOT NULL
+      UNION ALL
+      SELECT encounter_id, unnest(prior_dis), false FROM px_pairs WHERE prior_dis IS NOT NULL) l
+JOIN px_enc_dx dx ON dx.encounter_id = l.prior
+GROUP BY l.encounter_id;
+ANALYZE px_pairs_mask;
 
 -- One row per stay. age: the warehouse keeps the birth year only (as the
 -- generator's covariate). cm_dis: the comorbidities known at discharge (all codes

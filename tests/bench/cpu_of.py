@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""cpu_of.py PGDATA OUT CMD...: runs CMD (its standard output to the file OUT) and
+"""cpu_of.py PGDATA[:PGDATA...] OUT CMD...: runs CMD (its standard output to the file OUT) and
 prints three numbers: the CPU seconds of CMD and its children, the CPU seconds the
-PostgreSQL cluster of PGDATA spent meanwhile (the postmaster's children, parallel
+PostgreSQL cluster(s) of PGDATA spent meanwhile (the postmaster's children, parallel
 workers included, and those it reaped), and the wall seconds. On a machine that
 other jobs load, CPU seconds compare two runs where wall time does not (wall time
 there mostly measures the other jobs); the cluster's figure includes its
@@ -9,7 +9,10 @@ background processes (checkpointer, autovacuum) over the same interval."""
 import glob, os, resource, subprocess, sys, time
 
 pgdata, out, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
-pm = int(open(os.path.join(pgdata, "postmaster.pid")).readline())
+# PGDATA may list several clusters, colon-separated (a coordinator and its shards):
+# their CPU seconds are summed
+pms = {int(open(os.path.join(d, "postmaster.pid")).readline()) for d in pgdata.split(":")}
+pm_stat = {f"/proc/{p}/stat" for p in pms}
 tck = os.sysconf("SC_CLK_TCK")
 
 
@@ -20,7 +23,7 @@ def cluster():
             st = open(d).read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(st[1]) == pm or d == f"/proc/{pm}/stat":
+        if int(st[1]) in pms or d in pm_stat:
             tot += sum(int(x) for x in st[11:15])   # utime stime cutime cstime
     return tot / tck
 
