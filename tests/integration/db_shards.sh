@@ -181,7 +181,8 @@ done
 # kpi.results: every row, every text and integer field equal; doubles equal to 1e-9
 # relative: kpi compute sums the risk models' doubles in the feature tables'
 # physical row order, which a rebuild from shards changes (a difference in the
-# last digit was seen); the stays' volume and cost sums are exact (numeric)
+# last digit was seen), and the roll-up of cells to quarters and years adds
+# doubles in the order the cells arrive; volume (counts) is exact
 /usr/bin/python3 - "$WORK/single/kpi.results.json" "$WORK/sharded/kpi.results.json" <<'PY' || fail "kpi.results differ"
 import json, math, sys
 def load(p):
@@ -193,7 +194,9 @@ bad = []
 for k, r in a.items():
     for f, v in r.items():
         w = b[k].get(f)
-        same = (math.isclose(v, w, rel_tol=1e-9, abs_tol=1e-12) if isinstance(v, float) and isinstance(w, (int, float))
+        # volume: counts of stays, exact on both
+        same = (math.isclose(v, w, rel_tol=1e-9, abs_tol=1e-12)
+                if isinstance(v, float) and isinstance(w, (int, float)) and k[0] != "volume"
                 else v == w)
         if not same:
             bad.append((k, f, v, w))
