@@ -3,7 +3,8 @@
  * here, a row of wh.shards); px_shards_distribute turns a single-node
  * warehouse's fact tables into PARTITION BY HASH (patient_id) tables whose
  * partitions are foreign tables on the shards, moving the rows. The feature and
- * KPI SQL then runs unchanged. Design and limits: README, Scale-out. */
+ * KPI SQL is the same as on one node; px_shards_tune and px_shards_union make
+ * its aggregates run on the shards. Design and limits: README, Scale-out. */
 #include "engine/internal.h"
 #include <libpq-fe.h>
 #include <stdio.h>
