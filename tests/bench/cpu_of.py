@@ -5,27 +5,32 @@ PostgreSQL cluster(s) of PGDATA spent meanwhile (the postmaster's children, para
 workers included, and those it reaped), and the wall seconds. On a machine that
 other jobs load, CPU seconds compare two runs where wall time does not (wall time
 there mostly measures the other jobs); the cluster's figure includes its
-background processes (checkpointer, autovacuum) over the same interval."""
+background processes (checkpointer, autovacuum) over the same interval. With
+several clusters, each one's CPU seconds follow (in the order given)."""
 import glob, os, resource, subprocess, sys, time
 
 pgdata, out, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
 # PGDATA may list several clusters, colon-separated (a coordinator and its shards):
-# their CPU seconds are summed
-pms = {int(open(os.path.join(d, "postmaster.pid")).readline()) for d in pgdata.split(":")}
-pm_stat = {f"/proc/{p}/stat" for p in pms}
+# their CPU seconds are summed, and each cluster's follows the wall seconds
+order = [int(open(os.path.join(d, "postmaster.pid")).readline()) for d in pgdata.split(":")]
+pms = set(order)
 tck = os.sysconf("SC_CLK_TCK")
 
 
 def cluster():
-    tot = 0
+    """CPU seconds of each cluster (in the order given)"""
+    tot = dict.fromkeys(order, 0)
     for d in glob.glob("/proc/[0-9]*/stat"):
         try:
             st = open(d).read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(st[1]) in pms or d in pm_stat:
-            tot += sum(int(x) for x in st[11:15])   # utime stime cutime cstime
-    return tot / tck
+        pid, ppid = int(d.split("/")[2]), int(st[1])
+        for pm in (pid, ppid):
+            if pm in tot:
+                tot[pm] += sum(int(x) for x in st[11:15])   # utime stime cutime cstime
+                break
+    return [tot[pm] / tck for pm in order]
 
 
 def sessions():
@@ -55,4 +60,6 @@ for _ in range(200):   # until CMD's sessions are gone (at most 10 s)
 c1 = cluster()
 if rc:
     sys.exit(rc)
-print(f"{r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime:.2f} {c1 - c0:.2f} {t1 - t0:.2f}")
+each = [b - a for a, b in zip(c0, c1)]
+print(f"{r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime:.2f} {sum(each):.2f} {t1 - t0:.2f}"
+      + ("".join(f" {x:.2f}" for x in each) if len(each) > 1 else ""))

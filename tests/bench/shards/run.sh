@@ -34,10 +34,12 @@ cp "$WORK/gen2/facilities.csv" "$WORK/gen2/providers.csv" "$WORK/data2/"
 for f in patients encounters diagnoses procedures; do
     sed -E 's/\bP([0-9]{8})\b/P\1b2/g; s/\bE([0-9]{9})\b/E\1b2/g' "$WORK/gen2/$f.csv" >"$WORK/data2/$f.csv"
 done
-# timed CMD...: "cpu wall" (CPU: prognos and the clusters of $CLUSTERS)
+# timed CMD...: "cpu wall" (CPU: prognos and the clusters of $CLUSTERS); each
+# cluster's CPU seconds (shards first, the coordinator last) go to $WORK/split
 timed() {
-    local p c w
-    read -r p c w <<<"$("$CPU_OF" "$CLUSTERS" "$WORK/out" "$@")"
+    local p c w each
+    read -r p c w each <<<"$("$CPU_OF" "$CLUSTERS" "$WORK/out" "$@")"
+    echo "${*:2}: prognos $p, clusters $each" >>"$WORK/split"
     echo "$(echo "$p + $c" | bc) $w"
 }
 run_all() { # -> cpu and wall of features, marts, kpi
@@ -63,6 +65,7 @@ CLUSTERS="$CLUSTERS$PROGNOS_HOME/pg/data"
 for k in 1 2 3; do "$PX" db shards add "$(PROGNOS_HOME="$WORK/shard$k" "$PX" db url)" >/dev/null; done
 read -r dc dw <<<"$(timed "$PX" db shards distribute)"
 read -r bc3 bw3 <<<"$(timed "$PX" etl load --format canonical --source "$WORK/data2" --quiet)"
+rm -f "$WORK/split"
 read -r fc3 fw3 mc3 mw3 kc3 kw3 <<<"$(run_all)"
 stays=$(psql -X -At "$("$PX" db url)" -c "SELECT count(*) FROM wh.fact_encounter")
 printf '%s stays; wall seconds and CPU seconds (prognos + every cluster): single node | 3 shards | ratio\n' "$stays"
@@ -72,3 +75,5 @@ for row in "batch2 $bw1 $bw3 $bc1 $bc3" "features $fw1 $fw3 $fc1 $fc3" "marts $m
     printf '%-13s wall %7.2f | %7.2f | %5.2f    cpu %7.2f | %7.2f | %5.2f\n' "$1" "$2" "$3" "$(echo "$3 / $2" | bc -l)" \
         "$4" "$5" "$(echo "$5 / $4" | bc -l)"
 done
+echo "CPU seconds on the sharded warehouse (clusters: shard 1, 2, 3, coordinator):"
+sed 's/^/  /' "$WORK/split"
