@@ -452,11 +452,11 @@ static int model_cells_sql(px_buf *q, const kpi_model *mi, int k)
 /* The stays: volume (every stay) and cost (stays with a recorded cost:
  * total_cost is NULL when the extract had none: unknown, not zero, so such
  * stays are neither in the sum nor in the denominator, and a unit with no costed
- * stay has no cost measure at all). n, ncost, sum cost, sum cost^2. */
-/* The sums are taken where the stays live, per discharge day (on a sharded
- * warehouse each shard sums its own: px_shards_union; postgres_fdw ships no
- * date_part), and added here per month, in numeric (exact: the same figures as
- * one sum over all the stays). */
+ * stay has no cost measure at all). n, ncost, sum cost, sum cost^2. The sums
+ * are taken where the stays live, per discharge day (on a sharded warehouse each
+ * shard sums its own: px_shards_union; postgres_fdw ships no date_part), and
+ * added here per month, in numeric (exact: the same figures as one sum over all
+ * the stays). */
 static const char stays_sql[] =
     "SELECT 'stays'::text, " MONTH_SQL("day") ", facility_id::text, coalesce(nullif(department, ''), 'unknown')::text,"
     " sum(n)::float8, sum(nc)::float8, sum(s)::float8, sum(s2)::float8, NULL::float8, NULL::float8, NULL::float8,"
