@@ -5,9 +5,12 @@
 # and KPIs (one risk-adjusted, two crude) computed and kept; `db shards add`
 # registers the three shards and `db shards distribute` moves the fact tables to
 # them, hash-partitioned by patient. Then: every row is on exactly one shard, a
-# patient's stays, diagnoses and procedures on the same one; every feature row,
-# mart row and kpi.results row rebuilt on the sharded warehouse equals the
-# single-node one; a write outside a sharded load is refused by name.
+# patient's stays, diagnoses and procedures on the same one; the feature build's
+# per-stay aggregates and the KPI pass's sums over the stays ran on every shard
+# (their plans, logged by auto_explain); every feature row, mart row and
+# kpi.results row rebuilt on the sharded warehouse equals the single-node one; a
+# write outside a sharded load is refused by name. First, migration 019 is
+# replayed on the loaded single node (the codes' patient_id backfilled).
 . "$(dirname "$0")/lib.sh"
 COORD=$PROGNOS_HOME
 declare -a SURL
@@ -21,6 +24,26 @@ export PROGNOS_HOME=$COORD
 px generate --patients 1200 --seed 41 --out "$WORK/data" >/dev/null
 px etl load --format canonical --source "$WORK/data" --quiet >/dev/null
 U=$(px db url)
+
+# migration 019 on a warehouse loaded before it (made so by dropping the column and
+# the migration's record): every diagnosis and procedure gets its stay's patient
+want=$(sql "SELECT md5(string_agg(concat_ws(' ', encounter_id, seq, patient_id), ',' ORDER BY encounter_id, seq))
+            FROM wh.fact_diagnosis")
+sql "ALTER TABLE wh.fact_diagnosis DROP COLUMN patient_id; ALTER TABLE wh.fact_procedure DROP COLUMN patient_id;
+     DELETE FROM public.prognos_migrations WHERE version = 19" >/dev/null
+px etl status >/dev/null
+assert_eq "$(sql "SELECT string_agg(attrelid::regclass || ':' || attnotnull, ' ' ORDER BY attrelid::regclass::text)
+                  FROM pg_attribute WHERE attrelid IN ('wh.fact_diagnosis'::regclass, 'wh.fact_procedure'::regclass)
+                  AND attname = 'patient_id' AND NOT attisdropped")" "wh.fact_diagnosis:true wh.fact_procedure:true" \
+    "patient_id back on the code tables, NOT NULL"
+assert_eq "$(sql "SELECT (SELECT count(*) FROM wh.fact_diagnosis d JOIN wh.fact_encounter e USING (encounter_id, admission_date)
+                          WHERE e.patient_id = d.patient_id) = (SELECT count(*) FROM wh.fact_diagnosis)
+                     AND (SELECT count(*) FROM wh.fact_procedure d JOIN wh.fact_encounter e USING (encounter_id, admission_date)
+                          WHERE e.patient_id = d.patient_id) = (SELECT count(*) FROM wh.fact_procedure)")" t \
+    "every code row carries its stay's patient"
+assert_eq "$(sql "SELECT md5(string_agg(concat_ws(' ', encounter_id, seq, patient_id), ',' ORDER BY encounter_id, seq))
+                  FROM wh.fact_diagnosis")" "$want" "backfilled patients equal the loader's"
+ok "migration 019 backfills the patient of every diagnosis and procedure of an existing warehouse"
 
 snapshot() { # dir: every feature, mart and KPI row, sorted, in CSV
     mkdir -p "$1"
