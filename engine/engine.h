@@ -252,6 +252,17 @@ int px_shards_recover(PGconn *c, int locked, px_shards_recovery *rec, px_err *e)
  * (postgres_fdw; PostgreSQL 15 pushes no partial aggregate: README, Scale-out).
  * Nothing on a single node. Call inside the transaction. 0 or PX_EDB. */
 int px_shards_tune(PGconn *c, px_err *e);
+/* SQL that aggregates a fact table on each shard and combines the results here
+ * (for aggregates not grouped by the hash key, which PostgreSQL 15 does not push
+ * to the shards through the partitioned table): appends to out the UNION ALL of
+ * `branch` with every "@REL@" replaced by one relation holding part of
+ * wh.<table> ("fact_encounter", "fact_diagnosis", "fact_procedure"): on a
+ * distributed warehouse each foreign partition (one per shard; postgres_fdw runs
+ * a query over a single foreign table whole on its shard, GROUP BY included),
+ * else wh.<table> itself, once. The caller combines the branches (sums of
+ * counts and sums, min of mins...). 0, PX_EINVAL (unknown table) or PX_EDB. */
+struct px_buf;
+int px_shards_union(PGconn *c, const char *table, const char *branch, struct px_buf *out, px_err *e);
 
 /* ---- pseudonymization -------------------------------------------------- */
 

@@ -407,6 +407,7 @@ static int row_encounter(etl_ctx *x, cfile *cf, row *r, long long line)
     en->state = ENC_STAGED;
     en->line = line;
     en->adm_days = adm;
+    memcpy(en->patient, r->bin[E_PAT], sizeof en->patient);
     int year = px_date_year(adm);
     if (year > 0 && year < (int)sizeof x->enc_years) x->enc_years[year] = 1;
     /* the direct path needs the load partition of the admission year, made before
@@ -501,8 +502,9 @@ static int row_code(etl_ctx *x, cfile *cf, row *r, long long line, int is_dx)
         sp = x->spool; /* encounter from an earlier batch, or unknown: the SQL path decides */
     }
     if (!sp) { /* binary, as the COPY into the load table expects */
-        etl_bin_row(b, 7);
+        etl_bin_row(b, 8);
         etl_bin_bytes(b, r->bin[D_ENC], 16);
+        etl_bin_bytes(b, en->patient, 16);
         etl_bin_date(b, en->adm_days);
         etl_bin_i16(b, seq);
         etl_bin_bytes(b, sys, strlen(sys));
@@ -639,9 +641,10 @@ int etl_canonical_file(etl_ctx *x, int fd)
         "COPY wh.load_fact_encounter (encounter_id, patient_id, facility_id, attending_id, admission_date,"
         " discharge_date, los_days, age_at_admission, admission_type, admission_source, discharge_disposition,"
         " department, drg, total_cost, source, batch_id) FROM STDIN WITH (FORMAT binary)",
-        "COPY wh.load_fact_diagnosis (encounter_id, admission_date, seq, code_system, code, present_on_admission,"
+        "COPY wh.load_fact_diagnosis (encounter_id, patient_id, admission_date, seq, code_system, code, present_on_admission,"
         " batch_id) FROM STDIN WITH (FORMAT binary)",
-        "COPY wh.load_fact_procedure (encounter_id, admission_date, seq, code_system, code, procedure_date, batch_id)"
+        "COPY wh.load_fact_procedure (encounter_id, patient_id, admission_date, seq, code_system, code, procedure_date,"
+        " batch_id)"
         " FROM STDIN WITH (FORMAT binary)"};
     int tab = x->in->table, rc;
     const int binary = tab >= PX_TAB_PATIENTS;

@@ -37,6 +37,7 @@ typedef struct etl_encounter {
     unsigned char state;           /* ENC_* */
     long long line;                /* line in its file, for reject details */
     int adm_days;                  /* admission date: diagnoses are partitioned by it */
+    unsigned char patient[16];     /* its patient: diagnoses and procedures carry it (the hash key of shards) */
     unsigned long long dx_seen[2]; /* diagnosis seq 0..99 already seen in this batch */
     unsigned long long px_seen[2];
 } etl_encounter;

@@ -152,18 +152,21 @@ static const char merge_encounters_fmt[] =
 /* Diagnoses/procedures of encounters loaded in earlier batches (or unknown). */
 static const char merge_codes_fmt[] =
     "WITH s AS (SELECT s.*, row_number() OVER (PARTITION BY encounter_id, seq ORDER BY line) AS rn FROM stg_%1$s s),"
-    " m AS MATERIALIZED (SELECT s.*, e.admission_date, CASE WHEN e.encounter_id IS NULL THEN 'unknown_encounter'"
+    " m AS MATERIALIZED (SELECT s.*, e.admission_date, e.patient_id,"
+    "     CASE WHEN e.encounter_id IS NULL THEN 'unknown_encounter'"
     "     WHEN s.rn > 1 OR d.encounter_id IS NOT NULL THEN 'duplicate_key' END AS reason"
-    "   FROM s LEFT JOIN (SELECT DISTINCT encounter_id, admission_date FROM wh.fact_encounter"
+    "   FROM s LEFT JOIN (SELECT DISTINCT encounter_id, admission_date, patient_id FROM wh.fact_encounter"
     "     WHERE encounter_id IN (SELECT encounter_id FROM stg_%1$s)) e ON e.encounter_id = s.encounter_id"
     "   LEFT JOIN wh.%2$s d ON d.encounter_id = s.encounter_id AND d.seq = s.seq),"
     " rej AS (" REJECT_COLS
     "   SELECT $1::bigint, $2::text, line, reason, CASE reason WHEN 'duplicate_key' THEN 'seq' ELSE 'encounter_id' END,"
     "     CASE reason WHEN 'duplicate_key' THEN format('the encounter already has a code at seq %%s', seq)"
     "       ELSE 'the encounter is neither in this batch nor in the warehouse' END,"
-    "     to_jsonb(m) - 'line' - 'reason' - 'rn' - 'admission_date' FROM m WHERE reason IS NOT NULL RETURNING 1),"
-    " ins AS (INSERT INTO wh.%2$s (encounter_id, admission_date, seq, code_system, code, %3$s, batch_id)"
-    "   SELECT encounter_id, admission_date, seq, code_system, code, %3$s, $1::bigint FROM m WHERE reason IS NULL"
+    "     to_jsonb(m) - 'line' - 'reason' - 'rn' - 'admission_date' - 'patient_id' FROM m WHERE reason IS NOT NULL"
+    "   RETURNING 1),"
+    " ins AS (INSERT INTO wh.%2$s (encounter_id, patient_id, admission_date, seq, code_system, code, %3$s, batch_id)"
+    "   SELECT encounter_id, patient_id, admission_date, seq, code_system, code, %3$s, $1::bigint FROM m"
+    "   WHERE reason IS NULL"
     "   RETURNING 1)"
     " SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rej)";
 

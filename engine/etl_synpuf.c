@@ -18,7 +18,7 @@ static const char staging_sql[] =
     "CREATE TEMP TABLE stg_claims (line bigint, encounter_id uuid, segment smallint, patient_id uuid,"
     " admission_date date, discharge_date date, facility_id text, attending_id text, drg text,"
     " payment numeric(12,2), admit_dx text, dx text[], px text[]) ON COMMIT DROP;"
-    "CREATE TEMP TABLE stg_claims_ok (encounter_id uuid, admission_date date) ON COMMIT DROP;"
+    "CREATE TEMP TABLE stg_claims_ok (encounter_id uuid, admission_date date, patient_id uuid) ON COMMIT DROP;"
     "CREATE TEMP TABLE stg_claims_bad (encounter_id uuid, line bigint, reason text) ON COMMIT DROP;";
 
 #define REJECT_COLS "INSERT INTO etl.rejects (batch_id, file_name, line, reason, field, detail, row_data) "
@@ -101,8 +101,8 @@ static const char merge_claims[] =
     "     discharge_date - admission_date, age, 'unknown', 'unknown',"
     "     CASE WHEN death_date BETWEEN admission_date AND discharge_date THEN 'expired' ELSE 'unknown' END,"
     "     NULL, drg, total_cost, 'synpuf', $1::bigint FROM m WHERE reason IS NULL"
-    "   RETURNING encounter_id, admission_date),"
-    " ok AS (INSERT INTO stg_claims_ok SELECT encounter_id, admission_date FROM ins RETURNING 1)"
+    "   RETURNING encounter_id, admission_date, patient_id),"
+    " ok AS (INSERT INTO stg_claims_ok SELECT encounter_id, admission_date, patient_id FROM ins RETURNING 1)"
     " SELECT (SELECT count(*) FROM stg_claims s WHERE s.encounter_id IN (SELECT encounter_id FROM ins))"
     "   + 0 * (SELECT count(*) FROM ok),"
     "   (SELECT count(*) FROM rej)";
@@ -117,20 +117,21 @@ static const char merge_claim_providers[] =
 /* Codes of the claims loaded in this batch: the admitting diagnosis is seq 0;
  * the others keep their first position across segments, duplicates dropped. */
 static const char merge_claim_codes[] =
-    "WITH ok AS (SELECT s.*, e.admission_date AS adm_date FROM stg_claims s JOIN stg_claims_ok e"
+    "WITH ok AS (SELECT s.*, e.admission_date AS adm_date, e.patient_id AS enc_patient FROM stg_claims s"
+    "   JOIN stg_claims_ok e"
     "   ON e.encounter_id = s.encounter_id),"
-    " adm AS (SELECT DISTINCT ON (encounter_id) encounter_id, adm_date, admit_dx FROM ok WHERE admit_dx IS NOT NULL"
-    "   ORDER BY encounter_id, segment, line),"
-    " dx AS (SELECT encounter_id, adm_date, code, min(segment * 1000 + ord) AS k"
-    "   FROM ok, unnest(dx) WITH ORDINALITY u(code, ord) GROUP BY encounter_id, adm_date, code),"
-    " px AS (SELECT encounter_id, adm_date, code, min(segment * 1000 + ord) AS k"
-    "   FROM ok, unnest(px) WITH ORDINALITY u(code, ord) GROUP BY encounter_id, adm_date, code),"
-    " d AS (INSERT INTO wh.fact_diagnosis (encounter_id, admission_date, seq, code_system, code, batch_id)"
-    "   SELECT encounter_id, adm_date, 0, 'icd9', admit_dx, $1::bigint FROM adm"
-    "   UNION ALL SELECT encounter_id, adm_date, seq, 'icd9', code, $1::bigint FROM (SELECT dx.*,"
+    " adm AS (SELECT DISTINCT ON (encounter_id) encounter_id, enc_patient, adm_date, admit_dx FROM ok"
+    "   WHERE admit_dx IS NOT NULL ORDER BY encounter_id, segment, line),"
+    " dx AS (SELECT encounter_id, enc_patient, adm_date, code, min(segment * 1000 + ord) AS k"
+    "   FROM ok, unnest(dx) WITH ORDINALITY u(code, ord) GROUP BY encounter_id, enc_patient, adm_date, code),"
+    " px AS (SELECT encounter_id, enc_patient, adm_date, code, min(segment * 1000 + ord) AS k"
+    "   FROM ok, unnest(px) WITH ORDINALITY u(code, ord) GROUP BY encounter_id, enc_patient, adm_date, code),"
+    " d AS (INSERT INTO wh.fact_diagnosis (encounter_id, patient_id, admission_date, seq, code_system, code, batch_id)"
+    "   SELECT encounter_id, enc_patient, adm_date, 0, 'icd9', admit_dx, $1::bigint FROM adm"
+    "   UNION ALL SELECT encounter_id, enc_patient, adm_date, seq, 'icd9', code, $1::bigint FROM (SELECT dx.*,"
     "     row_number() OVER (PARTITION BY encounter_id ORDER BY k) AS seq FROM dx) t WHERE seq <= 99 RETURNING 1),"
-    " p AS (INSERT INTO wh.fact_procedure (encounter_id, admission_date, seq, code_system, code, batch_id)"
-    "   SELECT encounter_id, adm_date, seq, 'icd9', code, $1::bigint FROM (SELECT px.*,"
+    " p AS (INSERT INTO wh.fact_procedure (encounter_id, patient_id, admission_date, seq, code_system, code, batch_id)"
+    "   SELECT encounter_id, enc_patient, adm_date, seq, 'icd9', code, $1::bigint FROM (SELECT px.*,"
     "     row_number() OVER (PARTITION BY encounter_id ORDER BY k) AS seq FROM px) t WHERE seq <= 99 RETURNING 1)"
     " SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM p)";
 

@@ -3,7 +3,8 @@
  * here, a row of wh.shards); px_shards_distribute turns a single-node
  * warehouse's fact tables into PARTITION BY HASH (patient_id) tables whose
  * partitions are foreign tables on the shards, moving the rows. The feature and
- * KPI SQL then runs unchanged. Design and limits: README, Scale-out. */
+ * KPI SQL is the same as on one node; px_shards_tune and px_shards_union make
+ * its aggregates run on the shards. Design and limits: README, Scale-out. */
 #include "engine/internal.h"
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -276,12 +277,12 @@ int px_shards_add(PGconn *c, const char *uri, int *shard_id, px_err *e)
         ddl = NULL;
         if ((rc = column_ddl(c, fact_tables[i], &ddl, e)) != 0) goto out;
         sql.len = 0;
-        /* diagnoses and procedures carry their stay's patient, the hash key (the
-         * coordinator's distributed tables have it already) */
-        if (px_buf_printf(&sql, "CREATE TABLE IF NOT EXISTS px_shard.%s (%s%s);"
+        /* diagnoses and procedures carry their stay's patient, the hash key
+         * (migration 019: on a single node too) */
+        if (px_buf_printf(&sql, "CREATE TABLE IF NOT EXISTS px_shard.%s (%s);"
                           " CREATE INDEX IF NOT EXISTS %s_patient ON px_shard.%s (patient_id, admission_date);"
                           " CREATE INDEX IF NOT EXISTS %s_encounter ON px_shard.%s (encounter_id)",
-                          fact_tables[i], ddl, i && !sharded ? ", patient_id uuid NOT NULL" : "", fact_tables[i], fact_tables[i],
+                          fact_tables[i], ddl, fact_tables[i], fact_tables[i],
                           fact_tables[i], fact_tables[i]) != 0 ||
             px_buf_addc(&sql, '\0') != 0) {
             rc = px_err_set(e, PX_ENOMEM, "out of memory");
@@ -462,21 +463,17 @@ int px_shards_distribute(PGconn *c, px_shards_result *r, px_err *e)
     for (int i = 0; i < N_FACT && rc == 0; i++) {
         const char *t = fact_tables[i];
         sql.len = 0;
-        rc = px_buf_printf(&sql, "CREATE TABLE wh.%s_hash (LIKE wh.%s INCLUDING DEFAULTS%s) PARTITION BY HASH (patient_id);",
-                           t, t, i ? ", patient_id uuid NOT NULL" : "");
+        rc = px_buf_printf(&sql, "CREATE TABLE wh.%s_hash (LIKE wh.%s INCLUDING DEFAULTS) PARTITION BY HASH (patient_id);"
+                           " ALTER TABLE wh.%s_hash ALTER COLUMN patient_id SET NOT NULL;",
+                           t, t, t);
         for (int k = 0; k < n && rc == 0; k++)
             rc = px_buf_printf(&sql,
                                " CREATE FOREIGN TABLE wh.%s_s%s PARTITION OF wh.%s_hash FOR VALUES WITH (MODULUS %d,"
                                " REMAINDER %d) SERVER %s OPTIONS (schema_name 'px_shard', table_name '%s');",
                                t, PQgetvalue(sh, k, 0), t, n, k, PQgetvalue(sh, k, 1), t);
-        /* the rows move through postgres_fdw, routed by the hash of the patient */
-        if (rc == 0 && i == 0)
-            rc = px_buf_printf(&sql, " INSERT INTO wh.%s_hash SELECT * FROM wh.%s;", t, t);
-        else if (rc == 0)
-            rc = px_buf_printf(&sql,
-                               " INSERT INTO wh.%s_hash SELECT x.*, e.patient_id FROM wh.%s x JOIN wh.fact_encounter e"
-                               " ON e.encounter_id = x.encounter_id AND e.admission_date = x.admission_date;",
-                               t, t);
+        /* the rows move through postgres_fdw, routed by the hash of the patient
+         * (diagnoses and procedures carry their stay's: migration 019) */
+        if (rc == 0) rc = px_buf_printf(&sql, " INSERT INTO wh.%s_hash SELECT * FROM wh.%s;", t, t);
         if (rc == 0) rc = px_buf_addc(&sql, '\0');
         if (rc != 0) {
             rc = px_err_set(e, PX_ENOMEM, "out of memory");
@@ -768,6 +765,47 @@ int px_shards_tune(PGconn *c, px_err *e)
     free(v);
     if (rc != 0 || !sharded) return rc;
     /* an aggregate grouped by the patient (the hash key) then runs on each shard
-     * whole (postgres_fdw's aggregate pushdown), a join on it shard by shard */
-    return px_db_exec(c, e, "SET LOCAL enable_partitionwise_aggregate = on; SET LOCAL enable_partitionwise_join = on");
+     * whole (postgres_fdw's aggregate pushdown), a join on it shard by shard;
+     * prognos.sharded tells the feature SQL (features/sql/base.sql) to keep its
+     * fact-only statements off local joins, so that they run on the shards */
+    return px_db_exec(c, e, "SET LOCAL enable_partitionwise_aggregate = on; SET LOCAL enable_partitionwise_join = on;"
+                            " SET LOCAL prognos.sharded = on");
+}
+
+int px_shards_union(PGconn *c, const char *table, const char *branch, px_buf *out, px_err *e)
+{
+    int known = 0;
+    for (int i = 0; i < N_FACT; i++) known |= strcmp(table, fact_tables[i]) == 0;
+    if (!known) return px_err_set(e, PX_EINVAL, "'%s' is not a fact table", table);
+    char reg[64];
+    snprintf(reg, sizeof reg, "wh.%s", table);
+    const char *pv[] = {reg};
+    PGresult *r = NULL;
+    /* the foreign partitions of a hash-partitioned (distributed) table, else the table */
+    int rc = px_db_query(c, e, "cannot read the fact table's partitions", &r,
+                         "SELECT format('%I.%I', n.nspname, p.relname) FROM pg_inherits i"
+                         " JOIN pg_class p ON p.oid = i.inhrelid JOIN pg_namespace n ON n.oid = p.relnamespace"
+                         " JOIN pg_partitioned_table t ON t.partrelid = i.inhparent AND t.partstrat = 'h'"
+                         " WHERE i.inhparent = to_regclass($1) AND p.relkind = 'f'"
+                         " UNION ALL SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM pg_partitioned_table"
+                         " WHERE partrelid = to_regclass($1) AND partstrat = 'h')"
+                         " ORDER BY 1",
+                         1, pv);
+    if (rc != 0) return rc;
+    if (PQntuples(r) == 0) rc = px_err_set(e, PX_ESTATE, "wh.%s is distributed but has no shard", table);
+    for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+        const char *rel = PQgetvalue(r, i, 0), *p = branch, *at;
+        if (i) px_buf_adds(out, " UNION ALL ");
+        px_buf_addc(out, '(');
+        while ((at = strstr(p, "@REL@")) != NULL) {
+            px_buf_add(out, p, (size_t)(at - p));
+            px_buf_adds(out, rel);
+            p = at + 5;
+        }
+        px_buf_adds(out, p);
+        px_buf_addc(out, ')');
+    }
+    PQclear(r);
+    if (rc == 0 && px_buf_failed(out)) rc = px_err_set(e, PX_ENOMEM, "out of memory");
+    return rc;
 }

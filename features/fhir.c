@@ -153,7 +153,7 @@ bad:
 }
 
 /* The categories of a code (normalized, no dot): its first 3..7 characters
- * looked up as prefixes, as base.sql's px_code_mask does. */
+ * looked up as prefixes, as base.sql's px_enc_dx does. */
 static uint64_t code_mask(const char *sys, const char *code)
 {
     map_row key = {.sys = strcmp(sys, "icd9") == 0 ? 9 : 10};
@@ -371,7 +371,7 @@ cJSON *px_feat_from_fhir(const cJSON *prefetch, const char *set, const char *as_
         if (px_fhir_procedure_date(p, &d) == 0 && d == ix->adm) n_px_day0++;
     }
 
-    /* prior stays (base.sql px_pairs): admitted 1-365 days before; their codes
+    /* prior stays (base.sql px_pairs, px_pairs_mask): admitted 1-365 days before; their codes
      * once discharged by the prediction time's reference date */
     int prior6 = 0, prior12 = 0, ed6 = 0;
     uint64_t cm_adm = mask_poa, cm_dis = ix->mask_all;

@@ -361,16 +361,24 @@ static int value_into(run *R, const char *what, const char *sql, char *out, size
 static int run_state(run *R)
 {
     PGresult *r = NULL;
+    px_buf q = {0};
     int rc = px_etl_loaded_batches(R->c, &R->batches, R->e);
-    /* one scan: stays and their discharge range */
-    if (rc == 0 && (rc = px_db_query(R->c, R->e, "cannot read wh.fact_encounter", &r,
-                                     "SELECT count(*), coalesce(min(discharge_date)::text, ''),"
-                                     " coalesce(max(discharge_date)::text, '') FROM wh.fact_encounter", 0, NULL)) == 0) {
+    /* one scan: stays and their discharge range (each shard's, combined here) */
+    if (rc == 0 && px_buf_adds(&q, "SELECT coalesce(sum(n), 0), coalesce(min(lo)::text, ''), coalesce(max(hi)::text, '')"
+                                   " FROM ("))
+        rc = px_err_set(R->e, PX_ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = px_shards_union(R->c, "fact_encounter",
+                             "SELECT count(*) AS n, min(discharge_date) AS lo, max(discharge_date) AS hi FROM @REL@", &q,
+                             R->e);
+    if (rc == 0 && px_buf_adds(&q, ") x")) rc = px_err_set(R->e, PX_ENOMEM, "out of memory");
+    if (rc == 0 && (rc = px_db_query(R->c, R->e, "cannot read wh.fact_encounter", &r, q.data, 0, NULL)) == 0) {
         snprintf(R->enc, sizeof R->enc, "%s", PQgetvalue(r, 0, 0));
         snprintf(R->first, sizeof R->first, "%.10s", PQgetvalue(r, 0, 1));
         snprintf(R->last, sizeof R->last, "%.10s", PQgetvalue(r, 0, 2));
     }
     PQclear(r);
+    px_buf_release(&q);
     if (rc) return rc;
     R->info->encounters = atoll(R->enc);
     if (R->info->encounters == 0) {

@@ -452,12 +452,18 @@ static int model_cells_sql(px_buf *q, const kpi_model *mi, int k)
 /* The stays: volume (every stay) and cost (stays with a recorded cost:
  * total_cost is NULL when the extract had none: unknown, not zero, so such
  * stays are neither in the sum nor in the denominator, and a unit with no costed
- * stay has no cost measure at all). n, ncost, sum cost, sum cost^2. */
+ * stay has no cost measure at all). n, ncost, sum cost, sum cost^2. The sums
+ * are taken where the stays live, per discharge day (on a sharded warehouse each
+ * shard sums its own: px_shards_union; postgres_fdw ships no date_part), and
+ * added here per month, in numeric (exact: the same figures as one sum over all
+ * the stays). */
 static const char stays_sql[] =
-    "SELECT 'stays'::text, " MONTH_SQL("discharge_date") ", facility_id::text,"
-    " coalesce(nullif(department, ''), 'unknown')::text, count(*)::float8, count(total_cost)::float8,"
-    " sum(total_cost)::float8, sum(total_cost * total_cost)::float8, NULL::float8, NULL::float8, NULL::float8,"
-    " NULL::float8[] FROM wh.fact_encounter GROUP BY 2, 3, 4";
+    "SELECT 'stays'::text, " MONTH_SQL("day") ", facility_id::text, coalesce(nullif(department, ''), 'unknown')::text,"
+    " sum(n)::float8, sum(nc)::float8, sum(s)::float8, sum(s2)::float8, NULL::float8, NULL::float8, NULL::float8,"
+    " NULL::float8[] FROM (";
+static const char stays_branch[] =
+    "SELECT discharge_date AS day, facility_id, department, count(*) AS n, count(total_cost) AS nc,"
+    " sum(total_cost) AS s, sum(total_cost * total_cost) AS s2 FROM @REL@ GROUP BY 1, 2, 3";
 
 /* the roll-up: cells keyed by (measure, kind, period, unit type, unit) */
 typedef struct rollup {
@@ -694,7 +700,9 @@ int kpi_score_pass(PGconn *c, const kpi_model *mi, int kinds, kpi_cells *cs, kpi
         if (mi[k].skip) continue;
         if (model_cells_sql(&q, &mi[k], k) || px_buf_adds(&q, " UNION ALL ")) rc = oom(e);
     }
-    if (rc == 0 && px_buf_printf(&q, "%s) u (c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11)", stays_sql))
+    if (rc == 0 && px_buf_adds(&q, stays_sql)) rc = oom(e);
+    if (rc == 0) rc = px_shards_union(c, "fact_encounter", stays_branch, &q, e);
+    if (rc == 0 && px_buf_adds(&q, ") x GROUP BY 2, 3, 4) u (c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11)"))
         rc = oom(e);
     if (rc == 0) rc = px_feat_scan(c, f, 12, q.data, pass_row, &r, e);
     /* each model's hierarchical rows name facilities by the pass's index: hand them the names */

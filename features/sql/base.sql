@@ -8,67 +8,135 @@
 -- counts only if admitted 1-365 days before; its diagnoses only once it was
 -- discharged.
 
--- Comorbidity categories of each distinct code in the warehouse (a few thousand),
--- so that the millions of diagnosis rows need one hash join, not a prefix search.
--- A map row matches a code it is a prefix of: the code's first 3..7 characters
--- are looked up (the rule of features.code_mask(), here as one hash join).
-CREATE TEMP TABLE px_code_mask ON COMMIT DROP AS
-WITH codes AS MATERIALIZED (SELECT DISTINCT code_system, code FROM wh.fact_diagnosis)
-SELECT c.code_system, c.code, bit_or(1::bigint << k.bit) AS mask
-FROM codes c
-CROSS JOIN LATERAL (VALUES (left(c.code, 3)), (left(c.code, 4)), (left(c.code, 5)), (left(c.code, 6)),
-                           (left(c.code, 7))) p(prefix)
-JOIN features.comorbidity_map m ON m.code_system = c.code_system AND m.code_prefix = p.prefix
-JOIN features.comorbidity_category k ON k.category = m.category
-GROUP BY c.code_system, c.code;
-ANALYZE px_code_mask;
+-- Where this runs. The three statements px_enc_dx, px_enc_px and px_pairs read
+-- only the fact tables and group by the patient (the hash key of a sharded
+-- warehouse) and the stay: on a sharded warehouse (px_shards_tune sets
+-- prognos.sharded, and partitionwise aggregate and join) PostgreSQL runs each of
+-- them whole on every shard, the shard's join and aggregates in its Remote SQL
+-- (postgres_fdw pushdown), and only per-stay results cross to the coordinator;
+-- the rest joins those to each other and to the coordinator's dimensions. Local
+-- joins are switched off for the three there so that the planner never prefers
+-- fetching the rows to join them here (postgres_fdw's costs without remote
+-- estimates would), and back on after them. On a single node prognos.sharded is
+-- unset and nothing changes.
+SELECT set_config(g, 'off', true) FROM unnest(ARRAY['enable_hashjoin', 'enable_mergejoin', 'enable_nestloop']) g
+WHERE current_setting('prognos.sharded', true) = 'on';
 
+-- Comorbidity categories of a code: a map row matches a code it is a prefix of
+-- (the rule of features.code_mask()), so a code's mask is the OR of the masks of
+-- its first 3..7 characters, looked up in one jsonb object ('icd10:I50' -> the
+-- bits of the categories with that prefix) built from the map per statement (an
+-- InitPlan: a shard gets it as a query parameter, so the lookup runs there; a
+-- map held on the coordinator could not be joined on the shards). A prefix
+-- absent from the map gives NULL, which bit_or skips: one bit_or per prefix
+-- length (coalesce does not run on a shard in PostgreSQL 15's postgres_fdw).
+-- The cost is the lookups, so a row makes each at most once: a prefix length
+-- only up to the code's length (a longer one is the code again) and the map's
+-- longest prefix (ml), and the two masks of a stay's codes are built from
+-- disjoint FILTERs (a filter is evaluated before its aggregate's argument):
+-- the codes not present on admission (n) and the others (p), all = n | p.
 -- seq 0 is the admitting diagnosis (SynPUF), usually repeated as the principal:
 -- it adds to the masks but is not counted in n_dx. POA may be NULL, Y, U, W or N;
 -- only N (not present on admission) is unknown at admission.
 -- (Keyed by encounter_id alone: the loader keeps it unique in the warehouse.)
 CREATE TEMP TABLE px_enc_dx ON COMMIT DROP AS
-SELECT d.encounter_id,
-       count(*) FILTER (WHERE d.seq >= 1)::integer AS n_dx,
-       count(*) FILTER (WHERE d.seq >= 1 AND d.present_on_admission IS DISTINCT FROM 'N')::integer AS n_dx_poa,
-       coalesce(bit_or(m.mask), 0) AS mask_all,
-       coalesce(bit_or(m.mask) FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N'), 0) AS mask_poa
-FROM wh.fact_diagnosis d
-LEFT JOIN px_code_mask m ON m.code_system = d.code_system AND m.code = d.code
-GROUP BY d.encounter_id;
+WITH pm AS (SELECT coalesce(jsonb_object_agg(k, mask), '{}') AS j, coalesce(max(len), 0) AS ml
+            FROM (SELECT m.code_system || ':' || m.code_prefix AS k, bit_or(1::bigint << c.bit) AS mask,
+                         max(length(m.code_prefix)) AS len
+                  FROM features.comorbidity_map m JOIN features.comorbidity_category c USING (category)
+                  GROUP BY 1) t)
+SELECT encounter_id, n_dx::integer, n_dx_poa::integer,
+       coalesce(n3, 0) | coalesce(n4, 0) | coalesce(n5, 0) | coalesce(n6, 0) | coalesce(n7, 0)
+       | coalesce(p3, 0) | coalesce(p4, 0) | coalesce(p5, 0) | coalesce(p6, 0) | coalesce(p7, 0) AS mask_all,
+       coalesce(p3, 0) | coalesce(p4, 0) | coalesce(p5, 0) | coalesce(p6, 0) | coalesce(p7, 0) AS mask_poa
+FROM (SELECT d.patient_id, d.encounter_id,
+             count(*) FILTER (WHERE d.seq >= 1) AS n_dx,
+             count(*) FILTER (WHERE d.seq >= 1 AND d.present_on_admission IS DISTINCT FROM 'N') AS n_dx_poa,
+             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 3)))::bigint)
+                 FILTER (WHERE d.present_on_admission = 'N') AS n3,
+             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 4)))::bigint)
+                 FILTER (WHERE d.present_on_admission = 'N'
+                          AND length(d.code) >= 4 AND (SELECT ml FROM pm) >= 4) AS n4,
+             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 5)))::bigint)
+                 FILTER (WHERE d.present_on_admission = 'N'
+                          AND length(d.code) >= 5 AND (SELECT ml FROM pm) >= 5) AS n5,
+             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 6)))::bigint)
+                 FILTER (WHERE d.present_on_admission = 'N'
+                          AND length(d.code) >= 6 AND (SELECT ml FROM pm) >= 6) AS n6,
+             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 7)))::bigint)
+                 FILTER (WHERE d.present_on_admission = 'N'
+                          AND length(d.code) >= 7 AND (SELECT ml FROM pm) >= 7) AS n7,
+             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 3)))::bigint)
+                 FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N') AS p3,
+             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 4)))::bigint)
+                 FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N'
+                          AND length(d.code) >= 4 AND (SELECT ml FROM pm) >= 4) AS p4,
+             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 5)))::bigint)
+                 FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N'
+                          AND length(d.code) >= 5 AND (SELECT ml FROM pm) >= 5) AS p5,
+             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 6)))::bigint)
+                 FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N'
+                          AND length(d.code) >= 6 AND (SELECT ml FROM pm) >= 6) AS p6,
+             bit_or(((SELECT j FROM pm) -> (d.code_system || ':' || left(d.code, 7)))::bigint)
+                 FILTER (WHERE d.present_on_admission IS DISTINCT FROM 'N'
+                          AND length(d.code) >= 7 AND (SELECT ml FROM pm) >= 7) AS p7
+      FROM wh.fact_diagnosis d
+      GROUP BY d.patient_id, d.encounter_id) x;
 ANALYZE px_enc_dx;
 
--- Each stay's neighbours: one self-join over a narrow copy of the stays gives both
--- the prior stays of the same patient admitted 1-365 days before (counts, 6-month
--- window = 1-182 days, and their comorbidity masks known at the index admission
--- or discharge: prior stay discharged by then) and the first admission 1-30 days
--- after the discharge (the readmission label; never a feature).
-CREATE TEMP TABLE px_narrow ON COMMIT DROP AS
-SELECT e.encounter_id, e.patient_id, e.admission_date, e.discharge_date, e.admission_source,
-       coalesce(dx.mask_all, 0) AS mask_all
-FROM wh.fact_encounter e
-LEFT JOIN px_enc_dx dx ON dx.encounter_id = e.encounter_id;
-ANALYZE px_narrow;
+CREATE TEMP TABLE px_enc_px ON COMMIT DROP AS
+SELECT encounter_id, n_px::integer, n_px_day0::integer
+FROM (SELECT patient_id, encounter_id, count(*) AS n_px,
+             count(*) FILTER (WHERE procedure_date = admission_date) AS n_px_day0
+      FROM wh.fact_procedure GROUP BY patient_id, encounter_id) x;
+ANALYZE px_enc_px;
 
+-- Each stay's neighbours: one self-join of the patient's stays gives both the
+-- prior stays admitted 1-365 days before (counts, 6-month window = 1-182 days;
+-- and which they are, for their comorbidities below: those discharged by the
+-- index admission, and those discharged later but by the index discharge) and
+-- the first admission 1-30 days after the discharge (the readmission label;
+-- never a feature).
 CREATE TEMP TABLE px_pairs ON COMMIT DROP AS
-SELECT i.encounter_id,
-       least(5, count(*) FILTER (WHERE p.admission_date < i.admission_date
-                                   AND p.admission_date >= i.admission_date - 182))::smallint AS prior_adm_6m,
-       least(5, count(*) FILTER (WHERE p.admission_date < i.admission_date))::smallint AS prior_adm_12m,
-       least(4, count(*) FILTER (WHERE p.admission_date < i.admission_date AND p.admission_date >= i.admission_date - 182
-                                   AND p.admission_source = 'ed'))::smallint AS ed_visits_6m,
-       coalesce(bit_or(p.mask_all) FILTER (WHERE p.admission_date < i.admission_date
-                                             AND p.discharge_date <= i.admission_date), 0) AS mask_at_admission,
-       coalesce(bit_or(p.mask_all) FILTER (WHERE p.admission_date < i.admission_date
-                                             AND p.discharge_date <= i.discharge_date), 0) AS mask_at_discharge,
-       (min(p.admission_date) FILTER (WHERE p.admission_date > i.discharge_date) - i.discharge_date)::smallint
-           AS days_to_next_30d
-FROM px_narrow i
-JOIN px_narrow p ON p.patient_id = i.patient_id
-                AND p.admission_date BETWEEN i.admission_date - 365 AND i.discharge_date + 30
-                AND (p.admission_date < i.admission_date OR p.admission_date > i.discharge_date)
-GROUP BY i.encounter_id, i.discharge_date;
+SELECT encounter_id, least(5, n6)::smallint AS prior_adm_6m, least(5, n12)::smallint AS prior_adm_12m,
+       least(4, ed6)::smallint AS ed_visits_6m, (next_adm - discharge_date)::smallint AS days_to_next_30d,
+       prior_adm, prior_dis
+FROM (SELECT i.patient_id, i.encounter_id, i.discharge_date,
+             count(*) FILTER (WHERE p.admission_date < i.admission_date
+                                AND p.admission_date >= i.admission_date - 182) AS n6,
+             count(*) FILTER (WHERE p.admission_date < i.admission_date) AS n12,
+             count(*) FILTER (WHERE p.admission_date < i.admission_date AND p.admission_date >= i.admission_date - 182
+                                AND p.admission_source = 'ed') AS ed6,
+             min(p.admission_date) FILTER (WHERE p.admission_date > i.discharge_date) AS next_adm,
+             array_agg(p.encounter_id) FILTER (WHERE p.admission_date < i.admission_date
+                                                 AND p.discharge_date <= i.admission_date) AS prior_adm,
+             array_agg(p.encounter_id) FILTER (WHERE p.admission_date < i.admission_date
+                                                 AND p.discharge_date > i.admission_date
+                                                 AND p.discharge_date <= i.discharge_date) AS prior_dis
+      FROM wh.fact_encounter i
+      JOIN wh.fact_encounter p ON p.patient_id = i.patient_id
+                              AND p.admission_date BETWEEN i.admission_date - 365 AND i.discharge_date + 30
+                              AND (p.admission_date < i.admission_date OR p.admission_date > i.discharge_date)
+      GROUP BY i.patient_id, i.encounter_id, i.discharge_date) x;
 ANALYZE px_pairs;
+
+-- back to the coordinator's joins (on a sharded warehouse)
+SELECT set_config(name, reset_val, true) FROM pg_settings
+WHERE name IN ('enable_hashjoin', 'enable_mergejoin', 'enable_nestloop')
+  AND current_setting('prognos.sharded', true) = 'on';
+
+-- The comorbidities of the prior stays known at the index admission (their
+-- codes, of those discharged by then) and at the discharge: the per-stay masks
+-- above, joined here (a few rows per stay: the lists came back aggregated).
+CREATE TEMP TABLE px_pairs_mask ON COMMIT DROP AS
+SELECT l.encounter_id, coalesce(bit_or(dx.mask_all) FILTER (WHERE l.by_admission), 0) AS mask_at_admission,
+       coalesce(bit_or(dx.mask_all), 0) AS mask_at_discharge
+FROM (SELECT encounter_id, unnest(prior_adm) AS prior, true AS by_admission FROM px_pairs WHERE prior_adm IS NOT NULL
+      UNION ALL
+      SELECT encounter_id, unnest(prior_dis), false FROM px_pairs WHERE prior_dis IS NOT NULL) l
+JOIN px_enc_dx dx ON dx.encounter_id = l.prior
+GROUP BY l.encounter_id;
+ANALYZE px_pairs_mask;
 
 -- One row per stay. age: the warehouse keeps the birth year only (as the
 -- generator's covariate). cm_dis: the comorbidities known at discharge (all codes
@@ -84,8 +152,8 @@ SELECT e.encounter_id, e.patient_id, e.facility_id, e.department, e.admission_da
        coalesce(pr.n_px, 0) AS n_px, coalesce(pr.n_px_day0, 0) AS n_px_day0,
        coalesce(nb.prior_adm_6m, 0) AS prior_adm_6m, coalesce(nb.prior_adm_12m, 0) AS prior_adm_12m,
        coalesce(nb.ed_visits_6m, 0) AS ed_visits_6m,
-       coalesce(dx.mask_all, 0) | coalesce(nb.mask_at_discharge, 0) AS cm_dis,
-       coalesce(dx.mask_poa, 0) | coalesce(nb.mask_at_admission, 0) AS cm_adm,
+       coalesce(dx.mask_all, 0) | coalesce(pm.mask_at_discharge, 0) AS cm_dis,
+       coalesce(dx.mask_poa, 0) | coalesce(pm.mask_at_admission, 0) AS cm_adm,
        nb.days_to_next_30d,
        y.alzheimer::integer::smallint AS cc_alzheimer, y.chf::integer::smallint AS cc_chf,
        y.chronic_kidney::integer::smallint AS cc_chronic_kidney, y.cancer::integer::smallint AS cc_cancer,
@@ -96,10 +164,9 @@ SELECT e.encounter_id, e.patient_id, e.facility_id, e.department, e.admission_da
 FROM wh.fact_encounter e
 JOIN wh.dim_patient p ON p.patient_id = e.patient_id
 LEFT JOIN px_enc_dx dx ON dx.encounter_id = e.encounter_id
-LEFT JOIN (SELECT encounter_id, count(*)::integer AS n_px,
-                  count(*) FILTER (WHERE procedure_date = admission_date)::integer AS n_px_day0
-           FROM wh.fact_procedure GROUP BY encounter_id) pr ON pr.encounter_id = e.encounter_id
+LEFT JOIN px_enc_px pr ON pr.encounter_id = e.encounter_id
 LEFT JOIN px_pairs nb ON nb.encounter_id = e.encounter_id
+LEFT JOIN px_pairs_mask pm ON pm.encounter_id = e.encounter_id
 LEFT JOIN wh.patient_year y ON y.patient_id = e.patient_id AND y.year = extract(year FROM e.admission_date)::smallint;
 ANALYZE px_enc;
 
