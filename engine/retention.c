@@ -603,11 +603,12 @@ static int apply_sharded(PGconn *c, const char *dir, px_retention_result *r, px_
                                   " 'by', 'prognos: pg_partman''s retention rule on the shards') FROM ins",
                                   11, pv)) != 0)
                 goto out;
+            const char *av[] = {tab, part, path, sha, bytes_s, rows_s};
             if (archive && (rc = px_db_query(c, e, "cannot record an archive in audit.events", NULL,
                                              "INSERT INTO audit.events (action, object, detail) VALUES ('retention.archive',"
                                              " 'wh.' || $2::text, jsonb_build_object('table', 'wh.' || $1::text, 'file',"
-                                             " $7::text, 'sha256', $8::text, 'bytes', $9::bigint, 'rows', $10::bigint))",
-                                             10, pv)) != 0)
+                                             " $3::text, 'sha256', $4::text, 'bytes', $5::bigint, 'rows', $6::bigint))",
+                                             6, av)) != 0)
                 goto out;
             if (archive) r->archived++;
             px_log(PX_LOG_INFO, "retention: wh.%s %d (%lld rows on %d shards) %s%s", tab, years[j], held, n,
