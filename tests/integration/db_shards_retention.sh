@@ -148,6 +148,39 @@ for y in "${GONE[@]}"; do
 done
 ok "sharded retention removed, archived (SHA-256 and rows checked), detached and audited exactly as one node"
 
+# a 7-year policy removes one more year (the one that ended between 7 and 8 years
+# ago, unless today's date leaves none in the data): killed after the decision,
+# before any shard's COMMIT PREPARED, it is committed everywhere by `db shards recover`
+Y7=$(/usr/bin/python3 -c 'import datetime; y = datetime.date.today().year - 8; print(y if y <= 2022 else "")')
+if [ -n "$Y7" ]; then
+    for ph in "$REF" "$COORD"; do
+        PROGNOS_HOME=$ph px db retention set --table fact_encounter --older-than 7y --action archive >/dev/null
+        PROGNOS_HOME=$ph px db retention set --table fact_diagnosis --older-than 7y --action detach >/dev/null
+        PROGNOS_HOME=$ph px db retention set --table fact_procedure --older-than 7y --action drop >/dev/null
+    done
+    PROGNOS_HOME=$REF px db retention apply --archive-dir "$WORK/ref-archive" >/dev/null
+    killed_apply retention_committed
+    assert_eq "$(prepared | sed -E 's/pxr_[0-9]+_/pxr_R_/' | tr '\n' ' ')" "1 pxr_R_0 2 pxr_R_1 3 pxr_R_2 " \
+        "prepared after a kill at retention_committed"
+    assert_eq "$(sql "SELECT string_agg(partition_name, ' ' ORDER BY partition_name) FROM wh.retention_removed
+                      WHERE period_start = '$Y7-01-01'")" "fact_diagnosis_p$Y7 fact_encounter_p$Y7 fact_procedure_p$Y7" \
+        "the decision recorded $Y7's removal"
+    assert_exit 0 px db shards recover --json
+    assert_eq "$(/usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["committed"], d["rolled_back"])' "$WORK/out")" \
+        "3 0" "recovery of the decided run"
+    assert_eq "$(prepared)" "" "prepared transactions after recovery"
+    for t in fact_encounter fact_diagnosis fact_procedure; do
+        assert_eq "$(rows_md5 "$U" wh.$t)" "$(rows_md5 "$RURL" wh.$t)" "wh.$t after the 7-year policy: sharded and single-node"
+    done
+    f="$WORK/archive/fact_encounter_p$Y7.csv.gz"
+    assert_eq "$(sha256sum "$f" | cut -d' ' -f1)" \
+        "$(sql "SELECT archive_sha256 FROM wh.retention_removed WHERE partition_name = 'fact_encounter_p$Y7'")" "SHA-256 of $f"
+    cmp -s <(zcat "$f" | sort) <(zcat "$WORK/ref-archive/fact_encounter_p$Y7.csv.gz" | sort) ||
+        fail "the sharded archive of $Y7 holds other rows than the single-node one"
+    assert_eq "$(sql "SELECT count(*) FROM wh.retention_runs")" 2 "retention runs decided"
+    ok "an apply killed after its decision, before any shard committed, is committed on every shard by recovery"
+fi
+
 # requests for removed periods fail clearly
 y=${GONE[-1]}
 assert_exit 1 px kpi report --period "$y" --out "$WORK/r.html"
