@@ -3,7 +3,10 @@
  * drop_partition_time() applies it (wh.retention_run records and audits each
  * partition removed); an archived partition is written as gzip'd CSV, its SHA-256
  * recorded in the transaction that drops it. The checks refuse periods that
- * retention removed. Tables and the reasons for the design: engine/sql/016_retention.sql. */
+ * retention removed. Tables and the reasons for the design: engine/sql/016_retention.sql.
+ * On a distributed warehouse (pg_partman cannot manage hash partitions over
+ * foreign tables) apply_sharded applies pg_partman's rule on the shards with
+ * two-phase commit: engine/sql/020_shard_retention.sql, README "Retention". */
 #include "engine/internal.h"
 #include <errno.h>
 #include <fcntl.h>
