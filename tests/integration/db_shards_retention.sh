@@ -3,7 +3,8 @@
 # coordinator and three shards, separate embedded clusters as in db_shards.sh)
 # against a single-node reference warehouse holding the same nine admission
 # years and the same policies: archive (fact_encounter), detach (fact_diagnosis)
-# and drop (fact_procedure) of the years that ended more than 8 years ago. Two
+# and drop (fact_procedure) of the years that ended more than 8 years ago (the
+# reference's archives first left waiting, which `distribute` refuses). Two
 # policies are set before `db shards distribute` (which accepts them and takes
 # the tables out of pg_partman's configuration), one after. An apply killed
 # (PX_TEST_KILL_AT, a SIGKILL it raises on itself) after the first shard
@@ -58,8 +59,16 @@ for ph in "$REF" "$COORD"; do
     PROGNOS_HOME=$ph px db retention set --table fact_diagnosis --older-than 8y --action detach >/dev/null
 done
 PROGNOS_HOME=$REF px db retention set --table fact_procedure --older-than 8y --action drop >/dev/null
+# (first with an archive directory that cannot be made: the archives wait in
+# wh_retired, and distribute refuses the warehouse until they are written)
+touch "$WORK/not-a-dir"
+PROGNOS_HOME=$REF assert_exit 1 px db retention apply --archive-dir "$WORK/not-a-dir/sub"
+PROGNOS_HOME=$REF assert_exit 1 px db shards distribute
+grep -q "cannot distribute: ${#GONE[@]} removed partitions still wait to be archived" "$WORK/err" ||
+    fail "distribute with archives pending: $(cat "$WORK/err")"
 PROGNOS_HOME=$REF px db retention apply --archive-dir "$WORK/ref-archive" >/dev/null
-assert_eq "$(rsql "SELECT count(*) FROM wh.retention_removed")" "$((3 * ${#GONE[@]}))" "reference: partitions removed"
+assert_eq "$(rsql "SELECT count(*) FROM wh.retention_removed WHERE archived_at IS NOT NULL OR action <> 'archive'")" \
+    "$((3 * ${#GONE[@]}))" "reference: partitions removed and archived"
 
 # the coordinator: distributed with two policies set, the third set afterwards
 for k in 1 2 3; do assert_exit 0 px db shards add "${SURL[$k]}"; done
