@@ -197,8 +197,10 @@ typedef struct px_retention_result {
 /* Applies every policy with pg_partman's drop_partition_time in one
  * transaction (each removed partition recorded in wh.retention_removed and
  * audited), then writes each partition waiting for its archive to
- * archive_dir/<partition>.csv.gz and drops it. 0 or PX_E*; r is filled either
- * way with what was done, release it. */
+ * archive_dir/<partition>.csv.gz and drops it. On a distributed warehouse,
+ * pg_partman's rule on every shard with two-phase commit (gids pxr_*, resolved
+ * by px_shards_recover; migration 020). 0 or PX_E*; r is filled either way with
+ * what was done, release it. */
 int px_retention_apply(PGconn *c, const char *archive_dir, px_retention_result *r, px_err *e);
 void px_retention_result_release(px_retention_result *r);
 /* Refusals (PX_ESTATE with a message naming the removed periods, or PX_EDB):

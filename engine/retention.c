@@ -3,7 +3,10 @@
  * drop_partition_time() applies it (wh.retention_run records and audits each
  * partition removed); an archived partition is written as gzip'd CSV, its SHA-256
  * recorded in the transaction that drops it. The checks refuse periods that
- * retention removed. Tables and the reasons for the design: engine/sql/016_retention.sql. */
+ * retention removed. Tables and the reasons for the design: engine/sql/016_retention.sql.
+ * On a distributed warehouse (pg_partman cannot manage hash partitions over
+ * foreign tables) apply_sharded applies pg_partman's rule on the shards with
+ * two-phase commit: engine/sql/020_shard_retention.sql, README "Retention". */
 #include "engine/internal.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -64,10 +67,21 @@ static int partman_schema(PGconn *c, int create, char **schema, px_err *e)
     return px_db_value(c, e, "cannot look for the pg_partman extension", schema, q, 0, NULL);
 }
 
+/* *dist: the fact tables are distributed over shards (migration 018's test). */
+static int distributed(PGconn *c, int *dist, px_err *e)
+{
+    char *v = NULL;
+    int rc = px_db_value(c, e, "cannot read the fact tables' partitioning", &v,
+                         "SELECT wh.is_distributed('fact_encounter')", 0, NULL);
+    *dist = v && strcmp(v, "t") == 0;
+    free(v);
+    return rc;
+}
+
 int px_retention_set(PGconn *c, const char *table, const char *older_than, const char *action, px_err *e)
 {
     char age[64];
-    int rc, in_tx = 0, all = table && strcmp(table, "all") == 0, known = all;
+    int rc, in_tx = 0, all = table && strcmp(table, "all") == 0, known = all, dist = 0;
     char *schema = NULL, *qs = NULL;
     for (int i = 0; i < N_FACT && !known; i++) known = table && strcmp(table, fact_tables[i]) == 0;
     if (!known) {
@@ -81,8 +95,12 @@ int px_retention_set(PGconn *c, const char *table, const char *older_than, const
         px_err_hint(e, "use detach, drop or archive");
         return PX_EINVAL;
     }
-    if ((rc = partman_schema(c, 1, &schema, e)) != 0) goto out;
-    if (!(qs = PQescapeIdentifier(c, schema, strlen(schema)))) {
+    if ((rc = distributed(c, &dist, e)) != 0) goto out;
+    /* a distributed warehouse's fact tables are hash partitions over foreign
+     * tables, which pg_partman cannot manage: the policy alone is kept, applied
+     * by apply_sharded with pg_partman's retention rule */
+    if (!dist && (rc = partman_schema(c, 1, &schema, e)) != 0) goto out;
+    if (!dist && !(qs = PQescapeIdentifier(c, schema, strlen(schema)))) {
         rc = px_db_fail(e, c, NULL, "cannot quote the pg_partman schema");
         goto out;
     }
@@ -104,7 +122,9 @@ int px_retention_set(PGconn *c, const char *table, const char *older_than, const
          * pg_partman pre-creates nothing), the retention and what becomes of an
          * expired partition: kept as a table (detach), moved to wh_retired for the
          * archive, or dropped */
-        snprintf(sql, sizeof sql,
+        sql[0] = '\0';
+        if (!dist)
+            snprintf(sql, sizeof sql,
                  "INSERT INTO %s.part_config (parent_table, control, partition_type, partition_interval, premake,"
                  " datetime_string, automatic_maintenance, jobmon, retention, retention_keep_table,"
                  " retention_keep_index, retention_schema)"
@@ -115,7 +135,8 @@ int px_retention_set(PGconn *c, const char *table, const char *older_than, const
                  " automatic_maintenance = 'off'",
                  qs);
         const char *pp[] = {age, action, parent};
-        if ((rc = px_db_query(c, e, "cannot configure pg_partman's retention", NULL, sql, 3, pp)) != 0) goto out;
+        if (!dist && (rc = px_db_query(c, e, "cannot configure pg_partman's retention", NULL, sql, 3, pp)) != 0)
+            goto out;
         if ((rc = px_db_audit_commit(c, e, "cannot record the retention policy in audit.events",
                                      "INSERT INTO audit.events (action, object, detail) VALUES ('retention.set', $3,"
                                      " jsonb_build_object('older_than', $1::text, 'action', $2::text))",
@@ -166,15 +187,50 @@ static int gz_put(gz_sink *g, const void *in, size_t len, int flush, const char 
     return 0;
 }
 
-/* Writes wh_retired.<part> as gzip'd CSV (with a header line) to path, in c's
- * open transaction; fills sha (hex) and *bytes. The file is complete and
- * fsync'd, renamed into place from path.tmp, when this returns 0. */
-static int write_archive(PGconn *c, const char *part, const char *path, char sha[65], long long *bytes, px_err *e)
+/* Compresses the output of one COPY ... TO STDOUT on c into g. */
+static int gz_copy(gz_sink *g, PGconn *c, const char *sql, const char *path, px_err *e)
 {
-    char tmp[4300], sql[512];
+    int rc = 0;
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COPY_OUT) {
+        rc = px_db_fail(e, c, r, "cannot read a partition to archive");
+        PQclear(r);
+        return rc;
+    }
+    PQclear(r);
+    for (;;) {
+        char *buf = NULL;
+        int n = PQgetCopyData(c, &buf, 0);
+        if (n == -1) break;
+        if (n < 0) {
+            rc = px_db_fail(e, c, NULL, "cannot read a partition to archive");
+            break;
+        }
+        rc = gz_put(g, buf, (size_t)n, Z_NO_FLUSH, path, e);
+        PQfreemem(buf);
+        if (rc != 0) { /* drain the COPY so the connection stays usable */
+            while (PQgetCopyData(c, &buf, 0) > 0) PQfreemem(buf);
+            break;
+        }
+    }
+    while ((r = PQgetResult(c)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0) rc = px_db_fail(e, c, r, "cannot read a partition to archive");
+        PQclear(r);
+    }
+    return rc;
+}
+
+/* Writes the output of n COPY ... TO STDOUT (FORMAT csv) statements, sqls[i] on
+ * cs[i] in its open transaction, one after the other as one gzip'd file to path
+ * (the first statement writes the header line); fills sha (hex) and *bytes. The
+ * file is complete and fsync'd, renamed into place from path.tmp, when this
+ * returns 0. */
+static int write_archive_from(int n, PGconn *const *cs, const char *const *sqls, const char *path, char sha[65],
+                              long long *bytes, px_err *e)
+{
+    char tmp[4300];
     gz_sink *g = calloc(1, sizeof *g);
-    int rc = 0, zinit = 0, copying = 0;
-    char *qp = NULL;
+    int rc = 0, zinit = 0;
     if (!g) return px_err_set(e, PX_ENOMEM, "out of memory");
     g->fd = -1;
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -191,37 +247,8 @@ static int write_archive(PGconn *c, const char *part, const char *path, char sha
         rc = px_err_set(e, PX_EIO, "cannot create the archive '%s': %s", tmp, strerror(errno));
         goto out;
     }
-    if (!(qp = PQescapeIdentifier(c, part, strlen(part)))) {
-        rc = px_db_fail(e, c, NULL, "cannot quote a partition name");
-        goto out;
-    }
-    snprintf(sql, sizeof sql, "COPY wh_retired.%s TO STDOUT WITH (FORMAT csv, HEADER)", qp);
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_COPY_OUT) {
-        rc = px_db_fail(e, c, r, "cannot read a partition to archive");
-        PQclear(r);
-        goto out;
-    }
-    PQclear(r);
-    copying = 1;
-    for (;;) {
-        char *buf = NULL;
-        int n = PQgetCopyData(c, &buf, 0);
-        if (n == -1) break;
-        if (n < 0) {
-            rc = px_db_fail(e, c, NULL, "cannot read a partition to archive");
-            goto out;
-        }
-        rc = gz_put(g, buf, (size_t)n, Z_NO_FLUSH, path, e);
-        PQfreemem(buf);
-        if (rc != 0) goto out;
-    }
-    copying = 0;
-    while ((r = PQgetResult(c)) != NULL) {
-        if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == 0) rc = px_db_fail(e, c, r, "cannot read a partition to archive");
-        PQclear(r);
-    }
-    if (rc != 0) goto out;
+    for (int i = 0; i < n; i++)
+        if ((rc = gz_copy(g, cs[i], sqls[i], path, e)) != 0) goto out;
     if ((rc = gz_put(g, NULL, 0, Z_FINISH, path, e)) != 0) goto out;
     if (fsync(g->fd) != 0 || close(g->fd) != 0) {
         g->fd = -1;
@@ -255,19 +282,25 @@ static int write_archive(PGconn *c, const char *part, const char *path, char sha
     for (unsigned i = 0; i < 32; i++) snprintf(sha + 2 * i, 3, "%02x", md[i]);
     *bytes = g->bytes;
 out:
-    if (copying) { /* drain an interrupted COPY so the connection stays usable */
-        char *buf;
-        while (PQgetCopyData(c, &buf, 0) > 0) PQfreemem(buf);
-        PGresult *r2;
-        while ((r2 = PQgetResult(c)) != NULL) PQclear(r2);
-    }
     if (g->fd >= 0) close(g->fd);
     if (rc != 0) unlink(tmp);
     if (zinit) deflateEnd(&g->z);
     EVP_MD_CTX_free(g->md);
-    if (qp) PQfreemem(qp);
     free(g);
     return rc;
+}
+
+/* Writes wh_retired.<part> as gzip'd CSV (with a header line) to path, in c's
+ * open transaction (write_archive_from). */
+static int write_archive(PGconn *c, const char *part, const char *path, char sha[65], long long *bytes, px_err *e)
+{
+    char sql[512];
+    char *qp = PQescapeIdentifier(c, part, strlen(part));
+    if (!qp) return px_db_fail(e, c, NULL, "cannot quote a partition name");
+    snprintf(sql, sizeof sql, "COPY wh_retired.%s TO STDOUT WITH (FORMAT csv, HEADER)", qp);
+    PQfreemem(qp);
+    const char *sqls[] = {sql};
+    return write_archive_from(1, &c, sqls, path, sha, bytes, e);
 }
 
 /* Archives one partition waiting in wh_retired: its file, then in one
@@ -354,9 +387,304 @@ void px_retention_result_release(px_retention_result *r)
     memset(r, 0, sizeof *r);
 }
 
+/* ---- apply on a distributed warehouse -------------------------------------- */
+
+typedef struct ret_shard {
+    int id;
+    char server[64];
+    PGconn *s;
+    int prepared;
+} ret_shard;
+
+/* Runs a statement on a shard in its open transaction; *rows: the rows it
+ * affected (DELETE, CREATE TABLE AS) or the first value of its first row. */
+static int shard_run(ret_shard *sh, const char *sql, long long *rows, const char *what, px_err *e)
+{
+    PGresult *r = PQexec(sh->s, sql);
+    int rc = 0;
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COMMAND_OK) {
+        if (rows) *rows = atoll(PQcmdTuples(r));
+    } else if (st == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) == 1) {
+        if (rows) *rows = atoll(PQgetvalue(r, 0, 0));
+    } else {
+        rc = px_db_fail(e, sh->s, r, what);
+        px_err_wrap(e, PX_EDB, "shard %s", sh->server);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* pg_partman's retention rule applied to a distributed warehouse, whose fact
+ * tables pg_partman cannot manage (hash partitions over postgres_fdw foreign
+ * tables; a year's rows are spread over every shard): for each policy, every
+ * year whose whole period ended more than older_than before now and that some
+ * shard holds rows of is removed from every shard in one transaction per shard
+ * (archive: the rows of all shards written first to one gzip'd CSV, its SHA-256
+ * recorded; detach: moved to px_shard.<table>_p<year> on each shard; then
+ * deleted). The shards' transactions are PREPAREd ('pxr_<run>_<shard>'); the
+ * coordinator's commit of wh.retention_removed, the audit events and the run's
+ * row of wh.retention_runs is the decision; then COMMIT PREPARED on every shard.
+ * A run killed in between is resolved by px_shards_recover (migration 020). */
+static int apply_sharded(PGconn *c, const char *dir, px_retention_result *r, px_err *e)
+{
+    PGresult *pol = NULL, *sh = NULL, *res = NULL;
+    ret_shard *S = NULL;
+    PGconn **conns = NULL;
+    char **sqls = NULL;
+    int *years = NULL;
+    int n = 0, rc, in_tx = 0, decided = 0, made_dir = 0;
+    char run[32] = "", q[512], ns[16];
+    px_buf sql = {0};
+    px_shards_recovery rec;
+
+    if ((rc = px_db_exec(c, e, "BEGIN")) != 0) return rc;
+    in_tx = 1;
+    /* the ETL lock until the decision commits: no load writes the shards
+     * meanwhile, and a recovery elsewhere waits rather than taking this run's
+     * prepared transactions for a killed run's; in-doubt ones are resolved first */
+    snprintf(q, sizeof q, "SELECT pg_advisory_xact_lock(%d)", PX_LOCK_ETL);
+    if ((rc = px_db_query(c, e, "cannot take the ETL lock", NULL, q, 0, NULL)) != 0) goto out;
+    if ((rc = px_shards_recover(c, 1, &rec, e)) != 0) goto out;
+    /* per policy, the first day of the year after the last expired one: a year
+     * goes when its end (the next 1 January) is before now - older_than */
+    if ((rc = px_db_query(c, e, "cannot read the retention policies", &pol,
+                          "SELECT p.table_name, p.action, p.older_than::text,"
+                          " (CASE WHEN x.t > date_trunc('year', x.t) THEN date_trunc('year', x.t)"
+                          " ELSE date_trunc('year', x.t) - interval '1 year' END)::date"
+                          " FROM wh.retention_policy p, LATERAL (SELECT now() - p.older_than AS t) x"
+                          " ORDER BY p.table_name",
+                          0, NULL)) != 0)
+        goto out;
+    if ((rc = px_db_query(c, e, "cannot read the shards", &sh,
+                          "SELECT shard_id, server_name FROM wh.shards ORDER BY shard_id", 0, NULL)) != 0)
+        goto out;
+    n = PQntuples(sh);
+    if (n < 1) {
+        rc = px_err_set(e, PX_ESTATE, "the warehouse is distributed but has no shard");
+        goto out;
+    }
+    S = calloc((size_t)n, sizeof *S);
+    conns = calloc((size_t)n, sizeof *conns);
+    sqls = calloc((size_t)n, sizeof *sqls);
+    if (!S || !conns || !sqls) {
+        rc = px_err_set(e, PX_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int k = 0; k < n; k++) {
+        S[k].id = atoi(PQgetvalue(sh, k, 0));
+        snprintf(S[k].server, sizeof S[k].server, "%s", PQgetvalue(sh, k, 1));
+        if (!(S[k].s = px_shards_connect(c, S[k].server, e))) {
+            rc = e->code ? e->code : PX_EDB;
+            goto out;
+        }
+        conns[k] = S[k].s;
+        /* one snapshot per shard: what is archived or moved is what is deleted */
+        if ((rc = shard_run(&S[k], "BEGIN ISOLATION LEVEL REPEATABLE READ", NULL, "cannot start the removal", e)) != 0)
+            goto out;
+    }
+    if ((rc = px_db_scalar(c, e, run, sizeof run, "SELECT nextval('wh.retention_run_seq')")) != 0) goto out;
+    snprintf(ns, sizeof ns, "%d", n);
+    for (int i = 0; i < PQntuples(pol); i++) {
+        const char *tab = PQgetvalue(pol, i, 0), *action = PQgetvalue(pol, i, 1), *older = PQgetvalue(pol, i, 2);
+        const char *bound[] = {PQgetvalue(pol, i, 3)};
+        int known = 0, ny = 0;
+        for (int t = 0; t < N_FACT; t++) known |= strcmp(tab, fact_tables[t]) == 0;
+        if (!known) { /* the table names are interpolated below: only ours */
+            rc = px_err_set(e, PX_ECORRUPT, "wh.retention_policy names '%s', not a fact table", tab);
+            goto out;
+        }
+        /* the expired years any shard holds rows of */
+        snprintf(q, sizeof q, "SELECT DISTINCT extract(year FROM admission_date)::int FROM px_shard.%s"
+                 " WHERE admission_date < $1::date", tab);
+        for (int k = 0; k < n; k++) {
+            if ((rc = px_db_query(S[k].s, e, "cannot read the years a shard holds", &res, q, 1, bound)) != 0) {
+                px_err_wrap(e, PX_EDB, "shard %s", S[k].server);
+                goto out;
+            }
+            int *ny2 = realloc(years, (size_t)(ny + PQntuples(res) + 1) * sizeof *years);
+            if (!ny2) {
+                rc = px_err_set(e, PX_ENOMEM, "out of memory");
+                goto out;
+            }
+            years = ny2;
+            for (int j = 0; j < PQntuples(res); j++) {
+                int y = atoi(PQgetvalue(res, j, 0)), seen = 0;
+                for (int m = 0; m < ny && !seen; m++) seen = years[m] == y;
+                if (!seen) years[ny++] = y;
+            }
+            PQclear(res);
+            res = NULL;
+        }
+        if (ny > 1) qsort(years, (size_t)ny, sizeof *years, cmp_int);
+        for (int j = 0; j < ny; j++) {
+            char part[64], lo[24], hi[24], where[112], path[4200] = "", sha[65] = "", bytes_s[32] = "", rows_s[32];
+            long long held = 0, kept = 0, deleted = 0, bytes = 0;
+            int archive = strcmp(action, "archive") == 0, detach = strcmp(action, "detach") == 0;
+            snprintf(part, sizeof part, "%s_p%d", tab, years[j]);
+            snprintf(lo, sizeof lo, "%04d-01-01", years[j]);
+            snprintf(hi, sizeof hi, "%04d-01-01", years[j] + 1);
+            snprintf(where, sizeof where, "admission_date >= '%s' AND admission_date < '%s'", lo, hi);
+            for (int k = 0; k < n; k++) {
+                long long v = 0;
+                snprintf(q, sizeof q, "SELECT count(*) FROM px_shard.%s WHERE %s", tab, where);
+                if ((rc = shard_run(&S[k], q, &v, "cannot count the rows to remove", e)) != 0) goto out;
+                held += v;
+            }
+            if (archive) {
+                if (!made_dir && (rc = px_mkdir_p(dir, 0700, e)) != 0) goto out;
+                made_dir = 1;
+                snprintf(path, sizeof path, "%s/%s.csv.gz", dir, part);
+                for (int k = 0; k < n; k++) {
+                    px_buf_reset(&sql);
+                    px_buf_printf(&sql, "COPY (SELECT * FROM px_shard.%s WHERE %s) TO STDOUT WITH (FORMAT csv%s)", tab,
+                                  where, k == 0 ? ", HEADER" : "");
+                    if (px_buf_failed(&sql) || !(sqls[k] = strdup(sql.data))) {
+                        rc = px_err_set(e, PX_ENOMEM, "out of memory");
+                        goto out;
+                    }
+                }
+                /* written, fsync'd and hashed before any shard's delete is prepared */
+                rc = write_archive_from(n, conns, (const char *const *)sqls, path, sha, &bytes, e);
+                for (int k = 0; k < n; k++) {
+                    free(sqls[k]);
+                    sqls[k] = NULL;
+                }
+                if (rc != 0) goto out;
+                snprintf(bytes_s, sizeof bytes_s, "%lld", bytes);
+                kept = held;
+            }
+            for (int k = 0; k < n; k++) {
+                long long v = 0;
+                if (detach) { /* the shard's rows of the year, a table of their own there */
+                    px_buf_reset(&sql);
+                    px_buf_printf(&sql, "CREATE TABLE px_shard.%s AS SELECT * FROM px_shard.%s WHERE %s", part, tab,
+                                  where);
+                    if (px_buf_failed(&sql)) {
+                        rc = px_err_set(e, PX_ENOMEM, "out of memory");
+                        goto out;
+                    }
+                    if ((rc = shard_run(&S[k], sql.data, &v, "cannot detach a year's rows", e)) != 0) goto out;
+                    kept += v;
+                }
+                snprintf(q, sizeof q, "DELETE FROM px_shard.%s WHERE %s", tab, where);
+                if ((rc = shard_run(&S[k], q, &v, "cannot remove a year's rows", e)) != 0) goto out;
+                deleted += v;
+            }
+            if (deleted != held || (strcmp(action, "drop") != 0 && kept != held)) {
+                rc = px_err_set(e, PX_ECORRUPT, "wh.%s %d: %lld rows on the shards, %lld kept (%s), %lld deleted", tab,
+                                years[j], held, kept, action, deleted);
+                goto out;
+            }
+            snprintf(rows_s, sizeof rows_s, "%lld", held);
+            if ((rc = add_item(r, tab, part, lo, hi, action, e)) != 0) goto out;
+            px_retention_item *it = &r->items[r->n - 1];
+            if (archive) {
+                snprintf(it->archive_file, sizeof it->archive_file, "%s", path);
+                snprintf(it->archive_sha256, sizeof it->archive_sha256, "%s", sha);
+                it->archive_rows = held;
+                it->archive_bytes = bytes;
+            }
+            const char *pv[] = {tab, part, lo, hi, action, older, archive ? path : NULL, archive ? sha : NULL,
+                                archive ? bytes_s : NULL, rows_s, ns};
+            if ((rc = px_db_query(c, e, "cannot record a removed year", NULL,
+                                  "WITH ins AS (INSERT INTO wh.retention_removed (table_name, partition_name, period_start,"
+                                  " period_end, action, archive_file, archive_sha256, archive_bytes, archive_rows,"
+                                  " archived_at) VALUES ($1, $2, $3::date, $4::date, $5, $7, $8, $9::bigint,"
+                                  " CASE WHEN $5 = 'archive' THEN $10::bigint END, CASE WHEN $5 = 'archive' THEN now() END)"
+                                  " RETURNING 1)"
+                                  " INSERT INTO audit.events (action, object, detail) SELECT 'retention.remove', 'wh.' || $2,"
+                                  " jsonb_build_object('table', 'wh.' || $1, 'period_start', $3::date, 'period_end', $4::date,"
+                                  " 'action', $5::text, 'older_than', $6::text, 'rows', $10::bigint, 'shards', $11::int,"
+                                  " 'detached_to', CASE WHEN $5 = 'detach' THEN 'px_shard.' || $2 || ' on each shard' END,"
+                                  " 'by', 'prognos: pg_partman''s retention rule on the shards') FROM ins",
+                                  11, pv)) != 0)
+                goto out;
+            const char *av[] = {tab, part, path, sha, bytes_s, rows_s};
+            if (archive && (rc = px_db_query(c, e, "cannot record an archive in audit.events", NULL,
+                                             "INSERT INTO audit.events (action, object, detail) VALUES ('retention.archive',"
+                                             " 'wh.' || $2::text, jsonb_build_object('table', 'wh.' || $1::text, 'file',"
+                                             " $3::text, 'sha256', $4::text, 'bytes', $5::bigint, 'rows', $6::bigint))",
+                                             6, av)) != 0)
+                goto out;
+            if (archive) r->archived++;
+            px_log(PX_LOG_INFO, "retention: wh.%s %d (%lld rows on %d shards) %s%s", tab, years[j], held, n,
+                   archive ? "archived to " : detach ? "detached" : "dropped", archive ? path : "");
+        }
+    }
+    if (r->n == 0) goto out; /* nothing expired: the shards' transactions end unprepared */
+    px_test_kill_point("retention_ship");
+    for (int k = 0; k < n; k++) {
+        snprintf(q, sizeof q, "PREPARE TRANSACTION 'pxr_%s_%d'", run, S[k].id);
+        if ((rc = shard_run(&S[k], q, NULL, "cannot prepare the removal", e)) != 0) {
+            px_err_hint(e, "a shard needs max_prepared_transactions > 0");
+            goto out;
+        }
+        S[k].prepared = 1;
+        if (k == 0) px_test_kill_point("retention_prepared");
+    }
+    {
+        char nr[16];
+        snprintf(nr, sizeof nr, "%d", r->n);
+        const char *pv[] = {run, ns, nr};
+        if ((rc = px_db_query(c, e, "cannot record the retention run", NULL,
+                              "INSERT INTO wh.retention_runs (run_id, shards, removed) VALUES ($1::bigint, $2::int, $3::int)",
+                              3, pv)) != 0)
+            goto out;
+    }
+    /* the decision */
+    if ((rc = px_db_query(c, e, "cannot apply retention: COMMIT failed", NULL, "COMMIT", 0, NULL)) != 0) goto out;
+    in_tx = 0;
+    decided = 1;
+    r->removed = r->n;
+    px_test_kill_point("retention_committed");
+    for (int k = 0; k < n; k++) {
+        px_err e2 = {0};
+        snprintf(q, sizeof q, "COMMIT PREPARED 'pxr_%s_%d'", run, S[k].id);
+        if (px_db_exec(S[k].s, &e2, q) != 0)
+            /* decided: the removal stays prepared there until recovery commits it */
+            px_log(PX_LOG_ERROR, "retention run %s committed, but not yet on shard %s (prognos db shards recover "
+                   "commits it): %s %s", run, S[k].server, e2.msg, e2.detail);
+        S[k].prepared = 0;
+        if (k == 0) px_test_kill_point("retention_commit_prepared");
+    }
+out:
+    if (in_tx) px_db_exec(c, NULL, "ROLLBACK");
+    /* not decided: prepared parts are rolled back when the coordinator's connection
+     * still answers (its transaction did not commit); otherwise recovery decides */
+    int undecided = !decided && PQstatus(c) != CONNECTION_OK;
+    for (int k = 0; S && k < n; k++) {
+        if (S[k].s && S[k].prepared && !decided && !undecided) {
+            px_err e2 = {0};
+            snprintf(q, sizeof q, "ROLLBACK PREPARED 'pxr_%s_%d'", run, S[k].id);
+            if (px_db_exec(S[k].s, &e2, q) != 0)
+                px_log(PX_LOG_WARN, "retention run %s: cannot roll back on shard %s (recovery will): %s", run,
+                       S[k].server, e2.detail);
+        }
+        if (S[k].s) PQfinish(S[k].s);
+    }
+    if (sqls)
+        for (int k = 0; k < n; k++) free(sqls[k]);
+    free(sqls);
+    free(conns);
+    free(S);
+    free(years);
+    PQclear(pol);
+    PQclear(sh);
+    PQclear(res);
+    px_buf_release(&sql);
+    return rc;
+}
+
 int px_retention_apply(PGconn *c, const char *archive_dir, px_retention_result *r, px_err *e)
 {
-    int rc, in_tx = 0, locked = 0;
+    int rc, in_tx = 0, locked = 0, dist = 0;
     char *schema = NULL;
     PGresult *pol = NULL, *res = NULL;
     memset(r, 0, sizeof *r);
@@ -367,11 +695,16 @@ int px_retention_apply(PGconn *c, const char *archive_dir, px_retention_result *
     if ((rc = px_db_query(c, e, "cannot read the retention policies", &pol,
                           "SELECT table_name FROM wh.retention_policy ORDER BY table_name", 0, NULL)) != 0)
         goto out;
-    if (PQntuples(pol) > 0 && (rc = partman_schema(c, 0, &schema, e)) != 0) goto out;
+    if ((rc = distributed(c, &dist, e)) != 0) goto out;
+    if (!dist && PQntuples(pol) > 0 && (rc = partman_schema(c, 0, &schema, e)) != 0) goto out;
     if ((rc = px_db_query(c, e, "cannot apply retention: locking failed", NULL,
                           "SELECT pg_advisory_lock(" PX_RETENTION_LOCK ")", 0, NULL)) != 0)
         goto out;
     locked = 1;
+    if (dist) {
+        rc = apply_sharded(c, archive_dir, r, e);
+        goto out;
+    }
     /* one transaction: pg_partman removes the expired partitions of every table,
      * and each removal is recorded (the refusals read it) and audited with it */
     if ((rc = px_db_query(c, e, "cannot apply retention: BEGIN failed", NULL, "BEGIN", 0, NULL)) != 0) goto out;

@@ -441,12 +441,17 @@ int px_shards_distribute(PGconn *c, px_shards_result *r, px_err *e)
         rc = px_err_set(e, PX_ENOTHING, "the fact tables are already distributed");
         goto out;
     }
-    if ((rc = px_db_value(c, e, "cannot read the retention policies", &v,
-                          "SELECT count(*) FROM wh.retention_policy", 0, NULL)) != 0)
+    /* a retention policy carries over (retention.c applies it on the shards), but
+     * an archive still waiting in wh_retired must be written first */
+    if ((rc = px_db_value(c, e, "cannot read the retention state", &v,
+                          "SELECT count(*) FROM wh.retention_removed WHERE action = 'archive' AND archived_at IS NULL",
+                          0, NULL)) != 0)
         goto out;
     if (v && atoi(v) > 0) {
-        rc = px_err_set(e, PX_ESTATE, "cannot distribute a warehouse with a retention policy");
-        px_err_detail(e, "retention on shards (pg_partman on each shard's yearly partitions) is not built");
+        rc = px_err_set(e, PX_ESTATE, "cannot distribute: %s removed partition%s still wait%s to be archived", v,
+                        atoi(v) == 1 ? "" : "s", atoi(v) == 1 ? "s" : "");
+        px_err_detail(e, "they are tables in schema wh_retired, written to their archive files by the next apply");
+        px_err_hint(e, "prognos db retention apply, then distribute");
         goto out;
     }
     if ((rc = px_db_query(c, e, "cannot read the shards", &sh,
@@ -460,6 +465,17 @@ int px_shards_distribute(PGconn *c, px_shards_result *r, px_err *e)
     }
     if ((rc = px_db_query(c, e, "cannot distribute: BEGIN failed", NULL, "BEGIN", 0, NULL)) != 0) goto out;
     in_tx = 1;
+    /* pg_partman stops managing the fact tables (it cannot manage hash partitions
+     * over foreign tables): their retention is applied by retention.c on the shards */
+    if ((rc = px_db_exec(c, e,
+                         "DO $$ DECLARE s text; BEGIN"
+                         " SELECT n.nspname INTO s FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace"
+                         " WHERE x.extname = 'pg_partman';"
+                         " IF s IS NOT NULL THEN EXECUTE format('DELETE FROM %I.part_config WHERE parent_table IN"
+                         " (''wh.fact_encounter'', ''wh.fact_diagnosis'', ''wh.fact_procedure'')', s); END IF; END $$")) != 0) {
+        px_err_wrap(e, PX_EDB, "cannot remove the fact tables from pg_partman's configuration");
+        goto out;
+    }
     for (int i = 0; i < N_FACT && rc == 0; i++) {
         const char *t = fact_tables[i];
         sql.len = 0;
@@ -646,7 +662,8 @@ int px_copy_pipe(PGconn *from, const char *out_sql, PGconn *to, const char *in_s
 /* Resolves the prepared transactions of ours on shard connection s whose gid
  * matches pattern: px_<batch>_<shard> (a load) is committed when etl.batches
  * here records the batch; pxs_<new>_<shard> (a rebalance adding shard <new>)
- * when wh.shards here holds shard <new>; else rolled back. */
+ * when wh.shards here holds shard <new>; pxr_<run>_<shard> (a retention run,
+ * retention.c) when wh.retention_runs here holds the run; else rolled back. */
 static int resolve_prepared(PGconn *c, PGconn *s, const char *server, const char *pattern, px_shards_recovery *rec,
                             px_err *e)
 {
@@ -654,17 +671,20 @@ static int resolve_prepared(PGconn *c, PGconn *s, const char *server, const char
     int rc;
     const char *pv[] = {pattern};
     if ((rc = px_db_query(s, e, "cannot read the shard's prepared transactions", &g,
-                          "SELECT gid, substring(gid FROM '^pxs?_([0-9]+)_'), gid LIKE 'pxs%' FROM pg_prepared_xacts"
+                          "SELECT gid, substring(gid FROM '^px[sr]?_([0-9]+)_'), substring(gid FROM '^px([sr]?)_')"
+                          " FROM pg_prepared_xacts"
                           " WHERE gid ~ $1 AND database = current_database() ORDER BY prepared",
                           1, pv)) != 0)
         return rc;
     for (int i = 0; i < PQntuples(g) && rc == 0; i++) {
         const char *gid = PQgetvalue(g, i, 0), *bv[] = {PQgetvalue(g, i, 1)};
-        int is_add = PQgetvalue(g, i, 2)[0] == 't';
+        int is_add = PQgetvalue(g, i, 2)[0] == 's', is_ret = PQgetvalue(g, i, 2)[0] == 'r';
         char *done = NULL;
-        /* the coordinator's record decides: the batch or the new shard committed here or not */
+        /* the coordinator's record decides: the batch, the new shard or the
+         * retention run committed here or not */
         if ((rc = px_db_value(c, e, "cannot read the coordinator's records", &done,
                               is_add ? "SELECT EXISTS (SELECT 1 FROM wh.shards WHERE shard_id = $1::int)"
+                              : is_ret ? "SELECT EXISTS (SELECT 1 FROM wh.retention_runs WHERE run_id = $1::bigint)"
                                         : "SELECT EXISTS (SELECT 1 FROM etl.batches WHERE batch_id = $1::bigint"
                                           " AND finished_at IS NOT NULL)",
                               1, bv)) != 0)
@@ -687,9 +707,9 @@ static int resolve_prepared(PGconn *c, PGconn *s, const char *server, const char
         if (commit) rec->committed++;
         else rec->rolled_back++;
         px_log(PX_LOG_WARN, "shard %s: %s of %s %s %s (in doubt after an interrupted %s)", server, gid,
-               is_add ? "the addition of shard" : "batch", bv[0],
+               is_add ? "the addition of shard" : is_ret ? "retention run" : "batch", bv[0],
                commit ? "committed: the coordinator recorded it" : "rolled back: it did not commit",
-               is_add ? "db shards add" : "load");
+               is_add ? "db shards add" : is_ret ? "db retention apply" : "load");
     }
     PQclear(g);
     return rc;
@@ -701,7 +721,7 @@ static int recover_shard(PGconn *c, const char *server, int shard_id, px_shards_
     PGconn *s = px_shards_connect(c, server, e);
     if (!s) return e->code ? e->code : PX_EDB;
     char pat[64];
-    snprintf(pat, sizeof pat, "^pxs?_[0-9]+_%d$", shard_id);
+    snprintf(pat, sizeof pat, "^px[sr]?_[0-9]+_%d$", shard_id);
     int rc = resolve_prepared(c, s, server, pat, rec, e);
     PQfinish(s);
     return rc;
