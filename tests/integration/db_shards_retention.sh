@@ -32,16 +32,19 @@ U=$(px db url)
 rsql() { psql -X -q -At -v ON_ERROR_STOP=1 "$RURL" -c "$1"; }
 ssql() { psql -X -q -At -v ON_ERROR_STOP=1 "${SURL[$1]}" -c "$2"; }
 
-px generate --patients 500 --seed 31 --years 2014-2022 --out "$WORK/data" >/dev/null
+# the data's years are relative to today (12 to 4 years ago), so that the policies below
+# always find years to remove and years to keep, whatever the date the test runs on
+Y0=$(( $(date -u +%Y) - 12 )); Y1=$(( $(date -u +%Y) - 4 ))
+px generate --patients 500 --seed 31 --years "$Y0-$Y1" --out "$WORK/data" >/dev/null
 PROGNOS_HOME=$REF px etl load --format canonical --source "$WORK/data" --quiet >/dev/null
 px etl load --format canonical --source "$WORK/data" --quiet >/dev/null
 
 read -r -a GONE <<<"$(/usr/bin/python3 -c '
-import datetime
+import datetime, sys
 t = datetime.datetime.now()
 try: cut = t.replace(year=t.year - 8)
 except ValueError: cut = t.replace(year=t.year - 8, day=28)
-print(" ".join(str(y) for y in range(2014, 2023) if datetime.datetime(y + 1, 1, 1) < cut))')"
+print(" ".join(str(y) for y in range(int(sys.argv[1]), int(sys.argv[2]) + 1) if datetime.datetime(y + 1, 1, 1) < cut))' "$Y0" "$Y1")"
 [ ${#GONE[@]} -ge 1 ] && [ ${#GONE[@]} -le 8 ] || fail "the test needs some years removed and some kept: ${GONE[*]}"
 echo "removing ${GONE[*]}"
 
@@ -158,10 +161,10 @@ done
 ok "sharded retention removed, archived (SHA-256 and rows checked), detached and audited exactly as one node"
 
 # a 7-year policy removes one more year (the one that ended between 7 and 8 years
-# ago, unless today's date leaves none in the data): killed after the decision,
-# before any shard's COMMIT PREPARED, it is committed everywhere by `db shards recover`
-Y7=$(/usr/bin/python3 -c 'import datetime; y = datetime.date.today().year - 8; print(y if y <= 2022 else "")')
-if [ -n "$Y7" ]; then
+# ago, always in the data): killed after the decision, before any shard's COMMIT
+# PREPARED, it is committed everywhere by `db shards recover`
+Y7=$(( $(date -u +%Y) - 8 ))
+{
     for ph in "$REF" "$COORD"; do
         PROGNOS_HOME=$ph px db retention set --table fact_encounter --older-than 7y --action archive >/dev/null
         PROGNOS_HOME=$ph px db retention set --table fact_diagnosis --older-than 7y --action detach >/dev/null
@@ -188,7 +191,7 @@ if [ -n "$Y7" ]; then
         fail "the sharded archive of $Y7 holds other rows than the single-node one"
     assert_eq "$(sql "SELECT count(*) FROM wh.retention_runs")" 2 "retention runs decided"
     ok "an apply killed after its decision, before any shard committed, is committed on every shard by recovery"
-fi
+}
 
 # requests for removed periods fail clearly
 y=${GONE[-1]}
