@@ -250,6 +250,8 @@ typedef struct px_retrain_params {
     double slope_lo, slope_hi;    /* gate: calibration slope within (default 0.8 .. 1.2) */
     double max_rmse_rise;         /* gate for regression: relative RMSE rise allowed (default 0.02) */
     px_gate_params gates;         /* the candidate's quality gates (px_gate_default_params) */
+    px_hier_params hier;          /* the candidate's hierarchical model (px_hier_default_params:
+                                   * hier.boot bootstrap draws, default 20; not part of the version) */
 } px_retrain_params;
 
 px_retrain_params px_retrain_default_params(void);

@@ -17,6 +17,7 @@ px_retrain_params px_retrain_default_params(void)
     p.slope_hi = 1.2;
     p.max_rmse_rise = 0.02;
     p.gates = px_gate_default_params();
+    p.hier = px_hier_default_params();
     return p;
 }
 
@@ -112,6 +113,7 @@ int px_retrain_ex(PGconn *c, const px_config *cfg, const char *model, const px_r
     px_train_params tp = px_train_default_params();
     tp.model = model;
     tp.gates = p->gates;
+    tp.hier = p->hier;
     char table[256] = "", label[64] = "";
     char **champ_feats = NULL;
     reg_job j;
