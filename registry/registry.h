@@ -219,6 +219,8 @@ typedef struct px_train_params {
     px_hier_params hier;          /* the hierarchical model fitted beside a logit/poisson model on a
                                    * table with facility_id (hier.boot: bootstrap draws, default 20) */
     int no_hier;                  /* 1: do not fit it */
+    size_t svm_max_rows;          /* svc/svr: the training-size policy's row limit; 0: the default
+                                   * (px_svm_default_params, 10,000). Part of the version's params */
 } px_train_params;
 
 px_train_params px_train_default_params(void);
