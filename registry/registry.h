@@ -219,6 +219,8 @@ typedef struct px_train_params {
     px_hier_params hier;          /* the hierarchical model fitted beside a logit/poisson model on a
                                    * table with facility_id (hier.boot: bootstrap draws, default 20) */
     int no_hier;                  /* 1: do not fit it */
+    size_t svm_max_rows;          /* svc/svr: the training-size policy's row limit; 0: the default
+                                   * (px_svm_default_params, 10,000). Part of the version's params */
 } px_train_params;
 
 px_train_params px_train_default_params(void);
@@ -250,6 +252,8 @@ typedef struct px_retrain_params {
     double slope_lo, slope_hi;    /* gate: calibration slope within (default 0.8 .. 1.2) */
     double max_rmse_rise;         /* gate for regression: relative RMSE rise allowed (default 0.02) */
     px_gate_params gates;         /* the candidate's quality gates (px_gate_default_params) */
+    px_hier_params hier;          /* the candidate's hierarchical model (px_hier_default_params:
+                                   * hier.boot bootstrap draws, default 20; not part of the version) */
 } px_retrain_params;
 
 px_retrain_params px_retrain_default_params(void);

@@ -17,6 +17,7 @@ px_retrain_params px_retrain_default_params(void)
     p.slope_hi = 1.2;
     p.max_rmse_rise = 0.02;
     p.gates = px_gate_default_params();
+    p.hier = px_hier_default_params();
     return p;
 }
 
@@ -38,7 +39,8 @@ static int champion_spec(PGconn *c, const char *name, int version, px_train_para
                                "SELECT feature_table, label, algo, coalesce((params->>'l2')::float8, 0),"
                                " coalesce((split->>'holdout_time_share')::float8, 0),"
                                " coalesce((split->>'holdout_patient_share')::float8, 0),"
-                               " coalesce(nullif(split->>'holdout_from', '')::date - date '1970-01-01', 0)"
+                               " coalesce(nullif(split->>'holdout_from', '')::date - date '1970-01-01', 0),"
+                               " coalesce((params->>'max_rows')::float8, 0)"
                                " FROM registry.versions WHERE name = $1 AND version = $2::int",
                                2, NULL, params, NULL, NULL, 0);
     PGresult *fr = NULL;
@@ -63,6 +65,8 @@ static int champion_spec(PGconn *c, const char *name, int version, px_train_para
     if (ts > 0 && ts < 1) tp->holdout_time_share = ts;
     if (ps > 0 && ps < 1) tp->holdout_patient_share = ps;
     *cutoff = (int32_t)atoi(PQgetvalue(r, 0, 6));
+    double max_rows = strtod(PQgetvalue(r, 0, 7), NULL); /* an SVM's row limit (0: not one) */
+    if (max_rows >= 2 && max_rows <= 1e9) tp->svm_max_rows = (size_t)max_rows;
     /* one row per feature, in order (a quoted column name may hold a comma) */
     fr = PQexecParams(c,
                       "SELECT f FROM registry.versions v, jsonb_array_elements_text(v.params->'features')"
@@ -112,6 +116,7 @@ int px_retrain_ex(PGconn *c, const px_config *cfg, const char *model, const px_r
     px_train_params tp = px_train_default_params();
     tp.model = model;
     tp.gates = p->gates;
+    tp.hier = p->hier;
     char table[256] = "", label[64] = "";
     char **champ_feats = NULL;
     reg_job j;

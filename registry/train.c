@@ -527,6 +527,7 @@ int reg_job_run(PGconn *c, const px_config *cfg, const px_train_params *p, const
                           j->binary ? "a 0/1 outcome: use logit or svc" : "a numeric outcome: use poisson or svr");
     j->fp = px_fit_default_params(algo);
     j->fp.glm.l2 = p->l2;
+    if (p->svm_max_rows) j->fp.svm.max_rows = p->svm_max_rows;
     if (j->set && strcmp(j->set->name, "los") == 0) j->fp.max_value = PX_MODEL_LOS_MAX_DAYS;
     j->gp = p->gates;
     if (j->fp.max_value < j->gp.max_value) j->gp.max_value = j->fp.max_value; /* LOS: 365 days */

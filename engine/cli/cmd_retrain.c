@@ -12,7 +12,7 @@
 static const char usage[] =
     "usage: prognos retrain [--model readmission|mortality|los|NAME|all] [--max-auc-drop D]\n"
     "                       [--slope-range LO,HI] [--max-rmse-rise R] [--min-epp N]\n"
-    "                       [--min-holdout-events N] [--gate-slope LO,HI]\n"
+    "                       [--min-holdout-events N] [--gate-slope LO,HI] [--hier-boot N]\n"
     "\n"
     "For each model: rebuilds its features, trains a candidate with the champion's settings,\n"
     "scores candidate and champion on the same holdout (later discharges of patients neither\n"
@@ -30,6 +30,8 @@ static const char usage[] =
     "  --model M   one model, or all (default): readmission, mortality, los\n"
     "  --min-epp N, --min-holdout-events N, --gate-slope LO,HI  the candidate's quality\n"
     "              gates, as for prognos train (defaults 10, 20, 0.5,1.5)\n"
+    "  --hier-boot N  bootstrap draws for the candidate's hierarchical model's intervals,\n"
+    "              as for prognos train (default 20; 0 = none)\n"
     "\n"
     "Exit codes (with all, the first that applies, in this order):\n"
     "  1  a model failed with an error (the others were still retrained)\n"
@@ -68,6 +70,11 @@ int cmd_retrain(int argc, char **argv)
             if (sscanf(argv[++i], "%lf,%lf%c", &p.gates.slope_lo, &p.gates.slope_hi, &tail) != 2 ||
                 !(p.gates.slope_lo < p.gates.slope_hi))
                 return px_cli_usage_error("retrain", "--gate-slope needs LO,HI with LO < HI");
+        } else if (strcmp(argv[i], "--hier-boot") == 0 && i + 1 < argc) {
+            long long b;
+            if (px_cli_ll(argv[++i], 0, 100000, &b) != 0)
+                return px_cli_usage_error("retrain", "--hier-boot needs a whole number of draws from 0 to 100000");
+            p.hier.boot = (int)b;
         } else return px_cli_usage_error("retrain", "unknown or incomplete option '%s'", argv[i]);
     }
     px_config cfg;

@@ -17,7 +17,7 @@ static const char usage[] =
     "usage: prognos run [--steps LIST] [--source PATH|URI] [--format synpuf|canonical|postgres]\n"
     "                   [--as-of DATE] [--future-dates reject|allow] [--max-reject-rate PCT]\n"
     "                   [--report-period P] [--report-dir DIR] [--retries N] [--backoff S]\n"
-    "                   [--json]\n"
+    "                   [--hier-boot N] [--json]\n"
     "       prognos run --resume RUN [options as above, to change them]\n"
     "       prognos run status [RUN] [--limit N] [--json]\n"
     "\n"
@@ -37,6 +37,8 @@ static const char usage[] =
     "                      latest complete year)\n"
     "  --report-dir DIR    where the report step writes report-<period>-kpirun<N>.html and\n"
     "                      .json (default $PROGNOS_HOME/reports)\n"
+    "  --hier-boot N       the retrain step's bootstrap draws for the hierarchical models'\n"
+    "                      intervals, as for prognos retrain (default 20; 0 = none)\n"
     "  --retries N         retries of a step that failed for a transient cause (default 3)\n"
     "  --backoff S         seconds before the first retry, doubled for each next one, at\n"
     "                      most 3600 (default 10)\n"
@@ -70,7 +72,7 @@ static int do_run(int argc, char **argv)
     memset(&R, 0, sizeof R);
     run_opts *o = &R.o;
     o->max_reject_rate = -1;
-    o->retries = o->backoff_s = -1;
+    o->retries = o->backoff_s = o->hier_boot = -1;
     long long resume = 0, n;
     int json = 0, steps_given = 0;
     for (int i = 1; i < argc; i++) {
@@ -122,6 +124,10 @@ static int do_run(int argc, char **argv)
             if (px_cli_ll(v, 0, MAX_BACKOFF_S, &n) != 0)
                 return px_cli_usage_error("run", "--backoff '%s': seconds, 0-%d", v, MAX_BACKOFF_S);
             o->backoff_s = (int)n;
+        } else if (strcmp(a, "--hier-boot") == 0) {
+            if (px_cli_ll(v, 0, 100000, &n) != 0)
+                return px_cli_usage_error("run", "--hier-boot '%s': a whole number of draws from 0 to 100000", v);
+            o->hier_boot = (int)n;
         } else if (strcmp(a, "--resume") == 0) {
             if (px_cli_ll(v, 1, (long long)9e18, &resume) != 0) return px_cli_usage_error("run", "--resume '%s': a run id", v);
         } else {

@@ -11,7 +11,8 @@ static const char usage[] =
     "usage: prognos train --model NAME [--algo logit|poisson|svc|svr|svm] [--table SCHEMA.TABLE --label COL]\n"
     "                     [--features A,B,...] [--l2 LAMBDA] [--holdout-time SHARE] [--holdout-patients SHARE]\n"
     "                     [--no-build] [--min-epp N] [--min-holdout-events N] [--gate-slope LO,HI]\n"
-    "                     [--accept-failed-gates] [--hier-boot N] [--hier-seed S] [--no-hier] [--json]\n"
+    "                     [--accept-failed-gates] [--hier-boot N] [--hier-seed S] [--no-hier]\n"
+    "                     [--svm-max-rows N] [--json]\n"
     "\n"
     "Fits a model, evaluates it on a temporal, patient-grouped holdout, applies the quality\n"
     "gates and registers it as a new, signed version in the model registry. The first version\n"
@@ -51,6 +52,9 @@ static const char usage[] =
     "                        (hierarchical.json, CMS's method) that 'kpi compute' applies\n"
     "  --hier-seed S         the bootstrap's seed (default 1)\n"
     "  --no-hier             do not fit the hierarchical model\n"
+    "  --svm-max-rows N      svc/svr: train on at most N rows, a seeded (stratified) random\n"
+    "                        subsample beyond (default 10000; training time grows with the\n"
+    "                        square of the rows); recorded in the version, kept by retrain\n"
     "  --json                machine-readable result\n"
     "\n"
     "Exit codes: 0 ok (a version was created or already existed, and passed its gates or\n"
@@ -139,6 +143,11 @@ int cmd_train(int argc, char **argv)
         } else if (strcmp(argv[i], "--hier-seed") == 0 && i + 1 < argc) {
             if (px_cli_u64(argv[++i], &p.hier.seed) != 0)
                 return px_cli_usage_error("train", "--hier-seed needs a whole number >= 0");
+        } else if (strcmp(argv[i], "--svm-max-rows") == 0 && i + 1 < argc) {
+            long long m;
+            if (px_cli_ll(argv[++i], 2, 10000000, &m) != 0)
+                return px_cli_usage_error("train", "--svm-max-rows needs a whole number of rows from 2 to 10000000");
+            p.svm_max_rows = (size_t)m;
         } else if (strcmp(argv[i], "--no-hier") == 0) p.no_hier = 1;
         else if (strcmp(argv[i], "--no-build") == 0) p.build_features = 0;
         else if (strcmp(argv[i], "--json") == 0) json = 1;

@@ -220,6 +220,7 @@ static void step_retrain(runner *R, step_out *so)
     if (!c) return;
     static const char *const what[] = {"promoted", "kept", "unchanged", "failed its quality gates", "failed"};
     px_retrain_params p = px_retrain_default_params();
+    if (R->o.hier_boot >= 0) p.hier.boot = R->o.hier_boot;
     int promoted = 0, failed = 0, gates = 0;
     size_t n = 0;
     char res[256] = "";
@@ -427,8 +428,10 @@ int px_run_create(runner *R, long long resumes, px_err *e)
     json_opt(&b, "report_period", R->o.period, &first);
     json_opt(&b, "report_dir", R->o.report_dir, &first);
     if (R->o.max_reject_rate >= 0) px_buf_printf(&b, "%s\"max_reject_rate\":%.17g", first ? "" : ",", R->o.max_reject_rate);
-    px_buf_printf(&b, "%s\"retries\":%d,\"backoff\":%d}", R->o.max_reject_rate >= 0 || !first ? "," : "",
+    px_buf_printf(&b, "%s\"retries\":%d,\"backoff\":%d", R->o.max_reject_rate >= 0 || !first ? "," : "",
                   R->o.retries, R->o.backoff_s);
+    if (R->o.hier_boot >= 0) px_buf_printf(&b, ",\"hier_boot\":%d", R->o.hier_boot);
+    px_buf_adds(&b, "}");
     px_buf_adds(&st, "{");
     for (int k = 0, n = 0; k < ST__COUNT; k++)
         if (R->o.steps & (1u << k)) px_buf_printf(&st, "%s%s", n++ ? "," : "", px_run_step_names[k]);
@@ -560,6 +563,7 @@ int px_run_resume_load(runner *R, long long id, int *from_seq, px_err *e)
                        " coalesce(options->>'report_period',''), coalesce(options->>'report_dir',''),"
                        " coalesce(options->>'max_reject_rate','-1'), coalesce(options->>'retries','-1'),"
                        " coalesce(options->>'backoff','-1'),"
+                       " coalesce(options->>'hier_boot','-1'),"
                        " (SELECT min(seq) FROM run.steps s WHERE s.run_id = r.run_id"
                        "   AND s.status NOT IN ('ok', 'nothing', 'gates')),"
                        " (SELECT string_agg(step, ',' ORDER BY seq) FROM run.steps s WHERE s.run_id = r.run_id"
@@ -576,7 +580,7 @@ int px_run_resume_load(runner *R, long long id, int *from_seq, px_err *e)
         px_err_hint(e, "resume the latest run of the chain: prognos run --resume %s (if it failed)", PQgetvalue(r, 0, 1));
     } else if (strcmp(PQgetvalue(r, 0, 0), "failed") != 0 && strcmp(PQgetvalue(r, 0, 0), "interrupted") != 0) {
         rc = px_err_set(e, PX_ENOTHING, "run %lld has status '%s': nothing to resume", id, PQgetvalue(r, 0, 0));
-    } else if (PQgetisnull(r, 0, 11)) {
+    } else if (PQgetisnull(r, 0, 12)) {
         rc = px_err_set(e, PX_ENOTHING, "every step of run %lld finished: nothing to resume", id);
     } else {
         run_opts *o = &R->o;
@@ -589,9 +593,10 @@ int px_run_resume_load(runner *R, long long id, int *from_seq, px_err *e)
         if (o->max_reject_rate < 0) o->max_reject_rate = atof(PQgetvalue(r, 0, 8));
         if (o->retries < 0) o->retries = atoi(PQgetvalue(r, 0, 9));
         if (o->backoff_s < 0) o->backoff_s = atoi(PQgetvalue(r, 0, 10));
-        *from_seq = atoi(PQgetvalue(r, 0, 11));
-        if (px_run_parse_steps(PQgetvalue(r, 0, 12), &o->steps) != 0)
-            rc = px_err_set(e, PX_ECORRUPT, "run %lld lists unknown steps '%s'", id, PQgetvalue(r, 0, 12));
+        if (o->hier_boot < 0) o->hier_boot = atoi(PQgetvalue(r, 0, 11));
+        *from_seq = atoi(PQgetvalue(r, 0, 12));
+        if (px_run_parse_steps(PQgetvalue(r, 0, 13), &o->steps) != 0)
+            rc = px_err_set(e, PX_ECORRUPT, "run %lld lists unknown steps '%s'", id, PQgetvalue(r, 0, 13));
     }
     PQclear(r);
     return rc;

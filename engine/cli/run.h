@@ -21,6 +21,7 @@ typedef struct run_opts {
     char source[4096], format[16], as_of[16], future[8], period[32], report_dir[4096];
     double max_reject_rate; /* < 0: not given */
     int retries, backoff_s; /* -1: not given */
+    int hier_boot;          /* the retrain step's --hier-boot; -1: not given (retrain's default) */
 } run_opts;
 
 typedef struct runner {

@@ -5,7 +5,9 @@
 . "$(dirname "$0")/lib.sh"
 
 DATA="$WORK/data"
-px generate --patients 10000 --seed 7 --out "$DATA" >/dev/null
+# (4,000 patients, ~20,000 stays: the load lasts long enough for the timed kills below to
+# land before COMMIT; the deterministic kills do not depend on its size)
+px generate --patients 4000 --seed 7 --out "$DATA" >/dev/null
 # a few bad rows, so that rejects are compared too
 echo 'EBAD1,PNOPE,H001,,2021-01-01,2021-01-02,emergency,ed,home,medicine,291,100' >> "$DATA/encounters.csv"
 echo 'EBAD2,,H001,,2021-01-01,2021-01-02,emergency,ed,home,medicine,291,100' >> "$DATA/encounters.csv"

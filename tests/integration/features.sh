@@ -131,7 +131,8 @@ def lace(los, emergency, ci, ed):
 
 want = {"readmission": {}, "mortality": {}, "los": {}}
 for s in stays:
-    e, key_ = s["e"], pseudo("encounter", s["e"]["encounter_id"])
+    s["key"] = pseudo("encounter", s["e"]["encounter_id"])   # (once per stay: used again below)
+    e, key_ = s["e"], s["key"]
     los = (s["d"] - s["a"]).days
     disp = e["discharge_disposition"]
     if disp not in ("expired", "transfer_acute", "ama") and (data_end - s["d"]).days >= 30:
@@ -152,11 +153,13 @@ for s in stays:
         want["los"][key_] = f
 
 bad = []
+# each exported table read once (the checks below all use it)
+table = {t: rows(f"{work}/{t}.csv") for t in want}
 def same(got, exp):
     if exp is None: return got == ""
     return got == str(exp)
 for t, w in want.items():
-    got = {r["encounter_id"]: r for r in rows(f"{work}/{t}.csv")}
+    got = {r["encounter_id"]: r for r in table[t]}
     if set(got) != set(w):
         bad.append(f"{t}: cohort differs: {len(got)} rows, expected {len(w)} ({len(set(got) - set(w))} extra, {len(set(w) - set(got))} missing)")
         continue
@@ -179,13 +182,15 @@ truth = json.load(open(f"{data}/truth.json"))
 cols = {"chf": ["cci_chf", "elix_chf"], "copd": ["cci_cpd", "elix_cpd"], "diabetes": ["cci_diab", "elix_diab_uncx"],
         "renal": ["cci_renal", "elix_renal"], "cancer": ["cci_cancer", "elix_solid_tumor"], "dementia": ["cci_dementia"],
         "liver": ["cci_mild_liver", "elix_liver"]}
+# (whether a stay has each comorbidity does not depend on the table: computed once per stay)
+has_cm = {s["key"]: [int(any(code.startswith(tuple(cm["code_prefixes"])) for _, _, code, _ in dx[s["e"]["encounter_id"]]))
+                     for cm in truth["comorbidities"]] for s in stays}
 for t in want:
-    got = {r["encounter_id"]: r for r in rows(f"{work}/{t}.csv")}
+    got = {r["encounter_id"]: r for r in table[t]}
     for s in stays:
-        k = pseudo("encounter", s["e"]["encounter_id"])
+        k = s["key"]
         if k not in got: continue
-        for cm in truth["comorbidities"]:
-            has = int(any(code.startswith(tuple(cm["code_prefixes"])) for _, _, code, _ in dx[s["e"]["encounter_id"]]))
+        for cm, has in zip(truth["comorbidities"], has_cm[k]):
             for col in cols[cm["name"]]:
                 if int(got[k][col]) != has:
                     bad.append(f"{t}.{col} = {got[k][col]} but the truth's {cm['name']} = {has}"); break
@@ -200,7 +205,7 @@ for c in cat:
         bad.append(f"catalog row {c}")
     cl = json.loads(c["columns"])
     names = [x["name"] for x in cl]
-    header = list(next(iter(rows(f"{work}/{t}.csv"))).keys())
+    header = list(table[t][0].keys())
     if names != header: bad.append(f"catalog columns of {t} differ from the table's")
     roles = {x["name"]: x["role"] for x in cl}
     label = {"readmission": "readmit_30d", "mortality": "death_30d", "los": "los_days"}[t]

@@ -185,7 +185,8 @@ ok "--accept-failed-gates: champion, logged, adjusts KPIs (and says so)"
 px etl load --format canonical --source "$WORK/b" --quiet >/dev/null
 # comparison gates that always pass: the outcome is decided by the quality gates alone;
 # readmission (24.1 events per parameter) passes 18, mortality (12.8) does not
-R="--min-epp 18 --max-auc-drop 0.99 --slope-range -100,100 --max-rmse-rise 100"
+# (--hier-boot 0: the candidates' bootstrap intervals are not examined here)
+R="--min-epp 18 --max-auc-drop 0.99 --slope-range -100,100 --max-rmse-rise 100 --hier-boot 0"
 assert_exit 4 px retrain --model all $R
 cat "$WORK/out"
 assert_eq "$(sql "SELECT string_agg(name || ':' || version, ' ' ORDER BY name) FROM registry.aliases WHERE alias = 'champion'")" \
@@ -199,9 +200,10 @@ assert_exit 4 px retrain --model all $R
 grep -q "mortality: data and parameters unchanged since v2: nothing to train; v2 failed its quality gates" "$WORK/out" \
     || fail "unchanged failing model: $(cat "$WORK/out")"
 assert_exit 3 px retrain --model readmission $R
-assert_exit 0 px retrain --model mortality --max-auc-drop 0.99 --slope-range -100,100
+assert_exit 0 px retrain --model mortality --max-auc-drop 0.99 --slope-range -100,100 --hier-boot 0
 assert_eq "$(sql "SELECT version FROM registry.aliases WHERE name = 'mortality' AND alias = 'champion'")" 3 "mortality v3 promoted"
 assert_exit 2 px retrain --min-epp abc
+assert_exit 2 px retrain --hier-boot -1
 ok "retrain exit codes: 4 (gates failed, also on unchanged data), 3 (nothing new), 0 (promoted), 2 (usage)"
 
 # ---- one SynPUF sample: the mortality model of 2 deaths ----------------------------------

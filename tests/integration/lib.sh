@@ -99,8 +99,10 @@ restore_home() { # fixture-name [home]: 0, or 1 when there is no such fixture
 }
 if [ -z "${PX_FRESH_HOME:-}" ]; then restore_home empty || mkdir -p "$PROGNOS_HOME"; fi
 # Switches to another new home: a copy of `empty` when there is one (its key is the
-# fixture's: a test that needs a different key makes the home with db init instead).
-use_new_home() { restore_home empty "$1" || true; export PROGNOS_HOME="$1"; }
+# fixture's: a test that needs a different key makes the home with db init instead),
+# else an empty directory (outside ctest: the first command initialises it, and a test
+# can write a fixed secret.key there first).
+use_new_home() { restore_home empty "$1" || mkdir -p "$1"; export PROGNOS_HOME="$1"; }
 
 # Runs on every exit: success, a failed assertion, a command failing under set -e,
 # and SIGTERM/SIGINT/SIGHUP (turned into an exit below). Background jobs of the

@@ -355,6 +355,9 @@ ok "usage: help, exit 2 on bad usage, clear errors"
 openssl genpkey -algorithm ED25519 -out "$WORK/shared.key" 2>/dev/null
 chmod 600 "$WORK/shared.key"
 for h in homeA homeB; do
+    # (a copy of the empty fixture without its signing key pair, when there is one: db init
+    # then only checks the cluster, and must still make no key with PROGNOS_SIGNING_KEY set)
+    restore_home empty "$WORK/$h" && rm -f "$WORK/$h/signing.key" "$WORK/$h/signing.pub"
     PROGNOS_HOME="$WORK/$h" PROGNOS_SIGNING_KEY="$WORK/shared.key" "$PROGNOS_BIN" db init >/dev/null
     assert_eq "$(PROGNOS_HOME="$WORK/$h" PROGNOS_SIGNING_KEY="$WORK/shared.key" tool register mortality --seed 7 --set mortality)" \
         "version 1" "register in $h"

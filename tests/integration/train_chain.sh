@@ -9,6 +9,8 @@
 #  - on the CMS DE-SynPUF samples (when ../shared is there) the chain registers all
 #    three models with their metrics.
 source "$(dirname "$0")/lib.sh"
+# (Training and retraining here use --hier-boot 0: the hierarchical bootstrap intervals are
+# not examined, and its 20 refits per model were most of the CPU time.)
 # A fixed pseudonymization key fixes the holdout patients, so whether a model passes
 # its quality gates is the same on every run (serve_lib.sh's setup_model does the same)
 (umask 077; echo 7e57c4a17e57c4a17e57c4a17e57c4a17e57c4a17e57c4a17e57c4a17e57c4a1 >"$PROGNOS_HOME/secret.key")
@@ -44,8 +46,8 @@ ok "holdout split and subgroup counts recomputed independently"
 
 assert_exit 0 px train --model readmission --hier-boot 0
 grep -q "unchanged" "$WORK/out" || fail "training the same data again should say unchanged: $(cat "$WORK/out")"
-assert_exit 3 px retrain --model readmission
-assert_exit 3 px retrain --model all
+assert_exit 3 px retrain --model readmission --hier-boot 0
+assert_exit 3 px retrain --model all --hier-boot 0
 assert_eq "$(sql "SELECT count(*) FROM registry.versions")" 3 "versions after retraining unchanged data"
 assert_eq "$(sql "SELECT count(*) FROM registry.decisions WHERE decision = 'unchanged'")" 4 "'unchanged' decisions"
 ok "retrain on unchanged data creates nothing and exits 3"
@@ -55,19 +57,19 @@ sql "CREATE SCHEMA t; CREATE TABLE t.r AS SELECT * FROM features.readmission"
 # (four features on 3,000 patients may fail the quality gates: accepted, so that it is champion)
 assert_exit 0 px train --model mine --table t.r --label readmit_30d --hier-boot 0 --features age_years,female,prior_adm_12m,emergency \
     --l2 0.5 --holdout-patients 0.2 --holdout-time 0.3 --accept-failed-gates
-assert_exit 3 px retrain --model mine
+assert_exit 3 px retrain --model mine --hier-boot 0
 assert_eq "$(sql "SELECT count(*) FROM registry.versions WHERE name = 'mine'")" 1 "own model: versions after retraining unchanged data"
 assert_eq "$(sql "SELECT decision FROM registry.decisions WHERE name = 'mine' ORDER BY decision_id DESC LIMIT 1")" unchanged "own model: decision on unchanged data"
 ok "retraining a user's own model on unchanged data: nothing new, exit 3"
 
 px etl load --format canonical --source "$WORK/b" --quiet >/dev/null
-assert_exit 3 px retrain --model mortality --slope-range 5,6 --min-epp 0 --min-holdout-events 0 --gate-slope -100,100
+assert_exit 3 px retrain --model mortality --hier-boot 0 --slope-range 5,6 --min-epp 0 --min-holdout-events 0 --gate-slope -100,100
 assert_eq "$(sql "SELECT decision || ' ' || (gates->>'slope_ok') FROM registry.decisions WHERE name = 'mortality' ORDER BY decision_id DESC LIMIT 1")" "kept false" "impossible gate"
 assert_eq "$(sql "SELECT version FROM registry.aliases WHERE name = 'mortality' AND alias = 'champion'")" 1 "champion kept"
 assert_eq "$(sql "SELECT version FROM registry.aliases WHERE name = 'mortality' AND alias = 'challenger'")" 2 "candidate is the challenger"
 ok "a candidate failing a gate is kept as challenger, exit 3"
 
-set +e; px retrain --model readmission >"$WORK/out" 2>"$WORK/err"; rc=$?; set -e
+set +e; px retrain --model readmission --hier-boot 0 >"$WORK/out" 2>"$WORK/err"; rc=$?; set -e
 dec=$(sql "SELECT decision FROM registry.decisions WHERE name = 'readmission' ORDER BY decision_id DESC LIMIT 1")
 champ=$(sql "SELECT version FROM registry.aliases WHERE name = 'readmission' AND alias = 'champion'")
 chal=$(sql "SELECT version FROM registry.aliases WHERE name = 'readmission' AND alias = 'challenger'")
@@ -91,7 +93,7 @@ ok "retrain decision agrees with its gates and metrics"
 
 # the user's table grows: the candidate keeps the champion's features, penalty and holdout shares
 sql "DROP TABLE t.r; CREATE TABLE t.r AS SELECT * FROM features.readmission"
-set +e; px retrain --model mine >"$WORK/out" 2>"$WORK/err"; rc=$?; set -e
+set +e; px retrain --model mine --hier-boot 0 >"$WORK/out" 2>"$WORK/err"; rc=$?; set -e
 dec=$(sql "SELECT decision FROM registry.decisions WHERE name = 'mine' ORDER BY decision_id DESC LIMIT 1")
 case "$rc:$dec" in
     0:promoted|3:kept|4:kept) ;;
@@ -105,7 +107,7 @@ ok "own model retrained on new data with the champion's settings: exit $rc, $dec
 # tamper with the los champion's model file: retraining must refuse to load it
 f="$PROGNOS_HOME/registry/los/1/model.bin"
 printf 'X' | dd of="$f" bs=1 seek=40 conv=notrunc 2>/dev/null
-assert_exit 1 px retrain --model los
+assert_exit 1 px retrain --model los --hier-boot 0
 grep -qi "los" "$WORK/err" || fail "tampered champion: error does not name the model: $(cat "$WORK/err")"
 assert_eq "$(sql "SELECT decision FROM registry.decisions WHERE name = 'los' ORDER BY decision_id DESC LIMIT 1")" failed "decision after tampering"
 assert_exit 1 px registry verify los 1
