@@ -13,12 +13,7 @@
 # replayed on the loaded single node (the codes' patient_id backfilled).
 . "$(dirname "$0")/lib.sh"
 COORD=$PROGNOS_HOME
-declare -a SURL
-for k in 1 2 3; do
-    restore_home empty "$WORK/shard$k" || true
-    PROGNOS_HOME="$WORK/shard$k" px db init >/dev/null
-    SURL[$k]=$(PROGNOS_HOME="$WORK/shard$k" px db url)
-done
+new_shard_homes 3
 assert_eq "$(printf '%s\n' "${SURL[@]}" | sort -u | wc -l)" 3 "three separate clusters"
 export PROGNOS_HOME=$COORD
 px generate --patients 1200 --seed 41 --out "$WORK/data" >/dev/null

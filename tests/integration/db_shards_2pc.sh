@@ -16,12 +16,7 @@ COORD=$PROGNOS_HOME
 REF=$WORK/ref
 restore_home empty "$REF" || true
 PROGNOS_HOME=$REF px db init >/dev/null
-declare -a SURL
-for k in 1 2 3; do
-    restore_home empty "$WORK/shard$k" || true
-    PROGNOS_HOME="$WORK/shard$k" px db init >/dev/null
-    SURL[$k]=$(PROGNOS_HOME="$WORK/shard$k" px db url)
-done
+new_shard_homes 3
 RURL=$(PROGNOS_HOME=$REF px db url)
 px generate --patients 400 --seed 41 --out "$WORK/b1" >/dev/null
 # batches 2-6: other seeds, their patient and encounter ids made unique per

@@ -21,12 +21,7 @@ COORD=$PROGNOS_HOME
 REF=$WORK/ref
 restore_home empty "$REF" || true
 PROGNOS_HOME=$REF px db init >/dev/null
-declare -a SURL
-for k in 1 2 3; do
-    restore_home empty "$WORK/shard$k" || true
-    PROGNOS_HOME="$WORK/shard$k" px db init >/dev/null
-    SURL[$k]=$(PROGNOS_HOME="$WORK/shard$k" px db url)
-done
+new_shard_homes 3
 RURL=$(PROGNOS_HOME=$REF px db url)
 U=$(px db url)
 rsql() { psql -X -q -At -v ON_ERROR_STOP=1 "$RURL" -c "$1"; }

@@ -103,6 +103,17 @@ if [ -z "${PX_FRESH_HOME:-}" ]; then restore_home empty || mkdir -p "$PROGNOS_HO
 # else an empty directory (outside ctest: the first command initialises it, and a test
 # can write a fixed secret.key there first).
 use_new_home() { restore_home empty "$1" || mkdir -p "$1"; export PROGNOS_HOME="$1"; }
+# Starts N more embedded clusters for a sharded warehouse, homes $WORK/shard1..N (copies of
+# the empty fixture when there is one), and sets SURL[1..N] to their URLs.
+new_shard_homes() { # N
+    declare -g -a SURL
+    local k
+    for k in $(seq "$1"); do
+        restore_home empty "$WORK/shard$k" || true
+        PROGNOS_HOME="$WORK/shard$k" px db init >/dev/null
+        SURL[$k]=$(PROGNOS_HOME="$WORK/shard$k" px db url)
+    done
+}
 
 # Runs on every exit: success, a failed assertion, a command failing under set -e,
 # and SIGTERM/SIGINT/SIGHUP (turned into an exit below). Background jobs of the
