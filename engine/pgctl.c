@@ -192,7 +192,7 @@ static int write_server_conf(const px_config *cfg, const char *data, const char 
             "wal_level = minimal\n"
             "max_prepared_transactions = 10\n"
             "max_wal_senders = 0\n"
-            "wal_compression = on\n"
+            "wal_compression = lz4\n"
             "log_min_error_statement = panic\n"
             "log_min_messages = warning\n"
             "log_line_prefix = '%%m [%%p] '\n",
