@@ -151,6 +151,47 @@ static int mkdir_home(const px_config *cfg, px_err *e)
     return 0;
 }
 
+/* A home copied or restored to another path keeps, in its postgresql.auto.conf,
+ * the socket directory of the home it was copied from: the server would listen
+ * there (or fail to), and every client here would wait for a socket that never
+ * appears. Sets that line to this home's run directory, keeping the file's owner
+ * and mode (the server's user writes it with ALTER SYSTEM). */
+static int set_socket_dir(const char *path, const char *run, px_err *e)
+{
+    static const char key[] = "unix_socket_directories = '";
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc = px_file_read(path, 1 << 20, &buf, &len, e);
+    if (rc != 0) return rc;
+    char *text = (char *)buf, *line = NULL;
+    for (char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, key, sizeof key - 1) == 0) line = p;
+    if (!line) { free(buf); return 0; }
+    char *val = line + sizeof key - 1, *end = strchr(val, '\n');
+    size_t vlen = end ? (size_t)(end - val) : strlen(val);
+    if (vlen == strlen(run) + 1 && strncmp(val, run, strlen(run)) == 0 && val[vlen - 1] == '\'') {
+        free(buf);
+        return 0;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        free(buf);
+        return px_err_set(e, PX_EIO, "cannot stat '%s': %s", path, strerror(errno));
+    }
+    size_t head = (size_t)(line - text), tail = end ? strlen(end) : 0;
+    size_t cap = head + sizeof key + strlen(run) + 2 + tail;
+    char *out = malloc(cap);
+    if (!out) { free(buf); return px_err_set(e, PX_ENOMEM, "out of memory"); }
+    int n = snprintf(out, cap, "%.*s%s%s'%s", (int)head, text, key, run, end ? end : "\n");
+    rc = px_file_write_atomic(path, out, (size_t)n, (int)(st.st_mode & 07777), e);
+    if (rc == 0 && (st.st_uid != geteuid() || st.st_gid != getegid()) && chown(path, st.st_uid, st.st_gid) != 0)
+        rc = px_err_set(e, PX_EIO, "cannot give '%s' back to its owner: %s", path, strerror(errno));
+    if (rc == 0) px_log(PX_LOG_INFO, "this home was moved or copied: the server's socket directory is now %s", run);
+    free(out);
+    free(buf);
+    return rc;
+}
+
 static int write_server_conf(const px_config *cfg, const char *data, const char *run, px_err *e)
 {
     char path[4400], line[256];
@@ -164,6 +205,10 @@ static int write_server_conf(const px_config *cfg, const char *data, const char 
             twopc |= strncmp(line, "max_prepared_transactions", 25) == 0;
         }
         fclose(f);
+        if (done) {
+            int rc = set_socket_dir(path, run, e);
+            if (rc != 0) return rc;
+        }
         if (done && twopc) return 0;
         if (done) { /* a cluster made before sharded loads: add what they need (applies at the next start) */
             if (!(f = fopen(path, "a"))) return px_err_set(e, PX_EIO, "cannot write '%s': %s", path, strerror(errno));
@@ -461,6 +506,7 @@ int px_pg_start(const px_config *cfg, px_err *e)
     /* right after a crash the old server may be recovering, or may have left a
      * postmaster.pid that names an unreaped process: wait, or clean up */
     if ((rc = settle(cfg, data, 120, e)) != 0) return rc > 0 ? 0 : rc;
+    if ((rc = check_socket_len(run, e)) != 0) return rc;
     if ((rc = write_server_conf(cfg, data, run, e)) != 0) return rc;
     snprintf(ctl, sizeof ctl, "%s/pg_ctl", cfg->pg_bin);
     snprintf(logf, sizeof logf, "%s/server.log", pg);

@@ -100,3 +100,27 @@ got=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["home
       "$WORK/out" "$QH")
 assert_eq "$got" "True False None" "db status --json on a home with a quote, backslash and tab"
 ok "db status --json escapes the home's path"
+
+# a stopped home copied to another path (a backup restored elsewhere, a home moved)
+# starts there at once: its cluster's socket directory follows the home (it named the
+# old home's, and `db start` waited 120 s for a socket that never appeared)
+px db status >/dev/null 2>&1 && px db stop >/dev/null
+cp -a "$PROGNOS_HOME" "$WORK/moved"
+conf="$WORK/moved/pg/data/postgresql.auto.conf"
+owner=$(stat -c %U:%G:%a "$conf")
+t0=$SECONDS
+PROGNOS_HOME="$WORK/moved" px db start >/dev/null || fail "db start of a copied home"
+[ $((SECONDS - t0)) -lt 60 ] || fail "db start of a copied home took $((SECONDS - t0)) s"
+assert_eq "$(grep -c "^unix_socket_directories = '$(readlink -f "$WORK/moved/pg")/run'\$" "$conf")" 1 \
+    "the copy's socket directory"
+assert_eq "$(grep -c '^unix_socket_directories' "$PROGNOS_HOME/pg/data/postgresql.auto.conf")" 1 "the original's socket line"
+assert_eq "$(grep -c "^unix_socket_directories = '$(readlink -f "$PROGNOS_HOME/pg")/run'\$" \
+    "$PROGNOS_HOME/pg/data/postgresql.auto.conf")" 1 "the original's socket directory, unchanged"
+assert_eq "$(stat -c %U:%G:%a "$conf")" "$owner" "the rewritten configuration's owner and mode"
+assert_eq "$(psql -X -At "$(PROGNOS_HOME="$WORK/moved" px db url)" -c 'SELECT 6*7')" 42 "psql on the copied home"
+px db start >/dev/null || fail "db start of the original beside its running copy"
+sql "CREATE TABLE public.which_home AS SELECT 'original' AS h"
+assert_exit 1 psql -X -At "$(PROGNOS_HOME="$WORK/moved" px db url)" -c 'SELECT h FROM public.which_home'
+sql "DROP TABLE public.which_home"
+PROGNOS_HOME="$WORK/moved" px db stop >/dev/null
+ok "a copied home starts at its new path, beside the original"

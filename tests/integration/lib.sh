@@ -113,9 +113,7 @@ restore_home() { # fixture-name [home]: 0, or 1 when there is no such fixture
     rm -rf "$home"
     cp -a "$src" "$home"
     rm -f "$home/.fixture-complete"
-    # the only absolute path in the cluster: its socket directory (see pgctl.c)
-    sed -i "s|^unix_socket_directories = .*|unix_socket_directories = '$(readlink -f "$home/pg")/run'|" \
-        "$home/pg/data/postgresql.auto.conf"
+    # (its cluster's socket directory names the fixture's home: `db start` sets it to this one's)
 }
 if [ -z "${PX_FRESH_HOME:-}" ]; then restore_home empty || mkdir -p "$PROGNOS_HOME"; fi
 # Switches to another new home: a copy of `empty` when there is one (its key is the
