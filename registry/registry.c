@@ -195,6 +195,21 @@ oom:
     return NULL;
 }
 
+int reg_find_same(PGconn *c, const char *name, const char *fingerprint, const char *algo, const char *params_json,
+                  const char *definition_hash, int *version, px_err *e)
+{
+    PGresult *r = NULL;
+    const char *p[5] = {name, fingerprint, algo, params_json, definition_hash ? definition_hash : ""};
+    *version = 0;
+    int rc = px_db_query(c, e, "cannot read the registry", &r,
+                         "SELECT version FROM registry.versions WHERE name = $1 AND fingerprint = $2 AND algo = $3"
+                         " AND params = $4::jsonb AND definition_hash = $5 ORDER BY version LIMIT 1",
+                         5, p);
+    if (rc == 0 && PQntuples(r) == 1) *version = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return rc;
+}
+
 int px_reg_register(PGconn *c, const px_config *cfg, const px_reg_new *v, int *version, px_err *e)
 {
     cJSON *params = NULL, *split = NULL, *metrics = NULL, *ref = NULL, *batches = NULL, *manifest = NULL;
@@ -230,23 +245,18 @@ int px_reg_register(PGconn *c, const px_config *cfg, const px_reg_new *v, int *v
     if ((rc = reg_lock_name(c, v->name, e)) != 0) goto done;
     {
         char *ptext = cJSON_PrintUnformatted(params);
-        const char *p[5] = {v->name, v->fingerprint, v->algo, ptext ? ptext : "{}",
-                            v->definition_hash ? v->definition_hash : ""};
-        rc = px_db_query(c, e, "cannot read the registry", &r,
-                       "SELECT version FROM registry.versions WHERE name = $1 AND fingerprint = $2 AND algo = $3"
-                       " AND params = $4::jsonb AND definition_hash = $5 ORDER BY version LIMIT 1",
-                       5, p);
+        int same = 0;
+        rc = reg_find_same(c, v->name, v->fingerprint, v->algo, ptext ? ptext : "{}", v->definition_hash, &same, e);
         free(ptext);
         if (rc != 0) goto done;
+        if (same) {
+            *version = same;
+            rc = px_err_set(e, PX_ENOTHING,
+                            "model '%s' v%d was trained on the same data with the same algorithm and parameters; "
+                            "nothing registered", v->name, *version);
+            goto done;
+        }
     }
-    if (PQntuples(r) == 1) {
-        *version = atoi(PQgetvalue(r, 0, 0));
-        rc = px_err_set(e, PX_ENOTHING,
-                        "model '%s' v%d was trained on the same data with the same algorithm and parameters; "
-                        "nothing registered", v->name, *version);
-        goto done;
-    }
-    PQclear(r);
     const char *p1[1] = {v->name};
     if ((rc = px_db_query(c, e, "cannot read the registry", &r,
                         "SELECT coalesce(max(version), 0) + 1 FROM registry.versions WHERE name = $1", 1, p1)) != 0)

@@ -581,8 +581,20 @@ int reg_job_run(PGconn *c, const px_config *cfg, const px_train_params *p, const
         (rc = build_calibration(j, e)) || (rc = load_batches(c, j, e)))
         return rc;
     if (!p->no_hier) {
-        j->hier_json = reg_hier_fit_json(j->m, j->d, &p->hier, j->hier_note, sizeof j->hier_note);
-        px_log(j->hier_json ? PX_LOG_INFO : PX_LOG_WARN, "%s: %s", j->name, j->hier_note);
+        /* The hierarchical fit and its bootstrap refits are most of a training run's time.
+         * A version with the same data and parameters already exists (a scheduled retrain
+         * of unchanged data): nothing will be registered, so do not fit it again. */
+        int same = 0;
+        if ((rc = reg_find_same(c, j->name, j->d->fingerprint, px_algo_name(j->fp.algo), j->params_json,
+                                j->d->definition_hash, &same, e)) != 0)
+            return rc;
+        if (same) {
+            snprintf(j->hier_note, sizeof j->hier_note,
+                     "hierarchical model not refitted: v%d has the same data and parameters", same);
+        } else {
+            j->hier_json = reg_hier_fit_json(j->m, j->d, &p->hier, j->hier_note, sizeof j->hier_note);
+            px_log(j->hier_json ? PX_LOG_INFO : PX_LOG_WARN, "%s: %s", j->name, j->hier_note);
+        }
     }
     j->fi.seconds = px_mono_s() - t0;
     return 0;

@@ -44,8 +44,11 @@ for ms in readmission:discharge_date:readmit_30d mortality:admission_date:death_
 done
 ok "holdout split and subgroup counts recomputed independently"
 
-assert_exit 0 px train --model readmission --hier-boot 0
+# (with the default 20 bootstrap draws: an unchanged version's hierarchical model is not fitted again)
+assert_exit 0 px train --model readmission
 grep -q "unchanged" "$WORK/out" || fail "training the same data again should say unchanged: $(cat "$WORK/out")"
+grep -q "^hierarchical model not refitted: v1 has the same data and parameters" "$WORK/out" \
+    || fail "training unchanged data fitted the hierarchical model again: $(cat "$WORK/out")"
 assert_exit 3 px retrain --model readmission --hier-boot 0
 assert_exit 3 px retrain --model all --hier-boot 0
 assert_eq "$(sql "SELECT count(*) FROM registry.versions")" 3 "versions after retraining unchanged data"
