@@ -5,8 +5,7 @@
  * both give the same status, and the same values bit for bit or the same error
  * body; an error body is valid JSON of valid UTF-8; and a body the strict check
  * refuses is never scored. */
-#include "serve/internal.h"
-#include "tests/unit/serve_fixture.h"
+#include "tests/fuzz/fuzz_serve_model.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,29 +14,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static char *sex_levels[] = {"F", "M"};
-static char *adm_levels[] = {"elective", "emergency", "urgent", "\xc3\xa9tranger"};
-static px_feature_info info[] = {
-    {.name = "age_years", .kind = PX_COL_NUMERIC, .min = 18, .max = 104},
-    {.name = "sex", .kind = PX_COL_CATEGORICAL, .nlevels = 2, .levels = sex_levels},
-    {.name = "los_days", .kind = PX_COL_NUMERIC, .min = 0, .max = 60},
-    {.name = "cci_chf", .kind = PX_COL_NUMERIC, .min = 0, .max = 1},
-    {.name = "admission_type", .kind = PX_COL_CATEGORICAL, .nlevels = 4, .levels = adm_levels},
-    {.name = "unused", .kind = PX_COL_NUMERIC, .min = 1, .max = 1, .dropped = 1},
-};
-#define K (sizeof info / sizeof info[0])
-static srv_feat feat[K];
-static srv_model model;
-static px_server *server;
 
-static void setup(void)
-{
-    fixture_model(&model, feat, info, K, 1);
-    server = calloc(1, sizeof *server);
-    server->p = px_serve_default_params();
-    server->p.max_instances = 16;
-    srv_cjson_hooks_install(); /* cJSON allocates in the request arena, as in the server */
-}
 
 typedef struct outcome {
     unsigned st;
@@ -73,7 +50,7 @@ static void read_body(const uint8_t *body, size_t len, int fast, outcome *o)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static int ready;
-    if (!ready) setup(), ready = 1;
+    if (!ready) fuzz_serve_setup(), ready = 1;
     if (size > 4096) return 0;
     outcome a, b;
     read_body(data, size, 0, &a);

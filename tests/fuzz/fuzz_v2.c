@@ -9,9 +9,8 @@
  *  - an accepted request has 1 to max_instances rows, only known outputs
  *    asked for, and every value missing (NaN) or in range: a numeric input in
  *    its accepted range, a flag 0 or 1, a level an index of the input's levels. */
-#include "serve/internal.h"
 #include "tests/fuzz/fuzz_logit.h"
-#include "tests/unit/serve_fixture.h"
+#include "tests/fuzz/fuzz_serve_model.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,31 +21,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define FAIL(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); abort(); } while (0)
 
-static char *sex_levels[] = {"F", "M"};
-static char *adm_levels[] = {"elective", "emergency", "urgent", "\xc3\xa9tranger"};
-static px_feature_info info[] = {
-    {.name = "age_years", .kind = PX_COL_NUMERIC, .min = 18, .max = 104},
-    {.name = "sex", .kind = PX_COL_CATEGORICAL, .nlevels = 2, .levels = sex_levels},
-    {.name = "los_days", .kind = PX_COL_NUMERIC, .min = 0, .max = 60},
-    {.name = "cci_chf", .kind = PX_COL_NUMERIC, .min = 0, .max = 1},
-    {.name = "admission_type", .kind = PX_COL_CATEGORICAL, .nlevels = 4, .levels = adm_levels},
-    {.name = "unused", .kind = PX_COL_NUMERIC, .min = 1, .max = 1, .dropped = 1},
-};
-#define K (sizeof info / sizeof info[0])
-static srv_feat feat[K];
-static srv_model model;
-static px_server *server;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!server) {
-        fixture_model(&model, feat, info, K, 1);
+        fuzz_serve_setup();
         model.m = (px_model *)fuzz_logit_model(); /* its algorithm names the outputs ("probability") */
-        server = calloc(1, sizeof *server);
-        if (!server) abort();
-        server->p = px_serve_default_params();
-        server->p.max_instances = 16;
-        srv_cjson_hooks_install(); /* cJSON allocates in the request arena, as in the server */
     }
     if (size > 8192) return 0;
     srv_req *r = fixture_request(server, &model, data, size);
