@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /* PX_VERSION ("0.1.0") comes from CMake's project(VERSION) (CMakeLists.txt),
  * defined for engine and everything that links it. */
@@ -409,6 +410,10 @@ int px_file_read(const char *path, size_t max_bytes, unsigned char **data, size_
 /* Writes data to path atomically (a temporary file in the same directory, fsync,
  * rename), with the given mode. Returns 0 or PX_EIO. */
 int px_file_write_atomic(const char *path, const void *data, size_t len, int mode, px_err *e);
+/* The same, the file owned by uid:gid ((uid_t)-1 / (gid_t)-1 keep the caller's), set
+ * before the rename. */
+int px_file_write_atomic_owned(const char *path, const void *data, size_t len, int mode, uid_t uid, gid_t gid,
+                               px_err *e);
 /* mkdir -p with the given mode for the directories it creates. Returns 0 or PX_EIO. */
 int px_mkdir_p(const char *dir, int mode, px_err *e);
 

@@ -89,6 +89,12 @@ int px_file_read(const char *path, size_t max_bytes, unsigned char **data, size_
 
 int px_file_write_atomic(const char *path, const void *data, size_t len, int mode, px_err *e)
 {
+    return px_file_write_atomic_owned(path, data, len, mode, (uid_t)-1, (gid_t)-1, e);
+}
+
+int px_file_write_atomic_owned(const char *path, const void *data, size_t len, int mode, uid_t uid, gid_t gid,
+                               px_err *e)
+{
     char tmp[4200];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
         return px_err_set(e, PX_EINVAL, "path too long: '%s'", path);
@@ -106,6 +112,13 @@ int px_file_write_atomic(const char *path, const void *data, size_t len, int mod
             return px_err_set(e, PX_EIO, "cannot write '%s': %s", tmp, strerror(err));
         }
         off += (size_t)w;
+    }
+    /* the owner is set before the rename: path never names a file of the wrong owner */
+    if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) != 0) {
+        int err = errno;
+        close(fd);
+        unlink(tmp);
+        return px_err_set(e, PX_EIO, "cannot give '%s' its owner: %s", tmp, strerror(err));
     }
     if (fchmod(fd, (mode_t)mode) != 0 || fsync(fd) != 0) {
         int err = errno;

@@ -251,13 +251,19 @@ int px_feat_build(PGconn *c, const char *set, px_feat_build_result *r, px_err *e
      * the label), not all 80-odd: ANALYZE reads each column of a sampled row with
      * heap_getattr, which behind a text column walks the row from its start, so a whole
      * table's ANALYZE cost about 0.3 s for 15,000 rows (and as much at any size, the
-     * sample being 30,000 rows), most of a small build's time. */
+     * sample being 30,000 rows), most of a small build's time. The other columns get a
+     * statistics target of 0 rather than an ANALYZE column list: after a partial ANALYZE
+     * autovacuum would analyze the whole table again a minute later. */
     if (px_buf_printf(&sql,
                       "DROP TABLE IF EXISTS %s; ALTER TABLE features._build_%s RENAME TO %s;"
                       " ALTER TABLE %s ADD PRIMARY KEY (encounter_id);"
-                      " ANALYZE %s (encounter_id, patient_id, facility_id, department, admission_date,"
-                      " discharge_date, %s)",
-                      s->table, name, name, s->table, s->table, s->label) != 0) {
+                      " DO $px$ BEGIN EXECUTE (SELECT 'ALTER TABLE %s '"
+                      " || string_agg(format('ALTER COLUMN %%I SET STATISTICS 0', attname), ', ' ORDER BY attnum)"
+                      " FROM pg_attribute WHERE attrelid = '%s'::regclass AND attnum > 0 AND NOT attisdropped"
+                      " AND attname <> ALL (ARRAY['encounter_id', 'patient_id', 'facility_id', 'department',"
+                      " 'admission_date', 'discharge_date', '%s'])); END $px$;"
+                      " ANALYZE %s",
+                      s->table, name, name, s->table, s->table, s->table, s->label, s->table) != 0) {
         rc = px_err_set(e, PX_ENOMEM, "out of memory");
         goto out;
     }

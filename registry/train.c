@@ -590,7 +590,8 @@ int reg_job_run(PGconn *c, const px_config *cfg, const px_train_params *p, const
             return rc;
         if (same) {
             snprintf(j->hier_note, sizeof j->hier_note,
-                     "hierarchical model not refitted: v%d has the same data and parameters", same);
+                     "hierarchical model not refitted: v%d was trained on the same data with the same model"
+                     " parameters (the hierarchical settings are not part of a version's identity)", same);
         } else {
             j->hier_json = reg_hier_fit_json(j->m, j->d, &p->hier, j->hier_note, sizeof j->hier_note);
             px_log(j->hier_json ? PX_LOG_INFO : PX_LOG_WARN, "%s: %s", j->name, j->hier_note);

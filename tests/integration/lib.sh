@@ -93,8 +93,9 @@ px_url() {
     f="$WORK/.url.$k"
     if [ ${#k} -gt 200 ] || [ -L "$PROGNOS_HOME/pg" ]; then px db url; return; fi
     if [ -s "$f" ]; then printf '%s\n' "$(<"$f")"; return; fi
-    u=$(px db url)
-    printf '%s\n' "$u" >"$f"
+    u=$(px db url) || return
+    # written whole, then renamed: a reader never sees it half written
+    [ -z "$u" ] || { printf '%s\n' "$u" >"$f.$BASHPID" && mv -f "$f.$BASHPID" "$f"; }
     printf '%s\n' "$u"
 }
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$(px_url)" -c "$1"; }

@@ -47,7 +47,7 @@ ok "holdout split and subgroup counts recomputed independently"
 # (with the default 20 bootstrap draws: an unchanged version's hierarchical model is not fitted again)
 assert_exit 0 px train --model readmission
 grep -q "unchanged" "$WORK/out" || fail "training the same data again should say unchanged: $(cat "$WORK/out")"
-grep -q "^hierarchical model not refitted: v1 has the same data and parameters" "$WORK/out" \
+grep -q "^hierarchical model not refitted: v1 was trained on the same data with the same model parameters" "$WORK/out" \
     || fail "training unchanged data fitted the hierarchical model again: $(cat "$WORK/out")"
 assert_exit 3 px retrain --model readmission --hier-boot 0
 assert_exit 3 px retrain --model all --hier-boot 0
