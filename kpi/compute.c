@@ -330,6 +330,7 @@ typedef struct run {
     cJSON *models, *inputs, *method;
     char *batches, *models_s, *inputs_s, *method_s, *fp_s, *pred_sql;
     char enc[32], first[16], last[16], fph[65], kinds_s[64];
+    char method_id[2][PX_KPI__COUNT][16]; /* kpi.methods ids of the method words: [crude][measure] */
 } run;
 
 static void run_release(run *R)
@@ -652,7 +653,31 @@ static int run_stats(run *R)
     return 0;
 }
 
-/* One kpi.results row of cell x as COPY text. */
+/* The kpi.methods id of every method text a row can carry (the measure's words, and
+ * its crude words when no risk model passed its gates), inserted where missing.
+ * Runs before the run's transaction (autocommit): a text first written by a run
+ * running beside this one is then visible to this one's snapshot. */
+static int run_method_ids(run *R)
+{
+    for (int crude = 0; crude < 2; crude++)
+        for (int m = 0; m < PX_KPI__COUNT; m++) {
+            const char *w = crude ? kpi_crude_method_words((px_kpi_measure)m) : kpi_method_words((px_kpi_measure)m);
+            const char *pv[1] = {w};
+            PGresult *r = NULL;
+            int rc = px_db_query(R->c, R->e, "cannot record the KPI methods", NULL,
+                                 "INSERT INTO kpi.methods (words) VALUES ($1) ON CONFLICT (words) DO NOTHING", 1, pv);
+            if (rc == 0)
+                rc = px_db_query(R->c, R->e, "cannot read the KPI methods", &r,
+                                 "SELECT method_id FROM kpi.methods WHERE words = $1", 1, pv);
+            if (rc == 0 && PQntuples(r) != 1) rc = px_err_set(R->e, PX_ESTATE, "a KPI method text is missing from kpi.methods");
+            if (rc == 0) snprintf(R->method_id[crude][m], sizeof R->method_id[crude][m], "%s", PQgetvalue(r, 0, 0));
+            PQclear(r);
+            if (rc != 0) return rc;
+        }
+    return 0;
+}
+
+/* One kpi.result_rows row of cell x as COPY text. */
 static int cell_row(run *R, kpi_cell *x, px_buf *buf)
 {
     char label[16], s[16], en[16];
@@ -684,26 +709,26 @@ static int cell_row(run *R, kpi_cell *x, px_buf *buf)
         px_buf_printf(buf, "\t%d", R->mi[rk].version);
     else
         px_buf_adds(buf, "\t\\N");
-    put_str(buf, R->batches);
-    put_str(buf, crude ? kpi_crude_method_words(x->measure) : kpi_method_words(x->measure));
     double vals4[] = {x->sr, x->sr_lo, x->sr_hi, x->srsr, x->srsr_lo, x->srsr_hi};
     for (size_t v = 0; v < sizeof vals4 / sizeof *vals4; v++) put_num(buf, sup ? sup_nan : vals4[v]);
     put_str(buf, x->adjustment);
     put_str(buf, sup ? NULL : x->oe_flag);
+    put_str(buf, R->method_id[crude][x->measure]);
     return px_buf_addc(buf, '\n');
 }
 
-/* Phase 8: the cells into kpi.results, the run's totals, the commit. */
+/* Phase 8: the cells into kpi.result_rows (read through the view kpi.results, which adds
+ * each row's method in words and its run's batches), the run's totals, the commit. */
 static int run_store(run *R, double t0)
 {
     px_copy_in w;
     int rc = px_copy_in_begin(&w, R->c,
-                              "COPY kpi.results (run_id, measure, period_kind, period, period_start, period_end, unit_type,"
-                              " unit, n, observed, expected, rate, rate_lo, rate_hi, expected_rate, oe, oe_lo, oe_hi,"
-                              " oe_method, rsr, rsr_lo, rsr_hi, eb_rate, eb_weight, funnel_x, funnel95_lo, funnel95_hi,"
-                              " funnel998_lo, funnel998_hi, funnel_phi, funnel_var, flag, suppressed, model_name,"
-                              " model_version, source_batches, method, sr, sr_lo, sr_hi, srsr, srsr_lo, srsr_hi,"
-                              " adjustment, oe_flag) FROM STDIN",
+                              "COPY kpi.result_rows (run_id, measure, period_kind, period, period_start, period_end,"
+                              " unit_type, unit, n, observed, expected, rate, rate_lo, rate_hi, expected_rate, oe, oe_lo,"
+                              " oe_hi, oe_method, rsr, rsr_lo, rsr_hi, eb_rate, eb_weight, funnel_x, funnel95_lo,"
+                              " funnel95_hi, funnel998_lo, funnel998_hi, funnel_phi, funnel_var, flag, suppressed,"
+                              " model_name, model_version, sr, sr_lo, sr_hi, srsr, srsr_lo, srsr_hi, adjustment,"
+                              " oe_flag, method_id) FROM STDIN",
                               "the warehouse refused KPI rows", R->e);
     if (rc) return rc;
     for (size_t i = 0; i < R->cs.n && rc == 0; i++) {
@@ -768,6 +793,7 @@ int px_kpi_compute(PGconn *c, const px_config *cfg, const px_kpi_params *p, px_k
      * resolved first, so that the stays read below are the recorded batches' */
     px_shards_recovery rec;
     if ((rc = px_shards_recover(c, 0, &rec, e)) != 0) return rc;
+    if ((rc = run_method_ids(&R)) != 0) return rc;
     if ((rc = px_db_query(c, e, "cannot begin the KPI run", NULL, "BEGIN ISOLATION LEVEL REPEATABLE READ", 0,
                           NULL)) != 0)
         goto out;
