@@ -27,10 +27,13 @@ static const char css[] =
     "svg .expected{fill:none;stroke:#d08c00;stroke-width:1.6;stroke-dasharray:6 4}svg .pt{fill:#3b6fb6}"
     ".dp{border:2px solid #d08c00;background:#fff7e6;padding:8px 12px;border-radius:6px}"
     ".method p,.method li{font-size:14px;line-height:1.45}"
-    /* the first screen (1280x800): title, cautions, cards, flagged units */
+    /* the first screen (1280x800): title, cautions, cards, flagged units. The five cards fit
+     * one row of the 1100-pixel column (5 x (190 + 2 x 10 + 2) + 4 x 8 = 1092): at 198 pixels
+     * the fifth wrapped to a second row, and with full flagged lists (five a side and "more")
+     * their end fell below 800 pixels */
     "body{margin:12px auto}h1{font-size:22px}#headline h2,#flagged h2{margin:10px 0 4px;font-size:17px}"
     "#headline p.sub,#flagged p.sub{font-size:12.5px;margin:0 0 6px}.cards{gap:8px}"
-    ".card{width:198px;padding:8px 10px}.card .s{font-size:11.5px}.card .v{font-size:22px;margin:2px 0}.card.missing{background:#fbfbfb;"
+    ".card{width:190px;padding:8px 10px}.card .s{font-size:11.5px}.card .v{font-size:22px;margin:2px 0}.card.missing{background:#fbfbfb;"
     "border-style:dashed}.card svg{display:block;margin-top:4px}svg .spark{fill:none;stroke:#3b6fb6;stroke-width:1.5}"
     ".caution{border:2px solid #b42318;background:#fdecea;padding:4px 10px;border-radius:6px;margin:4px 0;"
     "font-size:12.5px}.card .spk{font-size:11px;color:#4a5563;margin-top:4px}.warn{color:#b42318;font-weight:600}.flagcols{display:grid;grid-template-columns:1fr 1fr;"

@@ -30,6 +30,12 @@ ok "usage errors exit 2"
 
 assert_exit 1 px kpi compute
 grep -q "no encounters" "$WORK/err" || fail "empty warehouse: $(cat "$WORK/err")"
+# A fixed pseudonymization key fixes the holdout patients, hence the models and the flagged
+# units, on every run (the fixture's key is new in each ctest run). This one gives full flagged
+# lists (five a side and "and 1 more") in 2023: the first screen's tightest case. With the former
+# card width the fifth card wrapped to a second row and the end of the flagged units lay a few
+# pixels from the fold (below it in one suite run, rendered a little taller there); now ~160 above.
+(umask 077; echo 2a7c336a2ee8defda5d4768a90322227261e9963577d2adcca53ecc355a2159d >"$PROGNOS_HOME/secret.key")
 px generate --patients 6000 --facilities 20 --seed 5 --years 2021-2023 --out "$WORK/data" >/dev/null
 px etl load --format canonical --source "$WORK/data" --quiet >/dev/null
 px features build --set all >/dev/null
