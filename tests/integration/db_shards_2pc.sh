@@ -13,11 +13,8 @@
 # row, the rejects and the batch records equal the reference's.
 . "$(dirname "$0")/lib.sh"
 COORD=$PROGNOS_HOME
-REF=$WORK/ref
-restore_home empty "$REF" || true
-PROGNOS_HOME=$REF px db init >/dev/null
+new_ref_home
 new_shard_homes 3
-RURL=$(PROGNOS_HOME=$REF px db url)
 px generate --patients 400 --seed 41 --out "$WORK/b1" >/dev/null
 # batches 2-6: other seeds, their patient and encounter ids made unique per
 # batch (the generator numbers them from 1), plus rows that meet batch 1's

@@ -18,11 +18,8 @@
 # built before fail and name the removal; a load of a removed year is refused.
 . "$(dirname "$0")/lib.sh"
 COORD=$PROGNOS_HOME
-REF=$WORK/ref
-restore_home empty "$REF" || true
-PROGNOS_HOME=$REF px db init >/dev/null
+new_ref_home
 new_shard_homes 3
-RURL=$(PROGNOS_HOME=$REF px db url)
 U=$(px db url)
 rsql() { psql -X -q -At -v ON_ERROR_STOP=1 "$RURL" -c "$1"; }
 ssql() { psql -X -q -At -v ON_ERROR_STOP=1 "${SURL[$1]}" -c "$2"; }

@@ -122,6 +122,14 @@ if [ -z "${PX_FRESH_HOME:-}" ]; then restore_home empty || mkdir -p "$PROGNOS_HO
 # else an empty directory (outside ctest: the first command initialises it, and a test
 # can write a fixed secret.key there first).
 use_new_home() { restore_home empty "$1" || mkdir -p "$1"; export PROGNOS_HOME="$1"; }
+# Starts the single-node reference home a sharded test compares against ($WORK/ref, a copy of
+# the empty fixture when there is one) and sets REF and RURL (its database URL).
+new_ref_home() {
+    REF=$WORK/ref
+    restore_home empty "$REF" || true
+    PROGNOS_HOME=$REF px db init >/dev/null
+    RURL=$(PROGNOS_HOME=$REF px db url)
+}
 # Starts N more embedded clusters for a sharded warehouse, homes $WORK/shard1..N (copies of
 # the empty fixture when there is one), and sets SURL[1..N] to their URLs.
 new_shard_homes() { # N
