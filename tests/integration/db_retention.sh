@@ -10,6 +10,7 @@
 # a year another kept makes features and KPIs refuse, a load of a removed year is
 # refused, and an apply with nothing to do exits 3.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/retention_lib.sh"
 px generate --patients 800 --seed 31 --years 2014-2022 --out "$WORK/data" >/dev/null
 px etl load --format canonical --source "$WORK/data" --quiet >/dev/null
 U=$(px db url)
@@ -137,14 +138,7 @@ else
 fi
 
 # a load of a removed year is refused, and loads nothing
-px generate --patients 20 --seed 32 --years "$y-$y" --out "$WORK/old" >/dev/null
-sed -i 's/^P0/Q0/; s/,P0/,Q0/' "$WORK/old/patients.csv" "$WORK/old/encounters.csv"
-sed -i 's/^E0/F0/' "$WORK/old/encounters.csv" "$WORK/old/diagnoses.csv" "$WORK/old/procedures.csv"
-n=$(sql "SELECT count(*) FROM wh.fact_encounter")
-assert_exit 1 px etl load --format canonical --source "$WORK/old" --quiet
-grep -q "cannot load stays admitted in $y into wh.fact_encounter: retention removed that year" "$WORK/err" ||
-    fail "load of a removed year: $(cat "$WORK/err")"
-assert_eq "$(sql "SELECT count(*) FROM wh.fact_encounter")" "$n" "stays after the refused load"
+refused_load_of_removed_year "$y"
 ok "a load of a removed year is refused"
 
 assert_exit 3 px db retention apply --archive-dir "$WORK/archive"

@@ -17,6 +17,7 @@
 # detached partition; KPI requests for removed periods and KPIs from features
 # built before fail and name the removal; a load of a removed year is refused.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/retention_lib.sh"
 COORD=$PROGNOS_HOME
 new_ref_home
 new_shard_homes 3
@@ -195,14 +196,7 @@ grep -q "kpi compute would report periods that retention removed" "$WORK/err" ||
 ok "KPI requests for removed periods, and KPIs from features built before the removal, fail and name it"
 
 # a load of a removed year into the distributed warehouse is refused, and loads nothing
-px generate --patients 20 --seed 32 --years "$y-$y" --out "$WORK/old" >/dev/null
-sed -i 's/^P0/Q0/; s/,P0/,Q0/' "$WORK/old/patients.csv" "$WORK/old/encounters.csv"
-sed -i 's/^E0/F0/' "$WORK/old/encounters.csv" "$WORK/old/diagnoses.csv" "$WORK/old/procedures.csv"
-n=$(sql "SELECT count(*) FROM wh.fact_encounter")
-assert_exit 1 px etl load --format canonical --source "$WORK/old" --quiet
-grep -q "cannot load stays admitted in $y into wh.fact_encounter: retention removed that year" "$WORK/err" ||
-    fail "load of a removed year: $(cat "$WORK/err")"
-assert_eq "$(sql "SELECT count(*) FROM wh.fact_encounter")" "$n" "stays after the refused load"
+refused_load_of_removed_year "$y"
 assert_eq "$(prepared)" "" "prepared transactions after the refused load"
 assert_exit 3 px db retention apply --archive-dir "$WORK/archive"
 ok "a load of a removed year is refused; an apply with nothing to do exits 3"
