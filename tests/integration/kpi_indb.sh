@@ -196,3 +196,28 @@ sql "UPDATE features.readmission SET age_years = NULL, admission_source = 'never
     features.readmission readmit_30d "$WORK/expect_readmission.jsonl" || fail "rows with NULLs and unseen levels differ"
 server_compare readmission 100
 ok "rows with NULLs and an unseen level: the server's by-encounter answers equal training's route"
+
+# Migration 021 on a warehouse of the former schema (kpi.results a table whose rows carried
+# their method in words and their run's batch ids): that table rebuilt from the view, the
+# migration run again; every row of every run comes back unchanged, each method text once.
+results_digest() { sql "SELECT count(*), md5(string_agg(t::text, E'\n' ORDER BY t::text)) FROM kpi.results t"; }
+before=$(results_digest)
+texts=$(sql "SELECT count(DISTINCT method) FROM kpi.results")
+[ "$(sql "SELECT count(DISTINCT run_id) FROM kpi.results")" -ge 3 ] || fail "too few KPI runs to replay migration 021 on"
+sql "BEGIN;
+     CREATE TABLE kpi.results_former AS SELECT * FROM kpi.results;
+     DROP VIEW kpi.latest_results; DROP VIEW kpi.results; DROP TABLE kpi.result_rows; DROP TABLE kpi.methods;
+     ALTER TABLE kpi.results_former RENAME TO results;
+     ALTER TABLE kpi.results ADD PRIMARY KEY (run_id, measure, period_kind, period, unit_type, unit);
+     CREATE VIEW kpi.latest_results AS SELECT r.* FROM kpi.results r WHERE r.run_id = (SELECT max(run_id) FROM kpi.runs);
+     DELETE FROM public.prognos_migrations WHERE version = 21;
+     COMMIT"
+assert_eq "$(sql "SELECT relkind FROM pg_class WHERE oid = 'kpi.results'::regclass")" r "kpi.results a table again"
+assert_exit 0 px db migrate
+assert_eq "$(sql "SELECT relkind FROM pg_class WHERE oid = 'kpi.results'::regclass")" v "kpi.results a view after the migration"
+assert_eq "$(results_digest)" "$before" "kpi.results after migration 021 ran on the former table"
+assert_eq "$(sql "SELECT count(*) FROM kpi.methods")" "$texts" "method texts stored"
+assert_eq "$(sql "SELECT count(*) FROM kpi.latest_results")" \
+    "$(sql "SELECT count(*) FROM kpi.result_rows WHERE run_id = (SELECT max(run_id) FROM kpi.runs)")" "kpi.latest_results rows"
+assert_exit 3 px kpi compute
+ok "migration 021 moves the former kpi.results unchanged ($(cut -d'|' -f1 <<<"$before") rows, $texts method texts)"
