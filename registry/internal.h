@@ -108,13 +108,13 @@ char *reg_json_print(const cJSON *j);
 /* {"facility_id", NULL} when table (schema.table) has that column, else NULL:
  * the dataset's extra columns to load for the hierarchical fit. */
 const char *const *reg_hier_unit_columns(PGconn *c, const char *table);
-/* Fits px_hier on every row of d (facility_id among d's extra columns) with m's
- * encoding; returns hierarchical.json (caller frees), or NULL with why set (not
- * a GLM, no facility column, a failed fit). why always receives a one-line summary. */
 /* The first version of name with the same training data (fingerprint), algorithm,
  * parameters (JSON, compared as jsonb) and feature definitions: *version, or 0. */
 int reg_find_same(PGconn *c, const char *name, const char *fingerprint, const char *algo, const char *params_json,
                   const char *definition_hash, int *version, px_err *e);
+/* Fits px_hier on every row of d (facility_id among d's extra columns) with m's
+ * encoding; returns hierarchical.json (caller frees), or NULL with why set (not
+ * a GLM, no facility column, a failed fit). why always receives a one-line summary. */
 char *reg_hier_fit_json(const px_model *m, const px_dataset *d, const px_hier_params *hp, char *why, size_t whylen);
 
 #endif
