@@ -9,6 +9,9 @@
 #include <string.h>
 
 
+/* every session's settings: warnings only, ISO dates, UTC */
+#define PX_DB_SESSION_SQL "SET client_min_messages = warning; SET datestyle = 'ISO, YMD'; SET TIME ZONE 'UTC'"
+
 PGconn *px_db_connect_url(const char *url, px_err *e)
 {
     PGconn *c = PQconnectdb(url);
@@ -18,7 +21,7 @@ PGconn *px_db_connect_url(const char *url, px_err *e)
         PQfinish(c);
         return NULL;
     }
-    PGresult *r = PQexec(c, "SET client_min_messages = warning; SET datestyle = 'ISO, YMD'; SET TIME ZONE 'UTC'");
+    PGresult *r = PQexec(c, PX_DB_SESSION_SQL);
     PQclear(r);
     return c;
 }
@@ -43,13 +46,26 @@ PGconn *px_db_open(const px_config *cfg, px_err *e)
 PGconn *px_db_connect(const px_config *cfg, px_err *e)
 {
     char url[13000];
-    if (!cfg->external) {
-        int rc = px_pg_initialized(cfg) ? px_pg_start(cfg, e) : px_pg_init(cfg, e);
-        if (rc != 0) return NULL;
-    }
     if (px_pg_url(cfg, url, sizeof url, e) != 0) return NULL;
-    PGconn *c = px_db_connect_url(url, e);
-    if (!c) return NULL;
+    PGconn *c = NULL;
+    if (!cfg->external) {
+        /* A running embedded server is the common case: connect straight away (asking
+         * whether it runs first, as px_pg_start does, costs a second connection). Any
+         * failure, from no server to one in recovery, takes the start path, which
+         * waits, cleans up or starts, and says what is wrong. */
+        int inited = px_pg_initialized(cfg);
+        if (inited) {
+            c = PQconnectdb(url);
+            if (PQstatus(c) == CONNECTION_OK) {
+                PQclear(PQexec(c, PX_DB_SESSION_SQL));
+            } else {
+                PQfinish(c);
+                c = NULL;
+            }
+        }
+        if (!c && (inited ? px_pg_start(cfg, e) : px_pg_init(cfg, e)) != 0) return NULL;
+    }
+    if (!c && !(c = px_db_connect_url(url, e))) return NULL;
     int applied = 0;
     if (px_db_migrate(c, &applied, e) != 0) {
         PQfinish(c);
@@ -103,10 +119,38 @@ int px_db_scalar(PGconn *c, px_err *e, char *out, size_t outlen, const char *sql
     return rc;
 }
 
+/* 1 when every migration this binary carries is recorded: the common case of every
+ * command, answered by two short queries without a lock or a DDL statement. Versions
+ * are only ever added, so a "yes" cannot go stale; anything else (no ledger yet, a
+ * version missing, an error) takes the full path below, which checks again under the
+ * migrators' lock. */
+static int migrations_current(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SELECT to_regclass('public.prognos_migrations') IS NOT NULL");
+    int have = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    if (!have) return 0;
+    char list[4096];
+    size_t n = 0;
+    list[n++] = '{';
+    for (int i = 0; i < eng_migrations_count && n < sizeof list - 16; i++)
+        n += (size_t)snprintf(list + n, sizeof list - n, "%s%d", i ? "," : "", eng_migrations[i].version);
+    if (n >= sizeof list - 16) return 0;
+    list[n++] = '}';
+    list[n] = '\0';
+    const char *params[1] = {list};
+    r = PQexecParams(c, "SELECT count(DISTINCT version) FROM public.prognos_migrations WHERE version = ANY($1::int[])",
+                     1, NULL, params, NULL, NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && atoi(PQgetvalue(r, 0, 0)) == eng_migrations_count;
+    PQclear(r);
+    return ok;
+}
+
 int px_db_migrate(PGconn *c, int *applied, px_err *e)
 {
     int rc = 0;
     *applied = 0;
+    if (migrations_current(c)) return 0;
     if ((rc = px_db_exec(c, e, "CREATE TABLE IF NOT EXISTS public.prognos_migrations ("
                                  " version integer PRIMARY KEY, name text NOT NULL,"
                                  " applied_at timestamptz NOT NULL DEFAULT now())")) != 0) {
