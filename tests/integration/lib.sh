@@ -84,6 +84,13 @@ done
 export PATH
 
 px() { "$PROGNOS_BIN" "$@"; }
+# The ASan+UBSan pass (build-asan: tests/CMakeLists.txt sets PX_SANITIZED=1 there) checks
+# memory: it runs every C path a test drives, while the checks by independent programs
+# that run no code of ours (a Python or R recomputation, Chromium, Jupyter) are the
+# normal pass's, which runs every test whole. Such a check is written
+#   if checks_values; then python3 ...; fi
+# and must not produce anything a later step of the test uses.
+checks_values() { [ -z "${PX_SANITIZED:-}" ]; }
 # The database URL of the current PROGNOS_HOME and PROGNOS_DB: `prognos db url` (a pure
 # function of the two) asked once and kept in a file of $WORK, which subshells share; not
 # kept for a cluster placed outside its home through a `pg` link, which a test may move.
