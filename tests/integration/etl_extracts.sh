@@ -107,7 +107,7 @@ done
 ok "bad --future-dates and --max-reject-rate values are usage errors"
 
 # ---- the same files with --force, three times (was: "more than one row returned by a subquery")
-export PROGNOS_HOME="$WORK/home2"   # a fresh warehouse (lib.sh stops $WORK/home* on exit)
+use_new_home "$WORK/home2"   # another warehouse (lib.sh stops $WORK/home* on exit)
 assert_exit 0 px etl load --format canonical --source "$WORK/gen" --quiet
 first=$(sql "SELECT rows_read FROM etl.batches WHERE batch_id = 1")
 for i in 2 3 4; do
@@ -121,7 +121,7 @@ assert_eq "$(sql "SELECT count(*) FROM wh.fact_encounter")" "$(($(wc -l < "$WORK
 ok "the same files load with --force a third (and fourth) time; duplicates do not count against the reject rate"
 
 # ---- cost measures leave out stays without a cost (NULL is unknown, not zero)
-export PROGNOS_HOME="$WORK/home3"
+use_new_home "$WORK/home3"
 # enough stays that every model's holdout is large whatever the key (pseudonyms, and
 # so the patients' split, depend on it): 50 patients are not
 px generate --patients 400 --seed 18 --out "$WORK/halfcost" >/dev/null

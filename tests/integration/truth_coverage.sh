@@ -45,7 +45,7 @@ rows() { # table label file
 # default 2: the suite's last minutes have the cores to themselves).
 run_seed() {
     seed=$1
-    export PROGNOS_HOME="$WORK/home$seed"
+    use_new_home "$WORK/home$seed"   # a copy of the empty fixture (the key is PROGNOS_KEY_FILE)
     OUT="$WORK/out$seed"
     mkdir -p "$OUT"
     px generate --patients "$N" --seed "$seed" --out "$WORK/data$seed" >/dev/null
