@@ -364,6 +364,25 @@ static int row_patient(etl_ctx *x, cfile *cf, row *r, long long line)
     return 1;
 }
 
+/* The load partition of admission year y, made when the year's first direct stay
+ * arrives: the open COPY is closed (its rows counted), the partition made, and the
+ * COPY reopened. A batch closes and reopens it once per admission year. */
+static int enc_load_partition(etl_ctx *x, int y)
+{
+    long long n = 0;
+    int rc;
+    etl_bin_trailer(&x->copy.buf);
+    if ((rc = etl_copy_end(x, &n)) != 0) return rc;
+    x->copy_stored += n;
+    char sql[96];
+    snprintf(sql, sizeof sql, "SELECT wh.bulk_begin('fact_encounter', ARRAY[%d])", y);
+    if ((rc = etl_sql(x, sql, NULL, NULL)) != 0) return rc;
+    if ((rc = etl_copy_begin(x, x->copy_sql)) != 0) return rc;
+    etl_bin_header(&x->copy.buf);
+    x->enc_part[y] = 1;
+    return 0;
+}
+
 static int row_encounter(etl_ctx *x, cfile *cf, row *r, long long line)
 {
     const char *reason = NULL, *field = NULL;
@@ -412,10 +431,14 @@ static int row_encounter(etl_ctx *x, cfile *cf, row *r, long long line)
     if (year > 0 && year < (int)sizeof x->enc_years) x->enc_years[year] = 1;
     /* the direct path needs the load partition of the admission year, made before
      * the file was read (per-patient date shifts can put stays in any century) */
-    if (pt && !pt->sql_path && year >= x->enc_y0 && year <= x->enc_y1 &&
+    if (pt && !pt->sql_path && year >= x->enc_y0 && year <= x->enc_y1 && year > 0 && year < (int)sizeof x->enc_part &&
         provider_known(x->facilities, r->v[E_FAC], r->n[E_FAC]) &&
         (!r->v[E_ATT] || provider_known(x->clinicians, r->v[E_ATT], r->n[E_ATT]))) {
         /* every rule checked here: straight into the load table, in COPY binary */
+        if (!x->enc_part[year]) {
+            int rc = enc_load_partition(x, year);
+            if (rc != 0) return rc;
+        }
         px_buf *b = &x->copy.buf;
         etl_bin_row(b, 16);
         etl_bin_bytes(b, r->bin[E_ID], 16);
@@ -658,12 +681,15 @@ int etl_canonical_file(etl_ctx *x, int fd)
     if ((rc = etl_hash_begin(x, csv)) != 0) goto out;
     if ((rc = read_header(x, &cf, csv)) != 0) goto out;
     if ((rc = etl_canonical_prepare(x, tab)) != 0) goto out;
+    x->copy_sql = copy_sql[tab];
+    x->copy_stored = 0;
     if ((rc = etl_copy_begin(x, copy_sql[tab])) != 0) goto out;
     if (binary) etl_bin_header(&x->copy.buf);
     double t0 = px_mono_s();
     rc = stream_rows(x, &cf, csv, &direct, &spooled);
     if (binary) etl_bin_trailer(&x->copy.buf);
     int rc2 = etl_copy_end(x, &n);
+    n += x->copy_stored; /* and the rows of the COPYs closed for a new year's partition */
     if (rc == 0) rc = rc2;
     if (rc == 0) rc = etl_hash_end(x, csv);
     if (rc != 0) goto out;

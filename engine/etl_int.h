@@ -74,8 +74,12 @@ typedef struct etl_ctx {
     px_keymap *facilities, *clinicians; /* provider ids in the warehouse (etl_provider_key), for direct loads */
     int dim_patient_new;  /* wh.dim_patient was empty when this batch began (and was truncated) */
     int min_birth_year;   /* earliest birth year among this batch's patients, 0 if none */
-    int enc_y0, enc_y1;   /* admission years whose load partitions exist before an encounters
-                           * file is read: only those stays can take the direct path */
+    int enc_y0, enc_y1;   /* admission years a stay of this batch can have (its patients' birth
+                           * years to today): only those stays can take the direct path */
+    unsigned char enc_part[10000]; /* 1 for each year whose encounters load partition exists:
+                           * made when the year's first direct stay arrives (etl_canonical.c) */
+    const char *copy_sql; /* the open COPY's statement, to reopen it after such a partition */
+    long long copy_stored;/* rows the server stored in the COPYs of this file closed so far */
     px_buf notes;         /* warnings for the operator (px_etl_result.notes) */
     struct etl_shards *shards; /* a load into a distributed warehouse (shard_load.c), else NULL */
     unsigned char enc_years[10000]; /* 1 for each admission year of this batch's staged encounters */
