@@ -163,3 +163,34 @@ set +e; px kpi compute --period all --json > "$WORK/out" 2> "$WORK/err"; rc=$?; 
 [ $rc -eq 0 ] || { cat "$WORK/out" "$WORK/err"; fail "kpi compute on SynPUF exited $rc"; }
 check_run synpuf 1 "$failed_gates"
 ok "SynPUF sample-1 ($nfac facilities): the system O/E of every measure whose model passes the gates within 0.8-1.25"
+
+# ---- kpi.result_rows' references (migration 022: checked per statement, not per row) ------
+run=$(sql "SELECT max(run_id) FROM kpi.runs")
+rows=$(sql "SELECT count(*) FROM kpi.result_rows WHERE run_id = $run")
+[ "$rows" -gt 0 ] || fail "no rows in run $run"
+one="SELECT run_id, measure, period_kind, 'x' || period AS period, period_start, period_end, unit_type, unit, n, flag, suppressed, method_id
+     FROM kpi.result_rows WHERE run_id = $run LIMIT 1"
+ins="INSERT INTO kpi.result_rows (run_id, measure, period_kind, period, period_start, period_end, unit_type, unit, n, flag, suppressed, method_id)"
+refused() { # sql what: the statement fails with SQLSTATE 23503 (foreign_key_violation)
+    psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose "$(px_url)" -c "$1" >"$WORK/ref.out" 2>&1 && fail "$2: accepted"
+    grep -q "23503" "$WORK/ref.out" || fail "$2: not a foreign-key violation: $(cat "$WORK/ref.out")"
+}
+refused "$ins SELECT 999999999, measure, period_kind, period, period_start, period_end, unit_type, unit, n, flag, suppressed, method_id FROM ($one) t" \
+    "a row of a run that does not exist"
+refused "$ins SELECT run_id, measure, period_kind, period, period_start, period_end, unit_type, unit, n, flag, suppressed, 999999 FROM ($one) t" \
+    "a row of a method that does not exist"
+refused "UPDATE kpi.result_rows SET method_id = 999999 WHERE run_id = $run" "a row moved to a method that does not exist"
+refused "UPDATE kpi.runs SET run_id = 999999999 WHERE run_id = $run" "a run's id changed"
+refused "DELETE FROM kpi.methods" "methods deleted"
+refused "TRUNCATE kpi.methods" "methods truncated"
+sql "$ins $one"   # a row of an existing run and method is taken
+assert_eq "$(sql "SELECT count(*) FROM kpi.result_rows WHERE run_id = $run")" "$((rows + 1))" "rows after a valid insert"
+sql "DELETE FROM kpi.runs WHERE run_id = $run"
+assert_eq "$(sql "SELECT count(*) FROM kpi.result_rows WHERE run_id = $run")" 0 "rows of a deleted run"
+assert_eq "$(sql "SELECT count(*) FROM kpi.result_rows r WHERE NOT EXISTS (SELECT 1 FROM kpi.runs u WHERE u.run_id = r.run_id)")" 0 \
+    "rows without their run"
+px kpi compute --period all --force >/dev/null 2>&1
+[ "$(sql "SELECT count(*) FROM kpi.result_rows")" -gt 0 ] || fail "no rows after another kpi compute"
+sql "TRUNCATE kpi.runs"
+assert_eq "$(sql "SELECT count(*) FROM kpi.result_rows")" 0 "rows after kpi.runs is truncated"
+ok "kpi.result_rows: rows of a missing run or method refused (23503), a run's id fixed, methods append-only, deleting or truncating runs takes their rows"
