@@ -46,6 +46,9 @@ PY
 assert_exit 0 px etl load --format fhir --source "$IN" --json --max-reject-rate 100
 cp "$WORK/out" "$WORK/load1.json"
 U=$(px db url)
+# The Python checks of this test run none of our code: the normal pass's (checks_values,
+# lib.sh); the ASan pass runs every load.
+if checks_values; then
 psql -X -q "$U" -c "\\copy (SELECT file_name, rows_read, rows_loaded, rows_rejected, rows_skipped, skipped FROM etl.batch_files) TO '$WORK/files.csv' CSV HEADER"
 psql -X -q "$U" -c "\\copy (SELECT file_name, line, reason, field, row_data FROM etl.rejects) TO '$WORK/rejects.csv' CSV HEADER"
 psql -X -q "$U" -c "\\copy (SELECT file_name, line, reason, detail FROM etl.warnings) TO '$WORK/warnings.csv' CSV HEADER"
@@ -105,9 +108,13 @@ assert len(warn) == len(snomed) and all("http://snomed.info/sct" in x["detail"] 
 print(f"{total} resources: {load['rows_loaded']} loaded, {load['rows_rejected']} rejected, {load['rows_skipped']} skipped")
 PY
 ok "Synthea export: every resource loaded, rejected at its line with a reason, or skipped by reason"
+else
+ok "Synthea export loaded (its accounting checked in the normal pass)"
+fi
 
 # no plaintext identifier of the export in the database (clinicians' names are kept
 # by design, and Synthea gives patients and clinicians the same family names)
+if checks_values; then
 pg_dump "$U" --data-only --schema=wh --schema=etl --exclude-table=wh.dim_provider >"$WORK/dump.sql"
 python3 - "$IN" "$WORK/dump.sql" <<'PY' || fail "a plaintext identifier is in the warehouse"
 import json, sys
@@ -126,6 +133,7 @@ for f in os.listdir(d):
             if len(v) >= 6 and v in dump: sys.exit(f"'{v}' of {r['resourceType']} found in the dump")
 PY
 ok "no patient or encounter identifier, name or telecom of the export is stored in plaintext"
+fi
 
 before=$(sql "SELECT (SELECT count(*) FROM wh.fact_encounter) || ' ' || (SELECT count(*) FROM etl.rejects) || ' ' || (SELECT count(*) FROM wh.dim_patient)")
 assert_exit 3 px etl load --format fhir --source "$IN"
@@ -171,12 +179,16 @@ for kind in csv fhir; do
     if [ $kind = csv ]; then px etl load --format canonical --source "$CSV" --json >"$WORK/gen-$kind.json"
     else px etl load --format fhir --source "$FHIR" --json >"$WORK/gen-$kind.json"; fi
     px features build >/dev/null
-    for t in readmission mortality los; do
-        psql -X -q "$(px db url)" -c "\\copy (SELECT * FROM features.$t) TO '$WORK/$kind.$t.csv' CSV HEADER"
-    done
-    psql -X -q "$(px db url)" -c "\\copy (SELECT reason, field, count(*) FROM etl.rejects GROUP BY 1, 2 ORDER BY 1, 2) TO '$WORK/$kind.rej.csv' CSV"
+    U=$(px db url)
+    if checks_values; then
+        for t in readmission mortality los; do
+            psql -X -q "$U" -c "\\copy (SELECT * FROM features.$t) TO '$WORK/$kind.$t.csv' CSV HEADER"
+        done
+    fi
+    psql -X -q "$U" -c "\\copy (SELECT reason, field, count(*) FROM etl.rejects GROUP BY 1, 2 ORDER BY 1, 2) TO '$WORK/$kind.rej.csv' CSV"
 done
 cmp -s "$WORK/csv.rej.csv" "$WORK/fhir.rej.csv" || fail "rejects differ: $(cat "$WORK/csv.rej.csv") vs $(cat "$WORK/fhir.rej.csv")"
+if checks_values; then
 python3 - "$WORK" <<'PY' || fail "the FHIR load gives other feature tables than the canonical load"
 import csv, json, sys
 w = sys.argv[1]
@@ -194,3 +206,6 @@ for t in ("readmission", "mortality", "los"):
 print("feature tables equal")
 PY
 ok "generated data: the FHIR load gives the canonical load's feature tables, row for row"
+else
+ok "generated data: the FHIR and canonical loads reject the same (their feature tables compared in the normal pass)"
+fi

@@ -24,6 +24,9 @@ PY
 ok "features build --set all builds three tables"
 
 U=$(px db url)
+# The recomputation runs none of our code: the normal pass's (checks_values, lib.sh); the
+# ASan pass has run the build above.
+if checks_values; then
 for t in readmission mortality los; do
     psql -X -q "$U" -c "\\copy features.$t TO '$WORK/$t.csv' CSV HEADER" || fail "export $t"
 done
@@ -219,6 +222,9 @@ for b in bad: print("FAIL:", b)
 sys.exit(1 if bad else 0)
 PY
 ok "cohorts, labels and every feature equal the recomputation; seven comorbidities equal the truth; catalog"
+else
+ok "features built (the tables recomputed in Python in the normal pass)"
+fi
 
 # the same batches, the same definition: nothing to do
 sum_tables() { sql "SELECT string_agg(t || ':' || h, ' ') FROM (

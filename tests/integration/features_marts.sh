@@ -49,9 +49,12 @@ export_marts() { # dir
     done
 }
 export_marts "$WORK/m1"
+# (pandas runs none of our code: the normal pass's, checks_values in lib.sh)
+if checks_values; then
 /usr/bin/python3 "$PROGNOS_SRC/tests/integration/marts_check.py" "$DATA" "$WORK/m1" "$PROGNOS_HOME/secret.key" ||
     fail "the marts differ from the pandas recomputation"
 ok "every mart row equals the pandas recomputation"
+fi
 
 # NULL costs: unknown, not zero
 assert_eq "$(sql "SELECT count(*) FILTER (WHERE cost_total IS NULL AND stays_costed = 0 AND cost_mean IS NULL

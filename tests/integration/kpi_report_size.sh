@@ -28,6 +28,9 @@ facilities=$(sql "SELECT count(*) FROM kpi.results WHERE period = '2023' AND uni
 check() { # label html csv json
     local size; size=$(stat -c %s "$2")
     [ "$size" -lt "$LIMIT" ] || fail "$1: the report is $size bytes, over $LIMIT"
+    echo "$1: $size bytes of HTML"
+    # the page, CSV and JSON against kpi.results (Python: the normal pass's, checks_values in lib.sh)
+    checks_values || return 0
     sql "SELECT measure, unit_type, unit, suppressed, flag FROM kpi.results
          WHERE run_id = (SELECT max(run_id) FROM kpi.runs) AND period = '2023'" >"$WORK/cells.txt"
     python3 - "$1" "$2" "$3" "$4" "$WORK/cells.txt" <<'PY'
@@ -73,19 +76,23 @@ n_json = len(json.load(open(jsonf))["results"])
 if not (n_csv == n_json == len(cells)): fail.append(f"CSV {n_csv} and JSON {n_json} rows, kpi.results {len(cells)}")
 if fail: print("\n".join(fail[:30])); sys.exit(1)
 PY
-    echo "$1: $size bytes of HTML"
 }
 assert_exit 0 px kpi report --period 2023 --out "$WORK/r.html" --csv "$WORK/r.csv" --json "$WORK/r.json"
 check default "$WORK/r.html" "$WORK/r.csv" "$WORK/r.json"
-ok "2,400 small facilities: the report stays under 500 KB, suppressed ones counted, not listed; CSV/JSON complete"
+if checks_values; then ok "2,400 small facilities: the report stays under 500 KB, suppressed ones counted, not listed; CSV/JSON complete"
+else ok "2,400 small facilities: the report stays under 500 KB (its counts and CSV/JSON checked in the normal pass)"; fi
 
 assert_exit 0 px kpi compute --period year --min-cases 1 --force
 assert_exit 0 px kpi report --period 2023 --out "$WORK/all.html" --csv "$WORK/all.csv" --json "$WORK/all.json"
 check min-cases-1 "$WORK/all.html" "$WORK/all.csv" "$WORK/all.json"
 grep -q "are in the CSV and JSON (--csv, --json)" "$WORK/all.html" || fail "the page does not say where the others are"
-ok "every facility with enough cases: flagged ones listed, the page under 500 KB"
+if checks_values; then ok "every facility with enough cases: flagged ones listed, the page under 500 KB"
+else ok "every facility with enough cases: the page under 500 KB and says where the others are (the rows listed: normal pass)"; fi
 
-# renders, and the first screen still ends with the flagged units
+# renders, and the first screen still ends with the flagged units (chromium and the image's
+# analysis run none of our code: the normal pass's)
+grep -q "id='first-screen-end'" "$WORK/all.html" || fail "the page has no first-screen marker"
+if checks_values; then
 sed "s|</head>|<style>#first-screen-end{height:6px;background:#ff00ff}</style></head>|" "$WORK/all.html" >"$WORK/fs.html"
 prof=$(mktemp -d "$WORK/chromium.XXXXXX")
 timeout 900 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
@@ -97,3 +104,4 @@ hits=$(/usr/bin/python3 "$(dirname "$0")/png_magenta.py" "$WORK/fs.png" 1280 800
 [ "$hits" -ge 1000 ] || fail "the end of the flagged units is not on the first screen ($hits marker pixels)"
 echo "first screen: $hits marker pixels"
 ok "the many-facility report renders; its first screen ends with the flagged units"
+fi

@@ -12,8 +12,12 @@ px generate --patients 2000 --seed 5 --out "$WORK/data" >/dev/null
 px etl load --format canonical --source "$WORK/data" --quiet >/dev/null
 for m in readmission mortality los; do px train --model $m --accept-failed-gates --hier-boot 0 >/dev/null; done
 
+# The notebook runs none of our code (it reads PostgreSQL with psycopg2 and the artifacts'
+# files; it calls prognos only for a database URL, given it here): jupyter and the
+# comparison are the normal pass's (checks_values, lib.sh); the ASan pass runs the rest.
 run_notebook() { # label
 export PROGNOS_DB_URL="$(px db url)"
+checks_values || return 0
 cp "$PROGNOS_SRC/notebooks/registry.ipynb" "$WORK/nb.ipynb"
 (cd "$WORK" && timeout 600 jupyter-nbconvert --to notebook --execute nb.ipynb --output executed.ipynb \
     --ExecutePreprocessor.timeout=300 >"$WORK/nbconvert.log" 2>&1) || { cat "$WORK/nbconvert.log"; fail "$1: notebook did not execute"; }
@@ -68,7 +72,7 @@ print(f"notebook {label}: {summary['versions']} versions, {images} plots, AUCs e
 PY
 }
 run_notebook generated
-ok "registry notebook executes headless and agrees with the registry"
+if checks_values; then ok "registry notebook executes headless and agrees with the registry"; fi
 
 # real claims where a champion has no usable holdout: few or no deaths
 use_new_home "$WORK/home-synpuf"
@@ -99,7 +103,8 @@ assert_eq "$(sql "SELECT version FROM registry.aliases WHERE name = 'mortality' 
 echo "synpuf mortality champion v$v: $(sql "SELECT metrics->'overall'->>'events' || ' holdout events, AUC ' ||
       coalesce(round((metrics->'overall'->>'auc')::numeric, 3)::text, 'undefined') FROM registry.versions WHERE name = 'mortality' AND version = $v")"
 run_notebook synpuf
-ok "registry notebook runs on champions without holdout events or AUC intervals, and plots the LOS model"
+if checks_values; then ok "registry notebook runs on champions without holdout events or AUC intervals, and plots the LOS model"
+else ok "a champion without an AUC interval promoted on the SynPUF subset (the notebook run on it in the normal pass)"; fi
 
 # the executive report of the same registry warns about the champion without holdout events
 caution() { # html -> "kind:measure" of each caution banner
