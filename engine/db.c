@@ -55,7 +55,11 @@ PGconn *px_db_connect(const px_config *cfg, px_err *e)
          * waits, cleans up or starts, and says what is wrong. */
         int inited = px_pg_initialized(cfg);
         if (inited) {
-            c = PQconnectdb(url);
+            /* (bounded as the ping it replaces: a postmaster that accepts on its socket
+             * but never answers takes the start path, whose wait says so) */
+            char direct[13100];
+            snprintf(direct, sizeof direct, "%s&connect_timeout=10", url);
+            c = PQconnectdb(direct);
             if (PQstatus(c) == CONNECTION_OK) {
                 PQclear(PQexec(c, PX_DB_SESSION_SQL));
             } else {

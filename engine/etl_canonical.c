@@ -429,8 +429,9 @@ static int row_encounter(etl_ctx *x, cfile *cf, row *r, long long line)
     memcpy(en->patient, r->bin[E_PAT], sizeof en->patient);
     int year = px_date_year(adm);
     if (year > 0 && year < (int)sizeof x->enc_years) x->enc_years[year] = 1;
-    /* the direct path needs the load partition of the admission year, made before
-     * the file was read (per-patient date shifts can put stays in any century) */
+    /* the direct path needs the load partition of the admission year, made when the
+     * year's first stay arrives (enc_load_partition), for the years the batch's
+     * patients allow (per-patient date shifts can put stays in any century) */
     if (pt && !pt->sql_path && year >= x->enc_y0 && year <= x->enc_y1 && year > 0 && year < (int)sizeof x->enc_part &&
         provider_known(x->facilities, r->v[E_FAC], r->n[E_FAC]) &&
         (!r->v[E_ATT] || provider_known(x->clinicians, r->v[E_ATT], r->n[E_ATT]))) {
@@ -687,8 +688,13 @@ int etl_canonical_file(etl_ctx *x, int fd)
     if (binary) etl_bin_header(&x->copy.buf);
     double t0 = px_mono_s();
     rc = stream_rows(x, &cf, csv, &direct, &spooled);
-    if (binary) etl_bin_trailer(&x->copy.buf);
-    int rc2 = etl_copy_end(x, &n);
+    /* (a failure while a new year's partition was made may have left no COPY open:
+     * its error stands, and there is nothing to close) */
+    int rc2 = 0;
+    if (x->copy.open) {
+        if (binary) etl_bin_trailer(&x->copy.buf);
+        rc2 = etl_copy_end(x, &n);
+    }
     n += x->copy_stored; /* and the rows of the COPYs closed for a new year's partition */
     if (rc == 0) rc = rc2;
     if (rc == 0) rc = etl_hash_end(x, csv);

@@ -12,7 +12,6 @@
 --   - kpi.methods is append-only (its ids are referenced and `kpi compute` only adds).
 ALTER TABLE kpi.result_rows DROP CONSTRAINT result_rows_method_id_fkey,
                             DROP CONSTRAINT result_rows_run_id_fkey;
-CREATE INDEX ON kpi.result_rows (method_id);  -- (the run is the primary key's first column)
 
 CREATE FUNCTION kpi.result_rows_refs() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE want bigint; got bigint; bad text;
@@ -42,10 +41,18 @@ CREATE TRIGGER result_rows_refs_insert AFTER INSERT ON kpi.result_rows
 CREATE TRIGGER result_rows_refs_update AFTER UPDATE ON kpi.result_rows
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION kpi.result_rows_refs();
 
+-- (A delete in a REPEATABLE READ or SERIALIZABLE transaction is refused: its cascade would see
+-- only the rows of its snapshot, and rows another transaction committed for the run meanwhile
+-- would stay without their run. A foreign key's cascade checks those with a newer snapshot;
+-- nothing in prognos deletes runs, and an analyst's DELETE runs in READ COMMITTED by default.)
 CREATE FUNCTION kpi.runs_cascade() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         TRUNCATE kpi.result_rows;
+    ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = 'delete KPI runs in a READ COMMITTED transaction (the default)',
+            DETAIL = 'in ' || current_setting('transaction_isolation') || ' the rows of the deleted runs could not all be found';
     ELSE
         DELETE FROM kpi.result_rows WHERE run_id IN (SELECT run_id FROM old_runs);
     END IF;

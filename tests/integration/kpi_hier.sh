@@ -185,6 +185,10 @@ refused "DELETE FROM kpi.methods" "methods deleted"
 refused "TRUNCATE kpi.methods" "methods truncated"
 sql "$ins $one"   # a row of an existing run and method is taken
 assert_eq "$(sql "SELECT count(*) FROM kpi.result_rows WHERE run_id = $run")" "$((rows + 1))" "rows after a valid insert"
+psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose "$(px_url)" \
+    -c "BEGIN ISOLATION LEVEL REPEATABLE READ" -c "DELETE FROM kpi.runs WHERE run_id = $run" -c "COMMIT" >"$WORK/rr.out" 2>&1 \
+    && fail "a run deleted in REPEATABLE READ (its cascade could miss rows committed meanwhile)"
+grep -q "0A000" "$WORK/rr.out" || fail "a delete of runs in REPEATABLE READ: $(cat "$WORK/rr.out")"
 sql "DELETE FROM kpi.runs WHERE run_id = $run"
 assert_eq "$(sql "SELECT count(*) FROM kpi.result_rows WHERE run_id = $run")" 0 "rows of a deleted run"
 assert_eq "$(sql "SELECT count(*) FROM kpi.result_rows r WHERE NOT EXISTS (SELECT 1 FROM kpi.runs u WHERE u.run_id = r.run_id)")" 0 \
@@ -193,4 +197,4 @@ px kpi compute --period all --force >/dev/null 2>&1
 [ "$(sql "SELECT count(*) FROM kpi.result_rows")" -gt 0 ] || fail "no rows after another kpi compute"
 sql "TRUNCATE kpi.runs"
 assert_eq "$(sql "SELECT count(*) FROM kpi.result_rows")" 0 "rows after kpi.runs is truncated"
-ok "kpi.result_rows: rows of a missing run or method refused (23503), a run's id fixed, methods append-only, deleting or truncating runs takes their rows"
+ok "kpi.result_rows: rows of a missing run or method refused (23503), a run's id fixed, methods append-only, deleting (in READ COMMITTED) or truncating runs takes their rows"

@@ -206,21 +206,26 @@ sql "UPDATE features.readmission SET age_years = NULL, admission_source = 'never
 server_compare readmission 100
 ok "rows with NULLs and an unseen level: the server's by-encounter answers equal training's route"
 
-# Migration 021 on a warehouse of the former schema (kpi.results a table whose rows carried
-# their method in words and their run's batch ids): that table rebuilt from the view, the
-# migration run again; every row of every run comes back unchanged, each method text once.
+# Migrations 021 and 022 on a warehouse of the former schema (kpi.results a table whose rows
+# carried their method in words and their run's batch ids): that table rebuilt from the view,
+# 022's triggers and functions dropped, both migrations run again; every row of every run comes
+# back unchanged, each method text once, the references checked by 022's triggers (no foreign key).
 results_digest() { sql "SELECT count(*), md5(string_agg(t::text, E'\n' ORDER BY t::text)) FROM kpi.results t"; }
 before=$(results_digest)
 texts=$(sql "SELECT count(DISTINCT method) FROM kpi.results")
 [ "$(sql "SELECT count(DISTINCT run_id) FROM kpi.results")" -ge 3 ] || fail "too few KPI runs to replay migration 021 on"
 sql "BEGIN;
      CREATE TABLE kpi.results_former AS SELECT * FROM kpi.results;
+     DROP FUNCTION kpi.result_rows_refs() CASCADE; DROP FUNCTION kpi.runs_cascade() CASCADE;
+     DROP FUNCTION kpi.refuse_change() CASCADE;
      DROP VIEW kpi.latest_results; DROP VIEW kpi.results; DROP TABLE kpi.result_rows; DROP TABLE kpi.methods;
      ALTER TABLE kpi.results_former RENAME TO results;
      ALTER TABLE kpi.results ADD PRIMARY KEY (run_id, measure, period_kind, period, unit_type, unit);
      CREATE VIEW kpi.latest_results AS SELECT r.* FROM kpi.results r WHERE r.run_id = (SELECT max(run_id) FROM kpi.runs);
-     DELETE FROM public.prognos_migrations WHERE version = 21;
+     DELETE FROM public.prognos_migrations WHERE version IN (21, 22);
      COMMIT"
+assert_eq "$(sql "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'kpi.runs'::regclass AND NOT tgisinternal")" 0 \
+    "022's triggers on kpi.runs before the replay"
 assert_eq "$(sql "SELECT relkind FROM pg_class WHERE oid = 'kpi.results'::regclass")" r "kpi.results a table again"
 assert_exit 0 px db migrate
 assert_eq "$(sql "SELECT relkind FROM pg_class WHERE oid = 'kpi.results'::regclass")" v "kpi.results a view after the migration"
@@ -228,5 +233,12 @@ assert_eq "$(results_digest)" "$before" "kpi.results after migration 021 ran on 
 assert_eq "$(sql "SELECT count(*) FROM kpi.methods")" "$texts" "method texts stored"
 assert_eq "$(sql "SELECT count(*) FROM kpi.latest_results")" \
     "$(sql "SELECT count(*) FROM kpi.result_rows WHERE run_id = (SELECT max(run_id) FROM kpi.runs)")" "kpi.latest_results rows"
+assert_eq "$(sql "SELECT count(*) FROM pg_constraint WHERE conrelid = 'kpi.result_rows'::regclass AND contype = 'f'")" 0 \
+    "foreign keys of kpi.result_rows after 022"
+assert_eq "$(sql "SELECT string_agg(tgrelid::regclass || ':' || tgname, ' ' ORDER BY tgrelid::regclass::text, tgname) FROM pg_trigger
+                  WHERE tgrelid IN ('kpi.runs'::regclass, 'kpi.result_rows'::regclass, 'kpi.methods'::regclass)
+                  AND NOT tgisinternal")" \
+    "kpi.methods:methods_append_only kpi.methods:methods_no_truncate kpi.result_rows:result_rows_refs_insert kpi.result_rows:result_rows_refs_update kpi.runs:runs_cascade_delete kpi.runs:runs_cascade_truncate kpi.runs:runs_id_fixed" \
+    "022's triggers after the replay"
 assert_exit 3 px kpi compute
-ok "migration 021 moves the former kpi.results unchanged ($(cut -d'|' -f1 <<<"$before") rows, $texts method texts)"
+ok "migrations 021 and 022 move the former kpi.results unchanged ($(cut -d'|' -f1 <<<"$before") rows, $texts method texts) and check its references by trigger"
