@@ -49,11 +49,17 @@ with open(out, "w") as f, open(order, "w") as o:
             o.write(e["id"] + "\n")
             k += 1
 PY
+# The ASan pass compares nothing (below) and runs the FHIR path for its memory checks: on
+# every third prefetch, spread over all the patients and both wrappings (arrays and
+# Bundles alternate), the same code paths at a third of the cost (2,764 prefetches, 125 MB,
+# took 3.3 CPU-s per set under ASan, 0.8 s in the normal build)
+PF=$WORK/prefetch.ndjson
+if ! checks_values; then awk 'NR % 3 == 1' "$WORK/prefetch.ndjson" >"$WORK/prefetch.asan.ndjson"; PF=$WORK/prefetch.asan.ndjson; fi
 for t in readmission mortality los; do
-    px features fhir --set $t --prefetch "$WORK/prefetch.ndjson" --ndjson >"$WORK/$t.fhir.ndjson" \
+    px features fhir --set $t --prefetch "$PF" --ndjson >"$WORK/$t.fhir.ndjson" \
         || fail "features fhir --set $t failed: $(grep -m3 error "$WORK/$t.fhir.ndjson")"
 done
-assert_eq "$(cat "$WORK"/{readmission,mortality,los}.fhir.ndjson | wc -l)" "$((3 * $(wc -l <"$WORK/order.txt")))" \
+assert_eq "$(cat "$WORK"/{readmission,mortality,los}.fhir.ndjson | wc -l)" "$((3 * $(wc -l <"$PF")))" \
     "an instance for each prefetch of each set"
 
 # The comparisons (Python) run none of our code: the normal pass's (checks_values, lib.sh);
@@ -107,7 +113,7 @@ print(f"{total_rows} rows, {total_vals} values: 0 differences")
 PY
 ok "every feature of every stay: FHIR path = SQL feature tables (0 differences)"
 else
-ok "the FHIR path gave an instance for every stay (compared with the SQL feature tables in the normal pass)"
+ok "the FHIR path gave an instance for every third stay (all of them, compared with the SQL feature tables, in the normal pass)"
 fi
 
 # the map itself: every prefix of features.comorbidity_map, as the code of a stay's
