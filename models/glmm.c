@@ -57,6 +57,7 @@ typedef struct gdata {
     double *v;            /* ng conditional modes (spherical), warm starts */
     double *H;            /* ng: 1 + tau^2 sum w at the mode */
     double llconst;       /* -sum log y! (Poisson), 0 (logit) */
+    double *scr;          /* 3 x the largest group's rows: mu, w, w1 of gradient()'s first pass */
 } gdata;
 
 /* Conditional mode of group g given offsets and tau: maximizes
@@ -121,16 +122,18 @@ static void gradient(const gdata *d, double tau, double *grad, double *M, double
         size_t a = d->start[g], b = d->start[g + 1];
         double v = d->v[g], H = d->H[g];
         double s0 = 0, sw = 0, sw1 = 0, mu, w, w1, l;
-        /* first pass: group sums */
+        double *smu = d->scr, *sww = d->scr + (b - a), *sw1s = d->scr + 2 * (b - a);
+        /* first pass: group sums (each row's values kept for the second) */
         for (size_t i = a; i < b; i++) {
             glmm_unit(d->poisson, d->off[i] + tau * v, d->y[i], &mu, &w, &w1, &l);
             s0 += d->y[i] - mu, sw += w, sw1 += w1;
+            smu[i - a] = mu, sww[i - a] = w, sw1s[i - a] = w1;
         }
         double Gv = tau * tau * tau * sw1 / H;   /* dG/dv at the mode */
         if (M) memset(cbuf, 0, k * sizeof *cbuf);
         for (size_t i = a; i < b; i++) {
             const double *x = d->X + i * k;
-            glmm_unit(d->poisson, d->off[i] + tau * v, d->y[i], &mu, &w, &w1, &l);
+            mu = smu[i - a], w = sww[i - a], w1 = sw1s[i - a];
             double ci = -2 * (d->y[i] - mu) + tau * tau * w1 / H - Gv * tau * w / H;
             for (size_t j = 0; j < k; j++) grad[j] += ci * x[j];
             if (M) {
@@ -207,11 +210,18 @@ int px_glmm_fit_dense(px_algo algo, const double *X, const double *y, const size
         yg[r] = y[i];
         if (poisson) d.llconst -= gsl_sf_lngamma(y[i] + 1);
     }
-    for (size_t g = 0; g < ngroups; g++)
+    size_t maxg = 0;
+    for (size_t g = 0; g < ngroups; g++) {
         if (start[g + 1] == start[g]) {
             rc = px_err_set(e, PX_EINVAL, "hierarchical fit: group %zu has no rows", g);
             goto out;
         }
+        if (start[g + 1] - start[g] > maxg) maxg = start[g + 1] - start[g];
+    }
+    if (!(d.scr = malloc(3 * maxg * sizeof *d.scr))) {
+        rc = px_err_set(e, PX_ENOMEM, "out of memory");
+        goto out;
+    }
     d.X = Xg, d.y = yg, d.start = start, d.off = off, d.v = v, d.H = H;
 
     /* start: the given values, or the pooled GLM (no unit effects) and tau = 0.5 */
@@ -378,7 +388,7 @@ int px_glmm_fit_dense(px_algo algo, const double *X, const double *y, const size
 out:
     if (rc) px_glmm_fit_release(fit);
     px_glm_fit_release(&g0);
-    free(Xg), free(yg), free(off), free(start), free(pos), free(v), free(H);
+    free(Xg), free(yg), free(off), free(start), free(pos), free(v), free(H), free(d.scr);
     free(beta), free(grad), free(M), free(cbuf), free(step), free(trial);
     gsl_matrix_free(A);
     gsl_vector_free(gv), gsl_vector_free(sv);

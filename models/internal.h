@@ -37,9 +37,11 @@ static inline void glmm_unit(int poisson, double eta, double y, double *mu, doub
         *mu = m, *w = m, *w1 = m;
         *ll = y * eta - m;
     } else {
-        /* log(1 + e^eta) without overflow */
-        double l1p = eta > 0 ? eta + log1p(exp(-eta)) : log1p(exp(eta));
-        double m = eta >= 0 ? 1 / (1 + exp(-eta)) : exp(eta) / (1 + exp(eta));
+        /* log(1 + e^eta) without overflow; one exp (e^-|eta|) serves both, the same
+         * values as evaluating exp(-eta) or exp(eta) on each side */
+        double ex = exp(eta > 0 ? -eta : eta);
+        double l1p = eta > 0 ? eta + log1p(ex) : log1p(ex);
+        double m = eta > 0 ? 1 / (1 + ex) : ex / (1 + ex);
         double w0 = m * (1 - m);
         *mu = m, *w = w0, *w1 = w0 * (1 - 2 * m);
         *ll = y * eta - l1p;
