@@ -58,6 +58,7 @@ typedef struct gdata {
     double *H;            /* ng: 1 + tau^2 sum w at the mode */
     double llconst;       /* -sum log y! (Poisson), 0 (logit) */
     double *scr;          /* 3 x the largest group's rows: mu, w, w1 of gradient()'s first pass */
+    size_t *nz;           /* k: a row's nonzero columns (gradient()) */
 } gdata;
 
 /* Conditional mode of group g given offsets and tau: maximizes
@@ -137,11 +138,30 @@ static void gradient(const gdata *d, double tau, double *grad, double *M, double
             double ci = -2 * (d->y[i] - mu) + tau * tau * w1 / H - Gv * tau * w / H;
             for (size_t j = 0; j < k; j++) grad[j] += ci * x[j];
             if (M) {
-                for (size_t r = 0; r < k; r++) {
-                    double wx = w * x[r];
-                    double *Mr = M + r * K;
-                    for (size_t c = r; c < k; c++) Mr[c] += wx * x[c];
-                    cbuf[r] += wx;
+                /* only the row's nonzero columns: a zero adds exactly nothing (w is
+                 * finite, and a sum that starts at +0 never becomes -0), and a unit's or
+                 * category's indicator columns are mostly zero; each element still sums
+                 * the same rows in the same order. A mostly dense row keeps the
+                 * contiguous loop. */
+                size_t nnz = 0;
+                for (size_t r = 0; r < k; r++)
+                    if (x[r] != 0) d->nz[nnz++] = r;
+                if (2 * nnz > k) {
+                    for (size_t r = 0; r < k; r++) {
+                        if (x[r] == 0) continue;
+                        double wx = w * x[r];
+                        double *Mr = M + r * K;
+                        for (size_t c = r; c < k; c++) Mr[c] += wx * x[c];
+                        cbuf[r] += wx;
+                    }
+                } else {
+                    for (size_t p1 = 0; p1 < nnz; p1++) {
+                        size_t r = d->nz[p1];
+                        double wx = w * x[r];
+                        double *Mr = M + r * K;
+                        for (size_t p2 = p1; p2 < nnz; p2++) Mr[d->nz[p2]] += wx * x[d->nz[p2]];
+                        cbuf[r] += wx;
+                    }
                 }
             }
         }
@@ -218,7 +238,7 @@ int px_glmm_fit_dense(px_algo algo, const double *X, const double *y, const size
         }
         if (start[g + 1] - start[g] > maxg) maxg = start[g + 1] - start[g];
     }
-    if (!(d.scr = malloc(3 * maxg * sizeof *d.scr))) {
+    if (!(d.scr = malloc(3 * maxg * sizeof *d.scr)) || !(d.nz = malloc(k * sizeof *d.nz))) {
         rc = px_err_set(e, PX_ENOMEM, "out of memory");
         goto out;
     }
@@ -388,7 +408,7 @@ int px_glmm_fit_dense(px_algo algo, const double *X, const double *y, const size
 out:
     if (rc) px_glmm_fit_release(fit);
     px_glm_fit_release(&g0);
-    free(Xg), free(yg), free(off), free(start), free(pos), free(v), free(H), free(d.scr);
+    free(Xg), free(yg), free(off), free(start), free(pos), free(v), free(H), free(d.scr), free(d.nz);
     free(beta), free(grad), free(M), free(cbuf), free(step), free(trial);
     gsl_matrix_free(A);
     gsl_vector_free(gv), gsl_vector_free(sv);
