@@ -138,8 +138,9 @@ static void gradient(const gdata *d, double tau, double *grad, double *M, double
             double ci = -2 * (d->y[i] - mu) + tau * tau * w1 / H - Gv * tau * w / H;
             for (size_t j = 0; j < k; j++) grad[j] += ci * x[j];
             if (M) {
-                /* only the row's nonzero columns: a zero adds exactly nothing (w is
-                 * finite, and a sum that starts at +0 never becomes -0), and a unit's or
+                /* only the row's nonzero columns: a zero adds exactly nothing (the
+                 * products are finite, and a sum that starts at +0 never becomes -0; a
+                 * product overflowing to inf fails the fit either way), and a unit's or
                  * category's indicator columns are mostly zero; each element still sums
                  * the same rows in the same order. A mostly dense row keeps the
                  * contiguous loop. */
