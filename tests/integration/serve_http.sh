@@ -48,6 +48,15 @@ dump=$(sql "SELECT string_agg(t::text, ' ') FROM audit.predictions t")$(sql "SEL
 ! grep -qF -e "$ids" <<<"$dump" || fail "a plaintext encounter id is in the audit tables"
 ok "no plaintext encounter id in logs or audit tables"
 
+# kpi compute with one risk model: readmission adjusted, the two measures without a model
+# or a feature table skipped, and the message says what to do
+assert_exit 0 px kpi compute --period year --json
+assert_eq "$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["models"], d["skipped"], d["crude"])' "$WORK/out")" \
+    "{'readmission': 1, 'mortality': 0, 'los': 0} ['mortality', 'los'] []" "kpi compute with the readmission model only"
+grep -q "los not computed: no champion of risk model 'los' (train it: prognos train --model los), and no feature table features.los" \
+    "$WORK/err" || fail "kpi compute does not say why los is skipped: $(cat "$WORK/err")"
+ok "kpi compute with one of three risk models: the other two skipped, and why"
+
 # /v1/kpi: the newest run of prognos kpi compute, filtered
 px train --model mortality --accept-failed-gates --hier-boot 0 >/dev/null
 px train --model los --accept-failed-gates --hier-boot 0 >/dev/null
