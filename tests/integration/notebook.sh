@@ -19,8 +19,12 @@ run_notebook() { # label
 export PROGNOS_DB_URL="$(px db url)"
 checks_values || return 0
 cp "$PROGNOS_SRC/notebooks/registry.ipynb" "$WORK/nb.ipynb"
+# The kernel talks to nbconvert over Unix sockets (transport ipc), not TCP: with TCP,
+# jupyter picks five free ports and binds them later, and a test running beside it
+# that binds one in between fails the kernel's start ("Address already in use",
+# seen 2026-12-06 with 12 tests at once).
 (cd "$WORK" && timeout 600 jupyter-nbconvert --to notebook --execute nb.ipynb --output executed.ipynb \
-    --ExecutePreprocessor.timeout=300 >"$WORK/nbconvert.log" 2>&1) || { cat "$WORK/nbconvert.log"; fail "$1: notebook did not execute"; }
+    --ExecutePreprocessor.timeout=300 --KernelManager.transport=ipc >"$WORK/nbconvert.log" 2>&1) || { cat "$WORK/nbconvert.log"; fail "$1: notebook did not execute"; }
 
 python3 - "$WORK/executed.ipynb" "$(sql "SELECT json_build_object(
       'versions', (SELECT count(*) FROM registry.versions),
