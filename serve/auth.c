@@ -184,6 +184,14 @@ srv_keyset *srv_keys_fetch(PGconn *c, px_err *e)
 {
     srv_keyset *ks = NULL;
     PGresult *r = NULL;
+    /* The generation is taken before the query: the poller and the key refresher fetch
+     * on their own connections, and of two fetches the one whose query started later
+     * read the later state (a revocation included). Numbered after the query, a fetch
+     * that started before a revocation and returned after a later one would be
+     * installed over it (keys_install keeps the larger generation), and the revoked
+     * key would work for one more interval. */
+    static atomic_ullong generation;
+    unsigned long long gen = atomic_fetch_add(&generation, 1) + 1;
     if (px_db_query(c, e, "cannot read API keys", &r,
                     "SELECT key_id, role, secret_sha256 FROM serve.api_keys WHERE revoked_at IS NULL ORDER BY key_id", 0,
                     NULL) != 0)
@@ -195,8 +203,7 @@ srv_keyset *srv_keys_fetch(PGconn *c, px_err *e)
     }
     atomic_init(&ks->rc.refs, 1);
     ks->rc.destroy = keyset_destroy;
-    static atomic_ullong generation;
-    ks->gen = atomic_fetch_add(&generation, 1) + 1;
+    ks->gen = gen;
     for (size_t i = 0; i < n; i++) {
         const char *id = PQgetvalue(r, (int)i, 0), *hx = PQgetvalue(r, (int)i, 2);
         px_key_role role;

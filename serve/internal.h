@@ -67,7 +67,7 @@ typedef struct srv_key {
 
 typedef struct srv_keyset {
     srv_rc rc;
-    uint64_t gen;              /* unique per fetched set (a freed set's address may come back) */
+    uint64_t gen;              /* unique per fetched set (a freed set's address may come back), in the order its query started */
     size_t n;
     srv_key keys[];
 } srv_keyset;

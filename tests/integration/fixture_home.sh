@@ -16,6 +16,20 @@ if [ "$name" = clean ]; then
     for d in "$PX_FIXTURE_HOMES"/*/; do [ -d "$d" ] && stop_clusters "$d"; done
     rm -rf "$PX_FIXTURE_HOMES"
     sweep_orphans
+    # A failed test keeps its work directory for inspection (in /dev/shm: memory). Kept
+    # ones older than a day go here, so that failed runs do not pile up in RAM.
+    old=0
+    for d in "$PROGNOS_TEST_TMP"/*/; do
+        [ -f "$d/owner" ] || [ -f "$d/owner.swept" ] || continue
+        if [ -f "$d/owner" ]; then
+            read -r pid start <"$d/owner" || true
+            [ -n "${pid:-}" ] && [ "$(proc_start "$pid")" = "${start:-}" ] && continue   # its test still runs
+        fi
+        [ -n "$(find "$d" -maxdepth 0 -mmin +1440)" ] || continue
+        stop_clusters "$d"
+        rm -rf "$d" && old=$((old + 1))
+    done
+    [ "$old" -eq 0 ] || echo "note: removed $old work directories of failed tests kept for more than a day" >&2
     ok "fixture homes removed"
     exit 0
 fi

@@ -136,6 +136,9 @@ def cmd_http(a):
 
 def cmd_trickle(a):
     """A client sending one header line every second is cut at the deadline."""
+    # (the cut is counted from before the connect, or before the first request, whose
+    # completion starts the server's clock: never after the moment the server starts it)
+    t0 = time.monotonic()
     s = socket.create_connection(("127.0.0.1", a.port), timeout=a.limit)
     if a.after_request:  # one prediction and its whole answer first, on the same connection
         body = open(a.body, "rb").read()
@@ -148,7 +151,7 @@ def cmd_trickle(a):
                 sys.exit(1)
             buf += got
         check(buf.startswith(b"HTTP/1.1 200") and b"connection: close" not in buf.lower(), f"not kept alive: {buf[:300]!r}")
-    closed_at = trickle_head(s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", a.every, a.limit)
+    closed_at = trickle_head(s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", a.every, a.limit, t0=t0)
     s.close()
     check(closed_at is not None, f"a client trickling its head still connected after {a.limit} s")
     if closed_at is not None:

@@ -80,7 +80,7 @@ slowloris "1,000 slowloris connections from 10 addresses" 127.0.0.2-127.0.0.11 1
 slowloris "300 slowloris connections from the client's own address" 127.0.0.1 300 128 0.95
 
 # the server is whole after the attacks, counted what it cut, and stops cleanly
-"$PY" "$LORIS" legit "$URL" --key "$PRED" --body "$WORK/body.json" --requests 20 --pause 0 >"$WORK/legit.json"
+"$PY" "$LORIS" legit "$URL" --key "$PRED" --body "$WORK/body.json" --requests 20 --pause 0 --timeout 30 >"$WORK/legit.json"
 grep -q '"successes": 20' "$WORK/legit.json" || fail "after the attacks: $(cat "$WORK/legit.json")"
 cut=$(curl -s -H "Authorization: Bearer $READ" "$URL/metrics" | awk '$1 == "prognos_http_connections_cut_total" {print $2}')
 [ "${cut:-0}" -ge 500 ] || fail "prognos_http_connections_cut_total is '${cut:-}' after the attacks"

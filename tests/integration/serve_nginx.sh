@@ -46,15 +46,17 @@ def predict(conn):
     return r.status, r.read(), r
 
 # a prediction through the proxy equals the server's own
-st, direct, _ = predict(http.client.HTTPConnection("127.0.0.1", port, timeout=10))
-st2, proxied, r = predict(http.client.HTTPSConnection("localhost", nport, context=ctx, timeout=10))
+st, direct, _ = predict(http.client.HTTPConnection("127.0.0.1", port, timeout=60))
+st2, proxied, r = predict(http.client.HTTPSConnection("localhost", nport, context=ctx, timeout=60))
 assert st == 200 and st2 == 200, (st, st2, proxied[:200])
 a, b = json.loads(direct), json.loads(proxied)
 assert a["predictions"] == b["predictions"], (a, b)
 assert r.getheader("X-Model-Version") == "readmission/1" and r.getheader("Strict-Transport-Security"), r.getheaders()
 print("ok - a prediction over TLS through nginx equals the server's answer:", b["predictions"][0]["value"])
 
-def raw(data, timeout=10):
+# (a generous read timeout: nginx answers each of these at once; a slow answer on a loaded
+# machine must not read as no answer)
+def raw(data, timeout=60):
     s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", nport), timeout=timeout), server_hostname="localhost")
     s.sendall(data)
     buf = b""
@@ -87,8 +89,11 @@ one_json(raw(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * 160
 one_json(raw(P + b"Transfer-Encoding: gzip\r\n\r\n" + body), 501, "Transfer-Encoding: gzip")
 
 # slowloris through the proxy: one header line a second; nginx's 5 s header deadline is not restarted by each line
+# (counted from before the connect: nginx starts the deadline at the accept, and the TLS
+# handshake before the first line takes a while on a loaded machine)
+t0 = time.monotonic()
 s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", nport), timeout=30), server_hostname="localhost")
-closed = trickle_head(s, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n", 1.0, 120)
+closed = trickle_head(s, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n", 1.0, 120, t0=t0)
 assert closed is not None, "a client trickling its head through nginx is still connected after 120 s"
 assert 4.5 <= closed, f"cut after {closed:.1f} s, before the 5 s header timeout"
 print(f"ok - a client trickling its head through nginx was cut after {closed:.1f} s")
