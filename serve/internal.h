@@ -589,6 +589,12 @@ void srv_jwt_free(srv_jwt *j);   /* accepts NULL */
  * with the reason (no secret in it) in why. Thread-safe. */
 int srv_jwt_check(srv_jwt *j, const char *token, const char *audience, char *iss_out, size_t iss_len, char *why,
                   size_t whylen);
+/* The replay cache behind srv_jwt_check (exposed for tests/unit/test_jwt_cache.c):
+ * records iss and jti until exp (Unix seconds) at time now; 0, -1 a replay (seen and
+ * not expired), -2 the cache holds its limit of unexpired values. */
+int srv_jwt_jti_record(srv_jwt *j, const char *iss, const char *jti, int64_t exp, int64_t now);
+/* How many values the cache holds, and how many times it dropped the expired. */
+void srv_jwt_jti_stats(srv_jwt *j, size_t *held, unsigned long *purges);
 
 /* ---- answers (reply.c) --------------------------------------------------------------- */
 

@@ -20,7 +20,9 @@
 #define JWT_MAX_KEYS 64
 #define JWT_SKEW_S 60
 #define JWT_MAX_AHEAD_S 3600
-#define JTI_CAP 65536 /* seen jti values held (each until its exp) */
+#define JTI_CAP 65536 /* slots for seen jti values (each held until its exp) */
+#define JTI_PURGE (JTI_CAP * 3 / 4) /* above this many held, the expired are dropped */
+#define JTI_FULL (JTI_CAP * 7 / 8)  /* this many unexpired held: new ones refused */
 
 typedef struct jwt_key {
     char kid[128];
@@ -40,6 +42,8 @@ struct srv_jwt {
     pthread_mutex_t mu;
     jti_seen *seen;      /* open addressing, JTI_CAP slots */
     size_t nseen;
+    int64_t purge_at;    /* no held value can have expired before this time */
+    unsigned long purges;
 };
 
 /* base64url without padding into out (cap bytes); returns the length or -1. */
@@ -246,9 +250,16 @@ static int verify(const jwt_key *k, const char *data, size_t n, const unsigned c
     return ok;
 }
 
-/* Records (iss, jti) until exp; 0, or -1 when it was seen (a replay) or the
- * cache is full of unexpired values. */
-static int jti_record(srv_jwt *j, const char *iss, const char *jti, int64_t exp, int64_t now)
+/* Records (iss, jti) until exp (plus the clock skew). 0; -1 when it was seen and
+ * has not expired (a replay); -2 when JTI_FULL unexpired values are held.
+ *
+ * The slots are an open-addressing table. Above JTI_PURGE held values the expired
+ * ones are dropped (the table rebuilt), but only once one can have expired
+ * (purge_at: the earliest exp held, plus the skew): a table full of values that
+ * are all still valid is not rebuilt on every new one, which cost a 64K-slot scan
+ * per request under the lock. Refused from JTI_FULL on, so that probes stay short;
+ * a value is held at most an hour and a minute (exp at most an hour ahead). */
+int srv_jwt_jti_record(srv_jwt *j, const char *iss, const char *jti, int64_t exp, int64_t now)
 {
     unsigned char h[32];
     unsigned int hl = 0;
@@ -260,11 +271,12 @@ static int jti_record(srv_jwt *j, const char *iss, const char *jti, int64_t exp,
     if (!ok) return -1;
     pthread_mutex_lock(&j->mu);
     size_t m = JTI_CAP - 1, i;
-    if (j->nseen > JTI_CAP * 3 / 4) { /* purge the expired (rehash the rest) */
+    if (j->nseen > JTI_PURGE && now >= j->purge_at) { /* drop the expired (rehash the rest) */
         jti_seen *old = j->seen;
         jti_seen *fresh = calloc(JTI_CAP, sizeof *fresh);
         if (fresh) {
             j->nseen = 0;
+            j->purge_at = INT64_MAX;
             for (size_t q = 0; q <= m; q++) {
                 if (!old[q].exp || old[q].exp + JWT_SKEW_S < now) continue;
                 uint64_t x;
@@ -272,32 +284,40 @@ static int jti_record(srv_jwt *j, const char *iss, const char *jti, int64_t exp,
                 for (i = (size_t)x & m; fresh[i].exp; i = (i + 1) & m) {}
                 fresh[i] = old[q];
                 j->nseen++;
+                if (old[q].exp + JWT_SKEW_S + 1 < j->purge_at) j->purge_at = old[q].exp + JWT_SKEW_S + 1;
             }
             free(old);
             j->seen = fresh;
+            j->purges++;
         }
     }
     int rc = 0;
-    if (j->nseen >= JTI_CAP - 1) rc = -1;
-    else {
-        uint64_t x;
-        memcpy(&x, h, 8);
-        for (i = (size_t)x & m; j->seen[i].exp; i = (i + 1) & m)
-            if (memcmp(j->seen[i].h, h, 32) == 0) {
-                rc = j->seen[i].exp + JWT_SKEW_S >= now ? -1 : 0;
-                if (!rc) j->seen[i].exp = exp; /* expired: the value may come again */
-                break;
-            }
-        if (!j->seen[i].exp) {
-            memcpy(j->seen[i].h, h, 32);
-            j->seen[i].exp = exp;
-            j->nseen++;
-        }
+    uint64_t x;
+    memcpy(&x, h, 8);
+    for (i = (size_t)x & m; j->seen[i].exp; i = (i + 1) & m)
+        if (memcmp(j->seen[i].h, h, 32) == 0) break;
+    if (j->seen[i].exp) { /* seen: a replay unless it has expired, then held again */
+        if (j->seen[i].exp + JWT_SKEW_S >= now) rc = -1;
+        else j->seen[i].exp = exp;
+    } else if (j->nseen >= JTI_FULL) {
+        rc = -2;
+    } else {
+        memcpy(j->seen[i].h, h, 32);
+        j->seen[i].exp = exp;
+        j->nseen++;
     }
+    if (rc == 0 && exp + JWT_SKEW_S + 1 < j->purge_at) j->purge_at = exp + JWT_SKEW_S + 1;
     pthread_mutex_unlock(&j->mu);
     return rc;
 }
 
+void srv_jwt_jti_stats(srv_jwt *j, size_t *held, unsigned long *purges)
+{
+    pthread_mutex_lock(&j->mu);
+    *held = j->nseen;
+    *purges = j->purges;
+    pthread_mutex_unlock(&j->mu);
+}
 int srv_jwt_check(srv_jwt *j, const char *token, const char *audience, char *iss_out, size_t iss_len, char *why,
                   size_t whylen)
 {
@@ -380,7 +400,13 @@ int srv_jwt_check(srv_jwt *j, const char *token, const char *audience, char *iss
         goto done;
     }
     ex = (int64_t)exp->valuedouble;
-    if (strlen(jti) > 256 || jti_record(j, iss, jti, ex, now) != 0) {
+    int seen = strlen(jti) > 256 ? -1 : srv_jwt_jti_record(j, iss, jti, ex, now);
+    if (seen == -2) {
+        snprintf(why, whylen, "the service holds %d unexpired JWT ids, its limit: new ones are refused until some expire",
+                 JTI_FULL);
+        goto done;
+    }
+    if (seen != 0) {
         snprintf(why, whylen, "the JWT's jti was used before (a replay)");
         goto done;
     }
