@@ -42,6 +42,10 @@ case "$name" in
     *) fail "unknown fixture '$name'" ;;
 esac
 px db stop >/dev/null
+if [ -L "$PROGNOS_HOME/pg" ]; then
+    echo "note: the server's user cannot reach $PROGNOS_TEST_TMP, so this fixture's cluster lives in $(readlink -f "$PROGNOS_HOME/pg"):" \
+         "the tests make their homes themselves (slower). Build where that user can reach, or configure with -DPX_TEST_TMP=DIR." >&2
+fi
 mkdir -p "$PX_FIXTURE_HOMES"
 chmod 755 "$PX_FIXTURE_HOMES"
 rm -rf "$PX_FIXTURE_HOMES/$name"

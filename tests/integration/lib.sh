@@ -117,6 +117,11 @@ sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$(px_url)" -c "$1"; }
 restore_home() { # fixture-name [home]: 0, or 1 when there is no such fixture
     local src="${PX_FIXTURE_HOMES:-/nonexistent}/$1/home" home=${2:-$PROGNOS_HOME}
     [ -f "$src/.fixture-complete" ] || return 1
+    # A fixture whose cluster lives outside its home (engine/pgctl.c's place_cluster: the
+    # server's user cannot reach the home, e.g. a build under /root run as root when
+    # /dev/shm is small) is not copied: the copy would be one more link to the fixture's
+    # own cluster, shared by every test and removed by the first to finish.
+    [ ! -L "$src/pg" ] || return 1
     [ ! -e "$home/pg" ] || stop_clusters "$home"
     rm -rf "$home"
     cp -a "$src" "$home"
