@@ -17,15 +17,13 @@ if [ "$name" = clean ]; then
     rm -rf "$PX_FIXTURE_HOMES"
     sweep_orphans
     # A failed test keeps its work directory for inspection (in /dev/shm: memory). Kept
-    # ones older than a day go here, so that failed runs do not pile up in RAM.
+    # ones older than a day go here, so that failed runs do not pile up in RAM. After
+    # sweep_orphans only a running test's directory has an `owner` file (a failed test
+    # removes its own, the sweep renames a killed one's); a directory made a moment ago
+    # has none yet, and is new.
     old=0
     for d in "$PROGNOS_TEST_TMP"/*/; do
-        [ -f "$d/owner" ] || [ -f "$d/owner.swept" ] || continue
-        if [ -f "$d/owner" ]; then
-            read -r pid start <"$d/owner" || true
-            [ -n "${pid:-}" ] && [ "$(proc_start "$pid")" = "${start:-}" ] && continue   # its test still runs
-        fi
-        [ -n "$(find "$d" -maxdepth 0 -mmin +1440)" ] || continue
+        [ ! -f "$d/owner" ] && [ -n "$(find "$d" -maxdepth 0 -mmin +1440)" ] || continue
         stop_clusters "$d"
         rm -rf "$d" && old=$((old + 1))
     done

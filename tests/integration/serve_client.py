@@ -477,7 +477,10 @@ def cmd_routes(a):
     # connect); a client descheduled past it on a loaded machine makes the round again
     # (up to 8 times), so the verdict is on the server, not on the machine's load.
     first = min(a.request_timeout_ms / 1000.0, a.idle_timeout)
+    stalled = []
     for attempt in range(8):
+        for s in stalled:  # (a round made again: the last one's connections go)
+            s.close()
         t_stall = time.monotonic()
         stalled = []
         for _ in range(5):
@@ -495,8 +498,6 @@ def cmd_routes(a):
             break
         print(f"# stalled connections: the client looked {looked:.2f} s after its first connect, past the "
               f"{first:.2f} s deadline (a starved client): made again")
-        for s in stalled:
-            s.close()
     else:
         check(False, f"in 8 rounds the client never looked at the stalled connections within {first:.2f} s")
     check(all(opened), f"the first request was answered only after stalled connections were closed "
