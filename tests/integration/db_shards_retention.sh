@@ -67,8 +67,20 @@ assert_eq "$(rsql "SELECT count(*) FROM wh.retention_removed WHERE archived_at I
     "$((3 * ${#GONE[@]}))" "reference: partitions removed and archived"
 
 # the coordinator: distributed with two policies set, the third set afterwards
+# (first the usage and state errors of `db shards`, which db_shards.sh checks too: here
+# they run in the ASan pass, which leaves db_shards.sh to the normal pass)
+assert_exit 2 px db shards add
+grep -q "add needs the shard's URI" "$WORK/err" || fail "add without a URI: $(cat "$WORK/err")"
+assert_exit 1 px db shards distribute
+grep -q "no shard to distribute to" "$WORK/err" || fail "distribute without shards: $(cat "$WORK/err")"
+assert_exit 1 px db shards add "postgresql:///prognos?host=$WORK/nowhere"
+grep -q "cannot connect to the shard" "$WORK/err" || fail "unreachable shard: $(cat "$WORK/err")"
 for k in 1 2 3; do assert_exit 0 px db shards add "${SURL[$k]}"; done
-assert_exit 0 px db shards distribute
+assert_exit 0 px db shards distribute --json
+/usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["shards"] == 3 and d["fact_encounter"] > 0 else 1)' \
+    "$WORK/out" || fail "distribute --json: $(cat "$WORK/out")"
+assert_exit 3 px db shards distribute
+grep -q "already distributed" "$WORK/out" || fail "distribute twice: $(cat "$WORK/out")"
 assert_eq "$(sql "SELECT count(*) FROM partman.part_config WHERE parent_table LIKE 'wh.fact\_%'")" 0 \
     "fact tables left in pg_partman's configuration"
 assert_exit 0 px db retention set --table fact_procedure --older-than 8y --action drop
@@ -76,7 +88,7 @@ assert_eq "$(sql "SELECT count(*) FROM partman.part_config")" 0 "pg_partman conf
 assert_eq "$(sql "SELECT string_agg(table_name || ':' || older_than || ':' || action, ' ' ORDER BY table_name) FROM wh.retention_policy")" \
     "$(rsql "SELECT string_agg(table_name || ':' || older_than || ':' || action, ' ' ORDER BY table_name) FROM wh.retention_policy")" \
     "policies"
-ok "distribute accepts a warehouse with retention policies; a policy is set on the distributed one"
+ok "db shards: usage and state errors; distribute accepts a warehouse with retention policies; a policy is set on the distributed one"
 
 px features build >/dev/null   # on the shards, before the removal: these tables will hold removed years
 declare -A BEFORE
@@ -201,3 +213,10 @@ refused_load_of_removed_year "$y"
 assert_eq "$(prepared)" "" "prepared transactions after the refused load"
 assert_exit 3 px db retention apply --archive-dir "$WORK/archive"
 ok "a load of a removed year is refused; an apply with nothing to do exits 3"
+
+# KPIs over the distributed warehouse after the removals: features rebuilt, then a KPI pass
+# whose stay sums run on each of the three shards (px_shards_union)
+px features build >/dev/null
+assert_exit 0 px kpi compute --json
+assert_eq "$(sql "SELECT count(*) > 0 FROM kpi.results WHERE run_id = (SELECT max(run_id) FROM kpi.results)")" t "KPI rows of the distributed warehouse"
+ok "features and KPIs computed on the distributed warehouse after the removals"
