@@ -19,7 +19,10 @@
 #  - the bootstrap's seed is recorded, bad train options exit 2, --no-hier stores none.
 # The analytic interval against the CMS bootstrap interval (40 draws on the same data)
 # is kpi_hier_boot.sh (label slow: the 80 refits are statistics, not C paths this test
-# does not reach; the bootstrap's code runs here with 5 draws).
+# does not reach; the bootstrap's code runs here with 5 draws). This test runs in the
+# normal pass (label asan_redundant): the ASan pass reaches its C paths through
+# kpi_report_size.sh (2,400 tiny facilities; the tampered hierarchical.json, the train
+# options, --no-hierarchical) and unit_glmm (a fit without between-unit variation).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/kpi_hier_lib.sh"
 

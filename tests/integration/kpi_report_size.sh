@@ -105,3 +105,28 @@ hits=$(/usr/bin/python3 "$(dirname "$0")/png_magenta.py" "$WORK/fs.png" 1280 800
 echo "first screen: $hits marker pixels"
 ok "the many-facility report renders; its first screen ends with the flagged units"
 fi
+
+# ---- the hierarchical model's options, on these 2,400 tiny facilities ----------------------
+# (the ASan pass's run of them: kpi_hier.sh checks the same on its own data, normal pass)
+hier_file() { echo "$PROGNOS_HOME/registry/$1/$2/hierarchical.json"; }
+f=$(hier_file mortality 1)
+cp "$f" "$WORK/h.json"
+chmod u+w "$f" 2>/dev/null || true
+sed -i '0,/"tau":/s/"tau":\t*[0-9.e+-]*/"tau":\t0.123/' "$f"
+cmp -s "$f" "$WORK/h.json" && fail "the tampering did not change the file"
+assert_exit 1 px kpi compute --period all
+grep -q "hierarchical.json" "$WORK/err" || fail "a tampered hierarchical.json is not named: $(cat "$WORK/err")"
+cp "$WORK/h.json" "$f"
+assert_exit 0 px train --model los --no-build --hier-boot 2 --hier-seed 7 --l2 0.001 --accept-failed-gates
+grep -q '"seed":	7' "$(hier_file los 2)" || fail "seed not recorded in $(hier_file los 2)"
+grep -q "hierarchical" "$WORK/out" || fail "train's summary does not mention the hierarchical model: $(cat "$WORK/out")"
+assert_exit 2 px train --model los --hier-boot -1
+grep -q "hier-boot needs a whole number" "$WORK/err" || fail "--hier-boot -1: $(cat "$WORK/err")"
+assert_exit 2 px train --model los --hier-seed x
+grep -q "hier-seed needs a whole number" "$WORK/err" || fail "--hier-seed x: $(cat "$WORK/err")"
+assert_exit 0 px train --model los --no-build --no-hier --l2 0.002 --accept-failed-gates
+[ -e "$(hier_file los 3)" ] && fail "--no-hier stored a hierarchical model"
+assert_exit 0 px kpi compute --period all --no-hierarchical --force
+assert_eq "$(sql "SELECT count(*) FROM kpi.results WHERE run_id = (SELECT max(run_id) FROM kpi.runs) AND adjustment = 'hierarchical'")" 0 \
+    "--no-hierarchical: hierarchical rows"
+ok "a tampered hierarchical.json fails the KPI run naming it; --hier-seed recorded, bad values exit 2; --no-hier stores none; --no-hierarchical adjusts by O/E"

@@ -260,6 +260,35 @@ static void hier_model(const fx_ref *r)
     px_dataset_free(d);
 }
 
+/* Units that do not differ (each unit's rows the same: 10 rows, 3 events, x = 0..9 alike):
+ * the maximum-likelihood tau is 0, and the fit says so in its warning. */
+static void no_variation(void)
+{
+    enum { G = 8, R = 10 };
+    double Xn[G * R * 2], yn[G * R];
+    size_t gn[G * R];
+    for (size_t j = 0; j < G; j++)
+        for (size_t i = 0; i < R; i++) {
+            size_t r = j * R + i;
+            Xn[r * 2] = 1, Xn[r * 2 + 1] = (double)i / 10;
+            yn[r] = i == 1 || i == 4 || i == 8;
+            gn[r] = j;
+        }
+    px_glmm_fit f;
+    px_err e = {0};
+    int rc = px_glmm_fit_dense(PX_ALGO_LOGIT, Xn, yn, gn, G * R, 2, G, NULL, &f, &e);
+    CHECK_INT(rc, 0);
+    if (rc) {
+        fprintf(stderr, "no_variation: %s\n", e.msg);
+        return;
+    }
+    CHECK(f.converged);
+    CHECK(f.tau < 1e-4);
+    CHECK(strstr(f.warning, "no between-unit variation") != NULL);
+    for (size_t j = 0; j < G; j++) CHECK(fabs(f.mode[j]) < 1e-3);
+    px_glmm_fit_release(&f);
+}
+
 int main(void)
 {
     px_models_init();
@@ -272,6 +301,7 @@ int main(void)
     TOL_TIGHT = 2e-5, TOL_DEV = 2e-5;
     against_lme4("poisson", PX_ALGO_POISSON, days, &r);
     bad_input();
+    no_variation();
     hier_model(&r);
     fx_ref_free(&r);
     fx_free(&t);
