@@ -1,4 +1,5 @@
-# kpi_hier_lib.sh: the data of kpi_hier.sh and kpi_hier_boot.sh (source after lib.sh).
+# kpi_hier_lib.sh: the data of kpi_hier.sh and kpi_hier_boot.sh, and checks kpi_hier.sh and
+# kpi_report_size.sh share (source after lib.sh).
 # kpi_hier_data DIR: a generated canonical extract (6,000 patients, 8 facilities, seed 5)
 # whose every other stay is moved to a tiny facility T0001, T0002, ... of 1, 2, ..., 10,
 # 1, ... stays (~2,000 of them), loaded into $PROGNOS_HOME without rejects, feature sets
@@ -17,4 +18,18 @@ kpi_hier_data() { # dir
     assert_exit 0 px etl load --format canonical --source "$d" --quiet
     assert_eq "$(sql "SELECT count(*) FROM etl.rejects")" 0 "remapped extract loads without rejects"
     px features build --set all >/dev/null
+}
+
+hier_file() { echo "$PROGNOS_HOME/registry/$1/$2/hierarchical.json"; }
+# hier_tamper_fails MODEL VERSION: a KPI run fails, naming the file, once the stored
+# hierarchical.json of MODEL vVERSION is edited (its tau); the file is put back after
+hier_tamper_fails() {
+    local f; f=$(hier_file "$1" "$2")
+    cp "$f" "$WORK/h.json"
+    chmod u+w "$f" 2>/dev/null || true
+    sed -i '0,/"tau":/s/"tau":\t*[0-9.e+-]*/"tau":\t0.123/' "$f"
+    cmp -s "$f" "$WORK/h.json" && fail "the tampering did not change the file"
+    assert_exit 1 px kpi compute --period all
+    grep -q "hierarchical.json" "$WORK/err" || fail "a tampered hierarchical.json is not named: $(cat "$WORK/err")"
+    cp "$WORK/h.json" "$f"
 }

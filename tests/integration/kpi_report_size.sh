@@ -108,15 +108,8 @@ fi
 
 # ---- the hierarchical model's options, on these 2,400 tiny facilities ----------------------
 # (the ASan pass's run of them: kpi_hier.sh checks the same on its own data, normal pass)
-hier_file() { echo "$PROGNOS_HOME/registry/$1/$2/hierarchical.json"; }
-f=$(hier_file mortality 1)
-cp "$f" "$WORK/h.json"
-chmod u+w "$f" 2>/dev/null || true
-sed -i '0,/"tau":/s/"tau":\t*[0-9.e+-]*/"tau":\t0.123/' "$f"
-cmp -s "$f" "$WORK/h.json" && fail "the tampering did not change the file"
-assert_exit 1 px kpi compute --period all
-grep -q "hierarchical.json" "$WORK/err" || fail "a tampered hierarchical.json is not named: $(cat "$WORK/err")"
-cp "$WORK/h.json" "$f"
+source "$(dirname "$0")/kpi_hier_lib.sh"
+hier_tamper_fails mortality 1
 assert_exit 0 px train --model los --no-build --hier-boot 2 --hier-seed 7 --l2 0.001 --accept-failed-gates
 grep -q '"seed":	7' "$(hier_file los 2)" || fail "seed not recorded in $(hier_file los 2)"
 grep -q "hierarchical" "$WORK/out" || fail "train's summary does not mention the hierarchical model: $(cat "$WORK/out")"
