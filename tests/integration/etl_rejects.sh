@@ -197,4 +197,4 @@ assert_eq "$(sql "SELECT count(*) || '/' || (SELECT count(*) FROM etl.batches) F
 assert_exit 0 px etl load --format canonical --source "$WORK/d3" --quiet
 assert_eq "$(sql "SELECT count(*) FROM wh.fact_encounter WHERE batch_id = (SELECT max(batch_id) FROM etl.batches)")" 1 \
     "the same files load once the lock is gone"
-ok "a load whose connection ends at its last statement: exit 1, nothing visible; both load when rerun"
+ok "a load whose connection ends at its last statement: exit 1, nothing visible; the files load when rerun"
