@@ -32,30 +32,16 @@ ok "reference load: $want (${ms} ms)"
 export PROGNOS_HOME="$WORK/home"
 px db init >/dev/null
 empty="0 0/0/0 0 0 0 0 0 0"
-# A session holding a lock on audit.events stops a load at its last statement before
-# COMMIT (every row written, nothing committed): a kill there is the worst case, and
-# where it happens does not depend on timing.
-hold_audit() {
-    psql -X -q "$(px db url)" -c "BEGIN; LOCK TABLE audit.events IN SHARE MODE; SELECT pg_sleep(3600)" >/dev/null 2>&1 &
-    holder=$!
-    wait_for "the lock on audit.events" lock_held
-}
-release_audit() {
-    sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'BEGIN; LOCK TABLE audit.events%'" >/dev/null
-    wait "$holder" 2>/dev/null || true
-}
-lock_held() { [ "$(sql "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-                        WHERE c.relname = 'events' AND l.mode = 'ShareLock' AND l.granted")" = 1 ]; }
-load_blocked() { [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
-                            AND query LIKE 'INSERT INTO audit.events%'")" -ge 1 ]; }
-hold_audit
+# (audit_hold in lib.sh: a load stopped at its last statement before COMMIT, every row
+# written and nothing committed: a kill there is the worst case)
+audit_hold
 # (the binary itself in the background, not the px function: $! must be the loader)
 "$PROGNOS_BIN" etl load --format canonical --source "$DATA" --quiet >/dev/null 2>&1 &
 pid=$!
-wait_for "the load to reach its last statement" load_blocked
+wait_for "the load to reach its last statement" audit_insert_waits
 kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
-release_audit
+audit_release
 assert_eq "$(counts)" "$empty" "after SIGKILL just before COMMIT"
 ok "SIGKILL just before COMMIT (every row written): nothing visible"
 # and at points in time through the load (where each lands varies; the verdict may not)
@@ -86,13 +72,13 @@ ok "rerun after SIGKILLs: same counts as an uninterrupted load"
 # server is stopped.
 use_new_home "$WORK/home-down"
 px db init >/dev/null
-hold_audit
+audit_hold
 px etl load --format canonical --source "$DATA" --quiet >"$WORK/down.out" 2>"$WORK/down.err" &
 pid=$!
-wait_for "the load to reach its last statement" load_blocked
+wait_for "the load to reach its last statement" audit_insert_waits
 px db stop >/dev/null
 set +e; wait "$pid"; rc=$?; set -e
-wait "$holder" 2>/dev/null || true   # its session ended with the server
+wait "$AUDIT_HOLDER" 2>/dev/null || true   # its session ended with the server
 assert_eq "$rc" 1 "exit code of a load whose database went away"
 grep -q "^prognos: error: " "$WORK/down.err" || fail "no error message when the database went away: $(cat "$WORK/down.err")"
 px db start >/dev/null

@@ -162,14 +162,9 @@ mkdir -p "$WORK/d3"
 printf 'patient_id,birth_date,sex\nPD3,1955-01-01,F\n' > "$WORK/d3/patients.csv"
 { echo "$E"; echo 'ED5,PD3,HD1,2022-02-01,2022-02-03,urgent,ed,home,10'; } > "$WORK/d3/encounters.csv"
 before=$(sql "SELECT count(*) || '/' || (SELECT count(*) FROM etl.batches) FROM wh.fact_encounter")
-psql -X -q "$(px_url)" -c "BEGIN; LOCK TABLE audit.events IN SHARE MODE; SELECT pg_sleep(3600)" >/dev/null 2>&1 &
-holder=$!
-audit_locked() { [ "$(sql "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-                            WHERE c.relname = 'events' AND l.mode = 'ShareLock' AND l.granted")" = 1 ]; }
-wait_for "the lock on audit.events" audit_locked
+audit_hold
 PGOPTIONS="-c lock_timeout=300" assert_exit 1 px etl load --format canonical --source "$WORK/d3" --quiet
-sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'BEGIN; LOCK TABLE audit.events%'" >/dev/null
-wait "$holder" 2>/dev/null || true
+audit_release
 grep -q "lock timeout" "$WORK/err" || fail "the failed load does not name its failure: $(cat "$WORK/err")"
 assert_eq "$(sql "SELECT count(*) || '/' || (SELECT count(*) FROM etl.batches) FROM wh.fact_encounter")" "$before" \
     "stays and batches after the failed load"
@@ -178,18 +173,13 @@ assert_eq "$(sql "SELECT count(*) FROM etl.failed_batches WHERE reason LIKE '%lo
 ok "a load failing at its last statement: exit 1, nothing visible, recorded in etl.failed_batches"
 # and one whose server connection ends there (its backend terminated while it waits): exit 1
 # naming the failure, nothing visible (the failure cannot be recorded without a connection)
-psql -X -q "$(px_url)" -c "BEGIN; LOCK TABLE audit.events IN SHARE MODE; SELECT pg_sleep(3600)" >/dev/null 2>&1 &
-holder=$!
-wait_for "the lock on audit.events" audit_locked
+audit_hold
 set +e; px etl load --format canonical --source "$WORK/d3" --quiet >"$WORK/out" 2>"$WORK/err" & loader=$!; set -e
-load_waits() { [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
-                          AND query LIKE 'INSERT INTO audit.events%'")" = 1 ]; }
-wait_for "the load to wait on audit.events" load_waits
+wait_for "the load to wait on audit.events" audit_insert_waits
 sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
      AND query LIKE 'INSERT INTO audit.events%'" >/dev/null
 rc=0; wait "$loader" || rc=$?
-sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'BEGIN; LOCK TABLE audit.events%'" >/dev/null
-wait "$holder" 2>/dev/null || true
+audit_release
 assert_eq "$rc" 1 "exit code of the load whose connection ended"
 grep -qi "terminat" "$WORK/err" || fail "the load does not name the ended connection: $(cat "$WORK/err")"
 assert_eq "$(sql "SELECT count(*) || '/' || (SELECT count(*) FROM etl.batches) FROM wh.fact_encounter")" "$before" \

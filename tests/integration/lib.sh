@@ -187,6 +187,24 @@ wait_for() { # description command...
     done
 }
 
+# A session holding a lock on audit.events stops an ETL load at its last statement before
+# COMMIT (every row written, nothing committed), where it happens does not depend on
+# timing: audit_hold starts it (its psql in $AUDIT_HOLDER) and waits for the lock,
+# audit_release ends it, audit_insert_waits is true while a load waits there.
+audit_hold() {
+    psql -X -q "$(px db url)" -c "BEGIN; LOCK TABLE audit.events IN SHARE MODE; SELECT pg_sleep(3600)" >/dev/null 2>&1 &
+    AUDIT_HOLDER=$!
+    wait_for "the lock on audit.events" audit_held
+}
+audit_release() {
+    sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'BEGIN; LOCK TABLE audit.events%'" >/dev/null
+    wait "$AUDIT_HOLDER" 2>/dev/null || true
+}
+audit_held() { [ "$(sql "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                         WHERE c.relname = 'events' AND l.mode = 'ShareLock' AND l.granted")" = 1 ]; }
+audit_insert_waits() { [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+                                 AND query LIKE 'INSERT INTO audit.events%'")" -ge 1 ]; }
+
 fail() { echo "FAIL: $*" >&2; exit 1; }
 assert_eq() { # actual expected message
     [ "$1" == "$2" ] || fail "$3: got '$1', expected '$2'"
