@@ -84,13 +84,15 @@ done
 export PATH
 
 px() { "$PROGNOS_BIN" "$@"; }
-# The ASan+UBSan pass (build-asan: tests/CMakeLists.txt sets PX_SANITIZED=1 there) checks
-# memory: it runs every C path a test drives, while the checks by independent programs
-# that run no code of ours (a Python or R recomputation, Chromium, Jupyter) are the
-# normal pass's, which runs every test whole. Such a check is written
+# Checks by independent programs that run no code of ours (a Python or R recomputation,
+# Chromium, Jupyter) are written
 #   if checks_values; then python3 ...; fi
-# and must not produce anything a later step of the test uses.
-checks_values() { [ -z "${PX_SANITIZED:-}" ]; }
+# and must not produce anything a later step of the test uses. A test runs them unless
+# it runs in the ASan+UBSan build (tests/CMakeLists.txt sets PX_SANITIZED=1 there) beside
+# a normal-build run of the same test that does (scripts/test.sh PX_TEST_PASSES=all:
+# that ASan run checks memory only). scripts/test.sh's default runs each integration
+# test once and sets PX_CHECK_VALUES=1 for the ASan build: every check runs there.
+checks_values() { [ -n "${PX_CHECK_VALUES:-}" ] || [ -z "${PX_SANITIZED:-}" ]; }
 # The database URL of the current PROGNOS_HOME and PROGNOS_DB: `prognos db url` (a pure
 # function of the two) asked once and kept in a file of $WORK, which subshells share; not
 # kept for a cluster placed outside its home through a `pg` link, which a test may move.
