@@ -107,6 +107,14 @@ name=$(sed -n 2p "$WORK/gen/patients.csv" | cut -d, -f5)
 sed -i "\$s/\$/ $name/" "$WORK/tampered/data_dictionary.csv"
 ! python3 "$CHECK" "$WORK/tampered" "$WORK/src_los.tsv" "$WORK/ids.txt" 2>"$WORK/err" || fail "planted name not found"
 grep -q "name $name appears" "$WORK/err" || fail "planted name: $(cat "$WORK/err")"
+# and a numeric identifier (a patient's ZIP code) as a whole number. The pseudonym above
+# (hex and dashes) holds digit runs that may equal a ZIP code: those are not numbers (with
+# some keys the check reported a ZIP code in the pseudonym's digits, not the pseudonym)
+cp "$WORK/ex_los_csv/data_dictionary.csv" "$WORK/tampered/"
+zip=$(sed -n 2p "$WORK/gen/patients.csv" | cut -d, -f8)
+echo "$zip" >>"$WORK/tampered/manifest.json"
+! python3 "$CHECK" "$WORK/tampered" "$WORK/src_los.tsv" "$WORK/ids.txt" 2>"$WORK/err" || fail "planted ZIP code not found"
+grep -q "identifier $zip appears as a number" "$WORK/err" || fail "planted ZIP code: $(cat "$WORK/err")"
 fi
 ok "$(checked "three cohorts x two formats: identifiers absent, ages grouped, small cells hidden, keyed shifts exact" \
               "three cohorts x two formats exported: manifests verify, no key material, small facilities suppressed")"

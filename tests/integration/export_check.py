@@ -75,7 +75,11 @@ blob = ""
 for name in files:
     text = open(os.path.join(d, name), encoding="utf-8").read()
     blob += re.sub(r"[0-9a-f]{64}", "#", text) + "\n"
-numbers = set(re.findall(r"\d+", blob))
+# a number is a whole run of digits, not the digits inside a longer token: a pseudonym's
+# hex ("...-8fa54d33155c") holds runs such as 33155 that may equal a ZIP code or another
+# numeric identifier, which an export that leaked the pseudonym must be reported for (by
+# the substring search below), not for the ZIP code
+numbers = set(re.findall(r"(?<![0-9A-Za-z])\d+(?![0-9A-Za-z])", blob))
 words = set(re.findall(r"[A-Za-z]+", blob))
 others = []
 for s in ids:
