@@ -4,7 +4,8 @@
 # each integration test (on real embedded PostgreSQL clusters) in one of them: in the
 # ASan+UBSan tree a set that reaches every C line and branch the suite reaches (label
 # asan_only), in the normal tree the statistical long runs (label slow) and the tests
-# whose C paths that set already reaches (label asan_redundant); tests/README.md. The
+# whose C paths that set already reaches (label asan_redundant); it_features_fhir in both
+# (PX_BOTH_BUILDS in tests/CMakeLists.txt); tests/README.md. The
 # two passes run at the same time (one ctest each): a test spends much of its time
 # waiting (PostgreSQL writing and syncing, a server's deadline running out), and the
 # other pass's tests use the CPU meanwhile. The normal pass prints as it goes; the ASan
