@@ -7,6 +7,8 @@
 # KPIs, writes the executive report ($PROGNOS_HOME/kpi-report.html), starts the
 # prediction server in the background and makes one prediction with curl.
 set -euo pipefail
+# -h, --help: the comment above
+case "${1:-}" in -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0;; esac
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 PX=build/engine/cli/prognos

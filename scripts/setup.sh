@@ -3,6 +3,8 @@
 # builds Prognos into build/ (and, with --asan, build-asan/ with AddressSanitizer
 # and UndefinedBehaviorSanitizer). Safe to run again; it only does what is needed.
 set -euo pipefail
+# -h, --help: the comment above
+case "${1:-}" in -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0;; esac
 cd "$(dirname "$0")/.."
 
 PACKAGES=(gcc make cmake pkg-config libc6-dev

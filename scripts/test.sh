@@ -21,8 +21,18 @@
 #   asan    the ASan set in the ASan tree
 # Extra arguments go to both ctest runs (e.g. -R serve_ to run some tests only).
 set -euo pipefail
+# -h, --help: the comment above
+case "${1:-}" in -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0;; esac
 cd "$(dirname "$0")/.."
 export PROGNOS_WERROR=${PROGNOS_WERROR:-ON} # warnings are errors here and in CI (off by default for users)
+# (checked before the build)
+passes=${PX_TEST_PASSES:-both}
+case "$passes" in
+    both) normal_filter=(-LE '^asan_only$'); export PX_CHECK_VALUES=1 ;;
+    asan) normal_filter=(); export PX_CHECK_VALUES=1 ;;
+    all|normal) normal_filter=(); unset PX_CHECK_VALUES ;;
+    *) echo "test.sh: PX_TEST_PASSES is both, all, normal or asan, not '$passes'" >&2; exit 2;;
+esac
 scripts/setup.sh --asan
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
@@ -31,13 +41,6 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # and none depends on timing: run three per core in each pass (two per core left the
 # cores idle about 8% of the run: 295 s against 283 s with three, 2026-12-06).
 jobs=${PX_TEST_JOBS:-$(( $(nproc) * 3 ))}
-passes=${PX_TEST_PASSES:-both}
-case "$passes" in
-    both) normal_filter=(-LE '^asan_only$'); export PX_CHECK_VALUES=1 ;;
-    asan) normal_filter=(); export PX_CHECK_VALUES=1 ;;
-    all|normal) normal_filter=(); unset PX_CHECK_VALUES ;;
-    *) echo "test.sh: PX_TEST_PASSES is both, all, normal or asan, not '$passes'" >&2; exit 2;;
-esac
 start=$SECONDS
 echo "== $(date -u '+%F %T') UTC, load: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores, $jobs tests at once per pass"
 
